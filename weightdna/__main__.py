@@ -1,0 +1,3 @@
+from weightdna.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,22 @@
+"""Errors a user can cause. The CLI prints these without a traceback and exits non-zero."""
+
+
+class WeightDNAError(Exception):
+    """Base class: something the user asked for or gave cannot be done; the message says why
+    and what to do instead."""
+
+
+class InvalidInputError(WeightDNAError, ValueError):
+    """An argument or a piece of data has the wrong shape, type or value."""
+
+
+class ModelFileError(WeightDNAError):
+    """A model or .dna file is missing, unreadable, corrupt or of an unknown kind."""
+
+
+class OutputExistsError(WeightDNAError):
+    """An output file exists and overwriting it was not asked for (use --force)."""
+
+
+class MissingDependencyError(WeightDNAError):
+    """An optional package needed for this operation is not installed."""
