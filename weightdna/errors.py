@@ -20,3 +20,7 @@ class OutputExistsError(WeightDNAError):
 
 class MissingDependencyError(WeightDNAError):
     """An optional package needed for this operation is not installed."""
+
+
+class CorruptFileError(ModelFileError):
+    """A .dna file is damaged or malformed: a length, offset, checksum or field is wrong."""

@@ -1,0 +1,33 @@
+"""Estimators of the structure of weight tensors, scikit-learn style: fit(X) → self, results in *_.
+
+Each estimator's docstring says which point cloud it sees: the rows of a matrix as points
+(PCAEnergy, LocalDimension, CorrelationDimension, MLEDimension, TwoNN — pass W.T for columns),
+the graph of (coordinates, value) (LipschitzConstant, LocalLinearity), or the values alone
+(Entropy).
+"""
+
+from weightdna.analysis.baselines import gaussian_like, null_baselines, shuffled_like
+from weightdna.analysis.correlation_dimension import CorrelationDimension
+from weightdna.analysis.entropy import Entropy
+from weightdna.analysis.likelihood import MLEDimension
+from weightdna.analysis.linearity import LocalLinearity
+from weightdna.analysis.lipschitz import LipschitzConstant
+from weightdna.analysis.local_dimension import LocalDimension
+from weightdna.analysis.pca import PCAEnergy
+from weightdna.analysis.sampling import bootstrap_interval
+from weightdna.analysis.twonn import TwoNN
+
+__all__ = [
+    "CorrelationDimension",
+    "Entropy",
+    "LipschitzConstant",
+    "LocalDimension",
+    "LocalLinearity",
+    "MLEDimension",
+    "PCAEnergy",
+    "TwoNN",
+    "bootstrap_interval",
+    "gaussian_like",
+    "null_baselines",
+    "shuffled_like",
+]

@@ -1,0 +1,72 @@
+"""What the engine's commands share: a progress bar for training, and output-path checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from weightdna.cli import err_console
+from weightdna.errors import OutputExistsError
+from weightdna.nn.model import Callback
+
+
+class TrainingProgress(Callback):
+    """A rich progress bar over all batches of a ``Model.fit`` run, on stderr.
+
+    It draws nothing when stderr is not a terminal (pipes, CI, tests), so logs stay clean.
+    Use it as a context manager around the training call.
+    """
+
+    def __init__(self, description: str) -> None:
+        self.description = description
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        )
+        self._task = None
+        self._epochs = 0
+
+    def __enter__(self) -> TrainingProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._progress.stop()
+
+    def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
+        self._epochs = epochs
+        self._task = self._progress.add_task(
+            self.description, total=epochs * batches_per_epoch, status=f"epoch 1/{epochs}"
+        )
+
+    def on_batch_end(self, epoch: int, batch: int) -> None:
+        self._progress.advance(self._task)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        parts = [f"epoch {epoch + 1}/{self._epochs}", f"loss {logs['loss']:.4f}"]
+        if "val_accuracy" in logs:
+            parts.append(f"val acc {logs['val_accuracy']:.3f}")
+        self._progress.update(self._task, status="  ".join(parts))
+
+
+def check_output(path: str | Path, force: bool) -> Path:
+    """The output path, refusing to replace an existing file unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputExistsError(f"{path} is a directory; give a file name")
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
+    return path

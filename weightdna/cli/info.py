@@ -1,0 +1,113 @@
+"""`weightdna info FILE.dna`: the tensor table of a .dna file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+from rich.table import Table
+
+from weightdna.cli import console
+from weightdna.codec.container import DnaFile, read_dna_file
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "info",
+        help="show what a .dna file holds: tensors, representations, bits, errors",
+        description=(
+            "Read a .dna file, check its structure and checksums, and list every tensor with "
+            "its representation, its size on disk in bits per weight and the error the "
+            "encoder measured. Bits per weight count the tensor's sections; the header is "
+            "reported separately."
+        ),
+    )
+    parser.add_argument("file", help="a .dna file")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(func=run)
+
+
+def _describe(entry: dict) -> str:
+    """The representation with its key parameters, e.g. ``quantized (laplace, per-row)``."""
+    params = entry["params"]
+    if entry["representation"] == "quantized" and isinstance(params, dict):
+        model = params.get("model")
+        kind = model.get("kind", "?") if isinstance(model, dict) else "?"
+        step = params.get("step")
+        if params.get("rows") is not None:
+            step = "per-row"
+        else:
+            step = f"step {step:.3g}" if isinstance(step, int | float) else "step ?"
+        return f"quantized ({kind}, {step})"
+    return str(entry["representation"])
+
+
+def _rows(dna: DnaFile) -> list[dict]:
+    rows = []
+    for entry, sections in zip(dna.entries, dna.sections, strict=True):
+        numel = math.prod(entry["shape"])
+        size = sum(len(b) for b in sections.values())
+        stats = entry.get("stats", {})
+        rows.append(
+            {
+                "name": entry["name"],
+                "dtype": entry["dtype"],
+                "shape": entry["shape"],
+                "representation": _describe(entry),
+                "bytes": size,
+                "bits_per_weight": 8 * size / numel if numel else None,
+                "max_abs_error": stats.get("max_abs_error"),
+                "snr_db": stats.get("snr_db"),
+            }
+        )
+    return rows
+
+
+def _no_snr(row: dict) -> str:
+    return "exact" if row["max_abs_error"] == 0 else "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    dna = read_dna_file(args.file)
+    rows = _rows(dna)
+    weights = sum(math.prod(e["shape"]) for e in dna.entries)
+    summary = {
+        "file": str(dna.path),
+        "version": dna.version,
+        "tensors": len(rows),
+        "weights": weights,
+        "file_bytes": dna.file_bytes,
+        "header_bytes": dna.header_bytes,
+        "bits_per_weight": 8 * dna.file_bytes / weights if weights else None,
+        "metadata": dna.metadata,
+    }
+    if args.json:
+        text = json.dumps({**summary, "tensor_table": rows}, indent=2)
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return 0
+    table = Table(title=f"{dna.path} (.dna version {dna.version})")
+    for column in ("name", "dtype", "shape", "representation", "bytes", "bits/weight"):
+        table.add_column(column, justify="right" if column in ("bytes", "bits/weight") else "left")
+    table.add_column("max |error|", justify="right")
+    table.add_column("SNR dB", justify="right")
+    for row in rows:
+        table.add_row(
+            row["name"],
+            row["dtype"],
+            "×".join(map(str, row["shape"])) or "scalar",
+            row["representation"],
+            str(row["bytes"]),
+            "-" if row["bits_per_weight"] is None else f"{row['bits_per_weight']:.3f}",
+            "-" if row["max_abs_error"] is None else f"{row['max_abs_error']:.3g}",
+            f"{row['snr_db']:.2f}" if row["snr_db"] is not None else _no_snr(row),
+        )
+    console.print(table)
+    bpw = summary["bits_per_weight"]
+    console.print(
+        f"{len(rows)} tensors, {weights} weights, {dna.file_bytes} bytes "
+        f"(header {dna.header_bytes}), "
+        + ("no weights" if bpw is None else f"{bpw:.3f} bits per weight overall"),
+        highlight=False,
+    )
+    return 0

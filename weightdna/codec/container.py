@@ -1,0 +1,395 @@
+"""The .dna container: a fixed prefix, a JSON header, byte sections (docs/FORMAT.md).
+
+The reader trusts nothing: every length, offset, type and checksum is checked, and every
+size against the file and a memory limit, before anything is allocated for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from weightdna.codec.dtypes import DTYPES
+from weightdna.errors import CorruptFileError, InvalidInputError, ModelFileError, OutputExistsError
+
+MAGIC = b"\x89DNA\r\n\x1a\n"
+VERSION = 1
+PREFIX = struct.Struct("<8sIII")  # magic, version, header length, header CRC-32
+MAX_HEADER_BYTES = 64 << 20
+MAX_TENSORS = 1 << 20
+MAX_DIMS = 16
+MAX_ELEMENTS = 1 << 36
+MAX_NAME_CHARS = 1024
+MAX_SECTIONS_PER_TENSOR = 16
+DEFAULT_MAX_MEMORY = 4 << 30
+REPRESENTATIONS = ("raw", "quantized")
+ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
+OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
+STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
+# Decoding a quantized tensor holds its int32 symbols and float64 values beside the result.
+DECODE_OVERHEAD_BYTES = 16
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:
+    """Validate the generic fields of one tensor entry; returns (name, dtype, shape).
+
+    Raises CorruptFileError. The representation's params are checked by its decoder.
+    """
+    if not isinstance(entry, dict):
+        raise CorruptFileError("a tensor entry must be a JSON object.")
+    name = entry.get("name")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
+        raise CorruptFileError(f"tensor name must be a string of 1 to {MAX_NAME_CHARS} chars.")
+    where = f"tensor {name!r}"
+    keys = set(entry)
+    if not ENTRY_KEYS <= keys or not keys <= ENTRY_KEYS | OPTIONAL_ENTRY_KEYS:
+        raise CorruptFileError(
+            f"{where}: expected the keys {sorted(ENTRY_KEYS)} (and optionally "
+            f"{sorted(OPTIONAL_ENTRY_KEYS)}), found {sorted(map(str, keys))}."
+        )
+    dtype = entry["dtype"]
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise CorruptFileError(f"{where}: unknown dtype {dtype!r}.")
+    shape = entry["shape"]
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_DIMS
+        or not all(_is_int(d) and 0 <= d <= MAX_ELEMENTS for d in shape)
+    ):
+        raise CorruptFileError(
+            f"{where}: shape must be a list of at most {MAX_DIMS} non-negative integers."
+        )
+    numel = math.prod(shape)
+    if numel > MAX_ELEMENTS:
+        raise CorruptFileError(f"{where}: {numel} elements exceed the limit of {MAX_ELEMENTS}.")
+    if entry["representation"] not in REPRESENTATIONS:
+        raise CorruptFileError(
+            f"{where}: unknown representation {entry['representation']!r} "
+            f"(this reader knows {', '.join(REPRESENTATIONS)})."
+        )
+    need = numel * (DTYPES[dtype].itemsize + DECODE_OVERHEAD_BYTES)
+    if need > max_memory:
+        raise CorruptFileError(
+            f"{where}: decoding {shape} {dtype} needs about {need} bytes, over the memory "
+            f"limit of {max_memory}; raise max_memory if the file is trusted."
+        )
+    stats = entry.get("stats", {})
+    if not isinstance(stats, dict) or not set(stats) <= STATS_KEYS:
+        raise CorruptFileError(f"{where}: stats must be an object with keys {sorted(STATS_KEYS)}.")
+    for key, value in stats.items():
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            raise CorruptFileError(f"{where}: stats[{key!r}] must be a finite number or null.")
+    return name, dtype, tuple(shape)
+
+
+@dataclass
+class DnaFile:
+    """A validated .dna file: its header entries and their (checksummed) section bytes."""
+
+    path: Path
+    version: int
+    metadata: dict[str, str]
+    entries: list[dict[str, Any]]
+    sections: list[dict[str, bytes]] = field(repr=False)
+    header_bytes: int = 0
+    file_bytes: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        """Tensor names in file order."""
+        return [e["name"] for e in self.entries]
+
+    def index(self, name: str) -> int:
+        """Position of the tensor called ``name``."""
+        for i, entry in enumerate(self.entries):
+            if entry["name"] == name:
+                return i
+        raise InvalidInputError(f"no tensor {name!r} in {self.path}.")
+
+    def section_bytes(self, name: str) -> int:
+        """Bytes the tensor's sections take on disk."""
+        return sum(len(s) for s in self.sections[self.index(name)].values())
+
+    def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
+        """Decode the tensor called ``name``."""
+        from weightdna.codec.tensor import decode_tensor  # tensor.py builds on this module
+
+        i = self.index(name)
+        return decode_tensor(self.entries[i], self.sections[i], max_memory)
+
+
+def _header_json(entries: list[dict], metadata: Mapping[str, str]) -> bytes:
+    header = {"metadata": dict(metadata), "tensors": entries}
+    try:
+        text = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInputError(f"the header cannot be written as JSON: {exc}") from exc
+    return text.encode("utf-8")
+
+
+def write_dna_file(
+    path: str | os.PathLike,
+    header_entries: Sequence[Mapping[str, Any]],
+    sections: Sequence[Mapping[str, bytes]],
+    *,
+    metadata: Mapping[str, str] | None = None,
+    overwrite: bool = False,
+) -> int:
+    """Write a .dna file atomically; returns its size in bytes.
+
+    ``header_entries[i]`` (from `encode_tensor`) and ``sections[i]`` describe tensor i.
+    Raises OutputExistsError if ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    if not overwrite and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it.")
+    if len(header_entries) != len(sections):
+        raise InvalidInputError("give one sections mapping per header entry.")
+    if len(header_entries) > MAX_TENSORS:
+        raise InvalidInputError(f"a .dna file holds at most {MAX_TENSORS} tensors.")
+    metadata = dict(metadata or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise InvalidInputError("metadata must map strings to strings.")
+
+    entries: list[dict] = []
+    blobs: list[bytes] = []
+    names: set[str] = set()
+    offset = 0
+    for entry, parts in zip(header_entries, sections, strict=True):
+        entry = {k: v for k, v in entry.items() if k != "sections"}
+        try:
+            name, _, _ = check_entry(entry, max_memory=1 << 62)
+        except CorruptFileError as exc:
+            raise InvalidInputError(f"cannot write this entry: {exc}") from exc
+        if name in names:
+            raise InvalidInputError(f"two tensors are called {name!r}.")
+        names.add(name)
+        if len(parts) > MAX_SECTIONS_PER_TENSOR:
+            raise InvalidInputError(
+                f"tensor {name!r} has more than {MAX_SECTIONS_PER_TENSOR} sections."
+            )
+        ranges = {}
+        for role, blob in parts.items():
+            blob = bytes(blob)
+            ranges[str(role)] = [offset, len(blob), zlib.crc32(blob)]
+            blobs.append(blob)
+            offset += len(blob)
+        entry["sections"] = ranges
+        entries.append(entry)
+
+    header = _header_json(entries, metadata)
+    if len(header) > MAX_HEADER_BYTES:
+        raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
+    prefix = PREFIX.pack(MAGIC, VERSION, len(header), zlib.crc32(header))
+    _write_atomically(path, [prefix, header, *blobs], overwrite)
+    return len(prefix) + len(header) + offset
+
+
+def _write_atomically(path: Path, chunks: list[bytes], overwrite: bool) -> None:
+    """Write to a temporary file beside ``path``, fsync, then move it into place."""
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise InvalidInputError(f"the output folder {directory} does not exist.")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); give it the permissions a new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path exists, unlike rename: no race
+            except FileExistsError as exc:
+                raise OutputExistsError(
+                    f"{path} exists; pass overwrite=True (--force) to replace it."
+                ) from exc
+            except OSError:  # a file system without hard links
+                if path.exists():
+                    raise OutputExistsError(
+                        f"{path} exists; pass overwrite=True (--force) to replace it."
+                    ) from None
+                os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _reject_constant(token: str) -> None:
+    raise CorruptFileError(f"the header contains the non-JSON number {token}.")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise CorruptFileError("the header has a duplicate key in one object.")
+    return result
+
+
+def _parse_header(raw: bytes) -> dict:
+    try:
+        text = raw.decode("utf-8")
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise CorruptFileError(f"the header is not UTF-8 ({exc.reason}).") from exc
+    except RecursionError as exc:
+        raise CorruptFileError("the header is nested too deeply.") from exc
+    except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+        raise CorruptFileError(f"the header is not valid JSON ({exc}).") from exc
+    if not isinstance(header, dict) or set(header) != {"metadata", "tensors"}:
+        raise CorruptFileError("the header must be an object with keys metadata and tensors.")
+    metadata, tensors = header["metadata"], header["tensors"]
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CorruptFileError("header metadata must map strings to strings.")
+    if not isinstance(tensors, list) or len(tensors) > MAX_TENSORS:
+        raise CorruptFileError(f"header tensors must be a list of at most {MAX_TENSORS}.")
+    return header
+
+
+def _section_ranges(entry: dict, data_size: int) -> dict[str, tuple[int, int, int]]:
+    where = f"tensor {entry['name']!r}"
+    ranges = entry.get("sections")
+    if not isinstance(ranges, dict) or len(ranges) > MAX_SECTIONS_PER_TENSOR:
+        raise CorruptFileError(
+            f"{where}: sections must be an object of at most {MAX_SECTIONS_PER_TENSOR} entries."
+        )
+    result = {}
+    for role, spec in ranges.items():
+        if not (isinstance(spec, list) and len(spec) == 3 and all(map(_is_int, spec))):
+            raise CorruptFileError(f"{where}: section {role!r} must be [offset, length, crc32].")
+        offset, length, crc = spec
+        if offset < 0 or length < 0 or not 0 <= crc < 1 << 32:
+            raise CorruptFileError(f"{where}: section {role!r} has a negative or invalid field.")
+        if offset + length > data_size:
+            raise CorruptFileError(
+                f"{where}: section {role!r} ends at {offset + length}, past the end of the "
+                f"data ({data_size} bytes); the file is truncated or damaged."
+            )
+        result[role] = (offset, length, crc)
+    return result
+
+
+def read_dna_file(path: str | os.PathLike, max_memory: int = DEFAULT_MAX_MEMORY) -> DnaFile:
+    """Read and validate a .dna file (structure, limits, checksums) without decoding it.
+
+    Raises ModelFileError (CorruptFileError for a damaged or malformed file).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            return _read(f, path, size, max_memory)
+    except IsADirectoryError as exc:
+        raise ModelFileError(f"{path} is a folder, not a .dna file.") from exc
+    except FileNotFoundError as exc:
+        raise ModelFileError(f"{path} does not exist.") from exc
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _read(f: Any, path: Path, size: int, max_memory: int) -> DnaFile:
+    prefix = f.read(PREFIX.size)
+    if len(prefix) < PREFIX.size or prefix[:8] != MAGIC:
+        raise ModelFileError(f"{path} is not a .dna file (its first bytes are not the magic).")
+    _, version, header_len, header_crc = PREFIX.unpack(prefix)
+    if version != VERSION:
+        newer = " by a newer weightdna" if version > VERSION else ""
+        raise ModelFileError(
+            f"{path} is .dna format version {version}, written{newer}; this reader knows "
+            f"version {VERSION}."
+        )
+    if not 1 <= header_len <= MAX_HEADER_BYTES or PREFIX.size + header_len > size:
+        raise CorruptFileError(
+            f"{path}: header length {header_len} is out of bounds (limit {MAX_HEADER_BYTES}, "
+            f"file {size} bytes); the file is truncated or damaged."
+        )
+    raw = f.read(header_len)
+    if len(raw) != header_len:
+        raise CorruptFileError(f"{path}: the file ends inside the header.")
+    if zlib.crc32(raw) != header_crc:
+        raise CorruptFileError(f"{path}: the header checksum does not match; the file is damaged.")
+    try:
+        header = _parse_header(raw)
+        data_size = size - PREFIX.size - header_len
+        entries = header["tensors"]
+        names: set[str] = set()
+        layout: list[tuple[int, int, int, str]] = []
+        for i, entry in enumerate(entries):
+            name, _, _ = check_entry(entry, max_memory)
+            if name in names:
+                raise CorruptFileError(f"two tensors are called {name!r}.")
+            names.add(name)
+            for role, (offset, length, _) in _section_ranges(entry, data_size).items():
+                layout.append((offset, length, i, role))
+        layout.sort()
+        cursor = 0
+        for offset, length, i, role in layout:
+            if offset != cursor:
+                what = "a gap before" if offset > cursor else "an overlap at"
+                raise CorruptFileError(
+                    f"there is {what} section {role!r} of tensor {entries[i]['name']!r} "
+                    f"(offset {offset}, expected {cursor})."
+                )
+            cursor += length
+        if cursor != data_size:
+            raise CorruptFileError(
+                f"the sections cover {cursor} bytes but the data area holds {data_size}; "
+                "the file is truncated or has trailing bytes."
+            )
+        if 2 * data_size > max_memory:
+            raise CorruptFileError(
+                f"reading {data_size} bytes of sections exceeds the memory limit of "
+                f"{max_memory}; raise max_memory if the file is trusted."
+            )
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"{path}: {exc}") from exc
+
+    data = f.read(data_size)
+    if len(data) != data_size:
+        raise CorruptFileError(f"{path}: the file changed while it was read.")
+    view = memoryview(data)
+    sections: list[dict[str, bytes]] = []
+    for entry in entries:
+        parts = {}
+        for role, (offset, length, crc) in entry["sections"].items():
+            blob = bytes(view[offset : offset + length])
+            if zlib.crc32(blob) != crc:
+                raise CorruptFileError(
+                    f"{path}: tensor {entry['name']!r}, section {role!r}: the checksum does not "
+                    "match; the file is damaged."
+                )
+            parts[role] = blob
+        sections.append(parts)
+    return DnaFile(
+        path=path,
+        version=version,
+        metadata=header["metadata"],
+        entries=entries,
+        sections=sections,
+        header_bytes=PREFIX.size + header_len,
+        file_bytes=size,
+    )

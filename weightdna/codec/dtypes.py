@@ -1,0 +1,74 @@
+"""The dtypes a .dna file can hold, by the name the header uses."""
+
+from __future__ import annotations
+
+import torch
+
+from weightdna.errors import InvalidInputError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "int16": torch.int16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items()}
+FLOAT_NAMES = frozenset({"float64", "float32", "float16", "bfloat16"})
+
+# Same-width integer dtypes whose bytes numpy can hold, to move a tensor's exact bit
+# pattern (bfloat16 has no numpy dtype; NaN payloads must not pass through float maths).
+BITS_DTYPES: dict[int, torch.dtype] = {
+    1: torch.uint8,
+    2: torch.int16,
+    4: torch.int32,
+    8: torch.int64,
+}
+
+
+def itemsize(name: str) -> int:
+    """Bytes per element of the dtype called ``name``."""
+    return DTYPES[name].itemsize
+
+
+def as_torch(tensor: object) -> torch.Tensor:
+    """A torch tensor (CPU, contiguous) from a torch tensor or anything numpy takes."""
+    if not isinstance(tensor, torch.Tensor):
+        import numpy as np
+
+        array = np.asarray(tensor)
+        if array.dtype.byteorder == ">":
+            array = array.astype(array.dtype.newbyteorder("<"))
+        try:
+            tensor = torch.from_numpy(np.ascontiguousarray(array))
+        except TypeError as exc:
+            raise InvalidInputError(f"cannot store an array of dtype {array.dtype}: {exc}") from exc
+    if tensor.dtype not in NAMES:
+        supported = ", ".join(DTYPES)
+        raise InvalidInputError(
+            f"cannot store a tensor of dtype {tensor.dtype}; supported: {supported}."
+        )
+    return tensor.detach().cpu().contiguous()
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The tensor's elements as little-endian bytes, C order, bit for bit."""
+    view = tensor.reshape(-1).view(BITS_DTYPES[tensor.element_size()])
+    array = view.numpy()
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def tensor_from_bytes(data: bytes, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Inverse of `tensor_bytes`; ``data`` must hold exactly the tensor's bytes."""
+    import numpy as np
+
+    torch_dtype = DTYPES[dtype]
+    bits = BITS_DTYPES[torch_dtype.itemsize]
+    array = np.frombuffer(data, dtype=torch.empty(0, dtype=bits).numpy().dtype.newbyteorder("<"))
+    array = array.astype(array.dtype.newbyteorder("="), copy=True)
+    return torch.from_numpy(array).view(torch_dtype).reshape(shape)

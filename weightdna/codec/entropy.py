@@ -1,0 +1,169 @@
+"""Entropy coding of integer symbols with constriction's ANS coder.
+
+A symbol array is coded under one of three models, each fitted to the symbols and stored
+in the header (``params``) or, for the histogram, in its own section:
+
+- ``laplace``: a quantised Laplace with fitted location and scale;
+- ``gaussian``: a quantised Gaussian with fitted mean and standard deviation;
+- ``categorical``: the empirical histogram itself (zstd-compressed uint64 counts).
+
+The coded bytes are what goes on disk, so the sizes reported are real, not estimates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import constriction
+import numpy as np
+
+from weightdna.codec.lossless import compress_bytes, decompress_bytes
+from weightdna.codec.quantize import MAX_SYMBOL
+from weightdna.errors import CorruptFileError, InvalidInputError
+
+MODEL_KINDS = ("laplace", "gaussian", "categorical")
+MAX_ALPHABET = 1 << 20
+# constriction panics (rather than raising) on a non-positive scale; a floor this small
+# still codes a constant array in almost no bits.
+MIN_SCALE = 1e-3
+MAX_SCALE = 1e9
+
+
+def _parametric(model: dict) -> object:
+    """The concrete quantised Laplace or Gaussian a model's params describe."""
+    family = (
+        constriction.stream.model.QuantizedLaplace
+        if model["kind"] == "laplace"
+        else constriction.stream.model.QuantizedGaussian
+    )
+    return family(model["min"], model["max"], float(model["mean"]), float(model["scale"]))
+
+
+def _fit(kind: str, symbols: np.ndarray, lo: int, hi: int) -> dict:
+    """Model params of ``kind`` fitted to ``symbols`` (maximum likelihood, clamped)."""
+    if kind == "laplace":
+        mean = float(np.median(symbols))
+        scale = float(np.mean(np.abs(symbols - mean)))
+    elif kind == "gaussian":
+        mean = float(np.mean(symbols))
+        scale = float(np.std(symbols))
+    else:
+        mean, scale = 0.0, 0.0
+    if kind != "categorical":
+        mean = min(max(mean, float(lo)), float(hi))
+        scale = min(max(scale, MIN_SCALE), MAX_SCALE)
+    return {"kind": kind, "min": lo, "max": hi, "mean": mean, "scale": scale}
+
+
+def _encode_with(model: dict, symbols: np.ndarray) -> dict[str, bytes]:
+    lo, hi = model["min"], model["max"]
+    coder = constriction.stream.stack.AnsCoder()
+    sections: dict[str, bytes] = {}
+    if model["kind"] == "categorical":
+        counts = np.bincount(symbols - lo, minlength=hi - lo + 1).astype("<u8")
+        categorical = constriction.stream.model.Categorical(
+            counts.astype(np.float64), perfect=False
+        )
+        coder.encode_reverse((symbols - lo).astype(np.int32), categorical)
+        sections["histogram"] = compress_bytes(counts.tobytes())
+    else:
+        coder.encode_reverse(symbols.astype(np.int32), _parametric(model))
+    sections["symbols"] = coder.get_compressed().astype("<u4").tobytes()
+    return sections
+
+
+def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict[str, bytes]]:
+    """Code integer ``symbols`` (flattened); returns the model params and the sections.
+
+    ``model`` is one of MODEL_KINDS or ``"auto"``: try each, keep the smallest on disk.
+    """
+    if model != "auto" and model not in MODEL_KINDS:
+        raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {MODEL_KINDS}.")
+    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
+    if flat.size == 0:
+        return {"kind": "laplace", "min": 0, "max": 1, "mean": 0.0, "scale": 1.0}, {"symbols": b""}
+    lo, hi = int(flat.min()), int(flat.max())
+    if lo == hi:  # the quantised models need a support of two or more symbols
+        lo, hi = (lo, hi + 1) if hi < MAX_SYMBOL else (lo - 1, hi)
+    if hi - lo + 1 > MAX_ALPHABET or max(-lo, hi) > MAX_SYMBOL:
+        raise InvalidInputError(
+            f"symbols span {lo}..{hi}, beyond the coder's alphabet of {MAX_ALPHABET}; "
+            "use a larger step or lossless storage."
+        )
+    kinds = MODEL_KINDS if model == "auto" else (model,)
+    best: tuple[dict, dict[str, bytes]] | None = None
+    for kind in kinds:
+        params = _fit(kind, flat, lo, hi)
+        sections = _encode_with(params, flat)
+        if best is None or sum(map(len, sections.values())) < sum(map(len, best[1].values())):
+            best = (params, sections)
+    assert best is not None
+    return best
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check_model_params(model: object, where: str) -> dict:
+    """Validate a symbol model from a file (types, bounds); returns it."""
+    keys = {"kind", "min", "max", "mean", "scale"}
+    if not isinstance(model, dict) or set(model) != keys:
+        raise CorruptFileError(f"{where}: the symbol model must have the keys {sorted(keys)}.")
+    kind, lo, hi, mean, scale = (model[k] for k in ("kind", "min", "max", "mean", "scale"))
+    if kind not in MODEL_KINDS:
+        raise CorruptFileError(f"{where}: unknown symbol model {kind!r}.")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+        raise CorruptFileError(f"{where}: the symbol range must be two integers.")
+    if not (-MAX_SYMBOL <= lo < hi <= MAX_SYMBOL and hi - lo + 1 <= MAX_ALPHABET):
+        raise CorruptFileError(f"{where}: symbol range {lo}..{hi} is out of bounds.")
+    if not (_number(mean) and _number(scale) and math.isfinite(mean) and math.isfinite(scale)):
+        raise CorruptFileError(f"{where}: the model's mean and scale must be finite numbers.")
+    if kind != "categorical" and not (lo <= mean <= hi and MIN_SCALE <= scale <= MAX_SCALE):
+        raise CorruptFileError(
+            f"{where}: model mean {mean} must lie in {lo}..{hi} and scale {scale} in "
+            f"[{MIN_SCALE}, {MAX_SCALE}]."
+        )
+    return model
+
+
+def decode_symbols(
+    model: dict, sections: dict[str, bytes], count: int, where: str = "symbols"
+) -> np.ndarray:
+    """Decode ``count`` symbols (int32, flat) coded by `encode_symbols`."""
+    model = check_model_params(model, where)
+    kind, lo, hi = model["kind"], model["min"], model["max"]
+    expected = {"symbols", "histogram"} if kind == "categorical" else {"symbols"}
+    if not expected <= set(sections):
+        raise CorruptFileError(f"{where}: missing section(s) {sorted(expected - set(sections))}.")
+    data = sections["symbols"]
+    if len(data) % 4:
+        raise CorruptFileError(f"{where}: coded symbols are {len(data)} bytes, not whole words.")
+    if count == 0:
+        if data:
+            raise CorruptFileError(f"{where}: an empty tensor has coded symbols.")
+        return np.zeros(0, dtype=np.int32)
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+        if kind == "categorical":
+            raw = decompress_bytes(sections["histogram"], (hi - lo + 1) * 8, where)
+            counts = np.frombuffer(raw, dtype="<u8")
+            if int(counts.sum(dtype=np.float64)) != count or counts.sum() != count:
+                raise CorruptFileError(f"{where}: the histogram does not sum to {count}.")
+            categorical = constriction.stream.model.Categorical(
+                counts.astype(np.float64), perfect=False
+            )
+            symbols = coder.decode(categorical, count).astype(np.int32, copy=False) + np.int32(lo)
+        else:
+            symbols = coder.decode(_parametric(model), count).astype(np.int32, copy=False)
+        finished = coder.is_empty()
+    except CorruptFileError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # constriction reports bad data as a Rust panic, too
+        raise CorruptFileError(f"{where}: the coded symbols cannot be decoded ({exc}).") from exc
+    if not finished:
+        raise CorruptFileError(f"{where}: the coded symbols hold more than {count} symbols.")
+    return symbols

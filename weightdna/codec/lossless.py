@@ -1,0 +1,104 @@
+"""Bit-exact storage of a tensor: its raw bytes, optionally split into byte planes, zstd."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+import zstandard
+
+from weightdna.codec.dtypes import itemsize, tensor_bytes, tensor_from_bytes
+from weightdna.errors import CorruptFileError
+
+ZSTD_LEVEL = 10
+# Bounds the decoder's window (and so its memory) whatever a frame header claims.
+MAX_WINDOW = 1 << 27
+
+
+def compress_bytes(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    """One zstd frame holding ``data``."""
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+def decompress_bytes(data: bytes, expected: int, what: str) -> bytes:
+    """Decompress one zstd frame that must hold exactly ``expected`` bytes.
+
+    Reads at most ``expected + 1`` bytes through a streaming reader, so a frame that claims
+    (or holds) more cannot make us allocate more.
+    """
+    try:
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = bytearray()
+            while len(out) <= expected:
+                chunk = reader.read(min(expected + 1 - len(out), 1 << 24))
+                if not chunk:
+                    break
+                out += chunk
+    except zstandard.ZstdError as exc:
+        raise CorruptFileError(f"{what}: the zstd data is damaged ({exc}).") from exc
+    if len(out) != expected:
+        raise CorruptFileError(
+            f"{what}: the zstd data holds {'more than ' if len(out) > expected else ''}"
+            f"{len(out)} bytes; expected {expected}."
+        )
+    return bytes(out)
+
+
+def to_planes(data: bytes, width: int) -> bytes:
+    """Regroup bytes so that byte k of every element comes together (plane k)."""
+    if width == 1:
+        return data
+    return np.frombuffer(data, dtype=np.uint8).reshape(-1, width).T.tobytes()
+
+
+def from_planes(data: bytes, width: int) -> bytes:
+    """Inverse of `to_planes`."""
+    if width == 1:
+        return data
+    return np.frombuffer(data, dtype=np.uint8).reshape(width, -1).T.tobytes()
+
+
+def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
+    """Params and sections of a ``raw`` representation of ``tensor`` (exact, any dtype)."""
+    raw = tensor_bytes(tensor)
+    plain = compress_bytes(raw)
+    width = tensor.element_size()
+    planes = compress_bytes(to_planes(raw, width)) if width > 1 else None
+    # Exponent bytes of floats compress far better when grouped; random-looking integer
+    # bytes may not, so keep whichever is smaller.
+    if planes is not None and len(planes) < len(plain):
+        return {"compression": "zstd", "byte_planes": True}, {"data": planes}
+    return {"compression": "zstd", "byte_planes": False}, {"data": plain}
+
+
+def check_lossless_params(params: object, where: str) -> bool:
+    """Validate ``raw`` params; returns whether byte planes are used."""
+    if (
+        not isinstance(params, dict)
+        or set(params) != {"compression", "byte_planes"}
+        or params["compression"] != "zstd"
+        or not isinstance(params["byte_planes"], bool)
+    ):
+        raise CorruptFileError(
+            f"{where}: raw params must be {{'compression': 'zstd', 'byte_planes': bool}}."
+        )
+    return params["byte_planes"]
+
+
+def decode_lossless(
+    params: dict, sections: dict[str, bytes], dtype: str, shape: tuple[int, ...], where: str
+) -> torch.Tensor:
+    """The exact tensor a ``raw`` representation holds."""
+    byte_planes = check_lossless_params(params, where)
+    if set(sections) != {"data"}:
+        raise CorruptFileError(f"{where}: a raw tensor has exactly one section, 'data'.")
+    width = itemsize(dtype)
+    raw = decompress_bytes(sections["data"], math.prod(shape) * width, where)
+    if byte_planes:
+        raw = from_planes(raw, width)
+    if dtype == "bool" and raw.translate(None, b"\x00\x01"):
+        raise CorruptFileError(f"{where}: a bool tensor holds bytes other than 0 and 1.")
+    return tensor_from_bytes(raw, dtype, shape)

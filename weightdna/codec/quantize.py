@@ -1,0 +1,68 @@
+"""Uniform scalar quantisation: one step for a tensor, or one per row (output channel)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from weightdna.errors import InvalidInputError
+
+# Symbols are coded as int32 and the entropy models need the alphabet below 2^24 (each
+# symbol gets a nonzero probability at 24-bit precision); 2^19 either side leaves margin.
+MAX_SYMBOL = (1 << 19) - 1
+
+
+def as_rows(values: np.ndarray) -> np.ndarray:
+    """View a tensor as (rows, rest): the first axis is the output channel."""
+    if values.ndim == 0:
+        return values.reshape(1, 1)
+    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
+
+
+def row_steps_for_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Per-row steps of symmetric round-to-nearest with ``bits`` bits: max|row| ↦ 2^(b−1)−1.
+
+    A row of zeros (or a 0-d/1-d tensor's single row) still gets a positive step.
+    """
+    if not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise InvalidInputError(f"bits must be an integer from 2 to 16, not {bits!r}.")
+    rows = as_rows(values)
+    peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+    steps = peak / float((1 << (bits - 1)) - 1)
+    return np.where(steps > 0, steps, 1.0).astype(np.float64)
+
+
+def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0) -> np.ndarray:
+    """Integer symbols of ``values / step`` (``step``: a scalar or one per row).
+
+    ``deadzone`` θ in [0, 0.5) rounds magnitudes down unless their fraction exceeds 0.5 + θ:
+    fewer nonzero symbols, fewer bits, at low rates less distortion per bit (the decoder is
+    unchanged; the error bound grows from step/2 to step·(0.5 + θ)). 0 is nearest rounding.
+    """
+    if not 0.0 <= deadzone < 0.5:
+        raise InvalidInputError(f"deadzone must lie in [0, 0.5), not {deadzone}.")
+    rows = as_rows(values).astype(np.float64, copy=False)
+    steps = np.asarray(step, dtype=np.float64)
+    if not np.all(np.isfinite(steps)) or not np.all(steps > 0):
+        raise InvalidInputError("every quantisation step must be finite and positive.")
+    scaled = rows / (steps.reshape(-1, 1) if steps.ndim == 1 else steps)
+    peak = float(np.abs(scaled).max()) if scaled.size else 0.0
+    if not peak <= MAX_SYMBOL:
+        raise InvalidInputError(
+            f"the step is too small for this tensor's range (|w|/step reaches {peak:.3g}, "
+            f"the limit is {MAX_SYMBOL}); use a larger step or store it losslessly."
+        )
+    if deadzone:
+        symbols = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
+    else:
+        symbols = np.rint(scaled)
+    return symbols.astype(np.int32).reshape(values.shape)
+
+
+def dequantize(symbols: np.ndarray, step: float | np.ndarray) -> np.ndarray:
+    """``symbols × step`` in float64, the step per row when ``step`` is an array."""
+    rows = as_rows(symbols).astype(np.float64)
+    steps = np.asarray(step, dtype=np.float64)
+    rows *= steps.reshape(-1, 1) if steps.ndim == 1 else steps  # in place: decoding memory
+    return rows.reshape(symbols.shape)

@@ -1,0 +1,277 @@
+"""One tensor to a header entry plus byte sections, and back: ``raw`` (exact) or
+``quantized`` (uniform steps, entropy-coded), as specified in docs/FORMAT.md."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from weightdna.codec.container import DEFAULT_MAX_MEMORY, check_entry
+from weightdna.codec.dtypes import (
+    BITS_DTYPES,
+    FLOAT_NAMES,
+    NAMES,
+    as_torch,
+    itemsize,
+    tensor_bytes,
+    tensor_from_bytes,
+)
+from weightdna.codec.entropy import decode_symbols, encode_symbols
+from weightdna.codec.lossless import (
+    compress_bytes,
+    decode_lossless,
+    decompress_bytes,
+    encode_lossless,
+)
+from weightdna.codec.quantize import dequantize, quantize, row_steps_for_bits
+from weightdna.errors import CorruptFileError, InvalidInputError
+
+# Steps tried for a max-abs-error target E, as multiples of E. 2E is the nominal step;
+# the next one only absorbs float64 rounding of w/step and q·step; the last, just under E,
+# keeps |w − q·step| < E/2, which a round-to-nearest cast can at most double.
+_ERROR_STEP_FACTORS = (2.0, 2.0 * (1 - 2.0**-40), 1.8, 1.5, 1.2, 1.0 - 2.0**-20)
+
+
+def _reconstruct(symbols: np.ndarray, steps: float | np.ndarray, dtype: str) -> torch.Tensor:
+    """ŵ = cast(float64(q) × float64(step)): the one formula encoder and decoder share."""
+    return torch.from_numpy(dequantize(symbols, steps)).to(NAMES_TO_TORCH[dtype])
+
+
+NAMES_TO_TORCH = {name: dtype for dtype, name in NAMES.items()}
+
+
+def _stats(values: np.ndarray, restored: torch.Tensor, finite: np.ndarray) -> dict:
+    """Error figures over the finite elements (non-finite ones are stored exactly)."""
+    error = restored.to(torch.float64).numpy()[finite] - values[finite]
+    signal = float(np.sum(values[finite] ** 2))
+    noise = float(np.sum(error**2))
+    max_err = float(np.max(np.abs(error))) if error.size else 0.0
+    snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+    return {"max_abs_error": max_err, "snr_db": snr, "mse": noise / max(error.size, 1)}
+
+
+def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
+    params, sections = encode_lossless(t)
+    entry = {
+        "name": name,
+        "dtype": NAMES[t.dtype],
+        "shape": list(t.shape),
+        "representation": "raw",
+        "params": params,
+        "stats": {"max_abs_error": 0.0, "snr_db": None, "mse": 0.0},
+    }
+    return entry, sections
+
+
+def _steps_for_request(
+    values: np.ndarray, step: float | np.ndarray | None, bits: int | None
+) -> float | np.ndarray:
+    per_row = values.ndim >= 2
+    if bits is not None:
+        steps = row_steps_for_bits(values, bits)
+        if not per_row:
+            return float(steps.max(initial=1.0))
+        array = steps
+    else:
+        array = np.asarray(step, dtype=np.float64)
+    if array.ndim == 0:
+        return float(array)
+    if not per_row or array.shape != (values.shape[0],):
+        raise InvalidInputError(
+            f"per-row steps need a tensor of 2 or more dimensions and one step per row "
+            f"({values.shape[0] if values.ndim else 0}); got {array.shape}."
+        )
+    # Per-row steps are stored as float32: quantise with exactly the steps the decoder reads.
+    with np.errstate(over="ignore"):
+        return array.astype(np.float32).astype(np.float64)
+
+
+def encode_tensor(
+    tensor: torch.Tensor | np.ndarray,
+    *,
+    name: str = "tensor",
+    step: float | np.ndarray | None = None,
+    bits: int | None = None,
+    max_abs_error: float | None = None,
+    lossless: bool = False,
+    model: str = "auto",
+    deadzone: float = 0.0,
+) -> tuple[dict, dict[str, bytes]]:
+    """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
+
+    Exactly one request: ``lossless=True``; ``step`` (one, or one per row); ``bits``
+    (per-row symmetric round-to-nearest with 2^bits levels, then entropy-coded); or
+    ``max_abs_error`` (every finite element restored within it). Integer and bool tensors
+    are always stored exactly, as is a tensor whose error target cannot be met by
+    quantisation. NaN/±Inf elements of a lossy request are stored exactly on the side.
+    ``model``: the symbol model, "auto" (smallest of laplace, gaussian, categorical) or one.
+    ``deadzone``: round magnitudes down more often (see `quantize`); not with max_abs_error.
+    """
+    requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
+    if sum(requests) != 1:
+        raise InvalidInputError("give exactly one of step, bits, max_abs_error or lossless=True.")
+    if deadzone and max_abs_error is not None:
+        raise InvalidInputError("a deadzone cannot be combined with a max_abs_error target.")
+    t = as_torch(tensor)
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError("a tensor needs a non-empty name.")
+    dtype = NAMES[t.dtype]
+    if lossless or dtype not in FLOAT_NAMES:
+        return _raw_entry(name, t)
+
+    values = t.to(torch.float64).numpy().copy()
+    finite = np.isfinite(values)
+    nonfinite_idx = np.flatnonzero(~finite).astype("<u8")
+    values[~finite] = 0.0
+
+    if max_abs_error is not None:
+        target = float(max_abs_error)
+        if not (math.isfinite(target) and target > 0):
+            raise InvalidInputError(f"max_abs_error must be finite and > 0, not {max_abs_error}.")
+        candidates = [target * f for f in _ERROR_STEP_FACTORS]
+    else:
+        candidates = [_steps_for_request(values, step, bits)]
+
+    for steps in candidates:
+        try:
+            symbols = quantize(values, steps, deadzone)
+        except InvalidInputError:
+            if max_abs_error is not None:
+                return _raw_entry(name, t)  # the target is finer than the coder's alphabet
+            raise
+        restored = _reconstruct(symbols, steps, dtype)
+        if not bool(torch.isfinite(restored).numpy()[finite].all()):
+            if max_abs_error is None:
+                raise InvalidInputError(
+                    f"{name}: quantised values overflow {dtype} (|w| is close to its largest "
+                    "value); use a smaller step or lossless storage."
+                )
+            continue
+        stats = _stats(values, restored, finite)
+        if max_abs_error is None or stats["max_abs_error"] <= target:
+            break
+    else:
+        return _raw_entry(name, t)  # no step met the target after the cast: store exactly
+
+    symbols.reshape(-1)[nonfinite_idx] = 0
+    model_params, sections = encode_symbols(symbols, model)
+    per_row = isinstance(steps, np.ndarray)
+    params = {
+        "step": None if per_row else float(steps),
+        "rows": int(steps.shape[0]) if per_row else None,
+        "model": model_params,
+        "nonfinite": int(nonfinite_idx.size),
+    }
+    if per_row:
+        sections["steps"] = steps.astype("<f4").tobytes()
+    if nonfinite_idx.size:
+        exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
+        sections["nonfinite"] = compress_bytes(nonfinite_idx.tobytes() + exact)
+    entry = {
+        "name": name,
+        "dtype": dtype,
+        "shape": list(t.shape),
+        "representation": "quantized",
+        "params": params,
+        "stats": stats,
+    }
+    return entry, sections
+
+
+def _check_quantized_params(params: object, shape: tuple[int, ...], where: str) -> dict:
+    keys = {"step", "rows", "model", "nonfinite"}
+    if not isinstance(params, dict) or set(params) != keys:
+        raise CorruptFileError(f"{where}: quantized params must have the keys {sorted(keys)}.")
+    step, rows, nonfinite = params["step"], params["rows"], params["nonfinite"]
+    if rows is None:
+        if not (
+            isinstance(step, int | float)
+            and not isinstance(step, bool)
+            and math.isfinite(step)
+            and step > 0
+        ):
+            raise CorruptFileError(f"{where}: the step must be a finite number > 0.")
+    elif not (step is None and isinstance(rows, int) and len(shape) >= 2 and rows == shape[0]):
+        raise CorruptFileError(
+            f"{where}: per-row steps need step null and rows equal to the first dimension."
+        )
+    numel = math.prod(shape)
+    if not (isinstance(nonfinite, int) and not isinstance(nonfinite, bool)):
+        raise CorruptFileError(f"{where}: nonfinite must be an integer.")
+    if not 0 <= nonfinite <= numel:
+        raise CorruptFileError(f"{where}: nonfinite count {nonfinite} is out of range.")
+    return params
+
+
+def decode_tensor(
+    entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY
+) -> torch.Tensor:
+    """Restore the tensor an entry and its sections describe, in its exact dtype and shape.
+
+    Everything is validated first; a malformed entry or section raises CorruptFileError.
+    """
+    name, dtype, shape = check_entry(entry, max_memory)
+    where = f"tensor {name!r}"
+    if not isinstance(sections, dict) or not all(
+        isinstance(k, str) and isinstance(v, bytes | bytearray | memoryview)
+        for k, v in sections.items()
+    ):
+        raise CorruptFileError(f"{where}: sections must map names to bytes.")
+    sections = {k: bytes(v) for k, v in sections.items()}
+    params = entry["params"]
+    if entry["representation"] == "raw":
+        return decode_lossless(params, sections, dtype, shape, where)
+
+    if dtype not in FLOAT_NAMES:
+        raise CorruptFileError(f"{where}: a {dtype} tensor cannot be quantized.")
+    params = _check_quantized_params(params, shape, where)
+    numel = math.prod(shape)
+    expected = {"symbols"}
+    if params["model"] is not None and isinstance(params["model"], dict):
+        if params["model"].get("kind") == "categorical":
+            expected.add("histogram")
+    if params["rows"] is not None:
+        expected.add("steps")
+    if params["nonfinite"]:
+        expected.add("nonfinite")
+    if set(sections) != expected:
+        raise CorruptFileError(
+            f"{where}: sections {sorted(sections)} do not match the params "
+            f"(expected {sorted(expected)})."
+        )
+
+    steps: float | np.ndarray
+    if params["rows"] is not None:
+        if len(sections["steps"]) != 4 * params["rows"]:
+            raise CorruptFileError(
+                f"{where}: the steps section holds {len(sections['steps'])} bytes, "
+                f"expected {4 * params['rows']}."
+            )
+        steps = np.frombuffer(sections["steps"], dtype="<f4").astype(np.float64)
+        if not (np.all(np.isfinite(steps)) and np.all(steps > 0)):
+            raise CorruptFileError(f"{where}: every per-row step must be finite and > 0.")
+    else:
+        steps = float(params["step"])
+
+    coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
+    symbols = decode_symbols(params["model"], coded, numel, where).reshape(shape)
+    restored = _reconstruct(symbols, steps, dtype)
+
+    count = params["nonfinite"]
+    if count:
+        width = itemsize(dtype)
+        raw = decompress_bytes(sections["nonfinite"], count * (8 + width), where)
+        indices = np.frombuffer(raw[: 8 * count], dtype="<u8")
+        if indices[-1] >= numel or (count > 1 and not np.all(indices[1:] > indices[:-1])):
+            raise CorruptFileError(
+                f"{where}: non-finite indices must be strictly increasing and < {numel}."
+            )
+        exact = tensor_from_bytes(raw[8 * count :], dtype, (count,))
+        if bool(torch.isfinite(exact).any()):
+            raise CorruptFileError(f"{where}: the non-finite section holds finite values.")
+        bits = BITS_DTYPES[width]
+        flat = restored.reshape(-1).view(bits)
+        flat[torch.from_numpy(indices.astype(np.int64))] = exact.view(bits)
+    return restored

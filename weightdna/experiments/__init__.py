@@ -1,0 +1,1 @@
+"""Experiments that test claims of the source documents with the engine."""

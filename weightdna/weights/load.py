@@ -1,0 +1,339 @@
+"""Read a model's weights from any of the formats weightdna knows, without changing the file.
+
+Formats: safetensors (memory-mapped, each tensor read when used), PyTorch checkpoints
+(only through ``torch.load(weights_only=True)``), NumPy ``.npz`` (``allow_pickle=False``),
+Hugging Face model folders (safetensors or ``pytorch_model*.bin``, sharded or not) and
+ONNX initializers (optional ``onnx`` package). The format is recognised from the file's
+first bytes, so a misnamed file is still read, or refused, correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pickle
+import re
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+
+from weightdna.errors import MissingDependencyError, ModelFileError
+from weightdna.weights.model import ModelWeights, TensorSource
+from weightdna.weights.safetensors_format import read_header
+
+# Keys under which training code commonly nests the state dict, most specific first.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
+                   "weights", "params", "ema")
+_ZIP_MAGIC = b"PK"  # local file header, or end of directory for an empty archive
+
+Sources = dict[str, TensorSource]
+
+
+def load_weights(path: str | Path, roles: Mapping[str, str] | None = None) -> ModelWeights:
+    """Open the model at ``path`` (file or Hugging Face folder) and describe its tensors.
+
+    roles: {tensor name or glob pattern: role} overriding the inferred roles.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"{path} does not exist; give the path of a model file or folder.")
+    if path.is_dir():
+        fmt, sources, metadata = _read_folder(path)
+    else:
+        fmt = detect_format(path)
+        sources, metadata = _READERS[fmt](path)
+    if not sources:
+        raise ModelFileError(f"{path} holds no tensors; it is not a model's weights.")
+    return ModelWeights(path=path, format=fmt, sources=sources, metadata=metadata, roles=roles)
+
+
+def detect_format(path: Path) -> str:
+    """``"safetensors"``, ``"pytorch"``, ``"npz"`` or ``"onnx"``, from the file's content."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    if not head:
+        raise ModelFileError(f"{path} is empty (0 bytes); it holds no weights.")
+    if head.startswith(_ZIP_MAGIC):
+        return _zip_format(path)
+    if head[0] == 0x80:  # pickle protocol 2+: a checkpoint from torch.save's legacy format
+        return "pytorch"
+    if path.suffix == ".onnx":
+        return "onnx"  # protobuf has no magic number; trust the name
+    if (len(head) == 9 and head[8:9] == b"{") or path.suffix == ".safetensors":
+        return "safetensors"
+    raise ModelFileError(
+        f"{path} is not a model file weightdna can read: expected safetensors, a PyTorch "
+        "checkpoint (.pt/.pth/.bin), NumPy .npz, ONNX, or a Hugging Face model folder."
+    )
+
+
+def _zip_format(path: Path) -> str:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelFileError(
+            f"{path} is a damaged zip archive ({exc}); it is probably truncated."
+        ) from None
+    if not names:
+        raise ModelFileError(f"{path} is an empty zip archive; it holds no tensors.")
+    if any(n.endswith("data.pkl") for n in names):
+        return "pytorch"
+    if all(n.endswith(".npy") for n in names):
+        return "npz"
+    raise ModelFileError(
+        f"{path} is a zip archive but neither a PyTorch checkpoint nor a NumPy .npz."
+    )
+
+
+def _read_safetensors(path: Path) -> tuple[Sources, dict[str, str]]:
+    entries, metadata = read_header(path)
+    handle = _lazy_safe_open(path)
+    sources = {
+        e.name: TensorSource(e.dtype, e.shape, functools.partial(_safetensor, handle, e.name))
+        for e in entries
+    }
+    return sources, metadata
+
+
+def _lazy_safe_open(path: Path) -> Callable[[], object]:
+    # One memory map per file, opened at the first read and kept for the next ones.
+    @functools.cache
+    def handle() -> object:
+        try:
+            return safe_open(str(path), framework="pt")
+        except (SafetensorError, OSError) as exc:
+            raise ModelFileError(f"{path} could not be opened as safetensors: {exc}") from None
+
+    return handle
+
+
+def _safetensor(handle: Callable[[], object], name: str) -> torch.Tensor:
+    return handle().get_tensor(name)  # type: ignore[attr-defined]
+
+
+def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:
+    # mmap keeps a zip checkpoint on disk until a tensor is used; it is a private mapping,
+    # so nothing written to a tensor reaches the file. Legacy (pickle) files cannot be mapped.
+    mmap = zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise ModelFileError(
+            f"{path} contains Python objects that torch.load(weights_only=True) refuses "
+            f"({_unpickler_reason(exc)}). weightdna never unpickles arbitrary objects: convert "
+            "the checkpoint to safetensors where you trust its origin, or save only "
+            "model.state_dict()."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(
+            f"{path} could not be read as a PyTorch checkpoint ({_first_line(exc)}); it may "
+            "be truncated or not a checkpoint."
+        ) from None
+    state, _ = find_state_dict(obj, path)
+    return {name: TensorSource.held(t) for name, t in state.items()}, {}
+
+
+def _first_line(exc: BaseException) -> str:
+    # torch's messages run to many lines of advice meant for trusted files; keep the first.
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _unpickler_reason(exc: BaseException) -> str:
+    # The useful part of torch's refusal is the line naming the object it would not build.
+    match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|\n|$)", str(exc))
+    return match.group(1).strip() if match else _first_line(exc)
+
+
+def find_state_dict(obj: object, path: Path | str = "checkpoint") -> tuple[dict, str]:
+    """The state dict inside a loaded checkpoint and the key path where it was found."""
+    found = _search(obj, "", depth=0)
+    if found is None:
+        if isinstance(obj, Mapping):
+            keys = ", ".join(repr(k) for k in list(obj)[:12])
+            what = f"a dict with keys {keys}"
+        else:
+            what = f"a {type(obj).__name__}"
+        raise ModelFileError(
+            f"{path} holds {what}, and no state dict (a dict of tensor names to tensors) "
+            f"was found in it or under {', '.join(STATE_DICT_KEYS)}; save "
+            "model.state_dict() instead."
+        )
+    state, where = found
+    for name, t in state.items():
+        if t.layout != torch.strided:
+            raise ModelFileError(
+                f"{path}: tensor {name!r} is {t.layout}; only dense tensors are supported."
+            )
+    return dict(state), where
+
+
+def _is_state_dict(obj: object) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _search(obj: object, where: str, depth: int) -> tuple[Mapping, str] | None:
+    if _is_state_dict(obj):
+        return obj, where  # type: ignore[return-value]
+    if not isinstance(obj, Mapping) or depth >= 3:
+        return None
+    for key in STATE_DICT_KEYS:
+        if key in obj:
+            found = _search(obj[key], f"{where}{key}/", depth + 1)
+            if found is not None:
+                return found
+    # Otherwise only an unambiguous answer: exactly one value holds a state dict.
+    found = [_search(v, f"{where}{k}/", depth + 1) for k, v in obj.items()]
+    found = [f for f in found if f is not None]
+    return found[0] if len(found) == 1 else None
+
+
+def _read_npz(path: Path) -> tuple[Sources, dict[str, str]]:
+    # Shapes and dtypes come from each member's .npy header, so no array is read yet.
+    sources: Sources = {}
+    npz = functools.cache(lambda: np.load(path, allow_pickle=False))
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.namelist():
+                with z.open(member) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = _NPY_HEADERS.get(version)
+                    if read is None:
+                        raise ModelFileError(f"{path}: {member} has .npy version {version}.")
+                    shape, _, dtype = read(f)
+                if dtype.hasobject:
+                    raise ModelFileError(
+                        f"{path}: array {member!r} holds Python objects, which would need "
+                        "pickle to load; save numeric arrays only."
+                    )
+                name = member.removesuffix(".npy")
+                sources[name] = TensorSource(
+                    _torch_dtype(dtype, path, name),
+                    tuple(shape),
+                    functools.partial(_npz_array, npz, name),
+                )
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+        raise ModelFileError(f"{path} is not a readable .npz archive ({exc}).") from None
+    return sources, {}
+
+
+def _torch_dtype(dtype: np.dtype, path: Path, name: str) -> torch.dtype:
+    try:
+        return torch.from_numpy(np.empty(0, dtype=dtype.newbyteorder("="))).dtype
+    except TypeError:
+        raise ModelFileError(
+            f"{path}: array {name!r} has dtype {dtype}, which is not a tensor type."
+        ) from None
+
+
+_NPY_HEADERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+def _npz_array(npz: Callable[[], np.lib.npyio.NpzFile], name: str) -> torch.Tensor:
+    arr = npz()[name]
+    if not arr.dtype.isnative:  # big-endian data: same values, native byte order for torch
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+def _read_onnx(path: Path) -> tuple[Sources, dict[str, str]]:
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise MissingDependencyError(
+            "reading ONNX models needs the optional package onnx: pip install onnx"
+        ) from None
+    try:
+        # External data files are resolved relative to the model's folder.
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises its own DecodeError; any failure means a bad file
+        raise ModelFileError(f"{path} could not be read as ONNX ({exc}).") from None
+    sources: Sources = {}
+    for init in model.graph.initializer:
+        arr = np.array(numpy_helper.to_array(init), order="C")  # a writable copy
+        if init.data_type == onnx.TensorProto.BFLOAT16:
+            # NumPy has no bfloat16: onnx returns ml_dtypes' type, which torch cannot take.
+            t = torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
+        else:
+            t = torch.from_numpy(arr)
+        sources[init.name] = TensorSource.held(t)
+    return sources, {}
+
+
+_READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
+    "safetensors": _read_safetensors,
+    "pytorch": _read_pytorch,
+    "npz": _read_npz,
+    "onnx": _read_onnx,
+}
+
+
+def _read_folder(folder: Path) -> tuple[str, Sources, dict[str, str]]:
+    """A Hugging Face model folder: its safetensors, else its pytorch_model*.bin files."""
+    for fmt, single in (("safetensors", "model.safetensors"), ("pytorch", "pytorch_model.bin")):
+        index = folder / f"{single}.index.json"
+        listed: set[str] = set()
+        if index.exists():
+            files, listed = _shards(index, folder)
+        elif (folder / single).exists():
+            files = [folder / single]
+        else:
+            pattern = "*.safetensors" if fmt == "safetensors" else "pytorch_model*.bin"
+            files = sorted(folder.glob(pattern))
+        if files:
+            sources: Sources = {}
+            metadata: dict[str, str] = {}
+            for file in files:
+                file_sources, file_metadata = _READERS[detect_format(file)](file)
+                clash = sources.keys() & file_sources.keys()
+                if clash:
+                    raise ModelFileError(
+                        f"{folder}: tensor {sorted(clash)[0]!r} appears in more than one "
+                        "weights file; the folder mixes two models."
+                    )
+                sources.update(file_sources)
+                metadata = metadata or file_metadata
+            missing = listed - sources.keys()
+            if missing:
+                raise ModelFileError(
+                    f"{index} lists {len(missing)} tensors that no shard holds (e.g. "
+                    f"{sorted(missing)[0]!r}); a shard is missing or from another model."
+                )
+            return fmt, sources, metadata
+    raise ModelFileError(
+        f"{folder} has no model weights: looked for *.safetensors and pytorch_model*.bin "
+        "(with or without an .index.json)."
+    )
+
+
+def _shards(index: Path, folder: Path) -> tuple[list[Path], set[str]]:
+    """The shard files an index names, and the tensor names it lists."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{index} is not a valid shard index ({exc!r}).") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(v, str) for v in weight_map.values()
+    ):
+        raise ModelFileError(f"{index}: weight_map must map tensor names to file names.")
+    files = []
+    for name in sorted(set(weight_map.values())):
+        file = (folder / name).resolve()
+        # A shard name must not lead outside the model's folder.
+        if file.parent != folder.resolve() or not file.is_file():
+            raise ModelFileError(f"{index} names the shard {name!r}, which is not in {folder}.")
+        files.append(file)
+    return files, set(weight_map)

@@ -1,0 +1,174 @@
+"""The safetensors file format: check a header before trusting it, and write a file.
+
+A safetensors file is an 8-byte little-endian header length N, N bytes of JSON
+(``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}``)
+and then the tensors' bytes, offsets counted from the end of the header. Every length and
+offset is checked here before the safetensors library maps the file, so that a truncated
+or foreign file gets a message that says what is wrong rather than a Rust panic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from weightdna.errors import ModelFileError
+
+# The safetensors dtype codes and the torch dtypes they hold.
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U64": torch.uint64,
+    "U32": torch.uint32,
+    "U16": torch.uint16,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
+
+# The format's own limit on the header (safetensors refuses larger ones).
+MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class HeaderEntry:
+    """One tensor as the header declares it."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def read_header(path: Path) -> tuple[list[HeaderEntry], dict[str, str]]:
+    """Read and check the header of a safetensors file; return its entries and metadata."""
+    size = path.stat().st_size
+    if size == 0:
+        raise ModelFileError(f"{path} is empty (0 bytes); it holds no weights.")
+    if size < 8:
+        raise ModelFileError(f"{path} is {size} bytes, too short to be a safetensors file.")
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ModelFileError(
+                f"{path}: declared header length {n} does not fit in a file of {size} bytes; "
+                "the file is truncated or is not a safetensors file."
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"{path}: the safetensors header is not valid JSON ({exc}); the file is corrupt "
+            "or not a safetensors file."
+        ) from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: the safetensors header is not a JSON object.")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise ModelFileError(f"{path}: __metadata__ must map strings to strings.")
+    entries = [_entry(path, name, spec) for name, spec in header.items()]
+    _check_layout(path, entries, data_bytes=size - 8 - n)
+    return entries, dict(metadata)
+
+
+def _entry(path: Path, name: str, spec: object) -> HeaderEntry:
+    bad = f"{path}: header entry {name!r} is malformed"
+    if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
+        raise ModelFileError(f"{bad}: expected the keys dtype, shape and data_offsets.")
+    dtype = DTYPES.get(spec["dtype"])
+    if dtype is None:
+        raise ModelFileError(f"{bad}: unknown dtype {spec['dtype']!r}.")
+    shape, offsets = spec["shape"], spec["data_offsets"]
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise ModelFileError(f"{bad}: shape {shape!r} is not a list of non-negative integers.")
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(_is_count(o) for o in offsets)
+        or offsets[0] > offsets[1]
+    ):
+        raise ModelFileError(f"{bad}: data_offsets {offsets!r} is not [begin, end].")
+    expected = math.prod(shape) * dtype.itemsize
+    if offsets[1] - offsets[0] != expected:
+        raise ModelFileError(
+            f"{bad}: it declares {offsets[1] - offsets[0]} bytes of data but shape {shape} "
+            f"of {spec['dtype']} needs {expected}."
+        )
+    return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_layout(path: Path, entries: list[HeaderEntry], data_bytes: int) -> None:
+    # The format requires the tensors' byte ranges to tile the data region exactly.
+    position = 0
+    for e in sorted(entries, key=lambda e: (e.begin, e.end)):
+        if e.begin != position:
+            raise ModelFileError(
+                f"{path}: tensor {e.name!r} starts at byte {e.begin} of the data but the "
+                f"previous tensor ends at {position}; the header is corrupt."
+            )
+        position = e.end
+    if position > data_bytes:
+        raise ModelFileError(
+            f"{path}: the header declares {position} bytes of tensor data but the file holds "
+            f"{data_bytes}; the file is truncated (download or copy it again)."
+        )
+    if position < data_bytes:
+        raise ModelFileError(
+            f"{path}: {data_bytes - position} bytes follow the last tensor; the file is "
+            "corrupt or not a safetensors file."
+        )
+
+
+def write_safetensors(
+    f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Write ``tensors`` (CPU, contiguous, names sorted) to an open binary file.
+
+    Streams one tensor at a time, so memory stays bounded by the largest tensor.
+    """
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    names = sorted(tensors)
+    for name in names:
+        t = tensors[name]
+        nbytes = t.numel() * t.element_size()
+        header[name] = {
+            "dtype": CODES[t.dtype],
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # Pad with spaces so the data starts on an 8-byte boundary, as the reference writer does.
+    raw += b" " * (-len(raw) % 8)
+    f.write(struct.pack("<Q", len(raw)))
+    f.write(raw)
+    for name in names:
+        t = tensors[name]
+        if t.numel():
+            f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
