@@ -1,7 +1,7 @@
 """DNA fitting throughput beside the dense matmul rate torch reaches on this machine.
 
     .venv/bin/python bench/fit_throughput.py [--width 256] [--depth 3] [--batch-size 16384]
-        [--steps 30] [--device auto] [--markdown]
+        [--steps 10] [--repeats 3] [--device auto] [--markdown]
 
 A training step of a SIREN on B coordinates costs, per dense layer of ``in → out``,
 2·in·out FLOPs per coordinate forward and about twice that backward (weight and input
@@ -26,7 +26,7 @@ from weightdna.dna import FitConfig, fit_dna, resolve_device
 
 
 def matmul_flops(m: int, k: int, n: int, device: torch.device, seconds: float = 1.0) -> float:
-    """FLOP/s of a float32 (m×k) @ (k×n) product, best of repeated timed runs."""
+    """FLOP/s of a float32 (m×k) @ (k×n) product, the best of repeated timed runs."""
     a = torch.randn(m, k, device=device)
     b = torch.randn(k, n, device=device)
     out = torch.empty(m, n, device=device)
@@ -54,19 +54,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def fit_rate(width: int, depth: int, batch: int, steps: int,
+def fit_rate(width: int, depth: int, batch: int, steps: int, repeats: int,
              device: torch.device) -> tuple[float, float]:
-    """(coordinates/s, seconds per step) of fit_dna on a random signal, warm-up excluded."""
-    n = 1 << 20
+    """(coordinates/s, seconds per step) of fit_dna on a random signal: the best of
+    ``repeats`` fits of ``steps`` steps (other processes on the machine only slow it down)."""
+    n = 4 * batch
     gen = torch.Generator().manual_seed(0)
     coords = torch.rand(n, 4, generator=gen) * 2 - 1
     values = torch.randn(n, generator=gen)
     config = FitConfig(width=width, depth=depth, batch_size=batch, steps=steps,
                        eval_every=steps, device=str(device))
-    fit_dna(coords[:batch * 2], values[:batch * 2],
-            FitConfig(width=width, depth=depth, batch_size=batch, steps=3, device=str(device)))
-    result = fit_dna(coords, values, config)
-    return steps * batch / result.seconds, result.seconds / steps
+    fit_dna(coords, values, FitConfig(width=width, depth=depth, batch_size=batch, steps=2,
+                                      device=str(device)))  # warm-up
+    step_s = min(fit_dna(coords, values, config).seconds / steps for _ in range(repeats))
+    return batch / step_s, step_s
 
 
 def main() -> int:
@@ -74,13 +75,15 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16384)
-    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=10, help="steps per timed fit")
+    parser.add_argument("--repeats", type=int, default=3, help="timed fits (best counts)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--markdown", action="store_true", help="print a BENCHMARKS.md table")
     args = parser.parse_args()
     device = resolve_device(args.device)
 
-    coords_per_s, step_s = fit_rate(args.width, args.depth, args.batch_size, args.steps, device)
+    coords_per_s, step_s = fit_rate(args.width, args.depth, args.batch_size, args.steps,
+                                    args.repeats, device)
     flops_per_coord = siren_step_flops(4, args.width, args.depth)
     fit_flops = coords_per_s * flops_per_coord
     layer_mm = matmul_flops(args.batch_size, args.width, args.width, device)

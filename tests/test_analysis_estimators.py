@@ -93,6 +93,15 @@ def test_local_dimension_counts_the_manifold_dimension(name: str) -> None:
     assert lo <= est.dimension_ <= hi
 
 
+def test_local_dimension_of_noise_reaches_its_cap() -> None:
+    # 30 neighbours in 384-D Gaussian noise span 29 directions of nearly equal variance
+    # (384 ≫ 30: the Marchenko–Pastur spread is small), so all 29 count.
+    X = np.random.default_rng(0).normal(size=(400, 384))
+    est = LocalDimension(n_neighbors=30, max_points=100).fit(X)
+    assert est.max_dimension_ == 29
+    assert est.dimension_ == est.max_dimension_
+
+
 def test_local_dimension_explained_variance_rule() -> None:
     # Variances 1, 1, 0.01 per axis: 95% of the variance needs 2 directions, 99.9% needs 3.
     rng = np.random.default_rng(0)
@@ -327,8 +336,14 @@ def test_estimators_reject_bad_input_with_a_clear_error() -> None:
 def test_estimators_follow_the_scikit_learn_contract() -> None:
     X = MANIFOLDS["helix in 5-D"][0][:300]
     for est in (
-        PCAEnergy(), LocalDimension(n_neighbors=20), CorrelationDimension(n_bootstrap=0),
-        MLEDimension(), TwoNN(), LipschitzConstant(), Entropy(), LocalLinearity(),
+        PCAEnergy(),
+        LocalDimension(n_neighbors=20),
+        CorrelationDimension(n_bootstrap=0),
+        MLEDimension(),
+        TwoNN(),
+        LipschitzConstant(),
+        Entropy(),
+        LocalLinearity(),
     ):
         assert est.fit(X) is est
         copy = clone(est)

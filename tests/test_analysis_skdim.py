@@ -85,8 +85,10 @@ def test_twonn_matches_skdim_twonn(data: np.ndarray) -> None:
     assert ours.dimension_ == pytest.approx(theirs.dimension_, rel=1e-8)
 
 
-@pytest.mark.parametrize("name", ["ball 3-D", "ball 5-D", "sphere S2", "sphere S4",
-                                  "swiss roll", "helix", "plane in 10-D"])
+@pytest.mark.parametrize(
+    "name",
+    ["ball 3-D", "ball 5-D", "sphere S2", "sphere S4", "swiss roll", "helix", "plane in 10-D"],
+)
 def test_correlation_dimension_near_skdim_corrint(name: str) -> None:
     X = DATASETS[name]()
     ours = CorrelationDimension(n_bootstrap=0).fit(X).dimension_

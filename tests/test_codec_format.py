@@ -217,11 +217,25 @@ def test_each_symbol_model_round_trips(kind: str) -> None:
     np.testing.assert_array_equal(decode_symbols(params, sections, symbols.size), symbols)
 
 
-def test_auto_model_keeps_the_smallest() -> None:
+# CRC-32 of the coded symbols of a fixed sequence. The format pins constriction's
+# fixed-point models: if a constriction upgrade changes these, files written before it no
+# longer decode, and the format needs a new version.
+GOLDEN_SYMBOL_CRCS = {"laplace": 3346081314, "gaussian": 3977196069, "categorical": 46598766}
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_coded_bytes_are_stable_across_versions(kind: str) -> None:
+    symbols = (np.arange(1000) * 7919 % 23 - 11).astype(np.int32)
+    _, sections = encode_symbols(symbols, kind)
+    assert zlib.crc32(sections["symbols"]) == GOLDEN_SYMBOL_CRCS[kind]
+
+
+def test_auto_model_keeps_about_the_smallest() -> None:
     symbols = np.rint(np.random.default_rng(7).laplace(0, 3, size=20000)).astype(np.int32)
     sizes = {kind: sum(map(len, encode_symbols(symbols, kind)[1].values())) for kind in MODEL_KINDS}
     _, sections = encode_symbols(symbols, "auto")
-    assert sum(map(len, sections.values())) == min(sizes.values())
+    # The choice is made on estimates, with a 1% preference for the fast categorical model.
+    assert sum(map(len, sections.values())) <= 1.02 * min(sizes.values())
 
 
 def test_constant_tensor_costs_almost_nothing() -> None:
@@ -302,12 +316,10 @@ def test_file_round_trip_and_sizes_on_disk(tmp_path: Path) -> None:
     assert size == path.stat().st_size == dna.file_bytes
     assert dna.names == list(tensors) and dna.metadata == {"source": "test"}
     # Every byte is a header byte or a section byte: the bits reported are the bits stored.
-    assert dna.file_bytes == dna.header_bytes + sum(
-        len(b) for parts in dna.sections for b in parts.values()
-    )
+    assert dna.file_bytes == dna.header_bytes + sum(dna.section_bytes(n) for n in dna.names)
     for name, (original, request) in tensors.items():
         entry, sections = encoded[name]
-        stored = dna.sections[dna.index(name)]
+        stored = dna.read_sections(name)
         assert stored == sections
         assert dna.section_bytes(name) == sum(map(len, sections.values()))
         ranges = dna.entries[dna.index(name)]["sections"]
@@ -394,12 +406,34 @@ def test_reader_names_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "newer.dna").write_bytes(newer)
     with pytest.raises(ModelFileError, match="newer weightdna"):
         read_dna_file(tmp_path / "newer.dna")
+    fifo = tmp_path / "pipe.dna"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFileError, match="not a regular file"):
+        read_dna_file(fifo)
     good = PREFIX.pack(MAGIC, 1, len(header), zlib.crc32(header)) + header
     (tmp_path / "empty.dna").write_bytes(good)
     assert read_dna_file(tmp_path / "empty.dna").names == []
     (tmp_path / "bad_crc.dna").write_bytes(good[:16] + struct.pack("<I", 0) + header)
     with pytest.raises(CorruptFileError, match="header checksum"):
         read_dna_file(tmp_path / "bad_crc.dna")
+
+
+def test_sections_are_checked_when_read_lazily(tmp_path: Path) -> None:
+    path = tmp_path / "m.dna"
+    _write_mixed(path)
+    dna = read_dna_file(path, verify=False)
+    damaged = bytearray(path.read_bytes())
+    offset, length, _ = dna.entries[dna.index("q.weight")]["sections"]["symbols"]
+    damaged[dna.header_bytes + offset + length // 2] ^= 0x10
+    path.write_bytes(bytes(damaged))
+    assert dna.tensor("bias").shape == (48,)  # untouched sections still read
+    with pytest.raises(CorruptFileError, match="checksum"):
+        dna.tensor("q.weight")
+    with pytest.raises(CorruptFileError, match="checksum"):
+        read_dna_file(path)
+    path.write_bytes(bytes(damaged) + b"more")
+    with pytest.raises(CorruptFileError, match="changed"):
+        dna.tensor("bias")
 
 
 def test_memory_limit_is_enforced_before_decoding(tmp_path: Path) -> None:

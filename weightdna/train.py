@@ -144,7 +144,7 @@ def train_digits_mlp(
 
 
 def train_digits_cnn(
-    epochs: int = 15, seed: int = 0, callbacks: Sequence[Callback] = ()
+    epochs: int = 20, seed: int = 0, callbacks: Sequence[Callback] = ()
 ) -> TrainingRun:
     """Train the small digits CNN; test accuracy on the held-out 20% of the digits."""
     X_train, X_test, y_train, y_test = load_digits(seed=seed, image=True)
@@ -155,7 +155,7 @@ def train_digits_cnn(
         (X_test, y_test),
         epochs=epochs,
         batch_size=32,
-        optimizer=Adam(learning_rate=2e-3, decay=1e-3),
+        optimizer=Adam(learning_rate=3e-3, decay=5e-3),
         seed=seed,
         callbacks=callbacks,
     )

@@ -95,11 +95,9 @@ class CorrelationDimension(BaseEstimator):
         self.plateau_found_ = found
         self.r_range_ = (float(radii[start]), float(radii[stop]))
         self.dimension_ = dimension
-        self.eckmann_ruelle_limit_ = 2.0 * np.log10(n)
+        self.eckmann_ruelle_limit_ = float(2.0 * np.log10(n))
         self.reliable_ = bool(found and dimension <= self.eckmann_ruelle_limit_)
-        self.interval_ = (
-            self._bootstrap(d, n, radii[fit]) if self.n_bootstrap > 0 else None
-        )
+        self.interval_ = self._bootstrap(d, n, radii[fit]) if self.n_bootstrap > 0 else None
         return self
 
     def _bootstrap(self, d: np.ndarray, n: int, radii: np.ndarray) -> tuple[float, float]:

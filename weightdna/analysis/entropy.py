@@ -41,7 +41,8 @@ class Entropy(BaseEstimator):
             raise InvalidInputError("W needs at least 2 values for an entropy")
         if not np.all(np.isfinite(w)):
             raise InvalidInputError("W contains NaN or infinite values; remove them first")
-        if self.n_bins != "fd" and not (isinstance(self.n_bins, int) and self.n_bins >= 1):
+        fixed = isinstance(self.n_bins, int | np.integer) and self.n_bins >= 1
+        if self.n_bins != "fd" and not fixed:
             raise InvalidInputError(f"n_bins must be 'fd' or a positive int, got {self.n_bins!r}")
         lo, hi = float(w.min()), float(w.max())
         if hi == lo:
@@ -56,12 +57,12 @@ class Entropy(BaseEstimator):
             self.entropy_bits_ = _entropy_bits(counts)
             self.differential_entropy_bits_ = self.entropy_bits_ + float(np.log2(self.bin_width_))
 
-        std = float(w.std())
-        step = self.step if self.step is not None else std / 16.0
-        if step is None or not step > 0:
-            if self.step is None and std == 0.0:
-                step = 1.0  # constant weights: any step gives one level, entropy 0
-            else:
+        if self.step is None:
+            std = float(w.std())
+            step = std / 16.0 if std > 0 else 1.0  # constant weights: one level at any step
+        else:
+            step = float(self.step)
+            if not step > 0:
                 raise InvalidInputError(f"step must be positive, got {self.step}")
         levels = np.rint(w / step)
         levels -= levels.min()

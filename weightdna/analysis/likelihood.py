@@ -30,7 +30,9 @@ class MLEDimension(BaseEstimator):
     sample of up to max_points rows; their neighbours are searched among all rows. Points with a
     zero neighbour distance (duplicates) are skipped: their likelihood is undefined.
 
-    Attributes: dimension_, dimension_pw_ (m(x) per query point), sample_size_, interval_.
+    Attributes: dimension_, dimension_pw_ (m(x) per query point), n_neighbors_,
+    sample_indices_, sample_size_, interval_ (percentile bootstrap over the query points;
+    neighbourhoods overlap, so the m(x) are not independent and the interval is optimistic).
     """
 
     def __init__(
@@ -70,7 +72,10 @@ class MLEDimension(BaseEstimator):
         self.dimension_pw_ = pointwise
         self.dimension_ = float(1.0 / inverse.mean())
         self.interval_ = bootstrap_interval(
-            pointwise, _harmonic_mean_of_rows, self.n_bootstrap, self.confidence,
+            pointwise,
+            _harmonic_mean_of_rows,
+            self.n_bootstrap,
+            self.confidence,
             self.random_state,
         )
         return self

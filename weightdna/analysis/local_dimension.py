@@ -29,10 +29,13 @@ class LocalDimension(BaseEstimator):
         (Fukunaga–Olsen, threshold 0.05 as in scikit-dimension's lPCA ver="FO");
       rule="explained_variance": the fewest eigenvalues holding `threshold` of the variance
         (e.g. 0.95).
-    The per-point counts can never exceed min(n_neighbors − 1, n_features).
+    The per-point counts can never exceed max_dimension_ = min(n_neighbors − 1, n_features):
+    an estimate at that cap (as for Gaussian weights) says only "at least this much".
 
     Attributes: dimension_ (mean over query points), dimension_pw_ (per query point),
-    sample_indices_, sample_size_, interval_ (bootstrap interval of the mean).
+    max_dimension_, n_neighbors_ (used; at most n_points − 1), sample_indices_,
+    sample_size_, interval_ (percentile bootstrap of the mean over query points; overlapping
+    neighbourhoods make it optimistic).
     """
 
     def __init__(
@@ -74,12 +77,15 @@ class LocalDimension(BaseEstimator):
                 nb = nb - nb.mean(axis=1, keepdims=True)
                 dims[start : start + chunk] = self._count(_covariance_eigenvalues(nb))
         self.n_neighbors_ = k
+        self.max_dimension_ = min(k - 1, X.shape[1])
         self.sample_indices_ = query
         self.sample_size_ = len(query)
         self.dimension_pw_ = dims
         self.dimension_ = float(dims.mean())
         self.interval_ = bootstrap_interval(
-            dims, n_bootstrap=self.n_bootstrap, confidence=self.confidence,
+            dims,
+            n_bootstrap=self.n_bootstrap,
+            confidence=self.confidence,
             random_state=self.random_state,
         )
         return self

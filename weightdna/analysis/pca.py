@@ -50,9 +50,9 @@ class PCAEnergy(BaseEstimator):
         self.energy_ = energy
         self.n_components_ = int(s.size)
         # A tiny tolerance so that a threshold hit exactly is not missed to rounding in cumsum.
+        first = np.searchsorted(energy, np.asarray(self.thresholds, dtype=float) - 1e-12)
         self.k_ = {
-            float(t): int(np.searchsorted(energy, t - 1e-12) + 1) for t in self.thresholds
+            float(t): int(min(i + 1, s.size)) for t, i in zip(self.thresholds, first, strict=True)
         }
-        self.k_ = {t: min(k, s.size) for t, k in self.k_.items()}
         self.k_fraction_ = {t: k / s.size for t, k in self.k_.items()}
         return self

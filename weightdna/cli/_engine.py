@@ -56,7 +56,7 @@ class TrainingProgress(Callback):
         self._progress.advance(self._task)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
-        parts = [f"epoch {epoch + 1}/{self._epochs}", f"loss {logs['loss']:.4f}"]
+        parts = [f"epoch {epoch + 1}/{self._epochs} done", f"loss {logs['loss']:.4f}"]
         if "val_accuracy" in logs:
             parts.append(f"val acc {logs['val_accuracy']:.3f}")
         self._progress.update(self._task, status="  ".join(parts))

@@ -45,9 +45,9 @@ def _describe(entry: dict) -> str:
 
 def _rows(dna: DnaFile) -> list[dict]:
     rows = []
-    for entry, sections in zip(dna.entries, dna.sections, strict=True):
+    for entry in dna.entries:
         numel = math.prod(entry["shape"])
-        size = sum(len(b) for b in sections.values())
+        size = dna.section_bytes(entry["name"])
         stats = entry.get("stats", {})
         rows.append(
             {

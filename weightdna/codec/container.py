@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ REPRESENTATIONS = ("raw", "quantized")
 ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
 OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
 STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
+# Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
+HEADER_MEMORY_FACTOR = 32
 # Decoding a quantized tensor holds its int32 symbols and float64 values beside the result.
 DECODE_OVERHEAD_BYTES = 16
 
@@ -102,15 +105,14 @@ def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[st
 
 @dataclass
 class DnaFile:
-    """A validated .dna file: its header entries and their (checksummed) section bytes."""
+    """A validated .dna file: its header; section bytes are read (and checksummed) on demand."""
 
     path: Path
     version: int
     metadata: dict[str, str]
     entries: list[dict[str, Any]]
-    sections: list[dict[str, bytes]] = field(repr=False)
-    header_bytes: int = 0
-    file_bytes: int = 0
+    header_bytes: int
+    file_bytes: int
 
     @property
     def names(self) -> list[str]:
@@ -126,14 +128,39 @@ class DnaFile:
 
     def section_bytes(self, name: str) -> int:
         """Bytes the tensor's sections take on disk."""
-        return sum(len(s) for s in self.sections[self.index(name)].values())
+        return sum(length for _, length, _ in self.entries[self.index(name)]["sections"].values())
+
+    def read_sections(self, name: str) -> dict[str, bytes]:
+        """The tensor's sections, read from the file and checked against their CRC-32."""
+        entry = self.entries[self.index(name)]
+        parts = {}
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size != self.file_bytes:
+                    raise CorruptFileError(f"{self.path} changed since it was opened.")
+                for role, (offset, length, crc) in entry["sections"].items():
+                    f.seek(self.header_bytes + offset)
+                    blob = f.read(length)
+                    if len(blob) != length or zlib.crc32(blob) != crc:
+                        raise CorruptFileError(_checksum_message(self.path, name, role))
+                    parts[role] = blob
+        except OSError as exc:
+            raise ModelFileError(f"cannot read {self.path}: {exc.strerror or exc}.") from exc
+        return parts
 
     def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
         """Decode the tensor called ``name``."""
         from weightdna.codec.tensor import decode_tensor  # tensor.py builds on this module
 
         i = self.index(name)
-        return decode_tensor(self.entries[i], self.sections[i], max_memory)
+        return decode_tensor(self.entries[i], self.read_sections(name), max_memory)
+
+
+def _checksum_message(path: Path, name: str, role: str) -> str:
+    return (
+        f"{path}: tensor {name!r}, section {role!r}: the checksum does not match; "
+        "the file is damaged."
+    )
 
 
 def _header_json(entries: list[dict], metadata: Mapping[str, str]) -> bytes:
@@ -239,6 +266,22 @@ def _write_atomically(path: Path, chunks: list[bytes], overwrite: bool) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _verify_checksums(
+    f: Any, path: Path, entries: list[dict], layout: list[tuple[int, int, int, str]]
+) -> None:
+    """CRC-32 of every section, read in file order one chunk at a time."""
+    for _, length, i, role in layout:  # sorted and contiguous: f is at each one's start
+        crc, left = 0, length
+        while left:
+            chunk = f.read(min(left, 1 << 20))
+            if not chunk:
+                raise CorruptFileError(f"{path}: the file changed while it was read.")
+            crc = zlib.crc32(chunk, crc)
+            left -= len(chunk)
+        if crc != entries[i]["sections"][role][2]:
+            raise CorruptFileError(_checksum_message(path, entries[i]["name"], role))
+
+
 def _reject_constant(token: str) -> None:
     raise CorruptFileError(f"the header contains the non-JSON number {token}.")
 
@@ -293,16 +336,23 @@ def _section_ranges(entry: dict, data_size: int) -> dict[str, tuple[int, int, in
     return result
 
 
-def read_dna_file(path: str | os.PathLike, max_memory: int = DEFAULT_MAX_MEMORY) -> DnaFile:
-    """Read and validate a .dna file (structure, limits, checksums) without decoding it.
+def read_dna_file(
+    path: str | os.PathLike, max_memory: int = DEFAULT_MAX_MEMORY, verify: bool = True
+) -> DnaFile:
+    """Read and validate a .dna file's header and layout, without decoding it.
 
-    Raises ModelFileError (CorruptFileError for a damaged or malformed file).
+    ``verify`` also streams through every section to check its CRC-32 now (memory: one
+    chunk); sections are checked again whenever they are read. Raises ModelFileError
+    (CorruptFileError for a damaged or malformed file).
     """
     path = Path(path)
     try:
+        # A FIFO or device would block or never end: only regular files are read.
+        if path.exists() and not path.is_dir() and not stat.S_ISREG(path.stat().st_mode):
+            raise ModelFileError(f"{path} is not a regular file.")
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            return _read(f, path, size, max_memory)
+            return _read(f, path, size, max_memory, verify)
     except IsADirectoryError as exc:
         raise ModelFileError(f"{path} is a folder, not a .dna file.") from exc
     except FileNotFoundError as exc:
@@ -311,7 +361,7 @@ def read_dna_file(path: str | os.PathLike, max_memory: int = DEFAULT_MAX_MEMORY)
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}.") from exc
 
 
-def _read(f: Any, path: Path, size: int, max_memory: int) -> DnaFile:
+def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFile:
     prefix = f.read(PREFIX.size)
     if len(prefix) < PREFIX.size or prefix[:8] != MAGIC:
         raise ModelFileError(f"{path} is not a .dna file (its first bytes are not the magic).")
@@ -326,6 +376,11 @@ def _read(f: Any, path: Path, size: int, max_memory: int) -> DnaFile:
         raise CorruptFileError(
             f"{path}: header length {header_len} is out of bounds (limit {MAX_HEADER_BYTES}, "
             f"file {size} bytes); the file is truncated or damaged."
+        )
+    if HEADER_MEMORY_FACTOR * header_len > max_memory:
+        raise CorruptFileError(
+            f"{path}: parsing a header of {header_len} bytes could need "
+            f"{HEADER_MEMORY_FACTOR * header_len} bytes, over the memory limit of {max_memory}."
         )
     raw = f.read(header_len)
     if len(raw) != header_len:
@@ -360,36 +415,23 @@ def _read(f: Any, path: Path, size: int, max_memory: int) -> DnaFile:
                 f"the sections cover {cursor} bytes but the data area holds {data_size}; "
                 "the file is truncated or has trailing bytes."
             )
-        if 2 * data_size > max_memory:
-            raise CorruptFileError(
-                f"reading {data_size} bytes of sections exceeds the memory limit of "
-                f"{max_memory}; raise max_memory if the file is trusted."
-            )
+        for entry in entries:
+            held = sum(length for _, length, _ in entry["sections"].values())
+            if held > max_memory:
+                raise CorruptFileError(
+                    f"tensor {entry['name']!r}: its {held} bytes of sections exceed the memory "
+                    f"limit of {max_memory}; raise max_memory if the file is trusted."
+                )
     except CorruptFileError as exc:
         raise CorruptFileError(f"{path}: {exc}") from exc
 
-    data = f.read(data_size)
-    if len(data) != data_size:
-        raise CorruptFileError(f"{path}: the file changed while it was read.")
-    view = memoryview(data)
-    sections: list[dict[str, bytes]] = []
-    for entry in entries:
-        parts = {}
-        for role, (offset, length, crc) in entry["sections"].items():
-            blob = bytes(view[offset : offset + length])
-            if zlib.crc32(blob) != crc:
-                raise CorruptFileError(
-                    f"{path}: tensor {entry['name']!r}, section {role!r}: the checksum does not "
-                    "match; the file is damaged."
-                )
-            parts[role] = blob
-        sections.append(parts)
+    if verify:
+        _verify_checksums(f, path, entries, layout)
     return DnaFile(
         path=path,
         version=version,
         metadata=header["metadata"],
         entries=entries,
-        sections=sections,
         header_bytes=PREFIX.size + header_len,
         file_bytes=size,
     )

@@ -16,6 +16,7 @@ import math
 
 import constriction
 import numpy as np
+from scipy import special
 
 from weightdna.codec.lossless import compress_bytes, decompress_bytes
 from weightdna.codec.quantize import MAX_SYMBOL
@@ -75,7 +76,8 @@ def _encode_with(model: dict, symbols: np.ndarray) -> dict[str, bytes]:
 def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict[str, bytes]]:
     """Code integer ``symbols`` (flattened); returns the model params and the sections.
 
-    ``model`` is one of MODEL_KINDS or ``"auto"``: try each, keep the smallest on disk.
+    ``model`` is one of MODEL_KINDS or ``"auto"``: the one whose estimated size (symbols at
+    their ideal cost under the model, plus its table) is smallest.
     """
     if model != "auto" and model not in MODEL_KINDS:
         raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {MODEL_KINDS}.")
@@ -90,15 +92,40 @@ def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict
             f"symbols span {lo}..{hi}, beyond the coder's alphabet of {MAX_ALPHABET}; "
             "use a larger step or lossless storage."
         )
-    kinds = MODEL_KINDS if model == "auto" else (model,)
-    best: tuple[dict, dict[str, bytes]] | None = None
-    for kind in kinds:
-        params = _fit(kind, flat, lo, hi)
-        sections = _encode_with(params, flat)
-        if best is None or sum(map(len, sections.values())) < sum(map(len, best[1].values())):
-            best = (params, sections)
-    assert best is not None
-    return best
+    if model != "auto":
+        params = _fit(model, flat, lo, hi)
+        return params, _encode_with(params, flat)
+    counts = np.bincount(flat - lo, minlength=hi - lo + 1)
+    fitted = {kind: _fit(kind, flat, lo, hi) for kind in MODEL_KINDS}
+    cost = {kind: _estimated_bits(fitted[kind], counts) for kind in MODEL_KINDS}
+    # Decoding a categorical model is several times faster than a quantised Laplace or
+    # Gaussian (no inverse CDF per symbol), so a parametric model must win by over 1%.
+    cost["categorical"] *= 0.99
+    best = min(MODEL_KINDS, key=cost.__getitem__)
+    return fitted[best], _encode_with(fitted[best], flat)
+
+
+def _estimated_bits(model: dict, counts: np.ndarray) -> float:
+    """Bits the symbols with these counts cost under ``model`` (ideal coder), plus its table."""
+    total = counts.sum()
+    if model["kind"] == "categorical":
+        nonzero = counts[counts > 0]
+        table = 8 * len(compress_bytes(counts.astype("<u8").tobytes()))
+        return float(-(nonzero * np.log2(nonzero / total)).sum()) + table
+    k = np.arange(model["min"], model["max"] + 1, dtype=np.float64) - model["mean"]
+    if model["kind"] == "laplace":
+        cdf = _laplace_cdf(np.append(k - 0.5, k[-1] + 0.5), model["scale"])
+    else:
+        cdf = special.ndtr(np.append(k - 0.5, k[-1] + 0.5) / model["scale"])
+    p = np.diff(cdf)
+    p = np.maximum(p / max(p.sum(), 1e-300), 2.0**-24)  # the coder's smallest probability
+    return float(-(counts * np.log2(p)).sum())
+
+
+def _laplace_cdf(x: np.ndarray, scale: float) -> np.ndarray:
+    return np.where(
+        x < 0, 0.5 * np.exp(np.minimum(x, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(x, 0) / scale)
+    )
 
 
 def _number(value: object) -> bool:
@@ -158,9 +185,7 @@ def decode_symbols(
         else:
             symbols = coder.decode(_parametric(model), count).astype(np.int32, copy=False)
         finished = coder.is_empty()
-    except CorruptFileError:
-        raise
-    except (KeyboardInterrupt, SystemExit, MemoryError):
+    except (CorruptFileError, KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # constriction reports bad data as a Rust panic, too
         raise CorruptFileError(f"{where}: the coded symbols cannot be decoded ({exc}).") from exc

@@ -11,6 +11,7 @@ import torch
 from weightdna.codec.container import DEFAULT_MAX_MEMORY, check_entry
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
+    DTYPES,
     FLOAT_NAMES,
     NAMES,
     as_torch,
@@ -25,21 +26,30 @@ from weightdna.codec.lossless import (
     decompress_bytes,
     encode_lossless,
 )
-from weightdna.codec.quantize import dequantize, quantize, row_steps_for_bits
+from weightdna.codec.quantize import MAX_SYMBOL, dequantize, quantize, row_steps_for_bits
 from weightdna.errors import CorruptFileError, InvalidInputError
 
-# Steps tried for a max-abs-error target E, as multiples of E. 2E is the nominal step;
-# the next one only absorbs float64 rounding of w/step and q·step; the last, just under E,
-# keeps |w − q·step| < E/2, which a round-to-nearest cast can at most double.
-_ERROR_STEP_FACTORS = (2.0, 2.0 * (1 - 2.0**-40), 1.8, 1.5, 1.2, 1.0 - 2.0**-20)
+# Steps tried for a max-abs-error target E, as multiples of E, until every element is
+# within E after the cast. 2E is the nominal step; the last, just under E, keeps
+# |w − q·step| < E/2, which a round-to-nearest cast can at most double.
+_ERROR_STEP_FACTORS = (
+    2.0,
+    2.0 * (1 - 2.0**-40),
+    1.995,
+    1.98,
+    1.95,
+    1.9,
+    1.8,
+    1.5,
+    1.2,
+    1.0 - 2.0**-20,
+)
 
 
 def _reconstruct(symbols: np.ndarray, steps: float | np.ndarray, dtype: str) -> torch.Tensor:
     """ŵ = cast(float64(q) × float64(step)): the one formula encoder and decoder share."""
-    return torch.from_numpy(dequantize(symbols, steps)).to(NAMES_TO_TORCH[dtype])
-
-
-NAMES_TO_TORCH = {name: dtype for dtype, name in NAMES.items()}
+    with np.errstate(over="ignore"):  # an overflow is detected by the callers
+        return torch.from_numpy(dequantize(symbols, steps)).to(DTYPES[dtype])
 
 
 def _stats(values: np.ndarray, restored: torch.Tensor, finite: np.ndarray) -> dict:
@@ -63,6 +73,36 @@ def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
         "stats": {"max_abs_error": 0.0, "snr_db": None, "mse": 0.0},
     }
     return entry, sections
+
+
+def _repair_ties(
+    values: np.ndarray,
+    finite: np.ndarray,
+    symbols: np.ndarray,
+    restored: torch.Tensor,
+    steps: float,
+    target: float,
+    dtype: str,
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Move elements just over the error target to their other neighbouring symbol.
+
+    With step 2E, a value near a midpoint is about E from both neighbours, and float
+    rounding (of w/step, of q·step, of the cast) can push the nearer one a hair over E;
+    the other one is often within. Shrinking the whole step for a few such elements
+    would cost every element bits.
+    """
+    error = restored.to(torch.float64).numpy() - values
+    over = finite & (np.abs(error) > target)
+    if not over.any():
+        return symbols, restored
+    moved = symbols.copy()
+    moved[over] -= np.sign(error[over]).astype(np.int32)
+    if np.abs(moved).max(initial=0) > MAX_SYMBOL:
+        return symbols, restored
+    again = _reconstruct(moved, steps, dtype)
+    better = over & (np.abs(again.to(torch.float64).numpy() - values) <= target)
+    symbols = np.where(better, moved, symbols)
+    return symbols, _reconstruct(symbols, steps, dtype)
 
 
 def _steps_for_request(
@@ -142,6 +182,10 @@ def encode_tensor(
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
             raise
         restored = _reconstruct(symbols, steps, dtype)
+        if max_abs_error is not None:
+            symbols, restored = _repair_ties(
+                values, finite, symbols, restored, steps, target, dtype
+            )
         if not bool(torch.isfinite(restored).numpy()[finite].all()):
             if max_abs_error is None:
                 raise InvalidInputError(
@@ -219,7 +263,7 @@ def decode_tensor(
         for k, v in sections.items()
     ):
         raise CorruptFileError(f"{where}: sections must map names to bytes.")
-    sections = {k: bytes(v) for k, v in sections.items()}
+    sections = {k: v if isinstance(v, bytes) else bytes(v) for k, v in sections.items()}
     params = entry["params"]
     if entry["representation"] == "raw":
         return decode_lossless(params, sections, dtype, shape, where)
@@ -229,9 +273,8 @@ def decode_tensor(
     params = _check_quantized_params(params, shape, where)
     numel = math.prod(shape)
     expected = {"symbols"}
-    if params["model"] is not None and isinstance(params["model"], dict):
-        if params["model"].get("kind") == "categorical":
-            expected.add("histogram")
+    if isinstance(params["model"], dict) and params["model"].get("kind") == "categorical":
+        expected.add("histogram")
     if params["rows"] is not None:
         expected.add("steps")
     if params["nonfinite"]:
@@ -258,6 +301,8 @@ def decode_tensor(
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     symbols = decode_symbols(params["model"], coded, numel, where).reshape(shape)
     restored = _reconstruct(symbols, steps, dtype)
+    if not bool(torch.isfinite(restored).all()):
+        raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 
     count = params["nonfinite"]
     if count:

@@ -31,6 +31,7 @@ from weightdna.nn.losses import (
     SoftmaxCrossEntropy,
     accuracy,
 )
+from weightdna.nn.optimizers import Optimizer
 
 ARCHITECTURE_KEY = "weightdna.architecture"
 FORMAT_VERSION = 1
@@ -127,7 +128,7 @@ class Model:
         *,
         epochs: int,
         batch_size: int = 32,
-        optimizer: Any,
+        optimizer: Optimizer,
         loss: Loss,
         validation_data: tuple[np.ndarray, np.ndarray] | None = None,
         shuffle: bool = True,
@@ -136,8 +137,9 @@ class Model:
     ) -> dict[str, list[float]]:
         """Train with mini-batches; returns the history, one entry per epoch.
 
-        optimizer: any engine optimizer (``pre_update_params``/``update_params``/
-        ``post_update_params``). seed: the shuffling order's generator, so a run repeats.
+        optimizer: an engine optimizer (SGD, Adam); it keeps its state across calls, so
+        fit can be called again to train further. seed: the generator of the shuffling
+        order, so a run repeats.
         The history has ``loss`` (data loss, the mean over the epoch's batches) and, for
         classification losses, ``accuracy``; with validation data, ``val_loss`` and
         ``val_accuracy`` measured in inference mode after the epoch.
