@@ -1,7 +1,7 @@
 """DNA fitting throughput beside the dense matmul rate torch reaches on this machine.
 
     .venv/bin/python bench/fit_throughput.py [--width 256] [--depth 3] [--batch-size 16384]
-        [--steps 10] [--repeats 3] [--device auto] [--markdown]
+        [--steps 10] [--repeats 3] [--device auto] [--threads N] [--markdown]
 
 A training step of a SIREN on B coordinates costs, per dense layer of ``in → out``,
 2·in·out FLOPs per coordinate forward and about twice that backward (weight and input
@@ -78,9 +78,13 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10, help="steps per timed fit")
     parser.add_argument("--repeats", type=int, default=3, help="timed fits (best counts)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads (default: torch's own choice)")
     parser.add_argument("--markdown", action="store_true", help="print a BENCHMARKS.md table")
     args = parser.parse_args()
     device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     coords_per_s, step_s = fit_rate(args.width, args.depth, args.batch_size, args.steps,
                                     args.repeats, device)

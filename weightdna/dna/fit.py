@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from weightdna.dna.fourier import FourierFeatureMLP, ReluMLP
-from weightdna.dna.metrics import ErrorMetrics, ErrorTally
+from weightdna.dna.metrics import ErrorMetrics, ErrorTally, decibels
 from weightdna.dna.siren import Siren
 from weightdna.errors import InvalidInputError, ModelFileError
 
@@ -97,10 +97,12 @@ class FitConfig:
             raise InvalidInputError("invalid fit settings: " + "; ".join(problems))
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain values, as stored in checkpoints and .dna.pt files."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FitConfig:
+        """The inverse of ``as_dict``; unknown keys (from a newer version) are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -136,6 +138,7 @@ class FitResult:
 
     @property
     def parameter_count(self) -> int:
+        """Parameters (and buffers) of the fitted network."""
         return count_parameters(self.network)
 
 
@@ -195,14 +198,6 @@ def predict(network: nn.Module, coords: np.ndarray | torch.Tensor,
             y = network(chunk)
         out[start:start + chunk.shape[0]] = y.float().reshape(-1).cpu().numpy()
     return out
-
-
-def _decibels(num: float, den: float) -> float:
-    if den <= 0.0:
-        return math.inf
-    if num <= 0.0:
-        return -math.inf
-    return 10.0 * math.log10(num / den)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -372,8 +367,8 @@ def fit_dna(coords: np.ndarray | torch.Tensor, values: np.ndarray | torch.Tensor
             window_count = 0
             if progress is not None:
                 progress(FitProgress(step, config.steps, mean_loss,
-                                     _decibels(peak_sq, mean_mse),
-                                     _decibels(mean_sq, mean_mse), lr))
+                                     decibels(peak_sq, mean_mse),
+                                     decibels(mean_sq, mean_mse), lr))
             if config.patience:
                 if mean_loss < best * (1.0 - config.min_delta):
                     best, bad_evals = mean_loss, 0

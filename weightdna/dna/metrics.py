@@ -32,7 +32,7 @@ def _as_float64(x: ArrayLike) -> np.ndarray:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
-def _decibels(numerator: float, denominator: float) -> float:
+def decibels(numerator: float, denominator: float) -> float:
     """10 log₁₀(numerator / denominator), with the zero cases made explicit."""
     if denominator == 0.0:
         return math.inf  # a perfect reconstruction, even of an all-zero tensor
@@ -67,6 +67,7 @@ class ErrorMetrics:
     normalisation: str
 
     def as_dict(self) -> dict[str, float | int | str]:
+        """Plain values, as stored in .dna.pt files."""
         return asdict(self)
 
 
@@ -104,10 +105,11 @@ class ErrorTally:
         self.count += w.size
 
     def metrics(self) -> ErrorMetrics:
+        """The metrics of everything added so far."""
         n = max(self.count, 1)
         return ErrorMetrics(
-            psnr=_decibels(1.0, self.normalised_error / n),
-            snr=_decibels(self.signal, self.error),
+            psnr=decibels(1.0, self.normalised_error / n),
+            snr=decibels(self.signal, self.error),
             relative_l2=(math.sqrt(self.error / self.signal) if self.signal > 0.0
                          else (0.0 if self.error == 0.0 else math.inf)),
             max_abs=self.max_abs,

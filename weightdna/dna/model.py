@@ -79,6 +79,7 @@ class DNANetwork:
 
     @property
     def parameter_count(self) -> int:
+        """Parameters (and buffers) of the network."""
         return count_parameters(self.network)
 
 
@@ -98,6 +99,7 @@ class TensorDNA:
 
     @property
     def numel(self) -> int:
+        """Weights in the tensor."""
         return math.prod(self.shape)
 
 
@@ -126,6 +128,7 @@ class ModelDNA:
 
     @property
     def fitted_numel(self) -> int:
+        """Weights the networks represent."""
         return sum(t.numel for t in self.tensors.values())
 
     def network_ratio(self, index: int) -> float:
@@ -134,6 +137,7 @@ class ModelDNA:
         return sum(self.tensors[n].numel for n in net.tensors) / max(net.parameter_count, 1)
 
     def coordinate_space(self) -> CoordinateSpace:
+        """The coordinate space φ of the model the DNA was fitted to."""
         return CoordinateSpace(self.space)
 
     def reconstruct(self, device: str = "auto",
@@ -204,6 +208,7 @@ class ModelDNA:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ModelDNA:
+        """Rebuild a DNA from the plain dict of a ``.dna.pt`` file."""
         if not isinstance(state, Mapping) or state.get("format") != DNA_FORMAT:
             raise ModelFileError("not a weightdna .dna.pt file (its format field is missing)")
         if state.get("version") != DNA_VERSION:
