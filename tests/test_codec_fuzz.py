@@ -27,6 +27,8 @@ from hypothesis import strategies as st
 from weightdna.cli.info import _rows as info_rows
 from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
 from weightdna.codec.container import MAGIC, PREFIX
+from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, WeightDNAError
 
 LONG_RUN = int(os.environ.get("WEIGHTDNA_FUZZ_EXAMPLES", "0"))
@@ -64,6 +66,10 @@ def _encoded() -> list[tuple[dict, dict[str, bytes]]]:
         encode_tensor(torch.tensor([True, False, True]), name="raw.bool", lossless=True),
         encode_tensor(torch.zeros(0, 3), name="empty", step=0.1),
         encode_tensor(torch.tensor(1.25), name="scalar", max_abs_error=0.001),
+        encode_tensor(w, name="lowrank", step=0.01,
+                      prediction=lowrank_prediction(w.double().numpy(), 2)),
+        encode_tensor(w, name="dna", bits=3, prediction=dna_prediction(
+            w.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))),
     ]
 
 
@@ -156,6 +162,9 @@ ABSURD = [
     "quantized",
     "raw",
     "dna+residual",
+    "lowrank+residual",
+    "siren",
+    "float16",
     "categorical",
     "laplace",
     [],
@@ -339,7 +348,14 @@ def _huge_mutations(header: dict) -> list[dict]:
     raw = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "raw.float")
     cat = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "rows.categorical")
     nan = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "nonfinite")
+    lowrank = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "lowrank")
+    dna = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "dna")
     return [
+        mutate(header, ("tensors", lowrank, "params", "lowrank", "rank"), "replace", 2**40),
+        mutate(header, ("tensors", lowrank, "shape"), "replace", [2**11, 2**11]),
+        mutate(header, ("tensors", dna, "params", "network", "width"), "replace", 1024),
+        mutate(header, ("tensors", dna, "params", "network", "depth"), "replace", 16),
+        mutate(header, ("tensors", dna, "shape"), "replace", [2**10, 2**10]),
         mutate(header, ("tensors", quantized, "shape"), "replace", [2**36]),
         mutate(header, ("tensors", quantized, "shape"), "replace", [2**30, 2**30]),
         mutate(header, ("tensors", quantized, "shape"), "replace", [2**21]),  # over 32 MiB

@@ -33,14 +33,16 @@ MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
 MAX_SECTIONS_PER_TENSOR = 16
 DEFAULT_MAX_MEMORY = 4 << 30
-REPRESENTATIONS = ("raw", "quantized")
+REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual")
 ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
 OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
 STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
 # Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
 HEADER_MEMORY_FACTOR = 32
-# Decoding a quantized tensor holds its int32 symbols and float64 values beside the result.
+# Decoding a quantized tensor holds its int32 symbols and float64 values beside the result;
+# a predicted one (lowrank+residual, dna+residual) its float64 prediction too.
 DECODE_OVERHEAD_BYTES = 16
+PREDICTED_DECODE_OVERHEAD_BYTES = 24
 
 
 def _is_int(value: object) -> bool:
@@ -88,7 +90,10 @@ def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[st
             f"{where}: unknown representation {entry['representation']!r} "
             f"(this reader knows {', '.join(REPRESENTATIONS)})."
         )
-    need = numel * (DTYPES[dtype].itemsize + DECODE_OVERHEAD_BYTES)
+    overhead = DECODE_OVERHEAD_BYTES
+    if entry["representation"] in ("lowrank+residual", "dna+residual"):
+        overhead = PREDICTED_DECODE_OVERHEAD_BYTES
+    need = numel * (DTYPES[dtype].itemsize + overhead)
     if need > max_memory:
         raise CorruptFileError(
             f"{where}: decoding {shape} {dtype} needs about {need} bytes, over the memory "
@@ -188,6 +193,27 @@ def write_dna_file(
     path = Path(path)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it.")
+    chunks = _layout(header_entries, sections, metadata)
+    _write_atomically(path, chunks, overwrite)
+    return sum(len(c) for c in chunks)
+
+
+def dna_file_size(
+    header_entries: Sequence[Mapping[str, Any]],
+    sections: Sequence[Mapping[str, bytes]],
+    *,
+    metadata: Mapping[str, str] | None = None,
+) -> int:
+    """The exact size in bytes `write_dna_file` would write, without writing."""
+    return sum(len(c) for c in _layout(header_entries, sections, metadata))
+
+
+def _layout(
+    header_entries: Sequence[Mapping[str, Any]],
+    sections: Sequence[Mapping[str, bytes]],
+    metadata: Mapping[str, str] | None,
+) -> list[bytes]:
+    """The file's bytes, in order: prefix, header, then every section (validated)."""
     if len(header_entries) != len(sections):
         raise InvalidInputError("give one sections mapping per header entry.")
     if len(header_entries) > MAX_TENSORS:
@@ -226,8 +252,7 @@ def write_dna_file(
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
     prefix = PREFIX.pack(MAGIC, VERSION, len(header), zlib.crc32(header))
-    _write_atomically(path, [prefix, header, *blobs], overwrite)
-    return len(prefix) + len(header) + offset
+    return [prefix, header, *blobs]
 
 
 def _write_atomically(path: Path, chunks: list[bytes], overwrite: bool) -> None:

@@ -1,5 +1,6 @@
-"""One tensor to a header entry plus byte sections, and back: ``raw`` (exact) or
-``quantized`` (uniform steps, entropy-coded), as specified in docs/FORMAT.md."""
+"""One tensor to a header entry plus byte sections, and back: ``raw`` (exact),
+``quantized`` (uniform steps, entropy-coded), or a prediction (``lowrank+residual``,
+``dna+residual``) plus its residual quantised the same way, as specified in docs/FORMAT.md."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from weightdna.codec.lossless import (
     decompress_bytes,
     encode_lossless,
 )
+from weightdna.codec.prediction import Prediction, decode_dna, decode_lowrank
 from weightdna.codec.quantize import MAX_SYMBOL, dequantize, quantize, row_steps_for_bits
 from weightdna.errors import CorruptFileError, InvalidInputError
 
@@ -46,10 +48,22 @@ _ERROR_STEP_FACTORS = (
 )
 
 
-def _reconstruct(symbols: np.ndarray, steps: float | np.ndarray, dtype: str) -> torch.Tensor:
-    """ŵ = cast(float64(q) × float64(step)): the one formula encoder and decoder share."""
-    with np.errstate(over="ignore"):  # an overflow is detected by the callers
-        return torch.from_numpy(dequantize(symbols, steps)).to(DTYPES[dtype])
+# The header key under which each predicted representation keeps its predictor's params,
+# and the sections the predictor owns.
+PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network"}
+PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"}}
+
+
+def _reconstruct(
+    symbols: np.ndarray, steps: float | np.ndarray, dtype: str, base: np.ndarray | None = None
+) -> torch.Tensor:
+    """ŵ = cast(float64(q) × float64(step) [+ prediction]): the one formula encoder and
+    decoder share."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected by the callers
+        values = dequantize(symbols, steps)
+        if base is not None:
+            values += base
+        return torch.from_numpy(values).to(DTYPES[dtype])
 
 
 def _stats(values: np.ndarray, restored: torch.Tensor, finite: np.ndarray) -> dict:
@@ -83,6 +97,7 @@ def _repair_ties(
     steps: float,
     target: float,
     dtype: str,
+    base: np.ndarray | None,
 ) -> tuple[np.ndarray, torch.Tensor]:
     """Move elements just over the error target to their other neighbouring symbol.
 
@@ -99,10 +114,10 @@ def _repair_ties(
     moved[over] -= np.sign(error[over]).astype(np.int32)
     if np.abs(moved).max(initial=0) > MAX_SYMBOL:
         return symbols, restored
-    again = _reconstruct(moved, steps, dtype)
+    again = _reconstruct(moved, steps, dtype, base)
     better = over & (np.abs(again.to(torch.float64).numpy() - values) <= target)
     symbols = np.where(better, moved, symbols)
-    return symbols, _reconstruct(symbols, steps, dtype)
+    return symbols, _reconstruct(symbols, steps, dtype, base)
 
 
 def _steps_for_request(
@@ -138,6 +153,7 @@ def encode_tensor(
     lossless: bool = False,
     model: str = "auto",
     deadzone: float = 0.0,
+    prediction: Prediction | None = None,
 ) -> tuple[dict, dict[str, bytes]]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
@@ -148,6 +164,8 @@ def encode_tensor(
     quantisation. NaN/±Inf elements of a lossy request are stored exactly on the side.
     ``model``: the symbol model, "auto" (smallest of laplace, gaussian, categorical) or one.
     ``deadzone``: round magnitudes down more often (see `quantize`); not with max_abs_error.
+    ``prediction``: code the residual against it (`weightdna.codec.prediction`); the entry's
+    representation is then the prediction's.
     """
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
@@ -165,6 +183,12 @@ def encode_tensor(
     finite = np.isfinite(values)
     nonfinite_idx = np.flatnonzero(~finite).astype("<u8")
     values[~finite] = 0.0
+    base = None
+    if prediction is not None:
+        if prediction.values.shape != values.shape:
+            raise InvalidInputError(f"{name}: the prediction's shape differs from the tensor's.")
+        base = prediction.values
+    residual = values if base is None else values - base
 
     if max_abs_error is not None:
         target = float(max_abs_error)
@@ -172,19 +196,19 @@ def encode_tensor(
             raise InvalidInputError(f"max_abs_error must be finite and > 0, not {max_abs_error}.")
         candidates = [target * f for f in _ERROR_STEP_FACTORS]
     else:
-        candidates = [_steps_for_request(values, step, bits)]
+        candidates = [_steps_for_request(residual, step, bits)]
 
     for steps in candidates:
         try:
-            symbols = quantize(values, steps, deadzone)
+            symbols = quantize(residual, steps, deadzone)
         except InvalidInputError:
             if max_abs_error is not None:
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
             raise
-        restored = _reconstruct(symbols, steps, dtype)
+        restored = _reconstruct(symbols, steps, dtype, base)
         if max_abs_error is not None:
             symbols, restored = _repair_ties(
-                values, finite, symbols, restored, steps, target, dtype
+                values, finite, symbols, restored, steps, target, dtype, base
             )
         if not bool(torch.isfinite(restored).numpy()[finite].all()):
             if max_abs_error is None:
@@ -213,11 +237,16 @@ def encode_tensor(
     if nonfinite_idx.size:
         exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
         sections["nonfinite"] = compress_bytes(nonfinite_idx.tobytes() + exact)
+    representation = "quantized"
+    if prediction is not None:
+        representation = prediction.representation
+        params = {PREDICTOR_KEY[representation]: prediction.params, "residual": params}
+        sections.update(prediction.sections)
     entry = {
         "name": name,
         "dtype": dtype,
         "shape": list(t.shape),
-        "representation": "quantized",
+        "representation": representation,
         "params": params,
         "stats": stats,
     }
@@ -270,9 +299,21 @@ def decode_tensor(
 
     if dtype not in FLOAT_NAMES:
         raise CorruptFileError(f"{where}: a {dtype} tensor cannot be quantized.")
+    representation = entry["representation"]
+    owned: set[str] = set()
+    if representation != "quantized":
+        key = PREDICTOR_KEY[representation]
+        if not isinstance(params, dict) or set(params) != {key, "residual"}:
+            raise CorruptFileError(
+                f"{where}: {representation} params must have the keys {sorted([key, 'residual'])}."
+            )
+        owned = PREDICTOR_SECTIONS[representation]
+        if not owned <= set(sections):
+            raise CorruptFileError(f"{where}: missing section(s) {sorted(owned - set(sections))}.")
+        predictor, params = params[key], params["residual"]
     params = _check_quantized_params(params, shape, where)
     numel = math.prod(shape)
-    expected = {"symbols"}
+    expected = {"symbols"} | owned
     if isinstance(params["model"], dict) and params["model"].get("kind") == "categorical":
         expected.add("histogram")
     if params["rows"] is not None:
@@ -299,8 +340,13 @@ def decode_tensor(
         steps = float(params["step"])
 
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
+    base = None
+    if representation == "lowrank+residual":
+        base = decode_lowrank(predictor, sections, shape, where)
+    elif representation == "dna+residual":
+        base = decode_dna(predictor, sections, shape, where)
     symbols = decode_symbols(params["model"], coded, numel, where).reshape(shape)
-    restored = _reconstruct(symbols, steps, dtype)
+    restored = _reconstruct(symbols, steps, dtype, base)
     if not bool(torch.isfinite(restored).all()):
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 

@@ -40,7 +40,7 @@ PRECISIONS = ("float32", "bfloat16")
 
 # Fields that do not change the numbers a fit produces; a checkpoint may be resumed with
 # different values of these.
-_RESULT_NEUTRAL = {"device", "checkpoint_every", "eval_chunk", "eval_every"}
+RESULT_NEUTRAL_FIELDS = frozenset({"device", "checkpoint_every", "eval_chunk"})
 
 
 @dataclass
@@ -228,7 +228,7 @@ def _check_resumable(state: dict[str, Any], config: FitConfig, n_train: int) -> 
         raise InvalidInputError("the checkpoint is not a weightdna fit state")
     saved = FitConfig.from_dict(state["config"]).as_dict()
     now = config.as_dict()
-    changed = sorted(k for k in now if k not in _RESULT_NEUTRAL and saved.get(k) != now[k])
+    changed = sorted(k for k in now if k not in RESULT_NEUTRAL_FIELDS and saved.get(k) != now[k])
     if changed:
         raise InvalidInputError(
             "the checkpoint was written with different settings ("

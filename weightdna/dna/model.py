@@ -34,6 +34,7 @@ from torch import nn
 
 from weightdna.coords import CoordinateSpace
 from weightdna.dna.fit import (
+    RESULT_NEUTRAL_FIELDS,
     FitConfig,
     FitProgress,
     build_network,
@@ -322,12 +323,11 @@ def fit_model(weights: ModelWeights, config: FitConfig | None = None, *,
         saved = load_checkpoint(resume)
         if saved.get("kind") != "weightdna.model_fit_state":
             raise InvalidInputError(f"{resume} is not a checkpoint of `weightdna fit`")
-        ignore = {"device", "checkpoint_every", "eval_chunk", "eval_every"}
-        a = {**saved["settings"], "config": {k: v for k, v in saved["settings"]["config"].items()
-                                             if k not in ignore}}
-        b = {**settings, "config": {k: v for k, v in settings["config"].items()
-                                    if k not in ignore}}
-        if a != b:
+        def comparable(s: dict[str, Any]) -> dict[str, Any]:
+            return {**s, "config": {k: v for k, v in s["config"].items()
+                                    if k not in RESULT_NEUTRAL_FIELDS}}
+
+        if comparable(saved["settings"]) != comparable(settings):
             raise InvalidInputError(f"{resume} was written by a fit with other settings or "
                                     "tensors; resume with the same ones")
         done = dict(saved["done"])
@@ -347,14 +347,14 @@ def fit_model(weights: ModelWeights, config: FitConfig | None = None, *,
         originals = {i.name: weights.numpy(i.name) for i in infos}
         constants = {n: normalisation_constants(v, target_normalisation)
                      for n, v in originals.items()}
+        coords = np.concatenate([space.coordinates(i.name, dtype=np.float32) for i in infos])
         if key in done:
             entry = done[key]
             network = build_network(config, COORDINATE_COUNT)
             network.load_state_dict(entry["network"])
             mask = entry["holdout_mask"].numpy()
+            prediction = predict(network, coords, config.eval_chunk, config.device)
         else:
-            coords = np.concatenate([space.coordinates(i.name, dtype=np.float32)
-                                     for i in infos])
             values = np.concatenate([((originals[n] - o) / s).astype(np.float32).reshape(-1)
                                      for n, (o, s) in constants.items()])
             sample_weight = None
@@ -374,8 +374,9 @@ def fit_model(weights: ModelWeights, config: FitConfig | None = None, *,
                              progress=report,
                              checkpoint=save_state if checkpoint is not None else None,
                              resume=resume_state if resume_key == key else None)
-            del coords, values, sample_weight
+            del values, sample_weight
             network, mask = result.network, result.holdout_mask
+            prediction = result.prediction
             entry = {"network": {k: v.clone() for k, v in network.state_dict().items()},
                      "holdout_mask": torch.from_numpy(mask.copy()),
                      "steps_run": result.steps_run, "seconds": result.seconds,
@@ -393,14 +394,15 @@ def fit_model(weights: ModelWeights, config: FitConfig | None = None, *,
             o, s = constants[info.name]
             t = TensorDNA(info.name, info.shape, info.dtype, index, o, s,
                           ErrorTally(psnr_normalisation).metrics())
-            approx = _predict_tensor(network, space, t, config.device, config.eval_chunk)
-            approx_np = approx.to(torch.float64).numpy().reshape(-1)
+            part = slice(offset, offset + info.numel)
+            offset += info.numel
+            # Measured on what reconstruct writes: denormalised and in the tensor's dtype.
+            approx_np = _denormalise(prediction[part], t).to(torch.float64).numpy().reshape(-1)
             original = original.reshape(-1)
             peak = psnr_peak(original, psnr_normalisation)
             t.metrics = _tally(psnr_normalisation, original, approx_np, peak)
             total.add(original, approx_np, peak)
-            tensor_mask = mask[offset:offset + info.numel]
-            offset += info.numel
+            tensor_mask = mask[part]
             if tensor_mask.any():
                 any_holdout = True
                 t.train_metrics = _tally(psnr_normalisation, original[~tensor_mask],
@@ -409,6 +411,7 @@ def fit_model(weights: ModelWeights, config: FitConfig | None = None, *,
                                            approx_np[tensor_mask], peak)
                 held.add(original[tensor_mask], approx_np[tensor_mask], peak)
             tensor_dna[info.name] = t
+        del coords, prediction
 
     fitted = set(tensor_dna)
     kept = {n: weights.tensor(n) for n in weights.names if n not in fitted}
@@ -428,9 +431,13 @@ def _tally(normalisation: str, original: np.ndarray, approx: np.ndarray,
 def _predict_tensor(network: nn.Module, space: CoordinateSpace, t: TensorDNA,
                     device: str, chunk_size: int) -> torch.Tensor:
     coords = space.coordinates(t.name, dtype=np.float32)
-    pred = predict(network, coords, chunk_size, resolve_device(device)).astype(np.float64)
-    pred = pred * t.scale + t.offset
-    return torch.from_numpy(pred.reshape(t.shape)).to(getattr(torch, t.dtype))
+    return _denormalise(predict(network, coords, chunk_size, resolve_device(device)), t)
+
+
+def _denormalise(prediction: np.ndarray, t: TensorDNA) -> torch.Tensor:
+    """A tensor's values from the network's output: undo the target normalisation."""
+    values = prediction.astype(np.float64) * t.scale + t.offset
+    return torch.from_numpy(values.reshape(t.shape)).to(getattr(torch, t.dtype))
 
 
 def _info_state(info: TensorInfo) -> dict[str, Any]:

@@ -1,0 +1,76 @@
+"""Code tensors with NNCodec (the MPEG NNR reference codec) and restore them.
+
+Runs under .venv-peers/bin/python (NNCodec needs numpy<2 and torch of its own), called by
+``weightdna.baselines.nncodec``:
+
+    nncodec_worker.py IN.npz OUT.npz --qp -32 [--qp -36 ...]
+
+IN.npz holds float32 tensors by name (read with allow_pickle=False). For each QP the
+tensors are coded as one NNR bitstream and decoded; OUT.npz receives the restored tensors
+as ``qp{QP}/{name}`` and, under ``report``, JSON with per QP the bitstream's bytes and the
+encode and decode seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def code(tensors: dict[str, np.ndarray], qp: int, workdir: Path) -> tuple[dict, int, float, float]:
+    """One NNR bitstream for ``tensors`` at ``qp``: restored tensors, bytes, seconds."""
+    from nncodec import nnc
+
+    start = time.perf_counter()
+    # NNCodec prints progress on stdout; keep our stdout for nothing but errors.
+    with contextlib.redirect_stdout(io.StringIO()):
+        bitstream = nnc.compress(
+            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+            bitstream_path=str(workdir / "bitstream.nnc"),
+            qp=qp,
+            use_dq=True,
+            param_opt=True,
+            return_bitstream=True,
+            verbose=False,
+        )
+        encoded = time.perf_counter()
+        restored = nnc.decompress(bytearray(bitstream), verbose=False)
+    decoded = time.perf_counter()
+    out = {
+        k: np.asarray(restored[k], dtype=np.float32).reshape(v.shape) for k, v in tensors.items()
+    }
+    return out, len(bitstream), encoded - start, decoded - encoded
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("inputs", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--qp", type=int, action="append", required=True)
+    args = parser.parse_args(argv)
+
+    with np.load(args.inputs, allow_pickle=False) as data:
+        tensors = {name: data[name] for name in data.files}
+    arrays: dict[str, np.ndarray] = {}
+    report: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for qp in args.qp:
+            restored, nbytes, enc, dec = code(tensors, qp, Path(tmp))
+            report[str(qp)] = {"qp": qp, "nbytes": nbytes, "encode_s": enc, "decode_s": dec}
+            for name, value in restored.items():
+                arrays[f"qp{qp}/{name}"] = value
+    arrays["report"] = np.frombuffer(json.dumps(report).encode(), dtype=np.uint8)
+    np.savez(args.output, **arrays)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

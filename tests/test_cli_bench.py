@@ -1,0 +1,70 @@
+"""`weightdna bench rd`: one run writes the equal-size table, JSON and plot; missing peers skip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weightdna.cli import main
+from weightdna.weights import save_weights
+
+
+def tiny_model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    return save_weights(
+        {
+            "layers.0.weight": torch.from_numpy(rng.standard_normal((256, 128)).astype(np.float32)),
+            "layers.0.bias": torch.from_numpy(rng.standard_normal(256).astype(np.float32) * 0.1),
+            "layers.1.weight": torch.from_numpy(rng.standard_normal((64, 256)).astype(np.float32)),
+        },
+        tmp_path / "tiny.safetensors",
+    )
+
+
+def test_bench_rd_writes_table_json_and_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEIGHTDNA_PEERS_PYTHON", str(tmp_path / "absent" / "python"))
+    out = tmp_path / "rd"
+    argv = [
+        "bench",
+        "rd",
+        str(tiny_model(tmp_path)),
+        "-o",
+        str(out),
+        "--rates",
+        "2,4",
+        "--methods",
+        "weightdna,nncodec,rtn,svd,pruning,zstd",
+        "--tensors",
+        "layers.*",
+    ]
+    assert main(argv) == 0
+    md = (out / "tiny.md").read_text()
+    assert "SNR (dB) at equal size" in md and "nncodec" in md.split("## Skipped")[1]
+    data = json.loads((out / "tiny.json").read_text())
+    assert set(data["tensors"]) == {"layers.0.weight", "layers.0.bias", "layers.1.weight"}
+    assert data["skipped"].keys() == {"nncodec"}
+    dna = data["snr_at_rate"]["weightdna"]
+    assert dna["2.0"] is not None and dna["4.0"] > dna["2.0"] > 0
+    names = {p["name"] for p in data["points"]}
+    assert names == {"weightdna", "rtn", "svd", "pruning", "zstd"}
+    assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "skipped nncodec" in capsys.readouterr().out
+
+    # The outputs are not overwritten without --force.
+    assert main(argv) == 1
+    assert "--force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+
+
+def test_bench_rd_rejects_bad_rates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    model = str(tiny_model(tmp_path))
+    assert main(["bench", "rd", model, "-o", str(tmp_path), "--rates", "two"]) == 1
+    assert main(["bench", "rd", model, "-o", str(tmp_path), "--rates", "0,40"]) == 1
+    assert main(["bench", "rd", model, "-o", str(tmp_path), "--methods", "gzip"]) == 1
+    assert "unknown methods" in capsys.readouterr().err

@@ -1,0 +1,143 @@
+"""A rate–distortion sweep written down: a markdown table, JSON, and a PNG plot of bits per
+weight against SNR with the Gaussian rate–distortion bound SNR = 6.02·R dB."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from weightdna.baselines.sweep import DNA_CODEC, METHODS, RateDistortion
+
+# Rate–distortion function of a memoryless Gaussian source: D(R) = σ²·2^(−2R).
+GAUSSIAN_DB_PER_BIT = 20 * math.log10(2)  # 6.02
+_LOSSY_PEERS = ("rtn", "svd", "pruning")
+_LABELS = {
+    DNA_CODEC: "weightdna (.dna)",
+    "nncodec": "NNCodec (MPEG NNR)",
+    "rtn": "round-to-nearest int2/4/8 + zstd",
+    "svd": "low-rank SVD (fp16) + zstd",
+    "pruning": "magnitude pruning + zstd",
+    "zstd": "zstd (lossless)",
+    "zipnn": "ZipNN (lossless)",
+}
+
+
+def _db(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return "exact" if math.isinf(x) else f"{x:.2f}"
+
+
+def markdown(rd: RateDistortion, title: str) -> str:
+    """The equal-rate comparison, every measured point, and what was skipped."""
+    present = [m for m in METHODS if rd.points(m)]
+    lines = [
+        f"# Rate–distortion: {title}",
+        "",
+        f"{len(rd.tensors)} tensors, {rd.numel:,} weights. Bits per weight from the real coded "
+        "bytes; SNR = 10·log₁₀(Σw²/Σ(w−ŵ)²) pooled over all tensors; PSNR with each tensor "
+        "divided by its max|w|. Equal-rate SNR is interpolated linearly between a method's "
+        "measured points (— where its points do not reach that rate).",
+        "",
+        "## SNR (dB) at equal size",
+        "",
+    ]
+    lossy = [m for m in (DNA_CODEC, "nncodec", *_LOSSY_PEERS) if m in present]
+    compare = DNA_CODEC in present and "nncodec" in present
+    header = ["bits/weight", *(_LABELS[m] for m in lossy)]
+    if compare:
+        header.append("weightdna − NNCodec")
+    header.append("Gaussian bound 6.02·R")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+    for rate in rd.rates:
+        cells = [f"{rate:g}", *(_db(rd.snr_at(m, rate)) for m in lossy)]
+        if compare:
+            dna, nnc = rd.snr_at(DNA_CODEC, rate), rd.snr_at("nncodec", rate)
+            cells.append("—" if dna is None or nnc is None else f"{dna - nnc:+.2f}")
+        cells.append(f"{GAUSSIAN_DB_PER_BIT * rate:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "## Every measured point",
+        "",
+        "| method | setting | bits/weight | SNR dB | PSNR dB (max-abs) | max abs error | "
+        "encode s | decode s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for m in present:
+        for r in rd.points(m):
+            lines.append(
+                f"| {m} | {r.setting} | {r.bits_per_weight:.3f} | {_db(r.snr_db)} | "
+                f"{_db(r.psnr_db)} | {r.max_abs_error:.3g} | {r.encode_s:.2f} | {r.decode_s:.2f} |"
+            )
+    if rd.skipped:
+        lines += ["", "## Skipped", ""]
+        lines += [f"- {name}: {why}" for name, why in rd.skipped.items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rd: RateDistortion, path: str | Path, title: str) -> Path:
+    """Bits per weight against SNR for every lossy method, with the Gaussian bound."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    ax = fig.subplots()
+    top = max(rd.rates) + 1
+    r = np.linspace(0, top, 50)
+    ax.plot(
+        r,
+        GAUSSIAN_DB_PER_BIT * r,
+        color="0.6",
+        linestyle="--",
+        label="Gaussian R(D): SNR = 6.02·R dB",
+    )
+    lossless = []
+    for m in METHODS:
+        pts = [p for p in rd.points(m) if p.bits_per_weight <= top + 2]
+        if m in ("zstd", "zipnn"):
+            lossless += [f"{_LABELS[m]}: {p.bits_per_weight:.2f} bits/weight" for p in rd.points(m)]
+            continue
+        if pts:
+            ax.plot(
+                [p.bits_per_weight for p in pts],
+                [p.snr_db for p in pts],
+                marker="o",
+                markersize=3.5,
+                linewidth=2.2 if m == DNA_CODEC else 1.3,
+                label=_LABELS[m],
+            )
+    if lossless:
+        ax.text(
+            0.98,
+            0.03,
+            "\n".join(lossless),
+            transform=ax.transAxes,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color="0.3",
+        )
+    ax.set_xlim(0, top)
+    ax.set_xlabel("bits per weight (real coded bytes)")
+    ax.set_ylabel("SNR (dB)")
+    ax.set_title(f"Rate–distortion: {title}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_report(rd: RateDistortion, directory: str | Path, stem: str, title: str) -> list[Path]:
+    """Write ``stem``.md, ``stem``.json and ``stem``.png into ``directory``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    md, js, png = (directory / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
+    md.write_text(markdown(rd, title), encoding="utf-8")
+    js.write_text(json.dumps({"title": title, **rd.as_dict()}, indent=1) + "\n", encoding="utf-8")
+    plot(rd, png, title)
+    return [md, js, png]

@@ -1,0 +1,158 @@
+"""`weightdna analyze MODEL`: the structure of a model's weights, and a verdict on each seed claim."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
+from weightdna.cli import console, err_console
+from weightdna.cli._engine import check_output
+from weightdna.errors import InvalidInputError
+from weightdna.weights import load_weights
+
+_VERDICT_STYLE = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="measure the structure of a model's weights and judge the seed's claims",
+        description=(
+            "For every matrix, embedding and conv kernel: PCA energy, local, correlation, "
+            "MLE and TwoNN dimension, the Lipschitz constant between neighbouring "
+            "coordinates, entropy and local linearity, each beside the same statistic on the "
+            "weights shuffled and on Gaussian weights of the same variance and shape; a DNA "
+            "at the seed's ratio on a few tensors. Then a verdict (holds / fails / "
+            "inconclusive) on each of the seed's claims, with its evidence."
+        ),
+    )
+    parser.add_argument("model", help="model file or Hugging Face model folder")
+    parser.add_argument("--json", metavar="OUT.json",
+                        help="write the results as JSON to this file ('-': to stdout, no table)")
+    parser.add_argument("--report", metavar="REPORT.html",
+                        help="write a self-contained HTML report (tables and figures)")
+    parser.add_argument("--tensors", action="append", default=[], metavar="GLOB",
+                        help="analyse only tensors matching this glob (repeatable)")
+    defaults = AnalysisSettings()
+    parser.add_argument("--max-rows", type=int, default=defaults.max_rows, metavar="N",
+                        help=f"rows sampled from a large tensor (default {defaults.max_rows})")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the samples and the null baselines")
+    parser.add_argument("--dna-tensors", type=int, default=defaults.dna_tensors, metavar="N",
+                        help="tensors, evenly spaced through the model, to fit a DNA to "
+                             f"(default {defaults.dna_tensors}; 0: none)")
+    parser.add_argument("--dna-steps", type=int, default=defaults.dna_steps, metavar="N",
+                        help=f"optimizer steps per DNA (default {defaults.dna_steps})")
+    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    json_path = None
+    if args.json and args.json != "-":
+        json_path = check_output(args.json, args.force)
+    report_path = check_output(args.report, args.force) if args.report else None
+    if args.max_rows < 1 or args.dna_tensors < 0 or args.dna_steps < 1:
+        raise InvalidInputError("--max-rows and --dna-steps must be positive, --dna-tensors ≥ 0")
+    settings = AnalysisSettings(max_rows=args.max_rows, seed=args.seed,
+                                dna_tensors=args.dna_tensors, dna_steps=args.dna_steps)
+    weights = load_weights(args.model)
+    with _progress() as bar:
+        task = bar.add_task("analysing", total=None)
+
+        def report(done: int, total: int, label: str) -> None:
+            bar.update(task, completed=done, total=total, description=label)
+
+        analysis = analyze_weights(weights, args.tensors or None, settings, report)
+
+    if report_path is not None:
+        from weightdna.report import render_analysis_html
+
+        _write_atomically(report_path, render_analysis_html(analysis))
+    text = json.dumps(analysis.as_dict(), indent=1, ensure_ascii=False) + "\n"
+    if args.json == "-":
+        console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+        return 0
+    if json_path is not None:
+        _write_atomically(json_path, text)
+    console.print(_tensor_table(analysis))
+    console.print(_claims_table(analysis))
+    console.print(
+        f"{len(analysis.tensors)} tensors analysed, {len(analysis.skipped)} skipped, "
+        f"in {analysis.seconds:.1f} s", highlight=False,
+    )
+    for path, what in ((json_path, "json"), (report_path, "report")):
+        if path is not None:
+            console.print(f"{what}: {path}", highlight=False)
+    return 0
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=err_console, transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write text to path through a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _pair(t: TensorAnalysis, stat: str, null: str) -> str:
+    w, n = t.value(stat), t.value(stat, null)
+    if w != w:  # NaN: not measured
+        return "–"
+    return f"{w:.3g} | {n:.3g}"
+
+
+def _tensor_table(analysis: ModelAnalysis) -> Table:
+    table = Table(title=f"{analysis.path}: per tensor (weights | null)")
+    table.add_column("tensor", overflow="fold")
+    table.add_column("matrix")
+    table.add_column("rows used", justify="right")
+    columns = (
+        ("k95/D | Gauss", "pca_k95_fraction", "gaussian"),
+        ("local dim | Gauss", "local_dimension", "gaussian"),
+        ("corr dim | Gauss", "correlation_dimension", "gaussian"),
+        ("Lipschitz med | shuf", "lipschitz_median", "shuffled"),
+        ("R² | shuf", "local_linearity_r2", "shuffled"),
+        ("H/H_Gauss", "entropy_ratio", "weights"),
+    )
+    for header, _, _ in columns:
+        table.add_column(header, justify="right")
+    for t in analysis.tensors:
+        cells = [_pair(t, stat, null) for _, stat, null in columns[:-1]]
+        ratio = t.value("entropy_ratio")
+        cells.append("–" if ratio != ratio else f"{ratio:.3f}")
+        table.add_row(t.name, f"{t.rows}×{t.columns}", str(t.sample_rows), *cells)
+    return table
+
+
+def _claims_table(analysis: ModelAnalysis) -> Table:
+    table = Table(title="the seed's claims")
+    table.add_column("claim", overflow="fold")
+    table.add_column("seed's number")
+    table.add_column("verdict")
+    table.add_column("evidence", overflow="fold")
+    for c in analysis.claims:
+        table.add_row(c.claim, c.seed_number, f"[{_VERDICT_STYLE[c.verdict]}]{c.verdict}[/]",
+                      c.evidence)
+    return table

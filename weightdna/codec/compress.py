@@ -1,0 +1,391 @@
+"""A whole model to a .dna file under a target, and back to safetensors.
+
+`compress_model` streams: tensors are read one at a time from the model, analysed into
+candidates (`weightdna.codec.ratecontrol`), and coded; only the coded sections and small
+per-tensor samples stay in memory. Every figure it reports is measured on the coded data
+(the bytes written, the errors after decoding's cast), not estimated.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from weightdna import __version__
+from weightdna.codec.container import dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.ratecontrol import (
+    CANDIDATES,
+    Allocation,
+    Choice,
+    Target,
+    TensorCandidates,
+    bisect_step,
+    decibels,
+    exact_storage,
+    pooled_figures,
+    single_tensor_choice,
+    tensor_candidates,
+)
+from weightdna.codec.tensor import encode_tensor
+from weightdna.errors import InvalidInputError, OutputExistsError
+from weightdna.weights import ModelWeights, save_weights
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
+# Rounds of "allocate on estimates, code, measure" before a whole-model target is given up.
+MEASURE_ROUNDS = 5
+HEADER_BYTES_PER_TENSOR = 400  # a first guess at the header's size, before it is measured
+
+
+@dataclass(frozen=True)
+class TensorReport:
+    """How one tensor was stored, measured after coding."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    representation: str
+    bytes: int  # its sections on disk
+    snr_db: float | None  # None: restored exactly
+    psnr_db: float | None  # MAX = max |w| of the tensor ("maxabs" normalisation)
+    max_abs_error: float
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def bits_per_weight(self) -> float | None:
+        return 8.0 * self.bytes / self.numel if self.numel else None
+
+
+@dataclass(frozen=True)
+class CompressionReport:
+    """What `compress_model` wrote and the figures it measured."""
+
+    output: Path
+    target: str
+    tensors: list[TensorReport]
+    file_bytes: int
+    original_bytes: int
+    weights: int  # elements of every tensor, buffers and integers included
+    snr_db: float  # whole model: Σw² / Σ(w − ŵ)² over the floating-point tensors
+    psnr_db: float  # whole model: per-tensor errors normalised by max|w|², pooled
+    seconds: float
+
+    @property
+    def bits_per_weight(self) -> float:
+        """The file's size (header included) in bits per weight."""
+        return 8.0 * self.file_bytes / max(self.weights, 1)
+
+    @property
+    def ratio(self) -> float:
+        """Original file size over the .dna file's size."""
+        return self.original_bytes / max(self.file_bytes, 1)
+
+
+def original_size(weights: ModelWeights) -> int:
+    """Bytes of the model's file (or of the weight files in its folder)."""
+    path = weights.path
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_FILE_SUFFIXES]
+        if files:
+            return sum(p.stat().st_size for p in files)
+    return sum(info.nbytes for info in weights.infos)
+
+
+def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
+    if output.is_dir():
+        raise OutputExistsError(f"{output} is a folder; give a file name.")
+    if not overwrite and (output.exists() or output.is_symlink()):
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it.")
+    if output.exists() and source.exists() and os.path.samefile(source, output):
+        raise InvalidInputError(f"{output} is the input; write the output somewhere else.")
+
+
+def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> TensorReport:
+    stats = entry.get("stats", {})
+    mse, max_error = stats.get("mse", 0.0), stats.get("max_abs_error", 0.0)
+    exact = mse == 0
+    return TensorReport(
+        name=entry["name"],
+        dtype=entry["dtype"],
+        shape=tuple(entry["shape"]),
+        representation=entry["representation"],
+        bytes=sum(len(b) for b in sections.values()),
+        snr_db=None if exact else stats.get("snr_db"),
+        psnr_db=None if exact or peak <= 0 else decibels(peak * peak, mse),
+        max_abs_error=max_error,
+    )
+
+
+def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice) -> tuple[dict, dict]:
+    """Code a tensor as chosen; raw when no candidate was chosen or the step overflows."""
+    if choice.candidate is None:
+        return encode_tensor(tensor, name=name, lossless=True)
+    try:
+        return encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
+                             prediction=choice.candidate.prediction)
+    except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
+        return encode_tensor(tensor, name=name, lossless=True)
+
+
+class _Coder:
+    """Holds the coded tensors (entries and sections, in model order) and their figures."""
+
+    def __init__(self, weights: ModelWeights) -> None:
+        self.weights = weights
+        self.coded: dict[str, tuple[dict, dict[str, bytes]]] = {}
+        self.peaks: dict[str, float] = {}
+        self.signal: dict[str, float] = {}
+
+    def add(self, name: str, coded: tuple[dict, dict[str, bytes]]) -> None:
+        self.coded[name] = coded
+
+    def measure(self, tensor: torch.Tensor, name: str) -> None:
+        values = tensor.to(torch.float64)
+        values = values[torch.isfinite(values)]
+        self.peaks[name] = float(values.abs().max()) if values.numel() else 0.0
+        self.signal[name] = float((values * values).sum())
+
+    def entries(self) -> tuple[list[dict], list[dict[str, bytes]]]:
+        names = [n for n in self.weights.names if n in self.coded]
+        return [self.coded[n][0] for n in names], [self.coded[n][1] for n in names]
+
+    def figures(self) -> tuple[float, float]:
+        """Measured whole-model (SNR, PSNR) over the floating-point tensors."""
+        signal = sse = normalised = 0.0
+        count = 0
+        for name, (entry, _) in self.coded.items():
+            if name not in self.signal:
+                continue  # integers and buffers
+            n = math.prod(entry["shape"])
+            error = entry.get("stats", {}).get("mse", 0.0) * n
+            signal += self.signal[name]
+            sse += error
+            peak = self.peaks[name]
+            normalised += error / (peak * peak) if peak > 0 else 0.0
+            count += n
+        return decibels(signal, sse), decibels(count, normalised)
+
+    def reports(self) -> list[TensorReport]:
+        entries, sections = self.entries()
+        return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0))
+                for e, s in zip(entries, sections, strict=True)]
+
+
+def compress_model(
+    weights: ModelWeights,
+    output: str | Path,
+    target: Target,
+    *,
+    representations: Sequence[str] = CANDIDATES,
+    per_row: bool = False,
+    overwrite: bool = False,
+    dna_config: object = None,
+    sensitivity: Mapping[str, float] | None = None,
+    progress: Progress | None = None,
+) -> CompressionReport:
+    """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
+
+    ``representations``: the candidates tried (quantized always; lowrank, dna where cheap
+    tests suggest structure). ``per_row``: per-row steps proportional to each row's
+    max |w|. ``dna_config``: the weightdna.dna.FitConfig of DNA candidates.
+    ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
+    Integer tensors, buffers and tensors under 1024 elements are stored exactly.
+    """
+    started = time.perf_counter()
+    output = Path(output)
+    _check_paths(weights.path, output, overwrite)
+    if per_row and target.kind in ("max_abs_error", "lossless"):
+        raise InvalidInputError("--per-row applies to bits-per-weight, SNR and PSNR targets.")
+    report = progress or (lambda stage, done, total: None)
+    metadata = {
+        "producer": f"weightdna {__version__}",
+        "target": target.describe(),
+        "source": weights.path.name,
+        "source_metadata": json.dumps(weights.metadata, sort_keys=True),
+    }
+    coder = _Coder(weights)
+    lossy: list[str] = []
+    for info in weights.infos:
+        tensor = weights.tensor(info.name)
+        if info.fittable:
+            coder.measure(tensor, info.name)
+        if target.kind == "lossless" or exact_storage(info):
+            coder.add(info.name, encode_tensor(tensor, name=info.name, lossless=True))
+        else:
+            lossy.append(info.name)
+
+    def analyse(i: int, name: str) -> TensorCandidates:
+        report("analysing", i, len(lossy))
+        tc = tensor_candidates(weights.info(name), weights.tensor(name), representations,
+                               dna_config)
+        tc.sensitivity = float((sensitivity or {}).get(name, 1.0))
+        if not tc.sensitivity > 0:
+            raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
+        return tc
+
+    if target.kind == "max_abs_error":
+        for i, name in enumerate(lossy):
+            coder.add(name, _smallest_within(weights.tensor(name), name, analyse(i, name),
+                                             target.value))
+    elif target.per_tensor:
+        for i, name in enumerate(lossy):
+            coder.add(name, _meet_per_tensor(weights.tensor(name), name, analyse(i, name),
+                                             target, per_row))
+    elif lossy:
+        candidates = [analyse(i, name) for i, name in enumerate(lossy)]
+        report("analysing", len(lossy), len(lossy))
+        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report)
+    report("writing", 0, 1)
+    entries, sections = coder.entries()
+    size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
+    snr, psnr = coder.figures()
+    report("writing", 1, 1)
+    return CompressionReport(
+        output=output,
+        target=target.describe(),
+        tensors=coder.reports(),
+        file_bytes=size,
+        original_bytes=original_size(weights),
+        weights=weights.total_numel,
+        snr_db=snr,
+        psnr_db=psnr,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _section_bytes(coded: tuple[dict, dict[str, bytes]]) -> int:
+    return sum(len(b) for b in coded[1].values())
+
+
+def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
+                     error: float) -> tuple[dict, dict[str, bytes]]:
+    """The candidate with the fewest bytes that keeps every element within ``error``."""
+    best = None
+    for candidate in tc.candidates:
+        coded = encode_tensor(tensor, name=name, max_abs_error=error,
+                              prediction=candidate.prediction)
+        if best is None or _section_bytes(coded) < _section_bytes(best):
+            best = coded
+    return best
+
+
+def _meets_tensor(entry: dict, target: Target, peak: float, signal: float) -> bool:
+    mse = entry.get("stats", {}).get("mse", 0.0)
+    n = math.prod(entry["shape"])
+    if mse == 0:
+        return True
+    value = decibels(signal, mse * n) if target.kind == "snr" else decibels(peak * peak, mse)
+    return value >= target.value
+
+
+def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, target: Target,
+                     per_row: bool) -> tuple[dict, dict[str, bytes]]:
+    """Code one tensor at the largest step whose measured SNR/PSNR meets the target."""
+    choice = single_tensor_choice(tc, target, per_row)
+    for _ in range(40):
+        coded = _encode_choice(tensor, name, choice)
+        if coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target, tc.peak,
+                                                                 tc.signal):
+            return coded
+        choice = Choice(choice.candidate, choice.step * 0.97, choice.bits, choice.sse,
+                        choice.deadzone)
+    return encode_tensor(tensor, name=name, lossless=True)
+
+
+def _meet_whole_model(weights: ModelWeights, coder: _Coder,
+                      candidates: list[TensorCandidates], target: Target, per_row: bool,
+                      metadata: Mapping[str, str], report: Progress) -> None:
+    """Bisect the global step on estimates, code, measure, and correct until the measured
+    whole-model figure meets the target."""
+    exact_names = [n for n in coder.coded]
+    exact_bytes = sum(_section_bytes(coder.coded[n]) for n in exact_names)
+    exact_signal = sum(coder.signal.get(n, 0.0) for n in exact_names)
+    exact_count = sum(math.prod(coder.coded[n][0]["shape"]) for n in exact_names
+                      if n in coder.signal)
+    header_bytes = 20 + HEADER_BYTES_PER_TENSOR * len(weights)
+    goal = target.value  # what the estimates aim at; corrected after each measurement
+    budget_bits = goal * weights.total_numel if target.kind == "bits_per_weight" else 0.0
+    measured = None
+    for _ in range(MEASURE_ROUNDS):
+        if target.kind == "bits_per_weight":
+            fixed = 8.0 * (exact_bytes + header_bytes)
+
+            def meets(a: Allocation, limit: float = budget_bits, fixed: float = fixed) -> bool:
+                return a.bits + fixed <= limit
+
+        else:
+            index = 0 if target.kind == "snr" else 1
+
+            def meets(a: Allocation, goal: float = goal, index: int = index) -> bool:
+                return pooled_figures(candidates, a, exact_signal, exact_count)[index] >= goal
+
+        report("allocating", 0, 1)
+        allocation = bisect_step(candidates, meets, per_row, target,
+                                 coarse_is_ok=target.kind == "bits_per_weight")
+        for i, tc in enumerate(candidates):
+            report("encoding", i, len(candidates))
+            name = tc.info.name
+            coder.add(name, _encode_choice(weights.tensor(name), name,
+                                           allocation.choices[name]))
+        report("encoding", len(candidates), len(candidates))
+        entries, sections = coder.entries()
+        size = dna_file_size(entries, sections, metadata=metadata)
+        header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
+        if target.kind == "bits_per_weight":
+            measured = 8.0 * size / weights.total_numel
+            if measured <= target.value:
+                return
+            budget_bits *= target.value / measured * 0.999
+        else:
+            snr, psnr = coder.figures()
+            measured = snr if target.kind == "snr" else psnr
+            if measured >= target.value:
+                return
+            goal += target.value - measured + 0.01
+    raise InvalidInputError(
+        f"could not meet {target.describe()}: the closest coding measured {measured:.4g}. "
+        + ("Ask for more bits per weight." if target.kind == "bits_per_weight"
+           else "Ask for a lower target.")
+    )
+
+
+def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
+                     progress: Progress | None = None) -> tuple[int, int]:
+    """Decode every tensor of a .dna file and write them as safetensors with their original
+    names, shapes and dtypes; returns (tensors, bytes written)."""
+    path, output = Path(path), Path(output)
+    if output.is_dir():
+        raise OutputExistsError(f"{output} is a folder; give a file name.")
+    if not overwrite and (output.exists() or output.is_symlink()):
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it.")
+    dna = read_dna_file(path)
+    if output.exists() and os.path.samefile(path, output):
+        raise InvalidInputError(f"{output} is the input; write the output somewhere else.")
+    report = progress or (lambda stage, done, total: None)
+    tensors: dict[str, torch.Tensor] = {}
+    for i, name in enumerate(dna.names):
+        report("decoding", i, len(dna.names))
+        tensors[name] = dna.tensor(name)
+    report("decoding", len(dna.names), len(dna.names))
+    metadata = {"format": "pt"}
+    try:
+        source = json.loads(dna.metadata.get("source_metadata", "{}"))
+        if isinstance(source, dict) and all(isinstance(v, str) for v in source.values()):
+            metadata = source or metadata
+    except json.JSONDecodeError:
+        pass  # free text from another writer: keep the default
+    save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
+    return len(tensors), output.stat().st_size
+

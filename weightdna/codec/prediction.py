@@ -1,0 +1,253 @@
+"""Predictions a residual is coded against: truncated-SVD factors, or a SIREN (the DNA).
+
+A `Prediction` holds the header params and byte sections of its predictor and the values
+the decoder will compute from them. Encoder and decoder compute those values with the
+same function (`lowrank_values`, `siren_values`), from the stored 16-bit parameters, in
+float64, so the residual the encoder codes is the residual the decoder adds back to.
+Formats: docs/FORMAT.md, ``lowrank+residual`` and ``dna+residual``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from weightdna.coords import axis_coordinate, matrix_shape
+from weightdna.errors import CorruptFileError, InvalidInputError
+
+FLOAT16_MAX = 65504.0
+MAX_DNA_WIDTH = 1024
+MAX_DNA_DEPTH = 16
+MAX_OMEGA0 = 1e4
+# Evaluating a DNA costs about (parameters × elements) multiply-adds; a file may not ask
+# for more than this (a hostile header could otherwise make decoding run for hours).
+MAX_DNA_WORK = 1 << 40
+DNA_KEYS = {"architecture", "inputs", "width", "depth", "omega0", "hidden_omega0", "offset",
+            "scale", "dtype"}
+LOWRANK_KEYS = {"rank", "dtype"}
+# A DNA candidate is a quick fit: it must pay for itself against plain quantisation, and
+# most tensors have no smooth structure for it to find (SPEC).
+DEFAULT_DNA_FIT = {"width": 32, "depth": 2, "steps": 200, "batch_size": 4096, "lr": 1e-3}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predictor of one tensor: its header params, its sections, and what it predicts."""
+
+    representation: str  # "lowrank+residual" or "dna+residual"
+    params: dict
+    sections: dict[str, bytes]
+    values: np.ndarray  # float64, the tensor's shape: exactly what the decoder computes
+
+    @property
+    def side_bytes(self) -> int:
+        """Bytes the predictor's own sections take."""
+        return sum(len(b) for b in self.sections.values())
+
+
+def _float16_bytes(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array, dtype="<f2").tobytes()
+
+
+# --- low rank --------------------------------------------------------------------------
+
+
+def _gram(values: np.ndarray) -> tuple[np.ndarray, bool]:
+    """MᵀM or MMᵀ, whichever is smaller, of the tensor seen as a matrix M (float64)."""
+    m, n = matrix_shape(values.shape)
+    matrix = values.reshape(m, n)
+    return (matrix.T @ matrix, True) if n <= m else (matrix @ matrix.T, False)
+
+
+def singular_values(values: np.ndarray) -> np.ndarray:
+    """Singular values of the tensor seen as a matrix, largest first (from its Gram matrix:
+    many times faster than an SVD of a tall matrix, and precise enough for choosing a rank)."""
+    gram, _ = _gram(values)
+    return np.sqrt(np.maximum(np.linalg.eigvalsh(gram)[::-1], 0.0))
+
+
+def lowrank_values(a: np.ndarray, b: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A·B in float64 from the stored float16 factors, in the tensor's shape."""
+    return (a.astype(np.float64) @ b.astype(np.float64)).reshape(shape)
+
+
+def lowrank_prediction(values: np.ndarray, rank: int) -> Prediction:
+    """The best rank-``rank`` approximation (truncated SVD), its factors stored in float16.
+
+    The singular values are split evenly (A = U√s, B = √s Vᵀ) so that both factors have
+    similar magnitudes and neither under- nor overflows float16. The leading singular
+    vectors come from the eigenvectors of the smaller Gram matrix.
+    """
+    m, n = matrix_shape(values.shape)
+    if not 1 <= rank <= min(m, n):
+        raise InvalidInputError(f"rank must lie in 1..{min(m, n)}, not {rank}.")
+    gram, right = _gram(values)
+    eigenvalues, vectors = np.linalg.eigh(gram)
+    s = np.sqrt(np.maximum(eigenvalues[::-1][:rank], 0.0))
+    vectors = vectors[:, ::-1][:, :rank]
+    if s[-1] <= 0:
+        raise InvalidInputError(f"the tensor's rank is below {rank}.")
+    matrix = values.reshape(m, n)
+    root = np.sqrt(s)
+    if right:  # vectors = V_k: A = M V_k / √s, B = √s V_kᵀ
+        a, b = (matrix @ vectors) / root, root[:, None] * vectors.T
+    else:  # vectors = U_k: A = U_k √s, B = U_kᵀ M / √s
+        a, b = vectors * root, (vectors.T @ matrix) / root[:, None]
+    if max(np.abs(a).max(initial=0), np.abs(b).max(initial=0)) >= FLOAT16_MAX:
+        raise InvalidInputError("the low-rank factors overflow float16.")
+    a16, b16 = a.astype(np.float16), b.astype(np.float16)
+    return Prediction(
+        "lowrank+residual",
+        {"rank": rank, "dtype": "float16"},
+        {"factors": _float16_bytes(a16) + _float16_bytes(b16)},
+        lowrank_values(a16, b16, values.shape),
+    )
+
+
+def decode_lowrank(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
+                   where: str) -> np.ndarray:
+    """The prediction a ``lowrank+residual`` entry's factors give (validated first)."""
+    if not isinstance(params, dict) or set(params) != LOWRANK_KEYS or params["dtype"] != "float16":
+        raise CorruptFileError(f"{where}: low-rank params must be {{'rank': int, "
+                               "'dtype': 'float16'}.")
+    rank = params["rank"]
+    m, n = matrix_shape(shape)
+    if not (isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= min(m, n)):
+        raise CorruptFileError(f"{where}: rank {rank!r} must be an integer in 1..{min(m, n)}.")
+    blob = sections["factors"]
+    if len(blob) != 2 * rank * (m + n):
+        raise CorruptFileError(f"{where}: the factors section holds {len(blob)} bytes, "
+                               f"expected {2 * rank * (m + n)}.")
+    factors = np.frombuffer(blob, dtype="<f2")
+    if not np.isfinite(factors).all():
+        raise CorruptFileError(f"{where}: the low-rank factors hold NaN or Inf.")
+    a = factors[: m * rank].reshape(m, rank)
+    b = factors[m * rank :].reshape(rank, n)
+    return lowrank_values(a, b, shape)
+
+
+# --- DNA: a SIREN over the tensor's (row, column) coordinates ----------------------------
+
+
+def siren_parameter_count(width: int, depth: int, inputs: int = 2) -> int:
+    """Weights and biases of a SIREN with ``depth`` sine layers of ``width`` and one output."""
+    return (inputs + 1) * width + (depth - 1) * (width + 1) * width + width + 1
+
+
+def tensor_xy(shape: tuple[int, ...]) -> torch.Tensor:
+    """The (x, y) coordinates of weightdna.coords for every element, C order, float64."""
+    m, n = matrix_shape(shape)
+    x = torch.from_numpy(axis_coordinate(np.arange(m), m))
+    y = torch.from_numpy(axis_coordinate(np.arange(n), n))
+    return torch.cartesian_prod(x, y).reshape(m * n, 2) if m * n else torch.zeros(0, 2,
+                                                                                   dtype=torch.float64)
+
+
+def _build_siren(network: dict, blob: bytes) -> torch.nn.Module:
+    """The SIREN a header's ``network`` params and float16 parameter bytes describe, float64."""
+    from weightdna.dna import Siren  # the DNA engineer's network; its init is overwritten
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        siren = Siren(2, network["width"], network["depth"], 1, network["omega0"],
+                      network["hidden_omega0"]).double()
+    flat = torch.from_numpy(np.frombuffer(blob, dtype="<f2").astype(np.float64))
+    start = 0
+    with torch.no_grad():
+        for p in siren.parameters():  # order: each sine layer's W, b; then output W, b
+            p.copy_(flat[start : start + p.numel()].reshape(p.shape))
+            start += p.numel()
+    return siren.eval()
+
+
+def siren_values(network: dict, blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """offset + scale · SIREN(x, y) at every element, float64, in the tensor's shape."""
+    siren = _build_siren(network, blob)
+    xy = tensor_xy(shape)
+    out = np.empty(xy.shape[0], dtype=np.float64)
+    chunk = max(1, (1 << 21) // network["width"])  # ~16 MiB of activations at a time
+    with torch.no_grad():
+        for start in range(0, xy.shape[0], chunk):
+            y = siren(xy[start : start + chunk]).reshape(-1).numpy()
+            out[start : start + y.size] = y
+    out *= network["scale"]
+    out += network["offset"]
+    return out.reshape(shape)
+
+
+def dna_prediction(values: np.ndarray, config: object = None) -> Prediction:
+    """Fit a SIREN to ``values`` ((w − mean) / std at the (x, y) coordinates) and store it
+    in float16. ``config``: a weightdna.dna.FitConfig (architecture "siren")."""
+    from weightdna.dna import FitConfig, fit_dna, normalisation_constants
+
+    config = config or FitConfig(**DEFAULT_DNA_FIT)
+    if config.architecture != "siren":
+        raise InvalidInputError("a dna+residual tensor holds a SIREN; use architecture siren.")
+    offset, scale = normalisation_constants(values, "standard")
+    result = fit_dna(tensor_xy(values.shape).float(), (values.reshape(-1) - offset) / scale,
+                     config)
+    params = [p.detach().double().reshape(-1).numpy() for p in result.network.parameters()]
+    flat = np.concatenate(params)
+    if np.abs(flat).max(initial=0) >= FLOAT16_MAX:
+        raise InvalidInputError("the fitted SIREN's parameters overflow float16.")
+    blob = _float16_bytes(flat.astype(np.float16))
+    network = {
+        "architecture": "siren",
+        "inputs": ["x", "y"],
+        "width": config.width,
+        "depth": config.depth,
+        "omega0": float(config.omega0),
+        "hidden_omega0": float(config.omega0 if config.hidden_omega0 is None
+                               else config.hidden_omega0),
+        "offset": offset,
+        "scale": scale,
+        "dtype": "float16",
+    }
+    return Prediction("dna+residual", network, {"network": blob},
+                      siren_values(network, blob, values.shape))
+
+
+def _positive_int(value: object, top: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def decode_dna(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
+               where: str) -> np.ndarray:
+    """The prediction a ``dna+residual`` entry's SIREN gives (validated first)."""
+    if not isinstance(params, dict) or set(params) != DNA_KEYS:
+        raise CorruptFileError(f"{where}: DNA params must have the keys {sorted(DNA_KEYS)}.")
+    if (params["architecture"] != "siren" or params["inputs"] != ["x", "y"]
+            or params["dtype"] != "float16"):
+        raise CorruptFileError(f"{where}: this reader knows only a float16 SIREN over (x, y).")
+    width, depth = params["width"], params["depth"]
+    if not (_positive_int(width, MAX_DNA_WIDTH) and _positive_int(depth, MAX_DNA_DEPTH)):
+        raise CorruptFileError(f"{where}: DNA width must be 1..{MAX_DNA_WIDTH} and depth "
+                               f"1..{MAX_DNA_DEPTH}.")
+    omegas = (params["omega0"], params["hidden_omega0"])
+    if not all(_finite(w) and 0 < w <= MAX_OMEGA0 for w in omegas):
+        raise CorruptFileError(f"{where}: ω₀ must be finite, > 0 and ≤ {MAX_OMEGA0}.")
+    offset, scale = params["offset"], params["scale"]
+    if not (_finite(offset) and _finite(scale) and scale > 0):
+        raise CorruptFileError(f"{where}: the DNA's offset and scale must be finite, scale > 0.")
+    count = siren_parameter_count(width, depth)
+    numel = math.prod(shape)
+    if count > max(numel, 1) or count * numel > MAX_DNA_WORK:
+        raise CorruptFileError(f"{where}: a DNA of {count} parameters for {numel} elements "
+                               "is larger than its tensor or too costly to evaluate.")
+    blob = sections["network"]
+    if len(blob) != 2 * count:
+        raise CorruptFileError(f"{where}: the network section holds {len(blob)} bytes, "
+                               f"expected {2 * count}.")
+    if not np.isfinite(np.frombuffer(blob, dtype="<f2")).all():
+        raise CorruptFileError(f"{where}: the DNA's parameters hold NaN or Inf.")
+    values = siren_values(params, blob, shape)
+    if not np.isfinite(values).all():
+        raise CorruptFileError(f"{where}: the DNA's prediction overflows.")
+    return values

@@ -1,0 +1,391 @@
+"""Rate control: per tensor the representation and step that meet a target at the fewest bits.
+
+The model used. A uniform quantiser of step Δ followed by an entropy coder gives, at high
+rate, a distortion of Δ²/12 per weight whatever the distribution, and the rate falls by
+one bit per weight when Δ doubles. So the slope dR/dD of every tensor is −6 / (ln 2 · Δ²)
+bits per unit of squared error, and bits are spread over tensors at the least total size
+for a total squared error when every tensor has the same slope: the same step Δ on the raw
+scale (for MSE). With a sensitivity s_t per tensor (the error of tensor t counts s_t
+times), the step is Δ_t = Δ / √s_t; the pooled PSNR, which normalises each tensor by its
+max |w|, is the case s_t = 1 / max|w_t|², so Δ_t = Δ · max|w_t|.
+
+At that step each tensor takes the candidate — plain quantisation, a low-rank prediction
+plus residual, a DNA plus residual, or raw bytes — and the rounding deadzone (0, 0.1 or
+0.2: rounding towards zero saves bits at low rates) with the least Lagrangian cost
+``bits + λ_t · squared error``, λ_t = 6 / (ln 2 · Δ_t²): at low rates the distortion is
+measured, not assumed to be Δ²/12. One global Δ is bisected until the whole-model target
+holds; the estimates it bisects on (ideal code lengths of the symbols, on at most
+2^20 sampled elements per tensor) are then checked by coding for real (`weightdna.codec.
+compress`), and the step corrected until the measured figures meet the target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from weightdna.codec.prediction import (
+    Prediction,
+    dna_prediction,
+    lowrank_prediction,
+    singular_values,
+)
+from weightdna.codec.quantize import MAX_SYMBOL, as_rows
+from weightdna.coords import matrix_shape
+from weightdna.errors import InvalidInputError
+from weightdna.weights import TensorInfo
+
+TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
+CANDIDATES = ("quantized", "lowrank", "dna")
+# Tensors smaller than this are stored exactly: a step and a model table cost more than
+# the bits they would save.
+MIN_CODED_ELEMENTS = 1024
+SAMPLE_ELEMENTS = 1 << 20
+# Cheap tests for structure: a low-rank candidate needs a predicted gain (high-rate,
+# Gaussian: ½·N·log₂(E/E_res) bits) above its factors' cost; a DNA is fitted only where
+# neighbouring weights along a row or column correlate at least this much.
+DNA_MIN_CORRELATION = 0.5
+DNA_MIN_ELEMENTS = 4096
+# Bisection of log Δ; the steps tried span this many octaves below max |w|.
+BISECTION_STEPS = 24
+OCTAVES_BELOW_PEAK = 24
+LN2 = math.log(2.0)
+DEADZONES = (0.0, 0.1, 0.2)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the user asks for: ``kind`` one of TARGET_KINDS, its ``value``, and whether an
+    SNR or PSNR target holds for every tensor (``per_tensor``) or for the whole model."""
+
+    kind: str
+    value: float | None = None
+    per_tensor: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise InvalidInputError(f"unknown target {self.kind!r}; use one of {TARGET_KINDS}.")
+        if self.kind == "lossless":
+            return
+        if self.value is None or not math.isfinite(self.value):
+            raise InvalidInputError(f"the {self.kind} target needs a finite value.")
+        if self.kind in ("bits_per_weight", "max_abs_error") and self.value <= 0:
+            raise InvalidInputError(f"the {self.kind} target must be > 0, not {self.value}.")
+        if self.per_tensor and self.kind not in ("snr", "psnr"):
+            raise InvalidInputError("per_tensor applies to snr and psnr targets only.")
+
+    def describe(self) -> str:
+        """e.g. ``snr 20 dB (every tensor)``."""
+        if self.kind == "lossless":
+            return "lossless"
+        unit = {"bits_per_weight": " bits/weight", "snr": " dB", "psnr": " dB (MAX = max|w|)",
+                "max_abs_error": ""}[self.kind]
+        scope = " (every tensor)" if self.per_tensor else ""
+        return f"{self.kind} {self.value:g}{unit}{scope}"
+
+
+def exact_storage(info: TensorInfo) -> bool:
+    """Integer tensors, buffers and tensors under MIN_CODED_ELEMENTS are always stored raw."""
+    return not info.fittable or info.numel < MIN_CODED_ELEMENTS
+
+
+@dataclass
+class Candidate:
+    """One way to code a tensor: a prediction (None: plain quantisation) and the residual."""
+
+    name: str  # "quantized", "lowrank+residual", "dna+residual"
+    prediction: Prediction | None
+    sample: np.ndarray  # float32 residual at the sampled positions, as (rows, columns)
+    row_peak: np.ndarray  # max |residual| per row (all elements), for per-row steps
+    side_bits: float
+
+
+@dataclass
+class TensorCandidates:
+    """A tensor's candidates and the figures the allocation needs."""
+
+    info: TensorInfo
+    candidates: list[Candidate]
+    signal: float  # Σ w² over finite elements
+    peak: float  # max |w| over finite elements
+    scale: float  # numel / sampled elements
+    sensitivity: float = 1.0
+
+    def raw_bits(self) -> float:
+        """Bits of raw storage (uncompressed: an upper bound, used only to compare)."""
+        return 8.0 * self.info.numel * torch.empty(0, dtype=getattr(torch, self.info.dtype)
+                                                   ).element_size()
+
+
+@dataclass
+class Choice:
+    """The candidate and step chosen for a tensor, with the estimated bits and error."""
+
+    candidate: Candidate | None  # None: raw
+    step: float | np.ndarray | None
+    bits: float
+    sse: float
+    deadzone: float = 0.0
+
+
+def _sampled_rows(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """At most SAMPLE_ELEMENTS whole rows (evenly spaced) as float32, and the scale-up."""
+    rows = as_rows(values)
+    stride = max(1, math.ceil(values.size / SAMPLE_ELEMENTS))
+    sample = rows[::stride].astype(np.float32)
+    return sample, values.size / max(sample.size, 1)
+
+
+def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
+    """The rank whose predicted high-rate gain minus float16 factor cost is largest, or 0."""
+    m, n = matrix_shape(values.shape)
+    energy = np.cumsum(s[::-1] ** 2)[::-1]  # energy[k]: Σ of s_i² for i ≥ k
+    total = float(energy[0]) if energy.size else 0.0
+    best, best_gain = 0, 0.0
+    k = 1
+    while k <= len(s) // 2:
+        residual = float(energy[k]) if k < len(energy) else 0.0
+        gain = 0.5 * values.size * math.log2(total / max(residual, total * 1e-12))
+        net = gain - 16.0 * k * (m + n)
+        if net > best_gain:
+            best, best_gain = k, net
+        k *= 2
+    return best
+
+
+def _adjacent_correlation(values: np.ndarray) -> float:
+    """The larger correlation of neighbouring weights along the row and the column axis."""
+    m, n = matrix_shape(values.shape)
+    rows = values.reshape(m, n)
+    best = 0.0
+    for a, b in ((rows[:-1], rows[1:]), (rows[:, :-1], rows[:, 1:])):
+        if a.size > 1 and a.std() > 0 and b.std() > 0:
+            best = max(best, float(np.corrcoef(a.reshape(-1), b.reshape(-1))[0, 1]))
+    return best
+
+
+def _candidate(name: str, prediction: Prediction | None, residual: np.ndarray) -> Candidate:
+    sample, _ = _sampled_rows(residual)
+    rows = as_rows(residual)
+    row_peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+    side = 8.0 * prediction.side_bytes if prediction is not None else 0.0
+    return Candidate(name, prediction, sample, row_peak, side)
+
+
+def tensor_candidates(
+    info: TensorInfo,
+    tensor: torch.Tensor,
+    representations: Sequence[str] = CANDIDATES,
+    dna_config: object = None,
+) -> TensorCandidates:
+    """The candidates worth trying for one coded tensor (see the module docstring)."""
+    unknown = set(representations) - set(CANDIDATES)
+    if unknown or "quantized" not in representations:
+        raise InvalidInputError(
+            f"representations must include quantized and come from {CANDIDATES}; "
+            f"got {sorted(representations)}."
+        )
+    values = tensor.to(torch.float64).numpy().copy()
+    values[~np.isfinite(values)] = 0.0  # stored exactly on the side by the encoder
+    sample, scale = _sampled_rows(values)
+    rows = as_rows(values)
+    row_peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+    candidates = [Candidate("quantized", None, sample, row_peak, 0.0)]
+    m, n = matrix_shape(values.shape)
+    structured = values.ndim >= 2 and min(m, n) >= 8 and values.size >= DNA_MIN_ELEMENTS
+    if structured and "lowrank" in representations:
+        rank = _lowrank_rank(values, singular_values(values))
+        if rank:
+            try:
+                prediction = lowrank_prediction(values, rank)
+                candidates.append(_candidate("lowrank+residual", prediction,
+                                             values - prediction.values))
+            except InvalidInputError:
+                pass  # factors beyond float16: plain quantisation only
+    if structured and "dna" in representations:
+        if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
+            try:
+                prediction = dna_prediction(values, dna_config)
+                candidates.append(_candidate("dna+residual", prediction,
+                                             values - prediction.values))
+            except InvalidInputError:
+                pass
+    return TensorCandidates(
+        info=info,
+        candidates=candidates,
+        signal=float(np.dot(values.reshape(-1), values.reshape(-1))),
+        peak=float(np.abs(values).max(initial=0.0)),
+        scale=scale,
+    )
+
+
+def _ideal_bits(symbols: np.ndarray) -> float:
+    """Ideal code length of ``symbols`` under their own histogram, plus a table estimate."""
+    if symbols.size == 0:
+        return 0.0
+    flat = symbols.reshape(-1)
+    lo = int(flat.min())
+    counts = np.bincount(flat - lo)
+    nonzero = counts[counts > 0].astype(np.float64)
+    return float(-(nonzero * np.log2(nonzero / flat.size)).sum()) + 24.0 * nonzero.size + 64.0
+
+
+def candidate_steps(candidate: Candidate, step: float, per_row: bool) -> float | np.ndarray:
+    """The step (or per-row steps, proportional to each row's max |residual|) for ``step``."""
+    if not per_row or candidate.row_peak.size < 2 or candidate.sample.ndim != 2:
+        return step
+    peak = float(candidate.row_peak.max())
+    if peak <= 0:
+        return step
+    relative = np.maximum(candidate.row_peak / peak, 1e-3)
+    return step * relative
+
+
+def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: bool,
+             deadzone: float = 0.0) -> tuple[float, float, float | np.ndarray]:
+    """(estimated bits, estimated squared error, steps) of coding ``candidate`` at ``step``
+    (rounding as `weightdna.codec.quantize.quantize` does with ``deadzone``)."""
+    steps = candidate_steps(candidate, step, per_row)
+    sample = candidate.sample
+    if isinstance(steps, np.ndarray):
+        stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
+        divisor = steps[::stride][: sample.shape[0], None].astype(np.float32)
+        side = 32.0 * steps.size
+    else:
+        divisor, side = np.float32(steps), 0.0
+    peak = float(np.max(candidate.row_peak / (steps if isinstance(steps, np.ndarray)
+                                               else step), initial=0.0))
+    if not peak < MAX_SYMBOL / 2:
+        return math.inf, 0.0, steps
+    scaled = sample / divisor
+    if deadzone:
+        symbols = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
+    else:
+        symbols = np.rint(scaled)
+    error = (scaled - symbols) * divisor
+    sse = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
+    bits = _ideal_bits(symbols.astype(np.int32)) * tc.scale + candidate.side_bits + side
+    return bits, sse, steps
+
+
+def choose(tc: TensorCandidates, step: float, per_row: bool) -> Choice:
+    """The candidate with the least ``bits + λ·squared error`` at ``step`` (already Δ_t)."""
+    lam = 6.0 / (LN2 * step * step)
+    best = Choice(None, None, tc.raw_bits(), 0.0)
+    best_cost = best.bits
+    for candidate in tc.candidates:
+        for deadzone in DEADZONES:
+            bits, sse, steps = evaluate(tc, candidate, step, per_row, deadzone)
+            cost = bits + lam * sse
+            if cost < best_cost:
+                best, best_cost = Choice(candidate, steps, bits, sse, deadzone), cost
+    return best
+
+
+@dataclass
+class Allocation:
+    """The global step and each coded tensor's choice."""
+
+    step: float
+    choices: dict[str, Choice] = field(default_factory=dict)
+
+    @property
+    def bits(self) -> float:
+        return sum(c.bits for c in self.choices.values())
+
+    @property
+    def sse(self) -> float:
+        return sum(c.sse for c in self.choices.values())
+
+
+def tensor_step(tc: TensorCandidates, step: float, target: Target) -> float:
+    """Δ_t for the global Δ: Δ/√s_t, with s_t = 1/max|w|² for a PSNR target."""
+    sensitivity = tc.sensitivity
+    if target.kind == "psnr":
+        sensitivity /= max(tc.peak, 1e-30) ** 2
+    return step / math.sqrt(sensitivity)
+
+
+def allocate(coded: Sequence[TensorCandidates], step: float, target: Target,
+             per_row: bool) -> Allocation:
+    """Every coded tensor's choice at the global step Δ."""
+    allocation = Allocation(step)
+    for tc in coded:
+        allocation.choices[tc.info.name] = choose(tc, tensor_step(tc, step, target), per_row)
+    return allocation
+
+
+def pooled_figures(coded: Sequence[TensorCandidates], allocation: Allocation,
+                   exact_signal: float, exact_count: int) -> tuple[float, float]:
+    """Whole-model (SNR, PSNR) in dB from the estimated squared errors; PSNR pools each
+    tensor's error normalised by its max |w|² (exact tensors count with zero error)."""
+    signal = exact_signal + sum(tc.signal for tc in coded)
+    sse = allocation.sse
+    normalised = sum(allocation.choices[tc.info.name].sse / max(tc.peak, 1e-30) ** 2
+                     for tc in coded)
+    count = exact_count + sum(tc.info.numel for tc in coded)
+    return decibels(signal, sse), decibels(count, normalised)
+
+
+def decibels(numerator: float, denominator: float) -> float:
+    """10 log₁₀(numerator / denominator); +inf for a zero error."""
+    if denominator <= 0:
+        return math.inf
+    if numerator <= 0:
+        return -math.inf
+    return 10.0 * math.log10(numerator / denominator)
+
+
+def bisect_step(coded: Sequence[TensorCandidates], meets: Callable[[Allocation], bool],
+                per_row: bool, target: Target, coarse_is_ok: bool) -> Allocation:
+    """The allocation at the global Δ nearest the point where ``meets`` stops holding, on
+    the side where it holds. ``coarse_is_ok``: ``meets`` holds for large steps (a size
+    budget) rather than small ones (an error target). If it holds nowhere, the allocation
+    nearest to holding is returned; the caller checks."""
+    top = 1.0 if target.kind == "psnr" else max((tc.peak for tc in coded), default=1.0)
+    top = top if top > 0 else 1.0
+    fine, coarse = math.log2(top) - OCTAVES_BELOW_PEAK, math.log2(top) + 2
+    ok, bad = (coarse, fine) if coarse_is_ok else (fine, coarse)
+    ok_allocation = allocate(coded, 2.0**ok, target, per_row)
+    if not meets(ok_allocation):
+        return ok_allocation
+    bad_allocation = allocate(coded, 2.0**bad, target, per_row)
+    if meets(bad_allocation):
+        return bad_allocation
+    for _ in range(BISECTION_STEPS):
+        mid = 0.5 * (ok + bad)
+        allocation = allocate(coded, 2.0**mid, target, per_row)
+        if meets(allocation):
+            ok, ok_allocation = mid, allocation
+        else:
+            bad = mid
+    return ok_allocation
+
+
+def single_tensor_choice(tc: TensorCandidates, target: Target, per_row: bool) -> Choice:
+    """The cheapest candidate, at its largest step, meeting a per-tensor SNR or PSNR target
+    (estimated); raw when none can."""
+    if target.kind == "snr":
+        allowed = tc.signal / 10.0 ** (target.value / 10.0)
+    else:
+        allowed = tc.info.numel * tc.peak**2 / 10.0 ** (target.value / 10.0)
+    best = Choice(None, None, tc.raw_bits(), 0.0)
+    top = math.log2(tc.peak) if tc.peak > 0 else 0.0
+    for candidate in tc.candidates:
+        for deadzone in DEADZONES:
+            ok, bad = top - OCTAVES_BELOW_PEAK, top + 2
+            found = None
+            for _ in range(BISECTION_STEPS):
+                mid = 0.5 * (ok + bad)
+                bits, sse, steps = evaluate(tc, candidate, 2.0**mid, per_row, deadzone)
+                if math.isfinite(bits) and sse <= allowed:
+                    ok, found = mid, Choice(candidate, steps, bits, sse, deadzone)
+                else:
+                    bad = mid
+            if found is not None and found.bits < best.bits:
+                best = found
+    return best

@@ -1,0 +1,196 @@
+"""How much each tensor's error moves a model's outputs: the per-tensor weight of a rate
+allocator.
+
+For one tensor at a time, a small perturbation e (Gaussian noise at a relative SNR, or
+rounding to a uniform step) is added while every other tensor keeps its value, and
+
+    s_t = mean over calibration inputs of ‖y(w + e) − y(w)‖²  /  Σ e²
+
+is the output's squared change per unit of the tensor's summed squared error. To first
+order the outputs move by Σ_t s_t · SSE_t, which is what `weightdna.codec.compress_model`
+minimises when given ``sensitivity=s`` (its step for tensor t is Δ / √s_t). For MiniLM's
+unit-norm embeddings ‖ŷ − y‖² = 2 (1 − cos), so s_t · SSE_t / 2 predicts the loss of mean
+cosine. Multiply s_t by the tensor's size for the change per unit of weight MSE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weightdna.bert import EMBEDDING_TENSORS, BertConfig, BertEncoder, load_tokenizer, mean_pool
+from weightdna.data import load_digits
+from weightdna.errors import InvalidInputError
+from weightdna.evaluate.accuracy import as_array, takes_images
+from weightdna.evaluate.sentences import Progress, load_sentences
+from weightdna.nn.model import Model
+from weightdna.train import single_blas_thread
+from weightdna.weights import minilm_path
+
+DEFAULT_SNR_DB = 30.0
+DIGITS_CALIBRATION = 256  # training images (never the test images)
+SENTENCE_CALIBRATION = 64  # every k-th sentence of the bundled set
+
+# forward(name, value): the outputs (samples, features) with tensor ``name`` set to value.
+Forward = Callable[[str, np.ndarray], np.ndarray]
+
+
+def perturbation(
+    values: np.ndarray, rng: np.random.Generator, snr_db: float, step: float | None
+) -> np.ndarray:
+    """e: rounding error at ``step`` when given, else Gaussian noise at ``snr_db`` below
+    the tensor's mean square."""
+    values = values.astype(np.float64)
+    if step is not None:
+        return step * np.rint(values / step) - values
+    power = float(np.mean(values * values)) or 1.0  # an all-zero tensor: unit scale
+    sigma = np.sqrt(power * 10.0 ** (-snr_db / 10.0))
+    return rng.normal(0.0, sigma, size=values.shape)
+
+
+def measure_sensitivity(
+    forward: Forward,
+    state: Mapping[str, np.ndarray],
+    names: Sequence[str],
+    snr_db: float = DEFAULT_SNR_DB,
+    step: float | None = None,
+    draws: int = 2,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """s_t for each of ``names`` (see the module's docstring), averaged over ``draws``."""
+    if step is not None and not step > 0:
+        raise InvalidInputError(f"the quantisation step must be > 0, got {step}")
+    if draws < 1:
+        raise InvalidInputError(f"draws must be >= 1, got {draws}")
+    report = progress or (lambda stage, done, total: None)
+    rng = np.random.default_rng(seed)
+    reference = forward("", np.empty(0))
+    out: dict[str, float] = {}
+    for i, name in enumerate(names):
+        report("sensitivity", i, len(names))
+        values = np.asarray(state[name])
+        ratios = []
+        for _ in range(1 if step is not None else draws):
+            error = perturbation(values, rng, snr_db, step)
+            sse = float(np.sum(error * error))
+            if sse == 0:  # every element on the grid: rounding cannot measure this tensor
+                break
+            moved = forward(name, (values + error).astype(values.dtype)) - reference
+            ratios.append(float(np.mean(np.sum(moved.astype(np.float64) ** 2, axis=1))) / sse)
+        out[name] = float(np.mean(ratios)) if ratios else float("nan")
+    report("sensitivity", len(names), len(names))
+    return out
+
+
+def _engine_forward(model: Model, inputs: np.ndarray) -> Forward:
+    params = model.state_dict()
+
+    def forward(name: str, value: np.ndarray) -> np.ndarray:
+        if not name:
+            return model.predict(inputs)
+        kept = params[name].copy()
+        np.copyto(params[name], value)
+        try:
+            return model.predict(inputs)
+        finally:
+            np.copyto(params[name], kept)
+
+    return forward
+
+
+def _bert_forward(encoder: BertEncoder, token_ids: np.ndarray, mask: np.ndarray,
+                  prefix: str) -> Forward:
+    """Outputs of a BERT encoder, rerun only from the layer a tensor belongs to."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long)
+    mask_t = torch.as_tensor(mask, dtype=torch.long)
+    layers = encoder.config.num_hidden_layers
+
+    def run_from(first: int, hidden: torch.Tensor) -> np.ndarray:
+        for i in range(first, layers):
+            hidden = encoder.layer(i, hidden, mask_t)
+        pooled = torch.nn.functional.normalize(mean_pool(hidden, mask_t), p=2, dim=1)
+        return pooled.numpy()
+
+    with torch.no_grad():
+        inputs = [encoder.embed(ids)]  # inputs[i]: what layer i reads
+        for i in range(layers - 1):
+            inputs.append(encoder.layer(i, inputs[-1], mask_t))
+
+    def forward(name: str, value: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            if not name:
+                return run_from(0, inputs[0])
+            key = name[len(prefix):]
+            kept = encoder.tensors[key]
+            encoder.tensors[key] = torch.as_tensor(value).to(kept.dtype)
+            try:
+                if key.startswith("encoder.layer."):
+                    first = int(key.split(".")[2])
+                    return run_from(first, inputs[first])
+                return run_from(0, encoder.embed(ids))
+            finally:
+                encoder.tensors[key] = kept
+
+    return forward
+
+
+def _bert_prefix(state_dict: Mapping[str, Any]) -> str:
+    anchor = EMBEDDING_TENSORS[0]
+    for name in state_dict:
+        if name.endswith(anchor):
+            return name[: -len(anchor)]
+    raise InvalidInputError(
+        "neither an engine Model nor a BERT state dict (no tensor named "
+        f"{anchor!r}); sensitivity needs one of them"
+    )
+
+
+def sensitivity(
+    model: Model | Mapping[str, Any],
+    calibration: np.ndarray | Sequence[str] | None = None,
+    *,
+    snr_db: float = DEFAULT_SNR_DB,
+    step: float | None = None,
+    draws: int = 2,
+    seed: int = 0,
+    folder: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """Per tensor, the outputs' squared change per unit of its summed squared error.
+
+    model: an engine digits ``Model`` (calibration: its input images, default 256 digits
+    training images; outputs: logits), or a BERT state dict such as MiniLM's (calibration:
+    sentences, default 64 of the bundled set; outputs: unit-norm sentence embeddings;
+    folder: its config and tokenizer, default the installed all-MiniLM-L6-v2). Only the
+    tensors the forward reads are measured. ``step``: perturb by rounding to this step
+    instead of by noise at ``snr_db``.
+    """
+    if isinstance(model, Model):
+        inputs = calibration
+        if inputs is None:
+            X_train = load_digits(seed=seed, image=takes_images(model))[0]
+            inputs = X_train[:DIGITS_CALIBRATION]
+        state = model.state_dict()
+        with single_blas_thread():
+            return measure_sensitivity(_engine_forward(model, np.asarray(inputs)), state,
+                                       list(state), snr_db, step, draws, seed, progress)
+    prefix = _bert_prefix(model)
+    folder = Path(folder) if folder is not None else minilm_path()
+    sentences = list(calibration) if calibration is not None else _calibration_sentences()
+    encoder = BertEncoder(model, BertConfig.from_json(folder / "config.json"))
+    token_ids, mask = load_tokenizer(folder)(sentences)
+    names = [prefix + key for key in encoder.tensors]
+    state = {name: as_array(model[name]) for name in names}
+    return measure_sensitivity(_bert_forward(encoder, token_ids, mask, prefix), state, names,
+                               snr_db, step, draws, seed, progress)
+
+
+def _calibration_sentences() -> list[str]:
+    sentences = load_sentences()
+    stride = max(len(sentences) // SENTENCE_CALIBRATION, 1)
+    return sentences[::stride][:SENTENCE_CALIBRATION]
