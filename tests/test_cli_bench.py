@@ -39,7 +39,7 @@ def test_bench_rd_writes_table_json_and_plot(
         "--rates",
         "2,4",
         "--methods",
-        "weightdna,nncodec,rtn,svd,pruning,zstd",
+        "weightdna,weightdna-step,nncodec,rtn,svd,pruning,zstd",
         "--tensors",
         "layers.*",
     ]
@@ -49,17 +49,23 @@ def test_bench_rd_writes_table_json_and_plot(
     data = json.loads((out / "tiny.json").read_text())
     assert set(data["tensors"]) == {"layers.0.weight", "layers.0.bias", "layers.1.weight"}
     assert data["skipped"].keys() == {"nncodec"}
-    dna = data["snr_at_rate"]["weightdna"]
-    assert dna["2.0"] is not None and dna["4.0"] > dna["2.0"] > 0
+    for ours in ("weightdna", "weightdna-step"):
+        snr = data["snr_at_rate"][ours]
+        assert snr["2.0"] is not None and snr["4.0"] > snr["2.0"] > 0
+    # The file-based run meets each size target.
+    file_points = [p for p in data["points"] if p["name"] == "weightdna"]
+    assert sorted(round(p["bits_per_weight"]) for p in file_points) == [2, 4]
+    assert all(p["bits_per_weight"] <= rate for p, rate in zip(file_points, (2, 4), strict=True))
     names = {p["name"] for p in data["points"]}
-    assert names == {"weightdna", "rtn", "svd", "pruning", "zstd"}
+    assert names == {"weightdna", "weightdna-step", "rtn", "svd", "pruning", "zstd"}
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "skipped nncodec" in capsys.readouterr().out
 
     # The outputs are not overwritten without --force.
-    assert main(argv) == 1
+    cheap = [*argv[:-4], "--methods", "rtn"]
+    assert main(cheap) == 1
     assert "--force" in capsys.readouterr().err
-    assert main([*argv, "--force"]) == 0
+    assert main([*cheap, "--force"]) == 0
 
 
 def test_bench_rd_rejects_bad_rates(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+INPUTS = ("weights", "shuffled", "gaussian")
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 
 Range = tuple[float | None, float | None]
@@ -55,6 +56,9 @@ class Claim:
     structure: str | None = None
     nulls: tuple[str, ...] = ("shuffled", "gaussian")
     unreliable: Callable[[TensorAnalysis], str | None] = lambda t: None
+    note: str = ""
+    companion: str | None = None  # a statistic whose medians the evidence also quotes
+    shown_range: Range | None = None  # the model-level range, when R depends on the tensor
 
 
 @dataclass
@@ -131,7 +135,8 @@ def judge(
     structure = structure or value
     for name, null in (nulls or {}).items():
         if not structure.separated_from(null):
-            return INCONCLUSIVE, f"in range, but the {name} null reaches it too ({_fmt(null.value)})"
+            reason = f"in range, but the {name} null reaches it too ({_fmt(null.value)})"
+            return INCONCLUSIVE, reason
     return HOLDS, f"{_fmt(value.value)} in {_range_text(claimed)}, apart from every null"
 
 
@@ -168,6 +173,8 @@ CLAIMS: tuple[Claim, ...] = (
         "the largest) lies in [50, min(100, D/2)], D = columns, and its bootstrap interval is "
         "apart from both nulls'; inconclusive when D < 100",
         unreliable=_local_dimension_inapplicable,
+        note="100 neighbours cap the estimate at 99, where i.i.d. weights sit",
+        shown_range=(50.0, 100.0),
     ),
     Claim(
         "correlation_dimension", "correlation dimension", "0.03–0.07·D",
@@ -198,6 +205,8 @@ CLAIMS: tuple[Claim, ...] = (
         "holds if a SIREN with numel/22 parameters, fitted to the tensor, reaches a PSNR "
         "(MAX = max|w|) whose interval is above 35 dB and apart from the same DNA's on both "
         "nulls",
+        companion="dna_snr_db",
+        note="PSNR depends on MAX; SNR = 10·log₁₀(Σw²/Σ(w−ŵ)²) is scale-free, 0 dB = predicting 0",
     ),
     Claim(
         "generalisation", "generalisation of a DNA fitted on 80% of the coordinates",
@@ -206,6 +215,7 @@ CLAIMS: tuple[Claim, ...] = (
         "holds if held-out MSE / training MSE lies in [0.8, 1.25] and the held-out SNR is apart "
         "from the nulls' (a DNA that learns nothing generalises trivially)",
         structure="dna_holdout_snr_db",
+        companion="dna_holdout_snr_db",
     ),
 )
 
@@ -236,7 +246,8 @@ def _judge_model(claim: Claim, tensors: list[TensorAnalysis]) -> ClaimVerdict:
     measured = [t for t in tensors if claim.statistic in t.stats]
     value = _median([t.value(claim.statistic) for t in measured])
     nulls = {n: _median([t.value(claim.statistic, n) for t in measured]) for n in claim.nulls}
-    claimed = claim.claimed_range(measured[0]) if measured else (None, None)
+    claimed = claim.shown_range or (
+        claim.claimed_range(measured[0]) if measured else (None, None))
     if not verdicts:
         return ClaimVerdict(claim.key, claim.claim, claim.seed_number, claim.rule,
                             INCONCLUSIVE, value, nulls, claimed, "not measured on any tensor")
@@ -250,6 +261,12 @@ def _judge_model(claim: Claim, tensors: list[TensorAnalysis]) -> ClaimVerdict:
     common = Counter(v.reason.split(" (")[0] for v in verdicts if v.verdict == verdict)
     if common:
         evidence += f"; typical: {common.most_common(1)[0][0]}"
+    if claim.companion:
+        medians = {n: _median([t.value(claim.companion, n) for t in measured]) for n in INPUTS}
+        evidence += f"; {claim.companion} median " + ", ".join(
+            f"{n} {_fmt(v)}" for n, v in medians.items())
+    if claim.note:
+        evidence += f" ({claim.note})"
     return ClaimVerdict(claim.key, claim.claim, claim.seed_number, claim.rule, verdict,
                         value, nulls, claimed, evidence, verdicts)
 

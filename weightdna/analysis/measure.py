@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Measure:
@@ -34,6 +36,21 @@ class Measure:
             "low": _finite(self.low),
             "high": _finite(self.high),
         }
+
+
+def plain(obj: object) -> object:
+    """obj with NumPy scalars made Python ones and NaN/±inf made None, for strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return _finite(float(obj))
+    return obj
 
 
 def _finite(x: float | None) -> float | None:

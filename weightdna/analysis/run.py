@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from weightdna.analysis.baselines import gaussian_like, shuffled_like
+from weightdna.analysis.claims import INPUTS, judge_claims
 from weightdna.analysis.complexity import DNAProbe, probe_dna
 from weightdna.analysis.correlation_dimension import CorrelationDimension
 from weightdna.analysis.entropy import Entropy
@@ -35,7 +37,7 @@ from weightdna.analysis.likelihood import MLEDimension
 from weightdna.analysis.linearity import LocalLinearity
 from weightdna.analysis.lipschitz import LipschitzConstant
 from weightdna.analysis.local_dimension import LocalDimension
-from weightdna.analysis.measure import Measure
+from weightdna.analysis.measure import Measure, plain
 from weightdna.analysis.pca import PCAEnergy
 from weightdna.analysis.sampling import as_generator, bootstrap_interval, sample_indices
 from weightdna.analysis.twonn import TwoNN
@@ -43,7 +45,6 @@ from weightdna.coords import matrix_shape
 from weightdna.errors import InvalidInputError, WeightDNAError
 from weightdna.weights import ModelWeights, TensorInfo
 
-INPUTS = ("weights", "shuffled", "gaussian")
 MIN_ROWS = 8
 MIN_COLUMNS = 3
 # Extra draws of each null for the PCA spectrum, whose spread is the null's interval.
@@ -140,9 +141,21 @@ class ModelAnalysis:
     seconds: float = 0.0
     claims: list[Any] = field(default_factory=list)  # claims.ClaimVerdict
 
+    def summary(self) -> dict[str, dict[str, float]]:
+        """The whole model: each statistic's median over the analysed tensors, per input."""
+        stats = sorted({stat for t in self.tensors for stat in t.stats})
+        out = {}
+        for stat in stats:
+            out[stat] = {}
+            for which in INPUTS:
+                values = [t.value(stat, which) for t in self.tensors if stat in t.stats]
+                finite = [v for v in values if math.isfinite(v)]
+                out[stat][which] = float(np.median(finite)) if finite else math.nan
+        return out
+
     def as_dict(self) -> dict[str, Any]:
-        """Plain JSON values."""
-        return {
+        """Plain JSON values (NaN and ±inf as null)."""
+        return plain({
             "model": self.path,
             "format": self.format,
             "settings": self.settings.as_dict(),
@@ -150,9 +163,10 @@ class ModelAnalysis:
             "analysed_weights": sum(math.prod(t.shape) for t in self.tensors),
             "seconds": round(self.seconds, 2),
             "claims": [c.as_dict() for c in self.claims],
+            "model_medians": self.summary(),
             "tensors": [t.as_dict() for t in self.tensors],
             "skipped": dict(self.skipped),
-        }
+        })
 
 
 def select_analysed(
@@ -195,12 +209,10 @@ def analyze_weights(
     settings: AnalysisSettings | None = None,
     progress: Progress | None = None,
 ) -> ModelAnalysis:
-    """Analyse every matrix-like tensor of `weights` (glob `tensors` to choose) and judge the claims.
+    """Analyse every matrix-like tensor of `weights` (`tensors`: globs) and judge the claims.
 
     progress(done, total, label) is called before each tensor and once at the end.
     """
-    from weightdna.analysis.claims import judge_claims
-
     settings = settings or AnalysisSettings()
     if settings.max_rows < MIN_ROWS:
         raise InvalidInputError(f"max_rows must be at least {MIN_ROWS}, got {settings.max_rows}")
@@ -213,10 +225,13 @@ def analyze_weights(
         )
     with_dna = dna_targets(infos, settings.dna_tensors)
     results = []
-    for index, info in enumerate(infos):
-        if progress is not None:
-            progress(index, len(infos), info.name)
-        results.append(analyze_tensor(weights, info, settings, info.name in with_dna))
+    # One BLAS thread: the products here are small, and on a busy 2-core machine a second
+    # spinning thread made eigvalsh of a 384 × 384 matrix 9× slower (measured).
+    with threadpool_limits(limits=1):
+        for index, info in enumerate(infos):
+            if progress is not None:
+                progress(index, len(infos), info.name)
+            results.append(analyze_tensor(weights, info, settings, info.name in with_dna))
     if progress is not None:
         progress(len(infos), len(infos), "done")
     analysis = ModelAnalysis(
@@ -284,7 +299,7 @@ def _record(t: TensorAnalysis, stat: str, which: str, measure: Measure) -> None:
 
 
 def _pca(t: TensorAnalysis, inputs: dict[str, np.ndarray], rng: np.random.Generator) -> None:
-    """k95/D on each input; each null is drawn NULL_DRAWS more times and its spread is its interval."""
+    """k95/D on each input; each null drawn NULL_DRAWS more times, its spread its interval."""
     spectra = {}
     for which, X in inputs.items():
         est = PCAEnergy().fit(X)

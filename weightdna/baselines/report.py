@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from weightdna.baselines.sweep import DNA_CODEC, METHODS, RateDistortion
+from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, RATE_TOLERANCE, RateDistortion
 
 # Rate–distortion function of a memoryless Gaussian source: D(R) = σ²·2^(−2R).
 GAUSSIAN_DB_PER_BIT = 20 * math.log10(2)  # 6.02
 _LOSSY_PEERS = ("rtn", "svd", "pruning")
 _LABELS = {
-    DNA_CODEC: "weightdna (.dna)",
+    DNA_CODEC: "weightdna (.dna file, rate control)",
+    DNA_STEP: "weightdna, one global step (quantized only)",
     "nncodec": "NNCodec (MPEG NNR)",
     "rtn": "round-to-nearest int2/4/8 + zstd",
     "svd": "low-rank SVD (fp16) + zstd",
@@ -40,22 +41,24 @@ def markdown(rd: RateDistortion, title: str) -> str:
         f"{len(rd.tensors)} tensors, {rd.numel:,} weights. Bits per weight from the real coded "
         "bytes; SNR = 10·log₁₀(Σw²/Σ(w−ŵ)²) pooled over all tensors; PSNR with each tensor "
         "divided by its max|w|. Equal-rate SNR is interpolated linearly between a method's "
-        "measured points (— where its points do not reach that rate).",
+        f"measured points (— where its points do not reach that rate; a point up to "
+        f"{RATE_TOLERANCE} bits below a rate stands for it, as a run meeting a size target "
+        "lands just under it).",
         "",
         "## SNR (dB) at equal size",
         "",
     ]
-    lossy = [m for m in (DNA_CODEC, "nncodec", *_LOSSY_PEERS) if m in present]
-    compare = DNA_CODEC in present and "nncodec" in present
+    lossy = [m for m in (DNA_CODEC, DNA_STEP, "nncodec", *_LOSSY_PEERS) if m in present]
+    ours = [m for m in (DNA_CODEC, DNA_STEP) if m in present] if "nncodec" in present else []
     header = ["bits/weight", *(_LABELS[m] for m in lossy)]
-    if compare:
-        header.append("weightdna − NNCodec")
+    header += [f"{m} − NNCodec" for m in ours]
     header.append("Gaussian bound 6.02·R")
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for rate in rd.rates:
         cells = [f"{rate:g}", *(_db(rd.snr_at(m, rate)) for m in lossy)]
-        if compare:
-            dna, nnc = rd.snr_at(DNA_CODEC, rate), rd.snr_at("nncodec", rate)
+        nnc = rd.snr_at("nncodec", rate)
+        for m in ours:
+            dna = rd.snr_at(m, rate)
             cells.append("—" if dna is None or nnc is None else f"{dna - nnc:+.2f}")
         cells.append(f"{GAUSSIAN_DB_PER_BIT * rate:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -107,7 +110,7 @@ def plot(rd: RateDistortion, path: str | Path, title: str) -> Path:
                 [p.snr_db for p in pts],
                 marker="o",
                 markersize=3.5,
-                linewidth=2.2 if m == DNA_CODEC else 1.3,
+                linewidth=2.2 if m in (DNA_CODEC, DNA_STEP) else 1.3,
                 label=_LABELS[m],
             )
     if lossless:

@@ -3,11 +3,14 @@ the same tensors; each method's points pooled over all tensors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,11 +21,18 @@ from weightdna.baselines.nncodec import nncodec_available, qp_for_step, run_nnco
 from weightdna.baselines.pruning import keep_fraction_for_rate, run_pruning
 from weightdna.baselines.result import BaselineResult, measure, pool
 from weightdna.baselines.rtn import RTN_BITS, run_rtn
-from weightdna.codec import decode_tensor, encode_tensor
-from weightdna.errors import InvalidInputError
+from weightdna.codec import decode_tensor, encode_tensor, read_dna_file
+from weightdna.codec.compress import compress_model
+from weightdna.codec.ratecontrol import Target
+from weightdna.errors import InvalidInputError, WeightDNAError
+from weightdna.weights import ModelWeights
 
 DNA_CODEC = "weightdna"
-METHODS = (DNA_CODEC, "nncodec", "rtn", "svd", "pruning", "zstd", "zipnn")
+DNA_STEP = "weightdna-step"
+METHODS = (DNA_CODEC, DNA_STEP, "nncodec", "rtn", "svd", "pruning", "zstd", "zipnn")
+# A run that meets a bits-per-weight target lands just under it: a point this close below
+# a rate stands for that rate (conservative: its SNR is that of fewer bits).
+RATE_TOLERANCE = 0.05
 # A Gaussian source coded by uniform steps at high rate: R ≈ log₂(σ·√(2πe) / step).
 _GAUSSIAN_STEP_FACTOR = math.sqrt(2 * math.pi * math.e)
 
@@ -45,9 +55,11 @@ class RateDistortion:
 
     def snr_at(self, name: str, rate: float) -> float | None:
         """SNR of ``name`` at ``rate`` bits per weight, linear between its measured points;
-        None outside them."""
+        None outside them (a point up to RATE_TOLERANCE below ``rate`` counts as at it)."""
         pts = [r for r in self.points(name) if not r.lossless and math.isfinite(r.snr_db)]
         if not pts or not pts[0].bits_per_weight <= rate <= pts[-1].bits_per_weight:
+            if pts and 0 <= rate - pts[-1].bits_per_weight <= RATE_TOLERANCE:
+                return pts[-1].snr_db
             return None
         x = [r.bits_per_weight for r in pts]
         y = [r.snr_db for r in pts]
@@ -81,8 +93,53 @@ def sweep_steps(tensors: Mapping[str, torch.Tensor], rates: Sequence[float]) -> 
     return [sigma * _GAUSSIAN_STEP_FACTOR * 2.0**-r for r in range(lo, hi + 1)]
 
 
-def run_dna_codec(tensors: Mapping[str, torch.Tensor], step: float) -> BaselineResult:
-    """The .dna codec at one global step: every tensor quantised with it and entropy-coded.
+def run_dna_file(
+    tensors: Mapping[str, torch.Tensor], rate: float, workdir: Path, progress: Progress
+) -> BaselineResult:
+    """The .dna codec as a user runs it: `compress_model` to a bits-per-weight target (its
+    rate control picks each tensor's representation), the whole file's bytes counted, every
+    tensor decoded back from the file."""
+
+    def report(stage: str, done: int, total: int) -> None:
+        progress(f"{DNA_CODEC} {rate:g} bits: {stage} {done}/{total}")
+
+    path = workdir / f"rate-{rate:g}.dna"
+    written = compress_model(
+        ModelWeights.from_tensors(tensors),
+        path,
+        Target("bits_per_weight", rate),
+        overwrite=True,
+        progress=report,
+    )
+    start = time.perf_counter()
+    dna = read_dna_file(path)
+    restored = {name: dna.tensor(name) for name in dna.names}
+    decode_s = time.perf_counter() - start
+    per_tensor = [
+        measure(
+            DNA_CODEC,
+            "",
+            t.to(torch.float64).numpy(),
+            restored[name].to(torch.float64).numpy(),
+            0,
+            0.0,
+            0.0,
+        )
+        for name, t in tensors.items()
+    ]
+    representations = sorted({t.representation for t in written.tensors})
+    return dataclasses.replace(
+        pool(per_tensor),
+        setting=f"target {rate:g} bpw ({', '.join(representations)})",
+        nbytes=written.file_bytes,
+        encode_s=written.seconds,
+        decode_s=decode_s,
+    )
+
+
+def run_dna_step(tensors: Mapping[str, torch.Tensor], step: float) -> BaselineResult:
+    """The .dna codec's quantised representation at one global step, without rate control:
+    every tensor quantised with it and entropy-coded.
 
     The bytes counted are each tensor's sections plus its header entry (compact JSON).
     """
@@ -98,7 +155,7 @@ def run_dna_codec(tensors: Mapping[str, torch.Tensor], step: float) -> BaselineR
         )
         results.append(
             measure(
-                DNA_CODEC,
+                DNA_STEP,
                 f"step {step:.3g}",
                 t.to(torch.float64).numpy(),
                 restored.to(torch.float64).numpy(),
@@ -124,7 +181,8 @@ def rate_distortion(
 ) -> RateDistortion:
     """Run each of ``methods`` on ``tensors`` at settings spanning ``rates`` (bits/weight).
 
-    Missing optional peers (ZipNN, NNCodec's environment) are recorded in ``skipped``.
+    Missing optional peers (ZipNN, NNCodec's environment) and size targets the .dna codec
+    cannot meet are recorded in ``skipped``.
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -140,9 +198,16 @@ def rate_distortion(
     steps = sweep_steps(tensors, rates)
 
     if DNA_CODEC in methods:
+        with tempfile.TemporaryDirectory(prefix="weightdna-rd-") as tmp:
+            for rate in rates:
+                try:
+                    rd.results.append(run_dna_file(tensors, rate, Path(tmp), say))
+                except WeightDNAError as exc:  # e.g. a size too small for this model
+                    rd.skipped[f"{DNA_CODEC} at {rate:g} bits/weight"] = str(exc)
+    if DNA_STEP in methods:
         for step in steps:
-            say(f"{DNA_CODEC} step {step:.3g}")
-            rd.results.append(run_dna_codec(tensors, step))
+            say(f"{DNA_STEP} step {step:.3g}")
+            rd.results.append(run_dna_step(tensors, step))
     if "nncodec" in methods:
         if nncodec_available():
             qps = sorted({qp_for_step(step) for step in steps})

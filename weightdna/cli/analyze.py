@@ -1,4 +1,4 @@
-"""`weightdna analyze MODEL`: the structure of a model's weights, and a verdict on each seed claim."""
+"""`weightdna analyze MODEL`: the structure of a model's weights and a verdict on each claim."""
 
 from __future__ import annotations
 
@@ -110,6 +110,10 @@ def _write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from weightdna.baselines.report import write_report
-from weightdna.baselines.sweep import DNA_CODEC, METHODS, rate_distortion
+from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, rate_distortion
 from weightdna.cli import console, err_console
 from weightdna.cli._engine import check_output
 from weightdna.dna import select_tensors
@@ -24,12 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "rd",
         help="the .dna codec and its peers across rates: table, JSON and plot",
         description=(
-            "Code the same tensors with the .dna codec (a global quantisation step, entropy-"
-            "coded) and every available peer — NNCodec, round-to-nearest int8/4/2 + zstd, "
-            "low-rank SVD, magnitude pruning, zstd and ZipNN — at settings spanning RATES "
-            "bits per weight. Writes NAME.md (SNR at equal size, every point), NAME.json and "
-            "NAME.png (bits per weight against SNR, with the Gaussian bound 6.02·R dB). "
-            "Missing optional peers are listed as skipped."
+            "Code the same tensors with the .dna codec (weightdna: `compress` to each rate, "
+            "the file's bytes counted; weightdna-step: its quantised representation at one "
+            "global step, a sweep without rate control) and every available peer: NNCodec, "
+            "round-to-nearest int8/4/2 + zstd, low-rank SVD, magnitude pruning, zstd and "
+            "ZipNN, at settings spanning RATES bits per weight. Writes NAME.md (SNR at equal "
+            "size, every point), NAME.json and NAME.png (bits per weight against SNR, with "
+            "the Gaussian bound 6.02·R dB). Missing optional peers are listed as skipped."
         ),
     )
     rd.add_argument("model", help="model file or Hugging Face model folder")
@@ -89,7 +90,7 @@ def run_rd(args: argparse.Namespace) -> int:
     paths = write_report(rd, directory, stem, title)
 
     table = Table(title=f"SNR (dB) at equal size — {title}")
-    shown = [m for m in (DNA_CODEC, "nncodec", "rtn", "svd", "pruning") if rd.points(m)]
+    shown = [m for m in (DNA_CODEC, DNA_STEP, "nncodec", "rtn", "svd", "pruning") if rd.points(m)]
     table.add_column("bits/weight", justify="right")
     for m in shown:
         table.add_column(m, justify="right")

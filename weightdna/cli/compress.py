@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from weightdna.cli import console, err_console
+from weightdna.cli._engine import check_output
 from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
 from weightdna.codec.ratecontrol import CANDIDATES, Target
 from weightdna.errors import InvalidInputError
@@ -156,6 +157,7 @@ def run_compress(args: argparse.Namespace) -> int:
                                 f"choose from {', '.join(CANDIDATES)}.")
     if "quantized" not in representations:
         representations.append("quantized")
+    check_output(args.output, args.force)
     weights = load_weights(args.model)
     with _progress() as bar:
         task = bar.add_task("reading", total=None)
@@ -183,6 +185,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def run_decompress(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    check_output(args.output, args.force)
     with _progress() as bar:
         task = bar.add_task("decoding", total=None)
 

@@ -59,10 +59,12 @@ class TensorReport:
 
     @property
     def numel(self) -> int:
+        """Elements of the tensor."""
         return math.prod(self.shape)
 
     @property
     def bits_per_weight(self) -> float | None:
+        """Its sections' bits per element (None for an empty tensor)."""
         return 8.0 * self.bytes / self.numel if self.numel else None
 
 
@@ -249,6 +251,13 @@ def compress_model(
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report)
     report("writing", 0, 1)
     entries, sections = coder.entries()
+    if target.kind == "bits_per_weight":
+        least = 8.0 * dna_file_size(entries, sections, metadata=metadata) / weights.total_numel
+        if least > target.value:
+            raise InvalidInputError(
+                f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
+                "weight (tensors stored exactly and the header included). Ask for more."
+            )
     size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
     snr, psnr = coder.figures()
     report("writing", 1, 1)
@@ -366,13 +375,8 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
     """Decode every tensor of a .dna file and write them as safetensors with their original
     names, shapes and dtypes; returns (tensors, bytes written)."""
     path, output = Path(path), Path(output)
-    if output.is_dir():
-        raise OutputExistsError(f"{output} is a folder; give a file name.")
-    if not overwrite and (output.exists() or output.is_symlink()):
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it.")
+    _check_paths(path, output, overwrite)
     dna = read_dna_file(path)
-    if output.exists() and os.path.samefile(path, output):
-        raise InvalidInputError(f"{output} is the input; write the output somewhere else.")
     report = progress or (lambda stage, done, total: None)
     tensors: dict[str, torch.Tensor] = {}
     for i, name in enumerate(dna.names):

@@ -40,35 +40,44 @@ def _parametric(model: dict) -> object:
     return family(model["min"], model["max"], float(model["mean"]), float(model["scale"]))
 
 
-def _fit(kind: str, symbols: np.ndarray, lo: int, hi: int) -> dict:
-    """Model params of ``kind`` fitted to ``symbols`` (maximum likelihood, clamped)."""
+def _fit(kind: str, counts: np.ndarray, lo: int, hi: int) -> dict:
+    """Model params of ``kind`` fitted (maximum likelihood, clamped) to the symbols whose
+    histogram over ``lo..`` is ``counts``; computed from the histogram, so that a large
+    tensor needs no temporary as large as itself. Integer sums in float64 are exact, so
+    the figures equal those taken over the symbols themselves."""
+    if kind == "categorical":
+        return {"kind": kind, "min": lo, "max": hi, "mean": 0.0, "scale": 0.0}
+    k = np.arange(lo, lo + counts.size, dtype=np.float64)
+    c = counts.astype(np.float64)
+    total = float(c.sum())
     if kind == "laplace":
-        mean = float(np.median(symbols))
-        scale = float(np.mean(np.abs(symbols - mean)))
-    elif kind == "gaussian":
-        mean = float(np.mean(symbols))
-        scale = float(np.std(symbols))
+        # np.median: the middle value, or the mean of the two middle values.
+        cumulative = np.cumsum(counts)
+        middle = np.searchsorted(cumulative, [(counts.sum() - 1) // 2, counts.sum() // 2],
+                                 side="right")
+        mean = float((k[middle[0]] + k[middle[1]]) / 2)
+        scale = float(np.dot(c, np.abs(k - mean)) / total)
     else:
-        mean, scale = 0.0, 0.0
-    if kind != "categorical":
-        mean = min(max(mean, float(lo)), float(hi))
-        scale = min(max(scale, MIN_SCALE), MAX_SCALE)
+        mean = float(np.dot(c, k) / total)
+        scale = float(np.sqrt(np.dot(c, (k - mean) ** 2) / total))
+    mean = min(max(mean, float(lo)), float(hi))
+    scale = min(max(scale, MIN_SCALE), MAX_SCALE)
     return {"kind": kind, "min": lo, "max": hi, "mean": mean, "scale": scale}
 
 
-def _encode_with(model: dict, symbols: np.ndarray) -> dict[str, bytes]:
-    lo, hi = model["min"], model["max"]
+def _encode_with(model: dict, symbols: np.ndarray, counts: np.ndarray) -> dict[str, bytes]:
+    lo = model["min"]
     coder = constriction.stream.stack.AnsCoder()
     sections: dict[str, bytes] = {}
     if model["kind"] == "categorical":
-        counts = np.bincount(symbols - lo, minlength=hi - lo + 1).astype("<u8")
+        counts = counts.astype("<u8")
         categorical = constriction.stream.model.Categorical(
             counts.astype(np.float64), perfect=False
         )
-        coder.encode_reverse((symbols - lo).astype(np.int32), categorical)
+        coder.encode_reverse(symbols - np.int32(lo), categorical)
         sections["histogram"] = compress_bytes(counts.tobytes())
     else:
-        coder.encode_reverse(symbols.astype(np.int32), _parametric(model))
+        coder.encode_reverse(symbols, _parametric(model))
     sections["symbols"] = coder.get_compressed().astype("<u4").tobytes()
     return sections
 
@@ -81,7 +90,7 @@ def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict
     """
     if model != "auto" and model not in MODEL_KINDS:
         raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {MODEL_KINDS}.")
-    flat = np.asarray(symbols).reshape(-1).astype(np.int64)
+    flat = np.asarray(symbols).reshape(-1).astype(np.int32, copy=False)
     if flat.size == 0:
         return {"kind": "laplace", "min": 0, "max": 1, "mean": 0.0, "scale": 1.0}, {"symbols": b""}
     lo, hi = int(flat.min()), int(flat.max())
@@ -92,17 +101,17 @@ def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict
             f"symbols span {lo}..{hi}, beyond the coder's alphabet of {MAX_ALPHABET}; "
             "use a larger step or lossless storage."
         )
+    counts = np.bincount(flat - np.int32(lo), minlength=hi - lo + 1)
     if model != "auto":
-        params = _fit(model, flat, lo, hi)
-        return params, _encode_with(params, flat)
-    counts = np.bincount(flat - lo, minlength=hi - lo + 1)
-    fitted = {kind: _fit(kind, flat, lo, hi) for kind in MODEL_KINDS}
+        params = _fit(model, counts, lo, hi)
+        return params, _encode_with(params, flat, counts)
+    fitted = {kind: _fit(kind, counts, lo, hi) for kind in MODEL_KINDS}
     cost = {kind: _estimated_bits(fitted[kind], counts) for kind in MODEL_KINDS}
     # Decoding a categorical model is several times faster than a quantised Laplace or
     # Gaussian (no inverse CDF per symbol), so a parametric model must win by over 1%.
     cost["categorical"] *= 0.99
     best = min(MODEL_KINDS, key=cost.__getitem__)
-    return fitted[best], _encode_with(fitted[best], flat)
+    return fitted[best], _encode_with(fitted[best], flat, counts)
 
 
 def _estimated_bits(model: dict, counts: np.ndarray) -> float:

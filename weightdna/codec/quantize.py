@@ -47,7 +47,7 @@ def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0
     if not np.all(np.isfinite(steps)) or not np.all(steps > 0):
         raise InvalidInputError("every quantisation step must be finite and positive.")
     scaled = rows / (steps.reshape(-1, 1) if steps.ndim == 1 else steps)
-    peak = float(np.abs(scaled).max()) if scaled.size else 0.0
+    peak = max(float(scaled.max()), -float(scaled.min())) if scaled.size else 0.0
     if not peak <= MAX_SYMBOL:
         raise InvalidInputError(
             f"the step is too small for this tensor's range (|w|/step reaches {peak:.3g}, "
@@ -56,7 +56,7 @@ def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0
     if deadzone:
         symbols = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
     else:
-        symbols = np.rint(scaled)
+        symbols = np.rint(scaled, out=scaled)  # in place: a large tensor's peak memory
     return symbols.astype(np.int32).reshape(values.shape)
 
 

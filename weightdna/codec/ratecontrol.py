@@ -51,7 +51,7 @@ SAMPLE_ELEMENTS = 1 << 20
 DNA_MIN_CORRELATION = 0.5
 DNA_MIN_ELEMENTS = 4096
 # Bisection of log Δ; the steps tried span this many octaves below max |w|.
-BISECTION_STEPS = 24
+BISECTION_STEPS = 18
 OCTAVES_BELOW_PEAK = 24
 LN2 = math.log(2.0)
 DEADZONES = (0.0, 0.1, 0.2)
@@ -117,8 +117,7 @@ class TensorCandidates:
 
     def raw_bits(self) -> float:
         """Bits of raw storage (uncompressed: an upper bound, used only to compare)."""
-        return 8.0 * self.info.numel * torch.empty(0, dtype=getattr(torch, self.info.dtype)
-                                                   ).element_size()
+        return 8.0 * self.info.numel * getattr(torch, self.info.dtype).itemsize
 
 
 @dataclass
@@ -145,6 +144,8 @@ def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
     m, n = matrix_shape(values.shape)
     energy = np.cumsum(s[::-1] ** 2)[::-1]  # energy[k]: Σ of s_i² for i ≥ k
     total = float(energy[0]) if energy.size else 0.0
+    if not total > 0:
+        return 0
     best, best_gain = 0, 0.0
     k = 1
     while k <= len(s) // 2:
@@ -158,9 +159,10 @@ def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
 
 
 def _adjacent_correlation(values: np.ndarray) -> float:
-    """The larger correlation of neighbouring weights along the row and the column axis."""
+    """The larger correlation of neighbouring weights along the row and the column axis,
+    over the first rows (at most SAMPLE_ELEMENTS elements)."""
     m, n = matrix_shape(values.shape)
-    rows = values.reshape(m, n)
+    rows = values.reshape(m, n)[: max(2, SAMPLE_ELEMENTS // max(n, 1))]
     best = 0.0
     for a, b in ((rows[:-1], rows[1:]), (rows[:, :-1], rows[:, 1:])):
         if a.size > 1 and a.std() > 0 and b.std() > 0:
@@ -295,10 +297,12 @@ class Allocation:
 
     @property
     def bits(self) -> float:
+        """Estimated bits of all coded tensors."""
         return sum(c.bits for c in self.choices.values())
 
     @property
     def sse(self) -> float:
+        """Estimated squared error of all coded tensors."""
         return sum(c.sse for c in self.choices.values())
 
 

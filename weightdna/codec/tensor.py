@@ -67,13 +67,21 @@ def _reconstruct(
 
 
 def _stats(values: np.ndarray, restored: torch.Tensor, finite: np.ndarray) -> dict:
-    """Error figures over the finite elements (non-finite ones are stored exactly)."""
-    error = restored.to(torch.float64).numpy()[finite] - values[finite]
-    signal = float(np.sum(values[finite] ** 2))
-    noise = float(np.sum(error**2))
-    max_err = float(np.max(np.abs(error))) if error.size else 0.0
+    """Error figures over the finite elements (non-finite ones are stored exactly).
+
+    ``values`` holds 0 where the tensor is not finite. One float64 temporary: a model's
+    largest tensor sets the encoder's peak memory.
+    """
+    error = restored.to(torch.float64).numpy().reshape(-1)
+    error -= values.reshape(-1)
+    error[~finite.reshape(-1)] = 0.0
+    flat = values.reshape(-1)
+    signal = float(np.dot(flat, flat))
+    noise = float(np.dot(error, error))
+    max_err = float(np.abs(error, out=error).max()) if error.size else 0.0
     snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
-    return {"max_abs_error": max_err, "snr_db": snr, "mse": noise / max(error.size, 1)}
+    count = int(np.count_nonzero(finite))
+    return {"max_abs_error": max_err, "snr_db": snr, "mse": noise / max(count, 1)}
 
 
 def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
@@ -179,7 +187,7 @@ def encode_tensor(
     if lossless or dtype not in FLOAT_NAMES:
         return _raw_entry(name, t)
 
-    values = t.to(torch.float64).numpy().copy()
+    values = t.to(torch.float64, copy=True).numpy()
     finite = np.isfinite(values)
     nonfinite_idx = np.flatnonzero(~finite).astype("<u8")
     values[~finite] = 0.0

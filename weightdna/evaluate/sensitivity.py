@@ -35,7 +35,8 @@ DEFAULT_SNR_DB = 30.0
 DIGITS_CALIBRATION = 256  # training images (never the test images)
 SENTENCE_CALIBRATION = 64  # every k-th sentence of the bundled set
 
-# forward(name, value): the outputs (samples, features) with tensor ``name`` set to value.
+# forward(name, value): the outputs (samples, features) with tensor ``name`` set to value;
+# an empty name gives the unperturbed outputs.
 Forward = Callable[[str, np.ndarray], np.ndarray]
 
 
@@ -43,10 +44,17 @@ def perturbation(
     values: np.ndarray, rng: np.random.Generator, snr_db: float, step: float | None
 ) -> np.ndarray:
     """e: rounding error at ``step`` when given, else Gaussian noise at ``snr_db`` below
-    the tensor's mean square."""
+    the tensor's mean square.
+
+    A tensor that rounding leaves unchanged (every element on the grid, e.g. all zero)
+    gets noise of the rounding error's high-rate power, step²/12, so it is still measured.
+    """
     values = values.astype(np.float64)
     if step is not None:
-        return step * np.rint(values / step) - values
+        error = step * np.rint(values / step) - values
+        if np.any(error):
+            return error
+        return rng.normal(0.0, step / np.sqrt(12.0), size=values.shape)
     power = float(np.mean(values * values)) or 1.0  # an all-zero tensor: unit scale
     sigma = np.sqrt(power * 10.0 ** (-snr_db / 10.0))
     return rng.normal(0.0, sigma, size=values.shape)
@@ -78,11 +86,9 @@ def measure_sensitivity(
         for _ in range(1 if step is not None else draws):
             error = perturbation(values, rng, snr_db, step)
             sse = float(np.sum(error * error))
-            if sse == 0:  # every element on the grid: rounding cannot measure this tensor
-                break
             moved = forward(name, (values + error).astype(values.dtype)) - reference
             ratios.append(float(np.mean(np.sum(moved.astype(np.float64) ** 2, axis=1))) / sse)
-        out[name] = float(np.mean(ratios)) if ratios else float("nan")
+        out[name] = float(np.mean(ratios))
     report("sensitivity", len(names), len(names))
     return out
 
