@@ -110,6 +110,11 @@ def _db(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _with_unit(value: float | None) -> str:
+    text = _db(value)
+    return text if text == "exact" else f"{text} dB"
+
+
 def _table(report: CompressionReport) -> Table:
     table = Table(title=f"{report.output} ({report.target})")
     table.add_column("name")
@@ -176,7 +181,7 @@ def run_compress(args: argparse.Namespace) -> int:
         f"wrote {report.output}: {report.file_bytes:,} bytes, "
         f"{report.bits_per_weight:.3f} bits per weight on disk ({report.weights:,} weights), "
         f"ratio {report.ratio:.2f} against the original {report.original_bytes:,} bytes; "
-        f"overall SNR {_db(report.snr_db)} dB, PSNR {_db(report.psnr_db)} dB "
+        f"overall SNR {_with_unit(report.snr_db)}, PSNR {_with_unit(report.psnr_db)} "
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
