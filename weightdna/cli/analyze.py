@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -13,6 +11,7 @@ from rich.table import Table
 
 from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
+from weightdna.atomic import atomic_output
 from weightdna.cli import console, err_console
 from weightdna.cli._engine import check_output
 from weightdna.errors import InvalidInputError
@@ -76,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
     if report_path is not None:
         from weightdna.report import render_analysis_html
 
-        _write_atomically(report_path, render_analysis_html(analysis))
+        _write_text(report_path, render_analysis_html(analysis))
     text = json.dumps(analysis.as_dict(), indent=1, ensure_ascii=False) + "\n"
     if args.json == "-":
         console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
         return 0
     if json_path is not None:
-        _write_atomically(json_path, text)
+        _write_text(json_path, text)
     console.print(_tensor_table(analysis))
     console.print(_claims_table(analysis))
     console.print(
@@ -103,21 +102,9 @@ def _progress() -> Progress:
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write text to path through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_text(path: Path, text: str) -> None:
+    with atomic_output(path) as f:
+        f.write(text.encode("utf-8"))
 
 
 def _pair(t: TensorAnalysis, stat: str, null: str) -> str:

@@ -11,7 +11,6 @@ import math
 import os
 import stat
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from weightdna.atomic import atomic_output
 from weightdna.codec.dtypes import DTYPES
 from weightdna.errors import CorruptFileError, InvalidInputError, ModelFileError, OutputExistsError
 
@@ -194,7 +194,11 @@ def write_dna_file(
     if not overwrite and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it.")
     chunks = _layout(header_entries, sections, metadata)
-    _write_atomically(path, chunks, overwrite)
+    if not (path.parent if str(path.parent) else Path(".")).is_dir():
+        raise InvalidInputError(f"the output folder {path.parent} does not exist.")
+    with atomic_output(path, overwrite=overwrite) as f:
+        for chunk in chunks:
+            f.write(chunk)
     return sum(len(c) for c in chunks)
 
 
@@ -253,42 +257,6 @@ def _layout(
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
     prefix = PREFIX.pack(MAGIC, VERSION, len(header), zlib.crc32(header))
     return [prefix, header, *blobs]
-
-
-def _write_atomically(path: Path, chunks: list[bytes], overwrite: bool) -> None:
-    """Write to a temporary file beside ``path``, fsync, then move it into place."""
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise InvalidInputError(f"the output folder {directory} does not exist.")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600); give it the permissions a new file gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path exists, unlike rename: no race
-            except FileExistsError as exc:
-                raise OutputExistsError(
-                    f"{path} exists; pass overwrite=True (--force) to replace it."
-                ) from exc
-            except OSError:  # a file system without hard links
-                if path.exists():
-                    raise OutputExistsError(
-                        f"{path} exists; pass overwrite=True (--force) to replace it."
-                    ) from None
-                os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _verify_checksums(

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -29,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from weightdna.atomic import atomic_output
 from weightdna.dna.fourier import FourierFeatureMLP, ReluMLP
 from weightdna.dna.metrics import ErrorMetrics, ErrorTally, decibels
 from weightdna.dna.siren import Siren
@@ -202,15 +201,8 @@ def predict(network: nn.Module, coords: np.ndarray | torch.Tensor,
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write a fit state atomically (a crash leaves the previous checkpoint intact)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from weightdna.atomic import atomic_output
 from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.nn.activations import Softmax
 from weightdna.nn.base import Layer, Loss
@@ -308,18 +308,8 @@ class Model:
         }
         tensors = {k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}
         payload = safetensors_bytes(tensors, metadata=metadata)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(path) as handle:
+            handle.write(payload)
         return path
 
     @classmethod

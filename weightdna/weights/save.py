@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from weightdna.atomic import atomic_output
 from weightdna.errors import InvalidInputError, OutputExistsError
 from weightdna.weights.model import ModelWeights
 from weightdna.weights.safetensors_format import CODES, write_safetensors
@@ -42,17 +41,8 @@ def save_weights(
     if not prepared:
         raise InvalidInputError(f"nothing to save to {path}: no tensors were given.")
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_safetensors(f, prepared, metadata)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, overwrite=overwrite) as f:
+        write_safetensors(f, prepared, metadata)
     return path
 
 
