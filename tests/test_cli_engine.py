@@ -124,12 +124,23 @@ def test_experiment_overparam_writes_results(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_trains_the_cnn_and_writes_model_and_curves(tmp_path: Path) -> None:
-    result = run_cli("demo", "-o", str(tmp_path / "demo"))
+def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert "test accuracy" in result.stdout
-    accuracy = float(result.stdout.split("test accuracy")[1].split()[0])
-    assert accuracy >= 0.97
-    model = Model.load(tmp_path / "demo" / "cnn.safetensors")
+    model = Model.load(out / "cnn.safetensors")
     assert model.state_dict()["layers.0.weight"].shape == (16, 1, 3, 3)
-    assert (tmp_path / "demo" / "cnn_training.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "cnn_training.png").read_bytes()[:8] == PNG_MAGIC
+    # Restored from the .dna file, the model still classifies digits.
+    line = next(x for x in result.stdout.splitlines() if x.startswith("accuracy"))
+    original, restored = (float(x.rstrip(",")) for x in line.split()[2:5:2])
+    assert original >= 0.97 and restored >= original - 0.01
+    assert "SNR 30.00 dB" in result.stdout or "SNR 30.0" in result.stdout
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report and "src=\"http" not in report
+    assert "does it still work" in report and "The seed's claims" in report
+    assert (out / "cnn.dna").read_bytes()[:4] == b"\x89DNA"
+    # A second run reuses the cached model and replaces its own outputs.
+    again = run_cli("demo", "-o", str(out))
+    assert again.returncode == 0, again.stderr
+    assert "reusing the trained model" in again.stderr

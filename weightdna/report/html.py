@@ -38,9 +38,16 @@ img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 """
 
 
-def render_analysis_html(analysis: ModelAnalysis) -> str:
-    """The whole report as an HTML string."""
+def render_analysis_html(
+    analysis: ModelAnalysis, sections: Sequence[tuple[str, str]] = ()
+) -> str:
+    """The whole report as an HTML string.
+
+    sections: (title, HTML body) pairs placed after the summary, for pipelines (the demo)
+    that add compression and accuracy results to the analysis.
+    """
     featured = featured_tensors(analysis.tensors)
+    extra = [part for title, body in sections for part in (f"<h2>{_e(title)}</h2>", body)]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -48,6 +55,7 @@ def render_analysis_html(analysis: ModelAnalysis) -> str:
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Weight analysis of {_e(analysis.path)}</h1>",
         _summary(analysis),
+        *extra,
         "<h2>The seed's claims</h2>",
         _claims_table(analysis),
         "<h2>DNA at the seed's ratio, and the complexity bound</h2>",
@@ -57,13 +65,13 @@ def render_analysis_html(analysis: ModelAnalysis) -> str:
         "<h2>Figures</h2>",
         f"<p>Tensors shown: {_e(', '.join(t.name for t in featured))}.</p>",
         "<h3>Singular-value spectra, weights against the nulls</h3>",
-        _img(_spectra_figure(featured)),
+        embed_png(_spectra_figure(featured)),
         "<h3>Weight histograms against a Gaussian of the same mean and variance</h3>",
-        _img(_histogram_figure(featured)),
+        embed_png(_histogram_figure(featured)),
         "<h3>Correlation dimension: local slopes d log C / d log r</h3>",
-        _img(_correlation_figure(featured)),
+        embed_png(_correlation_figure(featured)),
         "<h3>Lipschitz ratios |Δw|/|Δc| between neighbouring coordinates</h3>",
-        _img(_lipschitz_figure(featured)),
+        embed_png(_lipschitz_figure(featured)),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
@@ -210,7 +218,8 @@ def _overview_table(analysis: ModelAnalysis) -> str:
     return "\n".join(rows)
 
 
-def _img(png: bytes) -> str:
+def embed_png(png: bytes) -> str:
+    """An <img> element carrying the PNG itself (base64), so the page needs no other file."""
     return f'<img alt="figure" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
