@@ -8,21 +8,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from support import MINILM, requires_minilm
 
 from weightdna.bert import BertConfig, BertEncoder, WordPieceTokenizer, load_tokenizer, mean_pool
-from weightdna.errors import InvalidInputError, MissingDependencyError
-from weightdna.weights import minilm_path
+from weightdna.errors import InvalidInputError
 
-
-def _minilm_folder():
-    try:
-        return minilm_path()
-    except MissingDependencyError:
-        return None
-
-
-MINILM = _minilm_folder()
-requires_minilm = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 is not installed")
 HAS_TOKENIZERS = importlib.util.find_spec("tokenizers") is not None
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 

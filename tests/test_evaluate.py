@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import MINILM, requires_minilm
 
 from weightdna.bert import EMBEDDING_TENSORS, LAYER_TENSORS, BertConfig
 from weightdna.cli import main
-from weightdna.errors import InvalidInputError, MissingDependencyError
+from weightdna.errors import InvalidInputError
 from weightdna.evaluate import (
     accuracy_of_restored,
     compare_embeddings,
@@ -26,7 +27,7 @@ from weightdna.nn.activations import ReLU
 from weightdna.nn.layers import Dense
 from weightdna.nn.model import Model
 from weightdna.train import train_digits_cnn, train_digits_mlp
-from weightdna.weights import minilm_path, save_weights
+from weightdna.weights import save_weights
 
 WORDS = ("the cat dog sat ran on a mat park fast slow red blue big small "
          "bird sings sleeps house car").split()
@@ -39,15 +40,6 @@ TINY_SENTENCES = [
 ]
 
 
-def _minilm() -> Path | None:
-    try:
-        return minilm_path()
-    except MissingDependencyError:
-        return None
-
-
-MINILM = _minilm()
-requires_minilm = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 is not installed")
 
 
 def noisy(state: dict, snr_db: float, seed: int = 0) -> dict[str, np.ndarray]:

@@ -9,10 +9,11 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support import MINILM, requires_minilm
 
 from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
 from weightdna.data import load_digits
-from weightdna.errors import InvalidInputError, MissingDependencyError
+from weightdna.errors import InvalidInputError
 from weightdna.nn.activations import ReLU, Tanh
 from weightdna.nn.layers import Dense, Dropout
 from weightdna.nn.model import Model
@@ -28,19 +29,7 @@ from weightdna.permutations import (
     unit_vectors,
 )
 from weightdna.train import build_digits_cnn, train_digits_cnn, train_digits_mlp
-from weightdna.weights import load_weights, minilm_path
-
-
-def _minilm_folder():
-    try:
-        return minilm_path()
-    except MissingDependencyError:
-        return None
-
-
-MINILM = _minilm_folder()
-requires_minilm = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 is not installed")
-
+from weightdna.weights import load_weights
 
 # ---------------------------------------------------------------------------------------
 # Engine models
