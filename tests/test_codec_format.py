@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from weightdna.cli import main
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.container import MAGIC, PREFIX
+from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block
 from weightdna.codec.dtypes import BITS_DTYPES
 from weightdna.codec.entropy import MODEL_KINDS, decode_symbols, encode_symbols
 from weightdna.errors import (
@@ -402,7 +402,7 @@ def test_reader_names_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="not a .dna file"):
         read_dna_file(tmp_path / "text.dna")
     header = b'{"metadata":{},"tensors":[]}'
-    newer = PREFIX.pack(MAGIC, 2, len(header), zlib.crc32(header)) + header
+    newer = header_block(header, VERSION + 1)
     (tmp_path / "newer.dna").write_bytes(newer)
     with pytest.raises(ModelFileError, match="newer weightdna"):
         read_dna_file(tmp_path / "newer.dna")
@@ -410,10 +410,10 @@ def test_reader_names_what_is_wrong(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ModelFileError, match="not a regular file"):
         read_dna_file(fifo)
-    good = PREFIX.pack(MAGIC, 1, len(header), zlib.crc32(header)) + header
+    good = header_block(header)
     (tmp_path / "empty.dna").write_bytes(good)
     assert read_dna_file(tmp_path / "empty.dna").names == []
-    (tmp_path / "bad_crc.dna").write_bytes(good[:16] + struct.pack("<I", 0) + header)
+    (tmp_path / "bad_crc.dna").write_bytes(good[:20] + struct.pack("<I", 0) + good[24:])
     with pytest.raises(CorruptFileError, match="header checksum"):
         read_dna_file(tmp_path / "bad_crc.dna")
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from weightdna.cli.info import _rows as info_rows
 from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.container import MAGIC, PREFIX
+from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, WeightDNAError
@@ -106,14 +106,15 @@ def attempt(data: bytes, workdir: Path, verify: bool = True) -> str:
 
 def split(data: bytes) -> tuple[dict, bytes]:
     """The header object and the data area of a well-formed file."""
-    _, _, length, _ = PREFIX.unpack_from(data)
-    return json.loads(data[PREFIX.size : PREFIX.size + length]), data[PREFIX.size + length :]
+    _, _, length, _, _ = PREFIX.unpack_from(data)
+    text = zlib.decompress(data[PREFIX.size : PREFIX.size + length])
+    return json.loads(text), data[PREFIX.size + length :]
 
 
-def assemble(header: object | bytes, data_area: bytes, version: int = 1) -> bytes:
+def assemble(header: object | bytes, data_area: bytes, version: int = VERSION) -> bytes:
     """A file with this header (an object, or raw bytes) whose header CRC is correct."""
     raw = header if isinstance(header, bytes) else json.dumps(header).encode()
-    return PREFIX.pack(MAGIC, version, len(raw), zlib.crc32(raw)) + raw + data_area
+    return header_block(raw, version) + data_area
 
 
 def section_boundaries(data: bytes) -> list[int]:
@@ -123,7 +124,7 @@ def section_boundaries(data: bytes) -> list[int]:
     for entry in header["tensors"]:
         for offset, length, _ in entry["sections"].values():
             ends |= {start + offset, start + offset + length}
-    return sorted(ends | {PREFIX.size, 8, 12, 16})
+    return sorted(ends | {PREFIX.size, 8, 12, 16, 20})
 
 
 def json_paths(node: object, prefix: tuple = ()) -> list[tuple]:
@@ -237,8 +238,9 @@ def test_truncation_at_random_points(original: bytes, workdir: Path, data: st.Da
 def test_random_bytes_after_a_valid_prefix(workdir: Path, data: st.DataObject) -> None:
     tail = data.draw(st.binary(max_size=512))
     length = data.draw(st.sampled_from([0, 1, len(tail), len(tail) + 1, 2**31, 2**32 - 1]))
+    inflated = data.draw(st.sampled_from([0, 1, len(tail), 2**26, 2**32 - 1]))
     crc = data.draw(st.sampled_from([0, zlib.crc32(tail[:length])]))
-    attempt(PREFIX.pack(MAGIC, 1, length, crc) + tail, workdir)
+    attempt(PREFIX.pack(MAGIC, VERSION, length, inflated, crc) + tail, workdir)
 
 
 # ---- hostile headers, checksums fixed up -------------------------------------------------
@@ -331,7 +333,7 @@ def test_every_wrong_checksum_is_caught(original: bytes, workdir: Path) -> None:
             with pytest.raises(CorruptFileError, match="checksum"):
                 read_dna_file(_write(workdir, assemble(mutant, area)))
     bad_prefix = bytearray(original)
-    bad_prefix[16] ^= 0xFF
+    bad_prefix[20] ^= 0xFF  # the header CRC-32
     with pytest.raises(CorruptFileError, match="checksum"):
         read_dna_file(_write(workdir, bytes(bad_prefix)))
 
@@ -373,8 +375,16 @@ def _huge_mutations(header: dict) -> list[dict]:
 def test_huge_declared_sizes_allocate_nothing_big(original: bytes, workdir: Path) -> None:
     header, area = split(original)
     mutants = [assemble(h, area) for h in _huge_mutations(header)]
-    mutants.append(PREFIX.pack(MAGIC, 1, 2**32 - 1, 0) + original[PREFIX.size :])
-    mutants.append(PREFIX.pack(MAGIC, 2**32 - 1, 10, 0) + original[PREFIX.size :])
+    _, _, length, inflated, crc = PREFIX.unpack_from(original)
+    mutants.append(PREFIX.pack(MAGIC, VERSION, 2**32 - 1, inflated, 0) + original[PREFIX.size :])
+    mutants.append(PREFIX.pack(MAGIC, 2**32 - 1, 10, 10, 0) + original[PREFIX.size :])
+    # A header that declares an absurd inflated size, or a small one it would overflow
+    # (a zip bomb): refused before or while inflating, never inflated beyond the bound.
+    for claimed in (2**32 - 1, 2**26, 1, inflated - 1, inflated + 1):
+        mutants.append(PREFIX.pack(MAGIC, VERSION, length, claimed, crc)
+                       + original[PREFIX.size :])
+    bomb = zlib.compress(b" " * (100 << 20))
+    mutants.append(PREFIX.pack(MAGIC, VERSION, len(bomb), 100, zlib.crc32(bomb)) + bomb)
     tracemalloc.start()
     try:
         for mutant in mutants:
@@ -404,6 +414,6 @@ def test_version_and_magic_damage_are_reported(original: bytes, workdir: Path) -
         mutant[offset] ^= 0x01
         assert attempt(bytes(mutant), workdir) == "refused"
     newer = bytearray(original)
-    struct.pack_into("<I", newer, 8, 2)
+    struct.pack_into("<I", newer, 8, VERSION + 1)
     with pytest.raises(WeightDNAError, match="newer"):
         read_dna_file(_write(workdir, bytes(newer)))

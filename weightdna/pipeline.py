@@ -1,5 +1,6 @@
 """The embedded default job, end to end: train → analyse → compress → restore → evaluate →
-report. `weightdna demo` (and `make demo`) runs it on the engine's digits CNN."""
+report. `weightdna demo` (and `make demo`) runs it on the engine's digits CNN;
+`weightdna demo --model minilm` on the installed all-MiniLM-L6-v2."""
 
 from __future__ import annotations
 
@@ -14,19 +15,29 @@ from weightdna.baselines.report import markdown as rd_markdown
 from weightdna.baselines.report import plot as plot_rd
 from weightdna.baselines.sweep import RateDistortion, rate_distortion
 from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
-from weightdna.codec.ratecontrol import Target
-from weightdna.errors import ModelFileError
+from weightdna.codec.ratecontrol import CANDIDATES, Target
+from weightdna.dna import select_tensors
+from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.evaluate.accuracy import accuracy_of_restored
+from weightdna.evaluate.sentences import load_sentences, sentence_fidelity
 from weightdna.nn.model import load_model
 from weightdna.report.html import embed_png, render_analysis_html
-from weightdna.weights import load_weights
+from weightdna.weights import ModelWeights, load_weights, minilm_path
 
 # Fast methods for the demo's rate-distortion sweep: our codec at one global step (no DNA
 # fits, so seconds), the in-process peers, and NNCodec when bench/peers/setup_peers.sh
 # has built its environment (skipped otherwise).
 DEMO_RD_METHODS = ("weightdna-step", "nncodec", "rtn", "svd", "pruning", "zstd")
 DEMO_RD_RATES = (2.0, 3.0, 4.0, 6.0, 8.0)
-DEFAULT_TARGET = Target("snr", 30.0)
+DEFAULT_TARGET = Target("snr", 30.0)  # MiniLM: mean cosine ≈ 0.995 (BENCHMARKS.md)
+MODELS = ("cnn", "minilm")
+# MiniLM --quick: analyse and compress only these (the rest stay exact); the full demo's
+# rate-distortion sweep runs on them too (1.97M weights), the quick one on two matrices.
+QUICK_TENSORS = ("encoder.layer.0.*", "embeddings.position_embeddings.weight")
+QUICK_RD_TENSORS = ("embeddings.position_embeddings.weight",
+                    "encoder.layer.0.attention.self.query.weight")
+# DNA candidates fit a SIREN per tensor (a minute on the position embeddings): not in --quick.
+QUICK_REPRESENTATIONS = ("quantized", "lowrank")
 
 Say = Callable[[str], None]
 
@@ -39,30 +50,48 @@ class DemoResult:
     trained: bool  # False when a cached model was reused
     analysis: ModelAnalysis
     compression: CompressionReport
-    accuracy: dict[str, float]
+    evaluation: dict[str, float]  # accuracy_of_restored (cnn) or sentence_fidelity (minilm)
     rd: RateDistortion
     paths: dict[str, Path] = field(default_factory=dict)
+    model: str = "cnn"
+    compressed: tuple[str, ...] = ()  # minilm --quick: the tensors coded; empty: all
 
 
 def run_demo(
     directory: Path,
     *,
+    model: str = "cnn",
     seed: int = 0,
     target: Target = DEFAULT_TARGET,
     retrain: bool = False,
     train: Callable[[int], object] | None = None,
+    quick: bool = False,
+    sentences: int | None = None,
     say: Say | None = None,
 ) -> DemoResult:
-    """Run the whole pipeline on the digits CNN, writing everything into ``directory``.
+    """Run the whole pipeline on ``model`` ("cnn" or "minilm"), writing into ``directory``.
 
     train(seed) -> a training run with ``.model`` (the CLI passes one with a progress bar);
     a model already at ``directory/cnn.safetensors`` is reused unless ``retrain``.
+    MiniLM only: ``quick`` restricts analysis and compression to QUICK_TENSORS;
+    ``sentences`` embeds only the first that many of the bundled sentences.
     """
+    if model not in MODELS:
+        raise InvalidInputError(f"unknown demo model {model!r}; choose from {', '.join(MODELS)}")
+    say = say or (lambda message: None)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model == "minilm":
+        return _run_minilm(directory, target, quick, sentences, say)
+    if quick or sentences is not None:
+        raise InvalidInputError("--quick and the sentence count apply to --model minilm only")
+    return _run_cnn(directory, seed, target, retrain, train, say)
+
+
+def _run_cnn(directory: Path, seed: int, target: Target, retrain: bool,
+             train: Callable[[int], object] | None, say: Say) -> DemoResult:
     from weightdna.plots import plot_training
     from weightdna.train import train_digits_cnn
 
-    say = say or (lambda message: None)
-    directory.mkdir(parents=True, exist_ok=True)
     paths = {
         "model": directory / "cnn.safetensors",
         "curves": directory / "cnn_training.png",
@@ -99,9 +128,70 @@ def run_demo(
     _write_text(paths["rd_table"], rd_markdown(rd, "digits CNN"))
 
     result = DemoResult(paths["model"], trained, analysis, compression, accuracy, rd, paths)
-    page = render_analysis_html(analysis, sections=_sections(result))
-    _write_text(paths["report"], page)
+    _write_text(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
     return result
+
+
+def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | None,
+                say: Say) -> DemoResult:
+    """The pipeline on the installed all-MiniLM-L6-v2 (MissingDependencyError without it)."""
+    if sentences is not None and sentences < 2:
+        raise InvalidInputError(f"embed at least 2 sentences, not {sentences}")
+    folder = minilm_path()
+    weights = load_weights(folder)
+    paths = {
+        "dna": directory / "minilm.dna",
+        "restored": directory / "minilm_restored.safetensors",
+        "rd_plot": directory / "rate_distortion.png",
+        "rd_table": directory / "rate_distortion.md",
+        "report": directory / "report.html",
+    }
+    scope = QUICK_TENSORS if quick else None
+    count = len(select_tensors(weights, scope))
+    say(f"analysing {count} tensors against shuffled and Gaussian nulls"
+        + ("" if quick else " (minutes; --quick analyses layer 0 and the position embeddings)"))
+    analysis = analyze_weights(weights, scope, progress=_every_tenth(say))
+
+    compressed: tuple[str, ...] = ()
+    coded, representations = weights, CANDIDATES
+    if quick:
+        compressed = tuple(info.name for info in select_tensors(weights, QUICK_TENSORS))
+        coded = ModelWeights.from_tensors({n: weights.tensor(n) for n in compressed})
+        representations = QUICK_REPRESENTATIONS
+    say(f"compressing {'the quick tensors' if quick else 'the whole model'} at "
+        f"{target.describe()}")
+    compression = compress_model(coded, paths["dna"], target, representations=representations,
+                                 overwrite=True)
+    say("restoring")
+    decompress_model(paths["dna"], paths["restored"], overwrite=True)
+    original = weights.state_dict()
+    restored = {**original, **load_weights(paths["restored"]).state_dict()}
+    texts = load_sentences()
+    texts = texts[:sentences] if sentences is not None else texts
+    say(f"embedding {len(texts)} sentences with the original and the restored weights")
+    fidelity = sentence_fidelity(original, restored, texts, folder)
+
+    say("rate-distortion sweep beside the peers")
+    rd_names = [info.name for info in select_tensors(weights,
+                                                     QUICK_RD_TENSORS if quick else QUICK_TENSORS)]
+    rd = rate_distortion({n: weights.tensor(n) for n in rd_names}, DEMO_RD_RATES,
+                         DEMO_RD_METHODS, progress=say)
+    title = f"MiniLM, {len(rd_names)} tensors"
+    plot_rd(rd, paths["rd_plot"], title)
+    _write_text(paths["rd_table"], rd_markdown(rd, title))
+
+    result = DemoResult(folder / "model.safetensors", False, analysis, compression, fidelity,
+                        rd, paths, "minilm", compressed)
+    _write_text(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
+    return result
+
+
+def _every_tenth(say: Say) -> Callable[[int, int, str], None]:
+    def progress(done: int, total: int, label: str) -> None:
+        if done % 10 == 0 and done < total:
+            say(f"  tensor {done + 1}/{total}: {label}")
+
+    return progress
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -120,18 +210,18 @@ def _loads(path: Path) -> bool:
 
 
 def _sections(result: DemoResult) -> list[tuple[str, str]]:
-    c, a = result.compression, result.accuracy
-    rows = [
-        ("target", c.target),
+    c = result.compression
+    rows = [("target", c.target)]
+    if result.compressed:
+        rows.append(("tensors coded", f"{len(result.compressed)} (--quick: "
+                                      f"{', '.join(QUICK_TENSORS)}); the others kept exact"))
+    rows += [
         ("file", f"{c.file_bytes:,} bytes ({c.bits_per_weight:.2f} bits/weight, "
-                 f"ratio {c.ratio:.1f} against the safetensors file)"),
-        ("SNR, whole model", f"{c.snr_db:.2f} dB"),
+                 f"ratio {c.ratio:.1f} against the original tensors)"),
+        ("SNR, coded tensors", f"{c.snr_db:.2f} dB"),
         ("PSNR (MAX = max|w| per tensor)", f"{c.psnr_db:.2f} dB"),
-        ("test accuracy, original", f"{a['original_accuracy']:.4f}"),
-        ("test accuracy, restored", f"{a['restored_accuracy']:.4f} "
-                                    f"({a['delta_points']:+.2f} points)"),
-        ("same prediction on", f"{100 * a['agreement']:.1f}% of {a['test_images']} test images"),
     ]
+    rows += _evaluation_rows(result.model, result.evaluation)
     table = "<table>" + "".join(
         f"<tr><th>{html.escape(k)}</th><td class='text'>{html.escape(v)}</td></tr>"
         for k, v in rows
@@ -143,3 +233,19 @@ def _sections(result: DemoResult) -> list[tuple[str, str]]:
     rd_body = embed_png(rd_png) + (f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else "")
     return [("Compressed and restored: does it still work?", table),
             ("Rate–distortion beside the peers", rd_body)]
+
+
+def _evaluation_rows(model: str, e: dict[str, float]) -> list[tuple[str, str]]:
+    if model == "minilm":
+        return [
+            ("sentences embedded", f"{e['sentences']} (original and restored weights)"),
+            ("cosine, original vs restored", f"mean {e['mean_cosine']:.4f}, 5th percentile "
+                                             f"{e['p5_cosine']:.4f}, min {e['min_cosine']:.4f}"),
+            ("Spearman of pairwise similarities", f"{e['spearman']:.4f}"),
+        ]
+    return [
+        ("test accuracy, original", f"{e['original_accuracy']:.4f}"),
+        ("test accuracy, restored", f"{e['restored_accuracy']:.4f} "
+                                    f"({e['delta_points']:+.2f} points)"),
+        ("same prediction on", f"{100 * e['agreement']:.1f}% of {e['test_images']} test images"),
+    ]

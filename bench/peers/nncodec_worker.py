@@ -25,24 +25,37 @@ from pathlib import Path
 import numpy as np
 
 
-def code(tensors: dict[str, np.ndarray], qp: int, workdir: Path) -> tuple[dict, int, float, float]:
-    """One NNR bitstream for ``tensors`` at ``qp``: restored tensors, bytes, seconds."""
+def encode(tensors: dict[str, np.ndarray], qp: int, bitstream_path: Path) -> bytes:
+    """One NNR bitstream for ``tensors`` at ``qp`` (dependent quantisation, DeepCABAC)."""
     from nncodec import nnc
 
-    start = time.perf_counter()
     # NNCodec prints progress on stdout; keep our stdout for nothing but errors.
     with contextlib.redirect_stdout(io.StringIO()):
-        bitstream = nnc.compress(
+        return nnc.compress(
             {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
-            bitstream_path=str(workdir / "bitstream.nnc"),
+            bitstream_path=str(bitstream_path),
             qp=qp,
             use_dq=True,
             param_opt=True,
             return_bitstream=True,
             verbose=False,
         )
-        encoded = time.perf_counter()
-        restored = nnc.decompress(bytearray(bitstream), verbose=False)
+
+
+def decode(bitstream: bytes) -> dict[str, np.ndarray]:
+    """The tensors of an NNR bitstream, by name."""
+    from nncodec import nnc
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return nnc.decompress(bytearray(bitstream), verbose=False)
+
+
+def code(tensors: dict[str, np.ndarray], qp: int, workdir: Path) -> tuple[dict, int, float, float]:
+    """One NNR bitstream for ``tensors`` at ``qp``: restored tensors, bytes, seconds."""
+    start = time.perf_counter()
+    bitstream = encode(tensors, qp, workdir / "bitstream.nnc")
+    encoded = time.perf_counter()
+    restored = decode(bitstream)
     decoded = time.perf_counter()
     out = {
         k: np.asarray(restored[k], dtype=np.float32).reshape(v.shape) for k, v in tensors.items()

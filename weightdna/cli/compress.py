@@ -35,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "the fewest bits: quantised and entropy-coded, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
             "structure. Bits are spread over tensors by equal rate-distortion slope (one "
-            "step for all, on the raw scale). Integer tensors, buffers and tensors under "
-            "1024 elements are stored exactly. Every figure printed is measured on the "
+            "step for all, on the raw scale). Integer tensors and buffers are stored "
+            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is measured on the "
             "coded file."
         ),
     )

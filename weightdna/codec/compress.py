@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from weightdna import __version__
-from weightdna.codec.container import dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
     Allocation,
@@ -41,7 +41,12 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
 # Rounds of "allocate on estimates, code, measure" before a whole-model target is given up.
 MEASURE_ROUNDS = 5
-HEADER_BYTES_PER_TENSOR = 400  # a first guess at the header's size, before it is measured
+# A size target is met once the file is within this fraction of it (and not over).
+SIZE_TARGET_FILL = 0.99
+# A first guess at the (compressed) header's size per tensor, before it is measured.
+HEADER_BYTES_PER_TENSOR = 150
+# Below this many elements a coded tensor is also stored exactly, and the smaller kept.
+EXACT_CHECK_ELEMENTS = 1 << 14
 
 
 @dataclass(frozen=True)
@@ -135,10 +140,15 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice) -> tuple[dic
     if choice.candidate is None:
         return encode_tensor(tensor, name=name, lossless=True)
     try:
-        return encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
-                             prediction=choice.candidate.prediction)
+        coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
+                              prediction=choice.candidate.prediction)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
         return encode_tensor(tensor, name=name, lossless=True)
+    if tensor.numel() < EXACT_CHECK_ELEMENTS:  # a tiny tensor's exact bytes may be fewer
+        exact = encode_tensor(tensor, name=name, lossless=True)
+        if _section_bytes(exact) <= _section_bytes(coded):
+            return exact
+    return coded
 
 
 class _Coder:
@@ -203,7 +213,8 @@ def compress_model(
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
     max |w|. ``dna_config``: the weightdna.dna.FitConfig of DNA candidates.
     ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
-    Integer tensors, buffers and tensors under 1024 elements are stored exactly.
+    Integer tensors and buffers are stored exactly, and so is any tensor whose exact bytes
+    are fewer than its coded ones.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -317,22 +328,30 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress) -> None:
     """Bisect the global step on estimates, code, measure, and correct until the measured
-    whole-model figure meets the target."""
+    whole-model figure meets the target.
+
+    A size target is corrected on the coded tensors' share only: the exact tensors and the
+    header are measured, and the estimates of the coded ones are scaled by how far the last
+    coding measured from them. (Scaling the whole budget instead charges every miss of the
+    fixed part again to the coded tensors, and starves them.)
+    """
     exact_names = [n for n in coder.coded]
     exact_bytes = sum(_section_bytes(coder.coded[n]) for n in exact_names)
     exact_signal = sum(coder.signal.get(n, 0.0) for n in exact_names)
     exact_count = sum(math.prod(coder.coded[n][0]["shape"]) for n in exact_names
                       if n in coder.signal)
-    header_bytes = 20 + HEADER_BYTES_PER_TENSOR * len(weights)
+    header_bytes = PREFIX.size + HEADER_BYTES_PER_TENSOR * len(weights)
     goal = target.value  # what the estimates aim at; corrected after each measurement
-    budget_bits = goal * weights.total_numel if target.kind == "bits_per_weight" else 0.0
-    measured = None
-    for _ in range(MEASURE_ROUNDS):
+    budget_bits = target.value * weights.total_numel if target.kind == "bits_per_weight" else 0
+    ratio = 1.0  # measured bits of the coded tensors over their estimate
+    best: dict[str, tuple[dict, dict[str, bytes]]] | None = None
+    best_measured = measured = None
+    for round_ in range(MEASURE_ROUNDS):
         if target.kind == "bits_per_weight":
             fixed = 8.0 * (exact_bytes + header_bytes)
 
-            def meets(a: Allocation, limit: float = budget_bits, fixed: float = fixed) -> bool:
-                return a.bits + fixed <= limit
+            def meets(a: Allocation, ratio: float = ratio, fixed: float = fixed) -> bool:
+                return a.bits * ratio + fixed <= budget_bits
 
         else:
             index = 0 if target.kind == "snr" else 1
@@ -354,15 +373,25 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
+            coded_bits = 8.0 * sum(_section_bytes(coder.coded[tc.info.name])
+                                   for tc in candidates)
+            if allocation.bits > 0 and coded_bits > 0:
+                # A little more margin each round, so that the rounds cannot cycle.
+                ratio = coded_bits / allocation.bits * (1.0 + 0.002 * round_)
             if measured <= target.value:
-                return
-            budget_bits *= target.value / measured * 0.999
+                if best_measured is None or measured > best_measured:
+                    best, best_measured = dict(coder.coded), measured
+                if measured >= SIZE_TARGET_FILL * target.value:
+                    break
         else:
             snr, psnr = coder.figures()
             measured = snr if target.kind == "snr" else psnr
             if measured >= target.value:
                 return
             goal += target.value - measured + 0.01
+    if best is not None:
+        coder.coded = best
+        return
     raise InvalidInputError(
         f"could not meet {target.describe()}: the closest coding measured {measured:.4g}. "
         + ("Ask for more bits per weight." if target.kind == "bits_per_weight"

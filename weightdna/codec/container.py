@@ -1,4 +1,5 @@
-"""The .dna container: a fixed prefix, a JSON header, byte sections (docs/FORMAT.md).
+"""The .dna container: a fixed prefix, a zlib-compressed JSON header, byte sections
+(docs/FORMAT.md).
 
 The reader trusts nothing: every length, offset, type and checksum is checked, and every
 size against the file and a memory limit, before anything is allocated for it.
@@ -24,9 +25,12 @@ from weightdna.codec.dtypes import DTYPES
 from weightdna.errors import CorruptFileError, InvalidInputError, ModelFileError, OutputExistsError
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
-VERSION = 1
-PREFIX = struct.Struct("<8sIII")  # magic, version, header length, header CRC-32
-MAX_HEADER_BYTES = 64 << 20
+VERSION = 2
+# magic, version, stored (compressed) header length, inflated header length, CRC-32 of the
+# stored header bytes
+PREFIX = struct.Struct("<8sIIII")
+MAX_HEADER_BYTES = 64 << 20  # bounds the stored and the inflated header alike
+HEADER_ZLIB_LEVEL = 9
 MAX_TENSORS = 1 << 20
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -250,13 +254,46 @@ def _layout(
             blobs.append(blob)
             offset += len(blob)
         entry["sections"] = ranges
+        if isinstance(entry.get("stats"), dict):
+            entry["stats"] = {k: _informational(v) for k, v in entry["stats"].items()}
         entries.append(entry)
 
     header = _header_json(entries, metadata)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
-    prefix = PREFIX.pack(MAGIC, VERSION, len(header), zlib.crc32(header))
-    return [prefix, header, *blobs]
+    return [header_block(header), *blobs]
+
+
+def _informational(value: object) -> object:
+    """A stats figure cut (towards zero) to 4 significant digits: full float precision would
+    be most of a small model's compressed header, and the figures only inform."""
+    if not (_is_number(value) and 1e-290 < abs(value) < 1e290):
+        return value
+    digits = 3 - math.floor(math.log10(abs(value)))
+    scale = 10.0**digits
+    return math.trunc(value * scale) / scale
+
+
+def header_block(text: bytes, version: int = VERSION) -> bytes:
+    """The prefix and the stored header for the JSON ``text``: zlib-compressed (a per-tensor
+    JSON entry is mostly repeated keys, and small models pay for it per weight)."""
+    stored = zlib.compress(text, HEADER_ZLIB_LEVEL)
+    return PREFIX.pack(MAGIC, version, len(stored), len(text), zlib.crc32(stored)) + stored
+
+
+def _inflate_header(stored: bytes, expected: int) -> bytes:
+    """The header text of ``stored``, which must inflate to exactly ``expected`` bytes;
+    never inflates more than ``expected + 1``."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(stored, expected + 1)
+    except zlib.error as exc:
+        raise CorruptFileError(f"the header's zlib data is damaged ({exc}).") from exc
+    if len(text) != expected or not inflater.eof or inflater.unused_data:
+        raise CorruptFileError(
+            f"the header does not inflate to exactly the {expected} bytes its prefix declares."
+        )
+    return text
 
 
 def _verify_checksums(
@@ -355,25 +392,35 @@ def read_dna_file(
 
 
 def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFile:
-    prefix = f.read(PREFIX.size)
-    if len(prefix) < PREFIX.size or prefix[:8] != MAGIC:
+    start = f.read(12)
+    if len(start) < 12 or start[:8] != MAGIC:
         raise ModelFileError(f"{path} is not a .dna file (its first bytes are not the magic).")
-    _, version, header_len, header_crc = PREFIX.unpack(prefix)
+    (version,) = struct.unpack("<I", start[8:])
     if version != VERSION:
         newer = " by a newer weightdna" if version > VERSION else ""
         raise ModelFileError(
             f"{path} is .dna format version {version}, written{newer}; this reader knows "
             f"version {VERSION}."
         )
+    prefix = start + f.read(PREFIX.size - 12)
+    if len(prefix) < PREFIX.size:
+        raise CorruptFileError(f"{path}: the file ends inside its prefix.")
+    _, _, header_len, inflated_len, header_crc = PREFIX.unpack(prefix)
     if not 1 <= header_len <= MAX_HEADER_BYTES or PREFIX.size + header_len > size:
         raise CorruptFileError(
             f"{path}: header length {header_len} is out of bounds (limit {MAX_HEADER_BYTES}, "
             f"file {size} bytes); the file is truncated or damaged."
         )
-    if HEADER_MEMORY_FACTOR * header_len > max_memory:
+    if not 1 <= inflated_len <= MAX_HEADER_BYTES:
         raise CorruptFileError(
-            f"{path}: parsing a header of {header_len} bytes could need "
-            f"{HEADER_MEMORY_FACTOR * header_len} bytes, over the memory limit of {max_memory}."
+            f"{path}: the inflated header length {inflated_len} is out of bounds "
+            f"(1 to {MAX_HEADER_BYTES}); the file is damaged."
+        )
+    if HEADER_MEMORY_FACTOR * inflated_len > max_memory:
+        raise CorruptFileError(
+            f"{path}: parsing a header of {inflated_len} bytes could need "
+            f"{HEADER_MEMORY_FACTOR * inflated_len} bytes, over the memory limit of "
+            f"{max_memory}."
         )
     raw = f.read(header_len)
     if len(raw) != header_len:
@@ -381,7 +428,7 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
     if zlib.crc32(raw) != header_crc:
         raise CorruptFileError(f"{path}: the header checksum does not match; the file is damaged.")
     try:
-        header = _parse_header(raw)
+        header = _parse_header(_inflate_header(raw, inflated_len))
         data_size = size - PREFIX.size - header_len
         entries = header["tensors"]
         names: set[str] = set()

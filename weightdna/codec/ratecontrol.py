@@ -41,9 +41,6 @@ from weightdna.weights import TensorInfo
 
 TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
 CANDIDATES = ("quantized", "lowrank", "dna")
-# Tensors smaller than this are stored exactly: a step and a model table cost more than
-# the bits they would save.
-MIN_CODED_ELEMENTS = 1024
 SAMPLE_ELEMENTS = 1 << 20
 # Cheap tests for structure: a low-rank candidate needs a predicted gain (high-rate,
 # Gaussian: ½·N·log₂(E/E_res) bits) above its factors' cost; a DNA is fitted only where
@@ -89,8 +86,12 @@ class Target:
 
 
 def exact_storage(info: TensorInfo) -> bool:
-    """Integer tensors, buffers and tensors under MIN_CODED_ELEMENTS are always stored raw."""
-    return not info.fittable or info.numel < MIN_CODED_ELEMENTS
+    """Integer tensors, buffers and empty tensors are always stored raw.
+
+    Small float tensors (biases, small layers) go through rate control like the rest: at
+    low rates their exact bits would cost more than the matrices get.
+    """
+    return not info.fittable or info.numel == 0
 
 
 @dataclass
@@ -170,10 +171,17 @@ def _adjacent_correlation(values: np.ndarray) -> float:
     return best
 
 
+def _row_peaks(values: np.ndarray) -> np.ndarray:
+    """max |w| per row; one figure for a tensor of fewer than 2 dimensions (no per-row steps)."""
+    if values.ndim < 2:
+        return np.array([float(np.abs(values).max(initial=0.0))])
+    rows = as_rows(values)
+    return np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+
+
 def _candidate(name: str, prediction: Prediction | None, residual: np.ndarray) -> Candidate:
     sample, _ = _sampled_rows(residual)
-    rows = as_rows(residual)
-    row_peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+    row_peak = _row_peaks(residual)
     side = 8.0 * prediction.side_bytes if prediction is not None else 0.0
     return Candidate(name, prediction, sample, row_peak, side)
 
@@ -194,9 +202,7 @@ def tensor_candidates(
     values = tensor.to(torch.float64).numpy().copy()
     values[~np.isfinite(values)] = 0.0  # stored exactly on the side by the encoder
     sample, scale = _sampled_rows(values)
-    rows = as_rows(values)
-    row_peak = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
-    candidates = [Candidate("quantized", None, sample, row_peak, 0.0)]
+    candidates = [Candidate("quantized", None, sample, _row_peaks(values), 0.0)]
     m, n = matrix_shape(values.shape)
     structured = values.ndim >= 2 and min(m, n) >= 8 and values.size >= DNA_MIN_ELEMENTS
     if structured and "lowrank" in representations:
