@@ -80,9 +80,12 @@ def _child_zipnn_encode(model: str, output: str) -> dict:
     index, total = [], 0
     with open(output + ".body", "wb") as body:
         for info in weights.infos:
-            kind = info.dtype if info.dtype in ("float32", "float16", "bfloat16") else "uint8"
-            data = bytes(zipnn.ZipNN(input_format="byte", bytearray_dtype=kind, threads=1)
-                         .compress(bytearray(tensor_bytes(weights.tensor(info.name)))))
+            raw = tensor_bytes(weights.tensor(info.name))
+            # ZipNN's byte mode takes float dtypes only: integers (position_ids) stay raw.
+            kind = info.dtype if info.dtype in ("float32", "float16", "bfloat16") else "raw"
+            data = raw if kind == "raw" else bytes(
+                zipnn.ZipNN(input_format="byte", bytearray_dtype=kind, threads=1)
+                .compress(bytearray(raw)))
             body.write(data)
             index.append([info.name, info.dtype, list(info.shape), kind, len(data)])
             total += len(data)
@@ -105,8 +108,10 @@ def _child_zipnn_decode(path: str, output: str) -> dict:
     tensors = {}
     with open(path + ".body", "rb") as body:
         for name, dtype, shape, kind, size in json.loads(Path(path).read_text()):
-            raw = zipnn.ZipNN(input_format="byte", bytearray_dtype=kind, threads=1).decompress(
-                body.read(size))
+            raw = body.read(size)
+            if kind != "raw":
+                raw = zipnn.ZipNN(input_format="byte", bytearray_dtype=kind,
+                                  threads=1).decompress(raw)
             tensors[name] = tensor_from_bytes(bytes(raw), dtype, tuple(shape))
     save_weights(tensors, output, overwrite=True)
     return {"seconds": time.perf_counter() - start}
@@ -259,6 +264,16 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -278,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(result, indent=1))
     if args.markdown:
         load = os.getloadavg()
-        machine = platform.processor() or platform.machine()
+        machine = _cpu_name()
         print(f"Date: {datetime.date.today()}. Machine: {machine}, "
               f"{os.cpu_count()} cores, load average {load[0]:.1f} at the end; "
               f"Python {platform.python_version()}.\n")

@@ -148,6 +148,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert "reusing the trained model" in again.stderr
 
 
+@pytest.mark.slow
 @requires_minilm
 def test_minilm_demo_quick_runs_the_whole_pipeline(tmp_path: Path) -> None:
     out = tmp_path / "demo"

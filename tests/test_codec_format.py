@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from weightdna.cli import main
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block
+from weightdna.codec.container import VERSION, header_block
 from weightdna.codec.dtypes import BITS_DTYPES
 from weightdna.codec.entropy import MODEL_KINDS, decode_symbols, encode_symbols
 from weightdna.errors import (

@@ -36,8 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
             "structure. Bits are spread over tensors by equal rate-distortion slope (one "
             "step for all, on the raw scale). Integer tensors and buffers are stored "
-            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is measured on the "
-            "coded file."
+            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is "
+            "measured on the coded file."
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")

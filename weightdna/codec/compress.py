@@ -45,6 +45,7 @@ MEASURE_ROUNDS = 5
 SIZE_TARGET_FILL = 0.99
 # A first guess at the (compressed) header's size per tensor, before it is measured.
 HEADER_BYTES_PER_TENSOR = 150
+MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
 # Below this many elements a coded tensor is also stored exactly, and the smaller kept.
 EXACT_CHECK_ELEMENTS = 1 << 14
 
@@ -164,10 +165,15 @@ class _Coder:
         self.coded[name] = coded
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
-        values = tensor.to(torch.float64)
-        values = values[torch.isfinite(values)]
-        self.peaks[name] = float(values.abs().max()) if values.numel() else 0.0
-        self.signal[name] = float((values * values).sum())
+        peak = signal = 0.0
+        flat = tensor.reshape(-1)
+        for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
+            values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
+            values = values[torch.isfinite(values)]
+            if values.numel():
+                peak = max(peak, float(values.abs().max()))
+                signal += float(torch.dot(values, values))
+        self.peaks[name], self.signal[name] = peak, signal
 
     def entries(self) -> tuple[list[dict], list[dict[str, bytes]]]:
         names = [n for n in self.weights.names if n in self.coded]

@@ -27,6 +27,7 @@ MAX_ALPHABET = 1 << 20
 # constriction panics (rather than raising) on a non-positive scale; a floor this small
 # still codes a constant array in almost no bits.
 MIN_SCALE = 1e-3
+ENCODE_CHUNK = 1 << 20  # symbols shifted (to start at 0) at a time
 MAX_SCALE = 1e9
 
 
@@ -74,7 +75,11 @@ def _encode_with(model: dict, symbols: np.ndarray, counts: np.ndarray) -> dict[s
         categorical = constriction.stream.model.Categorical(
             counts.astype(np.float64), perfect=False
         )
-        coder.encode_reverse(symbols - np.int32(lo), categorical)
+        # A stack coder: chunks pushed last-first give the bytes of one reversed push, and
+        # only one chunk at a time is shifted to start at 0.
+        for start in reversed(range(0, symbols.size, ENCODE_CHUNK)):
+            coder.encode_reverse(symbols[start : start + ENCODE_CHUNK] - np.int32(lo),
+                                 categorical)
         sections["histogram"] = compress_bytes(counts.tobytes())
     else:
         coder.encode_reverse(symbols, _parametric(model))
@@ -101,7 +106,10 @@ def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict
             f"symbols span {lo}..{hi}, beyond the coder's alphabet of {MAX_ALPHABET}; "
             "use a larger step or lossless storage."
         )
-    counts = np.bincount(flat - np.int32(lo), minlength=hi - lo + 1)
+    counts = np.zeros(hi - lo + 1, dtype=np.int64)
+    for start in range(0, flat.size, ENCODE_CHUNK):  # no shifted copy of a large tensor
+        counts += np.bincount(flat[start : start + ENCODE_CHUNK] - np.int32(lo),
+                              minlength=hi - lo + 1)
     if model != "auto":
         params = _fit(model, counts, lo, hi)
         return params, _encode_with(params, flat, counts)

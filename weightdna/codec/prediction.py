@@ -40,7 +40,17 @@ class Prediction:
     representation: str  # "lowrank+residual" or "dna+residual"
     params: dict
     sections: dict[str, bytes]
-    values: np.ndarray  # float64, the tensor's shape: exactly what the decoder computes
+    shape: tuple[int, ...]
+
+    @property
+    def values(self) -> np.ndarray:
+        """float64, the tensor's shape: exactly what the decoder computes, by the decoder's
+        own code. Computed on each call, not kept: a rate control holding the predictions of
+        a whole model would otherwise hold twice the model in float64."""
+        where = f"a {self.representation} prediction"
+        if self.representation == "lowrank+residual":
+            return decode_lowrank(self.params, self.sections, self.shape, where)
+        return decode_dna(self.params, self.sections, self.shape, where)
 
     @property
     def side_bytes(self) -> int:
@@ -103,7 +113,7 @@ def lowrank_prediction(values: np.ndarray, rank: int) -> Prediction:
         "lowrank+residual",
         {"rank": rank, "dtype": "float16"},
         {"factors": _float16_bytes(a16) + _float16_bytes(b16)},
-        lowrank_values(a16, b16, values.shape),
+        tuple(values.shape),
     )
 
 
@@ -206,8 +216,7 @@ def dna_prediction(values: np.ndarray, config: object = None) -> Prediction:
         "scale": scale,
         "dtype": "float16",
     }
-    return Prediction("dna+residual", network, {"network": blob},
-                      siren_values(network, blob, values.shape))
+    return Prediction("dna+residual", network, {"network": blob}, tuple(values.shape))
 
 
 def _positive_int(value: object, top: int) -> bool:

@@ -13,11 +13,14 @@ from weightdna.errors import InvalidInputError
 MAX_SYMBOL = (1 << 19) - 1
 
 
+def row_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(rows, rest) of a tensor of ``shape``: the first axis is the output channel."""
+    return (shape[0], math.prod(shape[1:])) if shape else (1, 1)
+
+
 def as_rows(values: np.ndarray) -> np.ndarray:
     """View a tensor as (rows, rest): the first axis is the output channel."""
-    if values.ndim == 0:
-        return values.reshape(1, 1)
-    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
+    return values.reshape(row_shape(values.shape))
 
 
 def row_steps_for_bits(values: np.ndarray, bits: int) -> np.ndarray:

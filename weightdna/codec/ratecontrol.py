@@ -36,7 +36,7 @@ from weightdna.codec.prediction import (
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows
 from weightdna.coords import matrix_shape
-from weightdna.errors import InvalidInputError
+from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import TensorInfo
 
 TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
@@ -179,6 +179,12 @@ def _row_peaks(values: np.ndarray) -> np.ndarray:
     return np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
 
 
+def _residual(values: np.ndarray, prediction: Prediction) -> np.ndarray:
+    """values − prediction, in the prediction's own array (one float64 temporary, not two)."""
+    predicted = prediction.values
+    return np.subtract(values, predicted, out=predicted)
+
+
 def _candidate(name: str, prediction: Prediction | None, residual: np.ndarray) -> Candidate:
     sample, _ = _sampled_rows(residual)
     row_peak = _row_peaks(residual)
@@ -199,7 +205,7 @@ def tensor_candidates(
             f"representations must include quantized and come from {CANDIDATES}; "
             f"got {sorted(representations)}."
         )
-    values = tensor.to(torch.float64).numpy().copy()
+    values = tensor.to(torch.float64, copy=True).numpy()
     values[~np.isfinite(values)] = 0.0  # stored exactly on the side by the encoder
     sample, scale = _sampled_rows(values)
     candidates = [Candidate("quantized", None, sample, _row_peaks(values), 0.0)]
@@ -211,7 +217,7 @@ def tensor_candidates(
             try:
                 prediction = lowrank_prediction(values, rank)
                 candidates.append(_candidate("lowrank+residual", prediction,
-                                             values - prediction.values))
+                                             _residual(values, prediction)))
             except InvalidInputError:
                 pass  # factors beyond float16: plain quantisation only
     if structured and "dna" in representations:
@@ -219,8 +225,8 @@ def tensor_candidates(
             try:
                 prediction = dna_prediction(values, dna_config)
                 candidates.append(_candidate("dna+residual", prediction,
-                                             values - prediction.values))
-            except InvalidInputError:
+                                             _residual(values, prediction)))
+            except (InvalidInputError, CorruptFileError):  # parameters or output overflow
                 pass
     return TensorCandidates(
         info=info,

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,7 +29,14 @@ from weightdna.codec.lossless import (
     encode_lossless,
 )
 from weightdna.codec.prediction import Prediction, decode_dna, decode_lowrank
-from weightdna.codec.quantize import MAX_SYMBOL, dequantize, quantize, row_steps_for_bits
+from weightdna.codec.quantize import (
+    MAX_SYMBOL,
+    as_rows,
+    dequantize,
+    quantize,
+    row_shape,
+    row_steps_for_bits,
+)
 from weightdna.errors import CorruptFileError, InvalidInputError
 
 # Steps tried for a max-abs-error target E, as multiples of E, until every element is
@@ -48,6 +56,10 @@ _ERROR_STEP_FACTORS = (
 )
 
 
+# Elements quantised and restored at a time: the float64 temporaries of one block, not of
+# a whole tensor, set the encoder's and decoder's memory beside the tensor itself.
+BLOCK_ELEMENTS = 1 << 20
+
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
 PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network"}
@@ -64,24 +76,6 @@ def _reconstruct(
         if base is not None:
             values += base
         return torch.from_numpy(values).to(DTYPES[dtype])
-
-
-def _stats(values: np.ndarray, restored: torch.Tensor, finite: np.ndarray) -> dict:
-    """Error figures over the finite elements (non-finite ones are stored exactly).
-
-    ``values`` holds 0 where the tensor is not finite. One float64 temporary: a model's
-    largest tensor sets the encoder's peak memory.
-    """
-    error = restored.to(torch.float64).numpy().reshape(-1)
-    error -= values.reshape(-1)
-    error[~finite.reshape(-1)] = 0.0
-    flat = values.reshape(-1)
-    signal = float(np.dot(flat, flat))
-    noise = float(np.dot(error, error))
-    max_err = float(np.abs(error, out=error).max()) if error.size else 0.0
-    snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
-    count = int(np.count_nonzero(finite))
-    return {"max_abs_error": max_err, "snr_db": snr, "mse": noise / max(count, 1)}
 
 
 def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
@@ -129,11 +123,15 @@ def _repair_ties(
 
 
 def _steps_for_request(
-    values: np.ndarray, step: float | np.ndarray | None, bits: int | None
+    shape: tuple[int, ...], row_peaks: Callable[[], np.ndarray], step: float | np.ndarray | None,
+    bits: int | None,
 ) -> float | np.ndarray:
-    per_row = values.ndim >= 2
+    """The step(s) a ``step`` or ``bits`` request asks for; ``row_peaks`` gives max |residual|
+    of each row (of `as_rows`), computed only for a ``bits`` request."""
+    per_row = len(shape) >= 2
+    rows = shape[0] if shape else 0
     if bits is not None:
-        steps = row_steps_for_bits(values, bits)
+        steps = row_steps_for_bits(row_peaks().reshape(-1, 1), bits)
         if not per_row:
             return float(steps.max(initial=1.0))
         array = steps
@@ -141,14 +139,77 @@ def _steps_for_request(
         array = np.asarray(step, dtype=np.float64)
     if array.ndim == 0:
         return float(array)
-    if not per_row or array.shape != (values.shape[0],):
+    if not per_row or array.shape != (rows,):
         raise InvalidInputError(
             f"per-row steps need a tensor of 2 or more dimensions and one step per row "
-            f"({values.shape[0] if values.ndim else 0}); got {array.shape}."
+            f"({rows}); got {array.shape}."
         )
     # Per-row steps are stored as float32: quantise with exactly the steps the decoder reads.
     with np.errstate(over="ignore"):
         return array.astype(np.float32).astype(np.float64)
+
+
+class _Overflow(Exception):
+    """Restored values overflow the dtype at this step."""
+
+
+def _row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
+    """[start, stop) row ranges of about BLOCK_ELEMENTS elements each."""
+    per_block = max(1, BLOCK_ELEMENTS // max(columns, 1))
+    return [(a, min(a + per_block, rows)) for a in range(0, rows, per_block)]
+
+
+def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [start, stop) of the tensor as float64 (non-finite elements as 0) and the mask of
+    finite ones: one block at a time, so a large tensor is never held in float64 whole."""
+    values = source[start:stop].to(torch.float64, copy=True).numpy()
+    finite = np.isfinite(values)
+    values[~finite] = 0.0
+    return values, finite
+
+
+def _code_blocks(
+    source: torch.Tensor,
+    steps: float | np.ndarray,
+    deadzone: float,
+    dtype: str,
+    base: np.ndarray | None,
+    target: float | None,
+) -> tuple[np.ndarray, dict] | None:
+    """Symbols of every element (rows of `as_rows`) and the error figures over the finite
+    ones, quantised and restored block by block. None when ``target`` (a max-abs-error) is
+    missed; raises _Overflow when restored values overflow, InvalidInputError when the step
+    is too small for the coder's alphabet."""
+    rows, columns = source.shape
+    symbols = np.empty((rows, columns), dtype=np.int32)
+    signal = noise = max_error = 0.0
+    count = 0
+    for start, stop in _row_blocks(rows, columns):
+        values, finite = _block_values(source, start, stop)
+        block_base = None if base is None else base[start:stop]
+        residual = values if block_base is None else values - block_base
+        block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
+        q = quantize(residual, block_steps, deadzone)
+        restored = _reconstruct(q, block_steps, dtype, block_base)
+        if target is not None:
+            q, restored = _repair_ties(
+                values, finite, q, restored, block_steps, target, dtype, block_base
+            )
+        if not bool(torch.isfinite(restored).numpy()[finite].all()):
+            raise _Overflow
+        error = restored.to(torch.float64).numpy()
+        error -= values
+        error[~finite] = 0.0
+        flat, error = values.reshape(-1), error.reshape(-1)
+        signal += float(np.dot(flat, flat))
+        noise += float(np.dot(error, error))
+        max_error = max(max_error, float(np.abs(error, out=error).max(initial=0.0)))
+        count += int(np.count_nonzero(finite))
+        if target is not None and max_error > target:
+            return None
+        symbols[start:stop] = q
+    snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+    return symbols, {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
 
 
 def encode_tensor(
@@ -187,46 +248,49 @@ def encode_tensor(
     if lossless or dtype not in FLOAT_NAMES:
         return _raw_entry(name, t)
 
-    values = t.to(torch.float64, copy=True).numpy()
-    finite = np.isfinite(values)
-    nonfinite_idx = np.flatnonzero(~finite).astype("<u8")
-    values[~finite] = 0.0
+    shape = tuple(t.shape)
+    source = t.reshape(row_shape(shape))
+    nonfinite_idx = np.flatnonzero(~torch.isfinite(t).numpy()).astype("<u8")
     base = None
     if prediction is not None:
-        if prediction.values.shape != values.shape:
+        if prediction.shape != shape:
             raise InvalidInputError(f"{name}: the prediction's shape differs from the tensor's.")
-        base = prediction.values
-    residual = values if base is None else values - base
+        base = as_rows(prediction.values)
 
+    def row_peaks() -> np.ndarray:
+        peaks = [np.zeros(0)]
+        for start, stop in _row_blocks(*source.shape):
+            values, _ = _block_values(source, start, stop)
+            if base is not None:
+                values -= base[start:stop]
+            peaks.append(np.abs(values).max(axis=1, initial=0.0))
+        return np.concatenate(peaks)
+
+    target = None
     if max_abs_error is not None:
         target = float(max_abs_error)
         if not (math.isfinite(target) and target > 0):
             raise InvalidInputError(f"max_abs_error must be finite and > 0, not {max_abs_error}.")
         candidates = [target * f for f in _ERROR_STEP_FACTORS]
     else:
-        candidates = [_steps_for_request(residual, step, bits)]
+        candidates = [_steps_for_request(shape, row_peaks, step, bits)]
 
     for steps in candidates:
         try:
-            symbols = quantize(residual, steps, deadzone)
+            coded = _code_blocks(source, steps, deadzone, dtype, base, target)
         except InvalidInputError:
-            if max_abs_error is not None:
+            if target is not None:
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
             raise
-        restored = _reconstruct(symbols, steps, dtype, base)
-        if max_abs_error is not None:
-            symbols, restored = _repair_ties(
-                values, finite, symbols, restored, steps, target, dtype, base
-            )
-        if not bool(torch.isfinite(restored).numpy()[finite].all()):
-            if max_abs_error is None:
+        except _Overflow:
+            if target is None:
                 raise InvalidInputError(
                     f"{name}: quantised values overflow {dtype} (|w| is close to its largest "
                     "value); use a smaller step or lossless storage."
-                )
+                ) from None
             continue
-        stats = _stats(values, restored, finite)
-        if max_abs_error is None or stats["max_abs_error"] <= target:
+        if coded is not None:
+            symbols, stats = coded
             break
     else:
         return _raw_entry(name, t)  # no step met the target after the cast: store exactly
@@ -353,8 +417,17 @@ def decode_tensor(
         base = decode_lowrank(predictor, sections, shape, where)
     elif representation == "dna+residual":
         base = decode_dna(predictor, sections, shape, where)
-    symbols = decode_symbols(params["model"], coded, numel, where).reshape(shape)
-    restored = _reconstruct(symbols, steps, dtype, base)
+    symbols = decode_symbols(params["model"], coded, numel, where).reshape(row_shape(shape))
+    base = None if base is None else as_rows(base)
+    restored = torch.empty(symbols.shape, dtype=DTYPES[dtype])
+    for start, stop in _row_blocks(*symbols.shape):  # float64 one block at a time
+        restored[start:stop] = _reconstruct(
+            symbols[start:stop],
+            steps[start:stop] if isinstance(steps, np.ndarray) else steps,
+            dtype,
+            None if base is None else base[start:stop],
+        )
+    restored = restored.reshape(shape)
     if not bool(torch.isfinite(restored).all()):
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 
