@@ -234,7 +234,8 @@ def table(result: dict) -> str:
     for key, row in rows.items():
         if key == "baseline" or "skipped" in row:
             continue
-        codec, operation = key.split("-")
+        codec, step = key.split("-")
+        operation = {"encode": "compress", "decode": "decompress"}[step]
         n = row.get("weights", rows.get(f"{codec}-encode", {}).get("weights", weights))
         bpw = f"{8 * row['bytes'] / n:.3f}" if "bytes" in row else ""
         lines.append(f"| {codec} | {operation} | {settings[codec]} | {row['seconds']:.2f} | "
