@@ -62,3 +62,17 @@ def _move_without_clobbering(tmp: Path, path: Path) -> None:
                 f"{path} exists; use --force (overwrite=True) to replace it."
             ) from None
         os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 text through :func:`atomic_output` (replacing an existing file)."""
+    with atomic_output(path) as handle:
+        handle.write(text.encode("utf-8"))
+    return Path(path)
+
+
+def save_figure_atomic(fig: object, path: str | os.PathLike[str], dpi: int) -> Path:
+    """Save a matplotlib Figure as PNG through :func:`atomic_output`."""
+    with atomic_output(path) as handle:
+        fig.savefig(handle, format="png", dpi=dpi)  # type: ignore[attr-defined]
+    return Path(path)

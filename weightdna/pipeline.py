@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, analyze_weights
-from weightdna.atomic import atomic_output
+from weightdna.atomic import write_text_atomic
 from weightdna.baselines.report import markdown as rd_markdown
 from weightdna.baselines.report import plot as plot_rd
 from weightdna.baselines.sweep import RateDistortion, rate_distortion
@@ -127,10 +127,10 @@ def _run_cnn(directory: Path, seed: int, target: Target, retrain: bool,
     tensors = {info.name: weights.tensor(info.name) for info in weights.float_infos()}
     rd = rate_distortion(tensors, DEMO_RD_RATES, DEMO_RD_METHODS, progress=say)
     plot_rd(rd, paths["rd_plot"], "digits CNN")
-    _write_text(paths["rd_table"], rd_markdown(rd, "digits CNN"))
+    write_text_atomic(paths["rd_table"], rd_markdown(rd, "digits CNN"))
 
     result = DemoResult(paths["model"], trained, analysis, compression, accuracy, rd, paths)
-    _write_text(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
+    write_text_atomic(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
     return result
 
 
@@ -182,11 +182,11 @@ def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | N
                          DEMO_RD_METHODS, progress=say)
     title = f"MiniLM, {len(rd_names)} tensors"
     plot_rd(rd, paths["rd_plot"], title)
-    _write_text(paths["rd_table"], rd_markdown(rd, title))
+    write_text_atomic(paths["rd_table"], rd_markdown(rd, title))
 
     result = DemoResult(folder / "model.safetensors", False, analysis, compression, fidelity,
                         rd, paths, "minilm", compressed)
-    _write_text(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
+    write_text_atomic(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
     return result
 
 
@@ -196,11 +196,6 @@ def _every_tenth(say: Say) -> Callable[[int, int, str], None]:
             say(f"  tensor {done + 1}/{total}: {label}")
 
     return progress
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as f:
-        f.write(text.encode("utf-8"))
 
 
 def _loads(path: Path) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from weightdna.atomic import save_figure_atomic
 from weightdna.errors import InvalidInputError
 from weightdna.nn.activations import ReLU, Sigmoid, Sine, Tanh
 from weightdna.nn.base import Layer
@@ -34,9 +35,7 @@ def _save(fig, path: PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InvalidInputError(f"pictures are written as PNG; give a .png path, not {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
-    return path
+    return save_figure_atomic(fig, path, _DPI)
 
 
 def plot_activations(path: PathLike, z_range: float = 4.0) -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from weightdna.atomic import save_figure_atomic, write_text_atomic
 from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, RATE_TOLERANCE, RateDistortion
 
 # Rate–distortion function of a memoryless Gaussian source: D(R) = σ²·2^(−2R).
@@ -130,9 +131,7 @@ def plot(rd: RateDistortion, path: str | Path, title: str) -> Path:
     ax.set_title(f"Rate–distortion: {title}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return save_figure_atomic(fig, path, 120)
 
 
 def write_report(rd: RateDistortion, directory: str | Path, stem: str, title: str) -> list[Path]:
@@ -140,7 +139,7 @@ def write_report(rd: RateDistortion, directory: str | Path, stem: str, title: st
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     md, js, png = (directory / f"{stem}{ext}" for ext in (".md", ".json", ".png"))
-    md.write_text(markdown(rd, title), encoding="utf-8")
-    js.write_text(json.dumps({"title": title, **rd.as_dict()}, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(md, markdown(rd, title))
+    write_text_atomic(js, json.dumps({"title": title, **rd.as_dict()}, indent=1) + "\n")
     plot(rd, png, title)
     return [md, js, png]

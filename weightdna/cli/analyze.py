@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
-from weightdna.atomic import atomic_output
+from weightdna.atomic import write_text_atomic
 from weightdna.cli import console, err_console
 from weightdna.cli._engine import check_output
 from weightdna.errors import InvalidInputError
@@ -75,13 +74,13 @@ def run(args: argparse.Namespace) -> int:
     if report_path is not None:
         from weightdna.report import render_analysis_html
 
-        _write_text(report_path, render_analysis_html(analysis))
+        write_text_atomic(report_path, render_analysis_html(analysis))
     text = json.dumps(analysis.as_dict(), indent=1, ensure_ascii=False) + "\n"
     if args.json == "-":
         console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
         return 0
     if json_path is not None:
-        _write_text(json_path, text)
+        write_text_atomic(json_path, text)
     console.print(_tensor_table(analysis))
     console.print(_claims_table(analysis))
     console.print(
@@ -100,11 +99,6 @@ def _progress() -> Progress:
         TimeElapsedColumn(), console=err_console, transient=True,
         disable=not err_console.is_terminal,
     )
-
-
-def _write_text(path: Path, text: str) -> None:
-    with atomic_output(path) as f:
-        f.write(text.encode("utf-8"))
 
 
 def _pair(t: TensorAnalysis, stat: str, null: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from weightdna.atomic import write_text_atomic
 from weightdna.cli import console
 from weightdna.cli._engine import TrainingProgress, check_output
 from weightdna.train import RECIPES, train_recipe
@@ -58,7 +59,6 @@ def run(args: argparse.Namespace) -> int:
     )
     console.print(f"model: {path}", highlight=False)
     if history_path is not None:
-        history_path.parent.mkdir(parents=True, exist_ok=True)
-        history_path.write_text(json.dumps(result.history, indent=1) + "\n")
+        write_text_atomic(history_path, json.dumps(result.history, indent=1) + "\n")
         console.print(f"history: {history_path}", highlight=False)
     return 0

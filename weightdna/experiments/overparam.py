@@ -10,6 +10,7 @@ parameters outnumber the examples; seed 004 claims it does not.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from weightdna.atomic import write_text_atomic
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError
 from weightdna.nn.losses import SoftmaxCrossEntropy
@@ -118,13 +120,13 @@ def write_overparam(result: OverparamResult, directory: str | Path) -> dict[str,
         "csv": directory / "overparam.csv",
         "png": directory / "overparam.png",
     }
-    paths["json"].write_text(json.dumps(result.to_dict(), indent=1) + "\n")
-    with paths["csv"].open("w", newline="") as handle:
-        fields = list(asdict(result.rows[0]))
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for row in result.rows:
-            writer.writerow(asdict(row))
+    write_text_atomic(paths["json"], json.dumps(result.to_dict(), indent=1) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(asdict(result.rows[0])))
+    writer.writeheader()
+    for row in result.rows:
+        writer.writerow(asdict(row))
+    write_text_atomic(paths["csv"], table.getvalue())
     plot_error_vs_parameters(
         parameters=np.array([r.parameters for r in result.rows]),
         train_error=np.array([r.train_error for r in result.rows]),
