@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from weightdna.errors import InvalidInputError
+from weightdna.nn.activations import softmax
 from weightdna.nn.base import Loss
 
 # Predictions are clipped to [EPS, 1 − EPS] before a log; 1e-7 stays representable next to 1
@@ -109,20 +110,10 @@ class SoftmaxCrossEntropy(Loss):
     def backward(self, y_pred: np.ndarray, y_true: np.ndarray) -> np.ndarray:
         # Reuse the forward's softmax when backward is called on the same logits array.
         if self._logits is not y_pred or self.probabilities is None:
-            shifted = y_pred - np.max(y_pred, axis=1, keepdims=True)
-            exp = np.exp(shifted)
-            self.probabilities = exp / np.sum(exp, axis=1, keepdims=True)
+            self.probabilities = softmax(y_pred)
             self._logits = y_pred
-        n = len(y_pred)
-        labels = _integer_labels(y_true, y_pred)
-        if labels is not None:
-            dinputs = self.probabilities.copy()
-            dinputs[np.arange(n), labels] -= 1
-        else:
-            dinputs = (self.probabilities - y_true).astype(y_pred.dtype, copy=False)
-        dinputs /= n
-        self.dinputs = dinputs
-        return dinputs
+        self.dinputs = softmax_cross_entropy_gradient(self.probabilities, y_true)
+        return self.dinputs
 
 
 def accuracy(y_pred: np.ndarray, y_true: np.ndarray) -> float:
@@ -161,6 +152,20 @@ def _match_shape(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     raise InvalidInputError(
         f"targets of shape {y_true.shape} do not match predictions of shape {y_pred.shape}"
     )
+
+
+def softmax_cross_entropy_gradient(probabilities: np.ndarray, y_true: np.ndarray) -> np.ndarray:
+    """(P − y)/N, the gradient of softmax + cross-entropy w.r.t. the logits (integer or
+    one-hot labels); also the fused path of a model ending in Softmax under CCE."""
+    n = len(probabilities)
+    labels = _integer_labels(y_true, probabilities)
+    if labels is not None:
+        dinputs = probabilities.copy()
+        dinputs[np.arange(n), labels] -= 1
+    else:
+        dinputs = (probabilities - y_true).astype(probabilities.dtype, copy=False)
+    dinputs /= n
+    return dinputs
 
 
 def _integer_labels(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray | None:

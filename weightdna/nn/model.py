@@ -30,6 +30,7 @@ from weightdna.nn.losses import (
     CategoricalCrossEntropy,
     SoftmaxCrossEntropy,
     accuracy,
+    softmax_cross_entropy_gradient,
 )
 from weightdna.nn.optimizers import Optimizer
 
@@ -98,7 +99,7 @@ class Model:
         """
         layers = self.layers
         if _ends_in_softmax_cce(self, loss):
-            dvalues = _softmax_cce_gradient(y_pred, y_true)
+            dvalues = softmax_cross_entropy_gradient(y_pred, y_true)
             layers = layers[:-1]
         else:
             dvalues = loss.backward(y_pred, y_true)
@@ -384,16 +385,3 @@ def _ends_in_softmax_cce(model: Model, loss: Loss) -> bool:
         and isinstance(model.layers[-1], Softmax)
         and isinstance(loss, CategoricalCrossEntropy)
     )
-
-
-def _softmax_cce_gradient(probabilities: np.ndarray, y_true: np.ndarray) -> np.ndarray:
-    """(P − y)/N for integer or one-hot labels."""
-    n = len(probabilities)
-    y_true = np.asarray(y_true)
-    if y_true.ndim == 2 and y_true.shape == probabilities.shape:
-        dinputs = probabilities - y_true.astype(probabilities.dtype)
-    else:
-        dinputs = probabilities.copy()
-        dinputs[np.arange(n), y_true.reshape(n).astype(np.intp)] -= 1
-    dinputs /= n
-    return dinputs
