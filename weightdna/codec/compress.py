@@ -27,13 +27,13 @@ from weightdna.codec.ratecontrol import (
     Target,
     TensorCandidates,
     bisect_step,
-    decibels,
     exact_storage,
     pooled_figures,
     single_tensor_choice,
     tensor_candidates,
 )
 from weightdna.codec.tensor import encode_tensor
+from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError
 from weightdna.weights import ModelWeights, save_weights
 

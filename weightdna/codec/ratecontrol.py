@@ -36,6 +36,7 @@ from weightdna.codec.prediction import (
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows
 from weightdna.coords import matrix_shape
+from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import TensorInfo
 
@@ -345,15 +346,6 @@ def pooled_figures(coded: Sequence[TensorCandidates], allocation: Allocation,
                      for tc in coded)
     count = exact_count + sum(tc.info.numel for tc in coded)
     return decibels(signal, sse), decibels(count, normalised)
-
-
-def decibels(numerator: float, denominator: float) -> float:
-    """10 log₁₀(numerator / denominator); +inf for a zero error."""
-    if denominator <= 0:
-        return math.inf
-    if numerator <= 0:
-        return -math.inf
-    return 10.0 * math.log10(numerator / denominator)
 
 
 def bisect_step(coded: Sequence[TensorCandidates], meets: Callable[[Allocation], bool],
