@@ -22,10 +22,11 @@ from weightdna.nn.model import Model
 from weightdna.nn.optimizers import SGD
 
 PathLike = str | os.PathLike[str]
-_DPI = 120
+DPI = 120
 
 
-def _figure(width: float, height: float):  # -> matplotlib.figure.Figure
+def new_figure(width: float, height: float):  # -> matplotlib.figure.Figure
+    """A matplotlib Figure (Agg, no pyplot state) with constrained layout."""
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), layout="constrained")
@@ -35,7 +36,7 @@ def _save(fig, path: PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".png":
         raise InvalidInputError(f"pictures are written as PNG; give a .png path, not {path}")
-    return save_figure_atomic(fig, path, _DPI)
+    return save_figure_atomic(fig, path, DPI)
 
 
 def plot_activations(path: PathLike, z_range: float = 4.0) -> Path:
@@ -48,7 +49,7 @@ def plot_activations(path: PathLike, z_range: float = 4.0) -> Path:
         ("Tanh", Tanh()),
         ("Sine (ω0 = 1)", Sine(omega0=1.0)),
     ]
-    fig = _figure(10, 7)
+    fig = new_figure(10, 7)
     axes = fig.subplots(2, 2).ravel()
     for ax, (name, layer) in zip(axes, layers, strict=True):
         value = layer.forward(z[:, None])[:, 0]
@@ -73,7 +74,7 @@ def plot_training(
     if not history.get("loss"):
         raise InvalidInputError("the training history has no 'loss' entries to plot")
     has_accuracy = bool(history.get("accuracy"))
-    fig = _figure(11 if has_accuracy else 6, 4)
+    fig = new_figure(11 if has_accuracy else 6, 4)
     axes = fig.subplots(1, 2 if has_accuracy else 1)
     axes = np.atleast_1d(axes)
     epochs = np.arange(1, len(history["loss"]) + 1)
@@ -112,7 +113,7 @@ def plot_decision_boundary(
     grid = np.c_[gx.ravel(), gy.ravel()].astype(X.dtype)
     predicted = model.predict(grid).argmax(axis=1).reshape(gx.shape)
     classes = int(max(predicted.max(), np.max(y)) + 1)
-    fig = _figure(6, 6)
+    fig = new_figure(6, 6)
     ax = fig.subplots()
     levels = np.arange(classes + 1) - 0.5
     ax.contourf(gx, gy, predicted, levels=levels, cmap="tab10", vmin=0, vmax=9, alpha=0.3)
@@ -183,7 +184,7 @@ def plot_momentum(
         start,
         steps,
     )
-    fig = _figure(8, 5)
+    fig = new_figure(8, 5)
     ax = fig.subplots()
     gx, gy = np.meshgrid(np.linspace(-4.5, 4.5, 300), np.linspace(-1.6, 1.6, 200))
     surface = elongated_quadratic(np.stack([gx, gy], axis=-1))
@@ -213,7 +214,7 @@ def plot_error_vs_parameters(
     path: PathLike,
 ) -> Path:
     """Train and test error against parameter count, with the number of examples marked."""
-    fig = _figure(7, 4.5)
+    fig = new_figure(7, 4.5)
     ax = fig.subplots()
     ax.plot(parameters, train_error, "o-", label="training error")
     ax.plot(parameters, test_error, "s-", label="test error")

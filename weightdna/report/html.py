@@ -17,7 +17,7 @@ import numpy as np
 
 from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
-from weightdna.plots import _DPI, _figure
+from weightdna.plots import DPI, new_figure
 
 MAX_FEATURED = 6
 _VERDICT_COLOURS = {HOLDS: "#c8e6c9", FAILS: "#ffcdd2", INCONCLUSIVE: "#fff3c4"}
@@ -225,14 +225,14 @@ def embed_png(png: bytes) -> str:
 
 def _png(fig) -> bytes:  # fig: matplotlib.figure.Figure
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
+    fig.savefig(buffer, format="png", dpi=DPI)
     return buffer.getvalue()
 
 
 def _panels(count: int, width: float = 4.2, height: float = 3.2):
     cols = min(3, max(count, 1))
     rows = math.ceil(max(count, 1) / cols)
-    fig = _figure(width * cols, height * rows)
+    fig = new_figure(width * cols, height * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False).ravel())
     for ax in axes[count:]:
         ax.set_visible(False)
