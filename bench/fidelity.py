@@ -31,7 +31,6 @@ import datetime
 import json
 import math
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from weightdna.baselines.nncodec import WORKER, nncodec_available, peers_python, qp_for_step
+from weightdna.baselines.nncodec import nncodec_available, nncodec_roundtrip, qp_for_step
 from weightdna.baselines.rtn import RTN_BITS, decode_rtn, encode_rtn
 from weightdna.codec import decode_tensor, encode_tensor
 from weightdna.codec.compress import compress_model, decompress_model
@@ -161,26 +160,13 @@ def run_rtn(original: State, bits: int) -> tuple[State, int]:
 
 def run_nncodec(original: State, qps: list[int]) -> dict[int, tuple[State, int]]:
     """NNCodec through its worker (one NNR bitstream per QP): {qp: (restored, bytes)}."""
-    names = [n for n, t in original.items() if t.dtype.is_floating_point]
-    with tempfile.TemporaryDirectory(prefix="fidelity-nncodec-") as tmp:
-        inputs, output = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(inputs, **{f"t{i}": original[n].to(torch.float32).numpy()
-                            for i, n in enumerate(names)})
-        command = [str(peers_python()), str(WORKER), str(inputs), str(output)]
-        for qp in qps:
-            command += ["--qp", str(qp)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise WeightDNAError("NNCodec failed: " + (done.stderr or done.stdout)[-500:])
-        out = {}
-        with np.load(output, allow_pickle=False) as data:
-            report = json.loads(bytes(data["report"]).decode())
-            for qp in qps:
-                restored = dict(original)
-                for i, name in enumerate(names):
-                    restored[name] = torch.from_numpy(data[f"qp{qp}/t{i}"]).to(
-                        original[name].dtype)
-                out[qp] = (restored, int(report[str(qp)]["nbytes"]) + exact_bytes(original))
+    floats = {n: t for n, t in original.items() if t.dtype.is_floating_point}
+    out = {}
+    for qp, (arrays, entry) in nncodec_roundtrip(floats, qps).items():
+        restored = dict(original)
+        for name, array in arrays.items():
+            restored[name] = torch.from_numpy(array).to(original[name].dtype)
+        out[qp] = (restored, int(entry["nbytes"]) + exact_bytes(original))
     return out
 
 

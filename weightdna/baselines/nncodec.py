@@ -44,12 +44,16 @@ def qp_for_step(step: float) -> int:
     return round(QP_PER_OCTAVE * math.log2(step))
 
 
-def run_nncodec(
+def nncodec_roundtrip(
     tensors: Mapping[str, torch.Tensor | np.ndarray],
     qps: Sequence[int],
     timeout_s: float = 3600.0,
-) -> list[BaselineResult]:
-    """Code all ``tensors`` as one NNR bitstream at each QP; one pooled result per QP."""
+) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
+    """Code all ``tensors`` as one NNR bitstream per QP through the worker.
+
+    Returns {qp: (restored float32 arrays by name, the worker's report: nbytes, encode_s,
+    decode_s)}.
+    """
     if not nncodec_available():
         raise MissingDependencyError(
             f"NNCodec's environment is missing ({peers_python()}): run "
@@ -73,19 +77,34 @@ def run_nncodec(
             raise WeightDNAError("NNCodec failed: " + " | ".join(tail))
         with np.load(output, allow_pickle=False) as data:
             report = json.loads(bytes(data["report"]).decode())
-            results = []
-            for qp in qps:
-                entry = report[str(int(qp))]
-                per_tensor = [
-                    measure("nncodec", f"qp {qp}", arrays[name], data[f"qp{qp}/t{i}"], 0, 0.0, 0.0)
-                    for i, name in enumerate(names)
-                ]
-                results.append(
-                    dataclasses.replace(
-                        pool(per_tensor),
-                        nbytes=int(entry["nbytes"]),
-                        encode_s=float(entry["encode_s"]),
-                        decode_s=float(entry["decode_s"]),
-                    )
+            return {
+                int(qp): (
+                    {name: data[f"qp{int(qp)}/t{i}"] for i, name in enumerate(names)},
+                    report[str(int(qp))],
                 )
+                for qp in qps
+            }
+
+
+def run_nncodec(
+    tensors: Mapping[str, torch.Tensor | np.ndarray],
+    qps: Sequence[int],
+    timeout_s: float = 3600.0,
+) -> list[BaselineResult]:
+    """Code all ``tensors`` as one NNR bitstream at each QP; one pooled result per QP."""
+    originals = {name: torch.as_tensor(t).to(torch.float32).numpy() for name, t in tensors.items()}
+    results = []
+    for qp, (restored, entry) in nncodec_roundtrip(originals, qps, timeout_s).items():
+        per_tensor = [
+            measure("nncodec", f"qp {qp}", originals[name], restored[name], 0, 0.0, 0.0)
+            for name in originals
+        ]
+        results.append(
+            dataclasses.replace(
+                pool(per_tensor),
+                nbytes=int(entry["nbytes"]),
+                encode_s=float(entry["encode_s"]),
+                decode_s=float(entry["decode_s"]),
+            )
+        )
     return results
