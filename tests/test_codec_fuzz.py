@@ -70,6 +70,10 @@ def _encoded() -> list[tuple[dict, dict[str, bytes]]]:
                       prediction=lowrank_prediction(w.double().numpy(), 2)),
         encode_tensor(w, name="dna", bits=3, prediction=dna_prediction(
             w.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))),
+        encode_tensor(with_nan, name="trellis.nonfinite", step=0.05, quantizer="trellis"),
+        # 2^16 elements in 128 rows: two row classes, so a `classes` section too.
+        encode_tensor(torch.randn(128, 512, generator=g) * torch.linspace(0.1, 2, 128)[:, None],
+                      name="trellis.classes", step=0.3, quantizer="trellis"),
     ]
 
 

@@ -25,7 +25,7 @@ from weightdna.codec.dtypes import DTYPES
 from weightdna.errors import CorruptFileError, InvalidInputError, ModelFileError, OutputExistsError
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
-VERSION = 2
+VERSION = 3  # 3: the trellis symbol model (see docs/FORMAT.md)
 # magic, version, stored (compressed) header length, inflated header length, CRC-32 of the
 # stored header bytes
 PREFIX = struct.Struct("<8sIIII")

@@ -198,7 +198,8 @@ def decode_symbols(
             categorical = constriction.stream.model.Categorical(
                 counts.astype(np.float64), perfect=False
             )
-            symbols = coder.decode(categorical, count).astype(np.int32, copy=False) + np.int32(lo)
+            symbols = coder.decode(categorical, count).astype(np.int32, copy=False)
+            symbols += np.int32(lo)  # in place: not a second array of the tensor's size
         else:
             symbols = coder.decode(_parametric(model), count).astype(np.int32, copy=False)
         finished = coder.is_empty()
@@ -209,3 +210,56 @@ def decode_symbols(
     if not finished:
         raise CorruptFileError(f"{where}: the coded symbols hold more than {count} symbols.")
     return symbols
+
+
+def encode_streams(streams: list[np.ndarray]) -> tuple[list[dict], dict[str, bytes]]:
+    """Code several symbol streams (the contexts of `weightdna.codec.trellis`), each under
+    its own model; returns one descriptor per stream (its model, symbol count and byte
+    lengths) and the sections ``symbols`` and ``histogram`` holding them back to back."""
+    descriptors, symbols, histograms = [], [], []
+    for stream in streams:
+        model, sections = encode_symbols(stream)
+        histogram = sections.get("histogram", b"")
+        descriptors.append({"model": model, "count": int(stream.size),
+                            "bytes": len(sections["symbols"]), "histogram": len(histogram)})
+        symbols.append(sections["symbols"])
+        histograms.append(histogram)
+    out = {"symbols": b"".join(symbols)}
+    if any(histograms):
+        out["histogram"] = b"".join(histograms)
+    return descriptors, out
+
+
+def check_stream_descriptors(descriptors: object, count: int, where: str) -> list[dict]:
+    """Validate the stream descriptors of a file: ``count`` of them, each well formed."""
+    keys = {"model", "count", "bytes", "histogram"}
+    if not isinstance(descriptors, list) or len(descriptors) != count:
+        raise CorruptFileError(f"{where}: expected {count} stream descriptors.")
+    for d in descriptors:
+        if not isinstance(d, dict) or set(d) != keys:
+            raise CorruptFileError(f"{where}: a stream descriptor must have the keys "
+                                   f"{sorted(keys)}.")
+        if not all(isinstance(d[k], int) and not isinstance(d[k], bool) and d[k] >= 0
+                   for k in ("count", "bytes", "histogram")):
+            raise CorruptFileError(f"{where}: stream counts and lengths must be integers ≥ 0.")
+        check_model_params(d["model"], where)
+        if (d["model"]["kind"] == "categorical") != (d["histogram"] > 0) and d["count"]:
+            raise CorruptFileError(f"{where}: only a categorical stream has a histogram.")
+    return descriptors
+
+
+def decode_streams(descriptors: list[dict], sections: dict[str, bytes],
+                   where: str) -> list[np.ndarray]:
+    """Decode the streams `encode_streams` coded (descriptors already validated)."""
+    data, histograms = sections.get("symbols", b""), sections.get("histogram", b"")
+    if sum(d["bytes"] for d in descriptors) != len(data) or \
+            sum(d["histogram"] for d in descriptors) != len(histograms):
+        raise CorruptFileError(f"{where}: the stream lengths do not add up to the sections.")
+    streams, at, hat = [], 0, 0
+    for i, d in enumerate(descriptors):
+        parts = {"symbols": data[at : at + d["bytes"]]}
+        if d["model"]["kind"] == "categorical":
+            parts["histogram"] = histograms[hat : hat + d["histogram"]]
+        at, hat = at + d["bytes"], hat + d["histogram"]
+        streams.append(decode_symbols(d["model"], parts, d["count"], f"{where}, stream {i}"))
+    return streams

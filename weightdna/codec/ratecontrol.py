@@ -43,6 +43,8 @@ from weightdna.weights import TensorInfo
 TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
 CANDIDATES = ("quantized", "lowrank", "dna")
 SAMPLE_ELEMENTS = 1 << 20
+# Elements of a whole-tensor float64 figure (|w|, a prediction, a residual) computed at a time.
+BLOCK_ELEMENTS = 1 << 20
 # Cheap tests for structure: a low-rank candidate needs a predicted gain (high-rate,
 # Gaussian: ½·N·log₂(E/E_res) bits) above its factors' cost; a DNA is fitted only where
 # neighbouring weights along a row or column correlate at least this much.
@@ -53,6 +55,12 @@ BISECTION_STEPS = 18
 OCTAVES_BELOW_PEAK = 24
 LN2 = math.log(2.0)
 DEADZONES = (0.0, 0.1, 0.2)
+# Where the trellis (dependent quantisation) replaces scalar rounding: tensors large enough
+# to pay for its 8+ context models in the header, at rates where it gains (measured on
+# MiniLM's matrices: from about 1 bit per weight up; below ½ bit scalar rounding with a
+# deadzone does better on Laplace-like data).
+TRELLIS_MIN_ELEMENTS = 1 << 14
+TRELLIS_MIN_BITS = 0.5
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ class Choice:
     bits: float
     sse: float
     deadzone: float = 0.0
+    quantizer: str = "scalar"  # or "trellis" (weightdna.codec.trellis)
 
 
 def _sampled_rows(values: np.ndarray) -> tuple[np.ndarray, float]:
@@ -172,25 +181,41 @@ def _adjacent_correlation(values: np.ndarray) -> float:
     return best
 
 
+def _rows_per_block(values: np.ndarray) -> int:
+    """Rows of `as_rows` in a block of about BLOCK_ELEMENTS elements."""
+    return max(1, BLOCK_ELEMENTS // max(as_rows(values).shape[1], 1))
+
+
 def _row_peaks(values: np.ndarray) -> np.ndarray:
-    """max |w| per row; one figure for a tensor of fewer than 2 dimensions (no per-row steps)."""
+    """max |w| per row; one figure for a tensor of fewer than 2 dimensions (no per-row steps).
+    A block at a time: no whole-tensor temporary for |w|."""
     if values.ndim < 2:
-        return np.array([float(np.abs(values).max(initial=0.0))])
+        flat = values.reshape(-1)
+        blocks = (np.abs(flat[i : i + BLOCK_ELEMENTS]).max(initial=0.0)
+                  for i in range(0, flat.size, BLOCK_ELEMENTS))
+        return np.array([float(max(blocks, default=0.0))])
     rows = as_rows(values)
-    return np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+    if not rows.size:
+        return np.zeros(rows.shape[0])
+    per_block = _rows_per_block(values)
+    return np.concatenate([np.abs(rows[i : i + per_block]).max(axis=1)
+                           for i in range(0, rows.shape[0], per_block)])
 
 
-def _residual(values: np.ndarray, prediction: Prediction) -> np.ndarray:
-    """values − prediction, in the prediction's own array (one float64 temporary, not two)."""
-    predicted = prediction.values
-    return np.subtract(values, predicted, out=predicted)
-
-
-def _candidate(name: str, prediction: Prediction | None, residual: np.ndarray) -> Candidate:
-    sample, _ = _sampled_rows(residual)
-    row_peak = _row_peaks(residual)
-    side = 8.0 * prediction.side_bytes if prediction is not None else 0.0
-    return Candidate(name, prediction, sample, row_peak, side)
+def _predicted_candidate(name: str, prediction: Prediction, values: np.ndarray) -> Candidate:
+    """A candidate coding the residual values − prediction: its sample (the rows
+    `_sampled_rows` takes) and row peaks, computed a block of rows at a time, so that
+    neither the prediction nor the residual of a large tensor is held whole in float64."""
+    rows = as_rows(values)
+    stride = max(1, math.ceil(values.size / SAMPLE_ELEMENTS))
+    samples, peaks = [], []
+    for start, predicted in prediction.row_blocks(_rows_per_block(values)):
+        residual = np.subtract(rows[start : start + predicted.shape[0]], predicted,
+                               out=predicted)
+        samples.append(residual[-start % stride :: stride].astype(np.float32))
+        peaks.append(np.abs(residual, out=residual).max(axis=1))
+    return Candidate(name, prediction, np.concatenate(samples), np.concatenate(peaks),
+                     8.0 * prediction.side_bytes)
 
 
 def tensor_candidates(
@@ -217,23 +242,22 @@ def tensor_candidates(
         if rank:
             try:
                 prediction = lowrank_prediction(values, rank)
-                candidates.append(_candidate("lowrank+residual", prediction,
-                                             _residual(values, prediction)))
+                candidates.append(_predicted_candidate("lowrank+residual", prediction,
+                                                       values))
             except InvalidInputError:
                 pass  # factors beyond float16: plain quantisation only
     if structured and "dna" in representations:
         if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
             try:
                 prediction = dna_prediction(values, dna_config)
-                candidates.append(_candidate("dna+residual", prediction,
-                                             _residual(values, prediction)))
+                candidates.append(_predicted_candidate("dna+residual", prediction, values))
             except (InvalidInputError, CorruptFileError):  # parameters or output overflow
                 pass
     return TensorCandidates(
         info=info,
         candidates=candidates,
         signal=float(np.dot(values.reshape(-1), values.reshape(-1))),
-        peak=float(np.abs(values).max(initial=0.0)),
+        peak=float(candidates[0].row_peak.max(initial=0.0)),  # max |w|, without a temporary
         scale=scale,
     )
 
@@ -287,8 +311,12 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     return bits, sse, steps
 
 
-def choose(tc: TensorCandidates, step: float, per_row: bool) -> Choice:
-    """The candidate with the least ``bits + λ·squared error`` at ``step`` (already Δ_t)."""
+def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = True) -> Choice:
+    """The candidate with the least ``bits + λ·squared error`` at ``step`` (already Δ_t),
+    estimated for scalar rounding; then, where it pays (``trellis``, TRELLIS_MIN_*), the
+    trellis at the step that codes at about the same rate with less error
+    (`trellis_step_factor`; the estimates stay those of scalar rounding, and
+    `weightdna.codec.compress` measures the real figures)."""
     lam = 6.0 / (LN2 * step * step)
     best = Choice(None, None, tc.raw_bits(), 0.0)
     best_cost = best.bits
@@ -298,7 +326,27 @@ def choose(tc: TensorCandidates, step: float, per_row: bool) -> Choice:
             cost = bits + lam * sse
             if cost < best_cost:
                 best, best_cost = Choice(candidate, steps, bits, sse, deadzone), cost
-    return best
+    return trellis_choice(tc, best) if trellis else best
+
+
+def trellis_step_factor(bits_per_weight: float) -> float:
+    """Δ / (scalar step) at which the trellis codes at about the scalar rate: ½ at high
+    rates (each of its quantisers has step 2Δ), rising to 0.8 at 1 bit per weight, where
+    the trellis spends more on the many small symbols (measured on Laplace data and
+    MiniLM's matrices: 0.5 at 4 bits and more, 0.6 at 2.6 bits, 0.8 at 1.1 bits)."""
+    return 0.5 + 0.3 * min(1.0, max(0.0, (3.5 - bits_per_weight) / 2.5))
+
+
+def trellis_choice(tc: TensorCandidates, choice: Choice) -> Choice:
+    """``choice`` (scalar rounding) as the trellis at the step that codes at about the same
+    rate, where it pays (TRELLIS_MIN_ELEMENTS, TRELLIS_MIN_BITS); else ``choice`` itself."""
+    if (choice.candidate is None or choice.quantizer == "trellis"
+            or tc.info.numel < TRELLIS_MIN_ELEMENTS
+            or choice.bits < TRELLIS_MIN_BITS * tc.info.numel):
+        return choice
+    factor = trellis_step_factor(choice.bits / tc.info.numel)
+    return Choice(choice.candidate, choice.step * factor, choice.bits, choice.sse, 0.0,
+                  "trellis")
 
 
 @dataclass

@@ -1,15 +1,17 @@
 """One tensor to a header entry plus byte sections, and back: ``raw`` (exact),
-``quantized`` (uniform steps, entropy-coded), or a prediction (``lowrank+residual``,
+``quantized`` (uniform steps or the trellis of `weightdna.codec.trellis`, entropy-coded),
+or a prediction (``lowrank+residual``,
 ``dna+residual``) plus its residual quantised the same way, as specified in docs/FORMAT.md."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from weightdna.codec import trellis
 from weightdna.codec.container import DEFAULT_MAX_MEMORY, check_entry
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
@@ -21,7 +23,13 @@ from weightdna.codec.dtypes import (
     tensor_bytes,
     tensor_from_bytes,
 )
-from weightdna.codec.entropy import decode_symbols, encode_symbols
+from weightdna.codec.entropy import (
+    check_stream_descriptors,
+    decode_streams,
+    decode_symbols,
+    encode_streams,
+    encode_symbols,
+)
 from weightdna.codec.lossless import (
     compress_bytes,
     decode_lossless,
@@ -64,13 +72,36 @@ BLOCK_ELEMENTS = 1 << 20
 # and the sections the predictor owns.
 PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network"}
 PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"}}
+QUANTIZERS = ("scalar", "trellis")
+# Row classes of the trellis's context models by tensor size: more classes pay for their
+# models' tables only on larger tensors (one class below 2^16 elements, eight from 2^20).
+TRELLIS_CLASS_ELEMENTS = 1 << 15
+
+
+def trellis_classes(numel: int, rows: int) -> int:
+    """How many row classes the trellis's contexts use for a tensor of this size."""
+    classes = 1
+    while classes < trellis.MAX_CLASSES and numel >= TRELLIS_CLASS_ELEMENTS * 2 * classes \
+            and rows >= 16 * 2 * classes:
+        classes *= 2
+    return classes
+
+
+class _Trellis:
+    """What the trellis search of one tensor needs beside the values: each row's class
+    and the learnt rate table (see `weightdna.codec.trellis`)."""
+
+    def __init__(self, classes: np.ndarray, n_classes: int, bits: np.ndarray) -> None:
+        self.classes, self.n_classes, self.bits = classes, n_classes, bits
+        self.symbols: list[np.ndarray] = []
+        self.contexts: list[np.ndarray] = []
 
 
 def _reconstruct(
     symbols: np.ndarray, steps: float | np.ndarray, dtype: str, base: np.ndarray | None = None
 ) -> torch.Tensor:
     """ŵ = cast(float64(q) × float64(step) [+ prediction]): the one formula encoder and
-    decoder share."""
+    decoder share (q: the symbols, or the trellis's levels in units of the step)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected by the callers
         values = dequantize(symbols, steps)
         if base is not None:
@@ -149,6 +180,18 @@ def _steps_for_request(
         return array.astype(np.float32).astype(np.float64)
 
 
+def _nonfinite_indices(t: torch.Tensor) -> np.ndarray:
+    """Flat indices of the NaN/±Inf elements, found a block at a time (torch.isfinite of a
+    whole tensor holds temporaries several times the tensor's size)."""
+    flat = t.reshape(-1)
+    parts = [np.zeros(0, dtype=np.int64)]
+    for start in range(0, flat.numel(), BLOCK_ELEMENTS):
+        found = np.flatnonzero(~torch.isfinite(flat[start : start + BLOCK_ELEMENTS]).numpy())
+        if found.size:
+            parts.append(found + start)
+    return np.concatenate(parts)
+
+
 class _Overflow(Exception):
     """Restored values overflow the dtype at this step."""
 
@@ -175,6 +218,7 @@ def _code_blocks(
     dtype: str,
     base: np.ndarray | None,
     target: float | None,
+    search: _Trellis | None = None,
 ) -> tuple[np.ndarray, dict] | None:
     """Symbols of every element (rows of `as_rows`) and the error figures over the finite
     ones, quantised and restored block by block. None when ``target`` (a max-abs-error) is
@@ -189,8 +233,12 @@ def _code_blocks(
         block_base = None if base is None else base[start:stop]
         residual = values if block_base is None else values - block_base
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
-        q = quantize(residual, block_steps, deadzone)
-        restored = _reconstruct(q, block_steps, dtype, block_base)
+        if search is None:
+            q = quantize(residual, block_steps, deadzone)
+            restored = _reconstruct(q, block_steps, dtype, block_base)
+        else:
+            q, restored = _trellis_block(residual, block_steps, dtype, block_base, search,
+                                         start, stop)
         if target is not None:
             q, restored = _repair_ties(
                 values, finite, q, restored, block_steps, target, dtype, block_base
@@ -212,6 +260,55 @@ def _code_blocks(
     return symbols, {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
 
 
+def _scaled(residual: np.ndarray, steps: float | np.ndarray) -> np.ndarray:
+    """residual / step (per row when ``steps`` is an array), checked against the alphabet."""
+    steps_array = np.asarray(steps, dtype=np.float64)
+    scaled = residual / (steps_array.reshape(-1, 1) if steps_array.ndim == 1 else steps_array)
+    peak = float(np.abs(scaled).max(initial=0.0))
+    if not peak <= MAX_SYMBOL:
+        raise InvalidInputError(
+            f"the step is too small for this tensor's range (|w|/step reaches {peak:.3g}, "
+            f"the limit is {MAX_SYMBOL}); use a larger step or store it losslessly."
+        )
+    return scaled
+
+
+def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
+                   base: np.ndarray | None, search: _Trellis, start: int,
+                   stop: int) -> tuple[np.ndarray, torch.Tensor]:
+    """Rows [start, stop) by the trellis search: their symbols and restored values; the
+    symbols and contexts are kept for the streams."""
+    classes = search.classes[start:stop]
+    symbols = trellis.quantize(_scaled(residual, steps), classes, search.bits)
+    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes)
+    search.symbols.append(symbols.reshape(-1))
+    search.contexts.append(contexts.reshape(-1))
+    return symbols, _reconstruct(levels, steps, dtype, base)
+
+
+def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
+                     base: np.ndarray | None) -> _Trellis:
+    """Row classes and the learnt rate table of a tensor about to be searched."""
+    rows, columns = source.shape
+    n_classes = trellis_classes(rows * columns, rows)
+    means = np.empty(rows)
+    stride = max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
+    sample = []
+    for start, stop in _row_blocks(rows, columns):
+        values, _ = _block_values(source, start, stop)
+        if base is not None:
+            values -= base[start:stop]
+        block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
+        scaled = _scaled(values, block_steps)
+        means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
+        first = (-start) % stride
+        sample.append(scaled[first::stride])
+    classes = trellis.class_of(means, n_classes)
+    picked = np.concatenate(sample) if sample else np.zeros((0, columns))
+    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes)
+    return _Trellis(classes, n_classes, bits)
+
+
 def encode_tensor(
     tensor: torch.Tensor | np.ndarray,
     *,
@@ -223,6 +320,7 @@ def encode_tensor(
     model: str = "auto",
     deadzone: float = 0.0,
     prediction: Prediction | None = None,
+    quantizer: str = "scalar",
 ) -> tuple[dict, dict[str, bytes]]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
@@ -235,12 +333,19 @@ def encode_tensor(
     ``deadzone``: round magnitudes down more often (see `quantize`); not with max_abs_error.
     ``prediction``: code the residual against it (`weightdna.codec.prediction`); the entry's
     representation is then the prediction's.
+    ``quantizer``: "scalar" (round each element to a multiple of the step) or "trellis"
+    (dependent quantisation, `weightdna.codec.trellis`: the step is the trellis's Δ; not
+    with max_abs_error or a deadzone).
     """
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
         raise InvalidInputError("give exactly one of step, bits, max_abs_error or lossless=True.")
     if deadzone and max_abs_error is not None:
         raise InvalidInputError("a deadzone cannot be combined with a max_abs_error target.")
+    if quantizer not in QUANTIZERS:
+        raise InvalidInputError(f"unknown quantizer {quantizer!r}; use one of {QUANTIZERS}.")
+    if quantizer == "trellis" and (max_abs_error is not None or deadzone):
+        raise InvalidInputError("the trellis quantizer takes a step or bits, no deadzone.")
     t = as_torch(tensor)
     if not isinstance(name, str) or not name:
         raise InvalidInputError("a tensor needs a non-empty name.")
@@ -250,7 +355,7 @@ def encode_tensor(
 
     shape = tuple(t.shape)
     source = t.reshape(row_shape(shape))
-    nonfinite_idx = np.flatnonzero(~torch.isfinite(t).numpy()).astype("<u8")
+    nonfinite_idx = _nonfinite_indices(t).astype("<u8")
     base = None
     if prediction is not None:
         if prediction.shape != shape:
@@ -277,7 +382,10 @@ def encode_tensor(
 
     for steps in candidates:
         try:
-            coded = _code_blocks(source, steps, deadzone, dtype, base, target)
+            search = None
+            if quantizer == "trellis":
+                search = _prepare_trellis(source, steps, base)
+            coded = _code_blocks(source, steps, deadzone, dtype, base, target, search)
         except InvalidInputError:
             if target is not None:
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
@@ -295,8 +403,11 @@ def encode_tensor(
     else:
         return _raw_entry(name, t)  # no step met the target after the cast: store exactly
 
-    symbols.reshape(-1)[nonfinite_idx] = 0
-    model_params, sections = encode_symbols(symbols, model)
+    if search is not None:
+        model_params, sections = _encode_trellis(search)
+    else:
+        symbols.reshape(-1)[nonfinite_idx] = 0
+        model_params, sections = encode_symbols(symbols, model)
     per_row = isinstance(steps, np.ndarray)
     params = {
         "step": None if per_row else float(steps),
@@ -325,6 +436,18 @@ def encode_tensor(
     return entry, sections
 
 
+def _encode_trellis(search: _Trellis) -> tuple[dict, dict[str, bytes]]:
+    """The trellis's symbols as context streams: the model params and the sections.
+    Non-finite positions keep the symbol the search chose (the walk needs it)."""
+    symbols = np.concatenate(search.symbols) if search.symbols else np.zeros(0, np.int32)
+    contexts = np.concatenate(search.contexts) if search.contexts else np.zeros(0, np.int16)
+    streams = trellis.split_streams(symbols, contexts, trellis.STATES * search.n_classes)
+    descriptors, sections = encode_streams(streams)
+    if search.n_classes > 1:
+        sections["classes"] = compress_bytes(search.classes.astype(np.uint8).tobytes())
+    return {"kind": "trellis", "classes": search.n_classes, "streams": descriptors}, sections
+
+
 def _check_quantized_params(params: object, shape: tuple[int, ...], where: str) -> dict:
     keys = {"step", "rows", "model", "nonfinite"}
     if not isinstance(params, dict) or set(params) != keys:
@@ -348,6 +471,42 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str) 
     if not 0 <= nonfinite <= numel:
         raise CorruptFileError(f"{where}: nonfinite count {nonfinite} is out of range.")
     return params
+
+
+def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dict:
+    if set(model) != {"kind", "classes", "streams"}:
+        raise CorruptFileError(f"{where}: a trellis model has the keys classes, kind, streams.")
+    classes = model["classes"]
+    if not (isinstance(classes, int) and not isinstance(classes, bool)
+            and 1 <= classes <= trellis.MAX_CLASSES):
+        raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
+    streams = check_stream_descriptors(model["streams"], trellis.STATES * classes, where)
+    if sum(d["count"] for d in streams) != math.prod(shape):
+        raise CorruptFileError(f"{where}: the trellis streams do not hold one symbol per "
+                               "element.")
+    return model
+
+
+def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
+                  where: str) -> Iterator[np.ndarray]:
+    """The levels (units of the step) of each row block, decoded from the context streams."""
+    n_classes = model["classes"]
+    classes = np.zeros(rows, dtype=np.uint8)
+    if n_classes > 1:
+        classes = np.frombuffer(decompress_bytes(sections["classes"], rows, where), np.uint8)
+        if classes.size != rows or int(classes.max(initial=0)) >= n_classes:
+            raise CorruptFileError(f"{where}: the row classes must be {rows} values "
+                                   f"below {n_classes}.")
+    coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
+    streams = decode_streams(model["streams"], coded, where)
+    reader = trellis.StreamReader(streams, classes, n_classes)
+    for start, stop in _row_blocks(rows, columns):
+        block = reader.rows(start, stop, columns)
+        if block is None:
+            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
+        yield block[1]
+    if not reader.exhausted():
+        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
 
 
 def decode_tensor(
@@ -386,7 +545,15 @@ def decode_tensor(
     params = _check_quantized_params(params, shape, where)
     numel = math.prod(shape)
     expected = {"symbols"} | owned
-    if isinstance(params["model"], dict) and params["model"].get("kind") == "categorical":
+    model = params["model"]
+    kind = model.get("kind") if isinstance(model, dict) else None
+    if kind == "trellis":
+        model = _check_trellis_model(model, shape, where)
+        if any(d["histogram"] for d in model["streams"]):
+            expected.add("histogram")
+        if model["classes"] > 1:
+            expected.add("classes")
+    elif kind == "categorical":
         expected.add("histogram")
     if params["rows"] is not None:
         expected.add("steps")
@@ -417,18 +584,23 @@ def decode_tensor(
         base = decode_lowrank(predictor, sections, shape, where)
     elif representation == "dna+residual":
         base = decode_dna(predictor, sections, shape, where)
-    symbols = decode_symbols(params["model"], coded, numel, where).reshape(row_shape(shape))
     base = None if base is None else as_rows(base)
-    restored = torch.empty(symbols.shape, dtype=DTYPES[dtype])
-    for start, stop in _row_blocks(*symbols.shape):  # float64 one block at a time
-        restored[start:stop] = _reconstruct(
-            symbols[start:stop],
+    rows, columns = row_shape(shape)
+    restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
+    if kind == "trellis":
+        units = _trellis_rows(model, sections, rows, columns, where)
+    else:
+        symbols = decode_symbols(model, coded, numel, where).reshape(rows, columns)
+        units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
+    for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
+        restored[start:stop] = _reconstruct(  # float64 one block at a time
+            block,
             steps[start:stop] if isinstance(steps, np.ndarray) else steps,
             dtype,
             None if base is None else base[start:stop],
         )
     restored = restored.reshape(shape)
-    if not bool(torch.isfinite(restored).all()):
+    if _nonfinite_indices(restored).size:
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 
     count = params["nonfinite"]

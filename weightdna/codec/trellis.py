@@ -1,0 +1,248 @@
+"""Dependent (trellis-coded) quantisation: two interleaved quantisers and an 8-state machine.
+
+Scalar quantisation rounds every weight on its own to one grid. Dependent quantisation
+(the scheme of VVC and of MPEG NNR / NNCodec) has two quantisers on a grid of step Δ: Q0
+reconstructs the even multiples ``2k·Δ``, Q1 the odd ones and zero, ``(2k − sgn k)·Δ``.
+Which one applies to a weight is set by a state machine driven by the parity of the
+previous symbol (``NEXT_STATE``, the 8-state table NNCodec uses; odd states use Q1), so the
+decoder follows it with no side information. The encoder picks the whole sequence of
+symbols at once by a Viterbi search over the trellis, minimising ``Σ (x − level)² + λ·bits``
+(x = w/Δ) with the bits taken from context models of the symbols themselves. At the same
+rate this packs the reconstruction points more densely than one scalar grid: the
+trellis-coded quantisation gain (at most 1.53 dB at high rate).
+
+The trellis runs along each row of the tensor (its first axis against the rest, as the
+per-row steps of `weightdna.codec.quantize`), from state 0 at the start of every row.
+
+Symbols are entropy-coded per context: the state times the class of the element's row
+(rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
+|w|/Δ, stored per row — tells the coder which scale to expect). Each context's symbols,
+in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
+the segments and takes every symbol from the stream of its context.
+
+The search and the decoder's walk are sequential per segment, so they are compiled with
+numba (``cache=True``: compiled once per machine, then loaded).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# NEXT_STATE[state, parity of the symbol]: NNCodec's Trellis8States; odd states use Q1.
+NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]],
+                      dtype=np.int64)
+STATES = 8
+MAX_CLASSES = 8
+# The Lagrange multiplier of the search, in bits per unit of (error / Δ)².
+DEFAULT_LAMBDA = 0.14
+# The context models are learnt on a sample of segments (about this many elements) in
+# two passes from a Laplace guess; then the search runs over everything once.
+SAMPLE_ELEMENTS = 1 << 18
+LEARNING_PASSES = 2
+
+
+@numba.njit(cache=True, nogil=True)
+def _rate(bits: np.ndarray, ctx: int, k: int) -> float:
+    width = (bits.shape[1] - 1) // 2
+    index = k + width
+    if index < 0:
+        return bits[ctx, 0] + 1.0 + (-index)
+    if index > 2 * width:
+        return bits[ctx, 2 * width] + 1.0 + (index - 2 * width)
+    return bits[ctx, index]
+
+
+@numba.njit(cache=True, nogil=True)
+def _level(k: int, state: int) -> float:
+    q = state & 1
+    return 2.0 * k - (q * (1 if k > 0 else (-1 if k < 0 else 0)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _search(x: np.ndarray, row_class: np.ndarray, bits: np.ndarray, lam: float,
+            next_state: np.ndarray, out: np.ndarray) -> None:
+    """Viterbi search over each row of ``x`` (values in units of Δ) from state 0; the
+    chosen symbols go to the same row of ``out``. The context of row b's symbols in state
+    s: s × classes + row_class[b]."""
+    n, length = x.shape
+    classes = bits.shape[0] // STATES
+    chosen = np.empty((length, STATES), dtype=np.int32)
+    came = np.empty((length, STATES), dtype=np.int8)
+    cost = np.empty(STATES)
+    new_cost = np.empty(STATES)
+    for b in range(n):
+        klass = row_class[b]
+        cost[:] = np.inf
+        cost[0] = 0.0
+        for t in range(length):
+            v = x[b, t]
+            a = abs(v)
+            sign = -1 if v < 0 else 1
+            new_cost[:] = np.inf
+            for s in range(STATES):
+                if cost[s] == np.inf:
+                    continue
+                q = s & 1
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                ctx = s * classes + klass
+                for j in range(4):
+                    if j == 0:
+                        m = 0
+                    else:
+                        m = base + j - 2  # base − 1, base, base + 1
+                        if m <= 0:
+                            continue
+                    level = 2.0 * m - (q if m > 0 else 0)
+                    d = (a - level) * (a - level)
+                    k = sign * m
+                    c = cost[s] + d + lam * _rate(bits, ctx, k)
+                    ns = next_state[s, m & 1]
+                    if c < new_cost[ns]:
+                        new_cost[ns] = c
+                        came[t, ns] = s
+                        chosen[t, ns] = k
+            cost[:] = new_cost
+        state = 0
+        for s in range(1, STATES):
+            if cost[s] < cost[state]:
+                state = s
+        for t in range(length - 1, -1, -1):
+            out[b, t] = chosen[t, state]
+            state = came[t, state]
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, next_state: np.ndarray,
+          levels: np.ndarray, contexts: np.ndarray) -> None:
+    """Follow the state machine along each row of ``symbols``: the level (units of
+    Δ) and the context of every symbol."""
+    n, length = symbols.shape
+    for b in range(n):
+        state = 0
+        for t in range(length):
+            k = symbols[b, t]
+            contexts[b, t] = state * classes + row_class[b]
+            levels[b, t] = _level(k, state)
+            state = next_state[state, k & 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class: np.ndarray,
+           classes: int, next_state: np.ndarray, symbols: np.ndarray, levels: np.ndarray) -> int:
+    """The decoder: walk each row of ``symbols``, taking each symbol from its
+    context's stream (context c's next symbol is ``streams[pointer[c]]``, its stream ends
+    at ``ends[c]``; ``pointer`` advances). Returns 0, or 1 when a stream runs short."""
+    n, length = symbols.shape
+    for b in range(n):
+        state = 0
+        for t in range(length):
+            ctx = state * classes + row_class[b]
+            i = pointer[ctx]
+            if i >= ends[ctx]:
+                return 1
+            pointer[ctx] = i + 1
+            k = streams[i]
+            symbols[b, t] = k
+            levels[b, t] = _level(k, state)
+            state = next_state[state, k & 1]
+    return 0
+
+
+def class_of(means: np.ndarray, classes: int) -> np.ndarray:
+    """Each row's class (uint8) from its mean |x|: its quantile bin among the rows."""
+    if classes <= 1 or means.size == 0:
+        return np.zeros(means.size, dtype=np.uint8)
+    edges = np.quantile(means, np.arange(1, classes) / classes)
+    return np.searchsorted(edges, means, side="right").astype(np.uint8)
+
+
+def _rate_table(symbols: np.ndarray, contexts: np.ndarray, count: int) -> np.ndarray:
+    """Bits of each symbol in each context (rows), from counts with add-½ smoothing."""
+    width = int(np.abs(symbols).max(initial=0)) + 1
+    counts = np.zeros((count, 2 * width + 1))
+    np.add.at(counts, (contexts.reshape(-1).astype(np.int64),
+                       symbols.reshape(-1).astype(np.int64) + width), 1)
+    counts += 0.5
+    return -np.log2(counts / counts.sum(axis=1, keepdims=True))
+
+
+def _laplace_table(scale: float, count: int, width: int = 64) -> np.ndarray:
+    k = np.abs(np.arange(-width, width + 1))
+    log_p = -k / max(scale, 0.05)  # natural log, unnormalised
+    log_p -= np.logaddexp.reduce(log_p)
+    return np.tile(-log_p / np.log(2.0), (count, 1))
+
+
+def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int,
+                lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """The search's rate table (bits per symbol per context), learnt on evenly spaced rows
+    of (rows × columns) ``x`` (values / Δ) holding about SAMPLE_ELEMENTS elements."""
+    count = STATES * n_classes
+    rows = x.shape[0]
+    stride = max(1, x.size // SAMPLE_ELEMENTS)
+    picked = np.arange(0, rows, stride)
+    sample = np.ascontiguousarray(x[picked], dtype=np.float64)
+    sample_classes = np.ascontiguousarray(classes[picked])
+    bits = _laplace_table(float(np.mean(np.abs(sample))) / 2.0 if sample.size else 1.0, count)
+    symbols = np.empty(sample.shape, dtype=np.int32)
+    for _ in range(LEARNING_PASSES):
+        _search(sample, sample_classes, bits, lam, NEXT_STATE, symbols)
+        _, contexts = reconstruct(symbols, sample_classes, n_classes)
+        bits = _rate_table(symbols, contexts, count)
+    return bits
+
+
+def quantize(x: np.ndarray, classes: np.ndarray, bits: np.ndarray,
+             lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+    """Symbols (int32) of (rows × columns) ``x`` (values / Δ) chosen by the trellis search
+    under the rate table ``bits`` (`learn_rates`); ``classes``: each row's class."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(x.shape, dtype=np.int32)
+    _search(x, np.ascontiguousarray(classes), bits, lam, NEXT_STATE, out)
+    return out
+
+
+def reconstruct(symbols: np.ndarray, classes: np.ndarray,
+                n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(levels in units of Δ as float64, context of every symbol) of (rows × columns)
+    ``symbols``."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
+    levels = np.empty(symbols.shape)
+    contexts = np.empty(symbols.shape, dtype=np.int16)
+    _walk(symbols, np.ascontiguousarray(classes), n_classes, NEXT_STATE, levels, contexts)
+    return levels, contexts
+
+
+def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list[np.ndarray]:
+    """Each context's symbols in element order: the streams the entropy coder codes."""
+    flat, where = symbols.reshape(-1), contexts.reshape(-1)
+    return [flat[where == c] for c in range(count)]
+
+
+class StreamReader:
+    """The decoder's side of the streams: rows are restored block by block, in order, each
+    symbol taken from its context's stream."""
+
+    def __init__(self, streams: list[np.ndarray], classes: np.ndarray, n_classes: int) -> None:
+        lengths = np.array([s.size for s in streams], dtype=np.int64)
+        self.ends = np.cumsum(lengths).astype(np.int64)
+        self.pointer = self.ends - lengths
+        self.joined = (np.concatenate(streams).astype(np.int64) if streams
+                       else np.zeros(0, dtype=np.int64))
+        self.classes = np.ascontiguousarray(classes)
+        self.n_classes = n_classes
+
+    def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(symbols int32, levels in units of Δ) of rows [start, stop); None when a stream
+        runs short (a corrupt file)."""
+        symbols = np.empty((stop - start, columns), dtype=np.int32)
+        levels = np.empty((stop - start, columns))
+        if _merge(self.joined, self.pointer, self.ends, self.classes[start:stop],
+                  self.n_classes, NEXT_STATE, symbols, levels):
+            return None
+        return symbols, levels
+
+    def exhausted(self) -> bool:
+        """Every stream read to its end."""
+        return bool(np.all(self.pointer == self.ends))
