@@ -28,18 +28,21 @@ def _size(sections: dict[str, bytes]) -> int:
 @settings(max_examples=60, deadline=None, database=None)
 @given(st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=40), min_size=1,
                 max_size=6).filter(lambda rows: len({len(r) for r in rows}) == 1))
-def test_walk_follows_the_state_machine(rows: list[list[int]]) -> None:
+@pytest.mark.parametrize("groups", trellis.STATE_GROUPS)
+def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> None:
     symbols = np.array(rows, dtype=np.int32)
-    levels, contexts = trellis.reconstruct(symbols, np.zeros(len(rows), np.uint8), 1)
-    for row, row_levels, row_contexts in zip(symbols, levels, contexts, strict=True):
+    classes = (np.arange(len(rows)) % 2).astype(np.uint8)
+    levels, contexts = trellis.reconstruct(symbols, classes, 2, groups)
+    for row, klass, row_levels, row_contexts in zip(symbols, classes, levels, contexts,
+                                                    strict=True):
         state = 0
         for k, level, ctx in zip(row, row_levels, row_contexts, strict=True):
-            assert ctx == state
+            assert ctx == (state % groups) * 2 + klass
             expected = 2 * k - (state & 1) * np.sign(k)  # Q1 (odd states): odd levels or 0
             assert level == expected
             state = trellis.NEXT_STATE[state, abs(int(k)) % 2]
-    streams = trellis.split_streams(symbols, contexts, trellis.STATES)
-    reader = trellis.StreamReader(streams, np.zeros(len(rows), np.uint8), 1)
+    streams = trellis.split_streams(symbols, contexts, groups * 2)
+    reader = trellis.StreamReader(streams, classes, 2, groups)
     back = reader.rows(0, len(rows), symbols.shape[1])
     assert back is not None and reader.exhausted()
     np.testing.assert_array_equal(back[0], symbols)
@@ -48,11 +51,11 @@ def test_walk_follows_the_state_machine(rows: list[list[int]]) -> None:
 
 def test_a_short_stream_is_detected() -> None:
     symbols = np.array([[3, -1, 0, 2, 5, 1]], dtype=np.int32)
-    _, contexts = trellis.reconstruct(symbols, np.zeros(1, np.uint8), 1)
+    _, contexts = trellis.reconstruct(symbols, np.zeros(1, np.uint8), 1, 8)
     streams = trellis.split_streams(symbols, contexts, trellis.STATES)
     longest = max(range(len(streams)), key=lambda c: streams[c].size)
     streams[longest] = streams[longest][:-1]
-    assert trellis.StreamReader(streams, np.zeros(1, np.uint8), 1).rows(0, 1, 6) is None
+    assert trellis.StreamReader(streams, np.zeros(1, np.uint8), 1, 8).rows(0, 1, 6) is None
 
 
 def test_the_search_minimises_error_plus_rate() -> None:
@@ -60,8 +63,8 @@ def test_the_search_minimises_error_plus_rate() -> None:
     to the even grid (Q0 alone is one path through the trellis)."""
     x = np.random.default_rng(1).laplace(size=(50, 200)) * 4
     bits = np.zeros((trellis.STATES, 3))
-    symbols = trellis.quantize(x, np.zeros(50, np.uint8), bits, lam=0.0)
-    levels, _ = trellis.reconstruct(symbols, np.zeros(50, np.uint8), 1)
+    symbols = trellis.quantize(x, np.zeros(50, np.uint8), 1, 8, bits, lam=0.0)
+    levels, _ = trellis.reconstruct(symbols, np.zeros(50, np.uint8), 1, 8)
     even = 2 * np.rint(x / 2)
     assert ((x - levels) ** 2).sum() < 0.8 * ((x - even) ** 2).sum()
 
@@ -85,6 +88,7 @@ def test_per_row_steps_and_row_classes_round_trip() -> None:
     steps = np.linspace(0.001, 0.05, 512)
     entry, sections = encode_tensor(w, name="t", step=steps, quantizer="trellis")
     assert entry["params"]["model"]["classes"] == trellis_classes(w.numel(), 512) > 1
+    assert entry["params"]["model"]["groups"] == 8
     assert "classes" in sections
     restored = decode_tensor(entry, sections)
     assert float(((restored - w) ** 2).mean()) == pytest.approx(entry["stats"]["mse"], rel=1e-6)
@@ -122,7 +126,8 @@ def test_trellis_requests_are_checked() -> None:
         encode_tensor(w, name="t", step=0.1, deadzone=0.1, quantizer="trellis")
 
 
-@pytest.mark.parametrize("damage", ["classes", "counts", "count_total", "histogram_flag"])
+@pytest.mark.parametrize("damage", ["classes", "groups", "counts", "count_total",
+                                    "histogram_flag"])
 def test_corrupt_trellis_params_are_refused(damage: str) -> None:
     g = torch.Generator().manual_seed(4)
     w = torch.randn(128, 512, generator=g) * torch.linspace(0.1, 2, 128)[:, None]
@@ -131,6 +136,8 @@ def test_corrupt_trellis_params_are_refused(damage: str) -> None:
     streams = model["streams"]
     if damage == "classes":
         model["classes"] = 3  # the stream count no longer matches
+    elif damage == "groups":
+        model["groups"] = 4
     elif damage == "counts":
         streams[0]["count"], streams[1]["count"] = streams[0]["count"] + 1, \
             streams[1]["count"] - 1

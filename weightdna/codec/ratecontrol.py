@@ -59,7 +59,7 @@ DEADZONES = (0.0, 0.1, 0.2)
 # to pay for its 8+ context models in the header, at rates where it gains (measured on
 # MiniLM's matrices: from about 1 bit per weight up; below ½ bit scalar rounding with a
 # deadzone does better on Laplace-like data).
-TRELLIS_MIN_ELEMENTS = 1 << 14
+TRELLIS_MIN_ELEMENTS = 1 << 12
 TRELLIS_MIN_BITS = 0.5
 
 

@@ -14,7 +14,8 @@ trellis-coded quantisation gain (at most 1.53 dB at high rate).
 The trellis runs along each row of the tensor (its first axis against the rest, as the
 per-row steps of `weightdna.codec.quantize`), from state 0 at the start of every row.
 
-Symbols are entropy-coded per context: the state times the class of the element's row
+Symbols are entropy-coded per context: the state (or, for a small tensor, only its
+quantiser: ``STATE_GROUPS``) times the class of the element's row
 (rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
 |w|/Δ, stored per row — tells the coder which scale to expect). Each context's symbols,
 in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
@@ -34,6 +35,9 @@ NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [
                       dtype=np.int64)
 STATES = 8
 MAX_CLASSES = 8
+# The states' share of the contexts: each state its own (8), or only its quantiser (2: the
+# even states and the odd ones) — four times fewer models to store for a small tensor.
+STATE_GROUPS = (2, 8)
 # The Lagrange multiplier of the search, in bits per unit of (error / Δ)².
 DEFAULT_LAMBDA = 0.14
 # The context models are learnt on a sample of segments (about this many elements) in
@@ -60,13 +64,12 @@ def _level(k: int, state: int) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _search(x: np.ndarray, row_class: np.ndarray, bits: np.ndarray, lam: float,
-            next_state: np.ndarray, out: np.ndarray) -> None:
+def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
+            bits: np.ndarray, lam: float, next_state: np.ndarray, out: np.ndarray) -> None:
     """Viterbi search over each row of ``x`` (values in units of Δ) from state 0; the
     chosen symbols go to the same row of ``out``. The context of row b's symbols in state
-    s: s × classes + row_class[b]."""
+    s: group[s] × classes + row_class[b]."""
     n, length = x.shape
-    classes = bits.shape[0] // STATES
     chosen = np.empty((length, STATES), dtype=np.int32)
     came = np.empty((length, STATES), dtype=np.int8)
     cost = np.empty(STATES)
@@ -85,7 +88,7 @@ def _search(x: np.ndarray, row_class: np.ndarray, bits: np.ndarray, lam: float,
                     continue
                 q = s & 1
                 base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
-                ctx = s * classes + klass
+                ctx = group[s] * classes + klass
                 for j in range(4):
                     if j == 0:
                         m = 0
@@ -113,8 +116,8 @@ def _search(x: np.ndarray, row_class: np.ndarray, bits: np.ndarray, lam: float,
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, next_state: np.ndarray,
-          levels: np.ndarray, contexts: np.ndarray) -> None:
+def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
+          next_state: np.ndarray, levels: np.ndarray, contexts: np.ndarray) -> None:
     """Follow the state machine along each row of ``symbols``: the level (units of
     Δ) and the context of every symbol."""
     n, length = symbols.shape
@@ -122,14 +125,15 @@ def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, next_state: 
         state = 0
         for t in range(length):
             k = symbols[b, t]
-            contexts[b, t] = state * classes + row_class[b]
+            contexts[b, t] = group[state] * classes + row_class[b]
             levels[b, t] = _level(k, state)
             state = next_state[state, k & 1]
 
 
 @numba.njit(cache=True, nogil=True)
 def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class: np.ndarray,
-           classes: int, next_state: np.ndarray, symbols: np.ndarray, levels: np.ndarray) -> int:
+           classes: int, group: np.ndarray, next_state: np.ndarray, symbols: np.ndarray,
+           levels: np.ndarray) -> int:
     """The decoder: walk each row of ``symbols``, taking each symbol from its
     context's stream (context c's next symbol is ``streams[pointer[c]]``, its stream ends
     at ``ends[c]``; ``pointer`` advances). Returns 0, or 1 when a stream runs short."""
@@ -137,7 +141,7 @@ def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class
     for b in range(n):
         state = 0
         for t in range(length):
-            ctx = state * classes + row_class[b]
+            ctx = group[state] * classes + row_class[b]
             i = pointer[ctx]
             if i >= ends[ctx]:
                 return 1
@@ -174,11 +178,16 @@ def _laplace_table(scale: float, count: int, width: int = 64) -> np.ndarray:
     return np.tile(-log_p / np.log(2.0), (count, 1))
 
 
-def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int,
+def state_groups(groups: int) -> np.ndarray:
+    """Each state's group of contexts: itself (8 groups) or its quantiser (2)."""
+    return np.arange(STATES, dtype=np.int64) % groups
+
+
+def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
                 lam: float = DEFAULT_LAMBDA) -> np.ndarray:
     """The search's rate table (bits per symbol per context), learnt on evenly spaced rows
     of (rows × columns) ``x`` (values / Δ) holding about SAMPLE_ELEMENTS elements."""
-    count = STATES * n_classes
+    count = groups * n_classes
     rows = x.shape[0]
     stride = max(1, x.size // SAMPLE_ELEMENTS)
     picked = np.arange(0, rows, stride)
@@ -187,44 +196,52 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int,
     bits = _laplace_table(float(np.mean(np.abs(sample))) / 2.0 if sample.size else 1.0, count)
     symbols = np.empty(sample.shape, dtype=np.int32)
     for _ in range(LEARNING_PASSES):
-        _search(sample, sample_classes, bits, lam, NEXT_STATE, symbols)
-        _, contexts = reconstruct(symbols, sample_classes, n_classes)
+        _search(sample, sample_classes, n_classes, state_groups(groups), bits, lam,
+                NEXT_STATE, symbols)
+        _, contexts = reconstruct(symbols, sample_classes, n_classes, groups)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
 
-def quantize(x: np.ndarray, classes: np.ndarray, bits: np.ndarray,
-             lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
+             bits: np.ndarray, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
     """Symbols (int32) of (rows × columns) ``x`` (values / Δ) chosen by the trellis search
     under the rate table ``bits`` (`learn_rates`); ``classes``: each row's class."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape, dtype=np.int32)
-    _search(x, np.ascontiguousarray(classes), bits, lam, NEXT_STATE, out)
+    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam,
+            NEXT_STATE, out)
     return out
 
 
-def reconstruct(symbols: np.ndarray, classes: np.ndarray,
-                n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
+                groups: int) -> tuple[np.ndarray, np.ndarray]:
     """(levels in units of Δ as float64, context of every symbol) of (rows × columns)
     ``symbols``."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
     levels = np.empty(symbols.shape)
     contexts = np.empty(symbols.shape, dtype=np.int16)
-    _walk(symbols, np.ascontiguousarray(classes), n_classes, NEXT_STATE, levels, contexts)
+    _walk(symbols, np.ascontiguousarray(classes), n_classes, state_groups(groups), NEXT_STATE,
+          levels, contexts)
     return levels, contexts
 
 
 def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list[np.ndarray]:
     """Each context's symbols in element order: the streams the entropy coder codes."""
     flat, where = symbols.reshape(-1), contexts.reshape(-1)
-    return [flat[where == c] for c in range(count)]
+    order = np.argsort(where, kind="stable")  # a radix sort: element order within a context
+    ends = np.cumsum(np.bincount(where, minlength=count))
+    grouped = flat[order]
+    return [grouped[end - size : end]
+            for end, size in zip(ends, np.diff(np.concatenate([[0], ends])), strict=True)]
 
 
 class StreamReader:
     """The decoder's side of the streams: rows are restored block by block, in order, each
     symbol taken from its context's stream."""
 
-    def __init__(self, streams: list[np.ndarray], classes: np.ndarray, n_classes: int) -> None:
+    def __init__(self, streams: list[np.ndarray], classes: np.ndarray, n_classes: int,
+                 groups: int) -> None:
         lengths = np.array([s.size for s in streams], dtype=np.int64)
         self.ends = np.cumsum(lengths).astype(np.int64)
         self.pointer = self.ends - lengths
@@ -232,6 +249,7 @@ class StreamReader:
                        else np.zeros(0, dtype=np.int64))
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
+        self.group = state_groups(groups)
 
     def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(symbols int32, levels in units of Δ) of rows [start, stop); None when a stream
@@ -239,7 +257,7 @@ class StreamReader:
         symbols = np.empty((stop - start, columns), dtype=np.int32)
         levels = np.empty((stop - start, columns))
         if _merge(self.joined, self.pointer, self.ends, self.classes[start:stop],
-                  self.n_classes, NEXT_STATE, symbols, levels):
+                  self.n_classes, self.group, NEXT_STATE, symbols, levels):
             return None
         return symbols, levels
 
