@@ -41,8 +41,11 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
             expected = 2 * k - (state & 1) * np.sign(k)  # Q1 (odd states): odd levels or 0
             assert level == expected
             state = trellis.NEXT_STATE[state, abs(int(k)) % 2]
-    streams = trellis.split_streams(symbols, contexts, groups * 2)
-    reader = trellis.StreamReader(streams, classes, 2, groups)
+    streams = trellis.split_streams(symbols, classes, 2, groups)
+    for c, stream in enumerate(streams):  # each context's symbols, in element order
+        np.testing.assert_array_equal(stream, symbols[contexts == c])
+    reader = trellis.StreamReader(np.concatenate(streams), [s.size for s in streams], classes,
+                                  2, groups)
     back = reader.rows(0, len(rows), symbols.shape[1])
     assert back is not None and reader.exhausted()
     np.testing.assert_array_equal(back[0], symbols)
@@ -51,11 +54,13 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
 
 def test_a_short_stream_is_detected() -> None:
     symbols = np.array([[3, -1, 0, 2, 5, 1]], dtype=np.int32)
-    _, contexts = trellis.reconstruct(symbols, np.zeros(1, np.uint8), 1, 8)
-    streams = trellis.split_streams(symbols, contexts, trellis.STATES)
-    longest = max(range(len(streams)), key=lambda c: streams[c].size)
-    streams[longest] = streams[longest][:-1]
-    assert trellis.StreamReader(streams, np.zeros(1, np.uint8), 1, 8).rows(0, 1, 6) is None
+    streams = trellis.split_streams(symbols, np.zeros(1, np.uint8), 1, 8)
+    lengths = [s.size for s in streams]
+    longest = int(np.argmax(lengths))
+    lengths[longest] -= 1
+    joined = np.concatenate(streams)
+    reader = trellis.StreamReader(joined[: sum(lengths)], lengths, np.zeros(1, np.uint8), 1, 8)
+    assert reader.rows(0, 1, 6) is None
 
 
 def test_the_search_minimises_error_plus_rate() -> None:

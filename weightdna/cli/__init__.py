@@ -4,6 +4,12 @@ Each module in this package is one command (or a group of them): it defines
 ``register(subparsers)``, which adds a parser whose ``func`` default takes the parsed
 arguments and returns the exit status. Modules are found by name, so adding a command
 never edits this file. Only the CLI prints to the terminal.
+
+A command line that names a command imports only the module that defines it (the module
+of that name, or the one `COMMAND_MODULES` names): the others' imports (scikit-learn,
+matplotlib, ...) would otherwise be a large part of a command's memory. Without one (or for
+a command not found that way) every module is imported, so nothing depends on that table
+but memory.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ from weightdna.errors import WeightDNAError
 err_console = Console(stderr=True)
 console = Console()
 
+# Commands defined by a module of another name.
+COMMAND_MODULES = {"decompress": "compress", "reconstruct": "fit"}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, given ``command``, at least of that one."""
     parser = argparse.ArgumentParser(
         prog="weightdna",
         description=(
@@ -34,16 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"weightdna {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(subparsers)
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    wanted = COMMAND_MODULES.get(command or "", command)
+    if wanted in names:
+        importlib.import_module(f"{__name__}.{wanted}").register(subparsers)
+        # Not where it was expected: every command, then.
+        return parser if command in subparsers.choices else build_parser()
+    for name in names:
+        importlib.import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -56,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         return 130
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command an argument list names: its first argument, unless that is an option."""
+    return argv[0] if argv and not argv[0].startswith("-") else None
 
 
 if __name__ == "__main__":

@@ -250,17 +250,21 @@ def check_stream_descriptors(descriptors: object, count: int, where: str) -> lis
 
 
 def decode_streams(descriptors: list[dict], sections: dict[str, bytes],
-                   where: str) -> list[np.ndarray]:
-    """Decode the streams `encode_streams` coded (descriptors already validated)."""
+                   where: str) -> np.ndarray:
+    """Decode the streams `encode_streams` coded (descriptors already validated), back to
+    back in one int32 array (stream i holds ``descriptors[i]["count"]`` symbols)."""
     data, histograms = sections.get("symbols", b""), sections.get("histogram", b"")
     if sum(d["bytes"] for d in descriptors) != len(data) or \
             sum(d["histogram"] for d in descriptors) != len(histograms):
         raise CorruptFileError(f"{where}: the stream lengths do not add up to the sections.")
-    streams, at, hat = [], 0, 0
+    joined = np.empty(sum(d["count"] for d in descriptors), dtype=np.int32)
+    at = hat = filled = 0
     for i, d in enumerate(descriptors):
         parts = {"symbols": data[at : at + d["bytes"]]}
         if d["model"]["kind"] == "categorical":
             parts["histogram"] = histograms[hat : hat + d["histogram"]]
         at, hat = at + d["bytes"], hat + d["histogram"]
-        streams.append(decode_symbols(d["model"], parts, d["count"], f"{where}, stream {i}"))
-    return streams
+        joined[filled : filled + d["count"]] = decode_symbols(d["model"], parts, d["count"],
+                                                              f"{where}, stream {i}")
+        filled += d["count"]
+    return joined

@@ -10,6 +10,7 @@ Formats: docs/FORMAT.md, ``lowrank+residual`` and ``dna+residual``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +52,22 @@ class Prediction:
         if self.representation == "lowrank+residual":
             return decode_lowrank(self.params, self.sections, self.shape, where)
         return decode_dna(self.params, self.sections, self.shape, where)
+
+    def row_blocks(self, rows_per_block: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The prediction a block of rows at a time: (first row, float64 rows of the tensor
+        seen as a matrix, first axis × the rest), each a new array the caller may overwrite.
+        A low-rank one is computed block by block (each row of A·B is its own product: the
+        same values as `values`), so a large tensor's prediction is never held whole; a DNA
+        is evaluated whole (one block) as the decoder does."""
+        if self.representation != "lowrank+residual":
+            values = self.values
+            yield 0, values.reshape(matrix_shape(self.shape))
+            return
+        a, b = _lowrank_factors(self.params["rank"], self.sections, self.shape)
+        b = b.astype(np.float64)
+        step = max(1, rows_per_block)
+        for start in range(0, a.shape[0], step):
+            yield start, a[start : start + step].astype(np.float64) @ b
 
     @property
     def side_bytes(self) -> int:
@@ -131,12 +148,18 @@ def decode_lowrank(params: object, sections: dict[str, bytes], shape: tuple[int,
     if len(blob) != 2 * rank * (m + n):
         raise CorruptFileError(f"{where}: the factors section holds {len(blob)} bytes, "
                                f"expected {2 * rank * (m + n)}.")
-    factors = np.frombuffer(blob, dtype="<f2")
-    if not np.isfinite(factors).all():
+    a, b = _lowrank_factors(rank, sections, shape)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise CorruptFileError(f"{where}: the low-rank factors hold NaN or Inf.")
-    a = factors[: m * rank].reshape(m, rank)
-    b = factors[m * rank :].reshape(rank, n)
     return lowrank_values(a, b, shape)
+
+
+def _lowrank_factors(rank: int, sections: dict[str, bytes],
+                     shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The float16 factors A (m × rank) and B (rank × n) of a ``factors`` section."""
+    m, n = matrix_shape(shape)
+    factors = np.frombuffer(sections["factors"], dtype="<f2")
+    return factors[: m * rank].reshape(m, rank), factors[m * rank :].reshape(rank, n)
 
 
 # --- DNA: a SIREN over the tensor's (row, column) coordinates ----------------------------

@@ -105,7 +105,6 @@ class _Trellis:
     def __init__(self, classes: np.ndarray, n_classes: int, groups: int,
                  bits: np.ndarray) -> None:
         self.classes, self.n_classes, self.groups, self.bits = classes, n_classes, groups, bits
-        self.contexts: list[np.ndarray] = []  # of each row block searched, flat
 
 
 def _reconstruct(
@@ -293,13 +292,11 @@ def _scaled(residual: np.ndarray, steps: float | np.ndarray) -> np.ndarray:
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
                    base: np.ndarray | None, search: _Trellis, start: int,
                    stop: int) -> tuple[np.ndarray, torch.Tensor]:
-    """Rows [start, stop) by the trellis search: their symbols and restored values; the
-    contexts are kept for the streams."""
+    """Rows [start, stop) by the trellis search: their symbols and restored values."""
     classes = search.classes[start:stop]
     symbols = trellis.quantize(_scaled(residual, steps), classes, search.n_classes,
                                search.groups, search.bits)
-    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
-    search.contexts.append(contexts.reshape(-1))
+    levels, _ = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
     return symbols, _reconstruct(levels, steps, dtype, base)
 
 
@@ -473,8 +470,7 @@ def encode_tensor(
 def _encode_trellis(search: _Trellis, symbols: np.ndarray) -> tuple[dict, dict[str, bytes]]:
     """The trellis's symbols as context streams: the model params and the sections.
     Non-finite positions keep the symbol the search chose (the walk needs it)."""
-    contexts = np.concatenate(search.contexts) if search.contexts else np.zeros(0, np.int16)
-    streams = trellis.split_streams(symbols, contexts, search.groups * search.n_classes)
+    streams = trellis.split_streams(symbols, search.classes, search.n_classes, search.groups)
     descriptors, sections = encode_streams(streams)
     if search.n_classes > 1:
         sections["classes"] = compress_bytes(search.classes.astype(np.uint8).tobytes())
@@ -536,8 +532,9 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
             raise CorruptFileError(f"{where}: the row classes must be {rows} values "
                                    f"below {n_classes}.")
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
-    streams = decode_streams(model["streams"], coded, where)
-    reader = trellis.StreamReader(streams, classes, n_classes, model["groups"])
+    joined = decode_streams(model["streams"], coded, where)
+    reader = trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
+                                  n_classes, model["groups"])
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:

@@ -226,27 +226,56 @@ def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
     return levels, contexts
 
 
-def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list[np.ndarray]:
-    """Each context's symbols in element order: the streams the entropy coder codes."""
-    flat, where = symbols.reshape(-1), contexts.reshape(-1)
-    order = np.argsort(where, kind="stable")  # a radix sort: element order within a context
-    ends = np.cumsum(np.bincount(where, minlength=count))
-    grouped = flat[order]
-    return [grouped[end - size : end]
-            for end, size in zip(ends, np.diff(np.concatenate([[0], ends])), strict=True)]
+@numba.njit(cache=True, nogil=True)
+def _gather(symbols: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
+            next_state: np.ndarray, pointer: np.ndarray, out: np.ndarray) -> None:
+    """Walk the rows and put each symbol at the next free place of its context's stream
+    (``pointer[c]``, advancing) in ``out``."""
+    n, length = symbols.shape
+    for b in range(n):
+        state = 0
+        for t in range(length):
+            k = symbols[b, t]
+            ctx = group[state] * classes + row_class[b]
+            out[pointer[ctx]] = k
+            pointer[ctx] += 1
+            state = next_state[state, k & 1]
+
+
+def split_streams(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
+                  groups: int) -> list[np.ndarray]:
+    """Each context's symbols in element order (views into one int32 array): the streams
+    the entropy coder codes. Nothing as large as the tensor is made beside that array."""
+    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
+    classes = np.ascontiguousarray(classes)
+    count = groups * n_classes
+    lengths = np.zeros(count, dtype=np.int64)
+    for start, stop in _row_chunks(symbols.shape):  # contexts a chunk at a time
+        _, contexts = reconstruct(symbols[start:stop], classes[start:stop], n_classes, groups)
+        lengths += np.bincount(contexts.reshape(-1), minlength=count)
+    ends = np.cumsum(lengths)
+    out = np.empty(symbols.size, dtype=np.int32)
+    _gather(symbols, classes, n_classes, state_groups(groups), NEXT_STATE, ends - lengths, out)
+    return [out[end - size : end] for end, size in zip(ends, lengths, strict=True)]
+
+
+def _row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    rows, columns = shape
+    per = max(1, (1 << 20) // max(columns, 1))
+    return [(a, min(a + per, rows)) for a in range(0, rows, per)]
 
 
 class StreamReader:
     """The decoder's side of the streams: rows are restored block by block, in order, each
-    symbol taken from its context's stream."""
+    symbol taken from its context's stream; ``joined`` holds the streams back to back
+    (int32), ``lengths`` their sizes."""
 
-    def __init__(self, streams: list[np.ndarray], classes: np.ndarray, n_classes: int,
-                 groups: int) -> None:
-        lengths = np.array([s.size for s in streams], dtype=np.int64)
+    def __init__(self, joined: np.ndarray, lengths: np.ndarray, classes: np.ndarray,
+                 n_classes: int, groups: int) -> None:
+        lengths = np.asarray(lengths, dtype=np.int64)
         self.ends = np.cumsum(lengths).astype(np.int64)
         self.pointer = self.ends - lengths
-        self.joined = (np.concatenate(streams).astype(np.int64) if streams
-                       else np.zeros(0, dtype=np.int64))
+        self.joined = np.ascontiguousarray(joined, dtype=np.int32)
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
         self.group = state_groups(groups)

@@ -1,6 +1,6 @@
 """Read a model's weights from any of the formats weightdna knows, without changing the file.
 
-Formats: safetensors (memory-mapped, each tensor read when used), PyTorch checkpoints
+Formats: safetensors (each tensor read from the file when used), PyTorch checkpoints
 (only through ``torch.load(weights_only=True)``), NumPy ``.npz`` (``allow_pickle=False``),
 Hugging Face model folders (safetensors or ``pytorch_model*.bin``, sharded or not) and
 ONNX initializers (optional ``onnx`` package). The format is recognised from the file's
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError, safe_open
 
 from weightdna.errors import MissingDependencyError, ModelFileError
 from weightdna.weights.model import ModelWeights, TensorSource
-from weightdna.weights.safetensors_format import read_header
+from weightdna.weights.safetensors_format import read_header, read_tensor
 
 # Keys under which training code commonly nests the state dict, most specific first.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network",
@@ -91,29 +90,17 @@ def _zip_format(path: Path) -> str:
 
 
 def _read_safetensors(path: Path) -> tuple[Sources, dict[str, str]]:
+    # The header is checked whole here (every offset against the file's size), so each
+    # tensor is then read with plain reads into memory of its own: no memory map, whose
+    # pages would stay resident (and count) after the tensor is dropped, and no copy.
     entries, metadata = read_header(path)
-    handle = _lazy_safe_open(path)
+    size = path.stat().st_size
     sources = {
-        e.name: TensorSource(e.dtype, e.shape, functools.partial(_safetensor, handle, e.name))
+        e.name: TensorSource(e.dtype, e.shape, functools.partial(read_tensor, path, e, size),
+                             owned=True)
         for e in entries
     }
     return sources, metadata
-
-
-def _lazy_safe_open(path: Path) -> Callable[[], object]:
-    # One memory map per file, opened at the first read and kept for the next ones.
-    @functools.cache
-    def handle() -> object:
-        try:
-            return safe_open(str(path), framework="pt")
-        except (SafetensorError, OSError) as exc:
-            raise ModelFileError(f"{path} could not be opened as safetensors: {exc}") from None
-
-    return handle
-
-
-def _safetensor(handle: Callable[[], object], name: str) -> torch.Tensor:
-    return handle().get_tensor(name)  # type: ignore[attr-defined]
 
 
 def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:

@@ -60,7 +60,8 @@ class TensorSource:
 
     dtype: torch.dtype
     shape: tuple[int, ...]
-    read: Callable[[], torch.Tensor]  # may return shared memory; ModelWeights copies
+    read: Callable[[], torch.Tensor]  # may return shared memory; ModelWeights copies...
+    owned: bool = False  # ...unless each read returns a new tensor nothing else holds
 
     @classmethod
     def held(cls, t: torch.Tensor) -> TensorSource:
@@ -133,14 +134,16 @@ class ModelWeights:
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor ``name`` in its stored dtype, as a new tensor the caller owns."""
         self._check(name)
-        return self._read(name).clone()
+        t = self._read(name)
+        return t if self.sources[name].owned else t.clone()
 
     def numpy(self, name: str, dtype: type | np.dtype = np.float64) -> np.ndarray:
         """The tensor ``name`` converted to a new NumPy array of ``dtype`` (float64 default)."""
         self._check(name)
         target = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
-        # .to() may return the source itself when dtypes match; the copy keeps inputs safe.
-        return self._read(name).to(target, copy=True).numpy()
+        # .to() may return the source itself when dtypes match; the copy keeps inputs safe
+        # (a source that reads into a new tensor each time needs none).
+        return self._read(name).to(target, copy=not self.sources[name].owned).numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """All tensors by name, each a new tensor in its stored dtype."""

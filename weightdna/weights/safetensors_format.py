@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import BinaryIO
 import torch
 
 from weightdna.errors import ModelFileError
+from weightdna.weights.model import TensorSource
 
 # The safetensors dtype codes and the torch dtypes they hold.
 DTYPES: dict[str, torch.dtype] = {
@@ -54,6 +56,11 @@ class HeaderEntry:
     shape: tuple[int, ...]
     begin: int
     end: int
+    start: int = 0  # where its bytes begin in the file: 8 + header length + begin
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
 
 
 def read_header(path: Path) -> tuple[list[HeaderEntry], dict[str, str]]:
@@ -85,12 +92,12 @@ def read_header(path: Path) -> tuple[list[HeaderEntry], dict[str, str]]:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise ModelFileError(f"{path}: __metadata__ must map strings to strings.")
-    entries = [_entry(path, name, spec) for name, spec in header.items()]
+    entries = [_entry(path, name, spec, 8 + n) for name, spec in header.items()]
     _check_layout(path, entries, data_bytes=size - 8 - n)
     return entries, dict(metadata)
 
 
-def _entry(path: Path, name: str, spec: object) -> HeaderEntry:
+def _entry(path: Path, name: str, spec: object, data_start: int) -> HeaderEntry:
     bad = f"{path}: header entry {name!r} is malformed"
     if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
         raise ModelFileError(f"{bad}: expected the keys dtype, shape and data_offsets.")
@@ -113,7 +120,8 @@ def _entry(path: Path, name: str, spec: object) -> HeaderEntry:
             f"{bad}: it declares {offsets[1] - offsets[0]} bytes of data but shape {shape} "
             f"of {spec['dtype']} needs {expected}."
         )
-    return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+    return HeaderEntry(name, dtype, tuple(shape), offsets[0], offsets[1],
+                       data_start + offsets[0])
 
 
 def _is_count(value: object) -> bool:
@@ -142,12 +150,46 @@ def _check_layout(path: Path, entries: list[HeaderEntry], data_bytes: int) -> No
         )
 
 
-def write_safetensors(
-    f: BinaryIO, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
-) -> None:
-    """Write ``tensors`` (CPU, contiguous, names sorted) to an open binary file.
+def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int) -> torch.Tensor:
+    """The tensor ``entry`` describes, read from the file into a new tensor (no memory map:
+    a mapped file's pages would stay resident, and count, after the tensor is dropped).
 
-    Streams one tensor at a time, so memory stays bounded by the largest tensor.
+    ``file_bytes``: the file's size when its header was checked; a file that changed size
+    since is refused rather than read at offsets that no longer mean anything.
+    """
+    if sys.byteorder != "little":
+        raise ModelFileError("reading safetensors needs a little-endian machine.")
+    buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
+    view = memoryview(buffer.numpy())
+    try:
+        with path.open("rb", buffering=0) as f:
+            if (size := f.seek(0, 2)) != file_bytes:
+                raise ModelFileError(f"{path} changed since it was opened ({file_bytes} bytes, "
+                                     f"now {size}); open it again.")
+            f.seek(entry.start)
+            done = 0
+            while done < entry.nbytes:  # a raw read may return fewer bytes than asked
+                got = f.readinto(view[done:])
+                if not got:
+                    raise ModelFileError(f"{path} ends inside tensor {entry.name!r}; it was "
+                                         "truncated since it was opened.")
+                done += got
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}.") from None
+    return buffer.view(entry.dtype).reshape(entry.shape)
+
+
+def write_safetensors(
+    f: BinaryIO,
+    tensors: Mapping[str, torch.Tensor | TensorSource],
+    metadata: Mapping[str, str],
+) -> None:
+    """Write ``tensors`` (names sorted) to an open binary file.
+
+    Each value is a tensor (CPU, contiguous) or a TensorSource, whose declared dtype and
+    shape make the header and whose ``read()`` is called only when its bytes are written
+    (and must return a CPU, contiguous tensor of that dtype and shape). Streams one tensor at
+    a time, so memory stays bounded by the largest tensor, not the model.
     """
     header: dict[str, object] = {}
     if metadata:
@@ -156,7 +198,7 @@ def write_safetensors(
     names = sorted(tensors)
     for name in names:
         t = tensors[name]
-        nbytes = t.numel() * t.element_size()
+        nbytes = math.prod(t.shape) * t.dtype.itemsize
         header[name] = {
             "dtype": CODES[t.dtype],
             "shape": list(t.shape),
@@ -170,5 +212,11 @@ def write_safetensors(
     f.write(raw)
     for name in names:
         t = tensors[name]
+        if isinstance(t, TensorSource):
+            source, t = t, t.read()
+            if t.dtype != source.dtype or tuple(t.shape) != source.shape:
+                raise ModelFileError(f"{name} was declared {source.dtype} {list(source.shape)} "
+                                     f"but is {t.dtype} {list(t.shape)}.")
         if t.numel():
             f.write(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+        del t  # before the next one is read

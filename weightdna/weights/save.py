@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -10,18 +11,21 @@ import torch
 
 from weightdna.atomic import atomic_output
 from weightdna.errors import InvalidInputError, OutputExistsError
-from weightdna.weights.model import ModelWeights
+from weightdna.weights.model import ModelWeights, TensorSource
 from weightdna.weights.safetensors_format import CODES, write_safetensors
 
 
 def save_weights(
-    tensors: Mapping[str, torch.Tensor | np.ndarray] | ModelWeights,
+    tensors: Mapping[str, torch.Tensor | np.ndarray | TensorSource] | ModelWeights,
     path: str | Path,
     metadata: Mapping[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Save tensors as a safetensors file at ``path`` and return the path.
 
+    tensors: tensors or arrays by name; or TensorSources (a dtype, a shape and a reader),
+    each read only when its bytes are written and dropped before the next one, so that a
+    model read from a file (a ModelWeights) or decoded tensor by tensor is never held whole.
     metadata: string pairs for the header; by default a ModelWeights' own metadata, else
     ``{"format": "pt"}`` (what Hugging Face loaders expect). The file appears complete or
     not at all: it is written next to ``path`` and renamed into place.
@@ -32,7 +36,10 @@ def save_weights(
     if isinstance(tensors, ModelWeights):
         if metadata is None:
             metadata = tensors.metadata or {"format": "pt"}
-        tensors = tensors.state_dict()
+        weights = tensors
+        tensors = {info.name: TensorSource(getattr(torch, info.dtype), info.shape,
+                                           functools.partial(weights.tensor, info.name))
+                   for info in weights.infos}
     if metadata is None:
         metadata = {"format": "pt"}
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
@@ -46,9 +53,18 @@ def save_weights(
     return path
 
 
-def _prepare(name: object, t: object) -> torch.Tensor:
+def _prepare(name: object, t: object) -> torch.Tensor | TensorSource:
     if not isinstance(name, str) or not name or name == "__metadata__":
         raise InvalidInputError(f"tensor name {name!r} cannot be saved; use a non-empty string.")
+    if isinstance(t, TensorSource):
+        if t.dtype not in CODES:
+            raise InvalidInputError(f"{name} ({t.dtype}) cannot be stored in safetensors.")
+        # Checked and made contiguous when it is read, just before its bytes are written.
+        return TensorSource(t.dtype, t.shape, lambda: _as_tensor(name, t.read()))
+    return _as_tensor(name, t)
+
+
+def _as_tensor(name: str, t: object) -> torch.Tensor:
     if isinstance(t, np.ndarray):
         t = torch.from_numpy(np.ascontiguousarray(t))
     if not isinstance(t, torch.Tensor):
