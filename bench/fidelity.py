@@ -14,6 +14,11 @@ elements. Methods:
   it took 90 s instead of 35 s per rate and measured 10.81 dB instead of 10.80 at 2 bpw;
 * ``weightdna+sens``: the same with each tensor's squared error weighted by its measured
   output sensitivity (``weightdna.evaluate.sensitivity``);
+* ``weightdna+gptq``, ``weightdna+gptq+sens``: the same two with each weight matrix's
+  symbols chosen by GPTQ on calibration data (``weightdna.evaluate.calibration``: the
+  digits training images, each layer's inputs computed with the layers before it coded, as
+  ``weightdna compress --calibration auto`` does; for MiniLM 64 of the bundled sentences,
+  which the judge also embeds), same format;
 * ``global step`` (digits only): every floating-point tensor quantised with one step and
   entropy-coded by ``encode_tensor``; bytes = sections + compact JSON entries;
 * ``global step+sens`` (digits only): the same with tensor t's step Δ / √(s_t / s̄), s_t
@@ -45,6 +50,7 @@ from weightdna.baselines.rtn import RTN_BITS, decode_rtn, encode_rtn
 from weightdna.codec import decode_tensor, encode_tensor
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import CANDIDATES, Target
+from weightdna.data import load_digits
 from weightdna.errors import WeightDNAError
 from weightdna.evaluate import (
     accuracy_of_restored,
@@ -53,6 +59,8 @@ from weightdna.evaluate import (
     load_sentences,
     sensitivity,
 )
+from weightdna.evaluate.accuracy import takes_images
+from weightdna.evaluate.calibration import SequentialHessians, hessians
 from weightdna.train import train_digits_cnn, train_digits_mlp
 from weightdna.weights import ModelWeights, load_weights, minilm_path
 
@@ -104,11 +112,13 @@ def point(method: str, setting: str, nbytes: int, numel: int, original: State,
 
 def run_compress(weights: ModelWeights, rate: float, workdir: Path,
                  sens: Mapping[str, float] | None,
-                 representations: tuple[str, ...]) -> tuple[State, int]:
+                 representations: tuple[str, ...],
+                 calibration: Mapping[str, np.ndarray] | None = None) -> tuple[State, int]:
     """compress_model at ``rate`` bits per weight, decompressed: (restored, file bytes)."""
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     report = compress_model(weights, dna, Target("bits_per_weight", rate), overwrite=True,
-                            sensitivity=sens, representations=representations)
+                            sensitivity=sens, representations=representations,
+                            calibration=calibration)
     decompress_model(dna, out, overwrite=True)
     return load_weights(out).state_dict(), report.file_bytes
 
@@ -171,18 +181,23 @@ def run_nncodec(original: State, qps: list[int]) -> dict[int, tuple[State, int]]
 
 
 def sweep(weights: ModelWeights, judge: Judge, sens: Mapping[str, float],
-          global_step: bool, representations: tuple[str, ...] = CANDIDATES) -> list[dict]:
+          global_step: bool, representations: tuple[str, ...] = CANDIDATES,
+          calibration: Mapping[str, np.ndarray] | None = None) -> list[dict]:
     """Every method at every rate on one model."""
     original = weights.state_dict()
     numel = weights.total_numel
     rows = [point("original", "", sum(t.numel() * t.element_size() for t in original.values()),
                   numel, original, original, judge)]
     with tempfile.TemporaryDirectory(prefix="fidelity-") as tmp:
-        for method, s in (("weightdna", None), ("weightdna+sens", sens)):
+        methods = [("weightdna", None, None), ("weightdna+sens", sens, None)]
+        if calibration:
+            methods += [("weightdna+gptq", None, calibration),
+                        ("weightdna+gptq+sens", sens, calibration)]
+        for method, s, cal in methods:
             for rate in RATES:
                 try:
                     restored, nbytes = run_compress(weights, rate, Path(tmp), s,
-                                                    representations)
+                                                    representations, cal)
                 except WeightDNAError as exc:
                     say(f"  {method} {rate:g} bpw: {exc}")
                     rows.append({"method": method, "setting": f"target {rate:g} bpw",
@@ -246,7 +261,9 @@ def digits(name: str, workdir: Path) -> dict:
     say(f"{name}: trained, test accuracy {run.test_accuracy:.4f}")
     sens = sensitivity(run.model)
     rows = sweep(load_weights(path), lambda state: accuracy_of_restored(run.model, state),
-                 sens, global_step=True)
+                 sens, global_step=True,
+                 calibration=SequentialHessians(run.model, load_digits(image=takes_images(
+                     run.model))[0]))
     for r in rows:
         if "delta_points" in r:
             r["within_goal"] = r["delta_points"] >= -ACCURACY_GOAL_POINTS
@@ -280,7 +297,8 @@ def minilm() -> dict:
     # Tensors the forward never reads (the pooler) count as the least sensitive one.
     floor = min(v for v in sens.values() if v > 0)
     sens = {n: max(sens.get(n, floor), floor) for n in weights.names}
-    rows = sweep(weights, judge, sens, global_step=False, representations=("quantized",))
+    rows = sweep(weights, judge, sens, global_step=False, representations=("quantized",),
+                 calibration=hessians(weights.state_dict()))
     return {"model": "minilm", "weights": weights.total_numel, "sentences": len(sentences),
             "embed_seconds": embed_seconds, "sensitivity_seconds": sens_seconds,
             "sensitivity": sens, "points": rows,

@@ -198,8 +198,11 @@ def rate_distortion(
     steps = sweep_steps(tensors, rates)
 
     if DNA_CODEC in methods:
+        # One more size above the top rate: a size target lands up to 1% under it
+        # (SIZE_TARGET_FILL), and equal-size figures need a point on either side.
+        above = (rates[-1] + 1.0,) if rates[-1] + 1.0 <= 16 else ()
         with tempfile.TemporaryDirectory(prefix="weightdna-rd-") as tmp:
-            for rate in rates:
+            for rate in rates + above:
                 try:
                     rd.results.append(run_dna_file(tensors, rate, Path(tmp), say))
                 except WeightDNAError as exc:  # e.g. a size too small for this model

@@ -32,7 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compress a model's weights to a .dna file under a size or accuracy target",
         description=(
             "Code every tensor of a model in the representation that meets the target at "
-            "the fewest bits: quantised and entropy-coded, a low-rank prediction plus coded "
+            "the fewest bits: quantised (trellis-coded, NNCodec's 8-state dependent "
+            "quantisation, on tensors of 4096+ weights at 0.5+ bits each) and entropy-coded "
+            "per context, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
             "structure. Bits are spread over tensors by equal rate-distortion slope (one "
             "step for all, on the raw scale). Integer tensors and buffers are stored "
@@ -64,6 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "
                              "default: all)")
+    parser.add_argument("--calibration", choices=("none", "auto"), default="none",
+                        help="auto: choose each weight matrix's symbols by GPTQ so that its "
+                             "outputs (not its weights) change least, on calibration data "
+                             "picked by the model's kind: digits training images for an "
+                             "engine digits model, the bundled sentences for a BERT model; "
+                             "same file format (default: none)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -164,6 +172,14 @@ def run_compress(args: argparse.Namespace) -> int:
         representations.append("quantized")
     check_output(args.output, args.force)
     weights = load_weights(args.model)
+    calibration = None
+    if args.calibration == "auto":
+        if target.kind in ("max_abs_error", "lossless"):
+            raise InvalidInputError("--calibration applies to --bits-per-weight, --snr and "
+                                    "--psnr.")
+        from weightdna.evaluate.calibration import hessians_for_file
+
+        calibration = hessians_for_file(args.model)
     with _progress() as bar:
         task = bar.add_task("reading", total=None)
 
@@ -172,7 +188,8 @@ def run_compress(args: argparse.Namespace) -> int:
 
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
-                                overwrite=args.force, progress=progress)
+                                overwrite=args.force, calibration=calibration,
+                                progress=progress)
     if args.json:
         console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
         return 0

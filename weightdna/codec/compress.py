@@ -8,18 +8,22 @@ per-tensor samples stay in memory. Every figure it reports is measured on the co
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from weightdna import __version__
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.dtypes import DTYPES
+from weightdna.codec.gptq import Calibration
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
     Allocation,
@@ -31,11 +35,14 @@ from weightdna.codec.ratecontrol import (
     pooled_figures,
     single_tensor_choice,
     tensor_candidates,
+    trellis_choice,
+    trellis_step_factor,
 )
-from weightdna.codec.tensor import encode_tensor
+from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError
 from weightdna.weights import ModelWeights, save_weights
+from weightdna.weights.model import TensorSource
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -43,6 +50,8 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
 MEASURE_ROUNDS = 5
 # A size target is met once the file is within this fraction of it (and not over).
 SIZE_TARGET_FILL = 0.99
+# An SNR/PSNR target is met once the measured figure is at most this far above it.
+SNR_TARGET_SLACK_DB = 0.05
 # A first guess at the (compressed) header's size per tensor, before it is measured.
 HEADER_BYTES_PER_TENSOR = 150
 MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
@@ -136,13 +145,27 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> T
     )
 
 
-def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice) -> tuple[dict, dict]:
-    """Code a tensor as chosen; raw when no candidate was chosen or the step overflows."""
+def _scalar_choice(choice: Choice, numel: int) -> Choice:
+    """A trellis choice as scalar rounding at about the same rate (the inverse of
+    `trellis_choice`); any other choice as it is."""
+    if choice.quantizer != "trellis":
+        return choice
+    factor = trellis_step_factor(choice.bits / max(numel, 1))
+    return replace(choice, step=choice.step / factor, deadzone=0.0, quantizer="scalar")
+
+
+def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
+                   hessian: np.ndarray | None = None) -> tuple[dict, dict]:
+    """Code a tensor as chosen; raw when no candidate was chosen or the step overflows.
+    With ``hessian`` (its inputs' XᵀX/N) the symbols are chosen by GPTQ, scalar only."""
     if choice.candidate is None:
         return encode_tensor(tensor, name=name, lossless=True)
+    if hessian is not None:
+        choice = _scalar_choice(choice, tensor.numel())
     try:
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
-                              prediction=choice.candidate.prediction)
+                              prediction=choice.candidate.prediction,
+                              quantizer=choice.quantizer, hessian=hessian)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
         return encode_tensor(tensor, name=name, lossless=True)
     if tensor.numel() < EXACT_CHECK_ELEMENTS:  # a tiny tensor's exact bytes may be fewer
@@ -152,14 +175,54 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice) -> tuple[dic
     return coded
 
 
+class _Restored(Mapping):
+    """The floating-point tensors coded so far, decoded when read."""
+
+    def __init__(self, coder: _Coder) -> None:
+        self.coder = coder
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.coder.coded or name not in self.coder.signal:
+            raise KeyError(name)
+        return self.coder.restored(name)
+
+    def __iter__(self):  # noqa: ANN204
+        return (n for n in self.coder.coded if n in self.coder.signal)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 class _Coder:
     """Holds the coded tensors (entries and sections, in model order) and their figures."""
 
-    def __init__(self, weights: ModelWeights) -> None:
+    def __init__(self, weights: ModelWeights,
+                 calibration: Mapping[str, np.ndarray] | Calibration | None = None) -> None:
         self.weights = weights
+        self.calibration = calibration or {}
         self.coded: dict[str, tuple[dict, dict[str, bytes]]] = {}
         self.peaks: dict[str, float] = {}
         self.signal: dict[str, float] = {}
+        self._restored: dict[str, tuple[int, torch.Tensor]] = {}
+
+    def hessian(self, name: str) -> np.ndarray | None:
+        """The calibration H of ``name`` (None: round it), a sequential calibration's
+        measured with the tensors coded so far at their restored values."""
+        calibration = self.calibration
+        if isinstance(calibration, Mapping):
+            return calibration.get(name)
+        if name not in calibration.names:
+            return None
+        return calibration.hessian(name, _Restored(self))
+
+    def restored(self, name: str) -> torch.Tensor:
+        """A coded tensor decoded (cached while its coding is unchanged)."""
+        entry, sections = self.coded[name]
+        cached = self._restored.get(name)
+        if cached is None or cached[0] != id(entry):
+            cached = (id(entry), decode_tensor(entry, sections))
+            self._restored[name] = cached
+        return cached[1]
 
     def add(self, name: str, coded: tuple[dict, dict[str, bytes]]) -> None:
         self.coded[name] = coded
@@ -211,6 +274,7 @@ def compress_model(
     overwrite: bool = False,
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
+    calibration: Mapping[str, np.ndarray] | Calibration | None = None,
     progress: Progress | None = None,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
@@ -219,6 +283,11 @@ def compress_model(
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
     max |w|. ``dna_config``: the weightdna.dna.FitConfig of DNA candidates.
     ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
+    ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
+    (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`
+    that measures each H with the tensors coded before it restored (sequential); those
+    tensors' symbols are chosen by GPTQ to keep their outputs' error small (scalar
+    quantizer; same format). Not with max-abs-error or lossless targets.
     Integer tensors and buffers are stored exactly, and so is any tensor whose exact bytes
     are fewer than its coded ones.
     """
@@ -234,7 +303,8 @@ def compress_model(
         "source": weights.path.name,
         "source_metadata": json.dumps(weights.metadata, sort_keys=True),
     }
-    coder = _Coder(weights)
+    calibration = _check_calibration(weights, calibration, target)
+    coder = _Coder(weights, calibration)
     lossy: list[str] = []
     for info in weights.infos:
         tensor = weights.tensor(info.name)
@@ -261,7 +331,7 @@ def compress_model(
     elif target.per_tensor:
         for i, name in enumerate(lossy):
             coder.add(name, _meet_per_tensor(weights.tensor(name), name, analyse(i, name),
-                                             target, per_row))
+                                             target, per_row, coder.hessian(name)))
     elif lossy:
         candidates = [analyse(i, name) for i, name in enumerate(lossy)]
         report("analysing", len(lossy), len(lossy))
@@ -291,6 +361,34 @@ def compress_model(
     )
 
 
+def _check_calibration(weights: ModelWeights,
+                       calibration: Mapping[str, np.ndarray] | Calibration | None,
+                       target: Target) -> Mapping[str, np.ndarray] | Calibration:
+    """The calibration Hessians, checked against the model's tensors (a sequential
+    calibration's names only: its Hessians are checked as they are measured)."""
+    if calibration is None or (isinstance(calibration, Mapping) and not calibration):
+        return {}
+    if target.kind in ("max_abs_error", "lossless"):
+        raise InvalidInputError("calibration applies to bits-per-weight, SNR and PSNR targets.")
+    if not isinstance(calibration, Mapping):
+        missing = sorted(set(calibration.names) - set(weights.names))
+        if missing:
+            raise InvalidInputError(f"calibration names {missing[0]!r}, which the model lacks.")
+        return calibration
+    checked = {}
+    for name, hessian in calibration.items():
+        if name not in weights.names:
+            raise InvalidInputError(f"calibration names {name!r}, which the model lacks.")
+        shape = weights.info(name).shape
+        columns = math.prod(shape[1:]) if len(shape) >= 2 else 0
+        hessian = np.asarray(hessian, dtype=np.float64)
+        if len(shape) < 2 or hessian.shape != (columns, columns):
+            raise InvalidInputError(f"the calibration of {name} is {hessian.shape}; its shape "
+                                    f"{tuple(shape)} needs ({columns}, {columns}).")
+        checked[name] = hessian
+    return checked
+
+
 def _section_bytes(coded: tuple[dict, dict[str, bytes]]) -> int:
     return sum(len(b) for b in coded[1].values())
 
@@ -317,16 +415,36 @@ def _meets_tensor(entry: dict, target: Target, peak: float, signal: float) -> bo
 
 
 def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, target: Target,
-                     per_row: bool) -> tuple[dict, dict[str, bytes]]:
-    """Code one tensor at the largest step whose measured SNR/PSNR meets the target."""
-    choice = single_tensor_choice(tc, target, per_row)
+                     per_row: bool, hessian: np.ndarray | None = None
+                     ) -> tuple[dict, dict[str, bytes]]:
+    """Code one tensor at about the largest step whose measured SNR/PSNR meets the target:
+    the estimate's step (scalar rounding; the trellis where it pays), shrunk by 3% until
+    the target holds, or grown by 3% while it still holds (the trellis beats the estimate)."""
+    choice = trellis_choice(tc, single_tensor_choice(tc, target, per_row))
+
+    def scaled(factor: float) -> Choice:
+        return replace(choice, step=choice.step * factor)
+
+    def meets(coded: tuple[dict, dict[str, bytes]]) -> bool:
+        return coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target,
+                                                                    tc.peak, tc.signal)
+
+    coded = _encode_choice(tensor, name, choice, hessian)
+    if meets(coded):
+        for _ in range(40):
+            if coded[0]["representation"] == "raw":
+                return coded
+            choice = scaled(1.03)
+            larger = _encode_choice(tensor, name, choice, hessian)
+            if not meets(larger) or _section_bytes(larger) > _section_bytes(coded):
+                return coded
+            coded = larger
+        return coded
     for _ in range(40):
-        coded = _encode_choice(tensor, name, choice)
-        if coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target, tc.peak,
-                                                                 tc.signal):
+        choice = scaled(0.97)
+        coded = _encode_choice(tensor, name, choice, hessian)
+        if meets(coded):
             return coded
-        choice = Choice(choice.candidate, choice.step * 0.97, choice.bits, choice.sse,
-                        choice.deadzone)
     return encode_tensor(tensor, name=name, lossless=True)
 
 
@@ -352,7 +470,9 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     ratio = 1.0  # measured bits of the coded tensors over their estimate
     best: dict[str, tuple[dict, dict[str, bytes]]] | None = None
     best_measured = measured = None
-    for round_ in range(MEASURE_ROUNDS):
+    # GPTQ's symbols cost more than the estimates' rounding, the more so at coarser steps:
+    # the correction converges from above, and needs more rounds.
+    for round_ in range(MEASURE_ROUNDS * (2 if coder.calibration else 1)):
         if target.kind == "bits_per_weight":
             fixed = 8.0 * (exact_bytes + header_bytes)
 
@@ -372,7 +492,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             report("encoding", i, len(candidates))
             name = tc.info.name
             coder.add(name, _encode_choice(weights.tensor(name), name,
-                                           allocation.choices[name]))
+                                           allocation.choices[name],
+                                           coder.hessian(name)))
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata)
@@ -393,7 +514,13 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             snr, psnr = coder.figures()
             measured = snr if target.kind == "snr" else psnr
             if measured >= target.value:
-                return
+                coded_bytes = sum(_section_bytes(c) for c in coder.coded.values())
+                if best_measured is None or coded_bytes < best_measured:
+                    best, best_measured = dict(coder.coded), coded_bytes
+                if measured - target.value <= SNR_TARGET_SLACK_DB:
+                    break
+            # The estimates assume scalar rounding: the trellis lands above them, so the
+            # goal moves down as well as up.
             goal += target.value - measured + 0.01
     if best is not None:
         coder.coded = best
@@ -408,16 +535,29 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
                      progress: Progress | None = None) -> tuple[int, int]:
     """Decode every tensor of a .dna file and write them as safetensors with their original
-    names, shapes and dtypes; returns (tensors, bytes written)."""
+    names, shapes and dtypes; returns (tensors, bytes written).
+
+    Streams: the safetensors header comes from the .dna header's dtypes and shapes, then
+    each tensor is decoded just before its bytes are written and dropped after, so memory
+    follows the largest tensor, not the model. The output appears whole or not at all."""
     path, output = Path(path), Path(output)
     _check_paths(path, output, overwrite)
     dna = read_dna_file(path)
     report = progress or (lambda stage, done, total: None)
-    tensors: dict[str, torch.Tensor] = {}
-    for i, name in enumerate(dna.names):
-        report("decoding", i, len(dna.names))
-        tensors[name] = dna.tensor(name)
-    report("decoding", len(dna.names), len(dna.names))
+    done = 0
+
+    def decode(name: str) -> torch.Tensor:
+        nonlocal done
+        report("decoding", done, len(dna.names))
+        tensor = dna.tensor(name)
+        done += 1
+        return tensor
+
+    tensors = {
+        entry["name"]: TensorSource(DTYPES[entry["dtype"]], tuple(entry["shape"]),
+                                    functools.partial(decode, entry["name"]))
+        for entry in dna.entries
+    }
     metadata = {"format": "pt"}
     try:
         source = json.loads(dna.metadata.get("source_metadata", "{}"))
@@ -426,5 +566,6 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
     except json.JSONDecodeError:
         pass  # free text from another writer: keep the default
     save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
+    report("decoding", len(dna.names), len(dna.names))
     return len(tensors), output.stat().st_size
 

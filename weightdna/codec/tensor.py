@@ -67,7 +67,7 @@ _ERROR_STEP_FACTORS = (
 
 # Elements quantised and restored at a time: the float64 temporaries of one block, not of
 # a whole tensor, set the encoder's and decoder's memory beside the tensor itself.
-BLOCK_ELEMENTS = 1 << 20
+BLOCK_ELEMENTS = 1 << 18
 
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
