@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,12 @@ from weightdna.codec.gptq import gptq_symbols, output_error
 from weightdna.codec.quantize import MAX_SYMBOL
 from weightdna.codec.ratecontrol import Target
 from weightdna.errors import InvalidInputError
-from weightdna.evaluate.calibration import SequentialHessians, hessians, hessians_for_file
+from weightdna.evaluate.calibration import (
+    SequentialHessians,
+    hessians,
+    hessians_for_file,
+    sensitivity_for_file,
+)
 from weightdna.nn.activations import ReLU
 from weightdna.nn.conv import Conv2D
 from weightdna.nn.layers import Dense, Flatten
@@ -215,3 +221,28 @@ def test_sequential_hessians_follow_the_restored_layers(tmp_path: Path) -> None:
     report = compress_model(weights, tmp_path / "s.dna", Target("bits_per_weight", 3.0),
                             calibration=sequential)
     assert report.bits_per_weight <= 3.0
+
+
+def test_cli_sensitivity(tmp_path: Path, capsys) -> None:
+    """--sensitivity auto measures the engine model's sensitivities and weights the
+    allocation by them: every tensor gets a positive weight and the file still meets the
+    size; a model without calibration data, or a per-tensor target, is refused cleanly."""
+    mlp = build_digits_mlp(seed=0, hidden=(32,)).save(tmp_path / "mlp.safetensors")
+    sens = sensitivity_for_file(mlp)
+    assert set(sens) == {"layers.0.weight", "layers.0.bias", "layers.2.weight",
+                         "layers.2.bias"} and min(sens.values()) > 0
+    out = tmp_path / "mlp.dna"
+    assert main(["compress", str(mlp), "-o", str(out), "--bits-per-weight", "3",
+                 "--sensitivity", "auto", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bits_per_weight"] <= 3
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": np.ones((4, 4), dtype=np.float32)}, str(plain))
+    for argv in (["compress", str(plain), "-o", str(tmp_path / "x.dna"), "--bits-per-weight",
+                  "4", "--sensitivity", "auto"],
+                 ["compress", str(mlp), "-o", str(tmp_path / "x.dna"), "--snr", "20",
+                  "--per-tensor", "--sensitivity", "auto"]):
+        assert main(argv) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "--sensitivity" in err and "Traceback" not in err
+    assert not (tmp_path / "x.dna").exists()

@@ -72,6 +72,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "picked by the model's kind: digits training images for an "
                              "engine digits model, the bundled sentences for a BERT model; "
                              "same file format (default: none)")
+    parser.add_argument("--sensitivity", choices=("none", "auto"), default="none",
+                        help="auto: measure how much each tensor's error moves the model's "
+                             "outputs (on the same calibration data as --calibration) and "
+                             "spend bits where they matter: the downstream figures rise, "
+                             "the weight SNR falls (default: none, one MSE-optimal step)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -180,6 +185,14 @@ def run_compress(args: argparse.Namespace) -> int:
         from weightdna.evaluate.calibration import hessians_for_file
 
         calibration = hessians_for_file(args.model)
+    sensitivity = None
+    if args.sensitivity == "auto":
+        if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
+            raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
+                                    "--snr and --psnr targets.")
+        from weightdna.evaluate.calibration import sensitivity_for_file
+
+        sensitivity = sensitivity_for_file(args.model)
     with _progress() as bar:
         task = bar.add_task("reading", total=None)
 
@@ -189,7 +202,7 @@ def run_compress(args: argparse.Namespace) -> int:
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 overwrite=args.force, calibration=calibration,
-                                progress=progress)
+                                sensitivity=sensitivity, progress=progress)
     if args.json:
         console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
         return 0

@@ -21,7 +21,7 @@ from weightdna.bert import EMBEDDING_TENSORS, BertConfig, BertEncoder, load_toke
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.evaluate.accuracy import as_array, takes_images
-from weightdna.evaluate.sensitivity import _bert_prefix, _calibration_sentences
+from weightdna.evaluate.sensitivity import _bert_prefix, _calibration_sentences, sensitivity
 from weightdna.nn.conv import Conv2D
 from weightdna.nn.layers import Dense
 from weightdna.nn.model import Model, load_model
@@ -170,12 +170,13 @@ def reads_digits(model: Model) -> bool:
     return isinstance(first, Dense) and first.in_features == 64
 
 
-def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHessians:
-    """The calibration of the model stored at ``path``, on the data of its kind: an engine
-    digits model (a file of `weightdna train mlp|cnn` or Model.save) on the digits training
-    images, sequentially (`SequentialHessians`); a BERT model (a Hugging Face folder, or a
-    weights file beside its config.json and tokenizer) on the bundled sentences. Any other
-    model raises InvalidInputError: there is no calibration data for it."""
+def calibration_subject(path: str | Path, flag: str = "--calibration"
+                        ) -> Model | tuple[dict[str, Any], Path]:
+    """What calibrating the model at ``path`` runs: an engine digits ``Model`` (a file of
+    `weightdna train mlp|cnn` or Model.save; its data: the digits training images), or a
+    BERT state dict with its folder (a Hugging Face folder, or a weights file beside its
+    config.json and tokenizer; its data: the bundled sentences). Any other model raises
+    InvalidInputError naming ``flag``: there is no calibration data for it."""
     path = Path(path)
     try:
         model = load_model(path)
@@ -185,14 +186,42 @@ def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHes
         if not reads_digits(model):
             raise InvalidInputError(
                 f"{path} is an engine model that does not read the 8×8 digits: there is no "
-                "calibration data for it; compress it without --calibration.")
-        return SequentialHessians(model, load_digits(image=takes_images(model))[0])
+                f"calibration data for it; compress it without {flag}.")
+        return model
     folder = path if path.is_dir() else path.parent
     if (folder / "config.json").is_file():
         state = load_weights(path).state_dict()
         if any(name.endswith(EMBEDDING_TENSORS[0]) for name in state):
-            return hessians(state, folder=folder)
+            return state, folder
     raise InvalidInputError(
         f"no calibration data for {path}: calibration knows engine digits models (written by "
         "`weightdna train mlp|cnn`) and BERT models with their config.json and tokenizer "
-        "(calibrated on the bundled sentences); compress it without --calibration.")
+        f"(calibrated on the bundled sentences); compress it without {flag}.")
+
+
+def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHessians:
+    """The calibration of the model stored at ``path`` (`calibration_subject`): an engine
+    digits model sequentially on the digits training images (`SequentialHessians`), a
+    BERT model on the bundled sentences."""
+    subject = calibration_subject(path)
+    if isinstance(subject, Model):
+        return SequentialHessians(subject, load_digits(image=takes_images(subject))[0])
+    state, folder = subject
+    return hessians(state, folder=folder)
+
+
+def sensitivity_for_file(path: str | Path) -> dict[str, float]:
+    """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
+    ``path`` on the data of its kind (`calibration_subject`). Tensors the forward never
+    reads (a pooler, say) get the smallest measured value: their errors move nothing."""
+    subject = calibration_subject(path, "--sensitivity")
+    if isinstance(subject, Model):
+        measured = sensitivity(subject)
+        names = list(subject.state_dict())
+    else:
+        state, folder = subject
+        measured = sensitivity(state, folder=folder, draws=1)
+        names = list(state)
+    positive = [v for v in measured.values() if v > 0]
+    floor = min(positive) if positive else 1.0
+    return {name: max(measured.get(name, floor), floor) for name in names}
