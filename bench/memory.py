@@ -36,8 +36,12 @@ import codec_speed  # noqa: E402  (the children and run_child are shared, not co
 REPO = codec_speed.REPO
 MB = codec_speed.MB
 CONSTANT = "import torch, numpy, weightdna"
+# ... and what coding any tensor loads: the trellis's numba-compiled search and decoder.
 CODE_CONSTANT = ("import torch, numpy, torch._dynamo, weightdna.codec.compress, "
-                 "weightdna.cli.compress")
+                 "weightdna.cli.compress\n"
+                 "from weightdna.codec.tensor import decode_tensor, encode_tensor\n"
+                 "decode_tensor(*encode_tensor(torch.randn(64, 64), step=0.1, "
+                 "quantizer='trellis'))")
 
 
 def run_measured(command: list[str]) -> dict:
@@ -81,7 +85,7 @@ def measure(bits: float, qp: int) -> dict:
 
 NAMES = {
     "constant": ("constant", CONSTANT),
-    "code constant": ("constant", "+ torch._dynamo and the codec (for reference)"),
+    "code constant": ("constant", "+ torch._dynamo and the codec, its numba code loaded"),
     "weightdna compress": ("ours, CLI", "weightdna compress --bits-per-weight {bits:g}"),
     "weightdna decompress": ("ours, CLI", "weightdna decompress"),
     "dna-encode": ("ours", "compress_model (operation only)"),
