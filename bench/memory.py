@@ -123,11 +123,17 @@ def table(result: dict, markdown: bool) -> str:
                      ratio, bpw])
     notes = [f"Model: {model_mb:.1f} MB file, {weights:,} weights. Bound: 2 × {model_mb:.1f} "
              f"+ {constant:.0f} (constant) = {bound:.0f} MB; peak / bound < 1 meets it."]
+    # The codec's own constant: what any compress loads whatever the model's size (torch's
+    # dynamo, imported by Adam for a DNA fit, and the trellis's numba code).
+    code = rows["code constant"]["peak_mb"]
     for key in ("weightdna compress", "weightdna decompress", "dna-encode", "dna-decode"):
         peak = rows[key]["peak_mb"]
         notes.append(f"{key}: {peak:.0f} MB, {'met' if peak < bound else 'NOT met'} "
                      f"({peak - constant:.0f} MB above the constant, "
-                     f"{(peak - constant) / model_mb:.2f} × the model).")
+                     f"{(peak - constant) / model_mb:.2f} × the model); against the codec's "
+                     f"constant ({code:.0f} MB) "
+                     f"{'met' if peak < 2 * model_mb + code else 'NOT met'} "
+                     f"({(peak - code) / model_mb:.2f} × the model above it).")
     if markdown:
         lines = ["| " + " | ".join(header) + " |",
                  "|---|---|---:|---:|---:|---:|---:|"]

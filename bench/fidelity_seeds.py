@@ -1,0 +1,76 @@
+"""How robust are the digits accuracies of bench/fidelity.py? The same methods over seeds.
+
+    .venv/bin/python bench/fidelity_seeds.py [--models mlp,cnn] [--rates 2] [--seeds 5]
+
+For each seed: train the recipe (seed s: its initialisation, shuffling and train/test
+split), measure its sensitivities and its sequential calibration (as `weightdna compress
+--sensitivity auto --calibration auto` does), compress at each rate with the four methods
+of bench/fidelity.py (weightdna, +sens, +gptq, +gptq+sens), restore, and take the change
+in held-out accuracy (points; one test image is 0.28). Prints each method's mean and the
+per-seed figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import Target
+from weightdna.data import load_digits
+from weightdna.errors import WeightDNAError
+from weightdna.evaluate import accuracy_of_restored, sensitivity
+from weightdna.evaluate.accuracy import takes_images
+from weightdna.evaluate.calibration import SequentialHessians
+from weightdna.train import train_digits_cnn, train_digits_mlp
+from weightdna.weights import load_weights
+
+METHODS = ("weightdna", "weightdna+sens", "weightdna+gptq", "weightdna+gptq+sens")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="mlp,cnn")
+    parser.add_argument("--rates", default="2")
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
+    for name in args.models.split(","):
+        deltas: dict[tuple[float, str], list[float]] = {(r, m): [] for r in rates for m in METHODS}
+        for seed in range(args.seeds):
+            run = (train_digits_mlp if name == "mlp" else train_digits_cnn)(seed=seed)
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
+                weights = load_weights(run.model.save(folder / "model.safetensors"))
+                sens = sensitivity(run.model, seed=seed)
+                images = load_digits(seed=seed, image=takes_images(run.model))[0]
+                for rate in rates:
+                    for method in METHODS:
+                        calibration = (SequentialHessians(run.model, images)
+                                       if "gptq" in method else None)
+                        try:
+                            compress_model(weights, folder / "m.dna",
+                                           Target("bits_per_weight", rate), overwrite=True,
+                                           sensitivity=sens if method.endswith("sens") else None,
+                                           calibration=calibration)
+                        except WeightDNAError:
+                            deltas[(rate, method)].append(float("nan"))
+                            continue
+                        decompress_model(folder / "m.dna", folder / "r.safetensors",
+                                         overwrite=True)
+                        restored = load_weights(folder / "r.safetensors").state_dict()
+                        result = accuracy_of_restored(run.model, restored, seed=seed)
+                        deltas[(rate, method)].append(result["delta_points"])
+            print(f"{name}: seed {seed} done", flush=True)
+        print(f"\n| {name} | bits/weight | mean Δ points | per seed |")
+        print("|---|---:|---:|---|")
+        for (rate, method), values in deltas.items():
+            print(f"| {method} | {rate:g} | {np.nanmean(values):+.2f} | "
+                  f"{', '.join(f'{v:+.2f}' for v in values)} |")
+
+
+if __name__ == "__main__":
+    main()
