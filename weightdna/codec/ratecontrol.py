@@ -56,9 +56,9 @@ OCTAVES_BELOW_PEAK = 24
 LN2 = math.log(2.0)
 DEADZONES = (0.0, 0.1, 0.2)
 # Where the trellis (dependent quantisation) replaces scalar rounding: tensors large enough
-# to pay for its 8+ context models in the header, at rates where it gains (measured on
-# MiniLM's matrices: from about 1 bit per weight up; below ½ bit scalar rounding with a
-# deadzone does better on Laplace-like data).
+# to pay for its context models (2 or more) in the header, at rates where it gains
+# (measured on MiniLM's matrices: from about 1 bit per weight up; below ½ bit scalar
+# rounding with a deadzone does better on Laplace-like data).
 TRELLIS_MIN_ELEMENTS = 1 << 12
 TRELLIS_MIN_BITS = 0.5
 
