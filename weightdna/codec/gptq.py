@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from weightdna.codec.quantize import MAX_SYMBOL
+from weightdna.codec.quantize import MAX_SYMBOL, round_symbols
 from weightdna.errors import InvalidInputError
 
 DEFAULT_DAMP = 0.01  # λ = DEFAULT_DAMP × mean(diag H) added to H's diagonal
@@ -94,12 +94,8 @@ def prepare(hessian: np.ndarray, damp: float = DEFAULT_DAMP, act_order: bool = T
 
 
 def _round(scaled: np.ndarray, deadzone: float) -> np.ndarray:
-    """Nearest integer, or `weightdna.codec.quantize.quantize`'s deadzone rounding."""
-    if deadzone:
-        rounded = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
-    else:
-        rounded = np.rint(scaled)
-    return np.clip(rounded, -MAX_SYMBOL, MAX_SYMBOL)
+    """`weightdna.codec.quantize.round_symbols`, kept within the alphabet."""
+    return np.clip(round_symbols(scaled, deadzone), -MAX_SYMBOL, MAX_SYMBOL)
 
 
 def gptq_symbols(

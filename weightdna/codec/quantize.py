@@ -36,15 +36,21 @@ def row_steps_for_bits(values: np.ndarray, bits: int) -> np.ndarray:
     return np.where(steps > 0, steps, 1.0).astype(np.float64)
 
 
-def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0) -> np.ndarray:
-    """Integer symbols of ``values / step`` (``step``: a scalar or one per row).
+def rows_per_block(columns: int, elements: int) -> int:
+    """Rows of ``columns`` elements in a block of about ``elements`` (one at least)."""
+    return max(1, elements // max(columns, 1))
 
-    ``deadzone`` θ in [0, 0.5) rounds magnitudes down unless their fraction exceeds 0.5 + θ:
-    fewer nonzero symbols, fewer bits, at low rates less distortion per bit (the decoder is
-    unchanged; the error bound grows from step/2 to step·(0.5 + θ)). 0 is nearest rounding.
-    """
-    if not 0.0 <= deadzone < 0.5:
-        raise InvalidInputError(f"deadzone must lie in [0, 0.5), not {deadzone}.")
+
+def row_blocks(rows: int, columns: int, elements: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of whole rows, about ``elements`` elements each (one row at
+    least): how a large tensor is worked through without whole-tensor temporaries."""
+    per_block = rows_per_block(columns, elements)
+    return [(a, min(a + per_block, rows)) for a in range(0, rows, per_block)]
+
+
+def scale(values: np.ndarray, step: float | np.ndarray) -> np.ndarray:
+    """``values / step`` as (rows, rest) float64 (``step``: a scalar or one per row),
+    checked: every step finite and positive, and |values / step| within the alphabet."""
     rows = as_rows(values).astype(np.float64, copy=False)
     steps = np.asarray(step, dtype=np.float64)
     if not np.all(np.isfinite(steps)) or not np.all(steps > 0):
@@ -56,10 +62,31 @@ def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0
             f"the step is too small for this tensor's range (|w|/step reaches {peak:.3g}, "
             f"the limit is {MAX_SYMBOL}); use a larger step or store it losslessly."
         )
+    return scaled
+
+
+def round_symbols(scaled: np.ndarray, deadzone: float = 0.0,
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """The integers (as float64) ``scaled`` rounds to: nearest, or with a deadzone θ
+    magnitudes rounded down unless their fraction exceeds 0.5 + θ. ``out``: round in place
+    (nearest rounding only)."""
     if deadzone:
-        symbols = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
-    else:
-        symbols = np.rint(scaled, out=scaled)  # in place: a large tensor's peak memory
+        return np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
+    return np.rint(scaled, out=out)
+
+
+def quantize(values: np.ndarray, step: float | np.ndarray, deadzone: float = 0.0) -> np.ndarray:
+    """Integer symbols of ``values / step`` (``step``: a scalar or one per row).
+
+    ``deadzone`` θ in [0, 0.5) rounds magnitudes down unless their fraction exceeds 0.5 + θ:
+    fewer nonzero symbols, fewer bits, at low rates less distortion per bit (the decoder is
+    unchanged; the error bound grows from step/2 to step·(0.5 + θ)). 0 is nearest rounding.
+    """
+    if not 0.0 <= deadzone < 0.5:
+        raise InvalidInputError(f"deadzone must lie in [0, 0.5), not {deadzone}.")
+    scaled = scale(values, step)
+    # In place: a large tensor's peak memory.
+    symbols = round_symbols(scaled, deadzone, out=scaled)
     return symbols.astype(np.int32).reshape(values.shape)
 
 

@@ -34,7 +34,7 @@ from weightdna.codec.prediction import (
     lowrank_prediction,
     singular_values,
 )
-from weightdna.codec.quantize import MAX_SYMBOL, as_rows
+from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
 from weightdna.coords import matrix_shape
 from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -183,7 +183,7 @@ def _adjacent_correlation(values: np.ndarray) -> float:
 
 def _rows_per_block(values: np.ndarray) -> int:
     """Rows of `as_rows` in a block of about BLOCK_ELEMENTS elements."""
-    return max(1, BLOCK_ELEMENTS // max(as_rows(values).shape[1], 1))
+    return rows_per_block(as_rows(values).shape[1], BLOCK_ELEMENTS)
 
 
 def _row_peaks(values: np.ndarray) -> np.ndarray:
@@ -301,10 +301,7 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     if not peak < MAX_SYMBOL / 2:
         return math.inf, 0.0, steps
     scaled = sample / divisor
-    if deadzone:
-        symbols = np.sign(scaled) * np.floor(np.abs(scaled) + (0.5 - deadzone))
-    else:
-        symbols = np.rint(scaled)
+    symbols = round_symbols(scaled, deadzone)
     error = (scaled - symbols) * divisor
     sse = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     bits = _ideal_bits(symbols.astype(np.int32)) * tc.scale + candidate.side_bits + side

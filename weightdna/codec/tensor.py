@@ -43,8 +43,10 @@ from weightdna.codec.quantize import (
     as_rows,
     dequantize,
     quantize,
+    row_blocks,
     row_shape,
     row_steps_for_bits,
+    scale,
 )
 from weightdna.errors import CorruptFileError, InvalidInputError
 
@@ -208,8 +210,7 @@ class _Overflow(Exception):
 
 def _row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
     """[start, stop) row ranges of about BLOCK_ELEMENTS elements each."""
-    per_block = max(1, BLOCK_ELEMENTS // max(columns, 1))
-    return [(a, min(a + per_block, rows)) for a in range(0, rows, per_block)]
+    return row_blocks(rows, columns, BLOCK_ELEMENTS)
 
 
 def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,7 +247,7 @@ def _code_blocks(
         residual = values if block_base is None else values - block_base
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
         if plan is not None:
-            _scaled(residual, block_steps)  # the alphabet check of `quantize`
+            scale(residual, block_steps)  # the step and alphabet checks of `quantize`
             q = gptq_symbols(residual, plan, block_steps, deadzone)
             restored = _reconstruct(q, block_steps, dtype, block_base)
         elif search is None:
@@ -276,25 +277,12 @@ def _code_blocks(
     return symbols, {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
 
 
-def _scaled(residual: np.ndarray, steps: float | np.ndarray) -> np.ndarray:
-    """residual / step (per row when ``steps`` is an array), checked against the alphabet."""
-    steps_array = np.asarray(steps, dtype=np.float64)
-    scaled = residual / (steps_array.reshape(-1, 1) if steps_array.ndim == 1 else steps_array)
-    peak = float(np.abs(scaled).max(initial=0.0))
-    if not peak <= MAX_SYMBOL:
-        raise InvalidInputError(
-            f"the step is too small for this tensor's range (|w|/step reaches {peak:.3g}, "
-            f"the limit is {MAX_SYMBOL}); use a larger step or store it losslessly."
-        )
-    return scaled
-
-
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
                    base: np.ndarray | None, search: _Trellis, start: int,
                    stop: int) -> tuple[np.ndarray, torch.Tensor]:
     """Rows [start, stop) by the trellis search: their symbols and restored values."""
     classes = search.classes[start:stop]
-    symbols = trellis.quantize(_scaled(residual, steps), classes, search.n_classes,
+    symbols = trellis.quantize(scale(residual, steps), classes, search.n_classes,
                                search.groups, search.bits)
     levels, _ = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
     return symbols, _reconstruct(levels, steps, dtype, base)
@@ -314,7 +302,7 @@ def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
         if base is not None:
             values -= base[start:stop]
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
-        scaled = _scaled(values, block_steps)
+        scaled = scale(values, block_steps)
         means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
         first = (-start) % stride
         sample.append(scaled[first::stride])

@@ -30,6 +30,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from weightdna.codec.quantize import row_blocks
+
 # NEXT_STATE[state, parity of the symbol]: NNCodec's Trellis8States; odd states use Q1.
 NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]],
                       dtype=np.int64)
@@ -250,19 +252,13 @@ def split_streams(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
     classes = np.ascontiguousarray(classes)
     count = groups * n_classes
     lengths = np.zeros(count, dtype=np.int64)
-    for start, stop in _row_chunks(symbols.shape):  # contexts a chunk at a time
+    for start, stop in row_blocks(*symbols.shape, 1 << 20):  # contexts a block at a time
         _, contexts = reconstruct(symbols[start:stop], classes[start:stop], n_classes, groups)
         lengths += np.bincount(contexts.reshape(-1), minlength=count)
     ends = np.cumsum(lengths)
     out = np.empty(symbols.size, dtype=np.int32)
     _gather(symbols, classes, n_classes, state_groups(groups), NEXT_STATE, ends - lengths, out)
     return [out[end - size : end] for end, size in zip(ends, lengths, strict=True)]
-
-
-def _row_chunks(shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    rows, columns = shape
-    per = max(1, (1 << 20) // max(columns, 1))
-    return [(a, min(a + per, rows)) for a in range(0, rows, per)]
 
 
 class StreamReader:
