@@ -61,6 +61,7 @@ from weightdna.evaluate import (
 )
 from weightdna.evaluate.accuracy import takes_images
 from weightdna.evaluate.calibration import SequentialHessians, hessians
+from weightdna.evaluate.sensitivity import for_every_tensor
 from weightdna.train import train_digits_cnn, train_digits_mlp
 from weightdna.weights import ModelWeights, load_weights, minilm_path
 
@@ -295,8 +296,7 @@ def minilm(gptq: bool = False) -> dict:
     sens_seconds = time.perf_counter() - started
     say(f"minilm: sensitivity of {len(sens)} tensors in {sens_seconds:.1f} s")
     # Tensors the forward never reads (the pooler) count as the least sensitive one.
-    floor = min(v for v in sens.values() if v > 0)
-    sens = {n: max(sens.get(n, floor), floor) for n in weights.names}
+    sens = for_every_tensor(sens, weights.names)
     # GPTQ on MiniLM (--minilm-gptq) doubles the run; at 2 bits it measured a mean cosine
     # of 0.695 against 0.701 without (it gives up the trellis), so it is off by default.
     rows = sweep(weights, judge, sens, global_step=False, representations=("quantized",),

@@ -13,13 +13,13 @@ per-seed figures.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from weightdna.codec.compress import compress_model, decompress_model
-from weightdna.codec.ratecontrol import Target
+from weightdna.codec.ratecontrol import CANDIDATES
 from weightdna.data import load_digits
 from weightdna.errors import WeightDNAError
 from weightdna.evaluate import accuracy_of_restored, sensitivity
@@ -27,6 +27,9 @@ from weightdna.evaluate.accuracy import takes_images
 from weightdna.evaluate.calibration import SequentialHessians
 from weightdna.train import train_digits_cnn, train_digits_mlp
 from weightdna.weights import load_weights
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity import run_compress  # noqa: E402  (one compress-and-restore for both scripts)
 
 METHODS = ("weightdna", "weightdna+sens", "weightdna+gptq", "weightdna+gptq+sens")
 
@@ -52,16 +55,13 @@ def main() -> None:
                         calibration = (SequentialHessians(run.model, images)
                                        if "gptq" in method else None)
                         try:
-                            compress_model(weights, folder / "m.dna",
-                                           Target("bits_per_weight", rate), overwrite=True,
-                                           sensitivity=sens if method.endswith("sens") else None,
-                                           calibration=calibration)
+                            restored, _ = run_compress(
+                                weights, rate, folder,
+                                sens if method.endswith("sens") else None, CANDIDATES,
+                                calibration)
                         except WeightDNAError:
                             deltas[(rate, method)].append(float("nan"))
                             continue
-                        decompress_model(folder / "m.dna", folder / "r.safetensors",
-                                         overwrite=True)
-                        restored = load_weights(folder / "r.safetensors").state_dict()
                         result = accuracy_of_restored(run.model, restored, seed=seed)
                         deltas[(rate, method)].append(result["delta_points"])
             print(f"{name}: seed {seed} done", flush=True)

@@ -21,7 +21,12 @@ from weightdna.bert import EMBEDDING_TENSORS, BertConfig, BertEncoder, load_toke
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.evaluate.accuracy import as_array, takes_images
-from weightdna.evaluate.sensitivity import _bert_prefix, _calibration_sentences, sensitivity
+from weightdna.evaluate.sensitivity import (
+    _bert_prefix,
+    _calibration_sentences,
+    for_every_tensor,
+    sensitivity,
+)
 from weightdna.nn.conv import Conv2D
 from weightdna.nn.layers import Dense
 from weightdna.nn.model import Model, load_model
@@ -213,7 +218,7 @@ def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHes
 def sensitivity_for_file(path: str | Path) -> dict[str, float]:
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
     ``path`` on the data of its kind (`calibration_subject`). Tensors the forward never
-    reads (a pooler, say) get the smallest measured value: their errors move nothing."""
+    reads (a pooler, say) get the smallest measured value (`for_every_tensor`)."""
     subject = calibration_subject(path, "--sensitivity")
     if isinstance(subject, Model):
         measured = sensitivity(subject)
@@ -222,6 +227,4 @@ def sensitivity_for_file(path: str | Path) -> dict[str, float]:
         state, folder = subject
         measured = sensitivity(state, folder=folder, draws=1)
         names = list(state)
-    positive = [v for v in measured.values() if v > 0]
-    floor = min(positive) if positive else 1.0
-    return {name: max(measured.get(name, floor), floor) for name in names}
+    return for_every_tensor(measured, names)

@@ -196,6 +196,15 @@ def sensitivity(
                                snr_db, step, draws, seed, progress)
 
 
+def for_every_tensor(measured: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
+    """A sensitivity for each of ``names``, as a rate allocator needs one (> 0) per tensor:
+    a tensor not measured (the forward never reads it, e.g. a pooler) or measured at 0
+    counts as the least sensitive measured one (1.0 if none is above 0)."""
+    positive = [v for v in measured.values() if v > 0]
+    floor = min(positive) if positive else 1.0
+    return {name: max(measured.get(name, floor), floor) for name in names}
+
+
 def _calibration_sentences() -> list[str]:
     sentences = load_sentences()
     stride = max(len(sentences) // SENTENCE_CALIBRATION, 1)
