@@ -17,7 +17,13 @@ from hypothesis import strategies as st
 
 from weightdna.cli import main
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.container import VERSION, header_block
+from weightdna.codec.container import (
+    HEADER_DICTIONARY_ADLER32,
+    PREFIX,
+    VERSION,
+    header_block,
+    header_dictionary,
+)
 from weightdna.codec.dtypes import BITS_DTYPES
 from weightdna.codec.entropy import MODEL_KINDS, decode_symbols, encode_symbols
 from weightdna.errors import (
@@ -417,6 +423,53 @@ def test_reader_names_what_is_wrong(tmp_path: Path) -> None:
     (tmp_path / "bad_crc.dna").write_bytes(good[:20] + struct.pack("<I", 0) + good[24:])
     with pytest.raises(CorruptFileError, match="header checksum"):
         read_dna_file(tmp_path / "bad_crc.dna")
+
+
+def test_the_header_dictionary_is_the_released_one() -> None:
+    # Every version-4 file's header names this dictionary by its Adler-32: a changed
+    # dictionary file would make all of them unreadable.
+    assert zlib.adler32(header_dictionary()) == HEADER_DICTIONARY_ADLER32
+    assert len(header_dictionary()) <= 32768  # zlib's window: more would never be used
+
+
+def test_version_3_files_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "m.dna"
+    tensors = _write_mixed(path)
+    data = path.read_bytes()
+    _, _, length, inflated, _ = PREFIX.unpack_from(data)
+    text = zlib.decompressobj(zdict=header_dictionary()).decompress(
+        data[PREFIX.size : PREFIX.size + length])
+    assert len(text) == inflated
+    (tmp_path / "v3.dna").write_bytes(header_block(text, 3) + data[PREFIX.size + length :])
+    old = read_dna_file(tmp_path / "v3.dna")
+    assert old.version == 3 and old.names == list(tensors)
+    for name in tensors:
+        assert_bit_exact(old.tensor(name), read_dna_file(path).tensor(name))
+
+
+def test_a_version_4_header_must_name_the_dictionary(tmp_path: Path) -> None:
+    header = b'{"metadata":{},"tensors":[]}'
+    plain = zlib.compress(header)  # a valid zlib stream, but without the preset dictionary
+    data = PREFIX.pack(b"\x89DNA\r\n\x1a\n", 4, len(plain), len(header), zlib.crc32(plain)) + plain
+    (tmp_path / "plain.dna").write_bytes(data)
+    with pytest.raises(CorruptFileError, match="preset dictionary"):
+        read_dna_file(tmp_path / "plain.dna")
+
+
+def test_the_dictionary_halves_a_small_models_header(tmp_path: Path) -> None:
+    # The engine's digits MLP (untrained: 17k weights), coded at 2 bits per weight.
+    from weightdna.codec.compress import Target, compress_model
+    from weightdna.train import build_digits_mlp
+    from weightdna.weights import load_weights
+
+    source = build_digits_mlp(seed=3).save(tmp_path / "mlp.safetensors")
+    compress_model(load_weights(source), tmp_path / "m.dna", Target("bits_per_weight", 2.0))
+    data = (tmp_path / "m.dna").read_bytes()
+    _, _, length, _, _ = PREFIX.unpack_from(data)
+    text = zlib.decompressobj(zdict=header_dictionary()).decompress(
+        data[PREFIX.size : PREFIX.size + length])
+    without = len(header_block(text, 3)) - PREFIX.size
+    assert length <= 0.6 * without, (length, without)
 
 
 def test_sections_are_checked_when_read_lazily(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from weightdna.cli.info import _rows as info_rows
 from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block
+from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block, header_dictionary
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, WeightDNAError
@@ -111,7 +111,8 @@ def attempt(data: bytes, workdir: Path, verify: bool = True) -> str:
 def split(data: bytes) -> tuple[dict, bytes]:
     """The header object and the data area of a well-formed file."""
     _, _, length, _, _ = PREFIX.unpack_from(data)
-    text = zlib.decompress(data[PREFIX.size : PREFIX.size + length])
+    inflater = zlib.decompressobj(zdict=header_dictionary())
+    text = inflater.decompress(data[PREFIX.size : PREFIX.size + length])
     return json.loads(text), data[PREFIX.size + length :]
 
 
@@ -387,7 +388,8 @@ def test_huge_declared_sizes_allocate_nothing_big(original: bytes, workdir: Path
     for claimed in (2**32 - 1, 2**26, 1, inflated - 1, inflated + 1):
         mutants.append(PREFIX.pack(MAGIC, VERSION, length, claimed, crc)
                        + original[PREFIX.size :])
-    bomb = zlib.compress(b" " * (100 << 20))
+    deflater = zlib.compressobj(zdict=header_dictionary())  # a bomb that names the dictionary
+    bomb = deflater.compress(b" " * (100 << 20)) + deflater.flush()
     mutants.append(PREFIX.pack(MAGIC, VERSION, len(bomb), 100, zlib.crc32(bomb)) + bomb)
     tracemalloc.start()
     try:
