@@ -1,13 +1,13 @@
 """How robust are the digits accuracies of bench/fidelity.py? The same methods over seeds.
 
-    .venv/bin/python bench/fidelity_seeds.py [--models mlp,cnn] [--rates 2] [--seeds 5]
+    .venv/bin/python bench/fidelity_seeds.py [--models mlp,cnn] [--rates 2] [--seeds 10]
 
 For each seed: train the recipe (seed s: its initialisation, shuffling and train/test
 split), measure its sensitivities and its sequential calibration (as `weightdna compress
 --sensitivity auto --calibration auto` does), compress at each rate with the four methods
 of bench/fidelity.py (weightdna, +sens, +gptq, +gptq+sens), restore, and take the change
-in held-out accuracy (points; one test image is 0.28). Prints each method's mean and the
-per-seed figures.
+in held-out accuracy (points; one test image is 0.28). Prints each method's mean, its
+standard error over the seeds, and the per-seed figures.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,cnn")
     parser.add_argument("--rates", default="2")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
     for name in args.models.split(","):
@@ -65,10 +65,12 @@ def main() -> None:
                         result = accuracy_of_restored(run.model, restored, seed=seed)
                         deltas[(rate, method)].append(result["delta_points"])
             print(f"{name}: seed {seed} done", flush=True)
-        print(f"\n| {name} | bits/weight | mean Δ points | per seed |")
-        print("|---|---:|---:|---|")
+        print(f"\n| {name} | bits/weight | mean Δ points | ± s.e. | per seed |")
+        print("|---|---:|---:|---:|---|")
         for (rate, method), values in deltas.items():
-            print(f"| {method} | {rate:g} | {np.nanmean(values):+.2f} | "
+            kept = np.asarray(values)[~np.isnan(values)]
+            error = kept.std(ddof=1) / np.sqrt(kept.size) if kept.size > 1 else float("nan")
+            print(f"| {method} | {rate:g} | {np.nanmean(values):+.2f} | {error:.2f} | "
                   f"{', '.join(f'{v:+.2f}' for v in values)} |")
 
 

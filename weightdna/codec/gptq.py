@@ -107,7 +107,7 @@ def gptq_symbols(
     damp: float = DEFAULT_DAMP,
     act_order: bool = True,
     block: int = BLOCK_COLUMNS,
-    zero_dead: bool = False,
+    zero_dead: bool = True,
 ) -> np.ndarray:
     """Integer symbols (int32, the shape of ``rows``) of ``rows`` (out × in) on the grid
     ŵ = q·step, chosen so that ‖(W − Ŵ) X‖² is small for the inputs X with XᵀX/N = H.
@@ -115,10 +115,12 @@ def gptq_symbols(
     ``hessian``: H (in × in), or a `prepare`d plan (reused across row blocks).
     ``steps``: one step, or one per row. ``deadzone``: as `quantize`'s, applied to each
     column after the error of earlier columns has been fed into it. Dead columns
-    (H_ii = 0: no calibration input reaches them) are rounded on their own, neither taking
-    nor giving feedback, so that inputs the calibration never showed still meet the weights
-    (``zero_dead``: give them symbol 0 instead, fewer bits, as the paper does). Every |q| is
-    at most MAX_SYMBOL.
+    (H_ii = 0: no calibration input reaches them, such as the always-blank pixels of the
+    digits images) get symbol 0, as in the paper: they move no output and cost fewer bits
+    (on the digits models at 2 bits/weight this is worth about 0.1 accuracy points over
+    seeds; BENCHMARKS.md, "Downstream fidelity"). ``zero_dead=False`` rounds them
+    on their own instead, neither taking nor giving feedback, for inputs the calibration
+    never showed; so is a matrix no input reaches at all. Every |q| is at most MAX_SYMBOL.
     """
     if not 0.0 <= deadzone < 0.5:
         raise InvalidInputError(f"deadzone must lie in [0, 0.5), not {deadzone}.")
@@ -142,7 +144,7 @@ def gptq_symbols(
     # Work in units of the step: the grid is the integers, and the error feedback (linear)
     # is the same in either unit.
     scaled = w[:, plan.order] / step
-    if zero_dead:
+    if zero_dead and not plan.dead.all():
         scaled[:, plan.dead] = 0.0
     symbols = np.zeros_like(scaled)
     u = plan.factor
