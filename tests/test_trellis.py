@@ -41,7 +41,7 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
             expected = 2 * k - (state & 1) * np.sign(k)  # Q1 (odd states): odd levels or 0
             assert level == expected
             state = trellis.NEXT_STATE[state, abs(int(k)) % 2]
-    streams = trellis.split_streams(symbols, classes, 2, groups)
+    streams = trellis.split_streams(symbols, contexts, 2 * groups)
     for c, stream in enumerate(streams):  # each context's symbols, in element order
         np.testing.assert_array_equal(stream, symbols[contexts == c])
     reader = trellis.StreamReader(np.concatenate(streams), [s.size for s in streams], classes,
@@ -54,7 +54,8 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
 
 def test_a_short_stream_is_detected() -> None:
     symbols = np.array([[3, -1, 0, 2, 5, 1]], dtype=np.int32)
-    streams = trellis.split_streams(symbols, np.zeros(1, np.uint8), 1, 8)
+    _, contexts = trellis.reconstruct(symbols, np.zeros(1, np.uint8), 1, 8)
+    streams = trellis.split_streams(symbols, contexts, 8)
     lengths = [s.size for s in streams]
     longest = int(np.argmax(lengths))
     lengths[longest] -= 1

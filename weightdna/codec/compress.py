@@ -2,12 +2,15 @@
 
 `compress_model` streams: tensors are read one at a time from the model, analysed into
 candidates (`weightdna.codec.ratecontrol`), and coded; only the coded sections and small
-per-tensor samples stay in memory. Every figure it reports is measured on the coded data
-(the bytes written, the errors after decoding's cast), not estimated.
+per-tensor samples stay in memory, and the samples not while the chosen steps are coded
+(dropped, and taken again from the model if another round needs them). Every figure it
+reports is measured on the coded data (the bytes written, the errors after decoding's
+cast), not estimated.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import json
 import math
@@ -31,8 +34,10 @@ from weightdna.codec.ratecontrol import (
     Target,
     TensorCandidates,
     bisect_step,
+    drop_samples,
     exact_storage,
     pooled_figures,
+    resample,
     single_tensor_choice,
     tensor_candidates,
     trellis_choice,
@@ -106,6 +111,24 @@ class CompressionReport:
     def ratio(self) -> float:
         """Original file size over the .dna file's size."""
         return self.original_bytes / max(self.file_bytes, 1)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc
+    except (AttributeError, OSError):
+        return None
+
+
+def _give_back_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc's ``malloc_trim``; nothing
+    elsewhere). Freed temporaries of a large tensor, or of a DNA fit's threads, otherwise stay
+    resident in the heaps' holes, and count in the process's memory while the rest of the
+    model is coded; a call costs about a millisecond."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def original_size(weights: ModelWeights) -> int:
@@ -234,7 +257,8 @@ class _Coder:
             values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
             values = values[torch.isfinite(values)]
             if values.numel():
-                peak = max(peak, float(values.abs().max()))
+                values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
+                peak = max(peak, float(values.max()))
                 signal += float(torch.dot(values, values))
         self.peaks[name], self.signal[name] = peak, signal
 
@@ -314,11 +338,15 @@ def compress_model(
             coder.add(info.name, encode_tensor(tensor, name=info.name, lossless=True))
         else:
             lossy.append(info.name)
+        del tensor  # before the next one is read
+    _give_back_free_memory()
 
     def analyse(i: int, name: str) -> TensorCandidates:
         report("analysing", i, len(lossy))
-        tc = tensor_candidates(weights.info(name), weights.tensor(name), representations,
+        # float64 straight from the reader: the stored dtype's copy is not held beside it.
+        tc = tensor_candidates(weights.info(name), weights.numpy(name), representations,
                                dna_config)
+        _give_back_free_memory()
         tc.sensitivity = float((sensitivity or {}).get(name, 1.0))
         if not tc.sensitivity > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
@@ -333,7 +361,11 @@ def compress_model(
             coder.add(name, _meet_per_tensor(weights.tensor(name), name, analyse(i, name),
                                              target, per_row, coder.hessian(name)))
     elif lossy:
-        candidates = [analyse(i, name) for i, name in enumerate(lossy)]
+        # Largest first (each analysis depends on its tensor alone): the largest tensor's
+        # float64 values and their temporaries then sit beside no other tensor's samples.
+        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
+        analysed = {name: analyse(i, name) for i, name in enumerate(by_size)}
+        candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report)
     report("writing", 0, 1)
@@ -486,14 +518,21 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                 return pooled_figures(candidates, a, exact_signal, exact_count)[index] >= goal
 
         report("allocating", 0, 1)
+        if round_:  # the samples were dropped while the last allocation was coded
+            for tc in candidates:
+                resample(tc, weights.tensor(tc.info.name))
+                _give_back_free_memory()
         allocation = bisect_step(candidates, meets, per_row, target,
                                  coarse_is_ok=target.kind == "bits_per_weight")
+        drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
+        _give_back_free_memory()
         for i, tc in enumerate(candidates):
             report("encoding", i, len(candidates))
             name = tc.info.name
             coder.add(name, _encode_choice(weights.tensor(name), name,
                                            allocation.choices[name],
                                            coder.hessian(name)))
+            _give_back_free_memory()
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata)

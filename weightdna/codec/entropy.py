@@ -13,6 +13,7 @@ The coded bytes are what goes on disk, so the sizes reported are real, not estim
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 
 import constriction
 import numpy as np
@@ -67,39 +68,58 @@ def _fit(kind: str, counts: np.ndarray, lo: int, hi: int) -> dict:
     return {"kind": kind, "min": lo, "max": hi, "mean": mean, "scale": scale}
 
 
-def _encode_with(model: dict, symbols: np.ndarray, counts: np.ndarray) -> dict[str, bytes]:
+def _pieces(symbols: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The symbols as flat integer arrays: one array, or its pieces back to back."""
+    if isinstance(symbols, np.ndarray):
+        return [symbols.reshape(-1)]
+    return [np.asarray(piece).reshape(-1) for piece in symbols]
+
+
+def _chunks(pieces: list[np.ndarray], reverse: bool = False) -> Iterator[np.ndarray]:
+    """The pieces' symbols as int32 arrays of at most ENCODE_CHUNK, in order or last first:
+    narrow pieces are widened a chunk at a time, never whole."""
+    for piece in reversed(pieces) if reverse else pieces:
+        starts = range(0, piece.size, ENCODE_CHUNK)
+        for start in reversed(starts) if reverse else starts:
+            yield piece[start : start + ENCODE_CHUNK].astype(np.int32, copy=False)
+
+
+def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray) -> dict[str, bytes]:
     lo = model["min"]
     coder = constriction.stream.stack.AnsCoder()
     sections: dict[str, bytes] = {}
+    # A stack coder: chunks pushed last-first give the bytes of one reversed push, and only
+    # one chunk at a time is widened to int32 (and shifted to start at 0).
     if model["kind"] == "categorical":
         counts = counts.astype("<u8")
         categorical = constriction.stream.model.Categorical(
             counts.astype(np.float64), perfect=False
         )
-        # A stack coder: chunks pushed last-first give the bytes of one reversed push, and
-        # only one chunk at a time is shifted to start at 0.
-        for start in reversed(range(0, symbols.size, ENCODE_CHUNK)):
-            coder.encode_reverse(symbols[start : start + ENCODE_CHUNK] - np.int32(lo),
-                                 categorical)
+        for chunk in _chunks(pieces, reverse=True):
+            coder.encode_reverse(chunk - np.int32(lo), categorical)
         sections["histogram"] = compress_bytes(counts.tobytes())
     else:
-        coder.encode_reverse(symbols, _parametric(model))
-    sections["symbols"] = coder.get_compressed().astype("<u4").tobytes()
+        parametric = _parametric(model)
+        for chunk in _chunks(pieces, reverse=True):
+            coder.encode_reverse(chunk, parametric)
+    sections["symbols"] = coder.get_compressed().astype("<u4", copy=False).tobytes()
     return sections
 
 
-def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict[str, bytes]]:
-    """Code integer ``symbols`` (flattened); returns the model params and the sections.
+def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
+                   model: str = "auto") -> tuple[dict, dict[str, bytes]]:
+    """Code integer ``symbols`` (flattened; or a sequence of integer arrays of any width,
+    coded as one array of them back to back); returns the model params and the sections.
 
     ``model`` is one of MODEL_KINDS or ``"auto"``: the one whose estimated size (symbols at
     their ideal cost under the model, plus its table) is smallest.
     """
     if model != "auto" and model not in MODEL_KINDS:
         raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {MODEL_KINDS}.")
-    flat = np.asarray(symbols).reshape(-1).astype(np.int32, copy=False)
-    if flat.size == 0:
+    pieces = [piece for piece in _pieces(symbols) if piece.size]
+    if not pieces:
         return {"kind": "laplace", "min": 0, "max": 1, "mean": 0.0, "scale": 1.0}, {"symbols": b""}
-    lo, hi = int(flat.min()), int(flat.max())
+    lo, hi = min(int(p.min()) for p in pieces), max(int(p.max()) for p in pieces)
     if lo == hi:  # the quantised models need a support of two or more symbols
         lo, hi = (lo, hi + 1) if hi < MAX_SYMBOL else (lo - 1, hi)
     if hi - lo + 1 > MAX_ALPHABET or max(-lo, hi) > MAX_SYMBOL:
@@ -108,19 +128,18 @@ def encode_symbols(symbols: np.ndarray, model: str = "auto") -> tuple[dict, dict
             "use a larger step or lossless storage."
         )
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
-    for start in range(0, flat.size, ENCODE_CHUNK):  # no shifted copy of a large tensor
-        counts += np.bincount(flat[start : start + ENCODE_CHUNK] - np.int32(lo),
-                              minlength=hi - lo + 1)
+    for chunk in _chunks(pieces):  # no shifted copy of a large tensor
+        counts += np.bincount(chunk - np.int32(lo), minlength=hi - lo + 1)
     if model != "auto":
         params = _fit(model, counts, lo, hi)
-        return params, _encode_with(params, flat, counts)
+        return params, _encode_with(params, pieces, counts)
     fitted = {kind: _fit(kind, counts, lo, hi) for kind in MODEL_KINDS}
     cost = {kind: _estimated_bits(fitted[kind], counts) for kind in MODEL_KINDS}
     # Decoding a categorical model is several times faster than a quantised Laplace or
     # Gaussian (no inverse CDF per symbol), so a parametric model must win by over 1%.
     cost["categorical"] *= 0.99
     best = min(MODEL_KINDS, key=cost.__getitem__)
-    return fitted[best], _encode_with(fitted[best], flat, counts)
+    return fitted[best], _encode_with(fitted[best], pieces, counts)
 
 
 def _estimated_bits(model: dict, counts: np.ndarray) -> float:
@@ -213,15 +232,18 @@ def decode_symbols(
     return symbols
 
 
-def encode_streams(streams: list[np.ndarray]) -> tuple[list[dict], dict[str, bytes]]:
-    """Code several symbol streams (the contexts of `weightdna.codec.trellis`), each under
-    its own model; returns one descriptor per stream (its model, symbol count and byte
-    lengths) and the sections ``symbols`` and ``histogram`` holding them back to back."""
+def encode_streams(streams: Iterable[np.ndarray | Sequence[np.ndarray]]
+                   ) -> tuple[list[dict], dict[str, bytes]]:
+    """Code several symbol streams (the contexts of `weightdna.codec.trellis`; each an array
+    or its pieces, as `encode_symbols` takes them), each under its own model; returns one
+    descriptor per stream (its model, symbol count and byte lengths) and the sections
+    ``symbols`` and ``histogram`` holding them back to back."""
     descriptors, symbols, histograms = [], [], []
     for stream in streams:
         model, sections = encode_symbols(stream)
         histogram = sections.get("histogram", b"")
-        descriptors.append({"model": model, "count": int(stream.size),
+        count = sum(piece.size for piece in _pieces(stream))
+        descriptors.append({"model": model, "count": int(count),
                             "bytes": len(sections["symbols"]), "histogram": len(histogram)})
         symbols.append(sections["symbols"])
         histograms.append(histogram)

@@ -43,8 +43,9 @@ from weightdna.weights import TensorInfo
 TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
 CANDIDATES = ("quantized", "lowrank", "dna")
 SAMPLE_ELEMENTS = 1 << 20
-# Elements of a whole-tensor float64 figure (|w|, a prediction, a residual) computed at a time.
-BLOCK_ELEMENTS = 1 << 20
+# Elements of a whole-tensor float64 figure (|w|, a prediction, a residual) computed at a
+# time: temporaries of 2 MiB, the size of the encoder's (they reuse each other's room).
+BLOCK_ELEMENTS = 1 << 18
 # Cheap tests for structure: a low-rank candidate needs a predicted gain (high-rate,
 # Gaussian: ½·N·log₂(E/E_res) bits) above its factors' cost; a DNA is fitted only where
 # neighbouring weights along a row or column correlate at least this much.
@@ -109,7 +110,9 @@ class Candidate:
 
     name: str  # "quantized", "lowrank+residual", "dna+residual"
     prediction: Prediction | None
-    sample: np.ndarray  # float32 residual at the sampled positions, as (rows, columns)
+    # float32 residual at the sampled positions, as (rows, columns); None while dropped
+    # (plain quantisation's: `drop_samples`, `resample`)
+    sample: np.ndarray | None
     row_peak: np.ndarray  # max |residual| per row (all elements), for per-row steps
     side_bits: float
 
@@ -142,12 +145,16 @@ class Choice:
     quantizer: str = "scalar"  # or "trellis" (weightdna.codec.trellis)
 
 
-def _sampled_rows(values: np.ndarray) -> tuple[np.ndarray, float]:
-    """At most SAMPLE_ELEMENTS whole rows (evenly spaced) as float32, and the scale-up."""
-    rows = as_rows(values)
-    stride = max(1, math.ceil(values.size / SAMPLE_ELEMENTS))
-    sample = rows[::stride].astype(np.float32)
-    return sample, values.size / max(sample.size, 1)
+def _sampled_rows(values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]:
+    """At most SAMPLE_ELEMENTS whole rows (evenly spaced) as float32 (non-finite elements 0),
+    and the scale-up; from the tensor or its `_finite_values`, alike."""
+    numel = math.prod(values.shape)
+    stride = max(1, math.ceil(numel / SAMPLE_ELEMENTS))
+    rows = as_rows(values)[::stride]
+    if isinstance(rows, torch.Tensor):  # float64 values are `_finite_values` already
+        rows = _finite_values(rows)
+    sample = rows.astype(np.float32)
+    return sample, numel / max(sample.size, 1)
 
 
 def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
@@ -177,7 +184,12 @@ def _adjacent_correlation(values: np.ndarray) -> float:
     best = 0.0
     for a, b in ((rows[:-1], rows[1:]), (rows[:, :-1], rows[:, 1:])):
         if a.size > 1 and a.std() > 0 and b.std() > 0:
-            best = max(best, float(np.corrcoef(a.reshape(-1), b.reshape(-1))[0, 1]))
+            # corrcoef(a, b) of one (2, N) array, written in place: the same figure as from
+            # two flattened copies, with two fewer N-element temporaries.
+            pair = np.empty((2, a.size))
+            pair[0].reshape(a.shape)[...] = a
+            pair[1].reshape(b.shape)[...] = b
+            best = max(best, float(np.corrcoef(pair)[0, 1]))
     return best
 
 
@@ -218,21 +230,38 @@ def _predicted_candidate(name: str, prediction: Prediction, values: np.ndarray) 
                      8.0 * prediction.side_bytes)
 
 
+def _finite_values(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The tensor as float64, non-finite elements 0 (the encoder stores them exactly on the
+    side). A contiguous float64 array is used in place, not copied: a large tensor's values
+    are then held once. The zeroing goes a block at a time (no whole-tensor masks)."""
+    if isinstance(tensor, np.ndarray) and tensor.dtype == np.float64:
+        values = np.ascontiguousarray(tensor)
+    else:
+        values = np.ascontiguousarray(
+            torch.as_tensor(tensor).to(torch.float64, copy=True).numpy())
+    flat = values.reshape(-1)
+    for start in range(0, flat.size, BLOCK_ELEMENTS):
+        block = flat[start : start + BLOCK_ELEMENTS]
+        block[~np.isfinite(block)] = 0.0
+    return values
+
+
 def tensor_candidates(
     info: TensorInfo,
-    tensor: torch.Tensor,
+    tensor: torch.Tensor | np.ndarray,
     representations: Sequence[str] = CANDIDATES,
     dna_config: object = None,
 ) -> TensorCandidates:
-    """The candidates worth trying for one coded tensor (see the module docstring)."""
+    """The candidates worth trying for one coded tensor (see the module docstring).
+    ``tensor``: the tensor, or its values as a float64 array, then used in place (its
+    non-finite elements set to 0)."""
     unknown = set(representations) - set(CANDIDATES)
     if unknown or "quantized" not in representations:
         raise InvalidInputError(
             f"representations must include quantized and come from {CANDIDATES}; "
             f"got {sorted(representations)}."
         )
-    values = tensor.to(torch.float64, copy=True).numpy()
-    values[~np.isfinite(values)] = 0.0  # stored exactly on the side by the encoder
+    values = _finite_values(tensor)
     sample, scale = _sampled_rows(values)
     candidates = [Candidate("quantized", None, sample, _row_peaks(values), 0.0)]
     m, n = matrix_shape(values.shape)
@@ -260,6 +289,26 @@ def tensor_candidates(
         peak=float(candidates[0].row_peak.max(initial=0.0)),  # max |w|, without a temporary
         scale=scale,
     )
+
+
+def drop_samples(coded: Sequence[TensorCandidates]) -> None:
+    """Drop the samples of plain quantisation (most of what the rate control holds: up to
+    4 bytes per weight of the model) while the chosen steps are coded, which needs none of
+    them; a further allocation first takes them again from the tensors (`resample`). A
+    prediction's residual samples are kept: taking them again would mean evaluating the
+    prediction again (a DNA: a network over every element)."""
+    for tc in coded:
+        for candidate in tc.candidates:
+            if candidate.prediction is None:
+                candidate.sample = None
+
+
+def resample(tc: TensorCandidates, tensor: torch.Tensor) -> None:
+    """Take the samples `drop_samples` dropped again from the tensor, as `tensor_candidates`
+    took them (the same values: the same code, on the same elements)."""
+    for candidate in tc.candidates:
+        if candidate.sample is None:
+            candidate.sample = _sampled_rows(tensor)[0]
 
 
 def _ideal_bits(symbols: np.ndarray) -> float:

@@ -6,7 +6,7 @@ or a prediction (``lowrank+residual``,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from weightdna.codec.quantize import (
     row_blocks,
     row_shape,
     row_steps_for_bits,
+    rows_per_block,
     scale,
 )
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -213,6 +214,69 @@ def _row_blocks(rows: int, columns: int) -> list[tuple[int, int]]:
     return row_blocks(rows, columns, BLOCK_ELEMENTS)
 
 
+class _Base:
+    """A prediction the residual is coded against, a block of `_row_blocks` at a time
+    (float64). A low-rank one is computed block by block on every pass (`Prediction.
+    row_blocks`: the values of the decoder's whole product), so that a large tensor's
+    prediction is never held whole; a DNA is evaluated whole, as the decoder does, once."""
+
+    def __init__(self, prediction: Prediction, rows: int, columns: int) -> None:
+        self.prediction, self.rows = prediction, rows
+        self.per_block = rows_per_block(columns, BLOCK_ELEMENTS)
+        self.whole = (None if prediction.representation == "lowrank+residual"
+                      else as_rows(prediction.values))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The prediction of each row block, in order."""
+        if self.whole is None:
+            return (block for _, block in self.prediction.row_blocks(self.per_block))
+        return (self.whole[a : a + self.per_block] for a in range(0, self.rows, self.per_block))
+
+
+def _blocks_with_base(rows: int, columns: int,
+                      base: _Base | None) -> Iterator[tuple[int, int, np.ndarray | None]]:
+    """Each of `_row_blocks` as (start, stop, its prediction or None)."""
+    bounds = _row_blocks(rows, columns)
+    if base is None:
+        return ((start, stop, None) for start, stop in bounds)
+    return ((start, stop, block)
+            for (start, stop), block in zip(bounds, base.blocks(), strict=True))
+
+
+class _Symbols:
+    """A tensor's symbols as they are chosen, block by block, kept as streams of pieces of
+    one buffer of the narrowest integer dtype that has held them so far (int8 first,
+    widened with a copy when a block needs more): at usual rates a quarter of int32's
+    memory, in one allocation made before the blocks' temporaries (small arrays kept
+    between those, one per block, would leave the freed room in holes the heap cannot
+    give back)."""
+
+    def __init__(self, size: int, streams: int) -> None:
+        self.buffer = np.empty(size, dtype=np.int8)
+        self.used = 0
+        self.count = streams
+        self.bounds: list[np.ndarray] = []  # of each block's streams' pieces in the buffer
+
+    def add(self, pieces: list[np.ndarray]) -> None:
+        """Append a block: each stream's next piece."""
+        lo = min((int(p.min()) for p in pieces if p.size), default=0)
+        hi = max((int(p.max()) for p in pieces if p.size), default=0)
+        limits = np.iinfo(self.buffer.dtype)
+        if lo < limits.min or hi > limits.max:
+            wider = next(d for d in (np.int16, np.int32)
+                         if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max)
+            self.buffer = self.buffer.astype(wider)
+        self.bounds.append(self.used + np.cumsum([0] + [p.size for p in pieces]))
+        for piece in pieces:
+            self.buffer[self.used : self.used + piece.size] = piece.reshape(-1)
+            self.used += piece.size
+
+    def streams(self) -> Iterator[list[np.ndarray]]:
+        """Each stream's pieces, in order (views into the buffer), one stream at a time."""
+        for i in range(self.count):
+            yield [self.buffer[bounds[i] : bounds[i + 1]] for bounds in self.bounds]
+
+
 def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows [start, stop) of the tensor as float64 (non-finite elements as 0) and the mask of
     finite ones: one block at a time, so a large tensor is never held in float64 whole."""
@@ -227,25 +291,29 @@ def _code_blocks(
     steps: float | np.ndarray,
     deadzone: float,
     dtype: str,
-    base: np.ndarray | None,
+    base: _Base | None,
     target: float | None,
     search: _Trellis | None = None,
     plan: GPTQPlan | None = None,
-) -> tuple[np.ndarray, dict] | None:
-    """Symbols of every element (rows of `as_rows`) and the error figures over the finite
-    ones, quantised and restored block by block. None when ``target`` (a max-abs-error) is
-    missed; raises _Overflow when restored values overflow, InvalidInputError when the step
-    is too small for the coder's alphabet. ``plan``: choose the symbols by GPTQ
-    (`weightdna.codec.gptq`) instead of rounding each element."""
+) -> tuple[Iterator[list[np.ndarray]], dict] | None:
+    """The symbols of every element (rows of `as_rows`) and the error figures over the
+    finite ones, quantised and restored block by block. The symbols come as streams, each a
+    list of pieces (`_Symbols`: never a large tensor's symbols in int32 whole): one stream,
+    non-finite elements' symbols 0, or with ``search`` the trellis's context streams
+    (`weightdna.codec.trellis.split_streams`, with the contexts of the search's own walk).
+    None when ``target`` (a max-abs-error) is missed; raises _Overflow when restored values
+    overflow, InvalidInputError when the step is too small for the coder's alphabet.
+    ``plan``: choose the symbols by GPTQ (`weightdna.codec.gptq`) instead of rounding each
+    element."""
     rows, columns = source.shape
-    symbols = np.empty((rows, columns), dtype=np.int32)
+    symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
     signal = noise = max_error = 0.0
     count = 0
-    for start, stop in _row_blocks(rows, columns):
+    for start, stop, block_base in _blocks_with_base(rows, columns, base):
         values, finite = _block_values(source, start, stop)
-        block_base = None if base is None else base[start:stop]
         residual = values if block_base is None else values - block_base
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
+        contexts = None
         if plan is not None:
             scale(residual, block_steps)  # the step and alphabet checks of `quantize`
             q = gptq_symbols(residual, plan, block_steps, deadzone)
@@ -254,8 +322,8 @@ def _code_blocks(
             q = quantize(residual, block_steps, deadzone)
             restored = _reconstruct(q, block_steps, dtype, block_base)
         else:
-            q, restored = _trellis_block(residual, block_steps, dtype, block_base, search,
-                                         start, stop)
+            q, restored, contexts = _trellis_block(residual, block_steps, dtype, block_base,
+                                                   search, start, stop)
         if target is not None:
             q, restored = _repair_ties(
                 values, finite, q, restored, block_steps, target, dtype, block_base
@@ -272,24 +340,30 @@ def _code_blocks(
         count += int(np.count_nonzero(finite))
         if target is not None and max_error > target:
             return None
-        symbols[start:stop] = q
+        if contexts is None:
+            q[~finite] = 0  # stored exactly on the side (the trellis's walk needs its symbol)
+            symbols.add([q])
+        else:
+            symbols.add(trellis.split_streams(q, contexts, symbols.count))
     snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
-    return symbols, {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
+    stats = {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
+    return symbols.streams(), stats
 
 
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
                    base: np.ndarray | None, search: _Trellis, start: int,
-                   stop: int) -> tuple[np.ndarray, torch.Tensor]:
-    """Rows [start, stop) by the trellis search: their symbols and restored values."""
+                   stop: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+    """Rows [start, stop) by the trellis search: their symbols, restored values and
+    contexts."""
     classes = search.classes[start:stop]
     symbols = trellis.quantize(scale(residual, steps), classes, search.n_classes,
                                search.groups, search.bits)
-    levels, _ = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
-    return symbols, _reconstruct(levels, steps, dtype, base)
+    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
+    return symbols, _reconstruct(levels, steps, dtype, base), contexts
 
 
 def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
-                     base: np.ndarray | None) -> _Trellis:
+                     base: _Base | None) -> _Trellis:
     """Row classes and the learnt rate table of a tensor about to be searched."""
     rows, columns = source.shape
     n_classes = trellis_classes(rows * columns, rows)
@@ -297,15 +371,15 @@ def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
     means = np.empty(rows)
     stride = max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
     sample = []
-    for start, stop in _row_blocks(rows, columns):
+    for start, stop, block_base in _blocks_with_base(rows, columns, base):
         values, _ = _block_values(source, start, stop)
-        if base is not None:
-            values -= base[start:stop]
+        if block_base is not None:
+            values -= block_base
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
         scaled = scale(values, block_steps)
         means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
         first = (-start) % stride
-        sample.append(scaled[first::stride])
+        sample.append(scaled[first::stride].copy())  # not a view: it would hold the block
     classes = trellis.class_of(means, n_classes)
     picked = np.concatenate(sample) if sample else np.zeros((0, columns))
     bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups)
@@ -371,7 +445,7 @@ def encode_tensor(
     if prediction is not None:
         if prediction.shape != shape:
             raise InvalidInputError(f"{name}: the prediction's shape differs from the tensor's.")
-        base = as_rows(prediction.values)
+        base = _Base(prediction, *source.shape)
     plan = None
     if hessian is not None:
         hessian = np.asarray(hessian)
@@ -383,10 +457,10 @@ def encode_tensor(
 
     def row_peaks() -> np.ndarray:
         peaks = [np.zeros(0)]
-        for start, stop in _row_blocks(*source.shape):
+        for start, stop, block_base in _blocks_with_base(*source.shape, base):
             values, _ = _block_values(source, start, stop)
-            if base is not None:
-                values -= base[start:stop]
+            if block_base is not None:
+                values -= block_base
             peaks.append(np.abs(values).max(axis=1, initial=0.0))
         return np.concatenate(peaks)
 
@@ -417,16 +491,15 @@ def encode_tensor(
                 ) from None
             continue
         if coded is not None:
-            symbols, stats = coded
+            streams, stats = coded
             break
     else:
         return _raw_entry(name, t)  # no step met the target after the cast: store exactly
 
     if search is not None:
-        model_params, sections = _encode_trellis(search, symbols)
+        model_params, sections = _encode_trellis(search, streams)
     else:
-        symbols.reshape(-1)[nonfinite_idx] = 0
-        model_params, sections = encode_symbols(symbols, model)
+        model_params, sections = encode_symbols(next(streams), model)
     per_row = isinstance(steps, np.ndarray)
     params = {
         "step": None if per_row else float(steps),
@@ -455,10 +528,10 @@ def encode_tensor(
     return entry, sections
 
 
-def _encode_trellis(search: _Trellis, symbols: np.ndarray) -> tuple[dict, dict[str, bytes]]:
-    """The trellis's symbols as context streams: the model params and the sections.
-    Non-finite positions keep the symbol the search chose (the walk needs it)."""
-    streams = trellis.split_streams(symbols, search.classes, search.n_classes, search.groups)
+def _encode_trellis(search: _Trellis,
+                    streams: Iterable[list[np.ndarray]]) -> tuple[dict, dict[str, bytes]]:
+    """The trellis's context streams (`_code_blocks`) coded: the model params and the
+    sections. Non-finite positions keep the symbol the search chose (the walk needs it)."""
     descriptors, sections = encode_streams(streams)
     if search.n_classes > 1:
         sections["classes"] = compress_bytes(search.classes.astype(np.uint8).tobytes())

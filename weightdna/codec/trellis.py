@@ -30,8 +30,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from weightdna.codec.quantize import row_blocks
-
 # NEXT_STATE[state, parity of the symbol]: NNCodec's Trellis8States; odd states use Q1.
 NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]],
                       dtype=np.int64)
@@ -228,37 +226,16 @@ def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
     return levels, contexts
 
 
-@numba.njit(cache=True, nogil=True)
-def _gather(symbols: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
-            next_state: np.ndarray, pointer: np.ndarray, out: np.ndarray) -> None:
-    """Walk the rows and put each symbol at the next free place of its context's stream
-    (``pointer[c]``, advancing) in ``out``."""
-    n, length = symbols.shape
-    for b in range(n):
-        state = 0
-        for t in range(length):
-            k = symbols[b, t]
-            ctx = group[state] * classes + row_class[b]
-            out[pointer[ctx]] = k
-            pointer[ctx] += 1
-            state = next_state[state, k & 1]
-
-
-def split_streams(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
-                  groups: int) -> list[np.ndarray]:
-    """Each context's symbols in element order (views into one int32 array): the streams
-    the entropy coder codes. Nothing as large as the tensor is made beside that array."""
-    symbols = np.ascontiguousarray(symbols, dtype=np.int32)
-    classes = np.ascontiguousarray(classes)
-    count = groups * n_classes
-    lengths = np.zeros(count, dtype=np.int64)
-    for start, stop in row_blocks(*symbols.shape, 1 << 20):  # contexts a block at a time
-        _, contexts = reconstruct(symbols[start:stop], classes[start:stop], n_classes, groups)
-        lengths += np.bincount(contexts.reshape(-1), minlength=count)
+def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list[np.ndarray]:
+    """Each of the ``count`` contexts' symbols in element order (views into one array of
+    ``symbols``' dtype), ``contexts`` those `reconstruct` gave: the streams the entropy coder
+    codes. The encoder splits a block of rows at a time, with the contexts of the walk it
+    has just made, and codes each stream's pieces back to back."""
+    flat = contexts.reshape(-1)
+    gathered = symbols.reshape(-1)[np.argsort(flat, kind="stable")]
+    lengths = np.bincount(flat, minlength=count)
     ends = np.cumsum(lengths)
-    out = np.empty(symbols.size, dtype=np.int32)
-    _gather(symbols, classes, n_classes, state_groups(groups), NEXT_STATE, ends - lengths, out)
-    return [out[end - size : end] for end, size in zip(ends, lengths, strict=True)]
+    return [gathered[end - size : end] for end, size in zip(ends, lengths, strict=True)]
 
 
 class StreamReader:

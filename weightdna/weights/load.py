@@ -95,11 +95,10 @@ def _read_safetensors(path: Path) -> tuple[Sources, dict[str, str]]:
     # pages would stay resident (and count) after the tensor is dropped, and no copy.
     entries, metadata = read_header(path)
     size = path.stat().st_size
-    sources = {
-        e.name: TensorSource(e.dtype, e.shape, functools.partial(read_tensor, path, e, size),
-                             owned=True)
-        for e in entries
-    }
+    sources = {}
+    for e in entries:
+        read = functools.partial(read_tensor, path, e, size)  # read(dtype) converts as it reads
+        sources[e.name] = TensorSource(e.dtype, e.shape, read, owned=True, read_as=read)
     return sources, metadata
 
 

@@ -62,6 +62,9 @@ class TensorSource:
     shape: tuple[int, ...]
     read: Callable[[], torch.Tensor]  # may return shared memory; ModelWeights copies...
     owned: bool = False  # ...unless each read returns a new tensor nothing else holds
+    # Optional: a new tensor converted to the dtype given as it is read, the stored dtype's
+    # copy never held whole (`ModelWeights.numpy` of a large tensor).
+    read_as: Callable[[torch.dtype], torch.Tensor] | None = None
 
     @classmethod
     def held(cls, t: torch.Tensor) -> TensorSource:
@@ -141,9 +144,15 @@ class ModelWeights:
         """The tensor ``name`` converted to a new NumPy array of ``dtype`` (float64 default)."""
         self._check(name)
         target = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+        src = self.sources[name]
+        if src.read_as is not None:
+            t = src.read_as(target)
+            if t.dtype != target or tuple(t.shape) != src.shape:
+                raise ModelFileError(f"{self.path}: {name} did not read back as declared.")
+            return t.numpy()
         # .to() may return the source itself when dtypes match; the copy keeps inputs safe
         # (a source that reads into a new tensor each time needs none).
-        return self._read(name).to(target, copy=not self.sources[name].owned).numpy()
+        return self._read(name).to(target, copy=not src.owned).numpy()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """All tensors by name, each a new tensor in its stored dtype."""

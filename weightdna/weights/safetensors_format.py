@@ -150,33 +150,55 @@ def _check_layout(path: Path, entries: list[HeaderEntry], data_bytes: int) -> No
         )
 
 
-def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int) -> torch.Tensor:
+# Bytes read at a time when a tensor is converted to another dtype as it is read.
+CONVERT_CHUNK_BYTES = 1 << 20
+
+
+def _read_into(f: BinaryIO, view: memoryview, path: Path, entry: HeaderEntry) -> None:
+    done = 0
+    while done < len(view):  # a raw read may return fewer bytes than asked
+        got = f.readinto(view[done:])
+        if not got:
+            raise ModelFileError(f"{path} ends inside tensor {entry.name!r}; it was "
+                                 "truncated since it was opened.")
+        done += got
+
+
+def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int,
+                dtype: torch.dtype | None = None) -> torch.Tensor:
     """The tensor ``entry`` describes, read from the file into a new tensor (no memory map:
     a mapped file's pages would stay resident, and count, after the tensor is dropped).
 
     ``file_bytes``: the file's size when its header was checked; a file that changed size
     since is refused rather than read at offsets that no longer mean anything.
+    ``dtype``: convert to it as the bytes are read, CONVERT_CHUNK_BYTES at a time, so that
+    the stored dtype's copy of a large tensor is never held beside the converted one.
     """
     if sys.byteorder != "little":
         raise ModelFileError("reading safetensors needs a little-endian machine.")
-    buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
-    view = memoryview(buffer.numpy())
+    convert = dtype is not None and dtype != entry.dtype
     try:
         with path.open("rb", buffering=0) as f:
             if (size := f.seek(0, 2)) != file_bytes:
                 raise ModelFileError(f"{path} changed since it was opened ({file_bytes} bytes, "
                                      f"now {size}); open it again.")
             f.seek(entry.start)
-            done = 0
-            while done < entry.nbytes:  # a raw read may return fewer bytes than asked
-                got = f.readinto(view[done:])
-                if not got:
-                    raise ModelFileError(f"{path} ends inside tensor {entry.name!r}; it was "
-                                         "truncated since it was opened.")
-                done += got
+            if not convert:
+                buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
+                _read_into(f, memoryview(buffer.numpy()), path, entry)
+                return buffer.view(entry.dtype).reshape(entry.shape)
+            out = torch.empty(entry.shape, dtype=dtype)
+            flat = out.reshape(-1)
+            width = entry.dtype.itemsize
+            step = max(width, CONVERT_CHUNK_BYTES // width * width)
+            chunk = torch.empty(min(step, entry.nbytes), dtype=torch.uint8)
+            for start in range(0, entry.nbytes, step):
+                part = chunk[: min(step, entry.nbytes - start)]
+                _read_into(f, memoryview(part.numpy()), path, entry)
+                flat[start // width : (start + part.numel()) // width] = part.view(entry.dtype)
+            return out
     except OSError as exc:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}.") from None
-    return buffer.view(entry.dtype).reshape(entry.shape)
 
 
 def write_safetensors(
