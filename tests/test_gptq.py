@@ -191,15 +191,14 @@ def test_torch_tensor_input() -> None:
 
 
 def test_a_trellis_choice_becomes_scalar_rounding_under_gptq() -> None:
-    from weightdna.codec.compress import _scalar_choice
-    from weightdna.codec.ratecontrol import Choice, trellis_step_factor
+    from weightdna.codec.ratecontrol import Choice, scalar_choice, trellis_step_factor
 
     trellis = Choice(None, 0.3, bits=2.0 * 1000, sse=1.0, deadzone=0.0, quantizer="trellis")
-    scalar = _scalar_choice(trellis, 1000)
+    scalar = scalar_choice(trellis, 1000)
     assert scalar.quantizer == "scalar" and scalar.deadzone == 0.0
     assert scalar.step == pytest.approx(0.3 / trellis_step_factor(2.0))
     plain = Choice(None, 0.3, bits=2000, sse=1.0, deadzone=0.2)
-    assert _scalar_choice(plain, 1000) is plain
+    assert scalar_choice(plain, 1000) is plain
 
 
 def test_sequential_hessians_follow_the_restored_layers(tmp_path: Path) -> None:

@@ -38,10 +38,10 @@ from weightdna.codec.ratecontrol import (
     exact_storage,
     pooled_figures,
     resample,
+    scalar_choice,
     single_tensor_choice,
     tensor_candidates,
     trellis_choice,
-    trellis_step_factor,
 )
 from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.dna.metrics import decibels
@@ -168,15 +168,6 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> T
     )
 
 
-def _scalar_choice(choice: Choice, numel: int) -> Choice:
-    """A trellis choice as scalar rounding at about the same rate (the inverse of
-    `trellis_choice`); any other choice as it is."""
-    if choice.quantizer != "trellis":
-        return choice
-    factor = trellis_step_factor(choice.bits / max(numel, 1))
-    return replace(choice, step=choice.step / factor, deadzone=0.0, quantizer="scalar")
-
-
 def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
                    hessian: np.ndarray | None = None) -> tuple[dict, dict]:
     """Code a tensor as chosen; raw when no candidate was chosen or the step overflows.
@@ -184,7 +175,7 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
     if choice.candidate is None:
         return encode_tensor(tensor, name=name, lossless=True)
     if hessian is not None:
-        choice = _scalar_choice(choice, tensor.numel())
+        choice = scalar_choice(choice, tensor.numel())
     try:
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
                               prediction=choice.candidate.prediction,
@@ -500,8 +491,10 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     goal = target.value  # what the estimates aim at; corrected after each measurement
     budget_bits = target.value * weights.total_numel if target.kind == "bits_per_weight" else 0
     ratio = 1.0  # measured bits of the coded tensors over their estimate
+    # The best coding so far and its bytes: for a size target the largest file within it,
+    # for an SNR/PSNR target the fewest coded bytes that meet it.
     best: dict[str, tuple[dict, dict[str, bytes]]] | None = None
-    best_measured = measured = None
+    best_bytes = measured = None
     # GPTQ's symbols cost more than the estimates' rounding, the more so at coarser steps:
     # the correction converges from above, and needs more rounds.
     for round_ in range(MEASURE_ROUNDS * (2 if coder.calibration else 1)):
@@ -545,17 +538,17 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                 # A little more margin each round, so that the rounds cannot cycle.
                 ratio = coded_bits / allocation.bits * (1.0 + 0.002 * round_)
             if measured <= target.value:
-                if best_measured is None or measured > best_measured:
-                    best, best_measured = dict(coder.coded), measured
+                if best_bytes is None or size > best_bytes:
+                    best, best_bytes = dict(coder.coded), size
                 if measured >= SIZE_TARGET_FILL * target.value:
                     break
         else:
             snr, psnr = coder.figures()
             measured = snr if target.kind == "snr" else psnr
             if measured >= target.value:
-                coded_bytes = sum(_section_bytes(c) for c in coder.coded.values())
-                if best_measured is None or coded_bytes < best_measured:
-                    best, best_measured = dict(coder.coded), coded_bytes
+                coded_bytes = size - header_bytes  # every tensor's sections
+                if best_bytes is None or coded_bytes < best_bytes:
+                    best, best_bytes = dict(coder.coded), coded_bytes
                 if measured - target.value <= SNR_TARGET_SLACK_DB:
                     break
             # The estimates assume scalar rounding: the trellis lands above them, so the

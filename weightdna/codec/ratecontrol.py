@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -393,6 +393,16 @@ def trellis_choice(tc: TensorCandidates, choice: Choice) -> Choice:
     factor = trellis_step_factor(choice.bits / tc.info.numel)
     return Choice(choice.candidate, choice.step * factor, choice.bits, choice.sse, 0.0,
                   "trellis")
+
+
+def scalar_choice(choice: Choice, numel: int) -> Choice:
+    """A trellis choice as scalar rounding at about the same rate (the inverse of
+    `trellis_choice`, for GPTQ, which rounds on the scalar grid); any other choice as it
+    is."""
+    if choice.quantizer != "trellis":
+        return choice
+    factor = trellis_step_factor(choice.bits / max(numel, 1))
+    return replace(choice, step=choice.step / factor, deadzone=0.0, quantizer="scalar")
 
 
 @dataclass

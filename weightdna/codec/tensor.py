@@ -286,6 +286,17 @@ def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarr
     return values, finite
 
 
+def _residual_blocks(source: torch.Tensor,
+                     base: _Base | None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Each of `_row_blocks` as (start, stop, its values less the prediction, float64,
+    non-finite elements as 0): a new array per block."""
+    for start, stop, block_base in _blocks_with_base(*source.shape, base):
+        values, _ = _block_values(source, start, stop)
+        if block_base is not None:
+            values -= block_base
+        yield start, stop, values
+
+
 def _code_blocks(
     source: torch.Tensor,
     steps: float | np.ndarray,
@@ -341,7 +352,9 @@ def _code_blocks(
         if target is not None and max_error > target:
             return None
         if contexts is None:
-            q[~finite] = 0  # stored exactly on the side (the trellis's walk needs its symbol)
+            # Stored exactly on the side; the trellis keeps its own symbol there (its walk
+            # needs it).
+            q[~finite] = 0
             symbols.add([q])
         else:
             symbols.add(trellis.split_streams(q, contexts, symbols.count))
@@ -371,12 +384,9 @@ def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
     means = np.empty(rows)
     stride = max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
     sample = []
-    for start, stop, block_base in _blocks_with_base(rows, columns, base):
-        values, _ = _block_values(source, start, stop)
-        if block_base is not None:
-            values -= block_base
+    for start, stop, residual in _residual_blocks(source, base):
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
-        scaled = scale(values, block_steps)
+        scaled = scale(residual, block_steps)
         means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
         first = (-start) % stride
         sample.append(scaled[first::stride].copy())  # not a view: it would hold the block
@@ -456,13 +466,9 @@ def encode_tensor(
         plan = prepare(hessian)
 
     def row_peaks() -> np.ndarray:
-        peaks = [np.zeros(0)]
-        for start, stop, block_base in _blocks_with_base(*source.shape, base):
-            values, _ = _block_values(source, start, stop)
-            if block_base is not None:
-                values -= block_base
-            peaks.append(np.abs(values).max(axis=1, initial=0.0))
-        return np.concatenate(peaks)
+        peaks = [np.abs(residual).max(axis=1, initial=0.0)
+                 for _, _, residual in _residual_blocks(source, base)]
+        return np.concatenate([np.zeros(0), *peaks])
 
     target = None
     if max_abs_error is not None:

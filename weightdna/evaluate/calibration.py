@@ -67,8 +67,8 @@ def _conv_columns(layer: Conv2D) -> np.ndarray:
 
 def engine_hessians(model: Model, inputs: np.ndarray,
                     last: int | None = None) -> dict[str, np.ndarray]:
-    """{``layers.{i}.weight``: H} of every Dense and Conv2D layer over ``inputs`` (up to
-    layer ``last`` when given)."""
+    """{``layers.{i}.weight``: H} of every Dense and Conv2D layer over ``inputs``; with
+    ``last``, of that layer only (the forward stops there)."""
     moments = _Moments()
     inputs = np.asarray(inputs)
     layers = model.layers if last is None else model.layers[: last + 1]
@@ -76,12 +76,13 @@ def engine_hessians(model: Model, inputs: np.ndarray,
         for start in range(0, len(inputs), BATCH):
             x = inputs[start : start + BATCH]
             for i, layer in enumerate(layers):
-                if isinstance(layer, Dense):
+                wanted = last is None or i == last
+                if wanted and isinstance(layer, Dense):
                     moments.add(f"layers.{i}.weight", x)
                 if i == len(layers) - 1 and not isinstance(layer, Conv2D):
                     break
                 x = layer.forward(x, training=False)
-                if isinstance(layer, Conv2D):
+                if wanted and isinstance(layer, Conv2D):
                     moments.add(f"layers.{i}.weight", _conv_columns(layer))
     for layer in model.layers:  # drop what the forward kept for a backward
         if isinstance(layer, Conv2D):
