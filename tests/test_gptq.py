@@ -164,6 +164,28 @@ def test_compress_model_with_calibration(tmp_path: Path) -> None:
                        calibration=calibration)
 
 
+def test_dead_inputs_are_zeroed_for_size_targets_only(tmp_path: Path) -> None:
+    # The digits' blank pixels reach no calibration input: a size target zeroes their
+    # weights (they move no output); an SNR target on the weights rounds them, else the
+    # weights' SNR could not rise above what those weights hold.
+    model = build_digits_mlp(seed=0, hidden=(32,))
+    weights = load_weights(model.save(tmp_path / "mlp.safetensors"))
+    calibration = hessians(model)
+    dead = np.diag(calibration["layers.0.weight"]) == 0
+    assert dead.any()
+    compress_model(weights, tmp_path / "size.dna", Target("bits_per_weight", 8.0),
+                   calibration=calibration)
+    restored = read_dna_file(tmp_path / "size.dna").tensor("layers.0.weight").numpy()
+    assert not restored[:, dead].any()
+    for target in (Target("snr", 30.0), Target("snr", 30.0, per_tensor=True)):
+        report = compress_model(weights, tmp_path / "snr.dna", target, overwrite=True,
+                                calibration=calibration)
+        assert report.snr_db >= 30.0
+        dna = read_dna_file(tmp_path / "snr.dna")
+        assert dna.entries[dna.index("layers.0.weight")]["representation"] == "quantized"
+        assert dna.tensor("layers.0.weight").numpy()[:, dead].any()
+
+
 def test_cli_calibration(tmp_path: Path, capsys) -> None:
     mlp = build_digits_mlp(seed=0, hidden=(32,)).save(tmp_path / "mlp.safetensors")
     out = tmp_path / "mlp.dna"

@@ -169,9 +169,12 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> T
 
 
 def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
-                   hessian: np.ndarray | None = None) -> tuple[dict, dict]:
+                   hessian: np.ndarray | None = None, zero_dead: bool = True
+                   ) -> tuple[dict, dict]:
     """Code a tensor as chosen; raw when no candidate was chosen or the step overflows.
-    With ``hessian`` (its inputs' XᵀX/N) the symbols are chosen by GPTQ, scalar only."""
+    With ``hessian`` (its inputs' XᵀX/N) the symbols are chosen by GPTQ, scalar only;
+    ``zero_dead``: the weights of inputs it never sees get symbol 0 (a size target), or are
+    rounded (an SNR/PSNR target: zeroing them would cap the weights' SNR)."""
     if choice.candidate is None:
         return encode_tensor(tensor, name=name, lossless=True)
     if hessian is not None:
@@ -179,7 +182,8 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
     try:
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
                               prediction=choice.candidate.prediction,
-                              quantizer=choice.quantizer, hessian=hessian)
+                              quantizer=choice.quantizer, hessian=hessian,
+                              zero_dead=zero_dead)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
         return encode_tensor(tensor, name=name, lossless=True)
     if tensor.numel() < EXACT_CHECK_ELEMENTS:  # a tiny tensor's exact bytes may be fewer
@@ -452,20 +456,20 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
         return coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target,
                                                                     tc.peak, tc.signal)
 
-    coded = _encode_choice(tensor, name, choice, hessian)
+    coded = _encode_choice(tensor, name, choice, hessian, zero_dead=False)
     if meets(coded):
         for _ in range(40):
             if coded[0]["representation"] == "raw":
                 return coded
             choice = scaled(1.03)
-            larger = _encode_choice(tensor, name, choice, hessian)
+            larger = _encode_choice(tensor, name, choice, hessian, zero_dead=False)
             if not meets(larger) or _section_bytes(larger) > _section_bytes(coded):
                 return coded
             coded = larger
         return coded
     for _ in range(40):
         choice = scaled(0.97)
-        coded = _encode_choice(tensor, name, choice, hessian)
+        coded = _encode_choice(tensor, name, choice, hessian, zero_dead=False)
         if meets(coded):
             return coded
     return encode_tensor(tensor, name=name, lossless=True)
@@ -524,7 +528,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             name = tc.info.name
             coder.add(name, _encode_choice(weights.tensor(name), name,
                                            allocation.choices[name],
-                                           coder.hessian(name)))
+                                           coder.hessian(name),
+                                           zero_dead=target.kind == "bits_per_weight"))
             _give_back_free_memory()
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()

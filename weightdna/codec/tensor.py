@@ -306,6 +306,7 @@ def _code_blocks(
     target: float | None,
     search: _Trellis | None = None,
     plan: GPTQPlan | None = None,
+    zero_dead: bool = True,
 ) -> tuple[Iterator[list[np.ndarray]], dict] | None:
     """The symbols of every element (rows of `as_rows`) and the error figures over the
     finite ones, quantised and restored block by block. The symbols come as streams, each a
@@ -327,7 +328,7 @@ def _code_blocks(
         contexts = None
         if plan is not None:
             scale(residual, block_steps)  # the step and alphabet checks of `quantize`
-            q = gptq_symbols(residual, plan, block_steps, deadzone)
+            q = gptq_symbols(residual, plan, block_steps, deadzone, zero_dead=zero_dead)
             restored = _reconstruct(q, block_steps, dtype, block_base)
         elif search is None:
             q = quantize(residual, block_steps, deadzone)
@@ -409,6 +410,7 @@ def encode_tensor(
     prediction: Prediction | None = None,
     quantizer: str = "scalar",
     hessian: np.ndarray | None = None,
+    zero_dead: bool = True,
 ) -> tuple[dict, dict[str, bytes]]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
@@ -427,7 +429,8 @@ def encode_tensor(
     ``hessian``: H = XᵀX/N of the inputs X the tensor's rows (of `as_rows`) are applied to;
     the symbols are then chosen by GPTQ (`weightdna.codec.gptq`) to keep ‖(W − Ŵ)X‖² small
     instead of rounded one by one (same grid, same format). Scalar quantizer with a step or
-    bits request only.
+    bits request only. ``zero_dead``: GPTQ gives the weights of inputs H never sees symbol 0
+    (they move no output on that data); False rounds them, for a target on the weights.
     """
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
@@ -484,7 +487,8 @@ def encode_tensor(
             search = None
             if quantizer == "trellis":
                 search = _prepare_trellis(source, steps, base)
-            coded = _code_blocks(source, steps, deadzone, dtype, base, target, search, plan)
+            coded = _code_blocks(source, steps, deadzone, dtype, base, target, search, plan,
+                                 zero_dead)
         except InvalidInputError:
             if target is not None:
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
