@@ -71,9 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "outputs (not its weights) change least, on calibration data "
                              "picked by the model's kind: digits training images for an "
                              "engine digits model, the bundled sentences for a BERT model; "
-                             "weights of inputs the data never reaches (always-blank pixels, "
-                             "dead units) become 0, so the weight SNR stops rising while the "
-                             "outputs stay; same file format (default: none)")
+                             "under --bits-per-weight the weights of inputs the data never "
+                             "reaches (always-blank pixels, dead units) become 0, so the "
+                             "weight SNR stops rising while the outputs stay; same file "
+                             "format (default: none)")
     parser.add_argument("--sensitivity", choices=("none", "auto"), default="none",
                         help="auto: measure how much each tensor's error moves the model's "
                              "outputs (on the same calibration data as --calibration) and "
