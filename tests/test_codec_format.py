@@ -29,6 +29,7 @@ from weightdna.codec.entropy import MODEL_KINDS, decode_symbols, encode_symbols
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,
+    MissingDependencyError,
     ModelFileError,
     OutputExistsError,
 )
@@ -430,6 +431,24 @@ def test_the_header_dictionary_is_the_released_one() -> None:
     # dictionary file would make all of them unreadable.
     assert zlib.adler32(header_dictionary()) == HEADER_DICTIONARY_ADLER32
     assert len(header_dictionary()) <= 32768  # zlib's window: more would never be used
+
+
+def test_a_changed_dictionary_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:
+    from weightdna.codec import container
+
+    path = tmp_path / "m.dna"
+    _write_mixed(path)
+    # As if the installed dictionary file had been edited: other bytes, the same name.
+    monkeypatch.setattr(container, "HEADER_DICTIONARY_FILE", "__init__.py")
+    container.header_dictionary.cache_clear()
+    try:
+        with pytest.raises(MissingDependencyError, match="Reinstall weightdna"):
+            read_dna_file(path)
+        assert main(["info", str(path)]) != 0  # the CLI says so, without a traceback
+        err = capsys.readouterr().err
+        assert "Reinstall weightdna" in err and "Traceback" not in err
+    finally:
+        container.header_dictionary.cache_clear()
 
 
 def test_version_3_files_still_read(tmp_path: Path) -> None:

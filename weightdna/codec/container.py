@@ -24,7 +24,13 @@ import torch
 
 from weightdna.atomic import atomic_output
 from weightdna.codec.dtypes import DTYPES
-from weightdna.errors import CorruptFileError, InvalidInputError, ModelFileError, OutputExistsError
+from weightdna.errors import (
+    CorruptFileError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelFileError,
+    OutputExistsError,
+)
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
 VERSION = 4  # 3: the trellis symbol model; 4: the header's preset dictionary (docs/FORMAT.md)
@@ -287,8 +293,9 @@ def header_dictionary() -> bytes:
     """The header's preset dictionary (the bytes of ``HEADER_DICTIONARY_FILE``)."""
     data = resources.files("weightdna.codec").joinpath(HEADER_DICTIONARY_FILE).read_bytes()
     if zlib.adler32(data) != HEADER_DICTIONARY_ADLER32:
-        raise RuntimeError(f"weightdna/codec/{HEADER_DICTIONARY_FILE} was changed; every "
-                           "version-4 .dna file needs it as released. Reinstall weightdna.")
+        raise MissingDependencyError(
+            f"weightdna/codec/{HEADER_DICTIONARY_FILE} was changed; every version-4 .dna "
+            "file needs it as released. Reinstall weightdna.")
     return data
 
 
