@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from weightdna.cli import main
-from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
+from weightdna.codec import decode_tensor, encode_tensor, entropy, read_dna_file, write_dna_file
 from weightdna.codec.container import (
     HEADER_DICTIONARY_ADLER32,
     PREFIX,
@@ -228,14 +228,22 @@ def test_each_symbol_model_round_trips(kind: str) -> None:
 # fixed-point models: if a constriction upgrade changes these, files written before it no
 # longer decode, and the format needs a new version. (Version 3 rounds the fitted mean and
 # scale to four significant digits, which changed the gaussian figure.)
+# Versions 3 and 4 coded each stream from an empty coder; version 5 from the state
+# `entropy.SENTINEL` (same probabilities, other bytes).
 GOLDEN_SYMBOL_CRCS = {"laplace": 3346081314, "gaussian": 762696295, "categorical": 46598766}
+GOLDEN_V5_SYMBOL_CRCS = {"laplace": 2346272831, "gaussian": 4057825581,
+                         "categorical": 507784674}
 
 
 @pytest.mark.parametrize("kind", MODEL_KINDS)
-def test_coded_bytes_are_stable_across_versions(kind: str) -> None:
+def test_coded_bytes_are_stable_across_versions(kind: str, monkeypatch) -> None:
     symbols = (np.arange(1000) * 7919 % 23 - 11).astype(np.int32)
-    _, sections = encode_symbols(symbols, kind)
-    assert zlib.crc32(sections["symbols"]) == GOLDEN_SYMBOL_CRCS[kind]
+    model, sections = encode_symbols(symbols, kind)
+    assert zlib.crc32(sections["symbols"]) == GOLDEN_V5_SYMBOL_CRCS[kind]
+    monkeypatch.setattr(entropy, "SENTINEL", ())  # as versions 3 and 4 wrote them
+    model, legacy = encode_symbols(symbols, kind)
+    assert zlib.crc32(legacy["symbols"]) == GOLDEN_SYMBOL_CRCS[kind]
+    assert np.array_equal(decode_symbols(model, legacy, symbols.size, version=4), symbols)
 
 
 def test_auto_model_keeps_about_the_smallest() -> None:
@@ -451,19 +459,28 @@ def test_a_changed_dictionary_is_a_clear_error(tmp_path: Path, monkeypatch, caps
         container.header_dictionary.cache_clear()
 
 
-def test_version_3_files_still_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [3, 4])
+def test_version_3_and_4_files_still_read(tmp_path: Path, monkeypatch, version: int) -> None:
     path = tmp_path / "m.dna"
     tensors = _write_mixed(path)
-    data = path.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(entropy, "SENTINEL", ())  # streams as versions 3 and 4 coded them
+        _write_mixed(tmp_path / "legacy.dna")
+    data = (tmp_path / "legacy.dna").read_bytes()
     _, _, length, inflated, _ = PREFIX.unpack_from(data)
     text = zlib.decompressobj(zdict=header_dictionary()).decompress(
         data[PREFIX.size : PREFIX.size + length])
     assert len(text) == inflated
-    (tmp_path / "v3.dna").write_bytes(header_block(text, 3) + data[PREFIX.size + length :])
-    old = read_dna_file(tmp_path / "v3.dna")
-    assert old.version == 3 and old.names == list(tensors)
+    old_path = tmp_path / f"v{version}.dna"
+    old_path.write_bytes(header_block(text, version) + data[PREFIX.size + length :])
+    old = read_dna_file(old_path)
+    assert old.version == version and old.names == list(tensors)
     for name in tensors:
         assert_bit_exact(old.tensor(name), read_dna_file(path).tensor(name))
+    # The same streams under a version-5 prefix do not end in the sentinel state.
+    (tmp_path / "v5.dna").write_bytes(header_block(text, 5) + data[PREFIX.size + length :])
+    with pytest.raises(CorruptFileError, match="do not end|too short"):
+        read_dna_file(tmp_path / "v5.dna").tensor("q.weight")
 
 
 def test_a_version_4_header_must_name_the_dictionary(tmp_path: Path) -> None:

@@ -33,8 +33,10 @@ from weightdna.errors import (
 )
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
-VERSION = 4  # 3: the trellis symbol model; 4: the header's preset dictionary (docs/FORMAT.md)
-READABLE_VERSIONS = (3, 4)  # version 3 is version 4 with a header deflated without it
+# 3: the trellis symbol model; 4: the header's preset dictionary; 5: every ANS stream ends in
+# a fixed state, so that its symbol count is checked exactly (docs/FORMAT.md)
+VERSION = 5
+READABLE_VERSIONS = (3, 4, 5)
 # The header's zlib preset dictionary (version 4): a sample header of the format's keys,
 # representations, symbol models, the engine's architecture metadata and BERT's tensor
 # names, made from synthetic tensors. Frozen: every version-4 file names it by its Adler-32.
@@ -176,7 +178,7 @@ class DnaFile:
         from weightdna.codec.tensor import decode_tensor  # tensor.py builds on this module
 
         i = self.index(name)
-        return decode_tensor(self.entries[i], self.read_sections(name), max_memory)
+        return decode_tensor(self.entries[i], self.read_sections(name), max_memory, self.version)
 
 
 def _checksum_message(path: Path, name: str, role: str) -> str:

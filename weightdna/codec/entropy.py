@@ -30,6 +30,21 @@ MAX_ALPHABET = 1 << 20
 MIN_SCALE = 1e-3
 ENCODE_CHUNK = 1 << 20  # symbols shifted (to start at 0) at a time
 MAX_SCALE = 1e9
+# Bits of constriction's fixed-point probabilities for these models (its default, pinned
+# by the format): a symbol's probability is an integer p in [1, 2^PRECISION) over
+# 2^PRECISION.
+PRECISION = 24
+# From format version 5 every non-empty stream is pushed onto a coder that starts in this
+# state, the words [0, 1] (state 2^32), instead of an empty one, and decoding must end in it
+# exactly. From an empty coder (versions 3 and 4) the model's first symbol costs nothing
+# while the state is below its probability, so a stream decoded past its end keeps
+# yielding that symbol and a count too large could not be told from a trailing run of it.
+# From 2^32 every symbol strictly grows the state (docs/FORMAT.md, "Stream termination").
+SENTINEL = (0, 1)
+TERMINATED_VERSION = 5
+# A pre-version-5 stream is decoded this many symbols at a time, so that one that empties
+# early is noticed (its remaining symbols are the free first symbol: filled, not decoded).
+LEGACY_DECODE_CHUNK = 1 << 16
 
 
 def _parametric(model: dict) -> object:
@@ -86,7 +101,7 @@ def _chunks(pieces: list[np.ndarray], reverse: bool = False) -> Iterator[np.ndar
 
 def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray) -> dict[str, bytes]:
     lo = model["min"]
-    coder = constriction.stream.stack.AnsCoder()
+    coder = constriction.stream.stack.AnsCoder(np.array(SENTINEL, dtype=np.uint32))
     sections: dict[str, bytes] = {}
     # A stack coder: chunks pushed last-first give the bytes of one reversed push, and only
     # one chunk at a time is widened to int32 (and shifted to start at 0).
@@ -169,6 +184,54 @@ def _number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def max_probability(model: dict, counts: np.ndarray | None = None) -> int:
+    """An upper bound on the largest fixed-point probability (units of 2^-PRECISION) that
+    constriction gives a symbol under ``model`` (``counts``: a categorical model's histogram).
+
+    constriction quantises "leakily": each of the K symbols of the support gets 1 plus
+    floor-rounded shares of 2^PRECISION − K in proportion to its mass (a parametric model's
+    tails folded into the edge symbols), so p ≤ (2^PRECISION − K)·mass + 2 and, since the
+    others get at least 1 each, p ≤ 2^PRECISION − (K − 1). `tests/test_codec_fuzz.py`
+    checks the bound against the probabilities read back from constriction itself.
+    """
+    lo, hi = model["min"], model["max"]
+    support = hi - lo + 1
+    free = (1 << PRECISION) - support
+    if model["kind"] == "categorical":
+        assert counts is not None
+        largest = float(counts.max(initial=0)) / max(float(counts.sum(dtype=np.float64)), 1.0)
+    else:
+        k = np.arange(lo, hi + 1, dtype=np.float64) - float(model["mean"])
+        edges = np.append(k - 0.5, k[-1] + 0.5)
+        if model["kind"] == "laplace":
+            cdf = _laplace_cdf(edges, float(model["scale"]))
+        else:
+            cdf = special.ndtr(edges / float(model["scale"]))
+        cdf[0], cdf[-1] = 0.0, 1.0  # the tails belong to the edge symbols
+        largest = float(np.diff(cdf).max())
+    # + 3: the rounding (2) and one for the float error of our CDF against constriction's.
+    return int(min((1 << PRECISION) - (support - 1), math.ceil(free * largest) + 3))
+
+
+def max_symbols(nbytes: int, largest: int) -> int:
+    """The most symbols a terminated (version 5) stream of ``nbytes`` can hold when no
+    symbol's probability exceeds ``largest`` / 2^PRECISION.
+
+    With p ≤ largest, constriction's encoder (renormalising so that the state stays ≥ 2^32
+    and p·2^8 ≤ state before each symbol) multiplies the state by at least
+    g = 1 + (2^PRECISION/largest − 1)·256/257 per symbol, and each word it moves out costs
+    at most log2(256/255) bits of state. A stream of W words starting at state 2^32 ends
+    below 2^(32·W), so n·log2(g) < 32·W − 32 + W·log2(256/255).
+    """
+    words = nbytes // 4
+    if words < len(SENTINEL):
+        return 0
+    ratio = (1 << PRECISION) / largest - 1.0
+    gain = math.log2(1.0 + ratio * 256 / 257) if ratio > 0 else 0.0
+    room = 32.0 * words - 32.0 + words * math.log2(256 / 255)
+    return math.inf if gain <= 0 else int(room / gain) + 1
+
+
 def check_model_params(model: object, where: str) -> dict:
     """Validate a symbol model from a file (types, bounds); returns it."""
     keys = {"kind", "min", "max", "mean", "scale"}
@@ -192,9 +255,11 @@ def check_model_params(model: object, where: str) -> dict:
 
 
 def decode_symbols(
-    model: dict, sections: dict[str, bytes], count: int, where: str = "symbols"
+    model: dict, sections: dict[str, bytes], count: int, where: str = "symbols",
+    version: int = TERMINATED_VERSION,
 ) -> np.ndarray:
-    """Decode ``count`` symbols (int32, flat) coded by `encode_symbols`."""
+    """Decode ``count`` symbols (int32, flat) coded by `encode_symbols`; ``version``: the
+    file's format version (before 5, streams start from an empty coder: `SENTINEL`)."""
     model = check_model_params(model, where)
     kind, lo, hi = model["kind"], model["min"], model["max"]
     expected = {"symbols", "histogram"} if kind == "categorical" else {"symbols"}
@@ -208,27 +273,64 @@ def decode_symbols(
             raise CorruptFileError(f"{where}: an empty tensor has coded symbols.")
         return np.zeros(0, dtype=np.int32)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    terminated = version >= TERMINATED_VERSION
+    if terminated and (words.size < len(SENTINEL) or words[-1] == 0):
+        raise CorruptFileError(f"{where}: the coded symbols are too short to hold a stream.")
     try:
         coder = constriction.stream.stack.AnsCoder(words)
+        counts = None
         if kind == "categorical":
             raw = decompress_bytes(sections["histogram"], (hi - lo + 1) * 8, where)
             counts = np.frombuffer(raw, dtype="<u8")
             if int(counts.sum(dtype=np.float64)) != count or counts.sum() != count:
                 raise CorruptFileError(f"{where}: the histogram does not sum to {count}.")
-            categorical = constriction.stream.model.Categorical(
+            coding_model = constriction.stream.model.Categorical(
                 counts.astype(np.float64), perfect=False
             )
-            symbols = coder.decode(categorical, count).astype(np.int32, copy=False)
-            symbols += np.int32(lo)  # in place: not a second array of the tensor's size
+            first = 0  # Categorical's symbols are 0-based; shifted by lo below
         else:
-            symbols = coder.decode(_parametric(model), count).astype(np.int32, copy=False)
-        finished = coder.is_empty()
+            coding_model = _parametric(model)
+            first = lo
+        if terminated:
+            # Work bounded by the bytes: a count the stream cannot hold is refused unread.
+            limit = max_symbols(len(data), max_probability(model, counts))
+            if count > limit:
+                raise CorruptFileError(
+                    f"{where}: {len(data)} bytes of coded symbols cannot hold {count} symbols "
+                    f"under this model (at most {limit}).")
+            symbols = coder.decode(coding_model, count).astype(np.int32, copy=False)
+            rest = coder.get_compressed()
+            finished = rest.size == len(SENTINEL) and tuple(int(w) for w in rest) == SENTINEL
+        else:
+            symbols = _decode_legacy(coder, coding_model, count, first)
+            finished = coder.is_empty()
+        if kind == "categorical":
+            symbols += np.int32(lo)  # in place: not a second array of the tensor's size
     except (CorruptFileError, KeyboardInterrupt, SystemExit, MemoryError):
         raise
     except BaseException as exc:  # constriction reports bad data as a Rust panic, too
         raise CorruptFileError(f"{where}: the coded symbols cannot be decoded ({exc}).") from exc
     if not finished:
-        raise CorruptFileError(f"{where}: the coded symbols hold more than {count} symbols.")
+        raise CorruptFileError(f"{where}: the coded symbols do not end after exactly {count} "
+                               "symbols.")
+    return symbols
+
+
+def _decode_legacy(coder: object, coding_model: object, count: int, first: int) -> np.ndarray:
+    """``count`` symbols of a stream coded from an empty coder (versions 3 and 4). Once
+    such a coder is empty, decoding yields the model's first symbol for ever at no cost (the
+    encoder's trailing run of it took no bits), so the rest is filled with it, not decoded:
+    the work is bounded by the stream's bytes. Such a file cannot show whether that run is
+    the tensor's or a count too large (docs/FORMAT.md)."""
+    symbols = np.empty(count, dtype=np.int32)
+    done = 0
+    while done < count:
+        n = min(LEGACY_DECODE_CHUNK, count - done)
+        symbols[done : done + n] = coder.decode(coding_model, n)
+        done += n
+        if done < count and coder.is_empty():
+            symbols[done:] = first
+            break
     return symbols
 
 
@@ -272,7 +374,7 @@ def check_stream_descriptors(descriptors: object, count: int, where: str) -> lis
 
 
 def decode_streams(descriptors: list[dict], sections: dict[str, bytes],
-                   where: str) -> np.ndarray:
+                   where: str, version: int = TERMINATED_VERSION) -> np.ndarray:
     """Decode the streams `encode_streams` coded (descriptors already validated), back to
     back in one int32 array (stream i holds ``descriptors[i]["count"]`` symbols)."""
     data, histograms = sections.get("symbols", b""), sections.get("histogram", b"")
@@ -286,7 +388,7 @@ def decode_streams(descriptors: list[dict], sections: dict[str, bytes],
         if d["model"]["kind"] == "categorical":
             parts["histogram"] = histograms[hat : hat + d["histogram"]]
         at, hat = at + d["bytes"], hat + d["histogram"]
-        joined[filled : filled + d["count"]] = decode_symbols(d["model"], parts, d["count"],
-                                                              f"{where}, stream {i}")
+        joined[filled : filled + d["count"]] = decode_symbols(
+            d["model"], parts, d["count"], f"{where}, stream {i}", version)
         filled += d["count"]
     return joined

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from weightdna.codec import trellis
-from weightdna.codec.container import DEFAULT_MAX_MEMORY, check_entry
+from weightdna.codec.container import DEFAULT_MAX_MEMORY, VERSION, check_entry
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -593,7 +593,7 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
 
 
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
-                  where: str) -> Iterator[np.ndarray]:
+                  where: str, version: int) -> Iterator[np.ndarray]:
     """The levels (units of the step) of each row block, decoded from the context streams."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
@@ -603,7 +603,7 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
             raise CorruptFileError(f"{where}: the row classes must be {rows} values "
                                    f"below {n_classes}.")
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
-    joined = decode_streams(model["streams"], coded, where)
+    joined = decode_streams(model["streams"], coded, where, version)
     reader = trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
                                   n_classes, model["groups"])
     for start, stop in _row_blocks(rows, columns):
@@ -616,9 +616,11 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
 
 
 def decode_tensor(
-    entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY
+    entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY,
+    version: int = VERSION,
 ) -> torch.Tensor:
-    """Restore the tensor an entry and its sections describe, in its exact dtype and shape.
+    """Restore the tensor an entry and its sections describe, in its exact dtype and shape;
+    ``version``: the format version of the file they come from (how its streams end).
 
     Everything is validated first; a malformed entry or section raises CorruptFileError.
     """
@@ -694,9 +696,9 @@ def decode_tensor(
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
     if kind == "trellis":
-        units = _trellis_rows(model, sections, rows, columns, where)
+        units = _trellis_rows(model, sections, rows, columns, where, version)
     else:
-        symbols = decode_symbols(model, coded, numel, where).reshape(rows, columns)
+        symbols = decode_symbols(model, coded, numel, where, version).reshape(rows, columns)
         units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
     for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
         restored[start:stop] = _reconstruct(  # float64 one block at a time
