@@ -20,6 +20,7 @@ import pkgutil
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 from weightdna import __version__
 from weightdna.errors import WeightDNAError
@@ -30,6 +31,19 @@ console = Console()
 
 # Commands defined by a module of another name.
 COMMAND_MODULES = {"decompress": "compress", "reconstruct": "fit"}
+
+
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """``text`` safe to hand to rich and the terminal: every control character, lone
+    surrogate or other non-printable character (but spaces, and newlines if asked) written
+    as its Python escape (``\\x1b``, ``\\ud800``), and rich markup escaped, so a tensor
+    name or a path from a file is shown as it is, never interpreted."""
+    shown = "".join(
+        ch if ch.isprintable() or ch == " " or (keep_newlines and ch == "\n")
+        else ch.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for ch in str(text)
+    )
+    return escape(shown)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -65,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except WeightDNAError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {printable(exc, keep_newlines=True)}",
+                          highlight=False)
         return 1
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")

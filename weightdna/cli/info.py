@@ -8,7 +8,7 @@ import math
 
 from rich.table import Table
 
-from weightdna.cli import console
+from weightdna.cli import console, printable
 from weightdna.codec.container import DnaFile, read_dna_file
 
 
@@ -86,14 +86,14 @@ def run(args: argparse.Namespace) -> int:
         text = json.dumps({**summary, "tensor_table": rows}, indent=2)
         console.print(text, markup=False, highlight=False, soft_wrap=True)
         return 0
-    table = Table(title=f"{dna.path} (.dna version {dna.version})")
+    table = Table(title=f"{printable(dna.path)} (.dna version {dna.version})")
     for column in ("name", "dtype", "shape", "representation", "bytes", "bits/weight"):
         table.add_column(column, justify="right" if column in ("bytes", "bits/weight") else "left")
     table.add_column("max |error|", justify="right")
     table.add_column("SNR dB", justify="right")
     for row in rows:
         table.add_row(
-            row["name"],
+            printable(row["name"]),
             row["dtype"],
             "×".join(map(str, row["shape"])) or "scalar",
             row["representation"],

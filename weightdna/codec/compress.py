@@ -26,6 +26,7 @@ import torch
 from weightdna import __version__
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
 from weightdna.codec.dtypes import DTYPES
+from weightdna.codec.fields import load_json
 from weightdna.codec.gptq import Calibration
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
@@ -45,7 +46,7 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.dna.metrics import decibels
-from weightdna.errors import InvalidInputError, OutputExistsError
+from weightdna.errors import CorruptFileError, InvalidInputError, OutputExistsError
 from weightdna.weights import ModelWeights, save_weights
 from weightdna.weights.model import TensorSource
 
@@ -597,11 +598,11 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
     }
     metadata = {"format": "pt"}
     try:
-        source = json.loads(dna.metadata.get("source_metadata", "{}"))
+        source = load_json(dna.metadata.get("source_metadata", "{}"), "source_metadata")
         if isinstance(source, dict) and all(isinstance(v, str) for v in source.values()):
             metadata = source or metadata
-    except json.JSONDecodeError:
-        pass  # free text from another writer: keep the default
+    except CorruptFileError:
+        pass  # free text from another writer (or hostile: too deep, too long): the default
     save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
     report("decoding", len(dna.names), len(dna.names))
     return len(tensors), output.stat().st_size

@@ -19,6 +19,7 @@ import constriction
 import numpy as np
 from scipy import special
 
+from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.codec.lossless import compress_bytes, decompress_bytes
 from weightdna.codec.quantize import MAX_SYMBOL
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -180,10 +181,6 @@ def _laplace_cdf(x: np.ndarray, scale: float) -> np.ndarray:
     )
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def max_probability(model: dict, counts: np.ndarray | None = None) -> int:
     """An upper bound on the largest fixed-point probability (units of 2^-PRECISION) that
     constriction gives a symbol under ``model`` (``counts``: a categorical model's histogram).
@@ -240,11 +237,11 @@ def check_model_params(model: object, where: str) -> dict:
     kind, lo, hi, mean, scale = (model[k] for k in ("kind", "min", "max", "mean", "scale"))
     if kind not in MODEL_KINDS:
         raise CorruptFileError(f"{where}: unknown symbol model {kind!r}.")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lo, hi)):
+    if not all(is_int(v) for v in (lo, hi)):
         raise CorruptFileError(f"{where}: the symbol range must be two integers.")
     if not (-MAX_SYMBOL <= lo < hi <= MAX_SYMBOL and hi - lo + 1 <= MAX_ALPHABET):
         raise CorruptFileError(f"{where}: symbol range {lo}..{hi} is out of bounds.")
-    if not (_number(mean) and _number(scale) and math.isfinite(mean) and math.isfinite(scale)):
+    if not (is_finite_number(mean) and is_finite_number(scale)):
         raise CorruptFileError(f"{where}: the model's mean and scale must be finite numbers.")
     if kind != "categorical" and not (lo <= mean <= hi and MIN_SCALE <= scale <= MAX_SCALE):
         raise CorruptFileError(
@@ -364,7 +361,7 @@ def check_stream_descriptors(descriptors: object, count: int, where: str) -> lis
         if not isinstance(d, dict) or set(d) != keys:
             raise CorruptFileError(f"{where}: a stream descriptor must have the keys "
                                    f"{sorted(keys)}.")
-        if not all(isinstance(d[k], int) and not isinstance(d[k], bool) and d[k] >= 0
+        if not all(is_int(d[k]) and d[k] >= 0
                    for k in ("count", "bytes", "histogram")):
             raise CorruptFileError(f"{where}: stream counts and lengths must be integers ≥ 0.")
         check_model_params(d["model"], where)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.coords import axis_coordinate, matrix_shape
 from weightdna.errors import CorruptFileError, InvalidInputError
 
@@ -23,9 +24,19 @@ FLOAT16_MAX = 65504.0
 MAX_DNA_WIDTH = 1024
 MAX_DNA_DEPTH = 16
 MAX_OMEGA0 = 1e4
-# Evaluating a DNA costs about (parameters × elements) multiply-adds; a file may not ask
-# for more than this (a hostile header could otherwise make decoding run for hours).
-MAX_DNA_WORK = 1 << 40
+# Evaluating a DNA costs, per element, its parameters in multiply-adds, a sine per unit
+# of every sine layer, and a fixed overhead (coordinates, copies). Measured on the
+# development machine (float64 torch, 2 shared cores; `tests/test_codec_hostile.py` times
+# it): about 7·10^9 multiply-adds/s, and a sine costs as much as ~128 of them, the overhead
+# ~512. A file may ask for at most MAX_DNA_WORK units: about 2-5 s there, whatever the
+# network's shape. The encoder's default DNA (width 32, depth 2: 1185 parameters, ~9.9k
+# units per element) fits on tensors of up to 3.4M elements — BERT-base's largest matrices
+# (2.4M) included — and the encoder never writes a DNA beyond the limit. 2^40 (the old
+# limit) let a 2 MB file decode for up to two minutes.
+DNA_SINE_COST = 128
+SIREN_CHUNK_FLOATS = 1 << 21
+DNA_ELEMENT_COST = 512
+MAX_DNA_WORK = 1 << 35
 DNA_KEYS = {"architecture", "inputs", "width", "depth", "omega0", "hidden_omega0", "offset",
             "scale", "dtype"}
 LOWRANK_KEYS = {"rank", "dtype"}
@@ -142,7 +153,7 @@ def decode_lowrank(params: object, sections: dict[str, bytes], shape: tuple[int,
                                "'dtype': 'float16'}.")
     rank = params["rank"]
     m, n = matrix_shape(shape)
-    if not (isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= min(m, n)):
+    if not (is_int(rank) and 1 <= rank <= min(m, n)):
         raise CorruptFileError(f"{where}: rank {rank!r} must be an integer in 1..{min(m, n)}.")
     blob = sections["factors"]
     if len(blob) != 2 * rank * (m + n):
@@ -170,13 +181,35 @@ def siren_parameter_count(width: int, depth: int, inputs: int = 2) -> int:
     return (inputs + 1) * width + (depth - 1) * (width + 1) * width + width + 1
 
 
-def tensor_xy(shape: tuple[int, ...]) -> torch.Tensor:
-    """The (x, y) coordinates of weightdna.coords for every element, C order, float64."""
+def dna_work(width: int, depth: int, numel: int) -> int:
+    """The cost of evaluating a SIREN of this shape on ``numel`` elements (MAX_DNA_WORK)."""
+    per_element = siren_parameter_count(width, depth) + DNA_SINE_COST * width * depth
+    return numel * (per_element + DNA_ELEMENT_COST)
+
+
+def _chunk_rows(width: int) -> int:
+    """Elements evaluated at a time: ~16 MiB of activations per layer (the chunks are part
+    of the format's arithmetic: encoder and decoder must evaluate the same products)."""
+    return max(1, SIREN_CHUNK_FLOATS // width)
+
+
+def dna_workspace(width: int, depth: int, numel: int) -> int:
+    """An upper bound on the bytes a DNA's evaluation holds beside its float64 output: the
+    network (float16 and float64 copies), a chunk's coordinates (float64 pairs and their
+    indices) and activations (a layer's input, its pre-activation and its sine)."""
+    rows = min(numel, _chunk_rows(width))
+    return 10 * siren_parameter_count(width, depth) + rows * (64 + 3 * 8 * width)
+
+
+def tensor_xy(shape: tuple[int, ...], start: int = 0, stop: int | None = None) -> torch.Tensor:
+    """The (x, y) coordinates of weightdna.coords for elements [start, stop) (C order; all by
+    default), float64: the rows of the product of the row and column coordinates."""
     m, n = matrix_shape(shape)
-    x = torch.from_numpy(axis_coordinate(np.arange(m), m))
-    y = torch.from_numpy(axis_coordinate(np.arange(n), n))
-    return torch.cartesian_prod(x, y).reshape(m * n, 2) if m * n else torch.zeros(0, 2,
-                                                                                   dtype=torch.float64)
+    stop = m * n if stop is None else stop
+    index = np.arange(start, stop, dtype=np.int64)
+    x = axis_coordinate(np.arange(m), m)[index // n] if n else np.zeros(0)
+    y = axis_coordinate(np.arange(n), n)[index % n] if n else np.zeros(0)
+    return torch.from_numpy(np.stack([x, y], axis=1).reshape(-1, 2))
 
 
 def _build_siren(network: dict, blob: bytes) -> torch.nn.Module:
@@ -185,8 +218,11 @@ def _build_siren(network: dict, blob: bytes) -> torch.nn.Module:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        siren = Siren(2, network["width"], network["depth"], 1, network["omega0"],
-                      network["hidden_omega0"]).double()
+        # Built with ω₀ = 1, then given the file's: the initialisation (overwritten below)
+        # divides by ω₀, and a valid but tiny one (1e-300) would overflow its bounds.
+        siren = Siren(2, network["width"], network["depth"], 1, 1.0, 1.0).double()
+    for i, layer in enumerate(siren.layers):
+        layer.omega0 = float(network["omega0"] if i == 0 else network["hidden_omega0"])
     flat = torch.from_numpy(np.frombuffer(blob, dtype="<f2").astype(np.float64))
     start = 0
     with torch.no_grad():
@@ -197,15 +233,16 @@ def _build_siren(network: dict, blob: bytes) -> torch.nn.Module:
 
 
 def siren_values(network: dict, blob: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """offset + scale · SIREN(x, y) at every element, float64, in the tensor's shape."""
+    """offset + scale · SIREN(x, y) at every element, float64, in the tensor's shape. The
+    coordinates are made a chunk at a time (all of them would take 16 bytes per element)."""
     siren = _build_siren(network, blob)
-    xy = tensor_xy(shape)
-    out = np.empty(xy.shape[0], dtype=np.float64)
-    chunk = max(1, (1 << 21) // network["width"])  # ~16 MiB of activations at a time
+    numel = math.prod(matrix_shape(shape))
+    out = np.empty(numel, dtype=np.float64)
+    chunk = _chunk_rows(network["width"])
     with torch.no_grad():
-        for start in range(0, xy.shape[0], chunk):
-            y = siren(xy[start : start + chunk]).reshape(-1).numpy()
-            out[start : start + y.size] = y
+        for start in range(0, numel, chunk):
+            stop = min(numel, start + chunk)
+            out[start:stop] = siren(tensor_xy(shape, start, stop)).reshape(-1).numpy()
     out *= network["scale"]
     out += network["offset"]
     return out.reshape(shape)
@@ -219,6 +256,10 @@ def dna_prediction(values: np.ndarray, config: object = None) -> Prediction:
     config = config or FitConfig(**DEFAULT_DNA_FIT)
     if config.architecture != "siren":
         raise InvalidInputError("a dna+residual tensor holds a SIREN; use architecture siren.")
+    if (siren_parameter_count(config.width, config.depth) > values.size  # the reader's limits
+            or dna_work(config.width, config.depth, values.size) > MAX_DNA_WORK):
+        raise InvalidInputError(f"a DNA of width {config.width} and depth {config.depth} on "
+                                f"{values.size} elements is too costly to decode.")
     offset, scale = normalisation_constants(values, "standard")
     result = fit_dna(tensor_xy(values.shape).float(), (values.reshape(-1) - offset) / scale,
                      config)
@@ -243,16 +284,13 @@ def dna_prediction(values: np.ndarray, config: object = None) -> Prediction:
 
 
 def _positive_int(value: object, top: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return is_int(value) and 1 <= value <= top
 
 
 def decode_dna(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
-               where: str) -> np.ndarray:
-    """The prediction a ``dna+residual`` entry's SIREN gives (validated first)."""
+               where: str, memory: float = math.inf) -> np.ndarray:
+    """The prediction a ``dna+residual`` entry's SIREN gives (validated first); ``memory``:
+    the bytes its evaluation may hold beside the prediction (`dna_workspace`)."""
     if not isinstance(params, dict) or set(params) != DNA_KEYS:
         raise CorruptFileError(f"{where}: DNA params must have the keys {sorted(DNA_KEYS)}.")
     if (params["architecture"] != "siren" or params["inputs"] != ["x", "y"]
@@ -263,16 +301,21 @@ def decode_dna(params: object, sections: dict[str, bytes], shape: tuple[int, ...
         raise CorruptFileError(f"{where}: DNA width must be 1..{MAX_DNA_WIDTH} and depth "
                                f"1..{MAX_DNA_DEPTH}.")
     omegas = (params["omega0"], params["hidden_omega0"])
-    if not all(_finite(w) and 0 < w <= MAX_OMEGA0 for w in omegas):
+    if not all(is_finite_number(w) and 0 < w <= MAX_OMEGA0 for w in omegas):
         raise CorruptFileError(f"{where}: ω₀ must be finite, > 0 and ≤ {MAX_OMEGA0}.")
     offset, scale = params["offset"], params["scale"]
-    if not (_finite(offset) and _finite(scale) and scale > 0):
+    if not (is_finite_number(offset) and is_finite_number(scale) and scale > 0):
         raise CorruptFileError(f"{where}: the DNA's offset and scale must be finite, scale > 0.")
     count = siren_parameter_count(width, depth)
     numel = math.prod(shape)
-    if count > max(numel, 1) or count * numel > MAX_DNA_WORK:
+    if count > max(numel, 1) or dna_work(width, depth, numel) > MAX_DNA_WORK:
         raise CorruptFileError(f"{where}: a DNA of {count} parameters for {numel} elements "
-                               "is larger than its tensor or too costly to evaluate.")
+                               "is larger than its tensor or too costly to evaluate "
+                               f"(limit {MAX_DNA_WORK:.3g} units, docs/FORMAT.md).")
+    if dna_workspace(width, depth, numel) > memory:
+        raise CorruptFileError(f"{where}: evaluating a DNA of width {width} needs "
+                               f"{dna_workspace(width, depth, numel)} bytes beside the tensor, "
+                               "over the memory limit; raise max_memory if the file is trusted.")
     blob = sections["network"]
     if len(blob) != 2 * count:
         raise CorruptFileError(f"{where}: the network section holds {len(blob)} bytes, "

@@ -12,7 +12,13 @@ import numpy as np
 import torch
 
 from weightdna.codec import trellis
-from weightdna.codec.container import DEFAULT_MAX_MEMORY, VERSION, check_entry
+from weightdna.codec.container import (
+    DECODE_BLOCK_ELEMENTS,
+    DEFAULT_MAX_MEMORY,
+    VERSION,
+    check_entry,
+    decode_memory,
+)
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -30,6 +36,7 @@ from weightdna.codec.entropy import (
     encode_streams,
     encode_symbols,
 )
+from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.codec.gptq import GPTQPlan, gptq_symbols, prepare
 from weightdna.codec.lossless import (
     compress_bytes,
@@ -70,7 +77,7 @@ _ERROR_STEP_FACTORS = (
 
 # Elements quantised and restored at a time: the float64 temporaries of one block, not of
 # a whole tensor, set the encoder's and decoder's memory beside the tensor itself.
-BLOCK_ELEMENTS = 1 << 18
+BLOCK_ELEMENTS = DECODE_BLOCK_ELEMENTS  # the reader's memory bound counts on it
 
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
@@ -555,19 +562,14 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str) 
         raise CorruptFileError(f"{where}: quantized params must have the keys {sorted(keys)}.")
     step, rows, nonfinite = params["step"], params["rows"], params["nonfinite"]
     if rows is None:
-        if not (
-            isinstance(step, int | float)
-            and not isinstance(step, bool)
-            and math.isfinite(step)
-            and step > 0
-        ):
+        if not (is_finite_number(step) and step > 0):
             raise CorruptFileError(f"{where}: the step must be a finite number > 0.")
-    elif not (step is None and isinstance(rows, int) and len(shape) >= 2 and rows == shape[0]):
+    elif not (step is None and is_int(rows) and len(shape) >= 2 and rows == shape[0]):
         raise CorruptFileError(
             f"{where}: per-row steps need step null and rows equal to the first dimension."
         )
     numel = math.prod(shape)
-    if not (isinstance(nonfinite, int) and not isinstance(nonfinite, bool)):
+    if not is_int(nonfinite):
         raise CorruptFileError(f"{where}: nonfinite must be an integer.")
     if not 0 <= nonfinite <= numel:
         raise CorruptFileError(f"{where}: nonfinite count {nonfinite} is out of range.")
@@ -579,11 +581,9 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
                                "streams.")
     classes, groups = model["classes"], model["groups"]
-    if not (isinstance(classes, int) and not isinstance(classes, bool)
-            and 1 <= classes <= trellis.MAX_CLASSES):
+    if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
         raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
-    if not (isinstance(groups, int) and not isinstance(groups, bool)
-            and groups in trellis.STATE_GROUPS):
+    if not (is_int(groups) and groups in trellis.STATE_GROUPS):
         raise CorruptFileError(f"{where}: trellis groups must be one of {trellis.STATE_GROUPS}.")
     streams = check_stream_descriptors(model["streams"], groups * classes, where)
     if sum(d["count"] for d in streams) != math.prod(shape):
@@ -691,7 +691,8 @@ def decode_tensor(
     if representation == "lowrank+residual":
         base = decode_lowrank(predictor, sections, shape, where)
     elif representation == "dna+residual":
-        base = decode_dna(predictor, sections, shape, where)
+        spare = max_memory - decode_memory(representation, dtype, shape)
+        base = decode_dna(predictor, sections, shape, where, spare)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
