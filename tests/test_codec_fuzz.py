@@ -4,8 +4,11 @@ Every mutated file must either decode or raise a WeightDNAError — never anothe
 a hang, or an allocation beyond the memory limit. Many mutations fix up the checksums they
 break, so that the checks behind the CRCs are reached too.
 
-CI runs a fixed, derandomised budget. A longer, randomised run (docs/FORMAT.md):
-``WEIGHTDNA_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_codec_fuzz.py -q``.
+CI runs a fixed, derandomised budget of the hypothesis tests, and the structure-aware
+fuzzer (`tests/dna_fuzzer.py`, whose oracle also finds silent decodes) for
+``WEIGHTDNA_FUZZ_SECONDS`` (30). Longer runs (docs/FORMAT.md):
+``WEIGHTDNA_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/test_codec_fuzz.py -q`` and
+``.venv/bin/python bench/fuzz.py --cases 300000``.
 """
 
 from __future__ import annotations
@@ -15,20 +18,20 @@ import json
 import math
 import os
 import struct
+import time
 import tracemalloc
 import zlib
 from pathlib import Path
 
+import dna_fuzzer as fuzzer
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightdna.cli.info import _rows as info_rows
-from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
+from weightdna.codec import encode_tensor, entropy, lossless, read_dna_file, write_dna_file
 from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block, header_dictionary
-from weightdna.codec.prediction import dna_prediction, lowrank_prediction
-from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, WeightDNAError
 
 LONG_RUN = int(os.environ.get("WEIGHTDNA_FUZZ_EXAMPLES", "0"))
@@ -52,29 +55,7 @@ def _tensors() -> list[tuple[dict, dict[str, bytes]]]:
 
 @functools.cache
 def _encoded() -> list[tuple[dict, dict[str, bytes]]]:
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(12, 20, generator=g) * 0.05
-    with_nan = torch.randn(6, 7, generator=g, dtype=torch.float64).to(torch.bfloat16)
-    with_nan[1, 2], with_nan[4, 0] = math.nan, -math.inf
-    return [
-        encode_tensor(w, name="rows.categorical", bits=4, model="categorical"),
-        encode_tensor(w.half(), name="laplace", max_abs_error=0.01, model="laplace"),
-        encode_tensor(w.double(), name="gaussian", step=0.02, model="gaussian"),
-        encode_tensor(with_nan, name="nonfinite", max_abs_error=0.05),
-        encode_tensor(w, name="raw.float", lossless=True),
-        encode_tensor(torch.arange(-40, 40, dtype=torch.int16), name="raw.int", lossless=True),
-        encode_tensor(torch.tensor([True, False, True]), name="raw.bool", lossless=True),
-        encode_tensor(torch.zeros(0, 3), name="empty", step=0.1),
-        encode_tensor(torch.tensor(1.25), name="scalar", max_abs_error=0.001),
-        encode_tensor(w, name="lowrank", step=0.01,
-                      prediction=lowrank_prediction(w.double().numpy(), 2)),
-        encode_tensor(w, name="dna", bits=3, prediction=dna_prediction(
-            w.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))),
-        encode_tensor(with_nan, name="trellis.nonfinite", step=0.05, quantizer="trellis"),
-        # 2^16 elements in 128 rows: two row classes, so a `classes` section too.
-        encode_tensor(torch.randn(128, 512, generator=g) * torch.linspace(0.1, 2, 128)[:, None],
-                      name="trellis.classes", step=0.3, quantizer="trellis"),
-    ]
+    return fuzzer.encode_all([*fuzzer.sample_tensors(), fuzzer.large_trellis()])
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +404,74 @@ def test_version_and_magic_damage_are_reported(original: bytes, workdir: Path) -
     struct.pack_into("<I", newer, 8, VERSION + 1)
     with pytest.raises(WeightDNAError, match="newer"):
         read_dna_file(_write(workdir, bytes(newer)))
+
+
+# ---- the structure-aware fuzzer (tests/dna_fuzzer.py) ------------------------------------
+
+FUZZ_SECONDS = float(os.environ.get("WEIGHTDNA_FUZZ_SECONDS", "30"))
+CASE_SECONDS = 5.0  # a case slower than this is a hang (the slowest seen: ~0.3 s)
+
+
+def test_structure_aware_fuzz(tmp_path: Path) -> None:
+    """Cases 0, 1, 2, … of seed 0 for FUZZ_SECONDS: none crashes, hangs, over-allocates or
+    decodes silently, and every outcome the oracle knows occurs (else it is not looking)."""
+    fuzzer.seeds()
+    statuses: dict[str, int] = {}
+    failures = []
+    start = time.perf_counter()
+    index = 0
+    while time.perf_counter() - start < FUZZ_SECONDS:
+        case = fuzzer.make_case(index)
+        outcome = fuzzer.measure(case, tmp_path)
+        status = outcome.status
+        if outcome.seconds > CASE_SECONDS:
+            status = "hang"
+        elif fuzzer.over_allocated(outcome):
+            status = "over-allocation"
+        statuses[status] = statuses.get(status, 0) + 1
+        if status not in ("refused", "unchanged", "changed"):
+            failures.append((index, case.kind, case.detail, status, outcome.detail))
+        index += 1
+    assert not failures, failures[:10]
+    assert index >= 300, f"only {index} cases in {FUZZ_SECONDS} s"
+    assert {"refused", "unchanged", "changed"} <= set(statuses), statuses
+
+
+def _case(seed_name: str, change) -> fuzzer.Case:  # noqa: ANN001 — a function of the copy
+    seed = next(s for s in fuzzer.seeds() if s.name == seed_name)
+    header = json.loads(seed.header_text)
+    blobs = dict(seed.blobs)
+    change(header, blobs)
+    return fuzzer.Case(seed_name, "test", "", fuzzer.build(header, blobs, seed.order,
+                                                           seed.version), version=seed.version)
+
+
+def _grow(name: str, factor: int):  # noqa: ANN202
+    def change(header: dict, blobs: dict) -> None:
+        entry = next(e for e in header["tensors"] if e["name"] == name)
+        entry["shape"][0] *= factor
+        if entry["params"].get("rows"):
+            entry["params"]["rows"] *= factor
+    return change
+
+
+def _trailing_byte(name: str, role: str):  # noqa: ANN202
+    def change(header: dict, blobs: dict) -> None:
+        i = next(i for i, e in enumerate(header["tensors"]) if e["name"] == name)
+        blobs[(i, role)] += fuzzer.SKIPPABLE  # bytes zstd skips: no error of its own
+    return change
+
+
+def test_the_oracle_finds_what_the_reader_used_to_let_through(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """With the reader's checks taken out again, the fuzzer's oracle calls the same files
+    silent decodes: padded streams and a skippable frame after a zstd frame."""
+    padded = _case("v5", _grow("laplace", 2))
+    trailing = _case("v5", _trailing_byte("raw.float", "data"))
+    assert fuzzer.run_case(padded, tmp_path).status == "refused"
+    assert fuzzer.run_case(trailing, tmp_path).status == "refused"
+    monkeypatch.setattr(entropy, "_at_end", lambda coder, terminated: True)
+    monkeypatch.setattr(entropy, "max_symbols", lambda nbytes, largest: math.inf)
+    monkeypatch.setattr(lossless, "zstd_frame_size", len)
+    assert fuzzer.run_case(padded, tmp_path).status == "silent"
+    assert fuzzer.run_case(trailing, tmp_path).status == "silent"

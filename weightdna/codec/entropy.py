@@ -296,11 +296,9 @@ def decode_symbols(
                     f"{where}: {len(data)} bytes of coded symbols cannot hold {count} symbols "
                     f"under this model (at most {limit}).")
             symbols = coder.decode(coding_model, count).astype(np.int32, copy=False)
-            rest = coder.get_compressed()
-            finished = rest.size == len(SENTINEL) and tuple(int(w) for w in rest) == SENTINEL
         else:
             symbols = _decode_legacy(coder, coding_model, count, first)
-            finished = coder.is_empty()
+        finished = _at_end(coder, terminated)
         if kind == "categorical":
             symbols += np.int32(lo)  # in place: not a second array of the tensor's size
     except (CorruptFileError, KeyboardInterrupt, SystemExit, MemoryError):
@@ -311,6 +309,15 @@ def decode_symbols(
         raise CorruptFileError(f"{where}: the coded symbols do not end after exactly {count} "
                                "symbols.")
     return symbols
+
+
+def _at_end(coder: object, terminated: bool) -> bool:
+    """Whether a coder that has decoded its stream's count is exactly at the stream's end:
+    in the state `SENTINEL` with no words left (version 5), or empty (before)."""
+    if not terminated:
+        return bool(coder.is_empty())
+    rest = coder.get_compressed()
+    return rest.size == len(SENTINEL) and tuple(int(w) for w in rest) == SENTINEL
 
 
 def _decode_legacy(coder: object, coding_model: object, count: int, first: int) -> np.ndarray:

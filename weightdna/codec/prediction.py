@@ -216,8 +216,7 @@ def _build_siren(network: dict, blob: bytes) -> torch.nn.Module:
     """The SIREN a header's ``network`` params and float16 parameter bytes describe, float64."""
     from weightdna.dna import Siren  # the DNA engineer's network; its init is overwritten
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    with torch.random.fork_rng(devices=[]):  # the init's draws leave the caller's RNG as it was
         # Built with ω₀ = 1, then given the file's: the initialisation (overwritten below)
         # divides by ω₀, and a valid but tiny one (1e-300) would overflow its bounds.
         siren = Siren(2, network["width"], network["depth"], 1, 1.0, 1.0).double()

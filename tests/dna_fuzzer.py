@@ -1,0 +1,641 @@
+"""A structure-aware fuzzer of the .dna reader, shared by `tests/test_codec_fuzz.py` (a
+bounded CI run) and `bench/fuzz.py` (a long run over worker processes).
+
+Each case takes a valid seed file and changes it where the reader's checks live, keeping
+every checksum correct so that those checks, not the CRCs, must catch it:
+
+- header mutations: a field replaced, deleted or added (values near the original and
+  absurd ones: 400-digit integers, ``1e400``, nesting 100,000 deep, hostile names), the
+  JSON re-deflated with the preset dictionary and the prefix rewritten;
+- section mutations: bytes flipped, cut, added, replaced, a stream emptied, a zstd frame
+  preceded by a skippable frame or followed by bytes or a second frame; every section
+  re-laid out with its length, offset and CRC-32 fixed;
+- both at once, and the version field of the prefix changed.
+
+The oracle (`run_case`) reads the file with a memory limit and decodes every tensor, then
+sorts the case into one of:
+
+- ``refused``: a `WeightDNAError` with a message;
+- ``unchanged``: decoded, every tensor bit-identical to the seed's;
+- ``changed``: decoded to other values, where the format cannot tell (a step, a model's
+  parameters, a symbol in a stream), and every invariant below holds;
+- failures: ``crash`` (any other exception), ``silent`` (decoded although an invariant
+  fails), ``hang`` and ``over-allocation`` (judged by the caller: time, peak RSS).
+
+The invariants of a decoded file, checked independently of the reader's own checks:
+
+1. every ANS stream is exactly the coding of the symbols decoded from it: re-encoded under
+   the file's model from the version's starting state (`entropy.SENTINEL`, or an empty
+   coder before version 5), they give back the stream's bytes — so nothing was read past
+   its end, no bytes were left over and the count is one the bytes hold;
+2. every zstd section is one frame (zstd's magic, not a skippable frame) and nothing after
+   it (zstandard's own decompressor reaches the frame's end with no data unused);
+3. a mutation that cannot change values (``stats``, ``metadata``) leaves them identical.
+
+Before version 5 (invariant 1 as those versions coded) a stream's trailing run of its
+model's first symbol took no bits, so a count too large cannot be told from that run:
+such files can only be counted, as ``changed``, in their own rows (docs/FORMAT.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import functools
+import json
+import math
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import zstandard
+
+from weightdna.codec import encode_tensor, entropy, read_dna_file
+from weightdna.codec.container import header_block
+from weightdna.codec.lossless import ZSTD_MAGIC, compress_bytes
+from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.dna import FitConfig
+from weightdna.errors import WeightDNAError
+
+MEMORY_LIMIT = 48 << 20
+# Peak RSS a case may add beyond the memory limit: the interpreter's own noise (small
+# allocations, numba and torch caches), far below any real over-allocation.
+RSS_SLACK = 24 << 20
+
+
+# ---- seeds -------------------------------------------------------------------------------
+
+
+def sample_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Small tensors covering every representation, symbol model and section kind."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(12, 20, generator=g) * 0.05
+    with_nan = torch.randn(6, 7, generator=g, dtype=torch.float64).to(torch.bfloat16)
+    with_nan[1, 2], with_nan[4, 0] = math.nan, -math.inf
+    return [
+        ("rows.categorical", w, {"bits": 4, "model": "categorical"}),
+        ("laplace", w.half(), {"max_abs_error": 0.01, "model": "laplace"}),
+        ("gaussian", w.double(), {"step": 0.02, "model": "gaussian"}),
+        ("nonfinite", with_nan, {"max_abs_error": 0.05}),
+        ("raw.float", w, {"lossless": True}),
+        ("raw.int", torch.arange(-40, 40, dtype=torch.int16), {"lossless": True}),
+        ("raw.bool", torch.tensor([True, False, True]), {"lossless": True}),
+        ("empty", torch.zeros(0, 3), {"step": 0.1}),
+        ("scalar", torch.tensor(1.25), {"max_abs_error": 0.001}),
+        ("constant", torch.zeros(9, 4), {"step": 0.1}),
+        ("lowrank", w, {"step": 0.01, "prediction": "lowrank"}),
+        ("dna", w, {"bits": 3, "prediction": "dna"}),
+        ("trellis.nonfinite", with_nan, {"step": 0.05, "quantizer": "trellis"}),
+    ]
+
+
+def large_trellis() -> tuple[str, torch.Tensor, dict]:
+    """2^16 elements in 128 rows: 8 state groups and two row classes (a `classes` section)."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(128, 512, generator=g) * torch.linspace(0.1, 2, 128)[:, None]
+    return "trellis.classes", t, {"step": 0.3, "quantizer": "trellis"}
+
+
+def encode_all(tensors: list[tuple[str, torch.Tensor, dict]]) -> list[tuple[dict, dict]]:
+    """Each tensor encoded: (entry, sections)."""
+    out = []
+    for name, t, request in tensors:
+        request = dict(request)
+        kind = request.pop("prediction", None)
+        if kind == "lowrank":
+            request["prediction"] = lowrank_prediction(t.double().numpy(), 2)
+        elif kind == "dna":
+            request["prediction"] = dna_prediction(
+                t.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))
+        out.append(encode_tensor(t, name=name, **request))
+    return out
+
+
+@dataclass
+class Seed:
+    """A valid file, what it is made of, and what it decodes to."""
+
+    name: str
+    version: int
+    header: dict
+    blobs: dict[tuple[int, str], bytes]  # (tensor index, role) → section bytes
+    order: list[tuple[int, str]]  # sections in file order
+    reference: list[torch.Tensor] = field(default_factory=list)
+
+    @functools.cached_property
+    def header_text(self) -> str:
+        return json.dumps(self.header)
+
+    @property
+    def data(self) -> bytes:
+        return build(self.header, self.blobs, self.order, self.version)
+
+
+def lay_out(header: object, blobs: dict[tuple[int, str], bytes],
+            order: list[tuple[int, str]]) -> None:
+    """Rewrite ``header``'s section offsets, lengths and CRC-32s (where it still has them)
+    to lay out ``blobs`` in ``order``."""
+    if not (isinstance(header, dict) and isinstance(header.get("tensors"), list)):
+        return
+    offset = 0
+    for i, role in order:
+        entry = header["tensors"][i] if i < len(header["tensors"]) else None
+        blob = blobs[(i, role)]
+        if isinstance(entry, dict) and isinstance(entry.get("sections"), dict) \
+                and role in entry["sections"]:
+            entry["sections"][role] = [offset, len(blob), zlib.crc32(blob)]
+        offset += len(blob)
+
+
+def build(header: object, blobs: dict[tuple[int, str], bytes], order: list[tuple[int, str]],
+          version: int, fix_sections: bool = True) -> bytes:
+    """A file: ``header`` (laid out first, `lay_out`, unless ``fix_sections`` is False)
+    deflated as ``version`` writes it, then the blobs in ``order``."""
+    if fix_sections:
+        lay_out(header, blobs, order)
+    return header_block(dumps(header), version) + b"".join(blobs[k] for k in order)
+
+
+class Raw:
+    """JSON text put into a header as it is (numbers no float holds, deep nesting)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def dumps(value: object) -> bytes:
+    """JSON of ``value`` with every `Raw` written verbatim; ASCII, so lone surrogates are
+    written as ``\\ud800`` escapes (and come back as such from the parser)."""
+    try:  # most headers hold no Raw: no walk needed
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    except TypeError:
+        pass
+    raws: list[str] = []
+
+    def swap(node: object) -> object:
+        if isinstance(node, Raw):
+            raws.append(node.text)
+            return f"\x00RAW{len(raws) - 1}\x00"
+        if isinstance(node, dict):
+            return {k: swap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [swap(v) for v in node]
+        return node
+
+    text = json.dumps(swap(value), separators=(",", ":"))
+    for k, raw in enumerate(raws):
+        text = text.replace(json.dumps(f"\x00RAW{k}\x00"), raw)
+    return text.encode("utf-8")
+
+
+def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
+    header = {"metadata": {"producer": "fuzz", "source_metadata": '{"format": "pt"}'},
+              "tensors": [copy.deepcopy(e) for e, _ in encoded]}
+    blobs = {}
+    order = []
+    for i, (_, sections) in enumerate(encoded):
+        for role, blob in sections.items():
+            blobs[(i, role)] = bytes(blob)
+            order.append((i, role))
+        header["tensors"][i]["sections"] = {role: [0, 0, 0] for role in sections}
+    seed = Seed(name, version, header, blobs, order)
+    dna = read_dna_file(_write(seed.data, Path("/dev/shm") if Path("/dev/shm").is_dir()
+                                else Path("/tmp"), f"seed-{name}"), max_memory=MEMORY_LIMIT)
+    seed.reference = [dna.tensor(n, max_memory=MEMORY_LIMIT) for n in dna.names]
+    return seed
+
+
+@functools.cache
+def seeds() -> tuple[Seed, ...]:
+    """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
+    as versions 3 and 4 coded them)."""
+    small = encode_all(sample_tensors())
+    large = encode_all([large_trellis()])
+    saved = entropy.SENTINEL
+    entropy.SENTINEL = ()  # as versions 3 and 4 coded streams
+    try:
+        legacy = encode_all(sample_tensors())
+    finally:
+        entropy.SENTINEL = saved
+    return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4))
+
+
+def _write(data: bytes, folder: Path, stem: str) -> Path:
+    path = folder / f"{stem}.dna"
+    path.write_bytes(data)
+    return path
+
+
+# ---- mutations ---------------------------------------------------------------------------
+
+HOSTILE_NUMBERS = [Raw("1" * 400), Raw("-" + "9" * 400), Raw("1e400"), Raw("-1e400"),
+                   Raw("9" * 5000), Raw("1e-400"), Raw("5e-324"), Raw("2e308")]
+HOSTILE_NAMES = ["[/]", "x[/]y", "[bold red]boom[/]", "\x1b[2J\x1b[31mred", "lone\ud800",
+                 "\udfff", "a\nb\tc", "nul\x00", "bell\x07", "\u202eevil", "n" * 1024,
+                 "n" * 1025, "damaged[backup]"]
+DEEP = Raw("[" * 100_000 + "]" * 100_000)
+ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 2**36,
+          2**40, 2**63, 2**64 - 1, -(2**63), 10**19, 0.5, -0.5, 1e-300, 5e-324, 1e300,
+          1e308, -1e308, True, False, None, "", "x" * 300, "float32", "bfloat16",
+          "quantized", "raw", "dna+residual", "lowrank+residual", "trellis", "categorical",
+          "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
+          [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
+# Header keys whose values the format never uses to decode: changing them may not change
+# the tensors.
+INERT_KEYS = ("stats", "metadata")
+
+
+@dataclass
+class Case:
+    """One mutant file and how it was made."""
+
+    seed: str
+    kind: str  # the family of mutation (a row of the summary)
+    detail: str
+    data: bytes
+    inert: bool = False  # only places that cannot change the values were touched
+    version: int = 5
+
+
+def json_paths(node: object, prefix: tuple = ()) -> list[tuple]:
+    """Every path (keys and indices) into a JSON value, containers included."""
+    paths = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            paths += json_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            paths += json_paths(value, (*prefix, i))
+    return paths
+
+
+def _get(node: object, path: tuple) -> object:
+    for key in path:
+        node = node[key]  # type: ignore[index]
+    return node
+
+
+def _set(header: dict, path: tuple, action: str, value: object) -> object:
+    if not path:
+        return value if action == "replace" else header
+    parent = _get(header, path[:-1])
+    last = path[-1]
+    if action == "replace":
+        parent[last] = value  # type: ignore[index]
+    elif action == "delete":
+        del parent[last]  # type: ignore[index]
+    elif isinstance(parent, dict):
+        parent["unexpected"] = value
+    else:
+        parent.append(value)  # type: ignore[union-attr]
+    return header
+
+
+def _near(value: object, rng: random.Random) -> object:
+    """A value near a number (or an absurd one)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return rng.choice(ABSURD)
+    choices = [value + 1, value - 1, value * 2, value // 2 if isinstance(value, int) else value / 2,
+               0, -value, value + 4, value - 4, value * 1000, value * 10**6,
+               float(value) + 0.5, value + 2**32, rng.choice(HOSTILE_NUMBERS)]
+    return rng.choice(choices)
+
+
+def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[object, str, bool]:
+    """(the mutated header, what was done, whether only inert places were touched)."""
+    tensors = header["tensors"]
+    i = rng.randrange(len(tensors))
+    entry = tensors[i]
+    what = rng.random()
+    if what < 0.30:  # any field, any way
+        path = rng.choice(json_paths(header))
+        action = rng.choice(["replace", "replace", "delete", "add"])
+        value = rng.choice(ABSURD) if rng.random() < 0.7 else _near(_leaf(header, path), rng)
+        inert = len(path) >= 1 and (path[0] == "metadata" or (len(path) >= 3 and path[2] == "stats"
+                                                               and path[0] == "tensors"))
+        return _set(header, path, action, value), f"field {action} {_path(path)}", inert
+    if what < 0.55:  # a number moved near itself: counts, sizes, steps, model parameters
+        numeric = [p for p in json_paths(entry)
+                   if _is_number(_get(entry, p)) and p[0] != "sections"]  # laid out after
+        path = rng.choice(numeric)
+        _set(entry, path, "replace", _near(_get(entry, path), rng))
+        return header, f"number {entry['name']}.{_path(path)}", path[0] == "stats"
+    if what < 0.70:  # the shape: more or fewer elements than the sections hold
+        shape = list(entry["shape"]) or [1]
+        axis = rng.randrange(len(shape))
+        shape[axis] = rng.choice([shape[axis] + 1, max(shape[axis] - 1, 0), shape[axis] * 2,
+                                  shape[axis] * 1000, 50_000_000 // max(1, math.prod(shape)
+                                                                       // max(shape[axis], 1)),
+                                  0, shape[axis] * 7])
+        if rng.random() < 0.2:
+            shape = shape[::-1]
+        entry["shape"] = shape
+        return header, f"shape {entry['name']}", False
+    if what < 0.80:  # names: markup, control characters, lone surrogates
+        entry["name"] = rng.choice(HOSTILE_NAMES)
+        return header, "name", False
+    if what < 0.88:  # metadata and source_metadata
+        choice = rng.randrange(5)
+        if choice == 0:
+            header["metadata"]["source_metadata"] = "[" * 100_000 + "]" * 100_000
+        elif choice == 1:
+            header["metadata"]["source_metadata"] = '{"a": ' + "9" * 5000 + "}"
+        elif choice == 2:
+            header["metadata"]["source_metadata"] = '{"a": 1e400, "b": ' + "1" * 400 + "}"
+        elif choice == 3:
+            header["metadata"]["source_metadata"] = rng.choice(HOSTILE_NAMES)
+        else:
+            header["metadata"] = DEEP
+            return header, "metadata deep", False
+        return header, "source_metadata", True
+    # the parameters of a prediction or of a trellis
+    params = entry["params"]
+    if "network" in params:
+        key = rng.choice(["omega0", "hidden_omega0", "offset", "scale", "width", "depth"])
+        params["network"][key] = rng.choice([1e-300, 5e-324, 1e4, 1e4 + 1, 1e300, 0.0, 1024, 16,
+                                             *HOSTILE_NUMBERS, _near(params["network"][key], rng)])
+        return header, f"dna {key}", False
+    if "byte_planes" in params:  # raw
+        params["byte_planes"] = not params["byte_planes"]
+        return header, "raw byte_planes", False
+    model = (params.get("residual") or params)["model"]
+    if model.get("kind") == "trellis":
+        streams = model["streams"]
+        a, b = rng.randrange(len(streams)), rng.randrange(len(streams))
+        key = rng.choice(["count", "bytes", "histogram"])
+        moved = rng.choice([1, 4, 8, 100])
+        streams[a][key] += moved  # moved from one stream to another: the sums still match
+        streams[b][key] -= moved
+        return header, f"trellis {key}", False
+    key = rng.choice(["min", "max", "mean", "scale"])
+    model[key] = _near(model.get(key, 0), rng)
+    return header, f"model {key}", False
+
+
+def _leaf(header: dict, path: tuple) -> object:
+    try:
+        return _get(header, path)
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _path(path: tuple) -> str:
+    return ".".join(str(p) if isinstance(p, str) else "[]" for p in path)
+
+
+ZSTD_ROLES = {"data", "histogram", "nonfinite", "classes"}
+SKIPPABLE = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip"
+
+
+def _section_mutation(blob: bytes, role: str, rng: random.Random) -> tuple[bytes, str]:
+    data = bytearray(blob)
+    ops = ["flip", "cut", "drop-word", "add-word", "append", "insert", "random", "empty",
+           "swap-words", "zero-run"]
+    if role in ZSTD_ROLES:
+        ops += ["skippable", "second-frame", "trailing", "reframe"]
+    op = rng.choice(ops)
+    if op == "flip" and data:
+        for _ in range(rng.randint(1, 4)):
+            bit = rng.randrange(8 * len(data))
+            data[bit // 8] ^= 1 << bit % 8
+    elif op == "cut":
+        del data[rng.randint(0, len(data)):]
+    elif op == "drop-word":
+        del data[-4:]
+    elif op == "add-word":
+        data += rng.choice([b"\0\0\0\0", b"\1\0\0\0", rng.randbytes(4)])
+    elif op == "append":
+        data += rng.randbytes(rng.randint(1, 16))
+    elif op == "insert":
+        at = rng.randint(0, len(data))
+        data[at:at] = rng.randbytes(rng.choice([1, 4, 8]))
+    elif op == "random":
+        data = bytearray(rng.randbytes(rng.choice([len(data), rng.randint(0, 64)])))
+    elif op == "empty":
+        data = bytearray()
+    elif op == "swap-words" and len(data) >= 8:
+        a, b = rng.randrange(len(data) // 4), rng.randrange(len(data) // 4)
+        data[4 * a : 4 * a + 4], data[4 * b : 4 * b + 4] = data[4 * b : 4 * b + 4], \
+            data[4 * a : 4 * a + 4]
+    elif op == "zero-run" and data:
+        at = rng.randrange(len(data))
+        data[at : at + rng.randint(1, 8)] = bytes(len(data[at : at + 8]))[: rng.randint(1, 8)]
+    elif op == "skippable":
+        data[:0] = SKIPPABLE
+    elif op == "second-frame":
+        data += compress_bytes(rng.choice([b"", b"x", bytes(data[:8])]))
+    elif op == "trailing":
+        data += rng.choice([b"\0", b"\0\0\0\0", rng.randbytes(3)])
+    elif op == "reframe":  # a valid frame of other content: right, wrong or zero length
+        payload = zstandard.ZstdDecompressor().decompress(bytes(blob)) if blob else b""
+        payload = rng.choice([payload[:-1], payload + b"\0", b"", rng.randbytes(len(payload)),
+                              bytes(len(payload))])
+        data = bytearray(compress_bytes(payload))
+    return bytes(data), op
+
+
+def make_case(index: int, seed_value: int = 0) -> Case:
+    """Case ``index`` of the run ``seed_value``: the same case every time."""
+    rng = random.Random(seed_value * 1_000_003 + index)
+    pool = seeds()
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2])[0]]
+    header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
+    blobs = dict(seed.blobs)
+    order = list(seed.order)
+    version = seed.version
+    family = rng.random()
+    kind, detail, inert = "", "", False
+    if family < 0.45:
+        header, detail, inert = _header_mutation(seed, header, rng)
+        kind = "header"
+    elif family < 0.85:
+        key = rng.choice(order)
+        blobs[key], detail = _section_mutation(blobs[key], key[1], rng)
+        kind = "section"
+        detail = f"{seed.header['tensors'][key[0]]['name']}.{key[1]} {detail}"
+    elif family < 0.95:
+        header, detail, _ = _header_mutation(seed, header, rng)
+        key = rng.choice(order)
+        blobs[key], op = _section_mutation(blobs[key], key[1], rng)
+        kind, detail = "header+section", f"{detail}; {key[1]} {op}"
+    elif family < 0.97:  # a section's offset, length or CRC, after the layout
+        lay_out(header, blobs, order)
+        i, role = rng.choice(order)
+        spec = header["tensors"][i]["sections"][role]
+        field_ = rng.randrange(3)
+        spec[field_] = _near(spec[field_], rng)
+        kind, detail = "layout", f"{role}[{field_}]"
+        return Case(seed.name, kind, detail, build(header, blobs, order, version, False),
+                    False, version)
+    else:
+        version = rng.choice([3, 4, 5, 6])
+        kind, detail = "version", f"{seed.version}->{version}"
+        if rng.random() < 0.5:
+            header, more, _ = _header_mutation(seed, header, rng)
+            detail += f"; {more}"
+    data = build(header, blobs, order, version if version != 6 else 5)
+    if version == 6:  # a newer version in the prefix
+        data = data[:8] + (6).to_bytes(4, "little") + data[12:]
+    return Case(seed.name, kind, detail, data, inert, version)
+
+
+# ---- the oracle --------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    status: str  # refused, unchanged, changed, crash, silent
+    detail: str = ""
+    seconds: float = 0.0
+    peak_bytes: int = 0
+
+
+def run_case(case: Case, folder: Path) -> Outcome:
+    """Read and decode ``case`` (see the module docstring for what is checked)."""
+    from weightdna.cli import printable
+    from weightdna.cli.info import _rows
+
+    path = _write(case.data, folder, "case")
+    start = time.perf_counter()
+    try:
+        dna = read_dna_file(path, max_memory=MEMORY_LIMIT)
+        for row in _rows(dna):  # `weightdna info` renders any file the reader accepts
+            printable(row["name"]).encode("utf-8")
+            f"{row['bits_per_weight']} {row['max_abs_error']} {row['snr_db']}".encode()
+        decoded = [dna.tensor(name, max_memory=MEMORY_LIMIT) for name in dna.names]
+    except WeightDNAError as exc:
+        if not str(exc):
+            return Outcome("crash", "a WeightDNAError without a message")
+        return Outcome("refused", type(exc).__name__, time.perf_counter() - start)
+    except Exception as exc:  # noqa: BLE001 — anything else is the bug being looked for
+        return Outcome("crash", f"{type(exc).__name__}: {str(exc)[:200]}",
+                       time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    reference = next(s for s in seeds() if s.name == case.seed).reference
+    same = len(decoded) == len(reference) and all(
+        a.dtype == b.dtype and a.shape == b.shape and _bits(a) == _bits(b)
+        for a, b in zip(decoded, reference, strict=True))
+    broken = _invariants(dna)
+    if broken:
+        return Outcome("silent", broken, seconds)
+    if same:
+        return Outcome("unchanged", "", seconds)
+    if case.inert:
+        return Outcome("silent", "an inert mutation changed the values", seconds)
+    return Outcome("changed", "", seconds)
+
+
+def _bits(t: torch.Tensor) -> bytes:
+    from weightdna.codec.dtypes import tensor_bytes
+
+    return tensor_bytes(t)
+
+
+def _invariants(dna: object) -> str:
+    """'' when every stream and zstd section of an accepted file is exact (invariants 1
+    and 2 of the module docstring), else what is not."""
+    for entry in dna.entries:  # type: ignore[attr-defined]
+        sections = dna.read_sections(entry["name"])  # type: ignore[attr-defined]
+        for role in ZSTD_ROLES & set(sections):
+            blob = sections[role]
+            obj = zstandard.ZstdDecompressor().decompressobj()
+            try:
+                obj.decompress(blob)
+            except zstandard.ZstdError as exc:
+                return f"{entry['name']}.{role}: accepted, but zstd refuses it ({exc})"
+            if blob[:4] != ZSTD_MAGIC or not obj.eof or obj.unused_data:
+                return f"{entry['name']}.{role}: accepted, but not exactly one zstd frame"
+        if entry["representation"] == "raw":
+            continue
+        params = entry["params"]
+        params = params.get("residual", params)
+        model, numel = params["model"], math.prod(entry["shape"])
+        if model["kind"] == "trellis":
+            streams = model["streams"]
+        else:
+            streams = [{"model": model, "count": numel, "bytes": len(sections["symbols"]),
+                        "histogram": len(sections.get("histogram", b""))}]
+        at = hat = 0
+        for d in streams:
+            words = sections["symbols"][at : at + d["bytes"]]
+            hist = sections.get("histogram", b"")[hat : hat + d["histogram"]]
+            at, hat = at + d["bytes"], hat + d["histogram"]
+            problem = _stream_is_exact(d["model"], words, hist, d["count"], dna.version)
+            if problem:
+                return f"{entry['name']}: {problem}"
+    return ""
+
+
+def _stream_is_exact(model: dict, words: bytes, histogram: bytes, count: int,
+                     version: int) -> str:
+    parts = {"symbols": words}
+    if model["kind"] == "categorical":
+        parts["histogram"] = histogram
+    symbols = entropy.decode_symbols(model, parts, count, "stream", version)
+    if count == 0:
+        return "" if not words else "an empty stream with words"
+    counts = None
+    if model["kind"] == "categorical":
+        counts = np.frombuffer(zstandard.ZstdDecompressor().decompress(histogram), "<u8")
+    saved = entropy.SENTINEL
+    if version < entropy.TERMINATED_VERSION:
+        entropy.SENTINEL = ()
+    try:
+        again = entropy._encode_with(model, [symbols], counts)["symbols"]
+    finally:
+        entropy.SENTINEL = saved
+    if again != words:
+        return (f"a stream of {len(words)} bytes decoded {count} symbols that code to "
+                f"{len(again)} other bytes (read past its end, or bytes left over)")
+    return ""
+
+
+# ---- memory ------------------------------------------------------------------------------
+
+
+def honest_malloc() -> None:
+    """Make glibc map every allocation of 64 KiB or more on its own and give it back when
+    freed, so that a case's peak RSS is what it allocated, not what earlier cases left in
+    the heap."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 16)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+def _status(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure(case: Case, folder: Path) -> Outcome:
+    """`run_case` with the peak RSS it added (Linux: the peak is reset before the case)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        before = _status("VmRSS:")
+    except OSError:
+        before = None
+    outcome = run_case(case, folder)
+    if before is not None:
+        outcome.peak_bytes = max(0, _status("VmHWM:") - before)
+    return outcome
+
+
+def over_allocated(outcome: Outcome) -> bool:
+    return outcome.peak_bytes > MEMORY_LIMIT + RSS_SLACK
+
+
