@@ -93,26 +93,48 @@ def main() -> int:
     workers = [start() for _ in range(args.workers)]
     counts: collections.Counter = collections.Counter()
     failures: list[tuple] = []
-    done = 0
-    slowest = peak = 0.0
     began = time.time()
-    last_report = began
     pending = len(chunks)
+    try:
+        _run(args, tasks, results, workers, start, counts, failures, pending, began)
+    except KeyboardInterrupt:  # stopped early: report the cases done, and say so
+        print("interrupted: the table counts the cases finished so far", file=sys.stderr)
+    for process, _ in workers:
+        process.kill()
+    seconds = time.time() - began
+    slowest, peak = _extremes
+    _report(args, counts, failures, seconds, slowest, peak)
+    return 1 if failures else 0
+
+
+_extremes = [0.0, 0.0]  # the slowest case's seconds, the largest peak RSS added
+
+
+def _run(args: argparse.Namespace, tasks: mp.Queue, results: mp.Queue, workers: list,
+         start, counts: collections.Counter, failures: list, pending: int,  # noqa: ANN001
+         began: float) -> None:
+    done = 0
+    last_report = began
     while pending:
         while not results.empty():
             first, stop, c, f, s, p = results.get()
             counts.update(c)
             failures += f
-            slowest, peak = max(slowest, s), max(peak, p)
+            _extremes[0], _extremes[1] = max(_extremes[0], s), max(_extremes[1], p)
             done += stop - first
             pending -= 1
         for k, (process, current) in enumerate(workers):
             index, since = int(current[0]), current[1]
-            if index >= 0 and time.time() - since > args.timeout:
+            alive = process.is_alive()
+            if index >= 0 and (not alive or time.time() - since > args.timeout):
+                # A hang, or a worker killed by its case (a native crash, the OOM killer).
+                status = "hang" if alive else "crash"
                 process.kill()
                 process.join()
-                counts[("?", "hang", "hang")] += 1
-                failures.append((index, "?", "?", "?", "hang", f"over {args.timeout:g} s"))
+                counts[("?", "?", status)] += 1
+                failures.append((index, "?", "?", "?", status,
+                                 f"over {args.timeout:g} s" if alive
+                                 else f"the worker died (exit {process.exitcode})"))
                 done += 1
                 # The chunk's other cases go back to the queue (those before the hang run
                 # again: its counts died with the worker).
@@ -122,21 +144,16 @@ def main() -> int:
                     tasks.put(part)
                 pending += len(parts) - 1
                 workers[k] = start()
-            elif not process.is_alive() and pending:
+            elif not alive and pending:
                 workers[k] = start()
         if time.time() - last_report > 60:
             rate = done / (time.time() - began)
-            print(f"  {done} cases, {rate:.0f}/s, {len(failures)} failures",
-                  file=sys.stderr, flush=True)
+            totals = collections.Counter()
+            for (_, _, status), n in counts.items():
+                totals[status] += n
+            print(f"  {done} cases, {rate:.0f}/s, {dict(totals)}", file=sys.stderr, flush=True)
             last_report = time.time()
         time.sleep(0.2)
-    for _ in workers:
-        tasks.put(None)
-    for process, _ in workers:
-        process.join(timeout=10)
-    seconds = time.time() - began
-    _report(args, counts, failures, seconds, slowest, peak)
-    return 1 if failures else 0
 
 
 def _report(args: argparse.Namespace, counts: collections.Counter, failures: list[tuple],

@@ -40,7 +40,7 @@ VERSION = 5
 READABLE_VERSIONS = (3, 4, 5)
 # The header's zlib preset dictionary (version 4): a sample header of the format's keys,
 # representations, symbol models, the engine's architecture metadata and BERT's tensor
-# names, made from synthetic tensors. Frozen: every version-4 file names it by its Adler-32.
+# names, made from synthetic tensors. Frozen: every file from version 4 names it by its Adler-32.
 HEADER_DICTIONARY_FILE = "header_dictionary.json"
 HEADER_DICTIONARY_ADLER32 = 0x14BF748F
 # magic, version, stored (compressed) header length, inflated header length, CRC-32 of the
@@ -305,8 +305,8 @@ def header_dictionary() -> bytes:
     data = resources.files("weightdna.codec").joinpath(HEADER_DICTIONARY_FILE).read_bytes()
     if zlib.adler32(data) != HEADER_DICTIONARY_ADLER32:
         raise MissingDependencyError(
-            f"weightdna/codec/{HEADER_DICTIONARY_FILE} was changed; every version-4 .dna "
-            "file needs it as released. Reinstall weightdna.")
+            f"weightdna/codec/{HEADER_DICTIONARY_FILE} was changed; every .dna file from "
+            "version 4 needs it as released. Reinstall weightdna.")
     return data
 
 

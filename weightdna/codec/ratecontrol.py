@@ -312,14 +312,16 @@ def resample(tc: TensorCandidates, tensor: torch.Tensor) -> None:
 
 
 def _ideal_bits(symbols: np.ndarray) -> float:
-    """Ideal code length of ``symbols`` under their own histogram, plus a table estimate."""
+    """Ideal code length of ``symbols`` under their own histogram, plus a table estimate and
+    the stream's ends: the coder's final state (64 bits) and its starting state (32 bits,
+    `weightdna.codec.entropy.SENTINEL`)."""
     if symbols.size == 0:
         return 0.0
     flat = symbols.reshape(-1)
     lo = int(flat.min())
     counts = np.bincount(flat - lo)
     nonzero = counts[counts > 0].astype(np.float64)
-    return float(-(nonzero * np.log2(nonzero / flat.size)).sum()) + 24.0 * nonzero.size + 64.0
+    return float(-(nonzero * np.log2(nonzero / flat.size)).sum()) + 24.0 * nonzero.size + 96.0
 
 
 def candidate_steps(candidate: Candidate, step: float, per_row: bool) -> float | np.ndarray:
