@@ -680,7 +680,8 @@ def decode_tensor(
                 f"{where}: the steps section holds {len(sections['steps'])} bytes, "
                 f"expected {4 * params['rows']}."
             )
-        steps = np.frombuffer(sections["steps"], dtype="<f4").astype(np.float64)
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns; it is refused below
+            steps = np.frombuffer(sections["steps"], dtype="<f4").astype(np.float64)
         if not (np.all(np.isfinite(steps)) and np.all(steps > 0)):
             raise CorruptFileError(f"{where}: every per-row step must be finite and > 0.")
     else:
