@@ -14,7 +14,8 @@ from rich.table import Table
 from weightdna.cli import console, err_console
 from weightdna.cli._engine import check_output
 from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
-from weightdna.codec.ratecontrol import CANDIDATES, Target
+from weightdna.codec.quality import summary, warnings
+from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES, Target
 from weightdna.errors import InvalidInputError
 from weightdna.weights import load_weights
 
@@ -36,10 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "quantisation, on tensors of 4096+ weights at 0.5+ bits each) and entropy-coded "
             "per context, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
-            "structure. Bits are spread over tensors by equal rate-distortion slope (one "
-            "step for all, on the raw scale). Integer tensors and buffers are stored "
-            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is "
-            "measured on the coded file."
+            "structure. Only weight matrices, kernels and embeddings are quantised at the "
+            "target's rate: normalisation statistics come back within a relative error of "
+            "2^-11, biases, norm gains and small tensors within 2^-10 of their max |w|, "
+            "integer tensors, buffers and constants (shapes, scales) exactly (`weightdna weights MODEL` shows each "
+            "tensor's role). Bits are spread over tensors by equal rate-distortion slope "
+            "of the --objective. Every figure printed is measured on the coded file, "
+            "and tensors that lost most of their weights are named in a warning."
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
@@ -62,6 +66,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-row", action="store_true",
                         help="a step per row, proportional to the row's max |w| (as per-channel "
                              "rounding); off by default, as one step is MSE-optimal")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="relative",
+                        help="what the allocation of a whole-model --bits-per-weight or --snr "
+                             "target minimises: relative = each output row's squared error "
+                             "relative to its own mean square (no tensor or channel starves "
+                             "because another is larger; per-row steps where they pay), mse "
+                             "= the pooled squared error, one step on the raw scale (what "
+                             "`bench rd` compares) (default: relative)")
     parser.add_argument("--representations", default=",".join(CANDIDATES),
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "
@@ -134,13 +145,15 @@ def _with_unit(value: float | None) -> str:
 def _table(report: CompressionReport) -> Table:
     table = Table(title=f"{report.output} ({report.target})")
     table.add_column("name")
+    table.add_column("role")
     table.add_column("representation")
-    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|"):
+    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|", "zeroed"):
         table.add_column(column, justify="right")
     for t in report.tensors:
         bpw = t.bits_per_weight
-        table.add_row(t.name, t.representation, "-" if bpw is None else f"{bpw:.3f}",
-                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}")
+        table.add_row(t.name, t.role, t.representation, "-" if bpw is None else f"{bpw:.3f}",
+                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}",
+                      "-" if t.zeroed is None else f"{t.zeroed:.0%}")
     return table
 
 
@@ -159,9 +172,10 @@ def _as_json(report: CompressionReport) -> str:
         "snr_db": number(report.snr_db),
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
+        "warnings": warnings(report.quality(), number(report.snr_db)),
         "tensors": [
-            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-             "representation": t.representation, "bytes": t.bytes,
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
+             "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
              "bits_per_weight": t.bits_per_weight, "snr_db": number(t.snr_db),
              "psnr_db": number(t.psnr_db), "max_abs_error": t.max_abs_error}
             for t in report.tensors
@@ -204,6 +218,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
+                                objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress)
     if args.json:
@@ -218,6 +233,12 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
+    quality = report.quality()
+    line = summary(quality)
+    if line:
+        console.print(line, highlight=False, markup=False)
+    for warning in warnings(quality, report.snr_db):
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
     return 0
 
 
