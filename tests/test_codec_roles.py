@@ -70,6 +70,18 @@ def test_statistics_scales_and_constants_survive_every_rate(rate: float, tmp_pat
         assert error <= PEAK_FRACTION * tensors[name].abs().max() * (1 + 1e-6), name
 
 
+def test_a_bias_with_one_huge_value_keeps_the_small_ones(tmp_path: Path) -> None:
+    # A channel scaled 10⁴× with its norm (the function unchanged) scales its bias too: a
+    # bound relative to the peak would round every other bias to 0.
+    tensors = batchnorm_model()
+    tensors["conv.bias"][5] *= 1e4
+    report = compress_model(ModelWeights.from_tensors(tensors), tmp_path / "m.dna",
+                            Target("bits_per_weight", 4.0))
+    restored = read_dna_file(report.output).tensor("conv.bias")
+    original = tensors["conv.bias"]
+    assert (torch.abs(restored - original) <= 2.0**-11 * torch.abs(original)).all()
+
+
 def test_a_huge_variance_does_not_starve_the_weights(tmp_path: Path) -> None:
     # A running variance near 1e8 beside weights of 0.05 (a detection model's): the conv's
     # SNR must be close to what the same weights get when coded without it.

@@ -40,10 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "structure. Only weight matrices, kernels and embeddings are quantised at the "
             "target's rate: normalisation statistics come back within a relative error of "
             "2^-11, biases, norm gains and small tensors within 2^-10 of their max |w|, "
-            "integer tensors, buffers and constants (shapes, scales) exactly (`weightdna weights MODEL` shows each "
-            "tensor's role). Bits are spread over tensors by equal rate-distortion slope "
-            "of the --objective. Every figure printed is measured on the coded file, "
-            "and tensors that lost most of their weights are named in a warning."
+            "integer tensors, buffers and constants (shapes, scales) exactly "
+            "(`weightdna weights MODEL` shows each tensor's role). Bits are spread over "
+            "tensors by equal rate-distortion slope of the --objective. Every figure "
+            "printed is measured on the coded file, and tensors that lost most of "
+            "their weights are named in a warning."
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
@@ -66,13 +67,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-row", action="store_true",
                         help="a step per row, proportional to the row's max |w| (as per-channel "
                              "rounding); off by default, as one step is MSE-optimal")
-    parser.add_argument("--objective", choices=OBJECTIVES, default="relative",
+    parser.add_argument("--objective", choices=OBJECTIVES, default="layer",
                         help="what the allocation of a whole-model --bits-per-weight or --snr "
-                             "target minimises: relative = each output row's squared error "
-                             "relative to its own mean square (no tensor or channel starves "
-                             "because another is larger; per-row steps where they pay), mse "
-                             "= the pooled squared error, one step on the raw scale (what "
-                             "`bench rd` compares) (default: relative)")
+                             "target minimises, with no data: layer = each tensor's error "
+                             "relative to its own size (per output row), counted once per "
+                             "tensor, as each layer's relative error adds to the output's "
+                             "(no tensor or channel starves because another is larger or "
+                             "has more weights; per-row steps where they pay); relative = "
+                             "the same counted per weight; mse = the pooled squared error, "
+                             "one step on the raw scale (the highest whole-model SNR; what "
+                             "`bench rd` compares). Chosen by the model panel's accuracy "
+                             "(BENCHMARKS.md) (default: layer)")
     parser.add_argument("--representations", default=",".join(CANDIDATES),
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "

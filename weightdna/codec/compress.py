@@ -321,7 +321,7 @@ def compress_model(
     *,
     representations: Sequence[str] = CANDIDATES,
     per_row: bool = False,
-    objective: str = "relative",
+    objective: str = "layer",
     overwrite: bool = False,
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
@@ -333,10 +333,11 @@ def compress_model(
     ``representations``: the candidates tried (quantized always; lowrank, dna where cheap
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
     max |w|. ``objective``: what a whole-model size or SNR target's allocation minimises,
-    "relative" (each row's squared error relative to its own mean square; per-row steps
-    where they pay) or "mse" (the pooled squared error: one step on the raw scale); see
-    `weightdna.codec.ratecontrol`. ``dna_config``: the weightdna.dna.FitConfig of DNA
-    candidates.
+    "layer" (each tensor's mean relative row error, counted once per tensor), "relative"
+    (each row's squared error relative to its own mean square, counted per element) or
+    "mse" (the pooled squared error: one step on the raw scale); per-row steps where they
+    pay under the first two; see `weightdna.codec.ratecontrol`. ``dna_config``: the
+    weightdna.dna.FitConfig of DNA candidates.
     ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
     ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
     (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`

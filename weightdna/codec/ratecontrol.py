@@ -20,12 +20,17 @@ compress`), and the step corrected until the measured figures meet the target.
 
 The objective. Pooled MSE (``objective="mse"``, s_t = 1) spends bits where the energy is:
 a tensor of large weights beside one of small weights gets the same step, and the small
-one is rounded to nothing while the pooled SNR stays high. The default, ``"relative"``,
-counts each output row's error relative to its own mean square (with no data, the error of
-a row's outputs relative to their size, for inputs of equal variance): weight w_r = 1/ms_r
-per element of row r. Where rows differ enough in scale that per-row steps Δ·√ms_r pay
-for their side information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against 32 per
-row, `apply_objective`), the tensor gets them; else one step Δ/√AM(w).
+one is rounded to nothing while the pooled SNR stays high. ``"relative"`` counts each
+output row's error relative to its own mean square (with no data, the error of a row's
+outputs relative to their size, for inputs of equal variance): weight w_r = 1/ms_r per
+element of row r. The default, ``"layer"``, weighs the same by 1/N_t (N_t the tensor's
+elements): each tensor's mean relative row error counts once, whatever its size, as a
+layer's relative output error adds to the network's once, so a 144-weight first conv is
+not rounded to noise to save bits that a 5,120-weight classifier would spend. Measured on
+the model panel (`bench/panel.py`, BENCHMARKS.md) it keeps function best of the three.
+Where rows differ enough in scale that per-row steps ∝ √ms_r pay for their side
+information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against 32 per row,
+`apply_objective`), the tensor gets them; else one step Δ/√s_t.
 """
 
 from __future__ import annotations
@@ -71,7 +76,7 @@ DEADZONES = (0.0, 0.1, 0.2)
 # rounding with a deadzone does better on Laplace-like data).
 TRELLIS_MIN_ELEMENTS = 1 << 12
 TRELLIS_MIN_BITS = 0.5
-OBJECTIVES = ("relative", "mse")
+OBJECTIVES = ("layer", "relative", "mse")
 # A row whose mean square is this far below the median row's counts as this far below (an
 # all-zero row would otherwise ask for a step of 0). The median, not the mean: a few rows
 # 10³× larger would lift a mean-based floor above every other row.
@@ -330,7 +335,8 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     weight = 1.0 / ms
     mean = float(weight.mean())
     if not measured:
-        tc.sensitivity *= mean
+        # "layer": each tensor's mean relative error counts once, whatever its size.
+        tc.sensitivity *= mean / (tc.info.numel if objective == "layer" else 1)
     if ms.size < 2:
         return
     gain_bits = 0.5 * tc.info.numel * math.log2(mean / math.exp(float(np.log(weight).mean())))

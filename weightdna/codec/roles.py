@@ -17,7 +17,9 @@ kept of the float's mantissa), or exactly:
   is not a matrix, kernel or embedding with fewer than SMALL_TENSOR values or fewer than
   2 dimensions, quantised with every element within 2⁻¹⁰ of the tensor's max |w|
   (``PEAK_FRACTION``; 7–10 bits per value where the mantissa costs 20–30, which matters in
-  small models);
+  small models), unless a few values are far larger than the rest (max |w| above
+  ``SPREAD_LIMIT`` × the median): then that bound would round the rest to 0 (a conv
+  bias whose channel was scaled 10⁴× with its norm), and they are coded as ``relative``;
 * ``rate``: the rest, coded by the rate control (`weightdna.codec.ratecontrol`).
 
 NNCodec makes the same split (everything but weight matrices and kernels at a separate,
@@ -37,6 +39,7 @@ from weightdna.weights import TensorInfo
 RATE_ROLES = frozenset({"matrix", "conv", "embedding"})
 BOUNDED_ROLES = frozenset({"bias", "norm"})
 PEAK_FRACTION = 2.0**-10
+SPREAD_LIMIT = 32.0
 SMALL_TENSOR = 4096
 # Mantissa bits kept: every element within 2^-(MANTISSA_BITS+1) of its value, relative
 # (4.9e-4 for 10 bits, below the 1e-3 promised); float16 and bfloat16 hold 10 and 7, so
@@ -100,12 +103,15 @@ def encode_relative(tensor: torch.Tensor, name: str) -> tuple[dict, dict[str, by
 
 def encode_bounded(tensor: torch.Tensor, name: str) -> tuple[dict, dict[str, bytes]]:
     """Store ``tensor`` with every element within PEAK_FRACTION of its max |w| (exactly if
-    its values are whole numbers, or if that takes fewer bytes)."""
-    finite = tensor[torch.isfinite(tensor)]
-    peak = float(finite.abs().max()) if finite.numel() else 0.0
+    its values are whole numbers, or if that takes fewer bytes), or as `encode_relative`
+    if its max |w| exceeds SPREAD_LIMIT × its median non-zero |w|."""
+    magnitudes = tensor[torch.isfinite(tensor)].abs()
+    peak = float(magnitudes.max()) if magnitudes.numel() else 0.0
     exact = encode_tensor(tensor, name=name, lossless=True)
     if not peak > 0 or _whole_numbers(tensor):
         return exact
+    if peak > SPREAD_LIMIT * float(magnitudes[magnitudes > 0].median()):
+        return encode_relative(tensor, name)
     coded = encode_tensor(tensor, name=name, max_abs_error=PEAK_FRACTION * peak)
     if sum(map(len, coded[1].values())) < sum(map(len, exact[1].values())):
         return coded

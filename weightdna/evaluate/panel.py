@@ -107,15 +107,15 @@ def torch_accuracy(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) ->
 def export_onnx(model: torch.nn.Module, path: str | Path) -> Path:
     """``model`` as ONNX at ``path``: initializers renamed ``onnx::<Op>_<k>`` after the first
     operator that reads them, Constant nodes' tensors moved into initializers."""
+    import warnings
+
     import onnx
 
     path = Path(path)
     example = torch.zeros(1, 1, 8, 8)
-    torch.onnx.export(model, (example,), str(path), input_names=["image"],
-                      output_names=["logits"], opset_version=17, dynamo=False,
-                      # Not EVAL: that folds each BatchNorm into its conv.
-                      training=torch.onnx.TrainingMode.PRESERVE,
-                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        _export(model, example, path)
     proto = onnx.load(str(path))
     graph = proto.graph
     for node in list(graph.node):  # Constant nodes → initializers
@@ -140,6 +140,14 @@ def export_onnx(model: torch.nn.Module, path: str | Path) -> Path:
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def _export(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    torch.onnx.export(model, (example,), str(path), input_names=["image"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      # Not EVAL: that folds each BatchNorm into its conv.
+                      training=torch.onnx.TrainingMode.PRESERVE,
+                      dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
 
 
 def onnx_accuracy(path: str | Path, state: Mapping[str, torch.Tensor] | None = None) -> float:
