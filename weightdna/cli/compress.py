@@ -17,6 +17,7 @@ from weightdna.codec.compress import CompressionReport, compress_model, decompre
 from weightdna.codec.quality import summary, warnings
 from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES, Target
 from weightdna.errors import InvalidInputError
+from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING, OutputCheck
 from weightdna.weights import load_weights
 
 TARGET_FLAGS = {
@@ -96,6 +97,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "outputs (on the same calibration data as --calibration) and "
                              "spend bits where they matter: the downstream figures rise, "
                              "the weight SNR falls (default: none, one MSE-optimal step)")
+    parser.add_argument("--check", choices=("auto", "none"), default="auto",
+                        help="auto: where the model can be run (an engine model, a BERT folder, "
+                             "ONNX with onnxruntime), compare the restored model's outputs "
+                             "with the original's on a few synthetic inputs and warn if they "
+                             "diverge (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -162,7 +168,7 @@ def _table(report: CompressionReport) -> Table:
     return table
 
 
-def _as_json(report: CompressionReport) -> str:
+def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
     def number(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else x
 
@@ -178,6 +184,9 @@ def _as_json(report: CompressionReport) -> str:
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
         "warnings": warnings(report.quality(), number(report.snr_db)),
+        "output_check": None if check is None else {
+            "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
+            "mean_cosine": check.mean_cosine, "diverged": check.diverged},
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
              "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
@@ -226,8 +235,9 @@ def run_compress(args: argparse.Namespace) -> int:
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress)
+    check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
+        console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)
         return 0
     console.print(_table(report))
     console.print(
@@ -244,7 +254,23 @@ def run_compress(args: argparse.Namespace) -> int:
         console.print(line, highlight=False, markup=False)
     for warning in warnings(quality, report.snr_db):
         err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+    if check is not None:
+        console.print(check.describe(), highlight=False, markup=False)
+        if check.diverged:
+            err_console.print(
+                f"warning: the restored model's outputs diverge from the original's (worst "
+                f"cosine {check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits "
+                "per weight.", style="yellow", highlight=False, markup=False)
     return 0
+
+
+def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
+    """`weightdna.evaluate.outputs.check_outputs` on the file just written."""
+    from weightdna.codec import read_dna_file
+    from weightdna.evaluate.outputs import check_outputs
+
+    dna = read_dna_file(report.output)
+    return check_outputs(model, {name: dna.tensor(name) for name in dna.names})
 
 
 def run_decompress(args: argparse.Namespace) -> int:
