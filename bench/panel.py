@@ -13,8 +13,9 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
 * ``onnx``: the same network exported to ONNX with opaque initializer names (BatchNorm
   kept as an operator, the Resize scales an initializer), run by onnxruntime;
 * ``detector``: the BatchNorm CNN with one channel scaled ×10⁴ (a running variance near
-  10⁸ beside small weights), accuracy, and the SNR of that conv's other channels against
-  the same when the conv is coded alone at the same rate;
+  10⁸ beside small weights), as ONNX with opaque names (nothing says "running_var"),
+  accuracy, and the SNR of that conv's other channels against the same when the conv is
+  coded alone at the same rate;
 * ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings.
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
@@ -101,8 +102,8 @@ def batchnorm_subject(name: str, workdir: Path) -> Subject:
         give_outlier_channels(run.model, [5], 1e4)
     else:
         give_outlier_channels(run.model, [3, 17], 300.0)
-    if name == "onnx":
-        path = export_onnx(run.model, workdir / "bncnn.onnx")
+    if name in ("onnx", "detector"):
+        path = export_onnx(run.model, workdir / f"{name}.onnx")
         return Subject(name, path, lambda s: onnx_accuracy(path, s), "accuracy")
     path = workdir / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(path))
@@ -127,7 +128,14 @@ def minilm_subject() -> Subject:
     return Subject("minilm", folder, judge, "cosine")
 
 
-DETECTOR_CONV, DETECTOR_CHANNEL = "features.5.weight", 5
+DETECTOR_CHANNEL = 5
+
+
+def detector_conv(subject: Subject) -> str:
+    """The name of the conv whose channel was scaled: the kernel with the largest |w|."""
+    weights = load_weights(subject.path)
+    kernels = [i.name for i in weights.infos if i.role == "conv"]
+    return max(kernels, key=lambda n: float(weights.tensor(n).abs().max()))
 
 
 def small_channels_snr(original: torch.Tensor, restored: torch.Tensor) -> float:
@@ -142,15 +150,15 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
     from weightdna.codec import read_dna_file
     from weightdna.weights import ModelWeights
 
-    tensor = load_weights(subject.path).tensor(DETECTOR_CONV)
-    weights = ModelWeights.from_tensors({DETECTOR_CONV: tensor})
+    conv = detector_conv(subject)
+    tensor = load_weights(subject.path).tensor(conv)
+    weights = ModelWeights.from_tensors({conv: tensor})
     try:
         compress_model(weights, workdir / "alone.dna", Target("bits_per_weight", rate),
                        objective=objective, overwrite=True)
     except WeightDNAError:
         return math.nan
-    return small_channels_snr(tensor, read_dna_file(workdir / "alone.dna").tensor(
-        DETECTOR_CONV))
+    return small_channels_snr(tensor, read_dna_file(workdir / "alone.dna").tensor(conv))
 
 
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> dict:
@@ -166,7 +174,11 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> d
     seconds = time.perf_counter() - started
     decompress_model(dna, out, overwrite=True)
     original, restored = weights.state_dict(), load_weights(out).state_dict()
-    figure = subject.judge(restored)
+    try:
+        figure = subject.judge(restored)
+    except Exception as exc:  # noqa: BLE001 - a restored graph that no longer runs scores 0
+        say(f"  {subject.name} {objective} {rate}: the restored model does not run ({exc})")
+        figure = 0.0
     worst, worst_name, zeroed, zeroed_name = tensor_figures(original, restored)
     row = {"model": subject.name, "objective": objective, "rate": rate,
            "bits_per_weight": report.bits_per_weight, subject.unit: figure,
@@ -177,8 +189,8 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> d
         row["delta_points"] = 100 * (figure - subject.reference)
         row["kept_share"] = figure / subject.reference
     if subject.name == "detector":
-        row["conv_snr_db"] = small_channels_snr(original[DETECTOR_CONV],
-                                                restored[DETECTOR_CONV])
+        conv = detector_conv(subject)
+        row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
         row["conv_alone_snr_db"] = alone_snr(subject, rate, objective, workdir)
     say(f"  {subject.name:8s} {objective:8s} {rate:4g} -> {report.bits_per_weight:.3f} bpw  "
         f"{subject.unit} {figure:.4f} (ref {subject.reference:.4f})  worst SNR {worst:.1f} dB "
