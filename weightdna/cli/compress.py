@@ -6,7 +6,9 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -14,11 +16,15 @@ from rich.table import Table
 from weightdna.cli import console, err_console
 from weightdna.cli._engine import check_output
 from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
+from weightdna.codec.container import DnaFile, read_dna_file
 from weightdna.codec.quality import summary, warnings
 from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES, Target
 from weightdna.errors import InvalidInputError
 from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING, OutputCheck
 from weightdna.weights import load_weights
+
+if TYPE_CHECKING:
+    import torch
 
 TARGET_FLAGS = {
     "bits_per_weight": "--bits-per-weight",
@@ -266,11 +272,28 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
     """`weightdna.evaluate.outputs.check_outputs` on the file just written."""
-    from weightdna.codec import read_dna_file
     from weightdna.evaluate.outputs import check_outputs
 
     dna = read_dna_file(report.output)
-    return check_outputs(model, {name: dna.tensor(name) for name in dna.names})
+    return check_outputs(model, _Decoded(dna))
+
+
+class _Decoded(Mapping):
+    """A .dna file's tensors, each decoded when read (the check holds one model at a time)."""
+
+    def __init__(self, dna: DnaFile) -> None:
+        self.dna = dna
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.dna.names:
+            raise KeyError(name)
+        return self.dna.tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.dna.names)
+
+    def __len__(self) -> int:
+        return len(self.dna.names)
 
 
 def run_decompress(args: argparse.Namespace) -> int:

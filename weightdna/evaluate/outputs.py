@@ -112,16 +112,22 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
         return None
     try:
         config = BertConfig.from_json(folder / "config.json")
-        original = BertEncoder(load_weights(path).state_dict(), config)
-        changed = BertEncoder(dict(restored), config)
-    except (KeyError, ValueError, TypeError, ModelFileError):
-        return None  # not a BERT the engine's forward knows
+    except (KeyError, ValueError, TypeError, OSError):
+        return None
     length = min(32, config.max_position_embeddings)
-    ids = rng.integers(1000, config.vocab_size, size=(samples, length))
-    ids[:, 0] = 101 if config.vocab_size > 102 else 0  # [CLS] where BERT's vocabulary has it
-    with torch.no_grad():
-        return (original.encode(torch.from_numpy(ids)).numpy(),
-                changed.encode(torch.from_numpy(ids)).numpy())
+    ids = torch.from_numpy(rng.integers(1000, max(config.vocab_size, 1001),
+                                        size=(samples, length)) % config.vocab_size)
+    outputs = []
+    # One model in memory at a time: ``restored`` may decode as it is read.
+    for state in (lambda: load_weights(path).state_dict(), lambda: dict(restored)):
+        try:
+            encoder = BertEncoder(state(), config)
+        except (KeyError, ValueError, TypeError, ModelFileError):
+            return None  # not a BERT the engine's forward knows
+        with torch.no_grad():
+            outputs.append(encoder.encode(ids).numpy())
+        del encoder
+    return outputs[0], outputs[1]
 
 
 def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
