@@ -134,7 +134,7 @@ DETECTOR_CHANNEL = 5
 def detector_conv(subject: Subject) -> str:
     """The name of the conv whose channel was scaled: the kernel with the largest |w|."""
     weights = load_weights(subject.path)
-    kernels = [i.name for i in weights.infos if i.role == "conv"]
+    kernels = [i.name for i in weights.infos if i.ndim == 4]
     return max(kernels, key=lambda n: float(weights.tensor(n).abs().max()))
 
 
