@@ -348,8 +348,7 @@ def compress_model(
     and constants exactly; normalisation statistics each within a relative error of 2⁻¹¹;
     biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
     their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
-    meet the target. Any coded tensor whose exact
-    bytes are fewer is stored exactly.
+    meet the target. Any coded tensor whose exact bytes are fewer is stored exactly.
     """
     started = time.perf_counter()
     output = Path(output)

@@ -84,6 +84,8 @@ ROW_FLOOR = 1e-4
 # Per-row steps are stored as float32; they must gain this many times their side bits.
 PER_ROW_STEP_BITS = 32.0
 PER_ROW_MARGIN = 2.0
+# "layer": a tensor's error weighed by 1/N_t^LAYER_EXPONENT (1: once per tensor).
+LAYER_EXPONENT = 1.0
 
 
 @dataclass(frozen=True)
@@ -336,7 +338,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     mean = float(weight.mean())
     if not measured:
         # "layer": each tensor's mean relative error counts once, whatever its size.
-        tc.sensitivity *= mean / (tc.info.numel if objective == "layer" else 1)
+        tc.sensitivity *= mean / (tc.info.numel ** LAYER_EXPONENT if objective == "layer" else 1)
     if ms.size < 2:
         return
     gain_bits = 0.5 * tc.info.numel * math.log2(mean / math.exp(float(np.log(weight).mean())))
