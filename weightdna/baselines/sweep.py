@@ -98,7 +98,9 @@ def run_dna_file(
 ) -> BaselineResult:
     """The .dna codec as a user runs it: `compress_model` to a bits-per-weight target (its
     rate control picks each tensor's representation), the whole file's bytes counted, every
-    tensor decoded back from the file."""
+    tensor decoded back from the file. The objective is the pooled MSE, the one this
+    comparison's whole-model SNR measures (the default, "layer", trades some of it for the
+    network's function: bench/panel.py)."""
 
     def report(stage: str, done: int, total: int) -> None:
         progress(f"{DNA_CODEC} {rate:g} bits: {stage} {done}/{total}")
@@ -108,6 +110,7 @@ def run_dna_file(
         ModelWeights.from_tensors(tensors),
         path,
         Target("bits_per_weight", rate),
+        objective="mse",
         overwrite=True,
         progress=report,
     )

@@ -6,17 +6,25 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, printable
 from weightdna.cli._engine import check_output
 from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
-from weightdna.codec.ratecontrol import CANDIDATES, Target
+from weightdna.codec.container import DnaFile, read_dna_file
+from weightdna.codec.quality import summary, warnings
+from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES, Target
 from weightdna.errors import InvalidInputError
+from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING, OutputCheck
 from weightdna.weights import load_weights
+
+if TYPE_CHECKING:
+    import torch
 
 TARGET_FLAGS = {
     "bits_per_weight": "--bits-per-weight",
@@ -36,10 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "quantisation, on tensors of 4096+ weights at 0.5+ bits each) and entropy-coded "
             "per context, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
-            "structure. Bits are spread over tensors by equal rate-distortion slope (one "
-            "step for all, on the raw scale). Integer tensors and buffers are stored "
-            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is "
-            "measured on the coded file."
+            "structure. Only weight matrices, kernels and embeddings are quantised at the "
+            "target's rate: normalisation statistics come back within a relative error of "
+            "2^-11, biases, norm gains and small tensors within 2^-10 of their max |w|, "
+            "integer tensors, buffers and constants (shapes, scales) exactly "
+            "(`weightdna weights MODEL` shows each tensor's role). Bits are spread over "
+            "tensors by equal rate-distortion slope of the --objective. Every figure "
+            "printed is measured on the coded file, and tensors that lost most of "
+            "their weights are named in a warning."
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
@@ -62,6 +74,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-row", action="store_true",
                         help="a step per row, proportional to the row's max |w| (as per-channel "
                              "rounding); off by default, as one step is MSE-optimal")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="layer",
+                        help="what the allocation of a whole-model --bits-per-weight or --snr "
+                             "target minimises, with no data: layer = each tensor's error "
+                             "relative to its own size (per output row), counted once per "
+                             "tensor, as each layer's relative error adds to the output's "
+                             "(no tensor or channel starves because another is larger or "
+                             "has more weights; per-row steps where they pay); relative = "
+                             "the same counted per weight; mse = the pooled squared error, "
+                             "one step on the raw scale (the highest whole-model SNR; what "
+                             "`bench rd` compares). Chosen by the model panel's accuracy "
+                             "(BENCHMARKS.md) (default: layer)")
     parser.add_argument("--representations", default=",".join(CANDIDATES),
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "
@@ -80,6 +103,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "outputs (on the same calibration data as --calibration) and "
                              "spend bits where they matter: the downstream figures rise, "
                              "the weight SNR falls (default: none, one MSE-optimal step)")
+    parser.add_argument("--check", choices=("auto", "none"), default="auto",
+                        help="auto: where the model can be run (an engine model, a BERT folder, "
+                             "ONNX with onnxruntime), compare the restored model's outputs "
+                             "with the original's on a few synthetic inputs and warn if they "
+                             "diverge (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -134,17 +162,19 @@ def _with_unit(value: float | None) -> str:
 def _table(report: CompressionReport) -> Table:
     table = Table(title=f"{report.output} ({report.target})")
     table.add_column("name")
+    table.add_column("role")
     table.add_column("representation")
-    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|"):
+    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|", "zeroed"):
         table.add_column(column, justify="right")
     for t in report.tensors:
         bpw = t.bits_per_weight
-        table.add_row(t.name, t.representation, "-" if bpw is None else f"{bpw:.3f}",
-                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}")
+        table.add_row(t.name, t.role, t.representation, "-" if bpw is None else f"{bpw:.3f}",
+                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}",
+                      "-" if t.zeroed is None else f"{t.zeroed:.0%}")
     return table
 
 
-def _as_json(report: CompressionReport) -> str:
+def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
     def number(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else x
 
@@ -159,9 +189,13 @@ def _as_json(report: CompressionReport) -> str:
         "snr_db": number(report.snr_db),
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
+        "warnings": warnings(report.quality(), number(report.snr_db)),
+        "output_check": None if check is None else {
+            "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
+            "mean_cosine": check.mean_cosine, "diverged": check.diverged},
         "tensors": [
-            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-             "representation": t.representation, "bytes": t.bytes,
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
+             "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
              "bits_per_weight": t.bits_per_weight, "snr_db": number(t.snr_db),
              "psnr_db": number(t.psnr_db), "max_abs_error": t.max_abs_error}
             for t in report.tensors
@@ -204,21 +238,62 @@ def run_compress(args: argparse.Namespace) -> int:
 
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
+                                objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress)
+    check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
+        console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)
         return 0
     console.print(_table(report))
     console.print(
-        f"wrote {report.output}: {report.file_bytes:,} bytes, "
+        f"wrote {printable(report.output)}: {report.file_bytes:,} bytes, "
         f"{report.bits_per_weight:.3f} bits per weight on disk ({report.weights:,} weights), "
         f"ratio {report.ratio:.2f} against the original {report.original_bytes:,} bytes; "
         f"overall SNR {_with_unit(report.snr_db)}, PSNR {_with_unit(report.psnr_db)} "
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
+    quality = report.quality()
+    line = summary(quality)
+    if line:
+        console.print(line, highlight=False, markup=False)
+    for warning in warnings(quality, report.snr_db):
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+    if check is not None:
+        console.print(check.describe(), highlight=False, markup=False)
+        if check.diverged:
+            err_console.print(
+                f"warning: the restored model's outputs diverge from the original's (worst "
+                f"cosine {check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits "
+                "per weight.", style="yellow", highlight=False, markup=False)
     return 0
+
+
+def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
+    """`weightdna.evaluate.outputs.check_outputs` on the file just written."""
+    from weightdna.evaluate.outputs import check_outputs
+
+    dna = read_dna_file(report.output)
+    return check_outputs(model, _Decoded(dna))
+
+
+class _Decoded(Mapping):
+    """A .dna file's tensors, each decoded when read (the check holds one model at a time)."""
+
+    def __init__(self, dna: DnaFile) -> None:
+        self.dna = dna
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.dna.names:
+            raise KeyError(name)
+        return self.dna.tensor(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.dna.names)
+
+    def __len__(self) -> int:
+        return len(self.dna.names)
 
 
 def run_decompress(args: argparse.Namespace) -> int:
@@ -232,6 +307,6 @@ def run_decompress(args: argparse.Namespace) -> int:
 
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
                                        progress=progress)
-    console.print(f"wrote {args.output}: {count} tensors, {size:,} bytes, "
+    console.print(f"wrote {printable(args.output)}: {count} tensors, {size:,} bytes, "
                   f"{time.perf_counter() - started:.1f} s.", highlight=False)
     return 0
