@@ -18,6 +18,10 @@ class OutputExistsError(WeightDNAError):
     """An output file exists and overwriting it was not asked for (use --force)."""
 
 
+class OutputError(WeightDNAError):
+    """An output cannot be written: a read-only folder, a full disk, a missing permission."""
+
+
 class MissingDependencyError(WeightDNAError):
     """An optional package needed for this operation is not installed."""
 

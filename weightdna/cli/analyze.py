@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
-from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
 from weightdna.atomic import write_text_atomic
 from weightdna.cli import console, err_console
-from weightdna.cli._engine import check_output
+from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError
-from weightdna.weights import load_weights
 
-_VERDICT_STYLE = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
+if TYPE_CHECKING:
+    from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
+
+COMMANDS = {"analyze": "measure the structure of a model's weights and judge the seed's claims"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.analysis.run import AnalysisSettings
+
     parser = subparsers.add_parser(
         "analyze",
-        help="measure the structure of a model's weights and judge the seed's claims",
+        help=COMMANDS["analyze"],
         description=(
             "For every matrix, embedding and conv kernel: PCA energy, local, correlation, "
             "MLE and TwoNN dimension, the Lipschitz constant between neighbouring "
@@ -54,6 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.analysis.run import AnalysisSettings, analyze_weights
+    from weightdna.weights import load_weights
+
     json_path = None
     if args.json and args.json != "-":
         json_path = check_output(args.json, args.force)
@@ -132,12 +138,15 @@ def _tensor_table(analysis: ModelAnalysis) -> Table:
 
 
 def _claims_table(analysis: ModelAnalysis) -> Table:
+    from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+
+    verdict_style = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
     table = Table(title="the seed's claims")
     table.add_column("claim", overflow="fold")
     table.add_column("seed's number")
     table.add_column("verdict")
     table.add_column("evidence", overflow="fold")
     for c in analysis.claims:
-        table.add_row(c.claim, c.seed_number, f"[{_VERDICT_STYLE[c.verdict]}]{c.verdict}[/]",
+        table.add_row(c.claim, c.seed_number, f"[{verdict_style[c.verdict]}]{c.verdict}[/]",
                       c.evidence)
     return table

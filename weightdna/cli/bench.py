@@ -8,17 +8,17 @@ from pathlib import Path
 
 from rich.table import Table
 
-from weightdna.baselines.report import write_report
-from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, rate_distortion
 from weightdna.cli import console, err_console
-from weightdna.cli._engine import check_output
-from weightdna.dna import select_tensors
+from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError
-from weightdna.weights import load_weights
+
+COMMANDS = {"bench": "benchmarks: rate–distortion against peers"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: rate–distortion against peers")
+    from weightdna.baselines.sweep import METHODS
+
+    parser = subparsers.add_parser("bench", help=COMMANDS["bench"])
     commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     rd = commands.add_parser(
         "rd",
@@ -71,6 +71,11 @@ def _floats(text: str) -> list[float]:
 
 
 def run_rd(args: argparse.Namespace) -> int:
+    from weightdna.baselines.report import write_report
+    from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, rate_distortion
+    from weightdna.dna import select_tensors
+    from weightdna.weights import load_weights
+
     weights = load_weights(args.model)
     infos = [i for i in select_tensors(weights, args.tensors or None) if i.numel]
     stem = args.name or Path(weights.path).stem.removesuffix(".safetensors") or "model"

@@ -7,16 +7,23 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.cli import console, err_console
-from weightdna.cli._engine import check_output
-from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
-from weightdna.codec.ratecontrol import CANDIDATES, Target
+from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError
-from weightdna.weights import load_weights
+
+if TYPE_CHECKING:
+    from weightdna.codec.compress import CompressionReport
+    from weightdna.codec.ratecontrol import Target
+
+COMMANDS = {
+    "compress": "compress a model's weights to a .dna file under a size or accuracy target",
+    "decompress": "decode a .dna file back to safetensors",
+}
 
 TARGET_FLAGS = {
     "bits_per_weight": "--bits-per-weight",
@@ -27,9 +34,11 @@ TARGET_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.codec.ratecontrol import CANDIDATES
+
     parser = subparsers.add_parser(
         "compress",
-        help="compress a model's weights to a .dna file under a size or accuracy target",
+        help=COMMANDS["compress"],
         description=(
             "Code every tensor of a model in the representation that meets the target at "
             "the fewest bits: quantised (trellis-coded, NNCodec's 8-state dependent "
@@ -86,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     restore = subparsers.add_parser(
         "decompress",
-        help="decode a .dna file back to safetensors",
+        help=COMMANDS["decompress"],
         description=(
             "Decode every tensor of a .dna file (checking every checksum) and write them "
             "as safetensors with their original names, shapes and dtypes."
@@ -99,6 +108,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _target(args: argparse.Namespace) -> Target:
+    from weightdna.codec.ratecontrol import Target
+
     if args.lossless:
         if args.per_tensor:
             raise InvalidInputError("--per-tensor applies to --snr and --psnr.")
@@ -170,6 +181,10 @@ def _as_json(report: CompressionReport) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.ratecontrol import CANDIDATES
+    from weightdna.weights import load_weights
+
     target = _target(args)
     representations = [r.strip() for r in args.representations.split(",") if r.strip()]
     unknown = set(representations) - set(CANDIDATES)
@@ -222,6 +237,8 @@ def run_compress(args: argparse.Namespace) -> int:
 
 
 def run_decompress(args: argparse.Namespace) -> int:
+    from weightdna.codec.compress import decompress_model
+
     started = time.perf_counter()
     check_output(args.output, args.force)
     with _progress() as bar:

@@ -6,15 +6,17 @@ import argparse
 from pathlib import Path
 
 from weightdna.cli import console, err_console
-from weightdna.cli._engine import TrainingProgress
 
+COMMANDS = {
+    "demo": "the default job: analyse, compress, restore and evaluate the digits CNN or MiniLM",
+}
 DEFAULT_OUTPUT = Path("out/demo")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="the default job: analyse, compress, restore and evaluate the digits CNN or MiniLM",
+        help=COMMANDS["demo"],
         description=(
             "The whole pipeline on an embedded default: train the small digits CNN with "
             "weightdna's NumPy engine (or reuse the one an earlier run saved), analyse its "
@@ -50,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.cli._engine import TrainingProgress
     from weightdna.codec.ratecontrol import Target
     from weightdna.pipeline import run_demo
     from weightdna.train import train_digits_cnn

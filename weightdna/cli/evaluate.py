@@ -5,22 +5,27 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.cli import console, err_console
 from weightdna.errors import InvalidInputError, ModelFileError
-from weightdna.nn.model import Model, load_model
-from weightdna.weights import load_weights, minilm_path
 
+if TYPE_CHECKING:
+    from weightdna.nn.model import Model
+
+COMMANDS = {
+    "evaluate": "compare a model with its restored weights on the task it was made for",
+}
 TASKS = ("auto", "digits", "sentences")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="compare a model with its restored weights on the task it was made for",
+        help=COMMANDS["evaluate"],
         description=(
             "Load the original model and the restored weights (a safetensors file written "
             "by decompress or reconstruct, same tensor names) and measure what users care "
@@ -48,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _engine_model(path: str) -> Model | None:
     """The engine model saved at ``path``; None when it is not one."""
+    from weightdna.nn.model import load_model
+
     try:
         return load_model(path)
     except ModelFileError:
@@ -56,6 +63,8 @@ def _engine_model(path: str) -> Model | None:
 
 def _bert_folder(original: str) -> tuple[Path, Path]:
     """(weights, folder with config.json and the tokenizer) for a BERT ``original``."""
+    from weightdna.weights import minilm_path
+
     if original == "minilm":
         folder = minilm_path()
         return folder, folder
@@ -70,6 +79,7 @@ def _bert_folder(original: str) -> tuple[Path, Path]:
 
 def _evaluate_digits(original: str, restored: str) -> dict:
     from weightdna.evaluate import accuracy_of_restored
+    from weightdna.weights import load_weights
 
     model = _engine_model(original)
     if model is None:
@@ -83,6 +93,7 @@ def _evaluate_digits(original: str, restored: str) -> dict:
 def _evaluate_sentences(original: str, restored: str, sentences: str | None,
                         batch_size: int) -> dict:
     from weightdna.evaluate import load_sentences, sentence_fidelity
+    from weightdna.weights import load_weights
 
     weights, folder = _bert_folder(original)
     texts = load_sentences(sentences)

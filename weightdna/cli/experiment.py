@@ -8,13 +8,17 @@ from pathlib import Path
 from rich.table import Table
 
 from weightdna.cli import console
-from weightdna.cli._engine import check_output
+from weightdna.cli._output import check_output
+
+COMMANDS = {
+    "experiment": "run an experiment with the engine (overparam: error against network size)",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "experiment",
-        help="run an experiment with the engine (overparam: error against network size)",
+        help=COMMANDS["experiment"],
         description=(
             "overparam: train one-hidden-layer MLPs on digits with widths from far fewer to "
             "far more parameters than the 1437 training examples, and write their training "

@@ -5,28 +5,32 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.cli import console, err_console
-from weightdna.dna.fit import ARCHITECTURES, PRECISIONS, SCHEDULES, FitConfig
-from weightdna.dna.metrics import PSNR_NORMALISATIONS, ErrorMetrics
-from weightdna.dna.model import (
-    GRANULARITIES,
-    TARGET_NORMALISATIONS,
-    ModelDNA,
-    ModelFitProgress,
-    fit_model,
-)
 from weightdna.errors import OutputExistsError
-from weightdna.weights import load_weights, save_weights
+
+if TYPE_CHECKING:
+    from weightdna.dna.metrics import ErrorMetrics
+    from weightdna.dna.model import ModelDNA, ModelFitProgress
+
+COMMANDS = {
+    "fit": "fit a coordinate network (the DNA) to a model's weights",
+    "reconstruct": "write the weights a .dna.pt file predicts, as safetensors",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.dna.fit import ARCHITECTURES, PRECISIONS, SCHEDULES
+    from weightdna.dna.metrics import PSNR_NORMALISATIONS
+    from weightdna.dna.model import GRANULARITIES, TARGET_NORMALISATIONS
+
     fit = subparsers.add_parser(
         "fit",
-        help="fit a coordinate network (the DNA) to a model's weights",
+        help=COMMANDS["fit"],
         description=(
             "Fit a SIREN (or a Fourier-feature or plain ReLU MLP) to the weights of a model, "
             "one network per tensor, per role or for the whole model, on the four "
@@ -79,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     rec = subparsers.add_parser(
         "reconstruct",
-        help="write the weights a .dna.pt file predicts, as safetensors",
+        help=COMMANDS["reconstruct"],
         description=(
             "Evaluate every network of a .dna.pt file at its tensors' coordinates and write "
             "all tensors (fitted ones predicted, the others copied exactly) with their "
@@ -94,6 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from weightdna.dna.fit import FitConfig
+    from weightdna.dna.model import fit_model
+    from weightdna.weights import load_weights
+
     output = Path(args.output)
     if output.exists() and not args.force:
         raise OutputExistsError(f"{output} exists; choose another name or use --force.")
@@ -142,6 +150,9 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
+    from weightdna.dna.model import ModelDNA
+    from weightdna.weights import save_weights
+
     output = Path(args.output)
     if output.exists() and not args.force:
         raise OutputExistsError(f"{output} exists; choose another name or use --force.")

@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from weightdna.cli import console
-from weightdna.codec.container import DnaFile, read_dna_file
+
+if TYPE_CHECKING:
+    from weightdna.codec.container import DnaFile
+
+COMMANDS = {"info": "show what a .dna file holds: tensors, representations, bits, errors"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="show what a .dna file holds: tensors, representations, bits, errors",
+        help=COMMANDS["info"],
         description=(
             "Read a .dna file, check its structure and checksums, and list every tensor with "
             "its representation, its size on disk in bits per weight and the error the "
@@ -69,6 +74,8 @@ def _no_snr(row: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.codec.container import read_dna_file
+
     dna = read_dna_file(args.file)
     rows = _rows(dna)
     weights = sum(math.prod(e["shape"]) for e in dna.entries)

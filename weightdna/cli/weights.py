@@ -5,18 +5,25 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from weightdna.cli import console
 from weightdna.errors import InvalidInputError
-from weightdna.weights import ROLES, ModelWeights, load_weights
+
+if TYPE_CHECKING:
+    from weightdna.weights import ModelWeights
+
+COMMANDS = {"weights": "list a model's tensors: name, shape, dtype, role, layer"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.weights import ROLES
+
     parser = subparsers.add_parser(
         "weights",
-        help="list a model's tensors: name, shape, dtype, role, layer",
+        help=COMMANDS["weights"],
         description=(
             "Read a model (safetensors, .pt/.pth/.bin, .npz, ONNX or a Hugging Face folder) "
             "and list every tensor with its role and layer, then totals per role."
@@ -35,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.weights import load_weights
+
     weights = load_weights(args.model, roles=_parse_roles(args.role))
     if args.json:
         console.print(json.dumps(_as_json(weights), indent=2), markup=False, highlight=False,
@@ -64,6 +73,8 @@ def _parse_roles(pairs: list[str]) -> dict[str, str]:
 
 
 def _totals(weights: ModelWeights) -> dict[str, dict[str, int]]:
+    from weightdna.weights import ROLES
+
     totals: dict[str, dict[str, int]] = defaultdict(lambda: {"tensors": 0, "numel": 0, "bytes": 0})
     for info in weights:
         row = totals[info.role]
