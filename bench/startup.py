@@ -34,8 +34,10 @@ CASES = {
 def cpu_seconds(args: list[str]) -> float:
     """User + system CPU seconds of one run of ``python args``."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout, not an installed copy
-    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, env=env)
+    # This checkout, not an installed copy: -m puts the working folder first on the path.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, *args], check=True, stdout=subprocess.DEVNULL, env=env,
+                   cwd=ROOT)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
