@@ -56,18 +56,17 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = True) -> Itera
         raise output_error(path, exc) from exc
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            try:
+        try:
+            # Closing flushes what a failed write left in the buffer and fails the same way,
+            # so the whole block is watched, not only the body.
+            with os.fdopen(fd, "wb") as handle:
                 yield handle
-            except OSError as exc:
-                if exc.errno in _DISK_ERRNOS and exc.filename is None:
-                    raise output_error(path, exc) from exc
-                raise
-            try:
                 handle.flush()
                 os.fsync(handle.fileno())
-            except OSError as exc:
+        except OSError as exc:
+            if exc.errno in _DISK_ERRNOS and exc.filename is None:
                 raise output_error(path, exc) from exc
+            raise
         try:
             # mkstemp makes the file private (0600); give it the mode a plain open() would.
             os.chmod(tmp, 0o666 & ~_UMASK)
@@ -114,7 +113,10 @@ def output_error(path: Path, exc: OSError) -> OutputError:
         advice = "a file stands where a folder of the output path should be; choose another path"
     else:
         advice = "check the output path"
-    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+    # The file that failed, unless it is the output, its folder or our temporary beside it.
+    failed = Path(exc.filename) if exc.filename else None
+    where = "" if failed in (None, path, path.parent) or failed.parent == path.parent else (
+        f" ({failed})")
     return OutputError(f"cannot write {path}: {reason}{where}; {advice}.")
 
 

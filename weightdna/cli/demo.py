@@ -52,10 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.atomic import check_writable
     from weightdna.cli._engine import TrainingProgress
     from weightdna.codec.ratecontrol import Target
     from weightdna.pipeline import run_demo
     from weightdna.train import train_digits_cnn
+
+    check_writable(Path(args.output) / "report.html")  # before minutes of work, not after
 
     def train(seed: int):
         with TrainingProgress("train cnn") as progress:

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from weightdna.cli import console, err_console
-from weightdna.errors import OutputExistsError
+from weightdna.cli._output import check_output
 
 if TYPE_CHECKING:
     from weightdna.dna.metrics import ErrorMetrics
@@ -102,9 +102,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from weightdna.dna.model import fit_model
     from weightdna.weights import load_weights
 
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise OutputExistsError(f"{output} exists; choose another name or use --force.")
+    output = check_output(args.output, args.force)
     config = FitConfig(
         architecture=args.architecture, width=args.width, depth=args.depth,
         omega0=args.omega0, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
@@ -153,9 +151,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from weightdna.dna.model import ModelDNA
     from weightdna.weights import save_weights
 
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise OutputExistsError(f"{output} exists; choose another name or use --force.")
+    output = check_output(args.output, args.force)
     dna = ModelDNA.load(args.dna)
     tensors = dna.reconstruct(device=args.device)
     metadata = {"format": "pt", "weightdna": f"reconstructed from the DNA {Path(args.dna).name}"}
