@@ -19,6 +19,7 @@ from weightdna.errors import InvalidInputError
 if TYPE_CHECKING:
     from weightdna.codec.compress import CompressionReport
     from weightdna.codec.ratecontrol import Target
+    from weightdna.weights import ModelWeights
 
 COMMANDS = {
     "compress": "compress a model's weights to a .dna file under a size or accuracy target",
@@ -124,6 +125,33 @@ def _target(args: argparse.Namespace) -> Target:
                             + " or --lossless.")
 
 
+def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
+    """Targets that are valid but cannot mean what the user thinks: said, not refused."""
+    import torch
+
+    floats = [i for i in weights if getattr(torch, i.dtype).is_floating_point and i.numel]
+    if target.kind in ("snr", "psnr") and target.value <= 0:
+        flag = TARGET_FLAGS[target.kind]
+        return [f"{flag} {target.value:g} allows an error as large as the weights themselves "
+                "(0 dB: every weight may become 0); SNR targets that keep a model working "
+                "are usually 20-40 dB."]
+    if target.kind in ("snr", "psnr") and floats:
+        # Rounding to a float format of m mantissa bits alone gives about 6.02·m dB.
+        widest = max(floats, key=lambda i: torch.finfo(getattr(torch, i.dtype)).bits)
+        ceiling = 6.02 * (1 - math.log2(torch.finfo(getattr(torch, widest.dtype)).eps))
+        if target.value > ceiling:
+            return [f"{TARGET_FLAGS[target.kind]} {target.value:g} is above the about "
+                    f"{ceiling:.0f} dB that {widest.dtype} itself can hold: every tensor will "
+                    "be stored exactly; --lossless says so directly."]
+    if target.kind == "bits_per_weight" and weights.total_numel:
+        source = 8 * sum(i.nbytes for i in weights) / weights.total_numel
+        if target.value >= source:
+            return [f"--bits-per-weight {target.value:g} is not below the {source:.3g} bits "
+                    "per weight the source itself takes: nothing needs to be given up, and the "
+                    "file may be no smaller than the original; --lossless keeps every bit."]
+    return []
+
+
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -195,6 +223,8 @@ def run_compress(args: argparse.Namespace) -> int:
         representations.append("quantized")
     check_output(args.output, args.force)
     weights = load_weights(args.model)
+    for warning in _target_warnings(target, weights):
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     calibration = None
     if args.calibration == "auto":
         if target.kind in ("max_abs_error", "lossless"):
