@@ -12,6 +12,7 @@ from rich.table import Table
 from weightdna.atomic import write_text_atomic
 from weightdna.cli import console, err_console
 from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -87,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if json_path is not None:
         write_text_atomic(json_path, text)
-    console.print(_tensor_table(analysis))
-    console.print(_claims_table(analysis))
+    print_table(_tensor_table(analysis))
+    print_table(_claims_table(analysis))
     console.print(
         f"{len(analysis.tensors)} tensors analysed, {len(analysis.skipped)} skipped, "
         f"in {analysis.seconds:.1f} s", highlight=False,

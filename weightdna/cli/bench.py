@@ -10,6 +10,7 @@ from rich.table import Table
 
 from weightdna.cli import console, err_console
 from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
 COMMANDS = {"bench": "benchmarks: rate–distortion against peers"}
@@ -102,7 +103,7 @@ def run_rd(args: argparse.Namespace) -> int:
     for rate in rd.rates:
         cells = [rd.snr_at(m, rate) for m in shown]
         table.add_row(f"{rate:g}", *("—" if c is None else f"{c:.2f}" for c in cells))
-    console.print(table)
+    print_table(table)
     for name, why in rd.skipped.items():
         console.print(f"skipped {name}: {why}", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)

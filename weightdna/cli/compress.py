@@ -14,6 +14,7 @@ from rich.table import Table
 
 from weightdna.cli import console, err_console
 from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -254,7 +255,7 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.json:
         console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
         return 0
-    console.print(_table(report))
+    print_table(_table(report))
     console.print(
         f"wrote {report.output}: {report.file_bytes:,} bytes, "
         f"{report.bits_per_weight:.3f} bits per weight on disk ({report.weights:,} weights), "

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from weightdna.cli import console, err_console
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError, ModelFileError
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(json.dumps(result, indent=2), markup=False, highlight=False,
                       soft_wrap=True)
     else:
-        console.print(_table(result, args.original, args.restored))
+        print_table(_table(result, args.original, args.restored))
     return 0
 
 

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from weightdna.cli import console
 from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 
 COMMANDS = {
     "experiment": "run an experiment with the engine (overparam: error against network size)",
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row.parameters / result.train_examples:.2f}",
             f"{row.train_error:.4f}", f"{row.test_error:.4f}",
         )
-    console.print(table)
+    print_table(table)
     for path in paths.values():
         console.print(f"wrote {path}", highlight=False)
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,6 +14,7 @@ from rich.table import Table
 
 from weightdna.cli import console, err_console
 from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
     from weightdna.dna.metrics import ErrorMetrics
@@ -78,6 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="steps between checkpoints, 0 for none (default 1000)")
     fit.add_argument("--resume", metavar="CHECKPOINT",
                      help="continue an interrupted fit from its checkpoint")
+    fit.add_argument("--json", action="store_true",
+                     help="print the results as JSON (full names and numbers) instead of a table")
     fit.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     fit.set_defaults(func=run_fit)
 
@@ -137,7 +142,10 @@ def run_fit(args: argparse.Namespace) -> int:
     dna.save(output, overwrite=args.force)
     if default_checkpoint and checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    console.print(_table(dna))
+    if args.json:
+        console.print(_as_json(dna, output), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    print_table(_table(dna))
     console.print(
         f"wrote {output}: {len(dna.networks)} network(s), {dna.parameter_count:,} DNA "
         f"parameters for {dna.fitted_numel:,} weights (ratio "
@@ -172,6 +180,33 @@ def _progress() -> Progress:
         TextColumn("{task.fields[snr]}"), TimeElapsedColumn(),
         console=err_console, transient=True, disable=not err_console.is_terminal,
     )
+
+
+def _as_json(dna: ModelDNA, output: Path) -> str:
+    def plain(m: ErrorMetrics | None) -> dict | None:
+        # JSON has no infinity: an exact fit's PSNR and SNR are null.
+        return None if m is None else {k: v if not isinstance(v, float) or math.isfinite(v)
+                                       else None for k, v in m.as_dict().items()}
+
+    return json.dumps({
+        "output": str(output),
+        "source": dna.source,
+        "config": dataclasses.asdict(dna.config),
+        "granularity": dna.granularity,
+        "target_normalisation": dna.target_normalisation,
+        "psnr_normalisation": dna.psnr_normalisation,
+        "parameters": dna.parameter_count,
+        "fitted_weights": dna.fitted_numel,
+        "metrics": plain(dna.metrics),
+        "holdout_metrics": plain(dna.holdout_metrics),
+        "tensors": [
+            {"name": name, "shape": list(t.shape), "dtype": t.dtype, "network": t.network,
+             "network_parameters": dna.networks[t.network].parameter_count,
+             "metrics": plain(t.metrics), "holdout_metrics": plain(t.holdout_metrics)}
+            for name, t in dna.tensors.items()
+        ],
+        "kept_exactly": sorted(dna.kept),
+    }, indent=2)
 
 
 def _db(x: float) -> str:

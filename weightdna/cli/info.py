@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from weightdna.cli import console
+from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
     from weightdna.codec.container import DnaFile
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
             "-" if row["max_abs_error"] is None else f"{row['max_abs_error']:.3g}",
             f"{row['snr_db']:.2f}" if row["snr_db"] is not None else _no_snr(row),
         )
-    console.print(table)
+    print_table(table)
     bpw = summary["bits_per_weight"]
     console.print(
         f"{len(rows)} tensors, {weights} weights, {dna.file_bytes} bytes "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from rich.table import Table
 
 from weightdna.cli import console
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -57,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
         layer = "—" if info.layer is None else str(info.layer)
         shape = "×".join(map(str, info.shape)) or "scalar"
         table.add_row(info.name, shape, info.dtype, info.role, layer, f"{info.numel:,}")
-    console.print(table)
-    console.print(_totals_table(weights))
+    print_table(table)
+    print_table(_totals_table(weights))
     return 0
 
 
