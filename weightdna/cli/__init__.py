@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
+import textwrap
 
 from rich.console import Console
 
@@ -30,20 +32,58 @@ err_console = Console(stderr=True)
 console = Console()
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's default shown; examples (indented lines) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text.lower()
+                or default is None or default is False or default == argparse.SUPPRESS
+                or default == []):
+            return text  # already said, or nothing to say (a flag, an unset option)
+        return f"{text} (default: %(default)s)"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # Paragraphs are filled; one whose lines are indented (a command) is kept verbatim.
+        paragraphs = re.split(r"\n\s*\n", text.strip("\n"))
+        return "\n\n".join(
+            textwrap.indent(p, indent) if p.startswith(" ") or "\n " in p
+            else textwrap.fill(" ".join(p.split()), width, initial_indent=indent,
+                               subsequent_indent=indent)
+            for p in paragraphs
+        )
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser with weightdna's help formatting, for every command and subcommand."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+def examples(*lines: str) -> str:
+    """A command's epilog: the command lines given, under "examples:"."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser with ``command``'s full parser, and every other command by name
     and one-line help only (enough for --help, --version and "invalid choice")."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="weightdna",
         description=(
             "Study and compress the weights of trained neural networks: discover their "
             "structure, fit a coordinate network (their 'DNA'), code the residual, and "
             "check what the restored network still does."
         ),
-        epilog="Run `weightdna COMMAND --help` for a command's options and examples.",
+        epilog=examples("weightdna demo", "weightdna weights model.safetensors",
+                        "weightdna compress model.safetensors -o model.dna --snr 30",
+                        "weightdna COMMAND --help     # a command's options and examples"),
     )
     parser.add_argument("--version", action="version", version=f"weightdna {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
     modules = [importlib.import_module(f"{__name__}.{name}") for name in names]
     for module in modules:

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
@@ -22,6 +22,7 @@ COMMANDS = {"analyze": "measure the structure of a model's weights and judge the
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.analysis.claims import ABOUT_SEED
     from weightdna.analysis.run import AnalysisSettings
 
     parser = subparsers.add_parser(
@@ -33,7 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "coordinates, entropy and local linearity, each beside the same statistic on the "
             "weights shuffled and on Gaussian weights of the same variance and shape; a DNA "
             "at the seed's ratio on a few tensors. Then a verdict (holds / fails / "
-            "inconclusive) on each of the seed's claims, with its evidence."
+            "inconclusive) on each of the seed's claims, with its evidence.\n\n" + ABOUT_SEED
+        ),
+        epilog=examples(
+            "weightdna analyze digits_cnn.safetensors --report report.html",
+            "weightdna analyze model.safetensors --tensors 'encoder.layer.0.*' --json out.json",
+            "weightdna analyze model.safetensors --dna-tensors 0 --json -   # JSON only, no DNA",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder")
@@ -139,10 +145,10 @@ def _tensor_table(analysis: ModelAnalysis) -> Table:
 
 
 def _claims_table(analysis: ModelAnalysis) -> Table:
-    from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+    from weightdna.analysis.claims import ABOUT_SEED, FAILS, HOLDS, INCONCLUSIVE
 
     verdict_style = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
-    table = Table(title="the seed's claims")
+    table = Table(title="the seed's claims", caption=ABOUT_SEED)
     table.add_column("claim", overflow="fold")
     table.add_column("seed's number")
     table.add_column("verdict")

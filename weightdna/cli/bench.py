@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "ZipNN, at settings spanning RATES bits per weight. Writes NAME.md (SNR at equal "
             "size, every point), NAME.json and NAME.png (bits per weight against SNR, with "
             "the Gaussian bound 6.02·R dB). Missing optional peers are listed as skipped."
+        ),
+        epilog=examples(
+            "weightdna bench rd model.safetensors -o rd",
+            "weightdna bench rd model.safetensors --rates 2,4,8 --methods weightdna,rtn,svd",
         ),
     )
     rd.add_argument("model", help="model file or Hugging Face model folder")

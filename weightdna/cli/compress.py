@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "step for all, on the raw scale). Integer tensors and buffers are stored "
             "exactly, and any tensor whose exact bytes are fewer. Every figure printed is "
             "measured on the coded file."
+        ),
+        epilog=examples(
+            "weightdna compress model.safetensors -o model.dna --snr 30",
+            "weightdna compress model.safetensors -o model.dna --bits-per-weight 3",
+            "weightdna compress bert_folder/ -o bert.dna --snr 25 --calibration auto",
+            "weightdna compress model.safetensors -o model.dna --lossless",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
@@ -101,6 +107,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Decode every tensor of a .dna file (checking every checksum) and write them "
             "as safetensors with their original names, shapes and dtypes."
+        ),
+        epilog=examples(
+            "weightdna decompress model.dna -o restored.safetensors",
+            "weightdna evaluate model.safetensors restored.safetensors   # does it still work?",
         ),
     )
     restore.add_argument("file", help="a .dna file written by `weightdna compress`")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 
 COMMANDS = {
     "demo": "the default job: analyse, compress, restore and evaluate the digits CNN or MiniLM",
@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "matrices takes 3-5 minutes, --quick analyses and compresses only layer 0 and the "
             "position embeddings. The demo owns the files in its output folder and "
             "replaces them."
+        ),
+        epilog=examples(
+            "weightdna demo",
+            "weightdna demo --model minilm --quick -o out/minilm",
         ),
     )
     parser.add_argument("--model", choices=("cnn", "minilm"), default="cnn",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError, ModelFileError
 
@@ -35,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "BERT sentence encoder such as all-MiniLM-L6-v2 embeds a fixed set of sentences "
             "with both weight sets; reports the cosine between each sentence's two "
             "embeddings and the Spearman correlation of the pairwise-similarity matrices."
+        ),
+        epilog=examples(
+            "weightdna evaluate digits_cnn.safetensors restored.safetensors",
+            "weightdna evaluate minilm restored.safetensors --json",
         ),
     )
     parser.add_argument(

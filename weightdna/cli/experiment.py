@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from weightdna.cli import console
+from weightdna.cli import console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 
@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "far more parameters than the 1437 training examples, and write their training "
             "and test error against parameter count (overparam.json, overparam.csv, "
             "overparam.png) into the output folder. About half a minute on one core."
+        ),
+        epilog=examples(
+            "weightdna experiment overparam -o out/overparam",
+            "weightdna experiment overparam --widths 1,8,64,512 --epochs 20",
         ),
     )
     parser.add_argument("name", choices=["overparam"], help="which experiment")

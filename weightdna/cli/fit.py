@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 
@@ -41,10 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "named), SNR, relative and maximum error per tensor, and the held-out error "
             "with --holdout. Writes a .dna.pt file that `weightdna reconstruct` reads."
         ),
+        epilog=examples(
+            "weightdna fit model.safetensors -o model.dna.pt --steps 500",
+            "weightdna fit model.safetensors -o model.dna.pt --granularity group --holdout 0.2",
+            "weightdna fit model.safetensors -o model.dna.pt --resume model.dna.pt.ckpt",
+        ),
     )
     fit.add_argument("model", help="model file or Hugging Face model folder")
     fit.add_argument("-o", "--output", required=True, help="the .dna.pt file to write")
-    fit.add_argument("--architecture", choices=ARCHITECTURES, default="siren")
+    fit.add_argument("--architecture", choices=ARCHITECTURES, default="siren",
+                     help="siren: sine activations; fourier: Fourier features then ReLU; "
+                          "relu: a plain ReLU MLP")
     fit.add_argument("--width", type=int, default=64, help="units per layer (default 64)")
     fit.add_argument("--depth", type=int, default=3,
                      help="sine (or ReLU) layers before the linear output (default 3)")
@@ -55,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     fit.add_argument("--batch-size", type=int, default=16384,
                      help="coordinates per step; all of them when fewer (default 16384)")
-    fit.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    fit.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                     help="learning-rate schedule over the steps")
     fit.add_argument("--clip", type=float, default=1.0,
                      help="maximum gradient norm, 0 for none (default 1)")
     fit.add_argument("--patience", type=int, default=0,
@@ -64,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     fit.add_argument("--precision", choices=PRECISIONS, default="float32",
                      help="bfloat16 autocast applies on CUDA only")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seed of the networks' initialisation, batches and held-out split")
     fit.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
                      help="fraction of coordinates kept out of training; their error is "
                           "reported beside the training error")
@@ -93,6 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Evaluate every network of a .dna.pt file at its tensors' coordinates and write "
             "all tensors (fitted ones predicted, the others copied exactly) with their "
             "original names, shapes and dtypes."
+        ),
+        epilog=examples(
+            "weightdna reconstruct model.dna.pt -o restored.safetensors",
         ),
     )
     rec.add_argument("dna", help="a .dna.pt file written by `weightdna fit`")

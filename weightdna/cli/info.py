@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console
+from weightdna.cli import console, examples
 from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "its representation, its size on disk in bits per weight and the error the "
             "encoder measured. Bits per weight count the tensor's sections; the header is "
             "reported separately."
+        ),
+        epilog=examples(
+            "weightdna info model.dna",
+            "weightdna info model.dna --json > model.json",
         ),
     )
     parser.add_argument("file", help="a .dna file")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from weightdna.cli import console
+from weightdna.cli import console, examples
 from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError, ModelFileError
 
@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "decision boundary over a fresh spiral, for a model saved by `weightdna train "
             "spiral` (--model) or trained now. momentum: the paths of SGD with and without "
             "momentum on an elongated quadratic."
+        ),
+        epilog=examples(
+            "weightdna plot activations -o activations.png",
+            "weightdna plot training --history history.json -o training.png",
+            "weightdna plot boundary --model spiral.safetensors -o boundary.png",
         ),
     )
     parser.add_argument(

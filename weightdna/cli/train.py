@@ -6,7 +6,7 @@ import argparse
 import json
 
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console
+from weightdna.cli import console, examples
 from weightdna.cli._output import check_output
 
 COMMANDS = {
@@ -27,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "spiral: an MLP on seed 002's three interleaved spirals, judged on a fresh "
             "spiral; mlp: an MLP on scikit-learn's 8x8 digits; cnn: a small CNN on the same "
             "digits."
+        ),
+        epilog=examples(
+            "weightdna train cnn -o digits_cnn.safetensors",
+            "weightdna train spiral -o spiral.safetensors --epochs 50 --history history.json",
         ),
     )
     parser.add_argument("model", choices=sorted(RECIPES), help="which reference model")

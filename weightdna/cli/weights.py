@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console
+from weightdna.cli import console, examples
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
@@ -28,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Read a model (safetensors, .pt/.pth/.bin, .npz, ONNX or a Hugging Face folder) "
             "and list every tensor with its role and layer, then totals per role."
+        ),
+        epilog=examples(
+            "weightdna weights model.safetensors",
+            "weightdna weights bert_folder/ --role 'cls.*=other' --json",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder")

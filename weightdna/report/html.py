@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+from weightdna.analysis.claims import ABOUT_SEED, FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
 from weightdna.plots import DPI, new_figure
 
@@ -57,6 +57,7 @@ def render_analysis_html(
         _summary(analysis),
         *extra,
         "<h2>The seed's claims</h2>",
+        f"<p>{_e(ABOUT_SEED)}</p>",
         _claims_table(analysis),
         "<h2>DNA at the seed's ratio, and the complexity bound</h2>",
         _dna_table(analysis),
