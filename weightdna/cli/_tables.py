@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.measure import Measurement
+from rich.segment import Segments
 from rich.table import Table
 
 from weightdna.cli import console
@@ -18,7 +18,9 @@ def print_table(table: Table) -> None:
     if console.is_terminal:
         console.print(table)
         return
-    # The width a console gives a table caps it (80 columns when not a terminal), and a
-    # print's own width cannot exceed the console's: a console as wide as the table then.
+    # A console caps a table at its width (80 columns when not a terminal), and a print's
+    # own width cannot exceed it: the table is rendered at its natural width and its lines
+    # printed as they are (through the same console, so its capture and file still apply).
     natural = Measurement.get(console, console.options.update(width=1_000_000), table).maximum
-    Console(file=console.file, width=natural, color_system=None).print(table)
+    options = console.options.update(width=max(natural, 1))
+    console.print(Segments(console.render(table, options)), soft_wrap=True)

@@ -6,12 +6,12 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console, err_console, examples
+from weightdna.cli import console, examples
 from weightdna.cli._output import check_output
+from weightdna.cli._progress import job_progress
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.analysis.claims import ABOUT_SEED
     from weightdna.analysis.run import AnalysisSettings, analyze_weights
     from weightdna.weights import load_weights
 
@@ -76,11 +77,11 @@ def run(args: argparse.Namespace) -> int:
     settings = AnalysisSettings(max_rows=args.max_rows, seed=args.seed,
                                 dna_tensors=args.dna_tensors, dna_steps=args.dna_steps)
     weights = load_weights(args.model)
-    with _progress() as bar:
-        task = bar.add_task("analysing", total=None)
+    with job_progress() as bar:
+        task = bar.add_task("analyse", total=None)
 
         def report(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
+            bar.update(task, completed=done, total=total, description=f"analyse: {label}")
 
         analysis = analyze_weights(weights, args.tensors or None, settings, report)
 
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         write_text_atomic(json_path, text)
     print_table(_tensor_table(analysis))
     print_table(_claims_table(analysis))
+    console.print(ABOUT_SEED, highlight=False)
     console.print(
         f"{len(analysis.tensors)} tensors analysed, {len(analysis.skipped)} skipped, "
         f"in {analysis.seconds:.1f} s", highlight=False,
@@ -104,14 +106,6 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             console.print(f"{what}: {path}", highlight=False)
     return 0
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=True,
-        disable=not err_console.is_terminal,
-    )
 
 
 def _pair(t: TensorAnalysis, stat: str, null: str) -> str:
@@ -145,10 +139,10 @@ def _tensor_table(analysis: ModelAnalysis) -> Table:
 
 
 def _claims_table(analysis: ModelAnalysis) -> Table:
-    from weightdna.analysis.claims import ABOUT_SEED, FAILS, HOLDS, INCONCLUSIVE
+    from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 
     verdict_style = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
-    table = Table(title="the seed's claims", caption=ABOUT_SEED)
+    table = Table(title="the seed's claims")
     table.add_column("claim", overflow="fold")
     table.add_column("seed's number")
     table.add_column("verdict")

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
+from weightdna.cli._progress import JobBar, job_progress
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
@@ -163,11 +163,13 @@ def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
     return []
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-    )
+def _plan(target: Target) -> dict[str, int]:
+    """The stages compress_model reports, with their expected passes: a whole-model target
+    allocates and encodes every tensor once per round of its rate control (up to
+    MEASURE_ROUNDS; usually two or three)."""
+    if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
+        return {"analysing": 1, "writing": 1}
+    return {"analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
 
 
 def _db(value: float | None) -> str:
@@ -252,12 +254,8 @@ def run_compress(args: argparse.Namespace) -> int:
         from weightdna.evaluate.calibration import sensitivity_for_file
 
         sensitivity = sensitivity_for_file(args.model)
-    with _progress() as bar:
-        task = bar.add_task("reading", total=None)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "compress", _plan(target))
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 overwrite=args.force, calibration=calibration,
@@ -282,12 +280,8 @@ def run_decompress(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     check_output(args.output, args.force)
-    with _progress() as bar:
-        task = bar.add_task("decoding", total=None)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
                                        progress=progress)
     console.print(f"wrote {args.output}: {count} tensors, {size:,} bytes, "

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console, examples
+from weightdna.cli import console, examples
+from weightdna.cli._progress import JobBar, job_progress
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError, ModelFileError
 
@@ -102,16 +102,8 @@ def _evaluate_sentences(original: str, restored: str, sentences: str | None,
 
     weights, folder = _bert_folder(original)
     texts = load_sentences(sentences)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"embedding ({stage})", total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "embedding", {"original": 1, "restored": 1})
         result = sentence_fidelity(load_weights(weights).state_dict(),
                                    load_weights(restored).state_dict(), texts, folder,
                                    batch_size, progress)

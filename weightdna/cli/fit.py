@@ -9,11 +9,12 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
 from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
+from weightdna.cli._progress import job_progress
 from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
@@ -186,12 +187,8 @@ _PSNR_RULE = {"maxabs": "MAX = max|w| per tensor", "range": "MAX = max(w) − mi
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[psnr]}"),
-        TextColumn("{task.fields[snr]}"), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-    )
+    return job_progress(TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[psnr]}"),
+                        TextColumn("{task.fields[snr]}"))
 
 
 def _as_json(dna: ModelDNA, output: Path) -> str:
