@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console, examples
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._output import check_output
 from weightdna.cli._progress import job_progress
 from weightdna.cli._tables import print_table
@@ -83,7 +84,20 @@ def run(args: argparse.Namespace) -> int:
         def report(done: int, total: int, label: str) -> None:
             bar.update(task, completed=done, total=total, description=f"analyse: {label}")
 
-        analysis = analyze_weights(weights, args.tensors or None, settings, report)
+        # The estimators meet degenerate inputs (repeated rows, few-level weights) and show
+        # those estimates as undefined with the reason; numpy's warnings about them would
+        # only repeat that, as noise, so they are counted here rather than printed.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            analysis = analyze_weights(weights, args.tensors or None, settings, report)
+    numerical = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    for w in caught:
+        if w not in numerical:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if numerical:
+        err_console.print(f"[dim]{len(numerical)} numerical warning(s) of the estimators not "
+                          "shown; their estimates are marked undefined where degenerate[/]",
+                          highlight=False)
 
     if report_path is not None:
         from weightdna.report import render_analysis_html
@@ -95,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if json_path is not None:
         write_text_atomic(json_path, text)
-    print_table(_tensor_table(analysis))
+    table, notes = _tensor_table(analysis)
+    print_table(table)
+    for reason, mark in notes.items():
+        console.print(f"undefined{mark}: {reason}", highlight=False, markup=False)
     print_table(_claims_table(analysis))
     console.print(ABOUT_SEED, highlight=False)
     console.print(
@@ -108,14 +125,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pair(t: TensorAnalysis, stat: str, null: str) -> str:
-    w, n = t.value(stat), t.value(stat, null)
-    if w != w:  # NaN: not measured
-        return "–"
-    return f"{w:.3g} | {n:.3g}"
+def _value(t: TensorAnalysis, stat: str, which: str, notes: dict[str, str],
+           digits: str = ".3g") -> str:
+    """A value, or "undefined" with its reason numbered into ``notes`` (reason → mark)."""
+    reason = t.undefined(stat, which)
+    if reason is None:
+        return format(t.value(stat, which), digits)
+    mark = notes.setdefault(reason, f"[{len(notes) + 1}]")
+    return f"undefined{mark}"
 
 
-def _tensor_table(analysis: ModelAnalysis) -> Table:
+def _tensor_table(analysis: ModelAnalysis) -> tuple[Table, dict[str, str]]:
+    """The table, and why each "undefined" in it is (reason → its mark)."""
     table = Table(title=f"{analysis.path}: per tensor (weights | null)")
     table.add_column("tensor", overflow="fold")
     table.add_column("matrix")
@@ -130,12 +151,13 @@ def _tensor_table(analysis: ModelAnalysis) -> Table:
     )
     for header, _, _ in columns:
         table.add_column(header, justify="right")
+    notes: dict[str, str] = {}
     for t in analysis.tensors:
-        cells = [_pair(t, stat, null) for _, stat, null in columns[:-1]]
-        ratio = t.value("entropy_ratio")
-        cells.append("–" if ratio != ratio else f"{ratio:.3f}")
+        cells = [f"{_value(t, stat, 'weights', notes)} | {_value(t, stat, null, notes)}"
+                 for _, stat, null in columns[:-1]]
+        cells.append(_value(t, "entropy_ratio", "weights", notes, ".3f"))
         table.add_row(t.name, f"{t.rows}×{t.columns}", str(t.sample_rows), *cells)
-    return table
+    return table, notes
 
 
 def _claims_table(analysis: ModelAnalysis) -> Table:
