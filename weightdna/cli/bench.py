@@ -19,7 +19,11 @@ COMMANDS = {"bench": "benchmarks: rate–distortion against peers"}
 def register(subparsers: argparse._SubParsersAction) -> None:
     from weightdna.baselines.sweep import METHODS
 
-    parser = subparsers.add_parser("bench", help=COMMANDS["bench"])
+    parser = subparsers.add_parser(
+        "bench", help=COMMANDS["bench"],
+        epilog=examples("weightdna bench rd model.safetensors -o rd",
+                        "weightdna bench rd --help   # its options"),
+    )
     commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     rd = commands.add_parser(
         "rd",
