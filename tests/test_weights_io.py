@@ -360,7 +360,7 @@ def test_inferred_roles_of_common_names() -> None:
     assert infer_role("conv1d.weight", (8, 4, 5), f32) == "conv"
     assert infer_role("bn1.weight", (64,), f32) == "norm"
     assert infer_role("h.0.ln_1.bias", (768,), f32) == "norm"
-    assert infer_role("bn1.running_var", (64,), f32) == "buffer"
+    assert infer_role("bn1.running_var", (64,), f32) == "statistic"
     assert infer_role("transformer.wte.weight", (50257, 768), f32) == "embedding"
     assert infer_role("patch_embed.proj.weight", (768, 3, 16, 16), f32) == "conv"
     assert infer_role("logit_scale", (), f32) == "other"

@@ -20,6 +20,7 @@ from weightdna.errors import InvalidInputError
 if TYPE_CHECKING:
     from weightdna.codec.compress import CompressionReport
     from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.outputs import OutputCheck
     from weightdna.weights import ModelWeights
 
 COMMANDS = {
@@ -36,7 +37,7 @@ TARGET_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.codec.ratecontrol import CANDIDATES
+    from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES
 
     parser = subparsers.add_parser(
         "compress",
@@ -47,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "quantisation, on tensors of 4096+ weights at 0.5+ bits each) and entropy-coded "
             "per context, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
-            "structure. Bits are spread over tensors by equal rate-distortion slope (one "
-            "step for all, on the raw scale). Integer tensors and buffers are stored "
-            "exactly, and any tensor whose exact bytes are fewer. Every figure printed is "
-            "measured on the coded file."
+            "structure. Only weight matrices, kernels and embeddings are quantised at the "
+            "target's rate: normalisation statistics come back within a relative error of "
+            "2^-11, biases, norm gains and small tensors within 2^-10 of their max |w|, "
+            "integer tensors, buffers and constants (shapes, scales) exactly "
+            "(`weightdna weights MODEL` shows each tensor's role). Bits are spread over "
+            "tensors by equal rate-distortion slope of the --objective. Every figure "
+            "printed is measured on the coded file, and tensors that lost most of "
+            "their weights are named in a warning."
         ),
         epilog=examples(
             "weightdna compress model.safetensors -o model.dna --snr 30",
@@ -79,6 +84,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--per-row", action="store_true",
                         help="a step per row, proportional to the row's max |w| (as per-channel "
                              "rounding); off by default, as one step is MSE-optimal")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="layer",
+                        help="what the allocation of a whole-model --bits-per-weight or --snr "
+                             "target minimises, with no data: layer = each tensor's error "
+                             "relative to its own size (per output row), counted once per "
+                             "tensor, as each layer's relative error adds to the output's "
+                             "(no tensor or channel starves because another is larger or "
+                             "has more weights; per-row steps where they pay); relative = "
+                             "the same counted per weight; mse = the pooled squared error, "
+                             "one step on the raw scale (the highest whole-model SNR; what "
+                             "`bench rd` compares). Chosen by the model panel's accuracy "
+                             "(BENCHMARKS.md) (default: layer)")
     parser.add_argument("--representations", default=",".join(CANDIDATES),
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "
@@ -97,6 +113,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "outputs (on the same calibration data as --calibration) and "
                              "spend bits where they matter: the downstream figures rise, "
                              "the weight SNR falls (default: none, one MSE-optimal step)")
+    parser.add_argument("--check", choices=("auto", "none"), default="auto",
+                        help="auto: where the model can be run (an engine model, a BERT folder, "
+                             "ONNX with onnxruntime), compare the restored model's outputs "
+                             "with the original's on a few synthetic inputs and warn if they "
+                             "diverge (default: auto)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -186,17 +207,21 @@ def _with_unit(value: float | None) -> str:
 def _table(report: CompressionReport) -> Table:
     table = Table(title=f"{report.output} ({report.target})")
     table.add_column("name")
+    table.add_column("role")
     table.add_column("representation")
-    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|"):
+    for column in ("bits/weight", "SNR dB", "PSNR dB", "max |error|", "zeroed"):
         table.add_column(column, justify="right")
     for t in report.tensors:
         bpw = t.bits_per_weight
-        table.add_row(t.name, t.representation, "-" if bpw is None else f"{bpw:.3f}",
-                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}")
+        table.add_row(t.name, t.role, t.representation, "-" if bpw is None else f"{bpw:.3f}",
+                      _db(t.snr_db), _db(t.psnr_db), f"{t.max_abs_error:.3g}",
+                      "-" if t.zeroed is None else f"{t.zeroed:.0%}")
     return table
 
 
-def _as_json(report: CompressionReport) -> str:
+def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
+    from weightdna.codec.quality import warnings
+
     def number(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else x
 
@@ -211,9 +236,13 @@ def _as_json(report: CompressionReport) -> str:
         "snr_db": number(report.snr_db),
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
+        "warnings": warnings(report.quality(), number(report.snr_db)),
+        "output_check": None if check is None else {
+            "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
+            "mean_cosine": check.mean_cosine, "diverged": check.diverged},
         "tensors": [
-            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape),
-             "representation": t.representation, "bytes": t.bytes,
+            {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
+             "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
              "bits_per_weight": t.bits_per_weight, "snr_db": number(t.snr_db),
              "psnr_db": number(t.psnr_db), "max_abs_error": t.max_abs_error}
             for t in report.tensors
@@ -223,7 +252,9 @@ def _as_json(report: CompressionReport) -> str:
 
 def run_compress(args: argparse.Namespace) -> int:
     from weightdna.codec.compress import compress_model
+    from weightdna.codec.quality import summary, warnings
     from weightdna.codec.ratecontrol import CANDIDATES
+    from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING
     from weightdna.weights import load_weights
 
     target = _target(args)
@@ -258,10 +289,12 @@ def run_compress(args: argparse.Namespace) -> int:
         progress = JobBar(bar, "compress", _plan(target))
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
+                                objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress)
+    check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report), markup=False, highlight=False, soft_wrap=True)
+        console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)
         return 0
     print_table(_table(report))
     console.print(
@@ -272,7 +305,29 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
+    quality = report.quality()
+    line = summary(quality)
+    if line:
+        console.print(line, highlight=False, markup=False)
+    for warning in warnings(quality, report.snr_db):
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+    if check is not None:
+        console.print(check.describe(), highlight=False, markup=False)
+        if check.diverged:
+            err_console.print(
+                f"warning: the restored model's outputs diverge from the original's (worst "
+                f"cosine {check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits "
+                "per weight.", style="yellow", highlight=False, markup=False)
     return 0
+
+
+def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
+    """`weightdna.evaluate.outputs.check_outputs` on the file just written."""
+    from weightdna.codec import read_dna_file
+    from weightdna.evaluate.outputs import check_outputs
+
+    dna = read_dna_file(report.output)
+    return check_outputs(model, {name: dna.tensor(name) for name in dna.names})
 
 
 def run_decompress(args: argparse.Namespace) -> int:

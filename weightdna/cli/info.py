@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console, examples
+from weightdna.cli import console, err_console, examples
 from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ def _describe(entry: dict) -> str:
 
 
 def _rows(dna: DnaFile) -> list[dict]:
+    from weightdna.codec.dtypes import DTYPES
+    from weightdna.weights.roles import infer_role
+
     rows = []
     for entry in dna.entries:
         numel = math.prod(entry["shape"])
@@ -62,6 +65,8 @@ def _rows(dna: DnaFile) -> list[dict]:
         rows.append(
             {
                 "name": entry["name"],
+                "role": infer_role(entry["name"], tuple(entry["shape"]),
+                                   DTYPES[entry["dtype"]]),
                 "dtype": entry["dtype"],
                 "shape": entry["shape"],
                 "representation": _describe(entry),
@@ -80,11 +85,12 @@ def _no_snr(row: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from weightdna.codec.container import read_dna_file
+    from weightdna.codec.quality import TensorQuality, summary, warnings
 
     dna = read_dna_file(args.file)
     rows = _rows(dna)
     weights = sum(math.prod(e["shape"]) for e in dna.entries)
-    summary = {
+    overview = {
         "file": str(dna.path),
         "version": dna.version,
         "tensors": len(rows),
@@ -94,18 +100,21 @@ def run(args: argparse.Namespace) -> int:
         "bits_per_weight": 8 * dna.file_bytes / weights if weights else None,
         "metadata": dna.metadata,
     }
+    quality = [TensorQuality(r["name"], r["snr_db"]) for r in rows]
+    notes = warnings(quality, None)  # the header keeps no pooled figure
     if args.json:
-        text = json.dumps({**summary, "tensor_table": rows}, indent=2)
+        text = json.dumps({**overview, "warnings": notes, "tensor_table": rows}, indent=2)
         console.print(text, markup=False, highlight=False, soft_wrap=True)
         return 0
     table = Table(title=f"{dna.path} (.dna version {dna.version})")
-    for column in ("name", "dtype", "shape", "representation", "bytes", "bits/weight"):
+    for column in ("name", "role", "dtype", "shape", "representation", "bytes", "bits/weight"):
         table.add_column(column, justify="right" if column in ("bytes", "bits/weight") else "left")
     table.add_column("max |error|", justify="right")
     table.add_column("SNR dB", justify="right")
     for row in rows:
         table.add_row(
             row["name"],
+            row["role"],
             row["dtype"],
             "×".join(map(str, row["shape"])) or "scalar",
             row["representation"],
@@ -115,11 +124,16 @@ def run(args: argparse.Namespace) -> int:
             f"{row['snr_db']:.2f}" if row["snr_db"] is not None else _no_snr(row),
         )
     print_table(table)
-    bpw = summary["bits_per_weight"]
+    bpw = overview["bits_per_weight"]
     console.print(
         f"{len(rows)} tensors, {weights} weights, {dna.file_bytes} bytes "
         f"(header {dna.header_bytes}), "
         + ("no weights" if bpw is None else f"{bpw:.3f} bits per weight overall"),
         highlight=False,
     )
+    line = summary(quality)
+    if line:
+        console.print(line, highlight=False, markup=False)
+    for note in notes:
+        err_console.print(f"warning: {note}", style="yellow", highlight=False, markup=False)
     return 0

@@ -27,15 +27,17 @@ from weightdna import __version__
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.gptq import Calibration
+from weightdna.codec.quality import TensorQuality
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
+    OBJECTIVES,
     Allocation,
     Choice,
     Target,
     TensorCandidates,
+    apply_objective,
     bisect_step,
     drop_samples,
-    exact_storage,
     pooled_figures,
     resample,
     scalar_choice,
@@ -43,6 +45,7 @@ from weightdna.codec.ratecontrol import (
     tensor_candidates,
     trellis_choice,
 )
+from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError
@@ -76,6 +79,8 @@ class TensorReport:
     snr_db: float | None  # None: restored exactly
     psnr_db: float | None  # MAX = max |w| of the tensor ("maxabs" normalisation)
     max_abs_error: float
+    role: str = ""  # `weightdna.weights.roles`
+    zeroed: float | None = None  # share of its non-zero weights restored as 0 (lossy only)
 
     @property
     def numel(self) -> int:
@@ -111,6 +116,11 @@ class CompressionReport:
     def ratio(self) -> float:
         """Original file size over the .dna file's size."""
         return self.original_bytes / max(self.file_bytes, 1)
+
+    def quality(self) -> list[TensorQuality]:
+        """The lossy tensors' figures (`weightdna.codec.quality`)."""
+        return [TensorQuality(t.name, t.snr_db, t.zeroed) for t in self.tensors
+                if t.snr_db is not None or t.zeroed]
 
 
 @functools.cache
@@ -152,7 +162,8 @@ def _check_paths(source: Path, output: Path, overwrite: bool) -> None:
         raise InvalidInputError(f"{output} is the input; write the output somewhere else.")
 
 
-def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> TensorReport:
+def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float, role: str,
+                   zeroed: float | None) -> TensorReport:
     stats = entry.get("stats", {})
     mse, max_error = stats.get("mse", 0.0), stats.get("max_abs_error", 0.0)
     exact = mse == 0
@@ -165,6 +176,8 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float) -> T
         snr_db=None if exact else stats.get("snr_db"),
         psnr_db=None if exact or peak <= 0 else decibels(peak * peak, mse),
         max_abs_error=max_error,
+        role=role,
+        zeroed=zeroed,
     )
 
 
@@ -277,9 +290,27 @@ class _Coder:
             count += n
         return decibels(signal, sse), decibels(count, normalised)
 
+    def zeroed(self, name: str) -> float | None:
+        """The share of ``name``'s non-zero weights that decode as 0 (None: stored exactly
+        or holding none), measured on the coded tensor, a block at a time."""
+        entry, sections = self.coded[name]
+        if entry.get("stats", {}).get("mse", 0.0) == 0:
+            return None
+        original = self.weights.tensor(name).reshape(-1)
+        restored = decode_tensor(entry, sections).reshape(-1)
+        nonzero = lost = 0
+        for start in range(0, original.numel(), MEASURE_BLOCK):
+            a = original[start : start + MEASURE_BLOCK]
+            b = restored[start : start + MEASURE_BLOCK]
+            kept = a != 0
+            nonzero += int(kept.sum())
+            lost += int((kept & (b == 0)).sum())
+        return lost / nonzero if nonzero else None
+
     def reports(self) -> list[TensorReport]:
         entries, sections = self.entries()
-        return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0))
+        return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
+                               self.weights.info(e["name"]).role, self.zeroed(e["name"]))
                 for e, s in zip(entries, sections, strict=True)]
 
 
@@ -290,6 +321,7 @@ def compress_model(
     *,
     representations: Sequence[str] = CANDIDATES,
     per_row: bool = False,
+    objective: str = "layer",
     overwrite: bool = False,
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
@@ -300,19 +332,31 @@ def compress_model(
 
     ``representations``: the candidates tried (quantized always; lowrank, dna where cheap
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
-    max |w|. ``dna_config``: the weightdna.dna.FitConfig of DNA candidates.
+    max |w|. ``objective``: what a whole-model size or SNR target's allocation minimises,
+    "layer" (each tensor's mean relative row error, counted once per tensor), "relative"
+    (each row's squared error relative to its own mean square, counted per element) or
+    "mse" (the pooled squared error: one step on the raw scale); per-row steps where they
+    pay under the first two; see `weightdna.codec.ratecontrol`. ``dna_config``: the
+    weightdna.dna.FitConfig of DNA candidates.
     ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
     ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
     (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`
     that measures each H with the tensors coded before it restored (sequential); those
     tensors' symbols are chosen by GPTQ to keep their outputs' error small (scalar
     quantizer; same format). Not with max-abs-error or lossless targets.
-    Integer tensors and buffers are stored exactly, and so is any tensor whose exact bytes
-    are fewer than its coded ones.
+    Tensors are stored by role (`weightdna.codec.roles`): integer tensors, buffers,
+    and constants exactly; normalisation statistics each within a relative error of 2⁻¹¹;
+    biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
+    their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
+    meet the target. Any coded tensor whose exact
+    bytes are fewer is stored exactly.
     """
     started = time.perf_counter()
     output = Path(output)
     _check_paths(weights.path, output, overwrite)
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"unknown objective {objective!r}; use one of "
+                                f"{', '.join(OBJECTIVES)}.")
     if per_row and target.kind in ("max_abs_error", "lossless"):
         raise InvalidInputError("--per-row applies to bits-per-weight, SNR and PSNR targets.")
     report = progress or (lambda stage, done, total: None)
@@ -329,8 +373,13 @@ def compress_model(
         tensor = weights.tensor(info.name)
         if info.fittable:
             coder.measure(tensor, info.name)
-        if target.kind == "lossless" or exact_storage(info):
+        how = coding(info)
+        if target.kind == "lossless" or how == "exact":
             coder.add(info.name, encode_tensor(tensor, name=info.name, lossless=True))
+        elif how == "relative" and target.kind != "max_abs_error":
+            coder.add(info.name, encode_relative(tensor, info.name))
+        elif how == "bounded" and target.kind != "max_abs_error":
+            coder.add(info.name, encode_bounded(tensor, info.name))
         else:
             lossy.append(info.name)
         del tensor  # before the next one is read
@@ -345,6 +394,8 @@ def compress_model(
         tc.sensitivity = float((sensitivity or {}).get(name, 1.0))
         if not tc.sensitivity > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
+        if target.kind in ("bits_per_weight", "snr") and not target.per_tensor:
+            apply_objective(tc, objective, measured=sensitivity is not None)
         return tc
 
     if target.kind == "max_abs_error":

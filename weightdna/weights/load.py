@@ -14,14 +14,16 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from weightdna.errors import MissingDependencyError, ModelFileError
 from weightdna.weights.model import ModelWeights, TensorSource
+from weightdna.weights.roles import graph_roles
 from weightdna.weights.safetensors_format import read_header, read_tensor
 
 # Keys under which training code commonly nests the state dict, most specific first.
@@ -40,14 +42,17 @@ def load_weights(path: str | Path, roles: Mapping[str, str] | None = None) -> Mo
     path = Path(path)
     if not path.exists():
         raise ModelFileError(f"{path} does not exist; give the path of a model file or folder.")
+    structural: dict[str, str] = {}
     if path.is_dir():
         fmt, sources, metadata = _read_folder(path)
+    elif (fmt := detect_format(path)) == "onnx":
+        sources, metadata, structural = _read_onnx(path)
     else:
-        fmt = detect_format(path)
         sources, metadata = _READERS[fmt](path)
     if not sources:
         raise ModelFileError(f"{path} holds no tensors; it is not a model's weights.")
-    return ModelWeights(path=path, format=fmt, sources=sources, metadata=metadata, roles=roles)
+    return ModelWeights(path=path, format=fmt, sources=sources, metadata=metadata, roles=roles,
+                        structural_roles=structural)
 
 
 def detect_format(path: Path) -> str:
@@ -234,7 +239,8 @@ def _npz_array(npz: Callable[[], np.lib.npyio.NpzFile], name: str) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def _read_onnx(path: Path) -> tuple[Sources, dict[str, str]]:
+def _read_onnx(path: Path) -> tuple[Sources, dict[str, str], dict[str, str]]:
+    """The initializers, no metadata, and their roles from the operator inputs they feed."""
     try:
         import onnx
         from onnx import numpy_helper
@@ -256,14 +262,27 @@ def _read_onnx(path: Path) -> tuple[Sources, dict[str, str]]:
         else:
             t = torch.from_numpy(arr)
         sources[init.name] = TensorSource.held(t)
-    return sources, {}
+    nodes = [(node.op_type, list(node.input), list(node.output))
+             for node in _all_nodes(model.graph)]
+    roles = graph_roles(nodes, {name: src.shape for name, src in sources.items()})
+    return sources, {}, roles
+
+
+def _all_nodes(graph: Any) -> Iterator[Any]:
+    """The nodes of an ONNX graph and of its subgraphs (If/Loop/Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            if attribute.g.node:
+                yield from _all_nodes(attribute.g)
+            for sub in attribute.graphs:
+                yield from _all_nodes(sub)
 
 
 _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
     "safetensors": _read_safetensors,
     "pytorch": _read_pytorch,
     "npz": _read_npz,
-    "onnx": _read_onnx,
 }
 
 

@@ -86,10 +86,15 @@ class ModelWeights:
     sources: Mapping[str, TensorSource] = field(repr=False)
     metadata: dict[str, str] = field(default_factory=dict)
     roles: Mapping[str, str] | None = field(default=None, repr=False)
+    # Roles the file's structure gives (an ONNX graph's operator inputs); before the names'.
+    structural_roles: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         names = sorted(self.sources, key=natural_key)
         inferred = {n: infer_role(n, self.sources[n].shape, self.sources[n].dtype) for n in names}
+        for n, role in self.structural_roles.items():
+            if n in inferred and inferred[n] != "buffer":  # integers stay buffers
+                inferred[n] = role
         dtypes = {n: self.sources[n].dtype for n in names}
         roles = resolve_roles(inferred, dtypes, self.roles or {})
         infos = []

@@ -1,36 +1,41 @@
 """What each tensor is: its role, and its place in the model's stack of layers.
 
-Roles come from the name and the shape (rules below, first match wins) and can be
-overridden by the caller. The layer is read from the name's structure, never from the
-order of names in a file.
+Roles come from the file's structure where it has one (an ONNX graph: which operator input
+a tensor feeds, `weightdna.weights.load`), else from the name and the shape (rules below,
+first match wins), and can be overridden by the caller. The codec decides by role how a
+tensor is stored (`weightdna.codec.roles`): only weight matrices, kernels and embeddings
+are quantised at the target's rate. The layer is read from the name's structure, never
+from the order of names in a file.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 
 from weightdna.errors import InvalidInputError
 
-ROLES = ("matrix", "conv", "bias", "norm", "embedding", "other", "buffer")
-# Roles whose tensors are kept exactly and never fitted.
-KEPT_ROLES = frozenset({"buffer"})
+ROLES = ("matrix", "conv", "bias", "norm", "embedding", "statistic", "constant", "other",
+         "buffer")
+# Roles whose tensors are kept exactly and never fitted: state and constants, not weights.
+# ``statistic``: a normalisation's running mean or variance (values from 1e-6 to 1e8 in one
+# model; an absolute step zeroes the small ones). ``constant``: shapes, scales, indices.
+KEPT_ROLES = frozenset({"buffer", "statistic", "constant"})
 
 # Last name segments of tensors that are state, not learned weights.
 BUFFER_LEAVES = frozenset(
     {
         "position_ids",
         "token_type_ids",
-        "running_mean",
-        "running_var",
         "num_batches_tracked",
         "inv_freq",
         "masked_bias",
     }
 )
+STATISTIC_LEAVES = frozenset({"running_mean", "running_var", "moving_mean", "moving_variance"})
 _NORM_MODULE = re.compile(r"norm|^ln(_?\w*)?$|^bn\d*$|^gn\d*$", re.IGNORECASE)
 _EMBEDDING = re.compile(r"emb|^wte$|^wpe$", re.IGNORECASE)
 _SEPARATORS = re.compile(r"([./])")
@@ -67,6 +72,8 @@ def infer_role(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> str:
     ndim = len(shape)
     if not dtype.is_floating_point or leaf in BUFFER_LEAVES:
         return "buffer"
+    if leaf in STATISTIC_LEAVES:
+        return "statistic"
     if ndim == 1 and _NORM_MODULE.search(module):
         return "norm"
     if ndim == 1 and leaf == "bias":
@@ -78,6 +85,65 @@ def infer_role(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> str:
     if ndim == 2:
         return "matrix"
     return "other"
+
+
+# ONNX operators: the role of an initializer by the input it feeds (op type → {index: role}).
+_SHAPE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "Slice": (1, 2, 3, 4),
+                 "Pad": (1, 2), "ConstantOfShape": (0,), "Range": (0, 1, 2), "Squeeze": (1,),
+                 "Unsqueeze": (1,), "Split": (1,), "TopK": (1,), "Resize": (1, 2, 3),
+                 "Upsample": (1,), "ReduceMean": (1,), "ReduceSum": (1,), "ReduceMax": (1,),
+                 "CumSum": (1,), "OneHot": (1, 2), "Clip": (1, 2)}
+ONNX_INPUT_ROLES: dict[str, dict[int, str]] = {
+    "Conv": {1: "conv", 2: "bias"},
+    "ConvTranspose": {1: "conv", 2: "bias"},
+    "Gemm": {1: "matrix", 2: "bias"},
+    "MatMul": {0: "matrix", 1: "matrix"},
+    "BatchNormalization": {1: "norm", 2: "norm", 3: "statistic", 4: "statistic"},
+    "InstanceNormalization": {1: "norm", 2: "norm"},
+    "LayerNormalization": {1: "norm", 2: "norm"},
+    "GroupNormalization": {1: "norm", 2: "norm"},
+    "Gather": {0: "embedding"},
+    "LSTM": {1: "matrix", 2: "matrix", 3: "bias"},
+    "GRU": {1: "matrix", 2: "matrix", 3: "bias"},
+    "RNN": {1: "matrix", 2: "matrix", 3: "bias"},
+    **{op: dict.fromkeys(inputs, "constant") for op, inputs in _SHAPE_INPUTS.items()},
+}
+# Where one tensor feeds several inputs, the role that keeps it most exactly wins.
+_ROLE_PRIORITY = ("constant", "statistic", "norm", "bias", "conv", "matrix", "embedding")
+
+
+def graph_roles(nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
+                shapes: Mapping[str, tuple[int, ...]]) -> dict[str, str]:
+    """Roles of a graph's initializers from the operator inputs they feed, through
+    Identity nodes (exporters put one between a shared initializer and its readers).
+
+    ``nodes``: (op type, input names, output names) of every node; ``shapes``: the
+    initializers' shapes. A matrix or embedding role needs 2 dimensions and a kernel 3 to
+    5; a 1-d tensor fed to a matrix product is left to the name rules."""
+    nodes = list(nodes)
+    alias = {outputs[0]: inputs[0] for op, inputs, outputs in nodes
+             if op == "Identity" and inputs and outputs}
+    found: dict[str, str] = {}
+    for op, inputs, _ in nodes:
+        for index, role in ONNX_INPUT_ROLES.get(op, {}).items():
+            if index >= len(inputs):
+                continue
+            name = inputs[index]
+            for _ in range(len(alias)):  # at most that many hops (a cycle ends here)
+                if name in shapes or name not in alias:
+                    break
+                name = alias[name]
+            if name not in shapes:
+                continue
+            ndim = len(shapes[name])
+            if (role in ("matrix", "embedding") and ndim != 2 and op not in ("LSTM", "GRU",
+                                                                             "RNN")
+                    or role == "conv" and not 3 <= ndim <= 5):
+                continue
+            old = found.get(name)
+            if old is None or _ROLE_PRIORITY.index(role) < _ROLE_PRIORITY.index(old):
+                found[name] = role
+    return found
 
 
 def resolve_roles(

@@ -1,0 +1,243 @@
+"""The model panel: does the default keep networks working that it was never tuned on?
+
+    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm]
+        [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--out results/panel]
+
+Each model is compressed with `compress_model` at a whole-model bits-per-weight target
+(no calibration data), decompressed and judged by what it does:
+
+* ``mlp``, ``cnn``: the engine's digits models (the recipes, seed 0), held-out accuracy;
+* ``bncnn``: `weightdna.evaluate.panel.BatchNormCNN` trained in PyTorch, two output
+  channels of its second conv scaled ×300 with their BatchNorm statistics (same function:
+  outlier channels, max |w| about 10³× the median), held-out accuracy;
+* ``onnx``: the same network exported to ONNX with opaque initializer names (BatchNorm
+  kept as an operator, the Resize scales an initializer), run by onnxruntime;
+* ``detector``: the BatchNorm CNN with one channel scaled ×10⁴ (a running variance near
+  10⁸ beside small weights), accuracy, and the SNR of that conv's other channels against
+  the same when the conv is coded alone at the same rate;
+* ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings.
+
+Besides the judge, each point reports the worst tensor's SNR and the largest share of a
+tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import OBJECTIVES, Target
+from weightdna.errors import WeightDNAError
+from weightdna.weights import load_weights
+
+State = dict[str, torch.Tensor]
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def tensor_figures(original: State, restored: State) -> tuple[float, str, float, str]:
+    """(worst SNR, its tensor, largest zeroed share, its tensor) over float tensors of
+    more than one element that were not restored exactly."""
+    worst, worst_name, zeroed, zeroed_name = math.inf, "", 0.0, ""
+    for name, a in original.items():
+        if not a.dtype.is_floating_point or a.numel() < 2:
+            continue
+        x, y = a.double().numpy().ravel(), restored[name].double().numpy().ravel()
+        noise = float(np.square(x - y).sum())
+        if noise > 0:
+            snr = 10 * math.log10(float(np.square(x).sum()) / noise)
+            if snr < worst:
+                worst, worst_name = snr, name
+        nonzero = x != 0
+        if nonzero.any():
+            share = float((y[nonzero] == 0).mean())
+            if share > zeroed:
+                zeroed, zeroed_name = share, name
+    return worst, worst_name, zeroed, zeroed_name
+
+
+class Subject:
+    """A model file, a judge of restored weights, and the judge's figure on the original."""
+
+    def __init__(self, name: str, path: Path, judge: Callable[[State], float], unit: str):
+        self.name, self.path, self.judge, self.unit = name, path, judge, unit
+        self.reference = judge(load_weights(path).state_dict())
+
+
+def digits_subject(name: str, workdir: Path) -> Subject:
+    from weightdna.evaluate import accuracy_of_restored
+    from weightdna.train import train_digits_cnn, train_digits_mlp
+
+    run = (train_digits_mlp if name == "mlp" else train_digits_cnn)()
+    path = run.model.save(workdir / f"{name}.safetensors")
+    return Subject(name, path,
+                   lambda s: accuracy_of_restored(run.model, s)["restored_accuracy"], "accuracy")
+
+
+def batchnorm_subject(name: str, workdir: Path) -> Subject:
+    from weightdna.evaluate.panel import (
+        export_onnx,
+        give_outlier_channels,
+        onnx_accuracy,
+        torch_accuracy,
+        train_batchnorm_cnn,
+    )
+
+    run = train_batchnorm_cnn()
+    if name == "detector":
+        give_outlier_channels(run.model, [5], 1e4)
+    else:
+        give_outlier_channels(run.model, [3, 17], 300.0)
+    if name == "onnx":
+        path = export_onnx(run.model, workdir / "bncnn.onnx")
+        return Subject(name, path, lambda s: onnx_accuracy(path, s), "accuracy")
+    path = workdir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(path))
+    return Subject(name, path, lambda s: torch_accuracy(run.model, s), "accuracy")
+
+
+def minilm_subject() -> Subject:
+    from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
+    from weightdna.evaluate import compare_embeddings, embed_sentences, load_sentences
+    from weightdna.weights import minilm_path
+
+    folder = minilm_path()
+    config, tokenizer = BertConfig.from_json(folder / "config.json"), load_tokenizer(folder)
+    sentences = load_sentences()
+    reference = embed_sentences(BertEncoder(load_weights(folder).state_dict(), config),
+                                sentences, tokenizer)
+
+    def judge(state: State) -> float:
+        restored = embed_sentences(BertEncoder(state, config), sentences, tokenizer)
+        return compare_embeddings(reference, restored)["mean_cosine"]
+
+    return Subject("minilm", folder, judge, "cosine")
+
+
+DETECTOR_CONV, DETECTOR_CHANNEL = "features.5.weight", 5
+
+
+def small_channels_snr(original: torch.Tensor, restored: torch.Tensor) -> float:
+    """SNR of the detector conv's channels other than the one scaled 10⁴×."""
+    keep = [c for c in range(original.shape[0]) if c != DETECTOR_CHANNEL]
+    a, b = original[keep].double(), restored[keep].double()
+    return 10 * math.log10(float((a * a).sum()) / max(float(((a - b) ** 2).sum()), 1e-300))
+
+
+def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> float:
+    """`small_channels_snr` of the detector conv coded alone at ``rate`` bits per weight."""
+    from weightdna.codec import read_dna_file
+    from weightdna.weights import ModelWeights
+
+    tensor = load_weights(subject.path).tensor(DETECTOR_CONV)
+    weights = ModelWeights.from_tensors({DETECTOR_CONV: tensor})
+    try:
+        compress_model(weights, workdir / "alone.dna", Target("bits_per_weight", rate),
+                       objective=objective, overwrite=True)
+    except WeightDNAError:
+        return math.nan
+    return small_channels_snr(tensor, read_dna_file(workdir / "alone.dna").tensor(
+        DETECTOR_CONV))
+
+
+def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> dict:
+    weights = load_weights(subject.path)
+    dna, out = workdir / "model.dna", workdir / "restored.safetensors"
+    started = time.perf_counter()
+    try:
+        report = compress_model(weights, dna, Target("bits_per_weight", rate),
+                                objective=objective, overwrite=True)
+    except WeightDNAError as exc:
+        say(f"  {subject.name} {objective} {rate}: {exc}")
+        return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
+    seconds = time.perf_counter() - started
+    decompress_model(dna, out, overwrite=True)
+    original, restored = weights.state_dict(), load_weights(out).state_dict()
+    figure = subject.judge(restored)
+    worst, worst_name, zeroed, zeroed_name = tensor_figures(original, restored)
+    row = {"model": subject.name, "objective": objective, "rate": rate,
+           "bits_per_weight": report.bits_per_weight, subject.unit: figure,
+           "reference": subject.reference, "pooled_snr_db": report.snr_db,
+           "worst_snr_db": worst, "worst_tensor": worst_name, "max_zeroed": zeroed,
+           "max_zeroed_tensor": zeroed_name, "seconds": seconds}
+    if subject.unit == "accuracy":
+        row["delta_points"] = 100 * (figure - subject.reference)
+        row["kept_share"] = figure / subject.reference
+    if subject.name == "detector":
+        row["conv_snr_db"] = small_channels_snr(original[DETECTOR_CONV],
+                                                restored[DETECTOR_CONV])
+        row["conv_alone_snr_db"] = alone_snr(subject, rate, objective, workdir)
+    say(f"  {subject.name:8s} {objective:8s} {rate:4g} -> {report.bits_per_weight:.3f} bpw  "
+        f"{subject.unit} {figure:.4f} (ref {subject.reference:.4f})  worst SNR {worst:.1f} dB "
+        f"({worst_name})  zeroed {zeroed:.2f}")
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| model | objective | target bpw | bpw | figure (Δ) | pooled SNR | worst tensor "
+             "SNR | most zeroed |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['objective']} | {r['rate']:g} | — | "
+                         f"{r['error']} | | | |")
+            continue
+        if "delta_points" in r:
+            figure = f"{100 * r['accuracy']:.2f}% ({r['delta_points']:+.2f})"
+        else:
+            figure = f"{r['cosine']:.4f}"
+        if "conv_snr_db" in r:
+            figure += f"; conv {r['conv_snr_db']:.1f} dB (alone {r['conv_alone_snr_db']:.1f})"
+        lines.append(f"| {r['model']} | {r['objective']} | {r['rate']:g} | "
+                     f"{r['bits_per_weight']:.3f} | {figure} | {r['pooled_snr_db']:.1f} | "
+                     f"{r['worst_snr_db']:.1f} | {r['max_zeroed']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="mlp,cnn,bncnn,onnx,detector")
+    parser.add_argument("--rates", default="1,2,3,4,6,8")
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--out", type=Path, default=Path("results/panel"))
+    args = parser.parse_args(argv)
+    rates = [float(r) for r in args.rates.split(",")]
+    objectives = args.objectives.split(",")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        for name in args.models.split(","):
+            started = time.perf_counter()
+            if name in ("mlp", "cnn"):
+                subject = digits_subject(name, workdir)
+            elif name == "minilm":
+                subject = minilm_subject()
+            else:
+                subject = batchnorm_subject(name, workdir)
+            say(f"{name}: ready in {time.perf_counter() - started:.0f} s, "
+                f"{subject.unit} {subject.reference:.4f}")
+            for objective in objectives:
+                for rate in rates:
+                    rows.append(run_point(subject, rate, objective, workdir))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "panel.json").write_text(json.dumps(rows, indent=2))
+    text = markdown(rows)
+    (args.out / "panel.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Roles decide the coding, and the default objective does not let one tensor starve others.
+
+Each test builds the trap a new user fell into on a model the codec was never tuned on: a
+running variance of 1e-4 beside weights of order 1, an upsampling scale stored as floats,
+a conv layer whose few channels are 10³× larger than the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from weightdna.cli import main
+from weightdna.codec import read_dna_file
+from weightdna.codec.compress import compress_model
+from weightdna.codec.quality import TensorQuality, warnings
+from weightdna.codec.ratecontrol import Target
+from weightdna.codec.roles import PEAK_FRACTION, coding, round_mantissa
+from weightdna.weights import ModelWeights, load_weights
+from weightdna.weights.roles import graph_roles
+
+RATES = (1.0, 2.0, 4.0, 8.0)
+
+
+def snr(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return 10 * math.log10(float((a * a).sum()) / max(float(((a - b) ** 2).sum()), 1e-300))
+
+
+def batchnorm_model(seed: int = 0, outlier: float = 1.0) -> dict[str, torch.Tensor]:
+    """A conv + BatchNorm + linear state dict; statistics from 1e-6 to 1e8 (log-uniform),
+    and the conv's first two channels ``outlier`` times larger."""
+    g = torch.Generator().manual_seed(seed)
+    conv = torch.randn(64, 32, 3, 3, generator=g) * 0.05
+    conv[:2] *= outlier
+    variance = torch.exp(torch.empty(64).uniform_(math.log(1e-6), math.log(1e8), generator=g))
+    return {
+        "conv.weight": conv,
+        "conv.bias": torch.randn(64, generator=g) * 0.1,
+        "bn.weight": 1 + 0.05 * torch.randn(64, generator=g),
+        "bn.bias": 0.1 * torch.randn(64, generator=g),
+        "bn.running_mean": torch.randn(64, generator=g) * torch.sqrt(variance),
+        "bn.running_var": variance,
+        "bn.num_batches_tracked": torch.tensor(1000),
+        "up.scale": torch.tensor([1.0, 1.0, 2.0, 2.0]),
+        "fc.weight": torch.randn(10, 2304, generator=g) * 0.02,
+        "fc.bias": torch.randn(10, generator=g) * 0.01,
+    }
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_statistics_scales_and_constants_survive_every_rate(rate: float, tmp_path: Path) -> None:
+    tensors = batchnorm_model()
+    weights = ModelWeights.from_tensors(tensors)
+    report = compress_model(weights, tmp_path / "m.dna", Target("bits_per_weight", rate))
+    assert report.bits_per_weight <= rate  # the size target holds
+    back = read_dna_file(report.output)
+    for name in ("bn.running_mean", "bn.running_var"):
+        original, restored = tensors[name].double(), back.tensor(name).double()
+        assert (torch.abs(restored - original) <= 1e-3 * torch.abs(original)).all(), name
+    assert torch.equal(back.tensor("up.scale"), tensors["up.scale"])  # exactly
+    assert torch.equal(back.tensor("bn.num_batches_tracked"), tensors["bn.num_batches_tracked"])
+    for name in ("conv.bias", "bn.weight", "bn.bias", "fc.bias"):
+        error = torch.abs(back.tensor(name) - tensors[name]).max()
+        assert error <= PEAK_FRACTION * tensors[name].abs().max() * (1 + 1e-6), name
+
+
+def test_a_bias_with_one_huge_value_keeps_the_small_ones(tmp_path: Path) -> None:
+    # A channel scaled 10⁴× with its norm (the function unchanged) scales its bias too: a
+    # bound relative to the peak would round every other bias to 0.
+    tensors = batchnorm_model()
+    tensors["conv.bias"][5] *= 1e4
+    report = compress_model(ModelWeights.from_tensors(tensors), tmp_path / "m.dna",
+                            Target("bits_per_weight", 4.0))
+    restored = read_dna_file(report.output).tensor("conv.bias")
+    original = tensors["conv.bias"]
+    assert (torch.abs(restored - original) <= 2.0**-11 * torch.abs(original)).all()
+
+
+def test_a_huge_variance_does_not_starve_the_weights(tmp_path: Path) -> None:
+    # A running variance near 1e8 beside weights of 0.05 (a detection model's): the conv's
+    # SNR must be close to what the same weights get when coded without it.
+    tensors = batchnorm_model()
+    tensors["bn.running_var"][0] = 1.2e8
+    whole = compress_model(ModelWeights.from_tensors(tensors), tmp_path / "m.dna",
+                           Target("bits_per_weight", 3.0))
+    matrices = {k: tensors[k] for k in ("conv.weight", "fc.weight")}
+    alone = compress_model(ModelWeights.from_tensors(matrices), tmp_path / "a.dna",
+                           Target("bits_per_weight", 3.0))
+    coded = {t.name: t.snr_db for t in whole.tensors}
+    by_itself = {t.name: t.snr_db for t in alone.tensors}
+    assert coded["conv.weight"] >= by_itself["conv.weight"] - 1.5
+
+
+def test_outlier_channels_starve_nothing_by_default(tmp_path: Path) -> None:
+    # Two conv channels 1000× the rest: the pooled MSE spends the bits on them and rounds
+    # most of the linear layer to 0; the default (relative) objective gives each channel
+    # its own step and keeps every matrix, and the conv's small channels, working.
+    tensors = batchnorm_model(outlier=1000.0)
+    weights = ModelWeights.from_tensors(tensors)
+    rest = tensors["conv.weight"][2:]
+    figures = {}
+    for objective in ("mse", "relative"):
+        out = tmp_path / f"{objective}.dna"
+        report = compress_model(weights, out, Target("bits_per_weight", 2.0),
+                                objective=objective,
+                                representations=("quantized",))  # no low-rank rescue
+        restored = read_dna_file(out).tensor("conv.weight")[2:]
+        fc = next(t for t in report.tensors if t.name == "fc.weight")
+        figures[objective] = {"fc_zeroed": fc.zeroed, "fc_snr": fc.snr_db,
+                              "rest_snr": snr(rest, restored)}
+    assert figures["mse"]["fc_zeroed"] > 0.8, figures  # the trap, as a new user met it
+    relative = figures["relative"]
+    assert relative["fc_zeroed"] < 0.6 and relative["fc_snr"] > 6.0, figures
+    assert relative["rest_snr"] > 6.0, figures
+
+
+def test_mse_objective_is_the_pooled_optimum(tmp_path: Path) -> None:
+    # For `bench rd`: with objective="mse" the pooled SNR at a size is at least the
+    # relative objective's (it is what mse minimises), on tensors of unequal scale.
+    g = torch.Generator().manual_seed(3)
+    tensors = {"a.weight": torch.randn(128, 256, generator=g),
+               "b.weight": torch.randn(128, 256, generator=g) * 0.01}
+    weights = ModelWeights.from_tensors(tensors)
+    mse = compress_model(weights, tmp_path / "m.dna", Target("bits_per_weight", 2.0),
+                         objective="mse")
+    rel = compress_model(weights, tmp_path / "r.dna", Target("bits_per_weight", 2.0))
+    assert mse.snr_db >= rel.snr_db - 0.1
+    worst = {r: min(t.snr_db for t in rep.tensors) for r, rep in (("mse", mse), ("rel", rel))}
+    assert worst["rel"] > worst["mse"] + 10  # and the relative one starves no tensor
+
+
+def test_roles_from_names_values_and_onnx_graphs() -> None:
+    weights = ModelWeights.from_tensors(batchnorm_model())
+    roles = {i.name: i.role for i in weights.infos}
+    assert roles["bn.running_var"] == roles["bn.running_mean"] == "statistic"
+    assert roles["bn.num_batches_tracked"] == "buffer"
+    assert roles["conv.weight"] == "conv" and roles["bn.weight"] == "norm"
+    codings = {i.name: coding(i) for i in weights.infos}
+    assert codings["conv.weight"] == codings["fc.weight"] == "rate"
+    assert codings["bn.running_var"] == "relative" and codings["conv.bias"] == "bounded"
+    assert codings["up.scale"] == "bounded"  # whole numbers: then stored exactly
+    nodes = [("Identity", ["w_shared"], ["w_alias"]),
+             ("BatchNormalization", ["x", "g", "b", "m", "w_alias"], ["y"]),
+             ("Resize", ["y", "", "scales"], ["z"]),
+             ("Conv", ["z", "k", "kb"], ["out"])]
+    shapes = {"g": (4,), "b": (4,), "m": (4,), "w_shared": (4,), "scales": (4,),
+              "k": (4, 4, 3, 3), "kb": (4,)}
+    assert graph_roles(nodes, shapes) == {"g": "norm", "b": "norm", "m": "statistic",
+                                          "w_shared": "statistic", "scales": "constant",
+                                          "k": "conv", "kb": "bias"}
+
+
+def test_mantissa_rounding_bounds_the_relative_error() -> None:
+    values = np.exp(np.random.default_rng(0).uniform(math.log(1e-30), math.log(1e30), 4096))
+    values[::7] *= -1
+    for dtype in (np.float32, np.float64):
+        x = values.astype(dtype)
+        rounded = round_mantissa(x)
+        assert np.all(np.abs(rounded - x) <= 2.0**-11 * np.abs(x))
+        assert np.unique(rounded.view(np.uint32 if dtype == np.float32 else np.uint64)
+                         & (0x1FFF if dtype == np.float32 else (1 << 42) - 1)).tolist() == [0]
+    special = np.array([np.inf, -np.inf, np.nan, 0.0, np.finfo(np.float32).max], np.float32)
+    kept = round_mantissa(special)
+    assert np.isinf(kept[:2]).all() and np.isnan(kept[2]) and kept[3] == 0
+    assert np.isfinite(kept[4])  # rounding up past the largest float keeps the value
+
+
+def test_warnings_name_the_tensors_a_pooled_figure_hides() -> None:
+    lines = warnings([TensorQuality("conv", 18.0, zeroed=0.94),
+                      TensorQuality("fc", 2.0, zeroed=0.3),
+                      TensorQuality("emb", 40.0, zeroed=0.01),
+                      TensorQuality("head", 50.0, zeroed=0.0)], pooled_snr_db=118.0)
+    assert len(lines) == 4 and lines[0].startswith("conv: 94%") and "below 3" in lines[1]
+    assert "far below the overall 118.0 dB" in lines[2]
+    assert warnings([TensorQuality("ok", 30.0, zeroed=0.1)], pooled_snr_db=31.0) == []
+
+
+def test_cli_shows_roles_and_warns(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bn.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(batchnorm_model(outlier=1000.0), str(path))
+    out = tmp_path / "m.dna"
+    assert main(["compress", str(path), "-o", str(out), "--bits-per-weight", "1.5",
+                 "--objective", "mse"]) == 0
+    captured = capsys.readouterr()
+    assert "per-tensor SNR: min" in captured.out
+    assert "warning: fc.weight: 9" in captured.err  # the starved layer is named
+    assert main(["info", str(out), "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)["tensor_table"]
+    assert {r["name"]: r["role"] for r in table}["bn.running_var"] == "statistic"
+
+
+def test_onnx_initializers_take_their_roles_from_the_graph(tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from weightdna.evaluate.panel import BatchNormCNN, export_onnx, onnx_accuracy
+
+    torch.manual_seed(0)
+    model = BatchNormCNN()
+    with torch.no_grad():  # statistics as trained ones look: varied, and not shared
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.copy_(torch.rand(m.num_features) * 2 + 0.1)
+                m.running_mean.uniform_(-1, 1)
+    model.eval()
+    path = export_onnx(model, tmp_path / "m.onnx")
+    roles = {i.name: i.role for i in load_weights(path).infos}
+    assert not any("running" in name for name in roles)  # opaque names
+    assert sorted(roles.values()).count("statistic") == 4
+    assert "constant" in roles.values()  # the Resize scales
+    out = tmp_path / "m.dna"
+    compress_model(load_weights(path), out, Target("bits_per_weight", 4.0))
+    dna = read_dna_file(out)
+    restored = {name: dna.tensor(name) for name in dna.names}
+    assert abs(onnx_accuracy(path, restored) - onnx_accuracy(path)) <= 0.05

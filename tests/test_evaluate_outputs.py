@@ -1,0 +1,74 @@
+"""The output check on synthetic inputs: it runs the kinds of model it knows, and only those,
+and it tells unchanged weights from broken ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from support import MINILM, requires_minilm
+
+from weightdna.cli import main
+from weightdna.evaluate.outputs import check_outputs
+from weightdna.train import train_digits_mlp
+from weightdna.weights import load_weights
+
+
+def _broken(state: dict[str, torch.Tensor], name: str) -> dict[str, torch.Tensor]:
+    changed = dict(state)
+    changed[name] = torch.zeros_like(state[name])
+    return changed
+
+
+def test_engine_model_outputs(tmp_path: Path) -> None:
+    path = train_digits_mlp(epochs=2).model.save(tmp_path / "mlp.safetensors")
+    state = load_weights(path).state_dict()
+    same = check_outputs(path, state)
+    assert same is not None and same.kind == "engine" and same.worst_cosine == 1.0
+    assert not same.diverged
+    broken = check_outputs(path, _broken(state, "layers.2.weight"))
+    assert broken.diverged and broken.worst_cosine < 0.99
+
+
+def test_onnx_outputs(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from weightdna.evaluate.panel import BatchNormCNN, export_onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(BatchNormCNN().eval(), tmp_path / "m.onnx")
+    state = load_weights(path).state_dict()
+    assert check_outputs(path, state).worst_cosine > 0.9999
+    conv = next(n for n, t in state.items() if t.ndim == 4)
+    noisy = dict(state)
+    noisy[conv] = state[conv] + torch.randn_like(state[conv]) * state[conv].std() * 3
+    assert check_outputs(path, noisy).diverged
+
+
+def test_unknown_models_are_not_run(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "plain.safetensors"
+    save_file({"w": torch.randn(4, 4)}, str(path))
+    assert check_outputs(path, {"w": torch.zeros(4, 4)}) is None
+
+
+@requires_minilm
+def test_bert_outputs() -> None:
+    state = load_weights(MINILM).state_dict()
+    same = check_outputs(MINILM, state, samples=2)
+    assert same.kind == "bert" and same.worst_cosine > 0.9999
+    name = next(n for n in state if n.endswith("layer.0.attention.output.dense.weight"))
+    assert check_outputs(MINILM, _broken(state, name), samples=2).worst_cosine < 0.999
+
+
+def test_compress_reports_the_check(tmp_path: Path, capsys) -> None:
+    path = train_digits_mlp(epochs=2).model.save(tmp_path / "mlp.safetensors")
+    assert main(["compress", str(path), "-o", str(tmp_path / "m.dna"),
+                 "--bits-per-weight", "0.8"]) == 0
+    captured = capsys.readouterr()
+    assert "synthetic inputs (engine)" in captured.out
+    assert "outputs diverge" in captured.err
+    assert main(["compress", str(path), "-o", str(tmp_path / "n.dna"), "--lossless",
+                 "--check", "none"]) == 0
+    assert "synthetic" not in capsys.readouterr().out

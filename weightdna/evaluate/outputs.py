@@ -1,0 +1,175 @@
+"""Do the restored weights still compute what the original did? A check on synthetic inputs.
+
+Weight SNR is a proxy; this runs the network. With no data of the user's, a model that can
+be run is given a few synthetic inputs, and its outputs with the original and the
+restored weights are compared (cosine of each input's flattened output, the worst one):
+
+* an engine model (`weightdna train`, ``Model.save``): inputs uniform in [0, 1];
+* a BERT model beside its config.json: random token sequences from its vocabulary;
+* an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
+  small non-negative integers for integer ones; symbolic dimensions 1, the batch 4.
+
+`check_outputs` returns None for a model it cannot run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from weightdna.errors import ModelFileError
+
+# Below this worst-case output cosine the restored network computes something else.
+OUTPUT_COSINE_WARNING = 0.99
+SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """How the restored model's outputs compare with the original's on synthetic inputs."""
+
+    kind: str  # "engine", "bert" or "onnx"
+    samples: int
+    worst_cosine: float
+    mean_cosine: float
+
+    @property
+    def diverged(self) -> bool:
+        return not self.worst_cosine >= OUTPUT_COSINE_WARNING
+
+    def describe(self) -> str:
+        return (f"outputs on {self.samples} synthetic inputs ({self.kind}): cosine to the "
+                f"original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a.reshape(a.shape[0], -1).astype(np.float64)
+    b = b.reshape(b.shape[0], -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = (a * b).sum(axis=1)
+    same = np.all(a == b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(same, 1.0, np.where(norms > 0, dots / norms, 0.0))
+
+
+def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = SAMPLES,
+                  seed: int = 0) -> OutputCheck | None:
+    """Compare the outputs of the model at ``path`` with its weights replaced by
+    ``restored`` ({name: tensor}), on ``samples`` synthetic inputs; None when the model is
+    of no kind this module can run."""
+    path = Path(path)
+    rng = np.random.default_rng(seed)
+    for kind, run in (("engine", _engine), ("bert", _bert), ("onnx", _onnx)):
+        outputs = run(path, restored, samples, rng)
+        if outputs is not None:
+            cosines = _cosines(*outputs)
+            return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()))
+    return None
+
+
+def _engine(path: Path, restored: Mapping[str, Any], samples: int,
+            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    from weightdna.evaluate.accuracy import with_weights
+    from weightdna.nn.model import load_model
+
+    if path.is_dir():
+        return None
+    try:
+        model = load_model(path)
+    except ModelFileError:
+        return None
+    first = model.layers[0] if model.layers else None
+    shape = _engine_input_shape(first)
+    if shape is None:
+        return None
+    inputs = rng.uniform(0.0, 1.0, size=(samples, *shape))
+    return model.predict(inputs), with_weights(model, restored).predict(inputs)
+
+
+def _engine_input_shape(layer: Any) -> tuple[int, ...] | None:
+    from weightdna.nn.conv import Conv2D
+    from weightdna.nn.layers import Dense
+
+    if isinstance(layer, Dense):
+        return (layer.in_features,)
+    if isinstance(layer, Conv2D):
+        return (layer.in_channels, 8, 8)  # the engine's convolutional models read 8×8
+    return None
+
+
+def _bert(path: Path, restored: Mapping[str, Any], samples: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    from weightdna.bert import BertConfig, BertEncoder
+    from weightdna.weights import load_weights
+
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "config.json").is_file() or path.suffix == ".onnx":
+        return None
+    try:
+        config = BertConfig.from_json(folder / "config.json")
+        original = BertEncoder(load_weights(path).state_dict(), config)
+        changed = BertEncoder(dict(restored), config)
+    except (KeyError, ValueError, TypeError, ModelFileError):
+        return None  # not a BERT the engine's forward knows
+    length = min(32, config.max_position_embeddings)
+    ids = rng.integers(1000, config.vocab_size, size=(samples, length))
+    ids[:, 0] = 101 if config.vocab_size > 102 else 0  # [CLS] where BERT's vocabulary has it
+    with torch.no_grad():
+        return (original.encode(torch.from_numpy(ids)).numpy(),
+                changed.encode(torch.from_numpy(ids)).numpy())
+
+
+def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
+    """The ONNX graph at ``path`` serialised with its initializers replaced by ``restored``
+    ({name: tensor}) where it names them."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    for init in proto.graph.initializer:
+        if restored is not None and init.name in restored:
+            value = torch.as_tensor(restored[init.name])
+            if value.dtype == torch.bfloat16:
+                continue  # NumPy has no bfloat16; left as stored
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value.numpy()),
+                                                  init.name))
+    return proto.SerializeToString()
+
+
+def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
+          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+    if path.suffix != ".onnx" or not path.is_file():
+        return None
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    try:
+        sessions = [onnxruntime.InferenceSession(onnx_with_initializers(path, state),
+                                                 providers=["CPUExecutionProvider"])
+                    for state in (None, restored)]
+        feeds = {}
+        initializers = set(restored)
+        for spec in sessions[0].get_inputs():
+            if spec.name in initializers:
+                continue
+            shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+            if shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0):
+                shape[0] = samples
+            if "float" in spec.type:
+                feeds[spec.name] = rng.standard_normal(shape).astype(
+                    np.float16 if "float16" in spec.type else np.float32)
+            elif "int" in spec.type:
+                feeds[spec.name] = rng.integers(0, 100, size=shape).astype(
+                    np.int32 if "int32" in spec.type else np.int64)
+            else:
+                return None
+        first, second = (s.run(None, feeds)[0] for s in sessions)
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types; any failure: can't run
+        return None
+    return np.asarray(first), np.asarray(second)
