@@ -142,6 +142,8 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert "data:image/png;base64," in report and "src=\"http" not in report
     assert "does it still work" in report and "The seed's claims" in report
     assert (out / "cnn.dna").read_bytes()[:4] == b"\x89DNA"
+    # The rate–distortion sweep shows the rate-controlled codec, not one global step.
+    assert "weightdna (.dna file, rate control)" in (out / "rate_distortion.md").read_text()
     # A second run reuses the cached model and replaces its own outputs.
     again = run_cli("demo", "-o", str(out))
     assert again.returncode == 0, again.stderr

@@ -1,23 +1,38 @@
 """Atomic output: a file appears whole at its final path or not at all.
 
 Every writer in the package (engine models, safetensors, .dna files, checkpoints, reports)
-goes through :func:`atomic_output`. Standard library only, so the NumPy engine may use it.
+goes through :func:`atomic_output`. Standard library only, so the NumPy engine may use it,
+and the CLI may check an output (:func:`check_writable`) before loading anything heavy.
+
+The temporary file is ``.NAME.wdna<PID>.XXXXXXXX.tmp`` beside the output. A writer killed
+outright (SIGKILL, power loss) cannot remove its own; the next write into the same folder
+removes every such file whose writer process no longer exists and that nobody has touched
+for an hour (``STALE_SECONDS``), so a file another machine is still writing over a shared
+folder is left alone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from weightdna.errors import OutputExistsError
+from weightdna.errors import OutputError, OutputExistsError
 
 # Read once: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+STALE_SECONDS = 3600
+_TEMP_NAME = re.compile(r"^\..+\.wdna(\d+)\.[A-Za-z0-9_]+\.tmp$")
+# Errors of the disk rather than of the code: raised by a write anywhere in the body.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 @contextmanager
@@ -26,27 +41,120 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = True) -> Itera
 
     overwrite: when False an existing ``path`` raises OutputExistsError, checked again at
     the moment of the move (a hard link fails if the name exists), so nothing is clobbered.
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was. A folder that
+    cannot be written, a full disk or a missing permission raise OutputError (one line).
     """
     path = Path(path)
     if not overwrite and path.exists():
         raise OutputExistsError(f"{path} exists; use --force (overwrite=True) to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp",
+                                        dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            _move_without_clobbering(tmp, path)
+        try:
+            # Closing flushes what a failed write left in the buffer and fails the same way,
+            # so the whole block is watched, not only the body.
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            if exc.errno in _DISK_ERRNOS and exc.filename is None:
+                raise output_error(path, exc) from exc
+            raise
+        try:
+            # mkstemp makes the file private (0600); give it the mode a plain open() would.
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            if overwrite:
+                os.replace(tmp, path)
+            else:
+                _move_without_clobbering(tmp, path)
+        except OSError as exc:
+            raise output_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise OutputError unless a file can be created at ``path`` now: its folder (or the
+    nearest one that exists, for folders still to be made) accepts a new file.
+
+    Creating one is the only reliable test (os.access ignores read-only mounts for some
+    file systems and says yes to root everywhere); the probe is removed at once.
+    """
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+        fd, probe = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise output_error(path, exc) from exc
+
+
+def output_error(path: Path, exc: OSError) -> OutputError:
+    """The one-line error for an OSError met while writing ``path``: what failed and what to
+    do about it."""
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        advice = "free some space or write elsewhere"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        advice = "choose an output in a folder you can write to"
+    elif exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        advice = "a file stands where a folder of the output path should be; choose another path"
+    else:
+        advice = "check the output path"
+    # The file that failed, unless it is the output, its folder or our temporary beside it.
+    failed = Path(exc.filename) if exc.filename else None
+    where = "" if failed in (None, path, path.parent) or failed.parent == path.parent else (
+        f" ({failed})")
+    return OutputError(f"cannot write {path}: {reason}{where}; {advice}.")
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporary files of writers that died in ``folder`` (see the module's
+    docstring for the rule); return them. Errors are ignored: cleaning is a courtesy."""
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or _running(int(match.group(1))):
+            continue
+        try:
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_SECONDS:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.wdna{os.getpid()}."
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: someone else's process, alive
+        return True
+    return True
 
 
 def _move_without_clobbering(tmp: Path, path: Path) -> None:

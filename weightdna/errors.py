@@ -18,6 +18,11 @@ class OutputExistsError(WeightDNAError):
     """An output file exists and overwriting it was not asked for (use --force)."""
 
 
+class OutputError(WeightDNAError, OSError):
+    """An output cannot be written: a read-only folder, a full disk, a missing permission.
+    Still an OSError, so code that caught the OSError of a failed write keeps working."""
+
+
 class MissingDependencyError(WeightDNAError):
     """An optional package needed for this operation is not installed."""
 

@@ -75,6 +75,12 @@ class AnalysisSettings:
         return dict(self.__dict__)
 
 
+# Dimension estimates; one below _ZERO_DIMENSION is rounding noise around 0, not a dimension.
+_DIMENSIONS = ("local_dimension", "correlation_dimension", "correlation_dimension_fraction",
+               "mle_dimension", "twonn_dimension")
+_ZERO_DIMENSION = 1e-6
+
+
 @dataclass
 class TensorAnalysis:
     """Every statistic of one tensor on the weights and both nulls.
@@ -105,6 +111,21 @@ class TensorAnalysis:
         """The value of a statistic on one input, NaN when not measured."""
         m = self.stats.get(stat, {}).get(which)
         return math.nan if m is None else m.value
+
+    def undefined(self, stat: str, which: str = "weights") -> str | None:
+        """Why a statistic has no meaningful value on one input (shown as "undefined"
+        with this reason), or None when its value stands."""
+        if stat in self.missing:
+            return self.missing[stat]
+        value = self.value(stat, which)
+        if math.isnan(value):
+            return "not measured on this tensor"
+        if stat in _DIMENSIONS and abs(value) < _ZERO_DIMENSION:
+            # A slope of 0 up to rounding: log C(r) (or the neighbour distances) did not
+            # grow with r, which no cloud of distinct points does.
+            return ("0 up to rounding: the distances between rows take too few distinct "
+                    "values (repeated or few-level weights) for a dimension")
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values (curves left out)."""
@@ -231,9 +252,15 @@ def analyze_weights(
         for index, info in enumerate(infos):
             if progress is not None:
                 progress(index, len(infos), info.name)
-            results.append(analyze_tensor(weights, info, settings, info.name in with_dna))
+            try:
+                results.append(analyze_tensor(weights, info, settings, info.name in with_dna))
+            except _ConstantTensor as exc:
+                skipped[info.name] = str(exc)
     if progress is not None:
         progress(len(infos), len(infos), "done")
+    if not results:
+        raise InvalidInputError("no tensor can be analysed: " + "; ".join(
+            f"{name}: {why}" for name, why in skipped.items()))
     analysis = ModelAnalysis(
         path=str(weights.path),
         format=weights.format,
@@ -247,6 +274,10 @@ def analyze_weights(
     return analysis
 
 
+class _ConstantTensor(Exception):
+    """A tensor whose weights are all equal: no statistic is defined on it."""
+
+
 def analyze_tensor(
     weights: ModelWeights, info: TensorInfo, settings: AnalysisSettings, fit_dna: bool = False
 ) -> TensorAnalysis:
@@ -255,6 +286,10 @@ def analyze_tensor(
     W = weights.numpy(info.name)
     m, n = matrix_shape(info.shape)
     W = W.reshape(m, n)
+    if W.size and W.min() == W.max():
+        # Every estimator divides by a spread that is 0 here: skipped, with the reason.
+        raise _ConstantTensor(f"constant (every weight is {W.flat[0]:g}): no structure to "
+                              "measure")
     # Each tensor's seed mixes in its name, so samples differ between tensors but not runs.
     rng = as_generator(settings.seed + _name_hash(info.name))
     points = W[sample_indices(m, settings.max_rows, rng)]

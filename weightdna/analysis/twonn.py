@@ -76,4 +76,7 @@ def _fit_twonn(log_mu: np.ndarray, discard_fraction: float) -> np.ndarray:
     keep = min(int(n * (1.0 - discard_fraction)), n - 1)
     x = np.sort(log_mu, axis=1)[:, :keep]
     y = -np.log(1.0 - np.arange(1, keep + 1) / n)
-    return (x @ y) / np.einsum("ij,ij->i", x, x)
+    # Rows with identical nearest neighbours give μ = 1, log μ = 0 throughout: no slope, NaN
+    # (shown as undefined), not a warning.
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (x @ y) / np.einsum("ij,ij->i", x, x)

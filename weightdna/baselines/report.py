@@ -83,14 +83,19 @@ def markdown(rd: RateDistortion, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rd: RateDistortion, path: str | Path, title: str) -> Path:
-    """Bits per weight against SNR for every lossy method, with the Gaussian bound."""
+def plot(rd: RateDistortion, path: str | Path, title: str,
+         mark: tuple[float, float, str] | None = None) -> Path:
+    """Bits per weight against SNR for every lossy method, with the Gaussian bound.
+
+    mark: (bits per weight, SNR dB, label) of one more point drawn over the curves, e.g. the
+    file a run has just written.
+    """
     from matplotlib.figure import Figure
 
     path = Path(path)
     fig = Figure(figsize=(8, 5.5), layout="constrained")
     ax = fig.subplots()
-    top = max(rd.rates) + 1
+    top = max(max(rd.rates), mark[0] if mark is not None else 0.0) + 1
     r = np.linspace(0, top, 50)
     ax.plot(
         r,
@@ -114,6 +119,9 @@ def plot(rd: RateDistortion, path: str | Path, title: str) -> Path:
                 linewidth=2.2 if m in (DNA_CODEC, DNA_STEP) else 1.3,
                 label=_LABELS[m],
             )
+    if mark is not None and math.isfinite(mark[1]):
+        ax.plot([mark[0]], [mark[1]], marker="*", markersize=15, color="black",
+                linestyle="none", zorder=5, label=mark[2])
     if lossless:
         ax.text(
             0.98,

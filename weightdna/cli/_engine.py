@@ -1,14 +1,12 @@
-"""What the engine's commands share: a progress bar for training, and output-path checks."""
+"""What the engine's commands share: a progress bar for training."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from types import TracebackType
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from weightdna.cli import err_console
-from weightdna.errors import OutputExistsError
 from weightdna.nn.model import Callback
 
 
@@ -61,12 +59,3 @@ class TrainingProgress(Callback):
             parts.append(f"val acc {logs['val_accuracy']:.3f}")
         self._progress.update(self._task, status="  ".join(parts))
 
-
-def check_output(path: str | Path, force: bool) -> Path:
-    """The output path, refusing to replace an existing file unless ``force``."""
-    path = Path(path)
-    if path.is_dir():
-        raise OutputExistsError(f"{path} is a directory; give a file name")
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
-    return path

@@ -4,32 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
+from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
-from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console, err_console
-from weightdna.cli._engine import check_output
+from weightdna.cli import console, err_console, examples
+from weightdna.cli._output import check_output
+from weightdna.cli._progress import job_progress
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
-from weightdna.weights import load_weights
 
-_VERDICT_STYLE = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
+if TYPE_CHECKING:
+    from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
+
+COMMANDS = {"analyze": "measure the structure of a model's weights and judge the seed's claims"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.analysis.claims import ABOUT_SEED
+    from weightdna.analysis.run import AnalysisSettings
+
     parser = subparsers.add_parser(
         "analyze",
-        help="measure the structure of a model's weights and judge the seed's claims",
+        help=COMMANDS["analyze"],
         description=(
             "For every matrix, embedding and conv kernel: PCA energy, local, correlation, "
             "MLE and TwoNN dimension, the Lipschitz constant between neighbouring "
             "coordinates, entropy and local linearity, each beside the same statistic on the "
             "weights shuffled and on Gaussian weights of the same variance and shape; a DNA "
             "at the seed's ratio on a few tensors. Then a verdict (holds / fails / "
-            "inconclusive) on each of the seed's claims, with its evidence."
+            "inconclusive) on each of the seed's claims, with its evidence.\n\n" + ABOUT_SEED
+        ),
+        epilog=examples(
+            "weightdna analyze digits_cnn.safetensors --report report.html",
+            "weightdna analyze model.safetensors --tensors 'encoder.layer.0.*' --json out.json",
+            "weightdna analyze model.safetensors --dna-tensors 0 --json -   # JSON only, no DNA",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder")
@@ -54,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.analysis.claims import ABOUT_SEED
+    from weightdna.analysis.run import AnalysisSettings, analyze_weights
+    from weightdna.weights import load_weights
+
     json_path = None
     if args.json and args.json != "-":
         json_path = check_output(args.json, args.force)
@@ -63,13 +78,26 @@ def run(args: argparse.Namespace) -> int:
     settings = AnalysisSettings(max_rows=args.max_rows, seed=args.seed,
                                 dna_tensors=args.dna_tensors, dna_steps=args.dna_steps)
     weights = load_weights(args.model)
-    with _progress() as bar:
-        task = bar.add_task("analysing", total=None)
+    with job_progress() as bar:
+        task = bar.add_task("analyse", total=None)
 
         def report(done: int, total: int, label: str) -> None:
-            bar.update(task, completed=done, total=total, description=label)
+            bar.update(task, completed=done, total=total, description=f"analyse: {label}")
 
-        analysis = analyze_weights(weights, args.tensors or None, settings, report)
+        # The estimators meet degenerate inputs (repeated rows, few-level weights) and show
+        # those estimates as undefined with the reason; numpy's warnings about them would
+        # only repeat that, as noise, so they are counted here rather than printed.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
+            analysis = analyze_weights(weights, args.tensors or None, settings, report)
+    numerical = [w for w in caught if issubclass(w.category, RuntimeWarning)]
+    for w in caught:
+        if w not in numerical:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    if numerical:
+        err_console.print(f"[dim]{len(numerical)} numerical warning(s) of the estimators not "
+                          "shown; their estimates are marked undefined where degenerate[/]",
+                          highlight=False)
 
     if report_path is not None:
         from weightdna.report import render_analysis_html
@@ -81,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if json_path is not None:
         write_text_atomic(json_path, text)
-    console.print(_tensor_table(analysis))
-    console.print(_claims_table(analysis))
+    table, notes = _tensor_table(analysis)
+    print_table(table)
+    for reason, mark in notes.items():
+        console.print(f"undefined{mark}: {reason}", highlight=False, markup=False)
+    print_table(_claims_table(analysis))
+    console.print(ABOUT_SEED, highlight=False)
     console.print(
         f"{len(analysis.tensors)} tensors analysed, {len(analysis.skipped)} skipped, "
         f"in {analysis.seconds:.1f} s", highlight=False,
@@ -93,22 +125,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=err_console, transient=True,
-        disable=not err_console.is_terminal,
-    )
+def _value(t: TensorAnalysis, stat: str, which: str, notes: dict[str, str],
+           digits: str = ".3g") -> str:
+    """A value, or "undefined" with its reason numbered into ``notes`` (reason → mark)."""
+    reason = t.undefined(stat, which)
+    if reason is None:
+        return format(t.value(stat, which), digits)
+    mark = notes.setdefault(reason, f"[{len(notes) + 1}]")
+    return f"undefined{mark}"
 
 
-def _pair(t: TensorAnalysis, stat: str, null: str) -> str:
-    w, n = t.value(stat), t.value(stat, null)
-    if w != w:  # NaN: not measured
-        return "–"
-    return f"{w:.3g} | {n:.3g}"
-
-
-def _tensor_table(analysis: ModelAnalysis) -> Table:
+def _tensor_table(analysis: ModelAnalysis) -> tuple[Table, dict[str, str]]:
+    """The table, and why each "undefined" in it is (reason → its mark)."""
     table = Table(title=f"{analysis.path}: per tensor (weights | null)")
     table.add_column("tensor", overflow="fold")
     table.add_column("matrix")
@@ -123,21 +151,25 @@ def _tensor_table(analysis: ModelAnalysis) -> Table:
     )
     for header, _, _ in columns:
         table.add_column(header, justify="right")
+    notes: dict[str, str] = {}
     for t in analysis.tensors:
-        cells = [_pair(t, stat, null) for _, stat, null in columns[:-1]]
-        ratio = t.value("entropy_ratio")
-        cells.append("–" if ratio != ratio else f"{ratio:.3f}")
+        cells = [f"{_value(t, stat, 'weights', notes)} | {_value(t, stat, null, notes)}"
+                 for _, stat, null in columns[:-1]]
+        cells.append(_value(t, "entropy_ratio", "weights", notes, ".3f"))
         table.add_row(t.name, f"{t.rows}×{t.columns}", str(t.sample_rows), *cells)
-    return table
+    return table, notes
 
 
 def _claims_table(analysis: ModelAnalysis) -> Table:
+    from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+
+    verdict_style = {HOLDS: "bold green", FAILS: "bold red", INCONCLUSIVE: "bold yellow"}
     table = Table(title="the seed's claims")
     table.add_column("claim", overflow="fold")
     table.add_column("seed's number")
     table.add_column("verdict")
     table.add_column("evidence", overflow="fold")
     for c in analysis.claims:
-        table.add_row(c.claim, c.seed_number, f"[{_VERDICT_STYLE[c.verdict]}]{c.verdict}[/]",
+        table.add_row(c.claim, c.seed_number, f"[{verdict_style[c.verdict]}]{c.verdict}[/]",
                       c.evidence)
     return table

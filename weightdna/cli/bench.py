@@ -8,17 +8,22 @@ from pathlib import Path
 
 from rich.table import Table
 
-from weightdna.baselines.report import write_report
-from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, rate_distortion
-from weightdna.cli import console, err_console
-from weightdna.cli._engine import check_output
-from weightdna.dna import select_tensors
+from weightdna.cli import console, err_console, examples
+from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
-from weightdna.weights import load_weights
+
+COMMANDS = {"bench": "benchmarks: rate–distortion against peers"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="benchmarks: rate–distortion against peers")
+    from weightdna.baselines.sweep import METHODS
+
+    parser = subparsers.add_parser(
+        "bench", help=COMMANDS["bench"],
+        epilog=examples("weightdna bench rd model.safetensors -o rd",
+                        "weightdna bench rd --help   # its options"),
+    )
     commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
     rd = commands.add_parser(
         "rd",
@@ -31,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "ZipNN, at settings spanning RATES bits per weight. Writes NAME.md (SNR at equal "
             "size, every point), NAME.json and NAME.png (bits per weight against SNR, with "
             "the Gaussian bound 6.02·R dB). Missing optional peers are listed as skipped."
+        ),
+        epilog=examples(
+            "weightdna bench rd model.safetensors -o rd",
+            "weightdna bench rd model.safetensors --rates 2,4,8 --methods weightdna,rtn,svd",
         ),
     )
     rd.add_argument("model", help="model file or Hugging Face model folder")
@@ -71,6 +80,11 @@ def _floats(text: str) -> list[float]:
 
 
 def run_rd(args: argparse.Namespace) -> int:
+    from weightdna.baselines.report import write_report
+    from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, rate_distortion
+    from weightdna.dna import select_tensors
+    from weightdna.weights import load_weights
+
     weights = load_weights(args.model)
     infos = [i for i in select_tensors(weights, args.tensors or None) if i.numel]
     stem = args.name or Path(weights.path).stem.removesuffix(".safetensors") or "model"
@@ -97,7 +111,7 @@ def run_rd(args: argparse.Namespace) -> int:
     for rate in rd.rates:
         cells = [rd.snr_at(m, rate) for m in shown]
         table.add_row(f"{rate:g}", *("—" if c is None else f"{c:.2f}" for c in cells))
-    console.print(table)
+    print_table(table)
     for name, why in rd.skipped.items():
         console.print(f"skipped {name}: {why}", highlight=False)
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False)

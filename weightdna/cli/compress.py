@@ -10,21 +10,27 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console, printable
-from weightdna.cli._engine import check_output
-from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
-from weightdna.codec.container import DnaFile, read_dna_file
-from weightdna.codec.quality import summary, warnings
-from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES, Target
+from weightdna.cli import console, err_console, examples, printable
+from weightdna.cli._output import check_output
+from weightdna.cli._progress import JobBar, job_progress
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
-from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING, OutputCheck
-from weightdna.weights import load_weights
 
 if TYPE_CHECKING:
     import torch
+
+    from weightdna.codec.compress import CompressionReport
+    from weightdna.codec.container import DnaFile
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.outputs import OutputCheck
+    from weightdna.weights import ModelWeights
+
+COMMANDS = {
+    "compress": "compress a model's weights to a .dna file under a size or accuracy target",
+    "decompress": "decode a .dna file back to safetensors",
+}
 
 TARGET_FLAGS = {
     "bits_per_weight": "--bits-per-weight",
@@ -35,9 +41,11 @@ TARGET_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES
+
     parser = subparsers.add_parser(
         "compress",
-        help="compress a model's weights to a .dna file under a size or accuracy target",
+        help=COMMANDS["compress"],
         description=(
             "Code every tensor of a model in the representation that meets the target at "
             "the fewest bits: quantised (trellis-coded, NNCodec's 8-state dependent "
@@ -52,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "tensors by equal rate-distortion slope of the --objective. Every figure "
             "printed is measured on the coded file, and tensors that lost most of "
             "their weights are named in a warning."
+        ),
+        epilog=examples(
+            "weightdna compress model.safetensors -o model.dna --snr 30",
+            "weightdna compress model.safetensors -o model.dna --bits-per-weight 3",
+            "weightdna compress bert_folder/ -o bert.dna --snr 25 --calibration auto",
+            "weightdna compress model.safetensors -o model.dna --lossless",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
@@ -114,10 +128,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     restore = subparsers.add_parser(
         "decompress",
-        help="decode a .dna file back to safetensors",
+        help=COMMANDS["decompress"],
         description=(
             "Decode every tensor of a .dna file (checking every checksum) and write them "
             "as safetensors with their original names, shapes and dtypes."
+        ),
+        epilog=examples(
+            "weightdna decompress model.dna -o restored.safetensors",
+            "weightdna evaluate model.safetensors restored.safetensors   # does it still work?",
         ),
     )
     restore.add_argument("file", help="a .dna file written by `weightdna compress`")
@@ -127,6 +145,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _target(args: argparse.Namespace) -> Target:
+    from weightdna.codec.ratecontrol import Target
+
     if args.lossless:
         if args.per_tensor:
             raise InvalidInputError("--per-tensor applies to --snr and --psnr.")
@@ -141,11 +161,40 @@ def _target(args: argparse.Namespace) -> Target:
                             + " or --lossless.")
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-    )
+def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
+    """Targets that are valid but cannot mean what the user thinks: said, not refused."""
+    import torch
+
+    floats = [i for i in weights if getattr(torch, i.dtype).is_floating_point and i.numel]
+    if target.kind in ("snr", "psnr") and target.value <= 0:
+        flag = TARGET_FLAGS[target.kind]
+        return [f"{flag} {target.value:g} allows an error as large as the weights themselves "
+                "(0 dB: every weight may become 0); SNR targets that keep a model working "
+                "are usually 20-40 dB."]
+    if target.kind in ("snr", "psnr") and floats:
+        # Rounding to a float format of m mantissa bits alone gives about 6.02·m dB.
+        widest = max(floats, key=lambda i: torch.finfo(getattr(torch, i.dtype)).bits)
+        ceiling = 6.02 * (1 - math.log2(torch.finfo(getattr(torch, widest.dtype)).eps))
+        if target.value > ceiling:
+            return [f"{TARGET_FLAGS[target.kind]} {target.value:g} is above the about "
+                    f"{ceiling:.0f} dB that {widest.dtype} itself can hold: every tensor will "
+                    "be stored exactly; --lossless says so directly."]
+    if target.kind == "bits_per_weight" and weights.total_numel:
+        source = 8 * sum(i.nbytes for i in weights) / weights.total_numel
+        if target.value >= source:
+            return [f"--bits-per-weight {target.value:g} is not below the {source:.3g} bits "
+                    "per weight the source itself takes: nothing needs to be given up, and the "
+                    "file may be no smaller than the original; --lossless keeps every bit."]
+    return []
+
+
+def _plan(target: Target) -> dict[str, int]:
+    """The stages compress_model reports, with their expected passes: a whole-model target
+    allocates and encodes every tensor once per round of its rate control (up to
+    MEASURE_ROUNDS; usually two or three)."""
+    if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
+        return {"analysing": 1, "writing": 1}
+    return {"analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
 
 
 def _db(value: float | None) -> str:
@@ -175,6 +224,8 @@ def _table(report: CompressionReport) -> Table:
 
 
 def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
+    from weightdna.codec.quality import warnings
+
     def number(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(x) else x
 
@@ -204,6 +255,12 @@ def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.quality import summary, warnings
+    from weightdna.codec.ratecontrol import CANDIDATES
+    from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING
+    from weightdna.weights import load_weights
+
     target = _target(args)
     representations = [r.strip() for r in args.representations.split(",") if r.strip()]
     unknown = set(representations) - set(CANDIDATES)
@@ -214,6 +271,8 @@ def run_compress(args: argparse.Namespace) -> int:
         representations.append("quantized")
     check_output(args.output, args.force)
     weights = load_weights(args.model)
+    for warning in _target_warnings(target, weights):
+        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     calibration = None
     if args.calibration == "auto":
         if target.kind in ("max_abs_error", "lossless"):
@@ -230,12 +289,8 @@ def run_compress(args: argparse.Namespace) -> int:
         from weightdna.evaluate.calibration import sensitivity_for_file
 
         sensitivity = sensitivity_for_file(args.model)
-    with _progress() as bar:
-        task = bar.add_task("reading", total=None)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "compress", _plan(target))
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
@@ -245,7 +300,7 @@ def run_compress(args: argparse.Namespace) -> int:
     if args.json:
         console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)
         return 0
-    console.print(_table(report))
+    print_table(_table(report))
     console.print(
         f"wrote {printable(report.output)}: {report.file_bytes:,} bytes, "
         f"{report.bits_per_weight:.3f} bits per weight on disk ({report.weights:,} weights), "
@@ -272,6 +327,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
 def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
     """`weightdna.evaluate.outputs.check_outputs` on the file just written."""
+    from weightdna.codec.container import read_dna_file
     from weightdna.evaluate.outputs import check_outputs
 
     dna = read_dna_file(report.output)
@@ -297,14 +353,12 @@ class _Decoded(Mapping):
 
 
 def run_decompress(args: argparse.Namespace) -> int:
+    from weightdna.codec.compress import decompress_model
+
     started = time.perf_counter()
     check_output(args.output, args.force)
-    with _progress() as bar:
-        task = bar.add_task("decoding", total=None)
-
-        def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
                                        progress=progress)
     console.print(f"wrote {printable(args.output)}: {count} tensors, {size:,} bytes, "

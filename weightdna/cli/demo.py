@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from weightdna.cli import console, err_console
-from weightdna.cli._engine import TrainingProgress
+from weightdna.cli import console, err_console, examples
 
+COMMANDS = {
+    "demo": "the default job: analyse, compress, restore and evaluate the digits CNN or MiniLM",
+}
 DEFAULT_OUTPUT = Path("out/demo")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
-        help="the default job: analyse, compress, restore and evaluate the digits CNN or MiniLM",
+        help=COMMANDS["demo"],
         description=(
             "The whole pipeline on an embedded default: train the small digits CNN with "
             "weightdna's NumPy engine (or reuse the one an earlier run saved), analyse its "
@@ -27,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "matrices takes 3-5 minutes, --quick analyses and compresses only layer 0 and the "
             "position embeddings. The demo owns the files in its output folder and "
             "replaces them."
+        ),
+        epilog=examples(
+            "weightdna demo",
+            "weightdna demo --model minilm --quick -o out/minilm",
         ),
     )
     parser.add_argument("--model", choices=("cnn", "minilm"), default="cnn",
@@ -50,9 +56,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.atomic import check_writable
+    from weightdna.cli._engine import TrainingProgress
     from weightdna.codec.ratecontrol import Target
     from weightdna.pipeline import run_demo
     from weightdna.train import train_digits_cnn
+
+    check_writable(Path(args.output) / "report.html")  # before minutes of work, not after
 
     def train(seed: int):
         with TrainingProgress("train cnn") as progress:

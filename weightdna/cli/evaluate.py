@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
+from weightdna.cli import console, examples
+from weightdna.cli._progress import JobBar, job_progress
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError, ModelFileError
-from weightdna.nn.model import Model, load_model
-from weightdna.weights import load_weights, minilm_path
 
+if TYPE_CHECKING:
+    from weightdna.nn.model import Model
+
+COMMANDS = {
+    "evaluate": "compare a model with its restored weights on the task it was made for",
+}
 TASKS = ("auto", "digits", "sentences")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
-        help="compare a model with its restored weights on the task it was made for",
+        help=COMMANDS["evaluate"],
         description=(
             "Load the original model and the restored weights (a safetensors file written "
             "by decompress or reconstruct, same tensor names) and measure what users care "
@@ -29,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "BERT sentence encoder such as all-MiniLM-L6-v2 embeds a fixed set of sentences "
             "with both weight sets; reports the cosine between each sentence's two "
             "embeddings and the Spearman correlation of the pairwise-similarity matrices."
+        ),
+        epilog=examples(
+            "weightdna evaluate digits_cnn.safetensors restored.safetensors",
+            "weightdna evaluate minilm restored.safetensors --json",
         ),
     )
     parser.add_argument(
@@ -48,6 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _engine_model(path: str) -> Model | None:
     """The engine model saved at ``path``; None when it is not one."""
+    from weightdna.nn.model import load_model
+
     try:
         return load_model(path)
     except ModelFileError:
@@ -56,6 +68,8 @@ def _engine_model(path: str) -> Model | None:
 
 def _bert_folder(original: str) -> tuple[Path, Path]:
     """(weights, folder with config.json and the tokenizer) for a BERT ``original``."""
+    from weightdna.weights import minilm_path
+
     if original == "minilm":
         folder = minilm_path()
         return folder, folder
@@ -70,6 +84,7 @@ def _bert_folder(original: str) -> tuple[Path, Path]:
 
 def _evaluate_digits(original: str, restored: str) -> dict:
     from weightdna.evaluate import accuracy_of_restored
+    from weightdna.weights import load_weights
 
     model = _engine_model(original)
     if model is None:
@@ -83,19 +98,12 @@ def _evaluate_digits(original: str, restored: str) -> dict:
 def _evaluate_sentences(original: str, restored: str, sentences: str | None,
                         batch_size: int) -> dict:
     from weightdna.evaluate import load_sentences, sentence_fidelity
+    from weightdna.weights import load_weights
 
     weights, folder = _bert_folder(original)
     texts = load_sentences(sentences)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:
-        tasks: dict[str, int] = {}
-
-        def progress(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(f"embedding ({stage})", total=total)
-            bar.update(tasks[stage], completed=done)
-
+    with job_progress() as bar:
+        progress = JobBar(bar, "embedding", {"original": 1, "restored": 1})
         result = sentence_fidelity(load_weights(weights).state_dict(),
                                    load_weights(restored).state_dict(), texts, folder,
                                    batch_size, progress)
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(json.dumps(result, indent=2), markup=False, highlight=False,
                       soft_wrap=True)
     else:
-        console.print(_table(result, args.original, args.restored))
+        print_table(_table(result, args.original, args.restored))
     return 0
 
 

@@ -7,19 +7,28 @@ from pathlib import Path
 
 from rich.table import Table
 
-from weightdna.cli import console
-from weightdna.cli._engine import check_output
+from weightdna.cli import console, examples
+from weightdna.cli._output import check_output
+from weightdna.cli._tables import print_table
+
+COMMANDS = {
+    "experiment": "run an experiment with the engine (overparam: error against network size)",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "experiment",
-        help="run an experiment with the engine (overparam: error against network size)",
+        help=COMMANDS["experiment"],
         description=(
             "overparam: train one-hidden-layer MLPs on digits with widths from far fewer to "
             "far more parameters than the 1437 training examples, and write their training "
             "and test error against parameter count (overparam.json, overparam.csv, "
             "overparam.png) into the output folder. About half a minute on one core."
+        ),
+        epilog=examples(
+            "weightdna experiment overparam -o out/overparam",
+            "weightdna experiment overparam --widths 1,8,64,512 --epochs 20",
         ),
     )
     parser.add_argument("name", choices=["overparam"], help="which experiment")
@@ -82,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
             f"{row.parameters / result.train_examples:.2f}",
             f"{row.train_error:.4f}", f"{row.test_error:.4f}",
         )
-    console.print(table)
+    print_table(table)
     for path in paths.values():
         console.print(f"wrote {path}", highlight=False)
     return 0

@@ -3,30 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, TextColumn
 from rich.table import Table
 
-from weightdna.cli import console, err_console
-from weightdna.dna.fit import ARCHITECTURES, PRECISIONS, SCHEDULES, FitConfig
-from weightdna.dna.metrics import PSNR_NORMALISATIONS, ErrorMetrics
-from weightdna.dna.model import (
-    GRANULARITIES,
-    TARGET_NORMALISATIONS,
-    ModelDNA,
-    ModelFitProgress,
-    fit_model,
-)
-from weightdna.errors import OutputExistsError
-from weightdna.weights import load_weights, save_weights
+from weightdna.cli import console, err_console, examples
+from weightdna.cli._output import check_output
+from weightdna.cli._progress import job_progress
+from weightdna.cli._tables import print_table
+
+if TYPE_CHECKING:
+    from weightdna.dna.metrics import ErrorMetrics
+    from weightdna.dna.model import ModelDNA, ModelFitProgress
+
+COMMANDS = {
+    "fit": "fit a coordinate network (the DNA) to a model's weights",
+    "reconstruct": "write the weights a .dna.pt file predicts, as safetensors",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.dna.fit import ARCHITECTURES, PRECISIONS, SCHEDULES
+    from weightdna.dna.metrics import PSNR_NORMALISATIONS
+    from weightdna.dna.model import GRANULARITIES, TARGET_NORMALISATIONS
+
     fit = subparsers.add_parser(
         "fit",
-        help="fit a coordinate network (the DNA) to a model's weights",
+        help=COMMANDS["fit"],
         description=(
             "Fit a SIREN (or a Fourier-feature or plain ReLU MLP) to the weights of a model, "
             "one network per tensor, per role or for the whole model, on the four "
@@ -34,10 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "named), SNR, relative and maximum error per tensor, and the held-out error "
             "with --holdout. Writes a .dna.pt file that `weightdna reconstruct` reads."
         ),
+        epilog=examples(
+            "weightdna fit model.safetensors -o model.dna.pt --steps 500",
+            "weightdna fit model.safetensors -o model.dna.pt --granularity group --holdout 0.2",
+            "weightdna fit model.safetensors -o model.dna.pt --resume model.dna.pt.ckpt",
+        ),
     )
     fit.add_argument("model", help="model file or Hugging Face model folder")
     fit.add_argument("-o", "--output", required=True, help="the .dna.pt file to write")
-    fit.add_argument("--architecture", choices=ARCHITECTURES, default="siren")
+    fit.add_argument("--architecture", choices=ARCHITECTURES, default="siren",
+                     help="siren: sine activations; fourier: Fourier features then ReLU; "
+                          "relu: a plain ReLU MLP")
     fit.add_argument("--width", type=int, default=64, help="units per layer (default 64)")
     fit.add_argument("--depth", type=int, default=3,
                      help="sine (or ReLU) layers before the linear output (default 3)")
@@ -48,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     fit.add_argument("--batch-size", type=int, default=16384,
                      help="coordinates per step; all of them when fewer (default 16384)")
-    fit.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    fit.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                     help="learning-rate schedule over the steps")
     fit.add_argument("--clip", type=float, default=1.0,
                      help="maximum gradient norm, 0 for none (default 1)")
     fit.add_argument("--patience", type=int, default=0,
@@ -57,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fit.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     fit.add_argument("--precision", choices=PRECISIONS, default="float32",
                      help="bfloat16 autocast applies on CUDA only")
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--seed", type=int, default=0,
+                     help="seed of the networks' initialisation, batches and held-out split")
     fit.add_argument("--holdout", type=float, default=0.0, metavar="FRACTION",
                      help="fraction of coordinates kept out of training; their error is "
                           "reported beside the training error")
@@ -74,16 +91,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="steps between checkpoints, 0 for none (default 1000)")
     fit.add_argument("--resume", metavar="CHECKPOINT",
                      help="continue an interrupted fit from its checkpoint")
+    fit.add_argument("--json", action="store_true",
+                     help="print the results as JSON (full names and numbers) instead of a table")
     fit.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     fit.set_defaults(func=run_fit)
 
     rec = subparsers.add_parser(
         "reconstruct",
-        help="write the weights a .dna.pt file predicts, as safetensors",
+        help=COMMANDS["reconstruct"],
         description=(
             "Evaluate every network of a .dna.pt file at its tensors' coordinates and write "
             "all tensors (fitted ones predicted, the others copied exactly) with their "
             "original names, shapes and dtypes."
+        ),
+        epilog=examples(
+            "weightdna reconstruct model.dna.pt -o restored.safetensors",
         ),
     )
     rec.add_argument("dna", help="a .dna.pt file written by `weightdna fit`")
@@ -94,9 +116,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise OutputExistsError(f"{output} exists; choose another name or use --force.")
+    from weightdna.dna.fit import FitConfig
+    from weightdna.dna.model import fit_model
+    from weightdna.weights import load_weights
+
+    output = check_output(args.output, args.force)
     config = FitConfig(
         architecture=args.architecture, width=args.width, depth=args.depth,
         omega0=args.omega0, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
@@ -131,7 +155,10 @@ def run_fit(args: argparse.Namespace) -> int:
     dna.save(output, overwrite=args.force)
     if default_checkpoint and checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
-    console.print(_table(dna))
+    if args.json:
+        console.print(_as_json(dna, output), markup=False, highlight=False, soft_wrap=True)
+        return 0
+    print_table(_table(dna))
     console.print(
         f"wrote {output}: {len(dna.networks)} network(s), {dna.parameter_count:,} DNA "
         f"parameters for {dna.fitted_numel:,} weights (ratio "
@@ -142,9 +169,10 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    output = Path(args.output)
-    if output.exists() and not args.force:
-        raise OutputExistsError(f"{output} exists; choose another name or use --force.")
+    from weightdna.dna.model import ModelDNA
+    from weightdna.weights import save_weights
+
+    output = check_output(args.output, args.force)
     dna = ModelDNA.load(args.dna)
     tensors = dna.reconstruct(device=args.device)
     metadata = {"format": "pt", "weightdna": f"reconstructed from the DNA {Path(args.dna).name}"}
@@ -159,12 +187,35 @@ _PSNR_RULE = {"maxabs": "MAX = max|w| per tensor", "range": "MAX = max(w) − mi
 
 
 def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[psnr]}"),
-        TextColumn("{task.fields[snr]}"), TimeElapsedColumn(),
-        console=err_console, transient=True, disable=not err_console.is_terminal,
-    )
+    return job_progress(TextColumn("{task.fields[loss]}"), TextColumn("{task.fields[psnr]}"),
+                        TextColumn("{task.fields[snr]}"))
+
+
+def _as_json(dna: ModelDNA, output: Path) -> str:
+    def plain(m: ErrorMetrics | None) -> dict | None:
+        # JSON has no infinity: an exact fit's PSNR and SNR are null.
+        return None if m is None else {k: v if not isinstance(v, float) or math.isfinite(v)
+                                       else None for k, v in m.as_dict().items()}
+
+    return json.dumps({
+        "output": str(output),
+        "source": dna.source,
+        "config": dataclasses.asdict(dna.config),
+        "granularity": dna.granularity,
+        "target_normalisation": dna.target_normalisation,
+        "psnr_normalisation": dna.psnr_normalisation,
+        "parameters": dna.parameter_count,
+        "fitted_weights": dna.fitted_numel,
+        "metrics": plain(dna.metrics),
+        "holdout_metrics": plain(dna.holdout_metrics),
+        "tensors": [
+            {"name": name, "shape": list(t.shape), "dtype": t.dtype, "network": t.network,
+             "network_parameters": dna.networks[t.network].parameter_count,
+             "metrics": plain(t.metrics), "holdout_metrics": plain(t.holdout_metrics)}
+            for name, t in dna.tensors.items()
+        ],
+        "kept_exactly": sorted(dna.kept),
+    }, indent=2)
 
 
 def _db(x: float) -> str:

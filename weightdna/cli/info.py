@@ -5,25 +5,32 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console, err_console, printable
-from weightdna.codec.container import DnaFile, read_dna_file
-from weightdna.codec.dtypes import DTYPES
-from weightdna.codec.quality import TensorQuality, summary, warnings
-from weightdna.weights.roles import infer_role
+from weightdna.cli import console, err_console, examples, printable
+from weightdna.cli._tables import print_table
+
+if TYPE_CHECKING:
+    from weightdna.codec.container import DnaFile
+
+COMMANDS = {"info": "show what a .dna file holds: tensors, representations, bits, errors"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "info",
-        help="show what a .dna file holds: tensors, representations, bits, errors",
+        help=COMMANDS["info"],
         description=(
             "Read a .dna file, check its structure and checksums, and list every tensor with "
             "its representation, its size on disk in bits per weight and the error the "
             "encoder measured. Bits per weight count the tensor's sections; the header is "
             "reported separately."
+        ),
+        epilog=examples(
+            "weightdna info model.dna",
+            "weightdna info model.dna --json > model.json",
         ),
     )
     parser.add_argument("file", help="a .dna file")
@@ -47,6 +54,9 @@ def _describe(entry: dict) -> str:
 
 
 def _rows(dna: DnaFile) -> list[dict]:
+    from weightdna.codec.dtypes import DTYPES
+    from weightdna.weights.roles import infer_role
+
     rows = []
     for entry in dna.entries:
         numel = math.prod(entry["shape"])
@@ -74,6 +84,9 @@ def _no_snr(row: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.codec.container import read_dna_file
+    from weightdna.codec.quality import TensorQuality, summary, warnings
+
     dna = read_dna_file(args.file)
     rows = _rows(dna)
     weights = sum(math.prod(e["shape"]) for e in dna.entries)
@@ -110,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             "-" if row["max_abs_error"] is None else f"{row['max_abs_error']:.3g}",
             f"{row['snr_db']:.2f}" if row["snr_db"] is not None else _no_snr(row),
         )
-    console.print(table)
+    print_table(table)
     bpw = overview["bits_per_weight"]
     console.print(
         f"{len(rows)} tensors, {weights} weights, {dna.file_bytes} bytes "
@@ -119,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         highlight=False,
     )
     line = summary(quality)
-    if line:  # names from the file: as escapes, never as markup or control characters
+    if line:
+        # names from the file: as escapes, never as markup or control characters
         console.print(printable(line), highlight=False)
     for note in notes:
         err_console.print(f"warning: {printable(note)}", style="yellow", highlight=False)

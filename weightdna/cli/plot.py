@@ -6,23 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
-from weightdna.cli import console
-from weightdna.cli._engine import TrainingProgress, check_output
+from weightdna.cli import console, examples
+from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError, ModelFileError
-from weightdna.train import (
-    RECIPES,
-    SPIRAL_CLASSES,
-    SPIRAL_VALIDATION_OFFSET,
-    SPIRAL_VALIDATION_POINTS,
-    train_recipe,
-)
+
+COMMANDS = {
+    "plot": "draw the engine's pictures: activations, training curves, decision boundary, "
+            "momentum",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.train import RECIPES
+
     parser = subparsers.add_parser(
         "plot",
-        help="draw the engine's pictures: activations, training curves, decision boundary, "
-        "momentum",
+        help=COMMANDS["plot"],
         description=(
             "Write one PNG. activations: ReLU, Sigmoid, Tanh and Sine with their derivatives. "
             "training: loss and accuracy per epoch, of a recipe trained now (--recipe) or of a "
@@ -30,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "decision boundary over a fresh spiral, for a model saved by `weightdna train "
             "spiral` (--model) or trained now. momentum: the paths of SGD with and without "
             "momentum on an elongated quadratic."
+        ),
+        epilog=examples(
+            "weightdna plot activations -o activations.png",
+            "weightdna plot training --history history.json -o training.png",
+            "weightdna plot boundary --model spiral.safetensors -o boundary.png",
         ),
     )
     parser.add_argument(
@@ -86,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(recipe: str, args: argparse.Namespace):  # -> TrainingRun
+    from weightdna.cli._engine import TrainingProgress
+    from weightdna.train import train_recipe
+
     with TrainingProgress(f"train {recipe}") as progress:
         return train_recipe(recipe, epochs=args.epochs, seed=args.seed, callbacks=[progress])
 
@@ -94,6 +101,11 @@ def _boundary(args: argparse.Namespace, output: Path) -> Path:
     from weightdna import plots
     from weightdna.data import spiral_data
     from weightdna.nn.model import Model
+    from weightdna.train import (
+        SPIRAL_CLASSES,
+        SPIRAL_VALIDATION_OFFSET,
+        SPIRAL_VALIDATION_POINTS,
+    )
 
     if args.model:
         model = Model.load(args.model)

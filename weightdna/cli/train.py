@@ -6,15 +6,20 @@ import argparse
 import json
 
 from weightdna.atomic import write_text_atomic
-from weightdna.cli import console
-from weightdna.cli._engine import TrainingProgress, check_output
-from weightdna.train import RECIPES, train_recipe
+from weightdna.cli import console, examples
+from weightdna.cli._output import check_output
+
+COMMANDS = {
+    "train": "train a reference model with the NumPy engine and save it as safetensors",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.train import RECIPES
+
     parser = subparsers.add_parser(
         "train",
-        help="train a reference model with the NumPy engine and save it as safetensors",
+        help=COMMANDS["train"],
         description=(
             "Train one of the engine's reference models with a fixed seed and save its "
             "weights (named layers.{i}.weight / layers.{i}.bias, as torch.nn.Sequential "
@@ -22,6 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "spiral: an MLP on seed 002's three interleaved spirals, judged on a fresh "
             "spiral; mlp: an MLP on scikit-learn's 8x8 digits; cnn: a small CNN on the same "
             "digits."
+        ),
+        epilog=examples(
+            "weightdna train cnn -o digits_cnn.safetensors",
+            "weightdna train spiral -o spiral.safetensors --epochs 50 --history history.json",
         ),
     )
     parser.add_argument("model", choices=sorted(RECIPES), help="which reference model")
@@ -42,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.cli._engine import TrainingProgress
+    from weightdna.train import train_recipe
+
     output = check_output(args.output, args.force)
     history_path = check_output(args.history, args.force) if args.history else None
     with TrainingProgress(f"train {args.model}") as progress:

@@ -5,21 +5,33 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console
+from weightdna.cli import console, examples
+from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
-from weightdna.weights import ROLES, ModelWeights, load_weights
+
+if TYPE_CHECKING:
+    from weightdna.weights import ModelWeights
+
+COMMANDS = {"weights": "list a model's tensors: name, shape, dtype, role, layer"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from weightdna.weights import ROLES
+
     parser = subparsers.add_parser(
         "weights",
-        help="list a model's tensors: name, shape, dtype, role, layer",
+        help=COMMANDS["weights"],
         description=(
             "Read a model (safetensors, .pt/.pth/.bin, .npz, ONNX or a Hugging Face folder) "
             "and list every tensor with its role and layer, then totals per role."
+        ),
+        epilog=examples(
+            "weightdna weights model.safetensors",
+            "weightdna weights bert_folder/ --role 'cls.*=other' --json",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder")
@@ -35,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from weightdna.weights import load_weights
+
     weights = load_weights(args.model, roles=_parse_roles(args.role))
     if args.json:
         console.print(json.dumps(_as_json(weights), indent=2), markup=False, highlight=False,
@@ -48,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         layer = "—" if info.layer is None else str(info.layer)
         shape = "×".join(map(str, info.shape)) or "scalar"
         table.add_row(info.name, shape, info.dtype, info.role, layer, f"{info.numel:,}")
-    console.print(table)
-    console.print(_totals_table(weights))
+    print_table(table)
+    print_table(_totals_table(weights))
     return 0
 
 
@@ -64,6 +78,8 @@ def _parse_roles(pairs: list[str]) -> dict[str, str]:
 
 
 def _totals(weights: ModelWeights) -> dict[str, dict[str, int]]:
+    from weightdna.weights import ROLES
+
     totals: dict[str, dict[str, int]] = defaultdict(lambda: {"tensors": 0, "numel": 0, "bytes": 0})
     for info in weights:
         row = totals[info.role]

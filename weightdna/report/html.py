@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
+from weightdna.analysis.claims import ABOUT_SEED, FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
 from weightdna.plots import DPI, new_figure
 
@@ -35,6 +35,7 @@ th { background: #f0f0f0; }
 td.name, td.text { text-align: left; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 .rule { color: #555; font-size: 0.85em; }
+.undefined { color: #8a5a00; font-size: 0.85em; }
 """
 
 
@@ -54,9 +55,12 @@ def render_analysis_html(
         f"<title>weightdna analysis: {_e(analysis.path)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Weight analysis of {_e(analysis.path)}</h1>",
+        "<h2>What was found</h2>",
+        plain_summary(analysis),
         _summary(analysis),
         *extra,
         "<h2>The seed's claims</h2>",
+        f"<p>{_e(ABOUT_SEED)}</p>",
         _claims_table(analysis),
         "<h2>DNA at the seed's ratio, and the complexity bound</h2>",
         _dna_table(analysis),
@@ -105,6 +109,50 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     if isinstance(x, float) and math.isinf(x):
         return "∞" if x > 0 else "−∞"
     return f"{x:.{digits}g}"
+
+
+def plain_summary(analysis: ModelAnalysis) -> str:
+    """The findings in plain words, claim by claim, for a reader who skips the tables."""
+    claims = analysis.claims
+    if not claims:
+        return "<p>No claim could be judged: no tensor was analysed.</p>"
+    counts = {v: sum(c.verdict == v for c in claims) for v in (HOLDS, FAILS, INCONCLUSIVE)}
+    random_like = [c for c in claims if _like_random(c)]
+    lead = (
+        f"<p>{len(analysis.tensors)} tensors of {_e(analysis.path)} were measured "
+        f"against the seed's {len(claims)} claims about trained weights: {counts[HOLDS]} "
+        f"hold, {counts[FAILS]} fail, {counts[INCONCLUSIVE]} are inconclusive."
+    )
+    if len(random_like) * 2 > len(claims):
+        lead += (" On most measures these weights are indistinguishable from the same "
+                 "weights shuffled or from Gaussian noise of the same variance: the "
+                 "structure the seed describes is not there.")
+    items = []
+    for c in claims:
+        nulls = ", ".join(f"{which} {_fmt(v)}" for which, v in c.nulls.items())
+        if c.verdict == HOLDS:
+            meaning = "The weights differ from random ones here, as the seed says."
+        elif c.verdict == FAILS and c in random_like:
+            meaning = "Random weights give the same value: this measure sees no structure."
+        elif c.verdict == FAILS:
+            meaning = "The weights lie outside the seed's range."
+        else:
+            meaning = ("Not decided: tensors disagree, the value sits at an end of the "
+                       "range, or random weights reach it too (the rule is in the table).")
+        items.append(
+            f"<li><b>{_e(c.claim)}</b>: <b>{c.verdict}</b>. The seed says "
+            f"{_e(c.seed_number)}; the weights give {_fmt(c.value)} (median over tensors; "
+            f"{_e(nulls)}). {meaning}</li>"
+        )
+    return lead + "</p>\n<ul>\n" + "\n".join(items) + "\n</ul>"
+
+
+def _like_random(c) -> bool:  # c: ClaimVerdict
+    """The claim's value within 10% of every null's: the measure does not tell them apart."""
+    nulls = [v for v in c.nulls.values() if v is not None and math.isfinite(v)]
+    if not nulls or c.value is None or not math.isfinite(c.value):
+        return False
+    return all(abs(c.value - v) <= 0.1 * max(abs(v), 1e-12) for v in nulls)
 
 
 def _summary(analysis: ModelAnalysis) -> str:
@@ -174,11 +222,20 @@ def _shade(score: float) -> str:
     return f" style='background:rgb({level},255,{level})'"
 
 
+def _undefined(reason: str) -> str:
+    return f"<span class='undefined' title='{_e(reason)}'>undefined ({_e(reason)})</span>"
+
+
 def _cell(t: TensorAnalysis, stat: str, null: str, lower_is_structure: bool = True) -> str:
     """'weights | null' with a shade when the weights are apart from the null in that direction."""
     m, n = t.stats.get(stat, {}).get("weights"), t.stats.get(stat, {}).get(null)
     if m is None or n is None:
-        return "<td>–</td>"
+        reason = t.undefined(stat)
+        return f"<td>{_undefined(reason) if reason else '–'}</td>"
+    shown = [t.undefined(stat, which) for which in ("weights", null)]
+    if any(shown):
+        parts = [_undefined(r) if r else _fmt(x.value) for r, x in zip(shown, (m, n), strict=True)]
+        return f"<td>{parts[0]} | {parts[1]}</td>"
     score = math.nan
     if m.separated_from(n) and n.value != 0:
         gap = (n.value - m.value) if lower_is_structure else (m.value - n.value)
@@ -270,6 +327,7 @@ def _histogram_figure(tensors: Sequence[TensorAnalysis]) -> bytes:
         ax.set_yscale("log")
         ax.set_title(_short(t.name), fontsize=8)
         ax.set_xlabel("w")
+        ax.set_ylabel("density (log scale)")
         ax.legend(fontsize=7)
     return _png(fig)
 
@@ -303,5 +361,6 @@ def _lipschitz_figure(tensors: Sequence[TensorAnalysis]) -> bytes:
         ax.axvspan(np.log10(5), np.log10(10), color="tab:green", alpha=0.15, label="claim 5–10")
         ax.set_title(_short(t.name), fontsize=8)
         ax.set_xlabel("log₁₀ |Δw|/|Δc|")
+        ax.set_ylabel("density")
         ax.legend(fontsize=7)
     return _png(fig)
