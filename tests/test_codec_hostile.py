@@ -302,8 +302,8 @@ def test_a_near_constant_tensor_still_fits_its_few_bytes() -> None:
 
 
 def test_a_dna_beyond_the_work_limit_is_refused(tmp_path: Path) -> None:
-    # Width 1024, depth 1: under the old limit (parameters × elements ≤ 2^40) this evaluated
-    # for about 100 s here; sines make most of its cost.
+    # Width 1024, depth 1 on 2.1M elements: under the old limit (parameters × elements ≤
+    # 2^40) this would evaluate for about 50 s here (24 µs per element, mostly sines).
     assert dna_work(1024, 1, 1 << 21) > MAX_DNA_WORK >= dna_work(32, 2, 3_400_000)
 
     def change(header: dict, blobs: dict) -> None:

@@ -28,11 +28,11 @@ MAX_OMEGA0 = 1e4
 # of every sine layer, and a fixed overhead (coordinates, copies). Measured on the
 # development machine (float64 torch, 2 shared cores; `tests/test_codec_hostile.py` times
 # it): about 7·10^9 multiply-adds/s, and a sine costs as much as ~128 of them, the overhead
-# ~512. A file may ask for at most MAX_DNA_WORK units: about 2-5 s there, whatever the
+# ~512. A file may ask for at most MAX_DNA_WORK units: about 3-6 s there, whatever the
 # network's shape. The encoder's default DNA (width 32, depth 2: 1185 parameters, ~9.9k
 # units per element) fits on tensors of up to 3.4M elements — BERT-base's largest matrices
 # (2.4M) included — and the encoder never writes a DNA beyond the limit. 2^40 (the old
-# limit) let a 2 MB file decode for up to two minutes.
+# limit) let a 2 MB file decode for 17-113 s (issue 12).
 DNA_SINE_COST = 128
 SIREN_CHUNK_FLOATS = 1 << 21
 DNA_ELEMENT_COST = 512
