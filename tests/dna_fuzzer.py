@@ -45,6 +45,7 @@ import functools
 import json
 import math
 import random
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -203,9 +204,9 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
             order.append((i, role))
         header["tensors"][i]["sections"] = {role: [0, 0, 0] for role in sections}
     seed = Seed(name, version, header, blobs, order)
-    dna = read_dna_file(_write(seed.data, Path("/dev/shm") if Path("/dev/shm").is_dir()
-                                else Path("/tmp"), f"seed-{name}"), max_memory=MEMORY_LIMIT)
-    seed.reference = [dna.tensor(n, max_memory=MEMORY_LIMIT) for n in dna.names]
+    with tempfile.TemporaryDirectory() as folder:
+        dna = read_dna_file(_write(seed.data, Path(folder), "seed"), max_memory=MEMORY_LIMIT)
+        seed.reference = [dna.tensor(n, max_memory=MEMORY_LIMIT) for n in dna.names]
     return seed
 
 
