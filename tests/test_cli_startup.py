@@ -34,10 +34,21 @@ def test_top_level_imports_nothing_heavy(argv: list[str]) -> None:
     assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
 
 
-@pytest.mark.parametrize("command", ["info", "evaluate", "experiment", "demo"])
-def test_light_commands_help_imports_nothing_heavy(command: str) -> None:
+@pytest.mark.parametrize("command", ["info", "evaluate", "experiment", "demo", "compress",
+                                     "decompress", "weights", "fit", "reconstruct", "analyze",
+                                     "bench"])
+def test_commands_help_imports_nothing_heavy(command: str) -> None:
+    # A command's --help reads its choices from light modules (codec/options.py,
+    # dna/options.py, analysis/settings.py, baselines/methods.py, weights/roles.py).
     modules = _imported_after(f"from weightdna.cli import main; main([{command!r}, '--help'])")
     assert modules.isdisjoint(HEAVY), sorted(modules & set(HEAVY))
+
+
+@pytest.mark.parametrize("command", ["train", "plot"])
+def test_engine_commands_help_imports_numpy_only(command: str) -> None:
+    # Their choices are the engine's (NumPy only); nothing heavier.
+    modules = _imported_after(f"from weightdna.cli import main; main([{command!r}, '--help'])")
+    assert modules.isdisjoint(set(HEAVY) - {"numpy"}), sorted(modules & set(HEAVY))
 
 
 def test_version_and_help_print(capsys) -> None:

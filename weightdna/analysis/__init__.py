@@ -9,43 +9,34 @@ the graph of (coordinates, value) (LipschitzConstant, LocalLinearity), or the va
 ``judge_claims`` gives each of the seed's claims a verdict (rules in ``claims``).
 """
 
-from weightdna.analysis.baselines import gaussian_like, null_baselines, shuffled_like
-from weightdna.analysis.claims import CLAIMS, ClaimVerdict, judge, judge_claims
-from weightdna.analysis.complexity import DNAProbe, probe_dna
-from weightdna.analysis.correlation_dimension import CorrelationDimension
-from weightdna.analysis.entropy import Entropy
-from weightdna.analysis.likelihood import MLEDimension
-from weightdna.analysis.linearity import LocalLinearity
-from weightdna.analysis.lipschitz import LipschitzConstant
-from weightdna.analysis.local_dimension import LocalDimension
-from weightdna.analysis.measure import Measure
-from weightdna.analysis.pca import PCAEnergy
-from weightdna.analysis.run import AnalysisSettings, ModelAnalysis, TensorAnalysis, analyze_weights
-from weightdna.analysis.sampling import bootstrap_interval
-from weightdna.analysis.twonn import TwoNN
+from weightdna._lazy import lazy_exports
 
-__all__ = [
-    "CLAIMS",
-    "AnalysisSettings",
-    "ClaimVerdict",
-    "CorrelationDimension",
-    "DNAProbe",
-    "Measure",
-    "ModelAnalysis",
-    "TensorAnalysis",
-    "Entropy",
-    "LipschitzConstant",
-    "LocalDimension",
-    "LocalLinearity",
-    "MLEDimension",
-    "PCAEnergy",
-    "TwoNN",
-    "analyze_weights",
-    "bootstrap_interval",
-    "gaussian_like",
-    "judge",
-    "judge_claims",
-    "null_baselines",
-    "probe_dna",
-    "shuffled_like",
-]
+# Imported on first use: a light submodule (a command's choices) is read without
+# the rest, which imports torch.
+_EXPORTS = {
+    "AnalysisSettings": "run",
+    "CLAIMS": "claims",
+    "ClaimVerdict": "claims",
+    "CorrelationDimension": "correlation_dimension",
+    "DNAProbe": "complexity",
+    "Entropy": "entropy",
+    "LipschitzConstant": "lipschitz",
+    "LocalDimension": "local_dimension",
+    "LocalLinearity": "linearity",
+    "MLEDimension": "likelihood",
+    "Measure": "measure",
+    "ModelAnalysis": "run",
+    "PCAEnergy": "pca",
+    "TensorAnalysis": "run",
+    "TwoNN": "twonn",
+    "analyze_weights": "run",
+    "bootstrap_interval": "sampling",
+    "gaussian_like": "baselines",
+    "judge": "claims",
+    "judge_claims": "claims",
+    "null_baselines": "baselines",
+    "probe_dna": "complexity",
+    "shuffled_like": "baselines",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

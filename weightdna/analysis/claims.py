@@ -37,15 +37,6 @@ VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 
 Range = tuple[float | None, float | None]
 
-# Said wherever the claims are shown (analyze's help and table, the report).
-ABOUT_SEED = (
-    "The seed is the set of documents weightdna was started from. They claim that trained "
-    "weights have structure random weights lack (few principal components, a low intrinsic "
-    "dimension, smoothness between neighbouring coordinates, low entropy) and that a small "
-    "coordinate network (the DNA) reproduces them at a high ratio. Each claim is tested on "
-    "these weights beside the same statistic on the weights shuffled and on Gaussian weights: "
-    "it holds, fails, or is inconclusive."
-)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from weightdna.analysis.local_dimension import LocalDimension
 from weightdna.analysis.measure import Measure, plain
 from weightdna.analysis.pca import PCAEnergy
 from weightdna.analysis.sampling import as_generator, bootstrap_interval, sample_indices
+from weightdna.analysis.settings import AnalysisSettings
 from weightdna.analysis.twonn import TwoNN
 from weightdna.coords import matrix_shape
 from weightdna.errors import InvalidInputError, WeightDNAError
@@ -54,25 +55,6 @@ N_BOOTSTRAP = 20
 Progress = Callable[[int, int, str], None]
 
 
-@dataclass
-class AnalysisSettings:
-    """Knobs of ``analyze_weights``; the defaults analyse all-MiniLM-L6-v2 in minutes."""
-
-    max_rows: int = 2000
-    seed: int = 0
-    n_neighbors: int = 100
-    local_points: int = 200
-    correlation_points: int = 1000
-    knn_points: int = 1000
-    dna_tensors: int = 4
-    dna_max_values: int = 32768
-    dna_steps: int = 500
-    dna_ratio: float = 22.0
-    dna_holdout: float = 0.2
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON values."""
-        return dict(self.__dict__)
 
 
 # Dimension estimates; one below _ZERO_DIMENSION is rounding noise around 0, not a dimension.

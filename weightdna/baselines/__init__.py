@@ -5,29 +5,28 @@ bits per weight from those bytes, SNR, PSNR (max-abs normalisation), maximum err
 encode/decode seconds. ZipNN and NNCodec are optional; without them they are skipped.
 """
 
-from weightdna.baselines.lossless import run_zipnn, run_zstd, zipnn_available
-from weightdna.baselines.lowrank import full_rank, rank_for_rate, run_svd
-from weightdna.baselines.nncodec import nncodec_available, qp_for_step, run_nncodec
-from weightdna.baselines.pruning import keep_fraction_for_rate, run_pruning
-from weightdna.baselines.result import BaselineResult, measure, pool, run_codec
-from weightdna.baselines.rtn import RTN_BITS, run_rtn
+from weightdna._lazy import lazy_exports
 
-__all__ = [
-    "RTN_BITS",
-    "BaselineResult",
-    "full_rank",
-    "keep_fraction_for_rate",
-    "measure",
-    "nncodec_available",
-    "pool",
-    "qp_for_step",
-    "rank_for_rate",
-    "run_codec",
-    "run_nncodec",
-    "run_pruning",
-    "run_rtn",
-    "run_svd",
-    "run_zipnn",
-    "run_zstd",
-    "zipnn_available",
-]
+# Imported on first use: a light submodule (a command's choices) is read without
+# the rest, which imports torch.
+_EXPORTS = {
+    "BaselineResult": "result",
+    "RTN_BITS": "rtn",
+    "full_rank": "lowrank",
+    "keep_fraction_for_rate": "pruning",
+    "measure": "result",
+    "nncodec_available": "nncodec",
+    "pool": "result",
+    "qp_for_step": "nncodec",
+    "rank_for_rate": "lowrank",
+    "run_codec": "result",
+    "run_nncodec": "nncodec",
+    "run_pruning": "pruning",
+    "run_rtn": "rtn",
+    "run_svd": "lowrank",
+    "run_zipnn": "lossless",
+    "run_zstd": "lossless",
+    "zipnn_available": "lossless",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

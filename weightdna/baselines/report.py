@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from weightdna.atomic import save_figure_atomic, write_text_atomic
-from weightdna.baselines.sweep import DNA_CODEC, DNA_STEP, METHODS, RATE_TOLERANCE, RateDistortion
+from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS
+from weightdna.baselines.sweep import RATE_TOLERANCE, RateDistortion
 
 # Rate–distortion function of a memoryless Gaussian source: D(R) = σ²·2^(−2R).
 GAUSSIAN_DB_PER_BIT = 20 * math.log10(2)  # 6.02

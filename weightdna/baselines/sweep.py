@@ -17,6 +17,7 @@ import torch
 
 from weightdna.baselines.lossless import run_zipnn, run_zstd, zipnn_available
 from weightdna.baselines.lowrank import rank_for_rate, run_svd
+from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS
 from weightdna.baselines.nncodec import nncodec_available, qp_for_step, run_nncodec
 from weightdna.baselines.pruning import keep_fraction_for_rate, run_pruning
 from weightdna.baselines.result import BaselineResult, measure, pool
@@ -27,9 +28,6 @@ from weightdna.codec.ratecontrol import Target
 from weightdna.errors import InvalidInputError, WeightDNAError
 from weightdna.weights import ModelWeights
 
-DNA_CODEC = "weightdna"
-DNA_STEP = "weightdna-step"
-METHODS = (DNA_CODEC, DNA_STEP, "nncodec", "rtn", "svd", "pruning", "zstd", "zipnn")
 # A run that meets a bits-per-weight target lands just under it: a point this close below
 # a rate stands for that rate (conservative: its SNR is that of fewer bits).
 RATE_TOLERANCE = 0.05

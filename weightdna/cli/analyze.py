@@ -23,8 +23,7 @@ COMMANDS = {"analyze": "measure the structure of a model's weights and judge the
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.analysis.claims import ABOUT_SEED
-    from weightdna.analysis.run import AnalysisSettings
+    from weightdna.analysis.settings import ABOUT_SEED, AnalysisSettings
 
     parser = subparsers.add_parser(
         "analyze",
@@ -65,8 +64,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from weightdna.analysis.claims import ABOUT_SEED
-    from weightdna.analysis.run import AnalysisSettings, analyze_weights
+    from weightdna.analysis.run import analyze_weights
+    from weightdna.analysis.settings import ABOUT_SEED, AnalysisSettings
     from weightdna.weights import load_weights
 
     json_path = None

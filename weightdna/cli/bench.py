@@ -17,7 +17,7 @@ COMMANDS = {"bench": "benchmarks: rate–distortion against peers"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.baselines.sweep import METHODS
+    from weightdna.baselines.methods import METHODS
 
     parser = subparsers.add_parser(
         "bench", help=COMMANDS["bench"],

@@ -41,7 +41,7 @@ TARGET_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.codec.ratecontrol import CANDIDATES, OBJECTIVES
+    from weightdna.codec.options import CANDIDATES, OBJECTIVES
 
     parser = subparsers.add_parser(
         "compress",

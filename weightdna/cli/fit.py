@@ -28,9 +28,14 @@ COMMANDS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.dna.fit import ARCHITECTURES, PRECISIONS, SCHEDULES
-    from weightdna.dna.metrics import PSNR_NORMALISATIONS
-    from weightdna.dna.model import GRANULARITIES, TARGET_NORMALISATIONS
+    from weightdna.dna.options import (
+        ARCHITECTURES,
+        GRANULARITIES,
+        PRECISIONS,
+        PSNR_NORMALISATIONS,
+        SCHEDULES,
+        TARGET_NORMALISATIONS,
+    )
 
     fit = subparsers.add_parser(
         "fit",

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from weightdna.codec.options import CANDIDATES, OBJECTIVES, TARGET_KINDS
 from weightdna.codec.prediction import (
     Prediction,
     dna_prediction,
@@ -54,8 +55,6 @@ from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import TensorInfo
 
-TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
-CANDIDATES = ("quantized", "lowrank", "dna")
 SAMPLE_ELEMENTS = 1 << 20
 # Elements of a whole-tensor float64 figure (|w|, a prediction, a residual) computed at a
 # time: temporaries of 2 MiB, the size of the encoder's (they reuse each other's room).
@@ -76,7 +75,6 @@ DEADZONES = (0.0, 0.1, 0.2)
 # rounding with a deadzone does better on Laplace-like data).
 TRELLIS_MIN_ELEMENTS = 1 << 12
 TRELLIS_MIN_BITS = 0.5
-OBJECTIVES = ("layer", "relative", "mse")
 # A row whose mean square is this far below the median row's counts as this far below (an
 # all-zero row would otherwise ask for a step of 0). The median, not the mean: a few rows
 # 10³× larger would lift a mean-based floor above every other row.

@@ -30,12 +30,9 @@ from torch import nn
 from weightdna.atomic import atomic_output
 from weightdna.dna.fourier import FourierFeatureMLP, ReluMLP
 from weightdna.dna.metrics import ErrorMetrics, ErrorTally, decibels
+from weightdna.dna.options import ARCHITECTURES, PRECISIONS, SCHEDULES
 from weightdna.dna.siren import Siren
 from weightdna.errors import InvalidInputError, ModelFileError
-
-ARCHITECTURES = ("siren", "fourier", "relu")
-SCHEDULES = ("cosine", "step", "constant")
-PRECISIONS = ("float32", "bfloat16")
 
 # Fields that do not change the numbers a fit produces; a checkpoint may be resumed with
 # different values of these.

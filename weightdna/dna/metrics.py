@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-PSNR_NORMALISATIONS = ("maxabs", "range")
+from weightdna.dna.options import PSNR_NORMALISATIONS
 
 ArrayLike = np.ndarray | torch.Tensor
 

@@ -46,11 +46,10 @@ from weightdna.dna.fit import (
     save_checkpoint,
 )
 from weightdna.dna.metrics import PSNR_NORMALISATIONS, ErrorMetrics, ErrorTally, psnr_peak
+from weightdna.dna.options import GRANULARITIES, TARGET_NORMALISATIONS
 from weightdna.errors import InvalidInputError, ModelFileError, OutputExistsError
 from weightdna.weights import ModelWeights, TensorInfo
 
-GRANULARITIES = ("tensor", "group", "model")
-TARGET_NORMALISATIONS = ("standard", "maxabs", "none")
 DNA_FORMAT = "weightdna.dna.pt"
 DNA_VERSION = 1
 COORDINATE_COUNT = 4

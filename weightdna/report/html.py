@@ -15,8 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from weightdna.analysis.claims import ABOUT_SEED, FAILS, HOLDS, INCONCLUSIVE
+from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
+from weightdna.analysis.settings import ABOUT_SEED
 from weightdna.plots import DPI, new_figure
 
 MAX_FEATURED = 6

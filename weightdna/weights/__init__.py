@@ -5,21 +5,21 @@ and ONNX; ``ModelWeights`` lists every tensor as a ``TensorInfo`` (role, layer, 
 reads values on demand; ``save_weights`` writes safetensors. Needs nothing else of weightdna.
 """
 
-from weightdna.weights.load import detect_format, find_state_dict, load_weights
-from weightdna.weights.minilm import minilm_path
-from weightdna.weights.model import ModelWeights, TensorInfo
-from weightdna.weights.roles import ROLES, infer_role, split_layer
-from weightdna.weights.save import save_weights
+from weightdna._lazy import lazy_exports
 
-__all__ = [
-    "ROLES",
-    "ModelWeights",
-    "TensorInfo",
-    "detect_format",
-    "find_state_dict",
-    "infer_role",
-    "load_weights",
-    "minilm_path",
-    "save_weights",
-    "split_layer",
-]
+# Imported on first use: a light submodule (a command's choices) is read without
+# the rest, which imports torch.
+_EXPORTS = {
+    "ModelWeights": "model",
+    "ROLES": "roles",
+    "TensorInfo": "model",
+    "detect_format": "load",
+    "find_state_dict": "load",
+    "infer_role": "roles",
+    "load_weights": "load",
+    "minilm_path": "minilm",
+    "save_weights": "save",
+    "split_layer": "roles",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

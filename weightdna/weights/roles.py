@@ -13,10 +13,12 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable, Mapping, Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from weightdna.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 ROLES = ("matrix", "conv", "bias", "norm", "embedding", "statistic", "constant", "other",
          "buffer")
