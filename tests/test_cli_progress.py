@@ -60,3 +60,24 @@ def test_compress_reports_what_the_plan_expects(tmp_path: Path) -> None:
     compress_model(load_weights(path), tmp_path / "m.dna", Target("snr", 25.0),
                    progress=lambda stage, done, total: stages.append(stage))
     assert set(stages) == {"analysing", "allocating", "encoding", "writing"}
+
+
+def test_stage_shares_move_one_bar_by_their_weight() -> None:
+    # The demo's bar: each stage scaled to its share; a count repeated (600 batches over
+    # 200 units) is the same pass, not a new round; the total is known from the start.
+    progress = Progress(disable=True)
+    bar = JobBar(progress, "demo", units={"training": 2, "analysing": 6, "report": 1})
+    calls = [("training", i, 600) for i in range(601)] + [("analysing", i, 10)
+                                                          for i in range(11)]
+    calls += [("report", 0, 1)]
+    seen = []
+    for call in calls:
+        bar(*call)
+        task = progress.tasks[0]
+        seen.append((task.completed, task.total, task.description))
+    assert all(total == 900 for _, total, _ in seen)
+    completed = [c for c, _, _ in seen]
+    assert completed == sorted(completed)
+    assert not any("round" in d for _, _, d in seen)
+    assert completed[600] == 200 and completed[611] == 800  # training done; analysis done
+    assert seen[-1][2] == "demo: report"

@@ -15,7 +15,12 @@ from weightdna.atomic import write_text_atomic
 from weightdna.baselines.report import markdown as rd_markdown
 from weightdna.baselines.report import plot as plot_rd
 from weightdna.baselines.sweep import DNA_CODEC, RateDistortion, rate_distortion
-from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
+from weightdna.codec.compress import (
+    CompressionReport,
+    Progress,
+    compress_model,
+    decompress_model,
+)
 from weightdna.codec.ratecontrol import CANDIDATES, Target
 from weightdna.dna import select_tensors
 from weightdna.errors import InvalidInputError, ModelFileError
@@ -74,6 +79,7 @@ def run_demo(
     quick: bool = False,
     sentences: int | None = None,
     say: Say | None = None,
+    progress: Progress | None = None,
 ) -> DemoResult:
     """Run the whole pipeline on ``model`` ("cnn" or "minilm"), writing into ``directory``.
 
@@ -81,20 +87,30 @@ def run_demo(
     a model already at ``directory/cnn.safetensors`` is reused unless ``retrain``.
     MiniLM only: ``quick`` restricts analysis and compression to QUICK_TENSORS;
     ``sentences`` embeds only the first that many of the bundled sentences.
+    ``progress(stage, done, total)``: the stages of `DEMO_STAGES` as they start (training's
+    batches and analysis's tensors counted as they go).
     """
     if model not in MODELS:
         raise InvalidInputError(f"unknown demo model {model!r}; choose from {', '.join(MODELS)}")
     say = say or (lambda message: None)
+    report = progress or (lambda stage, done, total: None)
     directory.mkdir(parents=True, exist_ok=True)
     if model == "minilm":
-        return _run_minilm(directory, target, quick, sentences, say)
+        return _run_minilm(directory, target, quick, sentences, say, report)
     if quick or sentences is not None:
         raise InvalidInputError("--quick and the sentence count apply to --model minilm only")
-    return _run_cnn(directory, seed, target, retrain, train, say)
+    return _run_cnn(directory, seed, target, retrain, train, say, report)
+
+
+# The demo's stages, in order, with their share of the job's time on the CNN (measured:
+# analysis dominates); `run_demo` reports each as it runs.
+DEMO_STAGES = {"training": 2, "analysing": 6, "compressing": 1, "restoring": 1,
+               "evaluating": 1, "rate-distortion": 2, "report": 1}
+
 
 
 def _run_cnn(directory: Path, seed: int, target: Target, retrain: bool,
-             train: Callable[[int], object] | None, say: Say) -> DemoResult:
+             train: Callable[[int], object] | None, say: Say, report: Progress) -> DemoResult:
     from weightdna.plots import plot_training
     from weightdna.train import train_digits_cnn
 
@@ -118,18 +134,23 @@ def _run_cnn(directory: Path, seed: int, target: Target, retrain: bool,
     weights = load_weights(paths["model"])
 
     say("analysing its weights against shuffled and Gaussian nulls")
-    analysis = analyze_weights(weights)
+    analysis = analyze_weights(weights, progress=_tensors_done(say, report))
 
     say(f"compressing at {target.describe()}")
+    report("compressing", 0, 1)
     compression = compress_model(weights, paths["dna"], target, overwrite=True)
     say("restoring")
+    report("restoring", 0, 1)
     decompress_model(paths["dna"], paths["restored"], overwrite=True)
+    report("evaluating", 0, 1)
     restored = load_weights(paths["restored"]).state_dict()
     accuracy = accuracy_of_restored(paths["model"], restored, seed=seed)
 
     say("rate-distortion sweep beside the peers")
+    report("rate-distortion", 0, 1)
     tensors = {info.name: weights.tensor(info.name) for info in weights.float_infos()}
     rd = rate_distortion(tensors, DEMO_RD_RATES, DEMO_RD_METHODS, progress=say)
+    report("report", 0, 1)
     plot_rd(rd, paths["rd_plot"], "digits CNN",
             mark=_own_point(compression, weights, list(tensors), target))
     write_text_atomic(paths["rd_table"], rd_markdown(rd, "digits CNN"))
@@ -140,7 +161,7 @@ def _run_cnn(directory: Path, seed: int, target: Target, retrain: bool,
 
 
 def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | None,
-                say: Say) -> DemoResult:
+                say: Say, report: Progress) -> DemoResult:
     """The pipeline on the installed all-MiniLM-L6-v2 (MissingDependencyError without it)."""
     if sentences is not None and sentences < 2:
         raise InvalidInputError(f"embed at least 2 sentences, not {sentences}")
@@ -155,11 +176,12 @@ def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | N
     }
     if quick:
         say("analysing layer 0 and the position embeddings against shuffled and Gaussian nulls")
-        analysis = analyze_weights(weights, QUICK_TENSORS, QUICK_ANALYSIS, _every_tenth(say))
+        analysis = analyze_weights(weights, QUICK_TENSORS, QUICK_ANALYSIS,
+                                   _tensors_done(say, report))
     else:
         say("analysing every matrix against shuffled and Gaussian nulls (minutes; --quick "
             "analyses layer 0 and the position embeddings only)")
-        analysis = analyze_weights(weights, progress=_every_tenth(say))
+        analysis = analyze_weights(weights, progress=_tensors_done(say, report))
 
     compressed: tuple[str, ...] = ()
     coded, representations = weights, CANDIDATES
@@ -169,18 +191,22 @@ def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | N
         representations = QUICK_REPRESENTATIONS
     say(f"compressing {'the quick tensors' if quick else 'the whole model'} at "
         f"{target.describe()}")
+    report("compressing", 0, 1)
     compression = compress_model(coded, paths["dna"], target, representations=representations,
                                  overwrite=True)
     say("restoring")
+    report("restoring", 0, 1)
     decompress_model(paths["dna"], paths["restored"], overwrite=True)
     original = weights.state_dict()
     restored = {**original, **load_weights(paths["restored"]).state_dict()}
     texts = load_sentences()
     texts = texts[:sentences] if sentences is not None else texts
     say(f"embedding {len(texts)} sentences with the original and the restored weights")
+    report("evaluating", 0, 1)
     fidelity = sentence_fidelity(original, restored, texts, folder)
 
     say("rate-distortion sweep beside the peers")
+    report("rate-distortion", 0, 1)
     rd_names = [info.name for info in select_tensors(weights,
                                                      QUICK_RD_TENSORS if quick else QUICK_TENSORS)]
     rd = rate_distortion({n: weights.tensor(n) for n in rd_names}, DEMO_RD_RATES,
@@ -189,6 +215,7 @@ def _run_minilm(directory: Path, target: Target, quick: bool, sentences: int | N
     plot_rd(rd, paths["rd_plot"], title, mark=_own_point(compression, weights, rd_names, target))
     write_text_atomic(paths["rd_table"], rd_markdown(rd, title))
 
+    report("report", 0, 1)
     result = DemoResult(folder / "model.safetensors", False, analysis, compression, fidelity,
                         rd, paths, "minilm", compressed)
     write_text_atomic(paths["report"], render_analysis_html(analysis, sections=_sections(result)))
@@ -223,8 +250,10 @@ def _own_point(compression: CompressionReport, weights: ModelWeights, names: lis
     return 8 * nbytes / count, snr, f"{label}, these tensors' sections"
 
 
-def _every_tenth(say: Say) -> Callable[[int, int, str], None]:
+def _tensors_done(say: Say, report: Progress) -> Callable[[int, int, str], None]:
+    """The analysis's progress: every tenth tensor said, every tensor reported."""
     def progress(done: int, total: int, label: str) -> None:
+        report("analysing", done, total)
         if done % 10 == 0 and done < total:
             say(f"  tensor {done + 1}/{total}: {label}")
 

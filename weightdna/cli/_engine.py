@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -59,3 +60,18 @@ class TrainingProgress(Callback):
             parts.append(f"val acc {logs['val_accuracy']:.3f}")
         self._progress.update(self._task, status="  ".join(parts))
 
+
+
+class TrainingToJob(Callback):
+    """Training's batches reported as ``stage`` of a whole job's bar (`JobBar`)."""
+
+    def __init__(self, report: Callable[[str, int, int], None], stage: str) -> None:
+        self.report, self.stage = report, stage
+        self._total = self._per_epoch = 0
+
+    def on_train_begin(self, epochs: int, batches_per_epoch: int) -> None:
+        self._total, self._per_epoch = epochs * batches_per_epoch, batches_per_epoch
+        self.report(self.stage, 0, self._total)
+
+    def on_batch_end(self, epoch: int, batch: int) -> None:
+        self.report(self.stage, epoch * self._per_epoch + batch + 1, self._total)

@@ -40,26 +40,38 @@ class JobBar:
     one pass. A stage's units per pass are its ``total``; before it first reports, the
     largest total seen so far stands in for it. When another stage reports, the pass of the
     one before it is over (a library reports a stage's start, not always its end).
+    units: instead, each stage's share of the job ({stage: weight}, one pass each, all known
+    from the start): a stage's count is scaled to 100 × its weight, so that stages of very
+    different counts (epochs' batches, tensors) move the bar by their share of the time.
     """
 
     def __init__(self, progress: Progress, description: str,
-                 plan: Mapping[str, int] | None = None) -> None:
+                 plan: Mapping[str, int] | None = None,
+                 units: Mapping[str, float] | None = None) -> None:
         self._progress = progress
         self._description = description
-        self._plan = dict(plan or {})
+        self._units = {stage: max(1, round(100 * weight)) for stage, weight
+                       in (units or {}).items()}
+        self._plan = dict(plan or dict.fromkeys(self._units, 1))
+        self._totals: dict[str, int] = dict(self._units)
         self._task = progress.add_task(description, total=None)
-        self._totals: dict[str, int] = {}
         self._passes: dict[str, int] = {}  # passes finished
         self._done: dict[str, int] = {}    # units of the pass under way
         self._current: str | None = None
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage in self._units:  # one pass, scaled to the stage's share, never back
+            done = max(self._units[stage] * done // max(total, 1), self._done.get(stage, 0))
+            total = self._units[stage]
+            again = False
+        else:  # the counter went back: the stage runs again
+            again = stage in self._done and done <= self._done[stage]
         if self._current not in (None, stage):
             # The job moved on: the stage's pass is over, whatever it last reported.
             self._done[self._current] = self._totals[self._current]
         self._current = stage
-        if stage in self._done and done <= self._done[stage]:
-            self._passes[stage] += 1  # the counter went back: the stage runs again
+        if again:
+            self._passes[stage] += 1
             self._done[stage] = 0
         self._passes.setdefault(stage, 0)
         self._plan.setdefault(stage, 1)

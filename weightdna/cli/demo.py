@@ -57,24 +57,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from weightdna.atomic import check_writable
-    from weightdna.cli._engine import TrainingProgress
+    from weightdna.cli._engine import TrainingToJob
+    from weightdna.cli._progress import JobBar, job_progress
     from weightdna.codec.ratecontrol import Target
-    from weightdna.pipeline import run_demo
+    from weightdna.pipeline import DEMO_STAGES, run_demo
     from weightdna.train import train_digits_cnn
 
     check_writable(Path(args.output) / "report.html")  # before minutes of work, not after
 
-    def train(seed: int):
-        with TrainingProgress("train cnn") as progress:
-            return train_digits_cnn(seed=seed, callbacks=[progress])
-
     def say(message: str) -> None:
         err_console.print(f"[dim]·[/] {message}", highlight=False)
 
-    result = run_demo(
-        Path(args.output), model=args.model, seed=args.seed, target=Target("snr", args.snr),
-        retrain=args.retrain, train=train, quick=args.quick, sentences=args.sentences, say=say,
-    )
+    stages = {s: w for s, w in DEMO_STAGES.items() if args.model == "cnn" or s != "training"}
+    with job_progress() as progress:  # one bar for the whole demo (a terminal only)
+        bar = JobBar(progress, "demo", units=stages)
+
+        def train(seed: int):
+            return train_digits_cnn(seed=seed, callbacks=[TrainingToJob(bar, "training")])
+
+        result = run_demo(
+            Path(args.output), model=args.model, seed=args.seed,
+            target=Target("snr", args.snr), retrain=args.retrain, train=train,
+            quick=args.quick, sentences=args.sentences, say=say, progress=bar,
+        )
     c, e = result.compression, result.evaluation
     verdicts = ", ".join(f"{claim.key} {claim.verdict}" for claim in result.analysis.claims)
     console.print(f"[bold]claims[/]  {verdicts}", highlight=False)
