@@ -113,18 +113,6 @@ def section_boundaries(data: bytes) -> list[int]:
     return sorted(ends | {PREFIX.size, 8, 12, 16, 20})
 
 
-def json_paths(node: object, prefix: tuple = ()) -> list[tuple]:
-    """Every path (keys and indices) into a JSON value, containers included."""
-    paths = [prefix]
-    if isinstance(node, dict):
-        for key, value in node.items():
-            paths += json_paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            paths += json_paths(value, (*prefix, i))
-    return paths
-
-
 ABSURD = [
     -1,
     0,
@@ -236,7 +224,7 @@ def test_random_bytes_after_a_valid_prefix(workdir: Path, data: st.DataObject) -
 @given(data=st.data())
 def test_absurd_header_values(original: bytes, workdir: Path, data: st.DataObject) -> None:
     header, area = split(original)
-    path = data.draw(st.sampled_from(json_paths(header)))
+    path = data.draw(st.sampled_from(fuzzer.json_paths(header)))
     action = data.draw(st.sampled_from(["replace", "replace", "delete", "add"]))
     value = data.draw(st.sampled_from(ABSURD) | JSON_VALUES)
     mutant = mutate(header, path, action, value)
