@@ -38,7 +38,8 @@ import torch
 from safetensors.torch import save_file
 
 from weightdna.codec.compress import compress_model, decompress_model
-from weightdna.codec.ratecontrol import OBJECTIVES, Target
+from weightdna.codec.options import OBJECTIVES
+from weightdna.codec.ratecontrol import Target
 from weightdna.errors import WeightDNAError
 from weightdna.weights import load_weights
 

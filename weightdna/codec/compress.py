@@ -31,13 +31,13 @@ from weightdna.codec.gptq import Calibration
 from weightdna.codec.quality import TensorQuality
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
-    OBJECTIVES,
     Allocation,
     Choice,
     Target,
     TensorCandidates,
     apply_objective,
     bisect_step,
+    check_objective,
     drop_samples,
     pooled_figures,
     resample,
@@ -354,9 +354,7 @@ def compress_model(
     started = time.perf_counter()
     output = Path(output)
     _check_paths(weights.path, output, overwrite)
-    if objective not in OBJECTIVES:
-        raise InvalidInputError(f"unknown objective {objective!r}; use one of "
-                                f"{', '.join(OBJECTIVES)}.")
+    check_objective(objective)  # before any tensor is read
     if per_row and target.kind in ("max_abs_error", "lossless"):
         raise InvalidInputError("--per-row applies to bits-per-weight, SNR and PSNR targets.")
     report = progress or (lambda stage, done, total: None)

@@ -216,32 +216,26 @@ def _rows_per_block(values: np.ndarray) -> int:
     return rows_per_block(as_rows(values).shape[1], BLOCK_ELEMENTS)
 
 
-def _row_peaks(values: np.ndarray) -> np.ndarray:
-    """max |w| per row; one figure for a tensor of fewer than 2 dimensions (no per-row steps).
-    A block at a time: no whole-tensor temporary for |w|."""
+def _row_figures(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """max |w| and mean w² per row; one figure each for a tensor of fewer than 2 dimensions
+    (no per-row steps). One walk, a block at a time: no whole-tensor temporary for |w|."""
     if values.ndim < 2:
         flat = values.reshape(-1)
         blocks = (np.abs(flat[i : i + BLOCK_ELEMENTS]).max(initial=0.0)
                   for i in range(0, flat.size, BLOCK_ELEMENTS))
-        return np.array([float(max(blocks, default=0.0))])
+        peak = np.array([float(max(blocks, default=0.0))])
+        row = flat.reshape(1, -1)
+        return peak, np.einsum("ij,ij->i", row, row) / max(flat.size, 1)
     rows = as_rows(values)
     if not rows.size:
-        return np.zeros(rows.shape[0])
+        return np.zeros(rows.shape[0]), np.zeros(rows.shape[0])
     per_block = _rows_per_block(values)
-    return np.concatenate([np.abs(rows[i : i + per_block]).max(axis=1)
-                           for i in range(0, rows.shape[0], per_block)])
-
-
-def _row_mean_squares(values: np.ndarray) -> np.ndarray:
-    """Mean w² per row (one figure for a tensor of fewer than 2 dimensions), a block at a
-    time."""
-    rows = as_rows(values) if values.ndim >= 2 else values.reshape(1, -1)
-    if not rows.size:
-        return np.zeros(rows.shape[0])
-    per_block = _rows_per_block(values)
-    return np.concatenate([np.einsum("ij,ij->i", block, block) / rows.shape[1]
-                           for block in (rows[i : i + per_block]
-                                         for i in range(0, rows.shape[0], per_block))])
+    peaks, mean_squares = [], []
+    for start in range(0, rows.shape[0], per_block):
+        block = rows[start : start + per_block]
+        mean_squares.append(np.einsum("ij,ij->i", block, block) / rows.shape[1])
+        peaks.append(np.abs(block).max(axis=1))
+    return np.concatenate(peaks), np.concatenate(mean_squares)
 
 
 def _predicted_candidate(name: str, prediction: Prediction, values: np.ndarray) -> Candidate:
@@ -293,7 +287,8 @@ def tensor_candidates(
         )
     values = _finite_values(tensor)
     sample, scale = _sampled_rows(values)
-    candidates = [Candidate("quantized", None, sample, _row_peaks(values), 0.0)]
+    peaks, mean_squares = _row_figures(values)
+    candidates = [Candidate("quantized", None, sample, peaks, 0.0)]
     m, n = matrix_shape(values.shape)
     structured = values.ndim >= 2 and min(m, n) >= 8 and values.size >= DNA_MIN_ELEMENTS
     if structured and "lowrank" in representations:
@@ -318,8 +313,15 @@ def tensor_candidates(
         signal=float(np.dot(values.reshape(-1), values.reshape(-1))),
         peak=float(candidates[0].row_peak.max(initial=0.0)),  # max |w|, without a temporary
         scale=scale,
-        row_ms=_row_mean_squares(values),
+        row_ms=mean_squares,
     )
+
+
+def check_objective(objective: str) -> None:
+    """Refuse an objective not in OBJECTIVES."""
+    if objective not in OBJECTIVES:
+        raise InvalidInputError(f"unknown objective {objective!r}; use one of "
+                                f"{', '.join(OBJECTIVES)}.")
 
 
 def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False) -> None:
@@ -327,8 +329,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
     objective's weight of the whole tensor (its rows are still weighed against each
     other)."""
-    if objective not in OBJECTIVES:
-        raise InvalidInputError(f"unknown objective {objective!r}; use one of {OBJECTIVES}.")
+    check_objective(objective)
     tc.row_scale = None
     ms_t = tc.signal / max(tc.info.numel, 1)
     if objective == "mse" or not ms_t > 0 or tc.row_ms is None:

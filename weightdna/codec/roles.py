@@ -107,11 +107,11 @@ def encode_bounded(tensor: torch.Tensor, name: str) -> tuple[dict, dict[str, byt
     if its max |w| exceeds SPREAD_LIMIT × its median non-zero |w|."""
     magnitudes = tensor[torch.isfinite(tensor)].abs()
     peak = float(magnitudes.max()) if magnitudes.numel() else 0.0
-    exact = encode_tensor(tensor, name=name, lossless=True)
     if not peak > 0 or _whole_numbers(tensor):
-        return exact
+        return encode_tensor(tensor, name=name, lossless=True)
     if peak > SPREAD_LIMIT * float(magnitudes[magnitudes > 0].median()):
         return encode_relative(tensor, name)
+    exact = encode_tensor(tensor, name=name, lossless=True)
     coded = encode_tensor(tensor, name=name, max_abs_error=PEAK_FRACTION * peak)
     if sum(map(len, coded[1].values())) < sum(map(len, exact[1].values())):
         return coded
