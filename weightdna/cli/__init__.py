@@ -82,6 +82,11 @@ def printable(text: object, keep_newlines: bool = False) -> str:
     return escape(shown)
 
 
+def warn(message: str) -> None:
+    """``warning: message`` on stderr, in yellow, shown as it is (`printable`)."""
+    err_console.print(f"warning: {printable(message)}", style="yellow", highlight=False)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser with ``command``'s full parser, and every other command by name
     and one-line help only (enough for --help, --version and "invalid choice")."""

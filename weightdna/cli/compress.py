@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console, err_console, examples, printable
+from weightdna.cli import console, examples, printable, warn
 from weightdna.cli._output import check_output
 from weightdna.cli._progress import JobBar, job_progress
 from weightdna.cli._tables import print_table
@@ -272,7 +272,7 @@ def run_compress(args: argparse.Namespace) -> int:
     check_output(args.output, args.force)
     weights = load_weights(args.model)
     for warning in _target_warnings(target, weights):
-        err_console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        warn(warning)
     calibration = None
     if args.calibration == "auto":
         if target.kind in ("max_abs_error", "lossless"):
@@ -312,16 +312,15 @@ def run_compress(args: argparse.Namespace) -> int:
     quality = report.quality()
     line = summary(quality)
     if line:
-        console.print(line, highlight=False, markup=False)
+        console.print(printable(line), highlight=False)
     for warning in warnings(quality, report.snr_db):
-        err_console.print(f"warning: {warning}", style="yellow", highlight=False, markup=False)
+        warn(warning)
     if check is not None:
         console.print(check.describe(), highlight=False, markup=False)
         if check.diverged:
-            err_console.print(
-                f"warning: the restored model's outputs diverge from the original's (worst "
-                f"cosine {check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits "
-                "per weight.", style="yellow", highlight=False, markup=False)
+            warn(f"the restored model's outputs diverge from the original's (worst cosine "
+                 f"{check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits per "
+                 "weight.")
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.cli import console, err_console, examples, printable
+from weightdna.cli import console, examples, printable, warn
 from weightdna.cli._tables import print_table
 
 if TYPE_CHECKING:
@@ -136,5 +136,5 @@ def run(args: argparse.Namespace) -> int:
         # names from the file: as escapes, never as markup or control characters
         console.print(printable(line), highlight=False)
     for note in notes:
-        err_console.print(f"warning: {printable(note)}", style="yellow", highlight=False)
+        warn(note)
     return 0
