@@ -33,11 +33,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.compress import CompressionReport, compress_model, decompress_model
 from weightdna.codec.options import OBJECTIVES
 from weightdna.codec.ratecontrol import Target
 from weightdna.errors import WeightDNAError
@@ -50,25 +49,15 @@ def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def tensor_figures(original: State, restored: State) -> tuple[float, str, float, str]:
-    """(worst SNR, its tensor, largest zeroed share, its tensor) over float tensors of
-    more than one element that were not restored exactly."""
-    worst, worst_name, zeroed, zeroed_name = math.inf, "", 0.0, ""
-    for name, a in original.items():
-        if not a.dtype.is_floating_point or a.numel() < 2:
-            continue
-        x, y = a.double().numpy().ravel(), restored[name].double().numpy().ravel()
-        noise = float(np.square(x - y).sum())
-        if noise > 0:
-            snr = 10 * math.log10(float(np.square(x).sum()) / noise)
-            if snr < worst:
-                worst, worst_name = snr, name
-        nonzero = x != 0
-        if nonzero.any():
-            share = float((y[nonzero] == 0).mean())
-            if share > zeroed:
-                zeroed, zeroed_name = share, name
-    return worst, worst_name, zeroed, zeroed_name
+def tensor_figures(report: CompressionReport) -> tuple[float, str, float, str]:
+    """(worst SNR, its tensor, largest zeroed share, its tensor) over the lossy tensors, as
+    `compress_model` measured them on the coded file."""
+    lossy = [t for t in report.tensors if t.snr_db is not None]
+    worst = min(lossy, key=lambda t: t.snr_db, default=None)
+    zeroed = max((t for t in report.tensors if t.zeroed is not None),
+                 key=lambda t: t.zeroed, default=None)
+    return (math.inf if worst is None else worst.snr_db, "" if worst is None else worst.name,
+            0.0 if zeroed is None else zeroed.zeroed, "" if zeroed is None else zeroed.name)
 
 
 class Subject:
@@ -180,7 +169,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> d
     except Exception as exc:  # noqa: BLE001 - a restored graph that no longer runs scores 0
         say(f"  {subject.name} {objective} {rate}: the restored model does not run ({exc})")
         figure = 0.0
-    worst, worst_name, zeroed, zeroed_name = tensor_figures(original, restored)
+    worst, worst_name, zeroed, zeroed_name = tensor_figures(report)
     row = {"model": subject.name, "objective": objective, "rate": rate,
            "bits_per_weight": report.bits_per_weight, subject.unit: figure,
            "reference": subject.reference, "pooled_snr_db": report.snr_db,
