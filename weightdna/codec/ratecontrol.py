@@ -83,8 +83,9 @@ ROW_FLOOR = 1e-4
 PER_ROW_STEP_BITS = 32.0
 PER_ROW_MARGIN = 2.0
 # "layer": a tensor's error weighed by 1/N_t^LAYER_EXPONENT (1: once per tensor). 0.5 was
-# measured worse on the panel: MiniLM 0.969 against 0.976 at 3 bits/weight, the digits CNN
-# 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the model panel").
+# measured worse on the panel at format version 4: MiniLM 0.969 against 0.976 at 3
+# bits/weight, the digits CNN 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the
+# model panel").
 LAYER_EXPONENT = 1.0
 
 
