@@ -246,3 +246,21 @@ def test_panel_vision_net_keeps_its_function_without_data(tmp_path: Path) -> Non
         compress_model(load_weights(path), out, Target("bits_per_weight", rate))
         dna = read_dna_file(out)
         assert onnx_accuracy(path, {n: dna.tensor(n) for n in dna.names}) >= floor, rate
+
+
+def test_an_unknown_objective_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    weights = ModelWeights.from_tensors(batchnorm_model())
+    from weightdna.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="unknown objective 'bogus'; use one of layer"):
+        compress_model(weights, tmp_path / "m.dna", Target("bits_per_weight", 3.0),
+                       objective="bogus")
+    assert not (tmp_path / "m.dna").exists()
+    path = tmp_path / "bn.safetensors"
+    from safetensors.torch import save_file
+
+    save_file(batchnorm_model(), str(path))
+    with pytest.raises(SystemExit):  # argparse: a usage error naming the choices
+        main(["compress", str(path), "-o", str(tmp_path / "m.dna"), "--bits-per-weight", "3",
+              "--objective", "bogus"])
+    assert "invalid choice: 'bogus'" in capsys.readouterr().err
