@@ -238,6 +238,42 @@ def test_attention_key_biases_do_not_matter(tiny_bert) -> None:
     assert s["encoder.layer.1.attention.self.value.weight"] > 1e-4
 
 
+def test_synthetic_sensitivities_need_no_data(tiny_bert, mlp: Model) -> None:
+    """Random token sequences instead of sentences: the same softmax invariance shows (a
+    key bias moves nothing), the tensors that carry the signal are measured, and it is
+    refused where it was measured worse (the engine's digits models) or given data."""
+    folder, state = tiny_bert
+    s = sensitivity(state, folder=folder, synthetic=True)
+    assert set(s) == set(state)
+    assert max(s[f"encoder.layer.{i}.attention.self.key.bias"] for i in range(2)) < 1e-6
+    assert s["encoder.layer.1.attention.self.value.weight"] > 1e-4
+    assert s == sensitivity(state, folder=folder, synthetic=True)  # seeded
+    with pytest.raises(InvalidInputError, match="BERT models"):
+        sensitivity(mlp, synthetic=True)
+    with pytest.raises(InvalidInputError, match="no calibration data"):
+        sensitivity(state, TINY_SENTENCES, folder=folder, synthetic=True)
+
+
+@requires_minilm
+def test_random_token_batch_frames_ordinary_tokens() -> None:
+    """[CLS], 8 or more ordinary tokens (no [PAD], [UNK], [unusedN], [MASK]), [SEP], then
+    padding; seeded."""
+    from weightdna.bert import random_token_batch
+
+    vocab = (MINILM / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    ids, mask = random_token_batch(MINILM, len(vocab), 200, 24, np.random.default_rng(3))
+    assert ids.shape == mask.shape == (200, 24)
+    lengths = mask.sum(axis=1)
+    assert lengths.min() == 10 and lengths.max() == 24  # 8..22 tokens between the ends
+    for row, n in zip(ids, lengths, strict=True):
+        assert vocab[row[0]] == "[CLS]" and vocab[row[n - 1]] == "[SEP]"
+        assert not any(vocab[t].startswith("[") and vocab[t].endswith("]") for t in row[1 : n - 1])
+        assert not row[n:].any()
+    assert len(set(ids[:, 1:5].reshape(-1).tolist())) > 700  # spread over the vocabulary
+    again, _ = random_token_batch(MINILM, len(vocab), 200, 24, np.random.default_rng(3))
+    np.testing.assert_array_equal(ids, again)
+
+
 def test_sensitivity_needs_a_model_it_knows() -> None:
     with pytest.raises(InvalidInputError, match="BERT"):
         sensitivity({"w": np.zeros(3)})

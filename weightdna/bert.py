@@ -422,6 +422,34 @@ class _FastTokenizer:
         return _pad([e.ids for e in self._tok.encode_batch(list(texts))], self.pad_id)
 
 
+def random_token_batch(folder: str | Path, vocab_size: int, samples: int, max_length: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(token ids, attention mask) of ``samples`` random sequences: data-free inputs for a
+    BERT model. Each is [CLS], 8 to ``max_length`` − 2 tokens drawn uniformly from the
+    vocabulary without its bracketed special and unused entries ([PAD], [unused12], ...),
+    then [SEP], padded with 0. Without a vocab.txt in ``folder``: ids from 1000 up (BERT's
+    vocabularies keep their specials below), no [CLS] or [SEP]."""
+    vocab_file = Path(folder) / "vocab.txt"
+    words = (vocab_file.read_text(encoding="utf-8").splitlines() if vocab_file.is_file()
+             else [])[:vocab_size]
+    ordinary = np.array([i for i, w in enumerate(words)
+                         if not (w.startswith("[") and w.endswith("]"))], dtype=np.int64)
+    if ordinary.size == 0:
+        ordinary = np.arange(min(1000, vocab_size - 1), vocab_size, dtype=np.int64)
+    framing = [words.index(t) if t in words else None for t in ("[CLS]", "[SEP]")]
+    first, last = framing
+    ends = (first is not None) + (last is not None)
+    max_length = max(max_length, ends + 1)
+    ids = np.zeros((samples, max_length), dtype=np.int64)
+    mask = np.zeros((samples, max_length), dtype=np.int64)
+    for i in range(samples):
+        count = int(rng.integers(min(8, max_length - ends), max_length - ends + 1))
+        row = rng.choice(ordinary, count).tolist()
+        row = ([first] if first is not None else []) + row + ([last] if last is not None else [])
+        ids[i, : len(row)], mask[i, : len(row)] = row, 1
+    return ids, mask
+
+
 def load_tokenizer(folder: str | Path, fast: bool | None = None) -> Tokenizer:
     """The tokenizer of a Hugging Face BERT folder.
 

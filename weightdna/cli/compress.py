@@ -112,11 +112,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "reaches (always-blank pixels, dead units) become 0, so the "
                              "weight SNR stops rising while the outputs stay; same file "
                              "format (default: none)")
-    parser.add_argument("--sensitivity", choices=("none", "auto"), default="none",
+    parser.add_argument("--sensitivity", choices=("none", "auto", "synthetic"),
+                        default="none",
                         help="auto: measure how much each tensor's error moves the model's "
                              "outputs (on the same calibration data as --calibration) and "
                              "spend bits where they matter: the downstream figures rise, "
-                             "the weight SNR falls (default: none, one MSE-optimal step)")
+                             "the weight SNR falls; synthetic: the same on random token "
+                             "sequences, no data (BERT models; on MiniLM as good as auto) "
+                             "(default: none, the --objective alone)")
     parser.add_argument("--check", choices=("auto", "none"), default="auto",
                         help="auto: where the model can be run (an engine model, a BERT folder, "
                              "ONNX with onnxruntime), compare the restored model's outputs "
@@ -282,13 +285,13 @@ def run_compress(args: argparse.Namespace) -> int:
 
         calibration = hessians_for_file(args.model)
     sensitivity = None
-    if args.sensitivity == "auto":
+    if args.sensitivity != "none":
         if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
             raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
                                     "--snr and --psnr targets.")
         from weightdna.evaluate.calibration import sensitivity_for_file
 
-        sensitivity = sensitivity_for_file(args.model)
+        sensitivity = sensitivity_for_file(args.model, args.sensitivity == "synthetic")
     with job_progress() as bar:
         progress = JobBar(bar, "compress", _plan(target))
         report = compress_model(weights, Path(args.output), target,

@@ -216,16 +216,17 @@ def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHes
     return hessians(state, folder=folder)
 
 
-def sensitivity_for_file(path: str | Path) -> dict[str, float]:
+def sensitivity_for_file(path: str | Path, synthetic: bool = False) -> dict[str, float]:
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
-    ``path`` on the data of its kind (`calibration_subject`). Tensors the forward never
-    reads (a pooler, say) get the smallest measured value (`for_every_tensor`)."""
+    ``path`` on the data of its kind (`calibration_subject`), or with ``synthetic`` on
+    random token sequences (BERT models only). Tensors the forward never reads (a pooler,
+    say) get the smallest measured value (`for_every_tensor`)."""
     subject = calibration_subject(path, "--sensitivity")
     if isinstance(subject, Model):
-        measured = sensitivity(subject)
+        measured = sensitivity(subject, synthetic=synthetic)
         names = list(subject.state_dict())
     else:
         state, folder = subject
-        measured = sensitivity(state, folder=folder, draws=1)
+        measured = sensitivity(state, folder=folder, draws=1, synthetic=synthetic)
         names = list(state)
     return for_every_tensor(measured, names)

@@ -5,7 +5,8 @@ be run is given a few synthetic inputs, and its outputs with the original and th
 restored weights are compared (cosine of each input's flattened output, the worst one):
 
 * an engine model (`weightdna train`, ``Model.save``): inputs uniform in [0, 1];
-* a BERT model beside its config.json: random token sequences from its vocabulary;
+* a BERT model beside its config.json: random token sequences from its vocabulary
+  (`weightdna.bert.random_token_batch`);
 * an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
   small non-negative integers for integer ones; symbolic dimensions 1, the batch 4.
 
@@ -104,7 +105,7 @@ def _engine_input_shape(layer: Any) -> tuple[int, ...] | None:
 
 def _bert(path: Path, restored: Mapping[str, Any], samples: int,
           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
-    from weightdna.bert import BertConfig, BertEncoder
+    from weightdna.bert import BertConfig, BertEncoder, random_token_batch
     from weightdna.weights import load_weights
 
     folder = path if path.is_dir() else path.parent
@@ -114,9 +115,8 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
         config = BertConfig.from_json(folder / "config.json")
     except (KeyError, ValueError, TypeError, OSError):
         return None
-    length = min(32, config.max_position_embeddings)
-    ids = torch.from_numpy(rng.integers(1000, max(config.vocab_size, 1001),
-                                        size=(samples, length)) % config.vocab_size)
+    ids, mask = random_token_batch(folder, config.vocab_size, samples,
+                                   min(32, config.max_position_embeddings), rng)
     outputs = []
     # One model in memory at a time: ``restored`` may decode as it is read.
     for state in (lambda: load_weights(path).state_dict(), lambda: dict(restored)):
@@ -125,7 +125,7 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
         except (KeyError, ValueError, TypeError, ModelFileError):
             return None  # not a BERT the engine's forward knows
         with torch.no_grad():
-            outputs.append(encoder.encode(ids).numpy())
+            outputs.append(encoder.encode(ids, mask).numpy())
         del encoder
     return outputs[0], outputs[1]
 

@@ -22,7 +22,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from weightdna.bert import EMBEDDING_TENSORS, BertConfig, BertEncoder, load_tokenizer, mean_pool
+from weightdna.bert import (
+    EMBEDDING_TENSORS,
+    BertConfig,
+    BertEncoder,
+    load_tokenizer,
+    mean_pool,
+    random_token_batch,
+)
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError
 from weightdna.evaluate.accuracy import as_array, takes_images
@@ -34,6 +41,11 @@ from weightdna.weights import minilm_path
 DEFAULT_SNR_DB = 30.0
 DIGITS_CALIBRATION = 256  # training images (never the test images)
 SENTENCE_CALIBRATION = 64  # every k-th sentence of the bundled set
+# Data-free: random token sequences (`weightdna.bert.random_token_batch`). On MiniLM at 3
+# bits/weight they gave the same mean cosine as the bundled sentences (0.9817 and 0.9819,
+# against 0.9764 without sensitivities; BENCHMARKS.md, "Function on the model panel").
+SYNTHETIC_SEQUENCES = 64
+SYNTHETIC_LENGTH = 24
 
 # forward(name, value): the outputs (samples, features) with tensor ``name`` set to value;
 # an empty name gives the unperturbed outputs.
@@ -165,6 +177,7 @@ def sensitivity(
     draws: int = 2,
     seed: int = 0,
     folder: str | Path | None = None,
+    synthetic: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """Per tensor, the outputs' squared change per unit of its summed squared error.
@@ -174,9 +187,18 @@ def sensitivity(
     sentences, default 64 of the bundled set; outputs: unit-norm sentence embeddings;
     folder: its config and tokenizer, default the installed all-MiniLM-L6-v2). Only the
     tensors the forward reads are measured. ``step``: perturb by rounding to this step
-    instead of by noise at ``snr_db``.
+    instead of by noise at ``snr_db``. ``synthetic``: no data: a BERT model reads
+    SYNTHETIC_SEQUENCES random token sequences instead of sentences (an engine model is
+    refused: noise images measured worse than no sensitivities on the digits).
     """
+    if synthetic and calibration is not None:
+        raise InvalidInputError("synthetic sensitivities take no calibration data.")
     if isinstance(model, Model):
+        if synthetic:
+            raise InvalidInputError(
+                "synthetic sensitivities are for BERT models: on the engine's digits models "
+                "noise images spent bits worse than none (BENCHMARKS.md); use the digits "
+                "(--sensitivity auto) or no sensitivities.")
         inputs = calibration
         if inputs is None:
             X_train = load_digits(seed=seed, image=takes_images(model))[0]
@@ -187,9 +209,16 @@ def sensitivity(
                                        list(state), snr_db, step, draws, seed, progress)
     prefix = _bert_prefix(model)
     folder = Path(folder) if folder is not None else minilm_path()
-    sentences = list(calibration) if calibration is not None else _calibration_sentences()
-    encoder = BertEncoder(model, BertConfig.from_json(folder / "config.json"))
-    token_ids, mask = load_tokenizer(folder)(sentences)
+    config = BertConfig.from_json(folder / "config.json")
+    encoder = BertEncoder(model, config)
+    if synthetic:
+        token_ids, mask = random_token_batch(
+            folder, config.vocab_size, SYNTHETIC_SEQUENCES,
+            min(SYNTHETIC_LENGTH, config.max_position_embeddings), np.random.default_rng(seed))
+    else:
+        sentences = (list(calibration) if calibration is not None
+                     else _calibration_sentences())
+        token_ids, mask = load_tokenizer(folder)(sentences)
     names = [prefix + key for key in encoder.tensors]
     state = {name: as_array(model[name]) for name in names}
     return measure_sensitivity(_bert_forward(encoder, token_ids, mask, prefix), state, names,
