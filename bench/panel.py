@@ -1,7 +1,8 @@
 """The model panel: does the default keep networks working that it was never tuned on?
 
     .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm]
-        [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--out results/panel]
+        [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
+        [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
 (no calibration data), decompressed and judged by what it does:
@@ -151,13 +152,17 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
     return small_channels_snr(tensor, read_dna_file(workdir / "alone.dna").tensor(conv))
 
 
-def run_point(subject: Subject, rate: float, objective: str, workdir: Path) -> dict:
+def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
+              sensitivity: dict[str, float] | None = None) -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     started = time.perf_counter()
+    if sensitivity is not None:
+        objective += "+synthetic"
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
-                                objective=objective, overwrite=True)
+                                objective=objective.removesuffix("+synthetic"),
+                                sensitivity=sensitivity, overwrite=True)
     except WeightDNAError as exc:
         say(f"  {subject.name} {objective} {rate}: {exc}")
         return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
@@ -213,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="mlp,cnn,bncnn,onnx,detector")
     parser.add_argument("--rates", default="1,2,3,4,6,8")
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--sensitivity", default="none",
+                        help="none, synthetic or none,synthetic: also with data-free "
+                             "sensitivities (random token sequences; BERT models only)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -230,9 +238,22 @@ def main(argv: list[str] | None = None) -> int:
                 subject = batchnorm_subject(name, workdir)
             say(f"{name}: ready in {time.perf_counter() - started:.0f} s, "
                 f"{subject.unit} {subject.reference:.4f}")
+            measured = {"none": None}
+            if "synthetic" in args.sensitivity.split(","):
+                if name != "minilm":
+                    say(f"  {name}: synthetic sensitivities are for BERT models; skipped")
+                else:
+                    from weightdna.evaluate.calibration import sensitivity_for_file
+
+                    started = time.perf_counter()
+                    measured["synthetic"] = sensitivity_for_file(subject.path, synthetic=True)
+                    say(f"  synthetic sensitivities in {time.perf_counter() - started:.0f} s")
             for objective in objectives:
-                for rate in rates:
-                    rows.append(run_point(subject, rate, objective, workdir))
+                for mode, sensitivity in measured.items():
+                    if mode not in args.sensitivity.split(","):
+                        continue
+                    for rate in rates:
+                        rows.append(run_point(subject, rate, objective, workdir, sensitivity))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "panel.json").write_text(json.dumps(rows, indent=2))
     text = markdown(rows)

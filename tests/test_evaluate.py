@@ -313,3 +313,14 @@ def test_evaluate_command_on_sentences(tmp_path: Path, tiny_bert, capsys) -> Non
     assert main(["evaluate", str(folder / "model.safetensors"), str(restored),
                  "--sentences", str(sentences)]) == 0
     assert "Spearman" in capsys.readouterr().out
+
+
+def test_every_tensor_gets_a_sensitivity() -> None:
+    """Measured 0 → the least positive one; never read → the median one (so an unread
+    pooler is not rounded to nothing); nothing positive → 1."""
+    from weightdna.evaluate.sensitivity import for_every_tensor
+
+    measured = {"a": 4.0, "b": 1.0, "c": 0.0, "d": 9.0}
+    assert for_every_tensor(measured, ["a", "b", "c", "d", "pooler"]) == {
+        "a": 4.0, "b": 1.0, "c": 1.0, "d": 9.0, "pooler": 4.0}
+    assert for_every_tensor({"c": 0.0}, ["c", "x"]) == {"c": 1.0, "x": 1.0}

@@ -220,7 +220,7 @@ def sensitivity_for_file(path: str | Path, synthetic: bool = False) -> dict[str,
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
     ``path`` on the data of its kind (`calibration_subject`), or with ``synthetic`` on
     random token sequences (BERT models only). Tensors the forward never reads (a pooler,
-    say) get the smallest measured value (`for_every_tensor`)."""
+    say) get the median measured value (`for_every_tensor`)."""
     subject = calibration_subject(path, "--sensitivity")
     if isinstance(subject, Model):
         measured = sensitivity(subject, synthetic=synthetic)

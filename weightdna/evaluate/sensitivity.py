@@ -226,12 +226,18 @@ def sensitivity(
 
 
 def for_every_tensor(measured: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
-    """A sensitivity for each of ``names``, as a rate allocator needs one (> 0) per tensor:
-    a tensor not measured (the forward never reads it, e.g. a pooler) or measured at 0
-    counts as the least sensitive measured one (1.0 if none is above 0)."""
-    positive = [v for v in measured.values() if v > 0]
-    floor = min(positive) if positive else 1.0
-    return {name: max(measured.get(name, floor), floor) for name in names}
+    """A sensitivity for each of ``names``, as a rate allocator needs one (> 0) per tensor.
+
+    A tensor measured at 0 (an attention key bias) counts as the least sensitive measured
+    one. A tensor the forward never reads (a BERT pooler, which sentence embeddings skip
+    but a classifier on top reads) counts as the median measured one, not the least: with
+    the least, MiniLM's pooler was rounded to 0 at 3 bits per weight. 1.0 if none is above
+    0."""
+    positive = sorted(v for v in measured.values() if v > 0)
+    floor = positive[0] if positive else 1.0
+    unread = float(np.median(positive)) if positive else 1.0
+    return {name: max(measured[name], floor) if name in measured else unread
+            for name in names}
 
 
 def _calibration_sentences() -> list[str]:

@@ -1,0 +1,247 @@
+"""Probes behind the choice of the default objective (issue: keep unseen networks working).
+
+    .venv/bin/python bench/probes.py blame [--rate 3]     # MiniLM: what loses the cosine
+    .venv/bin/python bench/probes.py outliers                  # exact sparse outliers: do they pay?
+    .venv/bin/python bench/probes.py floor [--seeds 0,1,2,3,4,5] [--floors none,7,9]
+    .venv/bin/python bench/probes.py bias [--rate 3]           # data-free bias correction on MiniLM
+
+Each prints what BENCHMARKS.md ("Function on the model panel") quotes. None of them changes
+the codec: ``floor`` reweighs tensors through ``compress_model``'s ``sensitivity``, ``bias``
+edits the restored biases in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import ROW_FLOOR, Target
+from weightdna.weights import load_weights, minilm_path
+
+State = dict[str, torch.Tensor]
+
+
+def restored_at(path: Path, rate: float, workdir: Path, **kwargs) -> tuple[State, object]:
+    """(restored state dict, compression report) of the model at ``path`` at ``rate``."""
+    report = compress_model(load_weights(path), workdir / "m.dna", Target("bits_per_weight", rate),
+                            overwrite=True, **kwargs)
+    decompress_model(workdir / "m.dna", workdir / "r.safetensors", overwrite=True)
+    return load_weights(workdir / "r.safetensors").state_dict(), report
+
+
+def minilm_judge():
+    from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
+    from weightdna.evaluate import compare_embeddings, embed_sentences, load_sentences
+
+    folder = minilm_path()
+    config, tokenizer = BertConfig.from_json(folder / "config.json"), load_tokenizer(folder)
+    sentences = load_sentences()
+    original = load_weights(folder).state_dict()
+    reference = embed_sentences(BertEncoder(original, config), sentences, tokenizer)
+
+    def judge(state: State) -> float:
+        restored = embed_sentences(BertEncoder(state, config), sentences, tokenizer)
+        return compare_embeddings(reference, restored)["mean_cosine"]
+
+    return folder, original, judge
+
+
+GROUPS = {
+    "word embeddings": lambda n: "word_embeddings" in n,
+    "position, type": lambda n: "position_emb" in n or "token_type" in n,
+    "query": lambda n: n.endswith("query.weight"),
+    "key": lambda n: n.endswith("key.weight"),
+    "value": lambda n: n.endswith("value.weight"),
+    "attention output": lambda n: n.endswith("attention.output.dense.weight"),
+    "FFN in": lambda n: n.endswith("intermediate.dense.weight"),
+    "FFN out": lambda n: n.endswith("output.dense.weight") and "attention" not in n,
+}
+
+
+def blame(rate: float) -> None:
+    """MiniLM at ``rate``: the loss of mean cosine with one group of tensors restored and
+    every other tensor original."""
+    folder, original, judge = minilm_judge()
+    with tempfile.TemporaryDirectory() as tmp:
+        restored, report = restored_at(folder, rate, Path(tmp))
+    by_name = {t.name: t for t in report.tensors}
+    print(f"all tensors restored: loss {1 - judge(restored):.4f}")
+    print("| tensors | share of weights | bits/weight | SNR dB (min–max) | loss of mean cosine |")
+    print("|---|---:|---:|---:|---:|")
+    total = sum(v.numel() for v in original.values())
+    for group, member in GROUPS.items():
+        names = [n for n in original if member(n)]
+        state = dict(original)
+        state.update({n: restored[n] for n in names})
+        numel = sum(original[n].numel() for n in names)
+        bits = 8 * sum(by_name[n].bytes for n in names) / numel
+        snrs = [by_name[n].snr_db for n in names]
+        print(f"| {group} | {numel / total:.3f} | {bits:.2f} | {min(snrs):.1f}–{max(snrs):.1f} | "
+              f"{1 - judge(state):.4f} |", flush=True)
+
+
+def outliers() -> None:
+    """MiniLM's most heavy-tailed matrices coded by the trellis at three steps, with the
+    largest 0.1% and 0.5% of |w| taken out and kept exactly (fp16, plus an ideal gap code
+    of log₂(N/k) + 1.5 bits per position), against all of it coded."""
+    from weightdna.codec.tensor import decode_tensor, encode_tensor
+
+    weights = load_weights(minilm_path())
+    names = ["encoder.layer.2.output.dense.weight", "encoder.layer.3.output.dense.weight",
+             "encoder.layer.0.attention.self.query.weight"]
+    for name in names:
+        a = weights.numpy(name).astype(np.float32)
+        f, n = a.astype(np.float64), a.size
+        energy = float((f * f).sum())
+        rms = math.sqrt(energy / n)
+        kurtosis = float(np.mean(f**4) / np.mean(f**2) ** 2)
+        print(f"{name} (kurtosis {kurtosis:.0f}): bits/weight, SNR dB at steps rms/2, /4, /8")
+        for share in (0.0, 0.001, 0.005):
+            k = int(share * n)
+            index = np.argpartition(np.abs(a).ravel(), -k)[-k:] if k else np.array([], int)
+            bulk = a.copy()
+            bulk.ravel()[index] = 0.0
+            side = k * (16 + math.log2(n / max(k, 1)) + 1.5)
+            points = []
+            for fraction in (0.5, 0.25, 0.125):
+                entry, sections = encode_tensor(torch.from_numpy(bulk), step=fraction * rms,
+                                                quantizer="trellis")
+                r = decode_tensor(entry, sections).numpy().astype(np.float64)
+                r.ravel()[index] = a.ravel()[index].astype(np.float16)
+                bits = 8 * sum(len(b) for b in sections.values()) + side
+                snr = 10 * math.log10(energy / float(((f - r) ** 2).sum()))
+                points.append(f"{bits / n:.3f} b, {snr:.2f} dB")
+            print(f"  exact outliers {share:.1%}: " + " | ".join(points), flush=True)
+
+
+def _layer_weights(path: Path) -> dict[str, float]:
+    """Each tensor's weight under the "layer" objective, as a sensitivity: mean(1/ms_r)/N."""
+    from weightdna.codec.quantize import as_rows
+
+    weights = load_weights(path)
+    out = {}
+    for info in weights.infos:
+        a = weights.numpy(info.name).astype(np.float64)
+        rows = as_rows(a) if a.ndim >= 2 else a.reshape(1, -1)
+        ms = (rows * rows).mean(axis=1)
+        if not ms.mean() > 0:
+            out[info.name] = 1.0
+            continue
+        ms = np.maximum(ms, max(float(np.median(ms)), float(ms.mean()) * 1e-12) * ROW_FLOOR)
+        out[info.name] = float((1.0 / ms).mean()) / info.numel
+    return out
+
+
+def floor(seeds: list[int], floors: list[float | None], rate: float, kind: str) -> None:
+    """The digits models at ``rate`` with a floor on each weight tensor's SNR: a tensor
+    below it has its weight raised by the deficit and the model is coded again (4 rounds)."""
+    from weightdna.evaluate import accuracy_of_restored
+    from weightdna.train import train_digits_cnn, train_digits_mlp
+
+    changes: dict[str, list[float]] = {str(f): [] for f in floors}
+    for seed in seeds:
+        run = (train_digits_cnn if kind == "cnn" else train_digits_mlp)(seed=seed)
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            path = run.model.save(workdir / "m.safetensors")
+            base = accuracy_of_restored(run.model, load_weights(path).state_dict())
+            base = base["restored_accuracy"]
+            for level in floors:
+                weights = _layer_weights(path)
+                for _ in range(4 if level is not None else 1):
+                    restored, report = restored_at(path, rate, workdir, sensitivity=weights)
+                    low = {t.name: t.snr_db for t in report.tensors
+                           if t.role in ("matrix", "conv") and level is not None
+                           and t.snr_db < level}
+                    if not low:
+                        break
+                    for name, snr in low.items():
+                        weights[name] *= 10 ** ((level - snr) / 10)
+                accuracy = accuracy_of_restored(run.model, restored)["restored_accuracy"]
+                changes[str(level)].append(100 * (accuracy - base))
+                snrs = [f"{t.snr_db:.1f}" for t in report.tensors if t.role in ("matrix", "conv")]
+                print(f"{kind} seed {seed} floor {level}: {100 * (accuracy - base):+.2f} points, "
+                      f"weight SNRs {', '.join(snrs)} dB", flush=True)
+    for level, values in changes.items():
+        print(f"{kind} at {rate:g} bits/weight, floor {level}: mean {np.mean(values):+.2f}, "
+              f"worst {np.min(values):+.2f} points")
+
+
+def bias(rate: float) -> None:
+    """MiniLM at ``rate`` with each linear layer's bias corrected for the mean shift of its
+    outputs, b − (Ŵ − W)·E[x] (data-free bias correction), E[x] measured on 64 bundled
+    sentences or on 64 random token sequences."""
+    from weightdna.bert import BertConfig, BertEncoder, load_tokenizer, random_token_batch
+    from weightdna.evaluate.sensitivity import _calibration_sentences
+
+    folder, original, judge = minilm_judge()
+    config = BertConfig.from_json(folder / "config.json")
+
+    def input_means(ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+        encoder = BertEncoder(original, config)
+        sums: dict[str, np.ndarray] = {}
+        counts: dict[str, int] = {}
+        linear = encoder._linear
+        keep = torch.as_tensor(mask).bool()
+
+        def record(x: torch.Tensor, name: str) -> torch.Tensor:
+            rows = x[keep].double()
+            sums[name] = sums.get(name, 0) + rows.sum(0).numpy()
+            counts[name] = counts.get(name, 0) + rows.shape[0]
+            return linear(x, name)
+
+        encoder._linear = record
+        with torch.no_grad():
+            hidden = encoder.embed(torch.as_tensor(ids))
+            for i in range(config.num_hidden_layers):
+                hidden = encoder.layer(i, hidden, torch.as_tensor(mask))
+        return {name: sums[name] / counts[name] for name in sums}
+
+    def corrected(restored: State, means: dict[str, np.ndarray]) -> State:
+        out = dict(restored)
+        for name, mean in means.items():
+            shift = (restored[f"{name}.weight"].double() - original[f"{name}.weight"].double())
+            out[f"{name}.bias"] = (restored[f"{name}.bias"].double()
+                                   - shift @ torch.as_tensor(mean)).float()
+        return out
+
+    real = input_means(*load_tokenizer(folder)(_calibration_sentences()))
+    synthetic = input_means(*random_token_batch(folder, config.vocab_size, 64, 24,
+                                                np.random.default_rng(0)))
+    with tempfile.TemporaryDirectory() as tmp:
+        restored, _ = restored_at(folder, rate, Path(tmp))
+    print(f"MiniLM at {rate:g} bits/weight, mean cosine: plain {judge(restored):.4f}, "
+          f"bias-corrected on sentences {judge(corrected(restored, real)):.4f}, "
+          f"on random tokens {judge(corrected(restored, synthetic)):.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("probe", choices=("blame", "outliers", "floor", "bias"))
+    parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument("--seeds", default="0,1,2,3,4,5")
+    parser.add_argument("--floors", default="none,7,9")
+    parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.probe == "blame":
+        blame(args.rate or 3.0)
+    elif args.probe == "outliers":
+        outliers()
+    elif args.probe == "floor":
+        floors = [None if f == "none" else float(f) for f in args.floors.split(",")]
+        floor([int(s) for s in args.seeds.split(",")], floors, args.rate or 2.0, args.model)
+    else:
+        bias(args.rate or 3.0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
