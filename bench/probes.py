@@ -4,10 +4,11 @@
     .venv/bin/python bench/probes.py outliers                  # exact sparse outliers: do they pay?
     .venv/bin/python bench/probes.py floor [--seeds 0,1,2,3,4,5] [--floors none,7,9]
     .venv/bin/python bench/probes.py bias [--rate 3]           # data-free bias correction on MiniLM
+    .venv/bin/python bench/probes.py rows [--rate 3]           # word-embedding rows by token counts
 
 Each prints what BENCHMARKS.md ("Function on the model panel") quotes. None of them changes
 the codec: ``floor`` reweighs tensors through ``compress_model``'s ``sensitivity``, ``bias``
-edits the restored biases in memory.
+edits the restored biases in memory, ``rows`` wraps the objective in this process only.
 """
 
 from __future__ import annotations
@@ -222,9 +223,51 @@ def bias(rate: float) -> None:
           f"on random tokens {judge(corrected(restored, synthetic)):.4f}")
 
 
+def rows(rate: float) -> None:
+    """MiniLM at ``rate`` with the word embedding's rows weighed by how often their token
+    occurs, on top of "layer": the bundled sentences' own counts (+½: an oracle, the judge's
+    data) or a Zipf prior on the vocabulary's order (BERT's WordPiece ids run roughly from
+    frequent to rare; 1/(id + 10), [unusedN] rows at the least)."""
+    import importlib
+
+    from weightdna.bert import load_tokenizer
+    from weightdna.codec import ratecontrol
+    from weightdna.evaluate import load_sentences
+
+    compress = importlib.import_module("weightdna.codec.compress")
+    folder, original, judge = minilm_judge()
+    ids, mask = load_tokenizer(folder)(load_sentences())
+    name = next(n for n in original if n.endswith("word_embeddings.weight"))
+    vocab = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    size = original[name].shape[0]
+    counts = np.bincount(np.asarray(ids)[np.asarray(mask) == 1], minlength=size) + 0.5
+    zipf = 1.0 / (np.arange(size) + 10.0)
+    zipf[[i for i, w in enumerate(vocab[:size]) if w.startswith("[unused")]] = zipf.min()
+    plain = ratecontrol.apply_objective
+
+    def weighed(importance: np.ndarray):
+        def apply(tc, objective: str, measured: bool = False) -> None:
+            plain(tc, objective, measured)
+            if tc.info.name == name:
+                ms = np.maximum(tc.row_ms, float(np.median(tc.row_ms)) * ROW_FLOOR)
+                weight = importance / importance.mean() / ms
+                tc.row_scale = np.sqrt(float(weight.mean()) / weight)
+        return apply
+
+    for label, importance in (("sentence counts (oracle)", counts), ("Zipf by id", zipf)):
+        compress.apply_objective = weighed(importance)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                restored, _ = restored_at(folder, rate, Path(tmp))
+        finally:
+            compress.apply_objective = plain
+        print(f"MiniLM at {rate:g} bits/weight, word-embedding rows by {label}: "
+              f"mean cosine {judge(restored):.4f}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("probe", choices=("blame", "outliers", "floor", "bias"))
+    parser.add_argument("probe", choices=("blame", "outliers", "floor", "bias", "rows"))
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
     parser.add_argument("--floors", default="none,7,9")
@@ -238,8 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.probe == "floor":
         floors = [None if f == "none" else float(f) for f in args.floors.split(",")]
         floor([int(s) for s in args.seeds.split(",")], floors, args.rate or 2.0, args.model)
-    else:
+    elif args.probe == "bias":
         bias(args.rate or 3.0)
+    else:
+        rows(args.rate or 3.0)
     return 0
 
 
