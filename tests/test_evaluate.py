@@ -324,3 +324,32 @@ def test_every_tensor_gets_a_sensitivity() -> None:
     assert for_every_tensor(measured, ["a", "b", "c", "d", "pooler"]) == {
         "a": 4.0, "b": 1.0, "c": 1.0, "d": 9.0, "pooler": 4.0}
     assert for_every_tensor({"c": 0.0}, ["c", "x"]) == {"c": 1.0, "x": 1.0}
+
+
+def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(
+        tiny_bert, mlp: Model, tmp_path: Path, capsys) -> None:
+    """A BERT folder under a whole-model target: data-free sensitivities unless told
+    otherwise; an engine model: none by default, and a clear refusal when asked for."""
+    from weightdna.evaluate.sensitivity import runs_as_bert
+
+    folder, state = tiny_bert
+    assert runs_as_bert(folder, list(state))
+    renamed = [n.replace("encoder.layer.", "transformer.layer.") for n in state]
+    assert not runs_as_bert(folder, renamed)  # DistilBERT's names: not BERT's forward
+
+    def compress(path: Path, *extra: str) -> tuple[int, dict | str]:
+        code = main(["compress", str(path), "-o", str(tmp_path / "m.dna"), "--force",
+                     "--snr", "30", "--check", "none", "--json", *extra])
+        captured = capsys.readouterr()
+        return code, json.loads(captured.out) if code == 0 else captured.err
+
+    code, report = compress(folder)
+    assert code == 0, report
+    assert report["sensitivity"] == "synthetic"
+    code, report = compress(folder, "--sensitivity", "none")
+    assert code == 0 and report["sensitivity"] == "none"
+    engine = mlp.save(tmp_path / "mlp.safetensors")
+    code, report = compress(engine)
+    assert code == 0 and report["sensitivity"] == "none"
+    code, err = compress(engine, "--sensitivity", "synthetic")
+    assert code == 1 and "BERT models" in err and "Traceback" not in err

@@ -113,13 +113,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "weight SNR stops rising while the outputs stay; same file "
                              "format (default: none)")
     parser.add_argument("--sensitivity", choices=("none", "auto", "synthetic"),
-                        default="none",
+                        default=None,
                         help="auto: measure how much each tensor's error moves the model's "
                              "outputs (on the same calibration data as --calibration) and "
                              "spend bits where they matter: the downstream figures rise, "
                              "the weight SNR falls; synthetic: the same on random token "
-                             "sequences, no data (BERT models; on MiniLM as good as auto) "
-                             "(default: none, the --objective alone)")
+                             "sequences, no data (BERT models: MiniLM's mean cosine 0.818 → "
+                             "0.896 at 2 bits/weight, 0.976 → 0.982 at 3); none: the "
+                             "--objective alone (default: synthetic for a BERT model under a "
+                             "whole-model target, else none)")
     parser.add_argument("--check", choices=("auto", "none"), default="auto",
                         help="auto: where the model can be run (an engine model, a BERT folder, "
                              "ONNX with onnxruntime), compare the restored model's outputs "
@@ -191,6 +193,10 @@ def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
     return []
 
 
+SENSITIVITY_DATA = {"auto": "the calibration data of the model's kind",
+                    "synthetic": "random token sequences, no data"}
+
+
 def _plan(target: Target) -> dict[str, int]:
     """The stages compress_model reports, with their expected passes: a whole-model target
     allocates and encodes every tensor once per round of its rate control (up to
@@ -226,7 +232,7 @@ def _table(report: CompressionReport) -> Table:
     return table
 
 
-def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
+def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: str) -> str:
     from weightdna.codec.quality import warnings
 
     def number(x: float | None) -> float | None:
@@ -243,6 +249,7 @@ def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
         "snr_db": number(report.snr_db),
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
+        "sensitivity": sensitivity,
         "warnings": warnings(report.quality(), number(report.snr_db)),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
@@ -284,16 +291,25 @@ def run_compress(args: argparse.Namespace) -> int:
         from weightdna.evaluate.calibration import hessians_for_file
 
         calibration = hessians_for_file(args.model)
-    sensitivity = None
-    if args.sensitivity != "none":
-        if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
-            raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
-                                    "--snr and --psnr targets.")
-        from weightdna.evaluate.calibration import sensitivity_for_file
+    whole_model = target.kind not in ("max_abs_error", "lossless") and not target.per_tensor
+    mode = args.sensitivity
+    if mode is None:  # data-free where it is measured to help: BERT models
+        from weightdna.evaluate.sensitivity import runs_as_bert
 
-        sensitivity = sensitivity_for_file(args.model, args.sensitivity == "synthetic")
+        mode = "synthetic" if whole_model and runs_as_bert(args.model, weights.names) else "none"
+    if mode != "none" and not whole_model:
+        raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
+                                "--snr and --psnr targets.")
+    sensitivity = None
     with job_progress() as bar:
-        progress = JobBar(bar, "compress", _plan(target))
+        plan = _plan(target)
+        if mode != "none":
+            plan = {"sensitivity": 1, **plan}
+        progress = JobBar(bar, "compress", plan)
+        if mode != "none":
+            from weightdna.evaluate.calibration import sensitivity_for_file
+
+            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
@@ -301,7 +317,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 sensitivity=sensitivity, progress=progress)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)
+        console.print(_as_json(report, check, mode), markup=False, highlight=False,
+                      soft_wrap=True)
         return 0
     print_table(_table(report))
     console.print(
@@ -312,6 +329,9 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
+    if mode != "none":
+        console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
+                      f"(--sensitivity {mode})", highlight=False)
     quality = report.quality()
     line = summary(quality)
     if line:

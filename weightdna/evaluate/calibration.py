@@ -27,6 +27,7 @@ from weightdna.evaluate.sensitivity import (
     for_every_tensor,
     sensitivity,
 )
+from weightdna.evaluate.sentences import Progress
 from weightdna.nn.conv import Conv2D
 from weightdna.nn.layers import Dense
 from weightdna.nn.model import Model, load_model
@@ -216,17 +217,19 @@ def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHes
     return hessians(state, folder=folder)
 
 
-def sensitivity_for_file(path: str | Path, synthetic: bool = False) -> dict[str, float]:
+def sensitivity_for_file(path: str | Path, synthetic: bool = False,
+                         progress: Progress | None = None) -> dict[str, float]:
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
     ``path`` on the data of its kind (`calibration_subject`), or with ``synthetic`` on
     random token sequences (BERT models only). Tensors the forward never reads (a pooler,
     say) get the median measured value (`for_every_tensor`)."""
     subject = calibration_subject(path, "--sensitivity")
     if isinstance(subject, Model):
-        measured = sensitivity(subject, synthetic=synthetic)
+        measured = sensitivity(subject, synthetic=synthetic, progress=progress)
         names = list(subject.state_dict())
     else:
         state, folder = subject
-        measured = sensitivity(state, folder=folder, draws=1, synthetic=synthetic)
+        measured = sensitivity(state, folder=folder, draws=1, synthetic=synthetic,
+                               progress=progress)
         names = list(state)
     return for_every_tensor(measured, names)

@@ -15,6 +15,7 @@ cosine. Multiply s_t by the tensor's size for the change per unit of weight MSE.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import torch
 
 from weightdna.bert import (
     EMBEDDING_TENSORS,
+    LAYER_TENSORS,
     BertConfig,
     BertEncoder,
     load_tokenizer,
@@ -31,7 +33,7 @@ from weightdna.bert import (
     random_token_batch,
 )
 from weightdna.data import load_digits
-from weightdna.errors import InvalidInputError
+from weightdna.errors import InvalidInputError, WeightDNAError
 from weightdna.evaluate.accuracy import as_array, takes_images
 from weightdna.evaluate.sentences import Progress, load_sentences
 from weightdna.nn.model import Model
@@ -223,6 +225,27 @@ def sensitivity(
     state = {name: as_array(model[name]) for name in names}
     return measure_sensitivity(_bert_forward(encoder, token_ids, mask, prefix), state, names,
                                snr_db, step, draws, seed, progress)
+
+
+def runs_as_bert(path: str | Path, names: Sequence[str]) -> bool:
+    """Whether `sensitivity` can run the model at ``path`` (tensor ``names``) as a BERT:
+    BERT's tensor names (the word embedding and every tensor of the first layer, under one
+    prefix), and a config.json beside it of model_type "bert" that reads as one. Reads no
+    weights."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    anchor = EMBEDDING_TENSORS[0]
+    prefixes = {name[: -len(anchor)] for name in names if name.endswith(anchor)}
+    present = set(names)
+    if not any(all(f"{p}encoder.layer.0.{t}" in present for t in LAYER_TENSORS)
+               for p in prefixes):
+        return False
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        BertConfig.from_dict(config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, WeightDNAError):
+        return False
+    return isinstance(config, dict) and config.get("model_type", "bert") == "bert"
 
 
 def for_every_tensor(measured: Mapping[str, float], names: Sequence[str]) -> dict[str, float]:
