@@ -41,7 +41,7 @@ TARGET_FLAGS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from weightdna.codec.options import CANDIDATES, OBJECTIVES
+    from weightdna.codec.options import CANDIDATES, OBJECTIVES, SENSITIVITY_MODES
 
     parser = subparsers.add_parser(
         "compress",
@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "reaches (always-blank pixels, dead units) become 0, so the "
                              "weight SNR stops rising while the outputs stay; same file "
                              "format (default: none)")
-    parser.add_argument("--sensitivity", choices=("none", "auto", "synthetic"),
+    parser.add_argument("--sensitivity", choices=SENSITIVITY_MODES,
                         default=None,
                         help="auto: measure how much each tensor's error moves the model's "
                              "outputs (on the same calibration data as --calibration) and "
@@ -291,15 +291,9 @@ def run_compress(args: argparse.Namespace) -> int:
         from weightdna.evaluate.calibration import hessians_for_file
 
         calibration = hessians_for_file(args.model)
-    whole_model = target.kind not in ("max_abs_error", "lossless") and not target.per_tensor
-    mode = args.sensitivity
-    if mode is None:  # data-free where it is measured to help: BERT models
-        from weightdna.evaluate.sensitivity import runs_as_bert
+    from weightdna.evaluate.sensitivity import sensitivity_mode
 
-        mode = "synthetic" if whole_model and runs_as_bert(args.model, weights.names) else "none"
-    if mode != "none" and not whole_model:
-        raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
-                                "--snr and --psnr targets.")
+    mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)
     sensitivity = None
     with job_progress() as bar:
         plan = _plan(target)
