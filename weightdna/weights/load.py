@@ -286,42 +286,49 @@ _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
 }
 
 
-def _read_folder(folder: Path) -> tuple[str, Sources, dict[str, str]]:
-    """A Hugging Face model folder: its safetensors, else its pytorch_model*.bin files."""
+def folder_weight_files(folder: Path) -> tuple[str, list[Path], Path | None]:
+    """The weight files a Hugging Face model folder is read from: its format
+    (``"safetensors"``, else ``"pytorch"`` for pytorch_model*.bin), the files, and the shard
+    index that names them (None without one)."""
     for fmt, single in (("safetensors", "model.safetensors"), ("pytorch", "pytorch_model.bin")):
         index = folder / f"{single}.index.json"
-        listed: set[str] = set()
         if index.exists():
-            files, listed = _shards(index, folder)
-        elif (folder / single).exists():
-            files = [folder / single]
-        else:
-            pattern = "*.safetensors" if fmt == "safetensors" else "pytorch_model*.bin"
-            files = sorted(folder.glob(pattern))
+            return fmt, _shards(index, folder)[0], index
+        if (folder / single).exists():
+            return fmt, [folder / single], None
+        pattern = "*.safetensors" if fmt == "safetensors" else "pytorch_model*.bin"
+        files = sorted(folder.glob(pattern))
         if files:
-            sources: Sources = {}
-            metadata: dict[str, str] = {}
-            for file in files:
-                file_sources, file_metadata = _READERS[detect_format(file)](file)
-                clash = sources.keys() & file_sources.keys()
-                if clash:
-                    raise ModelFileError(
-                        f"{folder}: tensor {sorted(clash)[0]!r} appears in more than one "
-                        "weights file; the folder mixes two models."
-                    )
-                sources.update(file_sources)
-                metadata = metadata or file_metadata
-            missing = listed - sources.keys()
-            if missing:
-                raise ModelFileError(
-                    f"{index} lists {len(missing)} tensors that no shard holds (e.g. "
-                    f"{sorted(missing)[0]!r}); a shard is missing or from another model."
-                )
-            return fmt, sources, metadata
+            return fmt, files, None
     raise ModelFileError(
         f"{folder} has no model weights: looked for *.safetensors and pytorch_model*.bin "
         "(with or without an .index.json)."
     )
+
+
+def _read_folder(folder: Path) -> tuple[str, Sources, dict[str, str]]:
+    """A Hugging Face model folder: its safetensors, else its pytorch_model*.bin files."""
+    fmt, files, index = folder_weight_files(folder)
+    listed = _shards(index, folder)[1] if index is not None else set()
+    sources: Sources = {}
+    metadata: dict[str, str] = {}
+    for file in files:
+        file_sources, file_metadata = _READERS[detect_format(file)](file)
+        clash = sources.keys() & file_sources.keys()
+        if clash:
+            raise ModelFileError(
+                f"{folder}: tensor {sorted(clash)[0]!r} appears in more than one "
+                "weights file; the folder mixes two models."
+            )
+        sources.update(file_sources)
+        metadata = metadata or file_metadata
+    missing = listed - sources.keys()
+    if missing:
+        raise ModelFileError(
+            f"{index} lists {len(missing)} tensors that no shard holds (e.g. "
+            f"{sorted(missing)[0]!r}); a shard is missing or from another model."
+        )
+    return fmt, sources, metadata
 
 
 def _shards(index: Path, folder: Path) -> tuple[list[Path], set[str]]:
