@@ -2,10 +2,12 @@
 
 Compressing a Hugging Face folder stores, beside the tensors, the files a framework needs
 to use them: config, generation config, tokenizer, sentence-transformers modules and their
-subfolders. A file goes in by default when it is small text (or a known tokenizer model)
-and not hidden; any other file only when asked for (``include``), and every file left out
-is named, with why. `write_folder` writes the folder back: the weights as safetensors,
-sharded under the source's shard names when its index was stored, and every stored file.
+subfolders; compressing an ONNX model stores its graph without the weights, which
+`write_onnx_file` puts back. A folder's file goes in by default when it is small text (or
+a known tokenizer model) and not hidden; any other file only when asked for
+(``include``), and every file left out is named, with why. `write_folder` writes the
+folder back: the weights as safetensors, sharded under the source's shard names when its
+index was stored, and every stored file.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ MAX_DEFAULT_BYTES = 64 << 20
 # Tokenizer files that are not text but that a tokenizer needs (sentencepiece, tiktoken).
 TOKENIZER_FILES = ("*.model", "*.tiktoken")
 SHARD_INDEX = "model.safetensors.index.json"
+ONNX_GRAPH = "model.onnx"  # the path of an ONNX model's graph (kind "onnx-graph")
 SINGLE_WEIGHTS = "model.safetensors"
 Progress = Callable[[str, int, int], None]
 
@@ -71,6 +74,11 @@ def collect_files(weights: ModelWeights, include: Sequence[str] = ()) -> StoredF
     include: glob patterns of paths in the folder (``"onnx/*"``, ``"*.png"``) stored
     whatever they are; a pattern that matches nothing is an error."""
     folder = weights.path
+    if weights.format == "onnx" and not include:
+        from weightdna.weights.onnx_format import graph_without_weights, load_model
+
+        graph = graph_without_weights(load_model(folder))
+        return StoredFiles([stored_entry(ONNX_GRAPH, graph, kind="onnx-graph")])
     if not folder.is_dir():
         if include:
             raise InvalidInputError("--include applies to a model folder; "
@@ -228,8 +236,6 @@ def write_folder(dna: DnaFile, folder: Path, overwrite: bool,
     return written, sum(p.stat().st_size for p in written)
 
 
-ONNX_GRAPH = "model.onnx"
-
 
 def write_onnx_file(dna: DnaFile, output: Path, overwrite: bool,
                     progress: Progress | None = None) -> int:
@@ -239,10 +245,10 @@ def write_onnx_file(dna: DnaFile, output: Path, overwrite: bool,
         raise InvalidInputError(
             f"{dna.path} was not compressed from ONNX (it holds no ONNX graph): write "
             "NAME.safetensors, NAME.pt or DIR/ instead.")
-    from weightdna.codec.onnx_graph import restore_graph
+    from weightdna.weights.onnx_format import restore_graph
 
     model = restore_graph(dna.stored_file(graphs[0]["path"]), tensor_sources(dna, progress),
-                          dna.path)
+                          str(dna.path), read=lambda source: source.read())
     with atomic_output(output, overwrite=overwrite) as handle:
         handle.write(model)
     return output.stat().st_size

@@ -131,20 +131,13 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
 
 
 def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
-    """The ONNX graph at ``path`` serialised with its initializers replaced by ``restored``
-    ({name: tensor}) where it names them."""
-    import onnx
-    from onnx import numpy_helper
+    """The ONNX graph at ``path`` serialised with its weights (initializers and Constant
+    nodes' tensors) replaced by ``restored`` ({name: tensor}) where it names them."""
+    from weightdna.weights.onnx_format import fill_weights, load_model, serialise
 
-    proto = onnx.load(str(path))
-    for init in proto.graph.initializer:
-        if restored is not None and init.name in restored:
-            value = torch.as_tensor(restored[init.name])
-            if value.dtype == torch.bfloat16:
-                continue  # NumPy has no bfloat16; left as stored
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value.numpy()),
-                                                  init.name))
-    return proto.SerializeToString()
+    model = load_model(Path(path))
+    fill_weights(model, restored or {})
+    return serialise(model)
 
 
 def _onnx(path: Path, restored: Mapping[str, Any], samples: int,

@@ -14,15 +14,15 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from weightdna.errors import MissingDependencyError, ModelFileError
+from weightdna.errors import ModelFileError
 from weightdna.weights.model import ModelWeights, TensorSource
+from weightdna.weights.onnx_format import all_nodes, load_model, to_tensor, weight_protos
 from weightdna.weights.roles import graph_roles
 from weightdna.weights.safetensors_format import read_header, read_tensor
 
@@ -240,43 +240,15 @@ def _npz_array(npz: Callable[[], np.lib.npyio.NpzFile], name: str) -> torch.Tens
 
 
 def _read_onnx(path: Path) -> tuple[Sources, dict[str, str], dict[str, str]]:
-    """The initializers, no metadata, and their roles from the operator inputs they feed."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise MissingDependencyError(
-            "reading ONNX models needs the optional package onnx: pip install onnx"
-        ) from None
-    try:
-        # External data files are resolved relative to the model's folder.
-        model = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # protobuf raises its own DecodeError; any failure means a bad file
-        raise ModelFileError(f"{path} could not be read as ONNX ({exc}).") from None
-    sources: Sources = {}
-    for init in model.graph.initializer:
-        arr = np.array(numpy_helper.to_array(init), order="C")  # a writable copy
-        if init.data_type == onnx.TensorProto.BFLOAT16:
-            # NumPy has no bfloat16: onnx returns ml_dtypes' type, which torch cannot take.
-            t = torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
-        else:
-            t = torch.from_numpy(arr)
-        sources[init.name] = TensorSource.held(t)
+    """The weights (initializers and Constant nodes' tensors, `onnx_format.weight_protos`),
+    no metadata, and their roles from the operator inputs they feed."""
+    model = load_model(path)
+    sources: Sources = {name: TensorSource.held(to_tensor(proto))
+                        for name, proto in weight_protos(model).items()}
     nodes = [(node.op_type, list(node.input), list(node.output))
-             for node in _all_nodes(model.graph)]
+             for node in all_nodes(model.graph)]
     roles = graph_roles(nodes, {name: src.shape for name, src in sources.items()})
     return sources, {}, roles
-
-
-def _all_nodes(graph: Any) -> Iterator[Any]:
-    """The nodes of an ONNX graph and of its subgraphs (If/Loop/Scan bodies)."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.g.node:
-                yield from _all_nodes(attribute.g)
-            for sub in attribute.graphs:
-                yield from _all_nodes(sub)
 
 
 _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
