@@ -156,6 +156,12 @@ def test_other_files_only_on_request(tmp_path: Path, capsys) -> None:
     assert (out / "onnx" / "model.onnx").read_bytes() == \
         (folder / "onnx" / "model.onnx").read_bytes()
     assert not (out / ".gitattributes").exists()
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "b.dna"), "--json"]) == 0
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert [(f["path"], f["kind"], f["bytes"]) for f in files] == [
+        ("config.json", "file", 22), ("logo.png", "file", 264),
+        ("onnx/model.onnx", "file", 6)]
 
     assert main(["compress", str(folder), "-o", str(tmp_path / "c.dna"), "--lossless",
                  "--check", "none"]) == 0
