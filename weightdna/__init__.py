@@ -4,8 +4,8 @@ The package follows the data: weights are loaded, mapped to coordinates, analyse
 fitted by a coordinate network (the DNA), encoded, decoded, evaluated and reported.
 `weightdna.nn` is the from-scratch NumPy engine everything else is trained and checked with.
 
-The Python API (docs/api.md): `compress`, `decompress`, `load_file` and `safe_open`,
-imported when first used, so that ``import weightdna`` stays light.
+The Python API (docs/api.md): `compress`, `decompress`, `load_file`, `safe_open` and
+`compare_outputs`, imported when first used, so that ``import weightdna`` stays light.
 """
 
 from weightdna._lazy import lazy_exports
@@ -13,6 +13,7 @@ from weightdna.errors import WeightDNAError
 
 __version__ = "0.1.0"
 _EXPORTS = {
+    "compare_outputs": "evaluate.compare",
     "compress": "api",
     "decompress": "api",
     "load_file": "api",
