@@ -51,6 +51,7 @@ def compress(
     it; lossless: bit-exact. include: glob patterns of a folder's files stored whatever
     they are (its config and tokenizer files are stored anyway).
     """
+    from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
     from weightdna.weights import load_weights
@@ -67,7 +68,7 @@ def compress(
     weights = load_weights(source)
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
-                          include_files=include)
+                          files=collect_files(weights, include))
 
 
 def decompress(path: PathLike, output: PathLike, *, overwrite: bool = False) -> Path:

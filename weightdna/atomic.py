@@ -103,8 +103,10 @@ def output_form(path: str | os.PathLike[str], forms: Mapping[str, str]) -> str:
                 return suffix
     accepted = "; ".join(f"{'DIR/' if form == FOLDER else 'NAME' + form} ({what})"
                          for form, what in forms.items())
-    what = "a folder" if is_folder else f"{text!r}"
-    raise InvalidInputError(f"cannot tell what to write to {what}: an output name must be one "
+    if is_folder:
+        raise InvalidInputError(f"{text} is a directory (a folder), but this output is a file: "
+                                f"give a name of the form {accepted}.")
+    raise InvalidInputError(f"cannot tell what to write to {text!r}: an output name must be one "
                             f"of {accepted}.")
 
 

@@ -276,6 +276,7 @@ def _as_json(report: CompressionReport, check: OutputCheck | None) -> str:
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.quality import summary, warnings
     from weightdna.codec.ratecontrol import CANDIDATES
@@ -292,6 +293,7 @@ def run_compress(args: argparse.Namespace) -> int:
         representations.append("quantized")
     check_output(args.output, args.force, COMPRESS_FORMS)
     weights = load_weights(args.model)
+    files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
     calibration = None
@@ -316,8 +318,7 @@ def run_compress(args: argparse.Namespace) -> int:
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, include_files=args.include,
-                                progress=progress)
+                                sensitivity=sensitivity, files=files, progress=progress)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
         console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)

@@ -26,7 +26,7 @@ import torch
 from weightdna import __version__
 from weightdna.atomic import FOLDER, check_output, output_form
 from weightdna.codec.bundle import (
-    collect_files,
+    StoredFiles,
     write_folder,
     write_onnx_file,
     write_safetensors_file,
@@ -336,7 +336,7 @@ def compress_model(
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
-    include_files: Sequence[str] = (),
+    files: StoredFiles | None = None,
     progress: Progress | None = None,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
@@ -360,9 +360,9 @@ def compress_model(
     biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
     their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
     meet the target. Any coded tensor whose exact bytes are fewer is stored exactly.
-    A model folder's other files (config, tokenizer) are stored too, compressed and counted
-    in the size (`weightdna.codec.bundle.collect_files`); ``include_files``: glob patterns
-    of files stored whatever they are.
+    ``files``: the model's other files (config, tokenizer, an ONNX graph:
+    `weightdna.codec.bundle.collect_files`), stored beside the tensors and counted in the
+    size; none by default.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -377,7 +377,7 @@ def compress_model(
         "source": weights.path.name,
         "source_metadata": json.dumps(weights.metadata, sort_keys=True),
     }
-    stored = collect_files(weights, include_files)
+    stored = files or StoredFiles()
     calibration = _check_calibration(weights, calibration, target)
     coder = _Coder(weights, calibration)
     lossy: list[str] = []
