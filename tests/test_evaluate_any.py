@@ -133,3 +133,12 @@ def test_other_models_are_refused_with_the_list(tmp_path: Path, capsys) -> None:
                  str(tmp_path / "plain.safetensors")]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "Hugging Face model folder" in err and "ONNX file" in err and "Traceback" not in err
+
+
+def test_a_dna_file_is_a_restored_model_for_every_task(tmp_path: Path, capsys) -> None:
+    from weightdna.train import train_digits_mlp
+
+    path = train_digits_mlp(epochs=2).model.save(tmp_path / "mlp.safetensors")
+    weightdna.compress(path, tmp_path / "mlp.dna", lossless=True)
+    result = _json(capsys, ["evaluate", str(path), str(tmp_path / "mlp.dna")])
+    assert result["task"] == "digits" and result["agreement"] == 1.0

@@ -99,7 +99,7 @@ def _bert_folder(original: str) -> tuple[Path, Path]:
 
 def _evaluate_digits(original: str, restored: str) -> dict:
     from weightdna.evaluate import accuracy_of_restored
-    from weightdna.weights import load_weights
+    from weightdna.evaluate.compare import restored_state
 
     model = _engine_model(original)
     if model is None:
@@ -107,12 +107,13 @@ def _evaluate_digits(original: str, restored: str) -> dict:
             f"{original} is not an engine model file (written by `weightdna train` or "
             "Model.save); for a BERT model use --task sentences"
         )
-    return {"task": "digits", **accuracy_of_restored(model, load_weights(restored).state_dict())}
+    return {"task": "digits", **accuracy_of_restored(model, restored_state(Path(restored)))}
 
 
 def _evaluate_sentences(original: str, restored: str, sentences: str | None,
                         batch_size: int) -> dict:
     from weightdna.evaluate import load_sentences, sentence_fidelity
+    from weightdna.evaluate.compare import restored_state
     from weightdna.weights import load_weights
 
     weights, folder = _bert_folder(original)
@@ -120,7 +121,7 @@ def _evaluate_sentences(original: str, restored: str, sentences: str | None,
     with job_progress() as bar:
         progress = JobBar(bar, "embedding", {"original": 1, "restored": 1})
         result = sentence_fidelity(load_weights(weights).state_dict(),
-                                   load_weights(restored).state_dict(), texts, folder,
+                                   restored_state(Path(restored)), texts, folder,
                                    batch_size, progress)
     return {"task": "sentences", **result}
 

@@ -124,7 +124,7 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
     if restored.suffix == ".onnx" and restored.is_file():
         second = _session(restored)
     else:
-        state = _restored_state(restored)
+        state = restored_state(restored)
         second = _session(onnx_with_initializers(original, state))
     if inputs is not None:
         try:
@@ -153,8 +153,9 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
     return {"task": "onnx", **result}
 
 
-def _restored_state(path: Path) -> dict[str, torch.Tensor]:
-    """The restored weights at ``path``: a .dna file decoded, else any weights file."""
+def restored_state(path: Path) -> dict[str, torch.Tensor]:
+    """The restored weights at ``path`` by name: a .dna file decoded, else any weights file
+    or folder `load_weights` reads."""
     from weightdna.weights import load_weights
 
     if path.suffix == ".dna":
@@ -193,7 +194,7 @@ def load_hf_model(folder: Path, restored: Path | None = None) -> Any:
         raise ModelFileError(f"transformers cannot load {source}: "
                              f"{str(exc).splitlines()[0]}") from None
     if restored is not None and not restored.is_dir():
-        _load_checkpoint(model, _restored_state(restored), folder, restored)
+        _load_checkpoint(model, restored_state(restored), folder, restored)
     return model.eval()
 
 
