@@ -333,9 +333,9 @@ def run_compress(args: argparse.Namespace) -> int:
         highlight=False,
     )
     if report.files:
-        console.print(f"stored {len(report.files)} files of the model's folder in it "
-                      f"({report.files_bytes:,} bytes): {printable(', '.join(report.files))}.",
-                      highlight=False)
+        count = f"{len(report.files)} file{'' if len(report.files) == 1 else 's'}"
+        console.print(f"stored {count} of the model with the weights ({report.files_bytes:,} "
+                      f"bytes): {printable(', '.join(report.files))}.", highlight=False)
     for path, why in report.left_out:
         warn(f"left out {printable(path)} ({why}); store it with --include "
              f"{printable(repr(path))}.")
