@@ -477,14 +477,14 @@ def make_case(index: int, seed_value: int = 0) -> Case:
         return Case(seed.name, kind, detail, build(header, blobs, order, version, False),
                     False, version)
     else:
-        version = rng.choice([3, 4, 5, 6])
+        version = rng.choice([3, 4, 5, 6, 7])
         kind, detail = "version", f"{seed.version}->{version}"
         if rng.random() < 0.5:
             header, more, _ = _header_mutation(seed, header, rng)
             detail += f"; {more}"
-    data = build(header, blobs, order, version if version != 6 else 5)
-    if version == 6:  # a newer version in the prefix
-        data = data[:8] + (6).to_bytes(4, "little") + data[12:]
+    data = build(header, blobs, order, version if version != 7 else 5)
+    if version == 7:  # a newer version in the prefix
+        data = data[:8] + (7).to_bytes(4, "little") + data[12:]
     return Case(seed.name, kind, detail, data, inert, version)
 
 

@@ -18,12 +18,12 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from weightdna.errors import OutputError, OutputExistsError
+from weightdna.errors import InvalidInputError, OutputError, OutputExistsError
 
 # Read once: os.umask can only be read by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
@@ -78,6 +78,61 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = True) -> Itera
             raise output_error(path, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
+
+
+# The form of an output that is a folder: a name ending in a slash, or an existing folder.
+FOLDER = "/"
+
+
+def output_form(path: str | os.PathLike[str], forms: Mapping[str, str]) -> str:
+    """The form an output name asks for: the key of ``forms`` that matches it, a suffix
+    (``".safetensors"``; case-insensitive, the longest first, so ``".dna.pt"`` before
+    ``".pt"``) or :data:`FOLDER` for a name ending in a slash or naming an existing folder.
+
+    forms: {suffix or FOLDER: what is written in that form}, listed in the error that any
+    other name gets (InvalidInputError).
+    """
+    text = os.fspath(path)
+    is_folder = text.endswith(("/", os.sep)) or Path(text).is_dir()
+    if is_folder and FOLDER in forms:
+        return FOLDER
+    if not is_folder:
+        name = Path(text).name.lower()
+        for suffix in sorted((f for f in forms if f != FOLDER), key=len, reverse=True):
+            if name.endswith(suffix.lower()) and len(name) > len(suffix):
+                return suffix
+    accepted = "; ".join(f"{'DIR/' if form == FOLDER else 'NAME' + form} ({what})"
+                         for form, what in forms.items())
+    if is_folder:
+        raise InvalidInputError(f"{text} is a directory (a folder), but this output is a file: "
+                                f"give a name of the form {accepted}.")
+    raise InvalidInputError(f"cannot tell what to write to {text!r}: an output name must be one "
+                            f"of {accepted}.")
+
+
+def check_output(path: str | os.PathLike[str], overwrite: bool,
+                 forms: Mapping[str, str] | None = None) -> Path:
+    """The output path, checked before any work starts, so that a command that works for
+    minutes does not fail only at its end: its name has one of the ``forms``
+    (:func:`output_form`; None: any file name, not a folder); it does not exist (a folder:
+    holds nothing) unless ``overwrite``; and it can be written (read-only folder, no
+    permission: OutputError). Missing folders on the way are not an error: every writer
+    creates them (:func:`atomic_output`)."""
+    form = output_form(path, forms if forms is not None else {"": "a file"})
+    path = Path(path)
+    if form == FOLDER:
+        if path.exists() and not path.is_dir():
+            raise OutputExistsError(f"{path} is a file; give a folder, or a file name with "
+                                    "a suffix.")
+        if path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise OutputExistsError(f"the folder {path} is not empty; pass --force "
+                                    "(overwrite=True) to write into it.")
+        check_writable(path / ".probe")
+        return path
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} exists; pass --force (overwrite=True) to overwrite it.")
+    check_writable(path)
+    return path
 
 
 def check_writable(path: str | os.PathLike[str]) -> None:

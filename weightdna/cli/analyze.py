@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from weightdna.atomic import write_text_atomic
+from weightdna.atomic import check_output, write_text_atomic
 from weightdna.cli import console, err_console, examples
-from weightdna.cli._output import check_output
 from weightdna.cli._progress import job_progress
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
@@ -70,8 +69,10 @@ def run(args: argparse.Namespace) -> int:
 
     json_path = None
     if args.json and args.json != "-":
-        json_path = check_output(args.json, args.force)
-    report_path = check_output(args.report, args.force) if args.report else None
+        json_path = check_output(args.json, args.force, {".json": "JSON"})
+    report_path = None
+    if args.report:
+        report_path = check_output(args.report, args.force, {".html": "an HTML report"})
     if args.max_rows < 1 or args.dna_tensors < 0 or args.dna_steps < 1:
         raise InvalidInputError("--max-rows and --dna-steps must be positive, --dna-tensors ≥ 0")
     settings = AnalysisSettings(max_rows=args.max_rows, seed=args.seed,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from weightdna.atomic import check_output
 from weightdna.cli import console, err_console, examples
-from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 from weightdna.errors import InvalidInputError
 
@@ -90,7 +90,7 @@ def run_rd(args: argparse.Namespace) -> int:
     stem = args.name or Path(weights.path).stem.removesuffix(".safetensors") or "model"
     directory = Path(args.output)
     for ext in (".md", ".json", ".png"):
-        check_output(directory / f"{stem}{ext}", args.force)
+        check_output(directory / f"{stem}{ext}", args.force, {ext: ext[1:]})
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     tensors = {i.name: weights.tensor(i.name) for i in infos}
     title = f"{stem}, {len(tensors)} tensors"

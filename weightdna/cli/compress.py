@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from weightdna.atomic import check_output
 from weightdna.cli import console, examples, printable, warn
-from weightdna.cli._output import check_output
 from weightdna.cli._progress import JobBar, job_progress
 from weightdna.cli._tables import print_table
+from weightdna.codec.options import COMPRESS_FORMS, DECOMPRESS_FORMS
 from weightdna.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 
 COMMANDS = {
     "compress": "compress a model's weights to a .dna file under a size or accuracy target",
-    "decompress": "decode a .dna file back to safetensors",
+    "decompress": "decode a .dna file back to safetensors, a torch state dict, a model "
+                  "folder or ONNX",
 }
 
 TARGET_FLAGS = {
@@ -66,10 +68,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "weightdna compress model.safetensors -o model.dna --bits-per-weight 3",
             "weightdna compress bert_folder/ -o bert.dna --snr 25 --calibration auto",
             "weightdna compress model.safetensors -o model.dna --lossless",
+            "weightdna compress hf_folder/ -o model.dna --snr 30 --include 'onnx/*'",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder (never changed)")
-    parser.add_argument("-o", "--output", required=True, help="the .dna file to write")
+    parser.add_argument("-o", "--output", required=True,
+                        help="the .dna file to write (NAME.dna; missing folders are created)")
+    parser.add_argument("--include", action="append", default=[], metavar="GLOB",
+                        help="a model folder: also store the files matching GLOB (a path in "
+                             "the folder; repeatable). Its small text files (config, "
+                             "tokenizer, sentence-transformers modules) are stored anyway; "
+                             "every other file is named as left out")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--bits-per-weight", type=float, metavar="B",
                        help="whole model: file size (header included) at most B bits per weight")
@@ -136,15 +145,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=COMMANDS["decompress"],
         description=(
             "Decode every tensor of a .dna file (checking every checksum) and write them "
-            "as safetensors with their original names, shapes and dtypes."
+            "with their original names, shapes and dtypes, in the form the output's name "
+            "says: NAME.safetensors; NAME.pt or NAME.pth, a torch state dict "
+            "(torch.load(path, weights_only=True)); DIR/ (a trailing slash, or an existing "
+            "folder), the model's folder: the weights, sharded as the source was, and every "
+            "file stored with them (config, tokenizer), ready for "
+            "transformers.AutoModel.from_pretrained(DIR); NAME.onnx, the ONNX model, for a "
+            "model compressed from ONNX. Missing folders are created."
         ),
         epilog=examples(
             "weightdna decompress model.dna -o restored.safetensors",
+            "weightdna decompress model.dna -o restored/",
+            "weightdna decompress model.dna -o restored.pt",
             "weightdna evaluate model.safetensors restored.safetensors   # does it still work?",
         ),
     )
     restore.add_argument("file", help="a .dna file written by `weightdna compress`")
-    restore.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    restore.add_argument("-o", "--output", required=True,
+                         help="NAME.safetensors, NAME.pt, NAME.pth, DIR/ or NAME.onnx")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
 
@@ -250,6 +268,9 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
         "psnr_db": number(report.psnr_db),
         "seconds": report.seconds,
         "sensitivity": sensitivity,
+        "files": list(report.files),
+        "files_bytes": report.files_bytes,
+        "left_out": [{"path": p, "why": why} for p, why in report.left_out],
         "warnings": warnings(report.quality(), number(report.snr_db)),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
@@ -265,6 +286,7 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
 
 
 def run_compress(args: argparse.Namespace) -> int:
+    from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.quality import summary, warnings
     from weightdna.codec.ratecontrol import CANDIDATES
@@ -279,8 +301,9 @@ def run_compress(args: argparse.Namespace) -> int:
                                 f"choose from {', '.join(CANDIDATES)}.")
     if "quantized" not in representations:
         representations.append("quantized")
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, COMPRESS_FORMS)
     weights = load_weights(args.model)
+    files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
     calibration = None
@@ -308,7 +331,7 @@ def run_compress(args: argparse.Namespace) -> int:
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, progress=progress)
+                                sensitivity=sensitivity, files=files, progress=progress)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
         console.print(_as_json(report, check, mode), markup=False, highlight=False,
@@ -326,6 +349,13 @@ def run_compress(args: argparse.Namespace) -> int:
     if mode != "none":
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})", highlight=False)
+    if report.files:
+        count = f"{len(report.files)} file{'' if len(report.files) == 1 else 's'}"
+        console.print(f"stored {count} of the model with the weights ({report.files_bytes:,} "
+                      f"bytes): {printable(', '.join(report.files))}.", highlight=False)
+    for path, why in report.left_out:
+        warn(f"left out {printable(path)} ({why}); store it with --include "
+             f"{printable(repr(path))}.")
     quality = report.quality()
     line = summary(quality)
     if line:
@@ -372,7 +402,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     from weightdna.codec.compress import decompress_model
 
     started = time.perf_counter()
-    check_output(args.output, args.force)
+    check_output(args.output, args.force, DECOMPRESS_FORMS)
     with job_progress() as bar:
         progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,

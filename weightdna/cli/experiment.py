@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from weightdna.atomic import check_output
 from weightdna.cli import console, examples
-from weightdna.cli._output import check_output
 from weightdna.cli._tables import print_table
 
 COMMANDS = {
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     directory = Path(args.output)
     for name in ("overparam.json", "overparam.csv", "overparam.png"):
-        check_output(directory / name, args.force)
+        check_output(directory / name, args.force, {Path(name).suffix: name})
 
     def report(row) -> None:
         console.print(

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from rich.progress import Progress, TextColumn
 from rich.table import Table
 
+from weightdna.atomic import check_output
 from weightdna.cli import console, err_console, examples
-from weightdna.cli._output import check_output
 from weightdna.cli._progress import job_progress
 from weightdna.cli._tables import print_table
 
@@ -125,7 +125,7 @@ def run_fit(args: argparse.Namespace) -> int:
     from weightdna.dna.model import fit_model
     from weightdna.weights import load_weights
 
-    output = check_output(args.output, args.force)
+    output = check_output(args.output, args.force, {".dna.pt": "a fitted DNA"})
     config = FitConfig(
         architecture=args.architecture, width=args.width, depth=args.depth,
         omega0=args.omega0, steps=args.steps, lr=args.lr, batch_size=args.batch_size,
@@ -177,7 +177,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from weightdna.dna.model import ModelDNA
     from weightdna.weights import save_weights
 
-    output = check_output(args.output, args.force)
+    output = check_output(args.output, args.force, {".safetensors": "safetensors"})
     dna = ModelDNA.load(args.dna)
     tensors = dna.reconstruct(device=args.device)
     metadata = {"format": "pt", "weightdna": f"reconstructed from the DNA {Path(args.dna).name}"}

@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
         "header_bytes": dna.header_bytes,
         "bits_per_weight": 8 * dna.file_bytes / weights if weights else None,
         "metadata": dna.metadata,
+        "files": [{"path": e["path"], "kind": e.get("kind", "file"), "bytes": e["bytes"],
+                   "stored_bytes": e["sections"]["data"][1]} for e in dna.files],
     }
     quality = [TensorQuality(r["name"], r["snr_db"]) for r in rows]
     notes = warnings(quality, None)  # the header keeps no pooled figure
@@ -131,6 +133,12 @@ def run(args: argparse.Namespace) -> int:
         + ("no weights" if bpw is None else f"{bpw:.3f} bits per weight overall"),
         highlight=False,
     )
+    if dna.files:
+        stored = sum(f["stored_bytes"] for f in overview["files"])
+        count = f"{len(dna.files)} file{'' if len(dna.files) == 1 else 's'}"
+        console.print(f"{count} stored with the weights ({stored} bytes): "
+                      + printable(", ".join(f["path"] for f in overview["files"])),
+                      highlight=False)
     line = summary(quality)
     if line:
         # names from the file: as escapes, never as markup or control characters

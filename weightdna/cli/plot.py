@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from weightdna.atomic import check_output
 from weightdna.cli import console, examples
-from weightdna.cli._output import check_output
 from weightdna.errors import InvalidInputError, ModelFileError
 
 COMMANDS = {
@@ -66,9 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from weightdna import plots
 
-    output = check_output(args.output, args.force)
-    if output.suffix.lower() != ".png":
-        raise InvalidInputError(f"pictures are written as PNG; give a .png path, not {output}")
+    output = check_output(args.output, args.force, {".png": "a PNG picture"})
     if args.kind == "activations":
         path = plots.plot_activations(output)
     elif args.kind == "momentum":

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from weightdna.atomic import write_text_atomic
+from weightdna.atomic import check_output, write_text_atomic
 from weightdna.cli import console, examples
-from weightdna.cli._output import check_output
 
 COMMANDS = {
     "train": "train a reference model with the NumPy engine and save it as safetensors",
@@ -54,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from weightdna.cli._engine import TrainingProgress
     from weightdna.train import train_recipe
 
-    output = check_output(args.output, args.force)
-    history_path = check_output(args.history, args.force) if args.history else None
+    output = check_output(args.output, args.force, {".safetensors": "safetensors"})
+    history_path = None
+    if args.history:
+        history_path = check_output(args.history, args.force, {".json": "JSON"})
     with TrainingProgress(f"train {args.model}") as progress:
         result = train_recipe(args.model, epochs=args.epochs, seed=args.seed, callbacks=[progress])
     path = result.model.save(output)

@@ -24,10 +24,17 @@ import numpy as np
 import torch
 
 from weightdna import __version__
+from weightdna.atomic import FOLDER, check_output, output_form
+from weightdna.codec.bundle import (
+    StoredFiles,
+    write_folder,
+    write_onnx_file,
+    write_safetensors_file,
+    write_torch_file,
+)
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
-from weightdna.codec.dtypes import DTYPES
-from weightdna.codec.fields import load_json
 from weightdna.codec.gptq import Calibration
+from weightdna.codec.options import DECOMPRESS_FORMS
 from weightdna.codec.quality import TensorQuality
 from weightdna.codec.ratecontrol import (
     CANDIDATES,
@@ -49,9 +56,8 @@ from weightdna.codec.ratecontrol import (
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.dna.metrics import decibels
-from weightdna.errors import CorruptFileError, InvalidInputError, OutputExistsError
-from weightdna.weights import ModelWeights, save_weights
-from weightdna.weights.model import TensorSource
+from weightdna.errors import InvalidInputError, OutputExistsError
+from weightdna.weights import ModelWeights
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -107,6 +113,9 @@ class CompressionReport:
     snr_db: float  # whole model: Σw² / Σ(w − ŵ)² over the floating-point tensors
     psnr_db: float  # whole model: per-tensor errors normalised by max|w|², pooled
     seconds: float
+    files: tuple[str, ...] = ()  # the model's other files stored (`weightdna.codec.bundle`)
+    files_bytes: int = 0  # their bytes in the file
+    left_out: tuple[tuple[str, str], ...] = ()  # (path, why) of files not stored
 
     @property
     def bits_per_weight(self) -> float:
@@ -327,6 +336,7 @@ def compress_model(
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
+    files: StoredFiles | None = None,
     progress: Progress | None = None,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
@@ -350,6 +360,9 @@ def compress_model(
     biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
     their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
     meet the target. Any coded tensor whose exact bytes are fewer is stored exactly.
+    ``files``: the model's other files (config, tokenizer, an ONNX graph:
+    `weightdna.codec.bundle.collect_files`), stored beside the tensors and counted in the
+    size; none by default.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -364,6 +377,7 @@ def compress_model(
         "source": weights.path.name,
         "source_metadata": json.dumps(weights.metadata, sort_keys=True),
     }
+    stored = files or StoredFiles()
     calibration = _check_calibration(weights, calibration, target)
     coder = _Coder(weights, calibration)
     lossy: list[str] = []
@@ -411,17 +425,20 @@ def compress_model(
         analysed = {name: analyse(i, name) for i, name in enumerate(by_size)}
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
-        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report)
+        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
+                          stored.files)
     report("writing", 0, 1)
     entries, sections = coder.entries()
     if target.kind == "bits_per_weight":
-        least = 8.0 * dna_file_size(entries, sections, metadata=metadata) / weights.total_numel
+        least = 8.0 * dna_file_size(entries, sections, metadata=metadata,
+                                    files=stored.files) / weights.total_numel
         if least > target.value:
             raise InvalidInputError(
                 f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
                 "weight (tensors stored exactly and the header included). Ask for more."
             )
-    size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
+    size = write_dna_file(output, entries, sections, metadata=metadata, files=stored.files,
+                          overwrite=overwrite)
     snr, psnr = coder.figures()
     report("writing", 1, 1)
     return CompressionReport(
@@ -429,11 +446,14 @@ def compress_model(
         target=target.describe(),
         tensors=coder.reports(),
         file_bytes=size,
-        original_bytes=original_size(weights),
+        original_bytes=original_size(weights) + sum(e["bytes"] for e, _ in stored.files),
         weights=weights.total_numel,
         snr_db=snr,
         psnr_db=psnr,
         seconds=time.perf_counter() - started,
+        files=tuple(stored.paths),
+        files_bytes=stored.stored_bytes,
+        left_out=tuple(stored.left_out),
     )
 
 
@@ -526,7 +546,8 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
 
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
-                      metadata: Mapping[str, str], report: Progress) -> None:
+                      metadata: Mapping[str, str], report: Progress,
+                      files: Sequence[tuple[dict, bytes]] = ()) -> None:
     """Bisect the global step on estimates, code, measure, and correct until the measured
     whole-model figure meets the target.
 
@@ -582,7 +603,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             _give_back_free_memory()
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
-        size = dna_file_size(entries, sections, metadata=metadata)
+        size = dna_file_size(entries, sections, metadata=metadata, files=files)
         header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
@@ -620,38 +641,29 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
 def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
                      progress: Progress | None = None) -> tuple[int, int]:
-    """Decode every tensor of a .dna file and write them as safetensors with their original
-    names, shapes and dtypes; returns (tensors, bytes written).
+    """Decode every tensor of a .dna file and write them in the form ``output`` names
+    (`weightdna.codec.options.DECOMPRESS_FORMS`): ``X.safetensors``, ``X.pt`` (a torch state
+    dict), ``DIR/`` (a model folder: the weights, sharded as the source was, and the stored
+    files) or ``X.onnx`` (the stored ONNX graph with its weights); returns (tensors, bytes
+    written).
 
-    Streams: the safetensors header comes from the .dna header's dtypes and shapes, then
-    each tensor is decoded just before its bytes are written and dropped after, so memory
-    follows the largest tensor, not the model. The output appears whole or not at all."""
+    Safetensors and folders stream: each tensor is decoded just before its bytes are
+    written and dropped after, so memory follows the largest tensor, not the model. Every
+    file appears whole or not at all."""
+    form = output_form(output, DECOMPRESS_FORMS)  # before Path() drops a trailing slash
     path, output = Path(path), Path(output)
-    _check_paths(path, output, overwrite)
+    if form != FOLDER:
+        _check_paths(path, output, overwrite)
+    check_output(f"{output}{os.sep}" if form == FOLDER else output, overwrite, {form: ""})
     dna = read_dna_file(path)
-    report = progress or (lambda stage, done, total: None)
-    done = 0
-
-    def decode(name: str) -> torch.Tensor:
-        nonlocal done
-        report("decoding", done, len(dna.names))
-        tensor = dna.tensor(name)
-        done += 1
-        return tensor
-
-    tensors = {
-        entry["name"]: TensorSource(DTYPES[entry["dtype"]], tuple(entry["shape"]),
-                                    functools.partial(decode, entry["name"]))
-        for entry in dna.entries
-    }
-    metadata = {"format": "pt"}
-    try:
-        source = load_json(dna.metadata.get("source_metadata", "{}"), "source_metadata")
-        if isinstance(source, dict) and all(isinstance(v, str) for v in source.values()):
-            metadata = source or metadata
-    except CorruptFileError:
-        pass  # free text from another writer (or hostile: too deep, too long): the default
-    save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
-    report("decoding", len(dna.names), len(dna.names))
-    return len(tensors), output.stat().st_size
-
+    if form == FOLDER:
+        _, size = write_folder(dna, output, overwrite, progress)
+    elif form in (".pt", ".pth"):
+        size = write_torch_file(dna, output, overwrite, progress)
+    elif form == ".onnx":
+        size = write_onnx_file(dna, output, overwrite, progress)
+    else:
+        size = write_safetensors_file(dna, output, overwrite, progress)
+    if progress is not None:
+        progress("decoding", len(dna.names), len(dna.names))
+    return len(dna.names), size

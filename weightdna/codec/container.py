@@ -14,7 +14,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -25,6 +25,7 @@ import torch
 from weightdna.atomic import atomic_output
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import is_finite_number, is_int, load_json
+from weightdna.codec.lossless import decompress_bytes
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -35,9 +36,11 @@ from weightdna.errors import (
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
 # 3: the trellis symbol model; 4: the header's preset dictionary; 5: every ANS stream ends in
-# a fixed state, so that its symbol count is checked exactly (docs/FORMAT.md)
-VERSION = 5
-READABLE_VERSIONS = (3, 4, 5)
+# a fixed state, so that its symbol count is checked exactly; 6: the model's other files
+# (config, tokenizer, an ONNX graph) stored beside its tensors (docs/FORMAT.md)
+VERSION = 6
+READABLE_VERSIONS = (3, 4, 5, 6)
+FILES_VERSION = 6
 # The header's zlib preset dictionary (version 4): a sample header of the format's keys,
 # representations, symbol models, the engine's architecture metadata and BERT's tensor
 # names, made from synthetic tensors. Frozen: every file from version 4 names it by its Adler-32.
@@ -58,6 +61,13 @@ REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual")
 ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
 OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
 STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
+# A stored file (version 6): its path in the model's folder, its size, how it is stored.
+FILE_KEYS = {"path", "bytes", "compression", "sections"}
+FILE_KINDS = ("file", "onnx-graph")
+MAX_FILES = 4096
+MAX_FILE_BYTES = 1 << 30
+MAX_PATH_CHARS = 1024
+MAX_PATH_PART_BYTES = 255
 # Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
 HEADER_MEMORY_FACTOR = 32
 # Decoding a quantized tensor holds its int32 symbols beside the result; a predicted one
@@ -125,6 +135,52 @@ def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[st
     return name, dtype, tuple(shape)
 
 
+def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> str:
+    """Validate one stored file's entry (version 6); returns its path. Raises CorruptFileError.
+
+    The path must be relative and stay inside the folder it is written to: parts separated
+    by "/", none empty, ".", ".." or longer than 255 bytes, no backslash, no control
+    character, no part that starts with "." (hidden files are never stored)."""
+    if not isinstance(entry, dict):
+        raise CorruptFileError("a file entry must be a JSON object.")
+    keys = set(entry)
+    if not FILE_KEYS <= keys or not keys <= FILE_KEYS | {"kind"}:
+        raise CorruptFileError(f"a file entry must have the keys {sorted(FILE_KEYS)} (and "
+                               f"optionally 'kind'), found {sorted(map(str, keys))}.")
+    path = entry["path"]
+    check_relative_path(path)
+    where = f"file {path!r}"
+    if entry.get("kind", "file") not in FILE_KINDS:
+        raise CorruptFileError(f"{where}: unknown kind {entry['kind']!r} (this reader knows "
+                               f"{', '.join(FILE_KINDS)}).")
+    size = entry["bytes"]
+    if not is_int(size) or not 0 <= size <= MAX_FILE_BYTES:
+        raise CorruptFileError(f"{where}: bytes must be an integer from 0 to {MAX_FILE_BYTES}.")
+    if size > max_memory:
+        raise CorruptFileError(f"{where}: its {size} bytes exceed the memory limit of "
+                               f"{max_memory}; raise max_memory if the file is trusted.")
+    if entry["compression"] != "zstd":
+        raise CorruptFileError(f"{where}: compression must be 'zstd'.")
+    if not isinstance(entry["sections"], dict) or set(entry["sections"]) != {"data"}:
+        raise CorruptFileError(f"{where}: sections must hold exactly 'data'.")
+    return path
+
+
+def check_relative_path(path: object) -> None:
+    """Raise CorruptFileError unless ``path`` is a safe relative path (`check_file_entry`)."""
+    if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH_CHARS:
+        raise CorruptFileError(f"a file path must be a string of 1 to {MAX_PATH_CHARS} chars.")
+    parts = path.split("/")
+    for part in parts:
+        if (not part or part in (".", "..") or part.startswith(".") or "\\" in part
+                or any(ord(c) < 32 or ord(c) == 127 for c in part)
+                or len(part.encode("utf-8", "surrogatepass")) > MAX_PATH_PART_BYTES):
+            raise CorruptFileError(
+                f"the file path {path!r} is not a plain relative path (parts separated by "
+                "'/', none empty, '.', '..', hidden, over 255 bytes or with a backslash or "
+                "control character).")
+
+
 def decode_memory(representation: str, dtype: str, shape: Sequence[int]) -> int:
     """An upper bound on the bytes decoding a tensor allocates (its result included), but
     for a DNA's evaluation (`prediction.dna_workspace`)."""
@@ -147,6 +203,7 @@ class DnaFile:
     entries: list[dict[str, Any]]
     header_bytes: int
     file_bytes: int
+    files: list[dict[str, Any]] = field(default_factory=list)  # version 6: stored files
 
     @property
     def names(self) -> list[str]:
@@ -159,6 +216,29 @@ class DnaFile:
             if entry["name"] == name:
                 return i
         raise InvalidInputError(f"no tensor {name!r} in {self.path}.")
+
+    def stored_file(self, path: str) -> bytes:
+        """The content of the stored file at ``path`` (version 6), checked and inflated."""
+        for entry in self.files:
+            if entry["path"] == path:
+                offset, length, crc = entry["sections"]["data"]
+                blob = self._read_range(offset, length, crc, f"file {path!r}")
+                return decompress_bytes(blob, entry["bytes"], f"{self.path}: file {path!r}")
+        raise InvalidInputError(f"no file {path!r} is stored in {self.path}.")
+
+    def _read_range(self, offset: int, length: int, crc: int, what: str) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                if os.fstat(f.fileno()).st_size != self.file_bytes:
+                    raise CorruptFileError(f"{self.path} changed since it was opened.")
+                f.seek(self.header_bytes + offset)
+                blob = f.read(length)
+        except OSError as exc:
+            raise ModelFileError(f"cannot read {self.path}: {exc.strerror or exc}.") from exc
+        if len(blob) != length or zlib.crc32(blob) != crc:
+            raise CorruptFileError(f"{self.path}: {what}: the checksum does not match; the "
+                                   "file is damaged.")
+        return blob
 
     def section_bytes(self, name: str) -> int:
         """Bytes the tensor's sections take on disk."""
@@ -197,8 +277,10 @@ def _checksum_message(path: Path, name: str, role: str) -> str:
     )
 
 
-def _header_json(entries: list[dict], metadata: Mapping[str, str]) -> bytes:
-    header = {"metadata": dict(metadata), "tensors": entries}
+def _header_json(entries: list[dict], metadata: Mapping[str, str], files: list[dict]) -> bytes:
+    header: dict[str, Any] = {"metadata": dict(metadata), "tensors": entries}
+    if files:
+        header["files"] = files
     try:
         text = json.dumps(header, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
@@ -212,19 +294,20 @@ def write_dna_file(
     sections: Sequence[Mapping[str, bytes]],
     *,
     metadata: Mapping[str, str] | None = None,
+    files: Sequence[tuple[Mapping[str, Any], bytes]] = (),
     overwrite: bool = False,
 ) -> int:
     """Write a .dna file atomically; returns its size in bytes.
 
     ``header_entries[i]`` (from `encode_tensor`) and ``sections[i]`` describe tensor i.
+    ``files``: the model's other files, each (entry without sections, its zstd frame)
+    (`weightdna.codec.bundle`). Missing folders of ``path`` are created.
     Raises OutputExistsError if ``path`` exists and ``overwrite`` is False.
     """
     path = Path(path)
     if not overwrite and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path} exists; pass overwrite=True (--force) to replace it.")
-    chunks = _layout(header_entries, sections, metadata)
-    if not (path.parent if str(path.parent) else Path(".")).is_dir():
-        raise InvalidInputError(f"the output folder {path.parent} does not exist.")
+    chunks = _layout(header_entries, sections, metadata, files)
     with atomic_output(path, overwrite=overwrite) as f:
         for chunk in chunks:
             f.write(chunk)
@@ -236,15 +319,17 @@ def dna_file_size(
     sections: Sequence[Mapping[str, bytes]],
     *,
     metadata: Mapping[str, str] | None = None,
+    files: Sequence[tuple[Mapping[str, Any], bytes]] = (),
 ) -> int:
     """The exact size in bytes `write_dna_file` would write, without writing."""
-    return sum(len(c) for c in _layout(header_entries, sections, metadata))
+    return sum(len(c) for c in _layout(header_entries, sections, metadata, files))
 
 
 def _layout(
     header_entries: Sequence[Mapping[str, Any]],
     sections: Sequence[Mapping[str, bytes]],
     metadata: Mapping[str, str] | None,
+    files: Sequence[tuple[Mapping[str, Any], bytes]] = (),
 ) -> list[bytes]:
     """The file's bytes, in order: prefix, header, then every section (validated)."""
     if len(header_entries) != len(sections):
@@ -283,7 +368,24 @@ def _layout(
             entry["stats"] = {k: _informational(v) for k, v in entry["stats"].items()}
         entries.append(entry)
 
-    header = _header_json(entries, metadata)
+    if len(files) > MAX_FILES:
+        raise InvalidInputError(f"a .dna file holds at most {MAX_FILES} files.")
+    stored: list[dict] = []
+    paths: set[str] = set()
+    for entry, blob in files:
+        entry = {**entry, "sections": {"data": [offset, len(blob), zlib.crc32(blob)]}}
+        try:
+            file_path = check_file_entry(entry, max_memory=1 << 62)
+        except CorruptFileError as exc:
+            raise InvalidInputError(f"cannot store this file: {exc}") from exc
+        if file_path in paths:
+            raise InvalidInputError(f"two files are called {file_path!r}.")
+        paths.add(file_path)
+        stored.append(entry)
+        blobs.append(bytes(blob))
+        offset += len(blob)
+
+    header = _header_json(entries, metadata, stored)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
     return [header_block(header), *blobs]
@@ -357,17 +459,27 @@ def _verify_checksums(
             crc = zlib.crc32(chunk, crc)
             left -= len(chunk)
         if crc != entries[i]["sections"][role][2]:
+            if "path" in entries[i]:
+                raise CorruptFileError(f"{path}: file {entries[i]['path']!r}: the checksum "
+                                       "does not match; the file is damaged.")
             raise CorruptFileError(_checksum_message(path, entries[i]["name"], role))
 
 
-def _parse_header(raw: bytes) -> dict:
+def _parse_header(raw: bytes, version: int = VERSION) -> dict:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptFileError(f"the header is not UTF-8 ({exc.reason}).") from exc
     header = load_json(text, "the header")
-    if not isinstance(header, dict) or set(header) != {"metadata", "tensors"}:
-        raise CorruptFileError("the header must be an object with keys metadata and tensors.")
+    keys = {"metadata", "tensors"}
+    if version >= FILES_VERSION and isinstance(header, dict) and "files" in header:
+        keys.add("files")
+    if not isinstance(header, dict) or set(header) != keys:
+        raise CorruptFileError("the header must be an object with keys metadata and tensors"
+                               + (" (and files)." if version >= FILES_VERSION else "."))
+    files = header.setdefault("files", [])
+    if not isinstance(files, list) or len(files) > MAX_FILES:
+        raise CorruptFileError(f"header files must be a list of at most {MAX_FILES}.")
     metadata, tensors = header["metadata"], header["tensors"]
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CorruptFileError("header metadata must map strings to strings.")
@@ -377,7 +489,7 @@ def _parse_header(raw: bytes) -> dict:
 
 
 def _section_ranges(entry: dict, data_size: int) -> dict[str, tuple[int, int, int]]:
-    where = f"tensor {entry['name']!r}"
+    where = f"tensor {entry['name']!r}" if "name" in entry else f"file {entry['path']!r}"
     ranges = entry.get("sections")
     if not isinstance(ranges, dict) or len(ranges) > MAX_SECTIONS_PER_TENSOR:
         raise CorruptFileError(
@@ -461,9 +573,9 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
     if zlib.crc32(raw) != header_crc:
         raise CorruptFileError(f"{path}: the header checksum does not match; the file is damaged.")
     try:
-        header = _parse_header(_inflate_header(raw, inflated_len, version))
+        header = _parse_header(_inflate_header(raw, inflated_len, version), version)
         data_size = size - PREFIX.size - header_len
-        entries = header["tensors"]
+        entries, files = header["tensors"], header["files"]
         names: set[str] = set()
         layout: list[tuple[int, int, int, str]] = []
         for i, entry in enumerate(entries):
@@ -473,13 +585,28 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
             names.add(name)
             for role, (offset, length, _) in _section_ranges(entry, data_size).items():
                 layout.append((offset, length, i, role))
+        paths: set[str] = set()
+        for j, entry in enumerate(files):
+            path_in_model = check_file_entry(entry, max_memory)
+            if path_in_model in paths:
+                raise CorruptFileError(f"two files are called {path_in_model!r}.")
+            paths.add(path_in_model)
+            for role, (offset, length, _) in _section_ranges(entry, data_size).items():
+                if length > max_memory:
+                    raise CorruptFileError(
+                        f"file {path_in_model!r}: its {length} bytes exceed the memory limit "
+                        f"of {max_memory}; raise max_memory if the file is trusted.")
+                layout.append((offset, length, len(entries) + j, role))
+        owners = entries + files
         layout.sort()
         cursor = 0
         for offset, length, i, role in layout:
             if offset != cursor:
                 what = "a gap before" if offset > cursor else "an overlap at"
+                owner = (f"tensor {owners[i]['name']!r}" if i < len(entries)
+                         else f"file {owners[i]['path']!r}")
                 raise CorruptFileError(
-                    f"there is {what} section {role!r} of tensor {entries[i]['name']!r} "
+                    f"there is {what} section {role!r} of {owner} "
                     f"(offset {offset}, expected {cursor})."
                 )
             cursor += length
@@ -499,7 +626,7 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
         raise CorruptFileError(f"{path}: {exc}") from exc
 
     if verify:
-        _verify_checksums(f, path, entries, layout)
+        _verify_checksums(f, path, owners, layout)
     return DnaFile(
         path=path,
         version=version,
@@ -507,4 +634,5 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
         entries=entries,
         header_bytes=PREFIX.size + header_len,
         file_bytes=size,
+        files=files,
     )

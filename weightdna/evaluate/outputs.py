@@ -48,7 +48,9 @@ class OutputCheck:
                 f"original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
 
 
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each pair of rows (first axis) of ``a`` and ``b``, each flattened; 1
+    where the rows are equal (zeros included), 0 where one is zero."""
     a = a.reshape(a.shape[0], -1).astype(np.float64)
     b = b.reshape(b.shape[0], -1).astype(np.float64)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
@@ -68,7 +70,7 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
     for kind, run in (("engine", _engine), ("bert", _bert), ("onnx", _onnx)):
         outputs = run(path, restored, samples, rng)
         if outputs is not None:
-            cosines = _cosines(*outputs)
+            cosines = row_cosines(*outputs)
             return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()))
     return None
 
@@ -131,20 +133,36 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
 
 
 def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
-    """The ONNX graph at ``path`` serialised with its initializers replaced by ``restored``
-    ({name: tensor}) where it names them."""
-    import onnx
-    from onnx import numpy_helper
+    """The ONNX graph at ``path`` serialised with its weights (initializers and Constant
+    nodes' tensors) replaced by ``restored`` ({name: tensor}) where it names them."""
+    from weightdna.weights.onnx_format import fill_weights, load_model, serialise
 
-    proto = onnx.load(str(path))
-    for init in proto.graph.initializer:
-        if restored is not None and init.name in restored:
-            value = torch.as_tensor(restored[init.name])
-            if value.dtype == torch.bfloat16:
-                continue  # NumPy has no bfloat16; left as stored
-            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value.numpy()),
-                                                  init.name))
-    return proto.SerializeToString()
+    model = load_model(Path(path))
+    fill_weights(model, restored or {})
+    return serialise(model)
+
+
+def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
+               skip: set[str] = frozenset()) -> dict[str, np.ndarray] | None:
+    """Seeded inputs for an onnxruntime session, from its input specs: standard normal for
+    float inputs, integers in [0, 100) for integer ones; symbolic dimensions 1, a symbolic
+    first one ``samples``. None when an input is of another type."""
+    feeds = {}
+    for spec in session.get_inputs():
+        if spec.name in skip:
+            continue
+        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
+        if shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0):
+            shape[0] = samples
+        if "float" in spec.type:
+            feeds[spec.name] = rng.standard_normal(shape).astype(
+                np.float16 if "float16" in spec.type else np.float32)
+        elif "int" in spec.type:
+            feeds[spec.name] = rng.integers(0, 100, size=shape).astype(
+                np.int32 if "int32" in spec.type else np.int64)
+        else:
+            return None
+    return feeds
 
 
 def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
@@ -159,22 +177,9 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
         sessions = [onnxruntime.InferenceSession(onnx_with_initializers(path, state),
                                                  providers=["CPUExecutionProvider"])
                     for state in (None, restored)]
-        feeds = {}
-        initializers = set(restored)
-        for spec in sessions[0].get_inputs():
-            if spec.name in initializers:
-                continue
-            shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-            if shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0):
-                shape[0] = samples
-            if "float" in spec.type:
-                feeds[spec.name] = rng.standard_normal(shape).astype(
-                    np.float16 if "float16" in spec.type else np.float32)
-            elif "int" in spec.type:
-                feeds[spec.name] = rng.integers(0, 100, size=shape).astype(
-                    np.int32 if "int32" in spec.type else np.int64)
-            else:
-                return None
+        feeds = onnx_feeds(sessions[0], samples, rng, skip=set(restored))
+        if feeds is None:
+            return None
         first, second = (s.run(None, feeds)[0] for s in sessions)
     except Exception:  # noqa: BLE001 - onnxruntime raises its own types; any failure: can't run
         return None

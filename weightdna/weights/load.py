@@ -14,15 +14,15 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from weightdna.errors import MissingDependencyError, ModelFileError
+from weightdna.errors import ModelFileError
 from weightdna.weights.model import ModelWeights, TensorSource
+from weightdna.weights.onnx_format import all_nodes, load_model, to_tensor, weight_protos
 from weightdna.weights.roles import graph_roles
 from weightdna.weights.safetensors_format import read_header, read_tensor
 
@@ -240,43 +240,15 @@ def _npz_array(npz: Callable[[], np.lib.npyio.NpzFile], name: str) -> torch.Tens
 
 
 def _read_onnx(path: Path) -> tuple[Sources, dict[str, str], dict[str, str]]:
-    """The initializers, no metadata, and their roles from the operator inputs they feed."""
-    try:
-        import onnx
-        from onnx import numpy_helper
-    except ImportError:
-        raise MissingDependencyError(
-            "reading ONNX models needs the optional package onnx: pip install onnx"
-        ) from None
-    try:
-        # External data files are resolved relative to the model's folder.
-        model = onnx.load(str(path), load_external_data=True)
-    except Exception as exc:  # protobuf raises its own DecodeError; any failure means a bad file
-        raise ModelFileError(f"{path} could not be read as ONNX ({exc}).") from None
-    sources: Sources = {}
-    for init in model.graph.initializer:
-        arr = np.array(numpy_helper.to_array(init), order="C")  # a writable copy
-        if init.data_type == onnx.TensorProto.BFLOAT16:
-            # NumPy has no bfloat16: onnx returns ml_dtypes' type, which torch cannot take.
-            t = torch.from_numpy(arr.view(np.uint16)).view(torch.bfloat16)
-        else:
-            t = torch.from_numpy(arr)
-        sources[init.name] = TensorSource.held(t)
+    """The weights (initializers and Constant nodes' tensors, `onnx_format.weight_protos`),
+    no metadata, and their roles from the operator inputs they feed."""
+    model = load_model(path)
+    sources: Sources = {name: TensorSource.held(to_tensor(proto))
+                        for name, proto in weight_protos(model).items()}
     nodes = [(node.op_type, list(node.input), list(node.output))
-             for node in _all_nodes(model.graph)]
+             for node in all_nodes(model.graph)]
     roles = graph_roles(nodes, {name: src.shape for name, src in sources.items()})
     return sources, {}, roles
-
-
-def _all_nodes(graph: Any) -> Iterator[Any]:
-    """The nodes of an ONNX graph and of its subgraphs (If/Loop/Scan bodies)."""
-    for node in graph.node:
-        yield node
-        for attribute in node.attribute:
-            if attribute.g.node:
-                yield from _all_nodes(attribute.g)
-            for sub in attribute.graphs:
-                yield from _all_nodes(sub)
 
 
 _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
@@ -286,42 +258,49 @@ _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {
 }
 
 
-def _read_folder(folder: Path) -> tuple[str, Sources, dict[str, str]]:
-    """A Hugging Face model folder: its safetensors, else its pytorch_model*.bin files."""
+def folder_weight_files(folder: Path) -> tuple[str, list[Path], Path | None]:
+    """The weight files a Hugging Face model folder is read from: its format
+    (``"safetensors"``, else ``"pytorch"`` for pytorch_model*.bin), the files, and the shard
+    index that names them (None without one)."""
     for fmt, single in (("safetensors", "model.safetensors"), ("pytorch", "pytorch_model.bin")):
         index = folder / f"{single}.index.json"
-        listed: set[str] = set()
         if index.exists():
-            files, listed = _shards(index, folder)
-        elif (folder / single).exists():
-            files = [folder / single]
-        else:
-            pattern = "*.safetensors" if fmt == "safetensors" else "pytorch_model*.bin"
-            files = sorted(folder.glob(pattern))
+            return fmt, _shards(index, folder)[0], index
+        if (folder / single).exists():
+            return fmt, [folder / single], None
+        pattern = "*.safetensors" if fmt == "safetensors" else "pytorch_model*.bin"
+        files = sorted(folder.glob(pattern))
         if files:
-            sources: Sources = {}
-            metadata: dict[str, str] = {}
-            for file in files:
-                file_sources, file_metadata = _READERS[detect_format(file)](file)
-                clash = sources.keys() & file_sources.keys()
-                if clash:
-                    raise ModelFileError(
-                        f"{folder}: tensor {sorted(clash)[0]!r} appears in more than one "
-                        "weights file; the folder mixes two models."
-                    )
-                sources.update(file_sources)
-                metadata = metadata or file_metadata
-            missing = listed - sources.keys()
-            if missing:
-                raise ModelFileError(
-                    f"{index} lists {len(missing)} tensors that no shard holds (e.g. "
-                    f"{sorted(missing)[0]!r}); a shard is missing or from another model."
-                )
-            return fmt, sources, metadata
+            return fmt, files, None
     raise ModelFileError(
         f"{folder} has no model weights: looked for *.safetensors and pytorch_model*.bin "
         "(with or without an .index.json)."
     )
+
+
+def _read_folder(folder: Path) -> tuple[str, Sources, dict[str, str]]:
+    """A Hugging Face model folder: its safetensors, else its pytorch_model*.bin files."""
+    fmt, files, index = folder_weight_files(folder)
+    listed = _shards(index, folder)[1] if index is not None else set()
+    sources: Sources = {}
+    metadata: dict[str, str] = {}
+    for file in files:
+        file_sources, file_metadata = _READERS[detect_format(file)](file)
+        clash = sources.keys() & file_sources.keys()
+        if clash:
+            raise ModelFileError(
+                f"{folder}: tensor {sorted(clash)[0]!r} appears in more than one "
+                "weights file; the folder mixes two models."
+            )
+        sources.update(file_sources)
+        metadata = metadata or file_metadata
+    missing = listed - sources.keys()
+    if missing:
+        raise ModelFileError(
+            f"{index} lists {len(missing)} tensors that no shard holds (e.g. "
+            f"{sorted(missing)[0]!r}); a shard is missing or from another model."
+        )
+    return fmt, sources, metadata
 
 
 def _shards(index: Path, folder: Path) -> tuple[list[Path], set[str]]:

@@ -1,0 +1,160 @@
+"""ONNX in, ONNX out: the graph is stored without its weights, `decompress -o model.onnx`
+puts the restored weights back where they were (initializers, Constant nodes, once
+external data), and onnxruntime runs it with outputs within cosine 0.999 of the original's
+at 8 bits per weight."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import weightdna
+from weightdna.cli import main
+from weightdna.codec import read_dna_file
+from weightdna.errors import CorruptFileError
+from weightdna.weights import load_weights
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def conv_net(tmp_path_factory) -> Path:
+    from weightdna.evaluate.panel import BatchNormCNN, export_onnx
+
+    torch.manual_seed(0)
+    return export_onnx(BatchNormCNN().eval(), tmp_path_factory.mktemp("onnx") / "cnn.onnx")
+
+
+def _outputs(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _worst_cosine(path: Path, restored: Path, feeds: dict[str, np.ndarray]) -> float:
+    worst = 1.0
+    for a, b in zip(_outputs(path, feeds), _outputs(restored, feeds), strict=True):
+        a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        worst = min(worst, float(cosine.min()))
+    return worst
+
+
+IMAGES = {"image": np.random.default_rng(0).standard_normal((32, 1, 8, 8)).astype(np.float32)}
+
+
+def _round_trip(source: Path, tmp_path: Path) -> Path:
+    assert main(["compress", str(source), "-o", str(tmp_path / "m.dna"),
+                 "--bits-per-weight", "8", "--check", "none"]) == 0
+    out = tmp_path / "restored.onnx"
+    assert main(["decompress", str(tmp_path / "m.dna"), "-o", str(out)]) == 0
+    onnx.checker.check_model(str(out))
+    return out
+
+
+def test_a_conv_net_comes_back_as_onnx(conv_net: Path, tmp_path: Path) -> None:
+    out = _round_trip(conv_net, tmp_path)
+    dna = read_dna_file(tmp_path / "m.dna")
+    assert [(e["path"], e.get("kind")) for e in dna.files] == [("model.onnx", "onnx-graph")]
+    graph = dna.stored_file("model.onnx")
+    assert len(graph) < 0.05 * conv_net.stat().st_size  # the weights are not in it twice
+    original, restored = onnx.load(str(conv_net)), onnx.load(str(out))
+    assert [n.op_type for n in restored.graph.node] == [n.op_type for n in original.graph.node]
+    assert [i.name for i in restored.graph.initializer] == \
+        [i.name for i in original.graph.initializer]
+    worst = _worst_cosine(conv_net, out, IMAGES)
+    assert 0.999 <= worst < 1.0  # lossy, and still the same function
+
+
+def _weights_in_constant_nodes(source: Path, path: Path) -> Path:
+    """The model with every initializer moved into a Constant node, as Paddle's exporter
+    writes models."""
+    model = onnx.load(str(source))
+    constants = [onnx.helper.make_node("Constant", [], [init.name], value=init)
+                 for init in model.graph.initializer]
+    del model.graph.initializer[:]
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(constants + nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_weights_in_constant_nodes_are_weights(conv_net: Path, tmp_path: Path) -> None:
+    source = _weights_in_constant_nodes(conv_net, tmp_path / "constants.onnx")
+    weights, initializers = load_weights(source), load_weights(conv_net)
+    assert weights.names == initializers.names
+    roles = {i.name: i.role for i in weights.infos}
+    assert roles == {i.name: i.role for i in initializers.infos}  # from the graph too
+    assert "conv" in roles.values()
+    out = _round_trip(source, tmp_path)
+    assert not onnx.load(str(out)).graph.initializer
+    assert 0.999 <= _worst_cosine(source, out, IMAGES) < 1.0
+
+
+def test_external_data_onnx(conv_net: Path, tmp_path: Path) -> None:
+    source = tmp_path / "external.onnx"
+    onnx.save_model(onnx.load(str(conv_net)), str(source), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="external.onnx.data",
+                    size_threshold=256)  # onnxruntime wants small shape constants inline
+    assert source.stat().st_size < 0.1 * conv_net.stat().st_size
+    out = _round_trip(source, tmp_path)
+    assert 0.999 <= _worst_cosine(source, out, IMAGES) < 1.0
+
+
+def test_a_transformer_encoder(tmp_path: Path) -> None:
+    """A small BERT exported by torch.onnx (MiniLM's architecture, built with transformers'
+    own config class): the embeddings, attention and feed-forward weights come back."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=128)
+    bert = transformers.BertModel(config).eval()
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids).last_hidden_state
+
+    ids = torch.randint(0, 1000, (4, 16))
+    source = tmp_path / "bert.onnx"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Encoder(), (ids,), str(source), input_names=["input_ids"],
+                          output_names=["hidden"], opset_version=17, dynamo=False)
+    out = _round_trip(source, tmp_path)
+    feeds = {"input_ids": ids.numpy()}
+    assert 0.999 <= _worst_cosine(source, out, feeds) < 1.0
+
+
+def test_a_graph_missing_a_weight_is_refused(conv_net: Path, tmp_path: Path,
+                                             capsys) -> None:
+    from weightdna.weights.onnx_format import restore_graph
+
+    dna = read_dna_file(weightdna.compress(conv_net, tmp_path / "m.dna", lossless=True).output)
+    graph = dna.stored_file("model.onnx")
+    tensors = {n: dna.tensor(n) for n in dna.names}
+    first = dna.names[0]
+    with pytest.raises(CorruptFileError, match="has no tensor"):
+        restore_graph(graph, {n: t for n, t in tensors.items() if n != first}, "m.dna")
+    with pytest.raises(CorruptFileError, match="but its tensor is"):
+        restore_graph(graph, {**tensors, first: tensors[first].reshape(-1)[:1]}, "m.dna")
+    with pytest.raises(CorruptFileError, match="cannot be parsed"):
+        restore_graph(b"\xff\xff\xff", tensors, "m.dna")
+    restored = restore_graph(graph, tensors, "m.dna")  # lossless: the same weights
+    assert _worst_cosine(conv_net, _write(tmp_path / "l.onnx", restored), IMAGES) == \
+        pytest.approx(1.0, abs=1e-7)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
