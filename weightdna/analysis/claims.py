@@ -22,17 +22,14 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from weightdna.analysis.measure import Measure
-
-if TYPE_CHECKING:
-    from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
+from weightdna.analysis.results import INPUTS, ModelAnalysis, TensorAnalysis
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
-INPUTS = ("weights", "shuffled", "gaussian")
 VERDICTS = (HOLDS, FAILS, INCONCLUSIVE)
 
 Range = tuple[float | None, float | None]
