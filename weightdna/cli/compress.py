@@ -122,6 +122,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "ONNX with onnxruntime), compare the restored model's outputs "
                              "with the original's on a few synthetic inputs and warn if they "
                              "diverge (default: auto)")
+    parser.add_argument("--workers", type=int, metavar="N", default=None,
+                        help="processes coding tensors side by side, each reading its own "
+                             "tensors from the model's file (safetensors or .npz; other "
+                             "formats run in one process); the file is the same for any N "
+                             "(default: every core this process may use)")
+    parser.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                        help="run the tensors' tasks on the Ray cluster at ADDRESS (as "
+                             "ray.init takes it), or on a local one of --workers CPUs when "
+                             "no address is given; every node must see MODEL at the same "
+                             "path; the file is the same as a local run's (needs "
+                             "pip install 'weightdna[distributed]')")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -142,6 +153,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
+
+
+def _workers(args: argparse.Namespace) -> int:
+    """--workers, every core by default; refused below 1."""
+    if args.workers is None:
+        from weightdna.codec.workers import default_workers
+
+        return default_workers()
+    if args.workers < 1:
+        raise InvalidInputError(f"--workers must be 1 or more, not {args.workers}.")
+    return args.workers
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -295,7 +317,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, progress=progress)
+                                sensitivity=sensitivity, progress=progress,
+                                workers=_workers(args), ray=args.ray)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
         console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)

@@ -35,12 +35,12 @@ from weightdna.codec.ratecontrol import (
     Choice,
     Target,
     TensorCandidates,
+    _sampled_rows,
     apply_objective,
     bisect_step,
     check_objective,
     drop_samples,
     pooled_figures,
-    resample,
     scalar_choice,
     single_tensor_choice,
     tensor_candidates,
@@ -48,9 +48,10 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
+from weightdna.codec.workers import Runner, make_runner
 from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError, OutputExistsError
-from weightdna.weights import ModelWeights, save_weights
+from weightdna.weights import ModelWeights, TensorInfo, save_weights
 from weightdna.weights.model import TensorSource
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -260,16 +261,7 @@ class _Coder:
         self.coded[name] = coded
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
-        peak = signal = 0.0
-        flat = tensor.reshape(-1)
-        for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
-            values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
-            values = values[torch.isfinite(values)]
-            if values.numel():
-                values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
-                peak = max(peak, float(values.max()))
-                signal += float(torch.dot(values, values))
-        self.peaks[name], self.signal[name] = peak, signal
+        self.peaks[name], self.signal[name] = _measure(tensor)
 
     def entries(self) -> tuple[list[dict], list[dict[str, bytes]]]:
         names = [n for n in self.weights.names if n in self.coded]
@@ -291,28 +283,106 @@ class _Coder:
             count += n
         return decibels(signal, sse), decibels(count, normalised)
 
-    def zeroed(self, name: str) -> float | None:
-        """The share of ``name``'s non-zero weights that decode as 0 (None: stored exactly
-        or holding none), measured on the coded tensor, a block at a time."""
-        entry, sections = self.coded[name]
-        if entry.get("stats", {}).get("mse", 0.0) == 0:
-            return None
-        original = self.weights.tensor(name).reshape(-1)
-        restored = decode_tensor(entry, sections).reshape(-1)
-        nonzero = lost = 0
-        for start in range(0, original.numel(), MEASURE_BLOCK):
-            a = original[start : start + MEASURE_BLOCK]
-            b = restored[start : start + MEASURE_BLOCK]
-            kept = a != 0
-            nonzero += int(kept.sum())
-            lost += int((kept & (b == 0)).sum())
-        return lost / nonzero if nonzero else None
-
-    def reports(self) -> list[TensorReport]:
+    def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
+        zeroed = runner.map(_zeroed, ((e["name"], e, s) if e.get("stats", {}).get("mse")
+                                      else (e["name"], None, None)
+                                      for e, s in zip(entries, sections, strict=True)))
         return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
-                               self.weights.info(e["name"]).role, self.zeroed(e["name"]))
-                for e, s in zip(entries, sections, strict=True)]
+                               self.weights.info(e["name"]).role, z)
+                for e, s, z in zip(entries, sections, zeroed, strict=True)]
+
+
+def _measure(tensor: torch.Tensor) -> tuple[float, float]:
+    """max |w| and Σ w² over the finite elements."""
+    peak = signal = 0.0
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
+        values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
+        values = values[torch.from_numpy(np.isfinite(values.numpy()))]
+        if values.numel():
+            values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
+            peak = max(peak, float(values.max()))
+            signal += float(torch.dot(values, values))
+    return peak, signal
+
+
+# The tasks of `weightdna.codec.workers`: each reads its own tensor from ``weights``.
+
+def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
+            sections: dict[str, bytes] | None) -> float | None:
+    """The share of ``name``'s non-zero weights that decode as 0 (None: stored exactly
+    (``entry`` None) or holding none), measured on the coded tensor, a block at a time."""
+    if entry is None or entry.get("stats", {}).get("mse", 0.0) == 0:
+        return None
+    original = weights.tensor(name).reshape(-1)
+    restored = decode_tensor(entry, sections).reshape(-1)
+    nonzero = lost = 0
+    for start in range(0, original.numel(), MEASURE_BLOCK):
+        a = original[start : start + MEASURE_BLOCK]
+        b = restored[start : start + MEASURE_BLOCK]
+        kept = a != 0
+        nonzero += int(kept.sum())
+        lost += int((kept & (b == 0)).sum())
+    return lost / nonzero if nonzero else None
+
+
+def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str
+                ) -> tuple[tuple[float, float] | None, tuple[dict, dict[str, bytes]] | None]:
+    """A tensor's max |w| and Σ w² (floating point, not a buffer: None otherwise), and its
+    coding when its role fixes it (exact, relative, bounded; None: the target's)."""
+    tensor = weights.tensor(info.name)
+    figures = _measure(tensor) if info.fittable else None
+    how = coding(info)
+    coded = None
+    if kind == "lossless" or how == "exact":
+        coded = encode_tensor(tensor, name=info.name, lossless=True)
+    elif how == "relative" and kind != "max_abs_error":
+        coded = encode_relative(tensor, info.name)
+    elif how == "bounded" and kind != "max_abs_error":
+        coded = encode_bounded(tensor, info.name)
+    return figures, coded
+
+
+def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
+             dna_config: object) -> TensorCandidates:
+    """`tensor_candidates` of a tensor, read as float64 straight from the reader (the stored
+    dtype's copy is not held beside it)."""
+    tc = tensor_candidates(info, weights.numpy(info.name), representations, dna_config)
+    _give_back_free_memory()
+    return tc
+
+
+def _sample(weights: ModelWeights, name: str) -> np.ndarray:
+    """The sample `drop_samples` dropped, taken again from the tensor (`resample`)."""
+    return _sampled_rows(weights.tensor(name))[0]
+
+
+def _encode(weights: ModelWeights, name: str, choice: Choice, hessian: np.ndarray | None,
+            zero_dead: bool) -> tuple[dict, dict[str, bytes]]:
+    coded = _encode_choice(weights.tensor(name), name, choice, hessian, zero_dead)
+    _give_back_free_memory()
+    return coded
+
+
+def _without_sample(choice: Choice) -> Choice:
+    """``choice`` as a task's argument: its candidate's sample (the allocation's, not the
+    encoder's) left behind."""
+    if choice.candidate is None or choice.candidate.sample is None:
+        return choice
+    return replace(choice, candidate=replace(choice.candidate, sample=None))
+
+
+def _meet_one(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
+              dna_config: object, sensitivity: float, target: Target, per_row: bool,
+              hessian: np.ndarray | None) -> tuple[dict, dict[str, bytes]]:
+    """One tensor coded to a per-tensor or max-abs-error target."""
+    tc = _analyse(weights, info, representations, dna_config)
+    tc.sensitivity = sensitivity
+    tensor = weights.tensor(info.name)
+    if target.kind == "max_abs_error":
+        return _smallest_within(tensor, info.name, tc, target.value)
+    return _meet_per_tensor(tensor, info.name, tc, target, per_row, hessian)
 
 
 def compress_model(
@@ -328,6 +398,8 @@ def compress_model(
     sensitivity: Mapping[str, float] | None = None,
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
+    ray: str | bool | None = False,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
@@ -366,68 +438,31 @@ def compress_model(
     }
     calibration = _check_calibration(weights, calibration, target)
     coder = _Coder(weights, calibration)
-    lossy: list[str] = []
-    for info in weights.infos:
-        tensor = weights.tensor(info.name)
-        if info.fittable:
-            coder.measure(tensor, info.name)
-        how = coding(info)
-        if target.kind == "lossless" or how == "exact":
-            coder.add(info.name, encode_tensor(tensor, name=info.name, lossless=True))
-        elif how == "relative" and target.kind != "max_abs_error":
-            coder.add(info.name, encode_relative(tensor, info.name))
-        elif how == "bounded" and target.kind != "max_abs_error":
-            coder.add(info.name, encode_bounded(tensor, info.name))
-        else:
-            lossy.append(info.name)
-        del tensor  # before the next one is read
-    _give_back_free_memory()
-
-    def analyse(i: int, name: str) -> TensorCandidates:
-        report("analysing", i, len(lossy))
-        # float64 straight from the reader: the stored dtype's copy is not held beside it.
-        tc = tensor_candidates(weights.info(name), weights.numpy(name), representations,
-                               dna_config)
-        _give_back_free_memory()
-        tc.sensitivity = float((sensitivity or {}).get(name, 1.0))
-        if not tc.sensitivity > 0:
+    for name, value in (sensitivity or {}).items():
+        if not float(value) > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
-        if target.kind in ("bits_per_weight", "snr") and not target.per_tensor:
-            apply_objective(tc, objective, measured=sensitivity is not None)
-        return tc
-
-    if target.kind == "max_abs_error":
-        for i, name in enumerate(lossy):
-            coder.add(name, _smallest_within(weights.tensor(name), name, analyse(i, name),
-                                             target.value))
-    elif target.per_tensor:
-        for i, name in enumerate(lossy):
-            coder.add(name, _meet_per_tensor(weights.tensor(name), name, analyse(i, name),
-                                             target, per_row, coder.hessian(name)))
-    elif lossy:
-        # Largest first (each analysis depends on its tensor alone): the largest tensor's
-        # float64 values and their temporaries then sit beside no other tensor's samples.
-        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
-        analysed = {name: analyse(i, name) for i, name in enumerate(by_size)}
-        candidates = [analysed[name] for name in lossy]
-        report("analysing", len(lossy), len(lossy))
-        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report)
-    report("writing", 0, 1)
-    entries, sections = coder.entries()
-    if target.kind == "bits_per_weight":
-        least = 8.0 * dna_file_size(entries, sections, metadata=metadata) / weights.total_numel
-        if least > target.value:
-            raise InvalidInputError(
-                f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
-                "weight (tensors stored exactly and the header included). Ask for more."
-            )
-    size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
-    snr, psnr = coder.figures()
-    report("writing", 1, 1)
+    if not isinstance(calibration, Mapping):
+        workers, ray = None, False  # a sequential calibration codes one tensor after another
+    with make_runner(weights, workers, ray) as runner:
+        _compress(weights, coder, runner, target, representations, per_row, objective,
+                  dna_config, sensitivity, metadata, report)
+        report("writing", 0, 1)
+        entries, sections = coder.entries()
+        if target.kind == "bits_per_weight":
+            least = 8.0 * dna_file_size(entries, sections, metadata=metadata) / weights.total_numel
+            if least > target.value:
+                raise InvalidInputError(
+                    f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
+                    "weight (tensors stored exactly and the header included). Ask for more."
+                )
+        size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
+        snr, psnr = coder.figures()
+        tensors = coder.reports(runner)
+        report("writing", 1, 1)
     return CompressionReport(
         output=output,
         target=target.describe(),
-        tensors=coder.reports(),
+        tensors=tensors,
         file_bytes=size,
         original_bytes=original_size(weights),
         weights=weights.total_numel,
@@ -435,6 +470,52 @@ def compress_model(
         psnr_db=psnr,
         seconds=time.perf_counter() - started,
     )
+
+
+def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
+              representations: Sequence[str], per_row: bool, objective: str,
+              dna_config: object, sensitivity: Mapping[str, float] | None,
+              metadata: Mapping[str, str], report: Progress) -> None:
+    """Code every tensor of ``weights`` into ``coder``, the tasks run by ``runner``."""
+    lossy: list[str] = []
+    infos = weights.infos
+    firsts = runner.map(_first_pass, ((info, target.kind) for info in infos))
+    for info, (figures, coded) in zip(infos, firsts, strict=True):
+        if figures is not None:
+            coder.peaks[info.name], coder.signal[info.name] = figures
+        if coded is not None:
+            coder.add(info.name, coded)
+        else:
+            lossy.append(info.name)
+    _give_back_free_memory()
+
+    def weight_of(name: str) -> float:
+        return float((sensitivity or {}).get(name, 1.0))
+
+    if target.kind == "max_abs_error" or target.per_tensor:
+        tasks = ((weights.info(name), representations, dna_config, weight_of(name), target,
+                  per_row, None if target.kind == "max_abs_error" else coder.hessian(name))
+                 for name in lossy)
+        for i, (name, coded) in enumerate(zip(lossy, runner.map(_meet_one, tasks),
+                                              strict=True)):
+            report("analysing", i, len(lossy))
+            coder.add(name, coded)
+    elif lossy:
+        # Largest first (each analysis depends on its tensor alone): the largest tensor's
+        # float64 values and their temporaries then sit beside no other tensor's samples.
+        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
+        analysed = {}
+        tasks = ((weights.info(name), representations, dna_config) for name in by_size)
+        for i, (name, tc) in enumerate(zip(by_size, runner.map(_analyse, tasks), strict=True)):
+            report("analysing", i, len(lossy))
+            tc.sensitivity = weight_of(name)
+            if target.kind in ("bits_per_weight", "snr"):
+                apply_objective(tc, objective, measured=sensitivity is not None)
+            analysed[name] = tc
+        candidates = [analysed[name] for name in lossy]
+        report("analysing", len(lossy), len(lossy))
+        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
+                          runner)
 
 
 def _check_calibration(weights: ModelWeights,
@@ -526,7 +607,8 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
 
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
-                      metadata: Mapping[str, str], report: Progress) -> None:
+                      metadata: Mapping[str, str], report: Progress,
+                      runner: Runner) -> None:
     """Bisect the global step on estimates, code, measure, and correct until the measured
     whole-model figure meets the target.
 
@@ -565,21 +647,26 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
         report("allocating", 0, 1)
         if round_:  # the samples were dropped while the last allocation was coded
-            for tc in candidates:
-                resample(tc, weights.tensor(tc.info.name))
+            dropped = [tc for tc in candidates
+                       if any(c.sample is None for c in tc.candidates)]
+            for tc, sample in zip(dropped, runner.map(_sample, ((tc.info.name,)
+                                                                for tc in dropped)),
+                                  strict=True):
+                for candidate in tc.candidates:
+                    if candidate.sample is None:
+                        candidate.sample = sample
                 _give_back_free_memory()
         allocation = bisect_step(candidates, meets, per_row, target,
                                  coarse_is_ok=target.kind == "bits_per_weight")
         drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
         _give_back_free_memory()
-        for i, tc in enumerate(candidates):
+        tasks = ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
+                  coder.hessian(tc.info.name), target.kind == "bits_per_weight")
+                 for tc in candidates)
+        for i, (tc, coded) in enumerate(zip(candidates, runner.map(_encode, tasks),
+                                            strict=True)):
             report("encoding", i, len(candidates))
-            name = tc.info.name
-            coder.add(name, _encode_choice(weights.tensor(name), name,
-                                           allocation.choices[name],
-                                           coder.hessian(name),
-                                           zero_dead=target.kind == "bits_per_weight"))
-            _give_back_free_memory()
+            coder.add(tc.info.name, coded)
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata)
