@@ -151,6 +151,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     restore.add_argument("file", help="a .dna file written by `weightdna compress`")
     restore.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    restore.add_argument("--workers", type=int, metavar="N", default=None,
+                         help="processes decoding tensors side by side, each writing its "
+                              "tensors into their place in OUTPUT; the same file for any N "
+                              "(default: every core this process may use)")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
 
@@ -382,7 +386,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     with job_progress() as bar:
         progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
-                                       progress=progress)
+                                       progress=progress, workers=_workers(args))
     console.print(f"wrote {printable(args.output)}: {count} tensors, {size:,} bytes, "
                   f"{time.perf_counter() - started:.1f} s.", highlight=False)
     return 0

@@ -48,7 +48,12 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
-from weightdna.codec.workers import Runner, make_runner
+from weightdna.codec.workers import (
+    Runner,
+    can_share_output,
+    decompress_in_parallel,
+    make_runner,
+)
 from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError, OutputExistsError
 from weightdna.weights import ModelWeights, TensorInfo, save_weights
@@ -706,13 +711,16 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
 
 def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
-                     progress: Progress | None = None) -> tuple[int, int]:
+                     progress: Progress | None = None,
+                     workers: int | None = None) -> tuple[int, int]:
     """Decode every tensor of a .dna file and write them as safetensors with their original
     names, shapes and dtypes; returns (tensors, bytes written).
 
     Streams: the safetensors header comes from the .dna header's dtypes and shapes, then
     each tensor is decoded just before its bytes are written and dropped after, so memory
-    follows the largest tensor, not the model. The output appears whole or not at all."""
+    follows the largest tensor, not the model. The output appears whole or not at all.
+    ``workers`` (2 or more): that many processes decode tensors side by side, each writing
+    its bytes into their place in the file (`weightdna.codec.workers`): the same file."""
     path, output = Path(path), Path(output)
     _check_paths(path, output, overwrite)
     dna = read_dna_file(path)
@@ -738,6 +746,9 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
             metadata = source or metadata
     except CorruptFileError:
         pass  # free text from another writer (or hostile: too deep, too long): the default
+    if workers and workers > 1 and can_share_output() and "__metadata__" not in tensors:
+        decompress_in_parallel(dna, output, metadata, overwrite, report, workers)
+        return len(tensors), output.stat().st_size
     save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
     report("decoding", len(dna.names), len(dna.names))
     return len(tensors), output.stat().st_size

@@ -43,8 +43,8 @@ def finite_mask(tensor: torch.Tensor) -> np.ndarray:
     tensor = tensor.detach().cpu()
     if tensor.dtype == torch.bfloat16:
         bits = tensor.contiguous().view(torch.int16).numpy()
-        return (bits & 0x7F80) != 0x7F80  # exponent all ones: ±Inf or NaN
-    return np.isfinite(tensor.numpy())
+        return np.asarray((bits & 0x7F80) != 0x7F80)  # exponent all ones: ±Inf or NaN
+    return np.asarray(np.isfinite(tensor.numpy()))  # an array also for a 0-d tensor
 
 
 def to_float64(tensor: torch.Tensor) -> np.ndarray:

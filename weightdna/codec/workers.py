@@ -17,6 +17,7 @@ one thread, so that N processes use N cores, not N × cores.
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -24,8 +25,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Any
 
-from weightdna.errors import InvalidInputError, MissingDependencyError
+import torch
+
+from weightdna.atomic import atomic_output
+from weightdna.codec.container import DnaFile, read_dna_file
+from weightdna.codec.dtypes import DTYPES
+from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
 from weightdna.weights import ModelWeights, load_weights
+from weightdna.weights.safetensors_format import header_bytes
 
 Task = Callable[..., Any]  # task(weights, *args)
 # Model formats a worker can read one tensor of without loading the rest.
@@ -48,9 +55,17 @@ def can_share(weights: ModelWeights) -> bool:
     return weights.format in PARALLEL_FORMATS and weights.path.exists()
 
 
-@functools.lru_cache(maxsize=2)
-def open_model(path: str) -> ModelWeights:
-    """The model at ``path``, opened once per process (its header; tensors read on use)."""
+def can_share_output() -> bool:
+    """Whether workers can write into the file this process has open (Linux's /proc)."""
+    return os.path.isdir("/proc/self/fd")
+
+
+@functools.lru_cache(maxsize=4)
+def open_source(kind: str, path: str) -> ModelWeights | DnaFile:
+    """The model (``kind`` "model") or .dna file ("dna") at ``path``, opened once per
+    process: its header; tensors are read when a task uses them."""
+    if kind == "dna":
+        return read_dna_file(path, verify=False)  # the driver has checked it whole
     return load_weights(path)
 
 
@@ -67,14 +82,14 @@ def _one_thread() -> None:
         pass
 
 
-def _call(path: str, task: Task, args: tuple) -> Any:
-    """Run ``task`` in a worker on the model at ``path``."""
-    return task(open_model(path), *args)
+def _call(kind: str, path: str, task: Task, args: tuple) -> Any:
+    """Run ``task`` in a worker on the model or .dna file at ``path``."""
+    return task(open_source(kind, path), *args)
 
 
-def _ray_call(path: str, task: Task, args: tuple) -> Any:
+def _ray_call(kind: str, path: str, task: Task, args: tuple) -> Any:
     _one_thread()  # cheap when already so; a Ray worker has no initializer
-    return _call(path, task, args)
+    return _call(kind, path, task, args)
 
 
 class Runner:
@@ -82,7 +97,7 @@ class Runner:
 
     workers = 1
 
-    def __init__(self, weights: ModelWeights) -> None:
+    def __init__(self, weights: ModelWeights | DnaFile) -> None:
         self.weights = weights
 
     def map(self, task: Task, tasks: Iterable[tuple]) -> Iterator[Any]:
@@ -103,8 +118,9 @@ class Runner:
 class _Distributed(Runner):
     """Submits tasks naming the model's path; gathers them as they complete."""
 
-    def __init__(self, weights: ModelWeights, workers: int) -> None:
+    def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
         super().__init__(weights)
+        self.kind = "dna" if isinstance(weights, DnaFile) else "model"
         self.path = str(Path(weights.path).resolve())
         self.workers = workers
         self.window = 2 * workers  # tasks submitted and not yet handed back
@@ -153,13 +169,13 @@ class _Distributed(Runner):
 class PoolRunner(_Distributed):
     """A pool of ``workers`` processes on this machine (concurrent.futures, spawned)."""
 
-    def __init__(self, weights: ModelWeights, workers: int) -> None:
+    def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
         super().__init__(weights, workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_one_thread)
 
     def _submit(self, task: Task, args: tuple) -> Future:
-        return self.pool.submit(_call, self.path, task, args)
+        return self.pool.submit(_call, self.kind, self.path, task, args)
 
     def _wait(self, pending: list[Future]) -> list[Future]:
         return list(wait(pending, return_when=FIRST_COMPLETED).done)
@@ -200,7 +216,7 @@ class RayRunner(_Distributed):
         self.remote = ray.remote(num_cpus=1)(_ray_call)
 
     def _submit(self, task: Task, args: tuple) -> Any:
-        return self.remote.remote(self.path, task, args)
+        return self.remote.remote(self.kind, self.path, task, args)
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         ready, _ = self.ray.wait(pending, num_returns=1)
@@ -243,3 +259,41 @@ def make_runner(weights: ModelWeights, workers: int | None = None,
     if not workers or not can_share(weights):
         return Runner(weights)
     return PoolRunner(weights, workers)
+
+
+def _decode_into(dna: DnaFile, name: str, output: str, offset: int) -> int:
+    """Decode the tensor ``name`` and write its bytes at ``offset`` of ``output`` (a
+    decompress's temporary file, its header written); returns its elements."""
+    tensor = dna.tensor(name)
+    data = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+    fd = os.open(output, os.O_WRONLY)
+    try:
+        while data:
+            written = os.pwrite(fd, data, offset)
+            data, offset = data[written:], offset + written
+    finally:
+        os.close(fd)
+    return tensor.numel()
+
+
+def decompress_in_parallel(dna: DnaFile, output: Path, metadata: dict[str, str],
+                           overwrite: bool, report: Callable[[str, int, int], None],
+                           workers: int) -> None:
+    """Write ``dna``'s tensors as safetensors at ``output`` (atomically), each decoded by
+    one of ``workers`` processes straight into its place in the file: the header first,
+    then the tensors' bytes at their offsets, the same bytes as one process writes."""
+    specs = {e["name"]: (DTYPES[e["dtype"]], tuple(e["shape"])) for e in dna.entries}
+    start, offsets = header_bytes(specs, metadata)
+    size = len(start) + sum(math.prod(shape) * dtype.itemsize for dtype, shape in specs.values())
+    with atomic_output(output, overwrite=overwrite) as f:
+        f.write(start)
+        f.flush()
+        f.truncate(size)
+        temporary = os.readlink(f"/proc/self/fd/{f.fileno()}")
+        if not os.path.isfile(temporary):
+            raise ModelFileError(f"cannot reopen the temporary file of {output}.")
+        names = sorted(specs)
+        with PoolRunner(dna, workers) as runner:
+            tasks = ((name, temporary, offsets[name]) for name in names)
+            for i, _ in enumerate(runner.map(_decode_into, tasks)):
+                report("decoding", i + 1, len(names))

@@ -1,0 +1,115 @@
+"""Compress across processes and on Ray: the same file for any number of workers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+from support import MINILM, requires_minilm
+
+from weightdna.cli import main
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import Target
+from weightdna.codec.workers import PoolRunner, Runner, make_runner
+from weightdna.weights import load_weights, save_weights
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slice of the real MiniLM: layer 0's query and key (weights and biases), its
+    LayerNorms and 256 rows of the word embeddings, about 0.4M weights."""
+    full = load_weights(MINILM)
+    keep = {i.name: full.tensor(i.name) for i in full.infos
+            if i.layer == 0 and ("self.query" in i.name or "self.key" in i.name
+                                 or "LayerNorm" in i.name)}
+    keep["embeddings.word_embeddings.weight"] = full.tensor(
+        "embeddings.word_embeddings.weight")[:256].clone()
+    return save_weights(keep, tmp_path_factory.mktemp("minilm") / "slice.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file coded in this process, at 4 bits per weight."""
+    out = tmp_path_factory.mktemp("ref") / "ref.dna"
+    compress_model(load_weights(model), out, Target("bits_per_weight", 4.0))
+    return out
+
+
+@requires_minilm
+def test_one_and_two_workers_write_the_file_one_process_writes(model: Path, reference: Path,
+                                                                tmp_path: Path) -> None:
+    weights = load_weights(model)
+    reports = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.dna"
+        reports[workers] = compress_model(weights, out, Target("bits_per_weight", 4.0),
+                                          workers=workers)
+        assert digest(out) == digest(reference), f"{workers} worker(s)"
+    # The figures measured on the coded tensors (zeroed shares by the workers) agree too.
+    assert [t.zeroed for t in reports[1].tensors] == [t.zeroed for t in reports[2].tensors]
+    assert any(t.zeroed for t in reports[2].tensors)
+
+
+@requires_minilm
+def test_decompress_in_workers_writes_the_same_file(reference: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    assert decompress_model(reference, one) == decompress_model(reference, two, workers=2)
+    assert digest(one) == digest(two)
+    cli = tmp_path / "cli.safetensors"
+    assert main(["decompress", str(reference), "-o", str(cli), "--workers", "2"]) == 0
+    assert digest(cli) == digest(one)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+@requires_minilm
+def test_per_tensor_targets_in_workers_match_one_process(model: Path, tmp_path: Path) -> None:
+    weights = load_weights(model)
+    target = Target("snr", 18.0, per_tensor=True)
+    compress_model(weights, tmp_path / "one.dna", target)
+    compress_model(weights, tmp_path / "two.dna", target, workers=2)
+    assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+
+
+@requires_minilm
+def test_cli_workers_flag(model: Path, reference: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli.dna"
+    assert main(["compress", str(model), "-o", str(out), "--bits-per-weight", "4",
+                 "--workers", "2", "--check", "none", "--json"]) == 0
+    assert digest(out) == digest(reference)
+    capsys.readouterr()
+    assert main(["compress", str(model), "-o", str(out), "--bits-per-weight", "4",
+                 "--workers", "0", "--force"]) != 0
+    assert "--workers must be 1 or more" in capsys.readouterr().err
+
+
+def test_runner_choice(tmp_path: Path) -> None:
+    import torch
+
+    path = save_weights({"w": torch.ones(4, 4)}, tmp_path / "m.safetensors")
+    weights = load_weights(path)
+    assert type(make_runner(weights, None)) is Runner
+    with make_runner(weights, 1) as runner:
+        assert isinstance(runner, PoolRunner)
+    torch.save({"w": torch.ones(4, 4)}, tmp_path / "m.pt")
+    # A checkpoint other processes could only load whole runs in this process.
+    assert type(make_runner(load_weights(tmp_path / "m.pt"), 2)) is Runner
+
+
+@requires_minilm
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+def test_local_ray_cluster_writes_the_same_file(model: Path, reference: Path,
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "ray.dna"
+    compress_model(load_weights(model), out, Target("bits_per_weight", 4.0), workers=2,
+                   ray=True)
+    assert digest(out) == digest(reference)
+    back = tmp_path / "back.safetensors"
+    decompress_model(out, back)
+    assert load_weights(back).names == load_weights(model).names
