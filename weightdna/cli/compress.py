@@ -133,6 +133,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "no address is given; every node must see MODEL at the same "
                              "path; the file is the same as a local run's (needs "
                              "pip install 'weightdna[distributed]')")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish a compress that was killed: it left OUTPUT.work/ (a "
+                             "manifest and the tensors it had coded); only what is missing is "
+                             "done, and the file is the one an unbroken run writes. Without "
+                             "it, a leftover OUTPUT.work/ is started over")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -322,7 +327,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress,
-                                workers=_workers(args), ray=args.ray)
+                                workers=_workers(args), ray=args.ray, resumable=True,
+                                resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
         console.print(_as_json(report, check), markup=False, highlight=False, soft_wrap=True)

@@ -46,6 +46,7 @@ from weightdna.codec.ratecontrol import (
     tensor_candidates,
     trellis_choice,
 )
+from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
 from weightdna.codec.workers import (
@@ -55,7 +56,12 @@ from weightdna.codec.workers import (
     make_runner,
 )
 from weightdna.dna.metrics import decibels
-from weightdna.errors import CorruptFileError, InvalidInputError, OutputExistsError
+from weightdna.errors import (
+    CorruptFileError,
+    InvalidInputError,
+    OutputExistsError,
+    WeightDNAError,
+)
 from weightdna.weights import ModelWeights, TensorInfo, save_weights
 from weightdna.weights.model import TensorSource
 
@@ -405,6 +411,8 @@ def compress_model(
     progress: Progress | None = None,
     workers: int | None = None,
     ray: str | bool | None = False,
+    resumable: bool = False,
+    resume: bool = False,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
@@ -427,6 +435,13 @@ def compress_model(
     biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
     their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
     meet the target. Any coded tensor whose exact bytes are fewer is stored exactly.
+    ``workers``: code tensors in that many processes (None: this one), ``ray``: on a Ray
+    cluster (an address, or True for a local one of ``workers`` CPUs); each reads its own
+    tensors from the model's file, and the file is the same for any of them
+    (`weightdna.codec.workers`; a sequential calibration runs here).
+    ``resumable``: keep each finished task in a work folder beside ``output``, which a
+    killed run leaves; ``resume``: finish such a run, doing only what is missing
+    (`weightdna.codec.resume`). The folder is removed once ``output`` is written.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -448,7 +463,46 @@ def compress_model(
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
     if not isinstance(calibration, Mapping):
         workers, ray = None, False  # a sequential calibration codes one tensor after another
-    with make_runner(weights, workers, ray) as runner:
+    folder = None
+    if resumable or resume:
+        folder = WorkFolder(output, weights, settings_of(
+            target=target, representations=list(representations), per_row=per_row,
+            objective=objective, dna_config=dna_config, sensitivity=dict(sensitivity or {}),
+            calibration=None if not calibration else "given"), resume)
+    try:
+        report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
+                                      representations, per_row, objective, dna_config,
+                                      sensitivity, metadata, report, overwrite)
+    except WeightDNAError:
+        if folder is not None:
+            folder.remove()  # a refused request: nothing to resume
+        raise
+    if folder is not None:
+        folder.remove()  # the output is written
+    size, snr, psnr, tensors = report_
+    return CompressionReport(
+        output=output,
+        target=target.describe(),
+        tensors=tensors,
+        file_bytes=size,
+        original_bytes=original_size(weights),
+        weights=weights.total_numel,
+        snr_db=snr,
+        psnr_db=psnr,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _compress_and_write(weights: ModelWeights, output: Path, target: Target, coder: _Coder,
+                        folder: WorkFolder | None, workers: int | None, ray: str | bool | None,
+                        representations: Sequence[str], per_row: bool, objective: str,
+                        dna_config: object, sensitivity: Mapping[str, float] | None,
+                        metadata: dict[str, str], report: Progress, overwrite: bool
+                        ) -> tuple[int, float, float, list[TensorReport]]:
+    """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
+    tensors' reports)."""
+    with make_runner(weights, workers, ray) as local:
+        runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
                   dna_config, sensitivity, metadata, report)
         report("writing", 0, 1)
@@ -462,19 +516,9 @@ def compress_model(
                 )
         size = write_dna_file(output, entries, sections, metadata=metadata, overwrite=overwrite)
         snr, psnr = coder.figures()
-        tensors = coder.reports(runner)
+        tensors = coder.reports(local)
         report("writing", 1, 1)
-    return CompressionReport(
-        output=output,
-        target=target.describe(),
-        tensors=tensors,
-        file_bytes=size,
-        original_bytes=original_size(weights),
-        weights=weights.total_numel,
-        snr_db=snr,
-        psnr_db=psnr,
-        seconds=time.perf_counter() - started,
-    )
+    return size, snr, psnr, tensors
 
 
 def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
