@@ -220,12 +220,13 @@ def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
 
 
 def _plan(target: Target) -> dict[str, int]:
-    """The stages compress_model reports, with their expected passes: a whole-model target
+    """The stages compress_model reports, with their expected passes (reading: each tensor's
+    first pass, which codes those its role fixes): a whole-model target
     allocates and encodes every tensor once per round of its rate control (up to
     MEASURE_ROUNDS; usually two or three)."""
     if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
-        return {"analysing": 1, "writing": 1}
-    return {"analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
+        return {"reading": 1, "analysing": 1, "writing": 1}
+    return {"reading": 1, "analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
 
 
 def _db(value: float | None) -> str:

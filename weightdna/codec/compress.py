@@ -529,13 +529,15 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
     lossy: list[str] = []
     infos = weights.infos
     firsts = runner.map(_first_pass, ((info, target.kind) for info in infos))
-    for info, (figures, coded) in zip(infos, firsts, strict=True):
+    for i, (info, (figures, coded)) in enumerate(zip(infos, firsts, strict=True)):
+        report("reading", i, len(infos))
         if figures is not None:
             coder.peaks[info.name], coder.signal[info.name] = figures
         if coded is not None:
             coder.add(info.name, coded)
         else:
             lossy.append(info.name)
+    report("reading", len(infos), len(infos))
     _give_back_free_memory()
 
     def weight_of(name: str) -> float:
