@@ -159,7 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("--workers", type=int, metavar="N", default=None,
                          help="processes decoding tensors side by side, each writing its "
                               "tensors into their place in OUTPUT; the same file for any N "
-                              "(default: every core this process may use)")
+                              "(default: every core this process may use for files of 200M "
+                              "weights or more, where they pay for their start; else one)")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
 
@@ -393,7 +394,8 @@ def run_decompress(args: argparse.Namespace) -> int:
     with job_progress() as bar:
         progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
-                                       progress=progress, workers=_workers(args))
+                                       progress=progress,
+                                       workers=None if args.workers is None else _workers(args))
     console.print(f"wrote {printable(args.output)}: {count} tensors, {size:,} bytes, "
                   f"{time.perf_counter() - started:.1f} s.", highlight=False)
     return 0

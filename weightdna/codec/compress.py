@@ -53,6 +53,7 @@ from weightdna.codec.workers import (
     Runner,
     can_share_output,
     decompress_in_parallel,
+    default_workers,
     make_runner,
 )
 from weightdna.dna.metrics import decibels
@@ -76,6 +77,10 @@ SNR_TARGET_SLACK_DB = 0.05
 # A first guess at the (compressed) header's size per tensor, before it is measured.
 HEADER_BYTES_PER_TENSOR = 150
 MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
+# From this many weights a decompress uses every core by default: starting a process
+# (importing torch and the codec) took about 5 s on the shared 2-core box, and MiniLM's
+# 22.7M weights decoded in 7.7 s in one process against 15.2 s with 2 (BENCHMARKS.md).
+PARALLEL_DECODE_WEIGHTS = 200_000_000
 # Below this many elements a coded tensor is also stored exactly, and the smaller kept.
 EXACT_CHECK_ELEMENTS = 1 << 14
 
@@ -758,7 +763,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
 def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
                      progress: Progress | None = None,
-                     workers: int | None = None) -> tuple[int, int]:
+                     workers: int | None = 1) -> tuple[int, int]:
     """Decode every tensor of a .dna file and write them as safetensors with their original
     names, shapes and dtypes; returns (tensors, bytes written).
 
@@ -766,7 +771,8 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
     each tensor is decoded just before its bytes are written and dropped after, so memory
     follows the largest tensor, not the model. The output appears whole or not at all.
     ``workers`` (2 or more): that many processes decode tensors side by side, each writing
-    its bytes into their place in the file (`weightdna.codec.workers`): the same file."""
+    its bytes into their place in the file (`weightdna.codec.workers`): the same file.
+    None: every core for a file of PARALLEL_DECODE_WEIGHTS or more, else this process."""
     path, output = Path(path), Path(output)
     _check_paths(path, output, overwrite)
     dna = read_dna_file(path)
@@ -792,7 +798,10 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
             metadata = source or metadata
     except CorruptFileError:
         pass  # free text from another writer (or hostile: too deep, too long): the default
-    if workers and workers > 1 and can_share_output() and "__metadata__" not in tensors:
+    if workers is None:  # every core where they pay for starting them
+        total = sum(math.prod(entry["shape"]) for entry in dna.entries)
+        workers = default_workers() if total >= PARALLEL_DECODE_WEIGHTS else 1
+    if workers > 1 and can_share_output() and "__metadata__" not in tensors:
         decompress_in_parallel(dna, output, metadata, overwrite, report, workers)
         return len(tensors), output.stat().st_size
     save_weights(tensors, output, metadata=metadata, overwrite=overwrite)
