@@ -78,8 +78,9 @@ def test_max_abs_error_target_in_workers_matches_one_process(model: Path,
                                                              tmp_path: Path) -> None:
     weights = load_weights(model)
     target = Target("max_abs_error", 0.01)
-    compress_model(weights, tmp_path / "one.dna", target)
-    compress_model(weights, tmp_path / "two.dna", target, workers=2)
+    compress_model(weights, tmp_path / "one.dna", target, representations=["quantized"])
+    compress_model(weights, tmp_path / "two.dna", target, representations=["quantized"],
+                   workers=2)
     assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
 
 
@@ -107,3 +108,32 @@ def test_local_ray_cluster_writes_the_same_file(model: Path, reference: Path,
     back = tmp_path / "back.safetensors"
     decompress_model(out, back)
     assert load_weights(back).names == load_weights(model).names
+
+
+@requires_minilm
+def test_sharded_bfloat16_folder_in_workers(model: Path, tmp_path: Path) -> None:
+    """A checkpoint as large models ship: bfloat16, two shards and their index."""
+    import json
+
+    import torch
+
+    weights = load_weights(model)
+    names = list(weights.names)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    shards = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    for file, part in shards.items():
+        save_weights({n: weights.tensor(n).to(torch.bfloat16) for n in part}, folder / file)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: f for f, part in shards.items() for n in part}}))
+    sharded = load_weights(folder)
+    target = Target("snr", 20.0)
+    compress_model(sharded, tmp_path / "one.dna", target, representations=["quantized"])
+    compress_model(sharded, tmp_path / "two.dna", target, representations=["quantized"],
+                   workers=2)
+    assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+    decompress_model(tmp_path / "two.dna", tmp_path / "back.safetensors", workers=2)
+    back = load_weights(tmp_path / "back.safetensors")
+    assert back.names == sharded.names
+    assert {back.info(n).dtype for n in back.names} == {"bfloat16"}

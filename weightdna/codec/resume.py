@@ -120,8 +120,11 @@ class WorkFolder:
                  resume: bool) -> None:
         self.path = work_folder(output)
         source = Path(weights.path)
+        # A folder's files, less hidden ones (an output written into it leaves its
+        # temporary file there while it is written).
         stat = [source.stat()] if source.is_file() else [p.stat() for p in sorted(
-            source.iterdir()) if p.is_file()] if source.is_dir() else []
+            source.iterdir()) if p.is_file() and not p.name.startswith(".")
+            and p != output] if source.is_dir() else []
         self.manifest = {
             "format": FORMAT,
             "source": str(source.resolve()) if source.exists() else str(source),
