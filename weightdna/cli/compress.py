@@ -126,7 +126,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="processes coding tensors side by side, each reading its own "
                              "tensors from the model's file (safetensors or .npz; other "
                              "formats run in one process); the file is the same for any N "
-                             "(default: every core this process may use)")
+                             "(default: every core this process may use for a model of 4M "
+                             "weights or more, where they pay for their start; else one "
+                             "process)")
     parser.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
                         help="run the tensors' tasks on the Ray cluster at ADDRESS (as "
                              "ray.init takes it), or on a local one of --workers CPUs when "
@@ -165,12 +167,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.set_defaults(func=run_decompress)
 
 
-def _workers(args: argparse.Namespace) -> int:
-    """--workers, every core by default; refused below 1."""
+def _workers(args: argparse.Namespace, weights: int | None = None) -> int | None:
+    """--workers (refused below 1); by default every core for a model of ``weights``
+    PARALLEL_ENCODE_WEIGHTS or more (or with --ray), else None: this process."""
     if args.workers is None:
+        from weightdna.codec.compress import PARALLEL_ENCODE_WEIGHTS
         from weightdna.codec.workers import default_workers
 
-        return default_workers()
+        large = weights is None or weights >= PARALLEL_ENCODE_WEIGHTS
+        return default_workers() if large or getattr(args, "ray", False) else None
     if args.workers < 1:
         raise InvalidInputError(f"--workers must be 1 or more, not {args.workers}.")
     return args.workers
@@ -329,7 +334,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, progress=progress,
-                                workers=_workers(args), ray=args.ray, resumable=True,
+                                workers=_workers(args, weights.total_numel), ray=args.ray,
+                                resumable=True,
                                 resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:

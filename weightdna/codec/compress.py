@@ -81,6 +81,9 @@ MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and
 # (importing torch and the codec) took about 5 s on the shared 2-core box, and MiniLM's
 # 22.7M weights decoded in 7.7 s in one process against 15.2 s with 2 (BENCHMARKS.md).
 PARALLEL_DECODE_WEIGHTS = 200_000_000
+# From this many weights `weightdna compress` uses every core by default: about 7 s of
+# coding in one process on a quiet day (0.6M weights/s), against the same 5 s of start.
+PARALLEL_ENCODE_WEIGHTS = 4_000_000
 # Below this many elements a coded tensor is also stored exactly, and the smaller kept.
 EXACT_CHECK_ELEMENTS = 1 << 14
 

@@ -36,6 +36,9 @@ from weightdna.errors import InvalidInputError
 from weightdna.weights import ModelWeights, TensorInfo
 
 MANIFEST = "manifest.json"
+# The tasks whose results are kept (`weightdna.codec.compress`): the work; not the
+# samples taken again between rounds, nor the zeroed shares of the report.
+KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one"})
 FORMAT = 1
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
@@ -191,6 +194,9 @@ class ResumableRunner(Runner):
         self.workers = runner.workers
 
     def map(self, task: Task, tasks: Iterable[tuple]) -> Iterator[Any]:
+        if task.__name__ not in KEPT_TASKS:  # cheap to do again: not stored
+            yield from self.runner.map(task, tasks)
+            return
         tasks = list(tasks)
         keys = [_digest(task, args) for args in tasks]
         stored = [self.folder.load(key) for key in keys]

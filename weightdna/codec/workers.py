@@ -226,9 +226,9 @@ class RayRunner(_Distributed):
         try:
             return self.ray.get(handle)
         except self.ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause()
-            if isinstance(cause, Exception) and isinstance(exc.cause, Exception):
-                raise exc.cause from None
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None  # the task's own error (a user's: one line)
             raise
 
     def _cancel(self, handles: list[Any]) -> None:
