@@ -197,6 +197,18 @@ class ResumableRunner(Runner):
         if task.__name__ not in KEPT_TASKS:  # cheap to do again: not stored
             yield from self.runner.map(task, tasks)
             return
+        if type(self.runner) is Runner:
+            # In this process, one task at a time: each task's arguments are made only
+            # after the results before it are used (a sequential calibration's Hessians
+            # depend on the tensors coded before).
+            for args in tasks:
+                key = _digest(task, args)
+                found, result = self.folder.load(key)
+                if not found:
+                    result = task(self.weights, *args)
+                    self.folder.store(key, result)
+                yield result
+            return
         tasks = list(tasks)
         keys = [_digest(task, args) for args in tasks]
         stored = [self.folder.load(key) for key in keys]
