@@ -1,6 +1,6 @@
 """cProfile of the encoder: `compress_model` on all-MiniLM-L6-v2 at 4 bits per weight.
 
-    .venv/bin/python bench/profile_encoder.py OUT.dna [--threads 1] [--top 25]
+    .venv/bin/python bench/profile_encoder.py OUT.dna [--threads 1] [--top 25] [--model M]
 
 Prints the seconds, the file's size and sha256, then the top of the profile by own time
 and by cumulative time; the raw profile is kept as OUT.dna.prof. ``--threads N`` limits
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--bits", type=float, default=4.0)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--model", help="another model (default: MiniLM)")
     args = parser.parse_args()
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
@@ -35,7 +36,7 @@ def main() -> None:
 
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
-    weights = load_weights(minilm_path())
+    weights = load_weights(args.model or minilm_path())
     profile = cProfile.Profile()
     start = time.perf_counter()
     profile.enable()
