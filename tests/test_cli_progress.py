@@ -59,7 +59,7 @@ def test_compress_reports_what_the_plan_expects(tmp_path: Path) -> None:
     stages = []
     compress_model(load_weights(path), tmp_path / "m.dna", Target("snr", 25.0),
                    progress=lambda stage, done, total: stages.append(stage))
-    assert set(stages) == {"analysing", "allocating", "encoding", "writing"}
+    assert set(stages) == {"reading", "analysing", "allocating", "encoding", "writing"}
 
 
 def test_stage_shares_move_one_bar_by_their_weight() -> None:

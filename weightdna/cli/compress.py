@@ -136,6 +136,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "ONNX with onnxruntime), compare the restored model's outputs "
                              "with the original's on a few synthetic inputs and warn if they "
                              "diverge (default: auto)")
+    parser.add_argument("--workers", type=int, metavar="N", default=None,
+                        help="processes coding tensors side by side, each reading its own "
+                             "tensors from the model's file (safetensors or .npz; other "
+                             "formats run in one process); the file is the same for any N "
+                             "(default: every core this process may use for a model of 4M "
+                             "weights or more, where they pay for their start; else one "
+                             "process)")
+    parser.add_argument("--ray", nargs="?", const=True, default=False, metavar="ADDRESS",
+                        help="run the tensors' tasks on the Ray cluster at ADDRESS (as "
+                             "ray.init takes it), or on a local one of --workers CPUs when "
+                             "no address is given; every node must see MODEL at the same "
+                             "path; the file is the same as a local run's (needs "
+                             "pip install 'weightdna[distributed]')")
+    parser.add_argument("--resume", action="store_true",
+                        help="finish a compress that was killed: it left OUTPUT.work/ (a "
+                             "manifest and the tensors it had coded); only what is missing is "
+                             "done, and the file is the one an unbroken run writes. Without "
+                             "it, a leftover OUTPUT.work/ is started over")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     parser.set_defaults(func=run_compress)
@@ -163,8 +181,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.add_argument("file", help="a .dna file written by `weightdna compress`")
     restore.add_argument("-o", "--output", required=True,
                          help="NAME.safetensors, NAME.pt, NAME.pth, DIR/ or NAME.onnx")
+    restore.add_argument("--workers", type=int, metavar="N", default=None,
+                         help="processes decoding tensors side by side, each writing its "
+                              "tensors into their place in OUTPUT; the same file for any N "
+                              "(default: every core this process may use for files of 200M "
+                              "weights or more, where they pay for their start; else one)")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
+
+
+def _workers(args: argparse.Namespace, weights: int | None = None) -> int | None:
+    """--workers (refused below 1); by default every core for a model of ``weights``
+    PARALLEL_ENCODE_WEIGHTS or more (or with --ray), else None: this process."""
+    if args.workers is None:
+        from weightdna.codec.compress import PARALLEL_ENCODE_WEIGHTS
+        from weightdna.codec.workers import default_workers
+
+        large = weights is None or weights >= PARALLEL_ENCODE_WEIGHTS
+        return default_workers() if large or getattr(args, "ray", False) else None
+    if args.workers < 1:
+        raise InvalidInputError(f"--workers must be 1 or more, not {args.workers}.")
+    return args.workers
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -216,12 +253,13 @@ SENSITIVITY_DATA = {"auto": "the calibration data of the model's kind",
 
 
 def _plan(target: Target) -> dict[str, int]:
-    """The stages compress_model reports, with their expected passes: a whole-model target
+    """The stages compress_model reports, with their expected passes (reading: each tensor's
+    first pass, which codes those its role fixes): a whole-model target
     allocates and encodes every tensor once per round of its rate control (up to
     MEASURE_ROUNDS; usually two or three)."""
     if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
-        return {"analysing": 1, "writing": 1}
-    return {"analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
+        return {"reading": 1, "analysing": 1, "writing": 1}
+    return {"reading": 1, "analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
 
 
 def _db(value: float | None) -> str:
@@ -331,7 +369,9 @@ def run_compress(args: argparse.Namespace) -> int:
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, files=files, progress=progress)
+                                sensitivity=sensitivity, files=files, progress=progress,
+                                workers=_workers(args, weights.total_numel), ray=args.ray,
+                                resumable=True, resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
         console.print(_as_json(report, check, mode), markup=False, highlight=False,
@@ -406,7 +446,8 @@ def run_decompress(args: argparse.Namespace) -> int:
     with job_progress() as bar:
         progress = JobBar(bar, "decompress")
         count, size = decompress_model(args.file, args.output, overwrite=args.force,
-                                       progress=progress)
+                                       progress=progress,
+                                       workers=None if args.workers is None else _workers(args))
     console.print(f"wrote {printable(args.output)}: {count} tensors, {size:,} bytes, "
                   f"{time.perf_counter() - started:.1f} s.", highlight=False)
     return 0

@@ -27,6 +27,7 @@ from weightdna import __version__
 from weightdna.atomic import FOLDER, check_output, output_form
 from weightdna.codec.bundle import (
     StoredFiles,
+    safetensors_metadata,
     write_folder,
     write_onnx_file,
     write_safetensors_file,
@@ -42,22 +43,30 @@ from weightdna.codec.ratecontrol import (
     Choice,
     Target,
     TensorCandidates,
+    _sampled_rows,
     apply_objective,
     bisect_step,
     check_objective,
     drop_samples,
     pooled_figures,
-    resample,
     scalar_choice,
     single_tensor_choice,
     tensor_candidates,
     trellis_choice,
 )
+from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.tensor import decode_tensor, encode_tensor
+from weightdna.codec.workers import (
+    Runner,
+    can_share_output,
+    decompress_in_parallel,
+    default_workers,
+    make_runner,
+)
 from weightdna.dna.metrics import decibels
-from weightdna.errors import InvalidInputError, OutputExistsError
-from weightdna.weights import ModelWeights
+from weightdna.errors import InvalidInputError, OutputExistsError, WeightDNAError
+from weightdna.weights import ModelWeights, TensorInfo
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -70,6 +79,13 @@ SNR_TARGET_SLACK_DB = 0.05
 # A first guess at the (compressed) header's size per tensor, before it is measured.
 HEADER_BYTES_PER_TENSOR = 150
 MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
+# From this many weights a decompress uses every core by default: starting a process
+# (importing torch and the codec) took about 5 s on the shared 2-core box, and MiniLM's
+# 22.7M weights decoded in 7.7 s in one process against 15.2 s with 2 (BENCHMARKS.md).
+PARALLEL_DECODE_WEIGHTS = 200_000_000
+# From this many weights `weightdna compress` uses every core by default: about 7 s of
+# coding in one process on a quiet day (0.6M weights/s), against the same 5 s of start.
+PARALLEL_ENCODE_WEIGHTS = 4_000_000
 # Below this many elements a coded tensor is also stored exactly, and the smaller kept.
 EXACT_CHECK_ELEMENTS = 1 << 14
 
@@ -269,16 +285,7 @@ class _Coder:
         self.coded[name] = coded
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
-        peak = signal = 0.0
-        flat = tensor.reshape(-1)
-        for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
-            values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
-            values = values[torch.isfinite(values)]
-            if values.numel():
-                values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
-                peak = max(peak, float(values.max()))
-                signal += float(torch.dot(values, values))
-        self.peaks[name], self.signal[name] = peak, signal
+        self.peaks[name], self.signal[name] = _measure(tensor)
 
     def entries(self) -> tuple[list[dict], list[dict[str, bytes]]]:
         names = [n for n in self.weights.names if n in self.coded]
@@ -300,28 +307,106 @@ class _Coder:
             count += n
         return decibels(signal, sse), decibels(count, normalised)
 
-    def zeroed(self, name: str) -> float | None:
-        """The share of ``name``'s non-zero weights that decode as 0 (None: stored exactly
-        or holding none), measured on the coded tensor, a block at a time."""
-        entry, sections = self.coded[name]
-        if entry.get("stats", {}).get("mse", 0.0) == 0:
-            return None
-        original = self.weights.tensor(name).reshape(-1)
-        restored = decode_tensor(entry, sections).reshape(-1)
-        nonzero = lost = 0
-        for start in range(0, original.numel(), MEASURE_BLOCK):
-            a = original[start : start + MEASURE_BLOCK]
-            b = restored[start : start + MEASURE_BLOCK]
-            kept = a != 0
-            nonzero += int(kept.sum())
-            lost += int((kept & (b == 0)).sum())
-        return lost / nonzero if nonzero else None
-
-    def reports(self) -> list[TensorReport]:
+    def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
+        zeroed = runner.map(_zeroed, ((e["name"], e, s) if e.get("stats", {}).get("mse")
+                                      else (e["name"], None, None)
+                                      for e, s in zip(entries, sections, strict=True)))
         return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
-                               self.weights.info(e["name"]).role, self.zeroed(e["name"]))
-                for e, s in zip(entries, sections, strict=True)]
+                               self.weights.info(e["name"]).role, z)
+                for e, s, z in zip(entries, sections, zeroed, strict=True)]
+
+
+def _measure(tensor: torch.Tensor) -> tuple[float, float]:
+    """max |w| and Σ w² over the finite elements."""
+    peak = signal = 0.0
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
+        values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
+        values = values[torch.from_numpy(np.isfinite(values.numpy()))]
+        if values.numel():
+            values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
+            peak = max(peak, float(values.max()))
+            signal += float(torch.dot(values, values))
+    return peak, signal
+
+
+# The tasks of `weightdna.codec.workers`: each reads its own tensor from ``weights``.
+
+def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
+            sections: dict[str, bytes] | None) -> float | None:
+    """The share of ``name``'s non-zero weights that decode as 0 (None: stored exactly
+    (``entry`` None) or holding none), measured on the coded tensor, a block at a time."""
+    if entry is None or entry.get("stats", {}).get("mse", 0.0) == 0:
+        return None
+    original = weights.tensor(name).reshape(-1)
+    restored = decode_tensor(entry, sections).reshape(-1)
+    nonzero = lost = 0
+    for start in range(0, original.numel(), MEASURE_BLOCK):
+        a = original[start : start + MEASURE_BLOCK]
+        b = restored[start : start + MEASURE_BLOCK]
+        kept = a != 0
+        nonzero += int(kept.sum())
+        lost += int((kept & (b == 0)).sum())
+    return lost / nonzero if nonzero else None
+
+
+def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str
+                ) -> tuple[tuple[float, float] | None, tuple[dict, dict[str, bytes]] | None]:
+    """A tensor's max |w| and Σ w² (floating point, not a buffer: None otherwise), and its
+    coding when its role fixes it (exact, relative, bounded; None: the target's)."""
+    tensor = weights.tensor(info.name)
+    figures = _measure(tensor) if info.fittable else None
+    how = coding(info)
+    coded = None
+    if kind == "lossless" or how == "exact":
+        coded = encode_tensor(tensor, name=info.name, lossless=True)
+    elif how == "relative" and kind != "max_abs_error":
+        coded = encode_relative(tensor, info.name)
+    elif how == "bounded" and kind != "max_abs_error":
+        coded = encode_bounded(tensor, info.name)
+    return figures, coded
+
+
+def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
+             dna_config: object) -> TensorCandidates:
+    """`tensor_candidates` of a tensor, read as float64 straight from the reader (the stored
+    dtype's copy is not held beside it)."""
+    tc = tensor_candidates(info, weights.numpy(info.name), representations, dna_config)
+    _give_back_free_memory()
+    return tc
+
+
+def _sample(weights: ModelWeights, name: str) -> np.ndarray:
+    """The sample `drop_samples` dropped, taken again from the tensor (`resample`)."""
+    return _sampled_rows(weights.tensor(name))[0]
+
+
+def _encode(weights: ModelWeights, name: str, choice: Choice, hessian: np.ndarray | None,
+            zero_dead: bool) -> tuple[dict, dict[str, bytes]]:
+    coded = _encode_choice(weights.tensor(name), name, choice, hessian, zero_dead)
+    _give_back_free_memory()
+    return coded
+
+
+def _without_sample(choice: Choice) -> Choice:
+    """``choice`` as a task's argument: its candidate's sample (the allocation's, not the
+    encoder's) left behind."""
+    if choice.candidate is None or choice.candidate.sample is None:
+        return choice
+    return replace(choice, candidate=replace(choice.candidate, sample=None))
+
+
+def _meet_one(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
+              dna_config: object, sensitivity: float, target: Target, per_row: bool,
+              hessian: np.ndarray | None) -> tuple[dict, dict[str, bytes]]:
+    """One tensor coded to a per-tensor or max-abs-error target."""
+    tc = _analyse(weights, info, representations, dna_config)
+    tc.sensitivity = sensitivity
+    tensor = weights.tensor(info.name)
+    if target.kind == "max_abs_error":
+        return _smallest_within(tensor, info.name, tc, target.value)
+    return _meet_per_tensor(tensor, info.name, tc, target, per_row, hessian)
 
 
 def compress_model(
@@ -338,6 +423,10 @@ def compress_model(
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
     files: StoredFiles | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
+    ray: str | bool | None = False,
+    resumable: bool = False,
+    resume: bool = False,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
@@ -363,6 +452,13 @@ def compress_model(
     ``files``: the model's other files (config, tokenizer, an ONNX graph:
     `weightdna.codec.bundle.collect_files`), stored beside the tensors and counted in the
     size; none by default.
+    ``workers``: code tensors in that many processes (None: this one), ``ray``: on a Ray
+    cluster (an address, or True for a local one of ``workers`` CPUs); each reads its own
+    tensors from the model's file, and the file is the same for any of them
+    (`weightdna.codec.workers`; a sequential calibration runs here).
+    ``resumable``: keep each finished task in a work folder beside ``output``, which a
+    killed run leaves; ``resume``: finish such a run, doing only what is missing
+    (`weightdna.codec.resume`). The folder is removed once ``output`` is written.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -380,71 +476,32 @@ def compress_model(
     stored = files or StoredFiles()
     calibration = _check_calibration(weights, calibration, target)
     coder = _Coder(weights, calibration)
-    lossy: list[str] = []
-    for info in weights.infos:
-        tensor = weights.tensor(info.name)
-        if info.fittable:
-            coder.measure(tensor, info.name)
-        how = coding(info)
-        if target.kind == "lossless" or how == "exact":
-            coder.add(info.name, encode_tensor(tensor, name=info.name, lossless=True))
-        elif how == "relative" and target.kind != "max_abs_error":
-            coder.add(info.name, encode_relative(tensor, info.name))
-        elif how == "bounded" and target.kind != "max_abs_error":
-            coder.add(info.name, encode_bounded(tensor, info.name))
-        else:
-            lossy.append(info.name)
-        del tensor  # before the next one is read
-    _give_back_free_memory()
-
-    def analyse(i: int, name: str) -> TensorCandidates:
-        report("analysing", i, len(lossy))
-        # float64 straight from the reader: the stored dtype's copy is not held beside it.
-        tc = tensor_candidates(weights.info(name), weights.numpy(name), representations,
-                               dna_config)
-        _give_back_free_memory()
-        tc.sensitivity = float((sensitivity or {}).get(name, 1.0))
-        if not tc.sensitivity > 0:
+    for name, value in (sensitivity or {}).items():
+        if not float(value) > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
-        if target.kind in ("bits_per_weight", "snr") and not target.per_tensor:
-            apply_objective(tc, objective, measured=sensitivity is not None)
-        return tc
-
-    if target.kind == "max_abs_error":
-        for i, name in enumerate(lossy):
-            coder.add(name, _smallest_within(weights.tensor(name), name, analyse(i, name),
-                                             target.value))
-    elif target.per_tensor:
-        for i, name in enumerate(lossy):
-            coder.add(name, _meet_per_tensor(weights.tensor(name), name, analyse(i, name),
-                                             target, per_row, coder.hessian(name)))
-    elif lossy:
-        # Largest first (each analysis depends on its tensor alone): the largest tensor's
-        # float64 values and their temporaries then sit beside no other tensor's samples.
-        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
-        analysed = {name: analyse(i, name) for i, name in enumerate(by_size)}
-        candidates = [analysed[name] for name in lossy]
-        report("analysing", len(lossy), len(lossy))
-        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
-                          stored.files)
-    report("writing", 0, 1)
-    entries, sections = coder.entries()
-    if target.kind == "bits_per_weight":
-        least = 8.0 * dna_file_size(entries, sections, metadata=metadata,
-                                    files=stored.files) / weights.total_numel
-        if least > target.value:
-            raise InvalidInputError(
-                f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
-                "weight (tensors stored exactly and the header included). Ask for more."
-            )
-    size = write_dna_file(output, entries, sections, metadata=metadata, files=stored.files,
-                          overwrite=overwrite)
-    snr, psnr = coder.figures()
-    report("writing", 1, 1)
+    if not isinstance(calibration, Mapping):
+        workers, ray = None, False  # a sequential calibration codes one tensor after another
+    folder = None
+    if resumable or resume:
+        folder = WorkFolder(output, weights, settings_of(
+            target=target, representations=list(representations), per_row=per_row,
+            objective=objective, dna_config=dna_config, sensitivity=dict(sensitivity or {}),
+            calibration=None if not calibration else "given"), resume)
+    try:
+        report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
+                                      representations, per_row, objective, dna_config,
+                                      sensitivity, metadata, report, overwrite, stored.files)
+    except WeightDNAError:
+        if folder is not None:
+            folder.remove()  # a refused request: nothing to resume
+        raise
+    if folder is not None:
+        folder.remove()  # the output is written
+    size, snr, psnr, tensors = report_
     return CompressionReport(
         output=output,
         target=target.describe(),
-        tensors=coder.reports(),
+        tensors=tensors,
         file_bytes=size,
         original_bytes=original_size(weights) + sum(e["bytes"] for e, _ in stored.files),
         weights=weights.total_numel,
@@ -455,6 +512,86 @@ def compress_model(
         files_bytes=stored.stored_bytes,
         left_out=tuple(stored.left_out),
     )
+
+
+def _compress_and_write(weights: ModelWeights, output: Path, target: Target, coder: _Coder,
+                        folder: WorkFolder | None, workers: int | None, ray: str | bool | None,
+                        representations: Sequence[str], per_row: bool, objective: str,
+                        dna_config: object, sensitivity: Mapping[str, float] | None,
+                        metadata: dict[str, str], report: Progress, overwrite: bool,
+                        files: Sequence[tuple[dict, bytes]] = ()
+                        ) -> tuple[int, float, float, list[TensorReport]]:
+    """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
+    tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
+    with make_runner(weights, workers, ray) as local:
+        runner = local if folder is None else ResumableRunner(local, folder)
+        _compress(weights, coder, runner, target, representations, per_row, objective,
+                  dna_config, sensitivity, metadata, report, files)
+        report("writing", 0, 1)
+        entries, sections = coder.entries()
+        if target.kind == "bits_per_weight":
+            least = 8.0 * dna_file_size(entries, sections, metadata=metadata,
+                                        files=files) / weights.total_numel
+            if least > target.value:
+                raise InvalidInputError(
+                    f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
+                    "weight (tensors stored exactly and the header included). Ask for more."
+                )
+        size = write_dna_file(output, entries, sections, metadata=metadata, files=files,
+                              overwrite=overwrite)
+        snr, psnr = coder.figures()
+        tensors = coder.reports(local)
+        report("writing", 1, 1)
+    return size, snr, psnr, tensors
+
+
+def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
+              representations: Sequence[str], per_row: bool, objective: str,
+              dna_config: object, sensitivity: Mapping[str, float] | None,
+              metadata: Mapping[str, str], report: Progress,
+              files: Sequence[tuple[dict, bytes]] = ()) -> None:
+    """Code every tensor of ``weights`` into ``coder``, the tasks run by ``runner``."""
+    lossy: list[str] = []
+    infos = weights.infos
+    firsts = runner.map(_first_pass, ((info, target.kind) for info in infos))
+    for i, (info, (figures, coded)) in enumerate(zip(infos, firsts, strict=True)):
+        report("reading", i, len(infos))
+        if figures is not None:
+            coder.peaks[info.name], coder.signal[info.name] = figures
+        if coded is not None:
+            coder.add(info.name, coded)
+        else:
+            lossy.append(info.name)
+    report("reading", len(infos), len(infos))
+    _give_back_free_memory()
+
+    def weight_of(name: str) -> float:
+        return float((sensitivity or {}).get(name, 1.0))
+
+    if target.kind == "max_abs_error" or target.per_tensor:
+        tasks = ((weights.info(name), representations, dna_config, weight_of(name), target,
+                  per_row, None if target.kind == "max_abs_error" else coder.hessian(name))
+                 for name in lossy)
+        for i, (name, coded) in enumerate(zip(lossy, runner.map(_meet_one, tasks),
+                                              strict=True)):
+            report("analysing", i, len(lossy))
+            coder.add(name, coded)
+    elif lossy:
+        # Largest first (each analysis depends on its tensor alone): the largest tensor's
+        # float64 values and their temporaries then sit beside no other tensor's samples.
+        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
+        analysed = {}
+        tasks = ((weights.info(name), representations, dna_config) for name in by_size)
+        for i, (name, tc) in enumerate(zip(by_size, runner.map(_analyse, tasks), strict=True)):
+            report("analysing", i, len(lossy))
+            tc.sensitivity = weight_of(name)
+            if target.kind in ("bits_per_weight", "snr"):
+                apply_objective(tc, objective, measured=sensitivity is not None)
+            analysed[name] = tc
+        candidates = [analysed[name] for name in lossy]
+        report("analysing", len(lossy), len(lossy))
+        _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
+                          runner, files)
 
 
 def _check_calibration(weights: ModelWeights,
@@ -547,7 +684,7 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress,
-                      files: Sequence[tuple[dict, bytes]] = ()) -> None:
+                      runner: Runner, files: Sequence[tuple[dict, bytes]] = ()) -> None:
     """Bisect the global step on estimates, code, measure, and correct until the measured
     whole-model figure meets the target.
 
@@ -586,21 +723,26 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
         report("allocating", 0, 1)
         if round_:  # the samples were dropped while the last allocation was coded
-            for tc in candidates:
-                resample(tc, weights.tensor(tc.info.name))
+            dropped = [tc for tc in candidates
+                       if any(c.sample is None for c in tc.candidates)]
+            for tc, sample in zip(dropped, runner.map(_sample, ((tc.info.name,)
+                                                                for tc in dropped)),
+                                  strict=True):
+                for candidate in tc.candidates:
+                    if candidate.sample is None:
+                        candidate.sample = sample
                 _give_back_free_memory()
         allocation = bisect_step(candidates, meets, per_row, target,
                                  coarse_is_ok=target.kind == "bits_per_weight")
         drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
         _give_back_free_memory()
-        for i, tc in enumerate(candidates):
+        tasks = ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
+                  coder.hessian(tc.info.name), target.kind == "bits_per_weight")
+                 for tc in candidates)
+        for i, (tc, coded) in enumerate(zip(candidates, runner.map(_encode, tasks),
+                                            strict=True)):
             report("encoding", i, len(candidates))
-            name = tc.info.name
-            coder.add(name, _encode_choice(weights.tensor(name), name,
-                                           allocation.choices[name],
-                                           coder.hessian(name),
-                                           zero_dead=target.kind == "bits_per_weight"))
-            _give_back_free_memory()
+            coder.add(tc.info.name, coded)
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata, files=files)
@@ -640,7 +782,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
 
 
 def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = False,
-                     progress: Progress | None = None) -> tuple[int, int]:
+                     progress: Progress | None = None,
+                     workers: int | None = 1) -> tuple[int, int]:
     """Decode every tensor of a .dna file and write them in the form ``output`` names
     (`weightdna.codec.options.DECOMPRESS_FORMS`): ``X.safetensors``, ``X.pt`` (a torch state
     dict), ``DIR/`` (a model folder: the weights, sharded as the source was, and the stored
@@ -649,7 +792,10 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
 
     Safetensors and folders stream: each tensor is decoded just before its bytes are
     written and dropped after, so memory follows the largest tensor, not the model. Every
-    file appears whole or not at all."""
+    file appears whole or not at all. ``workers`` (2 or more; one safetensors file only):
+    that many processes decode tensors side by side, each writing its bytes into their
+    place in the file (`weightdna.codec.workers`): the same file. None: every core for a
+    file of PARALLEL_DECODE_WEIGHTS or more, else this process."""
     form = output_form(output, DECOMPRESS_FORMS)  # before Path() drops a trailing slash
     path, output = Path(path), Path(output)
     if form != FOLDER:
@@ -663,7 +809,16 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
     elif form == ".onnx":
         size = write_onnx_file(dna, output, overwrite, progress)
     else:
-        size = write_safetensors_file(dna, output, overwrite, progress)
+        if workers is None:  # every core where they pay for starting them
+            total = sum(math.prod(entry["shape"]) for entry in dna.entries)
+            workers = default_workers() if total >= PARALLEL_DECODE_WEIGHTS else 1
+        if workers > 1 and can_share_output() and "__metadata__" not in dna.names:
+            report = progress or (lambda stage, done, total: None)
+            decompress_in_parallel(dna, output, safetensors_metadata(dna), overwrite, report,
+                                   workers)
+            size = output.stat().st_size
+        else:
+            size = write_safetensors_file(dna, output, overwrite, progress)
     if progress is not None:
         progress("decoding", len(dna.names), len(dna.names))
     return len(dna.names), size

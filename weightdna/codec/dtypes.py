@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from weightdna.errors import InvalidInputError
@@ -31,6 +32,41 @@ BITS_DTYPES: dict[int, torch.dtype] = {
 }
 
 
+def finite_mask(tensor: torch.Tensor) -> np.ndarray:
+    """``torch.isfinite(tensor)`` as a NumPy array (bool, the tensor's shape), computed by
+    NumPy (bfloat16: from its exponent bits). The same mask, 15-300× faster on a block of
+    2^18 elements: torch's kernel starts its thread pool for each call, which on a busy
+    machine waits for cores (measured 0.8 ms on one thread and 17 ms on two, against
+    NumPy's 0.05 ms)."""
+    if not tensor.is_floating_point():
+        return np.ones(tuple(tensor.shape), dtype=bool)
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        bits = tensor.contiguous().view(torch.int16).numpy()
+        return np.asarray((bits & 0x7F80) != 0x7F80)  # exponent all ones: ±Inf or NaN
+    return np.asarray(np.isfinite(tensor.numpy()))  # an array also for a 0-d tensor
+
+
+def to_float64(tensor: torch.Tensor) -> np.ndarray:
+    """A new float64 array of the tensor's values (exact: every float dtype widens to
+    float64 without rounding), by NumPy where it has the dtype (not bfloat16): for the
+    same reason as `finite_mask`."""
+    if tensor.dtype in (torch.float32, torch.float16, torch.float64):
+        return tensor.detach().cpu().numpy().astype(np.float64)
+    return tensor.to(torch.float64, copy=True).numpy()
+
+
+def from_float64(values: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+    """float64 ``values`` cast to ``dtype`` (round to nearest even, overflow to ±Inf), by
+    NumPy for float32 and float64, whose casts are the same as torch's (float16 and
+    bfloat16 by torch: its float16 cast may round through float32, and NumPy's does not)."""
+    if dtype == torch.float64:
+        return torch.from_numpy(values)
+    if dtype == torch.float32:
+        return torch.from_numpy(values.astype(np.float32))
+    return torch.from_numpy(values).to(dtype)
+
+
 def itemsize(name: str) -> int:
     """Bytes per element of the dtype called ``name``."""
     return DTYPES[name].itemsize
@@ -39,8 +75,6 @@ def itemsize(name: str) -> int:
 def as_torch(tensor: object) -> torch.Tensor:
     """A torch tensor (CPU, contiguous) from a torch tensor or anything numpy takes."""
     if not isinstance(tensor, torch.Tensor):
-        import numpy as np
-
         array = np.asarray(tensor)
         if array.dtype.byteorder == ">":
             array = array.astype(array.dtype.newbyteorder("<"))
@@ -65,8 +99,6 @@ def tensor_bytes(tensor: torch.Tensor) -> bytes:
 
 def tensor_from_bytes(data: bytes, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:
     """Inverse of `tensor_bytes`; ``data`` must hold exactly the tensor's bytes."""
-    import numpy as np
-
     torch_dtype = DTYPES[dtype]
     bits = BITS_DTYPES[torch_dtype.itemsize]
     array = np.frombuffer(data, dtype=torch.empty(0, dtype=bits).numpy().dtype.newbyteorder("<"))

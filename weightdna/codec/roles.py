@@ -33,6 +33,7 @@ import math
 import numpy as np
 import torch
 
+from weightdna.codec.dtypes import finite_mask
 from weightdna.codec.tensor import encode_tensor
 from weightdna.weights import TensorInfo
 
@@ -105,7 +106,7 @@ def encode_bounded(tensor: torch.Tensor, name: str) -> tuple[dict, dict[str, byt
     """Store ``tensor`` with every element within PEAK_FRACTION of its max |w| (exactly if
     its values are whole numbers, or if that takes fewer bytes), or as `encode_relative`
     if its max |w| exceeds SPREAD_LIMIT × its median non-zero |w|."""
-    magnitudes = tensor[torch.isfinite(tensor)].abs()
+    magnitudes = tensor[torch.from_numpy(finite_mask(tensor))].abs()
     peak = float(magnitudes.max()) if magnitudes.numel() else 0.0
     if not peak > 0 or _whole_numbers(tensor):
         return encode_tensor(tensor, name=name, lossless=True)
@@ -119,5 +120,5 @@ def encode_bounded(tensor: torch.Tensor, name: str) -> tuple[dict, dict[str, byt
 
 
 def _whole_numbers(tensor: torch.Tensor) -> bool:
-    values = tensor[torch.isfinite(tensor)]
+    values = tensor[torch.from_numpy(finite_mask(tensor))]
     return bool(values.numel()) and bool(torch.equal(values, torch.round(values)))

@@ -25,9 +25,12 @@ from weightdna.codec.dtypes import (
     FLOAT_NAMES,
     NAMES,
     as_torch,
+    finite_mask,
+    from_float64,
     itemsize,
     tensor_bytes,
     tensor_from_bytes,
+    to_float64,
 )
 from weightdna.codec.entropy import (
     check_stream_descriptors,
@@ -126,7 +129,7 @@ def _reconstruct(
         values = dequantize(symbols, steps)
         if base is not None:
             values += base
-        return torch.from_numpy(values).to(DTYPES[dtype])
+        return from_float64(values, DTYPES[dtype])
 
 
 def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
@@ -159,7 +162,7 @@ def _repair_ties(
     the other one is often within. Shrinking the whole step for a few such elements
     would cost every element bits.
     """
-    error = restored.to(torch.float64).numpy() - values
+    error = to_float64(restored) - values
     over = finite & (np.abs(error) > target)
     if not over.any():
         return symbols, restored
@@ -168,7 +171,7 @@ def _repair_ties(
     if np.abs(moved).max(initial=0) > MAX_SYMBOL:
         return symbols, restored
     again = _reconstruct(moved, steps, dtype, base)
-    better = over & (np.abs(again.to(torch.float64).numpy() - values) <= target)
+    better = over & (np.abs(to_float64(again) - values) <= target)
     symbols = np.where(better, moved, symbols)
     return symbols, _reconstruct(symbols, steps, dtype, base)
 
@@ -201,12 +204,12 @@ def _steps_for_request(
 
 
 def _nonfinite_indices(t: torch.Tensor) -> np.ndarray:
-    """Flat indices of the NaN/±Inf elements, found a block at a time (torch.isfinite of a
+    """Flat indices of the NaN/±Inf elements, found a block at a time (a mask of a
     whole tensor holds temporaries several times the tensor's size)."""
     flat = t.reshape(-1)
     parts = [np.zeros(0, dtype=np.int64)]
     for start in range(0, flat.numel(), BLOCK_ELEMENTS):
-        found = np.flatnonzero(~torch.isfinite(flat[start : start + BLOCK_ELEMENTS]).numpy())
+        found = np.flatnonzero(~finite_mask(flat[start : start + BLOCK_ELEMENTS]))
         if found.size:
             parts.append(found + start)
     return np.concatenate(parts)
@@ -287,7 +290,7 @@ class _Symbols:
 def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Rows [start, stop) of the tensor as float64 (non-finite elements as 0) and the mask of
     finite ones: one block at a time, so a large tensor is never held in float64 whole."""
-    values = source[start:stop].to(torch.float64, copy=True).numpy()
+    values = to_float64(source[start:stop])
     finite = np.isfinite(values)
     values[~finite] = 0.0
     return values, finite
@@ -347,9 +350,9 @@ def _code_blocks(
             q, restored = _repair_ties(
                 values, finite, q, restored, block_steps, target, dtype, block_base
             )
-        if not bool(torch.isfinite(restored).numpy()[finite].all()):
+        if not bool(finite_mask(restored)[finite].all()):
             raise _Overflow
-        error = restored.to(torch.float64).numpy()
+        error = to_float64(restored)
         error -= values
         error[~finite] = 0.0
         flat, error = values.reshape(-1), error.reshape(-1)
@@ -723,7 +726,7 @@ def decode_tensor(
                 f"{where}: non-finite indices must be strictly increasing and < {numel}."
             )
         exact = tensor_from_bytes(raw[8 * count :], dtype, (count,))
-        if bool(torch.isfinite(exact).any()):
+        if bool(finite_mask(exact).any()):
             raise CorruptFileError(f"{where}: the non-finite section holds finite values.")
         bits = BITS_DTYPES[width]
         flat = restored.reshape(-1).view(bits)

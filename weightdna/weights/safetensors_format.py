@@ -201,6 +201,32 @@ def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int,
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}.") from None
 
 
+def header_bytes(specs: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
+                 metadata: Mapping[str, str]) -> tuple[bytes, dict[str, int]]:
+    """The file's start (length and JSON header) for tensors of these {name: (dtype,
+    shape)}, names sorted, and each tensor's offset in the file."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    offsets = {}
+    for name in sorted(specs):
+        dtype, shape = specs[name]
+        nbytes = math.prod(shape) * dtype.itemsize
+        header[name] = {
+            "dtype": CODES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offsets[name] = offset
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    # Pad with spaces so the data starts on an 8-byte boundary, as the reference writer does.
+    raw += b" " * (-len(raw) % 8)
+    start = struct.pack("<Q", len(raw)) + raw
+    return start, {name: len(start) + at for name, at in offsets.items()}
+
+
 def write_safetensors(
     f: BinaryIO,
     tensors: Mapping[str, torch.Tensor | TensorSource],
@@ -213,26 +239,9 @@ def write_safetensors(
     (and must return a CPU, contiguous tensor of that dtype and shape). Streams one tensor at
     a time, so memory stays bounded by the largest tensor, not the model.
     """
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
-    offset = 0
-    names = sorted(tensors)
-    for name in names:
-        t = tensors[name]
-        nbytes = math.prod(t.shape) * t.dtype.itemsize
-        header[name] = {
-            "dtype": CODES[t.dtype],
-            "shape": list(t.shape),
-            "data_offsets": [offset, offset + nbytes],
-        }
-        offset += nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    # Pad with spaces so the data starts on an 8-byte boundary, as the reference writer does.
-    raw += b" " * (-len(raw) % 8)
-    f.write(struct.pack("<Q", len(raw)))
-    f.write(raw)
-    for name in names:
+    f.write(header_bytes({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()},
+                         metadata)[0])
+    for name in sorted(tensors):
         t = tensors[name]
         if isinstance(t, TensorSource):
             source, t = t, t.read()

@@ -1,0 +1,139 @@
+"""Compress across processes and on Ray: the same file for any number of workers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+from support import MINILM, requires_minilm
+
+from weightdna.cli import main
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import Target
+from weightdna.codec.workers import PoolRunner, Runner, make_runner
+from weightdna.weights import load_weights, save_weights
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A slice of the real MiniLM: layer 0's query and key (weights and biases), its
+    LayerNorms and 256 rows of the word embeddings, about 0.4M weights."""
+    full = load_weights(MINILM)
+    keep = {i.name: full.tensor(i.name) for i in full.infos
+            if i.layer == 0 and ("self.query" in i.name or "self.key" in i.name
+                                 or "LayerNorm" in i.name)}
+    keep["embeddings.word_embeddings.weight"] = full.tensor(
+        "embeddings.word_embeddings.weight")[:256].clone()
+    return save_weights(keep, tmp_path_factory.mktemp("minilm") / "slice.safetensors")
+
+
+@pytest.fixture(scope="module")
+def reference(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file coded in this process, at 4 bits per weight."""
+    out = tmp_path_factory.mktemp("ref") / "ref.dna"
+    compress_model(load_weights(model), out, Target("bits_per_weight", 4.0))
+    return out
+
+
+@requires_minilm
+def test_one_and_two_workers_write_the_file_one_process_writes(model: Path, reference: Path,
+                                                                tmp_path: Path,
+                                                                capsys) -> None:
+    one = tmp_path / "w1.dna"
+    report = compress_model(load_weights(model), one, Target("bits_per_weight", 4.0),
+                            workers=1)
+    assert digest(one) == digest(reference)
+    # The figures measured on the coded tensors (zeroed shares by the workers) are there.
+    assert any(t.zeroed for t in report.tensors)
+    two = tmp_path / "w2.dna"
+    assert main(["compress", str(model), "-o", str(two), "--bits-per-weight", "4",
+                 "--workers", "2", "--check", "none", "--json"]) == 0
+    assert digest(two) == digest(reference)
+    capsys.readouterr()
+    assert main(["compress", str(model), "-o", str(two), "--bits-per-weight", "4",
+                 "--workers", "0", "--force"]) != 0
+    assert "--workers must be 1 or more" in capsys.readouterr().err
+
+
+@requires_minilm
+def test_decompress_in_workers_writes_the_same_file(reference: Path, tmp_path: Path,
+                                                    capsys) -> None:
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    assert decompress_model(reference, one) == decompress_model(reference, two, workers=2)
+    assert digest(one) == digest(two)
+    cli = tmp_path / "cli.safetensors"
+    assert main(["decompress", str(reference), "-o", str(cli), "--workers", "2"]) == 0
+    assert digest(cli) == digest(one)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+@requires_minilm
+def test_max_abs_error_target_in_workers_matches_one_process(model: Path,
+                                                             tmp_path: Path) -> None:
+    weights = load_weights(model)
+    target = Target("max_abs_error", 0.01)
+    compress_model(weights, tmp_path / "one.dna", target, representations=["quantized"])
+    compress_model(weights, tmp_path / "two.dna", target, representations=["quantized"],
+                   workers=2)
+    assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+
+
+def test_runner_choice(tmp_path: Path) -> None:
+    import torch
+
+    path = save_weights({"w": torch.ones(4, 4)}, tmp_path / "m.safetensors")
+    weights = load_weights(path)
+    assert type(make_runner(weights, None)) is Runner
+    with make_runner(weights, 1) as runner:
+        assert isinstance(runner, PoolRunner)
+    torch.save({"w": torch.ones(4, 4)}, tmp_path / "m.pt")
+    # A checkpoint other processes could only load whole runs in this process.
+    assert type(make_runner(load_weights(tmp_path / "m.pt"), 2)) is Runner
+
+
+@requires_minilm
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+def test_local_ray_cluster_writes_the_same_file(model: Path, reference: Path,
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "ray.dna"
+    compress_model(load_weights(model), out, Target("bits_per_weight", 4.0), workers=2,
+                   ray=True)
+    assert digest(out) == digest(reference)
+    back = tmp_path / "back.safetensors"
+    decompress_model(out, back)
+    assert load_weights(back).names == load_weights(model).names
+
+
+@requires_minilm
+def test_sharded_bfloat16_folder_in_workers(model: Path, tmp_path: Path) -> None:
+    """A checkpoint as large models ship: bfloat16, two shards and their index."""
+    import json
+
+    import torch
+
+    weights = load_weights(model)
+    names = list(weights.names)
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    shards = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
+    for file, part in shards.items():
+        save_weights({n: weights.tensor(n).to(torch.bfloat16) for n in part}, folder / file)
+    (folder / "model.safetensors.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {n: f for f, part in shards.items() for n in part}}))
+    sharded = load_weights(folder)
+    target = Target("snr", 20.0)
+    compress_model(sharded, tmp_path / "one.dna", target, representations=["quantized"])
+    compress_model(sharded, tmp_path / "two.dna", target, representations=["quantized"],
+                   workers=2)
+    assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+    decompress_model(tmp_path / "two.dna", tmp_path / "back.safetensors", workers=2)
+    back = load_weights(tmp_path / "back.safetensors")
+    assert back.names == sharded.names
+    assert {back.info(n).dtype for n in back.names} == {"bfloat16"}
