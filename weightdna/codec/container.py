@@ -23,9 +23,26 @@ from typing import Any
 import torch
 
 from weightdna.atomic import atomic_output
-from weightdna.codec.dtypes import DTYPES
+from weightdna.codec.entries import (  # noqa: F401 - the format's names, read from here too
+    DECODE_BLOCK_BYTES,
+    DECODE_BLOCK_ELEMENTS,
+    DEFAULT_MAX_MEMORY,
+    ENTRY_KEYS,
+    MAX_DIMS,
+    MAX_ELEMENTS,
+    MAX_NAME_CHARS,
+    MAX_SECTIONS_PER_TENSOR,
+    OPTIONAL_ENTRY_KEYS,
+    READABLE_VERSIONS,
+    REPRESENTATIONS,
+    STATS_KEYS,
+    VERSION,
+    check_entry,
+    decode_memory,
+)
 from weightdna.codec.fields import is_finite_number, is_int, load_json
 from weightdna.codec.lossless import decompress_bytes
+from weightdna.codec.tensor import decode_tensor
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -35,12 +52,7 @@ from weightdna.errors import (
 )
 
 MAGIC = b"\x89DNA\r\n\x1a\n"
-# 3: the trellis symbol model; 4: the header's preset dictionary; 5: every ANS stream ends in
-# a fixed state, so that its symbol count is checked exactly; 6: the model's other files
-# (config, tokenizer, an ONNX graph) stored beside its tensors (docs/FORMAT.md)
-VERSION = 6
-READABLE_VERSIONS = (3, 4, 5, 6)
-FILES_VERSION = 6
+FILES_VERSION = 6  # the first version with stored files
 # The header's zlib preset dictionary (version 4): a sample header of the format's keys,
 # representations, symbol models, the engine's architecture metadata and BERT's tensor
 # names, made from synthetic tensors. Frozen: every file from version 4 names it by its Adler-32.
@@ -52,15 +64,6 @@ PREFIX = struct.Struct("<8sIIII")
 MAX_HEADER_BYTES = 64 << 20  # bounds the stored and the inflated header alike
 HEADER_ZLIB_LEVEL = 9
 MAX_TENSORS = 1 << 20
-MAX_DIMS = 16
-MAX_ELEMENTS = 1 << 36
-MAX_NAME_CHARS = 1024
-MAX_SECTIONS_PER_TENSOR = 16
-DEFAULT_MAX_MEMORY = 4 << 30
-REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual")
-ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
-OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
-STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
 # A stored file (version 6): its path in the model's folder, its size, how it is stored.
 FILE_KEYS = {"path", "bytes", "compression", "sections"}
 FILE_KINDS = ("file", "onnx-graph")
@@ -70,69 +73,6 @@ MAX_PATH_CHARS = 1024
 MAX_PATH_PART_BYTES = 255
 # Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
 HEADER_MEMORY_FACTOR = 32
-# Decoding a quantized tensor holds its int32 symbols beside the result; a predicted one
-# (lowrank+residual, dna+residual) its float64 prediction too; a raw one its bytes up to
-# three times (the zstd output, its copy, the byte planes undone). Bytes per element beyond
-# the result's own, rounded up from what `tests/test_codec_hostile.py` measures (peak RSS).
-DECODE_OVERHEAD_BYTES = 16
-PREDICTED_DECODE_OVERHEAD_BYTES = 24
-# ... and works through it a block of whole rows at a time (`tensor.BLOCK_ELEMENTS`, at
-# least one row): the block's float64 values and their cast, or the trellis's symbols and
-# levels, at most this many bytes per element of the block.
-DECODE_BLOCK_ELEMENTS = 1 << 18
-DECODE_BLOCK_BYTES = 32
-
-
-def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:
-    """Validate the generic fields of one tensor entry; returns (name, dtype, shape).
-
-    Raises CorruptFileError. The representation's params are checked by its decoder.
-    """
-    if not isinstance(entry, dict):
-        raise CorruptFileError("a tensor entry must be a JSON object.")
-    name = entry.get("name")
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
-        raise CorruptFileError(f"tensor name must be a string of 1 to {MAX_NAME_CHARS} chars.")
-    where = f"tensor {name!r}"
-    keys = set(entry)
-    if not ENTRY_KEYS <= keys or not keys <= ENTRY_KEYS | OPTIONAL_ENTRY_KEYS:
-        raise CorruptFileError(
-            f"{where}: expected the keys {sorted(ENTRY_KEYS)} (and optionally "
-            f"{sorted(OPTIONAL_ENTRY_KEYS)}), found {sorted(map(str, keys))}."
-        )
-    dtype = entry["dtype"]
-    if not isinstance(dtype, str) or dtype not in DTYPES:
-        raise CorruptFileError(f"{where}: unknown dtype {dtype!r}.")
-    shape = entry["shape"]
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_DIMS
-        or not all(is_int(d) and 0 <= d <= MAX_ELEMENTS for d in shape)
-    ):
-        raise CorruptFileError(
-            f"{where}: shape must be a list of at most {MAX_DIMS} non-negative integers."
-        )
-    numel = math.prod(shape)
-    if numel > MAX_ELEMENTS:
-        raise CorruptFileError(f"{where}: {numel} elements exceed the limit of {MAX_ELEMENTS}.")
-    if entry["representation"] not in REPRESENTATIONS:
-        raise CorruptFileError(
-            f"{where}: unknown representation {entry['representation']!r} "
-            f"(this reader knows {', '.join(REPRESENTATIONS)})."
-        )
-    need = decode_memory(entry["representation"], dtype, shape)
-    if need > max_memory:
-        raise CorruptFileError(
-            f"{where}: decoding {shape} {dtype} needs about {need} bytes, over the memory "
-            f"limit of {max_memory}; raise max_memory if the file is trusted."
-        )
-    stats = entry.get("stats", {})
-    if not isinstance(stats, dict) or not set(stats) <= STATS_KEYS:
-        raise CorruptFileError(f"{where}: stats must be an object with keys {sorted(STATS_KEYS)}.")
-    for key, value in stats.items():
-        if value is not None and not is_finite_number(value):
-            raise CorruptFileError(f"{where}: stats[{key!r}] must be a finite number or null.")
-    return name, dtype, tuple(shape)
 
 
 def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> str:
@@ -179,18 +119,6 @@ def check_relative_path(path: object) -> None:
                 f"the file path {path!r} is not a plain relative path (parts separated by "
                 "'/', none empty, '.', '..', hidden, over 255 bytes or with a backslash or "
                 "control character).")
-
-
-def decode_memory(representation: str, dtype: str, shape: Sequence[int]) -> int:
-    """An upper bound on the bytes decoding a tensor allocates (its result included), but
-    for a DNA's evaluation (`prediction.dna_workspace`)."""
-    numel = math.prod(shape)
-    overhead = DECODE_OVERHEAD_BYTES
-    if representation in ("lowrank+residual", "dna+residual"):
-        overhead = PREDICTED_DECODE_OVERHEAD_BYTES
-    columns = math.prod(shape[1:]) if shape else 1
-    block = min(numel, max(DECODE_BLOCK_ELEMENTS, columns))
-    return numel * (DTYPES[dtype].itemsize + overhead) + block * DECODE_BLOCK_BYTES
 
 
 @dataclass
@@ -264,8 +192,6 @@ class DnaFile:
 
     def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
         """Decode the tensor called ``name``."""
-        from weightdna.codec.tensor import decode_tensor  # tensor.py builds on this module
-
         i = self.index(name)
         return decode_tensor(self.entries[i], self.read_sections(name), max_memory, self.version)
 

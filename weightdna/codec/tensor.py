@@ -12,13 +12,6 @@ import numpy as np
 import torch
 
 from weightdna.codec import trellis
-from weightdna.codec.container import (
-    DECODE_BLOCK_ELEMENTS,
-    DEFAULT_MAX_MEMORY,
-    VERSION,
-    check_entry,
-    decode_memory,
-)
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -31,6 +24,13 @@ from weightdna.codec.dtypes import (
     tensor_bytes,
     tensor_from_bytes,
     to_float64,
+)
+from weightdna.codec.entries import (
+    DECODE_BLOCK_ELEMENTS,
+    DEFAULT_MAX_MEMORY,
+    VERSION,
+    check_entry,
+    decode_memory,
 )
 from weightdna.codec.entropy import (
     check_stream_descriptors,
