@@ -21,7 +21,6 @@ from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.evaluate.calibration import (
     HuggingFaceModel,
     calibration_subject,
-    hessians,
     hessians_for_file,
     hf_hessians,
     sensitivity_for_file,
@@ -69,8 +68,7 @@ def _hf_folder(folder: Path, model, tokenizer: bool = True) -> Path:  # noqa: AN
 def test_minilm_generic_path_gives_the_bert_path_hessians(transformers) -> None:
     """The same H to float tolerance for every Linear both run; transformers also runs
     BertModel's pooler, which our BERT forward (sentence embeddings) skips."""
-    state = load_weights(MINILM).state_dict()
-    ours = hessians(state, TEXTS[:4], folder=MINILM)
+    ours = hessians_for_file(MINILM, TEXTS[:4])  # MiniLM on texts: our own BERT forward
     generic = hf_hessians(HuggingFaceModel(MINILM, MINILM), TEXTS[:4])
     assert set(generic) - set(ours) == {"pooler.dense.weight"} and len(ours) == 36
     for name in ("encoder.layer.0.attention.self.query.weight",
