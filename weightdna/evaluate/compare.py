@@ -172,7 +172,8 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise MissingDependencyError("evaluating a Hugging Face model needs the optional "
+        raise MissingDependencyError("running a Hugging Face model (to evaluate it, or to "
+                                     "calibrate one that is not a BERT) needs the optional "
                                      "package transformers: pip install transformers") from None
     return transformers
 
