@@ -41,6 +41,7 @@ def compress(
     objective: str = "layer",
     representations: Sequence[str] = CANDIDATES,
     sensitivity: str | None = None,
+    calibration: PathLike | Sequence[str] | None = None,
     include: Sequence[str] = (),
     overwrite: bool = False,
 ) -> CompressionReport:
@@ -53,6 +54,9 @@ def compress(
     moves the outputs, "none", "auto" (the calibration data of the model's kind) or
     "synthetic" (random token sequences); None, the default, is "synthetic" for a BERT
     model under a whole-model target and "none" otherwise, as on the command line.
+    calibration: GPTQ on calibration data, as ``--calibration``: "auto" (the data of the
+    model's kind: digits images, or the bundled sentences for a Hugging Face folder), the
+    path of a text file of one text per line, or the texts themselves; None: none.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
@@ -72,6 +76,13 @@ def compress(
               else Target(given[0], float(values[given[0]]), per_tensor=per_tensor))
     check_output(output, overwrite, COMPRESS_FORMS)
     weights = load_weights(source)
+    hessians = None
+    if calibration is not None:
+        if target.kind in ("max_abs_error", "lossless"):
+            raise InvalidInputError("calibration applies to bits_per_weight, snr and psnr.")
+        from weightdna.evaluate.calibration import hessians_for_file
+
+        hessians = hessians_for_file(source, calibration)
     mode = sensitivity_mode(sensitivity, source, weights.names, target)
     measured = None
     if mode != "none":
@@ -80,7 +91,8 @@ def compress(
         measured = sensitivity_for_file(source, mode == "synthetic")
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
-                          sensitivity=measured, files=collect_files(weights, include))
+                          calibration=hessians, sensitivity=measured,
+                          files=collect_files(weights, include))
 
 
 def decompress(path: PathLike, output: PathLike, *, overwrite: bool = False) -> Path:

@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "weightdna compress model.safetensors -o model.dna --snr 30",
             "weightdna compress model.safetensors -o model.dna --bits-per-weight 3",
             "weightdna compress bert_folder/ -o bert.dna --snr 25 --calibration auto",
+            "weightdna compress hf_folder/ -o model.dna --bits-per-weight 3 "
+            "--calibration texts.txt",
             "weightdna compress model.safetensors -o model.dna --lossless",
             "weightdna compress hf_folder/ -o model.dna --snr 30 --include 'onnx/*'",
         ),
@@ -112,12 +114,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         metavar="LIST",
                         help=f"candidates to try, from {','.join(CANDIDATES)} (quantized always; "
                              "default: all)")
-    parser.add_argument("--calibration", choices=("none", "auto"), default="none",
+    parser.add_argument("--calibration", default="none", metavar="none|auto|FILE",
                         help="auto: choose each weight matrix's symbols by GPTQ so that its "
                              "outputs (not its weights) change least, on calibration data "
                              "picked by the model's kind: digits training images for an "
-                             "engine digits model, the bundled sentences for a BERT model; "
-                             "under --bits-per-weight the weights of inputs the data never "
+                             "engine digits model, the bundled sentences for a Hugging Face "
+                             "model folder (BERT by our own forward; any other transformers "
+                             "model by transformers itself, hooking each torch.nn.Linear; "
+                             "GPT-2's Conv1D and tied LM heads are left to rounding, and "
+                             "named); FILE: a text file of one calibration text per line, "
+                             "tokenized by the folder's own tokenizer; under "
+                             "--bits-per-weight the weights of inputs the data never "
                              "reaches (always-blank pixels, dead units) become 0, so the "
                              "weight SNR stops rising while the outputs stay; same file "
                              "format (default: none)")
@@ -345,13 +352,13 @@ def run_compress(args: argparse.Namespace) -> int:
     for warning in _target_warnings(target, weights):
         warn(warning)
     calibration = None
-    if args.calibration == "auto":
+    if args.calibration != "none":
         if target.kind in ("max_abs_error", "lossless"):
             raise InvalidInputError("--calibration applies to --bits-per-weight, --snr and "
                                     "--psnr.")
         from weightdna.evaluate.calibration import hessians_for_file
 
-        calibration = hessians_for_file(args.model)
+        calibration = hessians_for_file(args.model, args.calibration, warn)
     from weightdna.evaluate.sensitivity import sensitivity_mode
 
     mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)

@@ -4,20 +4,25 @@ For a weight W (rows = outputs) applied as y = W x, H is the second moment of it
 x over calibration data; ‖(W − Ŵ) X‖² / N = tr((W − Ŵ) H (W − Ŵ)ᵀ), which the output-aware
 quantiser `weightdna.codec.gptq` minimises. The calibration data are those of
 `weightdna.evaluate.sensitivity`: digits training images for the engine's models (never
-the test images), the bundled sentences for a BERT model such as all-MiniLM-L6-v2.
+the test images), the bundled sentences (or texts of the user's) for a BERT model such as
+all-MiniLM-L6-v2, run by our own BERT forward, and for any other Hugging Face transformer,
+run by transformers itself with forward hooks on its ``torch.nn.Linear`` layers
+(`hf_hessians`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from weightdna.bert import EMBEDDING_TENSORS, BertConfig, BertEncoder, load_tokenizer
+from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError, ModelFileError
 from weightdna.evaluate.accuracy import as_array, takes_images
@@ -25,9 +30,10 @@ from weightdna.evaluate.sensitivity import (
     _bert_prefix,
     _calibration_sentences,
     for_every_tensor,
+    runs_as_bert,
     sensitivity,
 )
-from weightdna.evaluate.sentences import Progress
+from weightdna.evaluate.sentences import Progress, load_sentences
 from weightdna.nn.conv import Conv2D
 from weightdna.nn.layers import Dense
 from weightdna.nn.model import Model, load_model
@@ -35,6 +41,8 @@ from weightdna.train import single_blas_thread
 from weightdna.weights import load_weights, minilm_path
 
 BATCH = 512  # calibration samples per forward batch
+TEXT_BATCH = 16  # texts per forward batch of a Hugging Face model
+MAX_TOKENS = 512  # a text's tokens beyond this (or the model's own limit) are cut
 
 
 class _Moments:
@@ -177,12 +185,24 @@ def reads_digits(model: Model) -> bool:
     return isinstance(first, Dense) and first.in_features == 64
 
 
+@dataclass(frozen=True)
+class HuggingFaceModel:
+    """A transformers model other than the BERT our own forward runs: its weights (``path``,
+    the folder or a weights file in it) and the folder with its config.json and
+    tokenizer."""
+
+    path: Path
+    folder: Path
+
+
 def calibration_subject(path: str | Path, flag: str = "--calibration"
-                        ) -> Model | tuple[dict[str, Any], Path]:
+                        ) -> Model | tuple[dict[str, Any], Path] | HuggingFaceModel:
     """What calibrating the model at ``path`` runs: an engine digits ``Model`` (a file of
-    `weightdna train mlp|cnn` or Model.save; its data: the digits training images), or a
-    BERT state dict with its folder (a Hugging Face folder, or a weights file beside its
-    config.json and tokenizer; its data: the bundled sentences). Any other model raises
+    `weightdna train mlp|cnn` or Model.save; its data: the digits training images), a
+    BERT state dict with its folder (`runs_as_bert`: a Hugging Face BERT folder, or a
+    weights file beside its config.json and tokenizer; our own BERT forward runs it), or a
+    `HuggingFaceModel` (any other folder with a config.json: transformers runs it; its
+    data for both: the bundled sentences or texts of the user's). Any other model raises
     InvalidInputError naming ``flag``: there is no calibration data for it."""
     path = Path(path)
     try:
@@ -197,24 +217,162 @@ def calibration_subject(path: str | Path, flag: str = "--calibration"
         return model
     folder = path if path.is_dir() else path.parent
     if (folder / "config.json").is_file():
-        state = load_weights(path).state_dict()
-        if any(name.endswith(EMBEDDING_TENSORS[0]) for name in state):
-            return state, folder
+        weights = load_weights(path)
+        if runs_as_bert(path, weights.names):
+            return weights.state_dict(), folder
+        return HuggingFaceModel(path, folder)
     raise InvalidInputError(
         f"no calibration data for {path}: calibration knows engine digits models (written by "
-        "`weightdna train mlp|cnn`) and BERT models with their config.json and tokenizer "
-        f"(calibrated on the bundled sentences); compress it without {flag}.")
+        "`weightdna train mlp|cnn`) and Hugging Face model folders with their config.json "
+        f"and tokenizer (calibrated on texts); compress it without {flag}.")
 
 
-def hessians_for_file(path: str | Path) -> dict[str, np.ndarray] | SequentialHessians:
-    """The calibration of the model stored at ``path`` (`calibration_subject`): an engine
-    digits model sequentially on the digits training images (`SequentialHessians`), a
-    BERT model on the bundled sentences."""
+def calibration_texts(calibration: str | Path | Sequence[str] | None) -> list[str] | None:
+    """The texts of a ``--calibration`` value: None for "auto" or None (each model's
+    default data), the non-empty lines of a text file, or the texts given."""
+    if calibration is None or (isinstance(calibration, str) and calibration == "auto"):
+        return None
+    if isinstance(calibration, str | Path):
+        try:
+            return load_sentences(calibration)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"--calibration {calibration}: {exc}; give a UTF-8 text "
+                                    "file of one calibration text per line, or auto.") from None
+    texts = [str(t) for t in calibration]
+    if not texts:
+        raise InvalidInputError("no calibration texts given.")
+    return texts
+
+
+def _module_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    value = args[0] if args else kwargs.get("input")
+    return value if isinstance(value, torch.Tensor) else None
+
+
+# What hf_hessians leaves to plain rounding, and why.
+LEFT_TO_ROUNDING = {
+    "conv1d": "Conv1D layers (GPT-2 style: the weight is stored (in, out), so the inputs meet "
+              "its columns, while GPTQ works along a weight's rows)",
+    "tied": "Linear layers whose weight is tied to another tensor (e.g. an LM head sharing "
+            "the word embedding: the same numbers also serve as the embedding)",
+    "unstored": "Linear layers the checkpoint does not store or the forward never reaches",
+}
+
+
+def hf_hessians(model: HuggingFaceModel, texts: Sequence[str] | None = None,
+                warn: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """{checkpoint weight name: H} of every ``torch.nn.Linear`` of a transformers model,
+    over the real (unpadded) tokens of ``texts`` (default: the 64 bundled sentences
+    `sensitivity` uses) tokenized by the folder's own tokenizer, collected by forward
+    hooks on the model transformers loads (`weightdna.evaluate.compare.load_hf_model`).
+
+    Module names become the checkpoint's tensor names with the model's
+    ``base_model_prefix`` or without it (`compare.aliases`). What is left to plain
+    rounding (LEFT_TO_ROUNDING) is named through ``warn``; if that is every weight, the
+    calibration is refused."""
+    from weightdna.evaluate.compare import aliases, load_hf_model, load_hf_tokenizer
+
+    texts = list(texts) if texts is not None else _calibration_sentences()
+    tokenizer = load_hf_tokenizer(model.folder)
+    network = load_hf_model(model.folder, None if model.path.is_dir() else model.path)
+    weights = load_weights(model.path)
+    stored = {name: tuple(weights.info(name).shape) for name in weights.names}
+    prefix = getattr(network, "base_model_prefix", "") or ""
+    owners: dict[int, int] = {}
+    for _, parameter in network.named_parameters(remove_duplicate=False):
+        owners[id(parameter)] = owners.get(id(parameter), 0) + 1
+    skipped: dict[str, list[str]] = {kind: [] for kind in LEFT_TO_ROUNDING}
+    targets: dict[str, tuple[torch.nn.Module, str]] = {}
+    for module_name, module in network.named_modules():
+        if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+            skipped["conv1d"].append(f"{module_name}.weight")
+            continue
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        key = next((k for k in aliases(f"{module_name}.weight", prefix) if k in stored), None)
+        if owners.get(id(module.weight), 0) > 1:
+            skipped["tied"].append(key or f"{module_name}.weight")
+        elif key is None or stored[key] != tuple(module.weight.shape):
+            skipped["unstored"].append(f"{module_name}.weight")
+        else:
+            targets[module_name] = (module, key)
+    moments = _Moments()
+    keep = torch.ones(0, dtype=torch.bool)
+
+    def recorder(key: str) -> Callable[[torch.nn.Module, tuple, dict], None]:
+        def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+            x = _module_input(args, kwargs)
+            if x is None:
+                return
+            if x.dim() == 3 and tuple(x.shape[:2]) == tuple(keep.shape):
+                x = x[keep]  # the real tokens only, as the BERT path takes them
+            elif x.dim() == 2 and x.shape[0] == keep.numel() and keep.shape[1] > 1:
+                x = x[keep.reshape(-1)]  # tokens flattened to rows
+            moments.add(key, x.detach().to(torch.float64).reshape(-1, x.shape[-1]).numpy())
+
+        return hook
+
+    limits = [MAX_TOKENS, getattr(tokenizer, "model_max_length", MAX_TOKENS)]
+    limits += [getattr(network.config, n, None) or MAX_TOKENS
+               for n in ("max_position_embeddings", "n_positions")]
+    max_length = int(min(limits))
+    accepted = set(inspect.signature(network.forward).parameters)
+    handles = [module.register_forward_pre_hook(recorder(key), with_kwargs=True)
+               for module, key in targets.values()]
+    try:
+        with torch.no_grad():
+            for start in range(0, len(texts), TEXT_BATCH):
+                batch = tokenizer(texts[start:start + TEXT_BATCH], padding=True,
+                                  truncation=True, max_length=max_length, return_tensors="pt")
+                batch = {k: v for k, v in batch.items() if k in accepted}
+                keep = batch["attention_mask"].bool()
+                try:
+                    network(**batch)
+                except (TypeError, ValueError, RuntimeError, IndexError) as exc:
+                    raise InvalidInputError(
+                        f"transformers cannot run {model.folder} ({type(network).__name__}) "
+                        f"on text alone ({str(exc).splitlines()[0]}); compress it without "
+                        "--calibration.") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+    result = moments.hessians()
+    skipped["unstored"] += [key for _, key in targets.values() if key not in result]
+    said = [f"{len(names)} {LEFT_TO_ROUNDING[kind]}, e.g. {names[0]}"
+            for kind, names in skipped.items() if names]
+    if not result:
+        raise InvalidInputError(
+            f"--calibration finds no weight of {model.folder} ({type(network).__name__}) to "
+            f"calibrate: {'; '.join(said) or 'it has no torch.nn.Linear layer'}; compress it "
+            "without --calibration.")
+    if said and warn is not None:
+        warn("--calibration leaves to plain rounding " + "; ".join(said) + ".")
+    return result
+
+
+def hessians_for_file(path: str | Path,
+                      calibration: str | Path | Sequence[str] | None = "auto",
+                      warn: Callable[[str], None] | None = None,
+                      ) -> dict[str, np.ndarray] | SequentialHessians:
+    """The calibration of the model stored at ``path`` (`calibration_subject`) on
+    ``calibration``: "auto" (the data of the model's kind), a text file of one text per
+    line, or the texts themselves. An engine digits model runs sequentially on the digits
+    training images (`SequentialHessians`; texts are refused); a BERT model on the texts
+    (default: the bundled sentences) through our own forward (`bert_hessians`); any other
+    Hugging Face model on them through transformers (`hf_hessians`, which names what it
+    leaves to rounding through ``warn``)."""
+    texts = calibration_texts(calibration)
     subject = calibration_subject(path)
     if isinstance(subject, Model):
+        if texts is not None:
+            raise InvalidInputError(
+                f"{path} is an engine digits model: it is calibrated on the digits training "
+                "images, not on texts; use --calibration auto.")
         return SequentialHessians(subject, load_digits(image=takes_images(subject))[0])
+    if isinstance(subject, HuggingFaceModel):
+        return hf_hessians(subject, texts, warn)
     state, folder = subject
-    return hessians(state, folder=folder)
+    return hessians(state, texts, folder=folder)
 
 
 def sensitivity_for_file(path: str | Path, synthetic: bool = False,
@@ -224,6 +382,11 @@ def sensitivity_for_file(path: str | Path, synthetic: bool = False,
     random token sequences (BERT models only). Tensors the forward never reads (a pooler,
     say) get the median measured value (`for_every_tensor`)."""
     subject = calibration_subject(path, "--sensitivity")
+    if isinstance(subject, HuggingFaceModel):
+        raise InvalidInputError(
+            "--sensitivity auto and synthetic run BERT models (model_type bert) and engine "
+            f"digits models; {subject.folder} is another transformers model: compress it with "
+            "--sensitivity none (its default), with --calibration auto if you like.")
     if isinstance(subject, Model):
         measured = sensitivity(subject, synthetic=synthetic, progress=progress)
         names = list(subject.state_dict())

@@ -172,7 +172,8 @@ def _transformers() -> Any:
     try:
         import transformers
     except ImportError:
-        raise MissingDependencyError("evaluating a Hugging Face model needs the optional "
+        raise MissingDependencyError("running a Hugging Face model (to evaluate it, or to "
+                                     "calibrate one that is not a BERT) needs the optional "
                                      "package transformers: pip install transformers") from None
     return transformers
 
@@ -198,6 +199,14 @@ def load_hf_model(folder: Path, restored: Path | None = None) -> Any:
     return model.eval()
 
 
+def aliases(name: str, prefix: str) -> tuple[str, str, str]:
+    """The names a tensor may go by in a transformers model and in its checkpoint, which
+    differ by the model's ``base_model_prefix`` (a ``BertModel`` loaded from a
+    ``BertForSequenceClassification`` checkpoint reads ``bert.encoder…`` as ``encoder…``,
+    and the other way round): the name itself, with the prefix, and without it."""
+    return name, f"{prefix}.{name}", name.removeprefix(f"{prefix}.")
+
+
 def _load_checkpoint(model: Any, state: Mapping[str, torch.Tensor], folder: Path,
                      restored: Path) -> None:
     """Put ``state`` (named as the folder's checkpoint) into ``model``: every tensor of the
@@ -209,7 +218,7 @@ def _load_checkpoint(model: Any, state: Mapping[str, torch.Tensor], folder: Path
     expected = set(load_weights(folder).names)
     loaded = {}
     for name, value in state.items():
-        for key in (name, f"{prefix}.{name}", name.removeprefix(f"{prefix}.")):
+        for key in aliases(name, prefix):
             if key in own and tuple(own[key].shape) == tuple(value.shape):
                 loaded[key] = value.to(own[key].dtype)
                 break
@@ -221,24 +230,34 @@ def _load_checkpoint(model: Any, state: Mapping[str, torch.Tensor], folder: Path
     model.load_state_dict(loaded, strict=False)
 
 
+def load_hf_tokenizer(folder: Path) -> Any:
+    """The Hugging Face folder's own tokenizer (transformers.AutoTokenizer, its local files
+    only), padding with its end or unknown token when it names no padding token."""
+    transformers = _transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder),
+                                                               local_files_only=True)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{folder} has no tokenizer transformers can load "
+                             f"({str(exc).splitlines()[0]}); put the model's tokenizer "
+                             "files (tokenizer.json or vocab files) in the folder.") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
 def evaluate_hf(original: str | Path, restored: str | Path, texts: Sequence[str],
                 batch_size: int = 16) -> dict:
     """The Hugging Face model in the folder ``original`` and the same model with ``restored``
     weights (a folder, a .dna file or a weights file) on ``texts``, tokenized by the
     folder's own tokenizer: the last hidden state of every non-padding token, and the
     logits of a classification head, compared by `compare_outputs`."""
-    transformers = _transformers()
+    _transformers()
     original = Path(original)
     if not (original / "config.json").is_file():
         raise InvalidInputError(f"{original} is not a Hugging Face model folder (no "
                                 "config.json).")
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(original))
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{original} has no tokenizer transformers can load "
-                             f"({str(exc).splitlines()[0]}).") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    tokenizer = load_hf_tokenizer(original)
     models = [load_hf_model(original), load_hf_model(original, Path(restored))]
     batches = [tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True,
                          max_length=128, return_tensors="pt")

@@ -33,7 +33,7 @@ def load_sentences(path: str | Path | None = None) -> list[str]:
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"cannot read sentences from {path}: {exc}") from exc
     sentences = [line.strip() for line in text.splitlines() if line.strip()]
     if not sentences:
