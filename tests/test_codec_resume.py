@@ -137,3 +137,15 @@ def test_unbroken_run_leaves_nothing_and_resume_needs_a_folder(model: Path, tmp_
     assert main(["compress", str(model), "-o", str(tmp_path / "w.dna"), "--lossless",
                  "--resume"]) != 0
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_a_resume_knows_which_calibration_it_was_given() -> None:
+    """Other calibration texts give other Hessians, and so another digest in the manifest:
+    a resume with them does not reuse the first run's work."""
+    rng = np.random.default_rng(0)
+    h = {"w": rng.normal(size=(4, 4))}
+    digest = compress._calibration_digest(h)
+    assert digest == compress._calibration_digest({"w": h["w"].copy()})
+    assert digest != compress._calibration_digest({"w": h["w"] * 1.001})
+    assert digest != compress._calibration_digest({"v": h["w"]})
+    assert compress._calibration_digest({}) is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import json
 import math
 import os
@@ -486,7 +487,7 @@ def compress_model(
         folder = WorkFolder(output, weights, settings_of(
             target=target, representations=list(representations), per_row=per_row,
             objective=objective, dna_config=dna_config, sensitivity=dict(sensitivity or {}),
-            calibration=None if not calibration else "given"), resume)
+            calibration=_calibration_digest(calibration)), resume)
     try:
         report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
                                       representations, per_row, objective, dna_config,
@@ -592,6 +593,22 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
                           runner, files)
+
+
+def _calibration_digest(calibration: Mapping[str, np.ndarray] | Calibration) -> str | None:
+    """What a resumed run must have been given to reuse the work folder: the SHA-256 of the
+    Hessians (names and bytes; other calibration texts give other ones), "sequential" for
+    a calibration measured as the tensors are coded, None for none."""
+    if not calibration:
+        return None
+    if not isinstance(calibration, Mapping):
+        return "sequential"
+    digest = hashlib.sha256()
+    for name in sorted(calibration):
+        hessian = np.ascontiguousarray(calibration[name], dtype=np.float64)
+        digest.update(name.encode("utf-8", "surrogatepass") + b"\0")
+        digest.update(repr(hessian.shape).encode() + hessian.tobytes())
+    return digest.hexdigest()
 
 
 def _check_calibration(weights: ModelWeights,
