@@ -73,15 +73,18 @@ def test_decompress_in_workers_writes_the_same_file(reference: Path, tmp_path: P
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
-@requires_minilm
-def test_max_abs_error_target_in_workers_matches_one_process(model: Path,
-                                                             tmp_path: Path) -> None:
-    weights = load_weights(model)
-    target = Target("max_abs_error", 0.01)
+def same_in_two_workers(weights, target: Target, tmp_path: Path) -> None:
+    """one.dna in this process and two.dna in 2 workers, quantized only: the same bytes."""
     compress_model(weights, tmp_path / "one.dna", target, representations=["quantized"])
     compress_model(weights, tmp_path / "two.dna", target, representations=["quantized"],
                    workers=2)
     assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+
+
+@requires_minilm
+def test_max_abs_error_target_in_workers_matches_one_process(model: Path,
+                                                             tmp_path: Path) -> None:
+    same_in_two_workers(load_weights(model), Target("max_abs_error", 0.01), tmp_path)
 
 
 def test_runner_choice(tmp_path: Path) -> None:
@@ -128,11 +131,7 @@ def test_sharded_bfloat16_folder_in_workers(model: Path, tmp_path: Path) -> None
     (folder / "model.safetensors.index.json").write_text(json.dumps(
         {"metadata": {}, "weight_map": {n: f for f, part in shards.items() for n in part}}))
     sharded = load_weights(folder)
-    target = Target("snr", 20.0)
-    compress_model(sharded, tmp_path / "one.dna", target, representations=["quantized"])
-    compress_model(sharded, tmp_path / "two.dna", target, representations=["quantized"],
-                   workers=2)
-    assert digest(tmp_path / "one.dna") == digest(tmp_path / "two.dna")
+    same_in_two_workers(sharded, Target("snr", 20.0), tmp_path)
     decompress_model(tmp_path / "two.dna", tmp_path / "back.safetensors", workers=2)
     back = load_weights(tmp_path / "back.safetensors")
     assert back.names == sharded.names

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -208,11 +207,8 @@ def test_minilm_space() -> None:
     q = weights.info("encoder.layer.0.attention.self.query.weight")
     assert tensor_coordinates(q, space)[0, 2] == -1.0
     name = "encoder.layer.3.intermediate.dense.weight"
-    start = time.perf_counter()
-    c = space.coordinates(name)
-    elapsed = time.perf_counter() - start
+    c = space.coordinates(name)  # its speed is benchmarked, not timed here
     assert c.shape == (1536 * 384, 4)
-    assert elapsed < 0.5  # milliseconds in practice; loose for a shared CPU
     rng = np.random.default_rng(0)
     sample = [(i.name, rng.integers(0, i.numel, 100)) for i in space.infos.values()]
     points = np.concatenate([space.coordinates(n, idx) for n, idx in sample])
