@@ -1,7 +1,7 @@
 """The quantisers users pick today against weightdna on whole all-MiniLM-L6-v2, same run.
 
     PYTHONPATH=. .venv/bin/python bench/quant_peers.py [--peers gguf-Q8_0,bnb-nf4,...]
-        [--no-weightdna] [--json out.json]
+        [--objective layer|relative|mse] [--no-weightdna] [--json out.json]
 
 Every installed peer setting of `weightdna.baselines.quantizers` (GGUF Q8_0/Q5_1/Q5_0/Q4_1/
 Q4_0, bitsandbytes NF4/FP4 with and without nested absmax, HQQ 8/4/3/2 bits) codes every
@@ -12,7 +12,9 @@ sentence embeddings restored against the original (bench/panel.py's MiniLM judge
 Beside each, weightdna's `compress_model` at a bits/weight target equal to the peer's
 (peers within 0.05 bits/weight share one weightdna run, at the lowest of their rates, so
 weightdna never gets more bytes than the peer it is set beside); its .dna file is
-written, decompressed and judged the same way. Peers not installed are skipped.
+written, decompressed and judged the same way. ``--objective``: compress_model's
+allocation objective ("layer", its default, spends bits where each tensor's relative
+error is worst; "mse" maximises the pooled SNR). Peers not installed are skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from panel import State, minilm_subject, say  # bench/panel.py: the same MiniLM 
 
 from weightdna.baselines.quantizers import peers
 from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.options import OBJECTIVES
 from weightdna.codec.ratecontrol import Target
 from weightdna.weights import load_weights
 
@@ -59,11 +62,12 @@ def run_peer(quantize, original: State) -> tuple[State, float, float]:
     return restored, 8.0 * stored / count, time.perf_counter() - started
 
 
-def run_weightdna(folder: Path, rate: float, workdir: Path) -> tuple[State, float, float]:
+def run_weightdna(folder: Path, rate: float, objective: str,
+                  workdir: Path) -> tuple[State, float, float]:
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     started = time.perf_counter()
     report = compress_model(load_weights(folder), dna, Target("bits_per_weight", rate),
-                            overwrite=True)
+                            objective=objective, overwrite=True)
     seconds = time.perf_counter() - started
     decompress_model(dna, out, overwrite=True)
     return load_weights(out).state_dict(), report.bits_per_weight, seconds
@@ -87,6 +91,8 @@ def markdown(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", help="comma-separated peer settings (default: all installed)")
+    parser.add_argument("--objective", default="layer", choices=OBJECTIVES,
+                        help="compress_model's allocation objective (default: its default, layer)")
     parser.add_argument("--no-weightdna", action="store_true", help="peers only")
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     args = parser.parse_args(argv)
@@ -119,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                                if abs(rate - row["bits_per_weight"]) <= SHARE), None)
                 if shared is None:
                     rate = row["bits_per_weight"]
-                    restored, bpw, seconds = run_weightdna(subject.path, rate, Path(tmp))
+                    restored, bpw, seconds = run_weightdna(subject.path, rate, args.objective,
+                                                              Path(tmp))
                     shared = {"bits_per_weight": bpw, "seconds": seconds,
                               "snr_db": pooled_snr_db(original, restored),
                               "cosine": subject.judge(restored)}

@@ -10,7 +10,10 @@ installed and callers skip the others.
   for the ``_1`` types): 8.5, 6.0, 5.5, 5.0 and 4.5 bits/weight. As llama.cpp's
   ``convert_hf_to_gguf.py`` does, a tensor that is not a matrix (biases, norms) is kept
   in its source dtype (counted at its itemsize), and a matrix whose rows are not a
-  multiple of 32 is stored as F16.
+  multiple of 32 is stored as F16. Every other matrix (token, position and token-type
+  embeddings included) gets the chosen type: llama.cpp's own per-tensor exceptions and
+  llama-quantize's mixed types are not reproduced. The file's header and metadata are
+  not counted.
 * bitsandbytes NF4/FP4 (``bitsandbytes.functional.quantize_4bit`` on CPU), blocksize 64:
   the packed 4-bit data plus every tensor ``QuantState.as_dict(packed=True)`` adds when
   saved (absmax per block, the 16-value code table, with nested quantisation the 8-bit
@@ -41,7 +44,10 @@ HQQ_GROUP = 64
 
 def available(package: str) -> bool:
     """Whether the optional ``package`` ("gguf", "bitsandbytes", "hqq") is installed."""
-    return importlib.util.find_spec(package) is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a half-installed or blocked package
+        return False
 
 
 def _kept(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
