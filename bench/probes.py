@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from weightdna.codec.compress import compress_model, decompress_model
-from weightdna.codec.ratecontrol import ROW_FLOOR, Target
+from weightdna.codec.ratecontrol import Target, floored_row_ms
 from weightdna.weights import load_weights, minilm_path
 
 State = dict[str, torch.Tensor]
@@ -135,7 +135,7 @@ def _layer_weights(path: Path) -> dict[str, float]:
         if not ms.mean() > 0:
             out[info.name] = 1.0
             continue
-        ms = np.maximum(ms, max(float(np.median(ms)), float(ms.mean()) * 1e-12) * ROW_FLOOR)
+        ms = floored_row_ms(ms, float(ms.mean()))
         out[info.name] = float((1.0 / ms).mean()) / info.numel
     return out
 
@@ -249,7 +249,7 @@ def rows(rate: float) -> None:
         def apply(tc, objective: str, measured: bool = False) -> None:
             plain(tc, objective, measured)
             if tc.info.name == name:
-                ms = np.maximum(tc.row_ms, float(np.median(tc.row_ms)) * ROW_FLOOR)
+                ms = floored_row_ms(tc.row_ms, tc.signal / tc.info.numel)
                 weight = importance / importance.mean() / ms
                 tc.row_scale = np.sqrt(float(weight.mean()) / weight)
         return apply

@@ -325,6 +325,12 @@ def check_objective(objective: str) -> None:
                                 f"{', '.join(OBJECTIVES)}.")
 
 
+def floored_row_ms(row_ms: np.ndarray, ms_t: float) -> np.ndarray:
+    """Each row's mean square as the objective counts it: none below ROW_FLOOR × the median
+    row's (× 10⁻¹² of the tensor's mean square ``ms_t`` when the median row is 0)."""
+    return np.maximum(row_ms, max(float(np.median(row_ms)), ms_t * 1e-12) * ROW_FLOOR)
+
+
 def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False) -> None:
     """Set ``tc``'s sensitivity and per-row steps for ``objective`` (module docstring).
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
@@ -335,7 +341,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     ms_t = tc.signal / max(tc.info.numel, 1)
     if objective == "mse" or not ms_t > 0 or tc.row_ms is None:
         return
-    ms = np.maximum(tc.row_ms, max(float(np.median(tc.row_ms)), ms_t * 1e-12) * ROW_FLOOR)
+    ms = floored_row_ms(tc.row_ms, ms_t)
     weight = 1.0 / ms
     mean = float(weight.mean())
     if not measured:
