@@ -63,6 +63,7 @@ def compress(
     from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.calibration import calibration_for
     from weightdna.evaluate.sensitivity import sensitivity_mode
     from weightdna.weights import load_weights
 
@@ -76,13 +77,7 @@ def compress(
               else Target(given[0], float(values[given[0]]), per_tensor=per_tensor))
     check_output(output, overwrite, COMPRESS_FORMS)
     weights = load_weights(source)
-    hessians = None
-    if calibration is not None:
-        if target.kind in ("max_abs_error", "lossless"):
-            raise InvalidInputError("calibration applies to bits_per_weight, snr and psnr.")
-        from weightdna.evaluate.calibration import hessians_for_file
-
-        hessians = hessians_for_file(source, calibration)
+    hessians = calibration_for(source, calibration, target)
     mode = sensitivity_mode(sensitivity, source, weights.names, target)
     measured = None
     if mode != "none":

@@ -351,15 +351,10 @@ def run_compress(args: argparse.Namespace) -> int:
     files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
-    calibration = None
-    if args.calibration != "none":
-        if target.kind in ("max_abs_error", "lossless"):
-            raise InvalidInputError("--calibration applies to --bits-per-weight, --snr and "
-                                    "--psnr.")
-        from weightdna.evaluate.calibration import hessians_for_file
-
-        calibration = hessians_for_file(args.model, args.calibration, warn)
+    from weightdna.evaluate.calibration import calibration_for
     from weightdna.evaluate.sensitivity import sensitivity_mode
+
+    calibration = calibration_for(args.model, args.calibration, target, warn)
 
     mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)
     sensitivity = None

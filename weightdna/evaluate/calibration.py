@@ -375,6 +375,20 @@ def hessians_for_file(path: str | Path,
     return hessians(state, texts, folder=folder)
 
 
+def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | None,
+                    target: Any, warn: Callable[[str], None] | None = None,
+                    ) -> dict[str, np.ndarray] | SequentialHessians | None:
+    """What a compress request's ``calibration`` (None or "none": no calibration; else as
+    `hessians_for_file`) gives under its `weightdna.codec.ratecontrol.Target`: refused
+    under a max-abs-error or lossless target before any model is run."""
+    if calibration is None or (isinstance(calibration, str) and calibration == "none"):
+        return None
+    if target.kind in ("max_abs_error", "lossless"):
+        raise InvalidInputError("calibration (--calibration) applies to bits-per-weight, SNR "
+                                "and PSNR targets.")
+    return hessians_for_file(path, calibration, warn)
+
+
 def sensitivity_for_file(path: str | Path, synthetic: bool = False,
                          progress: Progress | None = None) -> dict[str, float]:
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
