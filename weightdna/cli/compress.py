@@ -264,7 +264,7 @@ def _plan(target: Target) -> dict[str, int]:
     first pass, which codes those its role fixes): a whole-model target
     allocates and encodes every tensor once per round of its rate control (up to
     MEASURE_ROUNDS; usually two or three)."""
-    if target.kind in ("max_abs_error", "lossless") or target.per_tensor:
+    if not target.whole_model:
         return {"reading": 1, "analysing": 1, "writing": 1}
     return {"reading": 1, "analysing": 1, "allocating": 3, "encoding": 3, "writing": 1}
 

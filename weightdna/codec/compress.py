@@ -465,7 +465,7 @@ def compress_model(
     output = Path(output)
     _check_paths(weights.path, output, overwrite)
     check_objective(objective)  # before any tensor is read
-    if per_row and target.kind in ("max_abs_error", "lossless"):
+    if per_row and not target.rate_distortion:
         raise InvalidInputError("--per-row applies to bits-per-weight, SNR and PSNR targets.")
     report = progress or (lambda stage, done, total: None)
     metadata = {
@@ -618,7 +618,7 @@ def _check_calibration(weights: ModelWeights,
     calibration's names only: its Hessians are checked as they are measured)."""
     if calibration is None or (isinstance(calibration, Mapping) and not calibration):
         return {}
-    if target.kind in ("max_abs_error", "lossless"):
+    if not target.rate_distortion:
         raise InvalidInputError("calibration applies to bits-per-weight, SNR and PSNR targets.")
     if not isinstance(calibration, Mapping):
         missing = sorted(set(calibration.names) - set(weights.names))

@@ -110,6 +110,18 @@ class Target:
         if self.per_tensor and self.kind not in ("snr", "psnr"):
             raise InvalidInputError("per_tensor applies to snr and psnr targets only.")
 
+    @property
+    def rate_distortion(self) -> bool:
+        """A bits-per-weight, SNR or PSNR target (not max-abs-error or lossless): the
+        targets calibration, per-row steps and sensitivities apply to."""
+        return self.kind in ("bits_per_weight", "snr", "psnr")
+
+    @property
+    def whole_model(self) -> bool:
+        """A rate–distortion target for the whole model, met by spreading bits over the
+        tensors (one global step; not per tensor)."""
+        return self.rate_distortion and not self.per_tensor
+
     def describe(self) -> str:
         """e.g. ``snr 20 dB (every tensor)``."""
         if self.kind == "lossless":

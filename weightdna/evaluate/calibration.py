@@ -383,7 +383,7 @@ def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | 
     under a max-abs-error or lossless target before any model is run."""
     if calibration is None or (isinstance(calibration, str) and calibration == "none"):
         return None
-    if target.kind in ("max_abs_error", "lossless"):
+    if not target.rate_distortion:
         raise InvalidInputError("calibration (--calibration) applies to bits-per-weight, SNR "
                                 "and PSNR targets.")
     return hessians_for_file(path, calibration, warn)

@@ -260,10 +260,9 @@ def sensitivity_mode(requested: str | None, path: str | Path, names: Sequence[st
     if requested is not None and requested not in SENSITIVITY_MODES:
         raise InvalidInputError(f"unknown sensitivity {requested!r}; use one of "
                                 f"{', '.join(SENSITIVITY_MODES)}.")
-    whole_model = target.kind not in ("max_abs_error", "lossless") and not target.per_tensor
     if requested is None:
-        return "synthetic" if whole_model and runs_as_bert(path, names) else "none"
-    if requested != "none" and not whole_model:
+        return "synthetic" if target.whole_model and runs_as_bert(path, names) else "none"
+    if requested != "none" and not target.whole_model:
         raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
                                 "--snr and --psnr targets.")
     return requested
