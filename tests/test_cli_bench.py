@@ -57,6 +57,12 @@ def test_bench_rd_writes_table_json_and_plot(
     file_points = [p for p in data["points"] if p["name"] == "weightdna"]
     assert sorted(round(p["bits_per_weight"]) for p in file_points) == [2, 4, 5]
     assert all(p["bits_per_weight"] <= rate for p, rate in zip(file_points, (2, 4, 5), strict=True))
+    # No coder beats the per-row limit: the codec's points sit under it, within a few dB
+    # of it on Gaussian weights.
+    for rate in ("2.0", "4.0"):
+        gap = data["limit_snr_db"][rate] - data["snr_at_rate"]["weightdna"][rate]
+        assert 0 < gap < 3
+    assert "per-row limit" in md
     names = {p["name"] for p in data["points"]}
     assert names == {"weightdna", "weightdna-step", "rtn", "svd", "pruning", "zstd"}
     assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

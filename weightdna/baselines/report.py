@@ -1,5 +1,6 @@
 """A rate–distortion sweep written down: a markdown table, JSON, and a PNG plot of bits per
-weight against SNR with the Gaussian rate–distortion bound SNR = 6.02·R dB."""
+weight against SNR, with the per-row Shannon limit (`weightdna.baselines.limit`) and, for
+reference, the Gaussian rate–distortion function SNR = 6.02·R dB."""
 
 from __future__ import annotations
 
@@ -45,7 +46,12 @@ def markdown(rd: RateDistortion, title: str) -> str:
         "divided by its max|w|. Equal-rate SNR is interpolated linearly between a method's "
         f"measured points (— where its points do not reach that rate; a point up to "
         f"{RATE_TOLERANCE} bits below a rate stands for it, as a run meeting a size target "
-        "lands just under it).",
+        "lands just under it). The per-row limit estimates the best SNR any coder could "
+        "reach with each row's scale known for free: the Shannon lower bound of each row "
+        "(its standardised values' differential entropy, Vasicek's estimator), reverse "
+        "water-filling over the rows (`weightdna.baselines.limit`). The Gaussian column is "
+        "the rate–distortion function of an iid Gaussian source, not a bound for these "
+        "weights.",
         "",
         "## SNR (dB) at equal size",
         "",
@@ -54,7 +60,8 @@ def markdown(rd: RateDistortion, title: str) -> str:
     ours = [m for m in (DNA_CODEC, DNA_STEP) if m in present] if "nncodec" in present else []
     header = ["bits/weight", *(_LABELS[m] for m in lossy)]
     header += [f"{m} − NNCodec" for m in ours]
-    header.append("Gaussian bound 6.02·R")
+    header += ["per-row limit", "weightdna − limit"] if rd.limit else []
+    header.append("Gaussian 6.02·R")
     lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
     for rate in rd.rates:
         cells = [f"{rate:g}", *(_db(rd.snr_at(m, rate)) for m in lossy)]
@@ -62,6 +69,10 @@ def markdown(rd: RateDistortion, title: str) -> str:
         for m in ours:
             dna = rd.snr_at(m, rate)
             cells.append("—" if dna is None or nnc is None else f"{dna - nnc:+.2f}")
+        if rd.limit:
+            limit, dna = rd.limit.get(rate), rd.snr_at(DNA_CODEC, rate)
+            cells.append(_db(limit))
+            cells.append("—" if limit is None or dna is None else f"{dna - limit:+.2f}")
         cells.append(f"{GAUSSIAN_DB_PER_BIT * rate:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
@@ -86,7 +97,8 @@ def markdown(rd: RateDistortion, title: str) -> str:
 
 def plot(rd: RateDistortion, path: str | Path, title: str,
          mark: tuple[float, float, str] | None = None) -> Path:
-    """Bits per weight against SNR for every lossy method, with the Gaussian bound.
+    """Bits per weight against SNR for every lossy method, with the per-row limit and the
+    Gaussian rate–distortion function.
 
     mark: (bits per weight, SNR dB, label) of one more point drawn over the curves, e.g. the
     file a run has just written.
@@ -105,6 +117,11 @@ def plot(rd: RateDistortion, path: str | Path, title: str,
         linestyle="--",
         label="Gaussian R(D): SNR = 6.02·R dB",
     )
+    limit = sorted((r, snr) for r, snr in rd.limit.items() if r <= top and math.isfinite(snr))
+    if limit:
+        ax.plot([r for r, _ in limit], [snr for _, snr in limit], color="black",
+                linestyle=":", linewidth=1.5,
+                label="per-row Shannon limit (estimate, scales free)")
     lossless = []
     for m in METHODS:
         pts = [p for p in rd.points(m) if p.bits_per_weight <= top + 2]

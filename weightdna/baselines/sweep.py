@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from weightdna.baselines.limit import row_shannon_limit
 from weightdna.baselines.lossless import run_zipnn, run_zstd, zipnn_available
 from weightdna.baselines.lowrank import rank_for_rate, run_svd
 from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS
@@ -46,6 +47,9 @@ class RateDistortion:
     numel: int
     results: list[BaselineResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # The per-row Shannon limit's SNR (dB) by rate (`weightdna.baselines.limit`): at each
+    # rate asked for, and on a grid for the plot.
+    limit: dict[float, float] = field(default_factory=dict)
 
     def points(self, name: str) -> list[BaselineResult]:
         """The results of one method, by increasing rate."""
@@ -73,6 +77,7 @@ class RateDistortion:
             "psnr_normalisation": "maxabs",
             "points": [r.as_dict() for r in self.results],
             "snr_at_rate": {m: {str(r): self.snr_at(m, r) for r in self.rates} for m in names},
+            "limit_snr_db": {str(r): snr for r, snr in sorted(self.limit.items())},
             "skipped": dict(self.skipped),
         }
 
@@ -197,6 +202,10 @@ def rate_distortion(
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     rd = RateDistortion(rates, tuple(tensors), sum(t.numel() for t in tensors.values()))
     steps = sweep_steps(tensors, rates)
+    say("the per-row Shannon limit")
+    grid = np.arange(0.25, rates[-1] + 1.25, 0.25)
+    rd.limit = row_shannon_limit((t.to(torch.float64).numpy() for t in tensors.values()
+                                  if t.is_floating_point()), sorted({*rates, *grid.tolist()}))
 
     if DNA_CODEC in methods:
         # One more size above the top rate: a size target lands up to 1% under it

@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "round-to-nearest int8/4/2 + zstd, low-rank SVD, magnitude pruning, zstd and "
             "ZipNN, at settings spanning RATES bits per weight. Writes NAME.md (SNR at equal "
             "size, every point), NAME.json and NAME.png (bits per weight against SNR, with "
-            "the Gaussian bound 6.02·R dB). Missing optional peers are listed as skipped."
+            "the per-row Shannon limit: the best SNR any coder could reach with each row's "
+            "scale known, estimated from the weights). Missing optional peers are listed as "
+            "skipped."
         ),
         epilog=examples(
             "weightdna bench rd model.safetensors -o rd",
