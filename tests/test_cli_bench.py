@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -81,3 +82,29 @@ def test_bench_rd_rejects_bad_rates(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["bench", "rd", model, "-o", str(tmp_path), "--rates", "0,40"]) == 1
     assert main(["bench", "rd", model, "-o", str(tmp_path), "--methods", "gzip"]) == 1
     assert "unknown methods" in capsys.readouterr().err
+
+
+def test_bench_rd_runs_the_quantisers_users_pick(tmp_path: Path) -> None:
+    families = [f for f, package in {"gguf": "gguf", "hqq": "hqq",
+                                      "quanto": "optimum.quanto"}.items()
+                if importlib.util.find_spec(package.split(".")[0]) is not None]
+    if not families:
+        pytest.skip("no peer quantiser installed")
+    out = tmp_path / "rd"
+    argv = ["bench", "rd", str(tiny_model(tmp_path)), "-o", str(out), "--rates", "4,6",
+            "--methods", ",".join(["weightdna", *families])]
+    assert main(argv) == 0
+    data = json.loads((out / "tiny.json").read_text())
+    assert {p["name"] for p in data["points"]} == {"weightdna", *families}
+    for family in families:
+        points = [p for p in data["points"] if p["name"] == family]
+        # Every setting the family has, each at its true bytes (4.25–8.5 bits per weight
+        # for these block formats, with their scales), ours ahead at the same size.
+        assert len(points) >= 3
+        for p in points:
+            assert 2 < p["bits_per_weight"] < 9
+            if 4 <= p["bits_per_weight"] <= 6:
+                ours = data["snr_at_rate"]["weightdna"]
+                at = np.interp(p["bits_per_weight"], [4.0, 6.0], [ours["4.0"], ours["6.0"]])
+                assert at > p["snr_db"] + 1, (p["setting"], at, p["snr_db"])
+    assert "HQQ" in (out / "tiny.md").read_text() or "hqq" not in families

@@ -82,3 +82,22 @@ def test_hqq_bits_and_snr(nbits: int, bpw: float, floor: float) -> None:
     # packed integers (3 bits: ten to an int32, padded) + fp16 scale and zero per 64
     assert 8 * stored / matrix.numel() == pytest.approx(bpw, abs=1e-3)
     assert floor < _snr_db(matrix, restored) < floor + 10
+
+
+@requires_minilm
+@pytest.mark.parametrize(("qtype", "bpw", "floor"),
+                         [("int8", 8.0417, 35.0), ("int4", 4.25, 16.0), ("int2", 2.25, 3.0)])
+def test_quanto_bits_and_snr(qtype: str, bpw: float, floor: float) -> None:
+    pytest.importorskip("optimum.quanto")
+    from weightdna.baselines.quantizers import quanto_quantize
+
+    matrix = _tensor(MATRIX)
+    restored, stored = quanto_quantize(matrix, qtype)
+    assert restored.shape == matrix.shape and restored.dtype == torch.float32
+    # int8: a byte per weight and an fp16 scale per row; int4/int2: packed, with an fp16
+    # scale and shift per 128 weights; both with quanto's two fp16 activation scales
+    assert 8 * stored / matrix.numel() == pytest.approx(bpw, abs=1e-3)
+    assert floor < _snr_db(matrix, restored) < floor + 10
+    bias = _tensor(BIAS)
+    kept, kept_bytes = quanto_quantize(bias, qtype)
+    assert torch.equal(kept, bias) and kept_bytes == 4 * bias.numel()

@@ -3,4 +3,10 @@
 
 DNA_CODEC = "weightdna"
 DNA_STEP = "weightdna-step"
-METHODS = (DNA_CODEC, DNA_STEP, "nncodec", "rtn", "svd", "pruning", "zstd", "zipnn")
+# The quantisers users pick today (`weightdna.baselines.quantizers`), by family: each runs
+# every setting it has (gguf: Q8_0…Q4_0; bnb: NF4/FP4 ± nested; hqq: 8/4/3/2 bits; quanto:
+# int8/4/2), and the Python package it needs.
+QUANTIZER_FAMILIES = {"gguf": "gguf", "bnb": "bitsandbytes", "hqq": "hqq",
+                      "quanto": "optimum.quanto"}
+METHODS = (DNA_CODEC, DNA_STEP, "nncodec", *QUANTIZER_FAMILIES, "rtn", "svd", "pruning", "zstd",
+           "zipnn")

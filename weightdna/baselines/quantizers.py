@@ -26,6 +26,14 @@ installed and callers skip the others.
   int32, with hqq's padding) plus an fp16 scale and an fp16 zero per group, as HQQLinear
   stores them with its default fp16 compute dtype; restored in fp16 as HQQLinear does.
   Non-matrices are kept in their source dtype.
+* optimum-quanto (``optimum.quanto.quantize`` then ``freeze`` on a float16
+  ``torch.nn.Linear`` holding the tensor as out × in; a conv kernel as out × in·kh·kw):
+  int8 with an fp16 scale per output row; int4 and int2 in groups of 128 along the rows
+  (quanto's default; rows whose length is not a multiple of 128 become one group) with an
+  fp16 scale and an fp16 shift per group. The bytes are the frozen module's state dict
+  (the packed data, scales, shifts and its two scalar activation scales), as
+  ``safetensors`` would store it; restored by ``dequantize`` in float16. Non-matrices are
+  kept in their source dtype.
 """
 
 from __future__ import annotations
@@ -40,10 +48,12 @@ BNB_TYPES = ("nf4", "fp4")
 BNB_BLOCKSIZE = 64
 HQQ_BITS = (8, 4, 3, 2)
 HQQ_GROUP = 64
+QUANTO_TYPES = ("int8", "int4", "int2")
 
 
 def available(package: str) -> bool:
-    """Whether the optional ``package`` ("gguf", "bitsandbytes", "hqq") is installed."""
+    """Whether the optional ``package`` ("gguf", "bitsandbytes", "hqq", "optimum.quanto")
+    is installed."""
     try:
         return importlib.util.find_spec(package) is not None
     except (ImportError, ValueError):  # a half-installed or blocked package
@@ -112,8 +122,29 @@ def hqq_quantize(tensor: torch.Tensor, nbits: int,
     return restored, stored
 
 
+def quanto_quantize(tensor: torch.Tensor, qtype: str) -> tuple[torch.Tensor, int]:
+    """``tensor`` through optimum-quanto's weight type ``qtype`` (one of `QUANTO_TYPES`)."""
+    import optimum.quanto as quanto
+
+    if tensor.dim() < 2:
+        return _kept(tensor)
+    data = tensor.detach().reshape(tensor.shape[0], -1).to(torch.float16)
+    layer = torch.nn.Linear(data.shape[1], data.shape[0], bias=False, dtype=torch.float16)
+    with torch.no_grad():
+        layer.weight.copy_(data)
+    module = torch.nn.Sequential(layer)
+    quanto.quantize(module, weights=getattr(quanto, f"q{qtype}"))
+    quanto.freeze(module)
+    stored = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    with torch.no_grad():
+        restored = module[0].weight.dequantize().to(torch.float32).reshape(tensor.shape)
+    return restored.contiguous(), stored
+
+
 def peers() -> dict[str, object]:
-    """{setting name: function(tensor) -> (restored, bytes)} of the installed peers."""
+    """{setting name: function(tensor) -> (restored, bytes)} of the installed peers; each
+    name starts with its family (`weightdna.baselines.methods.QUANTIZER_FAMILIES`) and a
+    dash."""
     found: dict[str, object] = {}
     if available("gguf"):
         for qtype in GGUF_TYPES:
@@ -125,4 +156,7 @@ def peers() -> dict[str, object]:
     if available("hqq"):
         for nbits in HQQ_BITS:
             found[f"hqq-{nbits}bit"] = lambda t, b=nbits: hqq_quantize(t, b)
+    if available("optimum.quanto"):
+        for qtype in QUANTO_TYPES:
+            found[f"quanto-{qtype}"] = lambda t, q=qtype: quanto_quantize(t, q)
     return found

@@ -11,16 +11,20 @@ from pathlib import Path
 import numpy as np
 
 from weightdna.atomic import save_figure_atomic, write_text_atomic
-from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS
+from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS, QUANTIZER_FAMILIES
 from weightdna.baselines.sweep import RATE_TOLERANCE, RateDistortion
 
 # Rate–distortion function of a memoryless Gaussian source: D(R) = σ²·2^(−2R).
 GAUSSIAN_DB_PER_BIT = 20 * math.log10(2)  # 6.02
-_LOSSY_PEERS = ("rtn", "svd", "pruning")
+_LOSSY_PEERS = (*QUANTIZER_FAMILIES, "rtn", "svd", "pruning")
 _LABELS = {
     DNA_CODEC: "weightdna (.dna file, rate control)",
     DNA_STEP: "weightdna, one global step (quantized only)",
     "nncodec": "NNCodec (MPEG NNR)",
+    "gguf": "GGUF Q8_0/Q5_1/Q5_0/Q4_1/Q4_0 (gguf-py)",
+    "bnb": "bitsandbytes NF4/FP4, block 64",
+    "hqq": "HQQ 8/4/3/2-bit, group 64",
+    "quanto": "optimum-quanto int8/4/2",
     "rtn": "round-to-nearest int2/4/8 + zstd",
     "svd": "low-rank SVD (fp16) + zstd",
     "pruning": "magnitude pruning + zstd",

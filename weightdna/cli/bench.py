@@ -32,6 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Code the same tensors with the .dna codec (weightdna: `compress` to each rate, "
             "the file's bytes counted; weightdna-step: its quantised representation at one "
             "global step, a sweep without rate control) and every available peer: NNCodec, "
+            "the quantisers users pick today (GGUF, bitsandbytes NF4/FP4, HQQ, "
+            "optimum-quanto; their true bytes, scales and metadata counted), "
             "round-to-nearest int8/4/2 + zstd, low-rank SVD, magnitude pruning, zstd and "
             "ZipNN, at settings spanning RATES bits per weight. Writes NAME.md (SNR at equal "
             "size, every point), NAME.json and NAME.png (bits per weight against SNR, with "
