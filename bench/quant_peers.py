@@ -1,14 +1,18 @@
-"""The quantisers users pick today against weightdna on whole all-MiniLM-L6-v2, same run.
+"""The quantisers users pick today against weightdna on whole all-MiniLM-L6-v2 (or the
+digits models), same run.
 
     PYTHONPATH=. .venv/bin/python bench/quant_peers.py [--peers gguf-Q8_0,bnb-nf4,...]
-        [--objective layer|relative|mse] [--no-weightdna] [--json out.json]
+        [--model minilm|mlp|cnn] [--objective layer|relative|mse] [--no-weightdna]
+        [--json out.json]
 
 Every installed peer setting of `weightdna.baselines.quantizers` (GGUF Q8_0/Q5_1/Q5_0/Q4_1/
 Q4_0, bitsandbytes NF4/FP4 with and without nested absmax, HQQ 8/4/3/2 bits) codes every
 tensor of MiniLM; non-matrices are kept in their source dtype and counted. For each:
 bits/weight (every tensor's true bytes over every element), pooled weight SNR over the
 floating-point tensors (as `compress_model` reports it) and the mean cosine of 540
-sentence embeddings restored against the original (bench/panel.py's MiniLM judge).
+sentence embeddings restored against the original (bench/panel.py's MiniLM judge), or
+with ``--model mlp|cnn`` the engine's digits model (the recipe, seed 0) and its held-out
+accuracy (bench/panel.py's digits judge).
 Beside each, weightdna's `compress_model` at a bits/weight target equal to the peer's
 (peers within 0.05 bits/weight share one weightdna run, at the lowest of their rates, so
 weightdna never gets more bytes than the peer it is set beside); its .dna file is
@@ -27,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from panel import State, minilm_subject, say  # bench/panel.py: the same MiniLM judge
+from panel import State, digits_subject, minilm_subject, say  # bench/panel.py's judges
 
 from weightdna.baselines.quantizers import peers
 from weightdna.codec.compress import compress_model, decompress_model
@@ -73,18 +77,19 @@ def run_weightdna(folder: Path, rate: float, objective: str,
     return load_weights(out).state_dict(), report.bits_per_weight, seconds
 
 
-def markdown(rows: list[dict]) -> str:
-    lines = ["| peer (settings) | bits/weight | SNR dB | mean cosine | weightdna bits/weight | "
-             "weightdna SNR dB | ΔSNR dB | weightdna cosine | Δcosine |",
+def markdown(rows: list[dict], unit: str = "cosine") -> str:
+    figure = "mean cosine" if unit == "cosine" else "accuracy"
+    lines = [f"| peer (settings) | bits/weight | SNR dB | {figure} | weightdna bits/weight | "
+             f"weightdna SNR dB | ΔSNR dB | weightdna {figure} | Δ{figure} |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ours = r.get("weightdna")
         tail = ("| – | – | – | – | – |" if ours is None else
                 f"| {ours['bits_per_weight']:.3f} | {ours['snr_db']:.2f} | "
-                f"{ours['snr_db'] - r['snr_db']:+.2f} | {ours['cosine']:.5f} | "
-                f"{ours['cosine'] - r['cosine']:+.5f} |")
+                f"{ours['snr_db'] - r['snr_db']:+.2f} | {ours['figure']:.5f} | "
+                f"{ours['figure'] - r['figure']:+.5f} |")
         lines.append(f"| {r['peer']} | {r['bits_per_weight']:.3f} | {r['snr_db']:.2f} | "
-                     f"{r['cosine']:.5f} " + tail)
+                     f"{r['figure']:.5f} " + tail)
     return "\n".join(lines)
 
 
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", help="comma-separated peer settings (default: all installed)")
     parser.add_argument("--objective", default="layer", choices=OBJECTIVES,
                         help="compress_model's allocation objective (default: its default, layer)")
+    parser.add_argument("--model", default="minilm", choices=("minilm", "mlp", "cnn"),
+                        help="MiniLM (mean cosine) or a digits model (accuracy)")
     parser.add_argument("--no-weightdna", action="store_true", help="peers only")
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     args = parser.parse_args(argv)
@@ -107,15 +114,17 @@ def main(argv: list[str] | None = None) -> int:
     if not found:
         say("no peer installed: pip install gguf bitsandbytes hqq")
         return 2
-    subject = minilm_subject()
+    models = tempfile.TemporaryDirectory()
+    subject = (minilm_subject() if args.model == "minilm"
+               else digits_subject(args.model, Path(models.name)))
     original = load_weights(subject.path).state_dict()
     rows = []
     for name, quantize in found.items():
         restored, bpw, seconds = run_peer(quantize, original)
         row = {"peer": name, "bits_per_weight": bpw, "snr_db": pooled_snr_db(original, restored),
-               "cosine": subject.judge(restored), "seconds": seconds}
-        say(f"  {name:18s} {bpw:.3f} bpw  SNR {row['snr_db']:.2f} dB  cosine "
-            f"{row['cosine']:.5f}  ({seconds:.1f} s)")
+               "figure": subject.judge(restored), "seconds": seconds}
+        say(f"  {name:18s} {bpw:.3f} bpw  SNR {row['snr_db']:.2f} dB  {subject.unit} "
+            f"{row['figure']:.5f}  ({seconds:.1f} s)")
         rows.append(row)
     if not args.no_weightdna:
         ours: list[tuple[float, dict]] = []
@@ -129,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                                                               Path(tmp))
                     shared = {"bits_per_weight": bpw, "seconds": seconds,
                               "snr_db": pooled_snr_db(original, restored),
-                              "cosine": subject.judge(restored)}
+                              "figure": subject.judge(restored)}
                     say(f"  weightdna @ {rate:.3f}: {bpw:.3f} bpw  SNR {shared['snr_db']:.2f} dB"
-                        f"  cosine {shared['cosine']:.5f}  ({seconds:.0f} s)")
+                        f"  {subject.unit} {shared['figure']:.5f}  ({seconds:.0f} s)")
                     ours.append((rate, shared))
                 row["weightdna"] = shared
-    print(markdown(rows))
+    print(markdown(rows, subject.unit))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -101,3 +101,17 @@ def test_quanto_bits_and_snr(qtype: str, bpw: float, floor: float) -> None:
     bias = _tensor(BIAS)
     kept, kept_bytes = quanto_quantize(bias, qtype)
     assert torch.equal(kept, bias) and kept_bytes == 4 * bias.numel()
+
+
+@pytest.mark.parametrize("nbits", [4, 2])
+def test_hqq_pads_a_matrix_whose_groups_do_not_pack(nbits: int) -> None:
+    pytest.importorskip("hqq")
+    from weightdna.baselines.quantizers import hqq_quantize
+
+    # 10 rows of 64: ten groups, which 2-bit packing (four per byte row) cannot split
+    matrix = torch.randn(10, 64, generator=torch.Generator().manual_seed(0))
+    restored, stored = hqq_quantize(matrix, nbits)
+    assert restored.shape == matrix.shape
+    padded_groups = {4: 10, 2: 12}[nbits]
+    assert stored == padded_groups * 64 * nbits // 8 + 4 * padded_groups
+    assert _snr_db(matrix, restored) > 3 * nbits - 4

@@ -112,11 +112,19 @@ def hqq_quantize(tensor: torch.Tensor, nbits: int,
     if data.shape[-1] % group_size:
         half = data.to(torch.float16)
         return half.to(torch.float32), half.numel() * 2
+    rows = data.shape[0]
+    # hqq packs whole groups into one storage row (2 bits: four groups to a uint8 row,
+    # 4 bits: two) and fails on a remainder (3 bits, ten to an int32, it pads itself): pad
+    # with zero rows, which are stored (and counted) and cropped when restored.
+    per_word = {4: 2, 2: 4, 1: 8}.get(nbits, 1)
+    while data.numel() // group_size % per_word:
+        data = torch.cat([data, data.new_zeros(1, data.shape[1])])
     packed, meta = Quantizer.quantize(data, nbits=nbits, group_size=group_size, axis=1,
                                       optimize=True, device="cpu")
     meta["scale"], meta["zero"] = meta["scale"].half(), meta["zero"].half()
     meta["compute_dtype"] = torch.float16
-    restored = Quantizer.dequantize(packed, meta).reshape(data.shape).to(torch.float32)
+    restored = Quantizer.dequantize(packed, meta).reshape(data.shape)[:rows]
+    restored = restored.to(torch.float32).reshape(tensor.shape)
     stored = packed.numel() * packed.element_size()
     stored += 2 * (meta["scale"].numel() + meta["zero"].numel())
     return restored, stored
