@@ -142,3 +142,18 @@ def test_nncodec_round_trip() -> None:
     assert coarse.numel == W.numel() + 8 * 40 and coarse.tensors == 2
     assert 0 < coarse.bits_per_weight < fine.bits_per_weight < 16
     assert 0 < coarse.snr_db < fine.snr_db
+
+
+@pytest.mark.skipif(
+    not nncodec_available(), reason="no .venv-peers (bash bench/peers/setup_peers.sh)"
+)
+def test_nncodec_settings_reach_the_codec() -> None:
+    from weightdna.baselines.nncodec import SWEEP
+
+    tensors = {"a.weight": W, "a.bias": W[0]}
+    default, = run_nncodec(tensors, [-20])
+    rdoq, = run_nncodec(tensors, [-20], setting="rdoq 1.25")
+    assert rdoq.setting == "rdoq 1.25, qp -20" and default.setting == "qp -20"
+    # RDOQ trades error for bits; the non-weight (bias) QP follows the weights' QP
+    assert (rdoq.nbytes, rdoq.noise) != (default.nbytes, default.noise)
+    assert set(SWEEP) >= {"default", "rdoq 1"}

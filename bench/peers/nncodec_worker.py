@@ -3,12 +3,14 @@
 Runs under .venv-peers/bin/python (NNCodec needs numpy<2 and torch of its own), called by
 ``weightdna.baselines.nncodec``:
 
-    nncodec_worker.py IN.npz OUT.npz --qp -32 [--qp -36 ...]
+    nncodec_worker.py IN.npz OUT.npz --qp -32 [--qp -36 ...] [--settings JSON]
 
 IN.npz holds float32 tensors by name (read with allow_pickle=False). For each QP the
 tensors are coded as one NNR bitstream and decoded; OUT.npz receives the restored tensors
 as ``qp{QP}/{name}`` and, under ``report``, JSON with per QP the bitstream's bytes and the
-encode and decode seconds.
+encode and decode seconds. ``--settings``: JSON of more keyword arguments of
+``nnc.compress`` (the sweep's: ``lambda_scale``, ``nonweight_qp``, ``opt_qp``,
+``qp_density``); ``"nonweight_qp": "qp"`` sets the non-weights' QP to each run's QP.
 """
 
 from __future__ import annotations
@@ -24,11 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
+SETTINGS = {"lambda_scale", "nonweight_qp", "opt_qp", "qp_density"}
 
-def encode(tensors: dict[str, np.ndarray], qp: int, bitstream_path: Path) -> bytes:
+
+def encode(tensors: dict[str, np.ndarray], qp: int, bitstream_path: Path,
+           settings: dict | None = None) -> bytes:
     """One NNR bitstream for ``tensors`` at ``qp`` (dependent quantisation, DeepCABAC)."""
     from nncodec import nnc
 
+    extra = dict(settings or {})
+    if extra.get("nonweight_qp") == "qp":
+        extra["nonweight_qp"] = qp
     # NNCodec prints progress on stdout; keep our stdout for nothing but errors.
     with contextlib.redirect_stdout(io.StringIO()):
         return nnc.compress(
@@ -39,6 +47,7 @@ def encode(tensors: dict[str, np.ndarray], qp: int, bitstream_path: Path) -> byt
             param_opt=True,
             return_bitstream=True,
             verbose=False,
+            **extra,
         )
 
 
@@ -50,10 +59,11 @@ def decode(bitstream: bytes) -> dict[str, np.ndarray]:
         return nnc.decompress(bytearray(bitstream), verbose=False)
 
 
-def code(tensors: dict[str, np.ndarray], qp: int, workdir: Path) -> tuple[dict, int, float, float]:
+def code(tensors: dict[str, np.ndarray], qp: int, workdir: Path,
+         settings: dict | None = None) -> tuple[dict, int, float, float]:
     """One NNR bitstream for ``tensors`` at ``qp``: restored tensors, bytes, seconds."""
     start = time.perf_counter()
-    bitstream = encode(tensors, qp, workdir / "bitstream.nnc")
+    bitstream = encode(tensors, qp, workdir / "bitstream.nnc", settings)
     encoded = time.perf_counter()
     restored = decode(bitstream)
     decoded = time.perf_counter()
@@ -68,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", type=Path)
     parser.add_argument("output", type=Path)
     parser.add_argument("--qp", type=int, action="append", required=True)
+    parser.add_argument("--settings", type=json.loads, default={})
     args = parser.parse_args(argv)
+    unknown = set(args.settings) - SETTINGS
+    if unknown:
+        parser.error(f"unknown settings {sorted(unknown)}; use {sorted(SETTINGS)}")
 
     with np.load(args.inputs, allow_pickle=False) as data:
         tensors = {name: data[name] for name in data.files}
@@ -76,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for qp in args.qp:
-            restored, nbytes, enc, dec = code(tensors, qp, Path(tmp))
+            restored, nbytes, enc, dec = code(tensors, qp, Path(tmp), args.settings)
             report[str(qp)] = {"qp": qp, "nbytes": nbytes, "encode_s": enc, "decode_s": dec}
             for name, value in restored.items():
                 arrays[f"qp{qp}/{name}"] = value

@@ -44,12 +44,30 @@ def qp_for_step(step: float) -> int:
     return round(QP_PER_OCTAVE * math.log2(step))
 
 
+# The settings `weightdna bench rd` sweeps, NNCodec at its best being the best of them at
+# each rate (`RateDistortion.snr_at` drops dominated points). Keyword arguments of
+# ``nnc.compress``; "qp" for ``nonweight_qp`` means each run's own QP. The first is the
+# package's default (RDOQ off, non-weights at QP −75), the others turn on its
+# rate–distortion-optimised quantisation at λ-scales around 1 (NNCodec's recommended
+# range) with the non-weights coded at the weights' QP, with and without its per-tensor
+# QP optimisation.
+SWEEP: dict[str, dict] = {
+    "default": {},
+    "rdoq 0.75": {"lambda_scale": 0.75, "nonweight_qp": "qp"},
+    "rdoq 1": {"lambda_scale": 1.0, "nonweight_qp": "qp"},
+    "rdoq 1.25": {"lambda_scale": 1.25, "nonweight_qp": "qp"},
+    "rdoq 1, opt_qp": {"lambda_scale": 1.0, "nonweight_qp": "qp", "opt_qp": True},
+}
+
+
 def nncodec_roundtrip(
     tensors: Mapping[str, torch.Tensor | np.ndarray],
     qps: Sequence[int],
     timeout_s: float = 3600.0,
+    settings: Mapping[str, object] | None = None,
 ) -> dict[int, tuple[dict[str, np.ndarray], dict]]:
-    """Code all ``tensors`` as one NNR bitstream per QP through the worker.
+    """Code all ``tensors`` as one NNR bitstream per QP through the worker, with
+    ``settings`` (one of `SWEEP`'s values) passed on to ``nnc.compress``.
 
     Returns {qp: (restored float32 arrays by name, the worker's report: nbytes, encode_s,
     decode_s)}.
@@ -68,6 +86,8 @@ def nncodec_roundtrip(
         command = [str(peers_python()), str(WORKER), str(inputs), str(output)]
         for qp in qps:
             command += ["--qp", str(int(qp))]
+        if settings:
+            command += ["--settings", json.dumps(dict(settings))]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -90,13 +110,18 @@ def run_nncodec(
     tensors: Mapping[str, torch.Tensor | np.ndarray],
     qps: Sequence[int],
     timeout_s: float = 3600.0,
+    setting: str = "default",
 ) -> list[BaselineResult]:
-    """Code all ``tensors`` as one NNR bitstream at each QP; one pooled result per QP."""
+    """Code all ``tensors`` as one NNR bitstream at each QP with `SWEEP`'s ``setting``;
+    one pooled result per QP."""
     originals = {name: torch.as_tensor(t).to(torch.float32).numpy() for name, t in tensors.items()}
+    label = "" if setting == "default" else f"{setting}, "
     results = []
-    for qp, (restored, entry) in nncodec_roundtrip(originals, qps, timeout_s).items():
+    for qp, (restored, entry) in nncodec_roundtrip(originals, qps, timeout_s,
+                                                   SWEEP[setting]).items():
         per_tensor = [
-            measure("nncodec", f"qp {qp}", originals[name], restored[name], 0, 0.0, 0.0)
+            measure("nncodec", f"{label}qp {qp}", originals[name], restored[name], 0, 0.0,
+                    0.0)
             for name in originals
         ]
         results.append(

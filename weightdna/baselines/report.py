@@ -20,7 +20,7 @@ _LOSSY_PEERS = (*QUANTIZER_FAMILIES, "rtn", "svd", "pruning")
 _LABELS = {
     DNA_CODEC: "weightdna (.dna file, rate control)",
     DNA_STEP: "weightdna, one global step (quantized only)",
-    "nncodec": "NNCodec (MPEG NNR)",
+    "nncodec": "NNCodec (MPEG NNR), best of its swept settings",
     "gguf": "GGUF Q8_0/Q5_1/Q5_0/Q4_1/Q4_0 (gguf-py)",
     "bnb": "bitsandbytes NF4/FP4, block 64",
     "hqq": "HQQ 8/4/3/2-bit, group 64",

@@ -19,7 +19,7 @@ from weightdna.baselines.limit import row_shannon_limit
 from weightdna.baselines.lossless import run_zipnn, run_zstd, zipnn_available
 from weightdna.baselines.lowrank import rank_for_rate, run_svd
 from weightdna.baselines.methods import DNA_CODEC, DNA_STEP, METHODS, QUANTIZER_FAMILIES
-from weightdna.baselines.nncodec import nncodec_available, qp_for_step, run_nncodec
+from weightdna.baselines.nncodec import SWEEP, nncodec_available, qp_for_step, run_nncodec
 from weightdna.baselines.pruning import keep_fraction_for_rate, run_pruning
 from weightdna.baselines.result import BaselineResult, measure, pool
 from weightdna.baselines.rtn import RTN_BITS, run_rtn
@@ -241,8 +241,9 @@ def rate_distortion(
     if "nncodec" in methods:
         if nncodec_available():
             qps = sorted({qp_for_step(step) for step in steps})
-            say(f"nncodec qp {qps[0]}..{qps[-1]}")
-            rd.results += run_nncodec(tensors, qps)
+            for setting in SWEEP:
+                say(f"nncodec {setting}, qp {qps[0]}..{qps[-1]}")
+                rd.results += run_nncodec(tensors, qps, setting=setting)
         else:
             rd.skipped["nncodec"] = "no .venv-peers: run bash bench/peers/setup_peers.sh"
     for family, package in QUANTIZER_FAMILIES.items():
