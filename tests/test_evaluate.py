@@ -334,9 +334,8 @@ def test_every_tensor_gets_a_sensitivity() -> None:
 def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(
         tiny_bert, mlp: Model, tmp_path: Path, capsys) -> None:
     """A BERT folder under a whole-model target: data-free sensitivities unless told
-    otherwise; an engine model: none by default under an SNR target (its default under
-    --bits-per-weight is tested in test_engine_default_is_distilled_calibration), and
-    distilled inputs when asked for."""
+    otherwise; an engine model: none by default, and inputs distilled from it when asked
+    for."""
     from weightdna.evaluate.sensitivity import runs_as_bert
 
     folder, state = tiny_bert

@@ -142,8 +142,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "0.818 → 0.896 at 2 bits/weight, 0.976 → 0.982 at 3), on inputs "
                              "distilled from an engine model itself; none: the --objective "
                              "alone (default: synthetic for a BERT model under a whole-model "
-                             "target and for an engine model under --bits-per-weight, else "
-                             "none)")
+                             "target, else none)")
     parser.add_argument("--check", choices=("auto", "none"), default="auto",
                         help="auto: where the model can be run (an engine model, a BERT folder, "
                              "ONNX with onnxruntime), compare the restored model's outputs "

@@ -379,11 +379,13 @@ def hessians_for_file(path: str | Path,
 def calibration_mode(path: str | Path, target: Any) -> str:
     """The calibration a compress request gets when it names none: "synthetic" (inputs
     distilled from the model itself, `weightdna.evaluate.distill`) for an engine model
-    (`is_engine_file`) under a whole-model bits-per-weight target: measured to keep the
-    digits CNN working at 2 bits per weight (BENCHMARKS.md, "Function on the model
-    panel"); "none" for anything else."""
-    whole_bpw = target.whole_model and target.kind == "bits_per_weight"
-    return "synthetic" if whole_bpw and is_engine_file(path) else "none"
+    that reads the digits (`is_engine_file`, `reads_digits`: the distillation's prior of
+    inputs in [0, 1] is theirs) under a whole-model bits-per-weight target: measured to
+    keep the digits CNN working at 2 bits per weight (BENCHMARKS.md, "Function on the
+    model panel"); "none" for anything else."""
+    if not (target.whole_model and target.kind == "bits_per_weight" and is_engine_file(path)):
+        return "none"
+    return "synthetic" if reads_digits(load_model(path)) else "none"
 
 
 def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | None,
