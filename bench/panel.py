@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
-        [--out results/panel]
+        [--calibration none,synthetic] [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
 (no calibration data), decompressed and judged by what it does:
@@ -18,6 +18,12 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
   accuracy, and the SNR of that conv's other channels against the same when the conv is
   coded alone at the same rate;
 * ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings.
+
+``--sensitivity synthetic`` and ``--calibration synthetic`` add points with data-free
+sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
+only; inputs distilled from the model itself for the digits models, both): what
+`weightdna compress --bits-per-weight B` does by default for those models is
+``--sensitivity synthetic`` (MiniLM) and both (digits).
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
 tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.
@@ -153,16 +159,21 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 
 
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
-              sensitivity: dict[str, float] | None = None) -> dict:
+              sensitivity: dict[str, float] | None = None,
+              calibration: Callable[[], object] | None = None) -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
-    started = time.perf_counter()
+    plain = objective
     if sensitivity is not None:
         objective += "+synthetic"
+    if calibration is not None:
+        objective += "+gptq-synthetic"
+    started = time.perf_counter()
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
-                                objective=objective.removesuffix("+synthetic"),
-                                sensitivity=sensitivity, overwrite=True)
+                                objective=plain, sensitivity=sensitivity,
+                                calibration=calibration() if calibration else None,
+                                overwrite=True)
     except WeightDNAError as exc:
         say(f"  {subject.name} {objective} {rate}: {exc}")
         return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
@@ -220,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--objectives", default=",".join(OBJECTIVES))
     parser.add_argument("--sensitivity", default="none",
                         help="none, synthetic or none,synthetic: also with data-free "
-                             "sensitivities (random token sequences; BERT models only)")
+                             "sensitivities (random token sequences for MiniLM, distilled "
+                             "inputs for the digits models)")
+    parser.add_argument("--calibration", default="none",
+                        help="none, synthetic or none,synthetic: also with GPTQ on inputs "
+                             "distilled from the model (digits models only)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -240,20 +255,34 @@ def main(argv: list[str] | None = None) -> int:
                 f"{subject.unit} {subject.reference:.4f}")
             measured = {"none": None}
             if "synthetic" in args.sensitivity.split(","):
-                if name != "minilm":
-                    say(f"  {name}: synthetic sensitivities are for BERT models; skipped")
+                if name not in ("minilm", "mlp", "cnn"):
+                    say(f"  {name}: synthetic sensitivities are for BERT and engine models; "
+                        "skipped")
                 else:
                     from weightdna.evaluate.calibration import sensitivity_for_file
 
                     started = time.perf_counter()
                     measured["synthetic"] = sensitivity_for_file(subject.path, synthetic=True)
                     say(f"  synthetic sensitivities in {time.perf_counter() - started:.0f} s")
+            calibrations: dict[str, Callable[[], object] | None] = {"none": None}
+            if "synthetic" in args.calibration.split(","):
+                if name not in ("mlp", "cnn"):
+                    say(f"  {name}: synthetic calibration is for engine models; skipped")
+                else:
+                    from weightdna.evaluate.calibration import calibration_for
+
+                    calibrations["synthetic"] = lambda path=subject.path: calibration_for(
+                        path, "synthetic", Target("bits_per_weight", 2.0))
             for objective in objectives:
                 for mode, sensitivity in measured.items():
                     if mode not in args.sensitivity.split(","):
                         continue
-                    for rate in rates:
-                        rows.append(run_point(subject, rate, objective, workdir, sensitivity))
+                    for cmode, calibration in calibrations.items():
+                        if cmode not in args.calibration.split(","):
+                            continue
+                        for rate in rates:
+                            rows.append(run_point(subject, rate, objective, workdir,
+                                                  sensitivity, calibration))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "panel.json").write_text(json.dumps(rows, indent=2))
     text = markdown(rows)

@@ -52,11 +52,15 @@ def compress(
     this many dB (every tensor's with ``per_tensor``); max_abs_error: every element within
     it; lossless: bit-exact. sensitivity: what weighs each tensor by how much its error
     moves the outputs, "none", "auto" (the calibration data of the model's kind) or
-    "synthetic" (random token sequences); None, the default, is "synthetic" for a BERT
-    model under a whole-model target and "none" otherwise, as on the command line.
+    "synthetic" (no data: random token sequences for a BERT model, inputs distilled from
+    an engine model); None, the default, is "synthetic" for a BERT model under a
+    whole-model target and "none" otherwise, as on the command line.
     calibration: GPTQ on calibration data, as ``--calibration``: "auto" (the data of the
-    model's kind: digits images, or the bundled sentences for a Hugging Face folder), the
-    path of a text file of one text per line, or the texts themselves; None: none.
+    model's kind: digits images, or the bundled sentences for a Hugging Face folder),
+    "synthetic" (inputs distilled from an engine model, no data), the path of a text file
+    of one text per line, or the texts themselves, or "none"; None, the default, is
+    "synthetic" for an engine model under a bits-per-weight target and "none" otherwise,
+    as on the command line.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """

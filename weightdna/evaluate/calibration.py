@@ -30,6 +30,7 @@ from weightdna.evaluate.sensitivity import (
     _bert_prefix,
     _calibration_sentences,
     for_every_tensor,
+    is_engine_file,
     runs_as_bert,
     sensitivity,
 )
@@ -375,17 +376,42 @@ def hessians_for_file(path: str | Path,
     return hessians(state, texts, folder=folder)
 
 
+def calibration_mode(path: str | Path, target: Any) -> str:
+    """The calibration a compress request gets when it names none: "synthetic" (inputs
+    distilled from the model itself, `weightdna.evaluate.distill`) for an engine model
+    that reads the digits (`is_engine_file`, `reads_digits`: the distillation's prior of
+    inputs in [0, 1] is theirs) under a whole-model bits-per-weight target: measured to
+    keep the digits CNN working at 2 bits per weight (BENCHMARKS.md, "Function on the
+    model panel"); "none" for anything else."""
+    if not (target.whole_model and target.kind == "bits_per_weight" and is_engine_file(path)):
+        return "none"
+    return "synthetic" if reads_digits(load_model(path)) else "none"
+
+
 def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | None,
                     target: Any, warn: Callable[[str], None] | None = None,
                     ) -> dict[str, np.ndarray] | SequentialHessians | None:
-    """What a compress request's ``calibration`` (None or "none": no calibration; else as
-    `hessians_for_file`) gives under its `weightdna.codec.ratecontrol.Target`: refused
-    under a max-abs-error or lossless target before any model is run."""
-    if calibration is None or (isinstance(calibration, str) and calibration == "none"):
+    """What a compress request's ``calibration`` gives under its
+    `weightdna.codec.ratecontrol.Target`: None, the default, is `calibration_mode`'s;
+    "none": no calibration; "synthetic": an engine model's inputs distilled from itself,
+    no data; else as `hessians_for_file`. Refused under a max-abs-error or lossless
+    target before any model is run."""
+    if calibration is None:
+        calibration = calibration_mode(path, target)
+    if isinstance(calibration, str) and calibration == "none":
         return None
     if not target.rate_distortion:
         raise InvalidInputError("calibration (--calibration) applies to bits-per-weight, SNR "
                                 "and PSNR targets.")
+    if isinstance(calibration, str) and calibration == "synthetic":
+        from weightdna.evaluate.distill import distilled_for_file
+
+        if not is_engine_file(path):
+            raise InvalidInputError(
+                f"--calibration synthetic distils inputs from an engine model (a file of "
+                f"`weightdna train mlp|cnn`); {path} is not one: use --calibration auto, a "
+                "text file, or none.")
+        return SequentialHessians(load_model(path), distilled_for_file(path))
     return hessians_for_file(path, calibration, warn)
 
 
@@ -402,7 +428,12 @@ def sensitivity_for_file(path: str | Path, synthetic: bool = False,
             f"digits models; {subject.folder} is another transformers model: compress it with "
             "--sensitivity none (its default), with --calibration auto if you like.")
     if isinstance(subject, Model):
-        measured = sensitivity(subject, synthetic=synthetic, progress=progress)
+        if synthetic:
+            from weightdna.evaluate.distill import distilled_for_file
+
+            measured = sensitivity(subject, distilled_for_file(path), progress=progress)
+        else:
+            measured = sensitivity(subject, progress=progress)
         names = list(subject.state_dict())
     else:
         state, folder = subject

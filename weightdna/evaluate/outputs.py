@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weightdna.errors import ModelFileError
+from weightdna.errors import InvalidInputError, ModelFileError
 
 # Below this worst-case output cosine the restored network computes something else.
 OUTPUT_COSINE_WARNING = 0.99
@@ -78,6 +78,7 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
 def _engine(path: Path, restored: Mapping[str, Any], samples: int,
             rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
     from weightdna.evaluate.accuracy import with_weights
+    from weightdna.evaluate.distill import input_shape
     from weightdna.nn.model import load_model
 
     if path.is_dir():
@@ -86,23 +87,12 @@ def _engine(path: Path, restored: Mapping[str, Any], samples: int,
         model = load_model(path)
     except ModelFileError:
         return None
-    first = model.layers[0] if model.layers else None
-    shape = _engine_input_shape(first)
-    if shape is None:
+    try:
+        shape = input_shape(model)  # one input's shape, as the distillation makes them
+    except InvalidInputError:
         return None
     inputs = rng.uniform(0.0, 1.0, size=(samples, *shape))
     return model.predict(inputs), with_weights(model, restored).predict(inputs)
-
-
-def _engine_input_shape(layer: Any) -> tuple[int, ...] | None:
-    from weightdna.nn.conv import Conv2D
-    from weightdna.nn.layers import Dense
-
-    if isinstance(layer, Dense):
-        return (layer.in_features,)
-    if isinstance(layer, Conv2D):
-        return (layer.in_channels, 8, 8)  # the engine's convolutional models read 8×8
-    return None
 
 
 def _bert(path: Path, restored: Mapping[str, Any], samples: int,
