@@ -112,7 +112,7 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
     rmask = (1 << rbits) - 1
     emask = (1 << eb) - 1
     sign_shift = mb + eb
-    use_plane = rbits == 16
+    use_plane = rbits >= 16
     # The plane is written forwards: count this block's entries first.
     n_plane = 0
     if use_plane:
@@ -127,18 +127,20 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
         h = np.int64(heads[i - start])
         flag = h >> eb
         rest = val & rmask
-        # the rest, raw
+        # the rest, raw: its low 16 bits in the plane (unflagged, R >= 16), the others
+        # through the coder
         if use_plane and flag == 0:
             p -= 1
-            plane[p] = rest
+            plane[p] = rest & 0xFFFF
+            k = rbits - 16
         else:
             k = rbits - zero_bits if flag else rbits
-            if k > 0:
-                if x >= (np.int64(1) << (32 - k)):
-                    words[n] = x & 0xFFFF
-                    n += 1
-                    x >>= 16
-                x = (x << k) | (rest >> (rbits - k))
+        if k > 0:
+            if x >= (np.int64(1) << (32 - k)):
+                words[n] = x & 0xFFFF
+                n += 1
+                x >>= 16
+            x = (x << k) | (rest >> (rbits - k))
         # the top: sign and top mantissa bits, under the exponent's table
         top = (((val >> sign_shift) & 1) << tbits) | ((val >> rbits) & ((1 << tbits) - 1))
         c = emap[h & emask]
@@ -177,7 +179,7 @@ def _decode_block(words, w0, w1, plane, p0, p1, start, end, eb, mb, tbits, zero_
     returns 0, or a nonzero code when the stream is not one this encoder wrote."""
     rbits = mb - tbits
     sign_shift = mb + eb
-    use_plane = rbits == 16
+    use_plane = rbits >= 16
     emask = (1 << eb) - 1
     tmask = (1 << tbits) - 1
     pmask = TOTAL - 1
@@ -230,17 +232,18 @@ def _decode_block(words, w0, w1, plane, p0, p1, start, end, eb, mb, tbits, zero_
                 return 5
             rest = np.int64(plane[p])
             p += 1
+            k = rbits - 16
         else:
-            k = rbits - zero_bits if flag else rbits
             rest = np.int64(0)
-            if k > 0:
-                rest = (x & ((1 << k) - 1)) << (rbits - k)
-                x >>= k
-                if x < LOWER:
-                    if w >= w1:
-                        return 4
-                    x = (x << 16) | np.int64(words[w])
-                    w += 1
+            k = rbits - zero_bits if flag else rbits
+        if k > 0:
+            rest |= (x & ((1 << k) - 1)) << (rbits - k)
+            x >>= k
+            if x < LOWER:
+                if w >= w1:
+                    return 4
+                x = (x << 16) | np.int64(words[w])
+                w += 1
         out[i] = (((top >> tbits) & 1) << sign_shift) | (e << mb) | ((top & tmask) << rbits) \
             | rest
         avg += ((e << 4) - avg) >> EMA_SHIFT
@@ -323,10 +326,10 @@ def _table_cost(freqs: np.ndarray) -> int:
     return 8 * len(compress_bytes(freqs.astype("<u2").tobytes(), 19)) if freqs.size else 0
 
 
-def _top_tables(tcounts: np.ndarray, tbits: int) -> tuple[np.ndarray, np.ndarray]:
+def _top_tables(tcounts: np.ndarray, tbits: int) -> tuple[np.ndarray, np.ndarray, float]:
     """The exponent-to-table map and the tables of tops: one per exponent with enough
     elements, one shared by the rest; or none (-1 everywhere: tops raw) when tables
-    would cost more than they save."""
+    would cost more than they save; and the bits they take."""
     eb_size = tcounts.shape[0]
     ecounts = tcounts.sum(axis=1)
     own = ecounts >= TOP_MIN_PER_ENTRY * (2 << tbits)
@@ -340,20 +343,21 @@ def _top_tables(tcounts: np.ndarray, tbits: int) -> tuple[np.ndarray, np.ndarray
     rows = np.concatenate(rows)
     freqs = _normalise(rows)
     modelled = _code_bits(rows, freqs) + _table_cost(freqs)
-    if modelled >= float(ecounts.sum()) * (tbits + 1):
-        return np.full(eb_size, -1, dtype=np.int64), np.zeros((0, 2 << tbits), np.int64)
-    return emap, freqs
+    raw = float(ecounts.sum()) * (tbits + 1)
+    if modelled >= raw:
+        return np.full(eb_size, -1, dtype=np.int64), np.zeros((0, 2 << tbits), np.int64), raw
+    return emap, freqs, modelled
 
 
-def encode_fields(raw: np.ndarray, dtype: str) -> tuple[dict, dict[str, bytes]]:
+def encode_fields(raw: np.ndarray, dtype: str, block: int | None = None
+                  ) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of the fields coding of ``raw`` (the tensor's bytes, a flat
-    uint8 array)."""
+    uint8 array) in blocks of ``block`` elements (default BLOCK)."""
     width, eb, mb = _layout(dtype)
     v = _bits_view(raw, width)
     n = v.size
-    tbits = min(mb, 7)
-    rbits = mb - tbits
-    block = BLOCK
+    tbits = min(mb, MAX_TOP_BITS - 1)
+    block = BLOCK if block is None else block
     nblocks = -(-n // block)
     sample = np.unique(np.linspace(0, nblocks - 1, min(nblocks, SAMPLE_BLOCKS)).astype(int))
     _, tcounts = _counts(v, sample, block, eb, mb, tbits, 0, 1, 0)
@@ -372,10 +376,17 @@ def encode_fields(raw: np.ndarray, dtype: str) -> tuple[dict, dict[str, bytes]]:
     hcounts, tcounts = _counts(v, range(nblocks), block, eb, mb, tbits, zero_bits, classes,
                                center)
     hfreq = _normalise(hcounts)
-    emap, tfreq = _top_tables(tcounts, tbits)
+    # tops: all the mantissa's top bits modelled, or only its top 3 (most of the gain,
+    # 16 times smaller tables), whichever costs less
+    choices = []
+    for t in sorted({tbits, min(tbits, 3)}):
+        counts = tcounts.reshape(-1, 2, 1 << t, 1 << (tbits - t)).sum(axis=3)
+        choices.append((t, *_top_tables(counts.reshape(-1, 2 << t), t)))
+    tbits, emap, tfreq, _ = min(choices, key=lambda c: c[3])
+    rbits = mb - tbits
     hcum, tcum = _cumulative(hfreq), _cumulative(tfreq)
     words = np.empty(2 * n + 2 * nblocks + 2, dtype=np.uint16)
-    plane = np.empty(n if rbits == 16 else 0, dtype=np.uint16)
+    plane = np.empty(n if rbits >= 16 else 0, dtype=np.uint16)
     length = min(block, n)
     heads, ctx = np.empty(length, dtype=np.int16), np.empty(length, dtype=np.int16)
     scratch = np.empty(2 * length + 2, dtype=np.uint16)
@@ -411,16 +422,20 @@ def check_fields_params(params: object, dtype: str, where: str) -> dict:
         if type(params[key]) is not int:
             raise CorruptFileError(f"{where}: fields param {key!r} must be an integer.")
     tbits = params["mantissa_bits"]
-    if not (max(0, mb - 16) <= tbits <= min(mb, MAX_TOP_BITS)):
+    if not 0 <= tbits <= min(mb, MAX_TOP_BITS):
         raise CorruptFileError(f"{where}: mantissa_bits {tbits} is out of range for {dtype}.")
+    rbits, zero_bits = mb - tbits, params["zero_bits"]
     if not 1 <= params["classes"] <= MAX_CLASSES:
         raise CorruptFileError(f"{where}: classes must be 1 to {MAX_CLASSES}.")
     if not 0 <= params["center"] < 1 << eb:
         raise CorruptFileError(f"{where}: center must be an exponent of {dtype}.")
     if not 0 <= params["top_contexts"] <= 1 << eb:
         raise CorruptFileError(f"{where}: top_contexts must be 0 to {1 << eb}.")
-    if not 0 <= params["zero_bits"] <= min(16, mb - tbits):
-        raise CorruptFileError(f"{where}: zero_bits is out of range.")
+    if zero_bits and not max(1, rbits - 16) <= zero_bits <= min(16, rbits):
+        raise CorruptFileError(f"{where}: zero_bits must be 0 or {max(1, rbits - 16)} to "
+                               f"{min(16, rbits)}.")
+    if not 0 <= zero_bits <= 16:
+        raise CorruptFileError(f"{where}: zero_bits must be 0 to 16.")
     if not MIN_BLOCK <= params["block"] <= MAX_BLOCK:
         raise CorruptFileError(f"{where}: block must be {MIN_BLOCK} to {MAX_BLOCK} elements.")
     return params
@@ -463,8 +478,8 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
     plane = np.frombuffer(plane_raw, dtype="<u2").astype(np.uint16)
     if int(block_words.sum()) != words.size or int(block_plane.sum()) != plane.size:
         raise CorruptFileError(f"{where}: the block sizes do not add up to the sections.")
-    if rbits != 16 and plane.size:
-        raise CorruptFileError(f"{where}: only 16 raw mantissa bits use the plane.")
+    if rbits < 16 and plane.size:
+        raise CorruptFileError(f"{where}: fewer than 16 raw mantissa bits use no plane.")
     hlut, hvalid = _lookup(hfreq)
     tlut, tvalid = _lookup(tfreq)
     hcum, tcum = _cumulative(hfreq), _cumulative(tfreq)
