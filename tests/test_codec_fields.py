@@ -80,10 +80,11 @@ def test_exact_fp16_values_in_fp32_cost_their_zero_bits() -> None:
     plain, _ = encode_fields(np.frombuffer(tensor_bytes(_minilm()[:128]), np.uint8), "float32")
     assert params["zero_bits"] == 13 and plain["zero_bits"] == 0
     assert sum(map(len, sections.values())) < 0.75 * t.numel() * 4
-    assert decode_fields(params, sections, "float32", t.numel(), "t") == tensor_bytes(t)
+    assert decode_fields(params, sections, "float32", t.numel(), "t").tobytes() == tensor_bytes(t)
 
 
 @pytest.mark.parametrize("tensor", [torch.zeros(5000), torch.arange(4096.0).repeat(4),
+                                    torch.arange(4096.0).repeat(160),  # past the sample check
                                     torch.arange(100, dtype=torch.int32),
                                     torch.tensor([1.5] * 10)])
 def test_zstd_is_kept_when_smaller(tensor: torch.Tensor) -> None:
@@ -222,5 +223,5 @@ def test_flipped_words_are_refused_or_decode_to_other_values(monkeypatch) -> Non
         except CorruptFileError:
             refused += 1
         else:
-            assert back != original
+            assert not np.array_equal(back, original)
     assert refused >= 30  # a stream must end in its starting state, with every word used

@@ -442,8 +442,9 @@ def check_fields_params(params: object, dtype: str, where: str) -> dict:
 
 
 def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: int,
-                  where: str) -> bytes:
-    """The little-endian bytes of the ``count`` elements a fields-coded tensor holds."""
+                  where: str) -> np.ndarray:
+    """The little-endian bytes (uint8) of the ``count`` elements a fields-coded tensor
+    holds."""
     check_fields_params(params, dtype, where)
     if set(sections) != {"tables", "words", "plane"}:
         raise CorruptFileError(f"{where}: a fields-coded tensor has the sections tables, "
@@ -497,4 +498,4 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
             raise CorruptFileError(f"{where}: block {b}'s coded stream is damaged (code {code}).")
         w += nw
         p += npl
-    return out.astype("<u4" if width == 32 else "<u2", copy=False).tobytes()
+    return out.astype("<u4" if width == 32 else "<u2", copy=False).view(np.uint8)

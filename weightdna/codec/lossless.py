@@ -38,6 +38,7 @@ def from_planes(data: bytes, width: int) -> bytes:
 # version 7) is the smaller form of a float tensor; when it is not, the planes are coded at
 # ZSTD_LEVEL as before and the smaller kept.
 CHECK_LEVEL = 3
+CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN = 1 << 20, 1 << 16, 0.05
 # Fewer elements than this are not worth the fields coding's tables.
 FIELDS_MIN_ELEMENTS = 64
 FIELDS_VERSION = 7
@@ -67,6 +68,16 @@ def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
         return _zstd_lossless(raw, width)
     params, sections = encode_fields(np.frombuffer(raw, dtype=np.uint8), dtype)
     size = sum(map(len, sections.values()))
+    # zstd first on a sample (CHECK_SAMPLE bytes spread over the tensor, in whole
+    # elements): only when it comes within CHECK_MARGIN of the fields coding there is the
+    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL.
+    if len(raw) > 2 * CHECK_SAMPLE:
+        pieces = CHECK_SAMPLE // CHECK_PIECE
+        starts = np.linspace(0, len(raw) // width - CHECK_PIECE // width, pieces).astype(int)
+        sample = b"".join(raw[a * width : a * width + CHECK_PIECE] for a in starts)
+        estimate = len(compress_bytes(to_planes(sample, width), CHECK_LEVEL))
+        if estimate * len(raw) / len(sample) > size * (1 + CHECK_MARGIN):
+            return params, sections
     if len(compress_bytes(to_planes(raw, width), CHECK_LEVEL)) < size:
         zparams, zsections = _zstd_lossless(raw, width)
         if len(zsections["data"]) < size:
@@ -100,8 +111,8 @@ def decode_lossless(
             raise CorruptFileError(f"{where}: the fields coding needs format version 7.")
         from weightdna.codec.floatfields import decode_fields
 
-        raw = decode_fields(params, sections, dtype, math.prod(shape), where)
-        return tensor_from_bytes(raw, dtype, shape)
+        return tensor_from_bytes(decode_fields(params, sections, dtype, math.prod(shape), where),
+                                 dtype, shape)
     byte_planes = check_lossless_params(params, where)
     if set(sections) != {"data"}:
         raise CorruptFileError(f"{where}: a raw tensor has exactly one section, 'data'.")
