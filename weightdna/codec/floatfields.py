@@ -49,6 +49,8 @@ MIN_BLOCK, MAX_BLOCK = 1 << 10, 1 << 24
 TOP_MIN_PER_ENTRY = 8
 # The options are chosen on at most this many blocks spread over the tensor.
 SAMPLE_BLOCKS = 4
+# Scale classes are tried from this many elements.
+MIN_CLASSES_ELEMENTS = 1 << 14
 TABLES_LEVEL = 19
 PARAM_KEYS = {"compression", "mantissa_bits", "classes", "center", "top_contexts",
               "zero_bits", "block"}
@@ -364,8 +366,14 @@ def encode_fields(raw: np.ndarray, dtype: str, block: int | None = None
     center = int(np.argmax(tcounts.sum(axis=1)))
     # zero_bits: fp32 elements that are exact fp16 (13 low zeros) or bf16 (16) values
     best = None
-    for zero_bits in (0, 13, 16) if width == 32 else (0,):
-        for classes in (1, 4, 8):
+    # options worth trying: zero bits that at least 1% of the sampled elements have, and
+    # scale classes on tensors large enough to pay for their tables
+    picked = np.concatenate([v[b * block : (b + 1) * block] for b in sample])
+    zero_options = [z for z in ((0, 13, 16) if width == 32 else (0,))
+                    if z == 0 or np.count_nonzero(picked & ((1 << z) - 1) == 0) > picked.size / 100]
+    class_options = (1, 4, 8) if n >= MIN_CLASSES_ELEMENTS else (1,)
+    for zero_bits in zero_options:
+        for classes in class_options:
             hcounts, _ = _counts(v, sample, block, eb, mb, tbits, zero_bits, classes, center)
             hfreq = _normalise(hcounts)
             bits = _code_bits(hcounts, hfreq) + _table_cost(hfreq)
