@@ -13,9 +13,12 @@ element is split into:
 - the *top*: the sign and the top ``mantissa_bits`` mantissa bits, coded under a context
   chosen by the exponent (the shape of the density inside an octave depends on where the
   octave lies);
-- the *rest*: the remaining mantissa bits, raw (in a plane of 16-bit words when there are
-  16 of them, the fp32 case; through the coder otherwise), minus the zero bits of a
-  flagged element.
+- the *rest*: the remaining mantissa bits, raw (the low 16 in a plane of 16-bit words
+  when there are at least 16, the fp32 case; the others through the coder), minus the
+  zero bits of a flagged element.
+
+``mantissa_bits`` is 7 (every bf16 mantissa bit) or 3 (most of the gain, tables 16 times
+smaller), whichever costs less with its tables.
 
 Heads and tops are coded with static per-tensor tables (12-bit frequencies) by a rANS
 coder (32-bit state, 16-bit words) in numba. The elements are cut into blocks of
