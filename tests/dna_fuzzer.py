@@ -55,7 +55,7 @@ import numpy as np
 import torch
 import zstandard
 
-from weightdna.codec import encode_tensor, entropy, read_dna_file
+from weightdna.codec import encode_tensor, entropy, floatfields, lossless, read_dna_file
 from weightdna.codec.container import header_block
 from weightdna.codec.lossless import ZSTD_MAGIC, compress_bytes
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
@@ -91,6 +91,23 @@ def sample_tensors() -> list[tuple[str, torch.Tensor, dict]]:
         ("lowrank", w, {"step": 0.01, "prediction": "lowrank"}),
         ("dna", w, {"bits": 3, "prediction": "dna"}),
         ("trellis.nonfinite", with_nan, {"step": 0.05, "quantizer": "trellis"}),
+    ]
+
+
+def fields_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Float tensors stored exactly by their bit fields (format version 7): each dtype,
+    non-finite values, fp32 values that are exact fp16 values (the zero bits), raw tops."""
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(40, 64, generator=g) * torch.linspace(0.01, 1, 40)[:, None]
+    w[3, :5] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 1e-40])
+    exact16 = w.clone()
+    exact16[:30] = exact16[:30].half().float()
+    return [
+        ("fields.f32", w, {"lossless": True}),
+        ("fields.bf16", w.bfloat16(), {"lossless": True}),
+        ("fields.f16", w.half(), {"lossless": True}),
+        ("fields.zero_bits", exact16, {"lossless": True}),
+        ("fields.raw_tops", torch.randn(70, generator=g), {"lossless": True}),
     ]
 
 
@@ -214,15 +231,26 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
 def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
     as versions 3 and 4 coded them)."""
-    small = encode_all(sample_tensors())
-    large = encode_all([large_trellis()])
-    saved = entropy.SENTINEL
-    entropy.SENTINEL = ()  # as versions 3 and 4 coded streams
+    saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
+    lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
     try:
-        legacy = encode_all(sample_tensors())
+        small = encode_all(sample_tensors())
+        large = encode_all([large_trellis()])
+        saved = entropy.SENTINEL
+        entropy.SENTINEL = ()  # as versions 3 and 4 coded streams
+        try:
+            legacy = encode_all(sample_tensors())
+        finally:
+            entropy.SENTINEL = saved
     finally:
-        entropy.SENTINEL = saved
-    return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4))
+        lossless.FIELDS_MIN_ELEMENTS = saved_min
+    floatfields.BLOCK = floatfields.MIN_BLOCK  # several blocks in a small tensor
+    try:
+        fields = encode_all(fields_tensors())
+    finally:
+        floatfields.BLOCK = saved_block
+    return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
+            _seed("v7-fields", fields, 7))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -363,6 +391,11 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
     if "byte_planes" in params:  # raw
         params["byte_planes"] = not params["byte_planes"]
         return header, "raw byte_planes", False
+    if params.get("compression") == "fields":
+        key = rng.choice(sorted(params))
+        params[key] = rng.choice([*ABSURD, _near(params[key], rng) if key != "compression"
+                                  else "zstd"])
+        return header, f"fields {key}", False
     model = (params.get("residual") or params)["model"]
     if model.get("kind") == "trellis":
         streams = model["streams"]
@@ -447,7 +480,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -477,14 +510,14 @@ def make_case(index: int, seed_value: int = 0) -> Case:
         return Case(seed.name, kind, detail, build(header, blobs, order, version, False),
                     False, version)
     else:
-        version = rng.choice([3, 4, 5, 6, 7])
+        version = rng.choice([3, 4, 5, 6, 7, 8])
         kind, detail = "version", f"{seed.version}->{version}"
         if rng.random() < 0.5:
             header, more, _ = _header_mutation(seed, header, rng)
             detail += f"; {more}"
-    data = build(header, blobs, order, version if version != 7 else 5)
-    if version == 7:  # a newer version in the prefix
-        data = data[:8] + (7).to_bytes(4, "little") + data[12:]
+    data = build(header, blobs, order, version if version != 8 else 5)
+    if version == 8:  # a newer version in the prefix
+        data = data[:8] + (8).to_bytes(4, "little") + data[12:]
     return Case(seed.name, kind, detail, data, inert, version)
 
 

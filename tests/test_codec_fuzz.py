@@ -30,7 +30,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from weightdna.cli.info import _rows as info_rows
-from weightdna.codec import encode_tensor, entropy, lossless, read_dna_file, write_dna_file
+from weightdna.codec import (
+    encode_tensor,
+    entropy,
+    read_dna_file,
+    write_dna_file,
+    zstdframes,
+)
 from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block, header_dictionary
 from weightdna.errors import CorruptFileError, WeightDNAError
 
@@ -326,6 +332,7 @@ def _huge_mutations(header: dict) -> list[dict]:
     nan = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "nonfinite")
     lowrank = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "lowrank")
     dna = next(i for i, e in enumerate(header["tensors"]) if e["name"] == "dna")
+    role = next(iter(header["tensors"][raw]["sections"]))  # "data", or a fields coding's
     return [
         mutate(header, ("tensors", lowrank, "params", "lowrank", "rank"), "replace", 2**40),
         mutate(header, ("tensors", lowrank, "shape"), "replace", [2**11, 2**11]),
@@ -336,8 +343,8 @@ def _huge_mutations(header: dict) -> list[dict]:
         mutate(header, ("tensors", quantized, "shape"), "replace", [2**30, 2**30]),
         mutate(header, ("tensors", quantized, "shape"), "replace", [2**21]),  # over 32 MiB
         mutate(header, ("tensors", raw, "shape"), "replace", [2**20, 2]),
-        mutate(header, ("tensors", raw, "sections", "data", 1), "replace", 2**62),
-        mutate(header, ("tensors", raw, "sections", "data", 0), "replace", 2**63),
+        mutate(header, ("tensors", raw, "sections", role, 1), "replace", 2**62),
+        mutate(header, ("tensors", raw, "sections", role, 0), "replace", 2**63),
         mutate(header, ("tensors", cat, "params", "model", "max"), "replace", 2**19 - 1),
         mutate(header, ("tensors", cat, "params", "rows"), "replace", 2**40),
         mutate(header, ("tensors", nan, "params", "nonfinite"), "replace", 2**40),
@@ -460,6 +467,6 @@ def test_the_oracle_finds_what_the_reader_used_to_let_through(tmp_path: Path,
     assert fuzzer.run_case(trailing, tmp_path).status == "refused"
     monkeypatch.setattr(entropy, "_at_end", lambda coder, terminated: True)
     monkeypatch.setattr(entropy, "max_symbols", lambda nbytes, largest: math.inf)
-    monkeypatch.setattr(lossless, "zstd_frame_size", len)
+    monkeypatch.setattr(zstdframes, "zstd_frame_size", len)
     assert fuzzer.run_case(padded, tmp_path).status == "silent"
     assert fuzzer.run_case(trailing, tmp_path).status == "silent"

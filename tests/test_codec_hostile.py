@@ -347,6 +347,7 @@ MEMORY_CASES = {
     "trellis-wide-bfloat16": lambda: (torch.randn(2, 1_000_000).bfloat16(),
                                       {"step": 0.05, "quantizer": "trellis"}),
     "raw-float64": lambda: (torch.randn(1_000_000).double(), {"lossless": True}),
+    "raw-fields-float32": lambda: (torch.randn(1_000_000) * 0.05, {"lossless": True}),
     "lowrank": lambda: (_smooth(1024, 1024), {"step": 0.01, "prediction": lowrank_prediction(
         _smooth(1024, 1024).double().numpy(), 2)}),
     "dna-width-128": lambda: (_smooth(256, 256), {"step": 0.01, "prediction": dna_prediction(

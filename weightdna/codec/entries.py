@@ -13,9 +13,10 @@ from weightdna.errors import CorruptFileError
 
 # 3: the trellis symbol model; 4: the header's preset dictionary; 5: every ANS stream ends in
 # a fixed state, so that its symbol count is checked exactly; 6: the model's other files
-# (config, tokenizer, an ONNX graph) stored beside its tensors (docs/FORMAT.md)
-VERSION = 6
-READABLE_VERSIONS = (3, 4, 5, 6)
+# (config, tokenizer, an ONNX graph) stored beside its tensors; 7: a float ``raw`` tensor
+# coded by its bit fields (``"compression": "fields"``) (docs/FORMAT.md)
+VERSION = 7
+READABLE_VERSIONS = (3, 4, 5, 6, 7)
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024

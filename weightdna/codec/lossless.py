@@ -1,80 +1,23 @@
-"""Bit-exact storage of a tensor: its raw bytes, optionally split into byte planes, zstd."""
+"""Bit-exact storage of a tensor: a float one by its bit fields (format version 7,
+`weightdna.codec.floatfields`), or its raw bytes, optionally split into byte planes, zstd."""
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import torch
-import zstandard
 
 from weightdna.codec.dtypes import itemsize, tensor_bytes, tensor_from_bytes
+from weightdna.codec.zstdframes import (  # noqa: F401  (re-exported: their old home)
+    MAX_WINDOW,
+    ZSTD_LEVEL,
+    ZSTD_MAGIC,
+    compress_bytes,
+    decompress_bytes,
+    zstd_frame_size,
+)
 from weightdna.errors import CorruptFileError
-
-ZSTD_LEVEL = 10
-# Bounds the decoder's window (and so its memory) whatever a frame header claims.
-MAX_WINDOW = 1 << 27
-
-
-def compress_bytes(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
-    """One zstd frame holding ``data``."""
-    return zstandard.ZstdCompressor(level=level).compress(data)
-
-
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def zstd_frame_size(data: bytes) -> int | None:
-    """The length of the zstd frame at the start of ``data`` from its header and block
-    headers (RFC 8878, section 3.1.1), or None when they do not describe one that fits."""
-    if data[:4] != ZSTD_MAGIC or len(data) < 5:
-        return None
-    descriptor = data[4]
-    single_segment = descriptor >> 5 & 1
-    size = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
-    size += (single_segment, 2, 4, 8)[descriptor >> 6]
-    while True:
-        if size + 3 > len(data):
-            return None
-        header = int.from_bytes(data[size : size + 3], "little")
-        kind, length = header >> 1 & 3, header >> 3
-        if kind == 3:  # reserved
-            return None
-        size += 3 + (1 if kind == 1 else length)
-        if header & 1:  # the last block
-            break
-    size += 4 * (descriptor >> 2 & 1)  # the content checksum
-    return size if size <= len(data) else None
-
-
-def decompress_bytes(data: bytes, expected: int, what: str) -> bytes:
-    """Decompress one zstd frame that must hold exactly ``expected`` bytes and be all of
-    ``data`` (docs/FORMAT.md: no skippable frame, nothing after it, an empty tensor's frame
-    too).
-
-    Reads at most ``expected + 1`` bytes through a streaming reader, so a frame that claims
-    (or holds) more cannot make us allocate more.
-    """
-    if zstd_frame_size(data) != len(data):
-        raise CorruptFileError(f"{what}: the section is not exactly one zstd frame.")
-    try:
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
-        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
-            out = bytearray()
-            while len(out) <= expected:
-                chunk = reader.read(min(expected + 1 - len(out), 1 << 24))
-                if not chunk:
-                    break
-                out += chunk
-    except zstandard.ZstdError as exc:
-        raise CorruptFileError(f"{what}: the zstd data is damaged ({exc}).") from exc
-    if len(out) != expected:
-        raise CorruptFileError(
-            f"{what}: the zstd data holds {'more than ' if len(out) > expected else ''}"
-            f"{len(out)} bytes; expected {expected}."
-        )
-    return bytes(out)
 
 
 def to_planes(data: bytes, width: int) -> bytes:
@@ -91,11 +34,18 @@ def from_planes(data: bytes, width: int) -> bytes:
     return np.frombuffer(data, dtype=np.uint8).reshape(width, -1).T.tobytes()
 
 
-def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
-    """Params and sections of a ``raw`` representation of ``tensor`` (exact, any dtype)."""
-    raw = tensor_bytes(tensor)
+# Byte-plane zstd at this level is the quick check of whether the fields coding (format
+# version 7) is the smaller form of a float tensor; when it is not, the planes are coded at
+# ZSTD_LEVEL as before and the smaller kept.
+CHECK_LEVEL = 3
+CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN = 1 << 20, 1 << 16, 0.05
+# Fewer elements than this are not worth the fields coding's tables.
+FIELDS_MIN_ELEMENTS = 64
+FIELDS_VERSION = 7
+
+
+def _zstd_lossless(raw: bytes, width: int) -> tuple[dict, dict[str, bytes]]:
     plain = compress_bytes(raw)
-    width = tensor.element_size()
     planes = compress_bytes(to_planes(raw, width)) if width > 1 else None
     # Exponent bytes of floats compress far better when grouped; random-looking integer
     # bytes may not, so keep whichever is smaller.
@@ -104,8 +54,39 @@ def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
     return {"compression": "zstd", "byte_planes": False}, {"data": plain}
 
 
+def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
+    """Params and sections of a ``raw`` representation of ``tensor`` (exact, any dtype):
+    a float32, bfloat16 or float16 tensor by its bit fields (`weightdna.codec.floatfields`)
+    unless byte-plane zstd is smaller; any other by zstd, of its bytes or byte planes."""
+    from weightdna.codec.dtypes import NAMES
+    from weightdna.codec.floatfields import LAYOUTS, encode_fields
+
+    raw = tensor_bytes(tensor)
+    width = tensor.element_size()
+    dtype = NAMES[tensor.dtype]
+    if dtype not in LAYOUTS or tensor.numel() < FIELDS_MIN_ELEMENTS:
+        return _zstd_lossless(raw, width)
+    params, sections = encode_fields(np.frombuffer(raw, dtype=np.uint8), dtype)
+    size = sum(map(len, sections.values()))
+    # zstd first on a sample (CHECK_SAMPLE bytes spread over the tensor, in whole
+    # elements): only when it comes within CHECK_MARGIN of the fields coding there is the
+    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL.
+    if len(raw) > 2 * CHECK_SAMPLE:
+        pieces = CHECK_SAMPLE // CHECK_PIECE
+        starts = np.linspace(0, len(raw) // width - CHECK_PIECE // width, pieces).astype(int)
+        sample = b"".join(raw[a * width : a * width + CHECK_PIECE] for a in starts)
+        estimate = len(compress_bytes(to_planes(sample, width), CHECK_LEVEL))
+        if estimate * len(raw) / len(sample) > size * (1 + CHECK_MARGIN):
+            return params, sections
+    if len(compress_bytes(to_planes(raw, width), CHECK_LEVEL)) < size:
+        zparams, zsections = _zstd_lossless(raw, width)
+        if len(zsections["data"]) < size:
+            return zparams, zsections
+    return params, sections
+
+
 def check_lossless_params(params: object, where: str) -> bool:
-    """Validate ``raw`` params; returns whether byte planes are used."""
+    """Validate zstd ``raw`` params; returns whether byte planes are used."""
     if (
         not isinstance(params, dict)
         or set(params) != {"compression", "byte_planes"}
@@ -113,15 +94,25 @@ def check_lossless_params(params: object, where: str) -> bool:
         or not isinstance(params["byte_planes"], bool)
     ):
         raise CorruptFileError(
-            f"{where}: raw params must be {{'compression': 'zstd', 'byte_planes': bool}}."
+            f"{where}: raw params must be {{'compression': 'zstd', 'byte_planes': bool}}"
+            " (or, from format version 7, the fields coding's)."
         )
     return params["byte_planes"]
 
 
 def decode_lossless(
-    params: dict, sections: dict[str, bytes], dtype: str, shape: tuple[int, ...], where: str
+    params: dict, sections: dict[str, bytes], dtype: str, shape: tuple[int, ...], where: str,
+    version: int = FIELDS_VERSION,
 ) -> torch.Tensor:
-    """The exact tensor a ``raw`` representation holds."""
+    """The exact tensor a ``raw`` representation holds (``version``: the file's format
+    version; the fields coding exists from 7)."""
+    if isinstance(params, dict) and params.get("compression") == "fields":
+        if version < FIELDS_VERSION:
+            raise CorruptFileError(f"{where}: the fields coding needs format version 7.")
+        from weightdna.codec.floatfields import decode_fields
+
+        return tensor_from_bytes(decode_fields(params, sections, dtype, math.prod(shape), where),
+                                 dtype, shape)
     byte_planes = check_lossless_params(params, where)
     if set(sections) != {"data"}:
         raise CorruptFileError(f"{where}: a raw tensor has exactly one section, 'data'.")

@@ -637,7 +637,7 @@ def decode_tensor(
     sections = {k: v if isinstance(v, bytes) else bytes(v) for k, v in sections.items()}
     params = entry["params"]
     if entry["representation"] == "raw":
-        return decode_lossless(params, sections, dtype, shape, where)
+        return decode_lossless(params, sections, dtype, shape, where, version)
 
     if dtype not in FLOAT_NAMES:
         raise CorruptFileError(f"{where}: a {dtype} tensor cannot be quantized.")

@@ -1,0 +1,227 @@
+"""Lossless floats by their bit fields (format version 7, `weightdna.codec.floatfields`):
+exact for every bit pattern, smaller than byte-plane zstd on real weights, the zstd form
+kept when smaller, and every forged param or section refused."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from weightdna.codec import floatfields
+from weightdna.codec.dtypes import tensor_bytes
+from weightdna.codec.floatfields import decode_fields, encode_fields
+from weightdna.codec.lossless import (
+    compress_bytes,
+    decode_lossless,
+    encode_lossless,
+    to_planes,
+)
+from weightdna.errors import CorruptFileError
+from weightdna.weights.minilm import minilm_path
+
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+NAME = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+BITS = {4: torch.int32, 2: torch.int16}
+
+
+def _minilm(name: str = "encoder.layer.0.attention.self.query.weight") -> torch.Tensor:
+    with safe_open(str(minilm_path() / "model.safetensors"), "pt") as f:
+        return f.get_tensor(name)
+
+
+def _special(dtype: torch.dtype) -> torch.Tensor:
+    """Real weights with NaNs (payloads too), ±Inf, ±0, subnormals and the extremes."""
+    t = _minilm()[:64].to(dtype).clone()
+    flat = t.view(-1)
+    info = torch.finfo(dtype)
+    flat[:10] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, info.tiny / 2,
+                              -info.tiny / 8, info.max, -info.max, info.tiny]).to(dtype)
+    bits = flat.view(BITS[t.element_size()])
+    bits[10] = 0x7FC12345 if dtype == torch.float32 else 0x7E55  # a NaN payload
+    bits[11] = -1  # all ones: a negative NaN
+    return t
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.view(BITS[a.element_size()]), b.view(BITS[b.element_size()]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_bit_pattern_comes_back(dtype: torch.dtype) -> None:
+    t = _special(dtype)
+    params, sections = encode_lossless(t)
+    assert params["compression"] == "fields"
+    assert _same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_smaller_than_byte_plane_zstd_on_real_weights(dtype: torch.dtype) -> None:
+    t = _minilm().to(dtype)
+    params, sections = encode_lossless(t)
+    raw = tensor_bytes(t)
+    planes = len(compress_bytes(to_planes(raw, t.element_size()), 19))
+    ours = sum(map(len, sections.values()))
+    assert params["compression"] == "fields" and params["top_contexts"] > 0, params
+    assert ours < 0.99 * planes, (ours, planes)
+    assert _same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
+
+
+def test_exact_fp16_values_in_fp32_cost_their_zero_bits() -> None:
+    t = _minilm()[:128].clone()
+    t[:96] = t[:96].half().float()  # rows that were never updated since an fp16 start
+    params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8), "float32",
+                                     floatfields.MIN_BLOCK)  # many blocks
+    plain, _ = encode_fields(np.frombuffer(tensor_bytes(_minilm()[:128]), np.uint8), "float32")
+    assert params["zero_bits"] == 13 and plain["zero_bits"] == 0
+    assert sum(map(len, sections.values())) < 0.75 * t.numel() * 4
+    assert decode_fields(params, sections, "float32", t.numel(), "t").tobytes() == tensor_bytes(t)
+
+
+@pytest.mark.parametrize("tensor", [torch.zeros(5000), torch.arange(4096.0).repeat(4),
+                                    torch.arange(4096.0).repeat(160),  # past the sample check
+                                    torch.arange(100, dtype=torch.int32),
+                                    torch.tensor([1.5] * 10)])
+def test_zstd_is_kept_when_smaller(tensor: torch.Tensor) -> None:
+    params, sections = encode_lossless(tensor)
+    assert params["compression"] == "zstd"
+    back = decode_lossless(params, sections, str(tensor.dtype).split(".")[1],
+                           tuple(tensor.shape), "t")
+    assert torch.equal(back, tensor)
+
+
+def test_versions_before_7_cannot_hold_the_fields_coding() -> None:
+    t = _special(torch.float32)
+    params, sections = encode_lossless(t)
+    with pytest.raises(CorruptFileError, match="version 7"):
+        decode_lossless(params, sections, "float32", tuple(t.shape), "t", version=6)
+
+
+# ---- forged params and sections: all refused ---------------------------------------------
+
+@functools.cache
+def _encoded() -> tuple[dict, dict, int]:
+    t = _minilm()  # 147,456 elements: 9 blocks, the top tables used
+    params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8), "float32",
+                                     1 << 14)
+    assert params["top_contexts"] > 0 and params["classes"] > 1
+    return params, sections, t.numel()
+
+
+def _valid(monkeypatch=None) -> tuple[dict, dict, int]:  # noqa: ANN001
+    params, sections, n = _encoded()
+    return dict(params), dict(sections), n
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("mantissa_bits", 6), ("mantissa_bits", 9), ("mantissa_bits", 7.0), ("classes", 0),
+    ("classes", 9), ("center", 256), ("center", -1), ("top_contexts", 257),
+    ("zero_bits", 17), ("zero_bits", -1), ("block", 512), ("block", 1 << 25),
+    ("block", True), ("compression", "zstd"), ("extra", 1)])
+def test_forged_params_are_refused(monkeypatch, key: str, value: object) -> None:  # noqa: ANN001
+    params, sections, n = _valid(monkeypatch)
+    params = {**params, key: value}
+    with pytest.raises(CorruptFileError):
+        decode_lossless(params, sections, "float32", (n,), "t")
+
+
+@pytest.mark.parametrize(("key", "delta"), [("classes", 1), ("classes", -1), ("center", 1),
+                                            ("zero_bits", 3), ("block", 1024),
+                                            ("top_contexts", 1)])
+def test_params_that_disagree_with_the_streams_are_refused(monkeypatch, key: str,
+                                                           delta: int) -> None:  # noqa: ANN001
+    params, sections, n = _valid(monkeypatch)
+    params = {**params, key: max(1, params[key] + delta)}
+    with pytest.raises(CorruptFileError):
+        decode_fields(params, sections, "float32", n, "t")
+
+
+def test_forged_sections_are_refused(monkeypatch) -> None:  # noqa: ANN001
+    params, sections, n = _valid(monkeypatch)
+    words, plane = sections["words"], sections["plane"]
+    cases = {
+        "words cut": {**sections, "words": words[:-2]},
+        "odd words": {**sections, "words": words + b"\x00"},
+        "plane cut": {**sections, "plane": plane[:-2]},
+        "plane longer": {**sections, "plane": plane + b"\x00\x00"},
+        "no plane": {k: v for k, v in sections.items() if k != "plane"},
+        "extra": {**sections, "more": b""},
+        "tables cut": {**sections, "tables": sections["tables"][:-1]},
+        "tables of another": {**sections, "tables": compress_bytes(b"\x00" * 100)},
+    }
+    for what, forged in cases.items():
+        with pytest.raises(CorruptFileError):
+            decode_fields(params, forged, "float32", n, what)
+    for count in (n - 1, n + 1, 2 * n, n - params["block"]):  # the wrong element count
+        with pytest.raises(CorruptFileError):
+            decode_fields(params, sections, "float32", count, "count")
+
+
+def _tables(params: dict, sections: dict, n: int) -> tuple[list[np.ndarray], list[int]]:
+    hctx = params["classes"] * (2 if params["zero_bits"] else 1)
+    nblocks = -(-n // params["block"])
+    tops = 2 * params["top_contexts"] * (2 << params["mantissa_bits"])
+    sizes = [512, 2 * hctx * 512, tops, 4 * nblocks, 4 * nblocks]
+    raw = floatfields.decompress_bytes(sections["tables"], sum(sizes), "t")
+    kinds = ["<i2", "<u2", "<u2", "<u4", "<u4"]
+    parts, at = [], 0
+    for size, kind in zip(sizes, kinds, strict=True):
+        parts.append(np.frombuffer(raw[at : at + size], kind).copy())
+        at += size
+    return parts, sizes
+
+
+def _with_tables(sections: dict, parts: list[np.ndarray]) -> dict:
+    return {**sections, "tables": compress_bytes(b"".join(p.tobytes() for p in parts))}
+
+
+@pytest.mark.parametrize("forge", ["emap", "head sum", "top sum", "block words",
+                                   "block words moved", "block plane", "plane over block",
+                                   "zero row"])
+def test_forged_tables_are_refused(monkeypatch, forge: str) -> None:  # noqa: ANN001
+    params, sections, n = _valid(monkeypatch)
+    parts, _ = _tables(params, sections, n)
+    emap, head, top, words, plane = parts
+    if forge == "emap":
+        emap[np.argmax(emap)] = params["top_contexts"]
+    elif forge == "head sum":
+        head[np.argmax(head)] += 1
+    elif forge == "top sum":
+        top[np.argmax(top)] -= 1
+    elif forge == "block words":
+        words[0] += 1
+    elif forge == "block words moved":  # the total kept, the blocks' streams misaligned
+        words[0] += 1
+        words[1] -= 1
+    elif forge == "block plane":
+        plane[0] += 1
+        plane[1] -= 1
+    elif forge == "plane over block":
+        plane[0] = params["block"] + 1
+    else:  # the head table of the context the first element uses, emptied
+        head[:] = 0
+    with pytest.raises(CorruptFileError):
+        decode_fields(params, _with_tables(sections, parts), "float32", n, forge)
+
+
+def test_flipped_words_are_refused_or_decode_to_other_values(monkeypatch) -> None:  # noqa: ANN001
+    params, sections, n = _valid(monkeypatch)
+    original = decode_fields(params, sections, "float32", n, "t")
+    words = bytearray(sections["words"])
+    refused = 0
+    rng = np.random.default_rng(0)
+    for at in rng.integers(0, len(words), 40):
+        forged = bytearray(words)
+        forged[at] ^= 1 << int(rng.integers(8))
+        try:
+            back = decode_fields(params, {**sections, "words": bytes(forged)}, "float32", n, "t")
+        except CorruptFileError:
+            refused += 1
+        else:
+            assert not np.array_equal(back, original)
+    assert refused >= 30  # a stream must end in its starting state, with every word used

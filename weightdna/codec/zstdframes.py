@@ -1,0 +1,74 @@
+"""zstd frames as the .dna format uses them: one frame per section, decoded with bounded
+memory."""
+
+from __future__ import annotations
+
+import io
+
+import zstandard
+
+from weightdna.errors import CorruptFileError
+
+ZSTD_LEVEL = 10
+# Bounds the decoder's window (and so its memory) whatever a frame header claims.
+MAX_WINDOW = 1 << 27
+
+
+def compress_bytes(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
+    """One zstd frame holding ``data``."""
+    return zstandard.ZstdCompressor(level=level).compress(data)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def zstd_frame_size(data: bytes) -> int | None:
+    """The length of the zstd frame at the start of ``data`` from its header and block
+    headers (RFC 8878, section 3.1.1), or None when they do not describe one that fits."""
+    if data[:4] != ZSTD_MAGIC or len(data) < 5:
+        return None
+    descriptor = data[4]
+    single_segment = descriptor >> 5 & 1
+    size = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[descriptor & 3]
+    size += (single_segment, 2, 4, 8)[descriptor >> 6]
+    while True:
+        if size + 3 > len(data):
+            return None
+        header = int.from_bytes(data[size : size + 3], "little")
+        kind, length = header >> 1 & 3, header >> 3
+        if kind == 3:  # reserved
+            return None
+        size += 3 + (1 if kind == 1 else length)
+        if header & 1:  # the last block
+            break
+    size += 4 * (descriptor >> 2 & 1)  # the content checksum
+    return size if size <= len(data) else None
+
+
+def decompress_bytes(data: bytes, expected: int, what: str) -> bytes:
+    """Decompress one zstd frame that must hold exactly ``expected`` bytes and be all of
+    ``data`` (docs/FORMAT.md: no skippable frame, nothing after it, an empty tensor's frame
+    too).
+
+    Reads at most ``expected + 1`` bytes through a streaming reader, so a frame that claims
+    (or holds) more cannot make us allocate more.
+    """
+    if zstd_frame_size(data) != len(data):
+        raise CorruptFileError(f"{what}: the section is not exactly one zstd frame.")
+    try:
+        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
+            out = bytearray()
+            while len(out) <= expected:
+                chunk = reader.read(min(expected + 1 - len(out), 1 << 24))
+                if not chunk:
+                    break
+                out += chunk
+    except zstandard.ZstdError as exc:
+        raise CorruptFileError(f"{what}: the zstd data is damaged ({exc}).") from exc
+    if len(out) != expected:
+        raise CorruptFileError(
+            f"{what}: the zstd data holds {'more than ' if len(out) > expected else ''}"
+            f"{len(out)} bytes; expected {expected}."
+        )
+    return bytes(out)
