@@ -50,6 +50,7 @@ from weightdna.codec.prediction import (
     singular_values,
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
+from weightdna.codec.transform import compacting_transforms, forward
 from weightdna.coords import matrix_shape
 from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -136,13 +137,15 @@ class Target:
 class Candidate:
     """One way to code a tensor: a prediction (None: plain quantisation) and the residual."""
 
-    name: str  # "quantized", "lowrank+residual", "dna+residual"
+    name: str  # "quantized", "lowrank+residual", "dna+residual", "transform"
     prediction: Prediction | None
-    # float32 residual at the sampled positions, as (rows, columns); None while dropped
-    # (plain quantisation's: `drop_samples`, `resample`)
+    # float32 residual (a transform's: coefficients) at the sampled positions, as (rows,
+    # columns); None while dropped (plain quantisation's: `drop_samples`, `resample`)
     sample: np.ndarray | None
     row_peak: np.ndarray  # max |residual| per row (all elements), for per-row steps
     side_bits: float
+    transform: str | None = None  # quantise this transform's coefficients (weightdna.codec.
+    # transform), which keeps each row's error (orthonormal, along the row)
 
 
 @dataclass
@@ -267,6 +270,17 @@ def _predicted_candidate(name: str, prediction: Prediction, values: np.ndarray) 
                      8.0 * prediction.side_bytes)
 
 
+def _transform_candidate(kind: str, sample: np.ndarray, values: np.ndarray) -> Candidate:
+    """A candidate quantising the ``kind`` coefficients of each row: the sample's, and each
+    row's max |coefficient|, a block of rows at a time."""
+    rows = as_rows(values)
+    per_block = _rows_per_block(values)
+    peaks = [np.abs(forward(rows[start : start + per_block], kind)).max(axis=1)
+             for start in range(0, rows.shape[0], per_block)]
+    coefficients = forward(sample.astype(np.float64), kind).astype(np.float32)
+    return Candidate("transform", None, coefficients, np.concatenate(peaks), 0.0, kind)
+
+
 def _finite_values(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
     """The tensor as float64, non-finite elements 0 (the encoder stores them exactly on the
     side). A contiguous float64 array is used in place, not copied: a large tensor's values
@@ -313,6 +327,9 @@ def tensor_candidates(
                                                        values))
             except InvalidInputError:
                 pass  # factors beyond float16: plain quantisation only
+    if values.ndim >= 2 and "transform" in representations:
+        for kind in compacting_transforms(sample):
+            candidates.append(_transform_candidate(kind, sample, values))
     if structured and "dna" in representations:
         if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
             try:
@@ -371,10 +388,11 @@ def drop_samples(coded: Sequence[TensorCandidates]) -> None:
     4 bytes per weight of the model) while the chosen steps are coded, which needs none of
     them; a further allocation first takes them again from the tensors (`resample`). A
     prediction's residual samples are kept: taking them again would mean evaluating the
-    prediction again (a DNA: a network over every element)."""
+    prediction again (a DNA: a network over every element); a transform's coefficients
+    too (few tensors have one)."""
     for tc in coded:
         for candidate in tc.candidates:
-            if candidate.prediction is None:
+            if candidate.prediction is None and candidate.transform is None:
                 candidate.sample = None
 
 
