@@ -374,8 +374,9 @@ def _code_blocks(
             return None
         if contexts is None:
             # Stored exactly on the side; the trellis keeps its own symbol there (its walk
-            # needs it).
-            q[~finite] = 0
+            # needs it), a transform its coefficient (of the whole row).
+            if transform is None:
+                q[~finite] = 0
             symbols.add([q])
         else:
             symbols.add(trellis.split_streams(q, contexts, symbols.count))
