@@ -50,6 +50,12 @@ from weightdna.codec.prediction import (
     singular_values,
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
+from weightdna.codec.separable import (
+    factorisations,
+    looks_separable,
+    rearrange,
+    separable_prediction,
+)
 from weightdna.codec.transform import compacting_transforms, forward
 from weightdna.coords import matrix_shape
 from weightdna.dna.metrics import decibels
@@ -137,7 +143,8 @@ class Target:
 class Candidate:
     """One way to code a tensor: a prediction (None: plain quantisation) and the residual."""
 
-    name: str  # "quantized", "lowrank+residual", "dna+residual", "transform"
+    name: str  # "quantized", "lowrank+residual", "dna+residual", "separable+residual",
+    # "transform"
     prediction: Prediction | None
     # float32 residual (a transform's: coefficients) at the sampled positions, as (rows,
     # columns); None while dropped (plain quantisation's: `drop_samples`, `resample`)
@@ -193,11 +200,16 @@ def _sampled_rows(values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]
 
 def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
     """The rank whose predicted high-rate gain minus float16 factor cost is largest, or 0."""
+    return _lowrank_gain(values, s)[0]
+
+
+def _lowrank_gain(values: np.ndarray, s: np.ndarray) -> tuple[int, float]:
+    """(the rank of `_lowrank_rank`, its predicted net gain in bits)."""
     m, n = matrix_shape(values.shape)
     energy = np.cumsum(s[::-1] ** 2)[::-1]  # energy[k]: Σ of s_i² for i ≥ k
     total = float(energy[0]) if energy.size else 0.0
     if not total > 0:
-        return 0
+        return 0, 0.0
     best, best_gain = 0, 0.0
     k = 1
     while k <= len(s) // 2:
@@ -207,7 +219,29 @@ def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
         if net > best_gain:
             best, best_gain = k, net
         k *= 2
-    return best
+    return best, best_gain
+
+
+def _separable(values: np.ndarray) -> Prediction | None:
+    """The sum of Kronecker products (`weightdna.codec.separable`) with the largest
+    predicted net gain, among the factorisations whose sampled blocks look separable;
+    None where none does or none gains."""
+    m, n = matrix_shape(values.shape)
+    matrix = values.reshape(m, n)
+    best, best_gain = None, 0.0
+    for m1, n1 in factorisations(m, n):
+        if not looks_separable(matrix, m1, n1):
+            continue
+        r = rearrange(matrix, m1, n1)
+        rank, gain = _lowrank_gain(r, singular_values(r))
+        if rank and gain > best_gain:
+            best, best_gain = (m1, n1, rank), gain
+    if best is None:
+        return None
+    try:
+        return separable_prediction(values, *best)
+    except InvalidInputError:
+        return None  # factors beyond float16
 
 
 def _adjacent_correlation(values: np.ndarray) -> float:
@@ -327,6 +361,10 @@ def tensor_candidates(
                                                        values))
             except InvalidInputError:
                 pass  # factors beyond float16: plain quantisation only
+    if structured and "separable" in representations:
+        prediction = _separable(values)
+        if prediction is not None:
+            candidates.append(_predicted_candidate("separable+residual", prediction, values))
     if values.ndim >= 2 and "transform" in representations:
         for kind in compacting_transforms(sample):
             candidates.append(_transform_candidate(kind, sample, values))

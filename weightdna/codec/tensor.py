@@ -1,7 +1,8 @@
 """One tensor to a header entry plus byte sections, and back: ``raw`` (exact),
 ``quantized`` (uniform steps or the trellis of `weightdna.codec.trellis`, entropy-coded),
-or a prediction (``lowrank+residual``,
-``dna+residual``) plus its residual quantised the same way, as specified in docs/FORMAT.md."""
+a prediction (``lowrank+residual``, ``dna+residual``, ``separable+residual``) plus its
+residual quantised the same way, or the coefficients of an orthonormal transform of each
+row (``transform``) quantised so, as specified in docs/FORMAT.md."""
 
 from __future__ import annotations
 
@@ -60,6 +61,7 @@ from weightdna.codec.quantize import (
     rows_per_block,
     scale,
 )
+from weightdna.codec.separable import decode_separable
 from weightdna.codec.transform import TRANSFORMS, check_transform, forward, inverse
 from weightdna.errors import CorruptFileError, InvalidInputError
 
@@ -86,8 +88,10 @@ BLOCK_ELEMENTS = DECODE_BLOCK_ELEMENTS  # the reader's memory bound counts on it
 
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
-PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network"}
-PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"}}
+PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network",
+                 "separable+residual": "separable"}
+PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"},
+                      "separable+residual": {"factors"}}
 QUANTIZERS = ("scalar", "trellis")
 # Row classes of the trellis's context models by tensor size: more classes pay for their
 # models' tables only on larger tensors (one class below 2^16 elements, eight from 2^20).
@@ -727,6 +731,8 @@ def decode_tensor(
     elif representation == "dna+residual":
         spare = max_memory - decode_memory(representation, dtype, shape)
         base = decode_dna(predictor, sections, shape, where, spare)
+    elif representation == "separable+residual":
+        base = decode_separable(predictor, sections, shape, where)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
