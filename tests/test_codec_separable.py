@@ -5,16 +5,15 @@ bits at equal SNR against today's coding, and hostile params."""
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import compressed_alone, requires_minilm, snr_db
 
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.compress import compress_model
-from weightdna.codec.ratecontrol import Target, _separable, tensor_candidates
+from weightdna.codec.ratecontrol import _separable, tensor_candidates
 from weightdna.codec.separable import arrange, rearrange, separable_prediction
 from weightdna.errors import CorruptFileError
 from weightdna.experiments.structured import SUITE, kronecker
@@ -36,10 +35,6 @@ def test_a_kronecker_product_rearranges_to_rank_one() -> None:
     assert np.array_equal(arrange(r, 3, 5, 12, 10), product)
 
 
-def _snr(original: torch.Tensor, restored: torch.Tensor) -> float:
-    error = restored.double() - original.double()
-    return 10 * math.log10(float((original.double() ** 2).sum()) / float((error**2).sum()))
-
 
 @pytest.mark.parametrize("quantizer", ["scalar", "trellis"])
 def test_a_separable_conv_kernel_round_trips_through_a_file(tmp_path: Path,
@@ -58,7 +53,7 @@ def test_a_separable_conv_kernel_round_trips_through_a_file(tmp_path: Path,
     write_dna_file(path, [entry], [sections])
     restored = read_dna_file(path).tensor("conv")
     assert restored.shape == tensor.shape and restored.dtype == tensor.dtype
-    assert _snr(tensor, restored) == pytest.approx(entry["stats"]["snr_db"], abs=1e-9)
+    assert snr_db(tensor, restored) == pytest.approx(entry["stats"]["snr_db"], abs=1e-9)
 
 
 @pytest.mark.parametrize(("name", "separable"), [
@@ -77,6 +72,7 @@ def test_only_the_kronecker_tensor_gets_a_separable_candidate(name: str,
                                               "dtype": "float16"}
 
 
+@requires_minilm
 def test_minilm_matrices_are_not_separable() -> None:
     weights = load_weights(minilm_path())
     names = [i.name for i in weights.infos if len(i.shape) == 2 and i.dtype == "float32"
@@ -86,26 +82,14 @@ def test_minilm_matrices_are_not_separable() -> None:
         assert _separable(weights.numpy(name)) is None, name
 
 
-def _bits_and_snr(tmp_path: Path, tensor: np.ndarray, snr: float,
-                  representations: tuple[str, ...]) -> tuple[str, float, float]:
-    source = torch.from_numpy(tensor)
-    output = tmp_path / "t.dna"
-    compress_model(ModelWeights.from_tensors({"layer.weight": source}), output,
-                   Target("snr", snr, per_tensor=True), representations=representations,
-                   overwrite=True)
-    dna = read_dna_file(output)
-    entry = dna.entries[0]
-    bits = 8 * sum(length for _, length, _ in entry["sections"].values()) / source.numel()
-    return entry["representation"], bits, _snr(source, dna.tensor("layer.weight"))
-
 
 def test_the_kronecker_tensor_costs_three_times_fewer_bits(tmp_path: Path) -> None:
     # At 50 dB the residual (the noise, at −40 dB) is coded too; at 30 dB it is not and
     # the gain is far larger (bench/structured.py).
     snr = 50.0
     tensor = kronecker()
-    today, today_bits, today_snr = _bits_and_snr(tmp_path, tensor, snr, ("quantized",))
-    chosen, bits, chosen_snr = _bits_and_snr(tmp_path, tensor, snr, FAST)
+    today, today_bits, today_snr = compressed_alone(tmp_path, tensor, snr, ("quantized",))
+    chosen, bits, chosen_snr = compressed_alone(tmp_path, tensor, snr, FAST)
     assert today == "quantized" and chosen == "separable+residual"
     assert today_snr >= snr and chosen_snr >= snr
     assert 3 * bits <= today_bits, (bits, today_bits)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from support import compressed_alone, requires_minilm, snr_db
 
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
-from weightdna.codec.compress import compress_model
 from weightdna.codec.options import CANDIDATES
 from weightdna.codec.ratecontrol import Target, single_tensor_choice, tensor_candidates
 from weightdna.codec.transform import TRANSFORMS, compacting_transforms, forward, inverse
@@ -50,12 +50,6 @@ def test_a_windowed_sinusoid_has_at_most_three_dft_coefficients(window: str) -> 
     assert significant.sum(axis=1).min() >= 2
 
 
-def _snr(original: torch.Tensor, restored: torch.Tensor) -> float:
-    finite = torch.isfinite(original)
-    error = (restored.double() - original.double())[finite]
-    return 10 * math.log10(float((original.double()[finite] ** 2).sum())
-                           / float((error**2).sum()))
-
 
 @pytest.mark.parametrize("kind", TRANSFORMS)
 @pytest.mark.parametrize("quantizer", ["scalar", "trellis"])
@@ -80,7 +74,7 @@ def test_a_transform_round_trips_through_a_file(tmp_path: Path, kind: str, quant
     assert torch.equal(torch.isnan(restored), torch.isnan(tensor))
     assert torch.equal(restored[~same & ~torch.isnan(tensor)], tensor[~same & ~torch.isnan(tensor)])
     # the decoder restores exactly what the encoder measured
-    assert _snr(tensor, restored) == pytest.approx(entry["stats"]["snr_db"], abs=1e-9)
+    assert snr_db(tensor, restored) == pytest.approx(entry["stats"]["snr_db"], abs=1e-9)
     assert entry["stats"]["snr_db"] > 25
 
 
@@ -122,6 +116,7 @@ def test_the_codec_picks_the_transform_that_makes_the_tensor_sparse(
     assert choice.candidate.transform == expected
 
 
+@requires_minilm
 def test_minilm_never_gets_a_transform_and_the_check_costs_little() -> None:
     weights = load_weights(minilm_path())
     matrices = [info for info in weights.infos
@@ -136,24 +131,12 @@ def test_minilm_never_gets_a_transform_and_the_check_costs_little() -> None:
         started = time.perf_counter()
         assert compacting_transforms(tc.candidates[0].sample) == [], info.name
         checked += time.perf_counter() - started
-    # Measured at about 0.5 s against 3 s for the plain candidates (2 shared cores).
-    assert checked < 0.5 * plain, (checked, plain)
+    # Measured at 0.14 s against 1.6 s for the plain candidates (2 shared cores).
+    assert checked < 0.25 * plain, (checked, plain)
 
 
 # ---- bits at equal SNR ------------------------------------------------------------------
 
-
-def _bits_and_snr(tmp_path: Path, tensor: np.ndarray, snr: float,
-                  representations: tuple[str, ...]) -> tuple[str, float, float]:
-    source = torch.from_numpy(tensor)
-    output = tmp_path / "t.dna"
-    compress_model(ModelWeights.from_tensors({"layer.weight": source}), output,
-                   Target("snr", snr, per_tensor=True), representations=representations,
-                   overwrite=True)
-    dna = read_dna_file(output)
-    entry = dna.entries[0]
-    bits = 8 * sum(length for _, length, _ in entry["sections"].values()) / source.numel()
-    return entry["representation"], bits, _snr(source, dna.tensor("layer.weight"))
 
 
 @pytest.mark.parametrize(("name", "snr", "fewer"), [
@@ -163,8 +146,8 @@ def _bits_and_snr(tmp_path: Path, tensor: np.ndarray, snr: float,
 def test_structured_bases_cost_far_fewer_bits_at_equal_snr(tmp_path: Path, name: str,
                                                            snr: float, fewer: float) -> None:
     tensor = MEMBERS[name].make()
-    today, today_bits, today_snr = _bits_and_snr(tmp_path, tensor, snr, ("quantized",))
-    chosen, bits, chosen_snr = _bits_and_snr(tmp_path, tensor, snr, CANDIDATES)
+    today, today_bits, today_snr = compressed_alone(tmp_path, tensor, snr, ("quantized",))
+    chosen, bits, chosen_snr = compressed_alone(tmp_path, tensor, snr, CANDIDATES)
     assert today == "quantized" and chosen == "transform"
     assert today_snr >= snr and chosen_snr >= snr
     assert bits * fewer <= today_bits, (bits, today_bits)

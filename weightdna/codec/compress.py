@@ -434,7 +434,7 @@ def compress_model(
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
-    ``representations``: the candidates tried (quantized always; lowrank, dna where cheap
+    ``representations``: the candidates tried (quantized always; the others where cheap
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
     max |w|. ``objective``: what a whole-model size or SNR target's allocation minimises,
     "layer" (each tensor's mean relative row error, counted once per tensor), "relative"

@@ -10,7 +10,9 @@ times), the step is Δ_t = Δ / √s_t; the pooled PSNR, which normalises each t
 max |w|, is the case s_t = 1 / max|w_t|², so Δ_t = Δ · max|w_t|.
 
 At that step each tensor takes the candidate — plain quantisation, a low-rank prediction
-plus residual, a DNA plus residual, or raw bytes — and the rounding deadzone (0, 0.1 or
+plus residual, a DNA plus residual, a sum of Kronecker products plus residual, the
+coefficients of a DCT or DFT of each row (orthonormal: their error is the weights'), or raw
+bytes — and the rounding deadzone (0, 0.1 or
 0.2: rounding towards zero saves bits at low rates) with the least Lagrangian cost
 ``bits + λ_t · squared error``, λ_t = 6 / (ln 2 · Δ_t²): at low rates the distortion is
 measured, not assumed to be Δ²/12. One global Δ is bisected until the whole-model target

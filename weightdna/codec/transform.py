@@ -29,7 +29,7 @@ TRANSFORM_KEYS = {"transform", "coefficients"}
 # ones do not (MiniLM: ratio about 1).
 COMPACTION_ENERGY = 0.999
 COMPACTION_RATIO = 0.5
-COMPACTION_SAMPLE_ELEMENTS = 1 << 16
+COMPACTION_SAMPLE_ELEMENTS = 1 << 14
 
 
 def forward(rows: np.ndarray, kind: str) -> np.ndarray:
