@@ -57,6 +57,7 @@ import zstandard
 
 from weightdna.codec import encode_tensor, entropy, floatfields, lossless, read_dna_file
 from weightdna.codec.container import header_block
+from weightdna.codec.entries import READABLE_VERSIONS, VERSION
 from weightdna.codec.lossless import ZSTD_MAGIC, compress_bytes
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.dna import FitConfig
@@ -273,6 +274,7 @@ ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 
           "quantized", "raw", "dna+residual", "lowrank+residual", "trellis", "categorical",
           "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
           [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
+NEWER = VERSION + 1  # a version this reader does not know
 # Header keys whose values the format never uses to decode: changing them may not change
 # the tensors.
 INERT_KEYS = ("stats", "metadata")
@@ -510,14 +512,14 @@ def make_case(index: int, seed_value: int = 0) -> Case:
         return Case(seed.name, kind, detail, build(header, blobs, order, version, False),
                     False, version)
     else:
-        version = rng.choice([3, 4, 5, 6, 7, 8])
+        version = rng.choice([*READABLE_VERSIONS, NEWER])
         kind, detail = "version", f"{seed.version}->{version}"
         if rng.random() < 0.5:
             header, more, _ = _header_mutation(seed, header, rng)
             detail += f"; {more}"
-    data = build(header, blobs, order, version if version != 8 else 5)
-    if version == 8:  # a newer version in the prefix
-        data = data[:8] + (8).to_bytes(4, "little") + data[12:]
+    data = build(header, blobs, order, version if version != NEWER else 5)
+    if version == NEWER:  # a newer version in the prefix
+        data = data[:8] + NEWER.to_bytes(4, "little") + data[12:]
     return Case(seed.name, kind, detail, data, inert, version)
 
 

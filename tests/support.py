@@ -1,13 +1,18 @@
-"""What several test files share: where the real MiniLM model is, and a skip marker for it."""
+"""What several test files share: where the real MiniLM model is, and a skip marker for it;
+one tensor compressed alone to an SNR target."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from weightdna.errors import MissingDependencyError
-from weightdna.weights import minilm_path
+from weightdna.weights import ModelWeights, minilm_path
 
 
 def _minilm_folder() -> Path | None:
@@ -19,3 +24,30 @@ def _minilm_folder() -> Path | None:
 
 MINILM = _minilm_folder()
 requires_minilm = pytest.mark.skipif(MINILM is None, reason="all-MiniLM-L6-v2 is not installed")
+
+
+def snr_db(original: torch.Tensor, restored: torch.Tensor) -> float:
+    """10·log₁₀(Σw² / Σ(w − ŵ)²) over the finite elements of ``original``."""
+    finite = torch.isfinite(original)
+    error = (restored.double() - original.double())[finite]
+    return 10 * math.log10(float((original.double()[finite] ** 2).sum())
+                           / float((error**2).sum()))
+
+
+def compressed_alone(folder: Path, tensor: np.ndarray, snr: float,
+                     representations: Sequence[str]) -> tuple[str, float, float]:
+    """(representation, bits per weight of its sections, measured SNR dB) of ``tensor``
+    compressed alone by `compress_model` to a per-tensor SNR target."""
+    from weightdna.codec import read_dna_file
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.ratecontrol import Target
+
+    source = torch.from_numpy(tensor)
+    output = folder / "alone.dna"
+    compress_model(ModelWeights.from_tensors({"layer.weight": source}), output,
+                   Target("snr", snr, per_tensor=True), representations=representations,
+                   overwrite=True)
+    dna = read_dna_file(output)
+    entry = dna.entries[0]
+    bits = 8 * sum(length for _, length, _ in entry["sections"].values()) / source.numel()
+    return entry["representation"], bits, snr_db(source, dna.tensor("layer.weight"))

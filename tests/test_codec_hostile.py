@@ -29,6 +29,7 @@ from weightdna.codec.prediction import (
     dna_workspace,
     lowrank_prediction,
 )
+from weightdna.codec.separable import separable_prediction
 from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, InvalidInputError, WeightDNAError
 
@@ -350,6 +351,12 @@ MEMORY_CASES = {
     "raw-fields-float32": lambda: (torch.randn(1_000_000) * 0.05, {"lossless": True}),
     "lowrank": lambda: (_smooth(1024, 1024), {"step": 0.01, "prediction": lowrank_prediction(
         _smooth(1024, 1024).double().numpy(), 2)}),
+    "transform-wide-dft": lambda: (torch.randn(2, 1_000_000), {"step": 0.05,
+                                                                "transform": "dft"}),
+    "transform-dct-trellis": lambda: (torch.randn(1024, 1024), {"step": 0.05,
+                                      "transform": "dct", "quantizer": "trellis"}),
+    "separable": lambda: (_smooth(1024, 1024), {"step": 0.01, "prediction":
+                          separable_prediction(_smooth(1024, 1024).double().numpy(), 32, 32, 2)}),
     "dna-width-128": lambda: (_smooth(256, 256), {"step": 0.01, "prediction": dna_prediction(
         _smooth(256, 256).double().numpy(), FitConfig(width=128, depth=2, steps=2,
                                                       device="cpu"))}),

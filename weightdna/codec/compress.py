@@ -217,13 +217,16 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
     rounded (an SNR/PSNR target: zeroing them would cap the weights' SNR)."""
     if choice.candidate is None:
         return encode_tensor(tensor, name=name, lossless=True)
+    transform = choice.candidate.transform
+    if transform is not None:
+        hessian = None  # GPTQ rounds weights, not a transform's coefficients
     if hessian is not None:
         choice = scalar_choice(choice, tensor.numel())
     try:
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
                               prediction=choice.candidate.prediction,
                               quantizer=choice.quantizer, hessian=hessian,
-                              zero_dead=zero_dead)
+                              zero_dead=zero_dead, transform=transform)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
         return encode_tensor(tensor, name=name, lossless=True)
     if tensor.numel() < EXACT_CHECK_ELEMENTS:  # a tiny tensor's exact bytes may be fewer
@@ -431,7 +434,7 @@ def compress_model(
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
-    ``representations``: the candidates tried (quantized always; lowrank, dna where cheap
+    ``representations``: the candidates tried (quantized always; the others where cheap
     tests suggest structure). ``per_row``: per-row steps proportional to each row's
     max |w|. ``objective``: what a whole-model size or SNR target's allocation minimises,
     "layer" (each tensor's mean relative row error, counted once per tensor), "relative"
@@ -648,6 +651,8 @@ def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
     """The candidate with the fewest bytes that keeps every element within ``error``."""
     best = None
     for candidate in tc.candidates:
+        if candidate.transform is not None:
+            continue  # a transform's coefficient error does not bound each weight's
         coded = encode_tensor(tensor, name=name, max_abs_error=error,
                               prediction=candidate.prediction)
         if best is None or _section_bytes(coded) < _section_bytes(best):

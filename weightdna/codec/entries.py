@@ -14,7 +14,8 @@ from weightdna.errors import CorruptFileError
 # 3: the trellis symbol model; 4: the header's preset dictionary; 5: every ANS stream ends in
 # a fixed state, so that its symbol count is checked exactly; 6: the model's other files
 # (config, tokenizer, an ONNX graph) stored beside its tensors; 7: a float ``raw`` tensor
-# coded by its bit fields (``"compression": "fields"``) (docs/FORMAT.md)
+# coded by its bit fields (``"compression": "fields"``), and the transform and
+# separable+residual representations (docs/FORMAT.md)
 VERSION = 7
 READABLE_VERSIONS = (3, 4, 5, 6, 7)
 MAX_DIMS = 16
@@ -22,7 +23,10 @@ MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
 MAX_SECTIONS_PER_TENSOR = 16
 DEFAULT_MAX_MEMORY = 4 << 30
-REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual")
+REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual", "transform",
+                   "separable+residual")
+# Representations a file of an earlier version may not hold.
+NEW_IN_7 = ("transform", "separable+residual")
 ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
 OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
 STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
@@ -96,7 +100,8 @@ def decode_memory(representation: str, dtype: str, shape: Sequence[int]) -> int:
     for a DNA's evaluation (`prediction.dna_workspace`)."""
     numel = math.prod(shape)
     overhead = DECODE_OVERHEAD_BYTES
-    if representation in ("lowrank+residual", "dna+residual"):
+    if representation in ("lowrank+residual", "dna+residual", "transform",
+                          "separable+residual"):
         overhead = PREDICTED_DECODE_OVERHEAD_BYTES
     columns = math.prod(shape[1:]) if shape else 1
     block = min(numel, max(DECODE_BLOCK_ELEMENTS, columns))

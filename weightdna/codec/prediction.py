@@ -49,7 +49,7 @@ DEFAULT_DNA_FIT = {"width": 32, "depth": 2, "steps": 200, "batch_size": 4096, "l
 class Prediction:
     """A predictor of one tensor: its header params, its sections, and what it predicts."""
 
-    representation: str  # "lowrank+residual" or "dna+residual"
+    representation: str  # "lowrank+residual", "dna+residual" or "separable+residual"
     params: dict
     sections: dict[str, bytes]
     shape: tuple[int, ...]
@@ -62,6 +62,10 @@ class Prediction:
         where = f"a {self.representation} prediction"
         if self.representation == "lowrank+residual":
             return decode_lowrank(self.params, self.sections, self.shape, where)
+        if self.representation == "separable+residual":
+            from weightdna.codec.separable import decode_separable  # it builds on this module
+
+            return decode_separable(self.params, self.sections, self.shape, where)
         return decode_dna(self.params, self.sections, self.shape, where)
 
     def row_blocks(self, rows_per_block: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -69,7 +73,7 @@ class Prediction:
         seen as a matrix, first axis × the rest), each a new array the caller may overwrite.
         A low-rank one is computed block by block (each row of A·B is its own product: the
         same values as `values`), so a large tensor's prediction is never held whole; a DNA
-        is evaluated whole (one block) as the decoder does."""
+        or a separable one is computed whole (one block) as the decoder does."""
         if self.representation != "lowrank+residual":
             values = self.values
             yield 0, values.reshape(matrix_shape(self.shape))

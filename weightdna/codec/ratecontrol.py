@@ -10,7 +10,9 @@ times), the step is Δ_t = Δ / √s_t; the pooled PSNR, which normalises each t
 max |w|, is the case s_t = 1 / max|w_t|², so Δ_t = Δ · max|w_t|.
 
 At that step each tensor takes the candidate — plain quantisation, a low-rank prediction
-plus residual, a DNA plus residual, or raw bytes — and the rounding deadzone (0, 0.1 or
+plus residual, a DNA plus residual, a sum of Kronecker products plus residual, the
+coefficients of a DCT or DFT of each row (orthonormal: their error is the weights'), or raw
+bytes — and the rounding deadzone (0, 0.1 or
 0.2: rounding towards zero saves bits at low rates) with the least Lagrangian cost
 ``bits + λ_t · squared error``, λ_t = 6 / (ln 2 · Δ_t²): at low rates the distortion is
 measured, not assumed to be Δ²/12. One global Δ is bisected until the whole-model target
@@ -50,6 +52,13 @@ from weightdna.codec.prediction import (
     singular_values,
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
+from weightdna.codec.separable import (
+    factorisations,
+    looks_separable,
+    rearrange,
+    separable_prediction,
+)
+from weightdna.codec.transform import compacting_transforms, forward
 from weightdna.coords import matrix_shape
 from weightdna.dna.metrics import decibels
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -136,13 +145,16 @@ class Target:
 class Candidate:
     """One way to code a tensor: a prediction (None: plain quantisation) and the residual."""
 
-    name: str  # "quantized", "lowrank+residual", "dna+residual"
+    name: str  # "quantized", "lowrank+residual", "dna+residual", "separable+residual",
+    # "transform"
     prediction: Prediction | None
-    # float32 residual at the sampled positions, as (rows, columns); None while dropped
-    # (plain quantisation's: `drop_samples`, `resample`)
+    # float32 residual (a transform's: coefficients) at the sampled positions, as (rows,
+    # columns); None while dropped (plain quantisation's: `drop_samples`, `resample`)
     sample: np.ndarray | None
     row_peak: np.ndarray  # max |residual| per row (all elements), for per-row steps
     side_bits: float
+    transform: str | None = None  # quantise this transform's coefficients (weightdna.codec.
+    # transform), which keeps each row's error (orthonormal, along the row)
 
 
 @dataclass
@@ -190,11 +202,16 @@ def _sampled_rows(values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]
 
 def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
     """The rank whose predicted high-rate gain minus float16 factor cost is largest, or 0."""
+    return _lowrank_gain(values, s)[0]
+
+
+def _lowrank_gain(values: np.ndarray, s: np.ndarray) -> tuple[int, float]:
+    """(the rank of `_lowrank_rank`, its predicted net gain in bits)."""
     m, n = matrix_shape(values.shape)
     energy = np.cumsum(s[::-1] ** 2)[::-1]  # energy[k]: Σ of s_i² for i ≥ k
     total = float(energy[0]) if energy.size else 0.0
     if not total > 0:
-        return 0
+        return 0, 0.0
     best, best_gain = 0, 0.0
     k = 1
     while k <= len(s) // 2:
@@ -204,7 +221,29 @@ def _lowrank_rank(values: np.ndarray, s: np.ndarray) -> int:
         if net > best_gain:
             best, best_gain = k, net
         k *= 2
-    return best
+    return best, best_gain
+
+
+def _separable(values: np.ndarray) -> Prediction | None:
+    """The sum of Kronecker products (`weightdna.codec.separable`) with the largest
+    predicted net gain, among the factorisations whose sampled blocks look separable;
+    None where none does or none gains."""
+    m, n = matrix_shape(values.shape)
+    matrix = values.reshape(m, n)
+    best, best_gain = None, 0.0
+    for m1, n1 in factorisations(m, n):
+        if not looks_separable(matrix, m1, n1):
+            continue
+        r = rearrange(matrix, m1, n1)
+        rank, gain = _lowrank_gain(r, singular_values(r))
+        if rank and gain > best_gain:
+            best, best_gain = (m1, n1, rank), gain
+    if best is None:
+        return None
+    try:
+        return separable_prediction(values, *best)
+    except InvalidInputError:
+        return None  # factors beyond float16
 
 
 def _adjacent_correlation(values: np.ndarray) -> float:
@@ -267,6 +306,17 @@ def _predicted_candidate(name: str, prediction: Prediction, values: np.ndarray) 
                      8.0 * prediction.side_bytes)
 
 
+def _transform_candidate(kind: str, sample: np.ndarray, values: np.ndarray) -> Candidate:
+    """A candidate quantising the ``kind`` coefficients of each row: the sample's, and each
+    row's max |coefficient|, a block of rows at a time."""
+    rows = as_rows(values)
+    per_block = _rows_per_block(values)
+    peaks = [np.abs(forward(rows[start : start + per_block], kind)).max(axis=1)
+             for start in range(0, rows.shape[0], per_block)]
+    coefficients = forward(sample.astype(np.float64), kind).astype(np.float32)
+    return Candidate("transform", None, coefficients, np.concatenate(peaks), 0.0, kind)
+
+
 def _finite_values(tensor: torch.Tensor | np.ndarray) -> np.ndarray:
     """The tensor as float64, non-finite elements 0 (the encoder stores them exactly on the
     side). A contiguous float64 array is used in place, not copied: a large tensor's values
@@ -313,6 +363,13 @@ def tensor_candidates(
                                                        values))
             except InvalidInputError:
                 pass  # factors beyond float16: plain quantisation only
+    if structured and "separable" in representations:
+        prediction = _separable(values)
+        if prediction is not None:
+            candidates.append(_predicted_candidate("separable+residual", prediction, values))
+    if values.ndim >= 2 and "transform" in representations:
+        for kind in compacting_transforms(sample):
+            candidates.append(_transform_candidate(kind, sample, values))
     if structured and "dna" in representations:
         if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
             try:
@@ -371,10 +428,11 @@ def drop_samples(coded: Sequence[TensorCandidates]) -> None:
     4 bytes per weight of the model) while the chosen steps are coded, which needs none of
     them; a further allocation first takes them again from the tensors (`resample`). A
     prediction's residual samples are kept: taking them again would mean evaluating the
-    prediction again (a DNA: a network over every element)."""
+    prediction again (a DNA: a network over every element); a transform's coefficients
+    too (few tensors have one)."""
     for tc in coded:
         for candidate in tc.candidates:
-            if candidate.prediction is None:
+            if candidate.prediction is None and candidate.transform is None:
                 candidate.sample = None
 
 

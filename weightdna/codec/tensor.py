@@ -1,7 +1,8 @@
 """One tensor to a header entry plus byte sections, and back: ``raw`` (exact),
 ``quantized`` (uniform steps or the trellis of `weightdna.codec.trellis`, entropy-coded),
-or a prediction (``lowrank+residual``,
-``dna+residual``) plus its residual quantised the same way, as specified in docs/FORMAT.md."""
+a prediction (``lowrank+residual``, ``dna+residual``, ``separable+residual``) plus its
+residual quantised the same way, or the coefficients of an orthonormal transform of each
+row (``transform``) quantised so, as specified in docs/FORMAT.md."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from weightdna.codec.dtypes import (
 from weightdna.codec.entries import (
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
+    NEW_IN_7,
     VERSION,
     check_entry,
     decode_memory,
@@ -59,6 +61,8 @@ from weightdna.codec.quantize import (
     rows_per_block,
     scale,
 )
+from weightdna.codec.separable import decode_separable
+from weightdna.codec.transform import TRANSFORMS, check_transform, forward, inverse
 from weightdna.errors import CorruptFileError, InvalidInputError
 
 # Steps tried for a max-abs-error target E, as multiples of E, until every element is
@@ -84,8 +88,10 @@ BLOCK_ELEMENTS = DECODE_BLOCK_ELEMENTS  # the reader's memory bound counts on it
 
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
-PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network"}
-PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"}}
+PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network",
+                 "separable+residual": "separable"}
+PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"},
+                      "separable+residual": {"factors"}}
 QUANTIZERS = ("scalar", "trellis")
 # Row classes of the trellis's context models by tensor size: more classes pay for their
 # models' tables only on larger tensors (one class below 2^16 elements, eight from 2^20).
@@ -121,12 +127,16 @@ class _Trellis:
 
 
 def _reconstruct(
-    symbols: np.ndarray, steps: float | np.ndarray, dtype: str, base: np.ndarray | None = None
+    symbols: np.ndarray, steps: float | np.ndarray, dtype: str, base: np.ndarray | None = None,
+    transform: str | None = None,
 ) -> torch.Tensor:
-    """ŵ = cast(float64(q) × float64(step) [+ prediction]): the one formula encoder and
-    decoder share (q: the symbols, or the trellis's levels in units of the step)."""
+    """ŵ = cast(float64(q) × float64(step) [+ prediction]), or with a ``transform``
+    cast(inverse(float64(q) × float64(step))): the one formula encoder and decoder share
+    (q: the symbols, or the trellis's levels in units of the step)."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected by the callers
         values = dequantize(symbols, steps)
+        if transform is not None:
+            values = inverse(values, transform)
         if base is not None:
             values += base
         return from_float64(values, DTYPES[dtype])
@@ -296,15 +306,16 @@ def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarr
     return values, finite
 
 
-def _residual_blocks(source: torch.Tensor,
-                     base: _Base | None) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Each of `_row_blocks` as (start, stop, its values less the prediction, float64,
-    non-finite elements as 0): a new array per block."""
+def _residual_blocks(source: torch.Tensor, base: _Base | None,
+                     transform: str | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Each of `_row_blocks` as (start, stop, its values less the prediction, or their
+    ``transform``'s coefficients, float64, non-finite elements as 0): a new array per
+    block."""
     for start, stop, block_base in _blocks_with_base(*source.shape, base):
         values, _ = _block_values(source, start, stop)
         if block_base is not None:
             values -= block_base
-        yield start, stop, values
+        yield start, stop, values if transform is None else forward(values, transform)
 
 
 def _code_blocks(
@@ -317,6 +328,7 @@ def _code_blocks(
     search: _Trellis | None = None,
     plan: GPTQPlan | None = None,
     zero_dead: bool = True,
+    transform: str | None = None,
 ) -> tuple[Iterator[list[np.ndarray]], dict] | None:
     """The symbols of every element (rows of `as_rows`) and the error figures over the
     finite ones, quantised and restored block by block. The symbols come as streams, each a
@@ -334,6 +346,8 @@ def _code_blocks(
     for start, stop, block_base in _blocks_with_base(rows, columns, base):
         values, finite = _block_values(source, start, stop)
         residual = values if block_base is None else values - block_base
+        if transform is not None:
+            residual = forward(residual, transform)
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
         contexts = None
         if plan is not None:
@@ -342,10 +356,10 @@ def _code_blocks(
             restored = _reconstruct(q, block_steps, dtype, block_base)
         elif search is None:
             q = quantize(residual, block_steps, deadzone)
-            restored = _reconstruct(q, block_steps, dtype, block_base)
+            restored = _reconstruct(q, block_steps, dtype, block_base, transform)
         else:
             q, restored, contexts = _trellis_block(residual, block_steps, dtype, block_base,
-                                                   search, start, stop)
+                                                   search, start, stop, transform)
         if target is not None:
             q, restored = _repair_ties(
                 values, finite, q, restored, block_steps, target, dtype, block_base
@@ -364,8 +378,9 @@ def _code_blocks(
             return None
         if contexts is None:
             # Stored exactly on the side; the trellis keeps its own symbol there (its walk
-            # needs it).
-            q[~finite] = 0
+            # needs it), a transform its coefficient (of the whole row).
+            if transform is None:
+                q[~finite] = 0
             symbols.add([q])
         else:
             symbols.add(trellis.split_streams(q, contexts, symbols.count))
@@ -375,19 +390,19 @@ def _code_blocks(
 
 
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
-                   base: np.ndarray | None, search: _Trellis, start: int,
-                   stop: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+                   base: np.ndarray | None, search: _Trellis, start: int, stop: int,
+                   transform: str | None = None) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
     """Rows [start, stop) by the trellis search: their symbols, restored values and
     contexts."""
     classes = search.classes[start:stop]
     symbols = trellis.quantize(scale(residual, steps), classes, search.n_classes,
                                search.groups, search.bits)
     levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
-    return symbols, _reconstruct(levels, steps, dtype, base), contexts
+    return symbols, _reconstruct(levels, steps, dtype, base, transform), contexts
 
 
 def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
-                     base: _Base | None) -> _Trellis:
+                     base: _Base | None, transform: str | None = None) -> _Trellis:
     """Row classes and the learnt rate table of a tensor about to be searched."""
     rows, columns = source.shape
     n_classes = trellis_classes(rows * columns, rows)
@@ -395,7 +410,7 @@ def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
     means = np.empty(rows)
     stride = max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
     sample = []
-    for start, stop, residual in _residual_blocks(source, base):
+    for start, stop, residual in _residual_blocks(source, base, transform):
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
         scaled = scale(residual, block_steps)
         means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
@@ -421,6 +436,7 @@ def encode_tensor(
     quantizer: str = "scalar",
     hessian: np.ndarray | None = None,
     zero_dead: bool = True,
+    transform: str | None = None,
 ) -> tuple[dict, dict[str, bytes]]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
@@ -441,6 +457,9 @@ def encode_tensor(
     instead of rounded one by one (same grid, same format). Scalar quantizer with a step or
     bits request only. ``zero_dead``: GPTQ gives the weights of inputs H never sees symbol 0
     (they move no output on that data); False rounds them, for a target on the weights.
+    ``transform``: quantise the coefficients of that orthonormal transform of each row
+    (`weightdna.codec.transform`, "dct" or "dft") instead of the weights; a step or bits
+    request only, on a tensor of 2 or more dimensions, without a prediction or Hessian.
     """
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
@@ -455,6 +474,12 @@ def encode_tensor(
         raise InvalidInputError("a Hessian (GPTQ) takes the scalar quantizer and a step or "
                                 "bits request.")
     t = as_torch(tensor)
+    if transform is not None and (
+            transform not in TRANSFORMS or max_abs_error is not None or prediction is not None
+            or hessian is not None or t.dim() < 2):
+        raise InvalidInputError(f"a transform is one of {TRANSFORMS}, for a step or bits "
+                                "request on a tensor of 2 or more dimensions, without a "
+                                "prediction or Hessian.")
     if not isinstance(name, str) or not name:
         raise InvalidInputError("a tensor needs a non-empty name.")
     dtype = NAMES[t.dtype]
@@ -480,7 +505,7 @@ def encode_tensor(
 
     def row_peaks() -> np.ndarray:
         peaks = [np.abs(residual).max(axis=1, initial=0.0)
-                 for _, _, residual in _residual_blocks(source, base)]
+                 for _, _, residual in _residual_blocks(source, base, transform)]
         return np.concatenate([np.zeros(0), *peaks])
 
     target = None
@@ -496,9 +521,9 @@ def encode_tensor(
         try:
             search = None
             if quantizer == "trellis":
-                search = _prepare_trellis(source, steps, base)
+                search = _prepare_trellis(source, steps, base, transform)
             coded = _code_blocks(source, steps, deadzone, dtype, base, target, search, plan,
-                                 zero_dead)
+                                 zero_dead, transform)
         except InvalidInputError:
             if target is not None:
                 return _raw_entry(name, t)  # the target is finer than the coder's alphabet
@@ -533,6 +558,9 @@ def encode_tensor(
         exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
         sections["nonfinite"] = compress_bytes(nonfinite_idx.tobytes() + exact)
     representation = "quantized"
+    if transform is not None:
+        representation = "transform"
+        params = {"transform": transform, "coefficients": params}
     if prediction is not None:
         representation = prediction.representation
         params = {PREDICTOR_KEY[representation]: prediction.params, "residual": params}
@@ -642,8 +670,14 @@ def decode_tensor(
     if dtype not in FLOAT_NAMES:
         raise CorruptFileError(f"{where}: a {dtype} tensor cannot be quantized.")
     representation = entry["representation"]
+    if representation in NEW_IN_7 and version < 7:
+        raise CorruptFileError(f"{where}: the {representation} representation is new in "
+                               f"version 7; this file is version {version}.")
     owned: set[str] = set()
-    if representation != "quantized":
+    transform = None
+    if representation == "transform":
+        transform, params = check_transform(params, shape, where)
+    elif representation != "quantized":
         key = PREDICTOR_KEY[representation]
         if not isinstance(params, dict) or set(params) != {key, "residual"}:
             raise CorruptFileError(
@@ -697,6 +731,8 @@ def decode_tensor(
     elif representation == "dna+residual":
         spare = max_memory - decode_memory(representation, dtype, shape)
         base = decode_dna(predictor, sections, shape, where, spare)
+    elif representation == "separable+residual":
+        base = decode_separable(predictor, sections, shape, where)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
@@ -711,6 +747,7 @@ def decode_tensor(
             steps[start:stop] if isinstance(steps, np.ndarray) else steps,
             dtype,
             None if base is None else base[start:stop],
+            transform,
         )
     restored = restored.reshape(shape)
     if _nonfinite_indices(restored).size:
