@@ -38,7 +38,7 @@ from weightdna.codec import (
     zstdframes,
 )
 from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block, header_dictionary
-from weightdna.codec.entries import READABLE_VERSIONS
+from weightdna.codec.entries import NEW_IN_7, READABLE_VERSIONS
 from weightdna.errors import CorruptFileError, WeightDNAError
 
 LONG_RUN = int(os.environ.get("WEIGHTDNA_FUZZ_EXAMPLES", "0"))
@@ -392,11 +392,15 @@ def test_a_zip_bomb_is_stopped_by_the_memory_limit(workdir: Path) -> None:
 
 
 def test_version_and_magic_damage_are_reported(original: bytes, workdir: Path) -> None:
+    entries = read_dna_file(_write(workdir, original)).entries
+    uses_7 = any(e["representation"] in NEW_IN_7 or e["params"].get("compression") == "fields"
+                 for e in entries)
     for offset in range(12):
         mutant = bytearray(original)
         mutant[offset] ^= 0x01
-        # Version 7 flipped is 6, which reads a file without version 7's representations.
-        readable = offset == 8 and VERSION ^ 0x01 in READABLE_VERSIONS
+        # Version 7 flipped is 6, which reads a file without version 7's representations
+        # and fields-coded floats (refused in a version-6 file).
+        readable = offset == 8 and VERSION ^ 0x01 in READABLE_VERSIONS and not uses_7
         assert attempt(bytes(mutant), workdir) == ("ok" if readable else "refused")
     newer = bytearray(original)
     struct.pack_into("<I", newer, 8, VERSION + 1)

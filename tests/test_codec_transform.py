@@ -117,22 +117,16 @@ def test_the_codec_picks_the_transform_that_makes_the_tensor_sparse(
 
 
 @requires_minilm
-def test_minilm_never_gets_a_transform_and_the_check_costs_little() -> None:
+def test_minilm_never_gets_a_transform() -> None:
+    # (Its cost, 0.14 s against 1.6 s for the plain candidates over MiniLM's matrices, is
+    # a benchmark figure: BENCHMARKS.md, "Structured tensors"; not timed here.)
     weights = load_weights(minilm_path())
     matrices = [info for info in weights.infos
                 if len(info.shape) >= 2 and info.dtype.startswith("float")]
     assert len(matrices) >= 40
-    checked = plain = 0.0
     for info in matrices:
-        values = weights.numpy(info.name)
-        started = time.perf_counter()
-        tc = tensor_candidates(info, values, ("quantized",))
-        plain += time.perf_counter() - started
-        started = time.perf_counter()
+        tc = tensor_candidates(info, weights.numpy(info.name), ("quantized",))
         assert compacting_transforms(tc.candidates[0].sample) == [], info.name
-        checked += time.perf_counter() - started
-    # Measured at 0.14 s against 1.6 s for the plain candidates (2 shared cores).
-    assert checked < 0.25 * plain, (checked, plain)
 
 
 # ---- bits at equal SNR ------------------------------------------------------------------
