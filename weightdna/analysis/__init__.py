@@ -36,6 +36,7 @@ _EXPORTS = {
     "judge_claims": "claims",
     "null_baselines": "baselines",
     "probe_dna": "complexity",
+    "row_shuffled_like": "baselines",
     "shuffled_like": "baselines",
 }
 __all__ = sorted(_EXPORTS)
