@@ -161,7 +161,9 @@ def lens_finding(t: TensorAnalysis, lens: Lens) -> LensFinding | None:
     else:
         verdict = NONE
     numel = math.prod(t.shape)
-    bits = numel * _bits_per_weight(lens, value.value, null_value.value)
+    # Bits only where the lens finds structure: elsewhere the gap is what chance gives.
+    bits = numel * _bits_per_weight(lens, value.value, null_value.value) \
+        if verdict == STRUCTURED else 0.0
     return LensFinding(t.name, lens, value, null, null_value, ratio, apart, verdict,
                        bits, numel, _detail(t, lens, value.value, null, null_value.value))
 

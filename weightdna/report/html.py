@@ -213,7 +213,8 @@ def _summary(analysis: ModelAnalysis) -> str:
         f"{analysis.seconds:.1f} s. Point clouds: at most {s.max_rows} rows sampled with seed "
         f"{s.seed}; coordinate statistics on a contiguous block of at most {s.max_rows} rows. "
         "Every statistic is shown beside the same statistic on the weights shuffled and on "
-        "Gaussian weights of the same mean, variance and shape.</p>"
+        "Gaussian weights of the same mean, variance and shape; the structure lenses also "
+        "beside the weights shuffled within each row, which keeps every row's norm.</p>"
     )
 
 
@@ -296,10 +297,12 @@ def _overview_table(analysis: ModelAnalysis) -> str:
     rows = [
         "<p>Each cell: weights | null. Green where the weights are apart from the null (no "
         "overlap of intervals) in the direction of structure, deeper for a larger relative "
-        "gap. R² is shaded by its excess over the shuffled's.</p>",
+        "gap. R² is shaded by its excess over the shuffled's. Column MLE dim: the columns "
+        "as points, beside the weights shuffled within each row.</p>",
         "<table><tr><th>tensor</th><th>matrix</th><th>rows used</th>"
         "<th>k95/D | Gauss</th><th>local dim | Gauss</th><th>corr dim | Gauss</th>"
-        "<th>MLE dim | Gauss</th><th>Lipschitz median | shuffled</th>"
+        "<th>MLE dim | Gauss</th><th>column MLE dim | within rows</th>"
+        "<th>Lipschitz median | shuffled</th>"
         "<th>tangent-plane R² | shuffled</th><th>H/H<sub>Gauss</sub></th></tr>",
     ]
     for t in analysis.tensors:
@@ -316,6 +319,7 @@ def _overview_table(analysis: ModelAnalysis) -> str:
             + _cell(t, "correlation_dimension", "gaussian").replace(
                 "</td>", "" if reliable else " (unreliable)</td>")
             + _cell(t, "mle_dimension", "gaussian")
+            + _cell(t, "column_mle_dimension", "within_rows")
             + _cell(t, "lipschitz_median", "shuffled")
             + f"<td{_shade(r2 - r2_null)}>{_fmt(r2)} | {_fmt(r2_null)}</td>"
             + f"<td{h_shade}>{_fmt(h.value if h else None)}</td></tr>"
