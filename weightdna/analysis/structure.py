@@ -220,7 +220,8 @@ def summary_sentences(entries: list[TensorStructure], limit: int = 6) -> list[st
         lines.append(f"… and {len(found) - limit} more tensors (the structure map lists all).")
     others = len(entries) - len(found)
     if others:
-        lines.append(f"No lens sets the other {others} tensors apart from the nulls.")
+        lines.append("No lens sets the other tensor apart from the nulls." if others == 1 else
+                     f"No lens sets the other {others} tensors apart from the nulls.")
     return lines
 
 
