@@ -16,6 +16,7 @@ from weightdna.analysis.similarity import RowMatch
 from weightdna.analysis.smoothness import WindowRoughness
 from weightdna.analysis.structure import STRUCTURED, structured, summary_sentences
 from weightdna.analysis.transform import TransformEnergy, real_dft
+from weightdna.errors import InvalidInputError
 from weightdna.experiments.structured import SUITE, dct_basis, windowed_dft_basis
 from weightdna.weights import ModelWeights, load_weights, minilm_path
 
@@ -159,3 +160,28 @@ def test_minilm_is_not_structured_and_its_tied_copy_is() -> None:
     assert [s.tensor for s in structured(analysis.structure)] == ["query", "tied"] or \
         [s.tensor for s in structured(analysis.structure)] == ["tied", "query"]
     assert summary_sentences(analysis.structure)[0].startswith("2 of 3 tensors")
+
+
+def test_lenses_refuse_inputs_they_cannot_measure() -> None:
+    with pytest.raises(InvalidInputError, match="all zeros"):
+        TransformEnergy().fit(np.zeros((4, 8)))
+    with pytest.raises(InvalidInputError, match="constant"):
+        WindowRoughness((3, 3)).fit(np.ones((5, 9)))
+    with pytest.raises(InvalidInputError, match="no factor shape"):
+        KroneckerRank().fit(np.random.default_rng(0).normal(size=(11, 13)))
+
+
+def test_awkward_shapes_are_measured_or_marked_missing() -> None:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "prime": torch.from_numpy(rng.normal(size=(11, 13)).astype(np.float32)),
+        "pointwise": torch.from_numpy(rng.normal(size=(16, 8, 1, 1)).astype(np.float32)),
+        "zero_rows": torch.from_numpy(np.vstack([np.zeros((8, 12)), rng.normal(size=(8, 12))])
+                                      .astype(np.float32)),
+    }
+    analysis = analyze_weights(ModelWeights.from_tensors(tensors), settings=FAST)
+    by_name = {t.name: t for t in analysis.tensors}
+    assert "no factor shape" in by_name["prime"].missing["kronecker_cost"]
+    assert "window_roughness" not in by_name["pointwise"].stats  # 1×1 windows: no neighbours
+    assert "dct_rows_sparsity" in by_name["zero_rows"].stats
+    assert not structured(analysis.structure)
