@@ -185,3 +185,15 @@ def test_awkward_shapes_are_measured_or_marked_missing() -> None:
     assert "window_roughness" not in by_name["pointwise"].stats  # 1×1 windows: no neighbours
     assert "dct_rows_sparsity" in by_name["zero_rows"].stats
     assert not structured(analysis.structure)
+
+
+def test_rows_repeated_within_a_tensor_are_found() -> None:
+    rng = np.random.default_rng(0)
+    block = rng.normal(size=(8, 48))
+    tensors = {"repeated": torch.from_numpy(np.tile(block, (8, 1)).astype(np.float32))}
+    analysis = analyze_weights(ModelWeights.from_tensors(tensors), settings=FAST)
+    entry = analysis.structure[0]
+    flagged = {f.lens.key: f for f in entry.findings if f.verdict == STRUCTURED}
+    assert "tied_residual" in flagged
+    assert "other rows of the same tensor" in flagged["tied_residual"].detail
+    assert analysis.tensors[0].details["tied_partner"]["matched_rows"] == 1.0
