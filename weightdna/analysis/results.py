@@ -1,5 +1,6 @@
-"""What an analysis finds: per tensor, every statistic on the weights and on both nulls;
-per model, the tensors, what was skipped and the verdicts (`weightdna.analysis.claims`).
+"""What an analysis finds: per tensor, every statistic on the weights and on the nulls;
+per model, the tensors, what was skipped, the verdicts (`weightdna.analysis.claims`) and the
+structure map (`weightdna.analysis.structure`).
 `weightdna.analysis.run` fills them in."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from weightdna.analysis.complexity import DNAProbe
 from weightdna.analysis.measure import Measure, plain
 from weightdna.analysis.settings import AnalysisSettings
 
-# The inputs every statistic is measured on: the weights and the two nulls.
+# The inputs every statistic is measured on: the weights and the two nulls (the lenses add a
+# third, `lenses.LENS_INPUTS`).
 INPUTS = ("weights", "shuffled", "gaussian")
 
 # Dimension estimates; one below _ZERO_DIMENSION is rounding noise around 0, not a dimension.
@@ -103,6 +105,7 @@ class ModelAnalysis:
     total_weights: int
     seconds: float = 0.0
     claims: list[Any] = field(default_factory=list)  # claims.ClaimVerdict
+    structure: list[Any] = field(default_factory=list)  # structure.TensorStructure, ranked
 
     def summary(self) -> dict[str, dict[str, float]]:
         """The whole model: each statistic's median over the analysed tensors, per input."""
@@ -110,7 +113,8 @@ class ModelAnalysis:
         out = {}
         for stat in stats:
             out[stat] = {}
-            for which in INPUTS:
+            inputs = {w for t in self.tensors for w in t.stats.get(stat, {})}
+            for which in [*INPUTS, *sorted(inputs - set(INPUTS))]:
                 values = [t.value(stat, which) for t in self.tensors if stat in t.stats]
                 finite = [v for v in values if math.isfinite(v)]
                 out[stat][which] = float(np.median(finite)) if finite else math.nan
@@ -126,6 +130,7 @@ class ModelAnalysis:
             "analysed_weights": sum(math.prod(t.shape) for t in self.tensors),
             "seconds": round(self.seconds, 2),
             "claims": [c.as_dict() for c in self.claims],
+            "structure_map": [s.as_dict() for s in self.structure],
             "model_medians": self.summary(),
             "tensors": [t.as_dict() for t in self.tensors],
             "skipped": dict(self.skipped),

@@ -11,9 +11,12 @@ with a fixed seed, and the sizes used are reported:
 * coordinate estimators (Lipschitz constant, local linearity, the DNA) need neighbouring
   rows, so they see a contiguous block of at most ``max_rows`` rows at a seeded offset
   (the DNA a block of at most ``dna_max_values`` weights);
-* entropy sees the values of that block.
+* entropy sees the values of that block;
+* the structure lenses (``lenses``) see a block of at most ``lens_values`` weights, the row
+  sample, and ``match_rows`` rows per tensor for rows repeated across tensors.
 
-``claims.judge_claims`` turns the result into one verdict per seed claim.
+``claims.judge_claims`` turns the result into one verdict per seed claim, and
+``structure.structure_map`` ranks the tensors by what the lenses find.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from weightdna.analysis.claims import judge_claims
 from weightdna.analysis.complexity import probe_dna
 from weightdna.analysis.correlation_dimension import CorrelationDimension
 from weightdna.analysis.entropy import Entropy
+from weightdna.analysis.lenses import lens_block, match_rows, match_tensors, measure_lenses
 from weightdna.analysis.likelihood import MLEDimension
 from weightdna.analysis.linearity import LocalLinearity
 from weightdna.analysis.lipschitz import LipschitzConstant
@@ -39,6 +43,7 @@ from weightdna.analysis.pca import PCAEnergy
 from weightdna.analysis.results import INPUTS, ModelAnalysis, TensorAnalysis
 from weightdna.analysis.sampling import as_generator, bootstrap_interval, sample_indices
 from weightdna.analysis.settings import AnalysisSettings
+from weightdna.analysis.structure import structure_map
 from weightdna.analysis.twonn import TwoNN
 from weightdna.coords import matrix_shape
 from weightdna.errors import InvalidInputError, WeightDNAError
@@ -122,6 +127,12 @@ def analyze_weights(
             except _ConstantTensor as exc:
                 skipped[info.name] = str(exc)
     if progress is not None:
+        progress(len(infos), len(infos), "rows repeated across tensors")
+    with threadpool_limits(limits=1):
+        match_tensors(results, settings.seed)
+    for t in results:
+        t.curves.pop("match_rows", None)
+    if progress is not None:
         progress(len(infos), len(infos), "done")
     if not results:
         raise InvalidInputError("no tensor can be analysed: " + "; ".join(
@@ -135,6 +146,7 @@ def analyze_weights(
         total_weights=weights.total_params,
     )
     analysis.claims = judge_claims(analysis)
+    analysis.structure = structure_map(analysis)
     analysis.seconds = time.perf_counter() - started
     return analysis
 
@@ -165,16 +177,21 @@ def analyze_tensor(
         name=info.name, shape=info.shape, role=info.role, layer=info.layer, rows=m, columns=n,
         sample_rows=points.shape[0], block_rows=block_rows, block_offset=offset,
     )
-    point_inputs = _with_nulls(points, rng)
-    block_inputs = _with_nulls(block, rng)
-    _pca(t, point_inputs, rng)
-    _point_dimensions(t, point_inputs, settings, rng)
-    _lipschitz(t, block_inputs, rng)
-    _entropy(t, block_inputs, rng)
-    _linearity(t, block_inputs, rng)
-    t.curves["values"] = {k: _sample_values(x, rng) for k, x in block_inputs.items()}
+    if settings.seed_claims:
+        point_inputs = _with_nulls(points, rng)
+        block_inputs = _with_nulls(block, rng)
+        _pca(t, point_inputs, rng)
+        _point_dimensions(t, point_inputs, settings, rng)
+        _lipschitz(t, block_inputs, rng)
+        _entropy(t, block_inputs, rng)
+        _linearity(t, block_inputs, rng)
+        t.curves["values"] = {k: _sample_values(x, rng) for k, x in block_inputs.items()}
     t.curves["moments"] = (float(block.mean()), float(block.std()))
-    if fit_dna:
+    lens_rows, lens_start = lens_block(W, offset, settings.lens_values)
+    t.details["lens_rows"] = [lens_start, lens_rows.shape[0]]
+    measure_lenses(t, lens_rows, points, rng, settings.lens_values, settings.knn_points)
+    t.curves["match_rows"] = match_rows(W, settings.match_rows, settings.seed)
+    if fit_dna and settings.seed_claims:
         _dna(t, block, offset, m, settings)
     t.seconds = time.perf_counter() - started
     return t

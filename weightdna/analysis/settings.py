@@ -32,6 +32,13 @@ class AnalysisSettings:
     dna_steps: int = 500
     dna_ratio: float = 22.0
     dna_holdout: float = 0.2
+    # The structure lenses (weightdna.analysis.lenses): weights per block, rows per tensor
+    # for the cross-tensor row match.
+    lens_values: int = 65536
+    # False: the lenses and the structure map only, none of the seed's estimators (faster;
+    # the claims are then not measured).
+    seed_claims: bool = True
+    match_rows: int = 512
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values."""

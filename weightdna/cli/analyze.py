@@ -33,12 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "coordinates, entropy and local linearity, each beside the same statistic on the "
             "weights shuffled and on Gaussian weights of the same variance and shape; a DNA "
             "at the seed's ratio on a few tensors. Then a verdict (holds / fails / "
-            "inconclusive) on each of the seed's claims, with its evidence.\n\n" + ABOUT_SEED
+            "inconclusive) on each of the seed's claims, with its evidence. Then the structure "
+            "lenses, each beside three nulls (shuffled, Gaussian, shuffled within rows): energy "
+            "of the DCT and DFT along rows and columns (and within conv windows), Kronecker "
+            "separability, low rank, smoothness of conv windows, the column cloud, rows "
+            "repeated across tensors; and a structure map that ranks the tensors by how far a "
+            "lens sets them apart from the nulls, names the lens and estimates the bits the "
+            "structure would save.\n\n" + ABOUT_SEED
         ),
         epilog=examples(
             "weightdna analyze digits_cnn.safetensors --report report.html",
             "weightdna analyze model.safetensors --tensors 'encoder.layer.0.*' --json out.json",
             "weightdna analyze model.safetensors --dna-tensors 0 --json -   # JSON only, no DNA",
+            "weightdna analyze model.safetensors --lenses-only   # the structure map alone, fast",
         ),
     )
     parser.add_argument("model", help="model file or Hugging Face model folder")
@@ -58,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"(default {defaults.dna_tensors}; 0: none)")
     parser.add_argument("--dna-steps", type=int, default=defaults.dna_steps, metavar="N",
                         help=f"optimizer steps per DNA (default {defaults.dna_steps})")
+    parser.add_argument("--lenses-only", action="store_true",
+                        help="only the structure lenses and map: none of the seed's estimators "
+                             "and no verdict on its claims (much faster)")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.set_defaults(func=run)
 
@@ -76,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     if args.max_rows < 1 or args.dna_tensors < 0 or args.dna_steps < 1:
         raise InvalidInputError("--max-rows and --dna-steps must be positive, --dna-tensors ≥ 0")
     settings = AnalysisSettings(max_rows=args.max_rows, seed=args.seed,
-                                dna_tensors=args.dna_tensors, dna_steps=args.dna_steps)
+                                dna_tensors=args.dna_tensors, dna_steps=args.dna_steps,
+                                seed_claims=not args.lenses_only)
     weights = load_weights(args.model)
     with job_progress() as bar:
         task = bar.add_task("analyse", total=None)
@@ -109,12 +120,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if json_path is not None:
         write_text_atomic(json_path, text)
-    table, notes = _tensor_table(analysis)
-    print_table(table)
-    for reason, mark in notes.items():
-        console.print(f"undefined{mark}: {reason}", highlight=False, markup=False)
-    print_table(_claims_table(analysis))
-    console.print(ABOUT_SEED, highlight=False)
+    if settings.seed_claims:
+        table, notes = _tensor_table(analysis)
+        print_table(table)
+        for reason, mark in notes.items():
+            console.print(f"undefined{mark}: {reason}", highlight=False, markup=False)
+        print_table(_claims_table(analysis))
+        console.print(ABOUT_SEED, highlight=False)
+    _print_structure(analysis)
     console.print(
         f"{len(analysis.tensors)} tensors analysed, {len(analysis.skipped)} skipped, "
         f"in {analysis.seconds:.1f} s", highlight=False,
@@ -173,3 +186,41 @@ def _claims_table(analysis: ModelAnalysis) -> Table:
         table.add_row(c.claim, c.seed_number, f"[{verdict_style[c.verdict]}]{c.verdict}[/]",
                       c.evidence)
     return table
+
+
+SHOWN_UNSTRUCTURED = 5
+
+
+def _print_structure(analysis: ModelAnalysis) -> None:
+    """The structure map (structured tensors, then the few closest to it) and its summary."""
+    from weightdna.analysis.structure import RULE, STRUCTURED, summary_sentences
+
+    entries = analysis.structure
+    found = [s for s in entries if s.verdict == STRUCTURED]
+    shown = found + [s for s in entries if s.verdict != STRUCTURED][:SHOWN_UNSTRUCTURED]
+    table = Table(title="structure map: tensors by how far a lens sets them apart from the nulls")
+    table.add_column("tensor", overflow="fold")
+    table.add_column("verdict")
+    table.add_column("lens", overflow="fold")
+    table.add_column("weights | strongest null", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column("bits saved", justify="right")
+    for s in shown:
+        f = s.best
+        if f is None:
+            table.add_row(s.tensor, s.verdict, "–", "–", "–", "–")
+            continue
+        style = "bold green" if s.verdict == STRUCTURED else "dim"
+        table.add_row(
+            s.tensor, f"[{style}]{s.verdict}[/]", f.lens.name,
+            f"{f.value.value:.3g} | {f.null_value.value:.3g} ({f.null})", f"{f.ratio:.3g}",
+            f"{f.bits_saved:,.0f}" if s.verdict == STRUCTURED else "–",
+        )
+    print_table(table)
+    hidden = len(entries) - len(shown)
+    if hidden:
+        console.print(f"{hidden} more tensors like the nulls: every lens of every tensor is "
+                      "in --json (structure_map)", highlight=False)
+    for line in summary_sentences(entries):
+        console.print(line, highlight=False, markup=False)
+    console.print(f"[dim]rule: {RULE}[/]", highlight=False)

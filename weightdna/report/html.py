@@ -18,6 +18,7 @@ import numpy as np
 from weightdna.analysis.claims import FAILS, HOLDS, INCONCLUSIVE
 from weightdna.analysis.run import ModelAnalysis, TensorAnalysis
 from weightdna.analysis.settings import ABOUT_SEED
+from weightdna.analysis.structure import RULE, STRUCTURED, summary_sentences
 from weightdna.plots import DPI, new_figure
 
 MAX_FEATURED = 6
@@ -50,16 +51,26 @@ def render_analysis_html(
     """
     featured = featured_tensors(analysis.tensors)
     extra = [part for title, body in sections for part in (f"<h2>{_e(title)}</h2>", body)]
-    parts = [
+    head = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>weightdna analysis: {_e(analysis.path)}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<h1>Weight analysis of {_e(analysis.path)}</h1>",
         "<h2>What was found</h2>",
+        structure_summary(analysis),
+    ]
+    structure = ["<h2>Structure map: which lens sets each tensor apart from the nulls</h2>",
+                 _structure_table(analysis)]
+    if not analysis.settings.seed_claims:
+        return "\n".join([*head, _summary(analysis), *extra, *structure,
+                          "</body></html>"]) + "\n"
+    parts = [
+        *head,
         plain_summary(analysis),
         _summary(analysis),
         *extra,
+        *structure,
         "<h2>The seed's claims</h2>",
         f"<p>{_e(ABOUT_SEED)}</p>",
         _claims_table(analysis),
@@ -110,6 +121,43 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     if isinstance(x, float) and math.isinf(x):
         return "∞" if x > 0 else "−∞"
     return f"{x:.{digits}g}"
+
+
+def structure_summary(analysis: ModelAnalysis) -> str:
+    """What the structure lenses found, in plain words (``structure.summary_sentences``)."""
+    lead, *rest = summary_sentences(analysis.structure)
+    items = "".join(f"<li>{_e(line)}</li>" for line in rest)
+    return f"<p><b>Structure.</b> {_e(lead)}</p>" + (f"\n<ul>{items}</ul>" if items else "")
+
+
+def _structure_table(analysis: ModelAnalysis) -> str:
+    """Every tensor, ranked, with its best lens; then every lens that finds structure."""
+    rows = [
+        f"<p class='rule'>{_e(RULE)}</p>",
+        "<table><tr><th>#</th><th>tensor</th><th>verdict</th><th>best lens</th>"
+        "<th>weights</th><th>strongest null</th><th>ratio</th><th>bits saved (≈)</th>"
+        "<th>what it means</th><th>other lenses finding structure</th></tr>",
+    ]
+    for rank, s in enumerate(analysis.structure, 1):
+        f = s.best
+        if f is None:
+            rows.append(f"<tr><td>{rank}</td><td class='name'>{_e(s.tensor)}</td>"
+                        f"<td class='text'>{_e(s.verdict)}</td>" + "<td>–</td>" * 7 + "</tr>")
+            continue
+        found = s.verdict == STRUCTURED
+        others = [g.lens.name for g in s.findings if g is not f and g.verdict == STRUCTURED]
+        shade = _shade(1.0 - f.ratio) if found else ""
+        rows.append(
+            f"<tr><td>{rank}</td><td class='name'>{_e(s.tensor)}</td>"
+            f"<td class='text'{shade}><b>{_e(s.verdict)}</b></td>"
+            f"<td class='text'>{_e(f.lens.name)}</td>"
+            f"<td>{_fmt(f.value.value)}</td><td>{_fmt(f.null_value.value)} ({_e(f.null)})</td>"
+            f"<td>{_fmt(f.ratio)}</td><td>{f'{f.bits_saved:,.0f}' if found else '–'}</td>"
+            f"<td class='text'>{_e(f.detail)}</td><td class='text'>{_e('; '.join(others))}</td>"
+            "</tr>"
+        )
+    rows.append("</table>")
+    return "\n".join(rows)
 
 
 def plain_summary(analysis: ModelAnalysis) -> str:
@@ -165,7 +213,8 @@ def _summary(analysis: ModelAnalysis) -> str:
         f"{analysis.seconds:.1f} s. Point clouds: at most {s.max_rows} rows sampled with seed "
         f"{s.seed}; coordinate statistics on a contiguous block of at most {s.max_rows} rows. "
         "Every statistic is shown beside the same statistic on the weights shuffled and on "
-        "Gaussian weights of the same mean, variance and shape.</p>"
+        "Gaussian weights of the same mean, variance and shape; the structure lenses also "
+        "beside the weights shuffled within each row, which keeps every row's norm.</p>"
     )
 
 
@@ -248,10 +297,12 @@ def _overview_table(analysis: ModelAnalysis) -> str:
     rows = [
         "<p>Each cell: weights | null. Green where the weights are apart from the null (no "
         "overlap of intervals) in the direction of structure, deeper for a larger relative "
-        "gap. R² is shaded by its excess over the shuffled's.</p>",
+        "gap. R² is shaded by its excess over the shuffled's. Column MLE dim: the columns "
+        "as points, beside the weights shuffled within each row.</p>",
         "<table><tr><th>tensor</th><th>matrix</th><th>rows used</th>"
         "<th>k95/D | Gauss</th><th>local dim | Gauss</th><th>corr dim | Gauss</th>"
-        "<th>MLE dim | Gauss</th><th>Lipschitz median | shuffled</th>"
+        "<th>MLE dim | Gauss</th><th>column MLE dim | within rows</th>"
+        "<th>Lipschitz median | shuffled</th>"
         "<th>tangent-plane R² | shuffled</th><th>H/H<sub>Gauss</sub></th></tr>",
     ]
     for t in analysis.tensors:
@@ -268,6 +319,7 @@ def _overview_table(analysis: ModelAnalysis) -> str:
             + _cell(t, "correlation_dimension", "gaussian").replace(
                 "</td>", "" if reliable else " (unreliable)</td>")
             + _cell(t, "mle_dimension", "gaussian")
+            + _cell(t, "column_mle_dimension", "within_rows")
             + _cell(t, "lipschitz_median", "shuffled")
             + f"<td{_shade(r2 - r2_null)}>{_fmt(r2)} | {_fmt(r2_null)}</td>"
             + f"<td{h_shade}>{_fmt(h.value if h else None)}</td></tr>"
