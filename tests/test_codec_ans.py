@@ -114,3 +114,31 @@ def test_float32_restore_is_numpy_s_formula() -> None:
     short = trellis.StreamReader(joined[:-1], [*lengths[:-1], lengths[-1] - 1], row_class,
                                  classes, groups)
     assert not short.restore_float32(0, rows, steps, None, np.empty((rows, columns), np.float32))
+
+
+def test_a_computed_table_is_used_only_once_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ans.verified` accepts constriction's own table (probed) and refuses it with any one
+    boundary moved by one either way; `ans.table` then falls back to probing."""
+    rng = np.random.default_rng(2)
+    for kind in entropy.MODEL_KINDS:
+        symbols = _symbols(rng, kind, 20_000)
+        model, _ = encode_symbols(symbols, kind)
+        lo, hi = model["min"], model["max"]
+        counts = np.bincount(symbols - lo, minlength=hi - lo + 1).astype("<u8")
+        coding = (entropy.constriction.stream.model.Categorical(counts.astype(float),
+                                                                 perfect=False)
+                  if kind == "categorical" else entropy._parametric(model))
+        first = 0 if kind == "categorical" else lo
+        probed = ans.probe_table(coding, hi - lo + 1, first)
+        assert ans.verified(coding, probed, first)
+        assert np.array_equal(ans.computed_table(model, counts), probed)  # computed right here
+        for at in range(1, hi - lo + 1):
+            for delta in (-1, 1):
+                moved = probed.copy()
+                moved[at] += delta
+                assert not ans.verified(coding, moved, first), (kind, at, delta)
+        wrong = probed.copy()
+        wrong[1] += 1
+        monkeypatch.setattr(ans, "computed_table", lambda *_, wrong=wrong: wrong)
+        assert np.array_equal(ans.table(coding, model, counts, first), probed)
+        monkeypatch.undo()

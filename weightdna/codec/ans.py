@@ -21,9 +21,12 @@ the end state against constriction's own decoder, on valid and on damaged stream
 
 from __future__ import annotations
 
+import math
+
 import constriction
 import numba
 import numpy as np
+from scipy import special
 
 PRECISION = 24
 # Buckets of the quantile's top bits that give the symbol to start searching from.
@@ -52,6 +55,69 @@ def probe_table(coding_model: object, support: int, first: int) -> np.ndarray:
     if cdf[0] != 0 or q != 1 << PRECISION or np.any(np.diff(cdf) <= 0):
         raise ValueError("constriction's model did not read back as a table")
     return cdf
+
+
+def verified(coding_model: object, cdf: np.ndarray, first: int) -> bool:
+    """Whether ``cdf`` (as `probe_table` gives it) is exactly constriction's table for
+    ``coding_model``, checked by one decode call: from the state cdf[1] (below 2^24) with
+    the words cdf[K−1] … cdf[2] to refill from, each symbol s decoded at the quantile
+    cdf[s] leaves the state (0 · p) + (cdf[s] − constriction's cdf[s]), so where every
+    boundary is right the decoder yields 1, 2, … K−1 and refills each time from a state of 0,
+    ending at 0 with no word left. A wrong boundary yields another symbol or leaves a
+    state of 1 or more, which every later step keeps above 0 (the state stays ≥ 2^32, so
+    the next one is ≥ 256)."""
+    support = cdf.size - 1
+    if support < 2 or cdf[0] != 0 or cdf[support] != 1 << PRECISION \
+            or np.any(np.diff(cdf) <= 0):
+        return False
+    words = np.empty(support, dtype=np.uint32)
+    words[: support - 2] = cdf[2:support][::-1]
+    words[support - 2 :] = 1  # replaced by the seek below
+    coder = constriction.stream.stack.AnsCoder(words)
+    coder.seek(support - 2, int(cdf[1]))
+    symbols = coder.decode(coding_model, support - 1)
+    return bool(np.array_equal(symbols - first, np.arange(1, support))) and \
+        tuple(coder.pos()) == (0, 0)
+
+
+def computed_table(model: dict, counts: np.ndarray | None) -> np.ndarray | None:
+    """constriction's table for a stream's model computed here as constriction computes it
+    (float64; leaky quantisation: each symbol 1 plus its share of 2^24 − K), to be
+    `verified` before use — exp and erf may differ from Rust's in the last place."""
+    lo, hi = int(model["min"]), int(model["max"])
+    support = hi - lo + 1
+    free = float((1 << PRECISION) - support)
+    with np.errstate(all="ignore"):
+        if model["kind"] == "categorical":
+            if counts is None or counts.size != support:
+                return None
+            cumulative = np.cumsum(counts.astype(np.float64))  # sequential, as Rust's
+            lows = np.floor(np.concatenate([[0.0], cumulative[:-1]])
+                            * (free / cumulative[-1]))
+        else:
+            x = np.arange(lo, hi, dtype=np.float64) + 0.5 - float(model["mean"])
+            scale = float(model["scale"])
+            if model["kind"] == "laplace":
+                cdf = np.where(x < 0, 0.5 * np.exp(x / scale), 1.0 - 0.5 * np.exp(-x / scale))
+            else:
+                cdf = (1.0 + special.erf(x / (scale * math.sqrt(2.0)))) / 2.0
+            lows = np.concatenate([[0.0], np.floor(free * cdf)])
+    if not np.all(np.isfinite(lows)):
+        return None
+    table = np.empty(support + 1, dtype=np.int64)
+    table[:support] = lows.astype(np.int64) + np.arange(support)
+    table[support] = 1 << PRECISION
+    return table
+
+
+def table(coding_model: object, model: dict, counts: np.ndarray | None,
+          first: int) -> np.ndarray:
+    """constriction's table for a stream's model: computed and verified in one decode call,
+    or, where the computation missed, probed symbol by symbol."""
+    guess = computed_table(model, counts)
+    if guess is not None and verified(coding_model, guess, first):
+        return guess
+    return probe_table(coding_model, int(model["max"]) - int(model["min"]) + 1, first)
 
 
 @numba.njit(cache=True, nogil=True)

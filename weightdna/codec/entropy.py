@@ -282,7 +282,6 @@ def decode_symbols(
     if terminated and (words.size < len(SENTINEL) or words[-1] == 0):
         raise CorruptFileError(f"{where}: the coded symbols are too short to hold a stream.")
     try:
-        coder = constriction.stream.stack.AnsCoder(words)
         counts = None
         if kind == "categorical":
             raw = decompress_bytes(sections["histogram"], (hi - lo + 1) * 8, where)
@@ -299,7 +298,7 @@ def decode_symbols(
         if terminated:
             table = None
             if count >= TABLE_DECODE_RATIO * (hi - lo + 1):
-                table = ans.probe_table(coding_model, hi - lo + 1, first)
+                table = ans.table(coding_model, model, counts, first)
                 largest = int(np.diff(table).max())  # exact: below max_probability's bound
             else:
                 largest = max_probability(model, counts)
@@ -313,8 +312,10 @@ def decode_symbols(
                 symbols = np.empty(count, dtype=np.int32) if out is None else out
                 return _finished(symbols, ans.decode(words, table, count, lo, symbols), count,
                                  where)
+            coder = constriction.stream.stack.AnsCoder(words)
             symbols = coder.decode(coding_model, count).astype(np.int32, copy=False)
         else:
+            coder = constriction.stream.stack.AnsCoder(words)
             symbols = _decode_legacy(coder, coding_model, count, first)
         finished = _at_end(coder, terminated)
         if kind == "categorical":
