@@ -1,7 +1,7 @@
 """cProfile of the encoder: `compress_model` on all-MiniLM-L6-v2 at 4 bits per weight.
 
     .venv/bin/python bench/profile_encoder.py OUT.dna [--threads 1] [--top 25] [--model M]
-        [--bits B] [--no-profile]
+        [--bits B] [--no-profile] [--cpu]
 
 Prints the seconds, the file's size and sha256, then the top of the profile by own time
 and by cumulative time; the raw profile is kept as OUT.dna.prof. ``--threads N`` limits
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--model", help="another model (default: MiniLM)")
     parser.add_argument("--no-profile", action="store_true", help="time only")
+    parser.add_argument("--cpu", action="store_true",
+                        help="profile this process's CPU time, not wall time (a shared box)")
     args = parser.parse_args()
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
@@ -40,7 +42,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         threadpool_limits(args.threads)
     weights = load_weights(args.model or minilm_path())
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
     start, start_cpu = time.perf_counter(), time.process_time()
     if not args.no_profile:
         profile.enable()

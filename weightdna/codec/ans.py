@@ -26,7 +26,6 @@ import math
 import constriction
 import numba
 import numpy as np
-from scipy import special
 
 PRECISION = 24
 # Buckets of the quantile's top bits that give the symbol to start searching from.
@@ -86,28 +85,53 @@ def computed_table(model: dict, counts: np.ndarray | None) -> np.ndarray | None:
     `verified` before use — exp and erf may differ from Rust's in the last place."""
     lo, hi = int(model["min"]), int(model["max"])
     support = hi - lo + 1
-    free = float((1 << PRECISION) - support)
-    with np.errstate(all="ignore"):
-        if model["kind"] == "categorical":
-            if counts is None or counts.size != support:
-                return None
-            cumulative = np.cumsum(counts.astype(np.float64))  # sequential, as Rust's
-            lows = np.floor(np.concatenate([[0.0], cumulative[:-1]])
-                            * (free / cumulative[-1]))
-        else:
-            x = np.arange(lo, hi, dtype=np.float64) + 0.5 - float(model["mean"])
-            scale = float(model["scale"])
-            if model["kind"] == "laplace":
-                cdf = np.where(x < 0, 0.5 * np.exp(x / scale), 1.0 - 0.5 * np.exp(-x / scale))
-            else:
-                cdf = (1.0 + special.erf(x / (scale * math.sqrt(2.0)))) / 2.0
-            lows = np.concatenate([[0.0], np.floor(free * cdf)])
-    if not np.all(np.isfinite(lows)):
-        return None
+    if model["kind"] == "categorical":
+        if counts is None or counts.size != support:
+            return None
+        weights = counts.astype(np.float64)
+        kind = 0
+    else:
+        weights = np.zeros(0)
+        kind = 1 if model["kind"] == "laplace" else 2
     table = np.empty(support + 1, dtype=np.int64)
-    table[:support] = lows.astype(np.int64) + np.arange(support)
-    table[support] = 1 << PRECISION
+    if not _computed(kind, lo, support, float(model["mean"]), float(model["scale"]), weights,
+                     table):
+        return None
     return table
+
+
+@numba.njit(cache=True, nogil=True)
+def _computed(kind: int, lo: int, support: int, mean: float, scale: float,
+              weights: np.ndarray, table: np.ndarray) -> bool:
+    """`computed_table`'s arithmetic: kind 0 categorical (``weights``: the counts), 1
+    Laplace, 2 Gaussian. False where a figure is not finite."""
+    free = float((1 << PRECISION) - support)
+    table[0] = 0
+    if kind == 0:
+        total = 0.0
+        for s in range(support):
+            total += weights[s]
+        factor = free / total
+        cumulative = 0.0
+        for s in range(1, support):
+            cumulative += weights[s - 1]  # sequential, as Rust sums
+            low = math.floor(cumulative * factor)
+            if not math.isfinite(low):
+                return False
+            table[s] = int(low) + s
+    else:
+        for s in range(1, support):
+            x = lo + s - 0.5 - mean
+            if kind == 1:
+                cdf = 0.5 * math.exp(x / scale) if x < 0 else 1.0 - 0.5 * math.exp(-x / scale)
+            else:
+                cdf = (1.0 + math.erf(x / (scale * math.sqrt(2.0)))) / 2.0
+            low = math.floor(free * cdf)
+            if not math.isfinite(low):
+                return False
+            table[s] = int(low) + s
+    table[support] = 1 << PRECISION
+    return True
 
 
 def table(coding_model: object, model: dict, counts: np.ndarray | None,

@@ -260,12 +260,13 @@ def check_model_params(model: object, where: str) -> dict:
 
 def decode_symbols(
     model: dict, sections: dict[str, bytes], count: int, where: str = "symbols",
-    version: int = TERMINATED_VERSION, out: np.ndarray | None = None,
+    version: int = TERMINATED_VERSION, out: np.ndarray | None = None, checked: bool = False,
 ) -> np.ndarray:
     """Decode ``count`` symbols (int32, flat) coded by `encode_symbols`; ``version``: the
     file's format version (before 5, streams start from an empty coder: `SENTINEL`);
-    ``out``: an int32 array of ``count`` to decode into (returned)."""
-    model = check_model_params(model, where)
+    ``out``: an int32 array of ``count`` to decode into (returned); ``checked``: the model
+    has passed `check_model_params` already (`decode_streams`)."""
+    model = model if checked else check_model_params(model, where)
     kind, lo, hi = model["kind"], model["min"], model["max"]
     expected = {"symbols", "histogram"} if kind == "categorical" else {"symbols"}
     if not expected <= set(sections):
@@ -420,6 +421,6 @@ def decode_streams(descriptors: list[dict], sections: dict[str, bytes],
             parts["histogram"] = histograms[hat : hat + d["histogram"]]
         at, hat = at + d["bytes"], hat + d["histogram"]
         decode_symbols(d["model"], parts, d["count"], f"{where}, stream {i}", version,
-                       out=joined[filled : filled + d["count"]])
+                       out=joined[filled : filled + d["count"]], checked=True)
         filled += d["count"]
     return joined
