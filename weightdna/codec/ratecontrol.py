@@ -41,6 +41,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+import numba
 import numpy as np
 import torch
 
@@ -452,9 +453,41 @@ def _ideal_bits(symbols: np.ndarray) -> float:
         return 0.0
     flat = symbols.reshape(-1)
     lo = int(flat.min())
-    counts = np.bincount(flat - lo)
+    return _counted_bits(np.bincount(flat - lo), flat.size)
+
+
+def _counted_bits(counts: np.ndarray, size: int) -> float:
+    """`_ideal_bits` of ``size`` symbols from their histogram ``counts`` (in symbol order;
+    zeros anywhere)."""
     nonzero = counts[counts > 0].astype(np.float64)
-    return float(-(nonzero * np.log2(nonzero / flat.size)).sum()) + 24.0 * nonzero.size + 96.0
+    return float(-(nonzero * np.log2(nonzero / size)).sum()) + 24.0 * nonzero.size + 96.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
+                     shift: np.float32, error: np.ndarray, counts: np.ndarray) -> bool:
+    """`evaluate`'s rounding in one pass, in float32 as NumPy computes it: scaled = sample
+    / divisor[row]; the symbol rint(scaled) (``nearest``) or sign(scaled)·floor(|scaled| +
+    ``shift``), ``shift`` = float32(0.5 − deadzone); ``error`` ← (scaled − symbol) ·
+    divisor[row]; ``counts[symbol + offset]`` += 1, offset = counts.size // 2. False (the
+    caller falls back to NumPy) when a symbol falls outside ``counts``."""
+    rows, columns = sample.shape
+    offset = counts.size // 2
+    limit = np.float32(offset)
+    for r in range(rows):
+        d = divisor[r]
+        for c in range(columns):
+            scaled = np.float32(sample[r, c] / d)
+            if nearest:
+                symbol = np.float32(np.rint(scaled))
+            else:
+                magnitude = np.float32(np.floor(np.float32(abs(scaled) + shift)))
+                symbol = np.float32(np.copysign(magnitude, scaled))  # branch-free sign
+            error[r, c] = np.float32(np.float32(scaled - symbol) * d)
+            if not abs(symbol) <= limit:  # NaN too
+                return False
+            counts[int(symbol) + offset] += 1
+    return True
 
 
 def candidate_steps(tc: TensorCandidates, candidate: Candidate, step: float,
@@ -488,16 +521,39 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
                                                else step), initial=0.0))
     if not peak < MAX_SYMBOL / 2:
         return math.inf, 0.0, steps, 0.0
-    scaled = sample / divisor
-    symbols = round_symbols(scaled, deadzone)
-    error = (scaled - symbols) * divisor
+    error, counts = _rounding_errors(sample, divisor, deadzone, peak)
     sse = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     weighted = sse
     if tc.row_scale is not None and not per_row:
         error /= tc.row_scale[::stride][: sample.shape[0], None].astype(np.float32)
         weighted = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
-    bits = _ideal_bits(symbols.astype(np.int32)) * tc.scale + candidate.side_bits + side
+    ideal = _counted_bits(counts, sample.size) if sample.size else 0.0
+    bits = ideal * tc.scale + candidate.side_bits + side
     return bits, sse, steps, weighted
+
+
+def _rounding_errors(sample: np.ndarray, divisor: np.ndarray | np.float32, deadzone: float,
+                     peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 rounding errors × divisor, histogram of the symbols in symbol order) of
+    ``sample / divisor`` rounded with ``deadzone`` (``peak``: about the largest |symbol|);
+    compiled (`_round_and_count`), else by NumPy: the same figures."""
+    rows = sample.shape[0] if sample.ndim == 2 else 0
+    per_row = (np.full(rows, divisor, dtype=np.float32) if np.ndim(divisor) == 0
+               else np.ascontiguousarray(divisor, dtype=np.float32).reshape(-1))
+    if sample.ndim == 2 and sample.dtype == np.float32 and per_row.size == rows \
+            and peak < MAX_SYMBOL:
+        half = int(peak * 1.001) + 2
+        error = np.empty(sample.shape, dtype=np.float32)
+        counts = np.zeros(2 * half + 1, dtype=np.int64)
+        if _round_and_count(np.ascontiguousarray(sample), per_row, not deadzone,
+                            np.float32(0.5 - deadzone), error, counts):
+            return error, counts
+    scaled = sample / divisor
+    symbols = round_symbols(scaled, deadzone)
+    error = (scaled - symbols) * divisor
+    flat = symbols.astype(np.int32).reshape(-1)
+    counts = np.bincount(flat - int(flat.min())) if flat.size else np.zeros(0, np.int64)
+    return error, counts
 
 
 def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = True) -> Choice:

@@ -623,9 +623,9 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
     return model
 
 
-def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
-                  where: str, version: int) -> Iterator[np.ndarray]:
-    """The levels (units of the step) of each row block, decoded from the context streams."""
+def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
+                    version: int) -> trellis.StreamReader:
+    """The reader of a trellis-coded tensor's context streams, decoded."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
     if n_classes > 1:
@@ -635,13 +635,38 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
                                    f"below {n_classes}.")
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
-    reader = trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
-                                  n_classes, model["groups"])
+    return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
+                                n_classes, model["groups"])
+
+
+def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
+                  where: str, version: int) -> Iterator[np.ndarray]:
+    """The levels (units of the step) of each row block, decoded from the context streams."""
+    reader = _trellis_reader(model, sections, rows, where, version)
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:
             raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
         yield block[1]
+    if not reader.exhausted():
+        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
+
+
+def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
+                             columns: int, where: str, version: int,
+                             steps: float | np.ndarray, base: np.ndarray | None,
+                             out: np.ndarray) -> None:
+    """A float32 tensor's trellis-coded rows restored into ``out`` (rows × columns), a row
+    block at a time: float32(float64(level) × float64(step) [+ prediction])."""
+    reader = _trellis_reader(model, sections, rows, where, version)
+    per_row = (np.ascontiguousarray(steps, dtype=np.float64) if isinstance(steps, np.ndarray)
+               else np.full(rows, float(steps)))
+    for start, stop in _row_blocks(rows, columns):
+        block = None if base is None else np.ascontiguousarray(base[start:stop],
+                                                                dtype=np.float64)
+        if not reader.restore_float32(start, stop, per_row[start:stop], block,
+                                      out[start:stop]):
+            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
     if not reader.exhausted():
         raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
 
@@ -736,19 +761,24 @@ def decode_tensor(
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
-    if kind == "trellis":
-        units = _trellis_rows(model, sections, rows, columns, where, version)
+    if kind == "trellis" and dtype == "float32" and transform is None:
+        # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
+        _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
+                                 restored.numpy())
     else:
-        symbols = decode_symbols(model, coded, numel, where, version).reshape(rows, columns)
-        units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
-    for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
-        restored[start:stop] = _reconstruct(  # float64 one block at a time
-            block,
-            steps[start:stop] if isinstance(steps, np.ndarray) else steps,
-            dtype,
-            None if base is None else base[start:stop],
-            transform,
-        )
+        if kind == "trellis":
+            units = _trellis_rows(model, sections, rows, columns, where, version)
+        else:
+            symbols = decode_symbols(model, coded, numel, where, version).reshape(rows, columns)
+            units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
+        for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
+            restored[start:stop] = _reconstruct(  # float64 one block at a time
+                block,
+                steps[start:stop] if isinstance(steps, np.ndarray) else steps,
+                dtype,
+                None if base is None else base[start:stop],
+                transform,
+            )
     restored = restored.reshape(shape)
     if _nonfinite_indices(restored).size:
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")

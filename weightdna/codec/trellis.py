@@ -153,6 +153,45 @@ def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class
     return 0
 
 
+@numba.njit(cache=True, nogil=True)
+def _merge_float32(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray,
+                   row_class: np.ndarray, classes: int, group: np.ndarray,
+                   next_state: np.ndarray, steps: np.ndarray, base: np.ndarray,
+                   out: np.ndarray) -> int:
+    """`_merge` and the restoring formula in one pass, for a float32 tensor: each element
+    is float32(float64(level) × steps[row] [+ base]) — the float64 product (and sum),
+    rounded to nearest even, overflow to ±Inf, as `weightdna.codec.tensor` computes it with
+    NumPy. ``base``: the prediction's rows, or an empty array for none. Returns 0, or 1
+    when a stream runs short."""
+    n, length = out.shape
+    has_base = base.size > 0
+    at = pointer.copy()  # the streams' read positions, written back at the end
+    following = np.empty(2 * STATES, dtype=np.int64)  # [2·state + parity]
+    for s in range(STATES):
+        following[2 * s] = next_state[s, 0]
+        following[2 * s + 1] = next_state[s, 1]
+    context = np.empty(STATES, dtype=np.int64)  # of each state in this row
+    for b in range(n):
+        for s in range(STATES):
+            context[s] = group[s] * classes + row_class[b]
+        step = steps[b]
+        state = 0
+        for t in range(length):
+            ctx = context[state]
+            i = at[ctx]
+            if i >= ends[ctx]:
+                return 1
+            at[ctx] = i + 1
+            k = streams[i]
+            value = _level(k, state) * step
+            if has_base:
+                value += base[b, t]
+            out[b, t] = np.float32(value)
+            state = following[2 * state + (k & 1)]
+    pointer[:] = at
+    return 0
+
+
 def class_of(means: np.ndarray, classes: int) -> np.ndarray:
     """Each row's class (uint8) from its mean |x|: its quantile bin among the rows."""
     if classes <= 1 or means.size == 0:
@@ -263,6 +302,16 @@ class StreamReader:
                   self.n_classes, self.group, NEXT_STATE, symbols, levels):
             return None
         return symbols, levels
+
+    def restore_float32(self, start: int, stop: int, steps: np.ndarray,
+                        base: np.ndarray | None, out: np.ndarray) -> bool:
+        """Rows [start, stop) restored straight into ``out`` (float32, rows × columns):
+        float32(level × steps[row] [+ base]), ``steps`` float64 per row of the block;
+        False when a stream runs short (a corrupt file)."""
+        empty = np.zeros((0, 0))
+        return not _merge_float32(self.joined, self.pointer, self.ends,
+                                  self.classes[start:stop], self.n_classes, self.group,
+                                  NEXT_STATE, steps, empty if base is None else base, out)
 
     def exhausted(self) -> bool:
         """Every stream read to its end."""

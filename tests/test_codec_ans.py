@@ -1,0 +1,144 @@
+"""The compiled table decoder (weightdna.codec.ans) against constriction's own: the same
+symbols and the same verdict on the stream's end, on valid and on damaged streams, for
+every model kind; and the decoder's float32 restore against NumPy's formula."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from weightdna.codec import ans, entropy, trellis
+from weightdna.codec.entropy import decode_symbols, encode_symbols
+from weightdna.errors import CorruptFileError
+
+
+def _constriction(model: dict, sections: dict[str, bytes], count: int) -> np.ndarray:
+    """The symbols by constriction's decoder alone (the table path switched off)."""
+    ratio = entropy.TABLE_DECODE_RATIO
+    try:
+        entropy.TABLE_DECODE_RATIO = 1 << 62
+        return decode_symbols(model, sections, count)
+    finally:
+        entropy.TABLE_DECODE_RATIO = ratio
+
+
+def _symbols(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
+    if kind == "laplace":
+        return np.rint(rng.laplace(rng.uniform(-3, 3), rng.uniform(0.3, 6), n)).astype(np.int32)
+    if kind == "gaussian":
+        return np.rint(rng.normal(rng.uniform(-3, 3), rng.uniform(0.3, 6), n)).astype(np.int32)
+    # a skewed histogram with gaps: zero-count symbols inside the support
+    values = rng.choice([-7, -2, 0, 1, 3, 11], n, p=[0.01, 0.1, 0.6, 0.2, 0.08, 0.01])
+    return values.astype(np.int32)
+
+
+@pytest.mark.parametrize("kind", entropy.MODEL_KINDS)
+def test_table_decoder_matches_constriction(kind: str) -> None:
+    rng = np.random.default_rng(3)
+    for n in (40, 3000, 200_000):
+        symbols = _symbols(rng, kind, n)
+        model, sections = encode_symbols(symbols, kind)
+        if n == 200_000:  # takes the table path
+            assert n >= entropy.TABLE_DECODE_RATIO * (model["max"] - model["min"] + 1)
+        assert np.array_equal(decode_symbols(model, sections, n), symbols)
+        assert np.array_equal(_constriction(model, sections, n), symbols)
+
+
+def test_probed_table_is_constriction_s_fixed_point_model() -> None:
+    """Each symbol's interval, probed, is where constriction's decoder puts it: decoding
+    from the state 2^48 + q lands on the symbol whose [cdf, cdf + p) holds q."""
+    model = {"kind": "gaussian", "min": -9, "max": 12, "mean": 1.5, "scale": 2.5}
+    coding = entropy._parametric(model)
+    cdf = ans.probe_table(coding, 22, -9)
+    assert cdf[0] == 0 and cdf[-1] == 1 << 24 and np.all(np.diff(cdf) > 0)
+    rng = np.random.default_rng(0)
+    for q in rng.integers(0, 1 << 24, 200):
+        coder = entropy.constriction.stream.stack.AnsCoder(np.array([q, 1 << 16], np.uint32))
+        symbol = int(coder.decode(coding, 1)[0])
+        assert cdf[symbol + 9] <= q < cdf[symbol + 10]
+
+
+@pytest.mark.parametrize("kind", entropy.MODEL_KINDS)
+def test_damaged_streams_get_constriction_s_verdict(kind: str) -> None:
+    """A flipped word or a wrong count: both decoders refuse the stream, or both give the
+    same symbols (a damage that happens to decode cleanly)."""
+    rng = np.random.default_rng(11)
+    symbols = _symbols(rng, kind, 50_000)
+    model, sections = encode_symbols(symbols, kind)
+    words = np.frombuffer(sections["symbols"], "<u4").copy()
+    for trial in range(30):
+        damaged = words.copy()
+        count = symbols.size
+        if trial % 3 == 2:
+            count += int(rng.integers(-3, 4)) or 1
+        else:
+            at = int(rng.integers(0, damaged.size))
+            damaged[at] ^= np.uint32(1 << int(rng.integers(0, 32)))
+        parts = dict(sections, symbols=damaged.tobytes())
+        outcomes = []
+        for decode in (decode_symbols, _constriction):
+            try:
+                outcomes.append(decode(model, parts, count))
+            except CorruptFileError:
+                outcomes.append(None)
+        assert (outcomes[0] is None) == (outcomes[1] is None), trial
+        if outcomes[0] is not None:
+            assert np.array_equal(outcomes[0], outcomes[1])
+
+
+def test_float32_restore_is_numpy_s_formula() -> None:
+    """float32(float64(level) × step + base), one pass, against the reader's levels and
+    NumPy's arithmetic, bit for bit (overflow to ±Inf included)."""
+    rng = np.random.default_rng(5)
+    rows, columns, classes, groups = 24, 50, 2, 8
+    x = rng.laplace(0, 3, (rows, columns))
+    row_class = (np.arange(rows) % classes).astype(np.uint8)
+    bits = trellis.learn_rates(x, row_class, classes, groups)
+    symbols = trellis.quantize(x, row_class, classes, groups, bits)
+    levels, contexts = trellis.reconstruct(symbols, row_class, classes, groups)
+    streams = trellis.split_streams(symbols, contexts, groups * classes)
+    joined, lengths = np.concatenate(streams), [s.size for s in streams]
+    steps = rng.uniform(1e-3, 1.0, rows)
+    steps[3] = 3e37  # overflows float32
+    base = rng.normal(0, 1, (rows, columns))
+    for with_base in (None, base):
+        out = np.empty((rows, columns), np.float32)
+        reader = trellis.StreamReader(joined, lengths, row_class, classes, groups)
+        assert reader.restore_float32(0, rows, steps, with_base, out) and reader.exhausted()
+        with np.errstate(over="ignore"):
+            expected = levels * steps[:, None]
+            if with_base is not None:
+                expected += with_base
+            expected = expected.astype(np.float32)
+        assert np.array_equal(out.view(np.int32), expected.view(np.int32))
+    short = trellis.StreamReader(joined[:-1], [*lengths[:-1], lengths[-1] - 1], row_class,
+                                 classes, groups)
+    assert not short.restore_float32(0, rows, steps, None, np.empty((rows, columns), np.float32))
+
+
+def test_a_computed_table_is_used_only_once_verified(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ans.verified` accepts constriction's own table (probed) and refuses it with any one
+    boundary moved by one either way; `ans.table` then falls back to probing."""
+    rng = np.random.default_rng(2)
+    for kind in entropy.MODEL_KINDS:
+        symbols = _symbols(rng, kind, 20_000)
+        model, _ = encode_symbols(symbols, kind)
+        lo, hi = model["min"], model["max"]
+        counts = np.bincount(symbols - lo, minlength=hi - lo + 1).astype("<u8")
+        coding = (entropy.constriction.stream.model.Categorical(counts.astype(float),
+                                                                 perfect=False)
+                  if kind == "categorical" else entropy._parametric(model))
+        first = 0 if kind == "categorical" else lo
+        probed = ans.probe_table(coding, hi - lo + 1, first)
+        assert ans.verified(coding, probed, first)
+        assert np.array_equal(ans.computed_table(model, counts), probed)  # computed right here
+        for at in range(1, hi - lo + 1):
+            for delta in (-1, 1):
+                moved = probed.copy()
+                moved[at] += delta
+                assert not ans.verified(coding, moved, first), (kind, at, delta)
+        wrong = probed.copy()
+        wrong[1] += 1
+        monkeypatch.setattr(ans, "computed_table", lambda *_, wrong=wrong: wrong)
+        assert np.array_equal(ans.table(coding, model, counts, first), probed)
+        monkeypatch.undo()
