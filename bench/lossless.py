@@ -39,7 +39,7 @@ import torch
 
 from weightdna.codec import decode_tensor, encode_tensor, write_dna_file
 from weightdna.codec.dtypes import BITS_DTYPES, tensor_bytes
-from weightdna.codec.lossless import compress_bytes, decompress_bytes
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 
 # The last `ours` run's bytes of sections alone (no header: names, shapes, params), the
 # part comparable to ZipNN's per-tensor outputs.

@@ -58,8 +58,8 @@ import zstandard
 from weightdna.codec import encode_tensor, entropy, floatfields, lossless, read_dna_file
 from weightdna.codec.container import header_block
 from weightdna.codec.entries import READABLE_VERSIONS, VERSION
-from weightdna.codec.lossless import ZSTD_MAGIC, compress_bytes
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import WeightDNAError
 

@@ -25,7 +25,7 @@ from weightdna.baselines.lowrank import decode_svd, encode_svd
 from weightdna.baselines.pruning import decode_pruned, encode_pruned
 from weightdna.baselines.rtn import decode_rtn, encode_rtn, pack_fields, unpack_fields
 from weightdna.codec.dtypes import tensor_bytes
-from weightdna.codec.lossless import compress_bytes
+from weightdna.codec.zstdframes import compress_bytes
 from weightdna.dna.metrics import error_metrics
 
 W = torch.from_numpy(np.random.default_rng(0).standard_normal((48, 40)).astype(np.float32) * 0.05)

@@ -15,12 +15,8 @@ from safetensors import safe_open
 from weightdna.codec import floatfields
 from weightdna.codec.dtypes import tensor_bytes
 from weightdna.codec.floatfields import decode_fields, encode_fields
-from weightdna.codec.lossless import (
-    compress_bytes,
-    decode_lossless,
-    encode_lossless,
-    to_planes,
-)
+from weightdna.codec.lossless import decode_lossless, encode_lossless, to_planes
+from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError
 from weightdna.weights.minilm import minilm_path
 

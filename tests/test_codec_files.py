@@ -17,7 +17,7 @@ from weightdna.cli import main
 from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
 from weightdna.codec.bundle import shard_layout, stored_entry, write_folder
 from weightdna.codec.container import PREFIX, VERSION, header_block, header_dictionary
-from weightdna.codec.lossless import compress_bytes
+from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError, WeightDNAError
 
 CONFIG = b'{"model_type": "bert", "hidden_size": 8}\n'

@@ -21,7 +21,6 @@ from weightdna.cli import main
 from weightdna.codec import encode_tensor, entropy, read_dna_file, write_dna_file
 from weightdna.codec.container import decode_memory
 from weightdna.codec.entropy import decode_symbols, encode_symbols, max_probability, max_symbols
-from weightdna.codec.lossless import compress_bytes, decompress_bytes
 from weightdna.codec.prediction import (
     MAX_DNA_WORK,
     dna_prediction,
@@ -30,6 +29,7 @@ from weightdna.codec.prediction import (
     lowrank_prediction,
 )
 from weightdna.codec.separable import separable_prediction
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, InvalidInputError, WeightDNAError
 

@@ -11,7 +11,7 @@ import torch
 
 from weightdna.baselines.result import BaselineResult, run_codec
 from weightdna.codec.dtypes import NAMES, as_torch, tensor_bytes, tensor_from_bytes
-from weightdna.codec.lossless import compress_bytes, decompress_bytes
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import MissingDependencyError
 
 ZSTD_LEVEL = 19

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from weightdna.baselines.result import BaselineResult, run_codec
-from weightdna.codec.lossless import compress_bytes, decompress_bytes
 from weightdna.codec.quantize import as_rows
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import InvalidInputError
 
 RTN_BITS = (8, 4, 2)

@@ -25,7 +25,7 @@ from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
-from weightdna.codec.lossless import compress_bytes
+from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import ModelWeights, save_weights
 from weightdna.weights.load import folder_weight_files

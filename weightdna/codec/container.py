@@ -41,8 +41,8 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     decode_memory,
 )
 from weightdna.codec.fields import is_finite_number, is_int, load_json
-from weightdna.codec.lossless import decompress_bytes
 from weightdna.codec.tensor import decode_tensor
+from weightdna.codec.zstdframes import decompress_bytes
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,

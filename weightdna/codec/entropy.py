@@ -21,8 +21,8 @@ from scipy import special
 
 from weightdna.codec import ans
 from weightdna.codec.fields import is_finite_number, is_int
-from weightdna.codec.lossless import compress_bytes, decompress_bytes
 from weightdna.codec.quantize import MAX_SYMBOL
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 
 MODEL_KINDS = ("laplace", "gaussian", "categorical")

@@ -9,14 +9,7 @@ import numpy as np
 import torch
 
 from weightdna.codec.dtypes import itemsize, tensor_bytes, tensor_from_bytes
-from weightdna.codec.zstdframes import (  # noqa: F401  (re-exported: their old home)
-    MAX_WINDOW,
-    ZSTD_LEVEL,
-    ZSTD_MAGIC,
-    compress_bytes,
-    decompress_bytes,
-    zstd_frame_size,
-)
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
 
 

@@ -43,12 +43,7 @@ from weightdna.codec.entropy import (
 )
 from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.codec.gptq import GPTQPlan, gptq_symbols, prepare
-from weightdna.codec.lossless import (
-    compress_bytes,
-    decode_lossless,
-    decompress_bytes,
-    encode_lossless,
-)
+from weightdna.codec.lossless import decode_lossless, encode_lossless
 from weightdna.codec.prediction import Prediction, decode_dna, decode_lowrank
 from weightdna.codec.quantize import (
     MAX_SYMBOL,
@@ -63,6 +58,7 @@ from weightdna.codec.quantize import (
 )
 from weightdna.codec.separable import decode_separable
 from weightdna.codec.transform import TRANSFORMS, check_transform, forward, inverse
+from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 
 # Steps tried for a max-abs-error target E, as multiples of E, until every element is
