@@ -43,6 +43,8 @@ import importlib.util
 import numpy as np
 import torch
 
+from weightdna.baselines.methods import QUANTIZER_FAMILIES
+
 GGUF_TYPES = ("Q8_0", "Q5_1", "Q5_0", "Q4_1", "Q4_0")
 BNB_TYPES = ("nf4", "fp4")
 BNB_BLOCKSIZE = 64
@@ -149,22 +151,26 @@ def quanto_quantize(tensor: torch.Tensor, qtype: str) -> tuple[torch.Tensor, int
     return restored.contiguous(), stored
 
 
+def family_peers(family: str) -> dict[str, object]:
+    """{setting name: function(tensor) -> (restored, bytes)} of one family of
+    `weightdna.baselines.methods.QUANTIZER_FAMILIES`; empty when its package is not
+    installed. Each name is the family, a dash and the setting."""
+    if not available(QUANTIZER_FAMILIES[family]):
+        return {}
+    if family == "gguf":
+        return {f"gguf-{q}": lambda t, q=q: gguf_quantize(t, q) for q in GGUF_TYPES}
+    if family == "bnb":
+        found: dict[str, object] = {}
+        for q in BNB_TYPES:
+            found[f"bnb-{q}"] = lambda t, q=q: bnb_quantize(t, q)
+            found[f"bnb-{q}-nested"] = lambda t, q=q: bnb_quantize(t, q, True)
+        return found
+    if family == "hqq":
+        return {f"hqq-{b}bit": lambda t, b=b: hqq_quantize(t, b) for b in HQQ_BITS}
+    return {f"quanto-{q}": lambda t, q=q: quanto_quantize(t, q) for q in QUANTO_TYPES}
+
+
 def peers() -> dict[str, object]:
-    """{setting name: function(tensor) -> (restored, bytes)} of the installed peers; each
-    name starts with its family (`weightdna.baselines.methods.QUANTIZER_FAMILIES`) and a
-    dash."""
-    found: dict[str, object] = {}
-    if available("gguf"):
-        for qtype in GGUF_TYPES:
-            found[f"gguf-{qtype}"] = lambda t, q=qtype: gguf_quantize(t, q)
-    if available("bitsandbytes"):
-        for quant_type in BNB_TYPES:
-            found[f"bnb-{quant_type}"] = lambda t, q=quant_type: bnb_quantize(t, q)
-            found[f"bnb-{quant_type}-nested"] = lambda t, q=quant_type: bnb_quantize(t, q, True)
-    if available("hqq"):
-        for nbits in HQQ_BITS:
-            found[f"hqq-{nbits}bit"] = lambda t, b=nbits: hqq_quantize(t, b)
-    if available("optimum.quanto"):
-        for qtype in QUANTO_TYPES:
-            found[f"quanto-{qtype}"] = lambda t, q=qtype: quanto_quantize(t, q)
-    return found
+    """Every installed family's settings (`family_peers`), by name."""
+    return {name: quantize for family in QUANTIZER_FAMILIES
+            for name, quantize in family_peers(family).items()}

@@ -249,16 +249,15 @@ def rate_distortion(
     for family, package in QUANTIZER_FAMILIES.items():
         if family not in methods:
             continue
-        from weightdna.baselines.quantizers import available, peers
+        from weightdna.baselines.quantizers import family_peers
 
-        if not available(package):
+        settings = family_peers(family)
+        if not settings:
             rd.skipped[family] = f"not installed: pip install {package.replace('.', '-')}"
-            continue
-        for setting, quantize in peers().items():
-            if setting.startswith(f"{family}-"):
-                say(setting)
-                rd.results.append(_per_tensor(
-                    tensors, lambda t, f=family, s=setting, q=quantize: run_quantizer(f, s, q, t)))
+        for setting, quantize in settings.items():
+            say(setting)
+            rd.results.append(_per_tensor(
+                tensors, lambda t, f=family, s=setting, q=quantize: run_quantizer(f, s, q, t)))
     if "rtn" in methods:
         for bits in RTN_BITS:
             say(f"rtn int{bits}")
