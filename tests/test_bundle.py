@@ -84,6 +84,7 @@ def test_minilm_folder_round_trip(tmp_path: Path, capsys) -> None:
     restored = load_file(out / "model.safetensors")
     original = load_file(MINILM / "model.safetensors")
     assert all(torch.equal(restored[n], original[n]) for n in original)
+    assert (out / "model.safetensors").read_bytes() == (MINILM / "model.safetensors").read_bytes()
 
     model = transformers.AutoModel.from_pretrained(str(out))
     assert type(model).__name__ == "BertModel"

@@ -90,6 +90,24 @@ def test_lossless_is_bit_exact(model: Path, tmp_path: Path) -> None:
         assert torch.equal(bits_of(t), bits_of(back[name])), name
 
 
+def test_lossless_restores_the_reference_writers_file_byte_for_byte(tmp_path: Path) -> None:
+    """A file written by safetensors itself (mixed dtypes, metadata) comes back as the same
+    bytes: the tensors in its writer's order (by dtype, then name), not sorted by name."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    g = torch.Generator().manual_seed(3)
+    tensors = {"b.weight": torch.randn(4, 6, generator=g).to(torch.bfloat16),
+               "a.weight": torch.randn(5, 3, generator=g),
+               "c.half": torch.randn(7, generator=g).half(),
+               "position_ids": torch.arange(9), "mask": torch.tensor([True, False]),
+               "z.weight": torch.randn(2, 2, generator=g).double()}
+    source = tmp_path / "s.safetensors"
+    safetensors_torch.save_file(tensors, str(source), metadata={"format": "pt"})
+    compress_model(load_weights(source), tmp_path / "s.dna", Target("lossless"))
+    out = tmp_path / "back.safetensors"
+    decompress_model(tmp_path / "s.dna", out)
+    assert out.read_bytes() == source.read_bytes()
+
+
 def test_max_abs_error_holds_on_every_element(model: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.dna"
     error = 2e-3

@@ -42,6 +42,17 @@ DTYPES: dict[str, torch.dtype] = {
     "BOOL": torch.bool,
 }
 CODES: dict[torch.dtype, str] = {dtype: code for code, dtype in DTYPES.items()}
+# The reference writer's order of tensors in a file: by dtype, in this order, then by name
+# (safetensors' `Dtype` enum, descending). Writing in it makes a restored file byte for byte
+# the one `safetensors.torch.save_file` wrote.
+WRITER_ORDER: dict[str, int] = {code: rank for rank, code in enumerate((
+    "U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+    "F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL"))}
+
+
+def writer_order(specs: Mapping[str, tuple[torch.dtype, tuple[int, ...]]]) -> list[str]:
+    """The names of {name: (dtype, shape)} in the order the reference writer stores them."""
+    return sorted(specs, key=lambda name: (WRITER_ORDER[CODES[specs[name][0]]], name))
 
 # The format's own limit on the header (safetensors refuses larger ones).
 MAX_HEADER_BYTES = 100_000_000
@@ -204,13 +215,13 @@ def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int,
 def header_bytes(specs: Mapping[str, tuple[torch.dtype, tuple[int, ...]]],
                  metadata: Mapping[str, str]) -> tuple[bytes, dict[str, int]]:
     """The file's start (length and JSON header) for tensors of these {name: (dtype,
-    shape)}, names sorted, and each tensor's offset in the file."""
+    shape)}, in the reference writer's order, and each tensor's offset in the file."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = dict(metadata)
     offset = 0
     offsets = {}
-    for name in sorted(specs):
+    for name in writer_order(specs):
         dtype, shape = specs[name]
         nbytes = math.prod(shape) * dtype.itemsize
         header[name] = {
@@ -232,16 +243,16 @@ def write_safetensors(
     tensors: Mapping[str, torch.Tensor | TensorSource],
     metadata: Mapping[str, str],
 ) -> None:
-    """Write ``tensors`` (names sorted) to an open binary file.
+    """Write ``tensors`` (in the reference writer's order) to an open binary file.
 
     Each value is a tensor (CPU, contiguous) or a TensorSource, whose declared dtype and
     shape make the header and whose ``read()`` is called only when its bytes are written
     (and must return a CPU, contiguous tensor of that dtype and shape). Streams one tensor at
     a time, so memory stays bounded by the largest tensor, not the model.
     """
-    f.write(header_bytes({name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()},
-                         metadata)[0])
-    for name in sorted(tensors):
+    specs = {name: (t.dtype, tuple(t.shape)) for name, t in tensors.items()}
+    f.write(header_bytes(specs, metadata)[0])
+    for name in writer_order(specs):
         t = tensors[name]
         if isinstance(t, TensorSource):
             source, t = t, t.read()
