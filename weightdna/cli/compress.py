@@ -357,7 +357,7 @@ def run_compress(args: argparse.Namespace) -> int:
     for warning in _target_warnings(target, weights):
         warn(warning)
     from weightdna.evaluate.calibration import calibration_for
-    from weightdna.evaluate.sensitivity import sensitivity_mode
+    from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
 
     calibration = calibration_for(args.model, args.calibration, target, warn)
 
@@ -372,11 +372,13 @@ def run_compress(args: argparse.Namespace) -> int:
             from weightdna.evaluate.calibration import sensitivity_for_file
 
             sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
+        row_weights = row_weights_for(mode, args.model, weights.names)
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, files=files, progress=progress,
+                                sensitivity=sensitivity, row_weights=row_weights or None,
+                                files=files, progress=progress,
                                 workers=_workers(args, weights.total_numel), ray=args.ray,
                                 resumable=True, resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
@@ -395,7 +397,9 @@ def run_compress(args: argparse.Namespace) -> int:
     )
     if mode != "none":
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
-                      f"(--sensitivity {mode})", highlight=False)
+                      f"(--sensitivity {mode})"
+                      + ("; the word embedding's rows weighed by how often vocab.txt's order "
+                         "says their tokens occur" if row_weights else ""), highlight=False)
     if calibration is not None and args.calibration is None:
         console.print("weight matrices' symbols chosen by GPTQ on inputs distilled from the "
                       "model, no data (--calibration synthetic, the default for an engine "

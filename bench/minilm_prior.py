@@ -1,0 +1,119 @@
+"""MiniLM without data: the word embedding's rows weighed by a token prior, and random tokens
+drawn by it, against the default, in one run (issue 11).
+
+    .venv/bin/python bench/minilm_prior.py [--rates 3] [--variants default,rows,rows+sampler]
+        [--exponents 1] [--out results/minilm-prior.json]
+
+Each variant compresses all-MiniLM-L6-v2 with `compress_model` at a bits-per-weight target
+(objective "layer", data-free sensitivities), decompresses it and gives the mean cosine of
+the 540 bundled sentences' embeddings (bench/panel.py's judge):
+
+* ``default``: sensitivities on 32 random token sequences drawn uniformly (no row weights);
+* ``rows``: the same sensitivities, and the word embedding's rows weighed by
+  `weightdna.bert.token_prior` (Zipf over the vocabulary's order, ``--exponents``);
+* ``rows+sampler``: also the random tokens drawn by that prior;
+* ``sampler``: the tokens drawn by the prior, no row weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from weightdna.bert import read_vocabulary, token_prior
+from weightdna.codec import ratecontrol
+from weightdna.codec.compress import compress_model, decompress_model
+from weightdna.codec.ratecontrol import Target
+from weightdna.evaluate.sensitivity import for_every_tensor, sensitivity
+from weightdna.weights import load_weights, minilm_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from panel import minilm_subject  # noqa: E402
+
+EMBEDDING = "embeddings.word_embeddings.weight"
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rates", default="3")
+    parser.add_argument("--variants", default="default,rows,rows+sampler")
+    parser.add_argument("--exponents", default="1")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--row-mean", choices=("arithmetic", "geometric"), default=None,
+                        help="scale the row weights to this mean of 1 "
+                             "(ratecontrol.ROW_WEIGHT_MEAN)")
+    parser.add_argument("--out", type=Path, default=Path("results/minilm-prior.json"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.row_mean:
+        ratecontrol.ROW_WEIGHT_MEAN = args.row_mean
+    folder = minilm_path()
+    subject = minilm_subject()
+    weights = load_weights(folder)
+    names = weights.names
+    embedding = next(n for n in names if n.endswith(EMBEDDING))
+    words = read_vocabulary(folder, weights.info(embedding).shape[0])
+    measured: dict[bool, dict[str, float]] = {}
+
+    def sensitivities(prior: bool) -> dict[str, float]:
+        if prior not in measured:
+            started = time.perf_counter()
+            values = sensitivity(weights.state_dict(), folder=folder, draws=1, synthetic=True,
+                                 prior=prior)
+            measured[prior] = for_every_tensor(values, names)
+            say(f"sensitivities ({'prior' if prior else 'uniform'} tokens) in "
+                f"{time.perf_counter() - started:.0f} s; {embedding}: "
+                f"{measured[prior][embedding]:.4g}")
+        return measured[prior]
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        dna, out = Path(tmp) / "m.dna", Path(tmp) / "r.safetensors"
+        for rate in (float(r) for r in args.rates.split(",")):
+            for variant in args.variants.split(","):
+                exponents = ([float(e) for e in args.exponents.split(",")]
+                             if "rows" in variant else [None])
+                for exponent in exponents:
+                    sens = sensitivities("sampler" in variant)
+                    row_weights = ({embedding: token_prior(words, exponent)}
+                                   if exponent is not None else None)
+                    started = time.perf_counter()
+                    report = compress_model(weights, dna, Target("bits_per_weight", rate),
+                                            sensitivity=sens, row_weights=row_weights,
+                                            overwrite=True, workers=args.workers)
+                    seconds = time.perf_counter() - started
+                    decompress_model(dna, out, overwrite=True)
+                    cosine = subject.judge(load_weights(out).state_dict())
+                    emb = next(t for t in report.tensors if t.name == embedding)
+                    row = {"rate": rate, "variant": variant, "exponent": exponent,
+                           "row_mean": ratecontrol.ROW_WEIGHT_MEAN,
+                           "bits_per_weight": report.bits_per_weight, "cosine": cosine,
+                           "embedding_bits_per_weight": 8 * emb.bytes / weights.info(
+                               embedding).numel,
+                           "embedding_snr_db": emb.snr_db, "seconds": seconds}
+                    rows.append(row)
+                    say(json.dumps(row))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(rows, indent=2))
+    print("| bpw target | variant | exponent | bpw | mean cosine | embedding bits/weight | "
+          "embedding SNR dB |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['rate']:g} | {r['variant']} | {r['exponent'] or ''} | "
+              f"{r['bits_per_weight']:.3f} | {r['cosine']:.4f} | "
+              f"{r['embedding_bits_per_weight']:.2f} | {r['embedding_snr_db']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
