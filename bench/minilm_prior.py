@@ -8,11 +8,13 @@ Each variant compresses all-MiniLM-L6-v2 with `compress_model` at a bits-per-wei
 (objective "layer", data-free sensitivities), decompresses it and gives the mean cosine of
 the 540 bundled sentences' embeddings (bench/panel.py's judge):
 
-* ``default``: sensitivities on 32 random token sequences drawn uniformly (no row weights);
+* ``uniform`` (the default before the prior): sensitivities on 32 random token sequences
+  drawn uniformly, no row weights;
 * ``rows``: the same sensitivities, and the word embedding's rows weighed by
-  `weightdna.bert.token_prior` (Zipf over the vocabulary's order, ``--exponents``);
-* ``rows+sampler``: also the random tokens drawn by that prior;
-* ``sampler``: the tokens drawn by the prior, no row weights.
+  `weightdna.bert.token_prior` (Zipf over the vocabulary's order) to the power
+  ``--exponents``;
+* ``sampler``: the random tokens drawn by that prior, no row weights;
+* ``rows+sampler``: both (the default now, at ``ROW_PRIOR_EXPONENT``).
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ from pathlib import Path
 import torch
 
 from weightdna.bert import read_vocabulary, token_prior
-from weightdna.codec import ratecontrol
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
-from weightdna.evaluate.sensitivity import for_every_tensor, sensitivity
+from weightdna.evaluate.sensitivity import ROW_PRIOR_EXPONENT, for_every_tensor, sensitivity
 from weightdna.weights import load_weights, minilm_path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from panel import minilm_subject  # noqa: E402
 
 EMBEDDING = "embeddings.word_embeddings.weight"
+VARIANTS = ("uniform", "rows", "sampler", "rows+sampler")
 
 
 def say(message: str) -> None:
@@ -46,17 +48,15 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="3")
-    parser.add_argument("--variants", default="default,rows,rows+sampler")
-    parser.add_argument("--exponents", default="1")
+    parser.add_argument("--variants", default="uniform,rows+sampler")
+    parser.add_argument("--exponents", default=str(ROW_PRIOR_EXPONENT))
     parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--row-mean", choices=("arithmetic", "geometric"), default=None,
-                        help="scale the row weights to this mean of 1 "
-                             "(ratecontrol.ROW_WEIGHT_MEAN)")
     parser.add_argument("--out", type=Path, default=Path("results/minilm-prior.json"))
     args = parser.parse_args(argv)
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; use {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
-    if args.row_mean:
-        ratecontrol.ROW_WEIGHT_MEAN = args.row_mean
     folder = minilm_path()
     subject = minilm_subject()
     weights = load_weights(folder)
@@ -96,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
                     cosine = subject.judge(load_weights(out).state_dict())
                     emb = next(t for t in report.tensors if t.name == embedding)
                     row = {"rate": rate, "variant": variant, "exponent": exponent,
-                           "row_mean": ratecontrol.ROW_WEIGHT_MEAN,
                            "bits_per_weight": report.bits_per_weight, "cosine": cosine,
                            "embedding_bits_per_weight": 8 * emb.bytes / weights.info(
                                embedding).numel,

@@ -97,9 +97,6 @@ PER_ROW_MARGIN = 2.0
 # bits/weight, the digits CNN 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the
 # model panel").
 LAYER_EXPONENT = 1.0
-# Row weights (`apply_objective`) are scaled to this mean of 1: "arithmetic" keeps the
-# tensor's weighted error for errors equal in every row, "geometric" about its bits.
-ROW_WEIGHT_MEAN = "arithmetic"
 
 
 @dataclass(frozen=True)
@@ -425,9 +422,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
           else floored_row_ms(tc.row_ms, ms_t))
     if row_weight is not None:  # a row's error counts row_weight / ms times
         row_weight = np.asarray(row_weight, dtype=np.float64)
-        norm = (float(np.mean(row_weight)) if ROW_WEIGHT_MEAN == "arithmetic"
-                else math.exp(float(np.mean(np.log(row_weight)))))
-        ms = ms / (row_weight / norm)
+        ms = ms / (row_weight / float(np.mean(row_weight)))
     weight = 1.0 / ms
     mean = float(weight.mean())
     if not measured and objective != "mse":
