@@ -14,7 +14,9 @@ the 540 bundled sentences' embeddings (bench/panel.py's judge):
   `weightdna.bert.token_prior` (Zipf over the vocabulary's order) to the power
   ``--exponents``;
 * ``sampler``: the random tokens drawn by that prior, no row weights;
-* ``rows+sampler``: both (the default now, at ``ROW_PRIOR_EXPONENT``).
+* ``rows+sampler``: both (the default now, at ``ROW_PRIOR_EXPONENT``);
+* ``rows+sampler+gptq``: also GPTQ on 64 random token sequences drawn by the prior
+  (`weightdna.evaluate.calibration.bert_hessians`), not a default.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from weightdna.bert import read_vocabulary, token_prior
@@ -38,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from panel import minilm_subject  # noqa: E402
 
 EMBEDDING = "embeddings.word_embeddings.weight"
-VARIANTS = ("uniform", "rows", "sampler", "rows+sampler")
+VARIANTS = ("uniform", "rows", "sampler", "rows+sampler", "rows+sampler+gptq")
 
 
 def say(message: str) -> None:
@@ -87,10 +90,19 @@ def main(argv: list[str] | None = None) -> int:
                     sens = sensitivities("sampler" in variant)
                     row_weights = ({embedding: token_prior(words, exponent)}
                                    if exponent is not None else None)
+                    calibration = None
+                    if "gptq" in variant:
+                        from weightdna.bert import random_token_batch
+                        from weightdna.evaluate.calibration import bert_hessians
+
+                        tokens = random_token_batch(folder, len(words), 64, 24,
+                                                    np.random.default_rng(0), prior=True)
+                        calibration = bert_hessians(weights.state_dict(), [], folder, tokens)
                     started = time.perf_counter()
                     report = compress_model(weights, dna, Target("bits_per_weight", rate),
                                             sensitivity=sens, row_weights=row_weights,
-                                            overwrite=True, workers=args.workers)
+                                            calibration=calibration, overwrite=True,
+                                            workers=args.workers)
                     seconds = time.perf_counter() - started
                     decompress_model(dna, out, overwrite=True)
                     cosine = subject.judge(load_weights(out).state_dict())
