@@ -37,15 +37,30 @@ from weightdna.codec.ratecontrol import Target
 from weightdna.evaluate.sensitivity import ROW_PRIOR_EXPONENT, for_every_tensor, sensitivity
 from weightdna.weights import load_weights, minilm_path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from panel import minilm_subject  # noqa: E402
-
 EMBEDDING = "embeddings.word_embeddings.weight"
 VARIANTS = ("uniform", "rows", "sampler", "rows+sampler", "rows+sampler+gptq")
 
 
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def minilm_judge(folder: Path):
+    """bench/panel.py's MiniLM judge, all of `compare_embeddings`' figures: the 540 bundled
+    sentences' embeddings, restored against original."""
+    from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
+    from weightdna.evaluate import compare_embeddings, embed_sentences, load_sentences
+
+    config, tokenizer = BertConfig.from_json(folder / "config.json"), load_tokenizer(folder)
+    sentences = load_sentences()
+    reference = embed_sentences(BertEncoder(load_weights(folder).state_dict(), config),
+                                sentences, tokenizer)
+
+    def judge(state: dict) -> dict:
+        restored = embed_sentences(BertEncoder(state, config), sentences, tokenizer)
+        return compare_embeddings(reference, restored)
+
+    return judge
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown variants {sorted(unknown)}; use {', '.join(VARIANTS)}")
     torch.set_num_threads(1)
     folder = minilm_path()
-    subject = minilm_subject()
+    judge = minilm_judge(folder)
     weights = load_weights(folder)
     names = weights.names
     embedding = next(n for n in names if n.endswith(EMBEDDING))
@@ -105,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                                             workers=args.workers)
                     seconds = time.perf_counter() - started
                     decompress_model(dna, out, overwrite=True)
-                    cosine = subject.judge(load_weights(out).state_dict())
+                    figures = judge(load_weights(out).state_dict())
+                    cosine = figures["mean_cosine"]
                     emb = next(t for t in report.tensors if t.name == embedding)
                     row = {"rate": rate, "variant": variant, "exponent": exponent,
                            "bits_per_weight": report.bits_per_weight, "cosine": cosine,
+                           "p5_cosine": figures["p5_cosine"],
+                           "min_cosine": figures["min_cosine"],
                            "embedding_bits_per_weight": 8 * emb.bytes / weights.info(
                                embedding).numel,
                            "embedding_snr_db": emb.snr_db, "seconds": seconds}
@@ -116,12 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                     say(json.dumps(row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=2))
-    print("| bpw target | variant | exponent | bpw | mean cosine | embedding bits/weight | "
-          "embedding SNR dB |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| bpw target | variant | exponent | bpw | mean cosine | 5th percentile | "
+          "embedding bits/weight | embedding SNR dB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['rate']:g} | {r['variant']} | {r['exponent'] or ''} | "
-              f"{r['bits_per_weight']:.3f} | {r['cosine']:.4f} | "
+              f"{r['bits_per_weight']:.3f} | {r['cosine']:.4f} | {r['p5_cosine']:.4f} | "
               f"{r['embedding_bits_per_weight']:.2f} | {r['embedding_snr_db']:.1f} |")
     return 0
 
