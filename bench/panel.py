@@ -21,7 +21,9 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
 
 ``--sensitivity synthetic`` and ``--calibration synthetic`` add points with data-free
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
-only; inputs distilled from the model itself for the digits models, both): what
+only, with its word embedding's rows weighed by the token prior,
+`weightdna.evaluate.sensitivity.row_weights_for`; inputs distilled from the model itself
+for the digits models, both): what
 `weightdna compress --bits-per-weight B` does by default for those models is
 ``--sensitivity synthetic`` (MiniLM) and both (digits).
 
@@ -160,7 +162,8 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
               sensitivity: dict[str, float] | None = None,
-              calibration: Callable[[], object] | None = None) -> dict:
+              calibration: Callable[[], object] | None = None,
+              row_weights: dict | None = None) -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     plain = objective
@@ -172,6 +175,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
                                 objective=plain, sensitivity=sensitivity,
+                                row_weights=row_weights or None,
                                 calibration=calibration() if calibration else None,
                                 overwrite=True)
     except WeightDNAError as exc:
@@ -254,15 +258,19 @@ def main(argv: list[str] | None = None) -> int:
             say(f"{name}: ready in {time.perf_counter() - started:.0f} s, "
                 f"{subject.unit} {subject.reference:.4f}")
             measured = {"none": None}
+            rows_by_mode: dict[str, dict] = {}  # with synthetic: a BERT's token prior
             if "synthetic" in args.sensitivity.split(","):
                 if name not in ("minilm", "mlp", "cnn"):
                     say(f"  {name}: synthetic sensitivities are for BERT and engine models; "
                         "skipped")
                 else:
                     from weightdna.evaluate.calibration import sensitivity_for_file
+                    from weightdna.evaluate.sensitivity import row_weights_for
 
                     started = time.perf_counter()
                     measured["synthetic"] = sensitivity_for_file(subject.path, synthetic=True)
+                    rows_by_mode["synthetic"] = row_weights_for(
+                        "synthetic", subject.path, load_weights(subject.path).names)
                     say(f"  synthetic sensitivities in {time.perf_counter() - started:.0f} s")
             calibrations: dict[str, Callable[[], object] | None] = {"none": None}
             if "synthetic" in args.calibration.split(","):
@@ -282,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         for rate in rates:
                             rows.append(run_point(subject, rate, objective, workdir,
-                                                  sensitivity, calibration))
+                                                  sensitivity, calibration,
+                                                  rows_by_mode.get(mode)))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "panel.json").write_text(json.dumps(rows, indent=2))
     text = markdown(rows)

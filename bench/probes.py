@@ -5,6 +5,7 @@
     .venv/bin/python bench/probes.py floor [--seeds 0,1,2,3,4,5] [--floors none,7,9]
     .venv/bin/python bench/probes.py bias [--rate 3]           # data-free bias correction on MiniLM
     .venv/bin/python bench/probes.py rows [--rate 3]           # word-embedding rows by token counts
+    .venv/bin/python bench/probes.py tokens                    # a token's error by its prior rank
 
 Each prints what BENCHMARKS.md ("Function on the model panel") quotes. None of them changes
 the codec: ``floor`` reweighs tensors through ``compress_model``'s ``sensitivity``, ``bias``
@@ -265,9 +266,77 @@ def rows(rate: float) -> None:
               f"mean cosine {judge(restored):.4f}", flush=True)
 
 
+def held_out_texts(count: int = 300) -> list[str]:
+    """Lines of prose that are not the judge's: the long descriptions in the METADATA of the
+    Python packages installed beside weightdna (so they differ between environments)."""
+    import random
+    import sysconfig
+
+    site = Path(sysconfig.get_paths()["purelib"])
+    lines = []
+    skip = ("Requires", "Classifier", "Provides", "Metadata", "License", "Home", "Author",
+            "Project", "Keywords", "Platform", "Download", "Summary", "Version", "Name")
+    for path in sorted(site.glob("*.dist-info/METADATA")):
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        lines += [line.strip() for line in text.splitlines()
+                  if len(line.split()) >= 6 and line[:1].isalpha() and not line.startswith(skip)]
+    random.Random(1).shuffle(lines)
+    return lines[:count]
+
+
+def tokens() -> None:
+    """MiniLM on held-out texts (`held_out_texts`): noise at 10 dB below each row's mean
+    square on the word-embedding rows of the tokens in one band of `token_prior` ranks that
+    the texts hold, every other weight original; the loss of mean cosine per occurrence
+    and per occurrence-weighted squared error. Flat per occurrence would make a token's
+    weight its frequency; rising with rank, less than that."""
+    from weightdna.bert import (
+        BertConfig,
+        BertEncoder,
+        load_tokenizer,
+        read_vocabulary,
+        token_prior,
+    )
+    from weightdna.evaluate import compare_embeddings, embed_sentences
+
+    folder = minilm_path()
+    config, tokenizer = BertConfig.from_json(folder / "config.json"), load_tokenizer(folder)
+    texts = held_out_texts()
+    state = load_weights(folder).state_dict()
+    name = next(n for n in state if n.endswith("word_embeddings.weight"))
+    table = state[name].double()
+    reference = embed_sentences(BertEncoder(state, config), texts, tokenizer)
+    ids, mask = tokenizer(texts)
+    counts = np.bincount(np.asarray(ids)[np.asarray(mask) == 1],
+                         minlength=table.shape[0]).astype(np.float64)
+    prior = token_prior(read_vocabulary(folder, table.shape[0]))
+    rank = np.empty(prior.size)
+    rank[np.argsort(-prior, kind="stable")] = np.arange(1, prior.size + 1)
+    ms = (table * table).mean(dim=1).numpy()
+    generator = torch.Generator().manual_seed(0)
+    print(f"{len(texts)} held-out texts, {int(counts.sum())} tokens")
+    print("| prior rank | rows the texts hold | occurrences | loss of mean cosine | "
+          "loss per occurrence | loss per occurrence-weighted squared error |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for low, high in ((1, 3), (3, 30), (30, 300), (300, 3000), (3000, 10000), (10000, 40000)):
+        band = (rank >= low) & (rank < high) & (counts > 0)
+        noise = torch.randn(table.shape, generator=generator, dtype=torch.float64)
+        noise *= torch.from_numpy(np.sqrt(ms * 0.1))[:, None]
+        noise[~torch.from_numpy(band)] = 0
+        restored = dict(state)
+        restored[name] = (table + noise).float()
+        loss = 1 - compare_embeddings(reference, embed_sentences(
+            BertEncoder(restored, config), texts, tokenizer))["mean_cosine"]
+        weighted = float((counts[band] * ms[band] * 0.1 * table.shape[1]).sum())
+        print(f"| {low}–{high - 1} | {int(band.sum())} | {int(counts[band].sum())} | "
+              f"{loss:.5f} | {loss / counts[band].sum():.3g} | {loss / weighted:.3g} |",
+              flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("probe", choices=("blame", "outliers", "floor", "bias", "rows"))
+    parser.add_argument("probe", choices=("blame", "outliers", "floor", "bias", "rows",
+                                          "tokens"))
     parser.add_argument("--rate", type=float, default=None)
     parser.add_argument("--seeds", default="0,1,2,3,4,5")
     parser.add_argument("--floors", default="none,7,9")
@@ -283,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         floor([int(s) for s in args.seeds.split(",")], floors, args.rate or 2.0, args.model)
     elif args.probe == "bias":
         bias(args.rate or 3.0)
+    elif args.probe == "tokens":
+        tokens()
     else:
         rows(args.rate or 3.0)
     return 0

@@ -352,6 +352,16 @@ def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(
     code, report = compress(folder)
     assert code == 0, report
     assert report["sensitivity"] == "synthetic"
+    # ... with the word embedding's rows weighed by the vocabulary's token prior
+    from weightdna.bert import read_vocabulary, token_prior
+    from weightdna.evaluate.sensitivity import ROW_PRIOR_EXPONENT, row_weights_for
+
+    rows = row_weights_for("synthetic", folder, list(state))
+    assert list(rows) == ["embeddings.word_embeddings.weight"]
+    np.testing.assert_allclose(rows["embeddings.word_embeddings.weight"],
+                               token_prior(read_vocabulary(folder)) ** ROW_PRIOR_EXPONENT)
+    assert row_weights_for("none", folder, list(state)) == {}
+    assert row_weights_for("auto", folder, list(state)) == {}
     code, report = compress(folder, "--sensitivity", "none")
     assert code == 0 and report["sensitivity"] == "none"
     engine = mlp.save(tmp_path / "mlp.safetensors")
@@ -359,3 +369,4 @@ def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(
     assert code == 0 and report["sensitivity"] == "none"
     code, report = compress(engine, "--sensitivity", "synthetic")
     assert code == 0 and report["sensitivity"] == "synthetic"
+    assert row_weights_for("synthetic", engine, list(mlp.state_dict())) == {}

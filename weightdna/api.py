@@ -68,7 +68,7 @@ def compress(
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
     from weightdna.evaluate.calibration import calibration_for
-    from weightdna.evaluate.sensitivity import sensitivity_mode
+    from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
     from weightdna.weights import load_weights
 
     values = {"bits_per_weight": bits_per_weight, "snr": snr, "psnr": psnr,
@@ -88,9 +88,11 @@ def compress(
         from weightdna.evaluate.calibration import sensitivity_for_file
 
         measured = sensitivity_for_file(source, mode == "synthetic")
+    row_weights = row_weights_for(mode, source, weights.names)
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
                           calibration=hessians, sensitivity=measured,
+                          row_weights=row_weights or None,
                           files=collect_files(weights, include))
 
 

@@ -422,20 +422,78 @@ class _FastTokenizer:
         return _pad([e.ids for e in self._tok.encode_batch(list(texts))], self.pad_id)
 
 
+# A data-free guess at how often each token of a BERT WordPiece vocabulary occurs in text
+# (`token_prior`). BERT's vocab.txt lists its special and [unusedN] entries, then single
+# characters in code-point order, then word pieces from the most frequent ("the", "of",
+# "and", ...) to the rarest; a Zipf law over that order. A single ASCII character
+# (punctuation, digits, letters such as "a" and "i") counts as this rank.
+PRIOR_EXPONENT = 1.0
+PRIOR_CHARACTER_RANK = 30
+
+
+def read_vocabulary(folder: str | Path, vocab_size: int | None = None) -> list[str]:
+    """The entries of ``folder``/vocab.txt (one a line; the line number is the id), at most
+    ``vocab_size`` of them; [] without the file."""
+    path = Path(folder) / "vocab.txt"
+    if not path.is_file():
+        return []
+    try:
+        words = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ModelFileError(f"cannot read vocabulary {path}: {err}") from err
+    return words[:vocab_size] if vocab_size is not None else words
+
+
+def _bracketed(word: str) -> bool:
+    return len(word) > 2 and word.startswith("[") and word.endswith("]")
+
+
+def token_prior(words: Sequence[str], exponent: float = PRIOR_EXPONENT) -> np.ndarray:
+    """A probability for each entry of a BERT WordPiece vocabulary (``words``, in id order)
+    of occurring in a token sequence, from the vocabulary's order alone (no data):
+    1/rank^``exponent`` (Zipf), where the entries that are neither bracketed nor one
+    character are ranked in their order, from 1; a single ASCII character counts as rank
+    PRIOR_CHARACTER_RANK and any other single character as the rarest; [CLS] and [SEP],
+    which every sequence holds once, as rank 1. The other bracketed entries ([PAD],
+    [UNK], [MASK], [unusedN]), which text does not hold, get the rarest entry's
+    probability (a floor: never 0). Sums to 1."""
+    if not exponent >= 0:
+        raise InvalidInputError(f"the prior's exponent must be >= 0, got {exponent}")
+    if not words:
+        raise InvalidInputError("token_prior needs a vocabulary (vocab.txt's entries).")
+    words = list(words)
+    rank = np.zeros(len(words), dtype=np.float64)
+    ranked = [i for i, w in enumerate(words) if not _bracketed(w) and len(w) != 1]
+    rank[ranked] = np.arange(1, len(ranked) + 1)
+    last = float(len(ranked) + 1)
+    for i, w in enumerate(words):
+        if len(w) == 1:
+            rank[i] = PRIOR_CHARACTER_RANK if w.isascii() else last
+        elif _bracketed(w):
+            rank[i] = 1.0 if w in ("[CLS]", "[SEP]") else last
+    prior = rank ** -float(exponent)
+    return prior / prior.sum()
+
+
 def random_token_batch(folder: str | Path, vocab_size: int, samples: int, max_length: int,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                       rng: np.random.Generator, prior: bool = False
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """(token ids, attention mask) of ``samples`` random sequences: data-free inputs for a
-    BERT model. Each is [CLS], 8 to ``max_length`` − 2 tokens drawn uniformly from the
-    vocabulary without its bracketed special and unused entries ([PAD], [unused12], ...),
-    then [SEP], padded with 0. Without a vocab.txt in ``folder``: ids from 1000 up (BERT's
-    vocabularies keep their specials below), no [CLS] or [SEP]."""
-    vocab_file = Path(folder) / "vocab.txt"
-    words = (vocab_file.read_text(encoding="utf-8").splitlines() if vocab_file.is_file()
-             else [])[:vocab_size]
-    ordinary = np.array([i for i, w in enumerate(words)
-                         if not (w.startswith("[") and w.endswith("]"))], dtype=np.int64)
+    BERT model. Each is [CLS], 8 to ``max_length`` − 2 tokens drawn from the vocabulary
+    without its bracketed special and unused entries ([PAD], [unused12], ...), then [SEP],
+    padded with 0. The tokens are drawn uniformly, or with ``prior`` as often as
+    `token_prior` guesses they occur in text. Without a vocab.txt in ``folder``: ids from
+    1000 up (BERT's vocabularies keep their specials below), drawn uniformly, no [CLS] or
+    [SEP]."""
+    words = read_vocabulary(folder, vocab_size)
+    ordinary = np.array([i for i, w in enumerate(words) if not _bracketed(w)],
+                        dtype=np.int64)
+    chance = None
     if ordinary.size == 0:
         ordinary = np.arange(min(1000, vocab_size - 1), vocab_size, dtype=np.int64)
+    elif prior:
+        chance = token_prior(words)[ordinary]
+        chance /= chance.sum()
     framing = [words.index(t) if t in words else None for t in ("[CLS]", "[SEP]")]
     first, last = framing
     ends = (first is not None) + (last is not None)
@@ -444,7 +502,7 @@ def random_token_batch(folder: str | Path, vocab_size: int, samples: int, max_le
     mask = np.zeros((samples, max_length), dtype=np.int64)
     for i in range(samples):
         count = int(rng.integers(min(8, max_length - ends), max_length - ends + 1))
-        row = rng.choice(ordinary, count).tolist()
+        row = rng.choice(ordinary, count, p=chance).tolist()
         row = ([first] if first is not None else []) + row + ([last] if last is not None else [])
         ids[i, : len(row)], mask[i, : len(row)] = row, 1
     return ids, mask

@@ -424,6 +424,7 @@ def compress_model(
     overwrite: bool = False,
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
+    row_weights: Mapping[str, np.ndarray] | None = None,
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
     files: StoredFiles | None = None,
     progress: Progress | None = None,
@@ -443,6 +444,10 @@ def compress_model(
     pay under the first two; see `weightdna.codec.ratecontrol`. ``dna_config``: the
     weightdna.dna.FitConfig of DNA candidates.
     ``sensitivity``: {tensor name: s_t}, how much its squared error counts (default 1).
+    ``row_weights``: {tensor name: one weight > 0 per row (its first axis)}, how much each
+    row's error counts against the tensor's other rows (e.g. a word embedding's rows by
+    how often their token occurs: `weightdna.bert.token_prior`); whole-model
+    bits-per-weight and SNR targets only (`weightdna.codec.ratecontrol.apply_objective`).
     ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
     (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`
     that measures each H with the tensors coded before it restored (sequential); those
@@ -483,6 +488,7 @@ def compress_model(
     for name, value in (sensitivity or {}).items():
         if not float(value) > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
+    row_weights = _check_row_weights(weights, row_weights, target)
     if not isinstance(calibration, Mapping):
         workers, ray = None, False  # a sequential calibration codes one tensor after another
     folder = None
@@ -490,11 +496,13 @@ def compress_model(
         folder = WorkFolder(output, weights, settings_of(
             target=target, representations=list(representations), per_row=per_row,
             objective=objective, dna_config=dna_config, sensitivity=dict(sensitivity or {}),
+            **({"row_weights": row_weights} if row_weights else {}),
             calibration=_calibration_digest(calibration)), resume)
     try:
         report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
                                       representations, per_row, objective, dna_config,
-                                      sensitivity, metadata, report, overwrite, stored.files)
+                                      sensitivity, metadata, report, overwrite, stored.files,
+                                      row_weights)
     except WeightDNAError:
         if folder is not None:
             folder.remove()  # a refused request: nothing to resume
@@ -523,14 +531,15 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
                         representations: Sequence[str], per_row: bool, objective: str,
                         dna_config: object, sensitivity: Mapping[str, float] | None,
                         metadata: dict[str, str], report: Progress, overwrite: bool,
-                        files: Sequence[tuple[dict, bytes]] = ()
+                        files: Sequence[tuple[dict, bytes]] = (),
+                        row_weights: Mapping[str, np.ndarray] | None = None,
                         ) -> tuple[int, float, float, list[TensorReport]]:
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
     with make_runner(weights, workers, ray) as local:
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
-                  dna_config, sensitivity, metadata, report, files)
+                  dna_config, sensitivity, metadata, report, files, row_weights)
         report("writing", 0, 1)
         entries, sections = coder.entries()
         if target.kind == "bits_per_weight":
@@ -553,7 +562,8 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
               representations: Sequence[str], per_row: bool, objective: str,
               dna_config: object, sensitivity: Mapping[str, float] | None,
               metadata: Mapping[str, str], report: Progress,
-              files: Sequence[tuple[dict, bytes]] = ()) -> None:
+              files: Sequence[tuple[dict, bytes]] = (),
+              row_weights: Mapping[str, np.ndarray] | None = None) -> None:
     """Code every tensor of ``weights`` into ``coder``, the tasks run by ``runner``."""
     lossy: list[str] = []
     infos = weights.infos
@@ -590,7 +600,8 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             report("analysing", i, len(lossy))
             tc.sensitivity = weight_of(name)
             if target.kind in ("bits_per_weight", "snr"):
-                apply_objective(tc, objective, measured=sensitivity is not None)
+                apply_objective(tc, objective, measured=sensitivity is not None,
+                                row_weight=(row_weights or {}).get(name))
             analysed[name] = tc
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
@@ -612,6 +623,30 @@ def _calibration_digest(calibration: Mapping[str, np.ndarray] | Calibration) -> 
         digest.update(name.encode("utf-8", "surrogatepass") + b"\0")
         digest.update(repr(hessian.shape).encode() + hessian.tobytes())
     return digest.hexdigest()
+
+
+def _check_row_weights(weights: ModelWeights, row_weights: Mapping[str, np.ndarray] | None,
+                       target: Target) -> dict[str, np.ndarray]:
+    """The row weights as float64 arrays, checked against the model's tensors: one finite
+    weight > 0 per row of a tensor of 2 or more dimensions."""
+    if not row_weights:
+        return {}
+    if not target.whole_model or target.kind == "psnr":
+        raise InvalidInputError("row weights apply to whole-model bits-per-weight and SNR "
+                                "targets.")
+    checked = {}
+    for name, value in row_weights.items():
+        if name not in weights.names:
+            raise InvalidInputError(f"row weights name {name!r}, which the model lacks.")
+        shape = weights.info(name).shape
+        value = np.asarray(value, dtype=np.float64)
+        if len(shape) < 2 or value.shape != (shape[0],):
+            raise InvalidInputError(f"the row weights of {name} are {value.shape}; its shape "
+                                    f"{tuple(shape)} needs ({shape[0] if shape else 0},).")
+        if not np.all(np.isfinite(value)) or not np.all(value > 0):
+            raise InvalidInputError(f"the row weights of {name} must be finite and > 0.")
+        checked[name] = value
+    return checked
 
 
 def _check_calibration(weights: ModelWeights,

@@ -401,20 +401,31 @@ def floored_row_ms(row_ms: np.ndarray, ms_t: float) -> np.ndarray:
     return np.maximum(row_ms, max(float(np.median(row_ms)), ms_t * 1e-12) * ROW_FLOOR)
 
 
-def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False) -> None:
+def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False,
+                    row_weight: np.ndarray | None = None) -> None:
     """Set ``tc``'s sensitivity and per-row steps for ``objective`` (module docstring).
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
     objective's weight of the whole tensor (its rows are still weighed against each
-    other)."""
+    other). ``row_weight``: how much each row's error counts besides (> 0, one per row of
+    `as_rows`; only its ratios matter: it is scaled to a mean of 1), e.g. how often each
+    row of a word embedding is read (`weightdna.bert.token_prior`); it multiplies the
+    objective's weight of the row (1 under "mse"), and the tensor gets per-row steps where
+    they pay, as for the objective's own."""
     check_objective(objective)
     tc.row_scale = None
     ms_t = tc.signal / max(tc.info.numel, 1)
-    if objective == "mse" or not ms_t > 0 or tc.row_ms is None:
+    if not ms_t > 0 or tc.row_ms is None:
         return
-    ms = floored_row_ms(tc.row_ms, ms_t)
+    if objective == "mse" and row_weight is None:
+        return
+    ms = (np.ones_like(tc.row_ms) if objective == "mse"
+          else floored_row_ms(tc.row_ms, ms_t))
+    if row_weight is not None:  # a row's error counts row_weight / ms times
+        row_weight = np.asarray(row_weight, dtype=np.float64)
+        ms = ms / (row_weight / float(np.mean(row_weight)))
     weight = 1.0 / ms
     mean = float(weight.mean())
-    if not measured:
+    if not measured and objective != "mse":
         # "layer": each tensor's mean relative error counts once, whatever its size.
         tc.sensitivity *= mean / (tc.info.numel ** LAYER_EXPONENT if objective == "layer" else 1)
     if ms.size < 2:

@@ -123,13 +123,16 @@ class SequentialHessians:
 
 
 def bert_hessians(state_dict: Mapping[str, Any], sentences: Sequence[str],
-                  folder: str | Path) -> dict[str, np.ndarray]:
+                  folder: str | Path,
+                  tokens: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> dict[str, np.ndarray]:
     """{name: H} of every Linear weight of a BERT state dict (names as in the state dict),
-    over the real (unpadded) tokens of ``sentences``."""
+    over the real (unpadded) tokens of ``sentences``, or of ``tokens`` (token ids,
+    attention mask; e.g. `weightdna.bert.random_token_batch`) when given."""
     folder = Path(folder)
     prefix = _bert_prefix(state_dict)
     encoder = BertEncoder(state_dict, BertConfig.from_json(folder / "config.json"))
-    token_ids, mask = load_tokenizer(folder)(list(sentences))
+    token_ids, mask = tokens if tokens is not None else load_tokenizer(folder)(list(sentences))
     ids = torch.as_tensor(token_ids, dtype=torch.long)
     mask_t = torch.as_tensor(mask, dtype=torch.long)
     moments = _Moments()

@@ -5,8 +5,10 @@ be run is given a few synthetic inputs, and its outputs with the original and th
 restored weights are compared (cosine of each input's flattened output, the worst one):
 
 * an engine model (`weightdna train`, ``Model.save``): inputs uniform in [0, 1];
-* a BERT model beside its config.json: random token sequences from its vocabulary
-  (`weightdna.bert.random_token_batch`);
+* a BERT model beside its config.json: random token sequences from its vocabulary, drawn
+  as often as its order says they occur in text (`weightdna.bert.random_token_batch` with
+  the token prior: uniform draws, mostly rare tokens, overstate the error of a file whose
+  rare tokens' rows were given fewer bits, as the default does);
 * an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
   small non-negative integers for integer ones; symbolic dimensions 1, the batch 4.
 
@@ -108,7 +110,7 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
     except (KeyError, ValueError, TypeError, OSError):
         return None
     ids, mask = random_token_batch(folder, config.vocab_size, samples,
-                                   min(32, config.max_position_embeddings), rng)
+                                   min(32, config.max_position_embeddings), rng, prior=True)
     outputs = []
     # One model in memory at a time: ``restored`` may decode as it is read.
     for state in (lambda: load_weights(path).state_dict(), lambda: dict(restored)):

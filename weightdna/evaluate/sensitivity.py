@@ -31,6 +31,8 @@ from weightdna.bert import (
     load_tokenizer,
     mean_pool,
     random_token_batch,
+    read_vocabulary,
+    token_prior,
 )
 from weightdna.codec.options import SENSITIVITY_MODES
 from weightdna.data import load_digits
@@ -50,6 +52,17 @@ SENTENCE_CALIBRATION = 64  # every k-th sentence of the bundled set
 # the model panel"); the cost grows with their number.
 SYNTHETIC_SEQUENCES = 32
 SYNTHETIC_LENGTH = 24
+# Data-free, a BERT model's random tokens are drawn as often as `weightdna.bert.token_prior`
+# guesses they occur in text, and its word embedding's rows are weighed by that prior to
+# this power (`token_row_weights`). MiniLM at 3 bits/weight: 0.9819 (uniform tokens, no
+# row weights) → 0.9828 (tokens by the prior) → 0.9844 (and rows by prior^0.65; 0.75, 0.85
+# and 1 gave 0.9844, 0.9842 and 0.9818; 0.75 lowered the 5th percentile of the sentences'
+# cosines, 0.9745 → 0.9728, 0.65 kept it, 0.9744); at 2: 0.8960 → 0.9173 (BENCHMARKS.md,
+# "A token prior from the vocabulary's order"). Under 1: on held-out text a rare token's
+# error hurt about 10× more per occurrence than a frequent one's (`bench/probes.py
+# tokens`).
+SYNTHETIC_PRIOR = True
+ROW_PRIOR_EXPONENT = 0.65
 
 # forward(name, value): the outputs (samples, features) with tensor ``name`` set to value;
 # an empty name gives the unperturbed outputs.
@@ -182,6 +195,7 @@ def sensitivity(
     seed: int = 0,
     folder: str | Path | None = None,
     synthetic: bool = False,
+    prior: bool | None = None,
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """Per tensor, the outputs' squared change per unit of its summed squared error.
@@ -194,7 +208,9 @@ def sensitivity(
     instead of by noise at ``snr_db``. ``synthetic``: no data: a BERT model reads
     SYNTHETIC_SEQUENCES random token sequences instead of sentences, an engine model
     inputs distilled from itself (`weightdna.evaluate.distill`; uniform-noise images
-    measured worse than no sensitivities on the digits).
+    measured worse than no sensitivities on the digits). ``prior``: a BERT model's random
+    tokens are drawn as often as `weightdna.bert.token_prior` guesses they occur in text
+    (True), or uniformly (False); None: SYNTHETIC_PRIOR.
     """
     if synthetic and calibration is not None:
         raise InvalidInputError("synthetic sensitivities take no calibration data.")
@@ -218,7 +234,8 @@ def sensitivity(
     if synthetic:
         token_ids, mask = random_token_batch(
             folder, config.vocab_size, SYNTHETIC_SEQUENCES,
-            min(SYNTHETIC_LENGTH, config.max_position_embeddings), np.random.default_rng(seed))
+            min(SYNTHETIC_LENGTH, config.max_position_embeddings), np.random.default_rng(seed),
+            prior=SYNTHETIC_PRIOR if prior is None else prior)
     else:
         sentences = (list(calibration) if calibration is not None
                      else _calibration_sentences())
@@ -256,7 +273,8 @@ def sensitivity_mode(requested: str | None, path: str | Path, names: Sequence[st
     `weightdna.codec.ratecontrol.Target`: ``requested`` if given ("none", "auto": the
     calibration data of the model's kind, "synthetic": no data), else "synthetic" for a
     BERT model (`runs_as_bert`) under a whole-model target (measured to help: MiniLM's
-    mean cosine 0.818 → 0.896 at 2 bits/weight) and "none" for anything else (an engine
+    mean cosine 0.818 → 0.896 at 2 bits/weight, 0.917 with the token prior of
+    `row_weights_for`, which goes with it) and "none" for anything else (an engine
     model's default is GPTQ on inputs distilled from it,
     `weightdna.evaluate.calibration.calibration_mode`: with its sensitivities on the same
     inputs too, the digits MLP lost 0.50 points at 3 bits per weight over ten seeds,
@@ -270,6 +288,37 @@ def sensitivity_mode(requested: str | None, path: str | Path, names: Sequence[st
         raise InvalidInputError("--sensitivity applies to whole-model --bits-per-weight, "
                                 "--snr and --psnr targets.")
     return requested
+
+
+def token_row_weights(path: str | Path, names: Sequence[str],
+                      exponent: float = ROW_PRIOR_EXPONENT) -> dict[str, np.ndarray]:
+    """{the word embedding's name: `weightdna.bert.token_prior` of the vocab.txt beside the
+    BERT model at ``path`` (tensor ``names``), to the power ``exponent``}: how much each
+    row's error counts (`weightdna.codec.compress.compress_model`'s ``row_weights``). {}
+    where there is no vocab.txt, or its length is not the embedding's number of rows (the
+    rows would not be the tokens). Reads no weights."""
+    from weightdna.weights import load_weights
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    anchor = EMBEDDING_TENSORS[0]
+    embedding = next((name for name in names if name.endswith(anchor)), None)
+    if embedding is None:
+        return {}
+    rows = load_weights(path).info(embedding).shape[0]
+    words = read_vocabulary(folder)
+    if len(words) != rows:
+        return {}
+    return {embedding: token_prior(words) ** float(exponent)}
+
+
+def row_weights_for(mode: str, path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The row weights that go with sensitivity ``mode`` (`sensitivity_mode`) for the model at
+    ``path``: with "synthetic" a BERT model's word embedding by `token_row_weights`
+    (measured to help: BENCHMARKS.md); else none."""
+    if mode != "synthetic" or not runs_as_bert(path, names):
+        return {}
+    return token_row_weights(path, names)
 
 
 def is_engine_file(path: str | Path) -> bool:
