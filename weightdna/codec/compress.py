@@ -35,6 +35,7 @@ from weightdna.codec.bundle import (
     write_torch_file,
 )
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.dtypes import to_float64
 from weightdna.codec.gptq import Calibration
 from weightdna.codec.options import DECOMPRESS_FORMS
 from weightdna.codec.quality import TensorQuality
@@ -57,7 +58,7 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
-from weightdna.codec.tensor import decode_tensor, encode_tensor
+from weightdna.codec.tensor import decode_tensor, encode_tensor, factored_prediction
 from weightdna.codec.workers import (
     Runner,
     can_share_output,
@@ -222,9 +223,15 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
         hessian = None  # GPTQ rounds weights, not a transform's coefficients
     if hessian is not None:
         choice = scalar_choice(choice, tensor.numel())
+    prediction = choice.candidate.prediction
     try:
+        if choice.candidate.factored is not None:
+            values = to_float64(tensor)
+            values[~np.isfinite(values)] = 0.0
+            prediction = factored_prediction(values, choice.candidate.factored.factors,
+                                             choice.factor_step, name)
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
-                              prediction=choice.candidate.prediction,
+                              prediction=prediction,
                               quantizer=choice.quantizer, hessian=hessian,
                               zero_dead=zero_dead, transform=transform)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
@@ -651,8 +658,9 @@ def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
     """The candidate with the fewest bytes that keeps every element within ``error``."""
     best = None
     for candidate in tc.candidates:
-        if candidate.transform is not None:
-            continue  # a transform's coefficient error does not bound each weight's
+        if candidate.transform is not None or candidate.factored is not None:
+            continue  # a transform's coefficient error does not bound each weight's; a
+            # factored candidate's factors follow a step, not an error bound
         coded = encode_tensor(tensor, name=name, max_abs_error=error,
                               prediction=candidate.prediction)
         if best is None or _section_bytes(coded) < _section_bytes(best):
@@ -678,7 +686,8 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
     choice = trellis_choice(tc, single_tensor_choice(tc, target, per_row))
 
     def scaled(factor: float) -> Choice:
-        return replace(choice, step=choice.step * factor)
+        return replace(choice, step=choice.step * factor, factor_step=None
+                       if choice.factor_step is None else choice.factor_step * factor)
 
     def meets(coded: tuple[dict, dict[str, bytes]]) -> bool:
         return coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target,
@@ -746,12 +755,13 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         report("allocating", 0, 1)
         if round_:  # the samples were dropped while the last allocation was coded
             dropped = [tc for tc in candidates
-                       if any(c.sample is None for c in tc.candidates)]
+                       if any(c.sample is None and c.factored is None
+                              for c in tc.candidates)]
             for tc, sample in zip(dropped, runner.map(_sample, ((tc.info.name,)
                                                                 for tc in dropped)),
                                   strict=True):
                 for candidate in tc.candidates:
-                    if candidate.sample is None:
+                    if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
                 _give_back_free_memory()
         allocation = bisect_step(candidates, meets, per_row, target,
