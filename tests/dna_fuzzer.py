@@ -55,13 +55,15 @@ import numpy as np
 import torch
 import zstandard
 
-from weightdna.codec import encode_tensor, entropy, floatfields, lossless, read_dna_file
+from weightdna.codec import encode_tensor, entropy, factored, floatfields, lossless, read_dna_file
 from weightdna.codec.container import header_block
 from weightdna.codec.entries import READABLE_VERSIONS, VERSION
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.tensor import factored_prediction
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import WeightDNAError
+from weightdna.experiments.structured import gabor_bank
 
 MEMORY_LIMIT = 48 << 20
 # Peak RSS a case may add beyond the memory limit: the interpreter's own noise (small
@@ -112,6 +114,17 @@ def fields_tensors() -> list[tuple[str, torch.Tensor, dict]]:
     ]
 
 
+def factored_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Conv kernels coded as ``factored+residual`` (format version 8): whole windows, and
+    windows of rank 2 (a q factor), the residual by the trellis too."""
+    bank = torch.from_numpy(gabor_bank(8, 3, 5, seed=2))
+    return [
+        ("factored.whole", bank, {"step": 0.02, "prediction": "factored", "ranks": (1, 0)}),
+        ("factored.rank2", bank, {"step": 0.01, "prediction": "factored", "ranks": (1, 2),
+                                  "quantizer": "trellis"}),
+    ]
+
+
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
     """2^16 elements in 128 rows: 8 state groups and two row classes (a `classes` section)."""
     g = torch.Generator().manual_seed(1)
@@ -127,6 +140,11 @@ def encode_all(tensors: list[tuple[str, torch.Tensor, dict]]) -> list[tuple[dict
         kind = request.pop("prediction", None)
         if kind == "lowrank":
             request["prediction"] = lowrank_prediction(t.double().numpy(), 2)
+        elif kind == "factored":
+            values = t.double().numpy()
+            request["prediction"] = factored_prediction(
+                values, factored.factorise(values, *request.pop("ranks")), request["step"],
+                name)
         elif kind == "dna":
             request["prediction"] = dna_prediction(
                 t.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))
@@ -251,7 +269,8 @@ def seeds() -> tuple[Seed, ...]:
     finally:
         floatfields.BLOCK = saved_block
     return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
-            _seed("v7-fields", fields, 7))
+            _seed("v7-fields", fields, 7), _seed("v8-factored", encode_all(factored_tensors()),
+                                                 8))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -271,7 +290,8 @@ DEEP = Raw("[" * 100_000 + "]" * 100_000)
 ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 2**36,
           2**40, 2**63, 2**64 - 1, -(2**63), 10**19, 0.5, -0.5, 1e-300, 5e-324, 1e300,
           1e308, -1e308, True, False, None, "", "x" * 300, "float32", "bfloat16",
-          "quantized", "raw", "dna+residual", "lowrank+residual", "trellis", "categorical",
+          "quantized", "raw", "dna+residual", "lowrank+residual", "factored+residual",
+          "trellis", "categorical",
           "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
           [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
 NEWER = VERSION + 1  # a version this reader does not know
@@ -482,7 +502,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
