@@ -444,6 +444,14 @@ def tensor_candidates(
     )
 
 
+def with_prediction(tc: TensorCandidates, prediction: Prediction,
+                    tensor: torch.Tensor | np.ndarray) -> None:
+    """Add to ``tc`` the candidate coding ``tensor``'s residual against ``prediction`` (one
+    found across tensors, a reference: `weightdna.codec.reference`)."""
+    tc.candidates.append(_predicted_candidate(prediction.representation, prediction,
+                                              _finite_values(tensor)))
+
+
 def check_objective(objective: str) -> None:
     """Refuse an objective not in OBJECTIVES."""
     if objective not in OBJECTIVES:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from weightdna.codec import factored, trellis
+from weightdna.codec import factored, reference, trellis
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -89,10 +89,12 @@ BLOCK_ELEMENTS = DECODE_BLOCK_ELEMENTS  # the reader's memory bound counts on it
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
 PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network",
-                 "separable+residual": "separable", "factored+residual": "factored"}
+                 "separable+residual": "separable", "factored+residual": "factored",
+                 "reference+residual": "reference"}
 PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"},
                       "separable+residual": {"factors"}}
-# A factored prediction's sections: each factor's own, named "<factor>.<section>".
+# A factored prediction's sections: each factor's own, named "<factor>.<section>"; a
+# reference's: "order" when it stores one.
 QUANTIZERS = ("scalar", "trellis")
 # Row classes of the trellis's context models by tensor size: more classes pay for their
 # models' tables only on larger tensors (one class below 2^16 elements, eight from 2^20).
@@ -674,10 +676,12 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
 
 def decode_tensor(
     entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY,
-    version: int = VERSION,
+    version: int = VERSION, referenced: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Restore the tensor an entry and its sections describe, in its exact dtype and shape;
     ``version``: the format version of the file they come from (how its streams end).
+    ``referenced``: a ``reference+residual`` entry's referenced tensor, decoded (the
+    caller resolves and checks the reference: `weightdna.codec.container.DnaFile.tensor`).
 
     Everything is validated first; a malformed entry or section raises CorruptFileError.
     """
@@ -710,8 +714,13 @@ def decode_tensor(
             raise CorruptFileError(
                 f"{where}: {representation} params must have the keys {sorted([key, 'residual'])}."
             )
-        owned = PREDICTOR_SECTIONS.get(representation) or {
-            k for k in sections if k.split(".", 1)[0] in factored.FACTORS and "." in k}
+        if representation == "factored+residual":
+            owned = {k for k in sections if k.split(".", 1)[0] in factored.FACTORS and "." in k}
+        elif representation == "reference+residual":
+            owned = {"order"} if isinstance(params.get("reference"), dict) and \
+                params["reference"].get("rows") is True else set()
+        else:
+            owned = PREDICTOR_SECTIONS[representation]
         if not owned <= set(sections):
             raise CorruptFileError(f"{where}: missing section(s) {sorted(owned - set(sections))}.")
         predictor, params = params[key], params["residual"]
@@ -764,6 +773,9 @@ def decode_tensor(
     elif representation == "factored+residual":
         base = decode_factored(predictor, {k: sections[k] for k in owned}, shape, name,
                                max_memory, version)
+    elif representation == "reference+residual":
+        base = decode_reference(predictor, {k: sections[k] for k in owned}, shape, where,
+                                referenced)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
@@ -853,3 +865,34 @@ def decode_factored(params: object, sections: dict[str, bytes], shape: tuple[int
                if k.split(".", 1)[0] == key}
         decoded[key] = to_float64(decode_tensor(entry, own, max_memory, version))
     return factored.values(decoded, shape)
+
+
+def reference_prediction(name: str, referenced: torch.Tensor, scale: float,
+                         order: np.ndarray | None) -> Prediction:
+    """The ``reference+residual`` prediction of a tensor from the tensor called ``name``
+    (`weightdna.codec.reference`): ``referenced`` as the decoder will restore it."""
+    sections = {} if order is None else {"order": reference.order_bytes(order)}
+    params = {"name": name, "scale": float(scale), "rows": order is not None}
+    return Prediction("reference+residual", params, sections, tuple(referenced.shape),
+                      referenced)
+
+
+def decode_reference(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
+                     where: str, referenced: torch.Tensor | None) -> np.ndarray:
+    """The prediction of a ``reference+residual`` entry (validated first) from its
+    referenced tensor, decoded."""
+    _, scale, rows = reference.check_reference(params, where)
+    if referenced is None:
+        raise CorruptFileError(f"{where}: a reference is decoded with the tensor it refers "
+                               "to; read the file with read_dna_file.")
+    if tuple(referenced.shape) != tuple(shape) or not referenced.is_floating_point():
+        raise CorruptFileError(f"{where}: the referenced tensor must be a floating-point "
+                               f"tensor of the same shape {list(shape)}.")
+    order = None
+    if rows:
+        if set(sections) != {"order"}:
+            raise CorruptFileError(f"{where}: a reference with rows needs its order section.")
+        order = reference.decode_order(sections["order"], row_shape(shape)[0], where)
+    elif sections:
+        raise CorruptFileError(f"{where}: a reference without rows has no order section.")
+    return reference.values(to_float64(referenced), scale, order)
