@@ -34,6 +34,8 @@ REFERENCE_KEYS = {"name", "scale", "rows"}
 MIN_ELEMENTS = 1024
 SIGNATURE_TOLERANCE = 1e-2
 REFERENCE_RESIDUAL = 0.25
+# Rows of the referenced tensor looked at, either side in norm rank, for each row's match.
+MATCH_WINDOW = 8
 
 
 def signature(values: np.ndarray) -> np.ndarray | None:
@@ -53,18 +55,38 @@ def alike(a: np.ndarray | None, b: np.ndarray | None) -> bool:
             and float(np.max(np.abs(a - b), initial=0.0)) <= SIGNATURE_TOLERANCE)
 
 
+def _matched_order(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """For each row of ``b``, the row of ``a`` most parallel to it among the MATCH_WINDOW
+    nearest in norm rank (the ranks of a scaled copy's norms are the same; noise moves a
+    row a few places): a permutation, or None where two rows pick one."""
+    norms_a, norms_b = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
+    by_a = np.argsort(norms_a, kind="stable")
+    rank_b = np.argsort(np.argsort(norms_b, kind="stable"), kind="stable")
+    rows = a.shape[0]
+    unit_a = a / np.sqrt(np.maximum(norms_a, 1e-300))[:, None]
+    unit_b = b / np.sqrt(np.maximum(norms_b, 1e-300))[:, None]
+    best = np.full(rows, -1.0)
+    order = by_a[rank_b]
+    for shift in range(-MATCH_WINDOW, MATCH_WINDOW + 1):
+        picked = by_a[np.clip(rank_b + shift, 0, rows - 1)]
+        cos = np.abs(np.einsum("ij,ij->i", unit_a[picked], unit_b))
+        better = cos > best
+        best[better], order[better] = cos[better], picked[better]
+    return order if np.unique(order).size == rows else None
+
+
 def fit(referenced: np.ndarray, values: np.ndarray) -> tuple[float, np.ndarray | None] | None:
     """(scale, row order or None for the rows in place) predicting ``values`` from
     ``referenced`` (same shape) within REFERENCE_RESIDUAL of its energy, or None. The
-    order matches the rows by their norms (sorted), tried where the rows in place miss."""
+    order (`_matched_order`) is tried where the rows in place miss."""
     a, b = as_rows(np.asarray(referenced, np.float64)), as_rows(np.asarray(values, np.float64))
     energy = float(np.sum(b * b))
     if a.shape != b.shape or not energy > 0:
         return None
-    norms_a, norms_b = np.einsum("ij,ij->i", a, a), np.einsum("ij,ij->i", b, b)
-    orders = [None, np.argsort(norms_a, kind="stable")[np.argsort(np.argsort(norms_b,
-                                                                              kind="stable"))]]
-    for order in orders:
+    for attempt in range(2):
+        order = None if attempt == 0 else _matched_order(a, b)
+        if attempt and order is None:
+            return None
         source = a if order is None else a[order]
         norm = float(np.sum(source * source))
         if not norm > 0:
