@@ -169,3 +169,23 @@ def test_a_factored_tensor_in_a_file_of_version_7_is_refused() -> None:
     assert decode_tensor(entry, sections, version=8).shape == (8, 3, 5, 5)
     with pytest.raises(CorruptFileError, match="version 8"):
         decode_tensor(entry, sections, version=7)
+
+
+def test_a_resumable_compress_keeps_a_factored_candidate(tmp_path: Path) -> None:
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.codec.resume import _pack, _unpack
+
+    tensor = gabor_bank()
+    tc = tensor_candidates(ModelWeights.from_tensors({"k": torch.from_numpy(tensor)}).info("k"),
+                           tensor, FAST)
+    arrays: dict = {}
+    again = _unpack(_pack(tc, arrays), arrays)
+    factored_ = again.candidates[-1].factored
+    assert again.candidates[-1].name == "factored+residual" and factored_.ranks == (1, 2)
+    assert np.array_equal(factored_.factors["q"], tc.candidates[-1].factored.factors["q"])
+    weights = ModelWeights.from_tensors({"conv.weight": torch.from_numpy(tensor)})
+    compress_model(weights, tmp_path / "r.dna", Target("snr", 30.0), representations=FAST,
+                   resumable=True)
+    entry = read_dna_file(tmp_path / "r.dna").entries[0]
+    assert entry["representation"] == "factored+residual"

@@ -163,22 +163,30 @@ class Candidate:
     factored: Factored | None = None
 
 
+@dataclass
 class Factored:
     """A kernel's float factors (`weightdna.codec.factored`) and what coding them at a step
     costs: the factors' symbols' ideal bits, and the residual left by their quantised
     product (at the sampled rows, and each row's peak). Kept per step, as the rate control
-    asks the same steps of it again (each deadzone, each round)."""
+    asks the same steps of it again (each deadzone, each round). ``values``: the kernel in
+    float32, for the estimates (a worker coding the factors is sent none)."""
+
+    factors: dict[str, np.ndarray]
+    ranks: tuple[int, int]
+    values: np.ndarray | None = None
 
     CACHED_STEPS = 64
 
-    def __init__(self, values: np.ndarray, r: int, s: int) -> None:
-        self.factors = factored_kernels.factorise(values, r, s)
-        self.values = values.astype(np.float32)  # the estimates' copy (the encoder reads
-        # the tensor again)
-        self.ranks = (r, s)
-        self.cache: dict[float, Candidate] = {}
+    def __post_init__(self) -> None:
+        self.cache: dict[float, Candidate] = {}  # not a field: never stored or sent
 
-    def __getstate__(self) -> dict:  # a worker codes the factors, it needs no estimates
+    @classmethod
+    def of(cls, values: np.ndarray, r: int, s: int) -> Factored:
+        """The (r, s) factors of a kernel's float64 ``values``."""
+        return cls(factored_kernels.factorise(values, r, s), (r, s),
+                   values.astype(np.float32))
+
+    def __getstate__(self) -> dict:
         return {"factors": self.factors, "ranks": self.ranks, "values": None, "cache": {}}
 
     def __setstate__(self, state: dict) -> None:
@@ -426,7 +434,7 @@ def tensor_candidates(
         ranks = factored_kernels.worth_trying(values)
         if ranks is not None:
             candidates.append(Candidate("factored+residual", None, None, peaks, 0.0,
-                                        factored=Factored(values, *ranks)))
+                                        factored=Factored.of(values, *ranks)))
     if structured and "dna" in representations:
         if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
             try:
