@@ -198,3 +198,15 @@ def test_a_reference_needs_its_tensor_and_version_8(tmp_path: Path) -> None:
     restored = decode_tensor(entries[0], sections[0])
     with pytest.raises(CorruptFileError, match="version 8"):
         decode_tensor(entries[1], sections[1], version=7, referenced=restored)
+
+
+@pytest.mark.parametrize("name", sorted(PAIR))
+def test_the_similarity_lens_flags_the_repeated_pairs_only(name: str) -> None:
+    from weightdna.analysis.similarity import RowMatch
+
+    pair = PAIR[name].make()
+    match = RowMatch(n_bootstrap=2).fit(pair["second.weight"], pair["first.weight"])
+    if PAIR[name].repeated:
+        assert match.residual_ < 1e-3, match.residual_
+    else:  # random rows of 384 against 256: ≈ 1 − 2·ln(512)/384
+        assert match.residual_ > 0.9, match.residual_
