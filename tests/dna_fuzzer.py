@@ -55,13 +55,24 @@ import numpy as np
 import torch
 import zstandard
 
-from weightdna.codec import encode_tensor, entropy, floatfields, lossless, read_dna_file
+from weightdna.codec import (
+    decode_tensor,
+    encode_tensor,
+    entropy,
+    factored,
+    floatfields,
+    lossless,
+    read_dna_file,
+    reference,
+)
 from weightdna.codec.container import header_block
 from weightdna.codec.entries import READABLE_VERSIONS, VERSION
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.tensor import factored_prediction, reference_prediction
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import WeightDNAError
+from weightdna.experiments.structured import gabor_bank, tied_pair
 
 MEMORY_LIMIT = 48 << 20
 # Peak RSS a case may add beyond the memory limit: the interpreter's own noise (small
@@ -112,6 +123,23 @@ def fields_tensors() -> list[tuple[str, torch.Tensor, dict]]:
     ]
 
 
+def version8_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Format version 8's representations: conv kernels coded as ``factored+residual``
+    (whole windows, and windows of rank 2: a q factor; the residual by the trellis too),
+    and a tensor coded as a ``reference+residual`` to an earlier one (scaled, its rows
+    reordered: an order section)."""
+    bank = torch.from_numpy(gabor_bank(8, 3, 5, seed=2))
+    pair = tied_pair((24, 48), scale=-2.0, permuted=True, noise=0.01)
+    return [
+        ("ref.first", torch.from_numpy(pair["first.weight"]), {"step": 0.05}),
+        ("ref.second", torch.from_numpy(pair["second.weight"]),
+         {"step": 0.05, "prediction": "reference", "of": "ref.first"}),
+        ("factored.whole", bank, {"step": 0.02, "prediction": "factored", "ranks": (1, 0)}),
+        ("factored.rank2", bank, {"step": 0.01, "prediction": "factored", "ranks": (1, 2),
+                                  "quantizer": "trellis"}),
+    ]
+
+
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
     """2^16 elements in 128 rows: 8 state groups and two row classes (a `classes` section)."""
     g = torch.Generator().manual_seed(1)
@@ -121,12 +149,23 @@ def large_trellis() -> tuple[str, torch.Tensor, dict]:
 
 def encode_all(tensors: list[tuple[str, torch.Tensor, dict]]) -> list[tuple[dict, dict]]:
     """Each tensor encoded: (entry, sections)."""
-    out = []
+    out: list[tuple[dict, dict]] = []
     for name, t, request in tensors:
         request = dict(request)
         kind = request.pop("prediction", None)
+        if kind == "reference":  # to an earlier tensor of the list, as decoded
+            other = request.pop("of")
+            coded = next(c for c in out if c[0]["name"] == other)
+            restored = decode_tensor(*coded)
+            fitted = reference.fit(restored.numpy(), t.numpy())
+            request["prediction"] = reference_prediction(other, restored, *fitted)
         if kind == "lowrank":
             request["prediction"] = lowrank_prediction(t.double().numpy(), 2)
+        elif kind == "factored":
+            values = t.double().numpy()
+            request["prediction"] = factored_prediction(
+                values, factored.factorise(values, *request.pop("ranks")), request["step"],
+                name)
         elif kind == "dna":
             request["prediction"] = dna_prediction(
                 t.double().numpy(), FitConfig(width=4, depth=2, steps=3, device="cpu"))
@@ -251,7 +290,7 @@ def seeds() -> tuple[Seed, ...]:
     finally:
         floatfields.BLOCK = saved_block
     return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
-            _seed("v7-fields", fields, 7))
+            _seed("v7-fields", fields, 7), _seed("v8", encode_all(version8_tensors()), 8))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -271,7 +310,9 @@ DEEP = Raw("[" * 100_000 + "]" * 100_000)
 ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 2**36,
           2**40, 2**63, 2**64 - 1, -(2**63), 10**19, 0.5, -0.5, 1e-300, 5e-324, 1e300,
           1e308, -1e308, True, False, None, "", "x" * 300, "float32", "bfloat16",
-          "quantized", "raw", "dna+residual", "lowrank+residual", "trellis", "categorical",
+          "quantized", "raw", "dna+residual", "lowrank+residual", "factored+residual",
+          "reference+residual", "ref.first", "ref.second",
+          "trellis", "categorical",
           "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
           [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
 NEWER = VERSION + 1  # a version this reader does not know
@@ -482,7 +523,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)

@@ -398,8 +398,9 @@ def test_version_and_magic_damage_are_reported(original: bytes, workdir: Path) -
     for offset in range(12):
         mutant = bytearray(original)
         mutant[offset] ^= 0x01
-        # Version 7 flipped is 6, which reads a file without version 7's representations
-        # and fields-coded floats (refused in a version-6 file).
+        # Version 8 flipped is 9, which this reader does not know (version 7 flipped was
+        # 6, which reads a file without version 7's representations and fields-coded
+        # floats: refused in a version-6 file).
         readable = offset == 8 and VERSION ^ 0x01 in READABLE_VERSIONS and not uses_7
         assert attempt(bytes(mutant), workdir) == ("ok" if readable else "refused")
     newer = bytearray(original)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from weightdna.cli import main
-from weightdna.codec import encode_tensor, entropy, read_dna_file, write_dna_file
+from weightdna.codec import encode_tensor, entropy, factored, read_dna_file, write_dna_file
 from weightdna.codec.container import decode_memory
 from weightdna.codec.entropy import decode_symbols, encode_symbols, max_probability, max_symbols
 from weightdna.codec.prediction import (
@@ -29,6 +29,7 @@ from weightdna.codec.prediction import (
     lowrank_prediction,
 )
 from weightdna.codec.separable import separable_prediction
+from weightdna.codec.tensor import factored_prediction
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import CorruptFileError, InvalidInputError, WeightDNAError
@@ -343,6 +344,12 @@ def _smooth(rows: int, columns: int) -> torch.Tensor:
     return grid + 0.01 * torch.randn(rows, columns, generator=g)
 
 
+def _factored(kernel: torch.Tensor, r: int, s: int) -> tuple[torch.Tensor, dict]:
+    values = kernel.double().numpy()
+    return kernel, {"step": 0.05, "prediction": factored_prediction(
+        values, factored.factorise(values, r, s), 0.05, "t")}
+
+
 MEMORY_CASES = {
     "quantized-1d-float64": lambda: (torch.randn(2_000_000).double(), {"step": 0.01}),
     "trellis-wide-bfloat16": lambda: (torch.randn(2, 1_000_000).bfloat16(),
@@ -357,6 +364,8 @@ MEMORY_CASES = {
                                       "transform": "dct", "quantizer": "trellis"}),
     "separable": lambda: (_smooth(1024, 1024), {"step": 0.01, "prediction":
                           separable_prediction(_smooth(1024, 1024).double().numpy(), 32, 32, 2)}),
+    # The largest factors the format allows: r = in, s = kh (three times the kernel's size).
+    "factored-full-ranks": lambda: _factored(torch.randn(64, 16, 32, 32), 16, 32),
     "dna-width-128": lambda: (_smooth(256, 256), {"step": 0.01, "prediction": dna_prediction(
         _smooth(256, 256).double().numpy(), FitConfig(width=128, depth=2, steps=2,
                                                       device="cpu"))}),

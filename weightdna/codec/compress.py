@@ -26,6 +26,7 @@ import torch
 
 from weightdna import __version__
 from weightdna.atomic import FOLDER, check_output, output_form
+from weightdna.codec import reference
 from weightdna.codec.bundle import (
     StoredFiles,
     safetensors_metadata,
@@ -35,6 +36,7 @@ from weightdna.codec.bundle import (
     write_torch_file,
 )
 from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.dtypes import to_float64
 from weightdna.codec.gptq import Calibration
 from weightdna.codec.options import DECOMPRESS_FORMS
 from weightdna.codec.quality import TensorQuality
@@ -54,10 +56,16 @@ from weightdna.codec.ratecontrol import (
     single_tensor_choice,
     tensor_candidates,
     trellis_choice,
+    with_prediction,
 )
 from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
-from weightdna.codec.tensor import decode_tensor, encode_tensor
+from weightdna.codec.tensor import (
+    decode_tensor,
+    encode_tensor,
+    factored_prediction,
+    reference_prediction,
+)
 from weightdna.codec.workers import (
     Runner,
     can_share_output,
@@ -222,9 +230,15 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
         hessian = None  # GPTQ rounds weights, not a transform's coefficients
     if hessian is not None:
         choice = scalar_choice(choice, tensor.numel())
+    prediction = choice.candidate.prediction
     try:
+        if choice.candidate.factored is not None:
+            values = to_float64(tensor)
+            values[~np.isfinite(values)] = 0.0
+            prediction = factored_prediction(values, choice.candidate.factored.factors,
+                                             choice.factor_step, name)
         coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
-                              prediction=choice.candidate.prediction,
+                              prediction=prediction,
                               quantizer=choice.quantizer, hessian=hessian,
                               zero_dead=zero_dead, transform=transform)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
@@ -281,7 +295,10 @@ class _Coder:
         entry, sections = self.coded[name]
         cached = self._restored.get(name)
         if cached is None or cached[0] != id(entry):
-            cached = (id(entry), decode_tensor(entry, sections))
+            referenced = None
+            if entry["representation"] == "reference+residual":
+                referenced = self.restored(entry["params"]["reference"]["name"])
+            cached = (id(entry), decode_tensor(entry, sections, referenced=referenced))
             self._restored[name] = cached
         return cached[1]
 
@@ -314,8 +331,12 @@ class _Coder:
     def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
         zeroed = runner.map(_zeroed, ((e["name"], e, s) if e.get("stats", {}).get("mse")
+                                      and e["representation"] != "reference+residual"
                                       else (e["name"], None, None)
                                       for e, s in zip(entries, sections, strict=True)))
+        zeroed = [_lost(self.weights.tensor(e["name"]), self.restored(e["name"]))
+                  if e["representation"] == "reference+residual" and e["stats"].get("mse")
+                  else z for e, z in zip(entries, zeroed, strict=True)]
         return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
                                self.weights.info(e["name"]).role, z)
                 for e, s, z in zip(entries, sections, zeroed, strict=True)]
@@ -343,8 +364,12 @@ def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
     (``entry`` None) or holding none), measured on the coded tensor, a block at a time."""
     if entry is None or entry.get("stats", {}).get("mse", 0.0) == 0:
         return None
-    original = weights.tensor(name).reshape(-1)
-    restored = decode_tensor(entry, sections).reshape(-1)
+    return _lost(weights.tensor(name), decode_tensor(entry, sections))
+
+
+def _lost(original: torch.Tensor, restored: torch.Tensor) -> float | None:
+    """The share of the non-zero weights of ``original`` that ``restored`` holds as 0."""
+    original, restored = original.reshape(-1), restored.reshape(-1)
     nonzero = lost = 0
     for start in range(0, original.numel(), MEASURE_BLOCK):
         a = original[start : start + MEASURE_BLOCK]
@@ -355,10 +380,12 @@ def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
     return lost / nonzero if nonzero else None
 
 
-def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str
-                ) -> tuple[tuple[float, float] | None, tuple[dict, dict[str, bytes]] | None]:
-    """A tensor's max |w| and Σ w² (floating point, not a buffer: None otherwise), and its
-    coding when its role fixes it (exact, relative, bounded; None: the target's)."""
+def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: bool = False
+                ) -> tuple[tuple[float, float] | None, tuple[dict, dict[str, bytes]] | None,
+                           np.ndarray | None]:
+    """A tensor's max |w| and Σ w² (floating point, not a buffer: None otherwise), its
+    coding when its role fixes it (exact, relative, bounded; None: the target's), and with
+    ``signatures`` a coded tensor's `reference.signature` (None otherwise)."""
     tensor = weights.tensor(info.name)
     figures = _measure(tensor) if info.fittable else None
     how = coding(info)
@@ -369,7 +396,10 @@ def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str
         coded = encode_relative(tensor, info.name)
     elif how == "bounded" and kind != "max_abs_error":
         coded = encode_bounded(tensor, info.name)
-    return figures, coded
+    signature = None
+    if signatures and coded is None and figures is not None and tensor.dim() >= 2:
+        signature = reference.signature(to_float64(tensor))
+    return figures, coded, signature
 
 
 def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
@@ -567,8 +597,13 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
     """Code every tensor of ``weights`` into ``coder``, the tasks run by ``runner``."""
     lossy: list[str] = []
     infos = weights.infos
-    firsts = runner.map(_first_pass, ((info, target.kind) for info in infos))
-    for i, (info, (figures, coded)) in enumerate(zip(infos, firsts, strict=True)):
+    # References (tied or repeated tensors) for rate-distortion targets without a
+    # calibration (GPTQ codes each tensor against its own inputs).
+    looking = ("reference" in representations and target.rate_distortion
+               and not coder.calibration)
+    firsts = runner.map(_first_pass, ((info, target.kind, looking) for info in infos))
+    signatures = {}
+    for i, (info, (figures, coded, signature)) in enumerate(zip(infos, firsts, strict=True)):
         report("reading", i, len(infos))
         if figures is not None:
             coder.peaks[info.name], coder.signal[info.name] = figures
@@ -576,20 +611,31 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             coder.add(info.name, coded)
         else:
             lossy.append(info.name)
+            signatures[info.name] = signature
     report("reading", len(infos), len(infos))
     _give_back_free_memory()
 
     def weight_of(name: str) -> float:
         return float((sensitivity or {}).get(name, 1.0))
 
+    references = _find_references(weights, lossy, signatures) if looking else {}
     if target.kind == "max_abs_error" or target.per_tensor:
+        alone = [name for name in lossy if name not in references]
         tasks = ((weights.info(name), representations, dna_config, weight_of(name), target,
                   per_row, None if target.kind == "max_abs_error" else coder.hessian(name))
-                 for name in lossy)
-        for i, (name, coded) in enumerate(zip(lossy, runner.map(_meet_one, tasks),
+                 for name in alone)
+        for i, (name, coded) in enumerate(zip(alone, runner.map(_meet_one, tasks),
                                               strict=True)):
             report("analysing", i, len(lossy))
             coder.add(name, coded)
+        # A reference's prediction is its referenced tensor as coded (just now).
+        for name, (other, scale, order) in references.items():
+            tc = _analyse(weights, weights.info(name), representations, dna_config)
+            tc.sensitivity = weight_of(name)
+            tensor = weights.tensor(name)
+            with_prediction(tc, reference_prediction(other, coder.restored(other), scale,
+                                                     order), tensor)
+            coder.add(name, _meet_per_tensor(tensor, name, tc, target, per_row))
     elif lossy:
         # Largest first (each analysis depends on its tensor alone): the largest tensor's
         # float64 values and their temporaries then sit beside no other tensor's samples.
@@ -603,10 +649,54 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
                 apply_objective(tc, objective, measured=sensitivity is not None,
                                 row_weight=(row_weights or {}).get(name))
             analysed[name] = tc
+        for name, (other, scale, order) in references.items():
+            # Estimated on the referenced tensor as it is; coded on it as coded.
+            with_prediction(analysed[name], reference_prediction(
+                other, weights.tensor(other), scale, order), weights.tensor(name))
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
                           runner, files)
+
+
+def _find_references(weights: ModelWeights, lossy: Sequence[str],
+                     signatures: Mapping[str, np.ndarray | None]
+                     ) -> dict[str, tuple[str, float, np.ndarray | None]]:
+    """{tensor: (the earlier tensor it repeats, scale, row order or None)} among the coded
+    tensors (`weightdna.codec.reference`): each refers to the first earlier one, itself no
+    reference, whose signature matches and whose fit holds."""
+    found: dict[str, tuple[str, float, np.ndarray | None]] = {}
+    names = [name for name in weights.names if signatures.get(name) is not None]
+    for j, name in enumerate(names):
+        for other in names[:j]:
+            if other in found or not reference.alike(signatures[other], signatures[name]) \
+                    or weights.info(other).shape != weights.info(name).shape:
+                continue
+            fitted = reference.fit(weights.numpy(other), weights.numpy(name))
+            if fitted is not None:
+                found[name] = (other, *fitted)
+                break
+    return found
+
+
+def _refers(choice: Choice) -> bool:
+    return choice.candidate is not None and choice.candidate.name == "reference+residual"
+
+
+def _encode_reference(weights: ModelWeights, coder: _Coder, name: str, choice: Choice,
+                      zero_dead: bool) -> tuple[dict, dict[str, bytes]]:
+    """A tensor chosen as a reference, coded against its referenced tensor as coded."""
+    params = choice.candidate.prediction.params
+    order = None
+    if params["rows"]:
+        order = reference.decode_order(choice.candidate.prediction.sections["order"],
+                                       weights.info(name).shape[0], name)
+    prediction = reference_prediction(params["name"], coder.restored(params["name"]),
+                                      params["scale"], order)
+    return _encode_choice(weights.tensor(name), name,
+                          replace(choice, candidate=replace(choice.candidate,
+                                                            prediction=prediction)),
+                          coder.hessian(name), zero_dead)
 
 
 def _calibration_digest(calibration: Mapping[str, np.ndarray] | Calibration) -> str | None:
@@ -686,8 +776,9 @@ def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
     """The candidate with the fewest bytes that keeps every element within ``error``."""
     best = None
     for candidate in tc.candidates:
-        if candidate.transform is not None:
-            continue  # a transform's coefficient error does not bound each weight's
+        if candidate.transform is not None or candidate.factored is not None:
+            continue  # a transform's coefficient error does not bound each weight's; a
+            # factored candidate's factors follow a step, not an error bound
         coded = encode_tensor(tensor, name=name, max_abs_error=error,
                               prediction=candidate.prediction)
         if best is None or _section_bytes(coded) < _section_bytes(best):
@@ -713,7 +804,8 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
     choice = trellis_choice(tc, single_tensor_choice(tc, target, per_row))
 
     def scaled(factor: float) -> Choice:
-        return replace(choice, step=choice.step * factor)
+        return replace(choice, step=choice.step * factor, factor_step=None
+                       if choice.factor_step is None else choice.factor_step * factor)
 
     def meets(coded: tuple[dict, dict[str, bytes]]) -> bool:
         return coded[0]["representation"] == "raw" or _meets_tensor(coded[0], target,
@@ -781,25 +873,32 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         report("allocating", 0, 1)
         if round_:  # the samples were dropped while the last allocation was coded
             dropped = [tc for tc in candidates
-                       if any(c.sample is None for c in tc.candidates)]
+                       if any(c.sample is None and c.factored is None
+                              for c in tc.candidates)]
             for tc, sample in zip(dropped, runner.map(_sample, ((tc.info.name,)
                                                                 for tc in dropped)),
                                   strict=True):
                 for candidate in tc.candidates:
-                    if candidate.sample is None:
+                    if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
                 _give_back_free_memory()
         allocation = bisect_step(candidates, meets, per_row, target,
                                  coarse_is_ok=target.kind == "bits_per_weight")
         drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
         _give_back_free_memory()
+        # A reference's tensor after the one it refers to, on that one's coding.
+        alone = [tc for tc in candidates if not _refers(allocation.choices[tc.info.name])]
         tasks = ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
                   coder.hessian(tc.info.name), target.kind == "bits_per_weight")
-                 for tc in candidates)
-        for i, (tc, coded) in enumerate(zip(candidates, runner.map(_encode, tasks),
-                                            strict=True)):
+                 for tc in alone)
+        for i, (tc, coded) in enumerate(zip(alone, runner.map(_encode, tasks), strict=True)):
             report("encoding", i, len(candidates))
             coder.add(tc.info.name, coded)
+        for tc in candidates:
+            choice = allocation.choices[tc.info.name]
+            if _refers(choice):
+                coder.add(tc.info.name, _encode_reference(weights, coder, tc.info.name, choice,
+                                                          target.kind == "bits_per_weight"))
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata, files=files)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from weightdna.atomic import atomic_output
+from weightdna.codec.dtypes import FLOAT_NAMES
 from weightdna.codec.entries import (  # noqa: F401 - the format's names, read from here too
     DECODE_BLOCK_BYTES,
     DECODE_BLOCK_ELEMENTS,
@@ -191,9 +192,38 @@ class DnaFile:
         return parts
 
     def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
-        """Decode the tensor called ``name``."""
+        """Decode the tensor called ``name`` (a reference's referenced tensor first)."""
         i = self.index(name)
-        return decode_tensor(self.entries[i], self.read_sections(name), max_memory, self.version)
+        entry = self.entries[i]
+        referenced = None
+        if entry.get("representation") == "reference+residual":
+            referenced = self.tensor(self.referenced(i), max_memory)
+        return decode_tensor(entry, self.read_sections(name), max_memory, self.version,
+                             referenced)
+
+    def referenced(self, i: int) -> str:
+        """The name of the tensor entry ``i`` (a ``reference+residual``) refers to, checked:
+        an earlier tensor of the same shape and a floating-point dtype, not itself a
+        reference (so a decode reads at most one other tensor, and no cycle can form)."""
+        entry = self.entries[i]
+        where = f"tensor {entry.get('name')!r}"
+        if self.version < 8:
+            raise CorruptFileError(f"{where}: the reference+residual representation is new "
+                                   f"in version 8; this file is version {self.version}.")
+        params = entry.get("params")
+        target = params.get("reference") if isinstance(params, dict) else None
+        name = target.get("name") if isinstance(target, dict) else None
+        earlier = [e for e in self.entries[:i] if e["name"] == name]
+        if not earlier:
+            raise CorruptFileError(f"{where}: a reference must name an earlier tensor of the "
+                                   "file.")
+        other = earlier[0]
+        if (other["representation"] == "reference+residual" or other["shape"] != entry["shape"]
+                or other["dtype"] not in FLOAT_NAMES):
+            raise CorruptFileError(f"{where}: the tensor it refers to, {name!r}, must be a "
+                                   "floating-point tensor of the same shape that is not "
+                                   "itself a reference.")
+        return name
 
 
 def _checksum_message(path: Path, name: str, role: str) -> str:

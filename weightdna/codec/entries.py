@@ -15,18 +15,20 @@ from weightdna.errors import CorruptFileError
 # a fixed state, so that its symbol count is checked exactly; 6: the model's other files
 # (config, tokenizer, an ONNX graph) stored beside its tensors; 7: a float ``raw`` tensor
 # coded by its bit fields (``"compression": "fields"``), and the transform and
-# separable+residual representations (docs/FORMAT.md)
-VERSION = 7
-READABLE_VERSIONS = (3, 4, 5, 6, 7)
+# separable+residual representations (docs/FORMAT.md); 8: the factored+residual
+# representation (a conv kernel's per-output-channel factors, themselves quantized tensors)
+VERSION = 8
+READABLE_VERSIONS = (3, 4, 5, 6, 7, 8)
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
 MAX_SECTIONS_PER_TENSOR = 16
 DEFAULT_MAX_MEMORY = 4 << 30
 REPRESENTATIONS = ("raw", "quantized", "lowrank+residual", "dna+residual", "transform",
-                   "separable+residual")
+                   "separable+residual", "factored+residual", "reference+residual")
 # Representations a file of an earlier version may not hold.
 NEW_IN_7 = ("transform", "separable+residual")
+NEW_IN_8 = ("factored+residual", "reference+residual")
 ENTRY_KEYS = {"name", "dtype", "shape", "representation", "params"}
 OPTIONAL_ENTRY_KEYS = {"sections", "stats"}
 STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
@@ -36,6 +38,12 @@ STATS_KEYS = {"max_abs_error", "snr_db", "mse"}
 # the result's own, rounded up from what `tests/test_codec_hostile.py` measures (peak RSS).
 DECODE_OVERHEAD_BYTES = 16
 PREDICTED_DECODE_OVERHEAD_BYTES = 24
+# A factored one decodes its factors too (`weightdna.codec.factored.valid_ranks`: at most
+# three times the tensor's elements), each a quantized float32 tensor read into float64.
+FACTORED_DECODE_OVERHEAD_BYTES = PREDICTED_DECODE_OVERHEAD_BYTES + 3 * (
+    4 + DECODE_OVERHEAD_BYTES + 8)
+# A reference's holds the referenced tensor (at most 8 bytes an element) and its float64.
+REFERENCE_DECODE_OVERHEAD_BYTES = PREDICTED_DECODE_OVERHEAD_BYTES + 8 + 8
 # ... and works through it a block of whole rows at a time (`tensor.BLOCK_ELEMENTS`, at
 # least one row): the block's float64 values and their cast, or the trellis's symbols and
 # levels, at most this many bytes per element of the block.
@@ -103,6 +111,10 @@ def decode_memory(representation: str, dtype: str, shape: Sequence[int]) -> int:
     if representation in ("lowrank+residual", "dna+residual", "transform",
                           "separable+residual"):
         overhead = PREDICTED_DECODE_OVERHEAD_BYTES
+    elif representation == "factored+residual":
+        overhead = FACTORED_DECODE_OVERHEAD_BYTES
+    elif representation == "reference+residual":
+        overhead = REFERENCE_DECODE_OVERHEAD_BYTES
     columns = math.prod(shape[1:]) if shape else 1
     block = min(numel, max(DECODE_BLOCK_ELEMENTS, columns))
     return numel * (DTYPES[dtype].itemsize + overhead) + block * DECODE_BLOCK_BYTES

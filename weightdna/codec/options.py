@@ -2,7 +2,8 @@
 without loading the codec (`weightdna.codec.ratecontrol` explains each)."""
 
 TARGET_KINDS = ("bits_per_weight", "snr", "psnr", "max_abs_error", "lossless")
-CANDIDATES = ("quantized", "lowrank", "dna", "separable", "transform")
+CANDIDATES = ("quantized", "lowrank", "dna", "separable", "transform", "factored",
+              "reference")
 OBJECTIVES = ("layer", "relative", "mse")
 # What measures each tensor's output sensitivity (`weightdna.evaluate.sensitivity`).
 SENSITIVITY_MODES = ("none", "auto", "synthetic")

@@ -49,10 +49,14 @@ DEFAULT_DNA_FIT = {"width": 32, "depth": 2, "steps": 200, "batch_size": 4096, "l
 class Prediction:
     """A predictor of one tensor: its header params, its sections, and what it predicts."""
 
-    representation: str  # "lowrank+residual", "dna+residual" or "separable+residual"
+    representation: str  # "lowrank+residual", "dna+residual", "separable+residual",
+    # "factored+residual" or "reference+residual"
     params: dict
     sections: dict[str, bytes]
     shape: tuple[int, ...]
+    # A reference's: the referenced tensor as the decoder restores it (the encoder: as it
+    # coded it; its estimates: the original).
+    referenced: torch.Tensor | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -66,6 +70,15 @@ class Prediction:
             from weightdna.codec.separable import decode_separable  # it builds on this module
 
             return decode_separable(self.params, self.sections, self.shape, where)
+        if self.representation == "factored+residual":
+            from weightdna.codec.tensor import decode_factored  # it builds on this module
+
+            return decode_factored(self.params, self.sections, self.shape, where)
+        if self.representation == "reference+residual":
+            from weightdna.codec.tensor import decode_reference  # it builds on this module
+
+            return decode_reference(self.params, self.sections, self.shape, where,
+                                    self.referenced)
         return decode_dna(self.params, self.sections, self.shape, where)
 
     def row_blocks(self, rows_per_block: int) -> Iterator[tuple[int, np.ndarray]]:

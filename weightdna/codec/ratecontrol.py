@@ -45,6 +45,7 @@ import numba
 import numpy as np
 import torch
 
+from weightdna.codec import factored as factored_kernels
 from weightdna.codec.options import CANDIDATES, OBJECTIVES, TARGET_KINDS
 from weightdna.codec.prediction import (
     Prediction,
@@ -156,6 +157,63 @@ class Candidate:
     side_bits: float
     transform: str | None = None  # quantise this transform's coefficients (weightdna.codec.
     # transform), which keeps each row's error (orthonormal, along the row)
+    # A factored+residual prediction (weightdna.codec.factored), whose factors are quantised
+    # at steps that follow the residual's: its sample, row peaks and side bits depend on
+    # the step (`Factored.at`); ``sample`` stays None.
+    factored: Factored | None = None
+
+
+@dataclass
+class Factored:
+    """A kernel's float factors (`weightdna.codec.factored`) and what coding them at a step
+    costs: the factors' symbols' ideal bits, and the residual left by their quantised
+    product (at the sampled rows, and each row's peak). Kept per step, as the rate control
+    asks the same steps of it again (each deadzone, each round). ``values``: the kernel in
+    float32, for the estimates (a worker coding the factors is sent none)."""
+
+    factors: dict[str, np.ndarray]
+    ranks: tuple[int, int]
+    values: np.ndarray | None = None
+
+    CACHED_STEPS = 64
+
+    def __post_init__(self) -> None:
+        self.cache: dict[float, Candidate] = {}  # not a field: never stored or sent
+
+    @classmethod
+    def of(cls, values: np.ndarray, r: int, s: int) -> Factored:
+        """The (r, s) factors of a kernel's float64 ``values``."""
+        return cls(factored_kernels.factorise(values, r, s), (r, s),
+                   values.astype(np.float32))
+
+    def __getstate__(self) -> dict:
+        return {"factors": self.factors, "ranks": self.ranks, "values": None, "cache": {}}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def at(self, step: float) -> Candidate:
+        """The candidate coding the residual of the factors quantised for ``step``."""
+        found = self.cache.get(step)
+        if found is not None:
+            return found
+        side, restored = 0.0, {}
+        for key, factor_step in factored_kernels.factor_steps(self.factors, step).items():
+            symbols = np.rint(self.factors[key] / factor_step)
+            if not np.abs(symbols).max(initial=0.0) < MAX_SYMBOL / 2:
+                side = math.inf
+                symbols = np.zeros_like(symbols)
+            side += _ideal_bits(symbols.astype(np.int64))
+            restored[key] = (symbols * factor_step).astype(np.float32)
+        residual = as_rows(self.values - factored_kernels.values(restored, self.values.shape))
+        stride = max(1, math.ceil(residual.size / SAMPLE_ELEMENTS))
+        found = Candidate("factored+residual", None,
+                          np.ascontiguousarray(residual[::stride], dtype=np.float32),
+                          np.abs(residual).max(axis=1), side)
+        if len(self.cache) >= self.CACHED_STEPS:
+            self.cache.clear()
+        self.cache[step] = found
+        return found
 
 
 @dataclass
@@ -187,6 +245,7 @@ class Choice:
     sse: float
     deadzone: float = 0.0
     quantizer: str = "scalar"  # or "trellis" (weightdna.codec.trellis)
+    factor_step: float | None = None  # a factored candidate's: the step its factors follow
 
 
 def _sampled_rows(values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]:
@@ -371,6 +430,11 @@ def tensor_candidates(
     if values.ndim >= 2 and "transform" in representations:
         for kind in compacting_transforms(sample):
             candidates.append(_transform_candidate(kind, sample, values))
+    if "factored" in representations:
+        ranks = factored_kernels.worth_trying(values)
+        if ranks is not None:
+            candidates.append(Candidate("factored+residual", None, None, peaks, 0.0,
+                                        factored=Factored.of(values, *ranks)))
     if structured and "dna" in representations:
         if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
             try:
@@ -386,6 +450,14 @@ def tensor_candidates(
         scale=scale,
         row_ms=mean_squares,
     )
+
+
+def with_prediction(tc: TensorCandidates, prediction: Prediction,
+                    tensor: torch.Tensor | np.ndarray) -> None:
+    """Add to ``tc`` the candidate coding ``tensor``'s residual against ``prediction`` (one
+    found across tensors, a reference: `weightdna.codec.reference`)."""
+    tc.candidates.append(_predicted_candidate(prediction.representation, prediction,
+                                              _finite_values(tensor)))
 
 
 def check_objective(objective: str) -> None:
@@ -452,7 +524,7 @@ def resample(tc: TensorCandidates, tensor: torch.Tensor) -> None:
     """Take the samples `drop_samples` dropped again from the tensor, as `tensor_candidates`
     took them (the same values: the same code, on the same elements)."""
     for candidate in tc.candidates:
-        if candidate.sample is None:
+        if candidate.sample is None and candidate.factored is None:
             candidate.sample = _sampled_rows(tensor)[0]
 
 
@@ -519,7 +591,10 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     """(estimated bits, estimated squared error, steps, the objective's squared error) of
     coding ``candidate`` at ``step`` (rounding as `weightdna.codec.quantize.quantize` does
     with ``deadzone``). The objective's error weighs row r's by 1/row_scale_r² (the same
-    as the raw error where the objective set no per-row steps)."""
+    as the raw error where the objective set no per-row steps). A factored candidate's
+    factors are quantised for ``step`` (`Factored.at`)."""
+    if candidate.factored is not None:
+        candidate = candidate.factored.at(step)
     steps = candidate_steps(tc, candidate, step, per_row)
     sample = candidate.sample
     if isinstance(steps, np.ndarray):
@@ -581,8 +656,13 @@ def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = Tru
             bits, sse, steps, weighted = evaluate(tc, candidate, step, per_row, deadzone)
             cost = bits + lam * weighted
             if cost < best_cost:
-                best, best_cost = Choice(candidate, steps, bits, sse, deadzone), cost
+                best, best_cost = Choice(candidate, steps, bits, sse, deadzone,
+                                         factor_step=_factor_step(candidate, step)), cost
     return trellis_choice(tc, best) if trellis else best
+
+
+def _factor_step(candidate: Candidate, step: float) -> float | None:
+    return step if candidate.factored is not None else None
 
 
 def trellis_step_factor(bits_per_weight: float) -> float:
@@ -595,8 +675,11 @@ def trellis_step_factor(bits_per_weight: float) -> float:
 
 def trellis_choice(tc: TensorCandidates, choice: Choice) -> Choice:
     """``choice`` (scalar rounding) as the trellis at the step that codes at about the same
-    rate, where it pays (TRELLIS_MIN_ELEMENTS, TRELLIS_MIN_BITS); else ``choice`` itself."""
+    rate, where it pays (TRELLIS_MIN_ELEMENTS, TRELLIS_MIN_BITS); else ``choice`` itself.
+    Not a factored candidate's residual: its bits are mostly the factors', the residual's
+    few nonzero symbols cost less rounded with a deadzone."""
     if (choice.candidate is None or choice.quantizer == "trellis"
+            or choice.candidate.factored is not None
             or tc.info.numel < TRELLIS_MIN_ELEMENTS
             or choice.bits < TRELLIS_MIN_BITS * tc.info.numel):
         return choice
@@ -715,7 +798,8 @@ def single_tensor_choice(tc: TensorCandidates, target: Target, per_row: bool) ->
                 mid = 0.5 * (ok + bad)
                 bits, sse, steps, _ = evaluate(tc, candidate, 2.0**mid, per_row, deadzone)
                 if math.isfinite(bits) and sse <= allowed:
-                    ok, found = mid, Choice(candidate, steps, bits, sse, deadzone)
+                    ok, found = mid, Choice(candidate, steps, bits, sse, deadzone,
+                                            factor_step=_factor_step(candidate, 2.0**mid))
                 else:
                     bad = mid
             if found is not None and found.bits < best.bits:

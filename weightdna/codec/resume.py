@@ -30,7 +30,7 @@ import numpy as np
 
 from weightdna.atomic import atomic_output, write_text_atomic
 from weightdna.codec.prediction import Prediction
-from weightdna.codec.ratecontrol import Candidate, Choice, Target, TensorCandidates
+from weightdna.codec.ratecontrol import Candidate, Choice, Factored, Target, TensorCandidates
 from weightdna.codec.workers import Runner, Task
 from weightdna.errors import InvalidInputError
 from weightdna.weights import ModelWeights, TensorInfo
@@ -42,7 +42,7 @@ KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one"})
 FORMAT = 1
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
-                                        Choice, Target)}
+                                        Choice, Target, Factored)}
 
 
 def work_folder(output: Path) -> Path:

@@ -1,8 +1,10 @@
 """One tensor to a header entry plus byte sections, and back: ``raw`` (exact),
 ``quantized`` (uniform steps or the trellis of `weightdna.codec.trellis`, entropy-coded),
-a prediction (``lowrank+residual``, ``dna+residual``, ``separable+residual``) plus its
-residual quantised the same way, or the coefficients of an orthonormal transform of each
-row (``transform``) quantised so, as specified in docs/FORMAT.md."""
+a prediction (``lowrank+residual``, ``dna+residual``, ``separable+residual``,
+``factored+residual``) plus its residual quantised the same way, or the coefficients of an
+orthonormal transform of each row (``transform``) quantised so, as specified in
+docs/FORMAT.md. A ``factored+residual`` prediction's factors are themselves tensors coded
+here, ``quantized`` (`factored_prediction`, `decode_factored`)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from weightdna.codec import trellis
+from weightdna.codec import factored, reference, trellis
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -29,7 +31,9 @@ from weightdna.codec.dtypes import (
 from weightdna.codec.entries import (
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
+    MAX_NAME_CHARS,
     NEW_IN_7,
+    NEW_IN_8,
     VERSION,
     check_entry,
     decode_memory,
@@ -85,9 +89,12 @@ BLOCK_ELEMENTS = DECODE_BLOCK_ELEMENTS  # the reader's memory bound counts on it
 # The header key under which each predicted representation keeps its predictor's params,
 # and the sections the predictor owns.
 PREDICTOR_KEY = {"lowrank+residual": "lowrank", "dna+residual": "network",
-                 "separable+residual": "separable"}
+                 "separable+residual": "separable", "factored+residual": "factored",
+                 "reference+residual": "reference"}
 PREDICTOR_SECTIONS = {"lowrank+residual": {"factors"}, "dna+residual": {"network"},
                       "separable+residual": {"factors"}}
+# A factored prediction's sections: each factor's own, named "<factor>.<section>"; a
+# reference's: "order" when it stores one.
 QUANTIZERS = ("scalar", "trellis")
 # Row classes of the trellis's context models by tensor size: more classes pay for their
 # models' tables only on larger tensors (one class below 2^16 elements, eight from 2^20).
@@ -669,10 +676,12 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
 
 def decode_tensor(
     entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY,
-    version: int = VERSION,
+    version: int = VERSION, referenced: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Restore the tensor an entry and its sections describe, in its exact dtype and shape;
     ``version``: the format version of the file they come from (how its streams end).
+    ``referenced``: a ``reference+residual`` entry's referenced tensor, decoded (the
+    caller resolves and checks the reference: `weightdna.codec.container.DnaFile.tensor`).
 
     Everything is validated first; a malformed entry or section raises CorruptFileError.
     """
@@ -691,9 +700,10 @@ def decode_tensor(
     if dtype not in FLOAT_NAMES:
         raise CorruptFileError(f"{where}: a {dtype} tensor cannot be quantized.")
     representation = entry["representation"]
-    if representation in NEW_IN_7 and version < 7:
-        raise CorruptFileError(f"{where}: the {representation} representation is new in "
-                               f"version 7; this file is version {version}.")
+    for new, first in ((NEW_IN_7, 7), (NEW_IN_8, 8)):
+        if representation in new and version < first:
+            raise CorruptFileError(f"{where}: the {representation} representation is new in "
+                                   f"version {first}; this file is version {version}.")
     owned: set[str] = set()
     transform = None
     if representation == "transform":
@@ -704,7 +714,13 @@ def decode_tensor(
             raise CorruptFileError(
                 f"{where}: {representation} params must have the keys {sorted([key, 'residual'])}."
             )
-        owned = PREDICTOR_SECTIONS[representation]
+        if representation == "factored+residual":
+            owned = {k for k in sections if k.split(".", 1)[0] in factored.FACTORS and "." in k}
+        elif representation == "reference+residual":
+            owned = {"order"} if isinstance(params.get("reference"), dict) and \
+                params["reference"].get("rows") is True else set()
+        else:
+            owned = PREDICTOR_SECTIONS[representation]
         if not owned <= set(sections):
             raise CorruptFileError(f"{where}: missing section(s) {sorted(owned - set(sections))}.")
         predictor, params = params[key], params["residual"]
@@ -754,6 +770,12 @@ def decode_tensor(
         base = decode_dna(predictor, sections, shape, where, spare)
     elif representation == "separable+residual":
         base = decode_separable(predictor, sections, shape, where)
+    elif representation == "factored+residual":
+        base = decode_factored(predictor, {k: sections[k] for k in owned}, shape, name,
+                               max_memory, version)
+    elif representation == "reference+residual":
+        base = decode_reference(predictor, {k: sections[k] for k in owned}, shape, where,
+                                referenced)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
@@ -795,3 +817,82 @@ def decode_tensor(
         flat = restored.reshape(-1).view(bits)
         flat[torch.from_numpy(indices.astype(np.int64))] = exact.view(bits)
     return restored
+
+
+def _factor_name(name: str, key: str) -> str:
+    """A factor's name as a tensor (its messages): the kernel's name (cut to fit) and the
+    factor's."""
+    return f"{name[: MAX_NAME_CHARS - 2]}.{key}"
+
+
+def factored_prediction(values: np.ndarray, factors: dict[str, np.ndarray], step: float,
+                        name: str = "tensor") -> Prediction:
+    """The ``factored+residual`` prediction of a kernel (`weightdna.codec.factored`):
+    its float ``factors`` each coded here as a float32 ``quantized`` tensor at its step for
+    the residual step ``step`` (`factored.factor_steps`), and the values the decoder
+    computes from them. Raises InvalidInputError where a factor's step is too small for
+    the coder's alphabet or overflows."""
+    shape = tuple(values.shape)
+    params: dict = {"ranks": [factors["u"].shape[1], factors["q"].shape[2]
+                              if "q" in factors else 0], "q": None}
+    sections: dict[str, bytes] = {}
+    for key, factor_step in factored.factor_steps(factors, step).items():
+        entry, coded = encode_tensor(factors[key].astype(np.float32),
+                                     name=_factor_name(name, key), step=factor_step)
+        if entry["representation"] != "quantized":
+            raise InvalidInputError(f"{name}: factor {key} cannot be quantized.")
+        params[key] = entry["params"]
+        sections.update({f"{key}.{part}": data for part, data in coded.items()})
+    return Prediction("factored+residual", params, sections, shape)
+
+
+def decode_factored(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
+                    name: str, max_memory: int = DEFAULT_MAX_MEMORY,
+                    version: int = VERSION) -> np.ndarray:
+    """The prediction a ``factored+residual`` entry's factors give (validated first: each
+    factor decoded as the ``quantized`` float32 tensor of its shape, with its own
+    sections, exactly those named "<factor>.<section>")."""
+    where = f"tensor {name!r}"
+    _, _, checked = factored.check_factored(params, shape, where)
+    unknown = {k for k in sections if k.split(".", 1)[0] not in checked}
+    if unknown:
+        raise CorruptFileError(f"{where}: sections {sorted(unknown)} belong to no factor.")
+    decoded = {}
+    for key, (sub, factor_shape) in checked.items():
+        entry = {"name": _factor_name(name, key), "dtype": "float32",
+                 "shape": list(factor_shape), "representation": "quantized", "params": sub}
+        own = {k.split(".", 1)[1]: v for k, v in sections.items()
+               if k.split(".", 1)[0] == key}
+        decoded[key] = to_float64(decode_tensor(entry, own, max_memory, version))
+    return factored.values(decoded, shape)
+
+
+def reference_prediction(name: str, referenced: torch.Tensor, scale: float,
+                         order: np.ndarray | None) -> Prediction:
+    """The ``reference+residual`` prediction of a tensor from the tensor called ``name``
+    (`weightdna.codec.reference`): ``referenced`` as the decoder will restore it."""
+    sections = {} if order is None else {"order": reference.order_bytes(order)}
+    params = {"name": name, "scale": float(scale), "rows": order is not None}
+    return Prediction("reference+residual", params, sections, tuple(referenced.shape),
+                      referenced)
+
+
+def decode_reference(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
+                     where: str, referenced: torch.Tensor | None) -> np.ndarray:
+    """The prediction of a ``reference+residual`` entry (validated first) from its
+    referenced tensor, decoded."""
+    _, scale, rows = reference.check_reference(params, where)
+    if referenced is None:
+        raise CorruptFileError(f"{where}: a reference is decoded with the tensor it refers "
+                               "to; read the file with read_dna_file.")
+    if tuple(referenced.shape) != tuple(shape) or not referenced.is_floating_point():
+        raise CorruptFileError(f"{where}: the referenced tensor must be a floating-point "
+                               f"tensor of the same shape {list(shape)}.")
+    order = None
+    if rows:
+        if set(sections) != {"order"}:
+            raise CorruptFileError(f"{where}: a reference with rows needs its order section.")
+        order = reference.decode_order(sections["order"], row_shape(shape)[0], where)
+    elif sections:
+        raise CorruptFileError(f"{where}: a reference without rows has no order section.")
+    return reference.values(to_float64(referenced), scale, order)

@@ -3,7 +3,8 @@ the structure lenses (`weightdna.analysis`) and of the codec's structured repres
 
 Each generator is seeded and returns float32, laid out as the layer that holds such weights
 stores them (a front end's basis as rows × samples, a conv bank as out × in × kh × kw).
-`SUITE` names every member with whether it holds structure.
+`SUITE` names every member with whether it holds structure; `PAIRS` holds tensors that
+repeat one another (tied or repeated blocks), each pair as a small model of two tensors.
 """
 
 from __future__ import annotations
@@ -134,3 +135,42 @@ def _suite() -> tuple[Member, ...]:
 
 
 SUITE = _suite()
+
+
+def tied_pair(shape: tuple[int, int] = (256, 384), scale: float = 1.0, permuted: bool = False,
+              noise: float = 0.0, seed: int = 0) -> dict[str, np.ndarray]:
+    """Two tensors, the second the first times ``scale`` (its rows in a random order with
+    ``permuted``), plus iid noise of ``noise`` times its RMS: a tied or repeated block (an
+    embedding tied to an output layer, a block repeated in another layer). ``noise`` 0 and
+    ``scale`` 1: a copy."""
+    rng = np.random.default_rng(seed)
+    first = rng.normal(size=shape)
+    second = scale * first
+    if permuted:
+        second = second[rng.permutation(shape[0])]
+    second = second + noise * second.std() * rng.normal(size=shape)
+    return {"first.weight": first.astype(np.float32), "second.weight": second.astype(np.float32)}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two tensors of one model, the second a repeat of the first (``repeated``) or not."""
+
+    name: str
+    make: Callable[[], dict[str, np.ndarray]]
+    repeated: bool
+    kind: str
+
+
+def _independent() -> dict[str, np.ndarray]:
+    return {"first.weight": gaussian(seed=0), "second.weight": gaussian(seed=1)}
+
+
+PAIRS = (
+    Pair("tied", lambda: tied_pair(), True, "a copy (tied weights)"),
+    Pair("tied_scaled_permuted", lambda: tied_pair(scale=-0.5, permuted=True), True,
+         "a copy scaled by −½, its rows reordered"),
+    Pair("repeated_noisy", lambda: tied_pair(noise=0.01), True,
+         "a copy plus noise at −40 dB"),
+    Pair("independent", _independent, False, "two iid Gaussian tensors of one shape"),
+)
