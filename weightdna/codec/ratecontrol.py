@@ -15,10 +15,14 @@ coefficients of a DCT or DFT of each row (orthonormal: their error is the weight
 bytes — and the rounding deadzone (0, 0.1 or
 0.2: rounding towards zero saves bits at low rates) with the least Lagrangian cost
 ``bits + λ_t · squared error``, λ_t = 6 / (ln 2 · Δ_t²): at low rates the distortion is
-measured, not assumed to be Δ²/12. One global Δ is bisected until the whole-model target
-holds; the estimates it bisects on (ideal code lengths of the symbols, on at most
-2^20 sampled elements per tensor) are then checked by coding for real (`weightdna.codec.
-compress`), and the step corrected until the measured figures meet the target.
+measured, not assumed to be Δ²/12. The estimates are ideal code lengths of the symbols,
+on at most 2^20 sampled elements per tensor. Each tensor's estimates are probed once, at
+every octave of the global Δ (`rate_curve`, in the tensor's analysis task, beside the
+other tensors'); one global Δ is then solved on these curves until the whole-model
+target holds and checked on the estimates themselves (`solve_on_curves`: a few
+allocations). The choice is coded for real (`weightdna.codec.compress`), and the step
+corrected with each tensor's measured-over-estimated ratio until the measured figures
+meet the target (one correction, usually).
 
 The objective. Pooled MSE (``objective="mse"``, s_t = 1) spends bits where the energy is:
 a tensor of large weights beside one of small weights gets the same step, and the small
