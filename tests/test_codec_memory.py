@@ -130,11 +130,11 @@ def test_samples_are_not_held_while_a_round_is_coded(tmp_path: Path, monkeypatch
     held: list[ratecontrol.TensorCandidates] = []
     rounds = []
 
-    def bisect(coded, *args, **kwargs):  # noqa: ANN001, ANN202
+    def solve(coded, *args, **kwargs):  # noqa: ANN001, ANN202
         held[:] = coded
         assert all(c.sample is not None for tc in coded for c in tc.candidates)
         rounds.append(1)
-        return ratecontrol.bisect_step(coded, *args, **kwargs)
+        return ratecontrol.solve_on_curves(coded, *args, **kwargs)
 
     def encode(*args, **kwargs):  # noqa: ANN202
         assert all(c.sample is None for tc in held for c in tc.candidates
@@ -142,7 +142,7 @@ def test_samples_are_not_held_while_a_round_is_coded(tmp_path: Path, monkeypatch
         return original(*args, **kwargs)
 
     original = compress._encode_choice
-    monkeypatch.setattr(compress, "bisect_step", bisect)
+    monkeypatch.setattr(compress, "solve_on_curves", solve)
     monkeypatch.setattr(compress, "_encode_choice", encode)
     report = compress.compress_model(load_weights(model), tmp_path / "m.dna",
                                      Target("bits_per_weight", 2.0),

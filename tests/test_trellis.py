@@ -75,6 +75,72 @@ def test_the_search_minimises_error_plus_rate() -> None:
     assert ((x - levels) ** 2).sum() < 0.8 * ((x - even) ** 2).sum()
 
 
+def _reference_search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
+                      bits: np.ndarray, lam: float) -> np.ndarray:
+    """The search as first written (format version 6), in plain Python: each state's four
+    candidates evaluated on their own, λ·rate multiplied per candidate."""
+    width = (bits.shape[1] - 1) // 2
+
+    def rate(ctx: int, k: int) -> float:
+        index = k + width
+        if index < 0:
+            return bits[ctx, 0] + 1.0 + (-index)
+        if index > 2 * width:
+            return bits[ctx, 2 * width] + 1.0 + (index - 2 * width)
+        return bits[ctx, index]
+
+    out = np.empty(x.shape, dtype=np.int32)
+    for b in range(x.shape[0]):
+        cost = [math.inf] * 8
+        cost[0] = 0.0
+        came, chosen = [], []
+        for v in x[b].tolist():
+            a, sign = abs(v), (-1 if v < 0 else 1)
+            new = [math.inf] * 8
+            came.append([0] * 8)
+            chosen.append([0] * 8)
+            for s in range(8):
+                if cost[s] == math.inf:
+                    continue
+                q = s & 1
+                base = math.floor(a / 2.0) if q == 0 else math.floor((a + 1.0) / 2.0)
+                ctx = int(group[s]) * classes + int(row_class[b])
+                for j in range(4):
+                    m = 0 if j == 0 else base + j - 2
+                    if j and m <= 0:
+                        continue
+                    level = 2.0 * m - (q if m > 0 else 0)
+                    c = cost[s] + (a - level) * (a - level) + lam * float(rate(ctx, sign * m))
+                    ns = int(trellis.NEXT_STATE[s, m & 1])
+                    if c < new[ns]:
+                        new[ns], came[-1][ns], chosen[-1][ns] = c, s, sign * m
+            cost = new
+        state = min(range(8), key=lambda s: (cost[s], s))
+        for t in range(x.shape[1] - 1, -1, -1):
+            out[b, t] = chosen[t][state]
+            state = came[t][state]
+    return out
+
+
+@pytest.mark.parametrize("groups", trellis.STATE_GROUPS)
+@pytest.mark.parametrize("lam", [0.0, 0.14, 1.5])
+def test_the_compiled_search_chooses_what_the_reference_does(groups: int, lam: float) -> None:
+    """The compiled search (candidates shared by the states of a quantiser, a λ·rate table)
+    picks the same symbols as the plain search, ties included: values on the half-grid
+    and integer rate tables make many paths cost exactly the same; a narrow table sends
+    large symbols past its ends."""
+    rng = np.random.default_rng(7)
+    classes = 3
+    row_class = rng.integers(0, classes, 12).astype(np.uint8)
+    for x in (rng.laplace(size=(12, 40)) * 6, np.round(rng.laplace(size=(12, 40)) * 8) / 2):
+        for bits in (rng.uniform(0.5, 9, size=(groups * classes, 41)),
+                     rng.integers(1, 4, size=(groups * classes, 7)).astype(np.float64)):
+            got = trellis.quantize(x, row_class, classes, groups, bits, lam=lam)
+            want = _reference_search(x, row_class, classes, trellis.state_groups(groups), bits,
+                                     lam)
+            np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("shape", [(300, 256), (64, 3, 3, 3), (1000,), (), (0, 5), (7, 1)])
 def test_round_trip_matches_the_reported_error(shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(0)

@@ -48,12 +48,13 @@ from weightdna.codec.ratecontrol import (
     TensorCandidates,
     _sampled_rows,
     apply_objective,
-    bisect_step,
     check_objective,
     drop_samples,
     pooled_figures,
+    rate_curve,
     scalar_choice,
     single_tensor_choice,
+    solve_on_curves,
     tensor_candidates,
     trellis_choice,
     with_prediction,
@@ -83,6 +84,8 @@ WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
 MEASURE_ROUNDS = 5
 # A size target is met once the file is within this fraction of it (and not over).
 SIZE_TARGET_FILL = 0.99
+# The step is solved for estimates within this share of a size target below it.
+SOLVE_FILL = 0.004
 # An SNR/PSNR target is met once the measured figure is at most this far above it.
 SNR_TARGET_SLACK_DB = 0.05
 # A first guess at the (compressed) header's size per tensor, before it is measured.
@@ -403,10 +406,19 @@ def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: 
 
 
 def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[str],
-             dna_config: object) -> TensorCandidates:
+             dna_config: object, probe: tuple | None = None) -> TensorCandidates:
     """`tensor_candidates` of a tensor, read as float64 straight from the reader (the stored
-    dtype's copy is not held beside it)."""
+    dtype's copy is not held beside it). ``probe``: (sensitivity, objective, whether the
+    sensitivity is measured, target, per_row, row weights or None) of a whole-model
+    target: the tensor's sensitivity and objective are set and its rate–distortion curve measured
+    (`ratecontrol.rate_curve`), here, beside the other tensors' (not on the driver)."""
     tc = tensor_candidates(info, weights.numpy(info.name), representations, dna_config)
+    if probe is not None:
+        sensitivity, objective, measured, target, per_row, row_weight = probe
+        tc.sensitivity = sensitivity
+        if target.kind in ("bits_per_weight", "snr"):
+            apply_objective(tc, objective, measured=measured, row_weight=row_weight)
+        tc.curve = rate_curve(tc, target, per_row)
     _give_back_free_memory()
     return tc
 
@@ -641,18 +653,19 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         # float64 values and their temporaries then sit beside no other tensor's samples.
         by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
         analysed = {}
-        tasks = ((weights.info(name), representations, dna_config) for name in by_size)
+        tasks = ((weights.info(name), representations, dna_config,
+                  (weight_of(name), objective, sensitivity is not None, target, per_row,
+                   (row_weights or {}).get(name)))
+                 for name in by_size)
         for i, (name, tc) in enumerate(zip(by_size, runner.map(_analyse, tasks), strict=True)):
             report("analysing", i, len(lossy))
-            tc.sensitivity = weight_of(name)
-            if target.kind in ("bits_per_weight", "snr"):
-                apply_objective(tc, objective, measured=sensitivity is not None,
-                                row_weight=(row_weights or {}).get(name))
             analysed[name] = tc
         for name, (other, scale, order) in references.items():
             # Estimated on the referenced tensor as it is; coded on it as coded.
             with_prediction(analysed[name], reference_prediction(
                 other, weights.tensor(other), scale, order), weights.tensor(name))
+            # Its curve again, with the reference among the candidates.
+            analysed[name].curve = rate_curve(analysed[name], target, per_row)
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
@@ -834,13 +847,18 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress,
                       runner: Runner, files: Sequence[tuple[dict, bytes]] = ()) -> None:
-    """Bisect the global step on estimates, code, measure, and correct until the measured
-    whole-model figure meets the target.
+    """Solve the global step on the tensors' rate–distortion curves, code, measure, and
+    correct until the measured whole-model figure meets the target.
 
-    A size target is corrected on the coded tensors' share only: the exact tensors and the
-    header are measured, and the estimates of the coded ones are scaled by how far the last
-    coding measured from them. (Scaling the whole budget instead charges every miss of the
-    fixed part again to the coded tensors, and starves them.)
+    Each tensor's curve (`ratecontrol.rate_curve`) was measured in its analysis task; the
+    step is solved on them here and checked on the estimates (`solve_on_curves`), so that
+    the driver evaluates a few allocations, not a bisection's worth per round. A size
+    target is corrected per tensor: after a coding, each coded tensor's estimates are
+    scaled by how far its coding measured from them (the trellis and the coder's models
+    land above or below scalar rounding's ideal code lengths by different amounts per
+    tensor), and the exact tensors and the header are measured. (Scaling the whole budget
+    instead charges every miss of the fixed part again to the coded tensors, and starves
+    them.)
     """
     exact_names = [n for n in coder.coded]
     exact_bytes = sum(_section_bytes(coder.coded[n]) for n in exact_names)
@@ -850,7 +868,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     header_bytes = PREFIX.size + HEADER_BYTES_PER_TENSOR * len(weights)
     goal = target.value  # what the estimates aim at; corrected after each measurement
     budget_bits = target.value * weights.total_numel if target.kind == "bits_per_weight" else 0
-    ratio = 1.0  # measured bits of the coded tensors over their estimate
+    # Measured bits of each coded tensor over its estimate (1 until it is coded).
+    ratios = {tc.info.name: 1.0 for tc in candidates}
     # The best coding so far and its bytes: for a size target the largest file within it,
     # for an SNR/PSNR target the fewest coded bytes that meet it.
     best: dict[str, tuple[dict, dict[str, bytes]]] | None = None
@@ -860,15 +879,21 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     for round_ in range(MEASURE_ROUNDS * (2 if coder.calibration else 1)):
         if target.kind == "bits_per_weight":
             fixed = 8.0 * (exact_bytes + header_bytes)
+            # A little more margin each round, so that the rounds cannot cycle.
+            margin = 1.0 + 0.002 * round_
 
-            def meets(a: Allocation, ratio: float = ratio, fixed: float = fixed) -> bool:
-                return a.bits * ratio + fixed <= budget_bits
+            def excess(a: Allocation, fixed: float = fixed, margin: float = margin) -> float:
+                coded = sum(ratios[name] * c.bits for name, c in a.choices.items())
+                return coded * margin + fixed - budget_bits
 
+            tolerance = SOLVE_FILL * budget_bits
         else:
             index = 0 if target.kind == "snr" else 1
 
-            def meets(a: Allocation, goal: float = goal, index: int = index) -> bool:
-                return pooled_figures(candidates, a, exact_signal, exact_count)[index] >= goal
+            def excess(a: Allocation, goal: float = goal, index: int = index) -> float:
+                return goal - pooled_figures(candidates, a, exact_signal, exact_count)[index]
+
+            tolerance = 0.5 * SNR_TARGET_SLACK_DB
 
         report("allocating", 0, 1)
         if round_:  # the samples were dropped while the last allocation was coded
@@ -882,8 +907,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                     if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
                 _give_back_free_memory()
-        allocation = bisect_step(candidates, meets, per_row, target,
-                                 coarse_is_ok=target.kind == "bits_per_weight")
+        allocation = solve_on_curves(candidates, excess, per_row, target,
+                                     target.kind == "bits_per_weight", tolerance)
         drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
         _give_back_free_memory()
         # A reference's tensor after the one it refers to, on that one's coding.
@@ -905,11 +930,11 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
-            coded_bits = 8.0 * sum(_section_bytes(coder.coded[tc.info.name])
-                                   for tc in candidates)
-            if allocation.bits > 0 and coded_bits > 0:
-                # A little more margin each round, so that the rounds cannot cycle.
-                ratio = coded_bits / allocation.bits * (1.0 + 0.002 * round_)
+            for tc in candidates:
+                estimate = allocation.choices[tc.info.name].bits
+                coded_bits = 8.0 * _section_bytes(coder.coded[tc.info.name])
+                if estimate > 0 and coded_bits > 0:
+                    ratios[tc.info.name] = coded_bits / estimate
             if measured <= target.value:
                 if best_bytes is None or size > best_bytes:
                     best, best_bytes = dict(coder.coded), size

@@ -15,10 +15,14 @@ coefficients of a DCT or DFT of each row (orthonormal: their error is the weight
 bytes — and the rounding deadzone (0, 0.1 or
 0.2: rounding towards zero saves bits at low rates) with the least Lagrangian cost
 ``bits + λ_t · squared error``, λ_t = 6 / (ln 2 · Δ_t²): at low rates the distortion is
-measured, not assumed to be Δ²/12. One global Δ is bisected until the whole-model target
-holds; the estimates it bisects on (ideal code lengths of the symbols, on at most
-2^20 sampled elements per tensor) are then checked by coding for real (`weightdna.codec.
-compress`), and the step corrected until the measured figures meet the target.
+measured, not assumed to be Δ²/12. The estimates are ideal code lengths of the symbols,
+on at most 2^20 sampled elements per tensor. Each tensor's estimates are probed once, at
+every octave of the global Δ (`rate_curve`, in the tensor's analysis task, beside the
+other tensors'); one global Δ is then solved on these curves until the whole-model
+target holds and checked on the estimates themselves (`solve_on_curves`: a few
+allocations). The choice is coded for real (`weightdna.codec.compress`), and the step
+corrected with each tensor's measured-over-estimated ratio until the measured figures
+meet the target (one correction, usually).
 
 The objective. Pooled MSE (``objective="mse"``, s_t = 1) spends bits where the energy is:
 a tensor of large weights beside one of small weights gets the same step, and the small
@@ -79,6 +83,15 @@ DNA_MIN_ELEMENTS = 4096
 BISECTION_STEPS = 18
 OCTAVES_BELOW_PEAK = 24
 LN2 = math.log(2.0)
+# The tensors' rate–distortion curves (`rate_curve`): estimates every CURVE_OCTAVES of the
+# global step, down to CURVE_MAX_BITS bits per weight (or a bits-per-weight target plus
+# CURVE_HEADROOM_BITS); the global step is bisected CURVE_BISECTIONS times on them, then
+# checked on the estimates at most SOLVE_CHECKS times (`solve_on_curves`).
+CURVE_OCTAVES = 1.0
+CURVE_MAX_BITS = 24.0
+CURVE_HEADROOM_BITS = 10.0
+CURVE_BISECTIONS = 40
+SOLVE_CHECKS = 4
 DEADZONES = (0.0, 0.1, 0.2)
 # Where the trellis (dependent quantisation) replaces scalar rounding: tensors large enough
 # to pay for its context models (2 or more) in the header, at rates where it gains
@@ -229,6 +242,9 @@ class TensorCandidates:
     sensitivity: float = 1.0
     # Per-row step multipliers of the objective (None: one step), AM(1/row_scale²) = 1.
     row_scale: np.ndarray | None = None
+    # Its rate–distortion curve (`rate_curve`): rows log2 of the global step, estimated
+    # bits, estimated squared error; None until probed.
+    curve: np.ndarray | None = None
 
     def raw_bits(self) -> float:
         """Bits of raw storage (uncompressed: an upper bound, used only to compare)."""
@@ -771,6 +787,107 @@ def bisect_step(coded: Sequence[TensorCandidates], meets: Callable[[Allocation],
         else:
             bad = mid
     return ok_allocation
+
+
+def rate_curve(tc: TensorCandidates, target: Target, per_row: bool) -> np.ndarray:
+    """The tensor's probes: its estimated bits and squared error (`choose`, scalar
+    rounding) at global steps Δ = 2^(CURVE_OCTAVES·i) for every integer i from where its
+    step passes its max |w| (2 octaves above: nothing left to code) down to where it costs
+    CURVE_MAX_BITS bits per weight (above a bits-per-weight target by CURVE_HEADROOM_BITS),
+    cannot be coded, or lies OCTAVES_BELOW_PEAK below its peak. Each tensor's curve
+    depends on that tensor alone, so they are measured side by side (in the analysis
+    task); the global step is then solved on the curves (`solve_on_curves`). Returns
+    (3, K): log2 Δ (ascending), bits, squared error."""
+    top = math.log2(max(_peak_over_step(tc, target), 1e-300))
+    cap = CURVE_MAX_BITS
+    if target.kind == "bits_per_weight":
+        cap = min(cap, target.value + CURVE_HEADROOM_BITS)
+    numel = max(tc.info.numel, 1)
+    points = []
+    i = math.ceil((top + 2.0) / CURVE_OCTAVES)
+    while True:
+        g = i * CURVE_OCTAVES
+        choice = choose(tc, tensor_step(tc, 2.0**g, target), per_row, trellis=False)
+        if choice.candidate is None and points and g < top:
+            break  # too fine to code: raw from here on
+        points.append((g, choice.bits, choice.sse))
+        if choice.bits >= cap * numel or g < top - OCTAVES_BELOW_PEAK:
+            break
+        i -= 1
+    return np.array(points[::-1], dtype=np.float64).T.copy()
+
+
+def curve_at(curve: np.ndarray, g: float) -> tuple[float, float]:
+    """(bits, squared error) of a tensor's `rate_curve` at log2 Δ = ``g``: linear in g
+    between points (the squared error's log), constant beyond the coarsest point and
+    extended along the last segment beyond the finest."""
+    gs, bits, sse = curve
+    if gs.size == 1 or g >= gs[-1]:
+        return float(bits[-1]), float(sse[-1])
+    i = 0 if g <= gs[0] else min(int(np.searchsorted(gs, g)) - 1, gs.size - 2)
+    w = (g - gs[i]) / (gs[i + 1] - gs[i])
+    b = bits[i] + w * (bits[i + 1] - bits[i])
+    lo, hi = max(sse[i], 1e-300), max(sse[i + 1], 1e-300)
+    return float(max(b, 0.0)), float(math.exp(math.log(lo) + w * (math.log(hi) - math.log(lo))))
+
+
+def curve_allocation(coded: Sequence[TensorCandidates], g: float) -> Allocation:
+    """The allocation the curves predict at global log2 Δ = ``g`` (estimates only: no
+    candidate chosen; for `solve_on_curves`)."""
+    allocation = Allocation(2.0**g)
+    for tc in coded:
+        bits, sse = curve_at(tc.curve, g)
+        allocation.choices[tc.info.name] = Choice(None, None, bits, sse)
+    return allocation
+
+
+def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocation], float],
+                    per_row: bool, target: Target, coarse_is_ok: bool,
+                    tolerance: float) -> Allocation:
+    """The allocation at the global Δ where ``excess`` (≤ 0: the target holds; in the
+    target's units, e.g. bits over the budget) crosses 0, on the side where it holds.
+
+    The crossing is bisected on the tensors' curves (`rate_curve`: no tensor evaluated),
+    then checked on the estimates themselves (`allocate`) and moved along the curves'
+    slope until the estimate holds within ``tolerance`` of the crossing (at most
+    SOLVE_CHECKS allocations; the best that holds is kept). Where the curves mislead, it
+    falls back to `bisect_step` on the estimates."""
+    if any(tc.curve is None for tc in coded):
+        return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
+    top = max((_peak_over_step(tc, target) for tc in coded), default=1.0)
+    top = top if top > 0 and math.isfinite(top) else 1.0
+    fine, coarse = math.log2(top) - OCTAVES_BELOW_PEAK, math.log2(top) + 2
+    ok, bad = (coarse, fine) if coarse_is_ok else (fine, coarse)
+
+    def on_curves(g: float) -> float:
+        return excess(curve_allocation(coded, g))
+
+    if on_curves(ok) > 0 or on_curves(bad) <= 0:
+        return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
+    for _ in range(CURVE_BISECTIONS):
+        mid = 0.5 * (ok + bad)
+        if on_curves(mid) <= 0:
+            ok = mid
+        else:
+            bad = mid
+    g = ok
+    best = best_excess = None
+    for _ in range(SOLVE_CHECKS):
+        allocation = allocate(coded, 2.0**g, target, per_row)
+        e = excess(allocation)
+        if e <= 0 and (best is None or e > best_excess):
+            best, best_excess = allocation, e
+        if -tolerance <= e <= 0:
+            return allocation
+        # Move along the curves' slope by the estimate's miss (aiming inside the window).
+        h = 1.0 / 64
+        slope = (on_curves(g + h) - on_curves(g - h)) / (2 * h)
+        if not (math.isfinite(slope) and slope != 0):
+            break
+        g -= (e + 0.5 * tolerance) / slope
+    if best is not None:
+        return best
+    return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
 
 
 def _peak_over_step(tc: TensorCandidates, target: Target) -> float:

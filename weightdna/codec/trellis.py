@@ -47,17 +47,6 @@ LEARNING_PASSES = 2
 
 
 @numba.njit(cache=True, nogil=True)
-def _rate(bits: np.ndarray, ctx: int, k: int) -> float:
-    width = (bits.shape[1] - 1) // 2
-    index = k + width
-    if index < 0:
-        return bits[ctx, 0] + 1.0 + (-index)
-    if index > 2 * width:
-        return bits[ctx, 2 * width] + 1.0 + (index - 2 * width)
-    return bits[ctx, index]
-
-
-@numba.njit(cache=True, nogil=True)
 def _level(k: int, state: int) -> float:
     q = state & 1
     return 2.0 * k - (q * (1 if k > 0 else (-1 if k < 0 else 0)))
@@ -68,44 +57,81 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
             bits: np.ndarray, lam: float, next_state: np.ndarray, out: np.ndarray) -> None:
     """Viterbi search over each row of ``x`` (values in units of Δ) from state 0; the
     chosen symbols go to the same row of ``out``. The context of row b's symbols in state
-    s: group[s] × classes + row_class[b]."""
+    s: group[s] × classes + row_class[b].
+
+    At each element every state s weighs up to four symbols of its quantiser (q = s & 1):
+    0 and the magnitudes base − 1, base, base + 1 around |x| (those > 0), at the cost
+    ``cost[s] + (|x| − level)² + λ·rate(context of s, symbol)``; the cheapest arrival at
+    each next state wins, the first one on a tie (states in order, then the four symbols).
+    The candidates' magnitudes and squared errors depend only on q, so they are worked
+    out once per element for both quantisers, and λ·rate is read from a table of
+    λ × ``bits`` made once per call (the same products: the same costs, bit for bit, as
+    evaluating each state's candidates on their own)."""
     n, length = x.shape
+    width = (bits.shape[1] - 1) // 2
+    top = 2 * width
+    lam_bits = lam * bits  # λ·rate of every in-range symbol, each the same product
     chosen = np.empty((length, STATES), dtype=np.int32)
     came = np.empty((length, STATES), dtype=np.int8)
     cost = np.empty(STATES)
     new_cost = np.empty(STATES)
+    following = np.empty(2 * STATES, dtype=np.int64)  # [2·state + parity]
+    for s in range(STATES):
+        following[2 * s] = next_state[s, 0]
+        following[2 * s + 1] = next_state[s, 1]
+    context = np.empty(STATES, dtype=np.int64)
+    magnitude = np.empty((2, 4), dtype=np.int64)  # −1: no such candidate
+    error = np.empty((2, 4))
     for b in range(n):
         klass = row_class[b]
-        cost[:] = np.inf
+        for s in range(STATES):
+            context[s] = group[s] * classes + klass
+        for s in range(STATES):
+            cost[s] = np.inf
         cost[0] = 0.0
         for t in range(length):
             v = x[b, t]
             a = abs(v)
             sign = -1 if v < 0 else 1
-            new_cost[:] = np.inf
+            for q in range(2):
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                magnitude[q, 0] = 0
+                error[q, 0] = a * a  # level 0: (a − 0.0)²
+                for j in range(1, 4):
+                    m = base + j - 2  # base − 1, base, base + 1
+                    if m <= 0:
+                        magnitude[q, j] = -1
+                        continue
+                    level = 2.0 * m - q
+                    magnitude[q, j] = m
+                    error[q, j] = (a - level) * (a - level)
             for s in range(STATES):
-                if cost[s] == np.inf:
+                new_cost[s] = np.inf
+            for s in range(STATES):
+                here = cost[s]
+                if here == np.inf:
                     continue
                 q = s & 1
-                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
-                ctx = group[s] * classes + klass
+                ctx = context[s]
                 for j in range(4):
-                    if j == 0:
-                        m = 0
-                    else:
-                        m = base + j - 2  # base − 1, base, base + 1
-                        if m <= 0:
-                            continue
-                    level = 2.0 * m - (q if m > 0 else 0)
-                    d = (a - level) * (a - level)
+                    m = magnitude[q, j]
+                    if m < 0:
+                        continue
                     k = sign * m
-                    c = cost[s] + d + lam * _rate(bits, ctx, k)
-                    ns = next_state[s, m & 1]
+                    index = k + width
+                    if index < 0:
+                        rate = lam * (bits[ctx, 0] + 1.0 + (-index))
+                    elif index > top:
+                        rate = lam * (bits[ctx, top] + 1.0 + (index - top))
+                    else:
+                        rate = lam_bits[ctx, index]
+                    c = here + error[q, j] + rate
+                    ns = following[2 * s + (m & 1)]
                     if c < new_cost[ns]:
                         new_cost[ns] = c
                         came[t, ns] = s
                         chosen[t, ns] = k
-            cost[:] = new_cost
+            cost, new_cost = new_cost, cost
         state = 0
         for s in range(1, STATES):
             if cost[s] < cost[state]:
