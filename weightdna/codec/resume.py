@@ -38,7 +38,8 @@ from weightdna.weights import ModelWeights, TensorInfo
 MANIFEST = "manifest.json"
 # The tasks whose results are kept (`weightdna.codec.compress`): the work; not the
 # samples taken again between rounds, nor the zeroed shares of the report.
-KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one"})
+KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one", "_measure_rows",
+                        "_analyse_rows", "_prepare_rows", "_encode_rows"})
 FORMAT = 1
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
