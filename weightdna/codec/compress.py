@@ -629,17 +629,17 @@ def _row_blocked(info: TensorInfo, target: Target, coder: _Coder) -> bool:
 
 
 def _row_tasks(runner: Runner, task: Callable, jobs: Sequence[tuple[TensorInfo, Callable]]
-               ) -> Iterator[tuple[TensorInfo, list]]:
-    """Each job's tensor and its row-block tasks' results, in order, a tensor as soon as
-    its last task is done: ``task`` on the arguments ``args(start, stop)`` of each of its
-    `rowblocks.row_ranges` (one map over every job's tasks: the workers never wait for a
-    tensor's end)."""
+               ) -> Iterator[tuple[TensorInfo, Iterator]]:
+    """Each job's tensor and its row-block tasks' results, in order, each as soon as it is
+    done (take them all before the next tensor): ``task`` on the arguments ``args(start,
+    stop)`` of each of its `rowblocks.row_ranges` (one map over every job's tasks: the
+    workers never wait for a tensor's end)."""
     ranges = [rowblocks.row_ranges(info) for info, _ in jobs]
     tasks = (args(start, stop) for (_, args), bounds in zip(jobs, ranges, strict=True)
              for start, stop in bounds)
     results = runner.map(task, tasks)
     for (info, _), bounds in zip(jobs, ranges, strict=True):
-        yield info, [next(results) for _ in bounds]
+        yield info, (next(results) for _ in bounds)
 
 
 def _analysed_rows(weights: ModelWeights, runner: Runner, names: Sequence[str],
@@ -690,12 +690,12 @@ def _code_row_blocked(weights: ModelWeights, runner: Runner, coder: _Coder,
     transforms = {info.name: choice.candidate.transform for info, choice in chosen
                   if choice.candidate is not None}
     for info, parts in _row_tasks(runner, rowblocks._encode_rows, jobs):
-        if any(p is None for p in parts):  # the step overflows: stored exactly
+        done = rowblocks.coded(info, steps[info.name], searches.get(info.name),
+                               transforms[info.name], parts)
+        if done is None:  # the step overflows: stored exactly
             raw.append(info)
             continue
-        coded, zeroed = rowblocks.coded(info, steps[info.name], searches.get(info.name),
-                                        transforms[info.name], parts)
-        del parts
+        coded, zeroed = done
         coder.zeroed[info.name] = (coded[0], zeroed)
         yield info.name, coded
         _give_back_free_memory()

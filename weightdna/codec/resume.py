@@ -160,6 +160,10 @@ class WorkFolder:
         self.path.mkdir(parents=True)
         write_text_atomic(manifest, json.dumps(self.manifest, indent=1))
 
+    def has(self, key: str) -> bool:
+        """Whether a result is stored under ``key``."""
+        return (self.path / f"{key}.npz").is_file()
+
     def load(self, key: str) -> tuple[bool, Any]:
         """(True, the stored result) or (False, None)."""
         file = self.path / f"{key}.npz"
@@ -212,11 +216,18 @@ class ResumableRunner(Runner):
             return
         tasks = list(tasks)
         keys = [_digest(task, args) for args in tasks]
-        stored = [self.folder.load(key) for key in keys]
-        missing = [args for args, (found, _) in zip(tasks, stored, strict=True) if not found]
+        # Read back as they are handed on, not all first: memory follows the work in
+        # flight here too. One that turns out damaged is done again, here.
+        stored = [self.folder.has(key) for key in keys]
+        missing = [args for args, found in zip(tasks, stored, strict=True) if not found]
         fresh = self.runner.map(task, missing)
-        for key, (found, result) in zip(keys, stored, strict=True):
-            if not found:
+        for key, args, found in zip(keys, tasks, stored, strict=True):
+            if found:
+                found, result = self.folder.load(key)
+                if not found:
+                    result = task(self.weights, *args)
+                    self.folder.store(key, result)
+            else:
                 result = next(fresh)
                 self.folder.store(key, result)
             yield result

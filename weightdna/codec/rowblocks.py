@@ -25,7 +25,7 @@ task at a time (the same figure to rounding).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -142,7 +142,8 @@ def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
     source = _rows(weights, name, start, stop)
     trellis = None if search is None else _Trellis(*search)
     try:
-        blocks = [(b.pieces, b.signal, b.noise, b.max_error, b.count, b.nonzero, b.lost)
+        blocks = [(_narrowest(b.pieces), b.signal, b.noise, b.max_error, b.count, b.nonzero,
+                   b.lost)
                   for b in _coded_blocks(source, steps, deadzone, _dtype_name(source), None,
                                          None, trellis, None, True, transform)]
     except (_Overflow, InvalidInputError):
@@ -153,21 +154,35 @@ def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
     return blocks, (found + start * source.shape[1]).astype("<u8"), exact
 
 
+def _narrowest(pieces: list[np.ndarray]) -> list[np.ndarray]:
+    """A block's symbol pieces in the narrowest integer dtype that holds them (int8 at
+    usual rates: a quarter of the search's int32 to send back)."""
+    lo = min((int(p.min()) for p in pieces if p.size), default=0)
+    hi = max((int(p.max()) for p in pieces if p.size), default=0)
+    dtype = next(d for d in (np.int8, np.int16, np.int32)
+                 if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max)
+    return [p.astype(dtype) for p in pieces]
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return NAMES[t.dtype]
 
 
 # What this process makes of the tasks' results.
 
-def first_pass(parts: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """The tensor's max |w| and Σ w² from its tasks' (`_measure_rows`)."""
-    return max(p for p, _ in parts), sum(s for _, s in parts)
+def first_pass(parts: Iterable[tuple[float, float]]) -> tuple[float, float]:
+    """The tensor's max |w| and Σ w² from its tasks' (`_measure_rows`), in order."""
+    peak = signal = 0.0
+    for part_peak, part_signal in parts:
+        peak, signal = max(peak, part_peak), signal + part_signal
+    return peak, signal
 
 
-def candidates(info: TensorInfo, parts: Sequence[tuple], transforms: Sequence[str]
+def candidates(info: TensorInfo, parts: Iterable[tuple], transforms: Sequence[str]
                ) -> TensorCandidates:
     """The tensor's candidates from its tasks' shares (`_analyse_rows`): plain
     quantisation, and each of ``transforms`` that compacts the sampled rows' energy."""
+    parts = list(parts)
     sample = np.concatenate([p[0] for p in parts])
     peaks = np.concatenate([p[1] for p in parts])
     found = [Candidate("quantized", None, sample, peaks, 0.0)]
@@ -196,30 +211,46 @@ def steps_of(info: TensorInfo, choice: Choice) -> float | np.ndarray:
     return _steps_for_request(tuple(info.shape), lambda: np.zeros(0), choice.step, None)
 
 
-def search_of(info: TensorInfo, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> _Trellis:
+def search_of(info: TensorInfo, parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> _Trellis:
     """The trellis's row classes and rate table from the tasks' shares (`_prepare_rows`)."""
     rows, columns = row_shape(tuple(info.shape))
+    parts = list(parts)
     means = np.concatenate([p[0] for p in parts])
     sample = np.concatenate([p[1] for p in parts])
     return _learnt_trellis(means, sample, rows, columns)
 
 
 def coded(info: TensorInfo, steps: float | np.ndarray, search: _Trellis | None,
-          transform: str | None, parts: Sequence[tuple]) -> tuple[Coded, float | None]:
-    """The tensor's entry and sections from its tasks' codings (`_encode_rows`, none of
-    them None), and the share of its non-zero weights restored as 0 (None: none)."""
+          transform: str | None, parts: Iterable[tuple | None]
+          ) -> tuple[Coded, float | None] | None:
+    """The tensor's entry and sections from its tasks' codings (`_encode_rows`, in order,
+    each added as it comes and dropped), and the share of its non-zero weights restored as
+    0 (None: none); None when a task found the step overflowing (every part is still
+    taken)."""
     rows, columns = row_shape(tuple(info.shape))
     symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
     figures = _Figures()
     nonzero = lost = 0
-    for blocks, _, _ in parts:
+    indices, exact = [np.zeros(0, dtype="<u8")], []
+    overflow = False
+    for part in parts:
+        if part is None or overflow:
+            overflow = True
+            continue
+        blocks, found, values = part
+        indices.append(found)
+        exact.append(values)
+        del part
         for block in blocks:
             block = _Block(*block)
             figures.add(block)
             nonzero, lost = nonzero + block.nonzero, lost + block.lost
             symbols.add(block.pieces)
-    indices = np.concatenate([np.zeros(0, dtype="<u8")] + [p[1] for p in parts])
-    nonfinite = indices.tobytes() + b"".join(p[2] for p in parts) if indices.size else b""
+        del blocks
+    if overflow:
+        return None
+    indices = np.concatenate(indices)
+    nonfinite = indices.tobytes() + b"".join(exact) if indices.size else b""
     entry = _coded_entry(info.name, info.dtype, tuple(info.shape), steps, search,
                          symbols.streams(), figures.stats(), "auto", int(indices.size),
                          nonfinite, transform)
