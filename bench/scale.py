@@ -269,20 +269,22 @@ def project_70b(folder: Path, bits: float) -> dict:
     return {"shapes": shapes, "solve_s_per_tensor": solve / len(analysed)}
 
 
-def projection_table(measured: dict, machines: list[int], cores: list[int]) -> list[str]:
+def projection_table(measured: dict, machines: list[int], cores: list[int],
+                     rounds: int = 1) -> list[str]:
     """Markdown: the 70B model's hours on K machines × C cores, from the per-task seconds
     (`project_70b`). The tasks spread evenly over K·C cores; the driver's λ solve and its
     entropy coding of the row-blocked tensors run on one core, after them (a bound: in a
-    run they overlap the workers' tasks); one round of final encodes."""
+    run they overlap the workers' tasks); ``rounds`` rounds of λ solve and final encodes
+    (the measure-and-correct rounds of `weightdna.codec.compress`)."""
     tasks = driver = 0.0
     tensors = 0
     for r in measured["shapes"]:
         n = r["count"] * r["tasks_per_tensor"]
-        tasks += n * (r["first_pass_s"] + r["analysis_s"] + r.get("prepare_s", 0.0)
-                      + r["encode_s"])
-        driver += n * r.get("entropy_s", 0.0)
+        tasks += n * (r["first_pass_s"] + r["analysis_s"]
+                      + rounds * (r.get("prepare_s", 0.0) + r["encode_s"]))
+        driver += n * rounds * r.get("entropy_s", 0.0)
         tensors += r["count"]
-    driver += tensors * measured["solve_s_per_tensor"]
+    driver += tensors * rounds * measured["solve_s_per_tensor"]
     lines = ["| machines × cores | " + " | ".join(f"{c} cores" for c in cores) + " |",
              "|---|" + "---:|" * len(cores)]
     for k in machines:
@@ -369,7 +371,9 @@ def main() -> None:
                   f"{r.get('prepare_s', 0):.2f} | {r['encode_s']:.2f} | "
                   f"{r.get('entropy_s', 0):.2f} |")
         print(f"\nλ solve on the driver: {measured['solve_s_per_tensor']:.2f} s per tensor.\n")
-        print("\n".join(projection_table(measured, [1, 2, 4, 8], [2, 16, 64])))
+        for rounds in (1, 3):
+            print(f"\nProjection, {rounds} round(s) of final encodes:\n")
+            print("\n".join(projection_table(measured, [1, 2, 4, 8], [2, 16, 64], rounds)))
         return
     if args.synthetic:
         model = Path(args.synthetic)
