@@ -296,6 +296,54 @@ def projection_table(measured: dict, machines: list[int], cores: list[int],
     return lines
 
 
+# The slice of the synthetic model NNCodec and weightdna both code (`nncodec_slice`).
+SLICE_TENSORS = ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                 "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+                 "model.layers.0.mlp.gate_proj.weight")
+
+
+def nncodec_slice(model: Path, folder: Path, qps: list[int]) -> list[dict]:
+    """NNCodec (its default settings, one bitstream per QP) and weightdna (`compress_model`
+    at NNCodec's bits per weight at each QP, the whole compress with its rate control) on
+    layer 0's attention matrices and gate projection of the synthetic model, both in this
+    process's machine on one thread: seconds, weights/s, bits/weight and SNR of each."""
+    import torch
+
+    from weightdna.baselines.nncodec import run_nncodec
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.weights import load_weights, save_weights
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    weights = load_weights(model)
+    tensors = {name: weights.tensor(name) for name in SLICE_TENSORS}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = save_weights(tensors, folder / "slice.safetensors", overwrite=True)
+    numel = sum(t.numel() for t in tensors.values())
+    rows = []
+    for result in run_nncodec(tensors, qps):
+        rows.append({"codec": f"NNCodec ({result.setting})", "seconds": result.encode_s,
+                     "weights_per_s": numel / result.encode_s,
+                     "bits_per_weight": result.bits_per_weight, "snr_db": result.snr_db})
+        start = time.perf_counter()
+        report = compress_model(load_weights(path), folder / "slice.dna",
+                                Target("bits_per_weight", result.bits_per_weight),
+                                overwrite=True)
+        seconds = time.perf_counter() - start
+        rows.append({"codec": "weightdna (compress_model, one thread)", "seconds": seconds,
+                     "weights_per_s": numel / seconds,
+                     "bits_per_weight": 8.0 * report.file_bytes / numel,
+                     "snr_db": report.snr_db})
+        print(rows[-2:], file=sys.stderr)
+    return rows
+
+
 def check_folder(source: Path, restored: Path) -> str:
     """That ``restored`` holds the source folder's shard files (the same names) and its
     index, and that every shard loads with safetensors with the source's names, shapes and
@@ -329,7 +377,8 @@ def main() -> None:
     parser.add_argument("--synthetic", metavar="FOLDER",
                         help="write a Llama-shaped bfloat16 sharded checkpoint here first and "
                              "benchmark it (--layers, --hidden, --inter, --vocab: 16, 2048, "
-                             "5632, 32000 is the issue's 1.1B model)")
+                             "5632, 32000 by default: 0.95B weights in one shard; --inter 6912 "
+                             "gives the issue's 1.08B in two shards of at most 2 GB)")
     parser.add_argument("--measure", action="store_true",
                         help="print MiniLM's weight statistics the generator uses, and stop")
     parser.add_argument("--layers", type=int, default=16)
@@ -348,6 +397,10 @@ def main() -> None:
     parser.add_argument("--project70b", action="store_true",
                         help="measure per-task seconds on Llama-2-70B's shapes and print the "
                              "projection to K machines × C cores (a projection, not a run)")
+    parser.add_argument("--nncodec", metavar="QPS",
+                        help="comma-separated NNCodec QPs: code a slice of the --model (the "
+                             "synthetic folder) with NNCodec and with weightdna at the same "
+                             "sizes, and stop")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -355,6 +408,15 @@ def main() -> None:
 
     if args.measure:
         print(json.dumps(measure_minilm(), indent=1))
+        return
+    if args.nncodec:
+        rows = nncodec_slice(Path(args.model), Path(args.out) / "nncodec",
+                             [int(q) for q in args.nncodec.split(",")])
+        print("| codec | seconds | weights/s | bits/weight | SNR dB |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['codec']} | {r['seconds']:.1f} | {r['weights_per_s']:,.0f} | "
+                  f"{r['bits_per_weight']:.3f} | {r['snr_db']:.2f} |")
         return
     if args.project70b:
         measured = project_70b(Path(args.out) / "70b", args.bits)
