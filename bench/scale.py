@@ -177,13 +177,208 @@ def write_synthetic(folder: Path, layers: int, hidden: int, inter: int, vocab: i
     return sum(int(np.prod(s)) for s in shapes.values())
 
 
+# Llama-2-70B's weight matrices (hidden 8192, MLP 28672, vocabulary 32000, grouped-query
+# attention with 8 key/value heads of 128: k/v 1024 rows; 80 layers): shape and how many.
+LLAMA2_70B = (
+    ("q_proj, o_proj", (8192, 8192), 2 * 80),
+    ("k_proj, v_proj", (1024, 8192), 2 * 80),
+    ("gate_proj, up_proj", (28672, 8192), 2 * 80),
+    ("down_proj", (8192, 28672), 80),
+    ("embed_tokens, lm_head", (32000, 8192), 2),
+)
+
+
+def _timed(fn, *args):  # noqa: ANN001, ANN202
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def project_70b(folder: Path, bits: float) -> dict:
+    """Per-task seconds on Llama-2-70B's shapes, measured here in one process on one
+    thread: for each shape one task's rows (a row-blocked tensor's first task, or a whole
+    tensor below the threshold) of a synthetic bfloat16 matrix with MiniLM's statistics
+    (`_matrix`), through each stage a compress runs (first pass, analysis, the trellis's
+    preparation, coding, and the entropy coding the driver does), at ``bits`` bits per
+    weight; and the driver's λ solve per tensor (its allocation's bisection)."""
+    import numpy as np
+    import torch
+
+    from weightdna.codec import compress, rowblocks
+    from weightdna.codec.ratecontrol import CANDIDATES, Target, apply_objective, bisect_step
+    from weightdna.weights import TensorInfo, load_weights, save_weights
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    rng = np.random.default_rng(1)
+    target = Target("bits_per_weight", bits)
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes, analysed = [], []
+    for label, shape, count in LLAMA2_70B:
+        full = TensorInfo("w", shape, "bfloat16", "weight", 0, "w")
+        blocked = rowblocks.splits(full)
+        ranges = rowblocks.row_ranges(full) if blocked else [(0, shape[0])]
+        rows = ranges[0][1] - ranges[0][0]
+        path = save_weights({"w": _matrix(rng, rows, shape[1])},
+                            folder / f"{shape[0]}x{shape[1]}.safetensors", overwrite=True)
+        weights = load_weights(path)
+        info = weights.info("w")
+        row = {"tensors": label, "shape": shape, "count": count, "row_blocked": blocked,
+               "tasks_per_tensor": len(ranges), "task_weights": info.numel}
+        if blocked:
+            _, row["first_pass_s"] = _timed(rowblocks._measure_rows, weights, "w", 0, rows)
+            kinds = rowblocks.analysed_transforms(info, CANDIDATES)
+            part, row["analysis_s"] = _timed(rowblocks._analyse_rows, weights, "w", 0, rows,
+                                             rowblocks.sample_stride(info), kinds)
+            tc = rowblocks.candidates(info, [part], kinds)
+        else:
+            _, row["first_pass_s"] = _timed(compress._first_pass, weights, info, target.kind)
+            tc, row["analysis_s"] = _timed(compress._analyse, weights, info, CANDIDATES, None)
+        apply_objective(tc, "layer")
+        analysed.append(tc)
+        allocation = bisect_step([tc], lambda a, n=info.numel: a.bits <= bits * n, False,
+                                 target, coarse_is_ok=True)
+        choice = compress._without_sample(allocation.choices["w"])
+        row["quantizer"] = choice.quantizer
+        if blocked and choice.candidate is not None:
+            steps = rowblocks.steps_of(info, choice)
+            search = None
+            if choice.quantizer == "trellis":
+                prepared, row["prepare_s"] = _timed(
+                    rowblocks._prepare_rows, weights, "w", 0, rows, steps,
+                    choice.candidate.transform, rowblocks.prepare_stride(info))
+                search = rowblocks.search_of(info, [prepared])
+            coded, row["encode_s"] = _timed(
+                rowblocks._encode_rows, weights, "w", 0, rows, steps, choice.deadzone,
+                choice.candidate.transform, rowblocks.search_args(search, 0, rows))
+            ((entry, sections), _), row["entropy_s"] = _timed(
+                rowblocks.coded, info, steps, search, choice.candidate.transform, [coded])
+        else:
+            (entry, sections), row["encode_s"] = _timed(compress._encode, weights, "w",
+                                                        choice, None, True)
+        row["bits_per_weight"] = 8.0 * sum(map(len, sections.values())) / info.numel
+        print(row, file=sys.stderr)
+        shapes.append(row)
+    budget = bits * sum(tc.info.numel for tc in analysed)
+    _, solve = _timed(bisect_step, analysed, lambda a: a.bits <= budget, False, target, True)
+    return {"shapes": shapes, "solve_s_per_tensor": solve / len(analysed)}
+
+
+def projection_table(measured: dict, machines: list[int], cores: list[int],
+                     rounds: int = 1) -> list[str]:
+    """Markdown: the 70B model's hours on K machines × C cores, from the per-task seconds
+    (`project_70b`). The tasks spread evenly over K·C cores; the driver's λ solve and its
+    entropy coding of the row-blocked tensors run on one core, after them (a bound: in a
+    run they overlap the workers' tasks); ``rounds`` rounds of λ solve and final encodes
+    (the measure-and-correct rounds of `weightdna.codec.compress`)."""
+    tasks = driver = 0.0
+    tensors = 0
+    for r in measured["shapes"]:
+        n = r["count"] * r["tasks_per_tensor"]
+        tasks += n * (r["first_pass_s"] + r["analysis_s"]
+                      + rounds * (r.get("prepare_s", 0.0) + r["encode_s"]))
+        driver += n * rounds * r.get("entropy_s", 0.0)
+        tensors += r["count"]
+    driver += tensors * rounds * measured["solve_s_per_tensor"]
+    lines = ["| machines × cores | " + " | ".join(f"{c} cores" for c in cores) + " |",
+             "|---|" + "---:|" * len(cores)]
+    for k in machines:
+        cells = [f"{(tasks / (k * c) + driver) / 3600:.1f} h" for c in cores]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"Task-seconds in all: {tasks:,.0f} (one core: {tasks / 3600:.1f} h); the "
+                 f"driver's serial part: {driver:,.0f} s.")
+    return lines
+
+
+# The slice of the synthetic model NNCodec and weightdna both code (`nncodec_slice`).
+SLICE_TENSORS = ("model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight",
+                 "model.layers.0.self_attn.v_proj.weight", "model.layers.0.self_attn.o_proj.weight",
+                 "model.layers.0.mlp.gate_proj.weight")
+
+
+def nncodec_slice(model: Path, folder: Path, qps: list[int]) -> list[dict]:
+    """NNCodec (its default settings, one bitstream per QP) and weightdna (`compress_model`
+    at NNCodec's bits per weight at each QP, the whole compress with its rate control) on
+    layer 0's attention matrices and gate projection of the synthetic model, both in this
+    process's machine on one thread: seconds, weights/s, bits/weight and SNR of each."""
+    import torch
+
+    from weightdna.baselines.nncodec import run_nncodec
+    from weightdna.codec.compress import compress_model
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.weights import load_weights, save_weights
+
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    weights = load_weights(model)
+    tensors = {name: weights.tensor(name) for name in SLICE_TENSORS}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = save_weights(tensors, folder / "slice.safetensors", overwrite=True)
+    numel = sum(t.numel() for t in tensors.values())
+    rows = []
+    for result in run_nncodec(tensors, qps):
+        rows.append({"codec": f"NNCodec ({result.setting})", "seconds": result.encode_s,
+                     "weights_per_s": numel / result.encode_s,
+                     "bits_per_weight": result.bits_per_weight, "snr_db": result.snr_db})
+        start = time.perf_counter()
+        report = compress_model(load_weights(path), folder / "slice.dna",
+                                Target("bits_per_weight", result.bits_per_weight),
+                                overwrite=True)
+        seconds = time.perf_counter() - start
+        rows.append({"codec": "weightdna (compress_model, one thread)", "seconds": seconds,
+                     "weights_per_s": numel / seconds,
+                     "bits_per_weight": 8.0 * report.file_bytes / numel,
+                     "snr_db": report.snr_db})
+        print(rows[-2:], file=sys.stderr)
+    return rows
+
+
+def check_folder(source: Path, restored: Path) -> str:
+    """That ``restored`` holds the source folder's shard files (the same names) and its
+    index, and that every shard loads with safetensors with the source's names, shapes and
+    dtypes; a one-line account."""
+    from safetensors import safe_open
+
+    names = sorted(p.name for p in source.glob("*.safetensors"))
+    found = sorted(p.name for p in restored.glob("*.safetensors"))
+    if names != found:
+        raise SystemExit(f"{restored}: shards {found}, the source has {names}")
+    index = json.loads((restored / "model.safetensors.index.json").read_text())
+    if index["weight_map"] != json.loads(
+            (source / "model.safetensors.index.json").read_text())["weight_map"]:
+        raise SystemExit(f"{restored}: its index differs from the source's")
+    tensors = 0
+    for name in names:
+        with safe_open(str(source / name), "pt") as a, safe_open(str(restored / name), "pt") as b:
+            if sorted(a.keys()) != sorted(b.keys()):
+                raise SystemExit(f"{name}: other tensors than the source's")
+            for key in b.keys():
+                x, y = a.get_slice(key), b.get_slice(key)
+                if x.get_shape() != y.get_shape() or x.get_dtype() != y.get_dtype():
+                    raise SystemExit(f"{name}: {key} differs in shape or dtype")
+                tensors += 1
+    return f"{len(names)} shards, {tensors} tensors, index: same names, shapes, dtypes"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a safetensors file or folder (default: MiniLM)")
     parser.add_argument("--synthetic", metavar="FOLDER",
                         help="write a Llama-shaped bfloat16 sharded checkpoint here first and "
                              "benchmark it (--layers, --hidden, --inter, --vocab: 16, 2048, "
-                             "5632, 32000 is the issue's 1.1B model)")
+                             "5632, 32000 by default: 0.95B weights in one shard; --inter 6912 "
+                             "gives the issue's 1.08B in two shards of at most 2 GB)")
     parser.add_argument("--measure", action="store_true",
                         help="print MiniLM's weight statistics the generator uses, and stop")
     parser.add_argument("--layers", type=int, default=16)
@@ -195,6 +390,17 @@ def main() -> None:
     parser.add_argument("--ray", action="store_true", help="also a local Ray cluster")
     parser.add_argument("--resume", action="store_true", help="also kill and resume")
     parser.add_argument("--out", default="/tmp/weightdna-scale", help="scratch folder")
+    parser.add_argument("--folder", action="store_true",
+                        help="decompress into a folder (`-o DIR/`) and check that its shards "
+                             "and index match the source's and load with safetensors")
+    parser.add_argument("--no-decompress", action="store_true", help="compress only")
+    parser.add_argument("--project70b", action="store_true",
+                        help="measure per-task seconds on Llama-2-70B's shapes and print the "
+                             "projection to K machines × C cores (a projection, not a run)")
+    parser.add_argument("--nncodec", metavar="QPS",
+                        help="comma-separated NNCodec QPs: code a slice of the --model (the "
+                             "synthetic folder) with NNCodec and with weightdna at the same "
+                             "sizes, and stop")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -203,10 +409,41 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure_minilm(), indent=1))
         return
+    if args.nncodec:
+        rows = nncodec_slice(Path(args.model), Path(args.out) / "nncodec",
+                             [int(q) for q in args.nncodec.split(",")])
+        print("| codec | seconds | weights/s | bits/weight | SNR dB |")
+        print("|---|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['codec']} | {r['seconds']:.1f} | {r['weights_per_s']:,.0f} | "
+                  f"{r['bits_per_weight']:.3f} | {r['snr_db']:.2f} |")
+        return
+    if args.project70b:
+        measured = project_70b(Path(args.out) / "70b", args.bits)
+        if args.json:
+            Path(args.json).write_text(json.dumps(measured, indent=1))
+        print("| tensors | shape | per layer/model | tasks each | weights per task | "
+              "quantizer | first pass s | analysis s | trellis prep s | coding s | "
+              "driver entropy s |")
+        print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+        for r in measured["shapes"]:
+            print(f"| {r['tensors']} | {r['shape'][0]}×{r['shape'][1]} | {r['count']} | "
+                  f"{r['tasks_per_tensor']} | {r['task_weights']:,} | {r['quantizer']} | "
+                  f"{r['first_pass_s']:.2f} | {r['analysis_s']:.2f} | "
+                  f"{r.get('prepare_s', 0):.2f} | {r['encode_s']:.2f} | "
+                  f"{r.get('entropy_s', 0):.2f} |")
+        print(f"\nλ solve on the driver: {measured['solve_s_per_tensor']:.2f} s per tensor.\n")
+        for rounds in (1, 3):
+            print(f"\nProjection, {rounds} round(s) of final encodes:\n")
+            print("\n".join(projection_table(measured, [1, 2, 4, 8], [2, 16, 64], rounds)))
+        return
     if args.synthetic:
         model = Path(args.synthetic)
-        made = write_synthetic(model, args.layers, args.hidden, args.inter, args.vocab)
-        print(f"wrote {model}: {made:,} weights", file=sys.stderr)
+        if (model / "model.safetensors.index.json").is_file():
+            print(f"using {model} as it is (delete it to write it again)", file=sys.stderr)
+        else:
+            made = write_synthetic(model, args.layers, args.hidden, args.inter, args.vocab)
+            print(f"wrote {model}: {made:,} weights", file=sys.stderr)
     else:
         model = Path(args.model) if args.model else minilm_path()
     weights = load_weights(model).total_numel
@@ -220,6 +457,16 @@ def main() -> None:
         same = reference is None or _digest(dna) == reference
         reference = reference or _digest(dna)
         rows.append({"run": f"compress --workers {n}", **row, "same_bytes": same})
+        print(rows[-1], file=sys.stderr)
+        if args.no_decompress:
+            continue
+        if args.folder:
+            back = out / f"w{n}"
+            row = _run(["decompress", str(dna), "-o", f"{back}{os.sep}", "--force"])
+            row["loads"] = check_folder(model, back)
+            rows.append({"run": "decompress -o DIR/", **row, "same_bytes": None})
+            print(rows[-1], file=sys.stderr)
+            continue
         back = out / f"w{n}.safetensors"
         row = _run(["decompress", str(dna), "-o", str(back), "--workers", str(n), "--force"])
         same = restored is None or _digest(back) == restored

@@ -13,11 +13,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import torch
 
 from weightdna import __version__
 from weightdna.atomic import FOLDER, check_output, output_form
-from weightdna.codec import reference
+from weightdna.codec import reference, rowblocks
 from weightdna.codec.bundle import (
     StoredFiles,
     safetensors_metadata,
@@ -282,6 +283,8 @@ class _Coder:
         self.peaks: dict[str, float] = {}
         self.signal: dict[str, float] = {}
         self._restored: dict[str, tuple[int, torch.Tensor]] = {}
+        # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
+        self.zeroed: dict[str, tuple[dict, float | None]] = {}
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -331,13 +334,20 @@ class _Coder:
             count += n
         return decibels(signal, sse), decibels(count, normalised)
 
+    def measured_zeroed(self, entry: dict) -> bool:
+        """Whether ``entry``'s zeroed share was measured as it was coded."""
+        found = self.zeroed.get(entry["name"])
+        return found is not None and found[0] is entry
+
     def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
         zeroed = runner.map(_zeroed, ((e["name"], e, s) if e.get("stats", {}).get("mse")
                                       and e["representation"] != "reference+residual"
+                                      and not self.measured_zeroed(e)
                                       else (e["name"], None, None)
                                       for e, s in zip(entries, sections, strict=True)))
-        zeroed = [_lost(self.weights.tensor(e["name"]), self.restored(e["name"]))
+        zeroed = [self.zeroed[e["name"]][1] if self.measured_zeroed(e)
+                  else _lost(self.weights.tensor(e["name"]), self.restored(e["name"]))
                   if e["representation"] == "reference+residual" and e["stats"].get("mse")
                   else z for e, z in zip(entries, zeroed, strict=True)]
         return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
@@ -414,13 +424,19 @@ def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[
     (`ratecontrol.rate_curve`), here, beside the other tensors' (not on the driver)."""
     tc = tensor_candidates(info, weights.numpy(info.name), representations, dna_config)
     if probe is not None:
-        sensitivity, objective, measured, target, per_row, row_weight = probe
-        tc.sensitivity = sensitivity
-        if target.kind in ("bits_per_weight", "snr"):
-            apply_objective(tc, objective, measured=measured, row_weight=row_weight)
-        tc.curve = rate_curve(tc, target, per_row)
+        _probe(tc, probe)
     _give_back_free_memory()
     return tc
+
+
+def _probe(tc: TensorCandidates, probe: tuple) -> None:
+    """Set ``tc``'s sensitivity and objective and measure its curve (`_analyse`'s
+    ``probe``)."""
+    sensitivity, objective, measured, target, per_row, row_weight = probe
+    tc.sensitivity = sensitivity
+    if target.kind in ("bits_per_weight", "snr"):
+        apply_objective(tc, objective, measured=measured, row_weight=row_weight)
+    tc.curve = rate_curve(tc, target, per_row)
 
 
 def _sample(weights: ModelWeights, name: str) -> np.ndarray:
@@ -610,20 +626,28 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
     lossy: list[str] = []
     infos = weights.infos
     # References (tied or repeated tensors) for rate-distortion targets without a
-    # calibration (GPTQ codes each tensor against its own inputs).
+    # calibration (GPTQ codes each tensor against its own inputs); not among row blocks.
     looking = ("reference" in representations and target.rate_distortion
                and not coder.calibration)
-    firsts = runner.map(_first_pass, ((info, target.kind, looking) for info in infos))
+    blocked = {info.name for info in infos if _row_blocked(info, target, coder)}
+    whole = [info for info in infos if info.name not in blocked]
+    firsts = runner.map(_first_pass, ((info, target.kind, looking) for info in whole))
     signatures = {}
-    for i, (info, (figures, coded, signature)) in enumerate(zip(infos, firsts, strict=True)):
+    for i, (info, (figures, coded, signature)) in enumerate(zip(whole, firsts, strict=True)):
         report("reading", i, len(infos))
         if figures is not None:
             coder.peaks[info.name], coder.signal[info.name] = figures
         if coded is not None:
             coder.add(info.name, coded)
         else:
-            lossy.append(info.name)
             signatures[info.name] = signature
+    for i, (info, parts) in enumerate(_row_tasks(
+            runner, rowblocks._measure_rows,
+            [(info, lambda start, stop, info=info: (info.name, start, stop))
+             for info in infos if info.name in blocked])):
+        report("reading", len(whole) + i, len(infos))
+        coder.peaks[info.name], coder.signal[info.name] = rowblocks.first_pass(parts)
+    lossy = [info.name for info in infos if info.name not in coder.coded]
     report("reading", len(infos), len(infos))
     _give_back_free_memory()
 
@@ -651,14 +675,22 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
     elif lossy:
         # Largest first (each analysis depends on its tensor alone): the largest tensor's
         # float64 values and their temporaries then sit beside no other tensor's samples.
-        by_size = sorted(lossy, key=lambda name: -weights.info(name).numel)
+        by_size = sorted((n for n in lossy if n not in blocked),
+                         key=lambda name: -weights.info(name).numel)
         analysed = {}
-        tasks = ((weights.info(name), representations, dna_config,
-                  (weight_of(name), objective, sensitivity is not None, target, per_row,
-                   (row_weights or {}).get(name)))
+
+        def probe(name: str) -> tuple:
+            return (weight_of(name), objective, sensitivity is not None, target, per_row,
+                    (row_weights or {}).get(name))
+
+        tasks = ((weights.info(name), representations, dna_config, probe(name))
                  for name in by_size)
-        for i, (name, tc) in enumerate(zip(by_size, runner.map(_analyse, tasks), strict=True)):
+        results = zip(by_size, runner.map(_analyse, tasks), strict=True)
+        for i, (name, tc) in enumerate(itertools.chain(results, _analysed_rows(
+                weights, runner, [n for n in lossy if n in blocked], representations))):
             report("analysing", i, len(lossy))
+            if name in blocked:  # analysed a row block at a time; probed here
+                _probe(tc, probe(name))
             analysed[name] = tc
         for name, (other, scale, order) in references.items():
             # Estimated on the referenced tensor as it is; coded on it as coded.
@@ -669,7 +701,92 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
-                          runner, files)
+                          runner, files, blocked)
+
+
+def _row_blocked(info: TensorInfo, target: Target, coder: _Coder) -> bool:
+    """Whether ``info``'s tensor is read, analysed and coded as row blocks
+    (`weightdna.codec.rowblocks`): a large one, coded to a whole-model rate–distortion
+    target by the rate control (its role does not fix its coding), without calibration."""
+    return (rowblocks.splits(info) and target.whole_model and not coder.calibration
+            and coding(info) not in ("exact", "relative", "bounded"))
+
+
+def _row_tasks(runner: Runner, task: Callable, jobs: Sequence[tuple[TensorInfo, Callable]]
+               ) -> Iterator[tuple[TensorInfo, Iterator]]:
+    """Each job's tensor and its row-block tasks' results, in order, each as soon as it is
+    done (take them all before the next tensor): ``task`` on the arguments ``args(start,
+    stop)`` of each of its `rowblocks.row_ranges` (one map over every job's tasks: the
+    workers never wait for a tensor's end)."""
+    ranges = [rowblocks.row_ranges(info) for info, _ in jobs]
+    tasks = (args(start, stop) for (_, args), bounds in zip(jobs, ranges, strict=True)
+             for start, stop in bounds)
+    results = runner.map(task, tasks)
+    for (info, _), bounds in zip(jobs, ranges, strict=True):
+        yield info, (next(results) for _ in bounds)
+
+
+def _analysed_rows(weights: ModelWeights, runner: Runner, names: Sequence[str],
+                   representations: Sequence[str]) -> Iterator[tuple[str, TensorCandidates]]:
+    """The candidates of the row-blocked tensors ``names``, analysed a row block at a
+    time."""
+    jobs = []
+    for name in names:
+        info = weights.info(name)
+        stride = rowblocks.sample_stride(info)
+        kinds = rowblocks.analysed_transforms(info, representations)
+        jobs.append((info, lambda start, stop, info=info, stride=stride, kinds=kinds:
+                     (info.name, start, stop, stride, kinds)))
+    for info, parts in _row_tasks(runner, rowblocks._analyse_rows, jobs):
+        yield info.name, rowblocks.candidates(
+            info, parts, rowblocks.analysed_transforms(info, representations))
+        _give_back_free_memory()
+
+
+def _code_row_blocked(weights: ModelWeights, runner: Runner, coder: _Coder,
+                      chosen: Sequence[tuple[TensorInfo, Choice]]
+                      ) -> Iterator[tuple[str, tuple[dict, dict[str, bytes]]]]:
+    """The row-blocked tensors coded as chosen, a row block per task: the trellis's
+    preparation first (every tensor's), then the coding; each tensor's symbols are
+    entropy-coded here as soon as its last block is done (`rowblocks.coded`). The
+    zeroed share of each is kept in ``coder``."""
+    steps = {info.name: rowblocks.steps_of(info, choice) for info, choice in chosen
+             if choice.candidate is not None}
+
+    def part(values: float | np.ndarray, start: int, stop: int) -> float | np.ndarray:
+        return values[start:stop] if isinstance(values, np.ndarray) else values
+
+    searches = {}
+    trellised = [(info, choice) for info, choice in chosen
+                 if choice.candidate is not None and choice.quantizer == "trellis"]
+    jobs = [(info, lambda start, stop, info=info, choice=choice: (
+        info.name, start, stop, part(steps[info.name], start, stop),
+        choice.candidate.transform, rowblocks.prepare_stride(info)))
+        for info, choice in trellised]
+    for info, parts in _row_tasks(runner, rowblocks._prepare_rows, jobs):
+        searches[info.name] = rowblocks.search_of(info, parts)
+    raw = [info for info, choice in chosen if choice.candidate is None]
+    jobs = [(info, lambda start, stop, info=info, choice=choice: (
+        info.name, start, stop, part(steps[info.name], start, stop), choice.deadzone,
+        choice.candidate.transform,
+        rowblocks.search_args(searches.get(info.name), start, stop)))
+        for info, choice in chosen if choice.candidate is not None]
+    transforms = {info.name: choice.candidate.transform for info, choice in chosen
+                  if choice.candidate is not None}
+    for info, parts in _row_tasks(runner, rowblocks._encode_rows, jobs):
+        done = rowblocks.coded(info, steps[info.name], searches.get(info.name),
+                               transforms[info.name], parts)
+        if done is None:  # the step overflows: stored exactly
+            raw.append(info)
+            continue
+        coded, zeroed = done
+        coder.zeroed[info.name] = (coded[0], zeroed)
+        yield info.name, coded
+        _give_back_free_memory()
+    exact = Choice(None, None, 0.0, 0.0)
+    for info, coded in zip(raw, runner.map(_encode, ((info.name, exact, None, True)
+                                                     for info in raw)), strict=True):
+        yield info.name, coded
 
 
 def _find_references(weights: ModelWeights, lossy: Sequence[str],
@@ -846,7 +963,8 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress,
-                      runner: Runner, files: Sequence[tuple[dict, bytes]] = ()) -> None:
+                      runner: Runner, files: Sequence[tuple[dict, bytes]] = (),
+                      blocked: Collection[str] = frozenset()) -> None:
     """Solve the global step on the tensors' rate–distortion curves, code, measure, and
     correct until the measured whole-model figure meets the target.
 
@@ -909,16 +1027,30 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                 _give_back_free_memory()
         allocation = solve_on_curves(candidates, excess, per_row, target,
                                      target.kind == "bits_per_weight", tolerance)
+        # A row-blocked tensor's samples are kept (a few, each at most 2^20 elements):
+        # taking them again would read the whole tensor in one task.
+        kept = {tc.info.name: [c.sample for c in tc.candidates] for tc in candidates
+                if tc.info.name in blocked}
         drop_samples(candidates)  # the largest tensor's coding need not sit on top of them
+        for tc in candidates:
+            for candidate, sample in zip(tc.candidates, kept.get(tc.info.name, ()),
+                                         strict=False):
+                candidate.sample = sample
         _give_back_free_memory()
         # A reference's tensor after the one it refers to, on that one's coding.
-        alone = [tc for tc in candidates if not _refers(allocation.choices[tc.info.name])]
+        whole = [tc for tc in candidates if tc.info.name not in blocked
+                 and not _refers(allocation.choices[tc.info.name])]
         tasks = ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
                   coder.hessian(tc.info.name), target.kind == "bits_per_weight")
-                 for tc in alone)
-        for i, (tc, coded) in enumerate(zip(alone, runner.map(_encode, tasks), strict=True)):
+                 for tc in whole)
+        rows = _code_row_blocked(weights, runner, coder, [
+            (tc.info, _without_sample(allocation.choices[tc.info.name]))
+            for tc in candidates if tc.info.name in blocked])
+        names = itertools.chain(zip((tc.info.name for tc in whole), runner.map(_encode, tasks),
+                                    strict=True), rows)
+        for i, (name, coded) in enumerate(names):
             report("encoding", i, len(candidates))
-            coder.add(tc.info.name, coded)
+            coder.add(name, coded)
         for tc in candidates:
             choice = allocation.choices[tc.info.name]
             if _refers(choice):

@@ -38,7 +38,8 @@ from weightdna.weights import ModelWeights, TensorInfo
 MANIFEST = "manifest.json"
 # The tasks whose results are kept (`weightdna.codec.compress`): the work; not the
 # samples taken again between rounds, nor the zeroed shares of the report.
-KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one"})
+KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one", "_measure_rows",
+                        "_analyse_rows", "_prepare_rows", "_encode_rows"})
 FORMAT = 1
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
@@ -159,6 +160,10 @@ class WorkFolder:
         self.path.mkdir(parents=True)
         write_text_atomic(manifest, json.dumps(self.manifest, indent=1))
 
+    def has(self, key: str) -> bool:
+        """Whether a result is stored under ``key``."""
+        return (self.path / f"{key}.npz").is_file()
+
     def load(self, key: str) -> tuple[bool, Any]:
         """(True, the stored result) or (False, None)."""
         file = self.path / f"{key}.npz"
@@ -211,11 +216,18 @@ class ResumableRunner(Runner):
             return
         tasks = list(tasks)
         keys = [_digest(task, args) for args in tasks]
-        stored = [self.folder.load(key) for key in keys]
-        missing = [args for args, (found, _) in zip(tasks, stored, strict=True) if not found]
+        # Read back as they are handed on, not all first: memory follows the work in
+        # flight here too. One that turns out damaged is done again, here.
+        stored = [self.folder.has(key) for key in keys]
+        missing = [args for args, found in zip(tasks, stored, strict=True) if not found]
         fresh = self.runner.map(task, missing)
-        for key, (found, result) in zip(keys, stored, strict=True):
-            if not found:
+        for key, args, found in zip(keys, tasks, stored, strict=True):
+            if found:
+                found, result = self.folder.load(key)
+                if not found:
+                    result = task(self.weights, *args)
+                    self.folder.store(key, result)
+            else:
                 result = next(fresh)
                 self.folder.store(key, result)
             yield result

@@ -344,8 +344,64 @@ def _code_blocks(
     element."""
     rows, columns = source.shape
     symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
-    signal = noise = max_error = 0.0
-    count = 0
+    figures = _Figures()
+    for block in _coded_blocks(source, steps, deadzone, dtype, base, target, search, plan,
+                               zero_dead, transform):
+        figures.add(block)
+        if target is not None and figures.max_error > target:
+            return None
+        symbols.add(block.pieces)
+    return symbols.streams(), figures.stats()
+
+
+class _Block:
+    """One row block as `_coded_blocks` codes it: its streams' pieces, its figures over
+    the finite elements (Σ w², Σ (ŵ − w)², max |ŵ − w|, how many), and its share of
+    zeroed weights (non-zero ones, finite or not; finite ones restored as 0)."""
+
+    def __init__(self, pieces: list[np.ndarray], signal: float, noise: float,
+                 max_error: float, count: int, nonzero: int, lost: int) -> None:
+        self.pieces, self.signal, self.noise = pieces, signal, noise
+        self.max_error, self.count, self.nonzero, self.lost = max_error, count, nonzero, lost
+
+
+class _Figures:
+    """A tensor's error figures, summed over its blocks in order (the same sums, in the
+    same order, whether the blocks were coded in one process or in several)."""
+
+    def __init__(self) -> None:
+        self.signal = self.noise = self.max_error = 0.0
+        self.count = 0
+
+    def add(self, block: _Block) -> None:
+        self.signal += block.signal
+        self.noise += block.noise
+        self.max_error = max(self.max_error, block.max_error)
+        self.count += block.count
+
+    def stats(self) -> dict:
+        signal, noise = self.signal, self.noise
+        snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
+        return {"max_abs_error": self.max_error, "snr_db": snr,
+                "mse": noise / max(self.count, 1)}
+
+
+def _coded_blocks(
+    source: torch.Tensor,
+    steps: float | np.ndarray,
+    deadzone: float,
+    dtype: str,
+    base: _Base | None,
+    target: float | None,
+    search: _Trellis | None = None,
+    plan: GPTQPlan | None = None,
+    zero_dead: bool = True,
+    transform: str | None = None,
+) -> Iterator[_Block]:
+    """Each row block of ``source`` (rows × columns) coded, in order (see `_code_blocks`;
+    ``steps`` and ``search`` are those of these rows)."""
+    rows, columns = source.shape
+    count = 1 if search is None else search.groups * search.n_classes
     for start, stop, block_base in _blocks_with_base(rows, columns, base):
         values, finite = _block_values(source, start, stop)
         residual = values if block_base is None else values - block_base
@@ -370,26 +426,25 @@ def _code_blocks(
         if not bool(finite_mask(restored)[finite].all()):
             raise _Overflow
         error = to_float64(restored)
+        kept = values != 0
+        nonzero = int(np.count_nonzero(kept)) + int(finite.size - np.count_nonzero(finite))
+        lost = int(np.count_nonzero(kept & (error == 0)))  # non-finite values are 0 here
         error -= values
         error[~finite] = 0.0
         flat, error = values.reshape(-1), error.reshape(-1)
-        signal += float(np.dot(flat, flat))
-        noise += float(np.dot(error, error))
-        max_error = max(max_error, float(np.abs(error, out=error).max(initial=0.0)))
-        count += int(np.count_nonzero(finite))
-        if target is not None and max_error > target:
-            return None
+        signal = float(np.dot(flat, flat))
+        noise = float(np.dot(error, error))
+        max_error = float(np.abs(error, out=error).max(initial=0.0))
         if contexts is None:
             # Stored exactly on the side; the trellis keeps its own symbol there (its walk
             # needs it), a transform its coefficient (of the whole row).
             if transform is None:
                 q[~finite] = 0
-            symbols.add([q])
+            pieces = [q]
         else:
-            symbols.add(trellis.split_streams(q, contexts, symbols.count))
-    snr = 10 * math.log10(signal / noise) if noise > 0 and signal > 0 else None
-    stats = {"max_abs_error": max_error, "snr_db": snr, "mse": noise / max(count, 1)}
-    return symbols.streams(), stats
+            pieces = trellis.split_streams(q, contexts, count)
+        yield _Block(pieces, signal, noise, max_error, int(np.count_nonzero(finite)),
+                     nonzero, lost)
 
 
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
@@ -408,19 +463,41 @@ def _prepare_trellis(source: torch.Tensor, steps: float | np.ndarray,
                      base: _Base | None, transform: str | None = None) -> _Trellis:
     """Row classes and the learnt rate table of a tensor about to be searched."""
     rows, columns = source.shape
-    n_classes = trellis_classes(rows * columns, rows)
-    groups = trellis_groups(rows * columns)
+    means, sample = _trellis_figures(source, steps, base, transform,
+                                     trellis_stride(rows, columns))
+    return _learnt_trellis(means, sample, rows, columns)
+
+
+def trellis_stride(rows: int, columns: int) -> int:
+    """Every how many rows the trellis's rate table is learnt on one."""
+    return max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
+
+
+def _trellis_figures(source: torch.Tensor, steps: float | np.ndarray, base: _Base | None,
+                     transform: str | None, stride: int, first: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows [first, first + len(source)) of a tensor about to be searched (``steps``
+    theirs): each row's mean |x| (x: values / step) and the rows of x whose index is a
+    multiple of ``stride``."""
+    rows, columns = source.shape
     means = np.empty(rows)
-    stride = max(1, (rows * columns) // trellis.SAMPLE_ELEMENTS)
-    sample = []
+    sample = [np.zeros((0, columns))]
     for start, stop, residual in _residual_blocks(source, base, transform):
         block_steps = steps if not isinstance(steps, np.ndarray) else steps[start:stop]
         scaled = scale(residual, block_steps)
         means[start:stop] = np.abs(scaled).mean(axis=1) if columns else 0.0
-        first = (-start) % stride
-        sample.append(scaled[first::stride].copy())  # not a view: it would hold the block
+        sample.append(scaled[(-(first + start)) % stride :: stride].copy())  # not a view
+    return means, np.concatenate(sample)
+
+
+def _learnt_trellis(means: np.ndarray, picked: np.ndarray, rows: int,
+                    columns: int) -> _Trellis:
+    """Row classes from every row's mean |x| and the rate table learnt on the sampled rows
+    (`_trellis_figures`) of a tensor of this shape."""
+    n_classes = trellis_classes(rows * columns, rows)
+    groups = trellis_groups(rows * columns)
+    stride = trellis_stride(rows, columns)
     classes = trellis.class_of(means, n_classes)
-    picked = np.concatenate(sample) if sample else np.zeros((0, columns))
     bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups)
     return _Trellis(classes, n_classes, groups, bits)
 
@@ -544,6 +621,22 @@ def encode_tensor(
     else:
         return _raw_entry(name, t)  # no step met the target after the cast: store exactly
 
+    nonfinite = b""
+    if nonfinite_idx.size:
+        exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
+        nonfinite = nonfinite_idx.tobytes() + exact
+    return _coded_entry(name, dtype, shape, steps, search, streams, stats, model,
+                        int(nonfinite_idx.size), nonfinite, transform, prediction)
+
+
+def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | np.ndarray,
+                 search: _Trellis | None, streams: Iterator[list[np.ndarray]], stats: dict,
+                 model: str, nonfinite_count: int, nonfinite: bytes,
+                 transform: str | None = None, prediction: Prediction | None = None
+                 ) -> tuple[dict, dict[str, bytes]]:
+    """A quantized tensor's entry and sections from its symbols' streams (`_code_blocks`)
+    and figures; ``nonfinite``: the indices ("<u8") of its NaN/±Inf elements, then their
+    exact bytes."""
     if search is not None:
         model_params, sections = _encode_trellis(search, streams)
     else:
@@ -553,13 +646,12 @@ def encode_tensor(
         "step": None if per_row else float(steps),
         "rows": int(steps.shape[0]) if per_row else None,
         "model": model_params,
-        "nonfinite": int(nonfinite_idx.size),
+        "nonfinite": nonfinite_count,
     }
     if per_row:
         sections["steps"] = steps.astype("<f4").tobytes()
-    if nonfinite_idx.size:
-        exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
-        sections["nonfinite"] = compress_bytes(nonfinite_idx.tobytes() + exact)
+    if nonfinite_count:
+        sections["nonfinite"] = compress_bytes(nonfinite)
     representation = "quantized"
     if transform is not None:
         representation = "transform"
@@ -571,7 +663,7 @@ def encode_tensor(
     entry = {
         "name": name,
         "dtype": dtype,
-        "shape": list(t.shape),
+        "shape": list(shape),
         "representation": representation,
         "params": params,
         "stats": stats,

@@ -103,8 +103,14 @@ def _read_safetensors(path: Path) -> tuple[Sources, dict[str, str]]:
     sources = {}
     for e in entries:
         read = functools.partial(read_tensor, path, e, size)  # read(dtype) converts as it reads
-        sources[e.name] = TensorSource(e.dtype, e.shape, read, owned=True, read_as=read)
+        sources[e.name] = TensorSource(e.dtype, e.shape, read, owned=True, read_as=read,
+                                       read_rows=_rows_reader(read) if e.shape else None)
     return sources, metadata
+
+
+def _rows_reader(read: Callable[..., torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
+    """A reader of rows [start, stop) only (`read_tensor`'s ``rows``)."""
+    return lambda start, stop: read(None, (start, stop))
 
 
 def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:

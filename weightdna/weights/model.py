@@ -65,6 +65,8 @@ class TensorSource:
     # Optional: a new tensor converted to the dtype given as it is read, the stored dtype's
     # copy never held whole (`ModelWeights.numpy` of a large tensor).
     read_as: Callable[[torch.dtype], torch.Tensor] | None = None
+    # Optional: rows [start, stop) of the first dimension only, read into a new tensor.
+    read_rows: Callable[[int, int], torch.Tensor] | None = None
 
     @classmethod
     def held(cls, t: torch.Tensor) -> TensorSource:
@@ -158,6 +160,21 @@ class ModelWeights:
         # .to() may return the source itself when dtypes match; the copy keeps inputs safe
         # (a source that reads into a new tensor each time needs none).
         return self._read(name).to(target, copy=not src.owned).numpy()
+
+    def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+        """Rows [start, stop) of the tensor ``name`` (its first dimension), in its stored
+        dtype, as a new tensor the caller owns: read alone where the format allows (a
+        safetensors file), else cut from the whole tensor."""
+        self._check(name)
+        src = self.sources[name]
+        if src.read_rows is None or not src.shape:
+            return self.tensor(name)[start:stop].clone()
+        t = src.read_rows(start, stop)
+        first = src.shape[0]
+        expected = (max(0, min(stop, first) - max(0, min(start, first))), *src.shape[1:])
+        if t.dtype != src.dtype or tuple(t.shape) != expected:
+            raise ModelFileError(f"{self.path}: rows of {name} did not read back as declared.")
+        return t
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """All tensors by name, each a new tensor in its stored dtype."""

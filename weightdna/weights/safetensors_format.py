@@ -176,7 +176,8 @@ def _read_into(f: BinaryIO, view: memoryview, path: Path, entry: HeaderEntry) ->
 
 
 def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int,
-                dtype: torch.dtype | None = None) -> torch.Tensor:
+                dtype: torch.dtype | None = None,
+                rows: tuple[int, int] | None = None) -> torch.Tensor:
     """The tensor ``entry`` describes, read from the file into a new tensor (no memory map:
     a mapped file's pages would stay resident, and count, after the tensor is dropped).
 
@@ -184,7 +185,16 @@ def read_tensor(path: Path, entry: HeaderEntry, file_bytes: int,
     since is refused rather than read at offsets that no longer mean anything.
     ``dtype``: convert to it as the bytes are read, CONVERT_CHUNK_BYTES at a time, so that
     the stored dtype's copy of a large tensor is never held beside the converted one.
+    ``rows``: only the rows [start, stop) of the first dimension (clipped to it).
     """
+    if rows is not None:
+        first = entry.shape[0] if entry.shape else 1
+        start, stop = max(0, min(rows[0], first)), max(0, min(rows[1], first))
+        stop = max(start, stop)
+        row_bytes = entry.nbytes // max(first, 1)
+        entry = HeaderEntry(entry.name, entry.dtype, (stop - start, *entry.shape[1:]),
+                            entry.begin + start * row_bytes, entry.begin + stop * row_bytes,
+                            entry.start + start * row_bytes)
     if sys.byteorder != "little":
         raise ModelFileError("reading safetensors needs a little-endian machine.")
     convert = dtype is not None and dtype != entry.dtype
