@@ -27,6 +27,7 @@ from weightdna.codec.ratecontrol import Target
 from weightdna.errors import ModelFileError, OutputExistsError
 from weightdna.weights import load_weights, save_weights
 from weightdna.weights.model import TensorSource
+from weightdna.weights.safetensors_format import writer_order
 
 
 def tensors() -> dict[str, torch.Tensor]:
@@ -105,7 +106,8 @@ def test_save_from_sources_reads_each_once_in_turn(tmp_path: Path) -> None:
     sources = {name: TensorSource(t.dtype, tuple(t.shape), reader(name, t))
                for name, t in tensors().items()}
     out = save_weights(sources, tmp_path / "m.safetensors")
-    assert reads == sorted(tensors())
+    # In the order the reference writer stores them (dtype, then name), each once.
+    assert reads == writer_order({n: (t.dtype, tuple(t.shape)) for n, t in tensors().items()})
     # The same bytes as writing the tensors themselves.
     assert out.read_bytes() == save_weights(tensors(), tmp_path / "n.safetensors").read_bytes()
 
