@@ -41,8 +41,11 @@ STATE_GROUPS = (2, 8)
 # The Lagrange multiplier of the search, in bits per unit of (error / Δ)².
 DEFAULT_LAMBDA = 0.14
 # The context models are learnt on a sample of segments (about this many elements) in
-# two passes from a Laplace guess; then the search runs over everything once.
+# two passes from a Laplace guess, the first on every few rows of the sample (about
+# FIRST_PASS_ELEMENTS: its table is only the second pass's start); then the search runs
+# over everything once.
 SAMPLE_ELEMENTS = 1 << 18
+FIRST_PASS_ELEMENTS = 1 << 16
 LEARNING_PASSES = 2
 
 
@@ -286,11 +289,15 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     sample = np.ascontiguousarray(x[picked], dtype=np.float64)
     sample_classes = np.ascontiguousarray(classes[picked])
     bits = _laplace_table(float(np.mean(np.abs(sample))) / 2.0 if sample.size else 1.0, count)
-    symbols = np.empty(sample.shape, dtype=np.int32)
-    for _ in range(LEARNING_PASSES):
-        _search(sample, sample_classes, n_classes, state_groups(groups), bits, lam,
-                NEXT_STATE, symbols)
-        _, contexts = reconstruct(symbols, sample_classes, n_classes, groups)
+    first = max(1, sample.size // FIRST_PASS_ELEMENTS)
+    for learning_pass in range(LEARNING_PASSES):
+        step = first if learning_pass == 0 else 1
+        part = np.ascontiguousarray(sample[::step])
+        part_classes = np.ascontiguousarray(sample_classes[::step])
+        symbols = np.empty(part.shape, dtype=np.int32)
+        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, NEXT_STATE,
+                symbols)
+        _, contexts = reconstruct(symbols, part_classes, n_classes, groups)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
