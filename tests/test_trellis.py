@@ -226,3 +226,16 @@ def test_step_factor_spans_half_to_four_fifths() -> None:
     assert trellis_step_factor(1.0) == pytest.approx(0.8)
     assert trellis_step_factor(0.2) == pytest.approx(0.8)
     assert 0.5 < trellis_step_factor(2.5) < 0.8
+
+
+def test_the_states_reaching_a_state_share_a_quantiser() -> None:
+    """The compiled search visits Q0's states before Q1's; that keeps each next state's
+    arrivals in the order of their states (its tie rule) only because the two states that
+    reach it use the same quantiser."""
+    reaching: dict[int, list[int]] = {}
+    for s in range(trellis.STATES):
+        for parity in range(2):
+            reaching.setdefault(int(trellis.NEXT_STATE[s, parity]), []).append(s)
+    assert sorted(reaching) == list(range(trellis.STATES))
+    for sources in reaching.values():
+        assert len({s & 1 for s in sources}) == 1

@@ -41,8 +41,11 @@ STATE_GROUPS = (2, 8)
 # The Lagrange multiplier of the search, in bits per unit of (error / Δ)².
 DEFAULT_LAMBDA = 0.14
 # The context models are learnt on a sample of segments (about this many elements) in
-# two passes from a Laplace guess; then the search runs over everything once.
+# two passes from a Laplace guess, the first on every few rows of the sample (about
+# FIRST_PASS_ELEMENTS: its table is only the second pass's start); then the search runs
+# over everything once.
 SAMPLE_ELEMENTS = 1 << 18
+FIRST_PASS_ELEMENTS = 1 << 16
 LEARNING_PASSES = 2
 
 
@@ -50,6 +53,19 @@ LEARNING_PASSES = 2
 def _level(k: int, state: int) -> float:
     q = state & 1
     return 2.0 * k - (q * (1 if k > 0 else (-1 if k < 0 else 0)))
+
+
+@numba.njit(inline="always")
+def _rate(lam: float, bits: np.ndarray, lam_bits: np.ndarray, ctx: int, k: int, width: int,
+          top: int) -> float:
+    """λ·rate of symbol k in context ctx: the table's product in range, beyond it the edge
+    symbol's bits + 1 + the distance past the edge."""
+    index = k + width
+    if index < 0:
+        return lam * (bits[ctx, 0] + 1.0 + (-index))
+    if index > top:
+        return lam * (bits[ctx, top] + 1.0 + (index - top))
+    return lam_bits[ctx, index]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -64,9 +80,13 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
     ``cost[s] + (|x| − level)² + λ·rate(context of s, symbol)``; the cheapest arrival at
     each next state wins, the first one on a tie (states in order, then the four symbols).
     The candidates' magnitudes and squared errors depend only on q, so they are worked
-    out once per element for both quantisers, and λ·rate is read from a table of
-    λ × ``bits`` made once per call (the same products: the same costs, bit for bit, as
-    evaluating each state's candidates on their own)."""
+    out once per element for each quantiser (held in scalars, not arrays), and λ·rate is
+    read from a table of λ × ``bits`` made once per call (the same products: the same
+    costs, bit for bit, as evaluating each state's candidates on their own). The states
+    are visited Q0's first (0, 2, 4, 6), then Q1's: the two states that can reach any one
+    next state, s and s + 4 in NNCodec's table, share a quantiser, so each next state
+    still sees its arrivals in the order of their states (`tests/test_trellis.py` checks
+    the symbols, ties included, against the plain search)."""
     n, length = x.shape
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
@@ -80,57 +100,66 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
         following[2 * s] = next_state[s, 0]
         following[2 * s + 1] = next_state[s, 1]
     context = np.empty(STATES, dtype=np.int64)
-    magnitude = np.empty((2, 4), dtype=np.int64)  # −1: no such candidate
-    error = np.empty((2, 4))
     for b in range(n):
         klass = row_class[b]
         for s in range(STATES):
             context[s] = group[s] * classes + klass
-        for s in range(STATES):
             cost[s] = np.inf
         cost[0] = 0.0
         for t in range(length):
             v = x[b, t]
             a = abs(v)
             sign = -1 if v < 0 else 1
-            for q in range(2):
-                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
-                magnitude[q, 0] = 0
-                error[q, 0] = a * a  # level 0: (a − 0.0)²
-                for j in range(1, 4):
-                    m = base + j - 2  # base − 1, base, base + 1
-                    if m <= 0:
-                        magnitude[q, j] = -1
-                        continue
-                    level = 2.0 * m - q
-                    magnitude[q, j] = m
-                    error[q, j] = (a - level) * (a - level)
+            e0 = a * a  # level 0: (a − 0.0)²
             for s in range(STATES):
                 new_cost[s] = np.inf
-            for s in range(STATES):
-                here = cost[s]
-                if here == np.inf:
-                    continue
-                q = s & 1
-                ctx = context[s]
-                for j in range(4):
-                    m = magnitude[q, j]
-                    if m < 0:
+            for q in range(2):
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                m1 = base - 1
+                m2 = base
+                m3 = base + 1
+                level1 = 2.0 * m1 - q
+                level2 = 2.0 * m2 - q
+                level3 = 2.0 * m3 - q
+                e1 = (a - level1) * (a - level1)
+                e2 = (a - level2) * (a - level2)
+                e3 = (a - level3) * (a - level3)
+                k1 = sign * m1
+                k2 = sign * m2
+                k3 = sign * m3
+                for s in range(q, STATES, 2):
+                    here = cost[s]
+                    if here == np.inf:
                         continue
-                    k = sign * m
-                    index = k + width
-                    if index < 0:
-                        rate = lam * (bits[ctx, 0] + 1.0 + (-index))
-                    elif index > top:
-                        rate = lam * (bits[ctx, top] + 1.0 + (index - top))
-                    else:
-                        rate = lam_bits[ctx, index]
-                    c = here + error[q, j] + rate
-                    ns = following[2 * s + (m & 1)]
-                    if c < new_cost[ns]:
-                        new_cost[ns] = c
-                        came[t, ns] = s
-                        chosen[t, ns] = k
+                    ctx = context[s]
+                    even = following[2 * s]
+                    odd = following[2 * s + 1]
+                    c = here + e0 + lam_bits[ctx, width]
+                    if c < new_cost[even]:
+                        new_cost[even] = c
+                        came[t, even] = s
+                        chosen[t, even] = 0
+                    if m1 > 0:
+                        c = here + e1 + _rate(lam, bits, lam_bits, ctx, k1, width, top)
+                        ns = odd if m1 & 1 else even
+                        if c < new_cost[ns]:
+                            new_cost[ns] = c
+                            came[t, ns] = s
+                            chosen[t, ns] = k1
+                    if m2 > 0:
+                        c = here + e2 + _rate(lam, bits, lam_bits, ctx, k2, width, top)
+                        ns = odd if m2 & 1 else even
+                        if c < new_cost[ns]:
+                            new_cost[ns] = c
+                            came[t, ns] = s
+                            chosen[t, ns] = k2
+                    if m3 > 0:
+                        c = here + e3 + _rate(lam, bits, lam_bits, ctx, k3, width, top)
+                        ns = odd if m3 & 1 else even
+                        if c < new_cost[ns]:
+                            new_cost[ns] = c
+                            came[t, ns] = s
+                            chosen[t, ns] = k3
             cost, new_cost = new_cost, cost
         state = 0
         for s in range(1, STATES):
@@ -260,11 +289,15 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     sample = np.ascontiguousarray(x[picked], dtype=np.float64)
     sample_classes = np.ascontiguousarray(classes[picked])
     bits = _laplace_table(float(np.mean(np.abs(sample))) / 2.0 if sample.size else 1.0, count)
-    symbols = np.empty(sample.shape, dtype=np.int32)
-    for _ in range(LEARNING_PASSES):
-        _search(sample, sample_classes, n_classes, state_groups(groups), bits, lam,
-                NEXT_STATE, symbols)
-        _, contexts = reconstruct(symbols, sample_classes, n_classes, groups)
+    first = max(1, sample.size // FIRST_PASS_ELEMENTS)
+    for learning_pass in range(LEARNING_PASSES):
+        step = first if learning_pass == 0 else 1
+        part = np.ascontiguousarray(sample[::step])
+        part_classes = np.ascontiguousarray(sample_classes[::step])
+        symbols = np.empty(part.shape, dtype=np.int32)
+        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, NEXT_STATE,
+                symbols)
+        _, contexts = reconstruct(symbols, part_classes, n_classes, groups)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
