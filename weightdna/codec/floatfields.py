@@ -231,11 +231,11 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
 
 @numba.njit(cache=True, nogil=True)
 def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes, center,
-                   hlut, hfc, hvalid, emap, tlut, tfc, tvalid, codes):
+                   hlut, hsym, hfc, hvalid, emap, tlut, tsym, tfc, tvalid, codes):
     """Decode the blocks ``blocks`` names (rows: first word, end word, first plane word,
     end plane word, first element, end element) into ``out``; ``codes``: per block 0, or
-    nonzero when its stream is not one this encoder wrote. ``hfc``/``tfc``: each symbol's
-    frequency << 16 | cumulative frequency. Every read stays inside ``words`` and
+    nonzero when its stream is not one this encoder wrote; the tables as `_lookup` gives
+    them. Every read stays inside ``words`` and
     ``plane`` whatever they hold: a stream that runs past its own words or plane words
     ends with the wrong counts."""
     wlast = max(words.size - 1, 0)
@@ -268,8 +268,9 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
                 err = 3
                 break
             slot = x & pmask
-            h = np.int64(hlut[c, slot])
-            fc = hfc[c, h]
+            rank = hlut[c, slot]
+            h = hsym[c, rank]
+            fc = hfc[c, rank]
             x = (fc >> 16) * (x >> PREC) + slot - (fc & 0xFFFF)
             if x < LOWER:
                 x = (x << 16) | np.int64(words[min(w, wlast)])
@@ -288,8 +289,9 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
                     err = 3
                     break
                 slot = x & pmask
-                top = np.int64(tlut[c, slot])
-                fc = tfc[c, top]
+                rank = tlut[c, slot]
+                top = tsym[c, rank]
+                fc = tfc[c, rank]
                 x = (fc >> 16) * (x >> PREC) + slot - (fc & 0xFFFF)
             if x < LOWER:
                 x = (x << 16) | np.int64(words[min(w, wlast)])
@@ -354,13 +356,24 @@ def _cumulative(freqs: np.ndarray) -> np.ndarray:
     return cum
 
 
-def _lookup(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slot-to-symbol tables of the rows that sum to TOTAL, and which rows do."""
+def _lookup(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The decoder's tables of the rows that sum to TOTAL: per slot the rank of its symbol
+    among the row's symbols of nonzero frequency (one byte where no row has more than 256
+    of them: the lookups take less cache), per rank the symbol and its frequency << 16 |
+    cumulative frequency; and which rows sum to TOTAL (the others are all zero)."""
     valid = freqs.sum(axis=1) == TOTAL
-    lut = np.zeros((freqs.shape[0], TOTAL), dtype=np.int16)
+    used = freqs > 0
+    ranks = max(1, int(used.sum(axis=1).max(initial=0)))
+    lut = np.zeros((freqs.shape[0], TOTAL), dtype=np.uint8 if ranks <= 256 else np.uint16)
+    sym = np.zeros((freqs.shape[0], ranks), dtype=np.int64)
+    fc = np.zeros((freqs.shape[0], ranks), dtype=np.int64)
+    cum = _cumulative(freqs)
     for r in np.flatnonzero(valid):
-        lut[r] = np.repeat(np.arange(freqs.shape[1]), freqs[r])
-    return lut, valid
+        symbols = np.flatnonzero(used[r])
+        lut[r] = np.repeat(np.arange(symbols.size), freqs[r, symbols])
+        sym[r, : symbols.size] = symbols
+        fc[r, : symbols.size] = (freqs[r, symbols] << 16) | cum[r, symbols]
+    return lut, sym, fc, valid
 
 
 def _bits_view(raw: np.ndarray, width: int) -> np.ndarray:
@@ -554,10 +567,8 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
         raise CorruptFileError(f"{where}: the block sizes do not add up to the sections.")
     if rbits < 16 and plane.size:
         raise CorruptFileError(f"{where}: fewer than 16 raw mantissa bits use no plane.")
-    hlut, hvalid = _lookup(hfreq)
-    tlut, tvalid = _lookup(tfreq)
-    hfc = (hfreq << 16) | _cumulative(hfreq)
-    tfc = (tfreq << 16) | _cumulative(tfreq)
+    hlut, hsym, hfc, hvalid = _lookup(hfreq)
+    tlut, tsym, tfc, tvalid = _lookup(tfreq)
     out = np.empty(count, dtype=np.uint32 if width == 32 else np.uint16)
     wends, pends = np.cumsum(block_words), np.cumsum(block_plane)
     blocks = np.empty((nblocks, 6), dtype=np.int64)
@@ -570,7 +581,8 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
         raise CorruptFileError(f"{where}: block {over[0]} claims more plane words than elements.")
     codes = np.zeros(nblocks, dtype=np.int64)
     _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
-                   params["center"], hlut, hfc, hvalid, emap, tlut, tfc, tvalid, codes)
+                   params["center"], hlut, hsym, hfc, hvalid, emap, tlut, tsym, tfc, tvalid,
+                   codes)
     bad = np.flatnonzero(codes)
     if bad.size:
         raise CorruptFileError(f"{where}: block {bad[0]}'s coded stream is damaged "
