@@ -141,16 +141,14 @@ def _joint_counts(v, start, end, eb, mb, two_flags, center, joint):
 def _option_counts(joint: np.ndarray, eb: int, zero_bits: int, classes: int) -> np.ndarray:
     """The head counts (contexts by heads) of the option (``zero_bits``, ``classes``) from
     `_joint_counts`' histogram: exactly what `_count` gives for it."""
-    hcounts = np.zeros((classes * (2 if zero_bits else 1), 2 << eb), dtype=np.int64)
     flag = np.array([0, zero_bits == 13, zero_bits > 0], dtype=np.int64) if zero_bits \
         else np.zeros(3, dtype=np.int64)
-    half = classes // 2
-    for prev in range(joint.shape[0]):
-        for d in range(8):
-            c = flag[prev] * classes + min(max(d - 4 + half, 0), classes - 1)
-            for z in range(joint.shape[2]):
-                hcounts[c, flag[z] << eb : (flag[z] + 1) << eb] += joint[prev, d, z]
-    return hcounts
+    prev, d, z = np.meshgrid(np.arange(3), np.arange(8), np.arange(3), indexing="ij")
+    context = flag[prev] * classes + np.clip(d - 4 + classes // 2, 0, classes - 1)
+    rows = classes * (2 if zero_bits else 1)
+    at = ((context * 2 + flag[z]) << eb).reshape(-1, 1) + np.arange(1 << eb)
+    hcounts = np.bincount(at.ravel(), weights=joint.reshape(-1), minlength=rows << (eb + 1))
+    return np.rint(hcounts).astype(np.int64).reshape(rows, 2 << eb)  # counts below 2^53
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -243,9 +241,8 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
     """Decode the blocks ``blocks`` names (rows: first word, end word, first plane word,
     end plane word, first element, end element) into ``out``; ``codes``: per block 0, or
     nonzero when its stream is not one this encoder wrote; the tables as `_lookup` gives
-    them. Every read stays inside ``words`` and
-    ``plane`` whatever they hold: a stream that runs past its own words or plane words
-    ends with the wrong counts."""
+    them. Every read stays inside ``words`` and ``plane`` whatever they hold: a stream
+    that runs past its own words or plane words ends with the wrong counts."""
     wlast = max(words.size - 1, 0)
     plast = max(plane.size - 1, 0)
     half = classes // 2
