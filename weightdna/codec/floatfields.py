@@ -32,7 +32,8 @@ Speed (issue 15; the streams unchanged, byte for byte): the options are counted 
 pass over the sampled blocks (`_joint_counts`: one histogram from which every option's
 counts follow), the encoder's quotients come from float64 reciprocals (`_push`), and the
 decoder runs over every block in one call, a slot giving its symbol's rank in one byte and
-the rank its symbol, frequency and cumulative frequency. Tried and not kept, no faster on
+the rank its symbol, frequency and cumulative frequency, the head context and the top's
+bits in place read from small tables. Tried and not kept, no faster on
 the shared 2-core machine (CPU time): decoding 2 to 64 blocks side by side (independent
 rANS chains, also written for LLVM to vectorise), and branch-free refills.
 """
@@ -236,20 +237,20 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes, center,
-                   hlut, hsym, hfc, hvalid, emap, tlut, tsym, tfc, tvalid, codes):
+def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, center, contexts,
+                   hlut, hsym, hfc, emap, tlut, tsym, tfc, tops, codes):
     """Decode the blocks ``blocks`` names (rows: first word, end word, first plane word,
     end plane word, first element, end element) into ``out``; ``codes``: per block 0, or
     nonzero when its stream is not one this encoder wrote; the tables as `_lookup` gives
-    them. Every read stays inside ``words`` and ``plane`` whatever they hold: a stream
-    that runs past its own words or plane words ends with the wrong counts."""
+    them; ``contexts[previous flag, running average]``: the head context, -1 where that
+    table is empty; ``emap``: -2 for an empty top table; ``tops[s·2^T + t]``: the sign
+    and top mantissa bits in place (``tsym`` holds those too). Every read stays inside
+    ``words`` and ``plane`` whatever they hold: a stream that runs past its own words or
+    plane words ends with the wrong counts."""
     wlast = max(words.size - 1, 0)
     plast = max(plane.size - 1, 0)
-    half = classes // 2
     rbits = mb - tbits
     emask = (1 << eb) - 1
-    tmask = (1 << tbits) - 1
-    sign_shift = mb + eb
     pmask = TOTAL - 1
     for b in range(blocks.shape[0]):
         w, w1, p, p1, start, end = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3], \
@@ -266,10 +267,8 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
         avg = center << 4
         prev_flag = 0
         for i in range(start, end):
-            cls = ((avg + 8) >> 4) - center + half
-            cls = 0 if cls < 0 else (classes - 1 if cls >= classes else cls)
-            c = prev_flag * classes + cls
-            if not hvalid[c]:
+            c = contexts[prev_flag, avg]
+            if c < 0:
                 err = 3
                 break
             slot = x & pmask
@@ -286,11 +285,11 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
                 err = 7
                 break
             c = emap[e]
-            if c < 0:
-                top = x & ((2 << tbits) - 1)
+            if c == -1:
+                top = tops[x & ((2 << tbits) - 1)]
                 x >>= tbits + 1
             else:
-                if not tvalid[c]:
+                if c < 0:
                     err = 3
                     break
                 slot = x & pmask
@@ -314,8 +313,7 @@ def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
                 if x < LOWER:
                     x = (x << 16) | np.int64(words[min(w, wlast)])
                     w += 1
-            out[i] = (((top >> tbits) & 1) << sign_shift) | (e << mb) \
-                | ((top & tmask) << rbits) | rest
+            out[i] = top | (e << mb) | rest
             avg += ((e << 4) - avg) >> EMA_SHIFT
             prev_flag = flag
         if err:
@@ -584,10 +582,20 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
     over = np.flatnonzero(block_plane > blocks[:, 5] - blocks[:, 4])
     if over.size:
         raise CorruptFileError(f"{where}: block {over[0]} claims more plane words than elements.")
+    # the head context of each previous flag and running average (which stays within
+    # 0 … 16·(2^E − 1)), -1 where its table is empty; the top table of each exponent, -2
+    # where it is empty
+    center, avg = params["center"], np.arange(16 << eb)
+    cls = np.clip(((avg + 8) >> 4) - center + classes // 2, 0, classes - 1)
+    contexts = np.stack([cls, cls + classes if zero_bits else cls])
+    contexts = np.where(hvalid[contexts], contexts, -1)
+    emap = np.where((emap >= 0) & ~tvalid[np.maximum(emap, 0)], -2, emap) if tvalid.size \
+        else emap
+    top = np.arange(2 << tbits)
+    tops = ((top >> tbits) << (mb + eb)) | ((top & ((1 << tbits) - 1)) << rbits)
     codes = np.zeros(nblocks, dtype=np.int64)
-    _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, classes,
-                   params["center"], hlut, hsym, hfc, hvalid, emap, tlut, tsym, tfc, tvalid,
-                   codes)
+    _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, center, contexts,
+                   hlut, hsym, hfc, emap, tlut, tops[tsym], tfc, tops, codes)
     bad = np.flatnonzero(codes)
     if bad.size:
         raise CorruptFileError(f"{where}: block {bad[0]}'s coded stream is damaged "
