@@ -221,3 +221,87 @@ def test_flipped_words_are_refused_or_decode_to_other_values(monkeypatch) -> Non
         else:
             assert not np.array_equal(back, original)
     assert refused >= 30  # a stream must end in its starting state, with every word used
+
+
+# ---- the faster coder (issue 15): the same streams as the first one ----------------------
+
+def _fixture_tensors() -> dict[str, torch.Tensor]:
+    """What tests/data/fields_v8.dna holds: fp32 rows of spread scales, every 7th value an
+    exact fp16 value, a codebook's values (top tables pay), specials; bf16 and fp16."""
+    rng = np.random.default_rng(15)
+    rows = np.exp(rng.normal(-3, 1.5, (68, 1))) * rng.standard_normal((68, 250))
+    w = torch.from_numpy(rows.astype(np.float32))
+    flat = w.reshape(-1)
+    flat[::7] = flat[::7].half().float()
+    book = torch.from_numpy((rng.standard_normal(24) * 0.05).astype(np.float32))
+    flat[9000:] = book[torch.from_numpy(rng.integers(0, 24, flat.numel() - 9000))]
+    flat[:8] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, 1e-45, -3e-39, 1e-40])
+    half = torch.from_numpy(rng.standard_normal(5000).astype(np.float32) * 0.02)
+    half[2500:] = book[torch.from_numpy(rng.integers(0, 24, 2500))]
+    half[:6] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 1e-7, 6e-8])
+    return {"f32": w, "bf16": half.to(torch.bfloat16).reshape(50, 100), "f16": half.half()}
+
+
+def test_a_file_of_the_first_fields_coder_decodes_bit_for_bit() -> None:
+    """tests/data/fields_v8.dna was written by the fields coder as it stood before the
+    faster one (commit 001a0a8, format version 8, `encode_fields(..., block=1024)`: many
+    blocks, a short last one, classes, zero bits, top tables); the new decoder gives back
+    every bit, and the new encoder writes the same streams."""
+    from pathlib import Path
+
+    from weightdna.codec import read_dna_file
+
+    dna = read_dna_file(Path(__file__).parent / "data" / "fields_v8.dna")
+    assert dna.version == 8
+    expected = _fixture_tensors()
+    assert dna.names == list(expected)
+    for name, t in expected.items():
+        entry = dna.entries[dna.index(name)]
+        assert entry["params"]["compression"] == "fields"
+        assert _same_bits(dna.tensor(name), t), name
+        params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8),
+                                         entry["dtype"], 1024)
+        assert params == entry["params"] and sections == dna.read_sections(name), name
+
+
+def test_the_reciprocal_quotient_is_exact() -> None:
+    """The encoder divides by a float64 reciprocal, put right by one step: exact for
+    every frequency and states up to 2^32 (where a quotient is, or nearly is, whole)."""
+    rng = np.random.default_rng(0)
+    for f in [*range(1, 4097, 61), 4095, 4096, 3, 5, 6, 7, 2047, 2049]:
+        x = np.concatenate([rng.integers(1 << 16, 1 << 32, 200),
+                            (np.arange(1, 40) * ((1 << 32) // f // 40)) * f])
+        x = np.concatenate([x, x - 1, x + 1, [(1 << 32) - 1]])
+        x = x[(x >= 0) & (x < 1 << 32)]
+        for v in x.tolist():
+            assert floatfields._push(v, f, 1.0 / f, 5) == ((v // f) << 12) + v % f + 5, (v, f)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_options_counted_in_one_pass_match_a_count_per_option(dtype: str) -> None:
+    t = _fixture_tensors()["f32"]
+    if dtype == "bfloat16":
+        t = t.to(torch.bfloat16)
+    width, eb, mb = floatfields.LAYOUTS[dtype]
+    v = floatfields._bits_view(np.frombuffer(tensor_bytes(t), np.uint8), width)
+    joint = np.zeros((3, 8, 3, 1 << eb), dtype=np.int64)
+    floatfields._joint_counts(v, 0, v.size, eb, mb, width == 32, 120, joint)
+    for zero_bits in (0, 13, 16) if width == 32 else (0,):
+        for classes in (1, 2, 4, 8):
+            direct, _ = floatfields._counts(v, [0], v.size, eb, mb, 3, zero_bits, classes,
+                                            120)
+            assert np.array_equal(floatfields._option_counts(joint, eb, zero_bits, classes),
+                                  direct), (zero_bits, classes)
+
+
+def test_a_stream_cut_at_the_end_is_refused() -> None:
+    """The last block's words cut (its count and the section alike): its stream runs to
+    the end of the words, where the decoder reads no further, and is refused."""
+    params, sections, n = _valid()
+    parts, _ = _tables(params, sections, n)
+    for cut in (1, 2, 7, int(parts[3][-1]) - 2):
+        forged = [p.copy() for p in parts]
+        forged[3][-1] -= cut
+        with pytest.raises(CorruptFileError, match="damaged"):
+            decode_fields(params, {**_with_tables(sections, forged),
+                                   "words": sections["words"][: -2 * cut]}, "float32", n, "cut")

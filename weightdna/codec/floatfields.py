@@ -27,6 +27,15 @@ coded and decoded independently (in parallel) and a stream decoded with the wron
 count or from forged words ends in another state. The encoder picks the options per
 tensor from exact code lengths; `weightdna.codec.lossless` keeps the byte-plane zstd
 form instead when that is smaller.
+
+Speed (issue 15; the streams unchanged, byte for byte): the options are counted in one
+pass over the sampled blocks (`_joint_counts`: one histogram from which every option's
+counts follow), the encoder's quotients come from float64 reciprocals (`_push`), and the
+decoder runs over every block in one call, a slot giving its symbol's rank in one byte and
+the rank its symbol, frequency and cumulative frequency, the head context and the top's
+bits in place read from small tables. Tried and not kept, no faster on
+the shared 2-core machine (CPU time): decoding 2 to 64 blocks side by side (independent
+rANS chains, also written for LLVM to vectorise), and branch-free refills.
 """
 
 from __future__ import annotations
@@ -109,8 +118,58 @@ def _count(v, start, end, eb, mb, tbits, zero_bits, classes, center, hcounts, tc
 
 
 @numba.njit(cache=True, nogil=True)
+def _joint_counts(v, start, end, eb, mb, two_flags, center, joint):
+    """Add elements start..end (one block) to ``joint[previous z, d, z, exponent]``, from
+    which every option's head counts follow (`_option_counts`): z is 0, 1 when the low 13
+    mantissa bits are zero, 2 when the low 16 are (``two_flags``; else always 0), and d the
+    running average's class offset clamped to -4..3, plus 4."""
+    emask = (1 << eb) - 1
+    avg = center << 4
+    prev = 0
+    for i in range(start, end):
+        x = np.int64(v[i])
+        e = (x >> mb) & emask
+        z = 0
+        if two_flags:
+            z = (1 if (x & 0x1FFF) == 0 else 0) + (1 if (x & 0xFFFF) == 0 else 0)
+        d = ((avg + 8) >> 4) - center
+        d = 0 if d < -4 else (7 if d > 3 else d + 4)
+        joint[prev, d, z, e] += 1
+        avg += ((e << 4) - avg) >> EMA_SHIFT
+        prev = z
+
+
+def _option_counts(joint: np.ndarray, eb: int, zero_bits: int, classes: int) -> np.ndarray:
+    """The head counts (contexts by heads) of the option (``zero_bits``, ``classes``) from
+    `_joint_counts`' histogram: exactly what `_count` gives for it."""
+    flag = np.array([0, zero_bits == 13, zero_bits > 0], dtype=np.int64) if zero_bits \
+        else np.zeros(3, dtype=np.int64)
+    prev, d, z = np.meshgrid(np.arange(3), np.arange(8), np.arange(3), indexing="ij")
+    context = flag[prev] * classes + np.clip(d - 4 + classes // 2, 0, classes - 1)
+    rows = classes * (2 if zero_bits else 1)
+    at = ((context * 2 + flag[z]) << eb).reshape(-1, 1) + np.arange(1 << eb)
+    hcounts = np.bincount(at.ravel(), weights=joint.reshape(-1), minlength=rows << (eb + 1))
+    return np.rint(hcounts).astype(np.int64).reshape(rows, 2 << eb)  # counts below 2^53
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(x, f, inv, cum):
+    """The rANS step x -> (x // f) * 2^PREC + x % f + cum, the quotient by a float64
+    reciprocal (``inv`` = 1 / f; x < 2^32, so it is off by at most one) put right."""
+    q = np.int64(np.float64(x) * inv)
+    r = x - q * f
+    if r < 0:
+        q -= 1
+        r += f
+    elif r >= f:
+        q += 1
+        r -= f
+    return (q << PREC) + r + cum
+
+
+@numba.njit(cache=True, nogil=True)
 def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfreq, hcum,
-                  emap, tfreq, tcum, heads, ctx, words, plane, plane_pos):
+                  hinv, emap, tfreq, tcum, tinv, heads, ctx, words, plane, plane_pos):
     """rANS-code elements start..end; returns (words written, plane words written). The
     words come out last first (the caller reverses them)."""
     _head_contexts(v, start, end, eb, mb, zero_bits, classes, center, heads, ctx)
@@ -163,7 +222,7 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
                 words[n] = x & 0xFFFF
                 n += 1
                 x >>= 16
-            x = ((x // f) << PREC) + (x % f) + tcum[c, top]
+            x = _push(x, f, tinv[c, top], tcum[c, top])
         # the head
         c = np.int64(ctx[i - start])
         f = np.int64(hfreq[c, h])
@@ -171,92 +230,96 @@ def _encode_block(v, start, end, eb, mb, tbits, zero_bits, classes, center, hfre
             words[n] = x & 0xFFFF
             n += 1
             x >>= 16
-        x = ((x // f) << PREC) + (x % f) + hcum[c, h]
+        x = _push(x, f, hinv[c, h], hcum[c, h])
     words[n] = x & 0xFFFF
     words[n + 1] = x >> 16
     return n + 2, n_plane
 
 
 @numba.njit(cache=True, nogil=True)
-def _decode_block(words, w0, w1, plane, p0, p1, start, end, eb, mb, tbits, zero_bits,
-                  classes, center, hlut, hfreq, hcum, hvalid, emap, tlut, tfreq, tcum,
-                  tvalid, out):
-    """Decode elements start..end from words[w0:w1] and plane[p0:p1] into ``out``;
-    returns 0, or a nonzero code when the stream is not one this encoder wrote."""
+def _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, center, contexts,
+                   hlut, hsym, hfc, emap, tlut, tsym, tfc, tops, codes):
+    """Decode the blocks ``blocks`` names (rows: first word, end word, first plane word,
+    end plane word, first element, end element) into ``out``; ``codes``: per block 0, or
+    nonzero when its stream is not one this encoder wrote; the tables as `_lookup` gives
+    them; ``contexts[previous flag, running average]``: the head context, -1 where that
+    table is empty; ``emap``: -2 for an empty top table; ``tops[s·2^T + t]``: the sign
+    and top mantissa bits in place (``tsym`` holds those too). Every read stays inside
+    ``words`` and ``plane`` whatever they hold: a stream that runs past its own words or
+    plane words ends with the wrong counts."""
+    wlast = max(words.size - 1, 0)
+    plast = max(plane.size - 1, 0)
     rbits = mb - tbits
-    sign_shift = mb + eb
-    use_plane = rbits >= 16
     emask = (1 << eb) - 1
-    tmask = (1 << tbits) - 1
     pmask = TOTAL - 1
-    if w1 - w0 < 2:
-        return 1
-    x = (np.int64(words[w0]) << 16) | np.int64(words[w0 + 1])
-    w = w0 + 2
-    if x < LOWER:
-        return 2
-    p = p0
-    avg = center << 4
-    prev_flag = 0
-    half = classes // 2
-    for i in range(start, end):
-        cls = ((avg + 8) >> 4) - center + half
-        cls = 0 if cls < 0 else (classes - 1 if cls >= classes else cls)
-        c = prev_flag * classes + cls
-        if not hvalid[c]:
-            return 3
-        slot = x & pmask
-        h = np.int64(hlut[c, slot])
-        x = hfreq[c, h] * (x >> PREC) + slot - hcum[c, h]
+    for b in range(blocks.shape[0]):
+        w, w1, p, p1, start, end = blocks[b, 0], blocks[b, 1], blocks[b, 2], blocks[b, 3], \
+            blocks[b, 4], blocks[b, 5]
+        if w1 - w < 2:
+            codes[b] = 1
+            continue
+        x = (np.int64(words[w]) << 16) | np.int64(words[w + 1])
+        w += 2
         if x < LOWER:
-            if w >= w1:
-                return 4
-            x = (x << 16) | np.int64(words[w])
-            w += 1
-        e = h & emask
-        flag = h >> eb
-        if flag and zero_bits == 0:
-            return 7
-        c = emap[e]
-        if c < 0:
-            k = tbits + 1
-            top = x & ((1 << k) - 1)
-            x >>= k
-        else:
-            if not tvalid[c]:
-                return 3
+            codes[b] = 2
+            continue
+        err = 0
+        avg = center << 4
+        prev_flag = 0
+        for i in range(start, end):
+            c = contexts[prev_flag, avg]
+            if c < 0:
+                err = 3
+                break
             slot = x & pmask
-            top = np.int64(tlut[c, slot])
-            x = tfreq[c, top] * (x >> PREC) + slot - tcum[c, top]
-        if x < LOWER:
-            if w >= w1:
-                return 4
-            x = (x << 16) | np.int64(words[w])
-            w += 1
-        if use_plane and flag == 0:
-            if p >= p1:
-                return 5
-            rest = np.int64(plane[p])
-            p += 1
-            k = rbits - 16
-        else:
-            rest = np.int64(0)
-            k = rbits - zero_bits if flag else rbits
-        if k > 0:
-            rest |= (x & ((1 << k) - 1)) << (rbits - k)
-            x >>= k
+            rank = hlut[c, slot]
+            h = hsym[c, rank]
+            fc = hfc[c, rank]
+            x = (fc >> 16) * (x >> PREC) + slot - (fc & 0xFFFF)
             if x < LOWER:
-                if w >= w1:
-                    return 4
-                x = (x << 16) | np.int64(words[w])
+                x = (x << 16) | np.int64(words[min(w, wlast)])
                 w += 1
-        out[i] = (((top >> tbits) & 1) << sign_shift) | (e << mb) | ((top & tmask) << rbits) \
-            | rest
-        avg += ((e << 4) - avg) >> EMA_SHIFT
-        prev_flag = flag
-    if x != LOWER or w != w1 or p != p1:
-        return 6
-    return 0
+            e = h & emask
+            flag = h >> eb
+            if flag and zero_bits == 0:
+                err = 7
+                break
+            c = emap[e]
+            if c == -1:
+                top = tops[x & ((2 << tbits) - 1)]
+                x >>= tbits + 1
+            else:
+                if c < 0:
+                    err = 3
+                    break
+                slot = x & pmask
+                rank = tlut[c, slot]
+                top = tsym[c, rank]
+                fc = tfc[c, rank]
+                x = (fc >> 16) * (x >> PREC) + slot - (fc & 0xFFFF)
+            if x < LOWER:
+                x = (x << 16) | np.int64(words[min(w, wlast)])
+                w += 1
+            if rbits >= 16:
+                rest = np.int64(plane[min(p, plast)]) * (1 - flag)
+                p += 1 - flag
+                k = rbits - 16 + flag * (16 - zero_bits)
+            else:
+                rest = np.int64(0)
+                k = rbits - flag * zero_bits
+            if k > 0:
+                rest |= (x & ((1 << k) - 1)) << (rbits - k)
+                x >>= k
+                if x < LOWER:
+                    x = (x << 16) | np.int64(words[min(w, wlast)])
+                    w += 1
+            out[i] = top | (e << mb) | rest
+            avg += ((e << 4) - avg) >> EMA_SHIFT
+            prev_flag = flag
+        if err:
+            codes[b] = err
+        elif x != LOWER or w != w1 or p != p1:
+            codes[b] = 6
 
 
 def _normalise(counts: np.ndarray) -> np.ndarray:
@@ -296,13 +359,24 @@ def _cumulative(freqs: np.ndarray) -> np.ndarray:
     return cum
 
 
-def _lookup(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Slot-to-symbol tables of the rows that sum to TOTAL, and which rows do."""
+def _lookup(freqs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The decoder's tables of the rows that sum to TOTAL: per slot the rank of its symbol
+    among the row's symbols of nonzero frequency (one byte where no row has more than 256
+    of them: the lookups take less cache), per rank the symbol and its frequency << 16 |
+    cumulative frequency; and which rows sum to TOTAL (the others are all zero)."""
     valid = freqs.sum(axis=1) == TOTAL
-    lut = np.zeros((freqs.shape[0], TOTAL), dtype=np.int16)
+    used = freqs > 0
+    ranks = max(1, int(used.sum(axis=1).max(initial=0)))
+    lut = np.zeros((freqs.shape[0], TOTAL), dtype=np.uint8 if ranks <= 256 else np.uint16)
+    sym = np.zeros((freqs.shape[0], ranks), dtype=np.int64)
+    fc = np.zeros((freqs.shape[0], ranks), dtype=np.int64)
+    cum = _cumulative(freqs)
     for r in np.flatnonzero(valid):
-        lut[r] = np.repeat(np.arange(freqs.shape[1]), freqs[r])
-    return lut, valid
+        symbols = np.flatnonzero(used[r])
+        lut[r] = np.repeat(np.arange(symbols.size), freqs[r, symbols])
+        sym[r, : symbols.size] = symbols
+        fc[r, : symbols.size] = (freqs[r, symbols] << 16) | cum[r, symbols]
+    return lut, sym, fc, valid
 
 
 def _bits_view(raw: np.ndarray, width: int) -> np.ndarray:
@@ -365,19 +439,21 @@ def encode_fields(raw: np.ndarray, dtype: str, block: int | None = None
     block = BLOCK if block is None else block
     nblocks = -(-n // block)
     sample = np.unique(np.linspace(0, nblocks - 1, min(nblocks, SAMPLE_BLOCKS)).astype(int))
-    _, tcounts = _counts(v, sample, block, eb, mb, tbits, 0, 1, 0)
-    center = int(np.argmax(tcounts.sum(axis=1)))
-    # zero_bits: fp32 elements that are exact fp16 (13 low zeros) or bf16 (16) values
-    best = None
-    # options worth trying: zero bits that at least 1% of the sampled elements have, and
-    # scale classes on tensors large enough to pay for their tables
     picked = np.concatenate([v[b * block : (b + 1) * block] for b in sample])
+    center = int(np.argmax(np.bincount((picked >> mb) & ((1 << eb) - 1), minlength=1 << eb)))
+    # options worth trying: zero bits (fp32 elements that are exact fp16, 13 low zeros, or
+    # bf16, 16, values) that at least 1% of the sampled elements have, and scale classes on
+    # tensors large enough to pay for their tables; all counted in one pass
     zero_options = [z for z in ((0, 13, 16) if width == 32 else (0,))
                     if z == 0 or np.count_nonzero(picked & ((1 << z) - 1) == 0) > picked.size / 100]
     class_options = (1, 4, 8) if n >= MIN_CLASSES_ELEMENTS else (1,)
+    joint = np.zeros((3, 8, 3, 1 << eb), dtype=np.int64)
+    for b in sample:
+        _joint_counts(v, b * block, min(n, (b + 1) * block), eb, mb, width == 32, center, joint)
+    best = None
     for zero_bits in zero_options:
         for classes in class_options:
-            hcounts, _ = _counts(v, sample, block, eb, mb, tbits, zero_bits, classes, center)
+            hcounts = _option_counts(joint, eb, zero_bits, classes)
             hfreq = _normalise(hcounts)
             bits = _code_bits(hcounts, hfreq) + _table_cost(hfreq)
             bits -= int(hcounts[:, 1 << eb:].sum()) * zero_bits
@@ -396,6 +472,7 @@ def encode_fields(raw: np.ndarray, dtype: str, block: int | None = None
     tbits, emap, tfreq, _ = min(choices, key=lambda c: c[3])
     rbits = mb - tbits
     hcum, tcum = _cumulative(hfreq), _cumulative(tfreq)
+    hinv, tinv = 1.0 / np.maximum(hfreq, 1), 1.0 / np.maximum(tfreq, 1)
     words = np.empty(2 * n + 2 * nblocks + 2, dtype=np.uint16)
     plane = np.empty(n if rbits >= 16 else 0, dtype=np.uint16)
     length = min(block, n)
@@ -407,7 +484,8 @@ def encode_fields(raw: np.ndarray, dtype: str, block: int | None = None
     for b in range(nblocks):
         s, e = b * block, min(n, (b + 1) * block)
         nw, npl = _encode_block(v, s, e, eb, mb, tbits, zero_bits, classes, center, hfreq,
-                                hcum, emap, tfreq, tcum, heads, ctx, scratch, plane, p)
+                                hcum, hinv, emap, tfreq, tcum, tinv, heads, ctx, scratch,
+                                plane, p)
         words[w : w + nw] = scratch[:nw][::-1]
         block_words[b], block_plane[b] = nw, npl
         w += nw
@@ -492,21 +570,34 @@ def decode_fields(params: dict, sections: dict[str, bytes], dtype: str, count: i
         raise CorruptFileError(f"{where}: the block sizes do not add up to the sections.")
     if rbits < 16 and plane.size:
         raise CorruptFileError(f"{where}: fewer than 16 raw mantissa bits use no plane.")
-    hlut, hvalid = _lookup(hfreq)
-    tlut, tvalid = _lookup(tfreq)
-    hcum, tcum = _cumulative(hfreq), _cumulative(tfreq)
+    hlut, hsym, hfc, hvalid = _lookup(hfreq)
+    tlut, tsym, tfc, tvalid = _lookup(tfreq)
     out = np.empty(count, dtype=np.uint32 if width == 32 else np.uint16)
-    w = p = 0
-    for b in range(nblocks):
-        s, e = b * block, min(count, (b + 1) * block)
-        nw, npl = int(block_words[b]), int(block_plane[b])
-        if npl > e - s:
-            raise CorruptFileError(f"{where}: block {b} claims more plane words than elements.")
-        code = _decode_block(words, w, w + nw, plane, p, p + npl, s, e, eb, mb, tbits,
-                             zero_bits, classes, params["center"], hlut, hfreq, hcum, hvalid,
-                             emap, tlut, tfreq, tcum, tvalid, out)
-        if code:
-            raise CorruptFileError(f"{where}: block {b}'s coded stream is damaged (code {code}).")
-        w += nw
-        p += npl
+    wends, pends = np.cumsum(block_words), np.cumsum(block_plane)
+    blocks = np.empty((nblocks, 6), dtype=np.int64)
+    blocks[:, 0], blocks[:, 1] = wends - block_words, wends
+    blocks[:, 2], blocks[:, 3] = pends - block_plane, pends
+    blocks[:, 4] = np.arange(nblocks) * block
+    blocks[:, 5] = np.minimum(blocks[:, 4] + block, count)
+    over = np.flatnonzero(block_plane > blocks[:, 5] - blocks[:, 4])
+    if over.size:
+        raise CorruptFileError(f"{where}: block {over[0]} claims more plane words than elements.")
+    # the head context of each previous flag and running average (which stays within
+    # 0 … 16·(2^E − 1)), -1 where its table is empty; the top table of each exponent, -2
+    # where it is empty
+    center, avg = params["center"], np.arange(16 << eb)
+    cls = np.clip(((avg + 8) >> 4) - center + classes // 2, 0, classes - 1)
+    contexts = np.stack([cls, cls + classes if zero_bits else cls])
+    contexts = np.where(hvalid[contexts], contexts, -1)
+    emap = np.where((emap >= 0) & ~tvalid[np.maximum(emap, 0)], -2, emap) if tvalid.size \
+        else emap
+    top = np.arange(2 << tbits)
+    tops = ((top >> tbits) << (mb + eb)) | ((top & ((1 << tbits) - 1)) << rbits)
+    codes = np.zeros(nblocks, dtype=np.int64)
+    _decode_blocks(words, plane, out, blocks, eb, mb, tbits, zero_bits, center, contexts,
+                   hlut, hsym, hfc, emap, tlut, tops[tsym], tfc, tops, codes)
+    bad = np.flatnonzero(codes)
+    if bad.size:
+        raise CorruptFileError(f"{where}: block {bad[0]}'s coded stream is damaged "
+                               f"(code {codes[bad[0]]}).")
     return out.astype("<u4" if width == 32 else "<u2", copy=False).view(np.uint8)

@@ -29,8 +29,10 @@ def from_planes(data: bytes, width: int) -> bytes:
 
 # Byte-plane zstd at this level is the quick check of whether the fields coding (format
 # version 7) is the smaller form of a float tensor; when it is not, the planes are coded at
-# ZSTD_LEVEL as before and the smaller kept.
-CHECK_LEVEL = 3
+# ZSTD_LEVEL as before and the smaller kept. Level 1, not 3: on weights' planes it is about
+# 3 times faster and its output no larger (MiniLM fp32's word embeddings: 38.7 MB at level
+# 1, 39.3 MB at 3), and the forms kept are the same on MiniLM and the digits models.
+CHECK_LEVEL = 1
 CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN = 1 << 20, 1 << 16, 0.05
 # Fewer elements than this are not worth the fields coding's tables.
 FIELDS_MIN_ELEMENTS = 64
