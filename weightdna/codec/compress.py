@@ -36,7 +36,14 @@ from weightdna.codec.bundle import (
     write_safetensors_file,
     write_torch_file,
 )
-from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
+from weightdna.codec.container import (
+    PREFIX,
+    SectionSpill,
+    dna_file_size,
+    read_dna_file,
+    sections_bytes,
+    write_dna_file,
+)
 from weightdna.codec.dtypes import to_float64
 from weightdna.codec.gptq import Calibration
 from weightdna.codec.options import DECOMPRESS_FORMS
@@ -211,7 +218,7 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float, role
         dtype=entry["dtype"],
         shape=tuple(entry["shape"]),
         representation=entry["representation"],
-        bytes=sum(len(b) for b in sections.values()),
+        bytes=sections_bytes(sections),
         snr_db=None if exact else stats.get("snr_db"),
         psnr_db=None if exact or peak <= 0 else decibels(peak * peak, mse),
         max_abs_error=max_error,
@@ -273,7 +280,9 @@ class _Restored(Mapping):
 
 
 class _Coder:
-    """Holds the coded tensors (entries and sections, in model order) and their figures."""
+    """Holds the coded tensors (entries and sections, in model order) and their figures.
+    With a ``spill`` (`container.SectionSpill`) the sections are kept in its file as they
+    are added, and only their lengths and checksums here (`container.SpilledSections`)."""
 
     def __init__(self, weights: ModelWeights,
                  calibration: Mapping[str, np.ndarray] | Calibration | None = None) -> None:
@@ -285,6 +294,7 @@ class _Coder:
         self._restored: dict[str, tuple[int, torch.Tensor]] = {}
         # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
         self.zeroed: dict[str, tuple[dict, float | None]] = {}
+        self.spill: SectionSpill | None = None
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -304,11 +314,13 @@ class _Coder:
             referenced = None
             if entry["representation"] == "reference+residual":
                 referenced = self.restored(entry["params"]["reference"]["name"])
-            cached = (id(entry), decode_tensor(entry, sections, referenced=referenced))
+            cached = (id(entry), decode_tensor(entry, dict(sections), referenced=referenced))
             self._restored[name] = cached
         return cached[1]
 
     def add(self, name: str, coded: tuple[dict, dict[str, bytes]]) -> None:
+        if self.spill is not None:
+            coded = (coded[0], self.spill.keep(coded[1]))
         self.coded[name] = coded
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
@@ -377,7 +389,7 @@ def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
     (``entry`` None) or holding none), measured on the coded tensor, a block at a time."""
     if entry is None or entry.get("stats", {}).get("mse", 0.0) == 0:
         return None
-    return _lost(weights.tensor(name), decode_tensor(entry, sections))
+    return _lost(weights.tensor(name), decode_tensor(entry, dict(sections)))
 
 
 def _lost(original: torch.Tensor, restored: torch.Tensor) -> float | None:
@@ -594,7 +606,9 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
                         ) -> tuple[int, float, float, list[TensorReport]]:
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
-    with make_runner(weights, workers, ray) as local:
+    # The coded sections wait in a temporary file beside the output, not in memory.
+    with make_runner(weights, workers, ray) as local, SectionSpill(output) as spill:
+        coder.spill = spill
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
                   dna_config, sensitivity, metadata, report, files, row_weights)
@@ -898,7 +912,7 @@ def _check_calibration(weights: ModelWeights,
 
 
 def _section_bytes(coded: tuple[dict, dict[str, bytes]]) -> int:
-    return sum(len(b) for b in coded[1].values())
+    return sections_bytes(coded[1])
 
 
 def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
@@ -1059,7 +1073,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata, files=files)
-        header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
+        header_bytes = size - sum(sections_bytes(s) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
             for tc in candidates:
