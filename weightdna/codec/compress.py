@@ -36,14 +36,7 @@ from weightdna.codec.bundle import (
     write_safetensors_file,
     write_torch_file,
 )
-from weightdna.codec.container import (
-    PREFIX,
-    SectionSpill,
-    dna_file_size,
-    read_dna_file,
-    sections_bytes,
-    write_dna_file,
-)
+from weightdna.codec.container import PREFIX, dna_file_size, read_dna_file, write_dna_file
 from weightdna.codec.dtypes import to_float64
 from weightdna.codec.gptq import Calibration
 from weightdna.codec.options import DECOMPRESS_FORMS
@@ -69,6 +62,7 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
+from weightdna.codec.spill import Spill, sections_bytes
 from weightdna.codec.tensor import (
     decode_tensor,
     encode_tensor,
@@ -281,8 +275,9 @@ class _Restored(Mapping):
 
 class _Coder:
     """Holds the coded tensors (entries and sections, in model order) and their figures.
-    With a ``spill`` (`container.SectionSpill`) the sections are kept in its file as they
-    are added, and only their lengths and checksums here (`container.SpilledSections`)."""
+    With a ``spill`` (`spill.Spill`) the sections are kept in its file as they
+    are added, and only their lengths and checksums here (`spill.SpilledSections`); the
+    rate control's samples too (`spill_samples`)."""
 
     def __init__(self, weights: ModelWeights,
                  calibration: Mapping[str, np.ndarray] | Calibration | None = None) -> None:
@@ -294,7 +289,7 @@ class _Coder:
         self._restored: dict[str, tuple[int, torch.Tensor]] = {}
         # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
         self.zeroed: dict[str, tuple[dict, float | None]] = {}
-        self.spill: SectionSpill | None = None
+        self.spill: Spill | None = None
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -322,6 +317,19 @@ class _Coder:
         if self.spill is not None:
             coded = (coded[0], self.spill.keep(coded[1]))
         self.coded[name] = coded
+
+    def spill_samples(self, tc: TensorCandidates) -> None:
+        """``tc``'s samples (the rate control's, held for every tensor at once) kept in the
+        spill, read back when an allocation evaluates them."""
+        if self.spill is None:
+            return
+        kept = {}
+        for candidate in tc.candidates:
+            if isinstance(candidate.sample, np.ndarray):
+                key = id(candidate.sample)  # one sample shared by candidates: kept once
+                if key not in kept:
+                    kept[key] = self.spill.keep_array(candidate.sample)
+                candidate.sample = kept[key]
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
         self.peaks[name], self.signal[name] = _measure(tensor)
@@ -607,7 +615,7 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
     # The coded sections wait in a temporary file beside the output, not in memory.
-    with make_runner(weights, workers, ray) as local, SectionSpill(output) as spill:
+    with make_runner(weights, workers, ray) as local, Spill(output) as spill:
         coder.spill = spill
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
@@ -706,12 +714,14 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             if name in blocked:  # analysed a row block at a time; probed here
                 _probe(tc, probe(name))
             analysed[name] = tc
+            coder.spill_samples(tc)
         for name, (other, scale, order) in references.items():
             # Estimated on the referenced tensor as it is; coded on it as coded.
             with_prediction(analysed[name], reference_prediction(
                 other, weights.tensor(other), scale, order), weights.tensor(name))
             # Its curve again, with the reference among the candidates.
             analysed[name].curve = rate_curve(analysed[name], target, per_row)
+            coder.spill_samples(analysed[name])
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
@@ -1038,6 +1048,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                 for candidate in tc.candidates:
                     if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
+                coder.spill_samples(tc)
+                del sample
                 _give_back_free_memory()
         allocation = solve_on_curves(candidates, excess, per_row, target,
                                      target.kind == "bits_per_weight", tolerance)

@@ -12,9 +12,8 @@ import math
 import os
 import stat
 import struct
-import tempfile
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from weightdna.atomic import atomic_output, output_error
+from weightdna.atomic import atomic_output
 from weightdna.codec.dtypes import FLOAT_NAMES
 from weightdna.codec.entries import (  # noqa: F401 - the format's names, read from here too
     DECODE_BLOCK_BYTES,
@@ -43,6 +42,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     decode_memory,
 )
 from weightdna.codec.fields import is_finite_number, is_int, load_json
+from weightdna.codec.spill import Spill, SpilledSections
 from weightdna.codec.tensor import decode_tensor
 from weightdna.codec.zstdframes import decompress_bytes
 from weightdna.errors import (
@@ -245,94 +245,6 @@ def _header_json(entries: list[dict], metadata: Mapping[str, str], files: list[d
     return text.encode("utf-8")
 
 
-class SectionSpill:
-    """An unnamed temporary file beside an output that holds coded sections until the file
-    is written (`keep`), so that a compress holds the sections' lengths and checksums, not
-    their bytes: memory follows the work in flight, not the model. Appended to only; the
-    file vanishes when closed, and with the process if it is killed (``O_TMPFILE``; elsewhere
-    a name unlinked at once)."""
-
-    COPY_BLOCK = 1 << 20
-
-    def __init__(self, beside: str | os.PathLike) -> None:
-        folder = Path(beside).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            self.file = tempfile.TemporaryFile(dir=folder)
-        except OSError as exc:
-            raise output_error(Path(beside), exc) from exc
-        self.size = 0
-        self.path = Path(beside)
-
-    def keep(self, sections: Mapping[str, bytes]) -> SpilledSections:
-        """``sections`` written at the file's end; what stands for them from now on."""
-        ranges = {}
-        for role, blob in sections.items():
-            blob = bytes(blob) if not isinstance(blob, bytes) else blob
-            try:
-                os.pwrite(self.file.fileno(), blob, self.size)
-            except OSError as exc:
-                raise output_error(self.path, exc) from exc
-            ranges[str(role)] = (self.size, len(blob), zlib.crc32(blob))
-            self.size += len(blob)
-        return SpilledSections(self, ranges)
-
-    def read(self, offset: int, length: int) -> bytes:
-        blob = os.pread(self.file.fileno(), length, offset)
-        if len(blob) != length:
-            raise OSError(f"the spill file beside {self.path} ends early")
-        return blob
-
-    def copy(self, offset: int, length: int, out: Any) -> None:
-        """``length`` bytes from ``offset`` written to the file ``out``, a block at a time."""
-        while length:
-            blob = self.read(offset, min(length, self.COPY_BLOCK))
-            out.write(blob)
-            offset += len(blob)
-            length -= len(blob)
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self) -> SectionSpill:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class SpilledSections(Mapping):
-    """One tensor's sections in a `SectionSpill`: {role: bytes}, read when asked; their
-    lengths and CRC-32s held here. Pickled (to a worker) as the plain dict of bytes."""
-
-    def __init__(self, spill: SectionSpill, ranges: dict[str, tuple[int, int, int]]) -> None:
-        self.spill, self.ranges = spill, ranges
-
-    def __getitem__(self, role: str) -> bytes:
-        offset, length, _ = self.ranges[role]
-        return self.spill.read(offset, length)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.ranges)
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(length for _, length, _ in self.ranges.values())
-
-    def __reduce__(self) -> tuple:
-        return dict, (dict(self),)
-
-
-def sections_bytes(sections: Mapping[str, bytes]) -> int:
-    """The bytes of a tensor's sections (a spilled one's without reading them)."""
-    if isinstance(sections, SpilledSections):
-        return sections.nbytes
-    return sum(len(b) for b in sections.values())
-
-
 def write_dna_file(
     path: str | os.PathLike,
     header_entries: Sequence[Mapping[str, Any]],
@@ -345,8 +257,8 @@ def write_dna_file(
     """Write a .dna file atomically; returns its size in bytes.
 
     ``header_entries[i]`` (from `encode_tensor`) and ``sections[i]`` describe tensor i
-    (a mapping of bytes, or `SpilledSections`: copied from their spill file a block at a
-    time). ``files``: the model's other files, each (entry without sections, its zstd frame)
+    (a mapping of bytes, or `spill.SpilledSections`: copied from their spill file a block
+    at a time). ``files``: the model's other files, each (entry without sections, its zstd frame)
     (`weightdna.codec.bundle`). Missing folders of ``path`` are created.
     Raises OutputExistsError if ``path`` exists and ``overwrite`` is False.
     """
@@ -376,7 +288,7 @@ def dna_file_size(
 
 
 # A piece of the file: bytes, or (spill, offset, length) of a spilled section.
-_Chunk = bytes | tuple[SectionSpill, int, int]
+_Chunk = bytes | tuple[Spill, int, int]
 
 
 def _chunk_bytes(chunk: _Chunk) -> int:
