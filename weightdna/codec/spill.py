@@ -48,30 +48,39 @@ class Spill:
         ranges = {}
         for role, blob in sections.items():
             blob = bytes(blob) if not isinstance(blob, bytes) else blob
-            try:
-                os.pwrite(self.file.fileno(), blob, self.size)
-            except OSError as exc:
-                raise output_error(self.path, exc) from exc
-            ranges[str(role)] = (self.size, len(blob), zlib.crc32(blob))
-            self.size += len(blob)
+            ranges[str(role)] = (self._append(memoryview(blob)), len(blob), zlib.crc32(blob))
         return SpilledSections(self, ranges)
 
     def keep_array(self, array: np.ndarray) -> SpilledArray:
         """``array`` written at the file's end; what stands for it from now on."""
         array = np.ascontiguousarray(array)
-        at = self.size
-        try:
-            os.pwrite(self.file.fileno(), memoryview(array).cast("B"), at)
-        except OSError as exc:
-            raise output_error(self.path, exc) from exc
-        self.size += array.nbytes
+        at = self._append(memoryview(array.reshape(-1)).cast("B"))
         return SpilledArray(self, at, array.dtype, array.shape)
 
+    def _append(self, view: memoryview) -> int:
+        """``view`` written at the file's end (a write may take part of it); its offset."""
+        at = done = self.size
+        try:
+            while done < at + len(view):
+                done += os.pwrite(self.file.fileno(), view[done - at :], done)
+        except OSError as exc:
+            raise output_error(self.path, exc) from exc
+        self.size = done
+        return at
+
+    def read_into(self, view: memoryview, offset: int) -> None:
+        """``len(view)`` bytes from ``offset`` into ``view``."""
+        done = 0
+        while done < len(view):
+            got = os.preadv(self.file.fileno(), [view[done:]], offset + done)
+            if not got:
+                raise OSError(f"the spill file beside {self.path} ends early")
+            done += got
+
     def read(self, offset: int, length: int) -> bytes:
-        blob = os.pread(self.file.fileno(), length, offset)
-        if len(blob) != length:
-            raise OSError(f"the spill file beside {self.path} ends early")
-        return blob
+        blob = bytearray(length)
+        self.read_into(memoryview(blob), offset)
+        return bytes(blob)
 
     def copy(self, offset: int, length: int, out: Any) -> None:
         """``length`` bytes from ``offset`` written to the file ``out``, a block at a time."""
@@ -141,10 +150,7 @@ class SpilledArray:
 
     def __array__(self, dtype: object = None, copy: object = None) -> np.ndarray:
         array = np.empty(self.shape, self.dtype)
-        if array.nbytes:
-            view = memoryview(array).cast("B")
-            if os.preadv(self.spill.file.fileno(), [view], self.offset) != array.nbytes:
-                raise OSError(f"the spill file beside {self.spill.path} ends early")
+        self.spill.read_into(memoryview(array.reshape(-1)).cast("B"), self.offset)
         return array if dtype is None else array.astype(dtype, copy=False)
 
     def __reduce__(self) -> tuple:
