@@ -1,9 +1,10 @@
 """A whole model to a .dna file under a target, and back to safetensors.
 
 `compress_model` streams: tensors are read one at a time from the model, analysed into
-candidates (`weightdna.codec.ratecontrol`), and coded; only the coded sections and small
-per-tensor samples stay in memory, and the samples not while the chosen steps are coded
-(dropped, and taken again from the model if another round needs them). Every figure it
+candidates (`weightdna.codec.ratecontrol`), and coded; the coded sections and the small
+per-tensor samples wait in a spill file beside the output (`weightdna.codec.spill`), not
+in memory, and the samples not even there while the chosen steps are coded (dropped, and
+taken again from the model if another round needs them). Every figure it
 reports is measured on the coded data (the bytes written, the errors after decoding's
 cast), not estimated.
 """
