@@ -200,7 +200,7 @@ def test_the_driver_does_not_hold_the_coded_sections(tmp_path: Path, monkeypatch
 
     g = torch.Generator().manual_seed(5)
     tensors = {f"layers.{i}.weight": torch.randn(128, 96, generator=g) * (1 + i % 5)
-               for i in range(24)}
+               for i in range(16)}
     model = save_weights(tensors, tmp_path / "m.safetensors")
     coders, seen, reads = [], {}, []
 
@@ -238,7 +238,7 @@ def test_the_driver_does_not_hold_the_coded_sections(tmp_path: Path, monkeypatch
                                      Target("bits_per_weight", 8.0),
                                      representations=("quantized",))
     coded = sum(t.bytes for t in report.tensors)
-    assert coded > 250_000 and len(coders) == 1
+    assert coded > 150_000 and len(coders) == 1
     assert seen["held"] < coded / 20, (seen, coded)
     assert seen["candidates"] < seen["samples"] / 10, seen
     assert reads and max(reads) <= 1 << 12 and sum(reads) == coded
