@@ -165,3 +165,84 @@ def test_float64_is_read_a_chunk_at_a_time(tmp_path: Path, monkeypatch,
     assert values.dtype == np.float64 and values.shape == (37, 11)
     np.testing.assert_array_equal(values, t.to(torch.float64).numpy())
     torch.testing.assert_close(weights.tensor("w"), t, rtol=0, atol=0, equal_nan=True)
+
+
+
+def _bytes_reachable(root: object) -> int:
+    """Bytes of the bytes objects and arrays reachable from ``root`` (each counted once)
+    through containers and the package's objects (not modules, functions or the model)."""
+    import gc
+
+    seen, total, todo = {id(root)}, 0, list(gc.get_referents(root))
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, ModelWeights):
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, bytes | bytearray):
+            total += len(obj)
+        elif isinstance(obj, np.ndarray):
+            total += obj.nbytes if obj.base is None else 0
+        elif isinstance(obj, dict | list | tuple | set | frozenset) or \
+                type(obj).__module__.startswith("weightdna."):
+            todo.extend(gc.get_referents(obj))
+    return total
+
+
+def test_the_driver_does_not_hold_the_coded_sections(tmp_path: Path, monkeypatch) -> None:
+    """The coded sections and the rate control's samples wait in a spill file beside the
+    output, not in memory: while the step is solved the candidates hold a small share of
+    their samples' bytes; when the file is written (every tensor coded) the coder holds a
+    small share of the sections' bytes, the file is copied from the spill a block at a
+    time, and it is the file written from the same sections held in memory; the spill
+    leaves nothing behind."""
+    from weightdna.codec import container, spill
+
+    g = torch.Generator().manual_seed(5)
+    tensors = {f"layers.{i}.weight": torch.randn(128, 96, generator=g) * (1 + i % 5)
+               for i in range(16)}
+    model = save_weights(tensors, tmp_path / "m.safetensors")
+    coders, seen, reads = [], {}, []
+
+    class Coder(compress._Coder):
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            super().__init__(*args, **kwargs)
+            coders.append(self)
+
+    def write(path, entries, sections, **kwargs):  # noqa: ANN001, ANN202
+        seen["held"] = _bytes_reachable(coders[0])
+        monkeypatch.setattr(spill.Spill, "read", read)
+        size = original(path, entries, sections, **kwargs)
+        monkeypatch.setattr(spill.Spill, "read", plain_read)
+        seen["plain"] = original(tmp_path / "plain.dna", entries,
+                                 [{k: bytes(v) for k, v in s.items()} for s in sections],
+                                 **kwargs)
+        return size
+
+    def read(self, offset: int, length: int) -> bytes:  # noqa: ANN001
+        reads.append(length)
+        return plain_read(self, offset, length)
+
+    def solve(coded, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen["samples"] = sum(np.asarray(c.sample).nbytes for tc in coded
+                              for c in tc.candidates if c.sample is not None)
+        seen["candidates"] = _bytes_reachable(list(coded))
+        return ratecontrol.solve_on_curves(coded, *args, **kwargs)
+
+    original, plain_read = container.write_dna_file, spill.Spill.read
+    monkeypatch.setattr(compress, "solve_on_curves", solve)
+    monkeypatch.setattr(compress, "_Coder", Coder)
+    monkeypatch.setattr(compress, "write_dna_file", write)
+    monkeypatch.setattr(spill.Spill, "COPY_BLOCK", 1 << 12)
+    report = compress.compress_model(load_weights(model), tmp_path / "m.dna",
+                                     Target("bits_per_weight", 8.0),
+                                     representations=("quantized",))
+    coded = sum(t.bytes for t in report.tensors)
+    assert coded > 150_000 and len(coders) == 1
+    assert seen["held"] < coded / 20, (seen, coded)
+    assert seen["candidates"] < seen["samples"] / 10, seen
+    assert reads and max(reads) <= 1 << 12 and sum(reads) == coded
+    assert seen["plain"] == report.file_bytes
+    assert (tmp_path / "m.dna").read_bytes() == (tmp_path / "plain.dna").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.dna", "m.safetensors",
+                                                          "plain.dna"]

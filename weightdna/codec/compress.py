@@ -1,9 +1,10 @@
 """A whole model to a .dna file under a target, and back to safetensors.
 
 `compress_model` streams: tensors are read one at a time from the model, analysed into
-candidates (`weightdna.codec.ratecontrol`), and coded; only the coded sections and small
-per-tensor samples stay in memory, and the samples not while the chosen steps are coded
-(dropped, and taken again from the model if another round needs them). Every figure it
+candidates (`weightdna.codec.ratecontrol`), and coded; the coded sections and the small
+per-tensor samples wait in a spill file beside the output (`weightdna.codec.spill`), not
+in memory, and the samples not even there while the chosen steps are coded (dropped, and
+taken again from the model if another round needs them). Every figure it
 reports is measured on the coded data (the bytes written, the errors after decoding's
 cast), not estimated.
 """
@@ -62,6 +63,7 @@ from weightdna.codec.ratecontrol import (
 )
 from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
+from weightdna.codec.spill import Spill, sections_bytes
 from weightdna.codec.tensor import (
     decode_tensor,
     encode_tensor,
@@ -211,7 +213,7 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float, role
         dtype=entry["dtype"],
         shape=tuple(entry["shape"]),
         representation=entry["representation"],
-        bytes=sum(len(b) for b in sections.values()),
+        bytes=sections_bytes(sections),
         snr_db=None if exact else stats.get("snr_db"),
         psnr_db=None if exact or peak <= 0 else decibels(peak * peak, mse),
         max_abs_error=max_error,
@@ -273,7 +275,10 @@ class _Restored(Mapping):
 
 
 class _Coder:
-    """Holds the coded tensors (entries and sections, in model order) and their figures."""
+    """Holds the coded tensors (entries and sections, in model order) and their figures.
+    With a ``spill`` (`spill.Spill`) the sections are kept in its file as they
+    are added, and only their lengths and checksums here (`spill.SpilledSections`); the
+    rate control's samples too (`spill_samples`)."""
 
     def __init__(self, weights: ModelWeights,
                  calibration: Mapping[str, np.ndarray] | Calibration | None = None) -> None:
@@ -285,6 +290,7 @@ class _Coder:
         self._restored: dict[str, tuple[int, torch.Tensor]] = {}
         # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
         self.zeroed: dict[str, tuple[dict, float | None]] = {}
+        self.spill: Spill | None = None
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -304,12 +310,27 @@ class _Coder:
             referenced = None
             if entry["representation"] == "reference+residual":
                 referenced = self.restored(entry["params"]["reference"]["name"])
-            cached = (id(entry), decode_tensor(entry, sections, referenced=referenced))
+            cached = (id(entry), decode_tensor(entry, dict(sections), referenced=referenced))
             self._restored[name] = cached
         return cached[1]
 
     def add(self, name: str, coded: tuple[dict, dict[str, bytes]]) -> None:
+        if self.spill is not None:
+            coded = (coded[0], self.spill.keep(coded[1]))
         self.coded[name] = coded
+
+    def spill_samples(self, tc: TensorCandidates) -> None:
+        """``tc``'s samples (the rate control's, held for every tensor at once) kept in the
+        spill, read back when an allocation evaluates them."""
+        if self.spill is None:
+            return
+        kept = {}
+        for candidate in tc.candidates:
+            if isinstance(candidate.sample, np.ndarray):
+                key = id(candidate.sample)  # one sample shared by candidates: kept once
+                if key not in kept:
+                    kept[key] = self.spill.keep_array(candidate.sample)
+                candidate.sample = kept[key]
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
         self.peaks[name], self.signal[name] = _measure(tensor)
@@ -377,7 +398,7 @@ def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
     (``entry`` None) or holding none), measured on the coded tensor, a block at a time."""
     if entry is None or entry.get("stats", {}).get("mse", 0.0) == 0:
         return None
-    return _lost(weights.tensor(name), decode_tensor(entry, sections))
+    return _lost(weights.tensor(name), decode_tensor(entry, dict(sections)))
 
 
 def _lost(original: torch.Tensor, restored: torch.Tensor) -> float | None:
@@ -594,7 +615,9 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
                         ) -> tuple[int, float, float, list[TensorReport]]:
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
-    with make_runner(weights, workers, ray) as local:
+    # The coded sections wait in a temporary file beside the output, not in memory.
+    with make_runner(weights, workers, ray) as local, Spill(output) as spill:
+        coder.spill = spill
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
                   dna_config, sensitivity, metadata, report, files, row_weights)
@@ -692,12 +715,14 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             if name in blocked:  # analysed a row block at a time; probed here
                 _probe(tc, probe(name))
             analysed[name] = tc
+            coder.spill_samples(tc)
         for name, (other, scale, order) in references.items():
             # Estimated on the referenced tensor as it is; coded on it as coded.
             with_prediction(analysed[name], reference_prediction(
                 other, weights.tensor(other), scale, order), weights.tensor(name))
             # Its curve again, with the reference among the candidates.
             analysed[name].curve = rate_curve(analysed[name], target, per_row)
+            coder.spill_samples(analysed[name])
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
@@ -898,7 +923,7 @@ def _check_calibration(weights: ModelWeights,
 
 
 def _section_bytes(coded: tuple[dict, dict[str, bytes]]) -> int:
-    return sum(len(b) for b in coded[1].values())
+    return sections_bytes(coded[1])
 
 
 def _smallest_within(tensor: torch.Tensor, name: str, tc: TensorCandidates,
@@ -1024,6 +1049,8 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                 for candidate in tc.candidates:
                     if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
+                coder.spill_samples(tc)
+                del sample
                 _give_back_free_memory()
         allocation = solve_on_curves(candidates, excess, per_row, target,
                                      target.kind == "bits_per_weight", tolerance)
@@ -1059,7 +1086,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         report("encoding", len(candidates), len(candidates))
         entries, sections = coder.entries()
         size = dna_file_size(entries, sections, metadata=metadata, files=files)
-        header_bytes = size - sum(sum(len(b) for b in s.values()) for s in sections)
+        header_bytes = size - sum(sections_bytes(s) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
             for tc in candidates:

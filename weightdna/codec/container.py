@@ -42,6 +42,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     decode_memory,
 )
 from weightdna.codec.fields import is_finite_number, is_int, load_json
+from weightdna.codec.spill import Spill, SpilledSections
 from weightdna.codec.tensor import decode_tensor
 from weightdna.codec.zstdframes import decompress_bytes
 from weightdna.errors import (
@@ -255,8 +256,9 @@ def write_dna_file(
 ) -> int:
     """Write a .dna file atomically; returns its size in bytes.
 
-    ``header_entries[i]`` (from `encode_tensor`) and ``sections[i]`` describe tensor i.
-    ``files``: the model's other files, each (entry without sections, its zstd frame)
+    ``header_entries[i]`` (from `encode_tensor`) and ``sections[i]`` describe tensor i
+    (a mapping of bytes, or `spill.SpilledSections`: copied from their spill file a block
+    at a time). ``files``: the model's other files, each (entry without sections, its zstd frame)
     (`weightdna.codec.bundle`). Missing folders of ``path`` are created.
     Raises OutputExistsError if ``path`` exists and ``overwrite`` is False.
     """
@@ -266,8 +268,12 @@ def write_dna_file(
     chunks = _layout(header_entries, sections, metadata, files)
     with atomic_output(path, overwrite=overwrite) as f:
         for chunk in chunks:
-            f.write(chunk)
-    return sum(len(c) for c in chunks)
+            if isinstance(chunk, bytes):
+                f.write(chunk)
+            else:
+                spill, offset, length = chunk
+                spill.copy(offset, length, f)
+    return sum(_chunk_bytes(c) for c in chunks)
 
 
 def dna_file_size(
@@ -278,7 +284,15 @@ def dna_file_size(
     files: Sequence[tuple[Mapping[str, Any], bytes]] = (),
 ) -> int:
     """The exact size in bytes `write_dna_file` would write, without writing."""
-    return sum(len(c) for c in _layout(header_entries, sections, metadata, files))
+    return sum(_chunk_bytes(c) for c in _layout(header_entries, sections, metadata, files))
+
+
+# A piece of the file: bytes, or (spill, offset, length) of a spilled section.
+_Chunk = bytes | tuple[Spill, int, int]
+
+
+def _chunk_bytes(chunk: _Chunk) -> int:
+    return len(chunk) if isinstance(chunk, bytes) else chunk[2]
 
 
 def _layout(
@@ -286,8 +300,8 @@ def _layout(
     sections: Sequence[Mapping[str, bytes]],
     metadata: Mapping[str, str] | None,
     files: Sequence[tuple[Mapping[str, Any], bytes]] = (),
-) -> list[bytes]:
-    """The file's bytes, in order: prefix, header, then every section (validated)."""
+) -> list[_Chunk]:
+    """The file's pieces, in order: prefix and header, then every section (validated)."""
     if len(header_entries) != len(sections):
         raise InvalidInputError("give one sections mapping per header entry.")
     if len(header_entries) > MAX_TENSORS:
@@ -297,7 +311,7 @@ def _layout(
         raise InvalidInputError("metadata must map strings to strings.")
 
     entries: list[dict] = []
-    blobs: list[bytes] = []
+    blobs: list[_Chunk] = []
     names: set[str] = set()
     offset = 0
     for entry, parts in zip(header_entries, sections, strict=True):
@@ -314,11 +328,17 @@ def _layout(
                 f"tensor {name!r} has more than {MAX_SECTIONS_PER_TENSOR} sections."
             )
         ranges = {}
-        for role, blob in parts.items():
-            blob = bytes(blob)
-            ranges[str(role)] = [offset, len(blob), zlib.crc32(blob)]
-            blobs.append(blob)
-            offset += len(blob)
+        if isinstance(parts, SpilledSections):
+            for role, (at, length, crc) in parts.ranges.items():
+                ranges[role] = [offset, length, crc]
+                blobs.append((parts.spill, at, length))
+                offset += length
+        else:
+            for role, blob in parts.items():
+                blob = bytes(blob)
+                ranges[str(role)] = [offset, len(blob), zlib.crc32(blob)]
+                blobs.append(blob)
+                offset += len(blob)
         entry["sections"] = ranges
         if isinstance(entry.get("stats"), dict):
             entry["stats"] = {k: _informational(v) for k, v in entry["stats"].items()}

@@ -164,7 +164,8 @@ class Candidate:
     # "transform"
     prediction: Prediction | None
     # float32 residual (a transform's: coefficients) at the sampled positions, as (rows,
-    # columns); None while dropped (plain quantisation's: `drop_samples`, `resample`)
+    # columns); None while dropped (plain quantisation's: `drop_samples`, `resample`); on a
+    # compress's driver a `weightdna.codec.spill.SpilledArray` (read with np.asarray)
     sample: np.ndarray | None
     row_peak: np.ndarray  # max |residual| per row (all elements), for per-row steps
     side_bits: float
@@ -612,7 +613,7 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     if candidate.factored is not None:
         candidate = candidate.factored.at(step)
     steps = candidate_steps(tc, candidate, step, per_row)
-    sample = candidate.sample
+    sample = np.asarray(candidate.sample)  # a compress's spilled sample read back
     if isinstance(steps, np.ndarray):
         stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
         divisor = steps[::stride][: sample.shape[0], None].astype(np.float32)
