@@ -275,7 +275,10 @@ def fit_dna(coords: np.ndarray | torch.Tensor, values: np.ndarray | torch.Tensor
     full_batch = n_train <= config.batch_size
 
     network = build_network(config, coords_t.shape[1]).to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=config.lr)
+    resumable = checkpoint is not None or resume is not None
+    optimizer: Any = (_PlainAdam(network.parameters(), config.lr)
+                      if device.type == "cpu" and not resumable
+                      else torch.optim.Adam(network.parameters(), lr=config.lr))
     generator = torch.Generator(device=device).manual_seed(config.seed)
     use_bf16 = config.precision == "bfloat16" and device.type == "cuda"
 
@@ -384,6 +387,43 @@ def fit_dna(coords: np.ndarray | torch.Tensor, values: np.ndarray | torch.Tensor
     holdout_metrics = _split_metrics(values_np[mask], prediction[mask], peak) if n_hold else None
     return FitResult(network, config, step, stopped_early, seconds, prediction, mask,
                      train_metrics, holdout_metrics, history)
+
+
+class _PlainAdam:
+    """torch.optim.Adam on the CPU without `torch.optim.Optimizer`: the same step, torch's
+    own `_single_tensor_adam` (what Adam runs for CPU tensors) with Adam's defaults, so the
+    same parameters bit for bit. Optimizer's first use imports `torch._dynamo` (about 1.8
+    CPU s per process, paid in every codec worker for the DNA candidate's fit); this does
+    not. A fit that writes or resumes checkpoints uses torch.optim.Adam, whose state they
+    carry."""
+
+    def __init__(self, params: Any, lr: float) -> None:
+        from torch.optim.optimizer import _get_scalar_dtype
+
+        self.params = list(params)
+        self.param_groups = [{"lr": lr}]
+        self.steps = [torch.tensor(0.0, dtype=_get_scalar_dtype()) for _ in self.params]
+        self.exp_avgs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                         for p in self.params]
+        self.exp_avg_sqs = [torch.zeros_like(p, memory_format=torch.preserve_format)
+                            for p in self.params]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        from torch.optim.adam import _single_tensor_adam
+
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        with torch.no_grad():
+            _single_tensor_adam(
+                [self.params[i] for i in live], [self.params[i].grad for i in live],
+                [self.exp_avgs[i] for i in live], [self.exp_avg_sqs[i] for i in live], [],
+                [self.steps[i] for i in live], None, None, amsgrad=False,
+                has_complex=False, beta1=0.9, beta2=0.999, lr=self.param_groups[0]["lr"],
+                weight_decay=0.0, eps=1e-8, maximize=False, capturable=False,
+                differentiable=False, decoupled_weight_decay=False)
 
 
 def _split_metrics(values: np.ndarray, prediction: np.ndarray, peak: float) -> ErrorMetrics:
