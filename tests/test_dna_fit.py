@@ -196,6 +196,21 @@ def test_resume_repeats_an_unbroken_fit(tmp_path, schedule):
         fit_dna(coords, values, FitConfig(**{**config.as_dict(), "lr": 0.5}), resume=path)
 
 
+@pytest.mark.parametrize("batch_size", [256, 4096])
+def test_a_fit_without_checkpoints_matches_torch_adam_bit_for_bit(batch_size):
+    # Without checkpoints the CPU fit steps with _PlainAdam (no torch.optim.Optimizer, so no
+    # torch._dynamo import); with them, torch.optim.Adam. The parameters must be identical.
+    coords, values = grid_signal(48)
+    config = FitConfig(width=16, depth=2, steps=40, batch_size=batch_size,
+                       checkpoint_every=1000, clip=0.5, schedule="cosine", seed=5)
+    plain = fit_dna(coords, values, config)
+    with_torch = fit_dna(coords, values, config, checkpoint=lambda state: None)
+    for pa, pb in zip(plain.network.state_dict().values(),
+                      with_torch.network.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb)
+    assert plain.history == with_torch.history
+
+
 def test_model_fit_resumes_after_an_interruption(tmp_path):
     smooth, shuffled = smooth_and_shuffled((16, 12))
     weights = ModelWeights.from_tensors({"a.weight": smooth, "b.weight": shuffled,
