@@ -44,6 +44,25 @@ def test_table_decoder_matches_constriction(kind: str) -> None:
         assert np.array_equal(_constriction(model, sections, n), symbols)
 
 
+@pytest.mark.parametrize("kind", entropy.MODEL_KINDS)
+def test_table_encoder_writes_constriction_s_bytes(kind: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream of many symbols for its support is pushed by `ans.encode_reverse`; its bytes
+    must be constriction's own encoder's, pieces and chunks (the state carried) included."""
+    monkeypatch.setattr(entropy, "ENCODE_CHUNK", 1000)  # several chunks per piece
+    rng = np.random.default_rng(7)
+    for n in (5000, 60_000):
+        symbols = _symbols(rng, kind, n)
+        pieces = [symbols[:1234].astype(np.int8), symbols[1234:]]
+        model, table_sections = encode_symbols(pieces, kind)
+        assert n >= entropy.TABLE_DECODE_RATIO * (model["max"] - model["min"] + 1)
+        monkeypatch.setattr(entropy, "TABLE_DECODE_RATIO", 1 << 62)  # constriction's
+        assert encode_symbols(pieces, kind) == (model, table_sections)
+        monkeypatch.undo()
+        monkeypatch.setattr(entropy, "ENCODE_CHUNK", 1000)
+        assert np.array_equal(decode_symbols(model, table_sections, n), symbols)
+
+
 def test_probed_table_is_constriction_s_fixed_point_model() -> None:
     """Each symbol's interval, probed, is where constriction's decoder puts it: decoding
     from the state 2^48 + q lands on the symbol whose [cdf, cdf + p) holds q."""

@@ -187,3 +187,29 @@ def decode(words: np.ndarray, cdf: np.ndarray, count: int, first: int,
             state = (state << np.uint64(32)) | np.uint64(words[rest])
         out[i] = s + first
     return rest == 0 and state == low
+
+
+@numba.njit(cache=True, nogil=True)
+def encode_reverse(symbols: np.ndarray, cdf: np.ndarray, first: int, state: np.uint64,
+                   words: np.ndarray) -> tuple[np.uint64, int]:
+    """Push ``symbols`` (last first, as constriction's ``encode_reverse``) under the table
+    ``cdf`` (symbol s + ``first`` at index s) onto a coder in ``state``: the inverse of
+    `decode`, constriction's ``AnsCoder`` arithmetic — before a symbol of probability p, a
+    word (the state's low half) moves out while the state is ≥ p · 2^(64 − 24); then state
+    ← (state // p) · 2^24 + state % p + cdf[s]. The words that move out go to ``words``
+    (at least ``symbols.size`` of them), in order; returns (the new state, their count)."""
+    shift = np.uint64(PRECISION)
+    threshold_shift = np.uint64(64 - PRECISION)
+    word_mask = np.uint64(0xFFFFFFFF)
+    state = np.uint64(state)  # never int64 arithmetic (a caller's Python int)
+    n = 0
+    for i in range(symbols.size - 1, -1, -1):
+        s = symbols[i] - first
+        start = np.uint64(cdf[s])
+        p = np.uint64(cdf[s + 1]) - start
+        if state >= p << threshold_shift:
+            words[n] = np.uint32(state & word_mask)
+            n += 1
+            state = state >> np.uint64(32)
+        state = ((state // p) << shift) | (state % p + start)
+    return state, n

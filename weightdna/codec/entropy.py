@@ -109,22 +109,36 @@ def _chunks(pieces: list[np.ndarray], reverse: bool = False) -> Iterator[np.ndar
 
 def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray) -> dict[str, bytes]:
     lo = model["min"]
-    coder = constriction.stream.stack.AnsCoder(np.array(SENTINEL, dtype=np.uint32))
     sections: dict[str, bytes] = {}
-    # A stack coder: chunks pushed last-first give the bytes of one reversed push, and only
-    # one chunk at a time is widened to int32 (and shifted to start at 0).
     if model["kind"] == "categorical":
         counts = counts.astype("<u8")
-        categorical = constriction.stream.model.Categorical(
+        coding_model = constriction.stream.model.Categorical(
             counts.astype(np.float64), perfect=False
         )
-        for chunk in _chunks(pieces, reverse=True):
-            coder.encode_reverse(chunk - np.int32(lo), categorical)
         sections["histogram"] = compress_bytes(counts.tobytes())
+        first = 0  # Categorical's symbols are 0-based: shifted by lo
     else:
-        parametric = _parametric(model)
+        coding_model = _parametric(model)
+        first = lo
+    total = sum(piece.size for piece in pieces)
+    # A stack coder: chunks pushed last-first give the bytes of one reversed push, and only
+    # one chunk at a time is widened to int32 (and shifted). A stream of many symbols for
+    # its support is pushed by `ans.encode_reverse` from the model's table read back from
+    # constriction (as it is decoded): constriction's arithmetic, the same bytes, without
+    # its per-symbol CDF.
+    if total >= TABLE_DECODE_RATIO * (model["max"] - lo + 1):
+        cdf = ans.table(coding_model, model, counts, first)
+        state, words = np.uint64(1 << 32), []  # SENTINEL's state
         for chunk in _chunks(pieces, reverse=True):
-            coder.encode_reverse(chunk, parametric)
+            out = np.empty(chunk.size, dtype=np.uint32)
+            state, n = ans.encode_reverse(chunk, cdf, lo, np.uint64(state), out)
+            words.append(out[:n])
+        words.append(np.array([int(state) & 0xFFFFFFFF, int(state) >> 32], dtype=np.uint32))
+        sections["symbols"] = np.concatenate(words).astype("<u4", copy=False).tobytes()
+        return sections
+    coder = constriction.stream.stack.AnsCoder(np.array(SENTINEL, dtype=np.uint32))
+    for chunk in _chunks(pieces, reverse=True):
+        coder.encode_reverse(chunk - np.int32(lo - first), coding_model)
     sections["symbols"] = coder.get_compressed().astype("<u4", copy=False).tobytes()
     return sections
 
