@@ -16,7 +16,9 @@ words, a 64-bit state and 24-bit probabilities:
 
 `weightdna.codec.entropy` uses it where probing the table costs less than it saves (a
 stream of many symbols for its support); `tests/test_codec_ans.py` checks the symbols and
-the end state against constriction's own decoder, on valid and on damaged streams.
+the end state against constriction's own decoder, on valid and on damaged streams. The
+encoder's counterpart, `encode_reverse`, pushes such a stream from the same table (the
+inverse arithmetic); the same test file checks its bytes against constriction's encoder.
 """
 
 from __future__ import annotations
