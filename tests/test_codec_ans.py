@@ -50,6 +50,7 @@ def test_table_encoder_writes_constriction_s_bytes(kind: str,
     """A stream of many symbols for its support is pushed by `ans.encode_reverse`; its bytes
     must be constriction's own encoder's, pieces and chunks (the state carried) included."""
     monkeypatch.setattr(entropy, "ENCODE_CHUNK", 1000)  # several chunks per piece
+    monkeypatch.setattr(entropy, "TABLE_ENCODE_CHUNK", 300)  # several calls per chunk
     rng = np.random.default_rng(7)
     for n in (5000, 60_000):
         symbols = _symbols(rng, kind, n)
@@ -60,6 +61,7 @@ def test_table_encoder_writes_constriction_s_bytes(kind: str,
         assert encode_symbols(pieces, kind) == (model, table_sections)
         monkeypatch.undo()
         monkeypatch.setattr(entropy, "ENCODE_CHUNK", 1000)
+        monkeypatch.setattr(entropy, "TABLE_ENCODE_CHUNK", 300)
         assert np.array_equal(decode_symbols(model, table_sections, n), symbols)
 
 

@@ -53,6 +53,8 @@ LEGACY_DECODE_CHUNK = 1 << 16
 # the support, constriction's own decoder 0.05–0.2 µs a coded symbol. The symbols are the
 # same either way.
 TABLE_DECODE_RATIO = 32
+# Symbols pushed by one call of `ans.encode_reverse` (its scratch words: 4 bytes a symbol).
+TABLE_ENCODE_CHUNK = 1 << 16
 
 
 def _parametric(model: dict) -> object:
@@ -126,13 +128,15 @@ def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray) -> d
     # its support is pushed by `ans.encode_reverse` from the model's table read back from
     # constriction (as it is decoded): constriction's arithmetic, the same bytes, without
     # its per-symbol CDF.
-    if total >= TABLE_DECODE_RATIO * (model["max"] - lo + 1):
+    if len(SENTINEL) == 2 and total >= TABLE_DECODE_RATIO * (model["max"] - lo + 1):
         cdf = ans.table(coding_model, model, counts, first)
-        state, words = np.uint64(1 << 32), []  # SENTINEL's state
+        state, words = SENTINEL[1] << 32 | SENTINEL[0], []
+        scratch = np.empty(min(total, TABLE_ENCODE_CHUNK), dtype=np.uint32)
         for chunk in _chunks(pieces, reverse=True):
-            out = np.empty(chunk.size, dtype=np.uint32)
-            state, n = ans.encode_reverse(chunk, cdf, lo, np.uint64(state), out)
-            words.append(out[:n])
+            for stop in range(chunk.size, 0, -TABLE_ENCODE_CHUNK):
+                state, n = ans.encode_reverse(chunk[max(0, stop - TABLE_ENCODE_CHUNK) : stop],
+                                              cdf, lo, np.uint64(state), scratch)
+                words.append(scratch[:n].copy())
         words.append(np.array([int(state) & 0xFFFFFFFF, int(state) >> 32], dtype=np.uint32))
         sections["symbols"] = np.concatenate(words).astype("<u4", copy=False).tobytes()
         return sections
