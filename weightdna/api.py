@@ -54,7 +54,9 @@ def compress(
     moves the outputs, "none", "auto" (the calibration data of the model's kind) or
     "synthetic" (no data: random token sequences for a BERT model, inputs distilled from
     an engine model); None, the default, is "synthetic" for a BERT model under a
-    whole-model target and "none" otherwise, as on the command line.
+    whole-model target and "none" otherwise, as on the command line. With "synthetic" a
+    BERT model's biases are also corrected for its coded weights' error, on random tokens
+    (`weightdna.evaluate.correction`).
     calibration: GPTQ on calibration data, as ``--calibration``: "auto" (the data of the
     model's kind: digits images, or the bundled sentences for a Hugging Face folder),
     "synthetic" (inputs distilled from an engine model, no data), the path of a text file
@@ -89,10 +91,13 @@ def compress(
 
         measured = sensitivity_for_file(source, mode == "synthetic")
     row_weights = row_weights_for(mode, source, weights.names)
+    from weightdna.evaluate.correction import bias_correction_for
+
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
                           calibration=hessians, sensitivity=measured,
                           row_weights=row_weights or None,
+                          adjust=bias_correction_for(mode, source, weights.names),
                           files=collect_files(weights, include))
 
 

@@ -511,6 +511,7 @@ def compress_model(
     ray: str | bool | None = False,
     resumable: bool = False,
     resume: bool = False,
+    adjust: Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]] | None = None,
 ) -> CompressionReport:
     """Code every tensor of ``weights`` to meet ``target`` at the fewest bits; write ``output``.
 
@@ -547,6 +548,11 @@ def compress_model(
     ``resumable``: keep each finished task in a work folder beside ``output``, which a
     killed run leaves; ``resume``: finish such a run, doing only what is missing
     (`weightdna.codec.resume`). The folder is removed once ``output`` is written.
+    ``adjust``: called once every tensor is coded, with the coded floating-point tensors
+    (decoded when read, by name); it returns {name: new value} of tensors coded by role
+    (biases, normalisation parameters: `weightdna.codec.roles`), which are coded again
+    from those values (a bias corrected for its weights' error:
+    `weightdna.evaluate.correction`); their reports' error is against the new values.
     """
     started = time.perf_counter()
     output = Path(output)
@@ -581,7 +587,7 @@ def compress_model(
         report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
                                       representations, per_row, objective, dna_config,
                                       sensitivity, metadata, report, overwrite, stored.files,
-                                      row_weights)
+                                      row_weights, adjust)
     except WeightDNAError:
         if folder is not None:
             folder.remove()  # a refused request: nothing to resume
@@ -612,6 +618,8 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
                         metadata: dict[str, str], report: Progress, overwrite: bool,
                         files: Sequence[tuple[dict, bytes]] = (),
                         row_weights: Mapping[str, np.ndarray] | None = None,
+                        adjust: Callable[[Mapping[str, torch.Tensor]],
+                                         Mapping[str, torch.Tensor]] | None = None,
                         ) -> tuple[int, float, float, list[TensorReport]]:
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
@@ -621,6 +629,9 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
                   dna_config, sensitivity, metadata, report, files, row_weights)
+        if adjust is not None:
+            report("correcting", 0, 1)
+            _recode_adjusted(weights, coder, adjust(_Restored(coder)))
         report("writing", 0, 1)
         entries, sections = coder.entries()
         if target.kind == "bits_per_weight":
@@ -637,6 +648,21 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
         tensors = coder.reports(local)
         report("writing", 1, 1)
     return size, snr, psnr, tensors
+
+
+def _recode_adjusted(weights: ModelWeights, coder: _Coder,
+                     adjusted: Mapping[str, torch.Tensor]) -> None:
+    """Code again, by their role, the tensors ``adjusted`` gives new values
+    (`compress_model`'s ``adjust``)."""
+    for name, value in adjusted.items():
+        info = weights.info(name)
+        how = coding(info)
+        if how not in ("relative", "bounded") or name not in coder.coded:
+            raise ValueError(f"adjust may change biases and normalisation parameters coded by "
+                             f"role, not {name} ({how})")
+        tensor = torch.as_tensor(value).to(getattr(torch, info.dtype)).reshape(info.shape)
+        coder.add(name, (encode_relative if how == "relative" else encode_bounded)(
+            tensor.contiguous(), name))
 
 
 def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,

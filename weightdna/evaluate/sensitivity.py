@@ -274,8 +274,9 @@ def sensitivity_mode(requested: str | None, path: str | Path, names: Sequence[st
     calibration data of the model's kind, "synthetic": no data), else "synthetic" for a
     BERT model (`runs_as_bert`) under a whole-model target (measured to help: MiniLM's
     mean cosine 0.818 → 0.896 at 2 bits/weight, 0.917 with the token prior of
-    `row_weights_for`, which goes with it) and "none" for anything else (an engine
-    model's default is GPTQ on inputs distilled from it,
+    `row_weights_for`, which goes with it, as does the bias correction of
+    `weightdna.evaluate.correction.bias_correction_for`: 0.928) and "none" for anything
+    else (an engine model's default is GPTQ on inputs distilled from it,
     `weightdna.evaluate.calibration.calibration_mode`: with its sensitivities on the same
     inputs too, the digits MLP lost 0.50 points at 3 bits per weight over ten seeds,
     without them 0.25)."""
