@@ -51,6 +51,23 @@ def test_adjust_recodes_tensors_after_the_weights(tmp_path: Path) -> None:
                        adjust=lambda restored: {"lin.weight": restored["lin.weight"] * 2})
 
 
+def test_an_adjustment_that_breaks_the_size_target_goes_back(tmp_path: Path) -> None:
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"lin.weight": torch.randn(32, 64, generator=generator),
+               "lin.bias": torch.zeros(32)}
+    weights = ModelWeights.from_tensors(tensors)
+    target = Target("bits_per_weight", 2.0)
+    noisy = torch.randn(32, generator=generator)
+    plain = compress_model(weights, tmp_path / "plain.dna", target)
+    # a zero bias costs almost nothing; 32 random values do not fit in what is left
+    moved = compress_model(weights, tmp_path / "moved.dna", target,
+                           adjust=lambda restored: {"lin.bias": noisy})
+    assert plain.bits_per_weight <= moved.bits_per_weight <= 2.0
+    before, after = read_dna_file(tmp_path / "plain.dna"), read_dna_file(tmp_path / "moved.dna")
+    assert torch.equal(after.tensor("lin.bias"), before.tensor("lin.bias"))
+    assert moved.file_bytes == plain.file_bytes
+
+
 @requires_minilm
 def test_bias_correction_brings_minilm_back() -> None:
     """MiniLM with every weight matrix rounded to a coarse step: the corrected biases

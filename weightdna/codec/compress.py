@@ -629,14 +629,20 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,
                   dna_config, sensitivity, metadata, report, files, row_weights)
+        def bits_per_weight() -> float:
+            entries, sections = coder.entries()
+            return 8.0 * dna_file_size(entries, sections, metadata=metadata,
+                                       files=files) / weights.total_numel
+
         if adjust is not None:
             report("correcting", 0, 1)
-            _recode_adjusted(weights, coder, adjust(_Restored(coder)))
+            _recode_adjusted(weights, coder, adjust(_Restored(coder)),
+                             None if target.kind != "bits_per_weight"
+                             else lambda: bits_per_weight() <= target.value)
         report("writing", 0, 1)
         entries, sections = coder.entries()
         if target.kind == "bits_per_weight":
-            least = 8.0 * dna_file_size(entries, sections, metadata=metadata,
-                                        files=files) / weights.total_numel
+            least = bits_per_weight()
             if least > target.value:
                 raise InvalidInputError(
                     f"could not meet {target.describe()}: the file needs {least:.4g} bits per "
@@ -651,9 +657,13 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
 
 
 def _recode_adjusted(weights: ModelWeights, coder: _Coder,
-                     adjusted: Mapping[str, torch.Tensor]) -> None:
+                     adjusted: Mapping[str, torch.Tensor],
+                     fits: Callable[[], bool] | None = None) -> None:
     """Code again, by their role, the tensors ``adjusted`` gives new values
-    (`compress_model`'s ``adjust``)."""
+    (`compress_model`'s ``adjust``). With ``fits`` (whether the file still meets its
+    size target): if the new codings break the target, the tensors whose sections grew
+    most go back to their first coding until it is met again."""
+    before = {name: coder.coded[name] for name in adjusted if name in coder.coded}
     for name, value in adjusted.items():
         info = weights.info(name)
         how = coding(info)
@@ -663,6 +673,16 @@ def _recode_adjusted(weights: ModelWeights, coder: _Coder,
         tensor = torch.as_tensor(value).to(getattr(torch, info.dtype)).reshape(info.shape)
         coder.add(name, (encode_relative if how == "relative" else encode_bounded)(
             tensor.contiguous(), name))
+    if fits is None or fits():
+        return
+
+    def growth(name: str) -> int:
+        return _section_bytes(coder.coded[name]) - _section_bytes(before[name])
+
+    for name in sorted(before, key=growth, reverse=True):
+        if growth(name) <= 0 or fits():
+            break
+        coder.coded[name] = before[name]
 
 
 def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
