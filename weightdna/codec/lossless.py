@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import torch
 
-from weightdna.codec.dtypes import itemsize, tensor_bytes, tensor_from_bytes
+from weightdna.codec.dtypes import DTYPES, itemsize, tensor_bytes, tensor_from_bytes
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
 
@@ -106,8 +107,12 @@ def decode_lossless(
             raise CorruptFileError(f"{where}: the fields coding needs format version 7.")
         from weightdna.codec.floatfields import decode_fields
 
-        return tensor_from_bytes(decode_fields(params, sections, dtype, math.prod(shape), where),
-                                 dtype, shape)
+        raw = decode_fields(params, sections, dtype, math.prod(shape), where)
+        if sys.byteorder == "little" and raw.flags.writeable and raw.flags.c_contiguous:
+            # the decoder's own fresh array, already in native order: no copy (one cost a
+            # fifth of the decode time of MiniLM fp32, BENCHMARKS.md)
+            return torch.from_numpy(raw).view(DTYPES[dtype]).reshape(shape)
+        return tensor_from_bytes(raw, dtype, shape)
     byte_planes = check_lossless_params(params, where)
     if set(sections) != {"data"}:
         raise CorruptFileError(f"{where}: a raw tensor has exactly one section, 'data'.")
