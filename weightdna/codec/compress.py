@@ -828,7 +828,7 @@ def _code_round(runner: Runner, coder: _Coder,
     then the whole tensors largest first, so that the workers never wait for one kind to
     end, and this process entropy-codes each row-blocked tensor's symbols
     (`rowblocks.coded`) as soon as its last block is done, while they code the rest. Each
-    coding is kept (`_Coder.keep`) as it arrives; returns (name, coding) in the order
+    coding is kept (`_Coder.keep`) as it arrives; returns (name, kept coding) in the order
     they were always added: ``whole``'s, then the row-blocked tensors', then those stored
     exactly (no candidate chosen, or a step that overflows). The zeroed share of each
     row-blocked tensor is kept in ``coder``."""
@@ -893,8 +893,8 @@ def _code_round(runner: Runner, coder: _Coder,
     raw = ([info for info, choice in chosen if choice.candidate is None]
            + [info for info, _ in chosen if info.name in overflowed])
     exact = Choice(None, None, 0.0, 0.0)
-    stored = list(zip((info.name for info in raw), runner.map(_encode, (
-        (info.name, exact, None, True) for info in raw)), strict=True))
+    stored = [(info.name, coder.keep(coded)) for info, coded in zip(raw, runner.map(
+        _encode, ((info.name, exact, None, True) for info in raw)), strict=True)]
     return ([(info.name, done[i]) for i, (info, _, _) in enumerate(whole)]
             + [(info.name, rows[info.name]) for info, _ in chosen if info.name in rows]
             + stored)
@@ -1155,20 +1155,22 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                  and not _refers(allocation.choices[tc.info.name])]
         zero_dead = target.kind == "bits_per_weight"
         if isinstance(coder.calibration, Mapping):
-            # Every coding at once, the largest first, placed as they complete.
-            names = _code_round(runner, coder, [
-                (tc.info, _without_sample(allocation.choices[tc.info.name]),
-                 coder.hessian(tc.info.name)) for tc in whole], [
-                (tc.info, _without_sample(allocation.choices[tc.info.name]))
-                for tc in candidates if tc.info.name in blocked], zero_dead, report,
-                len(candidates))
+            # Every coding at once, the largest first, placed as they complete (kept in
+            # the spill as they came: added in model order here).
+            for name, kept in _code_round(runner, coder, [
+                    (tc.info, _without_sample(allocation.choices[tc.info.name]),
+                     coder.hessian(tc.info.name)) for tc in whole], [
+                    (tc.info, _without_sample(allocation.choices[tc.info.name]))
+                    for tc in candidates if tc.info.name in blocked], zero_dead, report,
+                    len(candidates)):
+                coder.coded[name] = kept
         else:  # a sequential calibration: each tensor's H after the ones before are coded
-            names = zip((tc.info.name for tc in whole), runner.map(_encode, (
-                (tc.info.name, _without_sample(allocation.choices[tc.info.name]),
-                 coder.hessian(tc.info.name), zero_dead) for tc in whole)), strict=True)
-        for i, (name, coded) in enumerate(names):
-            report("encoding", i, len(candidates))
-            coder.add(name, coded)
+            for i, (name, coded) in enumerate(zip((tc.info.name for tc in whole), runner.map(
+                    _encode, ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
+                               coder.hessian(tc.info.name), zero_dead) for tc in whole)),
+                    strict=True)):
+                report("encoding", i, len(candidates))
+                coder.add(name, coded)
         for tc in candidates:
             choice = allocation.choices[tc.info.name]
             if _refers(choice):
