@@ -332,8 +332,10 @@ class RayRunner(_Distributed):
         try:
             if address:
                 self.ray.init(address=address, **options)
-            else:
-                self.ray.init(num_cpus=workers, **options)
+            else:  # Ray's workers run at niceness 15 by default: under any other load
+                # they starved (a local cluster's 2 workers took 30 s to start at load 5)
+                self.ray.init(num_cpus=workers, _system_config={"worker_niceness": 0},
+                              **options)
         except BaseException as exc:  # raised in the driver's thread (`_ready`)
             self._error = exc
         self._up.set()
