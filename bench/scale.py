@@ -55,6 +55,7 @@ def _session_rss(session: int) -> int:
 def _run(args: list[str], kill_after: float | None = None) -> dict:
     """One CLI command in its own session: seconds, the peak of its processes' summed
     resident memory (sampled every 0.1 s), killed or not."""
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "weightdna", *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -70,7 +71,8 @@ def _run(args: list[str], kill_after: float | None = None) -> dict:
     seconds = time.perf_counter() - start
     if proc.returncode and not killed:
         raise SystemExit(f"{' '.join(args)} failed:\n{err.decode()}")
-    return {"seconds": seconds, "peak_mb": peak / MB, "killed": killed}
+    return {"seconds": seconds, "peak_mb": peak / MB, "killed": killed,
+            "load": f"{load:.1f}–{os.getloadavg()[0]:.1f}"}
 
 
 # Statistics of MiniLM's 37 weight matrices (the attention and MLP ones), measured by
@@ -493,12 +495,13 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     if args.markdown:
-        print("| run | seconds | weights/s | peak RSS MB (all processes) | same bytes |")
-        print("|---|---:|---:|---:|---|")
+        print("| run | seconds | weights/s | peak RSS MB (all processes) | same bytes | "
+              "load average (1 min, before–after) |")
+        print("|---|---:|---:|---:|---|---|")
         for r in rows:
             same = "" if r["same_bytes"] is None else ("yes" if r["same_bytes"] else "**no**")
             print(f"| {r['run']} | {r['seconds']:.1f} | {r['weights_per_s']:,.0f} | "
-                  f"{r['peak_mb']:.0f} | {same} |")
+                  f"{r['peak_mb']:.0f} | {same} | {r['load']} |")
     else:
         for r in rows:
             print(r)

@@ -20,7 +20,8 @@ from weightdna.cli import main
 from weightdna.codec import compress
 from weightdna.codec.compress import compress_model
 from weightdna.codec.ratecontrol import Target
-from weightdna.codec.resume import _pack, _unpack, work_folder
+from weightdna.codec.resume import ResumableRunner, WorkFolder, _pack, _unpack, work_folder
+from weightdna.codec.workers import Runner
 from weightdna.errors import InvalidInputError
 from weightdna.weights import load_weights, save_weights
 
@@ -59,6 +60,41 @@ def test_results_are_stored_and_read_back_exactly() -> None:
     assert back[2] == 0.1 and back[3] == Target("snr", 20.0, per_tensor=True)
     with pytest.raises(ValueError):
         _unpack({"type": "Popen", "fields": {}}, {})  # only the listed types are rebuilt
+
+
+def _encode(weights, value: float) -> float:  # noqa: ANN001
+    """A task kept in the work folder (by its name), counted."""
+    calls.append(value)
+    return 2.0 * value
+
+
+calls: list[float] = []
+
+
+class Backwards(Runner):
+    """Runs its jobs last first: results in another order than given, as workers'."""
+
+    def run(self, jobs):  # noqa: ANN001, ANN201
+        jobs = list(jobs)
+        for i in reversed(range(len(jobs))):
+            yield i, jobs[i][0](self.weights, *jobs[i][1])
+
+
+def test_results_as_they_complete_are_kept_and_read_back(tmp_path: Path) -> None:
+    import torch
+
+    weights = load_weights(save_weights({"w": torch.ones(2, 2)}, tmp_path / "m.safetensors"))
+    out = tmp_path / "m.dna"
+    runner = ResumableRunner(Backwards(weights), WorkFolder(out, weights, {}, resume=False))
+    calls.clear()
+    jobs = [(_encode, (float(v),)) for v in range(4)]
+    assert sorted(runner.run(jobs[:2])) == [(0, 0.0), (1, 2.0)]
+    assert calls == [1.0, 0.0]
+    # Resumed: the two kept are read back, the two missing run; each at its position.
+    calls.clear()
+    runner = ResumableRunner(Backwards(weights), WorkFolder(out, weights, {}, resume=True))
+    assert sorted(runner.run(jobs)) == [(i, 2.0 * i) for i in range(4)]
+    assert calls == [3.0, 2.0]
 
 
 @requires_minilm

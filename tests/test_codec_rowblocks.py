@@ -83,8 +83,8 @@ def test_a_row_block_coding_is_the_whole_tensors_coding(model: Path, small_block
                     quantizer)
     whole = compress._encode_choice(weights.tensor(EMBEDDINGS), EMBEDDINGS, choice)
     coder = compress._Coder(weights)
-    [(name, blocked)] = compress._code_row_blocked(weights, Runner(weights), coder,
-                                                   [(info, choice)])
+    [(name, blocked)] = compress._code_round(Runner(weights), coder, [], [(info, choice)],
+                                             True, lambda *_: None, 1)
     assert name == EMBEDDINGS and whole[0]["representation"] == "quantized"
     assert blocked[0] == whole[0] and blocked[1] == whole[1]  # entry (figures too), bytes
     assert coder.zeroed[name][1] == compress._zeroed(weights, name, *whole) > 0

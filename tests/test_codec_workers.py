@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +100,33 @@ def test_runner_choice(tmp_path: Path) -> None:
     torch.save({"w": torch.ones(4, 4)}, tmp_path / "m.pt")
     # A checkpoint other processes could only load whole runs in this process.
     assert type(make_runner(load_weights(tmp_path / "m.pt"), 2)) is Runner
+
+
+def pid_after(weights, seconds: float) -> int:  # noqa: ANN001
+    """A task: the process that ran it, after ``seconds``."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_run_hands_back_results_as_they_complete(tmp_path: Path) -> None:
+    import torch
+
+    weights = load_weights(save_weights({"w": torch.ones(4, 4)}, tmp_path / "m.safetensors"))
+    jobs = [(pid_after, (0.0,))] * 5
+    assert [i for i, _ in Runner(weights).run(jobs)] == list(range(5))  # here: in order
+    with PoolRunner(weights, 2) as runner:
+        # The workers start (an interpreter, torch and the codec imported) while this
+        # process runs the first tasks itself.
+        first = dict(runner.run(jobs))
+        assert sorted(first) == list(range(5)) and first[0] == os.getpid()
+        while not runner._ready():
+            time.sleep(0.05)
+        # A long task holds up no other: the short ones given after it come back first,
+        # each once, with its position (an ordered map would wait for it with a full
+        # window, and so would the other worker).
+        positions = [i for i, _ in runner.map_unordered(pid_after, [(1.5,)] + [(0.0,)] * 8)]
+        assert sorted(positions) == list(range(9)) and positions[-1] == 0
+        assert list(runner.map(pid_after, [(0.0,)] * 3)) != []  # the ordered map still works
 
 
 @requires_minilm

@@ -315,9 +315,15 @@ class _Coder:
         return cached[1]
 
     def add(self, name: str, coded: tuple[dict, dict[str, bytes]]) -> None:
-        if self.spill is not None:
-            coded = (coded[0], self.spill.keep(coded[1]))
-        self.coded[name] = coded
+        self.coded[name] = self.keep(coded)
+
+    def keep(self, coded: tuple[dict, dict[str, bytes]]) -> tuple[dict, dict[str, bytes]]:
+        """``coded`` with its sections in the spill (as `add` keeps them): a result kept as
+        it arrives, added once the results before it in model order are (the order of
+        `coded` is the order the whole-model figures are summed in)."""
+        if self.spill is None:
+            return coded
+        return coded[0], self.spill.keep(coded[1])
 
     def spill_samples(self, tc: TensorCandidates) -> None:
         """``tc``'s samples (the rate control's, held for every tensor at once) kept in the
@@ -362,11 +368,14 @@ class _Coder:
 
     def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
-        zeroed = runner.map(_zeroed, ((e["name"], e, s) if e.get("stats", {}).get("mse")
-                                      and e["representation"] != "reference+residual"
-                                      and not self.measured_zeroed(e)
-                                      else (e["name"], None, None)
-                                      for e, s in zip(entries, sections, strict=True)))
+        asked = [(e["name"], e, s) if e.get("stats", {}).get("mse")
+                 and e["representation"] != "reference+residual"
+                 and not self.measured_zeroed(e) else (e["name"], None, None)
+                 for e, s in zip(entries, sections, strict=True)]
+        zeroed = [None] * len(asked)
+        for i, share in _largest_first(runner, _zeroed, asked,
+                                       [math.prod(e["shape"]) for e in entries]):
+            zeroed[i] = share
         zeroed = [self.zeroed[e["name"]][1] if self.measured_zeroed(e)
                   else _lost(self.weights.tensor(e["name"]), self.restored(e["name"]))
                   if e["representation"] == "reference+residual" and e["stats"].get("mse")
@@ -700,16 +709,21 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
                and not coder.calibration)
     blocked = {info.name for info in infos if _row_blocked(info, target, coder)}
     whole = [info for info in infos if info.name not in blocked]
-    firsts = runner.map(_first_pass, ((info, target.kind, looking) for info in whole))
     signatures = {}
-    for i, (info, (figures, coded, signature)) in enumerate(zip(whole, firsts, strict=True)):
-        report("reading", i, len(infos))
+    kept: dict[int, tuple[dict, dict[str, bytes]]] = {}
+    for done, (i, (figures, coded, signature)) in enumerate(_largest_first(
+            runner, _first_pass, [(info, target.kind, looking) for info in whole],
+            [info.numel for info in whole])):
+        report("reading", done, len(infos))
+        info = whole[i]
         if figures is not None:
             coder.peaks[info.name], coder.signal[info.name] = figures
         if coded is not None:
-            coder.add(info.name, coded)
+            kept[i] = coder.keep(coded)
         else:
             signatures[info.name] = signature
+    for i in sorted(kept):  # in model order (`_Coder.keep`)
+        coder.coded[whole[i].name] = kept.pop(i)
     for i, (info, parts) in enumerate(_row_tasks(
             runner, rowblocks._measure_rows,
             [(info, lambda start, stop, info=info: (info.name, start, stop))
@@ -752,9 +766,9 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             return (weight_of(name), objective, sensitivity is not None, target, per_row,
                     (row_weights or {}).get(name))
 
-        tasks = ((weights.info(name), representations, dna_config, probe(name))
-                 for name in by_size)
-        results = zip(by_size, runner.map(_analyse, tasks), strict=True)
+        tasks = [(weights.info(name), representations, dna_config, probe(name))
+                 for name in by_size]
+        results = ((by_size[i], tc) for i, tc in runner.map_unordered(_analyse, tasks))
         for i, (name, tc) in enumerate(itertools.chain(results, _analysed_rows(
                 weights, runner, [n for n in lossy if n in blocked], representations))):
             report("analysing", i, len(lossy))
@@ -773,6 +787,15 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         report("analysing", len(lossy), len(lossy))
         _meet_whole_model(weights, coder, candidates, target, per_row, metadata, report,
                           runner, files, blocked)
+
+
+def _largest_first(runner: Runner, task: Callable, tasks: Sequence[tuple],
+                   sizes: Sequence[int]) -> Iterator[tuple[int, object]]:
+    """(position in ``tasks``, result) of ``task`` on each, the largest (``sizes``) given
+    to the workers first, the results as they complete (`Runner.run`)."""
+    order = sorted(range(len(tasks)), key=lambda i: -sizes[i])
+    for j, result in runner.map_unordered(task, [tasks[i] for i in order]):
+        yield order[j], result
 
 
 def _row_blocked(info: TensorInfo, target: Target, coder: _Coder) -> bool:
@@ -814,13 +837,21 @@ def _analysed_rows(weights: ModelWeights, runner: Runner, names: Sequence[str],
         _give_back_free_memory()
 
 
-def _code_row_blocked(weights: ModelWeights, runner: Runner, coder: _Coder,
-                      chosen: Sequence[tuple[TensorInfo, Choice]]
-                      ) -> Iterator[tuple[str, tuple[dict, dict[str, bytes]]]]:
-    """The row-blocked tensors coded as chosen, a row block per task: the trellis's
-    preparation first (every tensor's), then the coding; each tensor's symbols are
-    entropy-coded here as soon as its last block is done (`rowblocks.coded`). The
-    zeroed share of each is kept in ``coder``."""
+def _code_round(runner: Runner, coder: _Coder,
+                whole: Sequence[tuple[TensorInfo, Choice, np.ndarray | None]],
+                chosen: Sequence[tuple[TensorInfo, Choice]], zero_dead: bool,
+                report: Progress, total: int
+                ) -> list[tuple[str, tuple[dict, dict[str, bytes]]]]:
+    """One round of codings as chosen: the whole tensors ``whole`` (info, choice, H) a task
+    each, and the row-blocked ``chosen`` a row block per task (the trellis's preparation
+    first, every tensor's; `rowblocks`), all in one `Runner.run`: the row blocks first,
+    then the whole tensors largest first, so that the workers never wait for one kind to
+    end, and this process entropy-codes each row-blocked tensor's symbols
+    (`rowblocks.coded`) as soon as its last block is done, while they code the rest. Each
+    coding is kept (`_Coder.keep`) as it arrives; returns (name, kept coding) in the order
+    they were always added: ``whole``'s, then the row-blocked tensors', then those stored
+    exactly (no candidate chosen, or a step that overflows). The zeroed share of each
+    row-blocked tensor is kept in ``coder``."""
     steps = {info.name: rowblocks.steps_of(info, choice) for info, choice in chosen
              if choice.candidate is not None}
 
@@ -836,28 +867,57 @@ def _code_row_blocked(weights: ModelWeights, runner: Runner, coder: _Coder,
         for info, choice in trellised]
     for info, parts in _row_tasks(runner, rowblocks._prepare_rows, jobs):
         searches[info.name] = rowblocks.search_of(info, parts)
-    raw = [info for info, choice in chosen if choice.candidate is None]
-    jobs = [(info, lambda start, stop, info=info, choice=choice: (
-        info.name, start, stop, part(steps[info.name], start, stop), choice.deadzone,
-        choice.candidate.transform,
-        rowblocks.search_args(searches.get(info.name), start, stop)))
-        for info, choice in chosen if choice.candidate is not None]
-    transforms = {info.name: choice.candidate.transform for info, choice in chosen
-                  if choice.candidate is not None}
-    for info, parts in _row_tasks(runner, rowblocks._encode_rows, jobs):
-        done = rowblocks.coded(info, steps[info.name], searches.get(info.name),
-                               transforms[info.name], parts)
-        if done is None:  # the step overflows: stored exactly
-            raw.append(info)
+    coding: list[tuple[Callable, tuple]] = []
+    tags: list[tuple] = []  # (position in whole,) or (info, choice, block, blocks)
+    for info, choice in chosen:
+        if choice.candidate is None:
             continue
-        coded, zeroed = done
-        coder.zeroed[info.name] = (coded[0], zeroed)
-        yield info.name, coded
-        _give_back_free_memory()
+        ranges = rowblocks.row_ranges(info)
+        for k, (start, stop) in enumerate(ranges):
+            coding.append((rowblocks._encode_rows, (
+                info.name, start, stop, part(steps[info.name], start, stop),
+                choice.deadzone, choice.candidate.transform,
+                rowblocks.search_args(searches.get(info.name), start, stop))))
+            tags.append((info, choice, k, len(ranges)))
+    for i in sorted(range(len(whole)), key=lambda i: -whole[i][0].numel):
+        info, choice, hessian = whole[i]
+        coding.append((_encode, (info.name, choice, hessian, zero_dead)))
+        tags.append((i,))
+    done: dict[int, tuple[dict, dict[str, bytes]]] = {}
+    rows: dict[str, tuple[dict, dict[str, bytes]]] = {}
+    parts: dict[str, list] = {}
+    left: dict[str, int] = {}
+    overflowed = set()
+    for j, result in runner.run(coding):
+        tag = tags[j]
+        if len(tag) == 1:
+            done[tag[0]] = coder.keep(result)
+        else:
+            info, choice, k, blocks = tag
+            parts.setdefault(info.name, [None] * blocks)[k] = result
+            left[info.name] = left.get(info.name, blocks) - 1
+            del result
+            if left[info.name]:
+                continue
+            coded = rowblocks.coded(info, steps[info.name], searches.get(info.name),
+                                    choice.candidate.transform, parts.pop(info.name))
+            if coded is None:  # the step overflows: stored exactly
+                overflowed.add(info.name)
+                continue
+            (entry, sections), zeroed = coded
+            coder.zeroed[info.name] = (entry, zeroed)
+            rows[info.name] = coder.keep((entry, sections))
+            del coded, entry, sections
+            _give_back_free_memory()
+        report("encoding", len(done) + len(rows), total)
+    raw = ([info for info, choice in chosen if choice.candidate is None]
+           + [info for info, _ in chosen if info.name in overflowed])
     exact = Choice(None, None, 0.0, 0.0)
-    for info, coded in zip(raw, runner.map(_encode, ((info.name, exact, None, True)
-                                                     for info in raw)), strict=True):
-        yield info.name, coded
+    stored = [(info.name, coder.keep(coded)) for info, coded in zip(raw, runner.map(
+        _encode, ((info.name, exact, None, True) for info in raw)), strict=True)]
+    return ([(info.name, done[i]) for i, (info, _, _) in enumerate(whole)]
+            + [(info.name, rows[info.name]) for info, _ in chosen if info.name in rows]
+            + stored)
 
 
 def _find_references(weights: ModelWeights, lossy: Sequence[str],
@@ -1089,9 +1149,9 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             dropped = [tc for tc in candidates
                        if any(c.sample is None and c.factored is None
                               for c in tc.candidates)]
-            for tc, sample in zip(dropped, runner.map(_sample, ((tc.info.name,)
-                                                                for tc in dropped)),
-                                  strict=True):
+            for tc, sample in ((dropped[i], sample) for i, sample in _largest_first(
+                    runner, _sample, [(tc.info.name,) for tc in dropped],
+                    [tc.info.numel for tc in dropped])):
                 for candidate in tc.candidates:
                     if candidate.sample is None and candidate.factored is None:
                         candidate.sample = sample
@@ -1113,17 +1173,24 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         # A reference's tensor after the one it refers to, on that one's coding.
         whole = [tc for tc in candidates if tc.info.name not in blocked
                  and not _refers(allocation.choices[tc.info.name])]
-        tasks = ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
-                  coder.hessian(tc.info.name), target.kind == "bits_per_weight")
-                 for tc in whole)
-        rows = _code_row_blocked(weights, runner, coder, [
-            (tc.info, _without_sample(allocation.choices[tc.info.name]))
-            for tc in candidates if tc.info.name in blocked])
-        names = itertools.chain(zip((tc.info.name for tc in whole), runner.map(_encode, tasks),
-                                    strict=True), rows)
-        for i, (name, coded) in enumerate(names):
-            report("encoding", i, len(candidates))
-            coder.add(name, coded)
+        zero_dead = target.kind == "bits_per_weight"
+        if isinstance(coder.calibration, Mapping):
+            # Every coding at once, the largest first, placed as they complete (kept in
+            # the spill as they came: added in model order here).
+            for name, kept in _code_round(runner, coder, [
+                    (tc.info, _without_sample(allocation.choices[tc.info.name]),
+                     coder.hessian(tc.info.name)) for tc in whole], [
+                    (tc.info, _without_sample(allocation.choices[tc.info.name]))
+                    for tc in candidates if tc.info.name in blocked], zero_dead, report,
+                    len(candidates)):
+                coder.coded[name] = kept
+        else:  # a sequential calibration: each tensor's H after the ones before are coded
+            for i, (name, coded) in enumerate(zip((tc.info.name for tc in whole), runner.map(
+                    _encode, ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
+                               coder.hessian(tc.info.name), zero_dead) for tc in whole)),
+                    strict=True)):
+                report("encoding", i, len(candidates))
+                coder.add(name, coded)
         for tc in candidates:
             choice = allocation.choices[tc.info.name]
             if _refers(choice):

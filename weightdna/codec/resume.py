@@ -232,6 +232,43 @@ class ResumableRunner(Runner):
                 self.folder.store(key, result)
             yield result
 
+    def run(self, jobs: Iterable[tuple[Task, tuple]]) -> Iterator[tuple[int, Any]]:
+        """`Runner.run`: the jobs done before read back (as they are handed on, after
+        the missing ones are under way), the missing ones run by ``runner`` and kept."""
+        jobs = list(jobs)
+        keys = [_digest(task, args) if task.__name__ in KEPT_TASKS else None
+                for task, args in jobs]
+        if type(self.runner) is Runner:  # in this process: in order, as `map`
+            for i, ((task, args), key) in enumerate(zip(jobs, keys, strict=True)):
+                yield i, self._one(task, args, key)
+            return
+        stored = [key is not None and self.folder.has(key) for key in keys]
+        missing = [i for i, found in enumerate(stored) if not found]
+        fresh = self.runner.run(jobs[i] for i in missing)
+        pending = [i for i, found in enumerate(stored) if found]
+        for position, result in fresh:
+            i = missing[position]
+            if keys[i] is not None:
+                self.folder.store(keys[i], result)
+            yield i, result
+            if pending:  # one kept result per fresh one while the workers work
+                i = pending.pop()
+                yield i, self._one(*jobs[i], keys[i])
+        while pending:
+            i = pending.pop()
+            yield i, self._one(*jobs[i], keys[i])
+
+    def _one(self, task: Task, args: tuple, key: str | None) -> Any:
+        """A kept result (None: not kept), or the task run here and kept."""
+        if key is not None:
+            found, result = self.folder.load(key)
+            if found:
+                return result
+        result = task(self.weights, *args)
+        if key is not None:
+            self.folder.store(key, result)
+        return result
+
     def close(self) -> None:
         self.runner.close()
 

@@ -9,9 +9,13 @@ input), and coded bytes do.
 
 `Runner.map` gives the results in task order, whatever order they finish in, with at
 most ``window`` tasks submitted and not yet handed back (backpressure: memory follows the
-work in flight, not the model); the file written from them is therefore the same for any
-number of processes. Every process of a pool or cluster runs its numerical libraries on
-one thread, so that N processes use N cores, not N × cores.
+work in flight, not the model). `Runner.run` gives them as they complete, each with its
+task's position, with at most ``window`` tasks running or queued: a long task then holds
+up no other (an ordered map's window fills behind it and its workers wait), and one run
+may mix tasks of several kinds. The caller places each result by its position, so the
+file written from them is the same for any number of processes. Every process of a pool
+or cluster runs its numerical libraries on one thread, so that N processes use N cores,
+not N × cores.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import functools
 import math
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -87,6 +92,20 @@ def _call(kind: str, path: str, task: Task, args: tuple) -> Any:
     return task(open_source(kind, path), *args)
 
 
+def _warm(kind: str, path: str) -> int:
+    """A worker made ready for tasks: the codec imported and the source opened (what its
+    first task would otherwise wait for); its process id."""
+    import weightdna.codec.compress  # noqa: F401  (the tasks' module and its kernels)
+
+    open_source(kind, path)
+    return os.getpid()
+
+
+def _ray_warm(kind: str, path: str) -> int:
+    _one_thread()
+    return _warm(kind, path)
+
+
 def _ray_call(kind: str, path: str, task: Task, args: tuple) -> Any:
     _one_thread()  # cheap when already so; a Ray worker has no initializer
     return _call(kind, path, task, args)
@@ -104,6 +123,17 @@ class Runner:
         """``task(weights, *args)`` for each ``args`` of ``tasks``, in order."""
         for args in tasks:
             yield task(self.weights, *args)
+
+    def run(self, jobs: Iterable[tuple[Task, tuple]]) -> Iterator[tuple[int, Any]]:
+        """(position, ``task(weights, *args)``) for each (task, args) of ``jobs``, as they
+        complete (here: in order). Give the largest first: they then end first, and the
+        small ones fill the other workers' ends."""
+        for i, (task, args) in enumerate(jobs):
+            yield i, task(self.weights, *args)
+
+    def map_unordered(self, task: Task, tasks: Iterable[tuple]) -> Iterator[tuple[int, Any]]:
+        """`run` of one task over ``tasks``."""
+        return self.run((task, args) for args in tasks)
 
     def close(self) -> None:
         """Release the processes or the cluster connection (nothing here)."""
@@ -138,6 +168,25 @@ class _Distributed(Runner):
     def _cancel(self, handles: list[Any]) -> None:
         pass
 
+    def _ready(self) -> bool:
+        """Whether the workers can take tasks; until then this process runs them."""
+        return True
+
+    def _here(self, task: Task, args: tuple) -> Any:
+        """``task`` run in this process while the workers start, on one thread as theirs
+        (the other cores are theirs, starting)."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # pragma: no cover - scikit-learn brings it
+                return task(self.weights, *args)
+            with threadpool_limits(1):
+                return task(self.weights, *args)
+        finally:
+            torch.set_num_threads(threads)
+
     def map(self, task: Task, tasks: Iterable[tuple]) -> Iterator[Any]:
         tasks = iter(tasks)
         index = {}  # handle -> its task's position
@@ -150,6 +199,10 @@ class _Distributed(Runner):
                     args = next(tasks, None)
                     if args is None:
                         exhausted = True
+                        break
+                    if not self._ready():  # meanwhile, here
+                        done[submitted] = self._here(task, args)
+                        submitted += 1
                         break
                     index[self._submit(task, args)] = submitted
                     submitted += 1
@@ -165,14 +218,54 @@ class _Distributed(Runner):
         finally:
             self._cancel(list(index))
 
+    def run(self, jobs: Iterable[tuple[Task, tuple]]) -> Iterator[tuple[int, Any]]:
+        jobs = iter(jobs)
+        index = {}  # handle -> its job's position
+        submitted = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(index) < self.window:
+                    job = next(jobs, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    if not self._ready():  # meanwhile, here
+                        submitted += 1
+                        yield submitted - 1, self._here(*job)
+                        continue
+                    index[self._submit(*job)] = submitted
+                    submitted += 1
+                if not index:
+                    return
+                for handle in self._wait(list(index)):
+                    position = index.pop(handle)
+                    yield position, self._result(handle)  # raises a task's error
+        finally:
+            self._cancel(list(index))
+
 
 class PoolRunner(_Distributed):
-    """A pool of ``workers`` processes on this machine (concurrent.futures, spawned)."""
+    """A pool of ``workers`` processes on this machine (concurrent.futures, spawned). Each
+    process starts (an interpreter, torch and the codec imported: about 2.5 s on the
+    2-core box) while this one runs the first tasks itself (`_warm`)."""
 
     def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
         super().__init__(weights, workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_one_thread)
+        self._warming: list[Future] | None = [self.pool.submit(_warm, self.kind, self.path)
+                                              for _ in range(workers)]
+
+    def _ready(self) -> bool:
+        if self._warming is None:
+            return True
+        if not all(f.done() for f in self._warming):
+            return False
+        for f in self._warming:
+            f.result()  # a worker that could not start
+        self._warming = None
+        return True
 
     def _submit(self, task: Task, args: tuple) -> Future:
         return self.pool.submit(_call, self.kind, self.path, task, args)
@@ -193,7 +286,16 @@ class PoolRunner(_Distributed):
 
 class RayRunner(_Distributed):
     """The tasks on a Ray cluster: ``address`` as ``ray.init`` takes it, or None to start a
-    local one of ``workers`` CPUs. Every node must see the model at the same path."""
+    local one of ``workers`` CPUs. Every node must see the model at the same path.
+
+    The connection (a local cluster's start: about 4.5 s on the 2-core box) is made on a
+    thread of its own; once connected, each of the cluster's CPUs is given a `_warm` task
+    (its worker's start: an interpreter, torch and the codec imported). Until both are
+    done this process runs the tasks itself (a task's result is the same wherever it
+    runs). While Ray starts its daemons (forks), this process's BLAS and torch run on one
+    thread: a fork while a multi-threaded BLAS call was under way on the other thread hung
+    (twice in two tries; none in three with one thread). The thread lives until `close`:
+    Ray's daemons die with the thread that started them (their parent-death signal)."""
 
     def __init__(self, weights: ModelWeights, address: str | None, workers: int) -> None:
         try:
@@ -204,16 +306,74 @@ class RayRunner(_Distributed):
             ) from None
         self.ray = ray
         self.started = not ray.is_initialized()
-        if self.started:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                       "configure_logging": False}
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(num_cpus=workers, **options)
-        cpus = int(ray.cluster_resources().get("CPU", workers))
-        super().__init__(weights, max(1, cpus))
+        super().__init__(weights, max(1, workers))
         self.remote = ray.remote(num_cpus=1)(_ray_call)
+        self._up, self._stop = threading.Event(), threading.Event()
+        self._error: BaseException | None = None
+        self._warming: list[Any] = []
+        self._connecting, self._limits, self._threads = True, None, 0
+        if not self.started:  # connected by the caller
+            self._up.set()
+            return
+        self._threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(1)
+        except ImportError:  # pragma: no cover - scikit-learn brings it
+            pass
+        threading.Thread(target=self._connect, args=(address, workers), daemon=True,
+                         name="weightdna-ray").start()
+
+    def _connect(self, address: str | None, workers: int) -> None:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                   "configure_logging": False}
+        try:
+            if address:
+                self.ray.init(address=address, **options)
+            else:  # Ray's workers run at niceness 15 by default: under any other load
+                # they starved (a local cluster's 2 workers took 30 s to start at load 5)
+                self.ray.init(num_cpus=workers, _system_config={"worker_niceness": 0},
+                              **options)
+        except BaseException as exc:  # raised in the driver's thread (`_ready`)
+            self._error = exc
+        self._up.set()
+        self._stop.wait()
+
+    def _connected(self) -> None:
+        """The cluster's size, and its workers' start (`_warm`) under way."""
+        cpus = int(self.ray.cluster_resources().get("CPU", self.workers))
+        self.workers = max(1, cpus)
+        self.window = 2 * self.workers
+        warm = self.ray.remote(num_cpus=1)(_ray_warm)
+        self._warming = [warm.remote(self.kind, self.path) for _ in range(self.workers)]
+
+    def _unlimit(self) -> None:
+        """This process's threads as they were before the connection."""
+        if self._threads:
+            torch.set_num_threads(self._threads)
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+            self._threads = 0
+
+    def _ready(self) -> bool:
+        if self._connecting:
+            if not self._up.is_set():
+                return False
+            self._unlimit()
+            if self._error is not None:
+                raise self._error
+            self._connecting = False
+            self._connected()
+        if self._warming:
+            ready, _ = self.ray.wait(self._warming, num_returns=len(self._warming),
+                                     timeout=0)
+            if len(ready) < len(self._warming):
+                return False
+            self.ray.get(self._warming)  # a worker that could not start
+            self._warming = []
+        return True
 
     def _submit(self, task: Task, args: tuple) -> Any:
         return self.remote.remote(self.kind, self.path, task, args)
@@ -237,7 +397,11 @@ class RayRunner(_Distributed):
 
     def close(self) -> None:
         if self.started:
-            self.ray.shutdown()
+            self._up.wait()
+            self._unlimit()
+            if self._error is None:
+                self.ray.shutdown()
+            self._stop.set()
 
 
 def make_runner(weights: ModelWeights, workers: int | None = None,
