@@ -14,7 +14,16 @@ from support import compressed_alone, requires_minilm, snr_db
 
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
 from weightdna.codec.ratecontrol import _separable, tensor_candidates
-from weightdna.codec.separable import arrange, rearrange, separable_prediction
+from weightdna.codec.separable import (
+    SEPARABLE_ENERGY,
+    _sampled_groups,
+    arrange,
+    factorisations,
+    looks_separable,
+    rearrange,
+    separable_looking,
+    separable_prediction,
+)
 from weightdna.errors import CorruptFileError
 from weightdna.experiments.structured import SUITE, kronecker
 from weightdna.weights import ModelWeights, load_weights, minilm_path
@@ -70,6 +79,37 @@ def test_only_the_kronecker_tensor_gets_a_separable_candidate(name: str,
     if separable:  # the generator's factorisation: (16 × 24) ⊗ (16 × 16)
         assert found[0].prediction.params == {"blocks": [16, 24], "rank": 1,
                                               "dtype": "float16"}
+
+
+def _near_threshold(rng: np.random.Generator) -> np.ndarray:
+    """A Kronecker product plus noise whose sampled top energy sits near SEPARABLE_ENERGY
+    for some factorisations: the decisions the Gershgorin gate must leave to eigvalsh."""
+    kron = np.kron(rng.normal(size=(4, 6)), rng.normal(size=(16, 16)))
+    noise = rng.normal(size=kron.shape)
+    return kron + noise * np.sqrt((1 - SEPARABLE_ENERGY) * kron.var() / noise.var())
+
+
+@pytest.mark.parametrize("name", ["kronecker", "gaussian", "laplace", "dct256", "gabor"])
+def test_the_batched_separable_test_decides_as_the_one_by_one(name: str) -> None:
+    rng = np.random.default_rng(3)
+    tensor = MEMBERS[name].make()
+    matrices = [tensor.reshape(tensor.shape[0], -1).astype(np.float64),
+                _near_threshold(rng), rng.standard_t(3, size=(48, 40))]
+    decided = 0
+    for matrix in matrices:
+        one_by_one = [f for f in factorisations(*matrix.shape)
+                      if looks_separable(matrix, *f)]
+        assert separable_looking(matrix) == one_by_one
+        decided += len(one_by_one)
+        # The batched Gram matrices are looks_separable's, bit for bit.
+        _, groups = _sampled_groups(*matrix.shape)
+        _, rows, columns = groups[0]
+        stacks = matrix[rows[:, :, :, None], columns[:, :, None, :]].reshape(
+            len(rows), rows.shape[1], -1)
+        batched = stacks @ stacks.transpose(0, 2, 1)
+        for stack, gram in zip(stacks, batched, strict=True):
+            assert np.array_equal(stack @ stack.T, gram)
+    assert decided > 0
 
 
 @requires_minilm

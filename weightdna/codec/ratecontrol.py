@@ -59,9 +59,8 @@ from weightdna.codec.prediction import (
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
 from weightdna.codec.separable import (
-    factorisations,
-    looks_separable,
     rearrange,
+    separable_looking,
     separable_prediction,
 )
 from weightdna.codec.transform import compacting_transforms, forward
@@ -308,9 +307,7 @@ def _separable(values: np.ndarray) -> Prediction | None:
     m, n = matrix_shape(values.shape)
     matrix = values.reshape(m, n)
     best, best_gain = None, 0.0
-    for m1, n1 in factorisations(m, n):
-        if not looks_separable(matrix, m1, n1):
-            continue
+    for m1, n1 in separable_looking(matrix):
         r = rearrange(matrix, m1, n1)
         rank, gain = _lowrank_gain(r, singular_values(r))
         if rank and gain > best_gain:

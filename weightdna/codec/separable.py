@@ -12,6 +12,7 @@ Format: docs/FORMAT.md, ``separable+residual``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import numpy as np
@@ -37,6 +38,8 @@ SAMPLED_BLOCKS = 16
 SAMPLED_LINES = 16  # rows and columns of each sampled block
 MAX_SAMPLED_RANK = 4
 SEPARABLE_ENERGY = 0.99
+# `separable_looking` skips the eigenvalues of a sample that misses by this factor.
+GERSHGORIN_MARGIN = 0.9
 
 
 def rearrange(matrix: np.ndarray, m1: int, n1: int) -> np.ndarray:
@@ -68,30 +71,90 @@ def factorisations(m: int, n: int) -> Iterator[tuple[int, int]]:
             yield m1, n1
 
 
+@functools.lru_cache(maxsize=1024)
 def _spread(count: int, most: int) -> np.ndarray:
-    """min(count, most) distinct indices spread evenly over 0 … count − 1."""
+    """min(count, most) distinct indices spread evenly over 0 … count − 1 (cached, read-only)."""
     k = min(count, most)
-    return np.arange(k) * (count - 1) // max(k - 1, 1)
+    spread = np.arange(k) * (count - 1) // max(k - 1, 1)
+    spread.flags.writeable = False
+    return spread
+
+
+def _sampled_stack_indices(m: int, n: int, m1: int, n1: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of M, each (blocks, lines), sampled by `looks_separable`: the same
+    SAMPLED_LINES rows and columns of SAMPLED_BLOCKS spread blocks."""
+    m2, n2 = m // m1, n // n1
+    picked = _spread(m1 * n1, SAMPLED_BLOCKS)
+    rows, columns = _spread(m2, SAMPLED_LINES), _spread(n2, SAMPLED_LINES)
+    block_rows = (picked // n1)[:, None] * m2 + rows[None, :]  # (blocks, lines)
+    block_columns = (picked % n1)[:, None] * n2 + columns[None, :]
+    return block_rows, block_columns
+
+
+def _mostly_in_few_directions(energy: np.ndarray) -> bool:
+    """Whether the top min(MAX_SAMPLED_RANK, k // 2) of ``energy`` (k eigenvalues of the
+    sampled blocks' Gram matrix, ascending as eigvalsh gives them) hold SEPARABLE_ENERGY."""
+    energy = energy[::-1]
+    total = float(energy.sum())
+    if not total > 0:
+        return False
+    top = min(MAX_SAMPLED_RANK, len(energy) // 2)
+    return float(energy[:top].sum()) >= SEPARABLE_ENERGY * total
 
 
 def looks_separable(matrix: np.ndarray, m1: int, n1: int) -> bool:
     """Whether SAMPLED_BLOCKS spread blocks lie in a few directions (module docstring):
     a cheap test, on SAMPLED_LINES² elements of each block, whatever the matrix's size."""
+    block_rows, block_columns = _sampled_stack_indices(*matrix.shape, m1, n1)
+    stack = matrix[block_rows[:, :, None], block_columns[:, None, :]].reshape(
+        len(block_rows), -1)
+    return _mostly_in_few_directions(np.linalg.eigvalsh(stack @ stack.T))
+
+
+@functools.lru_cache(maxsize=64)
+def _sampled_groups(m: int, n: int) -> tuple[list[tuple[int, int]],
+                                             list[tuple[np.ndarray, np.ndarray, np.ndarray]]]:
+    """(`factorisations` of m × n, their `_sampled_stack_indices` grouped by shape: for each
+    shape (positions in that list, rows (g, blocks, lines), columns (g, blocks, lines)))."""
+    blocks = list(factorisations(m, n))
+    groups: dict[tuple[int, ...], list[int]] = {}
+    indices = [_sampled_stack_indices(m, n, m1, n1) for m1, n1 in blocks]
+    for i, (rows, columns) in enumerate(indices):
+        groups.setdefault(rows.shape + columns.shape[1:], []).append(i)
+    stacked = []
+    for positions in groups.values():
+        rows = np.stack([indices[i][0] for i in positions])
+        columns = np.stack([indices[i][1] for i in positions])
+        for a in (rows, columns):
+            a.flags.writeable = False
+        stacked.append((np.array(positions), rows, columns))
+    return blocks, stacked
+
+
+def separable_looking(matrix: np.ndarray) -> list[tuple[int, int]]:
+    """The `factorisations` of ``matrix`` (m × n) that pass `looks_separable`, in their
+    order, with the same decisions. The sampled stacks of one shape are gathered at once
+    and their Gram matrices G formed by one batched ``stacks @ stacksᵀ`` (the same BLAS
+    product, stack by stack, as `looks_separable`'s; tests/test_codec_separable.py). A G
+    whose top eigenvalues cannot reach SEPARABLE_ENERGY of its trace is rejected without
+    its eigenvalues: top · (Gershgorin's bound on the largest) below GERSHGORIN_MARGIN ·
+    SEPARABLE_ENERGY · trace, a margin far above the eigensolver's rounding. The others'
+    eigenvalues come from one batched eigvalsh (LAPACK's same routine, matrix by matrix)."""
     m, n = matrix.shape
-    m2, n2 = m // m1, n // n1
-    count = m1 * n1
-    picked = _spread(count, SAMPLED_BLOCKS)
-    # The same few elements of each block: blocks in the span of a few B lie there too.
-    rows, columns = _spread(m2, SAMPLED_LINES), _spread(n2, SAMPLED_LINES)
-    block_rows = (picked // n1)[:, None] * m2 + rows[None, :]  # (blocks, lines)
-    block_columns = (picked % n1)[:, None] * n2 + columns[None, :]
-    stack = matrix[block_rows[:, :, None], block_columns[:, None, :]].reshape(len(picked), -1)
-    energy = np.linalg.eigvalsh(stack @ stack.T)[::-1]  # the squared singular values
-    total = float(energy.sum())
-    if not total > 0:
-        return False
-    top = min(MAX_SAMPLED_RANK, len(picked) // 2)
-    return float(energy[:top].sum()) >= SEPARABLE_ENERGY * total
+    blocks, groups = _sampled_groups(m, n)
+    passed = np.zeros(len(blocks), dtype=bool)
+    for positions, rows, columns in groups:
+        g, k = rows.shape[:2]
+        stacks = matrix[rows[:, :, :, None], columns[:, :, None, :]].reshape(g, k, -1)
+        gram = stacks @ stacks.transpose(0, 2, 1)
+        bound = np.abs(gram).sum(axis=2).max(axis=1)  # ≥ the largest eigenvalue
+        trace = np.trace(gram, axis1=1, axis2=2)
+        top = min(MAX_SAMPLED_RANK, k // 2)
+        hopeful = ~(top * bound < GERSHGORIN_MARGIN * SEPARABLE_ENERGY * trace)
+        if hopeful.any():
+            energies = np.linalg.eigvalsh(gram[hopeful])
+            passed[positions[hopeful]] = [_mostly_in_few_directions(e) for e in energies]
+    return [b for b, ok in zip(blocks, passed, strict=True) if ok]
 
 
 def separable_prediction(values: np.ndarray, m1: int, n1: int, rank: int) -> Prediction:
