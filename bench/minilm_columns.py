@@ -46,8 +46,11 @@ LINEAR = ("attention.self.query", "attention.self.key", "attention.self.value",
           "attention.output.dense", "intermediate.dense", "output.dense")
 
 
-def input_second_moments(folder: Path, sequences: int = 128) -> dict[str, np.ndarray]:
-    """E[x_j²] over real tokens of every linear layer's input, random tokens by the prior."""
+def input_second_moments(folder: Path, sequences: int = 128,
+                         centred: bool = False) -> dict[str, np.ndarray]:
+    """E[x_j²] (``centred``: Var[x_j], what is left once a bias correction takes the mean's
+    share back) over real tokens of every linear layer's input, random tokens by the
+    prior."""
     config = BertConfig.from_json(folder / "config.json")
     moments: dict[str, torch.Tensor] = {}
 
@@ -55,7 +58,8 @@ def input_second_moments(folder: Path, sequences: int = 128) -> dict[str, np.nda
         keep: torch.Tensor
 
         def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-            moments[name] = (x[self.keep].double() ** 2).mean(0)
+            kept = x[self.keep].double()
+            moments[name] = kept.var(0) if centred else (kept ** 2).mean(0)
             return super()._linear(x, name)
 
     encoder = Recorder.from_folder(folder)
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=3.0)
     parser.add_argument("--alpha", type=float, default=1.0)
     parser.add_argument("--variants", default="default,columns")
+    parser.add_argument("--centred", action="store_true",
+                        help="weigh columns by Var[x_j] instead of E[x_j²]")
     parser.add_argument("--row-exponent", type=float, default=ROW_PRIOR_EXPONENT,
                         help="the word embedding's rows weighed by the prior to this power")
     args = parser.parse_args(argv)
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                             weights.names)
     rows = token_row_weights(folder, weights.names, exponent=args.row_exponent)
     scales = {}
-    for name, h in input_second_moments(folder).items():
+    for name, h in input_second_moments(folder, centred=args.centred).items():
         h = np.maximum(h, 1e-3 * h.mean())
         scales[name] = torch.as_tensor((h / h.mean()) ** (args.alpha / 2), dtype=torch.float32)
     correct = bert_bias_correction(folder)
@@ -108,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 restored = unscale(restored)
             figures = judge(restored)
             print(json.dumps({"variant": variant, "alpha": args.alpha, "rate": args.rate,
-                              "row_exponent": args.row_exponent,
+                              "row_exponent": args.row_exponent, "centred": args.centred,
                               "bits_per_weight": report.bits_per_weight,
                               "mean": figures["mean_cosine"], "p5": figures["p5_cosine"],
                               "min": figures["min_cosine"]}), flush=True)

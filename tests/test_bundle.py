@@ -171,23 +171,3 @@ def test_other_files_only_on_request(tmp_path: Path, capsys) -> None:
     assert main(["compress", str(folder), "-o", str(tmp_path / "d.dna"), "--lossless",
                  "--include", "*.gif"]) == 1
     assert "matches no file" in " ".join(capsys.readouterr().err.split())
-
-
-@requires_minilm
-def test_stored_files_take_the_higher_zstd_level() -> None:
-    """A folder's files (in a bits-per-weight budget) are coded at FILE_ZSTD_LEVEL, smaller
-    than at the sections' level and decoded exactly; an ONNX graph keeps the sections' level
-    (the ONNX models' files stay the same bytes)."""
-    from weightdna.codec.bundle import collect_files, stored_entry
-    from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
-    from weightdna.weights import load_weights
-
-    stored = collect_files(load_weights(MINILM))
-    at_sections_level = 0
-    for entry, blob in stored.files:
-        data = (MINILM / entry["path"]).read_bytes()
-        assert decompress_bytes(blob, entry["bytes"], entry["path"]) == data
-        at_sections_level += len(compress_bytes(data))
-    assert stored.stored_bytes < 0.95 * at_sections_level
-    data = (MINILM / "tokenizer.json").read_bytes()
-    assert stored_entry("model.onnx", data, kind="onnx-graph")[1] == compress_bytes(data)

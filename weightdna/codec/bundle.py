@@ -25,7 +25,7 @@ from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
-from weightdna.codec.zstdframes import ZSTD_LEVEL, compress_bytes
+from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import ModelWeights, save_weights
 from weightdna.weights.load import folder_weight_files
@@ -39,13 +39,6 @@ TOKENIZER_FILES = ("*.model", "*.tiktoken")
 SHARD_INDEX = "model.safetensors.index.json"
 ONNX_GRAPH = "model.onnx"  # the path of an ONNX model's graph (kind "onnx-graph")
 SINGLE_WEIGHTS = "model.safetensors"
-# The stored files' zstd level: they count in a bits-per-weight budget, so every byte saved
-# goes to the weights (MiniLM's 11 files: 299,033 bytes at the sections' level 10, 269,095
-# at 19, which codes its 750 KB in about 0.3 s). Over FILE_LEVEL_MAX_BYTES (a large
-# tokenizer.json) a file, and an ONNX graph, keeps the sections' level. Any level writes a
-# plain zstd frame: readers of every version decode it.
-FILE_ZSTD_LEVEL = 19
-FILE_LEVEL_MAX_BYTES = 8 << 20
 Progress = Callable[[str, int, int], None]
 
 
@@ -72,9 +65,7 @@ def stored_entry(path: str, data: bytes, kind: str = "file") -> tuple[dict, byte
     entry = {"path": path, "bytes": len(data), "compression": "zstd"}
     if kind != "file":
         entry["kind"] = kind
-    level = (FILE_ZSTD_LEVEL if kind == "file" and len(data) <= FILE_LEVEL_MAX_BYTES
-             else ZSTD_LEVEL)
-    return entry, compress_bytes(data, level)
+    return entry, compress_bytes(data)
 
 
 def collect_files(weights: ModelWeights, include: Sequence[str] = ()) -> StoredFiles:
