@@ -163,3 +163,42 @@ def test_a_computed_table_is_used_only_once_verified(monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(ans, "computed_table", lambda *_, wrong=wrong: wrong)
         assert np.array_equal(ans.table(coding, model, counts, first), probed)
         monkeypatch.undo()
+
+
+def _encode_symbols_unshared(symbols: np.ndarray) -> tuple[dict, dict[str, bytes]]:
+    """`encode_symbols` ("auto") as it was: each kind's fit, estimate and histogram computed
+    on its own (the helpers' defaults)."""
+    lo, hi = int(symbols.min()), int(symbols.max())
+    counts = np.bincount(symbols - lo, minlength=hi - lo + 1).astype(np.int64)
+    fitted = {kind: entropy._fit(kind, counts, lo, hi) for kind in entropy.MODEL_KINDS}
+    cost = {kind: entropy._estimated_bits(fitted[kind], counts) for kind in entropy.MODEL_KINDS}
+    cost["categorical"] *= 0.99
+    best = min(entropy.MODEL_KINDS, key=cost.__getitem__)
+    return fitted[best], entropy._encode_with(fitted[best], [symbols], counts)
+
+
+@pytest.mark.parametrize("draw", ["laplace", "wide", "normal", "skewed", "short"])
+def test_shared_fits_and_histogram_give_the_same_stream(draw: str) -> None:
+    """encode_symbols fits every kind from one float64 copy of the counts and compresses the
+    histogram once: the same model, estimates and bytes as each computed on its own (the
+    draws pick categorical, Laplace and Gaussian models)."""
+    rng = np.random.default_rng(7)
+    symbols = {
+        "laplace": lambda: np.rint(rng.laplace(0.3, 4.0, 50_000)),
+        "wide": lambda: np.rint(rng.laplace(0.3, 20.0, 3_000)),  # a Laplace model wins
+        "normal": lambda: np.rint(rng.normal(-1.0, 9.0, 50_000)),
+        "skewed": lambda: rng.choice([-3, 0, 1, 2, 7], 30_000, p=[.05, .6, .2, .1, .05]),
+        "short": lambda: np.rint(rng.normal(0.0, 2.0, 40)),
+    }[draw]().astype(np.int32)
+    model, sections = encode_symbols(symbols)
+    assert (model, sections) == _encode_symbols_unshared(symbols)
+    lo, hi = int(symbols.min()), int(symbols.max())
+    counts = np.bincount(symbols - lo).astype(np.int64)
+    shared = entropy._shared(counts, lo)
+    for kind in entropy.MODEL_KINDS:
+        fit = entropy._fit(kind, counts, lo, hi, shared)
+        assert fit == entropy._fit(kind, counts, lo, hi)
+        assert entropy._estimated_bits(fit, counts, shared[0], entropy._histogram(counts)) \
+            == entropy._estimated_bits(fit, counts)
+    decoded = decode_symbols(model, sections, symbols.size, "test")
+    assert np.array_equal(decoded, symbols)

@@ -67,16 +67,16 @@ def _parametric(model: dict) -> object:
     return family(model["min"], model["max"], float(model["mean"]), float(model["scale"]))
 
 
-def _fit(kind: str, counts: np.ndarray, lo: int, hi: int) -> dict:
+def _fit(kind: str, counts: np.ndarray, lo: int, hi: int,
+         shared: tuple[np.ndarray, np.ndarray, float] | None = None) -> dict:
     """Model params of ``kind`` fitted (maximum likelihood, clamped) to the symbols whose
     histogram over ``lo..`` is ``counts``; computed from the histogram, so that a large
     tensor needs no temporary as large as itself. Integer sums in float64 are exact, so
-    the figures equal those taken over the symbols themselves."""
+    the figures equal those taken over the symbols themselves. ``shared``: `_shared`'s
+    (symbols, counts as float64, total), computed once for all kinds (the same values)."""
     if kind == "categorical":
         return {"kind": kind, "min": lo, "max": hi, "mean": 0.0, "scale": 0.0}
-    k = np.arange(lo, lo + counts.size, dtype=np.float64)
-    c = counts.astype(np.float64)
-    total = float(c.sum())
+    k, c, total = _shared(counts, lo) if shared is None else shared
     if kind == "laplace":
         # np.median: the middle value, or the mean of the two middle values.
         cumulative = np.cumsum(counts)
@@ -91,6 +91,12 @@ def _fit(kind: str, counts: np.ndarray, lo: int, hi: int) -> dict:
     mean = min(max(float(f"{mean:.4g}"), float(lo)), float(hi))
     scale = min(max(float(f"{scale:.4g}"), MIN_SCALE), MAX_SCALE)
     return {"kind": kind, "min": lo, "max": hi, "mean": mean, "scale": scale}
+
+
+def _shared(counts: np.ndarray, lo: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """The symbols lo … lo + counts.size − 1 and the counts, as float64, and their total."""
+    c = counts.astype(np.float64)
+    return np.arange(lo, lo + counts.size, dtype=np.float64), c, float(c.sum())
 
 
 def _pieces(symbols: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -109,15 +115,22 @@ def _chunks(pieces: list[np.ndarray], reverse: bool = False) -> Iterator[np.ndar
             yield piece[start : start + ENCODE_CHUNK].astype(np.int32, copy=False)
 
 
-def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray) -> dict[str, bytes]:
+def _histogram(counts: np.ndarray) -> bytes:
+    """A categorical stream's ``histogram`` section: its counts, zstd-compressed."""
+    return compress_bytes(counts.astype("<u8").tobytes())
+
+
+def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray,
+                 histogram: bytes | None = None) -> dict[str, bytes]:
+    """``histogram``: `_histogram` (counts), when the caller has it."""
     lo = model["min"]
     sections: dict[str, bytes] = {}
     if model["kind"] == "categorical":
-        counts = counts.astype("<u8")
         coding_model = constriction.stream.model.Categorical(
             counts.astype(np.float64), perfect=False
         )
-        sections["histogram"] = compress_bytes(counts.tobytes())
+        sections["histogram"] = _histogram(counts) if histogram is None else histogram
+        counts = counts.astype("<u8")
         first = 0  # Categorical's symbols are 0-based: shifted by lo
     else:
         coding_model = _parametric(model)
@@ -174,23 +187,30 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
     if model != "auto":
         params = _fit(model, counts, lo, hi)
         return params, _encode_with(params, pieces, counts)
-    fitted = {kind: _fit(kind, counts, lo, hi) for kind in MODEL_KINDS}
-    cost = {kind: _estimated_bits(fitted[kind], counts) for kind in MODEL_KINDS}
+    shared, histogram = _shared(counts, lo), _histogram(counts)
+    fitted = {kind: _fit(kind, counts, lo, hi, shared) for kind in MODEL_KINDS}
+    cost = {kind: _estimated_bits(fitted[kind], counts, shared[0], histogram)
+            for kind in MODEL_KINDS}
     # Decoding a categorical model is several times faster than a quantised Laplace or
     # Gaussian (no inverse CDF per symbol), so a parametric model must win by over 1%.
     cost["categorical"] *= 0.99
     best = min(MODEL_KINDS, key=cost.__getitem__)
-    return fitted[best], _encode_with(fitted[best], pieces, counts)
+    return fitted[best], _encode_with(fitted[best], pieces, counts, histogram)
 
 
-def _estimated_bits(model: dict, counts: np.ndarray) -> float:
-    """Bits the symbols with these counts cost under ``model`` (ideal coder), plus its table."""
-    total = counts.sum()
+def _estimated_bits(model: dict, counts: np.ndarray, symbols: np.ndarray | None = None,
+                    histogram: bytes | None = None) -> float:
+    """Bits the symbols with these counts cost under ``model`` (ideal coder), plus its table.
+    ``symbols``: min … max as float64 (`_shared`); ``histogram``: `_histogram` (counts);
+    each computed here when not given."""
     if model["kind"] == "categorical":
+        total = counts.sum()
         nonzero = counts[counts > 0]
-        table = 8 * len(compress_bytes(counts.astype("<u8").tobytes()))
+        table = 8 * len(_histogram(counts) if histogram is None else histogram)
         return float(-(nonzero * np.log2(nonzero / total)).sum()) + table
-    k = np.arange(model["min"], model["max"] + 1, dtype=np.float64) - model["mean"]
+    if symbols is None:
+        symbols = np.arange(model["min"], model["max"] + 1, dtype=np.float64)
+    k = symbols - model["mean"]
     if model["kind"] == "laplace":
         cdf = _laplace_cdf(np.append(k - 0.5, k[-1] + 0.5), model["scale"])
     else:
