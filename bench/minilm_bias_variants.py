@@ -59,6 +59,20 @@ LIN = [
 ]
 
 
+def recording_layer_norm(enc, ln, rec, keep):
+    """``ln`` that records (normalized, output) of the kept positions into rec."""
+
+    def rln(x, name):
+        y = ln(x, name)
+        n = torch.nn.functional.layer_norm(
+            x, (x.shape[-1],), None, None, enc.config.layer_norm_eps
+        )
+        rec[name] = (n[keep].double(), y[keep].double())
+        return y
+
+    return rln
+
+
 def run_layer(enc, i, hidden, mask, rec):
     """run layer i recording linear outputs and LN (normalized, output) into rec."""
     lin, ln = enc._linear, enc._layer_norm
@@ -69,13 +83,7 @@ def run_layer(enc, i, hidden, mask, rec):
         rec[name] = y[keep].double()
         return y
 
-    def rln(x, name):
-        y = ln(x, name)
-        n = torch.nn.functional.layer_norm(
-            x, (x.shape[-1],), None, None, enc.config.layer_norm_eps
-        )
-        rec[name] = (n[keep].double(), y[keep].double())
-        return y
+    rln = recording_layer_norm(enc, ln, rec, keep)
 
     enc._linear, enc._layer_norm = rlin, rln
     try:
@@ -89,13 +97,7 @@ def embed_rec(enc, ids, mask, rec):
     ln = enc._layer_norm
     keep = mask.bool()
 
-    def rln(x, name):
-        y = ln(x, name)
-        n = torch.nn.functional.layer_norm(
-            x, (x.shape[-1],), None, None, enc.config.layer_norm_eps
-        )
-        rec[name] = (n[keep].double(), y[keep].double())
-        return y
+    rln = recording_layer_norm(enc, ln, rec, keep)
 
     enc._layer_norm = rln
     try:
