@@ -3,7 +3,7 @@ inputs on random tokens drawn by the prior (a diagonal-Hessian / AWQ-style colum
 weighting) pay, with the scales' bytes counted? (issue 11)
 
     .venv/bin/python bench/minilm_columns.py [--rates 3] [--alphas 0.5] [--grids 16,4]
-        [--variants default,columns] [--row-exponent 0.65] [--centred]
+        [--variants default,columns,stored] [--row-exponent 0.65] [--centred]
 
 The codec has one step per row, none per column, so the weighting is simulated: every
 linear weight W (query, key, value, attention output, FFN in and out) is coded as
@@ -14,10 +14,12 @@ octave; 0: unrounded and not counted, the first version of this bench) and clipp
 ±MAX_LOG2_SCALE; their cost is each tensor's integer symbols (int8) as one zstd-19 frame
 plus a header allowance per tensor (the JSON of the field it would add), and the weights
 are compressed at the target minus that cost, so both variants' files are compared at the
-same total. Both variants use the default's sensitivities (measured on the original model),
-row weights and data-free bias correction (applied to the unscaled weights). Prints, per
-rate and variant, bits per weight (scales included), mean, 5th percentile and least cosine
-of the 540 bundled sentences.
+same total. ``stored`` writes the real thing instead: `compress_model`'s
+``column_factors`` (format version 9, the factors in the file, its size the file's). All
+variants use the default's sensitivities (measured on the original model), row weights and
+data-free bias correction (applied to the unscaled weights). Prints, per rate and variant,
+bits per weight (scales included), mean, 5th percentile and least cosine of the 540
+bundled sentences.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ import numpy as np
 import torch
 import zstandard
 
-from weightdna.bert import BertConfig, BertEncoder, random_token_batch
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
+from weightdna.evaluate.columns import column_exponents, input_second_moments
 from weightdna.evaluate.correction import bert_bias_correction
 from weightdna.evaluate.sensitivity import (
     ROW_PRIOR_EXPONENT,
@@ -49,37 +51,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from minilm_prior import minilm_judge  # noqa: E402
 
 # log2 of a scale is clipped to ±this: s from 1/16 to 16 (E[x²] ratios of 2^±16 at α = 0.5).
-MAX_LOG2_SCALE = 4.0
+MAX_LOG2_SCALE = 4
 # What a tensor's entry would add to the header (uncompressed; the header is zstd-coded, so
 # this overstates it): a grid, the symbols' first value, and the section holding them.
 FIELD_ALLOWANCE = len(json.dumps({"column_scales": {"per_octave": 16, "section": 255}})) + 2
-
-LINEAR = ("attention.self.query", "attention.self.key", "attention.self.value",
-          "attention.output.dense", "intermediate.dense", "output.dense")
-
-
-def input_second_moments(folder: Path, sequences: int = 128,
-                         centred: bool = False) -> dict[str, np.ndarray]:
-    """E[x_j²] (``centred``: Var[x_j], what is left once a bias correction takes the mean's
-    share back) over real tokens of every linear layer's input, random tokens by the
-    prior."""
-    config = BertConfig.from_json(folder / "config.json")
-    moments: dict[str, torch.Tensor] = {}
-
-    class Recorder(BertEncoder):
-        keep: torch.Tensor
-
-        def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-            kept = x[self.keep].double()
-            moments[name] = kept.var(0) if centred else (kept ** 2).mean(0)
-            return super()._linear(x, name)
-
-    encoder = Recorder.from_folder(folder)
-    ids, mask = random_token_batch(folder, config.vocab_size, sequences, 24,
-                                   np.random.default_rng(1), prior=True)
-    encoder.keep = torch.as_tensor(mask).bool()
-    encoder.hidden_states(ids, mask)
-    return {f"{name}.weight": m.numpy() for name, m in moments.items()}
 
 
 def column_scales(moments: dict[str, np.ndarray], alpha: float,
@@ -90,11 +65,10 @@ def column_scales(moments: dict[str, np.ndarray], alpha: float,
     symbols' empirical entropy in bits (all tensors pooled per tensor, summed)."""
     scales, cost, entropy = {}, 0, 0.0
     for name, h in moments.items():
-        h = np.maximum(h, 1e-3 * h.mean())
-        log2s = (alpha / 2) * np.log2(h / h.mean())
+        floored = np.maximum(h, 1e-3 * h.mean())
+        log2s = (alpha / 2) * np.log2(floored / floored.mean())
         if per_octave:
-            limit = int(MAX_LOG2_SCALE * per_octave)
-            symbols = np.clip(np.rint(log2s * per_octave), -limit, limit).astype(np.int8)
+            symbols = column_exponents(h, alpha, per_octave, MAX_LOG2_SCALE).astype(np.int8)
             log2s = symbols.astype(np.float64) / per_octave
             cost += len(zstandard.ZstdCompressor(level=19).compress(symbols.tobytes()))
             cost += FIELD_ALLOWANCE
@@ -134,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         for alpha in map(float, args.alphas.split(",")):
             for grid in map(int, args.grids.split(",")):
                 settings.append((alpha, grid, *column_scales(moments, alpha, grid)))
+    stored = [(float(a), int(g)) for a in args.alphas.split(",") for g in args.grids.split(",")
+              if "stored" in args.variants.split(",") and int(g)]
     for alpha, grid, _, cost, entropy in (s for s in settings if s[0] is not None):
         print(json.dumps({"alpha": alpha, "per_octave": grid, "scales": sum(
             len(m) for m in moments.values()), "scale_bytes": cost,
@@ -167,6 +143,21 @@ def main(argv: list[str] | None = None) -> int:
                     "per_octave": grid, "rate": rate, "row_exponent": args.row_exponent,
                     "centred": args.centred, "weights_bits_per_weight": report.bits_per_weight,
                     "bits_per_weight": 8.0 * (report.file_bytes + cost) / total,
+                    "mean": figures["mean_cosine"], "p5": figures["p5_cosine"],
+                    "min": figures["min_cosine"]}), flush=True)
+            for alpha, grid in stored:
+                factors = {name: np.exp2(-column_exponents(h, alpha, grid, MAX_LOG2_SCALE)
+                                         / grid) for name, h in moments.items()}
+                report = compress_model(weights, dna, Target("bits_per_weight", rate),
+                                        sensitivity=sens, row_weights=rows,
+                                        column_factors=factors, adjust=correct,
+                                        overwrite=True)
+                decompress_model(dna, out, overwrite=True)
+                figures = judge(load_weights(out).state_dict())
+                print(json.dumps({
+                    "variant": "stored", "alpha": alpha, "per_octave": grid, "rate": rate,
+                    "row_exponent": args.row_exponent, "centred": args.centred,
+                    "bits_per_weight": report.bits_per_weight,
                     "mean": figures["mean_cosine"], "p5": figures["p5_cosine"],
                     "min": figures["min_cosine"]}), flush=True)
     return 0
