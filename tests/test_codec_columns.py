@@ -215,3 +215,33 @@ def test_the_factors_count_against_the_memory_limit() -> None:
                        decode_tensor(entry, sections))
     with pytest.raises(CorruptFileError, match="memory limit"):
         decode_tensor(entry, sections, max_memory=need - 1)
+
+
+def test_a_resume_finishes_the_same_file_and_knows_the_factors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from weightdna.weights import load_weights
+
+    source = tmp_path / "small.safetensors"
+    save_file(_small(), str(source))
+    factors = {"lin.weight": np.exp2(np.linspace(-2, 2, 64))}
+    target = Target("bits_per_weight", 3.0)
+    whole = tmp_path / "whole.dna"
+    compress_model(load_weights(source), whole, target, column_factors=factors)
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "encoding" and done == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.dna"
+    for _ in range(2):  # the second time to resume with other factors
+        with pytest.raises(KeyboardInterrupt):
+            compress_model(load_weights(source), out, target, column_factors=factors,
+                           resumable=True, progress=interrupt)
+        other = {"lin.weight": factors["lin.weight"][::-1].copy()}
+        with pytest.raises(InvalidInputError, match="other settings"):
+            compress_model(load_weights(source), out, target, column_factors=other,
+                           resume=True)
+    compress_model(load_weights(source), out, target, column_factors=factors, resume=True)
+    assert out.read_bytes() == whole.read_bytes()
+    assert read_dna_file(out).version == 9
