@@ -68,7 +68,7 @@ from weightdna.codec import (
 from weightdna.codec.container import header_block
 from weightdna.codec.entries import READABLE_VERSIONS, VERSION
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
-from weightdna.codec.tensor import factored_prediction, reference_prediction
+from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import WeightDNAError
@@ -138,6 +138,17 @@ def version8_tensors() -> list[tuple[str, torch.Tensor, dict]]:
         ("factored.rank2", bank, {"step": 0.01, "prediction": "factored", "ranks": (1, 2),
                                   "quantizer": "trellis"}),
     ]
+
+
+def version9_coded() -> list[tuple[dict, dict]]:
+    """Format version 9: quantized tensors with per-column factors (a ``columns`` section),
+    scalar and trellis (the trellis then decodes through the generic path)."""
+    g = torch.Generator().manual_seed(3)
+    coded = encode_all([("columns.scalar", torch.randn(16, 24, generator=g), {"step": 0.1}),
+                        ("columns.trellis", torch.randn(12, 40, generator=g),
+                         {"bits": 3, "quantizer": "trellis"})])
+    return [with_columns(c, np.exp2(np.arange(n) % 9 / 4 - 1))
+            for c, n in zip(coded, (24, 40), strict=True)]
 
 
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
@@ -270,7 +281,8 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
 @functools.cache
 def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
-    as versions 3 and 4 coded them)."""
+    as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
+    representations and version 9's per-column factors."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
     try:
@@ -290,7 +302,8 @@ def seeds() -> tuple[Seed, ...]:
     finally:
         floatfields.BLOCK = saved_block
     return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
-            _seed("v7-fields", fields, 7), _seed("v8", encode_all(version8_tensors()), 8))
+            _seed("v7-fields", fields, 7), _seed("v8", encode_all(version8_tensors()), 8),
+            _seed("v9-columns", version9_coded(), 9))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -468,7 +481,7 @@ def _path(path: tuple) -> str:
     return ".".join(str(p) if isinstance(p, str) else "[]" for p in path)
 
 
-ZSTD_ROLES = {"data", "histogram", "nonfinite", "classes"}
+ZSTD_ROLES = {"data", "histogram", "nonfinite", "classes", "columns"}
 SKIPPABLE = b"\x50\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"skip"
 
 
@@ -523,7 +536,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)

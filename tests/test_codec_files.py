@@ -52,7 +52,7 @@ def _rewrite(path: Path, change, version: int = VERSION) -> Path:  # noqa: ANN00
 
 def test_files_come_back_byte_for_byte(tmp_path: Path) -> None:
     dna = read_dna_file(_valid(tmp_path))
-    assert dna.version == VERSION == 8
+    assert dna.version == 8 and VERSION == 9  # 9 only with per-column factors
     assert [e["path"] for e in dna.files] == ["config.json", "1_Pooling/config.json"]
     assert dna.stored_file("1_Pooling/config.json") == POOLING
     written, _ = write_folder(dna, tmp_path / "out", overwrite=False)
@@ -185,6 +185,9 @@ def test_a_stored_file_cannot_replace_the_weights(tmp_path: Path) -> None:
         write_folder(read_dna_file(path), tmp_path / "out", overwrite=False)
 
 
-def test_the_prefix_version_is_eight() -> None:
-    block = header_block(b"{}")
+def test_the_prefix_version_is_eight_without_column_factors() -> None:
+    from weightdna.codec.entries import file_version
+
+    block = header_block(b"{}", file_version([]))
     assert struct.unpack("<I", block[8:12])[0] == 8
+    assert struct.unpack("<I", header_block(b"{}")[8:12])[0] == VERSION == 9

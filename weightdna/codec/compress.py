@@ -65,10 +65,12 @@ from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.spill import Spill, sections_bytes
 from weightdna.codec.tensor import (
+    COLUMN_FACTOR_RANGE,
     decode_tensor,
     encode_tensor,
     factored_prediction,
     reference_prediction,
+    with_columns,
 )
 from weightdna.codec.workers import (
     Runner,
@@ -80,6 +82,7 @@ from weightdna.codec.workers import (
 from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError, WeightDNAError
 from weightdna.weights import ModelWeights, TensorInfo
+from weightdna.weights.model import TensorSource
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -291,6 +294,10 @@ class _Coder:
         # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
         self.zeroed: dict[str, tuple[dict, float | None]] = {}
         self.spill: Spill | None = None
+        # Per-column factors (`compress_model`'s ``column_factors``): ``weights`` reads
+        # those tensors divided by them; ``original`` is the model as given.
+        self.columns: Mapping[str, np.ndarray] = {}
+        self.original = weights
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -321,9 +328,24 @@ class _Coder:
         """``coded`` with its sections in the spill (as `add` keeps them): a result kept as
         it arrives, added once the results before it in model order are (the order of
         `coded` is the order the whole-model figures are summed in)."""
+        coded = self._with_columns(coded)
         if self.spill is None:
             return coded
         return coded[0], self.spill.keep(coded[1])
+
+    def _with_columns(self, coded: tuple[dict, dict[str, bytes]]
+                      ) -> tuple[dict, dict[str, bytes]]:
+        """A tensor with column factors, coded from its values divided by them: quantized,
+        the factors stored with it; coded otherwise (exactly, or a prediction: a rare
+        fallback), the tensor as given stored exactly instead."""
+        entry = coded[0]
+        factors = self.columns.get(entry["name"])
+        if factors is None or "columns" in entry["params"]:
+            return coded
+        if entry["representation"] == "quantized":
+            return with_columns(coded, factors)
+        return encode_tensor(self.original.tensor(entry["name"]), name=entry["name"],
+                             lossless=True)
 
     def spill_samples(self, tc: TensorCandidates) -> None:
         """``tc``'s samples (the rate control's, held for every tensor at once) kept in the
@@ -513,6 +535,7 @@ def compress_model(
     dna_config: object = None,
     sensitivity: Mapping[str, float] | None = None,
     row_weights: Mapping[str, np.ndarray] | None = None,
+    column_factors: Mapping[str, np.ndarray] | None = None,
     calibration: Mapping[str, np.ndarray] | Calibration | None = None,
     files: StoredFiles | None = None,
     progress: Progress | None = None,
@@ -537,6 +560,13 @@ def compress_model(
     row's error counts against the tensor's other rows (e.g. a word embedding's rows by
     how often their token occurs: `weightdna.bert.token_prior`); whole-model
     bits-per-weight and SNR targets only (`weightdna.codec.ratecontrol.apply_objective`).
+    ``column_factors``: {tensor name: one factor c_j > 0 per column (its elements past the
+    first axis), within 2^±16}: the tensor is coded divided by them and the factors are
+    stored with it (float32, format version 9: `weightdna.codec.tensor.with_columns`), so
+    column j's error counts 1/c_j² as much (a data-free input weighting:
+    `weightdna.evaluate.columns.bert_column_factors`); whole-model targets, weight
+    matrices only, the tensors read in this process (not with ``ray``). A tensor that ends
+    up coded other than ``quantized`` is stored exactly.
     ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
     (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`
     that measures each H with the tensors coded before it restored (sequential); those
@@ -583,6 +613,10 @@ def compress_model(
         if not float(value) > 0:
             raise InvalidInputError(f"the sensitivity of {name} must be > 0.")
     row_weights = _check_row_weights(weights, row_weights, target)
+    factors = _check_column_factors(weights, column_factors, target, calibration, ray)
+    if factors:
+        coder.weights = _divided_by_columns(weights, factors)
+        coder.columns = factors
     if not isinstance(calibration, Mapping):
         workers, ray = None, False  # a sequential calibration codes one tensor after another
     folder = None
@@ -591,9 +625,10 @@ def compress_model(
             target=target, representations=list(representations), per_row=per_row,
             objective=objective, dna_config=dna_config, sensitivity=dict(sensitivity or {}),
             **({"row_weights": row_weights} if row_weights else {}),
+            **({"column_factors": factors} if factors else {}),
             calibration=_calibration_digest(calibration)), resume)
     try:
-        report_ = _compress_and_write(weights, output, target, coder, folder, workers, ray,
+        report_ = _compress_and_write(coder.weights, output, target, coder, folder, workers, ray,
                                       representations, per_row, objective, dna_config,
                                       sensitivity, metadata, report, overwrite, stored.files,
                                       row_weights, adjust)
@@ -998,6 +1033,60 @@ def _check_row_weights(weights: ModelWeights, row_weights: Mapping[str, np.ndarr
             raise InvalidInputError(f"the row weights of {name} must be finite and > 0.")
         checked[name] = value
     return checked
+
+
+def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarray] | None,
+                          target: Target, calibration: object, ray: str | bool | None
+                          ) -> dict[str, np.ndarray]:
+    """The column factors (`compress_model`) as the float32 values stored, checked."""
+    if not factors:
+        return {}
+    if not target.whole_model or calibration or ray is not False:
+        raise InvalidInputError("column factors apply to whole-model bits-per-weight, SNR "
+                                "and PSNR targets, without calibration or Ray.")
+    low, high = COLUMN_FACTOR_RANGE
+    checked = {}
+    for name, value in factors.items():
+        if name not in weights.names:
+            raise InvalidInputError(f"column factors name {name!r}, which the model lacks.")
+        info = weights.info(name)
+        columns = math.prod(info.shape[1:])
+        value = np.asarray(value, dtype=np.float64).astype(np.float32)
+        if coding(info) in ("exact", "relative", "bounded") or info.ndim < 2 \
+                or value.shape != (columns,):
+            raise InvalidInputError(f"column factors apply to the columns of a weight the "
+                                    f"rate control codes: {name} ({info.role}, "
+                                    f"{tuple(info.shape)}) got {value.shape}.")
+        with np.errstate(invalid="ignore"):
+            if not np.all((value >= low) & (value <= high)):
+                raise InvalidInputError(f"the column factors of {name} must lie within "
+                                        "[2^-16, 2^16].")
+        checked[name] = value
+    return checked
+
+
+def _divided_by_columns(weights: ModelWeights, factors: Mapping[str, np.ndarray]
+                        ) -> ModelWeights:
+    """``weights`` with the tensors ``factors`` names read divided by them, column by column
+    (float64, then the tensor's dtype); a model only this process reads."""
+    sources = {}
+    for name in weights.names:
+        src = weights.sources[name]
+        if name not in factors:
+            sources[name] = src
+            continue
+        divisor = torch.from_numpy(factors[name].astype(np.float64))
+
+        def divided(t: torch.Tensor, divisor: torch.Tensor = divisor) -> torch.Tensor:
+            rows = t.reshape(t.shape[0], -1).to(torch.float64) / divisor
+            return rows.to(t.dtype).reshape(t.shape)
+
+        sources[name] = TensorSource(
+            src.dtype, src.shape, lambda n=name, f=divided: f(weights.tensor(n)), owned=True,
+            read_rows=lambda a, b, n=name, f=divided: f(weights.rows(n, a, b)))
+    return ModelWeights(path=weights.path, format="divided", sources=sources,
+                        metadata=weights.metadata, roles=weights.roles,
+                        structural_roles=weights.structural_roles)
 
 
 def _check_calibration(weights: ModelWeights,

@@ -40,6 +40,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     VERSION,
     check_entry,
     decode_memory,
+    file_version,
 )
 from weightdna.codec.fields import is_finite_number, is_int, load_json
 from weightdna.codec.spill import Spill, SpilledSections
@@ -364,7 +365,7 @@ def _layout(
     header = _header_json(entries, metadata, stored)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
-    return [header_block(header), *blobs]
+    return [header_block(header, file_version(entries)), *blobs]
 
 
 def _informational(value: object) -> object:

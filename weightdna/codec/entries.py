@@ -16,9 +16,12 @@ from weightdna.errors import CorruptFileError
 # (config, tokenizer, an ONNX graph) stored beside its tensors; 7: a float ``raw`` tensor
 # coded by its bit fields (``"compression": "fields"``), and the transform and
 # separable+residual representations (docs/FORMAT.md); 8: the factored+residual
-# representation (a conv kernel's per-output-channel factors, themselves quantized tensors)
-VERSION = 8
-READABLE_VERSIONS = (3, 4, 5, 6, 7, 8)
+# representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
+# 9: per-column factors of a ``quantized`` tensor (``columns``). A file without them is
+# written as version 8 (`file_version`), byte for byte as before.
+VERSION = 9
+READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+COLUMNS_VERSION = 9
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -49,6 +52,13 @@ REFERENCE_DECODE_OVERHEAD_BYTES = PREDICTED_DECODE_OVERHEAD_BYTES + 8 + 8
 # levels, at most this many bytes per element of the block.
 DECODE_BLOCK_ELEMENTS = 1 << 18
 DECODE_BLOCK_BYTES = 32
+
+
+def file_version(entries: Sequence[dict]) -> int:
+    """The version a file of these tensor entries is written as: the lowest that holds
+    them (9 only with a ``quantized`` tensor's per-column factors)."""
+    return VERSION if any(isinstance(e.get("params"), dict) and "columns" in e["params"]
+                          for e in entries) else COLUMNS_VERSION - 1
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:

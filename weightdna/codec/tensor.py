@@ -29,6 +29,7 @@ from weightdna.codec.dtypes import (
     to_float64,
 )
 from weightdna.codec.entries import (
+    COLUMNS_VERSION,
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
     MAX_NAME_CHARS,
@@ -131,18 +132,50 @@ class _Trellis:
 
 def _reconstruct(
     symbols: np.ndarray, steps: float | np.ndarray, dtype: str, base: np.ndarray | None = None,
-    transform: str | None = None,
+    transform: str | None = None, columns: np.ndarray | None = None,
 ) -> torch.Tensor:
     """ŵ = cast(float64(q) × float64(step) [+ prediction]), or with a ``transform``
     cast(inverse(float64(q) × float64(step))): the one formula encoder and decoder share
-    (q: the symbols, or the trellis's levels in units of the step)."""
+    (q: the symbols, or the trellis's levels in units of the step). ``columns``: a
+    ``quantized`` tensor's per-column factors (float64 of the stored float32), multiplied
+    in before the cast: cast(float64(q) × float64(step) × float64(c_j))."""
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is detected by the callers
         values = dequantize(symbols, steps)
         if transform is not None:
             values = inverse(values, transform)
         if base is not None:
             values += base
+        if columns is not None:
+            values *= columns
         return from_float64(values, DTYPES[dtype])
+
+
+# A quantized tensor's per-column factors (version 9) lie within 2^±16 of 1.
+COLUMN_FACTOR_RANGE = (2.0**-16, 2.0**16)
+
+
+def with_columns(coded: tuple[dict, dict[str, bytes]], factors: np.ndarray
+                 ) -> tuple[dict, dict[str, bytes]]:
+    """A ``quantized`` tensor's coding (`encode_tensor`) with per-column ``factors`` the
+    decoder multiplies its values by (format version 9): the caller coded the tensor
+    divided by them, so that each column's error is weighed by 1/c_j² against the others.
+    The factors are stored as float32 (finite, within COLUMN_FACTOR_RANGE); the entry's
+    stats stay those of the tensor coded. Raises InvalidInputError for another
+    representation, a tensor of fewer than 2 dimensions or factors that do not fit."""
+    entry, sections = coded
+    shape = tuple(entry["shape"])
+    if entry["representation"] != "quantized" or len(shape) < 2:
+        raise InvalidInputError(f"{entry['name']}: per-column factors apply to a quantized "
+                                "tensor of 2 or more dimensions.")
+    low, high = COLUMN_FACTOR_RANGE
+    stored = np.asarray(factors, dtype="<f4").reshape(-1)
+    with np.errstate(invalid="ignore"):
+        fits = bool(np.all((stored >= low) & (stored <= high)))
+    if stored.size != row_shape(shape)[1] or not fits:
+        raise InvalidInputError(f"{entry['name']}: give one factor per column "
+                                f"({row_shape(shape)[1]}), each within [2^-16, 2^16].")
+    entry = {**entry, "params": {**entry["params"], "columns": int(stored.size)}}
+    return entry, {**sections, "columns": compress_bytes(stored.tobytes())}
 
 
 def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
@@ -682,8 +715,22 @@ def _encode_trellis(search: _Trellis,
             "streams": descriptors}, sections
 
 
-def _check_quantized_params(params: object, shape: tuple[int, ...], where: str) -> dict:
+def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
+                            columns: bool = False, version: int = VERSION) -> dict:
+    """``columns``: whether these params may hold per-column factors (a ``quantized``
+    entry's own, from version 9)."""
     keys = {"step", "rows", "model", "nonfinite"}
+    if isinstance(params, dict) and "columns" in params:
+        if not columns or version < COLUMNS_VERSION:
+            raise CorruptFileError(
+                f"{where}: per-column factors belong to a quantized entry's own params, "
+                f"new in version {COLUMNS_VERSION}; this file is version {version}.")
+        count = params["columns"]
+        if not (len(shape) >= 2 and is_int(count) and count == row_shape(shape)[1]):
+            raise CorruptFileError(f"{where}: columns must equal the tensor's columns "
+                                   "(its elements over its first dimension), 2 or more "
+                                   "dimensions.")
+        keys = keys | {"columns"}
     if not isinstance(params, dict) or set(params) != keys:
         raise CorruptFileError(f"{where}: quantized params must have the keys {sorted(keys)}.")
     step, rows, nonfinite = params["step"], params["rows"], params["nonfinite"]
@@ -816,7 +863,8 @@ def decode_tensor(
         if not owned <= set(sections):
             raise CorruptFileError(f"{where}: missing section(s) {sorted(owned - set(sections))}.")
         predictor, params = params[key], params["residual"]
-    params = _check_quantized_params(params, shape, where)
+    params = _check_quantized_params(params, shape, where,
+                                     representation == "quantized", version)
     numel = math.prod(shape)
     expected = {"symbols"} | owned
     model = params["model"]
@@ -833,6 +881,8 @@ def decode_tensor(
         expected.add("steps")
     if params["nonfinite"]:
         expected.add("nonfinite")
+    if "columns" in params:
+        expected.add("columns")
     if set(sections) != expected:
         raise CorruptFileError(
             f"{where}: sections {sorted(sections)} do not match the params "
@@ -852,6 +902,20 @@ def decode_tensor(
             raise CorruptFileError(f"{where}: every per-row step must be finite and > 0.")
     else:
         steps = float(params["step"])
+    factors = None
+    if "columns" in params:
+        # The factors' float32 and float64 beside what `decode_memory` bounds.
+        if decode_memory(representation, dtype, shape) + 12 * params["columns"] > max_memory:
+            raise CorruptFileError(f"{where}: decoding with {params['columns']} column "
+                                   f"factors needs more than the memory limit of "
+                                   f"{max_memory}; raise max_memory if the file is trusted.")
+        raw = decompress_bytes(sections["columns"], 4 * params["columns"], where)
+        with np.errstate(invalid="ignore"):
+            factors = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+            low, high = COLUMN_FACTOR_RANGE
+            if not np.all((factors >= low) & (factors <= high)):
+                raise CorruptFileError(f"{where}: every per-column factor must lie within "
+                                       "[2^-16, 2^16].")
 
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     base = None
@@ -871,7 +935,7 @@ def decode_tensor(
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
-    if kind == "trellis" and dtype == "float32" and transform is None:
+    if kind == "trellis" and dtype == "float32" and transform is None and factors is None:
         # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
         _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
                                  restored.numpy())
@@ -888,6 +952,7 @@ def decode_tensor(
                 dtype,
                 None if base is None else base[start:stop],
                 transform,
+                factors,
             )
     restored = restored.reshape(shape)
     if _nonfinite_indices(restored).size:

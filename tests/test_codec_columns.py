@@ -1,0 +1,247 @@
+"""Per-column factors of a ``quantized`` tensor (format version 9): the decoder multiplies
+column j by c_j; files without them are written as version 8, byte for byte as before; the
+factors' params and section are checked like every other field; `compress_model`'s
+``column_factors`` and a BERT model's (`weightdna.evaluate.columns`)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from support import MINILM, requires_minilm
+
+from weightdna.codec import read_dna_file, write_dna_file
+from weightdna.codec.compress import compress_model
+from weightdna.codec.container import PREFIX, header_block, header_dictionary
+from weightdna.codec.entries import VERSION, file_version
+from weightdna.codec.ratecontrol import Target
+from weightdna.codec.tensor import decode_tensor, encode_tensor, with_columns
+from weightdna.codec.zstdframes import compress_bytes
+from weightdna.errors import CorruptFileError, InvalidInputError
+from weightdna.weights import ModelWeights
+
+STEP = 0.25
+
+
+def _matrix(rows: int = 12, columns: int = 7, seed: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    values = torch.tensor(rng.normal(size=(rows, columns)), dtype=torch.float32)
+    factors = np.exp2(rng.integers(-8, 9, columns) / 4).astype(np.float32)
+    return values, factors
+
+
+def _coded(values: torch.Tensor, factors: np.ndarray) -> tuple[dict, dict[str, bytes]]:
+    return with_columns(encode_tensor(values, name="w", step=STEP), factors)
+
+
+def test_each_column_is_multiplied_by_its_factor() -> None:
+    values, factors = _matrix()
+    entry, sections = _coded(values, factors)
+    assert entry["params"]["columns"] == 7 and set(sections) == {"symbols", "columns"}
+    symbols = np.rint(values.numpy().astype(np.float64) / STEP)
+    wanted = torch.from_numpy((symbols * STEP * factors.astype(np.float64)).astype(np.float32))
+    assert torch.equal(decode_tensor(entry, sections), wanted)
+    plain = decode_tensor(*encode_tensor(values, name="w", step=STEP))
+    assert not torch.equal(decode_tensor(entry, sections), plain)
+
+
+def test_trellis_coded_columns_decode_through_the_factors() -> None:
+    values, factors = _matrix(64, 48)
+    coded = encode_tensor(values, name="w", bits=3, quantizer="trellis")
+    plain = decode_tensor(*coded).double()
+    restored = decode_tensor(*with_columns(coded, factors)).double()
+    wanted = plain * torch.from_numpy(factors.astype(np.float64))
+    assert torch.allclose(restored, wanted, rtol=2e-7, atol=0)
+
+
+@pytest.mark.parametrize("change", ["count+1", "count0", "count-str", "count-float",
+                                    "no-section", "section-short", "nan", "inf", "zero",
+                                    "negative", "huge", "tiny", "version8"])
+def test_hostile_column_factors_are_refused(change: str) -> None:
+    values, factors = _matrix()
+    entry, sections = _coded(values, factors)
+    params = entry["params"]
+    bad = factors.copy()
+    version = VERSION
+    if change.startswith("count"):
+        params["columns"] = {"count+1": 8, "count0": 0, "count-str": "7",
+                             "count-float": 7.0}[change]
+    elif change == "no-section":
+        del sections["columns"]
+    elif change == "section-short":
+        sections["columns"] = compress_bytes(factors[:-1].tobytes())
+    elif change == "version8":
+        version = 8
+    else:
+        bad[3] = {"nan": np.nan, "inf": np.inf, "zero": 0.0, "negative": -1.0,
+                  "huge": 2.0**17, "tiny": 2.0**-17}[change]
+        sections["columns"] = compress_bytes(bad.astype("<f4").tobytes())
+    with pytest.raises(CorruptFileError):
+        decode_tensor(entry, sections, version=version)
+
+
+def test_factors_belong_to_a_quantized_matrix_only() -> None:
+    values, factors = _matrix()
+    # a section without its param
+    entry, sections = encode_tensor(values, name="w", step=STEP)
+    with pytest.raises(CorruptFileError, match="sections"):
+        decode_tensor(entry, {**sections, "columns": compress_bytes(factors.tobytes())})
+    # a 1-d tensor
+    entry, sections = encode_tensor(values[0], name="v", step=STEP)
+    entry["params"]["columns"] = 1
+    with pytest.raises(CorruptFileError, match="columns"):
+        decode_tensor(entry, {**sections, "columns": compress_bytes(factors[:1].tobytes())})
+    # inside a transform's coefficients (not a quantized entry's own params)
+    entry, sections = encode_tensor(values, name="w", bits=4, transform="dct")
+    entry["params"]["coefficients"]["columns"] = 7
+    with pytest.raises(CorruptFileError, match="columns|per-column"):
+        decode_tensor(entry, {**sections, "columns": compress_bytes(factors.tobytes())})
+    # the writer's side
+    with pytest.raises(InvalidInputError):
+        with_columns(encode_tensor(values, name="w", lossless=True), factors)
+    with pytest.raises(InvalidInputError):
+        with_columns(encode_tensor(values, name="w", step=STEP), factors[:-1])
+    with pytest.raises(InvalidInputError):
+        with_columns(encode_tensor(values, name="w", step=STEP), factors * 2.0**20)
+
+
+def _rewrite_version(path: Path, version: int) -> Path:
+    raw = path.read_bytes()
+    _, _, stored, _, _ = PREFIX.unpack(raw[:PREFIX.size])
+    text = zlib.decompressobj(zdict=header_dictionary()).decompress(
+        raw[PREFIX.size:PREFIX.size + stored])
+    json.loads(text)
+    out = path.with_name(f"v{version}.dna")
+    out.write_bytes(header_block(text, version) + raw[PREFIX.size + stored:])
+    return out
+
+
+def test_files_are_version_9_only_with_factors(tmp_path: Path) -> None:
+    values, factors = _matrix()
+    with_factors, plain = _coded(values, factors), encode_tensor(values, name="w", step=STEP)
+    assert file_version([with_factors[0]]) == VERSION == 9
+    assert file_version([plain[0]]) == 8
+    write_dna_file(tmp_path / "c.dna", [with_factors[0]], [with_factors[1]])
+    write_dna_file(tmp_path / "p.dna", [plain[0]], [plain[1]])
+    dna = read_dna_file(tmp_path / "c.dna")
+    assert dna.version == 9
+    assert torch.equal(dna.tensor("w"), decode_tensor(*with_factors))
+    assert read_dna_file(tmp_path / "p.dna").version == 8
+    # a version-8 file that holds them is refused; a version-9 file without them reads
+    with pytest.raises(CorruptFileError, match="version 9"):
+        read_dna_file(_rewrite_version(tmp_path / "c.dna", 8)).tensor("w")
+    assert torch.equal(read_dna_file(_rewrite_version(tmp_path / "p.dna", 9)).tensor("w"),
+                       decode_tensor(*plain))
+
+
+def _small() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return {"lin.weight": torch.randn(48, 64, generator=generator),
+            "lin.bias": torch.randn(48, generator=generator) * 0.1,
+            "out.weight": torch.randn(16, 48, generator=generator)}
+
+
+def test_compress_model_codes_the_divided_tensor_and_stores_the_factors(tmp_path: Path
+                                                                      ) -> None:
+    tensors = _small()
+    weights = ModelWeights.from_tensors(tensors)
+    factors = {"lin.weight": np.exp2(np.linspace(-2, 2, 64)).astype(np.float32)}
+    target = Target("bits_per_weight", 3.0)
+    report = compress_model(weights, tmp_path / "c.dna", target, column_factors=factors)
+    compress_model(weights, tmp_path / "p.dna", target)
+    assert report.bits_per_weight <= 3.0
+    dna, before = read_dna_file(tmp_path / "c.dna"), read_dna_file(tmp_path / "p.dna")
+    assert (dna.version, before.version) == (9, 8)
+    entry = dna.entries[dna.index("lin.weight")]
+    assert entry["params"]["columns"] == 64
+    assert "columns" not in dna.entries[dna.index("out.weight")]["params"]
+    restored = dna.tensor("lin.weight")
+    # columns with larger factors were coded smaller: their error is larger
+    error = (restored - tensors["lin.weight"]).pow(2).mean(0)
+    assert error[48:].mean() > 4 * error[:16].mean()
+    plain_error = (before.tensor("lin.weight") - tensors["lin.weight"]).pow(2).mean(0)
+    assert plain_error[48:].mean() < 2 * plain_error[:16].mean()
+
+
+@pytest.mark.parametrize("bad", ["bias", "length", "nan", "zero", "name", "target"])
+def test_compress_model_refuses_bad_column_factors(tmp_path: Path, bad: str) -> None:
+    weights = ModelWeights.from_tensors(_small())
+    factors = {"lin.weight": np.ones(64)}
+    target = Target("bits_per_weight", 3.0)
+    if bad == "bias":
+        factors = {"lin.bias": np.ones(1)}
+    elif bad == "length":
+        factors = {"lin.weight": np.ones(63)}
+    elif bad in ("nan", "zero"):
+        factors["lin.weight"][5] = np.nan if bad == "nan" else 0.0
+    elif bad == "name":
+        factors = {"absent.weight": np.ones(64)}
+    else:
+        target = Target("max_abs_error", 0.01)
+    with pytest.raises(InvalidInputError):
+        compress_model(weights, tmp_path / "x.dna", target, column_factors=factors)
+
+
+@requires_minilm
+def test_the_factors_follow_the_inputs_second_moments() -> None:
+    from weightdna.evaluate.columns import (
+        COLUMN_ALPHA,
+        bert_column_factors,
+        input_second_moments,
+    )
+
+    moments = input_second_moments(MINILM)
+    factors = bert_column_factors(MINILM)
+    name = "encoder.layer.0.intermediate.dense.weight"
+    name = next(n for n in factors if n.endswith(name))
+    h, c = moments[name], factors[name]
+    # larger inputs, smaller factors (their columns coded finer), by (h/mean)^(-α/2)
+    assert np.corrcoef(np.log2(h), np.log2(c))[0, 1] < -0.9
+    assert np.abs(np.log2(c) + COLUMN_ALPHA / 2 * np.log2(np.maximum(h, 1e-3 * h.mean())
+                                                           / h.mean())).max() <= 1 / 8 + 1e-9
+
+
+def test_the_factors_count_against_the_memory_limit() -> None:
+    from weightdna.codec.entries import decode_memory
+
+    values, factors = _matrix()
+    entry, sections = _coded(values, factors)
+    need = decode_memory("quantized", "float32", [12, 7]) + 12 * 7
+    assert torch.equal(decode_tensor(entry, sections, max_memory=need),
+                       decode_tensor(entry, sections))
+    with pytest.raises(CorruptFileError, match="memory limit"):
+        decode_tensor(entry, sections, max_memory=need - 1)
+
+
+def test_a_resume_finishes_the_same_file_and_knows_the_factors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from weightdna.weights import load_weights
+
+    source = tmp_path / "small.safetensors"
+    save_file(_small(), str(source))
+    factors = {"lin.weight": np.exp2(np.linspace(-2, 2, 64))}
+    target = Target("bits_per_weight", 3.0)
+    whole = tmp_path / "whole.dna"
+    compress_model(load_weights(source), whole, target, column_factors=factors)
+
+    def interrupt(stage: str, done: int, total: int) -> None:
+        if stage == "encoding" and done == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "resumed.dna"
+    for _ in range(2):  # the second time to resume with other factors
+        with pytest.raises(KeyboardInterrupt):
+            compress_model(load_weights(source), out, target, column_factors=factors,
+                           resumable=True, progress=interrupt)
+        other = {"lin.weight": factors["lin.weight"][::-1].copy()}
+        with pytest.raises(InvalidInputError, match="other settings"):
+            compress_model(load_weights(source), out, target, column_factors=other,
+                           resume=True)
+    compress_model(load_weights(source), out, target, column_factors=factors, resume=True)
+    assert out.read_bytes() == whole.read_bytes()
+    assert read_dna_file(out).version == 9
