@@ -1,9 +1,11 @@
 """What several test files share: where the real MiniLM model is, and a skip marker for it;
-one tensor compressed alone to an SNR target."""
+one tensor compressed alone to an SNR target; a small BERT folder."""
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,3 +53,24 @@ def compressed_alone(folder: Path, tensor: np.ndarray, snr: float,
     entry = dna.entries[0]
     bits = 8 * sum(length for _, length, _ in entry["sections"].values()) / source.numel()
     return entry["representation"], bits, snr_db(source, dna.tensor("layer.weight"))
+
+
+def tiny_bert_folder(folder: Path, shard: str | None = None) -> Path:
+    """A small BERT built with transformers' own config class, with MiniLM's tokenizer and
+    sentence-transformers modules (pooling resized): a real folder of another size (needs
+    transformers and MiniLM)."""
+    import transformers
+
+    shutil.copytree(MINILM, folder, ignore=shutil.ignore_patterns("*.safetensors", ".*"))
+
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64,
+                                     max_position_embeddings=128)
+    model = transformers.BertModel(config)
+    kwargs = {"max_shard_size": shard} if shard else {}
+    model.save_pretrained(folder, **kwargs)
+    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    pooling["word_embedding_dimension"] = 32
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
+    return folder

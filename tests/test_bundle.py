@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from support import MINILM, requires_minilm
+from support import MINILM, requires_minilm, tiny_bert_folder
 
 import weightdna
 from weightdna.cli import main
@@ -53,23 +52,6 @@ def _evaluate(original: Path, restored: Path, tmp_path: Path, capsys) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def _tiny_bert(folder: Path, shard: str | None = None) -> Path:
-    """A small BERT built with transformers' own config class, with MiniLM's tokenizer and
-    sentence-transformers modules (pooling resized): a real folder of another size."""
-    shutil.copytree(MINILM, folder, ignore=shutil.ignore_patterns("*.safetensors", ".*"))
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64,
-                                     max_position_embeddings=128)
-    model = transformers.BertModel(config)
-    kwargs = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(folder, **kwargs)
-    pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
-    pooling["word_embedding_dimension"] = 32
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
-    return folder
-
-
 @requires_minilm
 def test_minilm_folder_round_trip(tmp_path: Path, capsys) -> None:
     """Lossless, so that the test is quick: every weight and file comes back, and the
@@ -97,7 +79,7 @@ def test_minilm_folder_round_trip(tmp_path: Path, capsys) -> None:
 
 @requires_minilm
 def test_a_lossy_folder_loads_and_matches_evaluate(tmp_path: Path, capsys) -> None:
-    source = _tiny_bert(tmp_path / "tiny")
+    source = tiny_bert_folder(tmp_path / "tiny")
     report = weightdna.compress(source, tmp_path / "tiny.dna", bits_per_weight=3,
                                 representations=["quantized"])
     assert report.snr_db < 30  # lossy for real
@@ -116,7 +98,7 @@ def test_a_lossy_folder_loads_and_matches_evaluate(tmp_path: Path, capsys) -> No
 
 @requires_minilm
 def test_a_sharded_folder_comes_back_sharded(tmp_path: Path) -> None:
-    source = _tiny_bert(tmp_path / "sharded", shard="1MB")
+    source = tiny_bert_folder(tmp_path / "sharded", shard="1MB")
     shards = sorted(p.name for p in source.glob("*.safetensors"))
     assert len(shards) > 1 and (source / "model.safetensors.index.json").is_file()
     weightdna.compress(source, tmp_path / "s.dna", lossless=True)

@@ -245,3 +245,33 @@ def test_a_resume_finishes_the_same_file_and_knows_the_factors(tmp_path: Path) -
     compress_model(load_weights(source), out, target, column_factors=factors, resume=True)
     assert out.read_bytes() == whole.read_bytes()
     assert read_dna_file(out).version == 9
+
+
+@requires_minilm
+def test_the_command_line_codes_a_bert_with_column_factors(tmp_path: Path, capsys) -> None:
+    """`compress --columns synthetic`: a BERT folder's linear weights carry factors (version
+    9) that decompress back; a model that is no BERT is refused with what to do."""
+    pytest.importorskip("transformers")
+    from support import tiny_bert_folder
+
+    from weightdna.cli import main
+
+    folder = tiny_bert_folder(tmp_path / "tiny")
+    out = tmp_path / "tiny.dna"
+    assert main(["compress", str(folder), "-o", str(out), "--bits-per-weight", "3",
+                 "--columns", "synthetic", "--sensitivity", "none", "--check", "none",
+                 "--json"]) == 0
+    dna = read_dna_file(out)
+    with_factors = [e["name"] for e in dna.entries if "columns" in e["params"]]
+    assert dna.version == 9 and len(with_factors) >= 6, with_factors
+    assert all(name.endswith(".weight") and "encoder.layer." in name for name in with_factors)
+    assert main(["decompress", str(out), "-o", str(tmp_path / "back") + "/"]) == 0
+    capsys.readouterr()
+
+    plain = tmp_path / "plain.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(8, 8)}, str(plain))
+    assert main(["compress", str(plain), "-o", str(tmp_path / "p.dna"), "--bits-per-weight",
+                 "3", "--columns", "synthetic"]) == 1
+    assert "--columns synthetic needs a BERT model" in capsys.readouterr().err

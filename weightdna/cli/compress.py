@@ -147,6 +147,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "distilled from an engine model itself; none: the --objective "
                              "alone (default: synthetic for a BERT model under a whole-model "
                              "target, else none)")
+    parser.add_argument("--columns", choices=("none", "synthetic"), default="none",
+                        help="synthetic: code a BERT model's linear weights with a factor per "
+                             "input column, from E[x²] of each layer's inputs on random "
+                             "tokens drawn by vocab.txt's order (no data), so columns whose "
+                             "inputs are large get finer steps; the factors are stored "
+                             "(format version 9, about 0.004 bits/weight); MiniLM's mean "
+                             "cosine 0.928 → 0.934 at 2 bits/weight, 0.986 → 0.987 at 3, "
+                             "equal at 4; runs in one process (default: none)")
     parser.add_argument("--check", choices=("auto", "none"), default="auto",
                         help="auto: where the model can be run (an engine model, a BERT folder, "
                              "ONNX with onnxruntime), compare the restored model's outputs "
@@ -204,6 +212,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "weights or more, where they pay for their start; else one)")
     restore.add_argument("--force", action="store_true", help="overwrite OUTPUT")
     restore.set_defaults(func=run_decompress)
+
+
+def _column_factors(args: argparse.Namespace, names: list[str], target: Target
+                    ) -> dict | None:
+    """--columns synthetic: a BERT model's per-column factors
+    (`weightdna.evaluate.columns`); None for --columns none."""
+    if args.columns == "none":
+        return None
+    from weightdna.evaluate.sensitivity import runs_as_bert
+
+    if not runs_as_bert(args.model, names):
+        raise InvalidInputError("--columns synthetic needs a BERT model (its config.json and "
+                                "vocab.txt beside the weights); use --columns none.")
+    if not target.whole_model or args.ray is not False or args.calibration not in (None,
+                                                                                  "none"):
+        raise InvalidInputError("--columns synthetic applies to whole-model --bits-per-weight, "
+                                "--snr and --psnr targets, without --ray or --calibration.")
+    from weightdna.evaluate.columns import bert_column_factors
+
+    return bert_column_factors(args.model)
 
 
 def _workers(args: argparse.Namespace, weights: int | None = None) -> int | None:
@@ -383,11 +411,13 @@ def run_compress(args: argparse.Namespace) -> int:
 
             sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
         row_weights = row_weights_for(mode, args.model, weights.names)
+        columns = _column_factors(args, weights.names, target)
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,
                                 overwrite=args.force, calibration=calibration,
                                 sensitivity=sensitivity, row_weights=row_weights or None,
+                                column_factors=columns,
                                 adjust=adjust, files=files, progress=progress,
                                 workers=_workers(args, weights.total_numel), ray=args.ray,
                                 resumable=True, resume=args.resume)
@@ -412,6 +442,10 @@ def run_compress(args: argparse.Namespace) -> int:
                          "says their tokens occur" if row_weights else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
                          if adjust is not None else ""), highlight=False)
+    if columns:
+        console.print(f"{len(columns)} linear weights coded with a factor per input column, "
+                      "from their inputs on random tokens (--columns synthetic; format "
+                      "version 9)", highlight=False)
     if calibration is not None and args.calibration is None:
         console.print("weight matrices' symbols chosen by GPTQ on inputs distilled from the "
                       "model, no data (--calibration synthetic, the default for an engine "
