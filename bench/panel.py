@@ -21,7 +21,9 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
 * ``magika``, ``silero``: real models from pip packages we never tuned on
   (`weightdna.evaluate.unseen`): magika's file-type labels of real files on disk, Silero
   VAD's speech decisions on synthetic speech-like audio, as the share of the original's
-  the restored model keeps (and the largest change of a probability).
+  the restored model keeps (and the largest change of a probability), and the worst
+  output cosine of `weightdna compress`'s check on synthetic inputs ("not run" where it
+  cannot run the model).
 
 ``--sensitivity synthetic`` and ``--calibration synthetic`` add points with data-free
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
@@ -236,6 +238,11 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if subject.unit == "accuracy":
         row["delta_points"] = 100 * (figure - subject.reference)
         row["kept_share"] = figure / subject.reference
+    if subject.name in ("magika", "silero"):  # what `weightdna compress` would have said
+        from weightdna.evaluate.outputs import check_outputs
+
+        check = check_outputs(subject.path, restored)
+        row["check_worst_cosine"] = None if check is None else check.worst_cosine
     if subject.name == "detector":
         conv = detector_conv(subject)
         row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
@@ -258,6 +265,9 @@ def markdown(rows: list[dict]) -> str:
             figure = f"{100 * r['accuracy']:.2f}% ({r['delta_points']:+.2f})"
         elif "agreement" in r:
             figure = f"{100 * r['agreement']:.2f}% agree, max Δp {r['max_delta']:.3f}"
+            if "check_worst_cosine" in r:
+                check = r["check_worst_cosine"]
+                figure += "; check " + ("not run" if check is None else f"{check:.4f}")
         else:
             figure = f"{r['cosine']:.4f}"
         if "conv_snr_db" in r:
