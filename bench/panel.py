@@ -1,6 +1,6 @@
 """The model panel: does the default keep networks working that it was never tuned on?
 
-    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero]
+    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
         [--calibration none,synthetic] [--out results/panel]
 
@@ -18,9 +18,10 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
   accuracy, and the SNR of that conv's other channels against the same when the conv is
   coded alone at the same rate;
 * ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings;
-* ``magika``, ``silero``: real models from pip packages we never tuned on
+* ``magika``, ``silero``, ``ocr``: real models from pip packages we never tuned on
   (`weightdna.evaluate.unseen`): magika's file-type labels of real files on disk, Silero
-  VAD's speech decisions on synthetic speech-like audio, as the share of the original's
+  VAD's speech decisions on synthetic speech-like audio, rapidocr's PP-OCRv4 detector's
+  text pixels (IoU) on text rendered with PIL, as the share of the original's
   the restored model keeps (and the largest change of a probability), and the worst
   output cosine of `weightdna compress`'s check on synthetic inputs ("not run" where it
   cannot run the model).
@@ -146,8 +147,8 @@ def minilm_subject() -> Subject:
 
 
 def unseen_subject(name: str) -> Subject:
-    """magika or silero (`weightdna.evaluate.unseen`): agreement of the restored model's
-    decisions with the original's."""
+    """magika, silero or ocr (`weightdna.evaluate.unseen`): agreement of the restored
+    model's decisions (labels, speech decisions, text pixels) with the original's."""
     from weightdna.evaluate import unseen
 
     if name == "magika":
@@ -158,6 +159,14 @@ def unseen_subject(name: str) -> Subject:
             f"{len(set(reference.argmax(1).tolist()))} distinct labels")
         return Subject(name, path, lambda s: unseen.compare_probabilities(
             reference, unseen.magika_probabilities(path, inputs, s)), "agreement")
+    if name == "ocr":
+        path = unseen.ocr_detector_path()
+        images = unseen.ocr_images()
+        reference = unseen.ocr_text_maps(path, images)
+        say(f"  ocr: {len(images)} images, "
+            f"{unseen.compare_text_maps(reference, reference)['regions']} text regions")
+        return Subject(name, path, lambda s: unseen.compare_text_maps(
+            reference, unseen.ocr_text_maps(path, images, s)), "agreement")
     path = unseen.silero_path()
     audio = unseen.silero_audio()
     reference = unseen.silero_probabilities(path, audio)
@@ -238,7 +247,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if subject.unit == "accuracy":
         row["delta_points"] = 100 * (figure - subject.reference)
         row["kept_share"] = figure / subject.reference
-    if subject.name in ("magika", "silero"):  # what `weightdna compress` would have said
+    if subject.name in ("magika", "silero", "ocr"):  # what `weightdna compress` would have said
         from weightdna.evaluate.outputs import check_outputs
 
         check = check_outputs(subject.path, restored)
@@ -265,6 +274,8 @@ def markdown(rows: list[dict]) -> str:
             figure = f"{100 * r['accuracy']:.2f}% ({r['delta_points']:+.2f})"
         elif "agreement" in r:
             figure = f"{100 * r['agreement']:.2f}% agree, max Δp {r['max_delta']:.3f}"
+            if "regions_kept" in r:
+                figure += f", {100 * r['regions_kept']:.0f}% regions kept"
             if "check_worst_cosine" in r:
                 check = r["check_worst_cosine"]
                 figure += "; check " + ("not run" if check is None else f"{check:.4f}")
@@ -303,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                 subject = digits_subject(name, workdir)
             elif name == "minilm":
                 subject = minilm_subject()
-            elif name in ("magika", "silero"):
+            elif name in ("magika", "silero", "ocr"):
                 subject = unseen_subject(name)
             else:
                 subject = batchnorm_subject(name, workdir)

@@ -1,6 +1,7 @@
 """Real networks from pip packages we never tuned on (`weightdna.evaluate.unseen`), judged by
 what they do after the default compression at 3 bits per weight: magika's file-type labels
-of real files, Silero VAD's speech decisions. Each judge is also shown to fail a broken
+of real files, Silero VAD's speech decisions (and rapidocr's text detector, its judge
+only). Each judge is also shown to fail a broken
 restore (weights with noise at 10 dB SNR), so that the goal it asserts can fail.
 
 Skipped where the package (installed with ``--no-deps``, `make` does) or onnxruntime is
@@ -129,3 +130,17 @@ def test_the_silero_judge_fails_a_broken_restore(silero_case) -> None:
     broken = unseen.compare_decisions(
         reference, unseen.silero_probabilities(model, audio, _noisy(model)))
     assert broken["agreement"] < 0.8, broken  # measured 0.54
+
+
+def test_the_ocr_detector_finds_the_lines_and_its_judge_fails_a_broken_restore() -> None:
+    # Compressing the detector takes over a minute here: its function at 3 bits per weight
+    # is measured by bench/panel.py --models ocr (BENCHMARKS.md), not in this suite.
+    pytest.importorskip("PIL")
+    model = _path(unseen.ocr_detector_path)
+    images = unseen.ocr_images(count=2, height=480, width=640)
+    reference = unseen.ocr_text_maps(model, images)
+    same = unseen.compare_text_maps(reference, reference)
+    assert same["agreement"] == 1.0 and same["regions"] >= 8  # a region per line, about
+    broken = unseen.compare_text_maps(reference,
+                                      unseen.ocr_text_maps(model, images, _noisy(model)))
+    assert broken["agreement"] < 0.8 and broken["regions_kept"] < 0.8, broken  # 0.24, 0.23

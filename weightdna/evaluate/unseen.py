@@ -16,6 +16,11 @@
   noise) in noise, and non-speech (silence, noise, tones, chords). The judge: the share of
   30 ms chunk decisions (probability ≥ 0.5) the restored model makes as the original does;
   the largest change of probability is reported beside it.
+* **ocr** (``pip install --no-deps rapidocr_onnxruntime==1.4.4``): PP-OCRv4's text
+  detector (a DB segmentation net exported from Paddle, weights in `Constant` nodes, 4.7
+  MB), fed as rapidocr feeds it, on images of text lines rendered with PIL. The judge: the
+  IoU of the text pixels (probability above rapidocr's 0.3) with the original's, and the
+  share of the original's text regions still covered.
 
 Neither package's own Python code (nor its dependencies) is needed: the ONNX files are run
 with onnxruntime and the restored tensors put in by `onnx_with_initializers`.
@@ -357,3 +362,97 @@ def compare_decisions(reference: np.ndarray, restored: np.ndarray,
             "restored_speech_share": float(b.mean()),
             "mean_delta": float(delta.mean()), "max_delta": float(delta.max()),
             "samples": int(a.size)}
+
+
+# --- PP-OCRv4 text detector (rapidocr) -----------------------------------------------------
+
+RAPIDOCR = ("rapidocr_onnxruntime", "rapidocr_onnxruntime==1.4.4",
+            "models/ch_PP-OCRv4_det_infer.onnx")
+DET_THRESHOLD = 0.3  # rapidocr's config.yaml Det.thresh: a pixel is text above it
+WORDS = ("weight", "compression", "entropy", "model", "network", "signal", "OCR", "text",
+         "detector", "channel", "ratio", "sample", "bits", "layer", "tensor", "quality",
+         "2026", "12.04", "No. 7", "Invoice", "TOTAL", "$38.50", "Page 3 of 9", "e-mail")
+
+
+def ocr_detector_path() -> Path:
+    """rapidocr's PP-OCRv4 text detector (a DB detector exported from Paddle: its weights are
+    `Constant` nodes)."""
+    return package_file(*RAPIDOCR)
+
+
+def _fonts() -> list[Path]:
+    found = sorted(Path("/usr/share/fonts").rglob("*.ttf")) if Path("/usr/share/fonts").is_dir() \
+        else []
+    return found[:12]
+
+
+def ocr_images(count: int = 6, height: int = 736, width: int = 960,
+               seed: int = 0) -> np.ndarray:
+    """``count`` RGB images (count, height, width, 3 uint8) of text lines rendered with PIL
+    (the TrueType fonts under /usr/share/fonts, else PIL's own) in several sizes, colours
+    and backgrounds (plain, gradient, speckled), with blank space; deterministic."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    fonts = _fonts()
+    out = np.zeros((count, height, width, 3), dtype=np.uint8)
+    for k in range(count):
+        base = rng.integers(150, 256, size=3)
+        canvas = np.ones((height, width, 3)) * base
+        if k % 3 == 1:  # a gradient
+            canvas *= np.linspace(0.6, 1.0, width)[None, :, None]
+        elif k % 3 == 2:  # speckle
+            canvas += rng.normal(0, 12, size=canvas.shape)
+        image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        y = int(rng.integers(10, 60))
+        while y < height - 40:
+            size = int(rng.choice([16, 20, 26, 34, 48]))
+            font = (ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+                    if fonts else ImageFont.load_default(size))
+            words = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 6))).tolist())
+            x = int(rng.integers(10, width // 3))
+            ink = tuple(int(c) for c in rng.integers(0, 90, size=3))
+            draw.text((x, y), words, fill=ink, font=font)
+            y += int(size * rng.uniform(1.5, 3.5))
+        out[k] = np.asarray(image)
+    return out
+
+
+def ocr_text_maps(model: Path, images: np.ndarray,
+                  restored: Mapping[str, Any] | None = None) -> np.ndarray:
+    """The detector's text probability map of each image (count, height, width), fed as
+    rapidocr feeds it: BGR, (x/255 − 0.5)/0.5, CHW; sides multiples of 32."""
+    session = _session(model, restored)
+    maps = []
+    for image in images:
+        x = (image[..., ::-1].astype(np.float32) / 255.0 - 0.5) / 0.5
+        maps.append(session.run(None, {"x": x.transpose(2, 0, 1)[None]})[0][0, 0])
+    return np.stack(maps).astype(np.float64)
+
+
+def compare_text_maps(reference: np.ndarray, restored: np.ndarray,
+                      threshold: float = DET_THRESHOLD) -> dict[str, float]:
+    """IoU of the text pixels (probability > ``threshold``) of the restored maps with the
+    original's, the share of the original's text regions (connected components of 20
+    pixels or more) the restored map still covers at half their pixels, the numbers of
+    regions, and the largest |Δ probability|."""
+    from scipy.ndimage import label
+
+    restored = np.nan_to_num(restored, nan=0.0)
+    a, b = reference > threshold, restored > threshold
+    union = (a | b).sum()
+    kept = regions = restored_regions = 0
+    for ra, rb in zip(a, b, strict=True):
+        labels, n = label(ra)
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)
+        covered = np.bincount(labels.ravel(), weights=rb.ravel(), minlength=n + 1)
+        big = sizes[1:] >= 20
+        regions += int(big.sum())
+        kept += int((covered[1:][big] >= 0.5 * sizes[1:][big]).sum())
+        labels_b, m = label(rb)
+        restored_regions += int((np.bincount(labels_b.ravel(), minlength=m + 1)[1:] >= 20).sum())
+    return {"agreement": float((a & b).sum() / union) if union else 1.0,
+            "regions_kept": kept / max(regions, 1), "regions": regions,
+            "restored_regions": restored_regions,
+            "max_delta": float(np.abs(reference - restored).max())}
