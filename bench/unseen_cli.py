@@ -24,24 +24,25 @@ from weightdna.evaluate import unseen
 
 
 def judge_for(name: str):
-    """(model path, judge of a restored .onnx path → figures)."""
+    """(model path, judge(an ONNX path, restored tensors or None) → figures against the
+    original's)."""
     if name == "magika":
         path = unseen.magika_path()
         inputs = unseen.magika_inputs(path)
         reference = unseen.magika_probabilities(path, inputs)
-        return path, lambda out: unseen.compare_probabilities(
-            reference, unseen.magika_probabilities(out, inputs))
+        return path, lambda out, state=None: unseen.compare_probabilities(
+            reference, unseen.magika_probabilities(out, inputs, state))
     if name == "silero":
         path = unseen.silero_path()
         audio = unseen.silero_audio()
         reference = unseen.silero_probabilities(path, audio)
-        return path, lambda out: unseen.compare_decisions(
-            reference, unseen.silero_probabilities(out, audio))
+        return path, lambda out, state=None: unseen.compare_decisions(
+            reference, unseen.silero_probabilities(out, audio, state))
     path = unseen.ocr_detector_path()
     images = unseen.ocr_images()
     reference = unseen.ocr_text_maps(path, images)
-    return path, lambda out: unseen.compare_text_maps(reference,
-                                                      unseen.ocr_text_maps(out, images))
+    return path, lambda out, state=None: unseen.compare_text_maps(
+        reference, unseen.ocr_text_maps(out, images, state))
 
 
 def weightdna(*args: str) -> str:
