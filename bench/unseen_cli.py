@@ -7,7 +7,9 @@ For each model (`weightdna.evaluate.unseen`) and rate: ``weightdna compress MODE
 --bits-per-weight R --json`` (every other option at its default, the output check
 included), ``weightdna decompress m.dna -o restored.onnx``, and the restored ONNX file
 itself run by onnxruntime and judged against the original. Reports the bits per weight,
-the judge's figures, what the output check said and the warnings the CLI gave. Writes
+the judge's figures, what the output check said (its worst cosine; "not run" where it
+cannot run the model, "cannot tell" where the original's outputs are the same for every
+synthetic input) and the number of warnings the CLI gave. Writes
 OUT/unseen_cli.json and prints a markdown table.
 """
 
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                              "bits_per_weight": report["bits_per_weight"], **figures,
                              "check_worst_cosine": None if check is None
                              else check["worst_cosine"],
+                             "check_informative": None if check is None
+                             else check.get("informative", True),
                              "warnings": len(report["warnings"])})
                 print(f"{name} {rate}: {rows[-1]}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | target bpw | bpw | agreement | max Δp | output check (worst cosine) "
           "| warnings |\n|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        check = "not run" if r["check_worst_cosine"] is None else f"{r['check_worst_cosine']:.4f}"
+        check = ("not run" if r["check_worst_cosine"] is None
+                 else "cannot tell" if not r["check_informative"]
+                 else f"{r['check_worst_cosine']:.4f}")
         print(f"| {r['model']} | {r['rate']:g} | {r['bits_per_weight']:.3f} | "
               f"{100 * r['agreement']:.2f}% | {r['max_delta']:.3f} | {check} | "
               f"{r['warnings']} |")

@@ -45,6 +45,34 @@ def test_onnx_outputs(tmp_path: Path) -> None:
     assert check_outputs(path, noisy).diverged
 
 
+def test_outputs_the_same_for_every_input_tell_nothing(tmp_path: Path) -> None:
+    # A network whose output is 0 for every synthetic input, as rapidocr's text detector
+    # gives for the 1×1 images the check makes: zeros against zeros is no evidence that the
+    # restored model works (it said cosine 1.0000 for a detector that found no text at 1
+    # bit per weight), and zeros against tiny values none that it is broken (0.0000 for
+    # one that kept every line at 3).
+    pytest.importorskip("onnxruntime")
+    from weightdna.evaluate.panel import BatchNormCNN, export_onnx
+
+    torch.manual_seed(0)
+    model = BatchNormCNN().eval()
+    with torch.no_grad():
+        model.classifier[-1].bias.fill_(-1e4)
+    path = export_onnx(torch.nn.Sequential(model, torch.nn.ReLU()), tmp_path / "dead.onnx")
+    state = load_weights(path).state_dict()
+    bias = next(n for n, t in state.items() if t.ndim == 1 and float(t.min()) < -1e3)
+    lively = dict(state)
+    lively[bias] = state[bias] + 1e4 + 1.0  # the restored model's outputs are not all 0
+    for restored in (state, lively):
+        check = check_outputs(path, restored)
+        assert not check.informative and not check.diverged
+        assert "cannot tell" in check.describe()
+    # The check of the same network without the dead end still tells: informative.
+    torch.manual_seed(0)
+    path = export_onnx(BatchNormCNN().eval(), tmp_path / "alive.onnx")
+    assert check_outputs(path, load_weights(path).state_dict()).informative
+
+
 def test_unknown_models_are_not_run(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

@@ -328,7 +328,8 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
         "warnings": warnings(report.quality(), number(report.snr_db)),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
-            "mean_cosine": check.mean_cosine, "diverged": check.diverged},
+            "mean_cosine": check.mean_cosine, "diverged": check.diverged,
+            "informative": check.informative},
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
              "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
