@@ -24,7 +24,8 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
   text pixels (IoU) on text rendered with PIL, as the share of the original's
   the restored model keeps (and the largest change of a probability), and the worst
   output cosine of `weightdna compress`'s check on synthetic inputs ("not run" where it
-  cannot run the model).
+  cannot run the model, "cannot tell" where the original's outputs are the same for every
+  synthetic input).
 
 ``--sensitivity synthetic`` and ``--calibration synthetic`` add points with data-free
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
@@ -252,6 +253,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
 
         check = check_outputs(subject.path, restored)
         row["check_worst_cosine"] = None if check is None else check.worst_cosine
+        row["check_informative"] = None if check is None else check.informative
     if subject.name == "detector":
         conv = detector_conv(subject)
         row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
@@ -278,7 +280,10 @@ def markdown(rows: list[dict]) -> str:
                 figure += f", {100 * r['regions_kept']:.0f}% regions kept"
             if "check_worst_cosine" in r:
                 check = r["check_worst_cosine"]
-                figure += "; check " + ("not run" if check is None else f"{check:.4f}")
+                figure += "; check " + ("not run" if check is None
+                                        else "cannot tell" if not r.get("check_informative",
+                                                                          True)
+                                        else f"{check:.4f}")
         else:
             figure = f"{r['cosine']:.4f}"
         if "conv_snr_db" in r:
