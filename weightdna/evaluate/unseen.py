@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import sysconfig
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,23 +114,25 @@ def default_roots() -> list[Path]:
     return unique
 
 
-def magika_corpus(roots: Sequence[Path] | None = None, per_extension: int = 12,
-                  limit: int = 1200, max_files: int = 200_000) -> list[Path]:
-    """Real files, at most ``per_extension`` of each file name extension (the same choice
-    on every run of one machine: ordered by a hash of the path), ``limit`` in all."""
-    by_suffix: dict[str, list[tuple[str, Path]]] = {}
-    seen = 0
-    for root in roots or default_roots():
+def _walk(roots: Sequence[Path]) -> Iterator[tuple[Path, Path]]:
+    """(root, file path) of every file under ``roots``, folders and files in name order."""
+    for root in roots:
         for folder, dirs, files in os.walk(root):
             dirs.sort()
             for name in sorted(files):
-                path = Path(folder) / name
-                seen += 1
-                if seen > max_files:
-                    break
-                suffix = path.suffix.lower() or "(none)"
-                key = hashlib.sha1(str(path.relative_to(root)).encode()).hexdigest()
-                by_suffix.setdefault(suffix, []).append((key, path))
+                yield root, Path(folder) / name
+
+
+def magika_corpus(roots: Sequence[Path] | None = None, per_extension: int = 12,
+                  limit: int = 1200, max_files: int = 200_000) -> list[Path]:
+    """Real files, at most ``per_extension`` of each file name extension (the same choice
+    on every run of one machine: ordered by a hash of the path), ``limit`` in all, from
+    the first ``max_files`` files found under ``roots`` (walked in name order)."""
+    by_suffix: dict[str, list[tuple[str, Path]]] = {}
+    for root, path in itertools.islice(_walk(roots or default_roots()), max_files):
+        suffix = path.suffix.lower() or "(none)"
+        key = hashlib.sha1(str(path.relative_to(root)).encode()).hexdigest()
+        by_suffix.setdefault(suffix, []).append((key, path))
     chosen = []
     for suffix in sorted(by_suffix):
         picks = 0
