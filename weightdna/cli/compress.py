@@ -431,6 +431,11 @@ def run_compress(args: argparse.Namespace) -> int:
         console.print(printable(line), highlight=False)
     for warning in warnings(quality, report.snr_db):
         warn(warning)
+    if check is None and args.check == "auto" and Path(args.model).suffix == ".onnx":
+        console.print("outputs not checked: the graph did not run on synthetic inputs made "
+                      "from its input specs (or onnxruntime is not installed); judge it on "
+                      "real inputs: weightdna evaluate MODEL.onnx RESTORED.onnx --inputs "
+                      "X.npz", highlight=False, markup=False)
     if check is not None:
         console.print(check.describe(), highlight=False, markup=False)
         if check.diverged:

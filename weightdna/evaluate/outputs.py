@@ -185,8 +185,12 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
         import onnxruntime
     except ImportError:
         return None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a graph that fails here is reported as unchecked, not
+    # by onnxruntime's own error lines on stderr
     try:
         sessions = [onnxruntime.InferenceSession(onnx_with_initializers(path, state),
+                                                 sess_options=options,
                                                  providers=["CPUExecutionProvider"])
                     for state in (None, restored)]
         feeds = onnx_feeds(sessions[0], samples, rng, skip=set(restored))
