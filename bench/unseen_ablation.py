@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                      float(w.max() / w[w > 0].median())))
     rows.sort(key=lambda row: row[0])
     for agreement, t, delta, spread in rows[: args.top]:
-        print(f"| {t.name.split('__')[-1]} | {t.role} | {'×'.join(map(str, t.shape))} | "
+        name = t.name.removeprefix("If_0_then_branch__Inline_0__")
+        print(f"| {name} | {t.role} | {'×'.join(map(str, t.shape))} | "
               f"{t.bits_per_weight:.2f} | {t.snr_db:.1f} dB | {t.zeroed or 0:.2f} | "
               f"{spread:.0f} | {100 * agreement:.2f}% | {delta:.3f} |")
     return 0
