@@ -1,6 +1,7 @@
 """Which tensors cost the function? Each lossy tensor of the default file put back alone.
 
     .venv/bin/python bench/unseen_ablation.py --model silero [--rate 3] [--top 12]
+        [--roles conv,matrix]
 
 Compresses the model (`weightdna.evaluate.unseen`: magika, silero or ocr) with
 `compress_model`'s defaults at --rate bits per weight, then judges the original model with
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="silero")
     parser.add_argument("--rate", type=float, default=3.0)
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--roles", default=None,
+                        help="only tensors of these roles, e.g. conv,matrix (default: all)")
     args = parser.parse_args(argv)
     path, judge = judge_for(args.model)
     weights = load_weights(path)
@@ -42,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in report.tensors:
         if t.snr_db is None or "else_branch" in t.name:
+            continue
+        if args.roles and t.role not in args.roles.split(","):
             continue
         state = dict(original)
         state[t.name] = restored[t.name]
