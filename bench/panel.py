@@ -1,6 +1,6 @@
 """The model panel: does the default keep networks working that it was never tuned on?
 
-    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm]
+    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
         [--calibration none,synthetic] [--out results/panel]
 
@@ -17,7 +17,15 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
   10⁸ beside small weights), as ONNX with opaque names (nothing says "running_var"),
   accuracy, and the SNR of that conv's other channels against the same when the conv is
   coded alone at the same rate;
-* ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings.
+* ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings;
+* ``magika``, ``silero``, ``ocr``: real models from pip packages we never tuned on
+  (`weightdna.evaluate.unseen`): magika's file-type labels of real files on disk, Silero
+  VAD's speech decisions on synthetic speech-like audio, rapidocr's PP-OCRv4 detector's
+  text pixels (IoU) on text rendered with PIL, as the share of the original's
+  the restored model keeps (and the largest change of a probability), and the worst
+  output cosine of `weightdna compress`'s check on synthetic inputs ("not run" where it
+  cannot run the model, "cannot tell" where the original's outputs are the same for every
+  synthetic input).
 
 ``--sensitivity synthetic`` and ``--calibration synthetic`` add points with data-free
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
@@ -70,11 +78,23 @@ def tensor_figures(report: CompressionReport) -> tuple[float, str, float, str]:
 
 
 class Subject:
-    """A model file, a judge of restored weights, and the judge's figure on the original."""
+    """A model file, a judge of restored weights, and the judge's figure on the original.
 
-    def __init__(self, name: str, path: Path, judge: Callable[[State], float], unit: str):
-        self.name, self.path, self.judge, self.unit = name, path, judge, unit
-        self.reference = judge(load_weights(path).state_dict())
+    A judge returns its figure, or a dict holding it under ``unit`` beside other figures
+    (reported with the point)."""
+
+    def __init__(self, name: str, path: Path, judge: Callable[[State], float | dict],
+                 unit: str):
+        self.name, self.path, self.unit = name, path, unit
+        self._judge = judge
+        self.reference, self.reference_extras = self.judge(load_weights(path).state_dict())
+
+    def judge(self, state: State) -> tuple[float, dict]:
+        figures = self._judge(state)
+        if isinstance(figures, dict):
+            figures = dict(figures)
+            return figures.pop(self.unit), figures
+        return figures, {}
 
 
 def digits_subject(name: str, workdir: Path) -> Subject:
@@ -125,6 +145,36 @@ def minilm_subject() -> Subject:
         return compare_embeddings(reference, restored)["mean_cosine"]
 
     return Subject("minilm", folder, judge, "cosine")
+
+
+def unseen_subject(name: str) -> Subject:
+    """magika, silero or ocr (`weightdna.evaluate.unseen`): agreement of the restored
+    model's decisions (labels, speech decisions, text pixels) with the original's."""
+    from weightdna.evaluate import unseen
+
+    if name == "magika":
+        path = unseen.magika_path()
+        inputs = unseen.magika_inputs(path)
+        reference = unseen.magika_probabilities(path, inputs)
+        say(f"  magika: {len(inputs.files)} files, "
+            f"{len(set(reference.argmax(1).tolist()))} distinct labels")
+        return Subject(name, path, lambda s: unseen.compare_probabilities(
+            reference, unseen.magika_probabilities(path, inputs, s)), "agreement")
+    if name == "ocr":
+        path = unseen.ocr_detector_path()
+        images = unseen.ocr_images()
+        reference = unseen.ocr_text_maps(path, images)
+        say(f"  ocr: {len(images)} images, "
+            f"{unseen.compare_text_maps(reference, reference)['regions']} text regions")
+        return Subject(name, path, lambda s: unseen.compare_text_maps(
+            reference, unseen.ocr_text_maps(path, images, s)), "agreement")
+    path = unseen.silero_path()
+    audio = unseen.silero_audio()
+    reference = unseen.silero_probabilities(path, audio)
+    say(f"  silero: {audio.shape[0]} clips, {reference.size} chunks, "
+        f"{100 * (reference >= unseen.THRESHOLD).mean():.1f}% called speech")
+    return Subject(name, path, lambda s: unseen.compare_decisions(
+        reference, unseen.silero_probabilities(path, audio, s)), "agreement")
 
 
 DETECTOR_CHANNEL = 5
@@ -185,19 +235,25 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     decompress_model(dna, out, overwrite=True)
     original, restored = weights.state_dict(), load_weights(out).state_dict()
     try:
-        figure = subject.judge(restored)
+        figure, extras = subject.judge(restored)
     except Exception as exc:  # noqa: BLE001 - a restored graph that no longer runs scores 0
         say(f"  {subject.name} {objective} {rate}: the restored model does not run ({exc})")
-        figure = 0.0
+        figure, extras = 0.0, {}
     worst, worst_name, zeroed, zeroed_name = tensor_figures(report)
     row = {"model": subject.name, "objective": objective, "rate": rate,
            "bits_per_weight": report.bits_per_weight, subject.unit: figure,
            "reference": subject.reference, "pooled_snr_db": report.snr_db,
            "worst_snr_db": worst, "worst_tensor": worst_name, "max_zeroed": zeroed,
-           "max_zeroed_tensor": zeroed_name, "seconds": seconds}
+           "max_zeroed_tensor": zeroed_name, "seconds": seconds, **extras}
     if subject.unit == "accuracy":
         row["delta_points"] = 100 * (figure - subject.reference)
         row["kept_share"] = figure / subject.reference
+    if subject.name in ("magika", "silero", "ocr"):  # what `weightdna compress` would have said
+        from weightdna.evaluate.outputs import check_outputs
+
+        check = check_outputs(subject.path, restored)
+        row["check_worst_cosine"] = None if check is None else check.worst_cosine
+        row["check_informative"] = None if check is None else check.informative
     if subject.name == "detector":
         conv = detector_conv(subject)
         row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
@@ -218,6 +274,16 @@ def markdown(rows: list[dict]) -> str:
             continue
         if "delta_points" in r:
             figure = f"{100 * r['accuracy']:.2f}% ({r['delta_points']:+.2f})"
+        elif "agreement" in r:
+            figure = f"{100 * r['agreement']:.2f}% agree, max Δp {r['max_delta']:.3f}"
+            if "regions_kept" in r:
+                figure += f", {100 * r['regions_kept']:.0f}% regions kept"
+            if "check_worst_cosine" in r:
+                check = r["check_worst_cosine"]
+                figure += "; check " + ("not run" if check is None
+                                        else "cannot tell" if not r.get("check_informative",
+                                                                          True)
+                                        else f"{check:.4f}")
         else:
             figure = f"{r['cosine']:.4f}"
         if "conv_snr_db" in r:
@@ -253,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                 subject = digits_subject(name, workdir)
             elif name == "minilm":
                 subject = minilm_subject()
+            elif name in ("magika", "silero", "ocr"):
+                subject = unseen_subject(name)
             else:
                 subject = batchnorm_subject(name, workdir)
             say(f"{name}: ready in {time.perf_counter() - started:.0f} s, "

@@ -45,6 +45,59 @@ def test_onnx_outputs(tmp_path: Path) -> None:
     assert check_outputs(path, noisy).diverged
 
 
+def test_outputs_the_same_for_every_input_tell_nothing(tmp_path: Path) -> None:
+    # A network whose output is 0 for every synthetic input, as rapidocr's text detector
+    # gives for the 1×1 images the check makes: zeros against zeros is no evidence that the
+    # restored model works (it said cosine 1.0000 for a detector that found no text at 1
+    # bit per weight), and zeros against tiny values none that it is broken (0.0000 for
+    # one that kept every line at 3).
+    pytest.importorskip("onnxruntime")
+    from weightdna.evaluate.panel import BatchNormCNN, export_onnx
+
+    torch.manual_seed(0)
+    model = BatchNormCNN().eval()
+    with torch.no_grad():
+        model.classifier[-1].bias.fill_(-1e4)
+    path = export_onnx(torch.nn.Sequential(model, torch.nn.ReLU()), tmp_path / "dead.onnx")
+    state = load_weights(path).state_dict()
+    bias = next(n for n, t in state.items() if t.ndim == 1 and float(t.min()) < -1e3)
+    lively = dict(state)
+    lively[bias] = state[bias] + 1e4 + 1.0  # the restored model's outputs are not all 0
+    for restored in (state, lively):
+        check = check_outputs(path, restored)
+        assert not check.informative and not check.diverged
+        assert "cannot tell" in check.describe()
+    # The check of the same network without the dead end still tells: informative.
+    torch.manual_seed(0)
+    path = export_onnx(BatchNormCNN().eval(), tmp_path / "alive.onnx")
+    assert check_outputs(path, load_weights(path).state_dict()).informative
+
+
+def test_a_graph_that_does_not_run_is_reported_unchecked(tmp_path: Path, capfd) -> None:
+    # As Silero VAD's: its symbolic input made 1 sample long, the graph fails. compress says
+    # so, and onnxruntime's own error lines stay off stderr.
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(
+        np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32), "w")
+    shape = numpy_helper.from_array(np.array([-1, 3], dtype=np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["rows"]),
+         helper.make_node("MatMul", ["rows", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight, shape])
+    path = tmp_path / "frames.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert check_outputs(path, load_weights(path).state_dict()) is None  # 8 values, rows of 3
+    assert main(["compress", str(path), "-o", str(tmp_path / "m.dna"), "--lossless"]) == 0
+    captured = capfd.readouterr()
+    assert "outputs not checked" in captured.out
+    assert "onnxruntime" not in captured.err
+
+
 def test_unknown_models_are_not_run(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 

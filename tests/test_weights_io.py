@@ -365,6 +365,10 @@ def test_inferred_roles_of_common_names() -> None:
     assert infer_role("patch_embed.proj.weight", (768, 3, 16, 16), f32) == "conv"
     assert infer_role("logit_scale", (), f32) == "other"
     assert infer_role("anything", (3, 3), i64) == "buffer"
+    # A vector an exporter keeps 2-d (magika's LayerNorm gain, (1, 512)) is no matrix.
+    assert infer_role("MagikaV2/LayerNorm_1/Reshape_2:0", (1, 512), f32) == "other"
+    assert infer_role("MagikaV2/LayerNorm_1/Reshape_2:0", (512, 1), f32) == "other"
+    assert infer_role("dense.kernel", (2, 512), f32) == "matrix"
 
 
 def test_role_overrides(st_file: Path) -> None:

@@ -356,7 +356,8 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
         "warnings": warnings(report.quality(), number(report.snr_db)),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
-            "mean_cosine": check.mean_cosine, "diverged": check.diverged},
+            "mean_cosine": check.mean_cosine, "diverged": check.diverged,
+            "informative": check.informative},
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
              "zeroed": t.zeroed, "representation": t.representation, "bytes": t.bytes,
@@ -464,6 +465,11 @@ def run_compress(args: argparse.Namespace) -> int:
         console.print(printable(line), highlight=False)
     for warning in warnings(quality, report.snr_db):
         warn(warning)
+    if check is None and args.check == "auto" and Path(args.model).suffix == ".onnx":
+        console.print("outputs not checked: the graph did not run on synthetic inputs made "
+                      "from its input specs (or onnxruntime is not installed); judge it on "
+                      "real inputs: weightdna evaluate MODEL.onnx RESTORED.onnx --inputs "
+                      "X.npz", highlight=False, markup=False)
     if check is not None:
         console.print(check.describe(), highlight=False, markup=False)
         if check.diverged:

@@ -12,7 +12,11 @@ restored weights are compared (cosine of each input's flattened output, the wors
 * an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
   small non-negative integers for integer ones; symbolic dimensions 1, the batch 4.
 
-`check_outputs` returns None for a model it cannot run.
+`check_outputs` returns None for a model it cannot run. Where the original model gives the
+same output for every synthetic input (a text detector shown 1×1 noise returns an all-zero
+map), the inputs cannot tell a working restored model from a broken one: the check says so
+(``informative`` False) and reports no divergence, rather than a cosine of 1 (zeros against
+zeros) for a collapsed model or of 0 for a working one.
 """
 
 from __future__ import annotations
@@ -40,14 +44,29 @@ class OutputCheck:
     samples: int
     worst_cosine: float
     mean_cosine: float
+    informative: bool = True  # False: the original's outputs are the same for every input
 
     @property
     def diverged(self) -> bool:
-        return not self.worst_cosine >= OUTPUT_COSINE_WARNING
+        return self.informative and not self.worst_cosine >= OUTPUT_COSINE_WARNING
 
     def describe(self) -> str:
+        if not self.informative:
+            return (f"outputs on {self.samples} synthetic inputs ({self.kind}): the original "
+                    "model gives the same output for every one, so they cannot tell whether "
+                    "the restored model still works; judge it on real inputs")
         return (f"outputs on {self.samples} synthetic inputs ({self.kind}): cosine to the "
                 f"original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
+
+
+def same_for_every_input(outputs: np.ndarray, tolerance: float = 1e-6) -> bool:
+    """Whether the rows (first axis) of ``outputs`` are all equal, within ``tolerance`` of
+    its largest |value| (all zeros included); non-finite outputs are not."""
+    rows = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
+    if not np.isfinite(rows).all():
+        return False
+    return bool(np.abs(rows - rows[0]).max(initial=0.0)
+                <= tolerance * np.abs(rows).max(initial=0.0))
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -73,7 +92,8 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
         outputs = run(path, restored, samples, rng)
         if outputs is not None:
             cosines = row_cosines(*outputs)
-            return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()))
+            return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()),
+                               informative=not same_for_every_input(outputs[0]))
     return None
 
 
@@ -165,8 +185,12 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
         import onnxruntime
     except ImportError:
         return None
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # a graph that fails here is reported as unchecked, not
+    # by onnxruntime's own error lines on stderr
     try:
         sessions = [onnxruntime.InferenceSession(onnx_with_initializers(path, state),
+                                                 sess_options=options,
                                                  providers=["CPUExecutionProvider"])
                     for state in (None, restored)]
         feeds = onnx_feeds(sessions[0], samples, rng, skip=set(restored))

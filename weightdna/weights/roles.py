@@ -84,7 +84,7 @@ def infer_role(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> str:
         return "conv"
     if ndim >= 2 and any(_EMBEDDING.search(p) for p in parts):
         return "embedding"
-    if ndim == 2:
+    if ndim == 2 and min(shape) > 1:  # (1, n): a vector kept 2-d (an exporter's gain)
         return "matrix"
     return "other"
 
