@@ -147,6 +147,9 @@ def minilm_subject() -> Subject:
     return Subject("minilm", folder, judge, "cosine")
 
 
+UNSEEN = ("magika", "silero", "ocr")  # weightdna.evaluate.unseen's subjects
+
+
 def unseen_subject(name: str) -> Subject:
     """magika, silero or ocr (`weightdna.evaluate.unseen`): agreement of the restored
     model's decisions (labels, speech decisions, text pixels) with the original's."""
@@ -248,7 +251,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if subject.unit == "accuracy":
         row["delta_points"] = 100 * (figure - subject.reference)
         row["kept_share"] = figure / subject.reference
-    if subject.name in ("magika", "silero", "ocr"):  # what `weightdna compress` would have said
+    if subject.name in UNSEEN:  # what `weightdna compress` would have said
         from weightdna.evaluate.outputs import check_outputs
 
         check = check_outputs(subject.path, restored)
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
                 subject = digits_subject(name, workdir)
             elif name == "minilm":
                 subject = minilm_subject()
-            elif name in ("magika", "silero", "ocr"):
+            elif name in UNSEEN:
                 subject = unseen_subject(name)
             else:
                 subject = batchnorm_subject(name, workdir)

@@ -35,10 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from panel import batchnorm_subject, digits_subject, run_point, say  # bench/panel.py
+from panel import (  # bench/panel.py
+    UNSEEN,
+    batchnorm_subject,
+    digits_subject,
+    run_point,
+    say,
+    unseen_subject,
+)
 
 from weightdna.baselines.nncodec import SWEEP, nncodec_available, nncodec_roundtrip, qp_for_step
 from weightdna.codec.ratecontrol import Target
+from weightdna.errors import WeightDNAError
 from weightdna.weights import load_weights
 
 SLACK = 0.05  # bits/weight: a point this far above a rate still counts for it
@@ -55,20 +63,32 @@ def qp_grid(tensors: dict[str, torch.Tensor]) -> list[int]:
 def nncodec_points(subject, workdir: Path) -> list[dict]:
     weights = load_weights(subject.path)
     state = weights.state_dict()
-    floats = {n: t for n, t in state.items() if t.is_floating_point()}
+    # Tensors holding inf or NaN (magika's scalar inf) overflow NNCodec's quantiser at every
+    # QP: they are kept and counted raw, as the integer tensors are.
+    floats = {n: t for n, t in state.items()
+              if t.is_floating_point() and bool(torch.isfinite(t).all())}
     others = sum(t.numel() * t.element_size() for n, t in state.items() if n not in floats)
     elements = sum(t.numel() for t in state.values())
     qps = qp_grid(floats)
     points = []
     for setting, options in SWEEP.items():
         started = time.perf_counter()
-        coded = nncodec_roundtrip(floats, qps, settings=options)
+        try:
+            coded = nncodec_roundtrip(floats, qps, settings=options)
+        except WeightDNAError as exc:  # one QP can fail the batch: take each QP alone
+            say(f"  nncodec {setting}: the batch failed ({str(exc)[-120:]}); QPs one by one")
+            coded = {}
+            for qp in qps:
+                try:
+                    coded.update(nncodec_roundtrip(floats, [qp], settings=options))
+                except WeightDNAError as failed:
+                    say(f"  nncodec {setting} qp {qp}: failed ({str(failed)[-80:]})")
         for qp, (restored, report) in coded.items():
             trial = dict(state)
             for name, array in restored.items():
                 trial[name] = torch.from_numpy(np.asarray(array)).to(state[name].dtype)
             try:
-                figure = subject.judge(trial)
+                figure = subject.judge(trial)[0]
             except Exception as exc:  # noqa: BLE001 - a restored graph that no longer runs scores 0
                 say(f"  nncodec {setting} qp {qp}: the restored model does not run ({exc})")
                 figure = 0.0
@@ -112,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             if name in ("mlp", "cnn"):
                 subject = digits_subject(name, workdir)
                 calibration = distilled(subject.path)
+            elif name in UNSEEN:
+                subject, calibration = unseen_subject(name), None
             else:
                 subject, calibration = batchnorm_subject(name, workdir), None
             say(f"{name}: {subject.unit} {subject.reference:.4f}")
