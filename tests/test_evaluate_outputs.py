@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from support import MINILM, requires_minilm
@@ -125,3 +126,37 @@ def test_compress_reports_the_check(tmp_path: Path, capsys) -> None:
     assert main(["compress", str(path), "-o", str(tmp_path / "n.dna"), "--lossless",
                  "--check", "none"]) == 0
     assert "synthetic" not in capsys.readouterr().out
+
+
+def test_synthetic_ids_come_in_runs_and_stay_within_the_table_they_index(tmp_path) -> None:
+    """An id input looked up by a Gather (through a Cast) gets ids below the table's rows;
+    others below ID_RANGE; ids repeat in runs along the last axis."""
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from weightdna.evaluate.outputs import ID_RANGE, gathered_rows, onnx_feeds
+
+    table = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2), "table")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["types"], ["types64"], to=TensorProto.INT64),
+         helper.make_node("Gather", ["table", "types64"], ["looked"]),
+         helper.make_node("Cast", ["other"], ["other_f"], to=TensorProto.FLOAT),
+         helper.make_node("ReduceSum", ["looked"], ["y"], keepdims=0)],
+        "g", [helper.make_tensor_value_info("types", TensorProto.INT32, ["n", 64]),
+              helper.make_tensor_value_info("other", TensorProto.INT64, ["n", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("other_f", TensorProto.FLOAT, ["n", 64])],
+        [table])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    assert gathered_rows(path) == {"types": 3}
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = onnx_feeds(session, 4, np.random.default_rng(0), ids=gathered_rows(path))
+    assert feeds["types"].shape == (4, 64) and feeds["types"].dtype == np.int32
+    assert feeds["types"].min() >= 0 and feeds["types"].max() < 3
+    other = feeds["other"]
+    assert other.dtype == np.int64 and 0 <= other.min() and other.max() < ID_RANGE
+    # runs: far fewer changes along a row than an iid draw would make
+    assert np.count_nonzero(np.diff(other, axis=1)) < 0.25 * other.size
+    session.run(None, feeds)

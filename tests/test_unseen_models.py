@@ -144,3 +144,14 @@ def test_the_ocr_detector_finds_the_lines_and_its_judge_fails_a_broken_restore()
     broken = unseen.compare_text_maps(reference,
                                       unseen.ocr_text_maps(model, images, _noisy(model)))
     assert broken["agreement"] < 0.8 and broken["regions_kept"] < 0.8, broken  # 0.24, 0.23
+
+
+def test_the_output_check_sees_magika_break_at_1_bit_per_weight(tmp_path: Path) -> None:
+    """At 1 bit per weight 34% of real files change label; `compress`'s check on synthetic
+    ids must say the outputs diverge (on iid ids it gave a worst cosine of 0.996: magika
+    answers its prior class for every one; on runs of ids, 0.17)."""
+    from weightdna.evaluate.outputs import check_outputs
+
+    model = _path(unseen.magika_path)
+    check = check_outputs(model, _default_restore(model, tmp_path, rate=1.0))
+    assert check is not None and check.informative and check.diverged, check

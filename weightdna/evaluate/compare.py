@@ -115,7 +115,7 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
     restored weights — safetensors, .dna, a folder — put into the original's graph) on
     ``inputs`` (an .npz of arrays by input name) or on ``samples`` seeded inputs made from
     the graph's input specs (`outputs.onnx_feeds`)."""
-    from weightdna.evaluate.outputs import onnx_feeds, onnx_with_initializers
+    from weightdna.evaluate.outputs import gathered_rows, onnx_feeds, onnx_with_initializers
     from weightdna.weights import load_weights
 
     original = Path(original)
@@ -139,7 +139,8 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
                                     f"{sorted(wanted)}.")
     else:
         feeds = onnx_feeds(first, samples, np.random.default_rng(seed),
-                           skip={i.name for i in load_weights(original).infos})
+                           skip={i.name for i in load_weights(original).infos},
+                           ids=gathered_rows(original))
         if feeds is None:
             raise InvalidInputError(f"{original} has an input that is neither float nor "
                                     "integer; give --inputs X.npz.")
