@@ -249,8 +249,9 @@ def test_a_resume_finishes_the_same_file_and_knows_the_factors(tmp_path: Path) -
 
 @requires_minilm
 def test_the_command_line_codes_a_bert_with_column_factors(tmp_path: Path, capsys) -> None:
-    """`compress --columns synthetic`: a BERT folder's linear weights carry factors (version
-    9) that decompress back; a model that is no BERT is refused with what to do."""
+    """`compress --columns synthetic` (and the API's ``columns``): a BERT folder's linear
+    weights carry factors (version 9) that decompress back; a model that is no BERT is
+    refused with what to do."""
     pytest.importorskip("transformers")
     from support import tiny_bert_folder
 
@@ -267,6 +268,13 @@ def test_the_command_line_codes_a_bert_with_column_factors(tmp_path: Path, capsy
     assert all(name.endswith(".weight") and "encoder.layer." in name for name in with_factors)
     assert main(["decompress", str(out), "-o", str(tmp_path / "back") + "/"]) == 0
     capsys.readouterr()
+    import weightdna  # the Python API takes the same option
+
+    weightdna.compress(folder, tmp_path / "api.dna", bits_per_weight=3, sensitivity="none",
+                       columns="synthetic")
+    assert (tmp_path / "api.dna").read_bytes() == out.read_bytes()
+    with pytest.raises(InvalidInputError, match="unknown columns"):
+        weightdna.compress(folder, tmp_path / "x.dna", bits_per_weight=3, columns="auto")
 
     plain = tmp_path / "plain.safetensors"
     from safetensors.torch import save_file

@@ -42,6 +42,7 @@ def compress(
     representations: Sequence[str] = CANDIDATES,
     sensitivity: str | None = None,
     calibration: PathLike | Sequence[str] | None = None,
+    columns: str = "none",
     include: Sequence[str] = (),
     overwrite: bool = False,
 ) -> CompressionReport:
@@ -63,6 +64,9 @@ def compress(
     of one text per line, or the texts themselves, or "none"; None, the default, is
     "synthetic" for an engine model under a bits-per-weight target and "none" otherwise,
     as on the command line.
+    columns: "synthetic" codes a BERT model's linear weights with a factor per input
+    column from its inputs on random tokens (format version 9; `weightdna.evaluate.columns`),
+    as ``--columns synthetic``; "none", the default, codes none.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
@@ -91,12 +95,18 @@ def compress(
 
         measured = sensitivity_for_file(source, mode == "synthetic")
     row_weights = row_weights_for(mode, source, weights.names)
+    factors = None
+    if columns != "none":
+        from weightdna.evaluate.columns import column_factors_for
+
+        factors = column_factors_for(columns, source, weights.names, target,
+                                     calibration=calibration)
     from weightdna.evaluate.correction import bias_correction_for
 
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
                           calibration=hessians, sensitivity=measured,
-                          row_weights=row_weights or None,
+                          row_weights=row_weights or None, column_factors=factors,
                           adjust=bias_correction_for(mode, source, weights.names),
                           files=collect_files(weights, include))
 

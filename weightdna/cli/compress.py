@@ -214,26 +214,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     restore.set_defaults(func=run_decompress)
 
 
-def _column_factors(args: argparse.Namespace, names: list[str], target: Target
-                    ) -> dict | None:
-    """--columns synthetic: a BERT model's per-column factors
-    (`weightdna.evaluate.columns`); None for --columns none."""
-    if args.columns == "none":
-        return None
-    from weightdna.evaluate.sensitivity import runs_as_bert
-
-    if not runs_as_bert(args.model, names):
-        raise InvalidInputError("--columns synthetic needs a BERT model (its config.json and "
-                                "vocab.txt beside the weights); use --columns none.")
-    if not target.whole_model or args.ray is not False or args.calibration not in (None,
-                                                                                  "none"):
-        raise InvalidInputError("--columns synthetic applies to whole-model --bits-per-weight, "
-                                "--snr and --psnr targets, without --ray or --calibration.")
-    from weightdna.evaluate.columns import bert_column_factors
-
-    return bert_column_factors(args.model)
-
-
 def _workers(args: argparse.Namespace, weights: int | None = None) -> int | None:
     """--workers (refused below 1); by default every core for a model of ``weights``
     PARALLEL_ENCODE_WEIGHTS or more (or with --ray), else None: this process."""
@@ -412,7 +392,12 @@ def run_compress(args: argparse.Namespace) -> int:
 
             sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
         row_weights = row_weights_for(mode, args.model, weights.names)
-        columns = _column_factors(args, weights.names, target)
+        columns = None
+        if args.columns != "none":
+            from weightdna.evaluate.columns import column_factors_for
+
+            columns = column_factors_for(args.columns, args.model, weights.names, target,
+                                         args.ray, args.calibration)
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
                                 objective=args.objective,

@@ -88,3 +88,31 @@ def bert_column_factors(path: str | Path, alpha: float = COLUMN_ALPHA,
     ``path``."""
     return {name: np.exp2(-column_exponents(h, alpha, per_octave) / per_octave)
             for name, h in input_second_moments(path).items()}
+
+
+COLUMN_MODES = ("none", "synthetic")
+
+
+def column_factors_for(mode: str, path: str | Path, names: list[str], target: object,
+                       ray: object = False, calibration: object = None
+                       ) -> dict[str, np.ndarray] | None:
+    """``compress --columns MODE``'s factors for the model at ``path`` (tensor ``names``)
+    under ``target`` (a `weightdna.codec.ratecontrol.Target`): None for "none";
+    "synthetic": `bert_column_factors`, for a BERT model under a whole-model target without
+    Ray or calibration, else an InvalidInputError saying what to do."""
+    from weightdna.errors import InvalidInputError
+    from weightdna.evaluate.sensitivity import runs_as_bert
+
+    if mode not in COLUMN_MODES:
+        raise InvalidInputError(f"unknown columns {mode!r}; use one of "
+                                f"{', '.join(COLUMN_MODES)}.")
+    if mode == "none":
+        return None
+    if not runs_as_bert(path, names):
+        raise InvalidInputError("--columns synthetic needs a BERT model (its config.json and "
+                                "vocab.txt beside the weights); use --columns none.")
+    if not getattr(target, "whole_model", False) or ray is not False \
+            or calibration not in (None, "none"):
+        raise InvalidInputError("--columns synthetic applies to whole-model --bits-per-weight, "
+                                "--snr and --psnr targets, without --ray or --calibration.")
+    return bert_column_factors(path)
