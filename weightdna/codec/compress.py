@@ -65,7 +65,7 @@ from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
 from weightdna.codec.roles import coding, encode_bounded, encode_relative
 from weightdna.codec.spill import Spill, sections_bytes
 from weightdna.codec.tensor import (
-    COLUMN_FACTOR_RANGE,
+    column_factors_fit,
     decode_tensor,
     encode_tensor,
     factored_prediction,
@@ -1044,7 +1044,6 @@ def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarra
     if not target.whole_model or calibration or ray is not False:
         raise InvalidInputError("column factors apply to whole-model bits-per-weight, SNR "
                                 "and PSNR targets, without calibration or Ray.")
-    low, high = COLUMN_FACTOR_RANGE
     checked = {}
     for name, value in factors.items():
         if name not in weights.names:
@@ -1057,10 +1056,9 @@ def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarra
             raise InvalidInputError(f"column factors apply to the columns of a weight the "
                                     f"rate control codes: {name} ({info.role}, "
                                     f"{tuple(info.shape)}) got {value.shape}.")
-        with np.errstate(invalid="ignore"):
-            if not np.all((value >= low) & (value <= high)):
-                raise InvalidInputError(f"the column factors of {name} must lie within "
-                                        "[2^-16, 2^16].")
+        if not column_factors_fit(value):
+            raise InvalidInputError(f"the column factors of {name} must lie within "
+                                    "[2^-16, 2^16].")
         checked[name] = value
     return checked
 

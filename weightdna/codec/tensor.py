@@ -154,6 +154,13 @@ def _reconstruct(
 COLUMN_FACTOR_RANGE = (2.0**-16, 2.0**16)
 
 
+def column_factors_fit(factors: np.ndarray) -> bool:
+    """Whether every factor lies within COLUMN_FACTOR_RANGE (NaN does not)."""
+    low, high = COLUMN_FACTOR_RANGE
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((factors >= low) & (factors <= high)))
+
+
 def with_columns(coded: tuple[dict, dict[str, bytes]], factors: np.ndarray
                  ) -> tuple[dict, dict[str, bytes]]:
     """A ``quantized`` tensor's coding (`encode_tensor`) with per-column ``factors`` the
@@ -167,11 +174,8 @@ def with_columns(coded: tuple[dict, dict[str, bytes]], factors: np.ndarray
     if entry["representation"] != "quantized" or len(shape) < 2:
         raise InvalidInputError(f"{entry['name']}: per-column factors apply to a quantized "
                                 "tensor of 2 or more dimensions.")
-    low, high = COLUMN_FACTOR_RANGE
     stored = np.asarray(factors, dtype="<f4").reshape(-1)
-    with np.errstate(invalid="ignore"):
-        fits = bool(np.all((stored >= low) & (stored <= high)))
-    if stored.size != row_shape(shape)[1] or not fits:
+    if stored.size != row_shape(shape)[1] or not column_factors_fit(stored):
         raise InvalidInputError(f"{entry['name']}: give one factor per column "
                                 f"({row_shape(shape)[1]}), each within [2^-16, 2^16].")
     entry = {**entry, "params": {**entry["params"], "columns": int(stored.size)}}
@@ -910,12 +914,10 @@ def decode_tensor(
                                    f"factors needs more than the memory limit of "
                                    f"{max_memory}; raise max_memory if the file is trusted.")
         raw = decompress_bytes(sections["columns"], 4 * params["columns"], where)
-        with np.errstate(invalid="ignore"):
-            factors = np.frombuffer(raw, dtype="<f4").astype(np.float64)
-            low, high = COLUMN_FACTOR_RANGE
-            if not np.all((factors >= low) & (factors <= high)):
-                raise CorruptFileError(f"{where}: every per-column factor must lie within "
-                                       "[2^-16, 2^16].")
+        factors = np.frombuffer(raw, dtype="<f4").astype(np.float64)
+        if not column_factors_fit(factors):
+            raise CorruptFileError(f"{where}: every per-column factor must lie within "
+                                   "[2^-16, 2^16].")
 
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     base = None

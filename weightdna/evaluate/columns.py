@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from weightdna.bert import BertConfig, BertEncoder, random_token_batch
+from weightdna.evaluate.sensitivity import _bert_prefix, runs_as_bert
 
 COLUMN_ALPHA = 0.375
 COLUMN_OCTAVE_STEPS = 4
@@ -46,8 +47,7 @@ def input_second_moments(path: str | Path, sequences: int = COLUMN_SEQUENCES,
     folder = path if path.is_dir() else path.parent
     config = BertConfig.from_json(folder / "config.json")
     state = load_weights(path).state_dict()
-    anchor = "embeddings.word_embeddings.weight"
-    prefix = next(n[: -len(anchor)] for n in state if n.endswith(anchor))
+    prefix = _bert_prefix(state)
     moments: dict[str, np.ndarray] = {}
 
     class Recorder(BertEncoder):
@@ -101,7 +101,6 @@ def column_factors_for(mode: str, path: str | Path, names: list[str], target: ob
     "synthetic": `bert_column_factors`, for a BERT model under a whole-model target without
     Ray or calibration, else an InvalidInputError saying what to do."""
     from weightdna.errors import InvalidInputError
-    from weightdna.evaluate.sensitivity import runs_as_bert
 
     if mode not in COLUMN_MODES:
         raise InvalidInputError(f"unknown columns {mode!r}; use one of "
