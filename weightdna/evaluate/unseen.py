@@ -201,10 +201,6 @@ def magika_probabilities(model: Path, inputs: MagikaInputs,
     return np.concatenate(out).astype(np.float64)
 
 
-def magika_labels(model: Path) -> list[str]:
-    return list(magika_config(model)["target_labels_space"])
-
-
 def compare_probabilities(reference: np.ndarray, restored: np.ndarray) -> dict[str, float]:
     """Top-1 agreement, and the mean and largest absolute change of the top-1 probability
     and of any class probability (NaN outputs count as disagreement)."""
