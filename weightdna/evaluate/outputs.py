@@ -99,11 +99,16 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(same, 1.0, np.where(norms > 0, dots / norms, 0.0))
 
 
+def one_value_each(outputs: np.ndarray) -> bool:
+    """Whether each of two or more rows (first axis) of ``outputs`` is a single value."""
+    return outputs.ndim > 0 and outputs.shape[0] > 1 and outputs.size == outputs.shape[0]
+
+
 def output_cosines(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
     """`row_cosines` of one output, rows (the first axis) its samples; where each row is a
-    single value (a probability per sample), whose cosine would be only its sign, the one
-    cosine of the column of every sample's value."""
-    if original.ndim and original.shape[0] > 1 and original.size == original.shape[0]:
+    single value (a probability per sample: `one_value_each`), whose cosine would be only
+    its sign, the one cosine of the column of every sample's value."""
+    if one_value_each(original):
         return row_cosines(original.reshape(1, -1), restored.reshape(1, -1))
     return row_cosines(original, restored)
 
@@ -124,7 +129,7 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
         if first.dtype.kind not in "biuf" or first.shape != second.shape:
             return None
         cosines = output_cosines(first, second)
-        if first.ndim and first.shape[0] > 1 and first.size == first.shape[0]:
+        if one_value_each(first):
             fed = "; ".join(filter(None, [fed, "one output value per input: the cosine of "
                                           "all of them"]))
         return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()),
