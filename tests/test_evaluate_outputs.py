@@ -160,3 +160,63 @@ def test_synthetic_ids_come_in_runs_and_stay_within_the_table_they_index(tmp_pat
     # runs: far fewer changes along a row than an iid draw would make
     assert np.count_nonzero(np.diff(other, axis=1)) < 0.25 * other.size
     session.run(None, feeds)
+
+
+def test_one_value_per_input_is_compared_as_one_vector() -> None:
+    # A probability per input: each row's cosine is only its sign (1 here for every row);
+    # the cosine of the column of all of them sees the change.
+    from weightdna.evaluate.outputs import output_cosines, row_cosines
+
+    a, b = np.array([[1.0], [2.0], [3.0]]), np.array([[3.0], [2.0], [1.0]])
+    assert row_cosines(a, b).tolist() == [1.0, 1.0, 1.0]
+    assert output_cosines(a, b) == pytest.approx([10 / 14])
+    assert output_cosines(a, a).tolist() == [1.0]
+    wide = np.arange(6.0).reshape(3, 2) + 1
+    assert output_cosines(wide, wide[::-1]).shape == (3,)  # rows of two values: per row
+
+
+def _framed_graph(path: Path) -> Path:
+    """A graph that runs only on frames of 512 samples, and only when its scalar int64
+    input ``sr`` is 16000 (an If on Equal(sr, 16000) picks the frame shape: [-1, 512],
+    else [-1, 3]), as Silero VAD does with its sample rate and chunk length."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((512, 4)).astype(np.float32), "w"),
+               numpy_helper.from_array(np.array(16000, dtype=np.int64), "rate")]
+
+    def branch(name: str, shape: list[int]) -> object:
+        return helper.make_graph(
+            [helper.make_node("Constant", [], [f"{name}_shape"], value=numpy_helper.from_array(
+                np.array(shape, dtype=np.int64), f"{name}_value"))], name, [],
+            [helper.make_tensor_value_info(f"{name}_shape", TensorProto.INT64, [2])])
+
+    graph = helper.make_graph(
+        [helper.make_node("Equal", ["sr", "rate"], ["is_rate"]),
+         helper.make_node("If", ["is_rate"], ["shape"], then_branch=branch("yes", [-1, 512]),
+                          else_branch=branch("no", [-1, 3])),
+         helper.make_node("Reshape", ["x", "shape"], ["frames"]),
+         helper.make_node("MatMul", ["frames", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "samples"]),
+         helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_graph_that_needs_a_length_and_a_compared_value_is_fed(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    from weightdna.evaluate.outputs import compared_constants
+
+    path = _framed_graph(tmp_path / "framed.onnx")
+    assert compared_constants(path) == {"sr": [16000]}
+    state = load_weights(path).state_dict()
+    same = check_outputs(path, state)
+    assert same is not None and same.informative and same.worst_cosine == 1.0, same
+    assert "symbolic last dimensions 512" in same.describe()
+    assert "sr=16000" in same.describe()
+    noisy = dict(state)
+    noisy["w"] = state["w"] + torch.randn_like(state["w"]) * 3
+    broken = check_outputs(path, noisy)
+    assert broken is not None and broken.diverged, broken

@@ -155,3 +155,24 @@ def test_the_output_check_sees_magika_break_at_1_bit_per_weight(tmp_path: Path) 
     model = _path(unseen.magika_path)
     check = check_outputs(model, _default_restore(model, tmp_path, rate=1.0))
     assert check is not None and check.informative and check.diverged, check
+
+
+def test_the_output_check_runs_silero_and_sees_it_break_at_1_bit_per_weight(
+        tmp_path: Path) -> None:
+    """Silero VAD runs only on 256 to 576 samples with ``sr`` 16000 (8000: 128 to 320) and
+    an LSTM state of the batch's size: the check finds 16000 in the graph's Equal, feeds one
+    512-sample chunk at a time, and compares the speech probabilities as one vector (a
+    cosine per chunk would be 1 for any two positive probabilities). At 1 bit per weight,
+    where the panel keeps 66.8% of decisions, it must say the outputs diverge; at 8 (99.3%)
+    not (measured worst cosines 0.8612 and 1.0000)."""
+    from weightdna.evaluate.outputs import check_outputs
+
+    model = _path(unseen.silero_path)
+    same = check_outputs(model, load_weights(model).state_dict())
+    assert same is not None and same.informative and same.worst_cosine == 1.0, same
+    assert "sr=16000" in same.describe() and "512" in same.describe()
+    broken = check_outputs(model, _default_restore(model, tmp_path, rate=1.0))
+    assert broken is not None and broken.informative and broken.diverged, broken
+    (tmp_path / "eight").mkdir()
+    kept = check_outputs(model, _default_restore(model, tmp_path / "eight", rate=8.0))
+    assert kept is not None and not kept.diverged, kept

@@ -452,7 +452,9 @@ def run_compress(args: argparse.Namespace) -> int:
         warn(warning)
     if check is None and args.check == "auto" and Path(args.model).suffix == ".onnx":
         console.print("outputs not checked: the graph did not run on synthetic inputs made "
-                      "from its input specs (or onnxruntime is not installed); judge it on "
+                      "from its input specs, nor on a few guesses of lengths and of the "
+                      "values it compares scalar inputs with (or onnxruntime is not "
+                      "installed); judge it on "
                       "real inputs: weightdna evaluate MODEL.onnx RESTORED.onnx --inputs "
                       "X.npz", highlight=False, markup=False)
     if check is not None:

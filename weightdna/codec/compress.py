@@ -336,8 +336,9 @@ class _Coder:
     def _with_columns(self, coded: tuple[dict, dict[str, bytes]]
                       ) -> tuple[dict, dict[str, bytes]]:
         """A tensor with column factors, coded from its values divided by them: quantized,
-        the factors stored with it; coded otherwise (exactly, or a prediction: a rare
-        fallback), the tensor as given stored exactly instead."""
+        the factors stored with it; stored exactly (the rate control's choice, or fewer
+        bytes than its coding), the tensor as given stored exactly instead (the rate
+        control plans such a tensor as nothing else: `_compress`)."""
         entry = coded[0]
         factors = self.columns.get(entry["name"])
         if factors is None or "columns" in entry["params"]:
@@ -565,8 +566,8 @@ def compress_model(
     stored with it (float32, format version 9: `weightdna.codec.tensor.with_columns`), so
     column j's error counts 1/c_j² as much (a data-free input weighting:
     `weightdna.evaluate.columns.bert_column_factors`); whole-model targets, weight
-    matrices only, the tensors read in this process (not with ``ray``). A tensor that ends
-    up coded other than ``quantized`` is stored exactly.
+    matrices only, the tensors read in this process (not with ``ray``). Such a tensor's
+    candidates are ``quantized`` only (or exact storage, of the tensor as given).
     ``calibration``: {tensor name: H = XᵀX/N of the inputs its rows are applied to}
     (`weightdna.evaluate.calibration.hessians`), or a `weightdna.codec.gptq.Calibration`
     that measures each H with the tensors coded before it restored (sequential); those
@@ -773,6 +774,14 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         return float((sensitivity or {}).get(name, 1.0))
 
     references = _find_references(weights, lossy, signatures) if looking else {}
+    # A tensor with column factors is stored with them only as ``quantized``
+    # (`_Coder._with_columns`): the rate control plans it as nothing else (a low-rank or
+    # reference coding it picked would be stored exactly, far above the bits it counted).
+    references = {name: found for name, found in references.items()
+                  if name not in coder.columns}
+
+    def candidates_of(name: str) -> Sequence[str]:
+        return ("quantized",) if name in coder.columns else representations
     if target.kind == "max_abs_error" or target.per_tensor:
         alone = [name for name in lossy if name not in references]
         tasks = ((weights.info(name), representations, dna_config, weight_of(name), target,
@@ -801,11 +810,11 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             return (weight_of(name), objective, sensitivity is not None, target, per_row,
                     (row_weights or {}).get(name))
 
-        tasks = [(weights.info(name), representations, dna_config, probe(name))
+        tasks = [(weights.info(name), candidates_of(name), dna_config, probe(name))
                  for name in by_size]
         results = ((by_size[i], tc) for i, tc in runner.map_unordered(_analyse, tasks))
         for i, (name, tc) in enumerate(itertools.chain(results, _analysed_rows(
-                weights, runner, [n for n in lossy if n in blocked], representations))):
+                weights, runner, [n for n in lossy if n in blocked], candidates_of))):
             report("analysing", i, len(lossy))
             if name in blocked:  # analysed a row block at a time; probed here
                 _probe(tc, probe(name))
@@ -856,19 +865,20 @@ def _row_tasks(runner: Runner, task: Callable, jobs: Sequence[tuple[TensorInfo, 
 
 
 def _analysed_rows(weights: ModelWeights, runner: Runner, names: Sequence[str],
-                   representations: Sequence[str]) -> Iterator[tuple[str, TensorCandidates]]:
+                   representations: Callable[[str], Sequence[str]]
+                   ) -> Iterator[tuple[str, TensorCandidates]]:
     """The candidates of the row-blocked tensors ``names``, analysed a row block at a
-    time."""
+    time; ``representations``: each one's candidates, by name."""
     jobs = []
     for name in names:
         info = weights.info(name)
         stride = rowblocks.sample_stride(info)
-        kinds = rowblocks.analysed_transforms(info, representations)
+        kinds = rowblocks.analysed_transforms(info, representations(name))
         jobs.append((info, lambda start, stop, info=info, stride=stride, kinds=kinds:
                      (info.name, start, stop, stride, kinds)))
     for info, parts in _row_tasks(runner, rowblocks._analyse_rows, jobs):
         yield info.name, rowblocks.candidates(
-            info, parts, rowblocks.analysed_transforms(info, representations))
+            info, parts, rowblocks.analysed_transforms(info, representations(info.name)))
         _give_back_free_memory()
 
 

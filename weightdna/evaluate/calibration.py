@@ -47,22 +47,36 @@ MAX_TOKENS = 512  # a text's tokens beyond this (or the model's own limit) are c
 
 
 class _Moments:
-    """Running Σ xxᵀ and count of input vectors, per weight name."""
+    """Running Σ xxᵀ and count of input vectors, per weight name; ``diagonal``: only its
+    diagonal Σ x_j², and Σ x_j (for the variances)."""
 
-    def __init__(self) -> None:
+    def __init__(self, diagonal: bool = False) -> None:
+        self.diagonal = diagonal
         self.sums: dict[str, np.ndarray] = {}
+        self.firsts: dict[str, np.ndarray] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, name: str, inputs: np.ndarray) -> None:
         x = np.asarray(inputs, dtype=np.float64).reshape(-1, inputs.shape[-1])
         if name not in self.sums:
-            self.sums[name] = np.zeros((x.shape[1], x.shape[1]))
+            self.sums[name] = np.zeros(x.shape[1] if self.diagonal else (x.shape[1],) * 2)
+            self.firsts[name] = np.zeros(x.shape[1])
             self.counts[name] = 0
-        self.sums[name] += x.T @ x
+        if self.diagonal:
+            self.sums[name] += (x * x).sum(0)
+            self.firsts[name] += x.sum(0)
+        else:
+            self.sums[name] += x.T @ x
         self.counts[name] += x.shape[0]
 
     def hessians(self) -> dict[str, np.ndarray]:
+        """{name: H = XᵀX / N} (``diagonal``: its diagonal, E[x_j²])."""
         return {n: s / max(self.counts[n], 1) for n, s in self.sums.items()}
+
+    def variances(self) -> dict[str, np.ndarray]:
+        """{name: the unbiased variance of each input column} (``diagonal`` moments)."""
+        return {n: (s - self.firsts[n] ** 2 / max(self.counts[n], 1))
+                / max(self.counts[n] - 1, 1) for n, s in self.sums.items()}
 
 
 def _conv_columns(layer: Conv2D) -> np.ndarray:
@@ -130,12 +144,24 @@ def bert_hessians(state_dict: Mapping[str, Any], sentences: Sequence[str],
     over the real (unpadded) tokens of ``sentences``, or of ``tokens`` (token ids,
     attention mask; e.g. `weightdna.bert.random_token_batch`) when given."""
     folder = Path(folder)
+    if tokens is None:
+        tokens = load_tokenizer(folder)(list(sentences))
+    return bert_moments(state_dict, folder, tokens).hessians()
+
+
+def bert_moments(state_dict: Mapping[str, Any], folder: str | Path,
+                 tokens: tuple[np.ndarray, np.ndarray], diagonal: bool = False) -> _Moments:
+    """The input moments (`_Moments`, ``diagonal`` or the full XᵀX) of every Linear weight
+    of a BERT state dict over the real tokens of ``tokens`` (token ids, attention mask),
+    run by our BERT forward (`bert_hessians`; the per-column second moments of
+    `weightdna.evaluate.columns.input_second_moments`)."""
+    folder = Path(folder)
     prefix = _bert_prefix(state_dict)
     encoder = BertEncoder(state_dict, BertConfig.from_json(folder / "config.json"))
-    token_ids, mask = tokens if tokens is not None else load_tokenizer(folder)(list(sentences))
+    token_ids, mask = tokens
     ids = torch.as_tensor(token_ids, dtype=torch.long)
     mask_t = torch.as_tensor(mask, dtype=torch.long)
-    moments = _Moments()
+    moments = _Moments(diagonal)
     linear = encoder._linear
     keep = mask_t.bool()
 
@@ -152,7 +178,7 @@ def bert_hessians(state_dict: Mapping[str, Any], sentences: Sequence[str],
             hidden = encoder.embed(ids[batch])
             for i in range(encoder.config.num_hidden_layers):
                 hidden = encoder.layer(i, hidden, mask_t[batch])
-    return moments.hessians()
+    return moments
 
 
 def hessians(

@@ -22,10 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from weightdna.bert import BertConfig, BertEncoder, random_token_batch
-from weightdna.evaluate.sensitivity import _bert_prefix, runs_as_bert
+from weightdna.bert import BertConfig, random_token_batch
+from weightdna.evaluate.sensitivity import runs_as_bert
 
 COLUMN_ALPHA = 0.375
 COLUMN_OCTAVE_STEPS = 4
@@ -40,33 +39,19 @@ def input_second_moments(path: str | Path, sequences: int = COLUMN_SEQUENCES,
                          ) -> dict[str, np.ndarray]:
     """{weight name: E[x_j²] of its layer's inputs} (``centred``: Var[x_j]) for every linear
     weight of the BERT model at ``path`` (a file or folder, config.json and vocab.txt
-    beside it), over the real tokens of ``sequences`` random sequences drawn by the prior."""
+    beside it), over the real tokens of ``sequences`` random sequences drawn by the prior:
+    the diagonal of `weightdna.evaluate.calibration.bert_hessians` on those tokens."""
+    from weightdna.evaluate.calibration import bert_moments
     from weightdna.weights import load_weights
 
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     config = BertConfig.from_json(folder / "config.json")
-    state = load_weights(path).state_dict()
-    prefix = _bert_prefix(state)
-    moments: dict[str, np.ndarray] = {}
-
-    class Recorder(BertEncoder):
-        keep: torch.Tensor
-
-        def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
-            kept = x[self.keep].double()
-            moments[f"{prefix}{name}.weight"] = (
-                kept.var(0) if centred else (kept ** 2).mean(0)).numpy()
-            return super()._linear(x, name)
-
-    encoder = Recorder(state, config)
-    ids, mask = random_token_batch(folder, config.vocab_size, sequences,
-                                   min(COLUMN_LENGTH, config.max_position_embeddings),
-                                   np.random.default_rng(seed), prior=True)
-    encoder.keep = torch.as_tensor(mask).bool()
-    with torch.no_grad():
-        encoder.hidden_states(ids, mask)
-    return moments
+    tokens = random_token_batch(folder, config.vocab_size, sequences,
+                                min(COLUMN_LENGTH, config.max_position_embeddings),
+                                np.random.default_rng(seed), prior=True)
+    moments = bert_moments(load_weights(path).state_dict(), folder, tokens, diagonal=True)
+    return moments.variances() if centred else moments.hessians()
 
 
 def column_exponents(moments: np.ndarray, alpha: float = COLUMN_ALPHA,

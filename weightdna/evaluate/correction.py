@@ -67,11 +67,6 @@ class _Means(BertEncoder):
         return self._record(name, super()._layer_norm(x, name))
 
 
-def _prefix(names: Sequence[str]) -> str:
-    anchor = "embeddings.word_embeddings.weight"
-    return next(n[: -len(anchor)] for n in names if n.endswith(anchor))
-
-
 def corrected_biases(original: Mapping[str, Any], restored: Mapping[str, Any],
                      config: BertConfig, token_ids: np.ndarray, mask: np.ndarray
                      ) -> dict[str, torch.Tensor]:
@@ -79,8 +74,9 @@ def corrected_biases(original: Mapping[str, Any], restored: Mapping[str, Any],
     names as ``original``, the source's), on the inputs ``token_ids`` / ``mask``: each
     linear layer's and LayerNorm's bias moved by its outputs' mean shift, stage after
     stage (the module's docstring). The biases come back in their original dtype."""
-    names = list(original)
-    prefix = _prefix(names)
+    from weightdna.evaluate.sensitivity import _bert_prefix
+
+    prefix = _bert_prefix(original)
     ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.long)
     mask_t = torch.as_tensor(np.asarray(mask), dtype=torch.long)
     keep = mask_t.bool()

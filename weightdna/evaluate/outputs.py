@@ -2,7 +2,9 @@
 
 Weight SNR is a proxy; this runs the network. With no data of the user's, a model that can
 be run is given a few synthetic inputs, and its outputs with the original and the
-restored weights are compared (cosine of each input's flattened output, the worst one):
+restored weights are compared (cosine of each input's flattened output, the worst one;
+an output of one value per input, a probability, whose cosine would be its sign: the cosine
+of the vector of all of them):
 
 * an engine model (`weightdna train`, ``Model.save``): inputs uniform in [0, 1];
 * a BERT model beside its config.json: random token sequences from its vocabulary, drawn
@@ -11,18 +13,26 @@ restored weights are compared (cosine of each input's flattened output, the wors
   rare tokens' rows were given fewer bits, as the default does);
 * an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
   runs of one small non-negative id for integer ones (below the rows of the table a Gather
-  reads them from); symbolic dimensions 1, the batch SAMPLES.
+  reads them from); symbolic dimensions 1, the batch SAMPLES. Where the original graph
+  fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
+  sample at a time, each input's symbolic last dimension a length from LENGTHS (512,
+  1024, ...), and a scalar integer input the values the graph compares it with
+  (`compared_constants`: Silero VAD's sample rate ``sr`` is compared with 16000, its
+  audio must be 256 to 576 samples long at that rate). The first guess the original runs
+  on is used; the graph's first output is compared.
 
-`check_outputs` returns None for a model it cannot run. Where the original model gives the
-same output for every synthetic input (a text detector shown 1×1 noise returns an all-zero
-map), the inputs cannot tell a working restored model from a broken one: the check says so
-(``informative`` False) and reports no divergence, rather than a cosine of 1 (zeros against
-zeros) for a collapsed model or of 0 for a working one.
+`check_outputs` returns None for a model it cannot run (no guess runs). Where the original
+model gives the same output for every synthetic input (a text detector shown 1×1 noise
+returns an all-zero map), the inputs cannot tell a working restored model from a broken
+one: the check says so (``informative`` False) and reports no divergence, rather than a
+cosine of 1 (zeros against zeros) for a collapsed model or of 0 for a working one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +45,11 @@ from weightdna.errors import InvalidInputError, ModelFileError
 # Below this worst-case output cosine the restored network computes something else.
 OUTPUT_COSINE_WARNING = 0.99
 SAMPLES = 8
+# What a runner gives: the original's output, the restored model's (the graph's first
+# output for ONNX: its state outputs, Silero VAD's LSTM state, swing at 8 bits per weight
+# where its decisions do not), and how the inputs were made where that is more than the
+# input specs say ("" otherwise).
+Outputs = tuple[np.ndarray, np.ndarray, str]
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,7 @@ class OutputCheck:
     worst_cosine: float
     mean_cosine: float
     informative: bool = True  # False: the original's outputs are the same for every input
+    fed: str = ""  # how the inputs were made, where not from the input specs alone
 
     @property
     def diverged(self) -> bool:
@@ -56,8 +72,9 @@ class OutputCheck:
             return (f"outputs on {self.samples} synthetic inputs ({self.kind}): the original "
                     "model gives the same output for every one, so they cannot tell whether "
                     "the restored model still works; judge it on real inputs")
-        return (f"outputs on {self.samples} synthetic inputs ({self.kind}): cosine to the "
-                f"original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
+        fed = f"; {self.fed}" if self.fed else ""
+        return (f"outputs on {self.samples} synthetic inputs ({self.kind}{fed}): cosine to "
+                f"the original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
 
 
 def same_for_every_input(outputs: np.ndarray, tolerance: float = 1e-6) -> bool:
@@ -82,24 +99,46 @@ def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(same, 1.0, np.where(norms > 0, dots / norms, 0.0))
 
 
+def one_value_each(outputs: np.ndarray) -> bool:
+    """Whether each of two or more rows (first axis) of ``outputs`` is a single value."""
+    return outputs.ndim > 0 and outputs.shape[0] > 1 and outputs.size == outputs.shape[0]
+
+
+def output_cosines(original: np.ndarray, restored: np.ndarray) -> np.ndarray:
+    """`row_cosines` of one output, rows (the first axis) its samples; where each row is a
+    single value (a probability per sample: `one_value_each`), whose cosine would be only
+    its sign, the one cosine of the column of every sample's value."""
+    if one_value_each(original):
+        return row_cosines(original.reshape(1, -1), restored.reshape(1, -1))
+    return row_cosines(original, restored)
+
+
 def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = SAMPLES,
                   seed: int = 0) -> OutputCheck | None:
     """Compare the outputs of the model at ``path`` with its weights replaced by
     ``restored`` ({name: tensor}), on ``samples`` synthetic inputs; None when the model is
-    of no kind this module can run."""
+    of no kind this module can run. The outputs are compared by `output_cosines`."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     for kind, run in (("engine", _engine), ("bert", _bert), ("onnx", _onnx)):
         outputs = run(path, restored, samples, rng)
-        if outputs is not None:
-            cosines = row_cosines(*outputs)
-            return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()),
-                               informative=not same_for_every_input(outputs[0]))
+        if outputs is None:
+            continue
+        first, second, fed = outputs
+        first, second = np.atleast_1d(first), np.atleast_1d(second)
+        if first.dtype.kind not in "biuf" or first.shape != second.shape:
+            return None
+        cosines = output_cosines(first, second)
+        if one_value_each(first):
+            fed = "; ".join(filter(None, [fed, "one output value per input: the cosine of "
+                                          "all of them"]))
+        return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()),
+                           informative=not same_for_every_input(first), fed=fed)
     return None
 
 
 def _engine(path: Path, restored: Mapping[str, Any], samples: int,
-            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+            rng: np.random.Generator) -> Outputs | None:
     from weightdna.evaluate.accuracy import with_weights
     from weightdna.evaluate.distill import input_shape
     from weightdna.nn.model import load_model
@@ -115,11 +154,11 @@ def _engine(path: Path, restored: Mapping[str, Any], samples: int,
     except InvalidInputError:
         return None
     inputs = rng.uniform(0.0, 1.0, size=(samples, *shape))
-    return model.predict(inputs), with_weights(model, restored).predict(inputs)
+    return model.predict(inputs), with_weights(model, restored).predict(inputs), ""
 
 
 def _bert(path: Path, restored: Mapping[str, Any], samples: int,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+          rng: np.random.Generator) -> Outputs | None:
     from weightdna.bert import BertConfig, BertEncoder, random_token_batch
     from weightdna.weights import load_weights
 
@@ -142,7 +181,7 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
         with torch.no_grad():
             outputs.append(encoder.encode(ids, mask).numpy())
         del encoder
-    return outputs[0], outputs[1]
+    return outputs[0], outputs[1], ""
 
 
 def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
@@ -163,26 +202,34 @@ ID_RANGE = 100  # ids in [0, ID_RANGE), or [0, rows) of the table a Gather reads
 
 
 def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
-               skip: set[str] = frozenset(), ids: Mapping[str, int] | None = None
+               skip: set[str] = frozenset(), ids: Mapping[str, int] | None = None,
+               length: int | None = None, values: Mapping[str, int] | None = None
                ) -> dict[str, np.ndarray] | None:
     """Seeded inputs for an onnxruntime session, from its input specs: standard normal for
     float inputs; for integer ones, runs of one id (1 to ID_RUN positions along the last
-    axis) below ``ids[name]`` (`gathered_rows`) or ID_RANGE. Symbolic dimensions 1, a
-    symbolic first one ``samples``. None when an input is of another type."""
+    axis) below ``ids[name]`` (`gathered_rows`) or ID_RANGE, or ``values[name]`` for a
+    scalar one named there. Symbolic dimensions 1, a symbolic first one ``samples``; with
+    ``length``, a symbolic last one ``length``. None when an input is of another type."""
     feeds = {}
     for spec in session.get_inputs():
         if spec.name in skip:
             continue
-        shape = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape]
-        if shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0):
+        free = [not (isinstance(d, int) and d > 0) for d in spec.shape]
+        shape = [1 if f else d for f, d in zip(free, spec.shape, strict=True)]
+        if shape and free[0]:
             shape[0] = samples
+        if shape and free[-1] and length is not None:
+            shape[-1] = length
         if "float" in spec.type:
             feeds[spec.name] = rng.standard_normal(shape).astype(
                 np.float16 if "float16" in spec.type else np.float32)
         elif "int" in spec.type:
+            dtype = np.int32 if "int32" in spec.type else np.int64
+            if not shape and spec.name in (values or {}):
+                feeds[spec.name] = np.array(values[spec.name], dtype=dtype)
+                continue
             high = max(1, min((ids or {}).get(spec.name, ID_RANGE), ID_RANGE))
-            feeds[spec.name] = _id_runs(shape, high, rng).astype(
-                np.int32 if "int32" in spec.type else np.int64)
+            feeds[spec.name] = _id_runs(shape, high, rng).astype(dtype)
         else:
             return None
     return feeds
@@ -205,20 +252,36 @@ def _id_runs(shape: list[int], high: int, rng: np.random.Generator) -> np.ndarra
     return out.reshape(shape)
 
 
-def gathered_rows(path: str | Path) -> dict[str, int]:
-    """{graph input: the rows of the weight a Gather looks it up in} (directly or through a
-    Cast), so that ids fed to it stay in range (a BERT's token_type_ids: 2)."""
-    from weightdna.weights.onnx_format import all_nodes, load_model, weight_protos
+def _traced(model: Any) -> Iterator[tuple[Any, dict[str, str]]]:
+    """Each node of the graph (subgraphs included) with {tensor: the graph input it is,
+    directly or through Cast/Identity nodes}, as known when the node is reached."""
+    from weightdna.weights.onnx_format import all_nodes
 
-    model = load_model(Path(path))
-    weights = weight_protos(model)
     source = {i.name: i.name for i in model.graph.input}
-    rows: dict[str, int] = {}
     for node in all_nodes(model.graph):
-        if node.op_type == "Cast" and node.input and node.input[0] in source:
+        if node.op_type in ("Cast", "Identity") and node.input and node.input[0] in source:
             source[node.output[0]] = source[node.input[0]]
-        elif (node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in source
-              and node.input[0] in weights):
+        yield node, source
+
+
+def _model(model: Any) -> Any:
+    from weightdna.weights.onnx_format import load_model
+
+    return load_model(Path(model)) if isinstance(model, (str, Path)) else model
+
+
+def gathered_rows(model: Any) -> dict[str, int]:
+    """{graph input: the rows of the weight a Gather looks it up in} (directly or through
+    Cast/Identity nodes), so that ids fed to it stay in range (a BERT's token_type_ids: 2).
+    ``model``: an ONNX file's path or its loaded ModelProto."""
+    from weightdna.weights.onnx_format import weight_protos
+
+    model = _model(model)
+    weights = weight_protos(model)
+    rows: dict[str, int] = {}
+    for node, source in _traced(model):
+        if (node.op_type == "Gather" and len(node.input) == 2 and node.input[1] in source
+                and node.input[0] in weights):
             axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
             dims = list(weights[node.input[0]].dims)
             if -len(dims) <= axis < len(dims):
@@ -227,27 +290,122 @@ def gathered_rows(path: str | Path) -> dict[str, int]:
     return rows
 
 
+COMPARISONS = ("Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual")
+
+
+def compared_constants(model: Any) -> dict[str, list[int]]:
+    """{graph input: the integers the graph compares it with} (a comparison node between the
+    input, directly or through a Cast, and a one-value integral weight or constant), in the
+    order found: the values a scalar input such as a sample rate is meant to take (Silero
+    VAD's ``sr`` is compared with 16000). ``model``: a path or a loaded ModelProto."""
+    from onnx import numpy_helper
+
+    from weightdna.weights.onnx_format import weight_protos
+
+    model = _model(model)
+    weights = weight_protos(model)
+    found: dict[str, list[int]] = {}
+    for node, source in _traced(model):
+        if node.op_type not in COMPARISONS or len(node.input) != 2:
+            continue
+        for mine, other in (node.input, node.input[::-1]):
+            if mine in source and other in weights:
+                value = numpy_helper.to_array(weights[other])
+                if value.size != 1 or value.dtype.kind not in "iuf":
+                    continue
+                number = value.reshape(()).item()
+                if np.isfinite(number) and number == int(number):
+                    values = found.setdefault(source[mine], [])
+                    if int(number) not in values:
+                        values.append(int(number))
+    return found
+
+
+# Where the graph does not run on the inputs its specs give (symbolic dimensions 1), it is
+# fed one sample at a time with a symbolic last dimension of each of these lengths in turn
+# (audio frames, sequences), and scalar integers the values the graph compares them with;
+# the first guess the original runs on is kept. At most LADDER guesses, LADDER_SECONDS.
+LENGTHS = (512, 1024, 256, 2048, 128)
+LADDER = 24
+LADDER_SECONDS = 10.0
+
+
+def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The session's first output on ``feeds``; None where it fails."""
+    try:
+        return np.asarray(session.run(None, dict(feeds))[0])
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types; any failure: no run
+        return None
+
+
+def _ladder(sessions: Sequence[Any], samples: int, rng: np.random.Generator, skip: set[str],
+            ids: Mapping[str, int], compared: Mapping[str, list[int]]) -> Outputs | None:
+    """The outputs of both sessions on the first guess of the ladder (see LENGTHS) the
+    original runs on, each sample run alone and the results stacked; None if none does."""
+    scalars = [s.name for s in sessions[0].get_inputs()
+               if s.name not in skip and not s.shape and "int" in s.type and s.name in compared]
+    combos = itertools.product(*(compared[name] for name in scalars))
+    lengths = ((None,) if scalars else ()) + LENGTHS
+    started, tries = time.perf_counter(), 0
+    for combo, length in itertools.product(combos, lengths):
+        tries += 1
+        if tries > LADDER or time.perf_counter() - started > LADDER_SECONDS:
+            return None
+        values = dict(zip(scalars, combo, strict=True))
+        feeds = [onnx_feeds(sessions[0], 1, rng, skip, ids, length, values)]
+        if feeds[0] is None:
+            return None
+        first = _run(sessions[0], feeds[0])
+        if first is None:
+            continue
+        feeds += [onnx_feeds(sessions[0], 1, rng, skip, ids, length, values)
+                  for _ in range(samples - 1)]
+        runs = [[first] + [_run(sessions[0], f) for f in feeds[1:]],
+                [_run(sessions[1], f) for f in feeds]]
+        if any(r is None for side in runs for r in side):
+            return None
+        fed = ", ".join(["fed one at a time"]
+                        + ([f"symbolic last dimensions {length}"] if length else [])
+                        + [f"{name}={value} (compared with it in the graph)"
+                           for name, value in values.items()])
+        return np.stack(runs[0]), np.stack(runs[1]), fed
+    return None
+
+
 def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
-          rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray] | None:
+          rng: np.random.Generator) -> Outputs | None:
+    """The graph parsed once: its facts read, then serialised with its own weights and with
+    ``restored``; fed from its input specs, else by `_ladder`."""
     if path.suffix != ".onnx" or not path.is_file():
         return None
     try:
         import onnxruntime
     except ImportError:
         return None
+    from weightdna.weights.onnx_format import fill_weights, load_model, serialise
+
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 4  # a graph that fails here is reported as unchecked, not
     # by onnxruntime's own error lines on stderr
     try:
-        sessions = [onnxruntime.InferenceSession(onnx_with_initializers(path, state),
-                                                 sess_options=options,
+        model = load_model(path)
+        ids, compared = gathered_rows(model), compared_constants(model)
+        graphs = [serialise(model)]
+        fill_weights(model, restored)
+        graphs.append(serialise(model))
+        del model
+        sessions = [onnxruntime.InferenceSession(graph, sess_options=options,
                                                  providers=["CPUExecutionProvider"])
-                    for state in (None, restored)]
-        feeds = onnx_feeds(sessions[0], samples, rng, skip=set(restored),
-                           ids=gathered_rows(path))
+                    for graph in graphs]
+        del graphs
+        skip = set(restored)
+        feeds = onnx_feeds(sessions[0], samples, rng, skip=skip, ids=ids)
         if feeds is None:
             return None
-        first, second = (s.run(None, feeds)[0] for s in sessions)
-    except Exception:  # noqa: BLE001 - onnxruntime raises its own types; any failure: can't run
+        first = _run(sessions[0], feeds)
+        if first is None:
+            return _ladder(sessions, samples, rng, skip, ids, compared)
+        second = _run(sessions[1], feeds)
+        return None if second is None else (first, second, "")
+    except Exception:  # noqa: BLE001 - onnx/onnxruntime raise their own types: can't run
         return None
-    return np.asarray(first), np.asarray(second)
