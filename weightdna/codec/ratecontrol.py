@@ -492,11 +492,17 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     """Set ``tc``'s sensitivity and per-row steps for ``objective`` (module docstring).
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
     objective's weight of the whole tensor (its rows are still weighed against each
-    other). ``row_weight``: how much each row's error counts besides (> 0, one per row of
+    other). ``row_weight``: how much each row's squared error counts (> 0, one per row of
     `as_rows`; only its ratios matter: it is scaled to a mean of 1), e.g. how often each
-    row of a word embedding is read (`weightdna.bert.token_prior`); it multiplies the
-    objective's weight of the row (1 under "mse"), and the tensor gets per-row steps where
-    they pay, as for the objective's own."""
+    row of a word embedding is read (`weightdna.bert.token_prior`). It replaces the
+    objective's weighing of the rows against each other: a row's absolute error counts
+    row_weight times, relative to the tensor's mean square under "layer" and "relative"
+    (so a uniform error costs what it did), not to the row's own. The tensor gets per-row
+    steps where they pay, as for the objective's own. Why not relative to the row's own:
+    a word embedding's row is added to the position and type embeddings and normalised
+    with them, so its error counts against that sum, not against the row; MiniLM at 3
+    bits per weight, no data: 0.9861 (rows by prior^0.65 over their own mean square) →
+    0.9877 (BENCHMARKS.md, "Word-embedding rows by their absolute error")."""
     check_objective(objective)
     tc.row_scale = None
     ms_t = tc.signal / max(tc.info.numel, 1)
@@ -504,11 +510,13 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
         return
     if objective == "mse" and row_weight is None:
         return
-    ms = (np.ones_like(tc.row_ms) if objective == "mse"
-          else floored_row_ms(tc.row_ms, ms_t))
-    if row_weight is not None:  # a row's error counts row_weight / ms times
+    if row_weight is not None:  # a row's absolute error counts row_weight times
         row_weight = np.asarray(row_weight, dtype=np.float64)
-        ms = ms / (row_weight / float(np.mean(row_weight)))
+        ms = ((1.0 if objective == "mse" else ms_t)
+              / (row_weight / float(np.mean(row_weight))))
+    else:
+        ms = (np.ones_like(tc.row_ms) if objective == "mse"
+              else floored_row_ms(tc.row_ms, ms_t))
     weight = 1.0 / ms
     mean = float(weight.mean())
     if not measured and objective != "mse":
