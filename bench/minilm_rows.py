@@ -2,8 +2,8 @@
 default now) against their error relative to each row's own mean square (the default
 before), with and without the per-column factors of ``--columns synthetic`` (issue 11).
 
-    .venv/bin/python bench/minilm_rows.py [--rates 2,3,4] [--variants relative,absolute,absolute+columns]
-        [--out results/minilm-rows.json]
+    .venv/bin/python bench/minilm_rows.py [--rates 2,3,4]
+        [--variants relative,absolute,absolute+columns] [--out results/minilm-rows.json]
 
 Each variant compresses all-MiniLM-L6-v2 with `compress_model` at a bits-per-weight target
 as the default does for a BERT model (sensitivities on random tokens drawn by the token
@@ -29,7 +29,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from weightdna.codec.compress import compress_model, decompress_model

@@ -247,6 +247,50 @@ def test_a_resume_finishes_the_same_file_and_knows_the_factors(tmp_path: Path) -
     assert read_dna_file(out).version == 9
 
 
+def test_workers_read_the_divided_tensors_and_write_the_same_bytes(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """With factors a model is still coded by the worker processes (each reads its tensors
+    from the source file and divides them by the factors the driver wrote beside), into the
+    bytes of one process; the factors' file is gone afterwards."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from weightdna.codec import workers as workers_module
+    from weightdna.weights import load_weights
+
+    source = tmp_path / "small.safetensors"
+    save_file(_small(), str(source))
+    factors = {"lin.weight": np.exp2(np.linspace(-2, 2, 64))}
+    target = Target("bits_per_weight", 3.0)
+    one, two = tmp_path / "one.dna", tmp_path / "two.dna"
+    compress_model(load_weights(source), one, target, column_factors=factors)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    runners = []
+    made = workers_module.make_runner
+
+    def spy(*args, **kwargs):
+        runner = made(*args, **kwargs)
+        runners.append(runner)
+        return runner
+
+    def started(self) -> bool:  # every task to a worker: none run here while they start
+        for future in self._warming or []:
+            future.result()
+        self._warming = None
+        return True
+
+    monkeypatch.setattr("weightdna.codec.compress.make_runner", spy)
+    monkeypatch.setattr(workers_module.PoolRunner, "_ready", started)
+    compress_model(load_weights(source), two, target, column_factors=factors, workers=2)
+    assert isinstance(runners[0], workers_module.PoolRunner)
+    assert runners[0].source[2] is not None  # the workers were given the factors
+    assert two.read_bytes() == one.read_bytes()
+    assert not any(scratch.iterdir())
+
+
 @requires_minilm
 def test_the_command_line_codes_a_bert_with_column_factors(tmp_path: Path, capsys) -> None:
     """`compress --columns synthetic` (and the API's ``columns``): a BERT folder's linear

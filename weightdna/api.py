@@ -42,7 +42,7 @@ def compress(
     representations: Sequence[str] = CANDIDATES,
     sensitivity: str | None = None,
     calibration: PathLike | Sequence[str] | None = None,
-    columns: str = "none",
+    columns: str | None = None,
     include: Sequence[str] = (),
     overwrite: bool = False,
 ) -> CompressionReport:
@@ -66,7 +66,9 @@ def compress(
     as on the command line.
     columns: "synthetic" codes a BERT model's linear weights with a factor per input
     column from its inputs on random tokens (format version 9; `weightdna.evaluate.columns`),
-    as ``--columns synthetic``; "none", the default, codes none.
+    as ``--columns synthetic``; "none" codes none; None, the default, is "synthetic" where
+    the data-free default runs (a BERT model under a whole-model target, sensitivity
+    "synthetic", no calibration) and "none" otherwise, as on the command line.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
@@ -95,12 +97,12 @@ def compress(
 
         measured = sensitivity_for_file(source, mode == "synthetic")
     row_weights = row_weights_for(mode, source, weights.names)
-    factors = None
-    if columns != "none":
-        from weightdna.evaluate.columns import column_factors_for
+    from weightdna.evaluate.columns import column_factors_for, columns_mode
 
-        factors = column_factors_for(columns, source, weights.names, target,
-                                     calibration=calibration)
+    factors = column_factors_for(
+        columns_mode(columns, mode, source, weights.names, target,
+                     calibration="none" if hessians is None else calibration),
+        source, weights.names, target, calibration=calibration)
     from weightdna.evaluate.correction import bias_correction_for
 
     return compress_model(weights, Path(output), target, representations=representations,

@@ -82,7 +82,7 @@ from weightdna.codec.workers import (
 from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError, WeightDNAError
 from weightdna.weights import ModelWeights, TensorInfo
-from weightdna.weights.model import TensorSource
+from weightdna.weights.model import divided_by_columns
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -616,7 +616,7 @@ def compress_model(
     row_weights = _check_row_weights(weights, row_weights, target)
     factors = _check_column_factors(weights, column_factors, target, calibration, ray)
     if factors:
-        coder.weights = _divided_by_columns(weights, factors)
+        coder.weights = divided_by_columns(weights, factors)
         coder.columns = factors
     if not isinstance(calibration, Mapping):
         workers, ray = None, False  # a sequential calibration codes one tensor after another
@@ -1071,30 +1071,6 @@ def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarra
                                     "[2^-16, 2^16].")
         checked[name] = value
     return checked
-
-
-def _divided_by_columns(weights: ModelWeights, factors: Mapping[str, np.ndarray]
-                        ) -> ModelWeights:
-    """``weights`` with the tensors ``factors`` names read divided by them, column by column
-    (float64, then the tensor's dtype); a model only this process reads."""
-    sources = {}
-    for name in weights.names:
-        src = weights.sources[name]
-        if name not in factors:
-            sources[name] = src
-            continue
-        divisor = torch.from_numpy(factors[name].astype(np.float64))
-
-        def divided(t: torch.Tensor, divisor: torch.Tensor = divisor) -> torch.Tensor:
-            rows = t.reshape(t.shape[0], -1).to(torch.float64) / divisor
-            return rows.to(t.dtype).reshape(t.shape)
-
-        sources[name] = TensorSource(
-            src.dtype, src.shape, lambda n=name, f=divided: f(weights.tensor(n)), owned=True,
-            read_rows=lambda a, b, n=name, f=divided: f(weights.rows(n, a, b)))
-    return ModelWeights(path=weights.path, format="divided", sources=sources,
-                        metadata=weights.metadata, roles=weights.roles,
-                        structural_roles=weights.structural_roles)
 
 
 def _check_calibration(weights: ModelWeights,

@@ -24,12 +24,15 @@ import functools
 import math
 import multiprocessing
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from weightdna.atomic import atomic_output
@@ -37,6 +40,7 @@ from weightdna.codec.container import DnaFile, read_dna_file
 from weightdna.codec.dtypes import DTYPES
 from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
 from weightdna.weights import ModelWeights, load_weights
+from weightdna.weights.model import DividedWeights, divided_by_columns
 from weightdna.weights.safetensors_format import header_bytes
 
 Task = Callable[..., Any]  # task(weights, *args)
@@ -56,7 +60,10 @@ def default_workers() -> int:
 
 
 def can_share(weights: ModelWeights) -> bool:
-    """Whether other processes can open ``weights`` from its path and read one tensor."""
+    """Whether other processes can open ``weights`` from its path and read one tensor (a
+    `DividedWeights`: its base, the factors beside)."""
+    if isinstance(weights, DividedWeights):
+        return weights.base is not None and can_share(weights.base)
     return weights.format in PARALLEL_FORMATS and weights.path.exists()
 
 
@@ -66,11 +73,17 @@ def can_share_output() -> bool:
 
 
 @functools.lru_cache(maxsize=4)
-def open_source(kind: str, path: str) -> ModelWeights | DnaFile:
+def open_source(kind: str, path: str, columns: str | None = None) -> ModelWeights | DnaFile:
     """The model (``kind`` "model") or .dna file ("dna") at ``path``, opened once per
-    process: its header; tensors are read when a task uses them."""
+    process: its header; tensors are read when a task uses them. ``columns``: a
+    safetensors file of per-column factors the driver wrote (`DividedWeights`); the model
+    is read divided by them."""
     if kind == "dna":
         return read_dna_file(path, verify=False)  # the driver has checked it whole
+    if columns is not None:
+        from safetensors.numpy import load_file
+
+        return divided_by_columns(load_weights(path), load_file(columns))
     return load_weights(path)
 
 
@@ -87,28 +100,29 @@ def _one_thread() -> None:
         pass
 
 
-def _call(kind: str, path: str, task: Task, args: tuple) -> Any:
-    """Run ``task`` in a worker on the model or .dna file at ``path``."""
-    return task(open_source(kind, path), *args)
+def _call(source: tuple[str, str, str | None], task: Task, args: tuple) -> Any:
+    """Run ``task`` in a worker on the model or .dna file that ``source`` (`open_source`'s
+    arguments) names."""
+    return task(open_source(*source), *args)
 
 
-def _warm(kind: str, path: str) -> int:
+def _warm(source: tuple[str, str, str | None]) -> int:
     """A worker made ready for tasks: the codec imported and the source opened (what its
     first task would otherwise wait for); its process id."""
     import weightdna.codec.compress  # noqa: F401  (the tasks' module and its kernels)
 
-    open_source(kind, path)
+    open_source(*source)
     return os.getpid()
 
 
-def _ray_warm(kind: str, path: str) -> int:
+def _ray_warm(source: tuple[str, str, str | None]) -> int:
     _one_thread()
-    return _warm(kind, path)
+    return _warm(source)
 
 
-def _ray_call(kind: str, path: str, task: Task, args: tuple) -> Any:
+def _ray_call(source: tuple[str, str, str | None], task: Task, args: tuple) -> Any:
     _one_thread()  # cheap when already so; a Ray worker has no initializer
-    return _call(kind, path, task, args)
+    return _call(source, task, args)
 
 
 class Runner:
@@ -152,8 +166,24 @@ class _Distributed(Runner):
         super().__init__(weights)
         self.kind = "dna" if isinstance(weights, DnaFile) else "model"
         self.path = str(Path(weights.path).resolve())
+        self._columns_folder: str | None = None
+        columns = None
+        if isinstance(weights, DividedWeights):  # the workers divide as they read
+            from safetensors.numpy import save_file
+
+            self._columns_folder = tempfile.mkdtemp(prefix="weightdna-columns-")
+            columns = os.path.join(self._columns_folder, "columns.safetensors")
+            save_file({name: np.ascontiguousarray(value, dtype=np.float32)
+                       for name, value in weights.factors.items()}, columns)
+        self.source = (self.kind, self.path, columns)
         self.workers = workers
         self.window = 2 * workers  # tasks submitted and not yet handed back
+
+    def _forget_columns(self) -> None:
+        """Remove the factors' file the workers read (`DividedWeights`), once they are done."""
+        if self._columns_folder is not None:
+            shutil.rmtree(self._columns_folder, ignore_errors=True)
+            self._columns_folder = None
 
     def _submit(self, task: Task, args: tuple) -> Any:
         raise NotImplementedError
@@ -254,7 +284,7 @@ class PoolRunner(_Distributed):
         super().__init__(weights, workers)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_one_thread)
-        self._warming: list[Future] | None = [self.pool.submit(_warm, self.kind, self.path)
+        self._warming: list[Future] | None = [self.pool.submit(_warm, self.source)
                                               for _ in range(workers)]
 
     def _ready(self) -> bool:
@@ -268,7 +298,7 @@ class PoolRunner(_Distributed):
         return True
 
     def _submit(self, task: Task, args: tuple) -> Future:
-        return self.pool.submit(_call, self.kind, self.path, task, args)
+        return self.pool.submit(_call, self.source, task, args)
 
     def _wait(self, pending: list[Future]) -> list[Future]:
         return list(wait(pending, return_when=FIRST_COMPLETED).done)
@@ -282,6 +312,7 @@ class PoolRunner(_Distributed):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self._forget_columns()
 
 
 class RayRunner(_Distributed):
@@ -347,7 +378,7 @@ class RayRunner(_Distributed):
         self.workers = max(1, cpus)
         self.window = 2 * self.workers
         warm = self.ray.remote(num_cpus=1)(_ray_warm)
-        self._warming = [warm.remote(self.kind, self.path) for _ in range(self.workers)]
+        self._warming = [warm.remote(self.source) for _ in range(self.workers)]
 
     def _unlimit(self) -> None:
         """This process's threads as they were before the connection."""
@@ -376,7 +407,7 @@ class RayRunner(_Distributed):
         return True
 
     def _submit(self, task: Task, args: tuple) -> Any:
-        return self.remote.remote(self.kind, self.path, task, args)
+        return self.remote.remote(self.source, task, args)
 
     def _wait(self, pending: list[Any]) -> list[Any]:
         ready, _ = self.ray.wait(pending, num_returns=1)
@@ -402,6 +433,7 @@ class RayRunner(_Distributed):
             if self._error is None:
                 self.ray.shutdown()
             self._stop.set()
+        self._forget_columns()
 
 
 def make_runner(weights: ModelWeights, workers: int | None = None,

@@ -9,12 +9,15 @@ token sequences drawn by `weightdna.bert.token_prior` (no data): an AWQ-like, di
 Hessian column weighting. log2 s_j is rounded to 1/COLUMN_OCTAVE_STEPS of an octave and
 clipped to ±COLUMN_MAX_OCTAVES, which is what the file stores (as float32 factors).
 
-Not a default (an option of `compress_model`): measured on all-MiniLM-L6-v2
-(BENCHMARKS.md, "columns weighed by their inputs"), files written with these factors at
-α = 0.375 and quarter octaves against the default, mean cosine of the 540 bundled
-sentences 0.92762 → 0.93381 and 0.98604 → 0.98692 at 2 and 3 bits per weight, but
-0.99672 → 0.99671 at 4 (its file landed 0.025 bits per weight smaller within the rate
-control's 1% tolerance), which the adoption rule (the mean up at 2, 3 and 4) refuses.
+The default for a BERT model under the data-free default (`columns_mode`): the synthetic
+sensitivities, a whole-model target, no calibration and no Ray. Measured on
+all-MiniLM-L6-v2 (BENCHMARKS.md, "Word-embedding rows by their absolute error, and column
+factors by default"; `bench/minilm_rows.py`), files with these factors at α = 0.375 and
+quarter octaves against the same default without them, mean cosine of the 540 bundled
+sentences 0.93475 → 0.94144, 0.98766 → 0.98832 and 0.99688 → 0.99711 at 2, 3 and 4 bits
+per weight, the 5th percentile up at each. (Before the embedding's rows counted their
+absolute error, the factors gained at 2 and 3 bits per weight but not at 4, and were an
+option only.)
 """
 
 from __future__ import annotations
@@ -76,6 +79,21 @@ def bert_column_factors(path: str | Path, alpha: float = COLUMN_ALPHA,
 
 
 COLUMN_MODES = ("none", "synthetic")
+
+
+def columns_mode(requested: str | None, sensitivity: str, path: str | Path,
+                 names: list[str], target: object, ray: object = False,
+                 calibration: object = None) -> str:
+    """``compress --columns``'s mode: ``requested`` if given; else "synthetic" where the
+    data-free default runs (``sensitivity`` "synthetic": a BERT model under a whole-model
+    target) without Ray or calibration, and "none" otherwise."""
+    if requested is not None:
+        return requested
+    if sensitivity != "synthetic" or ray is not False or calibration not in (None, "none"):
+        return "none"
+    if not getattr(target, "whole_model", False) or not runs_as_bert(path, names):
+        return "none"
+    return "synthetic"
 
 
 def column_factors_for(mode: str, path: str | Path, names: list[str], target: object,

@@ -203,3 +203,40 @@ class ModelWeights:
     def __contains__(self, item: object) -> bool:
         name = item.name if isinstance(item, TensorInfo) else item
         return name in self._infos
+
+
+@dataclass(eq=False)
+class DividedWeights(ModelWeights):
+    """The model ``base`` with the tensors ``factors`` names read divided by them, column by
+    column (the elements past the first axis; float64, then the tensor's dtype): what the
+    codec codes under per-column factors (`weightdna.codec.compress.compress_model`'s
+    ``column_factors``). Other processes open it as ``base``'s path plus the factors
+    (`weightdna.codec.workers`)."""
+
+    base: ModelWeights | None = field(default=None, repr=False)
+    factors: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+
+def divided_by_columns(weights: ModelWeights, factors: Mapping[str, np.ndarray]
+                       ) -> DividedWeights:
+    """``weights`` read with each tensor that ``factors`` names divided by its factors
+    (`DividedWeights`)."""
+    sources = {}
+    for name in weights.names:
+        src = weights.sources[name]
+        if name not in factors:
+            sources[name] = src
+            continue
+        divisor = torch.from_numpy(np.asarray(factors[name], dtype=np.float64))
+
+        def divided(t: torch.Tensor, divisor: torch.Tensor = divisor) -> torch.Tensor:
+            rows = t.reshape(t.shape[0], -1).to(torch.float64) / divisor
+            return rows.to(t.dtype).reshape(t.shape)
+
+        sources[name] = TensorSource(
+            src.dtype, src.shape, lambda n=name, f=divided: f(weights.tensor(n)), owned=True,
+            read_rows=lambda a, b, n=name, f=divided: f(weights.rows(n, a, b)))
+    return DividedWeights(path=weights.path, format="divided", sources=sources,
+                          metadata=weights.metadata, roles=weights.roles,
+                          structural_roles=weights.structural_roles, base=weights,
+                          factors=dict(factors))
