@@ -65,7 +65,8 @@ def _low_bytes(n: int, low: int) -> int:
 @numba.njit(cache=True, nogil=True)
 def _rotate(v, width, low, heads, rest, counts):
     """Each element rotated left by one bit: its bits from ``low`` up into heads (and
-    counts), the others into rest."""
+    counts: four histograms, counts[i % 4], so that repeats do not wait on each other),
+    the others into rest."""
     top = width - 1
     full = (np.int64(1) << width) - 1
     lmask = (np.int64(1) << low) - 1
@@ -74,78 +75,91 @@ def _rotate(v, width, low, heads, rest, counts):
         u = ((x << 1) | (x >> top)) & full
         h = u >> low
         heads[i] = h
-        counts[h] += 1
+        counts[i & 3, h] += 1
         rest[i] = u & lmask
 
 
-@numba.njit(cache=True, nogil=True)
-def _pack(rest, low, p0, p1, p2, nib, crumb, bit):
-    """The ``low`` low bits of each of ``rest`` into their planes (`_planes`: byte planes
-    p0, p1 and p2, then a nibble, a 2-bit and a 1-bit plane, a byte's first field lowest;
-    the planes zero on entry)."""
-    nb = low // 8
-    sn, sc, sb = 8 * nb, 8 * nb + (low & 4), low - 1
-    for i in range(rest.size):
-        u = np.int64(rest[i])
-        if nb > 0:
-            p0[i] = u & 0xFF
-        if nb > 1:
-            p1[i] = (u >> 8) & 0xFF
-        if nb > 2:
-            p2[i] = (u >> 16) & 0xFF
-        if low & 4:
-            nib[i >> 1] |= ((u >> sn) & 15) << ((i & 1) << 2)
-        if low & 2:
-            crumb[i >> 2] |= ((u >> sc) & 3) << ((i & 3) << 1)
-        if low & 1:
-            bit[i >> 3] |= ((u >> sb) & 1) << (i & 7)
+@numba.njit(cache=True, nogil=True, inline="always")
+def _field(rest, i, shift, mask):
+    return (np.int64(rest[i]) >> shift) & mask if i < rest.size else 0
 
 
 @numba.njit(cache=True, nogil=True)
-def _unpack(p0, p1, p2, nib, crumb, bit, low, out):
-    """Or the low bits from their planes (`_pack`) into ``out``, rotated back (the lowest
-    bit, the sign, to the top)."""
-    nb = low // 8
-    sn, sc, sb = 8 * nb, 8 * nb + (low & 4), low - 1
+def _pack(rest, shift, width, plane):
+    """Bits shift … shift + width − 1 of each of ``rest`` into ``plane``, 8 // width a
+    byte (the first lowest), each byte written once."""
+    mask = (np.int64(1) << width) - 1
+    if width == 8:
+        for j in range(plane.size):
+            plane[j] = _field(rest, j, shift, mask)
+    elif width == 4:
+        for j in range(plane.size):
+            plane[j] = _field(rest, 2 * j, shift, mask) | (_field(rest, 2 * j + 1, shift, mask)
+                                                          << 4)
+    elif width == 2:
+        for j in range(plane.size):
+            i = 4 * j
+            plane[j] = (_field(rest, i, shift, mask) | (_field(rest, i + 1, shift, mask) << 2)
+                        | (_field(rest, i + 2, shift, mask) << 4)
+                        | (_field(rest, i + 3, shift, mask) << 6))
+    else:
+        for j in range(plane.size):
+            b = np.int64(0)
+            for t in range(8):
+                b |= _field(rest, 8 * j + t, shift, mask) << t
+            plane[j] = b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _put_low(out, i, value, shift, top):
+    """Or ``value`` << shift into out[i], rotated right by one (bit 0, the sign, to the
+    top)."""
+    u = value << shift
+    out[i] |= (u >> 1) | ((u & 1) << top)
+
+
+@numba.njit(cache=True, nogil=True)
+def _unpack(plane, shift, width, out):
+    """Or the ``width``-bit fields of ``plane`` (`_pack`) into ``out`` at bit ``shift``
+    of the rotated element, rotated back."""
+    n = out.size
     top = out.itemsize * 8 - 1
-    for i in range(out.size):
-        u = np.int64(0)
-        if nb > 0:
-            u = np.int64(p0[i])
-        if nb > 1:
-            u |= np.int64(p1[i]) << 8
-        if nb > 2:
-            u |= np.int64(p2[i]) << 16
-        if low & 4:
-            u |= ((np.int64(nib[i >> 1]) >> ((i & 1) << 2)) & 15) << sn
-        if low & 2:
-            u |= ((np.int64(crumb[i >> 2]) >> ((i & 3) << 1)) & 3) << sc
-        if low & 1:
-            u |= ((np.int64(bit[i >> 3]) >> (i & 7)) & 1) << sb
-        out[i] |= (u >> 1) | ((u & 1) << top)
-
-
-def _split_planes(data: np.ndarray, n: int, low: int) -> list[np.ndarray]:
-    """The six plane arrays `_pack` and `_unpack` take, views of ``data`` (empty where
-    ``low`` has no such plane)."""
-    sizes = [n if low >= 8 else 0, n if low >= 16 else 0, n if low >= 24 else 0,
-             _plane_bytes(n, 4) if low & 4
-             else 0, _plane_bytes(n, 2) if low & 2 else 0, _plane_bytes(n, 1) if low & 1
-             else 0]
-    out, at = [], 0
-    for size in sizes:
-        out.append(data[at : at + size])
-        at += size
-    return out
+    per = 8 // width
+    full = n // per  # bytes whose fields are all elements
+    if width == 8:
+        for j in range(n):
+            _put_low(out, j, np.int64(plane[j]), shift, top)
+    elif width == 4:
+        for j in range(full):
+            b = np.int64(plane[j])
+            _put_low(out, 2 * j, b & 15, shift, top)
+            _put_low(out, 2 * j + 1, b >> 4, shift, top)
+    elif width == 2:
+        for j in range(full):
+            b = np.int64(plane[j])
+            _put_low(out, 4 * j, b & 3, shift, top)
+            _put_low(out, 4 * j + 1, (b >> 2) & 3, shift, top)
+            _put_low(out, 4 * j + 2, (b >> 4) & 3, shift, top)
+            _put_low(out, 4 * j + 3, b >> 6, shift, top)
+    else:
+        for j in range(full):
+            b = np.int64(plane[j])
+            for t in range(8):
+                _put_low(out, 8 * j + t, (b >> t) & 1, shift, top)
+    for i in range(full * per, n):
+        t = i - full * per
+        _put_low(out, i, (np.int64(plane[full]) >> (t * width)) & ((1 << width) - 1), shift,
+                 top)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _put(x, f, cum, words, n):
-    """Renormalise (a word out at words[n]) and push a symbol of frequency f; (x, n)."""
-    if x >= (f << (32 - PREC)):
-        words[n] = x & 0xFFFF
-        n += 1
-        x >>= 16
+    """Renormalise (a word out at words[n], without a branch) and push a symbol of
+    frequency f; (x, n)."""
+    out = np.int64(x >= (f << (32 - PREC)))
+    words[n] = x & 0xFFFF
+    n += out
+    x >>= out << 4
     q = np.uint32(x) // np.uint32(f)
     return (np.int64(q) << PREC) + x - np.int64(q) * f + cum, n
 
@@ -281,14 +295,15 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
     block = BLOCK if block is None else block
     low = width - eb - k
     heads = np.empty(n, dtype=np.uint16)
-    rest = np.empty(n, dtype=np.uint32)
-    counts = np.zeros(1 << (eb + k), dtype=np.int64)
+    rest = np.empty(n, dtype=v.dtype)
+    counts = np.zeros((4, 1 << (eb + k)), dtype=np.int64)
     _rotate(v, width, low, heads, rest, counts)
+    counts = counts.sum(axis=0)
     while np.count_nonzero(counts) > MAX_RANKS:  # fewer mantissa bits in the head
         k -= 1
         low += 1
         counts = counts.reshape(-1, 2).sum(axis=1)
-        _rotate(v, width, low, heads, rest, counts * 0)
+        _rotate(v, width, low, heads, rest, np.zeros((4, counts.size), dtype=np.int64))
     freq = _normalise(counts[None])[0]
     cum = _cumulative(freq[None])[0]
     nblocks = -(-n // block)
@@ -296,8 +311,13 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
     scratch = np.empty(LANES * (min(n, block) // LANES + 4), dtype=np.uint16)
     lane_words = np.zeros((nblocks, LANES), dtype=np.int64)
     w = _encode_blocks(heads, block, freq, cum, scratch, words, lane_words)
-    data = np.zeros(_low_bytes(n, low), dtype=np.uint8)
-    _pack(rest, low, *_split_planes(data, n, low))
+    data = np.empty(_low_bytes(n, low), dtype=np.uint8)
+    at = shift = 0
+    for pw in _planes(low):
+        size = _plane_bytes(n, pw)
+        _pack(rest, shift, pw, data[at : at + size])
+        at += size
+        shift += pw
     planes = data.tobytes()
     low_zstd = False
     # zstd only where a sample of the planes (their first bytes: float32's lowest byte)
@@ -385,5 +405,11 @@ def decode_lanes(params: dict, sections: dict[str, bytes], dtype: str, count: in
     if bad.size:
         raise CorruptFileError(f"{where}: block {bad[0]}'s coded stream is damaged "
                                f"(code {codes[bad[0]]}).")
-    _unpack(*_split_planes(np.frombuffer(planes, dtype=np.uint8), count, low), low, out)
+    data = np.frombuffer(planes, dtype=np.uint8)
+    at = shift = 0
+    for pw in _planes(low):
+        size = _plane_bytes(count, pw)
+        _unpack(data[at : at + size], shift, pw, out)
+        at += size
+        shift += pw
     return out.astype("<u4" if width == 32 else "<u2", copy=False).view(np.uint8)

@@ -37,13 +37,10 @@ def from_planes(data: bytes, width: int) -> bytes:
 # 1, 39.3 MB at 3), and the forms kept are the same on MiniLM and the digits models.
 CHECK_LEVEL = 1
 CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN = 1 << 20, 1 << 16, 0.05
+FAST_CHECK_SAMPLE, FAST_CHECK_PIECE = 1 << 16, 1 << 12
 # Fewer elements than this are not worth the fields coding's tables.
 FIELDS_MIN_ELEMENTS = 64
 FIELDS_VERSION = 7
-# The fast path (`encode_lossless(..., fast=True)`, what `--lossless` takes) codes a float
-# tensor of at least this many elements in lanes; smaller ones by their fields as before
-# (their tables cost less there, and they take little of the time).
-LANES_MIN_ELEMENTS = 1 << 14
 
 
 def _zstd_lossless(raw: bytes, width: int) -> tuple[dict, dict[str, bytes]]:
@@ -59,9 +56,8 @@ def _zstd_lossless(raw: bytes, width: int) -> tuple[dict, dict[str, bytes]]:
 def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of a ``raw`` representation of ``tensor`` (exact, any dtype):
     a float32, bfloat16 or float16 tensor by its bit fields (`weightdna.codec.floatfields`)
-    or, with ``fast`` and at least LANES_MIN_ELEMENTS elements, in lanes
-    (`weightdna.codec.lanes`), unless byte-plane zstd is smaller; any other by zstd, of its
-    bytes or byte planes."""
+    or, with ``fast``, in lanes (`weightdna.codec.lanes`), unless byte-plane zstd is
+    smaller; any other by zstd, of its bytes or byte planes."""
     from weightdna.codec.dtypes import NAMES
     from weightdna.codec.floatfields import LAYOUTS, encode_fields
 
@@ -70,7 +66,7 @@ def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dic
     dtype = NAMES[tensor.dtype]
     if dtype not in LAYOUTS or tensor.numel() < FIELDS_MIN_ELEMENTS:
         return _zstd_lossless(raw, width)
-    if fast and tensor.numel() >= LANES_MIN_ELEMENTS:
+    if fast:
         from weightdna.codec.lanes import encode_lanes
 
         params, sections = encode_lanes(np.frombuffer(raw, dtype=np.uint8), dtype)
@@ -79,13 +75,17 @@ def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dic
     size = sum(map(len, sections.values()))
     # zstd first on a sample (CHECK_SAMPLE bytes spread over the tensor, in whole
     # elements): only when it comes within CHECK_MARGIN of the fields coding there is the
-    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL.
-    if len(raw) > 2 * CHECK_SAMPLE:
-        pieces = CHECK_SAMPLE // CHECK_PIECE
-        starts = np.linspace(0, len(raw) // width - CHECK_PIECE // width, pieces).astype(int)
-        sample = b"".join(raw[a * width : a * width + CHECK_PIECE] for a in starts)
+    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL. The fast
+    # path samples less (FAST_CHECK_SAMPLE) and compresses the whole only when the sample
+    # is smaller than the lanes coding's share.
+    sample_bytes, piece, margin = ((FAST_CHECK_SAMPLE, FAST_CHECK_PIECE, 0.0) if fast
+                                   else (CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN))
+    if len(raw) > 2 * sample_bytes:
+        pieces = sample_bytes // piece
+        starts = np.linspace(0, len(raw) // width - piece // width, pieces).astype(int)
+        sample = b"".join(raw[a * width : a * width + piece] for a in starts)
         estimate = len(compress_bytes(to_planes(sample, width), CHECK_LEVEL))
-        if estimate * len(raw) / len(sample) > size * (1 + CHECK_MARGIN):
+        if estimate * len(raw) / len(sample) > size * (1 + margin):
             return params, sections
     if len(compress_bytes(to_planes(raw, width), CHECK_LEVEL)) < size:
         zparams, zsections = _zstd_lossless(raw, width)
