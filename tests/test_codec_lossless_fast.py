@@ -17,7 +17,7 @@ from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_d
 from weightdna.codec.dtypes import tensor_bytes
 from weightdna.codec.entries import LANES_VERSION, VERSION, file_version
 from weightdna.codec.lanes import decode_lanes, encode_lanes
-from weightdna.codec.lossless import LANES_MIN_ELEMENTS, decode_lossless, encode_lossless
+from weightdna.codec.lossless import FIELDS_MIN_ELEMENTS, decode_lossless, encode_lossless
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError, WeightDNAError
 from weightdna.weights.minilm import minilm_path
@@ -126,10 +126,23 @@ def test_zstd_is_kept_when_smaller(tensor: torch.Tensor) -> None:
     assert torch.equal(back, tensor)
 
 
-def test_small_tensors_keep_the_fields_coding() -> None:
-    t = _minilm().reshape(-1)[: LANES_MIN_ELEMENTS - 1].clone()
-    assert encode_lossless(t, fast=True)[0]["compression"] == "fields"
+def test_the_fast_path_codes_float_tensors_in_lanes() -> None:
+    """Not by their fields: from 64 elements lanes or zstd, whichever is smaller."""
+    flat = _minilm().reshape(-1)
+    assert encode_lossless(flat[:1000].clone(), fast=True)[0]["compression"] == "lanes"
+    assert encode_lossless(flat[: FIELDS_MIN_ELEMENTS - 1].clone(), fast=True)[0][
+        "compression"] == "zstd"
     assert encode_lossless(_minilm(), fast=False)[0]["compression"] == "fields"
+
+
+def test_a_small_tensor_keeps_its_smallest_head_width() -> None:
+    t = _minilm().reshape(-1)[:1000].to(torch.bfloat16)
+    raw = np.frombuffer(tensor_bytes(t), np.uint8)
+    sizes = [sum(map(len, encode_lanes(raw, "bfloat16", mantissa_bits=k)[1].values()))
+             for k in range(3)]
+    params, sections = _roundtrip(t)
+    assert sum(map(len, sections.values())) == min(sizes)
+    assert params["mantissa_bits"] == int(np.argmin(sizes))
 
 
 # ---- versions ------------------------------------------------------------------------------
@@ -142,7 +155,8 @@ def test_version_10_only_with_a_lanes_coded_tensor(tmp_path) -> None:  # noqa: A
     assert VERSION == LANES_VERSION == 10
     assert file_version([e for e, _ in fast]) == 10
     assert file_version([e for e, _ in slow]) == 8
-    assert file_version([e for e, _ in fast[1:]]) == 8  # the small ones: fields, zstd
+    assert [e["params"]["compression"] for e, _ in fast] == ["lanes", "lanes", "zstd"]
+    assert file_version([fast[2][0]]) == 8  # integers: zstd
     write_dna_file(tmp_path / "fast.dna", [e for e, _ in fast], [s for _, s in fast])
     write_dna_file(tmp_path / "slow.dna", [e for e, _ in slow], [s for _, s in slow])
     dna = read_dna_file(tmp_path / "fast.dna")

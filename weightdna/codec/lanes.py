@@ -54,6 +54,7 @@ MIN_BLOCK, MAX_BLOCK = 1 << 10, 1 << 24
 TABLES_LEVEL = 9
 LOW_LEVEL = 1  # zstd level of the low bits
 LOW_SAMPLE = 1 << 16  # bytes of the low planes zstd tries first
+SMALL = 1 << 12  # elements under which every head width is tried
 PARAM_KEYS = {"compression", "mantissa_bits", "block", "low_zstd"}
 MASK = TOTAL - 1
 
@@ -296,8 +297,13 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
     """Params and sections of the lanes coding of ``raw`` (the tensor's bytes, a flat
     uint8 array) in blocks of ``block`` elements (default BLOCK), with ``mantissa_bits``
     of the mantissa in the head (default: the dtype's, LAYOUTS; fewer where the heads
-    would take more than MAX_RANKS values)."""
+    would take more than MAX_RANKS values). A tensor of fewer than SMALL elements is coded
+    with each number of head mantissa bits up to the default, and the smallest kept: its
+    table is a large part of it."""
     width, eb, default = LAYOUTS[dtype]
+    if mantissa_bits is None and raw.size // (width // 8) < SMALL:
+        return min((encode_lanes(raw, dtype, block, k) for k in range(default + 1)),
+                   key=lambda coded: sum(map(len, coded[1].values())))
     k = default if mantissa_bits is None else mantissa_bits
     v = raw.view(np.uint32 if width == 32 else np.uint16).reshape(-1)
     n = v.size
