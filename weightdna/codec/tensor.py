@@ -579,7 +579,7 @@ def encode_tensor(
     ``transform``: quantise the coefficients of that orthonormal transform of each row
     (`weightdna.codec.transform`, "dct" or "dft") instead of the weights; a step or bits
     request only, on a tensor of 2 or more dimensions, without a prediction or Hessian.
-    ``fast``: a float tensor stored exactly (of 2^14 elements or more) is coded in lanes
+    ``fast``: a float tensor stored exactly (of 64 elements or more) is coded in lanes
     (`weightdna.codec.lanes`, format version 10), several times faster than by its bit
     fields and a little larger; what ``weightdna compress --lossless`` takes.
     """
