@@ -277,6 +277,14 @@ def _tables(sections: dict) -> tuple[np.ndarray, np.ndarray]:
     return (np.frombuffer(raw[:2048], "<u2").copy(), np.frombuffer(raw[2048:], "<u4").copy())
 
 
+def test_a_starting_state_under_2_16_is_refused() -> None:
+    params, sections, n = _valid()
+    words = bytearray(sections["words"])
+    words[0:4] = b"\x00\x00\x00\x00"  # block 0, state 0: high and low word zero
+    with pytest.raises(CorruptFileError, match="code 3"):
+        _decode(params, {**sections, "words": bytes(words)}, n)
+
+
 @pytest.mark.parametrize("forge", ["sum", "too many heads", "zero", "counts moved",
                                    "counts swapped", "one state short", "all in one"])
 def test_forged_tables_are_refused(forge: str) -> None:

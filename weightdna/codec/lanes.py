@@ -249,6 +249,9 @@ def _decode_blocks(words, out, starts, table, heads, block, codes):
             continue
         x0, x1 = _state(words, w0), _state(words, w1)
         x2, x3 = _state(words, w2), _state(words, w3)
+        if x0 < LOWER or x1 < LOWER or x2 < LOWER or x3 < LOWER:
+            codes[b] = 3  # then one refill would not always bring a state back up
+            continue
         w0, w1, w2, w3 = w0 + 2, w1 + 2, w2 + 2, w3 + 2
         i = start
         # each state reads at most one word per element: check once per group of four
