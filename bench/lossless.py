@@ -9,10 +9,13 @@ position ids, left out: ZipNN takes no int64), every tensor goes through
 three codecs in the same process, one after the other:
 
 - **ours**: the path `weightdna compress --lossless` takes per tensor
-  (`encode_tensor(..., lossless=True)` and `decode_tensor`); bytes = the whole .dna file
+  (`encode_tensor(..., lossless=True, fast=True)`: lanes, format version 10, for tensors
+  of 2^14+ elements, and `decode_tensor`); bytes = the whole .dna file
   of those tensors (`write_dna_file`: prefix, header with every name, shape and param,
   sections); and again without the header ("ours, sections only", the same timings):
   the tensors' coded bytes alone, nearer to what ZipNN's outputs hold;
+- with ``--fields``, **ours, fields**: the same with ``fast=False``, the fields coding
+  (format version 7) that `--lossless` took before version 10;
 - **ZipNN** 0.5.4, `threads=1`, bytes as it returns them per tensor (its own header
   included, no names);
 - **zstd −19** of the tensor's bytes, one frame (`weightdna.baselines.lossless.run_zstd`'s
@@ -74,12 +77,12 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a.reshape(-1).view(kind), b.reshape(-1).view(kind))
 
 
-def ours(tensors: dict[str, torch.Tensor]) -> tuple[int, float, float]:
+def ours(tensors: dict[str, torch.Tensor], fast: bool = True) -> tuple[int, float, float]:
     enc = dec = 0.0
     entries, blobs = [], []
     for name, t in tensors.items():
         start = CLOCK[0]()
-        entry, sections = encode_tensor(t, name=name, lossless=True)
+        entry, sections = encode_tensor(t, name=name, lossless=True, fast=fast)
         middle = CLOCK[0]()
         back = decode_tensor(entry, sections)
         enc, dec = enc + middle - start, dec + CLOCK[0]() - middle
@@ -132,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", default="float32,bfloat16,float16")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--no-zstd", action="store_true", help="skip zstd -19 (slow)")
+    parser.add_argument("--fields", action="store_true",
+                        help="also the fields coding (format version 7), slow")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by the process's CPU time, not wall time")
@@ -145,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     warm = torch.randn(4096)
     for dtype in DTYPES.values():  # numba's compiled code loaded, not timed
         ours({"warm": warm.to(dtype)})
+        ours({"warm": torch.randn(1 << 14).to(dtype)})
     rows = []
     for model in args.models.split(","):
         source = load(model)
@@ -154,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             weights = sum(t.numel() for t in tensors.values())
             nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
             codecs = [("ours", ours, args.repeats), ("ZipNN", zipnn, args.repeats)]
+            if args.fields:
+                codecs.insert(1, ("ours, fields", lambda ts: ours(ts, fast=False),
+                                  args.repeats))
             if not args.no_zstd:
                 codecs.append(("zstd -19", zstd19, 1))
             for codec, run, repeats in codecs:
@@ -165,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                        "compress_MBps": nbytes / enc / 1e6,
                        "decompress_MBps": nbytes / dec / 1e6}
                 rows.append(row)
-                if codec == "ours":
-                    rows.append({**row, "codec": "ours, sections only",
+                if codec.startswith("ours"):
+                    rows.append({**row, "codec": f"{codec}, sections only",
                                  "bytes": SECTIONS_ONLY[-1],
                                  "bits_per_weight": 8 * SECTIONS_ONLY[-1] / weights})
                 print(f"{model} {dname} {codec}: {row['bits_per_weight']:.3f} bits/weight, "

@@ -61,6 +61,7 @@ from weightdna.codec import (
     entropy,
     factored,
     floatfields,
+    lanes,
     lossless,
     read_dna_file,
     reference,
@@ -121,6 +122,13 @@ def fields_tensors() -> list[tuple[str, torch.Tensor, dict]]:
         ("fields.zero_bits", exact16, {"lossless": True}),
         ("fields.raw_tops", torch.randn(70, generator=g), {"lossless": True}),
     ]
+
+
+def lanes_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """The same floats stored exactly in lanes (format version 10, the ``--lossless``
+    path)."""
+    return [(name.replace("fields.", "lanes."), t, {**request, "fast": True})
+            for name, t, request in fields_tensors()]
 
 
 def version8_tensors() -> list[tuple[str, torch.Tensor, dict]]:
@@ -282,8 +290,9 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
 def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
-    representations and version 9's per-column factors."""
+    representations, version 9's per-column factors and version 10's lanes-coded floats."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
+    saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
     try:
         small = encode_all(sample_tensors())
@@ -296,14 +305,15 @@ def seeds() -> tuple[Seed, ...]:
             entropy.SENTINEL = saved
     finally:
         lossless.FIELDS_MIN_ELEMENTS = saved_min
-    floatfields.BLOCK = floatfields.MIN_BLOCK  # several blocks in a small tensor
+    floatfields.BLOCK = lanes.BLOCK = floatfields.MIN_BLOCK  # several blocks, small tensors
     try:
         fields = encode_all(fields_tensors())
+        in_lanes = encode_all(lanes_tensors())
     finally:
-        floatfields.BLOCK = saved_block
+        floatfields.BLOCK, lanes.BLOCK = saved_block, saved_lanes_block
     return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
             _seed("v7-fields", fields, 7), _seed("v8", encode_all(version8_tensors()), 8),
-            _seed("v9-columns", version9_coded(), 9))
+            _seed("v9-columns", version9_coded(), 9), _seed("v10-lanes", in_lanes, 10))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -447,11 +457,12 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
     if "byte_planes" in params:  # raw
         params["byte_planes"] = not params["byte_planes"]
         return header, "raw byte_planes", False
-    if params.get("compression") == "fields":
+    coding = params.get("compression")
+    if coding in ("fields", "lanes"):
         key = rng.choice(sorted(params))
         params[key] = rng.choice([*ABSURD, _near(params[key], rng) if key != "compression"
                                   else "zstd"])
-        return header, f"fields {key}", False
+        return header, f"{coding} {key}", False
     model = (params.get("residual") or params)["model"]
     if model.get("kind") == "trellis":
         streams = model["streams"]
@@ -536,7 +547,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)

@@ -457,7 +457,8 @@ def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: 
     how = coding(info)
     coded = None
     if kind == "lossless" or how == "exact":
-        coded = encode_tensor(tensor, name=info.name, lossless=True)
+        # a lossless target's tensors in lanes (fast); the exact ones of a lossy file as before
+        coded = encode_tensor(tensor, name=info.name, lossless=True, fast=kind == "lossless")
     elif how == "relative" and kind != "max_abs_error":
         coded = encode_relative(tensor, info.name)
     elif how == "bounded" and kind != "max_abs_error":

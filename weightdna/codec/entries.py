@@ -17,11 +17,14 @@ from weightdna.errors import CorruptFileError
 # coded by its bit fields (``"compression": "fields"``), and the transform and
 # separable+residual representations (docs/FORMAT.md); 8: the factored+residual
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
-# 9: per-column factors of a ``quantized`` tensor (``columns``). A file without them is
-# written as version 8 (`file_version`), byte for byte as before.
-VERSION = 9
-READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+# 9: per-column factors of a ``quantized`` tensor (``columns``); 10: a float ``raw`` tensor
+# coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`). A file without
+# them is written as the lowest version that holds it (`file_version`), byte for byte as
+# before.
+VERSION = 10
+READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)
 COLUMNS_VERSION = 9
+LANES_VERSION = 10
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -56,9 +59,12 @@ DECODE_BLOCK_BYTES = 32
 
 def file_version(entries: Sequence[dict]) -> int:
     """The version a file of these tensor entries is written as: the lowest that holds
-    them (9 only with a ``quantized`` tensor's per-column factors)."""
-    return VERSION if any(isinstance(e.get("params"), dict) and "columns" in e["params"]
-                          for e in entries) else COLUMNS_VERSION - 1
+    them (10 only with a lanes-coded ``raw`` tensor, 9 only with a ``quantized`` tensor's
+    per-column factors, else 8)."""
+    params = [e["params"] for e in entries if isinstance(e.get("params"), dict)]
+    if any(p.get("compression") == "lanes" for p in params):
+        return LANES_VERSION
+    return COLUMNS_VERSION if any("columns" in p for p in params) else COLUMNS_VERSION - 1
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:

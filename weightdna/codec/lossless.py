@@ -1,5 +1,6 @@
 """Bit-exact storage of a tensor: a float one by its bit fields (format version 7,
-`weightdna.codec.floatfields`), or its raw bytes, optionally split into byte planes, zstd."""
+`weightdna.codec.floatfields`) or, when asked for speed, in lanes (format version 10,
+`weightdna.codec.lanes`), or its raw bytes, optionally split into byte planes, zstd."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import torch
 
 from weightdna.codec.dtypes import DTYPES, itemsize, tensor_bytes, tensor_from_bytes
+from weightdna.codec.entries import LANES_VERSION
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
 
@@ -35,6 +37,7 @@ def from_planes(data: bytes, width: int) -> bytes:
 # 1, 39.3 MB at 3), and the forms kept are the same on MiniLM and the digits models.
 CHECK_LEVEL = 1
 CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN = 1 << 20, 1 << 16, 0.05
+FAST_CHECK_SAMPLE, FAST_CHECK_PIECE = 1 << 16, 1 << 12
 # Fewer elements than this are not worth the fields coding's tables.
 FIELDS_MIN_ELEMENTS = 64
 FIELDS_VERSION = 7
@@ -50,10 +53,11 @@ def _zstd_lossless(raw: bytes, width: int) -> tuple[dict, dict[str, bytes]]:
     return {"compression": "zstd", "byte_planes": False}, {"data": plain}
 
 
-def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
+def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of a ``raw`` representation of ``tensor`` (exact, any dtype):
     a float32, bfloat16 or float16 tensor by its bit fields (`weightdna.codec.floatfields`)
-    unless byte-plane zstd is smaller; any other by zstd, of its bytes or byte planes."""
+    or, with ``fast``, in lanes (`weightdna.codec.lanes`), unless byte-plane zstd is
+    smaller; any other by zstd, of its bytes or byte planes."""
     from weightdna.codec.dtypes import NAMES
     from weightdna.codec.floatfields import LAYOUTS, encode_fields
 
@@ -62,17 +66,26 @@ def encode_lossless(tensor: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
     dtype = NAMES[tensor.dtype]
     if dtype not in LAYOUTS or tensor.numel() < FIELDS_MIN_ELEMENTS:
         return _zstd_lossless(raw, width)
-    params, sections = encode_fields(np.frombuffer(raw, dtype=np.uint8), dtype)
+    if fast:
+        from weightdna.codec.lanes import encode_lanes
+
+        params, sections = encode_lanes(np.frombuffer(raw, dtype=np.uint8), dtype)
+    else:
+        params, sections = encode_fields(np.frombuffer(raw, dtype=np.uint8), dtype)
     size = sum(map(len, sections.values()))
     # zstd first on a sample (CHECK_SAMPLE bytes spread over the tensor, in whole
     # elements): only when it comes within CHECK_MARGIN of the fields coding there is the
-    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL.
-    if len(raw) > 2 * CHECK_SAMPLE:
-        pieces = CHECK_SAMPLE // CHECK_PIECE
-        starts = np.linspace(0, len(raw) // width - CHECK_PIECE // width, pieces).astype(int)
-        sample = b"".join(raw[a * width : a * width + CHECK_PIECE] for a in starts)
+    # whole tensor compressed, at CHECK_LEVEL, then (if smaller) at ZSTD_LEVEL. The fast
+    # path samples less (FAST_CHECK_SAMPLE) and compresses the whole only when the sample
+    # is smaller than the lanes coding's share.
+    sample_bytes, piece, margin = ((FAST_CHECK_SAMPLE, FAST_CHECK_PIECE, 0.0) if fast
+                                   else (CHECK_SAMPLE, CHECK_PIECE, CHECK_MARGIN))
+    if len(raw) > 2 * sample_bytes:
+        pieces = sample_bytes // piece
+        starts = np.linspace(0, len(raw) // width - piece // width, pieces).astype(int)
+        sample = b"".join(raw[a * width : a * width + piece] for a in starts)
         estimate = len(compress_bytes(to_planes(sample, width), CHECK_LEVEL))
-        if estimate * len(raw) / len(sample) > size * (1 + CHECK_MARGIN):
+        if estimate * len(raw) / len(sample) > size * (1 + margin):
             return params, sections
     if len(compress_bytes(to_planes(raw, width), CHECK_LEVEL)) < size:
         zparams, zsections = _zstd_lossless(raw, width)
@@ -91,7 +104,7 @@ def check_lossless_params(params: object, where: str) -> bool:
     ):
         raise CorruptFileError(
             f"{where}: raw params must be {{'compression': 'zstd', 'byte_planes': bool}}"
-            " (or, from format version 7, the fields coding's)."
+            " (or, from format version 7, the fields coding's; from 10, the lanes coding's)."
         )
     return params["byte_planes"]
 
@@ -101,13 +114,18 @@ def decode_lossless(
     version: int = FIELDS_VERSION,
 ) -> torch.Tensor:
     """The exact tensor a ``raw`` representation holds (``version``: the file's format
-    version; the fields coding exists from 7)."""
-    if isinstance(params, dict) and params.get("compression") == "fields":
-        if version < FIELDS_VERSION:
-            raise CorruptFileError(f"{where}: the fields coding needs format version 7.")
-        from weightdna.codec.floatfields import decode_fields
+    version; the fields coding exists from 7, the lanes coding from 10)."""
+    coding = params.get("compression") if isinstance(params, dict) else None
+    if coding in ("fields", "lanes"):
+        if version < (FIELDS_VERSION if coding == "fields" else LANES_VERSION):
+            raise CorruptFileError(f"{where}: the {coding} coding needs format version "
+                                   f"{FIELDS_VERSION if coding == 'fields' else LANES_VERSION}.")
+        if coding == "fields":
+            from weightdna.codec.floatfields import decode_fields as decode
+        else:
+            from weightdna.codec.lanes import decode_lanes as decode
 
-        raw = decode_fields(params, sections, dtype, math.prod(shape), where)
+        raw = decode(params, sections, dtype, math.prod(shape), where)
         if sys.byteorder == "little" and raw.flags.writeable and raw.flags.c_contiguous:
             # the decoder's own fresh array, already in native order: no copy (one cost a
             # fifth of the decode time of MiniLM fp32, BENCHMARKS.md)

@@ -182,8 +182,9 @@ def with_columns(coded: tuple[dict, dict[str, bytes]], factors: np.ndarray
     return entry, {**sections, "columns": compress_bytes(stored.tobytes())}
 
 
-def _raw_entry(name: str, t: torch.Tensor) -> tuple[dict, dict[str, bytes]]:
-    params, sections = encode_lossless(t)
+def _raw_entry(name: str, t: torch.Tensor, fast: bool = False
+               ) -> tuple[dict, dict[str, bytes]]:
+    params, sections = encode_lossless(t, fast)
     entry = {
         "name": name,
         "dtype": NAMES[t.dtype],
@@ -554,6 +555,7 @@ def encode_tensor(
     hessian: np.ndarray | None = None,
     zero_dead: bool = True,
     transform: str | None = None,
+    fast: bool = False,
 ) -> tuple[dict, dict[str, bytes]]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
@@ -577,6 +579,9 @@ def encode_tensor(
     ``transform``: quantise the coefficients of that orthonormal transform of each row
     (`weightdna.codec.transform`, "dct" or "dft") instead of the weights; a step or bits
     request only, on a tensor of 2 or more dimensions, without a prediction or Hessian.
+    ``fast``: a float tensor stored exactly (of 64 elements or more) is coded in lanes
+    (`weightdna.codec.lanes`, format version 10), several times faster than by its bit
+    fields and a little larger; what ``weightdna compress --lossless`` takes.
     """
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
@@ -601,7 +606,7 @@ def encode_tensor(
         raise InvalidInputError("a tensor needs a non-empty name.")
     dtype = NAMES[t.dtype]
     if lossless or dtype not in FLOAT_NAMES:
-        return _raw_entry(name, t)
+        return _raw_entry(name, t, fast)
 
     shape = tuple(t.shape)
     source = t.reshape(row_shape(shape))
