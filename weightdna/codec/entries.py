@@ -17,11 +17,14 @@ from weightdna.errors import CorruptFileError
 # coded by its bit fields (``"compression": "fields"``), and the transform and
 # separable+residual representations (docs/FORMAT.md); 8: the factored+residual
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
-# 9: per-column factors of a ``quantized`` tensor (``columns``). A file without them is
-# written as version 8 (`file_version`), byte for byte as before.
-VERSION = 9
-READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+# 9: per-column factors of a ``quantized`` tensor (``columns``); GRID_VERSION: per-row steps
+# on a grid (``grid``, `weightdna.codec.rowsteps`). A file is written as the lowest version
+# that holds its entries (`file_version`): one without either as version 8, byte for byte
+# as before.
 COLUMNS_VERSION = 9
+GRID_VERSION = 10  # the one place this version's number is set
+VERSION = max(COLUMNS_VERSION, GRID_VERSION)
+READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -56,9 +59,25 @@ DECODE_BLOCK_BYTES = 32
 
 def file_version(entries: Sequence[dict]) -> int:
     """The version a file of these tensor entries is written as: the lowest that holds
-    them (9 only with a ``quantized`` tensor's per-column factors)."""
-    return VERSION if any(isinstance(e.get("params"), dict) and "columns" in e["params"]
-                          for e in entries) else COLUMNS_VERSION - 1
+    them (COLUMNS_VERSION with a ``quantized`` tensor's per-column factors, GRID_VERSION
+    with per-row steps on a grid, else 8)."""
+    version = COLUMNS_VERSION - 1
+    for entry in entries:
+        params = entry.get("params")
+        if isinstance(params, dict) and "columns" in params:
+            version = max(version, COLUMNS_VERSION)
+        if _holds_grid(params):
+            version = max(version, GRID_VERSION)
+    return version
+
+
+def _holds_grid(params: object) -> bool:
+    """Whether a tensor's params, or the quantized params within them (a transform's
+    ``coefficients``, a prediction's ``residual``), hold per-row steps on a grid."""
+    if not isinstance(params, dict):
+        return False
+    return "grid" in params or any(_holds_grid(params.get(key))
+                                   for key in ("coefficients", "residual"))
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:
