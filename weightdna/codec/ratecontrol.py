@@ -35,8 +35,9 @@ layer's relative output error adds to the network's once, so a 144-weight first 
 not rounded to noise to save bits that a 5,120-weight classifier would spend. Measured on
 the model panel (`bench/panel.py`, BENCHMARKS.md) it keeps function best of the three.
 Where rows differ enough in scale that per-row steps ∝ √ms_r pay for their side
-information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against 32 per row,
-`apply_objective`), the tensor gets them; else one step Δ/√s_t.
+information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against PER_ROW_MARGIN times
+what the steps take in the file, `apply_objective`), the tensor gets them; else one step
+Δ/√s_t.
 """
 
 from __future__ import annotations
