@@ -52,9 +52,11 @@ def _fractions(per_octave: int) -> np.ndarray:
 
 def grid_values(base: float, per_octave: int, k: np.ndarray) -> np.ndarray:
     """The steps base · 2^(k / per_octave) (float64), the same bits on every machine."""
-    k = np.asarray(k, dtype=np.int64)
-    octaves, within = np.divmod(k, per_octave)
-    return np.ldexp(float(base) * _fractions(per_octave)[within], octaves.astype(np.int32))
+    k = np.asarray(k)
+    octaves, within = np.divmod(k, per_octave)  # floor division, in k's integer type
+    steps = _fractions(per_octave)[within]
+    np.multiply(steps, float(base), out=steps)
+    return np.ldexp(steps, octaves.astype(np.int32), out=steps)
 
 
 def on_grid(steps: np.ndarray, per_octave: int = PER_OCTAVE, up: bool = False
@@ -113,8 +115,7 @@ def decode_grid(params: object, section: bytes, rows: int, where: str) -> np.nda
             and float(np.float32(base)) == base):
         raise CorruptFileError(f"{where}: the grid's base must be a positive float32.")
     raw = decompress_bytes(section, 2 * rows, where)  # exactly one k a row
-    k = np.cumsum(np.frombuffer(raw, dtype="<i2").astype(np.int64))  # |sum| < 2^51
-    k = (k + (1 << 15)) % (1 << 16) - (1 << 15)
+    k = np.cumsum(np.frombuffer(raw, dtype="<i2"), dtype=np.int16)  # wraps modulo 2^16
     limit = MAX_OCTAVES * per_octave
     if k.size and not (int(k.min()) >= -limit and int(k.max()) <= limit):
         raise CorruptFileError(f"{where}: a per-row step lies off the grid's range.")
