@@ -67,8 +67,9 @@ from weightdna.codec import (
     reference,
 )
 from weightdna.codec.container import header_block
-from weightdna.codec.entries import READABLE_VERSIONS, VERSION
+from weightdna.codec.entries import GRID_VERSION, READABLE_VERSIONS, VERSION
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.rowsteps import decode_grid
 from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
@@ -157,6 +158,27 @@ def version9_coded() -> list[tuple[dict, dict]]:
                          {"bits": 3, "quantizer": "trellis"})])
     return [with_columns(c, np.exp2(np.arange(n) % 9 / 4 - 1))
             for c, n in zip(coded, (24, 40), strict=True)]
+
+
+def grid_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Format version GRID_VERSION: per-row steps on a grid, scalar and trellis."""
+    g = torch.Generator().manual_seed(4)
+    scale = torch.logspace(-2, 0, 24)[:, None]
+    return [("grid.scalar", torch.randn(24, 16, generator=g) * scale, {"bits": 4}),
+            ("grid.trellis", torch.randn(24, 40, generator=g) * scale,
+             {"bits": 3, "quantizer": "trellis"})]
+
+
+def float32_steps(coded: tuple[dict, dict]) -> tuple[dict, dict]:
+    """An encoded tensor with its per-row steps on a grid stored as float32 instead, as
+    versions before GRID_VERSION store them (the same symbols)."""
+    entry, sections = copy.deepcopy(coded[0]), dict(coded[1])
+    params = entry["params"]
+    for node in (params, params.get("coefficients"), params.get("residual")):
+        if isinstance(node, dict) and "grid" in node:
+            steps = decode_grid(node.pop("grid"), sections["steps"], node["rows"], "seed")
+            sections["steps"] = steps.astype("<f4").tobytes()
+    return entry, sections
 
 
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
@@ -290,7 +312,8 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
 def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
-    representations, version 9's per-column factors and version 10's lanes-coded floats."""
+    representations, version 9's per-column factors, version 10's lanes-coded floats (all
+    with float32 per-row steps) and GRID_VERSION's per-row steps on a grid."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
@@ -311,9 +334,16 @@ def seeds() -> tuple[Seed, ...]:
         in_lanes = encode_all(lanes_tensors())
     finally:
         floatfields.BLOCK, lanes.BLOCK = saved_block, saved_lanes_block
-    return (_seed("v5", small, 5), _seed("v5-trellis", large, 5), _seed("v4", legacy, 4),
-            _seed("v7-fields", fields, 7), _seed("v8", encode_all(version8_tensors()), 8),
-            _seed("v9-columns", version9_coded(), 9), _seed("v10-lanes", in_lanes, 10))
+
+    def old(coded: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
+        return [float32_steps(c) for c in coded]
+
+    return (_seed("v5", old(small), 5), _seed("v5-trellis", old(large), 5),
+            _seed("v4", old(legacy), 4), _seed("v7-fields", old(fields), 7),
+            _seed("v8", old(encode_all(version8_tensors())), 8),
+            _seed("v9-columns", old(version9_coded()), 9),
+            _seed("v10-lanes", old(in_lanes), 10),
+            _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:

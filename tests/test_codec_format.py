@@ -9,6 +9,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import dna_fuzzer as fuzzer
 import numpy as np
 import pytest
 import torch
@@ -26,6 +27,7 @@ from weightdna.codec.container import (
 )
 from weightdna.codec.dtypes import BITS_DTYPES
 from weightdna.codec.entropy import MODEL_KINDS, decode_symbols, encode_symbols
+from weightdna.codec.rowsteps import decode_grid
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -176,7 +178,7 @@ def test_nonfinite_values_in_a_lossy_tensor_are_kept_exactly(dtype: torch.dtype)
 def test_per_row_bits_bound_each_row_by_half_its_step() -> None:
     t = sample(torch.float32, (16, 64), seed=3) * torch.logspace(-2, 1, 16).reshape(16, 1)
     entry, sections = encode_tensor(t, bits=4)
-    steps = np.frombuffer(sections["steps"], dtype="<f4").astype(np.float64)
+    steps = decode_grid(entry["params"]["grid"], sections["steps"], 16, "t")
     restored = decode_tensor(entry, sections)
     row_error = (restored.double() - t.double()).abs().amax(dim=1).numpy()
     assert np.all(row_error <= steps / 2 * (1 + 1e-6))
@@ -189,9 +191,11 @@ def test_explicit_per_row_steps() -> None:
     steps = np.array([0.01, 0.02, 0.05, 0.1])
     entry, sections = encode_tensor(t, step=steps)
     assert entry["params"]["rows"] == 4
+    stored = decode_grid(entry["params"]["grid"], sections["steps"], 4, "t")
+    assert np.all(np.abs(np.log2(stored / steps)) <= 1 / 128 + 1e-12)  # the nearest point
     restored = decode_tensor(entry, sections)
     row_error = (restored.double() - t.double()).abs().amax(dim=1).numpy()
-    assert np.all(row_error <= steps / 2 * (1 + 1e-6))
+    assert np.all(row_error <= stored / 2 * (1 + 1e-6))
 
 
 def test_deadzone_saves_bits_within_its_wider_bound() -> None:
@@ -311,9 +315,13 @@ def _mixed_tensors() -> dict[str, tuple[torch.Tensor, dict]]:
     }
 
 
-def _write_mixed(path: Path, **kwargs: object) -> dict[str, tuple[torch.Tensor, dict]]:
+def _write_mixed(path: Path, float32_steps: bool = False,
+                 **kwargs: object) -> dict[str, tuple[torch.Tensor, dict]]:
+    """``float32_steps``: per-row steps as versions 3 to 9 store them."""
     tensors = _mixed_tensors()
     encoded = [encode_tensor(t, name=name, **req) for name, (t, req) in tensors.items()]
+    if float32_steps:
+        encoded = [fuzzer.float32_steps(c) for c in encoded]
     write_dna_file(path, [e for e, _ in encoded], [s for _, s in encoded], **kwargs)
     return tensors
 
@@ -462,10 +470,10 @@ def test_a_changed_dictionary_is_a_clear_error(tmp_path: Path, monkeypatch, caps
 @pytest.mark.parametrize("version", [3, 4])
 def test_version_3_and_4_files_still_read(tmp_path: Path, monkeypatch, version: int) -> None:
     path = tmp_path / "m.dna"
-    tensors = _write_mixed(path)
+    tensors = _write_mixed(path, float32_steps=True)
     with monkeypatch.context() as m:
         m.setattr(entropy, "SENTINEL", ())  # streams as versions 3 and 4 coded them
-        _write_mixed(tmp_path / "legacy.dna")
+        _write_mixed(tmp_path / "legacy.dna", float32_steps=True)
     data = (tmp_path / "legacy.dna").read_bytes()
     _, _, length, inflated, _ = PREFIX.unpack_from(data)
     text = zlib.decompressobj(zdict=header_dictionary()).decompress(

@@ -18,13 +18,15 @@ from weightdna.errors import CorruptFileError
 # separable+residual representations (docs/FORMAT.md); 8: the factored+residual
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
 # 9: per-column factors of a ``quantized`` tensor (``columns``); 10: a float ``raw`` tensor
-# coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`). A file without
-# them is written as the lowest version that holds it (`file_version`), byte for byte as
-# before.
-VERSION = 10
-READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9, 10)
+# coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`); 11: per-row steps
+# on a grid (``grid``, `weightdna.codec.rowsteps`). A file is written as the lowest version
+# that holds its entries (`file_version`): one without any of them as version 8, byte for
+# byte as before.
 COLUMNS_VERSION = 9
 LANES_VERSION = 10
+GRID_VERSION = 11
+VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION)
+READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -59,12 +61,28 @@ DECODE_BLOCK_BYTES = 32
 
 def file_version(entries: Sequence[dict]) -> int:
     """The version a file of these tensor entries is written as: the lowest that holds
-    them (10 only with a lanes-coded ``raw`` tensor, 9 only with a ``quantized`` tensor's
-    per-column factors, else 8)."""
-    params = [e["params"] for e in entries if isinstance(e.get("params"), dict)]
-    if any(p.get("compression") == "lanes" for p in params):
-        return LANES_VERSION
-    return COLUMNS_VERSION if any("columns" in p for p in params) else COLUMNS_VERSION - 1
+    them (COLUMNS_VERSION with a ``quantized`` tensor's per-column factors, LANES_VERSION
+    with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row steps on a grid, else
+    8)."""
+    version = COLUMNS_VERSION - 1
+    for entry in entries:
+        params = entry.get("params")
+        if isinstance(params, dict) and "columns" in params:
+            version = max(version, COLUMNS_VERSION)
+        if isinstance(params, dict) and params.get("compression") == "lanes":
+            version = max(version, LANES_VERSION)
+        if _holds_grid(params):
+            version = max(version, GRID_VERSION)
+    return version
+
+
+def _holds_grid(params: object) -> bool:
+    """Whether a tensor's params, or the quantized params within them (a transform's
+    ``coefficients``, a prediction's ``residual``), hold per-row steps on a grid."""
+    if not isinstance(params, dict):
+        return False
+    return "grid" in params or any(_holds_grid(params.get(key))
+                                   for key in ("coefficients", "residual"))
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:

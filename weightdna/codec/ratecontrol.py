@@ -35,8 +35,9 @@ layer's relative output error adds to the network's once, so a 144-weight first 
 not rounded to noise to save bits that a 5,120-weight classifier would spend. Measured on
 the model panel (`bench/panel.py`, BENCHMARKS.md) it keeps function best of the three.
 Where rows differ enough in scale that per-row steps ∝ √ms_r pay for their side
-information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against 32 per row,
-`apply_objective`), the tensor gets them; else one step Δ/√s_t.
+information (high-rate gain ½·N·log₂(AM(w)/GM(w)) bits against PER_ROW_MARGIN times
+what the steps take in the file, `apply_objective`), the tensor gets them; else one step
+Δ/√s_t.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from weightdna.codec.prediction import (
     singular_values,
 )
 from weightdna.codec.quantize import MAX_SYMBOL, as_rows, round_symbols, rows_per_block
+from weightdna.codec.rowsteps import stored_bits
 from weightdna.codec.separable import (
     rearrange,
     separable_looking,
@@ -102,8 +104,9 @@ TRELLIS_MIN_BITS = 0.5
 # all-zero row would otherwise ask for a step of 0). The median, not the mean: a few rows
 # 10³× larger would lift a mean-based floor above every other row.
 ROW_FLOOR = 1e-4
-# Per-row steps are stored as float32; they must gain this many times their side bits.
-PER_ROW_STEP_BITS = 32.0
+# Per-row steps must gain this many times the bits they take in the file: on a grid
+# (`weightdna.codec.rowsteps.stored_bits`, measured on the steps themselves), where float32
+# steps took 32 bits a row.
 PER_ROW_MARGIN = 2.0
 # "layer": a tensor's error weighed by 1/N_t^LAYER_EXPONENT (1: once per tensor). 0.5 was
 # measured worse on the panel at format version 4: MiniLM 0.969 against 0.976 at 3
@@ -525,8 +528,9 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     if ms.size < 2:
         return
     gain_bits = 0.5 * tc.info.numel * math.log2(mean / math.exp(float(np.log(weight).mean())))
-    if gain_bits > PER_ROW_MARGIN * PER_ROW_STEP_BITS * ms.size:
-        tc.row_scale = np.sqrt(mean * ms)
+    row_scale = np.sqrt(mean * ms)
+    if gain_bits > PER_ROW_MARGIN * stored_bits(row_scale):
+        tc.row_scale = row_scale
 
 
 def drop_samples(coded: Sequence[TensorCandidates]) -> None:

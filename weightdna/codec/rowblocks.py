@@ -207,7 +207,8 @@ def analysed_transforms(info: TensorInfo, representations: Sequence[str]) -> tup
 
 
 def steps_of(info: TensorInfo, choice: Choice) -> float | np.ndarray:
-    """The step(s) the encoder codes ``choice`` with (per-row steps as stored, float32)."""
+    """The step(s) the encoder codes ``choice`` with (per-row steps as stored: on the grid
+    of `weightdna.codec.rowsteps`)."""
     return _steps_for_request(tuple(info.shape), lambda: np.zeros(0), choice.step, None)
 
 

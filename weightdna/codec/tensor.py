@@ -32,6 +32,7 @@ from weightdna.codec.entries import (
     COLUMNS_VERSION,
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
+    GRID_VERSION,
     MAX_NAME_CHARS,
     NEW_IN_7,
     NEW_IN_8,
@@ -61,6 +62,7 @@ from weightdna.codec.quantize import (
     rows_per_block,
     scale,
 )
+from weightdna.codec.rowsteps import decode_grid, encode_k, on_grid
 from weightdna.codec.separable import decode_separable
 from weightdna.codec.transform import TRANSFORMS, check_transform, forward, inverse
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
@@ -249,9 +251,16 @@ def _steps_for_request(
             f"per-row steps need a tensor of 2 or more dimensions and one step per row "
             f"({rows}); got {array.shape}."
         )
-    # Per-row steps are stored as float32: quantise with exactly the steps the decoder reads.
+    # Per-row steps are stored on a grid (`weightdna.codec.rowsteps`): quantise with exactly
+    # the steps the decoder reads. Steps beyond float32's range are refused where they are
+    # used (`scale`), as before.
     with np.errstate(over="ignore"):
-        return array.astype(np.float32).astype(np.float64)
+        array = array.astype(np.float32).astype(np.float64)
+    if not (np.all(np.isfinite(array)) and np.all(array > 0)):
+        return array
+    # A ``bits`` request's steps are never finer than asked: max |row| stays within
+    # ±(2^(bits−1) − 1) steps.
+    return on_grid(array, up=bits is not None)[3]
 
 
 def _nonfinite_indices(t: torch.Tensor) -> np.ndarray:
@@ -691,7 +700,11 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
         "nonfinite": nonfinite_count,
     }
     if per_row:
-        sections["steps"] = steps.astype("<f4").tobytes()
+        base, per_octave, k, values = on_grid(steps)
+        if not np.array_equal(values, steps):  # steps not from `_steps_for_request`
+            raise InvalidInputError(f"{name}: per-row steps must lie on the grid.")
+        params["grid"] = {"base": base, "per_octave": per_octave}
+        sections["steps"] = encode_k(k)
     if nonfinite_count:
         sections["nonfinite"] = compress_bytes(nonfinite)
     representation = "quantized"
@@ -729,6 +742,12 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
     """``columns``: whether these params may hold per-column factors (a ``quantized``
     entry's own, from version 9)."""
     keys = {"step", "rows", "model", "nonfinite"}
+    if isinstance(params, dict) and "grid" in params:
+        if version < GRID_VERSION or params.get("rows") is None:
+            raise CorruptFileError(
+                f"{where}: per-row steps on a grid need rows, and are new in version "
+                f"{GRID_VERSION}; this file is version {version}.")
+        keys = keys | {"grid"}
     if isinstance(params, dict) and "columns" in params:
         if not columns or version < COLUMNS_VERSION:
             raise CorruptFileError(
@@ -899,7 +918,9 @@ def decode_tensor(
         )
 
     steps: float | np.ndarray
-    if params["rows"] is not None:
+    if "grid" in params:
+        steps = decode_grid(params["grid"], sections["steps"], params["rows"], where)
+    elif params["rows"] is not None:
         if len(sections["steps"]) != 4 * params["rows"]:
             raise CorruptFileError(
                 f"{where}: the steps section holds {len(sections['steps'])} bytes, "
