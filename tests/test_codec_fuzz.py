@@ -38,7 +38,7 @@ from weightdna.codec import (
     zstdframes,
 )
 from weightdna.codec.container import MAGIC, PREFIX, VERSION, header_block, header_dictionary
-from weightdna.codec.entries import NEW_IN_7, READABLE_VERSIONS
+from weightdna.codec.entries import NEW_IN_7, READABLE_VERSIONS, file_version
 from weightdna.errors import CorruptFileError, WeightDNAError
 
 LONG_RUN = int(os.environ.get("WEIGHTDNA_FUZZ_EXAMPLES", "0"))
@@ -398,12 +398,13 @@ def test_version_and_magic_damage_are_reported(original: bytes, workdir: Path) -
     for offset in range(12):
         mutant = bytearray(original)
         mutant[offset] ^= 0x01
-        # The file is version 8 (it holds no per-column factors); flipped, 9, which reads
-        # it (version 7 flipped was 6, which reads a file without version 7's
+        # The file is the lowest version that holds its entries (`file_version`: 11 with
+        # per-row steps on a grid); flipped, a version that reads it only if it is at
+        # least that (version 7 flipped was 6, which reads a file without version 7's
         # representations and fields-coded floats: refused in a version-6 file).
         flipped = read_dna_file(_write(workdir, original)).version ^ 0x01
-        readable = offset == 8 and flipped in READABLE_VERSIONS and (flipped >= 7
-                                                                      or not uses_7)
+        needed = file_version(entries) if file_version(entries) > 8 else 7 if uses_7 else 3
+        readable = offset == 8 and flipped in READABLE_VERSIONS and flipped >= needed
         assert attempt(bytes(mutant), workdir) == ("ok" if readable else "refused")
     newer = bytearray(original)
     struct.pack_into("<I", newer, 8, VERSION + 1)
