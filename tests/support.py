@@ -74,3 +74,36 @@ def tiny_bert_folder(folder: Path, shard: str | None = None) -> Path:
     pooling["word_embedding_dimension"] = 32
     (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     return folder
+
+
+# The integer type of each float width, to compare floats bit for bit.
+BITS = {4: torch.int32, 2: torch.int16}
+
+
+def minilm_tensor(name: str = "encoder.layer.0.attention.self.query.weight") -> torch.Tensor:
+    """One of MiniLM's tensors, read alone from its safetensors file."""
+    from safetensors import safe_open
+
+    from weightdna.weights.minilm import minilm_path
+
+    with safe_open(str(minilm_path() / "model.safetensors"), "pt") as f:
+        return f.get_tensor(name)
+
+
+def with_special_values(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (a float tensor the caller owns, 12+ elements) with its first elements set to
+    NaNs (payloads too), ±Inf, ±0, subnormals and the extremes."""
+    flat = t.view(-1)
+    info = torch.finfo(t.dtype)
+    flat[:10] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, info.tiny / 2,
+                              -info.tiny / 8, info.max, -info.max, info.tiny]).to(t.dtype)
+    bits = flat.view(BITS[t.element_size()])
+    bits[10] = 0x7FC12345 if t.dtype == torch.float32 else 0x7E55  # a NaN payload
+    bits[11] = -1  # all ones: a negative NaN
+    return t
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors hold the same dtype, shape and bits (NaN payloads included)."""
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
+        a.view(BITS[a.element_size()]), b.view(BITS[b.element_size()]))

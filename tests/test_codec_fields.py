@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
+from support import minilm_tensor, same_bits, with_special_values
 
 from weightdna.codec import floatfields
 from weightdna.codec.dtypes import tensor_bytes
@@ -18,34 +18,14 @@ from weightdna.codec.floatfields import decode_fields, encode_fields
 from weightdna.codec.lossless import decode_lossless, encode_lossless, to_planes
 from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError
-from weightdna.weights.minilm import minilm_path
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 NAME = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-BITS = {4: torch.int32, 2: torch.int16}
-
-
-def _minilm(name: str = "encoder.layer.0.attention.self.query.weight") -> torch.Tensor:
-    with safe_open(str(minilm_path() / "model.safetensors"), "pt") as f:
-        return f.get_tensor(name)
 
 
 def _special(dtype: torch.dtype) -> torch.Tensor:
     """Real weights with NaNs (payloads too), ±Inf, ±0, subnormals and the extremes."""
-    t = _minilm()[:64].to(dtype).clone()
-    flat = t.view(-1)
-    info = torch.finfo(dtype)
-    flat[:10] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, info.tiny / 2,
-                              -info.tiny / 8, info.max, -info.max, info.tiny]).to(dtype)
-    bits = flat.view(BITS[t.element_size()])
-    bits[10] = 0x7FC12345 if dtype == torch.float32 else 0x7E55  # a NaN payload
-    bits[11] = -1  # all ones: a negative NaN
-    return t
-
-
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
-        a.view(BITS[a.element_size()]), b.view(BITS[b.element_size()]))
+    return with_special_values(minilm_tensor()[:64].to(dtype).clone())
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -53,27 +33,28 @@ def test_every_bit_pattern_comes_back(dtype: torch.dtype) -> None:
     t = _special(dtype)
     params, sections = encode_lossless(t)
     assert params["compression"] == "fields"
-    assert _same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
+    assert same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_smaller_than_byte_plane_zstd_on_real_weights(dtype: torch.dtype) -> None:
-    t = _minilm().to(dtype)
+    t = minilm_tensor().to(dtype)
     params, sections = encode_lossless(t)
     raw = tensor_bytes(t)
     planes = len(compress_bytes(to_planes(raw, t.element_size()), 19))
     ours = sum(map(len, sections.values()))
     assert params["compression"] == "fields" and params["top_contexts"] > 0, params
     assert ours < 0.99 * planes, (ours, planes)
-    assert _same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
+    assert same_bits(decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t"), t)
 
 
 def test_exact_fp16_values_in_fp32_cost_their_zero_bits() -> None:
-    t = _minilm()[:128].clone()
+    t = minilm_tensor()[:128].clone()
     t[:96] = t[:96].half().float()  # rows that were never updated since an fp16 start
     params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8), "float32",
                                      floatfields.MIN_BLOCK)  # many blocks
-    plain, _ = encode_fields(np.frombuffer(tensor_bytes(_minilm()[:128]), np.uint8), "float32")
+    plain, _ = encode_fields(np.frombuffer(tensor_bytes(minilm_tensor()[:128]), np.uint8),
+                             "float32")
     assert params["zero_bits"] == 13 and plain["zero_bits"] == 0
     assert sum(map(len, sections.values())) < 0.75 * t.numel() * 4
     assert decode_fields(params, sections, "float32", t.numel(), "t").tobytes() == tensor_bytes(t)
@@ -102,7 +83,7 @@ def test_versions_before_7_cannot_hold_the_fields_coding() -> None:
 
 @functools.cache
 def _encoded() -> tuple[dict, dict, int]:
-    t = _minilm()  # 147,456 elements: 9 blocks, the top tables used
+    t = minilm_tensor()  # 147,456 elements: 9 blocks, the top tables used
     params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8), "float32",
                                      1 << 14)
     assert params["top_contexts"] > 0 and params["classes"] > 1
@@ -258,7 +239,7 @@ def test_a_file_of_the_first_fields_coder_decodes_bit_for_bit() -> None:
     for name, t in expected.items():
         entry = dna.entries[dna.index(name)]
         assert entry["params"]["compression"] == "fields"
-        assert _same_bits(dna.tensor(name), t), name
+        assert same_bits(dna.tensor(name), t), name
         params, sections = encode_fields(np.frombuffer(tensor_bytes(t), np.uint8),
                                          entry["dtype"], 1024)
         assert params == entry["params"] and sections == dna.read_sections(name), name

@@ -5,13 +5,12 @@ files still read, and every forged param, table or section refused."""
 from __future__ import annotations
 
 import functools
-import math
 import struct
 
 import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
+from support import minilm_tensor, same_bits, with_special_values
 
 from weightdna.codec import decode_tensor, encode_tensor, read_dna_file, write_dna_file
 from weightdna.codec.dtypes import tensor_bytes
@@ -20,33 +19,14 @@ from weightdna.codec.lanes import decode_lanes, encode_lanes
 from weightdna.codec.lossless import FIELDS_MIN_ELEMENTS, decode_lossless, encode_lossless
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError, WeightDNAError
-from weightdna.weights.minilm import minilm_path
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 NAME = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-BITS = {4: torch.int32, 2: torch.int16}
-
-
-def _minilm(name: str = "encoder.layer.0.attention.self.query.weight") -> torch.Tensor:
-    with safe_open(str(minilm_path() / "model.safetensors"), "pt") as f:
-        return f.get_tensor(name)
 
 
 def _special(dtype: torch.dtype, n: int = 3000) -> torch.Tensor:
     """Real weights with NaNs (payloads too), ±Inf, ±0, subnormals and the extremes."""
-    t = _minilm().reshape(-1)[:n].to(dtype).clone()
-    info = torch.finfo(dtype)
-    t[:10] = torch.tensor([math.nan, math.inf, -math.inf, -0.0, 0.0, info.tiny / 2,
-                           -info.tiny / 8, info.max, -info.max, info.tiny]).to(dtype)
-    bits = t.view(BITS[t.element_size()])
-    bits[10] = 0x7FC12345 if dtype == torch.float32 else 0x7E55  # a NaN payload
-    bits[11] = -1  # all ones: a negative NaN
-    return t
-
-
-def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(
-        a.view(BITS[a.element_size()]), b.view(BITS[b.element_size()]))
+    return with_special_values(minilm_tensor().reshape(-1)[:n].to(dtype).clone())
 
 
 def _roundtrip(t: torch.Tensor, **kwargs: object) -> tuple[dict, dict]:
@@ -89,13 +69,13 @@ def test_a_constant_tensor_has_one_head() -> None:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_smaller_than_byte_plane_zstd_on_real_weights(dtype: torch.dtype) -> None:
-    t = _minilm().to(dtype)
+    t = minilm_tensor().to(dtype)
     params, sections = encode_lossless(t, fast=True)
     assert params["compression"] == "lanes"
     zstd = len(compress_bytes(lanes_free_planes(t), 1))
     assert sum(map(len, sections.values())) < zstd
     back = decode_lossless(params, sections, NAME[dtype], tuple(t.shape), "t", LANES_VERSION)
-    assert _same_bits(back, t)
+    assert same_bits(back, t)
 
 
 def lanes_free_planes(t: torch.Tensor) -> bytes:
@@ -107,7 +87,7 @@ def lanes_free_planes(t: torch.Tensor) -> bytes:
 def test_fp32_low_bytes_zstd_coded_where_they_repeat() -> None:
     """fp32 values that are exact bf16 values: their low mantissa bytes are zero, and
     the low planes are zstd-coded."""
-    t = _minilm().to(torch.bfloat16).float()
+    t = minilm_tensor().to(torch.bfloat16).float()
     params, sections = _roundtrip(t)
     assert params["low_zstd"]
     assert len(sections["low"]) < t.numel()
@@ -128,15 +108,15 @@ def test_zstd_is_kept_when_smaller(tensor: torch.Tensor) -> None:
 
 def test_the_fast_path_codes_float_tensors_in_lanes() -> None:
     """Not by their fields: from 64 elements lanes or zstd, whichever is smaller."""
-    flat = _minilm().reshape(-1)
+    flat = minilm_tensor().reshape(-1)
     assert encode_lossless(flat[:1000].clone(), fast=True)[0]["compression"] == "lanes"
     assert encode_lossless(flat[: FIELDS_MIN_ELEMENTS - 1].clone(), fast=True)[0][
         "compression"] == "zstd"
-    assert encode_lossless(_minilm(), fast=False)[0]["compression"] == "fields"
+    assert encode_lossless(minilm_tensor(), fast=False)[0]["compression"] == "fields"
 
 
 def test_a_small_tensor_keeps_its_smallest_head_width() -> None:
-    t = _minilm().reshape(-1)[:1000].to(torch.bfloat16)
+    t = minilm_tensor().reshape(-1)[:1000].to(torch.bfloat16)
     raw = np.frombuffer(tensor_bytes(t), np.uint8)
     sizes = [sum(map(len, encode_lanes(raw, "bfloat16", mantissa_bits=k)[1].values()))
              for k in range(3)]
@@ -148,7 +128,7 @@ def test_a_small_tensor_keeps_its_smallest_head_width() -> None:
 # ---- versions ------------------------------------------------------------------------------
 
 def test_version_10_only_with_a_lanes_coded_tensor(tmp_path) -> None:  # noqa: ANN001
-    big, small = _minilm(), _minilm().reshape(-1)[:500].clone()
+    big, small = minilm_tensor(), minilm_tensor().reshape(-1)[:500].clone()
     fast = [encode_tensor(t, name=n, lossless=True, fast=True)
             for n, t in (("big", big), ("small", small), ("ids", torch.arange(7)))]
     slow = [encode_tensor(t, name=n, lossless=True) for n, t in (("big", big), ("small", small))]
@@ -161,17 +141,17 @@ def test_version_10_only_with_a_lanes_coded_tensor(tmp_path) -> None:  # noqa: A
     write_dna_file(tmp_path / "slow.dna", [e for e, _ in slow], [s for _, s in slow])
     dna = read_dna_file(tmp_path / "fast.dna")
     assert dna.version == 10
-    assert _same_bits(dna.tensor("big"), big) and _same_bits(dna.tensor("small"), small)
+    assert same_bits(dna.tensor("big"), big) and same_bits(dna.tensor("small"), small)
     assert torch.equal(dna.tensor("ids"), torch.arange(7))
     assert read_dna_file(tmp_path / "slow.dna").version == 8
 
 
 def test_versions_before_10_cannot_hold_the_lanes_coding() -> None:
-    entry, sections = encode_tensor(_minilm(), name="w", lossless=True, fast=True)
+    entry, sections = encode_tensor(minilm_tensor(), name="w", lossless=True, fast=True)
     assert entry["params"]["compression"] == "lanes"
     with pytest.raises(CorruptFileError, match="version 10"):
         decode_tensor(entry, sections, version=9)
-    assert _same_bits(decode_tensor(entry, sections, version=10), _minilm())
+    assert same_bits(decode_tensor(entry, sections, version=10), minilm_tensor())
 
 
 def test_a_version_8_file_still_reads() -> None:
@@ -188,7 +168,7 @@ def test_compress_lossless_writes_version_10_and_restores_every_bit(tmp_path) ->
 
     import weightdna
 
-    tensors = {"w": _minilm().to(torch.bfloat16), "b": torch.randn(300),
+    tensors = {"w": minilm_tensor().to(torch.bfloat16), "b": torch.randn(300),
                "ids": torch.arange(40)}
     save_file(tensors, tmp_path / "m.safetensors")
     weightdna.compress(tmp_path / "m.safetensors", tmp_path / "m.dna", lossless=True)
@@ -196,7 +176,7 @@ def test_compress_lossless_writes_version_10_and_restores_every_bit(tmp_path) ->
     assert dna.version == 10
     assert dna.entries[dna.index("w")]["params"]["compression"] == "lanes"
     for name, t in tensors.items():
-        assert _same_bits(dna.tensor(name), t) if t.is_floating_point() else torch.equal(
+        assert same_bits(dna.tensor(name), t) if t.is_floating_point() else torch.equal(
             dna.tensor(name), t)
 
 
@@ -204,7 +184,7 @@ def test_compress_lossless_writes_version_10_and_restores_every_bit(tmp_path) ->
 
 @functools.cache
 def _encoded() -> tuple[dict, dict, int]:
-    t = _minilm()  # 147,456 elements: 9 blocks of 2^14
+    t = minilm_tensor()  # 147,456 elements: 9 blocks of 2^14
     params, sections = encode_lanes(np.frombuffer(tensor_bytes(t), np.uint8), "float32",
                                     1 << 14)
     return params, sections, t.numel()
@@ -334,7 +314,7 @@ def test_flipped_words_are_refused_or_decode_to_other_values() -> None:
 def test_damaged_files_raise_weightdna_errors(tmp_path) -> None:  # noqa: ANN001
     """A lanes-coded file with bytes changed in its data area (its header's CRC still
     good) gives a WeightDNAError or other values, never a crash."""
-    entry, sections = encode_tensor(_minilm().reshape(-1)[:20000].clone(),
+    entry, sections = encode_tensor(minilm_tensor().reshape(-1)[:20000].clone(),
                                     name="w", lossless=True, fast=True)
     assert entry["params"]["compression"] == "lanes"
     path = tmp_path / "w.dna"
