@@ -82,7 +82,7 @@ from weightdna.codec.workers import (
 from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError, WeightDNAError
 from weightdna.weights import ModelWeights, TensorInfo
-from weightdna.weights.model import divided_by_columns
+from weightdna.weights.model import DividedWeights, divided_by_columns
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -294,10 +294,12 @@ class _Coder:
         # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
         self.zeroed: dict[str, tuple[dict, float | None]] = {}
         self.spill: Spill | None = None
-        # Per-column factors (`compress_model`'s ``column_factors``): ``weights`` reads
-        # those tensors divided by them; ``original`` is the model as given.
-        self.columns: Mapping[str, np.ndarray] = {}
-        self.original = weights
+
+    @property
+    def columns(self) -> Mapping[str, np.ndarray]:
+        """The per-column factors (`compress_model`'s ``column_factors``) that ``weights``
+        reads its tensors divided by (a `DividedWeights`); {} without them."""
+        return self.weights.factors if isinstance(self.weights, DividedWeights) else {}
 
     def hessian(self, name: str) -> np.ndarray | None:
         """The calibration H of ``name`` (None: round it), a sequential calibration's
@@ -345,7 +347,7 @@ class _Coder:
             return coded
         if entry["representation"] == "quantized":
             return with_columns(coded, factors)
-        return encode_tensor(self.original.tensor(entry["name"]), name=entry["name"],
+        return encode_tensor(self.weights.base.tensor(entry["name"]), name=entry["name"],
                              lossless=True)
 
     def spill_samples(self, tc: TensorCandidates) -> None:
@@ -618,7 +620,6 @@ def compress_model(
     factors = _check_column_factors(weights, column_factors, target, calibration, ray)
     if factors:
         coder.weights = divided_by_columns(weights, factors)
-        coder.columns = factors
     if not isinstance(calibration, Mapping):
         workers, ray = None, False  # a sequential calibration codes one tensor after another
     folder = None

@@ -164,8 +164,6 @@ class _Distributed(Runner):
 
     def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
         super().__init__(weights)
-        self.kind = "dna" if isinstance(weights, DnaFile) else "model"
-        self.path = str(Path(weights.path).resolve())
         self._columns_folder: str | None = None
         columns = None
         if isinstance(weights, DividedWeights):  # the workers divide as they read
@@ -175,7 +173,9 @@ class _Distributed(Runner):
             columns = os.path.join(self._columns_folder, "columns.safetensors")
             save_file({name: np.ascontiguousarray(value, dtype=np.float32)
                        for name, value in weights.factors.items()}, columns)
-        self.source = (self.kind, self.path, columns)
+        # `open_source`'s arguments: what a worker opens
+        self.source = ("dna" if isinstance(weights, DnaFile) else "model",
+                       str(Path(weights.path).resolve()), columns)
         self.workers = workers
         self.window = 2 * workers  # tasks submitted and not yet handed back
 
