@@ -116,10 +116,13 @@ def decode_lossless(
     """The exact tensor a ``raw`` representation holds (``version``: the file's format
     version; the fields coding exists from 7, the lanes coding from 10)."""
     coding = params.get("compression") if isinstance(params, dict) else None
-    if coding in ("fields", "lanes"):
-        if version < (FIELDS_VERSION if coding == "fields" else LANES_VERSION):
+    # (a hostile header's value may be any JSON: compared, never hashed)
+    since = (FIELDS_VERSION if coding == "fields" else LANES_VERSION if coding == "lanes"
+             else None)
+    if since is not None:
+        if version < since:
             raise CorruptFileError(f"{where}: the {coding} coding needs format version "
-                                   f"{FIELDS_VERSION if coding == 'fields' else LANES_VERSION}.")
+                                   f"{since}.")
         if coding == "fields":
             from weightdna.codec.floatfields import decode_fields as decode
         else:
