@@ -327,6 +327,26 @@ def test_the_command_line_codes_a_bert_with_column_factors(tmp_path: Path, capsy
     assert main(["compress", str(plain), "-o", str(tmp_path / "p.dna"), "--bits-per-weight",
                  "3", "--columns", "synthetic"]) == 1
     assert "--columns synthetic needs a BERT model" in capsys.readouterr().err
+    # Asked for where they do not apply: a clear error, no traceback, no file written.
+    refused = tmp_path / "refused.dna"
+    assert main(["compress", str(folder), "-o", str(refused), "--snr", "20", "--per-tensor",
+                 "--columns", "synthetic"]) == 1
+    err = capsys.readouterr().err
+    assert "applies to whole-model" in err and "Traceback" not in err
+    assert not refused.exists()
+    # By default they follow the data-free default, and stay off where they do not apply.
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.columns import columns_mode
+    from weightdna.weights import load_weights
+
+    names = list(load_weights(folder).names)
+    whole, alone = Target("bits_per_weight", 3.0), Target("snr", 20.0, per_tensor=True)
+    assert columns_mode(None, "synthetic", folder, names, whole) == "synthetic"
+    assert columns_mode(None, "none", folder, names, whole) == "none"
+    assert columns_mode(None, "synthetic", folder, names, alone) == "none"
+    assert columns_mode(None, "synthetic", folder, names, whole, ray=True) == "none"
+    assert columns_mode(None, "synthetic", folder, names, whole, calibration="auto") == "none"
+    assert columns_mode("none", "synthetic", folder, names, whole) == "none"
 
 
 @pytest.mark.parametrize("rate", [1.0, 3.0])

@@ -81,17 +81,29 @@ def bert_column_factors(path: str | Path, alpha: float = COLUMN_ALPHA,
 COLUMN_MODES = ("none", "synthetic")
 
 
+def _why_not(path: str | Path, names: list[str], target: object, ray: object,
+             calibration: object) -> str | None:
+    """Why per-column factors do not apply to the model at ``path`` under this request
+    (what to do, for an error), or None where they do."""
+    if not runs_as_bert(path, names):
+        return ("--columns synthetic needs a BERT model (its config.json and vocab.txt "
+                "beside the weights); use --columns none.")
+    if not getattr(target, "whole_model", False) or ray is not False \
+            or calibration not in (None, "none"):
+        return ("--columns synthetic applies to whole-model --bits-per-weight, --snr and "
+                "--psnr targets, without --ray or --calibration.")
+    return None
+
+
 def columns_mode(requested: str | None, sensitivity: str, path: str | Path,
                  names: list[str], target: object, ray: object = False,
                  calibration: object = None) -> str:
     """``compress --columns``'s mode: ``requested`` if given; else "synthetic" where the
     data-free default runs (``sensitivity`` "synthetic": a BERT model under a whole-model
-    target) without Ray or calibration, and "none" otherwise."""
+    target) and the factors apply (no Ray, no calibration), and "none" otherwise."""
     if requested is not None:
         return requested
-    if sensitivity != "synthetic" or ray is not False or calibration not in (None, "none"):
-        return "none"
-    if not getattr(target, "whole_model", False) or not runs_as_bert(path, names):
+    if sensitivity != "synthetic" or _why_not(path, names, target, ray, calibration):
         return "none"
     return "synthetic"
 
@@ -110,11 +122,7 @@ def column_factors_for(mode: str, path: str | Path, names: list[str], target: ob
                                 f"{', '.join(COLUMN_MODES)}.")
     if mode == "none":
         return None
-    if not runs_as_bert(path, names):
-        raise InvalidInputError("--columns synthetic needs a BERT model (its config.json and "
-                                "vocab.txt beside the weights); use --columns none.")
-    if not getattr(target, "whole_model", False) or ray is not False \
-            or calibration not in (None, "none"):
-        raise InvalidInputError("--columns synthetic applies to whole-model --bits-per-weight, "
-                                "--snr and --psnr targets, without --ray or --calibration.")
+    why = _why_not(path, names, target, ray, calibration)
+    if why is not None:
+        raise InvalidInputError(why)
     return bert_column_factors(path)
