@@ -15,7 +15,6 @@ biases differ.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,18 +22,12 @@ from pathlib import Path
 
 import torch
 
-from weightdna.codec.compress import compress_model, decompress_model
-from weightdna.codec.ratecontrol import Target
 from weightdna.evaluate.correction import bert_bias_correction
 from weightdna.evaluate.sensitivity import for_every_tensor, row_weights_for, sensitivity
 from weightdna.weights import load_weights, minilm_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from minilm_prior import minilm_judge  # noqa: E402
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+from minilm_prior import judged_file, minilm_judge, say, write_judged  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,31 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     say(f"sensitivities in {time.perf_counter() - started:.0f} s")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        dna, out = Path(tmp) / "m.dna", Path(tmp) / "r.safetensors"
         for rate in (float(r) for r in args.rates.split(",")):
             for variant, adjust in (("before", None),
                                     ("bias-corrected", bert_bias_correction(folder))):
-                started = time.perf_counter()
-                report = compress_model(weights, dna, Target("bits_per_weight", rate),
-                                        sensitivity=sens, row_weights=rows_, adjust=adjust,
-                                        overwrite=True)
-                seconds = time.perf_counter() - started
-                decompress_model(dna, out, overwrite=True)
-                figures = judge(load_weights(out).state_dict())
-                row = {"rate": rate, "variant": variant,
-                       "bits_per_weight": report.bits_per_weight,
-                       "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
-                       "min_cosine": figures["min_cosine"], "seconds": seconds}
-                rows.append(row)
-                say(json.dumps(row))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(rows, indent=2))
-    print("| bpw target | variant | bpw | mean cosine | 5th percentile | least | seconds |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['rate']:g} | {r['variant']} | {r['bits_per_weight']:.3f} | "
-              f"{r['cosine']:.4f} | {r['p5_cosine']:.4f} | {r['min_cosine']:.4f} | "
-              f"{r['seconds']:.0f} |")
+                rows.append(judged_file(weights, judge, rate, variant, Path(tmp),
+                                        sensitivity=sens, row_weights=rows_, adjust=adjust))
+    write_judged(rows, args.out)
     return 0
 
 

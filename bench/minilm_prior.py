@@ -63,6 +63,38 @@ def minilm_judge(folder: Path):
     return judge
 
 
+def judged_file(weights, judge, rate: float, variant: str, folder: Path,
+                **options) -> dict:
+    """One row of a MiniLM bench: ``weights`` compressed by `compress_model` at ``rate``
+    bits per weight with ``options`` into ``folder``, decompressed and judged by ``judge``
+    (`minilm_judge`); said on stderr as it comes."""
+    dna, out = folder / "m.dna", folder / "r.safetensors"
+    started = time.perf_counter()
+    report = compress_model(weights, dna, Target("bits_per_weight", rate), overwrite=True,
+                            **options)
+    seconds = time.perf_counter() - started
+    decompress_model(dna, out, overwrite=True)
+    figures = judge(load_weights(out).state_dict())
+    row = {"rate": rate, "variant": variant, "bits_per_weight": report.bits_per_weight,
+           "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
+           "min_cosine": figures["min_cosine"], "seconds": seconds}
+    say(json.dumps(row))
+    return row
+
+
+def write_judged(rows: list[dict], out: Path, label: str = "variant", digits: int = 4) -> None:
+    """``rows`` (`judged_file`) as JSON in ``out`` and as a markdown table on stdout, the
+    cosines to ``digits`` places."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2))
+    print(f"| bpw target | {label} | bpw | mean cosine | 5th percentile | least | seconds |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['rate']:g} | {r['variant']} | {r['bits_per_weight']:.3f} | "
+              f"{r['cosine']:.{digits}f} | {r['p5_cosine']:.{digits}f} | "
+              f"{r['min_cosine']:.4f} | {r['seconds']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", default="3")

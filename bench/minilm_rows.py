@@ -23,29 +23,22 @@ rows are weighed against each other:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from weightdna.codec.compress import compress_model, decompress_model
-from weightdna.codec.ratecontrol import Target, floored_row_ms
+from weightdna.codec.ratecontrol import floored_row_ms
 from weightdna.evaluate.columns import bert_column_factors
 from weightdna.evaluate.correction import bert_bias_correction
 from weightdna.evaluate.sensitivity import for_every_tensor, sensitivity, token_row_weights
 from weightdna.weights import load_weights, minilm_path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from minilm_prior import minilm_judge  # noqa: E402
+from minilm_prior import judged_file, minilm_judge, write_judged  # noqa: E402
 
 VARIANTS = ("relative", "absolute", "absolute+columns", "relative+columns")
-
-
-def say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,32 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     columns = bert_column_factors(folder) if any("columns" in v for v in variants) else None
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        dna, out = Path(tmp) / "m.dna", Path(tmp) / "r.safetensors"
         for rate in (float(r) for r in args.rates.split(",")):
             for variant in variants:
-                started = time.perf_counter()
-                report = compress_model(
-                    weights, dna, Target("bits_per_weight", rate), sensitivity=sens,
+                results.append(judged_file(
+                    weights, judge, rate, variant, Path(tmp), sensitivity=sens,
                     row_weights=absolute if variant.startswith("absolute") else relative,
                     column_factors=columns if variant.endswith("columns") else None,
-                    adjust=bert_bias_correction(folder), overwrite=True)
-                seconds = time.perf_counter() - started
-                decompress_model(dna, out, overwrite=True)
-                figures = judge(load_weights(out).state_dict())
-                row = {"rate": rate, "variant": variant,
-                       "bits_per_weight": report.bits_per_weight,
-                       "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
-                       "min_cosine": figures["min_cosine"], "seconds": seconds}
-                results.append(row)
-                say(json.dumps(row))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
-    print("| bpw target | rows | bpw | mean cosine | 5th percentile | least | seconds |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
-    for r in results:
-        print(f"| {r['rate']:g} | {r['variant']} | {r['bits_per_weight']:.3f} | "
-              f"{r['cosine']:.5f} | {r['p5_cosine']:.5f} | {r['min_cosine']:.4f} | "
-              f"{r['seconds']:.0f} |")
+                    adjust=bert_bias_correction(folder)))
+    write_judged(results, args.out, label="rows", digits=5)
     return 0
 
 
