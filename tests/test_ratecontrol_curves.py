@@ -15,6 +15,7 @@ from tests.support import MINILM, requires_minilm
 from weightdna.codec import compress
 from weightdna.codec import ratecontrol as rc
 from weightdna.codec.ratecontrol import Target
+from weightdna.codec.rowsteps import stored_bits
 from weightdna.weights import load_weights, save_weights
 
 LAYER = "encoder.layer.0."
@@ -51,8 +52,10 @@ def test_a_curve_holds_the_estimates_at_its_points_and_between(model: Path) -> N
     gs, bits, sse = tc.curve
     assert np.allclose(np.diff(gs), rc.CURVE_OCTAVES)
     # It starts where nothing is left to code (but per-row steps, which the estimate
-    # prices at 32 bits a row) and runs to past the target's headroom.
-    side = 32.0 * tc.info.shape[0] if tc.row_scale is not None else 0.0
+    # prices at what they take in the file) and runs to past the target's headroom.
+    assert tc.row_scale is not None
+    side = stored_bits(tc.row_scale)
+    assert side < 16 * tc.info.shape[0]  # not float32's 32 bits a row
     assert bits[-1] - side < 0.05 * tc.info.numel
     assert bits[0] >= (3.0 + rc.CURVE_HEADROOM_BITS) * tc.info.numel
     for g in gs:  # at a point: the estimate itself
