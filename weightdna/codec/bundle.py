@@ -7,7 +7,9 @@ subfolders; compressing an ONNX model stores its graph without the weights, whic
 a known tokenizer model) and not hidden; any other file only when asked for
 (``include``), and every file left out is named, with why. `write_folder` writes the
 folder back: the weights as safetensors, sharded under the source's shard names when its
-index was stored, and every stored file.
+index was stored, and every stored file. From format version 12 the files may be coded
+against each other (`stored_entries`, `weightdna.codec.filecoding`): a tokenizer.json's
+vocabulary as lines, and vocab.txt drawn on them.
 """
 
 from __future__ import annotations

@@ -263,13 +263,15 @@ class DnaFile:
 
 def _check_prefix(path: str, index: int, earlier: int, own: int, prefixes: int,
                   max_memory: int) -> None:
-    """A stored file's ``prefix`` (version 12): not the first file; its dictionary (the
-    ``earlier`` files' payloads) with its own payload and content (``own``) within
-    ``max_memory``; the dictionaries so far with it within filecoding.MAX_PREFIX_BYTES."""
+    """A stored file's ``prefix`` (version 12): not the first file; what reading it holds
+    within ``max_memory``: its dictionary (the ``earlier`` files' payloads) twice (kept,
+    and the copy zstd is given) and ``own`` (its payload and twice its content: a
+    vocab's file is built, then copied out); the dictionaries so far with it within
+    filecoding.MAX_PREFIX_BYTES."""
     where = f"file {path!r}"
     if index == 0:
         raise CorruptFileError(f"{where}: the first file has no earlier files for a prefix.")
-    if earlier + own > max_memory:
+    if 2 * earlier + own > max_memory:
         raise CorruptFileError(f"{where}: with the {earlier} bytes of the files before it "
                                f"it needs more than the memory limit of {max_memory}; raise "
                                "max_memory if the file is trusted.")
@@ -621,7 +623,7 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
             paths.add(path_in_model)
             payload = filecoding.payload_bytes(entry)
             if entry.get("prefix"):
-                _check_prefix(path_in_model, j, earlier, payload + entry["bytes"],
+                _check_prefix(path_in_model, j, earlier, payload + 2 * entry["bytes"],
                               prefixes, max_memory)
                 prefixes += earlier
             earlier += payload
