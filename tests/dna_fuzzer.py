@@ -66,8 +66,14 @@ from weightdna.codec import (
     read_dna_file,
     reference,
 )
+from weightdna.codec.bundle import stored_entries
 from weightdna.codec.container import header_block
-from weightdna.codec.entries import GRID_VERSION, READABLE_VERSIONS, VERSION
+from weightdna.codec.entries import (
+    FILE_CODING_VERSION,
+    GRID_VERSION,
+    READABLE_VERSIONS,
+    VERSION,
+)
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.codec.rowsteps import decode_grid
 from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
@@ -224,6 +230,7 @@ class Seed:
     blobs: dict[tuple[int, str], bytes]  # (tensor index, role) → section bytes
     order: list[tuple[int, str]]  # sections in file order
     reference: list[torch.Tensor] = field(default_factory=list)
+    files: list[bytes] = field(default_factory=list)  # the stored files' contents
 
     @functools.cached_property
     def header_text(self) -> str:
@@ -240,9 +247,13 @@ def lay_out(header: object, blobs: dict[tuple[int, str], bytes],
     to lay out ``blobs`` in ``order``."""
     if not (isinstance(header, dict) and isinstance(header.get("tensors"), list)):
         return
+    files = header.get("files")
+    files = files if isinstance(files, list) else []
+    count = len(header["tensors"])
     offset = 0
     for i, role in order:
-        entry = header["tensors"][i] if i < len(header["tensors"]) else None
+        entry = (header["tensors"][i] if i < count
+                 else files[i - count] if i - count < len(files) else None)
         blob = blobs[(i, role)]
         if isinstance(entry, dict) and isinstance(entry.get("sections"), dict) \
                 and role in entry["sections"]:
@@ -291,7 +302,10 @@ def dumps(value: object) -> bytes:
     return text.encode("utf-8")
 
 
-def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
+def _seed(name: str, encoded: list[tuple[dict, dict]], version: int,
+          files: list[tuple[dict, bytes]] = ()) -> Seed:
+    """A seed of tensors and, from version 6, stored files (each (entry, its frame): their
+    blobs keyed by their index after the tensors')."""
     header = {"metadata": {"producer": "fuzz", "source_metadata": '{"format": "pt"}'},
               "tensors": [copy.deepcopy(e) for e, _ in encoded]}
     blobs = {}
@@ -301,11 +315,30 @@ def _seed(name: str, encoded: list[tuple[dict, dict]], version: int) -> Seed:
             blobs[(i, role)] = bytes(blob)
             order.append((i, role))
         header["tensors"][i]["sections"] = {role: [0, 0, 0] for role in sections}
+    if files:
+        header["files"] = [{**copy.deepcopy(e), "sections": {"data": [0, 0, 0]}}
+                           for e, _ in files]
+        for j, (_, frame) in enumerate(files):
+            blobs[(len(encoded) + j, "data")] = bytes(frame)
+            order.append((len(encoded) + j, "data"))
     seed = Seed(name, version, header, blobs, order)
     with tempfile.TemporaryDirectory() as folder:
         dna = read_dna_file(_write(seed.data, Path(folder), "seed"), max_memory=MEMORY_LIMIT)
         seed.reference = [dna.tensor(n, max_memory=MEMORY_LIMIT) for n in dna.names]
+        seed.files = [content for _, content in dna.stored_files()]
     return seed
+
+
+def coded_files() -> list[tuple[dict, bytes]]:
+    """Format version 12's stored files (`weightdna.codec.filecoding`): a tokenizer's JSON
+    vocabulary as lines, and its vocab.txt drawn on it (``prefix``)."""
+    tokens = ["[PAD]", 'q"t', "\\b", "é", *(f"w{i}" for i in range(300))]
+    vocab = json.dumps({"model": {"vocab": {t: i for i, t in enumerate(tokens)}}},
+                       ensure_ascii=False, separators=(",", ":")).encode()
+    coded = stored_entries([("config.json", b'{"hidden_size": 8}'), ("tokenizer.json", vocab),
+                            ("vocab.txt", "\n".join(tokens).encode())])
+    assert {"vocab", "prefix"} <= {key for e, _ in coded for key in e}
+    return coded
 
 
 @functools.cache
@@ -313,7 +346,8 @@ def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
     representations, version 9's per-column factors, version 10's lanes-coded floats (all
-    with float32 per-row steps) and GRID_VERSION's per-row steps on a grid."""
+    with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
+    FILE_CODING_VERSION's stored files drawn on each other."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
@@ -343,7 +377,9 @@ def seeds() -> tuple[Seed, ...]:
             _seed("v8", old(encode_all(version8_tensors())), 8),
             _seed("v9-columns", old(version9_coded()), 9),
             _seed("v10-lanes", old(in_lanes), 10),
-            _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION))
+            _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION),
+            _seed("v12-files", encode_all(sample_tensors()[:2]), FILE_CODING_VERSION,
+                  coded_files()))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -507,6 +543,12 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
     return header, f"model {key}", False
 
 
+def _owner(header: dict, i: int) -> str:
+    """The name of the tensor, or the path of the stored file, whose blob is ``i``."""
+    count = len(header["tensors"])
+    return header["tensors"][i]["name"] if i < count else header["files"][i - count]["path"]
+
+
 def _leaf(header: dict, path: tuple) -> object:
     try:
         return _get(header, path)
@@ -566,7 +608,10 @@ def _section_mutation(blob: bytes, role: str, rng: random.Random) -> tuple[bytes
     elif op == "trailing":
         data += rng.choice([b"\0", b"\0\0\0\0", rng.randbytes(3)])
     elif op == "reframe":  # a valid frame of other content: right, wrong or zero length
-        payload = zstandard.ZstdDecompressor().decompress(bytes(blob)) if blob else b""
+        try:
+            payload = zstandard.ZstdDecompressor().decompress(bytes(blob)) if blob else b""
+        except zstandard.ZstdError:  # a stored file's frame drawn on the files before it
+            payload = bytes(blob)
         payload = rng.choice([payload[:-1], payload + b"\0", b"", rng.randbytes(len(payload)),
                               bytes(len(payload))])
         data = bytearray(compress_bytes(payload))
@@ -577,7 +622,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -591,7 +636,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
         key = rng.choice(order)
         blobs[key], detail = _section_mutation(blobs[key], key[1], rng)
         kind = "section"
-        detail = f"{seed.header['tensors'][key[0]]['name']}.{key[1]} {detail}"
+        detail = f"{_owner(seed.header, key[0])}.{key[1]} {detail}"
     elif family < 0.95:
         header, detail, _ = _header_mutation(seed, header, rng)
         key = rng.choice(order)
@@ -600,7 +645,9 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     elif family < 0.97:  # a section's offset, length or CRC, after the layout
         lay_out(header, blobs, order)
         i, role = rng.choice(order)
-        spec = header["tensors"][i]["sections"][role]
+        count = len(header["tensors"])
+        spec = (header["tensors"][i] if i < count else header["files"][i - count])[
+            "sections"][role]
         field_ = rng.randrange(3)
         spec[field_] = _near(spec[field_], rng)
         kind, detail = "layout", f"{role}[{field_}]"
@@ -642,6 +689,7 @@ def run_case(case: Case, folder: Path) -> Outcome:
             printable(row["name"]).encode("utf-8")
             f"{row['bits_per_weight']} {row['max_abs_error']} {row['snr_db']}".encode()
         decoded = [dna.tensor(name, max_memory=MEMORY_LIMIT) for name in dna.names]
+        files = [content for _, content in dna.stored_files()]
     except WeightDNAError as exc:
         if not str(exc):
             return Outcome("crash", "a WeightDNAError without a message")
@@ -653,7 +701,8 @@ def run_case(case: Case, folder: Path) -> Outcome:
     reference = next(s for s in seeds() if s.name == case.seed).reference
     same = len(decoded) == len(reference) and all(
         a.dtype == b.dtype and a.shape == b.shape and _bits(a) == _bits(b)
-        for a, b in zip(decoded, reference, strict=True))
+        for a, b in zip(decoded, reference, strict=True)) and files == next(
+        s for s in seeds() if s.name == case.seed).files
     broken = _invariants(dna)
     if broken:
         return Outcome("silent", broken, seconds)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from tests.support import MINILM, requires_minilm
 from weightdna.codec import compress
 from weightdna.codec import ratecontrol as rc
 from weightdna.codec.ratecontrol import Target
+from weightdna.codec.rowsteps import stored_bits
 from weightdna.weights import load_weights, save_weights
 
 LAYER = "encoder.layer.0."
@@ -51,8 +53,10 @@ def test_a_curve_holds_the_estimates_at_its_points_and_between(model: Path) -> N
     gs, bits, sse = tc.curve
     assert np.allclose(np.diff(gs), rc.CURVE_OCTAVES)
     # It starts where nothing is left to code (but per-row steps, which the estimate
-    # prices at 32 bits a row) and runs to past the target's headroom.
-    side = 32.0 * tc.info.shape[0] if tc.row_scale is not None else 0.0
+    # prices at what they take in the file) and runs to past the target's headroom.
+    assert tc.row_scale is not None
+    side = stored_bits(tc.row_scale)
+    assert side < 16 * tc.info.shape[0]  # not float32's 32 bits a row
     assert bits[-1] - side < 0.05 * tc.info.numel
     assert bits[0] >= (3.0 + rc.CURVE_HEADROOM_BITS) * tc.info.numel
     for g in gs:  # at a point: the estimate itself
@@ -130,3 +134,30 @@ def test_a_size_target_is_met_in_one_coding_and_a_correction_at_4_bits(
                                          representations=("quantized",))
         assert compress.SIZE_TARGET_FILL * bits <= report.bits_per_weight <= bits
         assert len(encodes) <= codings * len(NAMES), (bits, len(encodes))
+
+
+def test_a_jump_in_the_estimates_is_closed_in_on_not_stepped_over(monkeypatch) -> None:
+    """Estimates that fall by 1e5 bits an octave, as the curve says, but jump by 3e4 (six
+    times the window) where a choice changes, at log2 Δ = −10: the slope's steps would
+    cross the jump back and forth (−3.25e4 at best); once checks lie on both sides, the
+    solve halves between them and ends nearer the jump (the best possible is −1e4)."""
+    gs = np.arange(-20.0, 1.0)
+    curve = np.array([gs, -1e5 * gs, np.full(gs.size, 1.0)])
+    coded = [SimpleNamespace(curve=curve, info=SimpleNamespace(name="t"))]
+    budget, tolerance = 1.01e6, 5e3
+
+    def estimate(g: float) -> float:
+        return -1e5 * g + (3e4 if g < -10 else 0.0)
+
+    checked = []
+
+    def allocate(coded, step, target, per_row):  # noqa: ANN001, ANN202
+        checked.append(math.log2(step))
+        return rc.Allocation(step, {"t": rc.Choice(None, None, estimate(math.log2(step)), 1.0)})
+
+    monkeypatch.setattr(rc, "allocate", allocate)
+    monkeypatch.setattr(rc, "_peak_over_step", lambda tc, target: 1.0)
+    allocation = rc.solve_on_curves(coded, lambda a: a.bits - budget, False,
+                                    Target("bits_per_weight", 3.0), True, tolerance)
+    assert len(checked) == rc.SOLVE_CHECKS
+    assert -2e4 <= allocation.bits - budget <= 0

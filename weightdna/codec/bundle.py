@@ -7,7 +7,9 @@ subfolders; compressing an ONNX model stores its graph without the weights, whic
 a known tokenizer model) and not hidden; any other file only when asked for
 (``include``), and every file left out is named, with why. `write_folder` writes the
 folder back: the weights as safetensors, sharded under the source's shard names when its
-index was stored, and every stored file.
+index was stored, and every stored file. From format version 12 the files may be coded
+against each other (`stored_entries`, `weightdna.codec.filecoding`): a tokenizer.json's
+vocabulary as lines, and vocab.txt drawn on them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
+from weightdna.codec.filecoding import code_files
 from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import ModelWeights, save_weights
@@ -62,10 +65,26 @@ class StoredFiles:
 
 def stored_entry(path: str, data: bytes, kind: str = "file") -> tuple[dict, bytes]:
     """One file as the container stores it: its entry and its zstd frame."""
+    return _entry(path, data, kind), compress_bytes(data)
+
+
+def _entry(path: str, data: bytes, kind: str = "file") -> dict:
     entry = {"path": path, "bytes": len(data), "compression": "zstd"}
     if kind != "file":
         entry["kind"] = kind
-    return entry, compress_bytes(data)
+    return entry
+
+
+def stored_entries(files: Sequence[tuple[str, bytes]]) -> list[tuple[dict, bytes]]:
+    """Files (path, content) as the container stores them, in order: coded as version 12
+    codes them (`weightdna.codec.filecoding.code_files`: a vocabulary as lines, frames
+    drawn on the files before) where that is smaller, else each alone (`stored_entry`),
+    byte for byte as before."""
+    plain = [stored_entry(path, data) for path, data in files]
+    coded = code_files([(_entry(path, data), data) for path, data in files])
+    if coded is None or sum(len(f) for _, f in coded) >= sum(len(f) for _, f in plain):
+        return plain
+    return coded
 
 
 def collect_files(weights: ModelWeights, include: Sequence[str] = ()) -> StoredFiles:
@@ -108,11 +127,11 @@ def collect_files(weights: ModelWeights, include: Sequence[str] = ()) -> StoredF
         except CorruptFileError:
             left_out.append((relative, "its name cannot be stored (hidden or unusual)"))
             continue
-        stored.append(stored_entry(relative, path.read_bytes()))
+        stored.append((relative, path.read_bytes()))
     unmatched = [p for p in include if p not in matched]
     if unmatched:
         raise InvalidInputError(f"--include {unmatched[0]!r} matches no file in {folder}.")
-    return StoredFiles(stored, left_out)
+    return StoredFiles(stored_entries(stored), left_out)
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -227,9 +246,10 @@ def write_folder(dna: DnaFile, folder: Path, overwrite: bool,
         save_weights({n: sources[n] for n in names}, path, metadata=metadata,
                      overwrite=overwrite)
         written.append(path)
-    for entry in stored:
+    for entry, data in dna.stored_files():
+        if entry.get("kind", "file") != "file":
+            continue
         path = folder.joinpath(*entry["path"].split("/"))
-        data = dna.stored_file(entry["path"])
         with atomic_output(path, overwrite=overwrite) as handle:
             handle.write(data)
         written.append(path)

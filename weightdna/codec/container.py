@@ -13,7 +13,7 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -23,12 +23,15 @@ from typing import Any
 import torch
 
 from weightdna.atomic import atomic_output
+from weightdna.codec import filecoding
 from weightdna.codec.dtypes import FLOAT_NAMES
 from weightdna.codec.entries import (  # noqa: F401 - the format's names, read from here too
     DECODE_BLOCK_BYTES,
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
     ENTRY_KEYS,
+    FILE_CODING_KEYS,
+    FILE_CODING_VERSION,
     MAX_DIMS,
     MAX_ELEMENTS,
     MAX_NAME_CHARS,
@@ -45,7 +48,6 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
 from weightdna.codec.fields import is_finite_number, is_int, load_json
 from weightdna.codec.spill import Spill, SpilledSections
 from weightdna.codec.tensor import decode_tensor
-from weightdna.codec.zstdframes import decompress_bytes
 from weightdna.errors import (
     CorruptFileError,
     InvalidInputError,
@@ -78,8 +80,11 @@ MAX_PATH_PART_BYTES = 255
 HEADER_MEMORY_FACTOR = 32
 
 
-def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> str:
-    """Validate one stored file's entry (version 6); returns its path. Raises CorruptFileError.
+def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY,
+                     version: int = VERSION) -> str:
+    """Validate one stored file's entry (version 6; ``prefix`` and ``vocab`` from
+    FILE_CODING_VERSION); returns its path. Raises CorruptFileError. Where its prefix
+    lies (earlier files) is checked by the reader, which knows them.
 
     The path must be relative and stay inside the folder it is written to: parts separated
     by "/", none empty, ".", ".." or longer than 255 bytes, no backslash, no control
@@ -87,9 +92,11 @@ def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> str
     if not isinstance(entry, dict):
         raise CorruptFileError("a file entry must be a JSON object.")
     keys = set(entry)
-    if not FILE_KEYS <= keys or not keys <= FILE_KEYS | {"kind"}:
+    optional = {"kind", *(FILE_CODING_KEYS if version >= FILE_CODING_VERSION else ())}
+    if not FILE_KEYS <= keys or not keys <= FILE_KEYS | optional:
         raise CorruptFileError(f"a file entry must have the keys {sorted(FILE_KEYS)} (and "
-                               f"optionally 'kind'), found {sorted(map(str, keys))}.")
+                               f"optionally {', '.join(map(repr, sorted(optional)))}), found "
+                               f"{sorted(map(str, keys))}.")
     path = entry["path"]
     check_relative_path(path)
     where = f"file {path!r}"
@@ -106,6 +113,10 @@ def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> str
         raise CorruptFileError(f"{where}: compression must be 'zstd'.")
     if not isinstance(entry["sections"], dict) or set(entry["sections"]) != {"data"}:
         raise CorruptFileError(f"{where}: sections must hold exactly 'data'.")
+    if "prefix" in entry and entry["prefix"] is not True:
+        raise CorruptFileError(f"{where}: prefix must be true where it is given.")
+    if "vocab" in entry:
+        filecoding.check_vocab(entry["vocab"], size, where)
     return path
 
 
@@ -149,13 +160,35 @@ class DnaFile:
         raise InvalidInputError(f"no tensor {name!r} in {self.path}.")
 
     def stored_file(self, path: str) -> bytes:
-        """The content of the stored file at ``path`` (version 6), checked and inflated."""
-        for entry in self.files:
+        """The content of the stored file at ``path`` (version 6), checked and inflated
+        (with a ``prefix``, version 12: every file before it too, for their payloads)."""
+        for j, entry in enumerate(self.files):
             if entry["path"] == path:
-                offset, length, crc = entry["sections"]["data"]
-                blob = self._read_range(offset, length, crc, f"file {path!r}")
-                return decompress_bytes(blob, entry["bytes"], f"{self.path}: file {path!r}")
+                if not entry.get("prefix"):
+                    return self._stored(entry, None)[1]
+                return next(c for e, c in self.stored_files(j + 1) if e is entry)
         raise InvalidInputError(f"no file {path!r} is stored in {self.path}.")
+
+    def stored_files(self, count: int | None = None) -> Iterator[tuple[dict, bytes]]:
+        """(entry, content) of the first ``count`` stored files (all by default), in order,
+        each read, checked and inflated once. The payloads are kept while a later file's
+        ``prefix`` needs them (the reader checked that they fit ``max_memory``)."""
+        files = self.files[:count]
+        last_prefix = max((j for j, e in enumerate(files) if e.get("prefix")), default=-1)
+        joined = bytearray()
+        for j, entry in enumerate(files):
+            payload, content = self._stored(
+                entry, bytes(joined) if entry.get("prefix") else None)
+            if j < last_prefix:
+                joined += payload
+            yield entry, content
+
+    def _stored(self, entry: dict, dictionary: bytes | None) -> tuple[bytes, bytes]:
+        """(payload, content) of a stored file (`weightdna.codec.filecoding`)."""
+        where = f"file {entry['path']!r}"
+        offset, length, crc = entry["sections"]["data"]
+        blob = self._read_range(offset, length, crc, where)
+        return filecoding.decode(blob, entry, dictionary or None, f"{self.path}: {where}")
 
     def _read_range(self, offset: int, length: int, crc: int, what: str) -> bytes:
         try:
@@ -226,6 +259,25 @@ class DnaFile:
                                    "floating-point tensor of the same shape that is not "
                                    "itself a reference.")
         return name
+
+
+def _check_prefix(path: str, index: int, earlier: int, own: int, prefixes: int,
+                  max_memory: int) -> None:
+    """A stored file's ``prefix`` (version 12): not the first file; what reading it holds
+    within ``max_memory``: its dictionary (the ``earlier`` files' payloads) twice (kept,
+    and the copy zstd is given) and ``own`` (its payload and twice its content: a
+    vocab's file is built, then copied out); the dictionaries so far with it within
+    filecoding.MAX_PREFIX_BYTES."""
+    where = f"file {path!r}"
+    if index == 0:
+        raise CorruptFileError(f"{where}: the first file has no earlier files for a prefix.")
+    if 2 * earlier + own > max_memory:
+        raise CorruptFileError(f"{where}: with the {earlier} bytes of the files before it "
+                               f"it needs more than the memory limit of {max_memory}; raise "
+                               "max_memory if the file is trusted.")
+    if prefixes + earlier > filecoding.MAX_PREFIX_BYTES:
+        raise CorruptFileError(f"{where}: the files' prefixes together exceed "
+                               f"{filecoding.MAX_PREFIX_BYTES} bytes.")
 
 
 def _checksum_message(path: Path, name: str, role: str) -> str:
@@ -365,7 +417,7 @@ def _layout(
     header = _header_json(entries, metadata, stored)
     if len(header) > MAX_HEADER_BYTES:
         raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
-    return [header_block(header, file_version(entries)), *blobs]
+    return [header_block(header, file_version(entries, stored)), *blobs]
 
 
 def _informational(value: object) -> object:
@@ -563,11 +615,18 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
             for role, (offset, length, _) in _section_ranges(entry, data_size).items():
                 layout.append((offset, length, i, role))
         paths: set[str] = set()
+        earlier = prefixes = 0  # payload bytes of the files so far; of the prefixes
         for j, entry in enumerate(files):
-            path_in_model = check_file_entry(entry, max_memory)
+            path_in_model = check_file_entry(entry, max_memory, version)
             if path_in_model in paths:
                 raise CorruptFileError(f"two files are called {path_in_model!r}.")
             paths.add(path_in_model)
+            payload = filecoding.payload_bytes(entry)
+            if entry.get("prefix"):
+                _check_prefix(path_in_model, j, earlier, payload + 2 * entry["bytes"],
+                              prefixes, max_memory)
+                prefixes += earlier
+            earlier += payload
             for role, (offset, length, _) in _section_ranges(entry, data_size).items():
                 if length > max_memory:
                     raise CorruptFileError(

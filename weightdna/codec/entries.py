@@ -19,13 +19,16 @@ from weightdna.errors import CorruptFileError
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
 # 9: per-column factors of a ``quantized`` tensor (``columns``); 10: a float ``raw`` tensor
 # coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`); 11: per-row steps
-# on a grid (``grid``, `weightdna.codec.rowsteps`). A file is written as the lowest version
-# that holds its entries (`file_version`): one without any of them as version 8, byte for
-# byte as before.
+# on a grid (``grid``, `weightdna.codec.rowsteps`); 12: a stored file's frame drawn on the
+# files before it (``prefix``) and a JSON vocabulary stored as lines (``vocab``,
+# `weightdna.codec.filecoding`). A file is written as the lowest version that holds its
+# entries (`file_version`): one without any of them as version 8, byte for byte as before.
 COLUMNS_VERSION = 9
 LANES_VERSION = 10
 GRID_VERSION = 11
-VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION)
+FILE_CODING_VERSION = 12
+FILE_CODING_KEYS = ("prefix", "vocab")
+VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -59,12 +62,15 @@ DECODE_BLOCK_ELEMENTS = 1 << 18
 DECODE_BLOCK_BYTES = 32
 
 
-def file_version(entries: Sequence[dict]) -> int:
-    """The version a file of these tensor entries is written as: the lowest that holds
-    them (COLUMNS_VERSION with a ``quantized`` tensor's per-column factors, LANES_VERSION
-    with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row steps on a grid, else
+def file_version(entries: Sequence[dict], files: Sequence[dict] = ()) -> int:
+    """The version a file of these tensor entries and stored-file entries is written as:
+    the lowest that holds them (COLUMNS_VERSION with a ``quantized`` tensor's per-column
+    factors, LANES_VERSION with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row
+    steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``, else
     8)."""
     version = COLUMNS_VERSION - 1
+    if any(key in entry for entry in files for key in FILE_CODING_KEYS):
+        version = FILE_CODING_VERSION
     for entry in entries:
         params = entry.get("params")
         if isinstance(params, dict) and "columns" in params:

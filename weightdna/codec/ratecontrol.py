@@ -626,7 +626,7 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     if isinstance(steps, np.ndarray):
         stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
         divisor = steps[::stride][: sample.shape[0], None].astype(np.float32)
-        side = 32.0 * steps.size
+        side = stored_bits(steps)
     else:
         divisor, side = np.float32(steps), 0.0
     peak = float(np.max(candidate.row_peak / (steps if isinstance(steps, np.ndarray)
@@ -882,6 +882,7 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
             bad = mid
     g = ok
     best = best_excess = None
+    held = missed = None  # the checked g nearest the crossing on each side
     for _ in range(SOLVE_CHECKS):
         allocation = allocate(coded, 2.0**g, target, per_row)
         e = excess(allocation)
@@ -889,6 +890,16 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
             best, best_excess = allocation, e
         if -tolerance <= e <= 0:
             return allocation
+        if e <= 0:
+            held = g if held is None or abs(g - bad) < abs(held - bad) else held
+        else:
+            missed = g if missed is None or abs(g - ok) < abs(missed - ok) else missed
+        if held is not None and missed is not None:
+            # Checked on both sides and neither inside: the estimates jump there by more
+            # than the window (a tensor's choice changing, e.g. its deadzone), so the
+            # slope's steps would cross the jump back and forth. Halve the bracket.
+            g = 0.5 * (held + missed)
+            continue
         # Move along the curves' slope by the estimate's miss (aiming inside the window).
         h = 1.0 / 64
         slope = (on_curves(g + h) - on_curves(g - h)) / (2 * h)

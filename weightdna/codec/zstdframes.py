@@ -45,18 +45,23 @@ def zstd_frame_size(data: bytes) -> int | None:
     return size if size <= len(data) else None
 
 
-def decompress_bytes(data: bytes, expected: int, what: str) -> bytes:
+def decompress_bytes(data: bytes, expected: int, what: str,
+                     dictionary: bytes | None = None) -> bytes:
     """Decompress one zstd frame that must hold exactly ``expected`` bytes and be all of
     ``data`` (docs/FORMAT.md: no skippable frame, nothing after it, an empty tensor's frame
     too).
 
     Reads at most ``expected + 1`` bytes through a streaming reader, so a frame that claims
-    (or holds) more cannot make us allocate more.
+    (or holds) more cannot make us allocate more. ``dictionary``: the raw-content
+    dictionary the frame was compressed with (a stored file's ``prefix``, version 12).
     """
     if zstd_frame_size(data) != len(data):
         raise CorruptFileError(f"{what}: the section is not exactly one zstd frame.")
     try:
-        dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
+        dctx = zstandard.ZstdDecompressor(
+            max_window_size=MAX_WINDOW,
+            dict_data=None if dictionary is None else zstandard.ZstdCompressionDict(
+                dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
         with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
             out = bytearray()
             while len(out) <= expected:

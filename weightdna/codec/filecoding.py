@@ -1,0 +1,211 @@
+"""How a stored file's bytes are coded from format version 12 (docs/FORMAT.md, "Stored
+files"): a file's zstd frame may draw on the files before it (``prefix``), and a JSON
+vocabulary in it may be written as lines (``vocab``).
+
+A tokenizer.json holds its vocabulary as ``"token":0,"token2":1,…``; vocab.txt holds the
+same tokens one a line. Coded alone, each costs its own bytes (MiniLM: 161,921 and 99,639 at
+zstd level 19). Written as lines (the ``vocab`` transform: ``token\\ntoken2\\n…``, the ids
+and quotes rebuilt on reading) and compressed with the files before it as a zstd raw-content
+dictionary (``prefix``), the second copy costs almost nothing.
+
+* **payload**: what a file's frame inflates to: the file itself, or with ``vocab`` the file
+  with its run of ``"L_i"<colon>i`` items (``i`` = 0, 1, …, count − 1, written in decimal,
+  joined by ``<comma>``) starting at byte ``at`` replaced by the lines ``L_i\\n``. A line
+  holds no newline (a JSON string cannot), so the payload splits back unambiguously.
+* **prefix**: the frame was compressed with the payloads of every earlier stored file,
+  concatenated in order, as a raw-content dictionary.
+
+Every frame of this coding carries zstd's content checksum, so that a payload rebuilt
+from other files than it was written against is refused, not given back changed.
+
+The writer uses either only where it makes the file smaller, and checks that every file
+comes back byte for byte before it uses them (`code_files`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import zstandard
+
+from weightdna.codec.fields import is_int
+from weightdna.codec.zstdframes import decompress_bytes
+from weightdna.errors import CorruptFileError
+
+# The stored files' zstd level where the version-12 coding is used (level 10 otherwise, as
+# before): on MiniLM's 11 files 269,095 bytes against 299,033, 0.3 s (BENCHMARKS.md).
+LEVEL = 19
+# A vocabulary run shorter than this is left as it is.
+VOCAB_MIN_ITEMS = 256
+VOCAB_KEYS = {"at", "count", "colon", "comma", "bytes"}
+MAX_SEPARATOR_CHARS = 64
+# The dictionaries of all prefixed files together, at most (bounds a reader's work whatever
+# the number of files: each dictionary is built once per file read).
+MAX_PREFIX_BYTES = 1 << 30
+# The writer gives zstd only the dictionary's last bytes: level 19's window is 8 MiB, and a
+# raw-content dictionary is read back from its end, so the decoder (which has all of it)
+# finds the same bytes at the same distances; loading more would only cost time.
+DICTIONARY_TAIL = 1 << 23
+_COLON = re.compile(r"[ \t\r\n]*:[ \t\r\n]*\Z")
+_COMMA = re.compile(r"[ \t\r\n]*,[ \t\r\n]*\Z")
+_STRING = re.compile(rb'"((?:[^"\\\n]|\\[^\n])*)"')
+_FIRST = re.compile(rb'\{[ \t\r\n]*(")(?:[^"\\\n]|\\[^\n])*"([ \t\r\n]*:[ \t\r\n]*)0')
+_SEPARATOR = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*")
+_NUMBER_GOES_ON = b"0123456789.eE"
+
+
+def find_vocab(data: bytes) -> tuple[dict, bytes] | None:
+    """The longest run of ``"token":i`` items (i from 0) in ``data``, as (the ``vocab``
+    params, the payload), or None when there is none of VOCAB_MIN_ITEMS items."""
+    best = None
+    for first in _FIRST.finditer(data):
+        at, colon = first.start(1), first.group(2)
+        pos = first.end()
+        if data[pos : pos + 1] and data[pos] in _NUMBER_GOES_ON:
+            continue
+        comma_match = _SEPARATOR.match(data, pos)
+        if comma_match is None:
+            continue
+        comma = comma_match.group(0)
+        if len(colon) > MAX_SEPARATOR_CHARS or len(comma) > MAX_SEPARATOR_CHARS:
+            continue
+        lines = [_STRING.match(data, at).group(1)]
+        while True:
+            item = _STRING.match(data, pos + len(comma)) if data.startswith(comma, pos) else None
+            if item is None:
+                break
+            digits = str(len(lines)).encode()
+            after = item.end() + len(colon) + len(digits)
+            if not (data.startswith(colon, item.end())
+                    and data.startswith(digits, item.end() + len(colon))
+                    and not (data[after : after + 1] and data[after] in _NUMBER_GOES_ON)):
+                break
+            lines.append(item.group(1))
+            pos = after
+        if len(lines) >= VOCAB_MIN_ITEMS and (best is None or len(lines) > len(best[3])):
+            best = (at, pos, colon, lines, comma)
+    if best is None:
+        return None
+    at, end, colon, lines, comma = best
+    payload = b"".join((data[:at], *(line + b"\n" for line in lines), data[end:]))
+    params = {"at": at, "count": len(lines), "colon": colon.decode("ascii"),
+              "comma": comma.decode("ascii"), "bytes": len(payload)}
+    return params, payload
+
+
+def check_vocab(params: object, size: int, where: str) -> dict:
+    """A file entry's ``vocab`` params, checked against the file's ``size``: the keys
+    VOCAB_KEYS, integers with 0 ≤ at ≤ bytes ≤ size and count ≥ 1, colon and comma a ``:``
+    or ``,`` with spaces, tabs or line ends around it (at most MAX_SEPARATOR_CHARS).
+    Raises CorruptFileError."""
+    if not (isinstance(params, dict) and set(params) == VOCAB_KEYS):
+        raise CorruptFileError(f"{where}: vocab must have the keys {sorted(VOCAB_KEYS)}.")
+    at, count, payload = params["at"], params["count"], params["bytes"]
+    if not (is_int(at) and is_int(count) and is_int(payload)
+            and 0 <= at <= payload <= size and count >= 1):
+        raise CorruptFileError(f"{where}: vocab needs integers 0 ≤ at ≤ bytes ≤ the file's "
+                               "bytes and count ≥ 1.")
+    for key, pattern in (("colon", _COLON), ("comma", _COMMA)):
+        value = params[key]
+        if not (isinstance(value, str) and len(value) <= MAX_SEPARATOR_CHARS
+                and pattern.match(value)):
+            raise CorruptFileError(f"{where}: vocab's {key} must be a "
+                                   f"'{':' if key == 'colon' else ','}' with only spaces, "
+                                   f"tabs or line ends around it, at most "
+                                   f"{MAX_SEPARATOR_CHARS} characters.")
+    return params
+
+
+def rebuild(payload: bytes, params: dict, size: int, where: str) -> bytes:
+    """The file of ``payload`` and its checked ``vocab`` params; it must be exactly
+    ``size`` bytes (never built past size + the longest item)."""
+    at, count = params["at"], params["count"]
+    colon, comma = params["colon"].encode("ascii"), params["comma"].encode("ascii")
+    if count > len(payload) - at:  # each line at least its newline
+        raise CorruptFileError(f"{where}: vocab's count exceeds the lines the data holds.")
+    out = bytearray(payload[:at])
+    pos = at
+    for i in range(count):
+        end = payload.find(b"\n", pos)
+        if end < 0:
+            raise CorruptFileError(f"{where}: the data holds fewer vocab lines than its count.")
+        if i:
+            out += comma
+        out += b'"'
+        out += payload[pos:end]
+        out += b'"'
+        out += colon
+        out += str(i).encode()
+        pos = end + 1
+        if len(out) > size:
+            break
+    if len(out) + len(payload) - pos != size:
+        raise CorruptFileError(f"{where}: the vocab does not rebuild to exactly the file's "
+                               f"{size} bytes.")
+    out += payload[pos:]
+    return bytes(out)
+
+
+def payload_bytes(entry: dict) -> int:
+    """What a (checked) file entry's frame inflates to."""
+    vocab = entry.get("vocab")
+    return vocab["bytes"] if isinstance(vocab, dict) else entry["bytes"]
+
+
+def decode(frame: bytes, entry: dict, dictionary: bytes | None, where: str) -> tuple[bytes, bytes]:
+    """(payload, file) of a checked entry's frame; ``dictionary``: the earlier files'
+    payloads where the entry has ``prefix``."""
+    payload = decompress_bytes(frame, payload_bytes(entry), where, dictionary)
+    vocab = entry.get("vocab")
+    if vocab is None:
+        return payload, payload
+    return payload, rebuild(payload, vocab, entry["bytes"], where)
+
+
+def _frame(data: bytes, dictionary: bytes | None = None) -> bytes:
+    """``data`` as one zstd frame at LEVEL with its content checksum (4 bytes: a frame
+    read with other files before it than it was written with fails it), drawn on
+    ``dictionary`` (raw content) if given."""
+    if dictionary is None:
+        return zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compress(data)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        LEVEL, source_size=len(data) + len(dictionary), write_checksum=True)
+    return zstandard.ZstdCompressor(
+        dict_data=zstandard.ZstdCompressionDict(dictionary,
+                                                dict_type=zstandard.DICT_TYPE_RAWCONTENT),
+        compression_params=params).compress(data)
+
+
+def code_files(files: Sequence[tuple[dict, bytes]]) -> list[tuple[dict, bytes]] | None:
+    """The files (each its entry without sections, and its content) coded as version 12
+    codes them: at LEVEL, a vocabulary as lines where one is found, each file against the
+    earlier files' payloads where that is smaller (within MAX_PREFIX_BYTES). None where
+    neither ``vocab`` nor ``prefix`` is used (the caller keeps the plain coding). Each
+    file is decoded back and compared before it is used."""
+    coded: list[tuple[dict, bytes]] = []
+    joined = bytearray()
+    work = 0
+    used = False
+    for entry, data in files:
+        entry = dict(entry)
+        payload = data
+        found = find_vocab(data)
+        if found is not None:
+            entry["vocab"], payload = found
+        frame = _frame(payload)
+        if joined and work + len(joined) <= MAX_PREFIX_BYTES:
+            drawn = _frame(payload, bytes(joined[-DICTIONARY_TAIL:]))
+            if len(drawn) < len(frame):
+                frame, entry["prefix"] = drawn, True
+                work += len(joined)
+        where = f"file {entry['path']!r}"
+        if "vocab" in entry:
+            check_vocab(entry["vocab"], len(data), where)
+        back = decode(frame, entry, bytes(joined) if entry.get("prefix") else None, where)
+        if back != (payload, data):  # cannot happen; the plain coding is safe
+            return None
+        used = used or "vocab" in entry or "prefix" in entry
+        coded.append((entry, frame))
+        joined += payload
+    return coded if used else None
