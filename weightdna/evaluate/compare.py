@@ -101,8 +101,11 @@ def _session(model: bytes | Path) -> Any:
         raise MissingDependencyError("evaluating an ONNX model needs the optional package "
                                      "onnxruntime: pip install onnxruntime") from None
     source = model if isinstance(model, bytes) else str(model)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # synthetic inputs it fails on are tried, then skipped
     try:
-        return onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(source, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own types
         what = "the model with the restored weights" if isinstance(model, bytes) else model
         raise ModelFileError(f"onnxruntime cannot run {what} "
@@ -113,9 +116,10 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
                   samples: int = 8, seed: int = 0) -> dict:
     """Every output of the ONNX model ``original`` and of ``restored`` (an ONNX file, or
     restored weights — safetensors, .dna, a folder — put into the original's graph) on
-    ``inputs`` (an .npz of arrays by input name) or on ``samples`` seeded inputs made from
-    the graph's input specs (`outputs.onnx_feeds`)."""
-    from weightdna.evaluate.outputs import gathered_rows, onnx_feeds, onnx_with_initializers
+    ``inputs`` (an .npz of arrays by input name) or on ``samples`` seeded synthetic inputs
+    the original runs on (`outputs.onnx_inputs`: from the graph's input specs, else one at a
+    time with guessed lengths and compared values; how, under "fed")."""
+    from weightdna.evaluate.outputs import onnx_inputs, onnx_with_initializers
     from weightdna.weights import load_weights
 
     original = Path(original)
@@ -137,21 +141,24 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
         if set(feeds) != wanted:
             raise InvalidInputError(f"{inputs} holds {sorted(feeds)}; the model's inputs are "
                                     f"{sorted(wanted)}.")
+        batches, fed = [feeds], ""
     else:
-        feeds = onnx_feeds(first, samples, np.random.default_rng(seed),
-                           skip={i.name for i in load_weights(original).infos},
-                           ids=gathered_rows(original))
-        if feeds is None:
-            raise InvalidInputError(f"{original} has an input that is neither float nor "
-                                    "integer; give --inputs X.npz.")
+        found = onnx_inputs(first, original, samples, np.random.default_rng(seed),
+                            skip={i.name for i in load_weights(original).infos})
+        if found is None:
+            raise InvalidInputError(
+                f"{original} did not run on synthetic inputs made from its input specs, nor "
+                "on a few guesses of lengths and of the values it compares scalar inputs "
+                "with; give --inputs X.npz.")
+        batches, fed = found.feeds, found.fed
     names = [o.name for o in first.get_outputs()]
     two_d = [o.name for o in first.get_outputs() if len(o.shape or ()) == 2]
 
     def run(session: Any) -> Callable[[dict], dict]:
         return lambda batch: dict(zip(names, session.run(names, batch), strict=True))
 
-    result = compare_outputs(run(first), run(second), [feeds], logits=two_d)
-    return {"task": "onnx", **result}
+    result = compare_outputs(run(first), run(second), batches, logits=two_d)
+    return {"task": "onnx", **({"fed": fed} if fed else {}), **result}
 
 
 def restored_state(path: Path) -> dict[str, torch.Tensor]:
