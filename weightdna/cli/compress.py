@@ -378,6 +378,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)
     sensitivity = None
+    notes: list[str] = []  # what measuring the sensitivities said (an ONNX graph's)
     with job_progress() as bar:
         plan = _plan(target)
         if mode != "none":
@@ -392,7 +393,8 @@ def run_compress(args: argparse.Namespace) -> int:
         if mode != "none":
             from weightdna.evaluate.calibration import sensitivity_for_file
 
-            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
+            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress,
+                                               note=notes.append)
         row_weights = row_weights_for(mode, args.model, weights.names)
         from weightdna.evaluate.columns import column_factors_for, columns_mode
 
@@ -411,8 +413,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 resumable=True, resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report, check, mode), markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(_as_json(report, check, "none" if sensitivity is None else mode),
+                      markup=False, highlight=False, soft_wrap=True)
         return 0
     print_table(_table(report))
     console.print(
@@ -423,7 +425,9 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
-    if mode != "none":
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
+    if sensitivity is not None:
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
