@@ -262,7 +262,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if subject.name == "detector":
         conv = detector_conv(subject)
         row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
-        row["conv_alone_snr_db"] = alone_snr(subject, rate, objective, workdir)
+        row["conv_alone_snr_db"] = alone_snr(subject, rate, plain, workdir)
     say(f"  {subject.name:8s} {objective:8s} {rate:4g} -> {report.bits_per_weight:.3f} bpw  "
         f"{subject.unit} {figure:.4f} (ref {subject.reference:.4f})  worst SNR {worst:.1f} dB "
         f"({worst_name})  zeroed {zeroed:.2f}")

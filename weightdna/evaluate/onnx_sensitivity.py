@@ -117,27 +117,49 @@ def _session(graph: bytes) -> Any:
                                         providers=["CPUExecutionProvider"])
 
 
-def onnx_forward(session: Any, inputs: OnnxInputs) -> Forward:
+def onnx_forward(session: Any, inputs: OnnxInputs, outputs: str = "first") -> Forward:
     """The graph's first output on ``inputs``'s feeds, (samples, features), with the weight
-    ``name`` fed as ``value`` (every other weight its own)."""
-    first = session.get_outputs()[0].name
+    ``name`` fed as ``value`` (every other weight its own). ``outputs`` "all": every
+    numeric output with a row per sample, each divided by its root mean square on the
+    unperturbed run, side by side."""
+    names = [o.name for o in session.get_outputs()]
+    wanted = names[:1] if outputs == "first" else names
     one_at_a_time = len(inputs.feeds) > 1
+    samples = len(inputs.feeds) if one_at_a_time else None
+    scales: dict[str, float] = {}
+
+    def rows(out: np.ndarray) -> np.ndarray | None:
+        if one_at_a_time:
+            return out.reshape(out.shape[0], -1)
+        if out.ndim and out.shape[0] > 1:
+            return out.reshape(out.shape[0], -1)
+        return out.reshape(1, -1)
 
     def forward(name: str, value: np.ndarray) -> np.ndarray:
         extra = {name: np.asarray(value)} if name else {}
-        runs = [np.asarray(session.run([first], {**feeds, **extra})[0])
-                for feeds in inputs.feeds]
-        out = np.stack(runs) if one_at_a_time else runs[0]
-        rows = out.shape[0] if out.ndim and (one_at_a_time or out.shape[0] > 1) else 1
-        return out.reshape(rows, -1).astype(np.float64)
+        runs = [session.run(wanted, {**feeds, **extra}) for feeds in inputs.feeds]
+        parts = []
+        for i, output in enumerate(wanted):
+            each = [np.asarray(run[i]) for run in runs]
+            if each[0].dtype.kind not in "biuf":
+                continue
+            block = rows(np.stack(each) if one_at_a_time else each[0]).astype(np.float64)
+            if outputs == "first":
+                return block
+            if samples is None and parts and block.shape[0] != parts[0].shape[0]:
+                continue  # no row per sample
+            if output not in scales:
+                scales[output] = float(np.sqrt(np.mean(block * block))) or 1.0
+            parts.append(block / scales[output])
+        return np.concatenate(parts, axis=1)
 
     return forward
 
 
 def onnx_sensitivity(path: str | Path, samples: int = SAMPLES, snr_db: float = DEFAULT_SNR_DB,
                      step: float | None = None, draws: int = 1, seed: int = 0,
-                     names: Sequence[str] | None = None, progress: Progress | None = None
-                     ) -> OnnxSensitivity:
+                     names: Sequence[str] | None = None, progress: Progress | None = None,
+                     outputs: str = "first") -> OnnxSensitivity:
     """s_t (`weightdna.evaluate.sensitivity`) of each weight of the ONNX file at ``path``
     (``names``, default `measured_names`) on ``samples`` synthetic inputs
     (`onnx_inputs`), or None with the reason where the graph does not run on them or its
@@ -168,7 +190,7 @@ def onnx_sensitivity(path: str | Path, samples: int = SAMPLES, snr_db: float = D
         return OnnxSensitivity(None, "the original gives the same output for every "
                                "synthetic input, so they cannot tell which weights matter",
                                found.fed, time.perf_counter() - started)
-    measured = measure_sensitivity(onnx_forward(session, found), state, names, snr_db, step,
-                                   draws, seed, progress)
+    measured = measure_sensitivity(onnx_forward(session, found, outputs), state, names,
+                                   snr_db, step, draws, seed, progress)
     return OnnxSensitivity(measured, fed=found.fed, seconds=time.perf_counter() - started)
 
