@@ -104,3 +104,19 @@ def test_compress_with_onnx_sensitivities_and_without_informative_inputs(
     assert main(["compress", str(two), "-o", str(tmp_path / "c.dna"), "--bits-per-weight",
                  "3", "--sensitivity", "auto"]) == 1
     assert "--sensitivity synthetic" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_api_takes_onnx_sensitivities(tmp_path: Path) -> None:
+    import weightdna
+    from weightdna.codec import read_dna_file
+
+    two = _two_paths(tmp_path / "two.onnx")
+    plain = weightdna.compress(two, tmp_path / "plain.dna", bits_per_weight=2,
+                               sensitivity="none")
+    measured = weightdna.compress(two, tmp_path / "s.dna", bits_per_weight=2,
+                                  sensitivity="synthetic")
+    snr = {report.output.name: {t.name: t.snr_db for t in report.tensors}
+           for report in (plain, measured)}
+    # A's error counts about 10⁴ times B's: A gets the finer step.
+    assert snr["s.dna"]["A"] - snr["s.dna"]["B"] > snr["plain.dna"]["A"] - snr["plain.dna"]["B"] + 6
+    assert read_dna_file(tmp_path / "s.dna").names

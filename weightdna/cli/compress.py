@@ -144,7 +144,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the coded weights' error on those tokens (MiniLM's mean "
                              "cosine 0.818 → 0.928 at 2 bits/weight, 0.976 → 0.986 at 3), "
                              "on inputs "
-                             "distilled from an engine model itself; none: the --objective "
+                             "distilled from an engine model itself, and for an ONNX file "
+                             "(with onnxruntime) on the output check's synthetic inputs "
+                             "(none where the original gives the same output for every one; "
+                             "not the default there: on magika and Silero VAD it kept fewer "
+                             "decisions than none); none: the --objective "
                              "alone (default: synthetic for a BERT model under a whole-model "
                              "target, else none)")
     parser.add_argument("--columns", choices=("none", "synthetic"), default=None,

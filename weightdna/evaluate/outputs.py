@@ -356,103 +356,17 @@ def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator
     """Synthetic inputs the graph of ``session`` runs on: `onnx_feeds` from its input specs
     (a batch of ``samples``), else the first guess of the ladder (`LENGTHS`: one sample at
     a time, symbolic last dimensions, scalar integers the values `compared_constants`
-    finds) every sample of which it runs on; None if none. Where the original gives the
-    same output for every one of those inputs, an image input is also fed images
-    (`_images`), and those are used if its outputs then differ. ``model``: the graph's
-    path or loaded ModelProto, read for `gathered_rows` and `compared_constants`;
-    ``skip``: inputs not to feed (weights that are also graph inputs)."""
+    finds) every sample of which it runs on; None if none. ``model``: the graph's path or
+    loaded ModelProto, read for `gathered_rows` and `compared_constants`; ``skip``: inputs
+    not to feed (weights that are also graph inputs)."""
     ids, compared = gathered_rows(model), compared_constants(model)
     feeds = onnx_feeds(session, samples, rng, skip=skip, ids=ids)
     if feeds is None:
         return None
     first = _run(session, feeds)
-    found = (OnnxInputs([feeds], first) if first is not None
-             else _ladder(session, samples, rng, skip, ids, compared))
-    if found is None or _differ(found.outputs):
-        return found
-    return _images(session, samples, rng, skip, ids, found) or found
-
-
-def _differ(outputs: np.ndarray) -> bool:
-    """Whether ``outputs`` (rows: samples) tell inputs apart: numeric, not all the same."""
-    outputs = np.atleast_1d(outputs)
-    return outputs.dtype.kind in "biuf" and not same_for_every_input(outputs)
-
-
-# An image input (4-d float, channels fixed and both spatial dimensions symbolic) on whose
-# spec-made inputs (1×1 pixels) the original gives the same output for every one (PP-OCR's
-# text detector: an all-zero map) is fed IMAGE_SIZE² images, first of dark bars on a light
-# background (values −1 and 1, as a normalised image of dark strokes on paper), then of
-# standard normal pixels. The detector finds "text" in 0.5–2% of the pixels of the bars; on
-# noise its largest probability was 0.05.
-IMAGE_SIZE = 256
-BAR_ROWS = (4, 12)
-
-
-def _spatial(spec: Any) -> tuple[int, int] | None:
-    """The axes of an image input's height and width (NCHW or NHWC), or None."""
-    shape = spec.shape
-    if "float" not in spec.type or len(shape) != 4:
-        return None
-    fixed = [isinstance(d, int) and d > 0 for d in shape]
-    if fixed[1] and not fixed[2] and not fixed[3]:
-        return 2, 3
-    if fixed[3] and not fixed[1] and not fixed[2]:
-        return 1, 2
-    return None
-
-
-def _bars(shape: list[int], axes: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Per sample, 1 with horizontal bars of −1 (BAR_ROWS rows tall, random extents and
-    gaps), plus noise of 0.1."""
-    out = np.ones(shape, dtype=np.float64)
-    height, width = shape[axes[0]], shape[axes[1]]
-    low, high = BAR_ROWS
-    view = np.moveaxis(out, axes, (-2, -1))  # (..., height, width), a view of out
-    for sample in range(shape[0]):
-        row = int(rng.integers(0, high))
-        while row < height:
-            tall = int(rng.integers(low, high + 1))
-            left = int(rng.integers(0, max(1, width // 2)))
-            right = int(rng.integers(min(width, left + max(1, width // 8)), width + 1))
-            view[sample, ..., row:row + tall, left:right] = -1.0
-            row += tall + int(rng.integers(low, 2 * high + 1))
-    return out + 0.1 * rng.standard_normal(shape)
-
-
-def _images(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
-            ids: Mapping[str, int], fallback: OnnxInputs) -> OnnxInputs | None:
-    """Inputs on which the original's outputs differ, for a graph with an image input
-    (`_spatial`) whose outputs on ``fallback`` do not: IMAGE_SIZE² bars, then noise, the
-    other inputs as ``fallback``'s first batch holds them; None if neither."""
-    specs = {s.name: s for s in session.get_inputs() if s.name not in skip}
-    images = {name: axes for name, spec in specs.items()
-              if (axes := _spatial(spec)) is not None}
-    if not images:
-        return None
-    one_at_a_time = len(fallback.feeds) > 1
-    for pattern in ("bars", "noise"):
-        batches = []
-        for base in fallback.feeds:
-            feeds = dict(base)
-            for name, axes in images.items():
-                shape = list(base[name].shape)
-                shape[axes[0]] = shape[axes[1]] = IMAGE_SIZE
-                values = (_bars(shape, axes, rng) if pattern == "bars"
-                          else rng.standard_normal(shape))
-                feeds[name] = values.astype(base[name].dtype)
-            batches.append(feeds)
-        runs = [_run(session, feeds) for feeds in batches]
-        if any(r is None for r in runs):
-            continue
-        outputs = np.stack(runs) if one_at_a_time else runs[0]
-        if _differ(outputs):
-            what = ("dark bars on a light background" if pattern == "bars"
-                    else "standard normal pixels")
-            fed = ", ".join(filter(None, [fallback.fed, f"images {IMAGE_SIZE}×{IMAGE_SIZE} "
-                                          f"of {what}"]))
-            return OnnxInputs(batches, outputs, fed)
-    return None
+    if first is not None:
+        return OnnxInputs([feeds], first)
+    return _ladder(session, samples, rng, skip, ids, compared)
 
 
 def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
