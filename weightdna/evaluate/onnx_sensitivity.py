@@ -14,6 +14,12 @@ Where the graph does not run on synthetic inputs, or the original gives the same
 for every one of them (rapidocr's text detector on noise: an all-zero map), the inputs
 say nothing about which weights matter: there are no sensitivities (`OnnxSensitivity`'s
 ``measured`` None, with the reason).
+
+An option (``--sensitivity synthetic``), not the default: on magika and Silero VAD it kept
+fewer decisions than none at 2 and 3 bits per weight (BENCHMARKS.md, "Data-free
+sensitivities for ONNX graphs"). Weights the synthetic run never reads (the branch of an
+``If`` for another sample rate) measure 0 and get the least sensitivity measured
+(`weightdna.evaluate.sensitivity.for_every_tensor`): that branch is then starved.
 """
 
 from __future__ import annotations
