@@ -31,7 +31,9 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
 only, with its word embedding's rows weighed by the token prior,
 `weightdna.evaluate.sensitivity.row_weights_for`; inputs distilled from the model itself
-for the digits models, both): what
+for the digits models, both; for the ONNX models, sensitivities only, on the output
+check's synthetic inputs, `weightdna.evaluate.onnx_sensitivity`, none where they cannot
+tell: no point is added then): what
 `weightdna compress --bits-per-weight B` does by default for those models is
 ``--sensitivity synthetic`` (MiniLM) and both (digits).
 
@@ -260,7 +262,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if subject.name == "detector":
         conv = detector_conv(subject)
         row["conv_snr_db"] = small_channels_snr(original[conv], restored[conv])
-        row["conv_alone_snr_db"] = alone_snr(subject, rate, objective, workdir)
+        row["conv_alone_snr_db"] = alone_snr(subject, rate, plain, workdir)
     say(f"  {subject.name:8s} {objective:8s} {rate:4g} -> {report.bits_per_weight:.3f} bpw  "
         f"{subject.unit} {figure:.4f} (ref {subject.reference:.4f})  worst SNR {worst:.1f} dB "
         f"({worst_name})  zeroed {zeroed:.2f}")
@@ -331,18 +333,21 @@ def main(argv: list[str] | None = None) -> int:
             measured = {"none": None}
             rows_by_mode: dict[str, dict] = {}  # with synthetic: a BERT's token prior
             if "synthetic" in args.sensitivity.split(","):
-                if name not in ("minilm", "mlp", "cnn"):
-                    say(f"  {name}: synthetic sensitivities are for BERT and engine models; "
-                        "skipped")
+                if name not in ("minilm", "mlp", "cnn") and subject.path.suffix != ".onnx":
+                    say(f"  {name}: synthetic sensitivities are for BERT, engine and ONNX "
+                        "models; skipped")
                 else:
                     from weightdna.evaluate.calibration import sensitivity_for_file
                     from weightdna.evaluate.sensitivity import row_weights_for
 
                     started = time.perf_counter()
-                    measured["synthetic"] = sensitivity_for_file(subject.path, synthetic=True)
-                    rows_by_mode["synthetic"] = row_weights_for(
-                        "synthetic", subject.path, load_weights(subject.path).names)
-                    say(f"  synthetic sensitivities in {time.perf_counter() - started:.0f} s")
+                    found = sensitivity_for_file(subject.path, synthetic=True,
+                                                 note=lambda line, n=name: say(f"  {n}: {line}"))
+                    if found is not None:
+                        measured["synthetic"] = found
+                        rows_by_mode["synthetic"] = row_weights_for(
+                            "synthetic", subject.path, load_weights(subject.path).names)
+                    say(f"  synthetic sensitivities in {time.perf_counter() - started:.1f} s")
             calibrations: dict[str, Callable[[], object] | None] = {"none": None}
             if "synthetic" in args.calibration.split(","):
                 if name not in ("mlp", "cnn"):

@@ -40,6 +40,19 @@ def test_compare_outputs_of_two_callables() -> None:
         compare_outputs(lambda x: {"a": x}, lambda x: {"b": x}, inputs)
 
 
+
+def test_one_value_per_sample_is_compared_as_one_vector() -> None:
+    # A probability per sample, fed one sample at a time (as `weightdna evaluate` feeds
+    # Silero VAD): each sample's own cosine would be its sign, 1 for any two positive
+    # values; the column of all of them is compared instead.
+    batches = [np.array([[p]]) for p in (0.1, 0.2, 0.3)]
+    result = compare_outputs(lambda x: x, lambda x: 0.4 - x, batches)
+    figures = result["outputs"]["output"]
+    assert figures["samples"] == 3 and "argmax_agreement" not in figures
+    assert abs(figures["min_cosine"] - 0.10 / 0.14) < 1e-9
+    same = compare_outputs(lambda x: x, lambda x: x, batches)
+    assert same["worst_cosine"] == 1.0
+
 def _json(capsys, argv: list[str]) -> dict:
     capsys.readouterr()
     assert main([*argv, "--json"]) == 0

@@ -220,3 +220,24 @@ def test_a_graph_that_needs_a_length_and_a_compared_value_is_fed(tmp_path: Path)
     noisy["w"] = state["w"] + torch.randn_like(state["w"]) * 3
     broken = check_outputs(path, noisy)
     assert broken is not None and broken.diverged, broken
+
+
+def test_evaluate_feeds_a_graph_that_needs_the_ladder(tmp_path: Path) -> None:
+    # `weightdna evaluate` finds the inputs as compress's check does (`onnx_inputs`): the
+    # framed graph runs only one sample at a time, 512 long, with sr=16000.
+    pytest.importorskip("onnxruntime")
+    from safetensors.torch import save_file
+
+    from weightdna.evaluate.compare import evaluate_onnx
+
+    path = _framed_graph(tmp_path / "framed.onnx")
+    state = load_weights(path).state_dict()
+    same = tmp_path / "same.safetensors"
+    save_file(state, str(same))
+    result = evaluate_onnx(path, same)
+    assert "sr=16000" in result["fed"] and "512" in result["fed"]
+    assert result["outputs"]["y"]["samples"] == 8 and result["worst_cosine"] == 1.0
+    noisy = dict(state)
+    noisy["w"] = state["w"] + torch.randn_like(state["w"]) * 3
+    save_file(noisy, str(tmp_path / "noisy.safetensors"))
+    assert evaluate_onnx(path, tmp_path / "noisy.safetensors")["worst_cosine"] < 0.9

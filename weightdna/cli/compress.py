@@ -144,7 +144,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "the coded weights' error on those tokens (MiniLM's mean "
                              "cosine 0.818 → 0.928 at 2 bits/weight, 0.976 → 0.986 at 3), "
                              "on inputs "
-                             "distilled from an engine model itself; none: the --objective "
+                             "distilled from an engine model itself, and for an ONNX file "
+                             "(with onnxruntime) on the output check's synthetic inputs "
+                             "(none where the original gives the same output for every one; "
+                             "not the default there: on magika and Silero VAD it kept fewer "
+                             "decisions than none); none: the --objective "
                              "alone (default: synthetic for a BERT model under a whole-model "
                              "target, else none)")
     parser.add_argument("--columns", choices=("none", "synthetic"), default=None,
@@ -378,6 +382,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)
     sensitivity = None
+    notes: list[str] = []  # what measuring the sensitivities said (an ONNX graph's)
     with job_progress() as bar:
         plan = _plan(target)
         if mode != "none":
@@ -392,7 +397,8 @@ def run_compress(args: argparse.Namespace) -> int:
         if mode != "none":
             from weightdna.evaluate.calibration import sensitivity_for_file
 
-            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress)
+            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress,
+                                               note=notes.append)
         row_weights = row_weights_for(mode, args.model, weights.names)
         from weightdna.evaluate.columns import column_factors_for, columns_mode
 
@@ -411,8 +417,8 @@ def run_compress(args: argparse.Namespace) -> int:
                                 resumable=True, resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     if args.json:
-        console.print(_as_json(report, check, mode), markup=False, highlight=False,
-                      soft_wrap=True)
+        console.print(_as_json(report, check, "none" if sensitivity is None else mode),
+                      markup=False, highlight=False, soft_wrap=True)
         return 0
     print_table(_table(report))
     console.print(
@@ -423,7 +429,9 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
-    if mode != "none":
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
+    if sensitivity is not None:
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "

@@ -65,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="texts, one per line (default: the bundled set of 540)")
     parser.add_argument("--inputs", metavar="X.npz",
                         help="onnx: the inputs, arrays named as the model's inputs (default: "
-                             "8 seeded samples made from the input specs)")
+                             "8 seeded samples made from the input specs, or, where the graph "
+                             "does not run on those, one at a time with guessed lengths and "
+                             "the values it compares scalar inputs with, as compress's check)")
     parser.add_argument("--batch-size", type=int, default=64, help="sentences per batch")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.set_defaults(func=run)
@@ -180,7 +182,8 @@ def _task(original: str) -> str:
 
 
 def _table(result: dict, original: str, restored: str) -> Table:
-    table = Table(title=f"{restored} against {original} ({result['task']})")
+    fed = f"; synthetic inputs {result['fed']}" if result.get("fed") else ""
+    table = Table(title=f"{restored} against {original} ({result['task']}{fed})")
     if result["task"] in ("hf", "onnx"):
         for column in ("output", "samples", "mean cosine", "min cosine", "relative error",
                        "argmax agreement"):

@@ -24,7 +24,7 @@ import torch
 
 from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
 from weightdna.data import load_digits
-from weightdna.errors import InvalidInputError, ModelFileError
+from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
 from weightdna.evaluate.accuracy import as_array, takes_images
 from weightdna.evaluate.sensitivity import (
     _bert_prefix,
@@ -445,11 +445,18 @@ def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | 
 
 
 def sensitivity_for_file(path: str | Path, synthetic: bool = False,
-                         progress: Progress | None = None) -> dict[str, float]:
+                         progress: Progress | None = None,
+                         note: Callable[[str], None] | None = None) -> dict[str, float] | None:
     """Per-tensor output sensitivities (`weightdna.evaluate.sensitivity`) of the model at
     ``path`` on the data of its kind (`calibration_subject`), or with ``synthetic`` on
-    random token sequences (BERT models only). Tensors the forward never reads (a pooler,
-    say) get the median measured value (`for_every_tensor`)."""
+    random token sequences (BERT models), inputs distilled from an engine model, or the
+    output check's synthetic inputs for an ONNX graph
+    (`weightdna.evaluate.onnx_sensitivity`). Tensors the forward never reads (a pooler,
+    say) get the median measured value (`for_every_tensor`). None where an ONNX graph
+    gives none (it does not run on synthetic inputs, or its outputs are the same for
+    every one): why, and how long measuring took, through ``note``."""
+    if is_onnx_file(path):
+        return _onnx_sensitivity_for_file(path, synthetic, progress, note)
     subject = calibration_subject(path, "--sensitivity")
     if isinstance(subject, HuggingFaceModel):
         raise InvalidInputError(
@@ -470,3 +477,38 @@ def sensitivity_for_file(path: str | Path, synthetic: bool = False,
                                progress=progress)
         names = list(state)
     return for_every_tensor(measured, names)
+
+
+def is_onnx_file(path: str | Path) -> bool:
+    """Whether ``path`` is an ONNX file (by its name)."""
+    path = Path(path)
+    return path.suffix == ".onnx" and path.is_file()
+
+
+def _onnx_sensitivity_for_file(path: str | Path, synthetic: bool, progress: Progress | None,
+                               note: Callable[[str], None] | None) -> dict[str, float] | None:
+    if not synthetic:
+        raise InvalidInputError(
+            f"--sensitivity auto measures on the calibration data of the model's kind; there "
+            f"is none for an ONNX graph ({path}): use --sensitivity synthetic (the output "
+            "check's synthetic inputs, no data) or none.")
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "--sensitivity synthetic runs an ONNX graph with the optional package "
+            "onnxruntime: pip install onnxruntime, or compress with --sensitivity none."
+        ) from None
+    from weightdna.evaluate.onnx_sensitivity import onnx_sensitivity
+
+    result = onnx_sensitivity(path, progress=progress)
+    if result.measured is None:
+        if note is not None:
+            note(f"no output sensitivities: {result.why_not}; the --objective alone decides "
+                 f"(measuring took {result.seconds:.1f} s)")
+        return None
+    if note is not None:
+        fed = f", {result.fed}" if result.fed else ""
+        note(f"output sensitivities of {len(result.measured)} tensors measured on synthetic "
+             f"inputs{fed} in {result.seconds:.1f} s")
+    return for_every_tensor(result.measured, load_weights(path).names)

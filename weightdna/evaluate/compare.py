@@ -4,7 +4,8 @@ inputs, and the two kinds of model every framework can give — a Hugging Face f
 file (every output, run by onnxruntime).
 
 `compare_outputs` is the one measure: for each output, the cosine of each sample's
-original and restored values (rows: the first axis, flattened), the relative error
+original and restored values (rows: the first axis, flattened; where each sample has one
+value, a probability, the one cosine of the column of all of them), the relative error
 ‖restored − original‖ / ‖original‖ over all of them, and, for logits (an output called
 ``logits``, or any 2-d output of an ONNX model), how often both argmaxes agree.
 """
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
-from weightdna.evaluate.outputs import row_cosines
+from weightdna.evaluate.outputs import output_cosines, row_cosines
 
 Outputs = Mapping[str, Any]
 SUPPORTED = ("an engine model file (`weightdna train`), a Hugging Face model folder (with "
@@ -58,6 +59,7 @@ def compare_outputs(original: Callable[[Any], Any], restored: Callable[[Any], An
     errors: dict[str, list[float]] = {}
     energy: dict[str, list[float]] = {}
     agree: dict[str, list[np.ndarray]] = {}
+    single: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for item in inputs:
         first, second = _as_outputs(original(item)), _as_outputs(restored(item))
         if set(first) != set(second):
@@ -69,9 +71,11 @@ def compare_outputs(original: Callable[[Any], Any], restored: Callable[[Any], An
                 raise InvalidInputError(f"output {name!r} is {a.shape} from the original and "
                                         f"{b.shape} from the restored model.")
             cosines.setdefault(name, []).append(row_cosines(a, b))
+            if a.size == a.shape[0]:  # one value per sample: kept for `output_cosines`
+                single.setdefault(name, []).append((a.reshape(-1), b.reshape(-1)))
             errors.setdefault(name, []).append(float(((b - a) ** 2).sum()))
             energy.setdefault(name, []).append(float((a ** 2).sum()))
-            if name in logits and a.ndim >= 2:
+            if name in logits and a.ndim >= 2 and a.shape[-1] > 1:
                 agree.setdefault(name, []).append(
                     (a.argmax(-1) == b.argmax(-1)).reshape(-1))
     if not cosines:
@@ -79,8 +83,14 @@ def compare_outputs(original: Callable[[Any], Any], restored: Callable[[Any], An
     outputs = {}
     for name, parts in cosines.items():
         values = np.concatenate(parts)
+        count = int(values.size)
+        if len(single.get(name, ())) == len(parts) and values.size > 1:
+            # One value per sample (a probability), whose per-sample cosine is only its
+            # sign: the one cosine of every sample's value (`output_cosines`).
+            values = output_cosines(np.concatenate([a for a, _ in single[name]]),
+                                    np.concatenate([b for _, b in single[name]]))
         signal = sum(energy[name])
-        figures = {"samples": int(values.size), "mean_cosine": float(values.mean()),
+        figures = {"samples": count, "mean_cosine": float(values.mean()),
                    "min_cosine": float(values.min()),
                    "relative_error": math.sqrt(sum(errors[name]) / signal) if signal > 0
                    else (0.0 if sum(errors[name]) == 0 else math.inf)}
@@ -101,8 +111,11 @@ def _session(model: bytes | Path) -> Any:
         raise MissingDependencyError("evaluating an ONNX model needs the optional package "
                                      "onnxruntime: pip install onnxruntime") from None
     source = model if isinstance(model, bytes) else str(model)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 4  # synthetic inputs it fails on are tried, then skipped
     try:
-        return onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(source, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own types
         what = "the model with the restored weights" if isinstance(model, bytes) else model
         raise ModelFileError(f"onnxruntime cannot run {what} "
@@ -113,9 +126,10 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
                   samples: int = 8, seed: int = 0) -> dict:
     """Every output of the ONNX model ``original`` and of ``restored`` (an ONNX file, or
     restored weights — safetensors, .dna, a folder — put into the original's graph) on
-    ``inputs`` (an .npz of arrays by input name) or on ``samples`` seeded inputs made from
-    the graph's input specs (`outputs.onnx_feeds`)."""
-    from weightdna.evaluate.outputs import gathered_rows, onnx_feeds, onnx_with_initializers
+    ``inputs`` (an .npz of arrays by input name) or on ``samples`` seeded synthetic inputs
+    the original runs on (`outputs.onnx_inputs`: from the graph's input specs, else one at a
+    time with guessed lengths and compared values; how, under "fed")."""
+    from weightdna.evaluate.outputs import onnx_inputs, onnx_with_initializers
     from weightdna.weights import load_weights
 
     original = Path(original)
@@ -137,21 +151,24 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
         if set(feeds) != wanted:
             raise InvalidInputError(f"{inputs} holds {sorted(feeds)}; the model's inputs are "
                                     f"{sorted(wanted)}.")
+        batches, fed = [feeds], ""
     else:
-        feeds = onnx_feeds(first, samples, np.random.default_rng(seed),
-                           skip={i.name for i in load_weights(original).infos},
-                           ids=gathered_rows(original))
-        if feeds is None:
-            raise InvalidInputError(f"{original} has an input that is neither float nor "
-                                    "integer; give --inputs X.npz.")
+        found = onnx_inputs(first, original, samples, np.random.default_rng(seed),
+                            skip={i.name for i in load_weights(original).infos})
+        if found is None:
+            raise InvalidInputError(
+                f"{original} did not run on synthetic inputs made from its input specs, nor "
+                "on a few guesses of lengths and of the values it compares scalar inputs "
+                "with; give --inputs X.npz.")
+        batches, fed = found.feeds, found.fed
     names = [o.name for o in first.get_outputs()]
     two_d = [o.name for o in first.get_outputs() if len(o.shape or ()) == 2]
 
     def run(session: Any) -> Callable[[dict], dict]:
         return lambda batch: dict(zip(names, session.run(names, batch), strict=True))
 
-    result = compare_outputs(run(first), run(second), [feeds], logits=two_d)
-    return {"task": "onnx", **result}
+    result = compare_outputs(run(first), run(second), batches, logits=two_d)
+    return {"task": "onnx", **({"fed": fed} if fed else {}), **result}
 
 
 def restored_state(path: Path) -> dict[str, torch.Tensor]:

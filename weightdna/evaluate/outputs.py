@@ -19,7 +19,8 @@ of the vector of all of them):
   1024, ...), and a scalar integer input the values the graph compares it with
   (`compared_constants`: Silero VAD's sample rate ``sr`` is compared with 16000, its
   audio must be 256 to 576 samples long at that rate). The first guess the original runs
-  on is used; the graph's first output is compared.
+  on is used (`onnx_inputs`, which `weightdna evaluate` uses too); the graph's first
+  output is compared.
 
 `check_outputs` returns None for a model it cannot run (no guess runs). Where the original
 model gives the same output for every synthetic input (a text detector shown 1×1 noise
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,11 +339,41 @@ def _run(session: Any, feeds: Mapping[str, np.ndarray]) -> np.ndarray | None:
         return None
 
 
-def _ladder(sessions: Sequence[Any], samples: int, rng: np.random.Generator, skip: set[str],
-            ids: Mapping[str, int], compared: Mapping[str, list[int]]) -> Outputs | None:
-    """The outputs of both sessions on the first guess of the ladder (see LENGTHS) the
-    original runs on, each sample run alone and the results stacked; None if none does."""
-    scalars = [s.name for s in sessions[0].get_inputs()
+@dataclass(frozen=True)
+class OnnxInputs:
+    """Synthetic inputs an ONNX graph runs on (`onnx_inputs`): ``feeds``, the batches to run
+    (one of every sample, or one per sample where the graph takes one at a time), the
+    original's first output on them (``outputs``, rows its samples) and how they were made
+    where that is more than the input specs say (``fed``, "" otherwise)."""
+
+    feeds: list[dict[str, np.ndarray]]
+    outputs: np.ndarray
+    fed: str = ""
+
+
+def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator,
+                skip: set[str] = frozenset()) -> OnnxInputs | None:
+    """Synthetic inputs the graph of ``session`` runs on: `onnx_feeds` from its input specs
+    (a batch of ``samples``), else the first guess of the ladder (`LENGTHS`: one sample at
+    a time, symbolic last dimensions, scalar integers the values `compared_constants`
+    finds) every sample of which it runs on; None if none. ``model``: the graph's path or
+    loaded ModelProto, read for `gathered_rows` and `compared_constants`; ``skip``: inputs
+    not to feed (weights that are also graph inputs)."""
+    ids, compared = gathered_rows(model), compared_constants(model)
+    feeds = onnx_feeds(session, samples, rng, skip=skip, ids=ids)
+    if feeds is None:
+        return None
+    first = _run(session, feeds)
+    if first is not None:
+        return OnnxInputs([feeds], first)
+    return _ladder(session, samples, rng, skip, ids, compared)
+
+
+def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
+            ids: Mapping[str, int], compared: Mapping[str, list[int]]) -> OnnxInputs | None:
+    """The first guess of the ladder (see LENGTHS) the graph runs every sample of, each
+    sample fed alone; None if none (or a later sample of the first guess that runs fails)."""
+    scalars = [s.name for s in session.get_inputs()
                if s.name not in skip and not s.shape and "int" in s.type and s.name in compared]
     combos = itertools.product(*(compared[name] for name in scalars))
     lengths = ((None,) if scalars else ()) + LENGTHS
@@ -352,30 +383,29 @@ def _ladder(sessions: Sequence[Any], samples: int, rng: np.random.Generator, ski
         if tries > LADDER or time.perf_counter() - started > LADDER_SECONDS:
             return None
         values = dict(zip(scalars, combo, strict=True))
-        feeds = [onnx_feeds(sessions[0], 1, rng, skip, ids, length, values)]
+        feeds = [onnx_feeds(session, 1, rng, skip, ids, length, values)]
         if feeds[0] is None:
             return None
-        first = _run(sessions[0], feeds[0])
+        first = _run(session, feeds[0])
         if first is None:
             continue
-        feeds += [onnx_feeds(sessions[0], 1, rng, skip, ids, length, values)
+        feeds += [onnx_feeds(session, 1, rng, skip, ids, length, values)
                   for _ in range(samples - 1)]
-        runs = [[first] + [_run(sessions[0], f) for f in feeds[1:]],
-                [_run(sessions[1], f) for f in feeds]]
-        if any(r is None for side in runs for r in side):
+        runs = [first] + [_run(session, f) for f in feeds[1:]]
+        if any(r is None for r in runs):
             return None
         fed = ", ".join(["fed one at a time"]
                         + ([f"symbolic last dimensions {length}"] if length else [])
                         + [f"{name}={value} (compared with it in the graph)"
                            for name, value in values.items()])
-        return np.stack(runs[0]), np.stack(runs[1]), fed
+        return OnnxInputs(feeds, np.stack(runs), fed)
     return None
 
 
 def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
           rng: np.random.Generator) -> Outputs | None:
     """The graph parsed once: its facts read, then serialised with its own weights and with
-    ``restored``; fed from its input specs, else by `_ladder`."""
+    ``restored``; fed by `onnx_inputs`."""
     if path.suffix != ".onnx" or not path.is_file():
         return None
     try:
@@ -389,23 +419,21 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
     # by onnxruntime's own error lines on stderr
     try:
         model = load_model(path)
-        ids, compared = gathered_rows(model), compared_constants(model)
-        graphs = [serialise(model)]
-        fill_weights(model, restored)
-        graphs.append(serialise(model))
-        del model
-        sessions = [onnxruntime.InferenceSession(graph, sess_options=options,
-                                                 providers=["CPUExecutionProvider"])
-                    for graph in graphs]
-        del graphs
+        original = onnxruntime.InferenceSession(serialise(model), sess_options=options,
+                                                providers=["CPUExecutionProvider"])
         skip = set(restored)
-        feeds = onnx_feeds(sessions[0], samples, rng, skip=skip, ids=ids)
-        if feeds is None:
+        found = onnx_inputs(original, model, samples, rng, skip)
+        if found is None:
             return None
-        first = _run(sessions[0], feeds)
-        if first is None:
-            return _ladder(sessions, samples, rng, skip, ids, compared)
-        second = _run(sessions[1], feeds)
-        return None if second is None else (first, second, "")
+        del original
+        fill_weights(model, restored)
+        session = onnxruntime.InferenceSession(serialise(model), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        del model
+        runs = [_run(session, feeds) for feeds in found.feeds]
+        if any(r is None for r in runs):
+            return None
+        second = runs[0] if len(runs) == 1 else np.stack(runs)
+        return found.outputs, second, found.fed
     except Exception:  # noqa: BLE001 - onnx/onnxruntime raise their own types: can't run
         return None

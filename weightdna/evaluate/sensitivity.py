@@ -281,7 +281,10 @@ def sensitivity_mode(requested: str | None, path: str | Path, names: Sequence[st
     else (an engine model's default is GPTQ on inputs distilled from it,
     `weightdna.evaluate.calibration.calibration_mode`: with its sensitivities on the same
     inputs too, the digits MLP lost 0.50 points at 3 bits per weight over ten seeds,
-    without them 0.25)."""
+    without them 0.25; an ONNX graph's, `weightdna.evaluate.onnx_sensitivity`, on the output
+    check's synthetic inputs, kept fewer of magika's and Silero VAD's decisions than none at
+    2 and 3 bits per weight in most variants measured: BENCHMARKS.md, "Data-free
+    sensitivities for ONNX graphs")."""
     if requested is not None and requested not in SENSITIVITY_MODES:
         raise InvalidInputError(f"unknown sensitivity {requested!r}; use one of "
                                 f"{', '.join(SENSITIVITY_MODES)}.")
