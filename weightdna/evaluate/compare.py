@@ -177,9 +177,10 @@ def restored_state(path: Path) -> dict[str, torch.Tensor]:
     from weightdna.weights import load_weights
 
     if path.suffix == ".dna":
-        from weightdna.api import load_file
+        from weightdna.codec.container import read_dna_file
 
-        return load_file(path)
+        dna = read_dna_file(path)
+        return {name: dna.tensor(name) for name in dna.names}
     return load_weights(path).state_dict()
 
 
