@@ -96,7 +96,6 @@ SOLVE_FILL = 0.004
 SNR_TARGET_SLACK_DB = 0.05
 # A first guess at the (compressed) header's size per tensor, before it is measured.
 HEADER_BYTES_PER_TENSOR = 150
-MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
 # From this many weights a decompress uses every core by default: starting a process
 # (importing torch and the codec) took about 5 s on the shared 2-core box, and MiniLM's
 # 22.7M weights decoded in 7.7 s in one process against 15.2 s with 2 (BENCHMARKS.md).
@@ -364,27 +363,31 @@ class _Coder:
                 candidate.sample = kept[key]
 
     def measure(self, tensor: torch.Tensor, name: str) -> None:
-        self.peaks[name], self.signal[name] = _measure(tensor)
+        self.peaks[name], self.signal[name] = rowblocks.measure(tensor)
 
     def entries(self) -> tuple[list[dict], list[dict[str, bytes]]]:
         names = [n for n in self.weights.names if n in self.coded]
         return [self.coded[n][0] for n in names], [self.coded[n][1] for n in names]
 
     def figures(self) -> tuple[float, float]:
-        """Measured whole-model (SNR, PSNR) over the floating-point tensors."""
-        signal = sse = normalised = 0.0
+        """Measured whole-model (SNR, PSNR) over the floating-point tensors. Summed exactly
+        (`math.fsum`), so the figures do not depend on the order the codings came in (a
+        pool's completion order): the rate control steers by them, and its file must be
+        the same bytes in one process and in workers."""
+        signal, sse, normalised = [], [], []
         count = 0
         for name, (entry, _) in self.coded.items():
             if name not in self.signal:
                 continue  # integers and buffers
             n = math.prod(entry["shape"])
             error = entry.get("stats", {}).get("mse", 0.0) * n
-            signal += self.signal[name]
-            sse += error
+            signal.append(self.signal[name])
+            sse.append(error)
             peak = self.peaks[name]
-            normalised += error / (peak * peak) if peak > 0 else 0.0
+            normalised.append(error / (peak * peak) if peak > 0 else 0.0)
             count += n
-        return decibels(signal, sse), decibels(count, normalised)
+        return (decibels(math.fsum(signal), math.fsum(sse)),
+                decibels(count, math.fsum(normalised)))
 
     def measured_zeroed(self, entry: dict) -> bool:
         """Whether ``entry``'s zeroed share was measured as it was coded."""
@@ -410,20 +413,6 @@ class _Coder:
                 for e, s, z in zip(entries, sections, zeroed, strict=True)]
 
 
-def _measure(tensor: torch.Tensor) -> tuple[float, float]:
-    """max |w| and Σ w² over the finite elements."""
-    peak = signal = 0.0
-    flat = tensor.reshape(-1)
-    for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
-        values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
-        values = values[torch.from_numpy(np.isfinite(values.numpy()))]
-        if values.numel():
-            values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
-            peak = max(peak, float(values.max()))
-            signal += float(torch.dot(values, values))
-    return peak, signal
-
-
 # The tasks of `weightdna.codec.workers`: each reads its own tensor from ``weights``.
 
 def _zeroed(weights: ModelWeights, name: str, entry: dict | None,
@@ -439,9 +428,9 @@ def _lost(original: torch.Tensor, restored: torch.Tensor) -> float | None:
     """The share of the non-zero weights of ``original`` that ``restored`` holds as 0."""
     original, restored = original.reshape(-1), restored.reshape(-1)
     nonzero = lost = 0
-    for start in range(0, original.numel(), MEASURE_BLOCK):
-        a = original[start : start + MEASURE_BLOCK]
-        b = restored[start : start + MEASURE_BLOCK]
+    for start in range(0, original.numel(), rowblocks.MEASURE_BLOCK):
+        a = original[start : start + rowblocks.MEASURE_BLOCK]
+        b = restored[start : start + rowblocks.MEASURE_BLOCK]
         kept = a != 0
         nonzero += int(kept.sum())
         lost += int((kept & (b == 0)).sum())
@@ -455,7 +444,7 @@ def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: 
     coding when its role fixes it (exact, relative, bounded; None: the target's), and with
     ``signatures`` a coded tensor's `reference.signature` (None otherwise)."""
     tensor = weights.tensor(info.name)
-    figures = _measure(tensor) if info.fittable else None
+    figures = rowblocks.measure(tensor) if info.fittable else None
     how = coding(info)
     coded = None
     if kind == "lossless" or how == "exact":
@@ -671,7 +660,7 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
     """compress_model's work once its arguments are checked: (file bytes, SNR, PSNR, the
     tensors' reports). ``files``: the model's stored files (`weightdna.codec.bundle`)."""
     # The coded sections wait in a temporary file beside the output, not in memory.
-    with make_runner(weights, workers, ray) as local, Spill(output) as spill:
+    with make_runner(weights, workers, ray, warm=__name__) as local, Spill(output) as spill:
         coder.spill = spill
         runner = local if folder is None else ResumableRunner(local, folder)
         _compress(weights, coder, runner, target, representations, per_row, objective,

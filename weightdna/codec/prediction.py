@@ -10,7 +10,7 @@ Formats: docs/FORMAT.md, ``lowrank+residual`` and ``dna+residual``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,6 +57,9 @@ class Prediction:
     # A reference's: the referenced tensor as the decoder restores it (the encoder: as it
     # coded it; its estimates: the original).
     referenced: torch.Tensor | None = None
+    # How the decoder computes a representation built on this module (separable, factored,
+    # reference): given by the module that builds it, so that this one imports none of them.
+    decode: Callable[[Prediction], np.ndarray] | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -66,20 +69,11 @@ class Prediction:
         where = f"a {self.representation} prediction"
         if self.representation == "lowrank+residual":
             return decode_lowrank(self.params, self.sections, self.shape, where)
-        if self.representation == "separable+residual":
-            from weightdna.codec.separable import decode_separable  # it builds on this module
-
-            return decode_separable(self.params, self.sections, self.shape, where)
-        if self.representation == "factored+residual":
-            from weightdna.codec.tensor import decode_factored  # it builds on this module
-
-            return decode_factored(self.params, self.sections, self.shape, where)
-        if self.representation == "reference+residual":
-            from weightdna.codec.tensor import decode_reference  # it builds on this module
-
-            return decode_reference(self.params, self.sections, self.shape, where,
-                                    self.referenced)
-        return decode_dna(self.params, self.sections, self.shape, where)
+        if self.decode is not None:
+            return self.decode(self)
+        if self.representation == "dna+residual":
+            return decode_dna(self.params, self.sections, self.shape, where)
+        raise ValueError(f"{where} has no decoder")  # a builder that gave none: a bug
 
     def row_blocks(self, rows_per_block: int) -> Iterator[tuple[int, np.ndarray]]:
         """The prediction a block of rows at a time: (first row, float64 rows of the tensor

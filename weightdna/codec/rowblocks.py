@@ -64,6 +64,7 @@ from weightdna.weights import ModelWeights, TensorInfo
 ROW_BLOCK_WEIGHTS = 1 << 24
 # Elements of whole rows per row-block task (2^23: 32 MiB of float32).
 TASK_WEIGHTS = 1 << 23
+MEASURE_BLOCK = 1 << 20  # elements per block when measuring a tensor's peak and energy
 
 Coded = tuple[dict, dict[str, bytes]]
 
@@ -98,12 +99,24 @@ def _sample_stride(info: TensorInfo) -> int:
 
 # The tasks (`weightdna.codec.workers`): each reads its own rows of ``weights``.
 
+def measure(tensor: torch.Tensor) -> tuple[float, float]:
+    """max |w| and Σ w² over the finite elements."""
+    peak = signal = 0.0
+    flat = tensor.reshape(-1)
+    for start in range(0, flat.numel(), MEASURE_BLOCK):  # float64 a block at a time
+        values = flat[start : start + MEASURE_BLOCK].to(torch.float64)
+        values = values[torch.from_numpy(np.isfinite(values.numpy()))]
+        if values.numel():
+            values.abs_()  # in place (|w|·|w| is w·w exactly): one temporary fewer
+            peak = max(peak, float(values.max()))
+            signal += float(torch.dot(values, values))
+    return peak, signal
+
+
 def _measure_rows(weights: ModelWeights, name: str, start: int, stop: int
                   ) -> tuple[float, float]:
     """max |w| and Σ w² of rows [start, stop) (finite elements)."""
-    from weightdna.codec.compress import _measure
-
-    return _measure(weights.rows(name, start, stop))
+    return measure(weights.rows(name, start, stop))
 
 
 def _analyse_rows(weights: ModelWeights, name: str, start: int, stop: int, stride: int,

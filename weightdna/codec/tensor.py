@@ -1028,7 +1028,13 @@ def factored_prediction(values: np.ndarray, factors: dict[str, np.ndarray], step
             raise InvalidInputError(f"{name}: factor {key} cannot be quantized.")
         params[key] = entry["params"]
         sections.update({f"{key}.{part}": data for part, data in coded.items()})
-    return Prediction("factored+residual", params, sections, shape)
+    return Prediction("factored+residual", params, sections, shape, decode=_factored_values)
+
+
+def _factored_values(prediction: Prediction) -> np.ndarray:
+    """What the decoder computes for a ``factored+residual`` prediction."""
+    return decode_factored(prediction.params, prediction.sections, prediction.shape,
+                           "a factored+residual prediction")
 
 
 def decode_factored(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
@@ -1059,7 +1065,13 @@ def reference_prediction(name: str, referenced: torch.Tensor, scale: float,
     sections = {} if order is None else {"order": reference.order_bytes(order)}
     params = {"name": name, "scale": float(scale), "rows": order is not None}
     return Prediction("reference+residual", params, sections, tuple(referenced.shape),
-                      referenced)
+                      referenced, decode=_reference_values)
+
+
+def _reference_values(prediction: Prediction) -> np.ndarray:
+    """What the decoder computes for a ``reference+residual`` prediction."""
+    return decode_reference(prediction.params, prediction.sections, prediction.shape,
+                            "a reference+residual prediction", prediction.referenced)
 
 
 def decode_reference(params: object, sections: dict[str, bytes], shape: tuple[int, ...],

@@ -21,6 +21,7 @@ not N × cores.
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import multiprocessing
 import os
@@ -106,18 +107,19 @@ def _call(source: tuple[str, str, str | None], task: Task, args: tuple) -> Any:
     return task(open_source(*source), *args)
 
 
-def _warm(source: tuple[str, str, str | None]) -> int:
-    """A worker made ready for tasks: the codec imported and the source opened (what its
-    first task would otherwise wait for); its process id."""
-    import weightdna.codec.compress  # noqa: F401  (the tasks' module and its kernels)
-
+def _warm(source: tuple[str, str, str | None], module: str | None) -> int:
+    """A worker made ready for tasks: ``module`` (the tasks' own, named by the caller, so
+    that this module imports none of its callers) imported with its kernels, and the
+    source opened (what its first task would otherwise wait for); its process id."""
+    if module is not None:
+        importlib.import_module(module)
     open_source(*source)
     return os.getpid()
 
 
-def _ray_warm(source: tuple[str, str, str | None]) -> int:
+def _ray_warm(source: tuple[str, str, str | None], module: str | None) -> int:
     _one_thread()
-    return _warm(source)
+    return _warm(source, module)
 
 
 def _ray_call(source: tuple[str, str, str | None], task: Task, args: tuple) -> Any:
@@ -162,8 +164,10 @@ class Runner:
 class _Distributed(Runner):
     """Submits tasks naming the model's path; gathers them as they complete."""
 
-    def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
+    def __init__(self, weights: ModelWeights | DnaFile, workers: int,
+                 warm: str | None = None) -> None:
         super().__init__(weights)
+        self.warm = warm  # the module each worker imports before its first task
         self._columns_folder: str | None = None
         columns = None
         if isinstance(weights, DividedWeights):  # the workers divide as they read
@@ -280,11 +284,12 @@ class PoolRunner(_Distributed):
     process starts (an interpreter, torch and the codec imported: about 2.5 s on the
     2-core box) while this one runs the first tasks itself (`_warm`)."""
 
-    def __init__(self, weights: ModelWeights | DnaFile, workers: int) -> None:
-        super().__init__(weights, workers)
+    def __init__(self, weights: ModelWeights | DnaFile, workers: int,
+                 warm: str | None = None) -> None:
+        super().__init__(weights, workers, warm)
         self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                         initializer=_one_thread)
-        self._warming: list[Future] | None = [self.pool.submit(_warm, self.source)
+        self._warming: list[Future] | None = [self.pool.submit(_warm, self.source, warm)
                                               for _ in range(workers)]
 
     def _ready(self) -> bool:
@@ -328,7 +333,8 @@ class RayRunner(_Distributed):
     (twice in two tries; none in three with one thread). The thread lives until `close`:
     Ray's daemons die with the thread that started them (their parent-death signal)."""
 
-    def __init__(self, weights: ModelWeights, address: str | None, workers: int) -> None:
+    def __init__(self, weights: ModelWeights, address: str | None, workers: int,
+                 warm: str | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -337,7 +343,7 @@ class RayRunner(_Distributed):
             ) from None
         self.ray = ray
         self.started = not ray.is_initialized()
-        super().__init__(weights, max(1, workers))
+        super().__init__(weights, max(1, workers), warm)
         self.remote = ray.remote(num_cpus=1)(_ray_call)
         self._up, self._stop = threading.Event(), threading.Event()
         self._error: BaseException | None = None
@@ -378,7 +384,7 @@ class RayRunner(_Distributed):
         self.workers = max(1, cpus)
         self.window = 2 * self.workers
         warm = self.ray.remote(num_cpus=1)(_ray_warm)
-        self._warming = [warm.remote(self.source) for _ in range(self.workers)]
+        self._warming = [warm.remote(self.source, self.warm) for _ in range(self.workers)]
 
     def _unlimit(self) -> None:
         """This process's threads as they were before the connection."""
@@ -437,10 +443,11 @@ class RayRunner(_Distributed):
 
 
 def make_runner(weights: ModelWeights, workers: int | None = None,
-                ray_address: str | None | bool = False) -> Runner:
+                ray_address: str | None | bool = False, warm: str | None = None) -> Runner:
     """The runner for ``workers`` processes (None or 0: this process only) or, with
     ``ray_address`` (an address, or None/True for a local cluster), a Ray cluster. A model
-    other processes cannot open from its path runs in this process."""
+    other processes cannot open from its path runs in this process. ``warm``: the module
+    of the tasks to come, which each worker imports as it starts."""
     if workers is not None and workers < 0:
         raise InvalidInputError(f"--workers must be 1 or more, not {workers}.")
     if ray_address is not False:
@@ -451,10 +458,10 @@ def make_runner(weights: ModelWeights, workers: int | None = None,
                 "safetensors first."
             )
         address = None if ray_address is True else ray_address
-        return RayRunner(weights, address, workers or default_workers())
+        return RayRunner(weights, address, workers or default_workers(), warm)
     if not workers or not can_share(weights):
         return Runner(weights)
-    return PoolRunner(weights, workers)
+    return PoolRunner(weights, workers, warm)
 
 
 def _decode_into(dna: DnaFile, name: str, output: str, offset: int) -> int:
