@@ -45,6 +45,12 @@ LOWRANK_KEYS = {"rank", "dtype"}
 DEFAULT_DNA_FIT = {"width": 32, "depth": 2, "steps": 200, "batch_size": 4096, "lr": 1e-3}
 
 
+# How the decoder computes a representation built on this module (separable, factored,
+# reference): each registered by the module that builds it, which imports this one, so that
+# this one imports none of them.
+DECODERS: dict[str, Callable[[Prediction], np.ndarray]] = {}
+
+
 @dataclass(frozen=True)
 class Prediction:
     """A predictor of one tensor: its header params, its sections, and what it predicts."""
@@ -57,9 +63,6 @@ class Prediction:
     # A reference's: the referenced tensor as the decoder restores it (the encoder: as it
     # coded it; its estimates: the original).
     referenced: torch.Tensor | None = None
-    # How the decoder computes a representation built on this module (separable, factored,
-    # reference): given by the module that builds it, so that this one imports none of them.
-    decode: Callable[[Prediction], np.ndarray] | None = None
 
     @property
     def values(self) -> np.ndarray:
@@ -69,8 +72,9 @@ class Prediction:
         where = f"a {self.representation} prediction"
         if self.representation == "lowrank+residual":
             return decode_lowrank(self.params, self.sections, self.shape, where)
-        if self.decode is not None:
-            return self.decode(self)
+        decode = DECODERS.get(self.representation)
+        if decode is not None:
+            return decode(self)
         if self.representation == "dna+residual":
             return decode_dna(self.params, self.sections, self.shape, where)
         raise ValueError(f"{where} has no decoder")  # a builder that gave none: a bug

@@ -19,6 +19,7 @@ import numpy as np
 
 from weightdna.codec.fields import is_int
 from weightdna.codec.prediction import (
+    DECODERS,
     LOWRANK_KEYS,
     Prediction,
     decode_lowrank,
@@ -165,13 +166,16 @@ def separable_prediction(values: np.ndarray, m1: int, n1: int, rank: int) -> Pre
     factors = lowrank_prediction(rearrange(values.reshape(m, n), m1, n1), rank)
     return Prediction("separable+residual", {"blocks": [m1, n1], "rank": rank,
                                              "dtype": "float16"},
-                      factors.sections, tuple(values.shape), decode=_predicted)
+                      factors.sections, tuple(values.shape))
 
 
 def _predicted(prediction: Prediction) -> np.ndarray:
     """What the decoder computes for a ``separable+residual`` prediction."""
     return decode_separable(prediction.params, prediction.sections, prediction.shape,
                             "a separable+residual prediction")
+
+
+DECODERS["separable+residual"] = _predicted
 
 
 def decode_separable(params: object, sections: dict[str, bytes], shape: tuple[int, ...],

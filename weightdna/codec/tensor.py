@@ -50,7 +50,7 @@ from weightdna.codec.entropy import (
 from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.codec.gptq import GPTQPlan, gptq_symbols, prepare
 from weightdna.codec.lossless import decode_lossless, encode_lossless
-from weightdna.codec.prediction import Prediction, decode_dna, decode_lowrank
+from weightdna.codec.prediction import DECODERS, Prediction, decode_dna, decode_lowrank
 from weightdna.codec.quantize import (
     MAX_SYMBOL,
     as_rows,
@@ -1028,13 +1028,16 @@ def factored_prediction(values: np.ndarray, factors: dict[str, np.ndarray], step
             raise InvalidInputError(f"{name}: factor {key} cannot be quantized.")
         params[key] = entry["params"]
         sections.update({f"{key}.{part}": data for part, data in coded.items()})
-    return Prediction("factored+residual", params, sections, shape, decode=_factored_values)
+    return Prediction("factored+residual", params, sections, shape)
 
 
 def _factored_values(prediction: Prediction) -> np.ndarray:
     """What the decoder computes for a ``factored+residual`` prediction."""
     return decode_factored(prediction.params, prediction.sections, prediction.shape,
                            "a factored+residual prediction")
+
+
+DECODERS["factored+residual"] = _factored_values
 
 
 def decode_factored(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
@@ -1065,13 +1068,16 @@ def reference_prediction(name: str, referenced: torch.Tensor, scale: float,
     sections = {} if order is None else {"order": reference.order_bytes(order)}
     params = {"name": name, "scale": float(scale), "rows": order is not None}
     return Prediction("reference+residual", params, sections, tuple(referenced.shape),
-                      referenced, decode=_reference_values)
+                      referenced)
 
 
 def _reference_values(prediction: Prediction) -> np.ndarray:
     """What the decoder computes for a ``reference+residual`` prediction."""
     return decode_reference(prediction.params, prediction.sections, prediction.shape,
                             "a reference+residual prediction", prediction.referenced)
+
+
+DECODERS["reference+residual"] = _reference_values
 
 
 def decode_reference(params: object, sections: dict[str, bytes], shape: tuple[int, ...],
