@@ -1155,6 +1155,20 @@ def _meet_per_tensor(tensor: torch.Tensor, name: str, tc: TensorCandidates, targ
     return encode_tensor(tensor, name=name, lossless=True)
 
 
+def _coded_ratios(candidates: Sequence[TensorCandidates], allocation: Allocation,
+                  coded: Mapping[str, tuple[dict, dict[str, bytes]]]) -> dict[str, float]:
+    """Each coded tensor's measured bits over the estimate of its choice (what
+    `_meet_whole_model` scales the estimates by after a coding; `bench/coding_rounds.py`
+    records them)."""
+    ratios = {}
+    for tc in candidates:
+        estimate = allocation.choices[tc.info.name].bits
+        coded_bits = 8.0 * _section_bytes(coded[tc.info.name])
+        if estimate > 0 and coded_bits > 0:
+            ratios[tc.info.name] = coded_bits / estimate
+    return ratios
+
+
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress,
@@ -1266,11 +1280,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
         header_bytes = size - sum(sections_bytes(s) for s in sections)
         if target.kind == "bits_per_weight":
             measured = 8.0 * size / weights.total_numel
-            for tc in candidates:
-                estimate = allocation.choices[tc.info.name].bits
-                coded_bits = 8.0 * _section_bytes(coder.coded[tc.info.name])
-                if estimate > 0 and coded_bits > 0:
-                    ratios[tc.info.name] = coded_bits / estimate
+            ratios.update(_coded_ratios(candidates, allocation, coder.coded))
             if measured <= target.value:
                 if best_bytes is None or size > best_bytes:
                     best, best_bytes = dict(coder.coded), size
