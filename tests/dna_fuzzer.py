@@ -67,7 +67,7 @@ from weightdna.codec import (
     reference,
 )
 from weightdna.codec.container import header_block
-from weightdna.codec.entries import GRID_VERSION, READABLE_VERSIONS, VERSION
+from weightdna.codec.entries import GRID_VERSION, OFFSETS_VERSION, READABLE_VERSIONS, VERSION
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.codec.rowsteps import decode_grid
 from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
@@ -179,6 +179,28 @@ def float32_steps(coded: tuple[dict, dict]) -> tuple[dict, dict]:
             steps = decode_grid(node.pop("grid"), sections["steps"], node["rows"], "seed")
             sections["steps"] = steps.astype("<f4").tobytes()
     return entry, sections
+
+
+def offsets_tensors() -> list[tuple[str, torch.Tensor, dict]]:
+    """Format version OFFSETS_VERSION: trellis-coded Laplace weights, large enough that
+    their reconstruction offsets pay (an ``offsets`` param), one with per-row steps."""
+    g = torch.Generator().manual_seed(5)
+    u = torch.rand(64, 256, generator=g).clamp(1e-6, 1 - 1e-6)
+    t = torch.distributions.Laplace(0.0, 1.0).icdf(u)
+    return [("offsets.trellis", t, {"step": 1.0, "quantizer": "trellis"}),
+            ("offsets.rows", t * 0.5, {"step": np.linspace(0.4, 0.6, 64),
+                                       "quantizer": "trellis"})]
+
+
+def without_offsets(coded: tuple[dict, dict]) -> tuple[dict, dict]:
+    """An encoded tensor without reconstruction offsets, as versions before
+    OFFSETS_VERSION store it (the same symbols, restored at the lattice points)."""
+    entry = copy.deepcopy(coded[0])
+    params = entry["params"]
+    for node in (params, params.get("coefficients"), params.get("residual")):
+        if isinstance(node, dict):
+            node.pop("offsets", None)
+    return entry, coded[1]
 
 
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
@@ -313,7 +335,8 @@ def seeds() -> tuple[Seed, ...]:
     """The seed files: version 5 (small tensors; the large trellis), and version 4 (streams
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
     representations, version 9's per-column factors, version 10's lanes-coded floats (all
-    with float32 per-row steps) and GRID_VERSION's per-row steps on a grid."""
+    with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
+    OFFSETS_VERSION's reconstruction offsets (older seeds without them)."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
@@ -336,14 +359,19 @@ def seeds() -> tuple[Seed, ...]:
         floatfields.BLOCK, lanes.BLOCK = saved_block, saved_lanes_block
 
     def old(coded: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
-        return [float32_steps(c) for c in coded]
+        return [float32_steps(without_offsets(c)) for c in coded]
+
+    with_offsets = encode_all(offsets_tensors())
+    assert all("offsets" in e["params"] for e, _ in with_offsets)
 
     return (_seed("v5", old(small), 5), _seed("v5-trellis", old(large), 5),
             _seed("v4", old(legacy), 4), _seed("v7-fields", old(fields), 7),
             _seed("v8", old(encode_all(version8_tensors())), 8),
             _seed("v9-columns", old(version9_coded()), 9),
             _seed("v10-lanes", old(in_lanes), 10),
-            _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION))
+            _seed("v11-grid", [without_offsets(c) for c in encode_all(grid_tensors())],
+                  GRID_VERSION),
+            _seed("v12-offsets", with_offsets, OFFSETS_VERSION))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -493,7 +521,15 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
         params[key] = rng.choice([*ABSURD, _near(params[key], rng) if key != "compression"
                                   else "zstd"])
         return header, f"{coding} {key}", False
-    model = (params.get("residual") or params)["model"]
+    quantized = params.get("residual") or params
+    model = quantized["model"]
+    if "offsets" in quantized and rng.random() < 0.5:  # reconstruction offsets (version 12)
+        offsets = quantized["offsets"]
+        quantized["offsets"] = rng.choice([
+            [], [0], [1] * 9, [32], [-32, 1], [*offsets, 0], [*offsets, 31], offsets[::-1],
+            [float(o) for o in offsets], [True], None, "offsets", {"0": 1}, [[1]],
+            [rng.choice(HOSTILE_NUMBERS)], [31, -31] * 4])
+        return header, "trellis offsets", False
     if model.get("kind") == "trellis":
         streams = model["streams"]
         a, b = rng.randrange(len(streams)), rng.randrange(len(streams))
@@ -577,7 +613,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)

@@ -19,13 +19,15 @@ from weightdna.errors import CorruptFileError
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
 # 9: per-column factors of a ``quantized`` tensor (``columns``); 10: a float ``raw`` tensor
 # coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`); 11: per-row steps
-# on a grid (``grid``, `weightdna.codec.rowsteps`). A file is written as the lowest version
-# that holds its entries (`file_version`): one without any of them as version 8, byte for
-# byte as before.
+# on a grid (``grid``, `weightdna.codec.rowsteps`); 12: a quantized tensor's reconstruction
+# offsets (``offsets``, `weightdna.codec.trellis.levels_table`). A file is written as the
+# lowest version that holds its entries (`file_version`): one without any of them as
+# version 8, byte for byte as before.
 COLUMNS_VERSION = 9
 LANES_VERSION = 10
 GRID_VERSION = 11
-VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION)
+OFFSETS_VERSION = 12
+VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, OFFSETS_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -62,8 +64,8 @@ DECODE_BLOCK_BYTES = 32
 def file_version(entries: Sequence[dict]) -> int:
     """The version a file of these tensor entries is written as: the lowest that holds
     them (COLUMNS_VERSION with a ``quantized`` tensor's per-column factors, LANES_VERSION
-    with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row steps on a grid, else
-    8)."""
+    with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row steps on a grid,
+    OFFSETS_VERSION with reconstruction offsets, else 8)."""
     version = COLUMNS_VERSION - 1
     for entry in entries:
         params = entry.get("params")
@@ -71,18 +73,21 @@ def file_version(entries: Sequence[dict]) -> int:
             version = max(version, COLUMNS_VERSION)
         if isinstance(params, dict) and params.get("compression") == "lanes":
             version = max(version, LANES_VERSION)
-        if _holds_grid(params):
+        if _holds(params, "grid"):
             version = max(version, GRID_VERSION)
+        if _holds(params, "offsets"):
+            version = max(version, OFFSETS_VERSION)
     return version
 
 
-def _holds_grid(params: object) -> bool:
+def _holds(params: object, key: str) -> bool:
     """Whether a tensor's params, or the quantized params within them (a transform's
-    ``coefficients``, a prediction's ``residual``), hold per-row steps on a grid."""
+    ``coefficients``, a prediction's ``residual``), hold ``key`` (``grid``: per-row steps
+    on a grid; ``offsets``: reconstruction offsets)."""
     if not isinstance(params, dict):
         return False
-    return "grid" in params or any(_holds_grid(params.get(key))
-                                   for key in ("coefficients", "residual"))
+    return key in params or any(_holds(params.get(inner), key)
+                                for inner in ("coefficients", "residual"))
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:
