@@ -185,10 +185,10 @@ def offsets_tensors() -> list[tuple[str, torch.Tensor, dict]]:
     """Format version OFFSETS_VERSION: trellis-coded Laplace weights, large enough that
     their reconstruction offsets pay (an ``offsets`` param), one with per-row steps."""
     g = torch.Generator().manual_seed(5)
-    u = torch.rand(64, 256, generator=g).clamp(1e-6, 1 - 1e-6)
+    u = torch.rand(128, 256, generator=g).clamp(1e-6, 1 - 1e-6)
     t = torch.distributions.Laplace(0.0, 1.0).icdf(u)
-    return [("offsets.trellis", t, {"step": 1.0, "quantizer": "trellis"}),
-            ("offsets.rows", t * 0.5, {"step": np.linspace(0.4, 0.6, 64),
+    return [("offsets.trellis", t, {"step": 1.5, "quantizer": "trellis"}),
+            ("offsets.rows", t * 0.5, {"step": np.linspace(0.9, 1.1, 128),
                                        "quantizer": "trellis"})]
 
 

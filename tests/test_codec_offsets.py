@@ -39,8 +39,8 @@ def _without(coded: tuple[dict, dict]) -> tuple[dict, dict]:
 
 @pytest.fixture(scope="module")
 def coded() -> tuple[torch.Tensor, tuple[dict, dict]]:
-    t = _laplace(64, 512)
-    return t, encode_tensor(t, name="w", step=float(t.std()), quantizer="trellis")
+    t = _laplace(128, 512)
+    return t, encode_tensor(t, name="w", step=1.5, quantizer="trellis")
 
 
 def test_offsets_restore_nearer_the_weights_at_the_same_symbols(coded) -> None:
@@ -51,7 +51,7 @@ def test_offsets_restore_nearer_the_weights_at_the_same_symbols(coded) -> None:
     assert all(o < 0 for o in offsets[1:])
     restored = decode_tensor(entry, sections)
     lattice = decode_tensor(*_without((entry, sections)))
-    assert _snr(t, restored) > _snr(t, lattice) + 0.05
+    assert _snr(t, restored) > _snr(t, lattice) + 0.03
     # The entry's stats are those of the values the decoder restores.
     assert entry["stats"]["snr_db"] == pytest.approx(_snr(t, restored), abs=1e-9)
     # Each element at sign(level)·(m + o_m/64)·step, from the lattice level.
@@ -69,8 +69,7 @@ def test_offsets_leave_the_symbols_and_sections_as_they_were(coded, monkeypatch)
     learn = trellis.learn_model
     monkeypatch.setattr(trellis, "learn_model",
                         lambda *a, **k: learn(*a, **{**k, "offsets": False}))
-    plain_entry, plain_sections = encode_tensor(t, name="w", step=float(t.std()),
-                                                quantizer="trellis")
+    plain_entry, plain_sections = encode_tensor(t, name="w", step=1.5, quantizer="trellis")
     assert plain_sections == sections
     assert "offsets" not in plain_entry["params"]
     assert plain_entry["params"] == _without((entry, sections))[0]["params"]
@@ -149,7 +148,7 @@ def test_offsets_are_refused_before_version_12_and_without_the_trellis(coded) ->
     t, (entry, sections) = coded
     with pytest.raises(CorruptFileError, match="new in version 12; this file is version 11"):
         decode_tensor(entry, sections, version=GRID_VERSION)
-    scalar = encode_tensor(t, name="s", step=float(t.std()))
+    scalar = encode_tensor(t, name="s", step=1.5)
     forged = copy.deepcopy(scalar[0])
     forged["params"]["offsets"] = [-3]
     with pytest.raises(CorruptFileError, match="trellis"):

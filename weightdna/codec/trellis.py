@@ -58,8 +58,13 @@ LEARNING_PASSES = 2
 OFFSET_SCALE = 64
 OFFSET_LIMIT = OFFSET_SCALE // 2 - 1
 MAX_OFFSETS = 8
-# The encoder fits an offset only to a |level| the sample holds this often.
+# The encoder fits an offset only to a |level| the sample holds this often, and writes
+# offsets only where the error they take off (estimated on the sample) is worth this many
+# times the bits they take (as per-row steps: `ratecontrol.PER_ROW_MARGIN`): on the small
+# tensors of a small model they are near break-even, and their bytes move the rate
+# control's step (BENCHMARKS.md, "Reconstruction offsets").
 OFFSET_MIN_COUNT = 64
+OFFSET_MARGIN = 2.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -385,11 +390,12 @@ def fit_offsets(x: np.ndarray, levels: np.ndarray) -> tuple[list[int], float]:
 
 def offsets_pay(offsets: list[int], gain: float, lam: float = DEFAULT_LAMBDA) -> bool:
     """Whether ``offsets`` that take ``gain`` (Σ squared error, units of Δ²) off a tensor
-    pay for the bytes they take in its header entry, at the search's λ (bits per Δ²)."""
+    pay OFFSET_MARGIN times over for the bytes they take in its header entry, at the
+    search's λ (Δ² per bit)."""
     if not offsets:
         return False
     header_bits = 8.0 * (len(json.dumps(offsets)) + len(', "offsets": '))
-    return gain > lam * header_bits
+    return gain > OFFSET_MARGIN * lam * header_bits
 
 
 def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
