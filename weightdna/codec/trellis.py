@@ -74,24 +74,18 @@ def _level(k: int, state: int) -> float:
 
 
 @numba.njit(inline="always")
-def _point(magnitude: int, table: np.ndarray) -> float:
-    """The reconstruction point of a level of this |level| (> 0, units of Δ): the
-    ``table``'s entry (`levels_table`) where it has one, else the lattice point."""
-    if magnitude < table.size:
-        return table[magnitude]
-    return float(magnitude)
-
-
-@numba.njit(inline="always")
 def _value(k: int, state: int, table: np.ndarray) -> float:
-    """The restored value (units of Δ) of symbol k in ``state``: its level, moved to the
-    table's reconstruction point for its |level| (sign-symmetric)."""
-    level = _level(k, state)
-    if level > 0:
-        return _point(int(level), table)
-    if level < 0:
-        return -_point(int(-level), table)
-    return level
+    """The restored value (units of Δ) of symbol k in ``state``: its level (`_level`), or
+    where the ``table`` (`levels_table`) has an entry for its |level|, that reconstruction
+    point with the level's sign (integer arithmetic up to the lookup: no slower than the
+    level alone)."""
+    q = state & 1
+    level = 2 * k - (q if k > 0 else (-q if k < 0 else 0))
+    magnitude = level if level >= 0 else -level
+    if magnitude < table.size:
+        point = table[magnitude]
+        return point if level >= 0 else -point
+    return float(level)
 
 
 @numba.njit(inline="always")
@@ -361,6 +355,19 @@ def learn_model(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     return bits, found
 
 
+@numba.njit(cache=True, nogil=True)
+def _level_sums(x: np.ndarray, levels: np.ndarray, counts: np.ndarray,
+                sums: np.ndarray) -> None:
+    """For each |level| m < counts.size: how many elements have it, and Σ of their x on the
+    level's side (sign(level)·x, which may be < 0)."""
+    for i in range(x.size):
+        level = levels[i]
+        m = int(abs(level))
+        if 1 <= m < counts.size:
+            counts[m] += 1
+            sums[m] += x[i] if level > 0 else -x[i]
+
+
 def fit_offsets(x: np.ndarray, levels: np.ndarray) -> tuple[list[int], float]:
     """The reconstruction offsets (`levels_table`) that move each |level| 1..MAX_OFFSETS
     of ``levels`` (lattice levels, units of Δ) to the mean |x| of the elements restored
@@ -368,12 +375,11 @@ def fit_offsets(x: np.ndarray, levels: np.ndarray) -> tuple[list[int], float]:
     rounded to 1/OFFSET_SCALE and clamped to ±OFFSET_LIMIT, with trailing zeros dropped;
     and the Σ squared error (units of Δ²) they take off these elements. A |level| held by
     fewer than OFFSET_MIN_COUNT elements keeps its lattice point."""
-    magnitude = np.abs(levels).reshape(-1)
-    signed = (np.sign(levels) * x).reshape(-1)  # |x| on the level's side (may be < 0)
-    kept = (magnitude >= 1) & (magnitude <= MAX_OFFSETS)
-    index = magnitude[kept].astype(np.int64)
-    counts = np.bincount(index, minlength=MAX_OFFSETS + 1)[1:]
-    sums = np.bincount(index, weights=signed[kept], minlength=MAX_OFFSETS + 1)[1:]
+    counts = np.zeros(MAX_OFFSETS + 1, dtype=np.int64)
+    sums = np.zeros(MAX_OFFSETS + 1)
+    _level_sums(np.ascontiguousarray(x, dtype=np.float64).reshape(-1),
+                np.ascontiguousarray(levels, dtype=np.float64).reshape(-1), counts, sums)
+    counts, sums = counts[1:], sums[1:]
     lattice = np.arange(1, MAX_OFFSETS + 1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         shift = sums / counts - lattice
