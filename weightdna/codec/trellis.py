@@ -21,6 +21,10 @@ quantiser: ``STATE_GROUPS``) times the class of the element's row
 in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
 the segments and takes every symbol from the stream of its context.
 
+From format version 12 a tensor may store reconstruction offsets: its levels of |level|
+1..8 are restored at points nearer their weights' conditional means than the lattice's
+(`fit_offsets`, `levels_table`; the search still measures its errors to the lattice).
+
 The search and the decoder's walk are sequential per segment, so they are compiled with
 numba (``cache=True``: compiled once per machine, then loaded).
 """
