@@ -71,18 +71,12 @@ OFFSET_MIN_COUNT = 64
 OFFSET_MARGIN = 2.0
 
 
-@numba.njit(cache=True, nogil=True)
-def _level(k: int, state: int) -> float:
-    q = state & 1
-    return 2.0 * k - (q * (1 if k > 0 else (-1 if k < 0 else 0)))
-
-
 @numba.njit(inline="always")
 def _value(k: int, state: int, table: np.ndarray) -> float:
-    """The restored value (units of Δ) of symbol k in ``state``: its level (`_level`), or
-    where the ``table`` (`levels_table`) has an entry for its |level|, that reconstruction
-    point with the level's sign (integer arithmetic up to the lookup: no slower than the
-    level alone)."""
+    """The restored value (units of Δ) of symbol k in ``state``: its level, 2k in the even
+    states (Q0) and 2k − sign(k) in the odd ones (Q1), or where the ``table``
+    (`levels_table`) has an entry for its |level|, that reconstruction point with the
+    level's sign (integer arithmetic up to the lookup: no slower than the level alone)."""
     q = state & 1
     level = 2 * k - (q if k > 0 else (-q if k < 0 else 0))
     magnitude = level if level >= 0 else -level
