@@ -17,7 +17,6 @@ synthetic run does not reach, counts as the median, not the least), "snr15" (per
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from panel import markdown, run_point, say, unseen_subject  # noqa: E402
+from panel import run_point, say, unseen_subject, write_rows  # noqa: E402
 
 from weightdna.evaluate.onnx_sensitivity import onnx_sensitivity  # noqa: E402
 from weightdna.evaluate.sensitivity import for_every_tensor  # noqa: E402
@@ -83,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["objective"] = f"layer+{variant}"
                     row["sensitivity_seconds"] = seconds
                     rows.append(row)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "variants.json").write_text(json.dumps(rows, indent=2))
-    text = markdown(rows)
-    (args.out / "variants.md").write_text(text + "\n")
-    print(text)
+    write_rows(args.out, "variants", rows)
     return 0
 
 

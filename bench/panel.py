@@ -368,12 +368,17 @@ def main(argv: list[str] | None = None) -> int:
                             rows.append(run_point(subject, rate, objective, workdir,
                                                   sensitivity, calibration,
                                                   rows_by_mode.get(mode)))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "panel.json").write_text(json.dumps(rows, indent=2))
-    text = markdown(rows)
-    (args.out / "panel.md").write_text(text + "\n")
-    print(text)
+    write_rows(args.out, "panel", rows)
     return 0
+
+
+def write_rows(out: Path, stem: str, rows: list[dict]) -> None:
+    """OUT/STEM.json and OUT/STEM.md (the markdown table, also printed)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=2))
+    text = markdown(rows)
+    (out / f"{stem}.md").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
