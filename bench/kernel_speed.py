@@ -86,15 +86,17 @@ def main() -> None:
             divisor = (step * scale)[::stride][: sample.shape[0]].astype(np.float32)
             half = int(float(np.max(np.abs(sample) / divisor[:, None])) * 1.001) + 2
             for deadzone in (0.0, 0.2):
+                shift = np.float32(0.5 - deadzone)
                 figures = []
                 for kernel in (_one_loop, rc._round_and_count):
                     error = np.empty_like(sample)
                     counts = np.zeros(2 * half + 1, np.int64)
 
-                    def run(kernel=kernel, error=error, counts=counts) -> None:
+                    def run(kernel=kernel, error=error, counts=counts, sample=sample,
+                            divisor=divisor, nearest=not deadzone,
+                            shift=shift) -> None:
                         counts[:] = 0
-                        assert kernel(sample, divisor, not deadzone,
-                                      np.float32(0.5 - deadzone), error, counts)
+                        assert kernel(sample, divisor, nearest, shift, error, counts)
 
                     seconds = _best(run, args.repeat)
                     figures.append((seconds, error.copy(), counts.copy()))
