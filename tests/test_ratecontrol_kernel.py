@@ -75,8 +75,8 @@ def _check(sample: np.ndarray, divisor: np.ndarray | np.float32, peak: float) ->
 def test_ties_zeros_and_edges_of_the_histogram() -> None:
     """Awkward inputs: exact ties at k + ½ (rint to even; floor(|x| + shift) where |x| +
     shift lands on an integer), ±0, symbols exactly at the histogram's edge, rows whose
-    width is not a multiple of the histogram's four lanes, one column, and histograms
-    small (four lanes) and large (one) beside the sample."""
+    width is not a multiple of the histogram's eight lanes, one column, and histograms
+    small (eight lanes) and large (one) beside the sample."""
     rng = np.random.default_rng(1)
     halves = (np.arange(-40, 40) + 0.5).astype(np.float32)
     for columns in (1, 3, 5, 384, 387):
@@ -90,7 +90,7 @@ def test_ties_zeros_and_edges_of_the_histogram() -> None:
             assert _check(sample, divisor, peak) == 3
             # The tightest histogram: |symbol| ≤ offset exactly at the largest symbol.
             assert _check(sample, divisor, float(np.max(np.abs(np.rint(base)))) - 2) == 3
-    many = rng.laplace(0, 3, (300, 64)).astype(np.float32)  # four lanes (19,200 ≫ 8 × bins)
+    many = rng.laplace(0, 3, (300, 64)).astype(np.float32)  # 8 lanes (19,200 ≫ 16 × bins)
     assert _check(many, np.float32(0.5), float(np.max(np.abs(many))) * 2) == 3
     assert _check(many[:2], np.float32(0.5), 5000.0) == 3  # one lane: bins ≫ the sample
 

@@ -583,15 +583,15 @@ def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
 
     A row at a time in two loops: the arithmetic (no branch, no early exit: compiled to
     vector instructions) with a flag for a symbol outside ``counts``, then, if none is,
-    the histogram, into four sub-histograms in turn when ``counts`` is small beside the
-    sample (one bin's increments then do not wait on each other; added up at the end:
-    the same integers). Twice as fast as one loop of both (`bench/kernel_speed.py`)."""
+    the histogram, into eight sub-histograms in turn when ``counts`` is small beside the
+    sample (one bin's increments then seldom wait on each other; added up at the end:
+    the same integers). The histogram takes most of the time (`bench/kernel_speed.py`)."""
     rows, columns = sample.shape
     offset = counts.size // 2
     limit = np.float32(offset)
     symbols = np.empty(columns, dtype=np.int32)
-    lanes = 4 if counts.size * 8 <= sample.size else 1
-    spread = (np.zeros((4, counts.size), dtype=np.int64) if lanes == 4
+    lanes = 8 if counts.size * 16 <= sample.size else 1
+    spread = (np.zeros((8, counts.size), dtype=np.int64) if lanes == 8
               else counts.reshape((1, counts.size)))
     whole = columns - columns % lanes
     for r in range(rows):
@@ -614,20 +614,21 @@ def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
                 symbols[c] = np.int32(symbol)
         if not inside:
             return False
-        if lanes == 4:
-            for c in range(0, whole, 4):
-                spread[0, symbols[c] + offset] += 1
-                spread[1, symbols[c + 1] + offset] += 1
-                spread[2, symbols[c + 2] + offset] += 1
-                spread[3, symbols[c + 3] + offset] += 1
+        if lanes == 8:
+            for c in range(0, whole, 8):
+                for lane in range(8):  # unrolled by the compiler
+                    spread[lane, symbols[c + lane] + offset] += 1
             for c in range(whole, columns):
                 spread[0, symbols[c] + offset] += 1
         else:
             for c in range(columns):
                 spread[0, symbols[c] + offset] += 1
-    if lanes == 4:
+    if lanes == 8:
         for i in range(counts.size):
-            counts[i] += spread[0, i] + spread[1, i] + spread[2, i] + spread[3, i]
+            total = 0
+            for lane in range(8):
+                total += spread[lane, i]
+            counts[i] += total
     return True
 
 
