@@ -70,10 +70,6 @@ def main() -> None:
     from weightdna.codec import ratecontrol as rc
     from weightdna.weights import load_weights, minilm_path
 
-    def unweighted(*args) -> bool:  # no row weights: what _one_loop computes
-        return rc._round_and_count(*args, np.empty(0, np.float32),
-                                   np.empty((0, 0), np.float32))
-
     weights = load_weights(minilm_path())
     target = rc.Target("bits_per_weight", 4.0)
     for name in NAMES:
@@ -92,7 +88,7 @@ def main() -> None:
             for deadzone in (0.0, 0.2):
                 shift = np.float32(0.5 - deadzone)
                 figures = []
-                for kernel in (_one_loop, unweighted):
+                for kernel in (_one_loop, rc._round_and_count):
                     error = np.empty_like(sample)
                     counts = np.zeros(2 * half + 1, np.int64)
 

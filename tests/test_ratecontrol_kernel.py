@@ -33,7 +33,7 @@ def test_compiled_rounding_is_numpy_s() -> None:
         peak = float(np.max(np.abs(sample.astype(np.float64)) / np.asarray(divisor, np.float64)))
         for deadzone in rc.DEADZONES:
             error, symbols = _numpy(sample, divisor, deadzone)
-            got_error, counts, _ = rc._rounding_errors(sample, divisor, deadzone, peak)
+            got_error, counts = rc._rounding_errors(sample, divisor, deadzone, peak)
             taken += counts.size == 2 * (int(peak * 1.001) + 2) + 1  # the compiled path
             assert np.array_equal(np.abs(got_error).view(np.int32),
                                   np.abs(error).view(np.int32))  # ±0 alike
@@ -46,36 +46,24 @@ def test_compiled_rounding_is_numpy_s() -> None:
 def test_a_symbol_beyond_the_histogram_falls_back_to_numpy() -> None:
     sample = np.array([[0.5, 40.0, -3.2]], dtype=np.float32)
     error, symbols = _numpy(sample, np.float32(1.0), 0.1)
-    got_error, counts, divided = rc._rounding_errors(sample, np.float32(1.0), 0.1, peak=3.0,
-                                                     row_scale=np.full((1, 1), 3, np.float32))
-    assert np.array_equal(divided, error / np.float32(3))  # too low a peak: NumPy's
+    got_error, counts = rc._rounding_errors(sample, np.float32(1.0), 0.1, peak=3.0)  # too low
     assert np.array_equal(got_error, error)
     assert rc._counted_bits(counts, 3) == rc._ideal_bits(symbols)
 
 
 def _check(sample: np.ndarray, divisor: np.ndarray | np.float32, peak: float) -> int:
-    """Compare `_rounding_errors` with NumPy at every deadzone, with and without the
-    objective's row scales (the errors divided by them, in float32); returns how many
-    took the compiled path."""
+    """Compare `_rounding_errors` with NumPy at every deadzone; returns how many took the
+    compiled path."""
     taken = 0
-    row_scale = np.random.default_rng(sample.size).uniform(
-        0.3, 3, (sample.shape[0], 1)).astype(np.float32)
     for deadzone in rc.DEADZONES:
         error, symbols = _numpy(sample, divisor, deadzone)
-        got_error, counts, none = rc._rounding_errors(sample, divisor, deadzone, peak)
-        assert none is None
-        again, counts_again, divided = rc._rounding_errors(sample, divisor, deadzone, peak,
-                                                           row_scale)
-        assert np.array_equal(again, got_error) and np.array_equal(counts_again, counts)
-        assert np.array_equal(np.abs(divided).view(np.int32),
-                              np.abs(error / row_scale).view(np.int32))
+        got_error, counts = rc._rounding_errors(sample, divisor, deadzone, peak)
         half = int(peak * 1.001) + 2  # `_rounding_errors`'s histogram, asked directly
         per_row = np.broadcast_to(np.asarray(divisor, np.float32).reshape(-1),
                                   (sample.shape[0],)).copy()
         taken += rc._round_and_count(sample, per_row, not deadzone,
                                      np.float32(0.5 - deadzone), np.empty_like(sample),
-                                     np.zeros(2 * half + 1, np.int64),
-                                     np.empty(0, np.float32), np.empty((0, 0), np.float32))
+                                     np.zeros(2 * half + 1, np.int64))
         assert np.array_equal(np.abs(got_error).view(np.int32),
                               np.abs(error).view(np.int32))  # ±0 alike: the same squares
         assert rc._counted_bits(counts, symbols.size) == rc._ideal_bits(symbols)

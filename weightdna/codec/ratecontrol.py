@@ -574,15 +574,12 @@ def _counted_bits(counts: np.ndarray, size: int) -> float:
 
 @numba.njit(cache=True, nogil=True)
 def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
-                     shift: np.float32, error: np.ndarray, counts: np.ndarray,
-                     weight: np.ndarray, weighted: np.ndarray) -> bool:
+                     shift: np.float32, error: np.ndarray, counts: np.ndarray) -> bool:
     """`evaluate`'s rounding, in float32 as NumPy computes it: scaled = sample /
     divisor[row]; the symbol rint(scaled) (``nearest``) or sign(scaled)·floor(|scaled| +
     ``shift``), ``shift`` = float32(0.5 − deadzone); ``error`` ← (scaled − symbol) ·
     divisor[row]; ``counts[symbol + offset]`` += 1, offset = counts.size // 2. False (the
-    caller falls back to NumPy) when a symbol falls outside ``counts``. With a ``weight``
-    per row (float32; an empty array: none), also ``weighted`` ← error / weight[row] (the
-    objective's error, `evaluate`), in float32 as NumPy's ``error / weight``.
+    caller falls back to NumPy) when a symbol falls outside ``counts``.
 
     A row at a time in two loops: the arithmetic (no branch, no early exit: compiled to
     vector instructions) with a flag for a symbol outside ``counts``, then, if none is,
@@ -617,10 +614,6 @@ def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
                 symbols[c] = np.int32(symbol)
         if not inside:
             return False
-        if weight.size:
-            w = weight[r]
-            for c in range(columns):
-                weighted[r, c] = np.float32(error[r, c] / w)
         if lanes == 8:
             for c in range(0, whole, 8):
                 for lane in range(8):  # unrolled by the compiler
@@ -704,22 +697,20 @@ def _evaluate_at(tc: TensorCandidates, at: _AtStep,
     if not at.peak < MAX_SYMBOL / 2:
         return math.inf, 0.0, at.steps, 0.0
     sample = at.sample
-    error, counts, divided = _rounding_errors(sample, at.divisor, deadzone, at.peak,
-                                              at.row_scale)
+    error, counts = _rounding_errors(sample, at.divisor, deadzone, at.peak)
     sse = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     weighted = sse
-    if divided is not None:
-        weighted = float(np.dot(divided.reshape(-1), divided.reshape(-1))) * tc.scale
+    if at.row_scale is not None:
+        error /= at.row_scale
+        weighted = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     ideal = _counted_bits(counts, sample.size) if sample.size else 0.0
     bits = ideal * tc.scale + at.candidate.side_bits + at.side
     return bits, sse, at.steps, weighted
 
 
 def _rounding_errors(sample: np.ndarray, divisor: np.ndarray | np.float32, deadzone: float,
-                     peak: float, row_scale: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(float32 rounding errors × divisor, histogram of the symbols in symbol order, the
-    errors / ``row_scale`` (float32, one per sampled row as a column; None without)) of
+                     peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 rounding errors × divisor, histogram of the symbols in symbol order) of
     ``sample / divisor`` rounded with ``deadzone`` (``peak``: about the largest |symbol|);
     compiled (`_round_and_count`), else by NumPy: the same figures."""
     rows = sample.shape[0] if sample.ndim == 2 else 0
@@ -730,22 +721,15 @@ def _rounding_errors(sample: np.ndarray, divisor: np.ndarray | np.float32, deadz
         half = int(peak * 1.001) + 2
         error = np.empty(sample.shape, dtype=np.float32)
         counts = np.zeros(2 * half + 1, dtype=np.int64)
-        if row_scale is None:
-            weight, divided = np.empty(0, np.float32), np.empty((0, 0), np.float32)
-        else:
-            weight = np.ascontiguousarray(row_scale, dtype=np.float32).reshape(-1)
-            divided = np.empty(sample.shape, dtype=np.float32)
-        if (row_scale is None or row_scale.dtype == np.float32 and weight.size == rows) \
-                and _round_and_count(np.ascontiguousarray(sample), per_row, not deadzone,
-                                     np.float32(0.5 - deadzone), error, counts, weight,
-                                     divided):
-            return error, counts, (None if row_scale is None else divided)
+        if _round_and_count(np.ascontiguousarray(sample), per_row, not deadzone,
+                            np.float32(0.5 - deadzone), error, counts):
+            return error, counts
     scaled = sample / divisor
     symbols = round_symbols(scaled, deadzone)
     error = (scaled - symbols) * divisor
     flat = symbols.astype(np.int32).reshape(-1)
     counts = np.bincount(flat - int(flat.min())) if flat.size else np.zeros(0, np.int64)
-    return error, counts, (None if row_scale is None else error / row_scale)
+    return error, counts
 
 
 def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = True) -> Choice:
