@@ -49,3 +49,63 @@ def test_a_symbol_beyond_the_histogram_falls_back_to_numpy() -> None:
     got_error, counts = rc._rounding_errors(sample, np.float32(1.0), 0.1, peak=3.0)  # too low
     assert np.array_equal(got_error, error)
     assert rc._counted_bits(counts, 3) == rc._ideal_bits(symbols)
+
+
+def _check(sample: np.ndarray, divisor: np.ndarray | np.float32, peak: float) -> int:
+    """Compare `_rounding_errors` with NumPy at every deadzone; returns how many took the
+    compiled path."""
+    taken = 0
+    for deadzone in rc.DEADZONES:
+        error, symbols = _numpy(sample, divisor, deadzone)
+        got_error, counts = rc._rounding_errors(sample, divisor, deadzone, peak)
+        half = int(peak * 1.001) + 2  # `_rounding_errors`'s histogram, asked directly
+        per_row = np.broadcast_to(np.asarray(divisor, np.float32).reshape(-1),
+                                  (sample.shape[0],)).copy()
+        taken += rc._round_and_count(sample, per_row, not deadzone,
+                                     np.float32(0.5 - deadzone), np.empty_like(sample),
+                                     np.zeros(2 * half + 1, np.int64))
+        assert np.array_equal(np.abs(got_error).view(np.int32),
+                              np.abs(error).view(np.int32))  # ±0 alike: the same squares
+        assert rc._counted_bits(counts, symbols.size) == rc._ideal_bits(symbols)
+        lo = int(symbols.min())
+        assert np.array_equal(np.trim_zeros(counts), np.trim_zeros(np.bincount(symbols - lo)))
+    return taken
+
+
+def test_ties_zeros_and_edges_of_the_histogram() -> None:
+    """Awkward inputs: exact ties at k + ½ (rint to even; floor(|x| + shift) where |x| +
+    shift lands on an integer), ±0, symbols exactly at the histogram's edge, rows whose
+    width is not a multiple of the histogram's eight lanes, one column, and histograms
+    small (eight lanes) and large (one) beside the sample."""
+    rng = np.random.default_rng(1)
+    halves = (np.arange(-40, 40) + 0.5).astype(np.float32)
+    for columns in (1, 3, 5, 384, 387):
+        rows = 9
+        base = rng.choice(np.concatenate([halves, [0.0, -0.0, 0.6, -0.6, 0.9, 1.4]]),
+                          (rows, columns)).astype(np.float32)
+        for divisor in (np.float32(1.0), np.float32(0.25),
+                        np.float32(2.0) ** rng.integers(-3, 3, (rows, 1)).astype(np.float32)):
+            sample = (base * divisor).astype(np.float32)  # scaled = base exactly
+            peak = float(np.max(np.abs(base)))
+            assert _check(sample, divisor, peak) == 3
+            # The tightest histogram: |symbol| ≤ offset exactly at the largest symbol.
+            assert _check(sample, divisor, float(np.max(np.abs(np.rint(base)))) - 2) == 3
+    many = rng.laplace(0, 3, (300, 64)).astype(np.float32)  # 8 lanes (19,200 ≫ 16 × bins)
+    assert _check(many, np.float32(0.5), float(np.max(np.abs(many))) * 2) == 3
+    assert _check(many[:2], np.float32(0.5), 5000.0) == 3  # one lane: bins ≫ the sample
+
+
+def test_huge_values_fall_back_wherever_they_are() -> None:
+    """A symbol beyond the histogram anywhere in the sample (first, middle or last element;
+    a little or far beyond) sends the whole sample to NumPy, whose figures come back (the
+    kernel's partial histogram is not used)."""
+    rng = np.random.default_rng(2)
+    for where in ((0, 0), (3, 17), (7, 99)):
+        for huge in (23.0, 1e6, -3e7):
+            sample = rng.laplace(0, 1, (8, 100)).astype(np.float32)
+            np.clip(sample, -15, 15, out=sample)
+            sample[where] = huge
+            for divisor in (np.float32(1.0), rng.uniform(0.9, 1.0, (8, 1)).astype(np.float32)):
+                assert _check(sample, divisor, 15.0) == 0
+            if abs(huge) < rc.MAX_SYMBOL:  # the compiled path, with a histogram that fits
+                assert _check(sample, np.float32(1.0), abs(huge)) == 3

@@ -575,27 +575,60 @@ def _counted_bits(counts: np.ndarray, size: int) -> float:
 @numba.njit(cache=True, nogil=True)
 def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
                      shift: np.float32, error: np.ndarray, counts: np.ndarray) -> bool:
-    """`evaluate`'s rounding in one pass, in float32 as NumPy computes it: scaled = sample
-    / divisor[row]; the symbol rint(scaled) (``nearest``) or sign(scaled)·floor(|scaled| +
+    """`evaluate`'s rounding, in float32 as NumPy computes it: scaled = sample /
+    divisor[row]; the symbol rint(scaled) (``nearest``) or sign(scaled)·floor(|scaled| +
     ``shift``), ``shift`` = float32(0.5 − deadzone); ``error`` ← (scaled − symbol) ·
     divisor[row]; ``counts[symbol + offset]`` += 1, offset = counts.size // 2. False (the
-    caller falls back to NumPy) when a symbol falls outside ``counts``."""
+    caller falls back to NumPy) when a symbol falls outside ``counts``.
+
+    A row at a time in two loops: the arithmetic (no branch, no early exit: compiled to
+    vector instructions) with a flag for a symbol outside ``counts``, then, if none is,
+    the histogram, into eight sub-histograms in turn when ``counts`` is small beside the
+    sample (one bin's increments then seldom wait on each other; added up at the end:
+    the same integers). The histogram takes most of the time (`bench/kernel_speed.py`)."""
     rows, columns = sample.shape
     offset = counts.size // 2
     limit = np.float32(offset)
+    symbols = np.empty(columns, dtype=np.int32)
+    lanes = 8 if counts.size * 16 <= sample.size else 1
+    spread = (np.zeros((8, counts.size), dtype=np.int64) if lanes == 8
+              else counts.reshape((1, counts.size)))
+    whole = columns - columns % lanes
     for r in range(rows):
         d = divisor[r]
-        for c in range(columns):
-            scaled = np.float32(sample[r, c] / d)
-            if nearest:
+        inside = True
+        if nearest:
+            for c in range(columns):
+                scaled = np.float32(sample[r, c] / d)
                 symbol = np.float32(np.rint(scaled))
-            else:
+                error[r, c] = np.float32(np.float32(scaled - symbol) * d)
+                inside &= abs(symbol) <= limit  # NaN: False
+                symbols[c] = np.int32(symbol)  # read only if every one is inside
+        else:
+            for c in range(columns):
+                scaled = np.float32(sample[r, c] / d)
                 magnitude = np.float32(np.floor(np.float32(abs(scaled) + shift)))
                 symbol = np.float32(np.copysign(magnitude, scaled))  # branch-free sign
-            error[r, c] = np.float32(np.float32(scaled - symbol) * d)
-            if not abs(symbol) <= limit:  # NaN too
-                return False
-            counts[int(symbol) + offset] += 1
+                error[r, c] = np.float32(np.float32(scaled - symbol) * d)
+                inside &= abs(symbol) <= limit
+                symbols[c] = np.int32(symbol)
+        if not inside:
+            return False
+        if lanes == 8:
+            for c in range(0, whole, 8):
+                for lane in range(8):  # unrolled by the compiler
+                    spread[lane, symbols[c + lane] + offset] += 1
+            for c in range(whole, columns):
+                spread[0, symbols[c] + offset] += 1
+        else:
+            for c in range(columns):
+                spread[0, symbols[c] + offset] += 1
+    if lanes == 8:
+        for i in range(counts.size):
+            total = 0
+            for lane in range(8):
+                total += spread[lane, i]
+            counts[i] += total
     return True
 
 
@@ -612,6 +645,42 @@ def candidate_steps(tc: TensorCandidates, candidate: Candidate, step: float,
     return step * relative
 
 
+@dataclass
+class _AtStep:
+    """What `evaluate` works out of a candidate and a step before rounding, the same for
+    every deadzone (`choose` tries three): the candidate (a factored one's at the step),
+    its steps, sample, float32 divisor per sampled row, the steps' side bits, about the
+    largest |symbol|, and the objective's float32 row scales (None: not weighed)."""
+
+    candidate: Candidate
+    steps: float | np.ndarray
+    sample: np.ndarray
+    divisor: np.ndarray | np.float32
+    side: float
+    peak: float
+    row_scale: np.ndarray | None
+
+
+def _at_step(tc: TensorCandidates, candidate: Candidate, step: float,
+             per_row: bool) -> _AtStep:
+    if candidate.factored is not None:
+        candidate = candidate.factored.at(step)
+    steps = candidate_steps(tc, candidate, step, per_row)
+    sample = np.asarray(candidate.sample)  # a compress's spilled sample read back
+    stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
+    if isinstance(steps, np.ndarray):
+        divisor = steps[::stride][: sample.shape[0], None].astype(np.float32)
+        side = stored_bits(steps)
+    else:
+        divisor, side = np.float32(steps), 0.0
+    peak = float(np.max(candidate.row_peak / (steps if isinstance(steps, np.ndarray)
+                                               else step), initial=0.0))
+    row_scale = None
+    if tc.row_scale is not None and not per_row:
+        row_scale = tc.row_scale[::stride][: sample.shape[0], None].astype(np.float32)
+    return _AtStep(candidate, steps, sample, divisor, side, peak, row_scale)
+
+
 def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: bool,
              deadzone: float = 0.0) -> tuple[float, float, float | np.ndarray, float]:
     """(estimated bits, estimated squared error, steps, the objective's squared error) of
@@ -619,29 +688,24 @@ def evaluate(tc: TensorCandidates, candidate: Candidate, step: float, per_row: b
     with ``deadzone``). The objective's error weighs row r's by 1/row_scale_r² (the same
     as the raw error where the objective set no per-row steps). A factored candidate's
     factors are quantised for ``step`` (`Factored.at`)."""
-    if candidate.factored is not None:
-        candidate = candidate.factored.at(step)
-    steps = candidate_steps(tc, candidate, step, per_row)
-    sample = np.asarray(candidate.sample)  # a compress's spilled sample read back
-    if isinstance(steps, np.ndarray):
-        stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
-        divisor = steps[::stride][: sample.shape[0], None].astype(np.float32)
-        side = stored_bits(steps)
-    else:
-        divisor, side = np.float32(steps), 0.0
-    peak = float(np.max(candidate.row_peak / (steps if isinstance(steps, np.ndarray)
-                                               else step), initial=0.0))
-    if not peak < MAX_SYMBOL / 2:
-        return math.inf, 0.0, steps, 0.0
-    error, counts = _rounding_errors(sample, divisor, deadzone, peak)
+    return _evaluate_at(tc, _at_step(tc, candidate, step, per_row), deadzone)
+
+
+def _evaluate_at(tc: TensorCandidates, at: _AtStep,
+                 deadzone: float) -> tuple[float, float, float | np.ndarray, float]:
+    """`evaluate` of what `_at_step` worked out."""
+    if not at.peak < MAX_SYMBOL / 2:
+        return math.inf, 0.0, at.steps, 0.0
+    sample = at.sample
+    error, counts = _rounding_errors(sample, at.divisor, deadzone, at.peak)
     sse = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     weighted = sse
-    if tc.row_scale is not None and not per_row:
-        error /= tc.row_scale[::stride][: sample.shape[0], None].astype(np.float32)
+    if at.row_scale is not None:
+        error /= at.row_scale
         weighted = float(np.dot(error.reshape(-1), error.reshape(-1))) * tc.scale
     ideal = _counted_bits(counts, sample.size) if sample.size else 0.0
-    bits = ideal * tc.scale + candidate.side_bits + side
-    return bits, sse, steps, weighted
+    bits = ideal * tc.scale + at.candidate.side_bits + at.side
+    return bits, sse, at.steps, weighted
 
 
 def _rounding_errors(sample: np.ndarray, divisor: np.ndarray | np.float32, deadzone: float,
@@ -678,8 +742,9 @@ def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = Tru
     best = Choice(None, None, tc.raw_bits(), 0.0)
     best_cost = best.bits
     for candidate in tc.candidates:
+        at = _at_step(tc, candidate, step, per_row)
         for deadzone in DEADZONES:
-            bits, sse, steps, weighted = evaluate(tc, candidate, step, per_row, deadzone)
+            bits, sse, steps, weighted = _evaluate_at(tc, at, deadzone)
             cost = bits + lam * weighted
             if cost < best_cost:
                 best, best_cost = Choice(candidate, steps, bits, sse, deadzone,
