@@ -71,7 +71,6 @@ from weightdna.codec.container import header_block
 from weightdna.codec.entries import (
     FILE_CODING_VERSION,
     GRID_VERSION,
-    OFFSETS_VERSION,
     READABLE_VERSIONS,
     VERSION,
 )
@@ -186,28 +185,6 @@ def float32_steps(coded: tuple[dict, dict]) -> tuple[dict, dict]:
             steps = decode_grid(node.pop("grid"), sections["steps"], node["rows"], "seed")
             sections["steps"] = steps.astype("<f4").tobytes()
     return entry, sections
-
-
-def offsets_tensors() -> list[tuple[str, torch.Tensor, dict]]:
-    """Format version OFFSETS_VERSION: trellis-coded Laplace weights, large enough that
-    their reconstruction offsets pay (an ``offsets`` param), one with per-row steps."""
-    g = torch.Generator().manual_seed(5)
-    u = torch.rand(128, 256, generator=g).clamp(1e-6, 1 - 1e-6)
-    t = torch.distributions.Laplace(0.0, 1.0).icdf(u)
-    return [("offsets.trellis", t, {"step": 1.5, "quantizer": "trellis"}),
-            ("offsets.rows", t * 0.5, {"step": np.linspace(0.9, 1.1, 128),
-                                       "quantizer": "trellis"})]
-
-
-def without_offsets(coded: tuple[dict, dict]) -> tuple[dict, dict]:
-    """An encoded tensor without reconstruction offsets, as versions before
-    OFFSETS_VERSION store it (the same symbols, restored at the lattice points)."""
-    entry = copy.deepcopy(coded[0])
-    params = entry["params"]
-    for node in (params, params.get("coefficients"), params.get("residual")):
-        if isinstance(node, dict):
-            node.pop("offsets", None)
-    return entry, coded[1]
 
 
 def large_trellis() -> tuple[str, torch.Tensor, dict]:
@@ -370,7 +347,6 @@ def seeds() -> tuple[Seed, ...]:
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
     representations, version 9's per-column factors, version 10's lanes-coded floats (all
     with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
-    OFFSETS_VERSION's reconstruction offsets (older seeds without them) and
     FILE_CODING_VERSION's stored files drawn on each other."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
@@ -394,19 +370,14 @@ def seeds() -> tuple[Seed, ...]:
         floatfields.BLOCK, lanes.BLOCK = saved_block, saved_lanes_block
 
     def old(coded: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
-        return [float32_steps(without_offsets(c)) for c in coded]
-
-    with_offsets = encode_all(offsets_tensors())
-    assert all("offsets" in e["params"] for e, _ in with_offsets)
+        return [float32_steps(c) for c in coded]
 
     return (_seed("v5", old(small), 5), _seed("v5-trellis", old(large), 5),
             _seed("v4", old(legacy), 4), _seed("v7-fields", old(fields), 7),
             _seed("v8", old(encode_all(version8_tensors())), 8),
             _seed("v9-columns", old(version9_coded()), 9),
             _seed("v10-lanes", old(in_lanes), 10),
-            _seed("v11-grid", [without_offsets(c) for c in encode_all(grid_tensors())],
-                  GRID_VERSION),
-            _seed("v12-offsets", with_offsets, OFFSETS_VERSION),
+            _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION),
             _seed("v12-files", encode_all(sample_tensors()[:2]), FILE_CODING_VERSION,
                   coded_files()))
 
@@ -558,15 +529,7 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
         params[key] = rng.choice([*ABSURD, _near(params[key], rng) if key != "compression"
                                   else "zstd"])
         return header, f"{coding} {key}", False
-    quantized = params.get("residual") or params
-    model = quantized["model"]
-    if "offsets" in quantized and rng.random() < 0.5:  # reconstruction offsets (version 12)
-        offsets = quantized["offsets"]
-        quantized["offsets"] = rng.choice([
-            [], [0], [1] * 9, [32], [-32, 1], [*offsets, 0], [*offsets, 31], offsets[::-1],
-            [float(o) for o in offsets], [True], None, "offsets", {"0": 1}, [[1]],
-            [rng.choice(HOSTILE_NUMBERS)], [31, -31] * 4])
-        return header, "trellis offsets", False
+    model = (params.get("residual") or params)["model"]
     if model.get("kind") == "trellis":
         streams = model["streams"]
         a, b = rng.randrange(len(streams)), rng.randrange(len(streams))
@@ -761,18 +724,19 @@ def _invariants(dna: object) -> str:
     and 2 of the module docstring), else what is not."""
     for entry in dna.entries:  # type: ignore[attr-defined]
         sections = dna.read_sections(entry["name"])  # type: ignore[attr-defined]
-        params = entry["params"]
-        params = params.get("residual", params)
-        trellis_coded = entry["representation"] != "raw" and \
-            params["model"].get("kind") == "trellis"
-        # A trellis's histogram section is its categorical streams' frames back to back:
-        # checked a stream at a time below.
-        for role in ZSTD_ROLES & set(sections) - ({"histogram"} if trellis_coded else set()):
-            problem = _one_frame(sections[role])
-            if problem:
-                return f"{entry['name']}.{role}: accepted, but {problem}"
+        for role in ZSTD_ROLES & set(sections):
+            blob = sections[role]
+            obj = zstandard.ZstdDecompressor().decompressobj()
+            try:
+                obj.decompress(blob)
+            except zstandard.ZstdError as exc:
+                return f"{entry['name']}.{role}: accepted, but zstd refuses it ({exc})"
+            if blob[:4] != ZSTD_MAGIC or not obj.eof or obj.unused_data:
+                return f"{entry['name']}.{role}: accepted, but not exactly one zstd frame"
         if entry["representation"] == "raw":
             continue
+        params = entry["params"]
+        params = params.get("residual", params)
         model, numel = params["model"], math.prod(entry["shape"])
         if model["kind"] == "trellis":
             streams = model["streams"]
@@ -784,24 +748,9 @@ def _invariants(dna: object) -> str:
             words = sections["symbols"][at : at + d["bytes"]]
             hist = sections.get("histogram", b"")[hat : hat + d["histogram"]]
             at, hat = at + d["bytes"], hat + d["histogram"]
-            problem = _one_frame(hist) if trellis_coded and d["histogram"] else ""
-            if problem:
-                return f"{entry['name']}.histogram: accepted, but a stream's {problem}"
             problem = _stream_is_exact(d["model"], words, hist, d["count"], dna.version)
             if problem:
                 return f"{entry['name']}: {problem}"
-    return ""
-
-
-def _one_frame(blob: bytes) -> str:
-    """'' when ``blob`` is exactly one zstd frame, else what it is not."""
-    obj = zstandard.ZstdDecompressor().decompressobj()
-    try:
-        obj.decompress(blob)
-    except zstandard.ZstdError as exc:
-        return f"zstd refuses it ({exc})"
-    if blob[:4] != ZSTD_MAGIC or not obj.eof or obj.unused_data:
-        return "not exactly one zstd frame"
     return ""
 
 

@@ -52,7 +52,7 @@ def _rewrite(path: Path, change, version: int = VERSION) -> Path:  # noqa: ANN00
 
 def test_files_come_back_byte_for_byte(tmp_path: Path) -> None:
     dna = read_dna_file(_valid(tmp_path))
-    assert dna.version == 8  # 9 to 12 only with column factors, lanes, grid steps, offsets
+    assert dna.version == 8  # 9, 10, 11 only with column factors, lanes, grid steps
     assert [e["path"] for e in dna.files] == ["config.json", "1_Pooling/config.json"]
     assert dna.stored_file("1_Pooling/config.json") == POOLING
     written, _ = write_folder(dna, tmp_path / "out", overwrite=False)

@@ -19,19 +19,16 @@ from weightdna.errors import CorruptFileError
 # representation (a conv kernel's per-output-channel factors, themselves quantized tensors);
 # 9: per-column factors of a ``quantized`` tensor (``columns``); 10: a float ``raw`` tensor
 # coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`); 11: per-row steps
-# on a grid (``grid``, `weightdna.codec.rowsteps`); 12: a quantized tensor's reconstruction
-# offsets (``offsets``, `weightdna.codec.trellis.levels_table`), and a stored file's frame
-# drawn on the files before it (``prefix``) and a JSON vocabulary stored as lines
-# (``vocab``, `weightdna.codec.filecoding`). A file is written as the lowest version that
-# holds its entries (`file_version`): one without any of them as version 8, byte for byte
-# as before.
+# on a grid (``grid``, `weightdna.codec.rowsteps`); 12: a stored file's frame drawn on the
+# files before it (``prefix``) and a JSON vocabulary stored as lines (``vocab``,
+# `weightdna.codec.filecoding`). A file is written as the lowest version that holds its
+# entries (`file_version`): one without any of them as version 8, byte for byte as before.
 COLUMNS_VERSION = 9
 LANES_VERSION = 10
 GRID_VERSION = 11
-OFFSETS_VERSION = FILE_CODING_VERSION = 12
+FILE_CODING_VERSION = 12
 FILE_CODING_KEYS = ("prefix", "vocab")
-VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, OFFSETS_VERSION,
-              FILE_CODING_VERSION)
+VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -69,8 +66,8 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = ()) -> int:
     """The version a file of these tensor entries and stored-file entries is written as:
     the lowest that holds them (COLUMNS_VERSION with a ``quantized`` tensor's per-column
     factors, LANES_VERSION with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row
-    steps on a grid, OFFSETS_VERSION with reconstruction offsets, FILE_CODING_VERSION with
-    a stored file's ``prefix`` or ``vocab``, else 8)."""
+    steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``, else
+    8)."""
     version = COLUMNS_VERSION - 1
     if any(key in entry for entry in files for key in FILE_CODING_KEYS):
         version = FILE_CODING_VERSION
@@ -80,21 +77,18 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = ()) -> int:
             version = max(version, COLUMNS_VERSION)
         if isinstance(params, dict) and params.get("compression") == "lanes":
             version = max(version, LANES_VERSION)
-        if _holds(params, "grid"):
+        if _holds_grid(params):
             version = max(version, GRID_VERSION)
-        if _holds(params, "offsets"):
-            version = max(version, OFFSETS_VERSION)
     return version
 
 
-def _holds(params: object, key: str) -> bool:
+def _holds_grid(params: object) -> bool:
     """Whether a tensor's params, or the quantized params within them (a transform's
-    ``coefficients``, a prediction's ``residual``), hold ``key`` (``grid``: per-row steps
-    on a grid; ``offsets``: reconstruction offsets)."""
+    ``coefficients``, a prediction's ``residual``), hold per-row steps on a grid."""
     if not isinstance(params, dict):
         return False
-    return key in params or any(_holds(params.get(inner), key)
-                                for inner in ("coefficients", "residual"))
+    return "grid" in params or any(_holds_grid(params.get(key))
+                                   for key in ("coefficients", "residual"))
 
 
 def check_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY) -> tuple[str, str, tuple]:

@@ -151,7 +151,7 @@ def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
     streams' pieces and figures, and the flat indices and exact bytes of its non-finite
     elements; None when the step overflows the dtype or the coder's alphabet (the tensor
     is then stored exactly). ``search``: (classes of these rows, classes, groups, rate
-    table, reconstruction offsets) for the trellis, None for scalar rounding."""
+    table) for the trellis, None for scalar rounding."""
     source = _rows(weights, name, start, stop)
     trellis = None if search is None else _Trellis(*search)
     try:
@@ -276,7 +276,7 @@ def search_args(search: _Trellis | None, start: int, stop: int) -> tuple | None:
     if search is None:
         return None
     return (np.ascontiguousarray(search.classes[start:stop]), search.n_classes, search.groups,
-            search.bits, search.offsets)
+            search.bits)
 
 
 def sample_stride(info: TensorInfo) -> int:

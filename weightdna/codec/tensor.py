@@ -36,7 +36,6 @@ from weightdna.codec.entries import (
     MAX_NAME_CHARS,
     NEW_IN_7,
     NEW_IN_8,
-    OFFSETS_VERSION,
     VERSION,
     check_entry,
     decode_memory,
@@ -125,15 +124,12 @@ def trellis_classes(numel: int, rows: int) -> int:
 
 
 class _Trellis:
-    """What the trellis search of one tensor needs beside the values: each row's class,
-    the learnt rate table and the reconstruction offsets its levels are restored at (none:
-    the lattice; see `weightdna.codec.trellis`)."""
+    """What the trellis search of one tensor needs beside the values: each row's class
+    and the learnt rate table (see `weightdna.codec.trellis`)."""
 
     def __init__(self, classes: np.ndarray, n_classes: int, groups: int,
-                 bits: np.ndarray, offsets: list[int] | None = None) -> None:
+                 bits: np.ndarray) -> None:
         self.classes, self.n_classes, self.groups, self.bits = classes, n_classes, groups, bits
-        self.offsets = list(offsets or [])
-        self.table = trellis.levels_table(self.offsets)
 
 
 def _reconstruct(
@@ -506,8 +502,7 @@ def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
     classes = search.classes[start:stop]
     symbols = trellis.quantize(scale(residual, steps), classes, search.n_classes,
                                search.groups, search.bits)
-    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups,
-                                           search.table)
+    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
     return symbols, _reconstruct(levels, steps, dtype, base, transform), contexts
 
 
@@ -544,16 +539,14 @@ def _trellis_figures(source: torch.Tensor, steps: float | np.ndarray, base: _Bas
 
 def _learnt_trellis(means: np.ndarray, picked: np.ndarray, rows: int,
                     columns: int) -> _Trellis:
-    """Row classes from every row's mean |x|, and the rate table and reconstruction
-    offsets (where they pay: `weightdna.codec.trellis.learn_model`) learnt on the sampled
-    rows (`_trellis_figures`) of a tensor of this shape."""
+    """Row classes from every row's mean |x| and the rate table learnt on the sampled rows
+    (`_trellis_figures`) of a tensor of this shape."""
     n_classes = trellis_classes(rows * columns, rows)
     groups = trellis_groups(rows * columns)
     stride = trellis_stride(rows, columns)
     classes = trellis.class_of(means, n_classes)
-    bits, offsets = trellis.learn_model(picked, classes[::stride][: picked.shape[0]],
-                                        n_classes, groups, numel=rows * columns)
-    return _Trellis(classes, n_classes, groups, bits, offsets)
+    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups)
+    return _Trellis(classes, n_classes, groups, bits)
 
 
 def encode_tensor(
@@ -586,8 +579,7 @@ def encode_tensor(
     representation is then the prediction's.
     ``quantizer``: "scalar" (round each element to a multiple of the step) or "trellis"
     (dependent quantisation, `weightdna.codec.trellis`: the step is the trellis's Δ; not
-    with max_abs_error or a deadzone; its smallest levels are restored at their
-    conditional means where that pays, format version 12's ``offsets``).
+    with max_abs_error or a deadzone).
     ``hessian``: H = XᵀX/N of the inputs X the tensor's rows (of `as_rows`) are applied to;
     the symbols are then chosen by GPTQ (`weightdna.codec.gptq`) to keep ‖(W − Ŵ)X‖² small
     instead of rounded one by one (same grid, same format). Scalar quantizer with a step or
@@ -713,8 +705,6 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
             raise InvalidInputError(f"{name}: per-row steps must lie on the grid.")
         params["grid"] = {"base": base, "per_octave": per_octave}
         sections["steps"] = encode_k(k)
-    if search is not None and search.offsets:
-        params["offsets"] = list(search.offsets)
     if nonfinite_count:
         sections["nonfinite"] = compress_bytes(nonfinite)
     representation = "quantized"
@@ -758,9 +748,6 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
                 f"{where}: per-row steps on a grid need rows, and are new in version "
                 f"{GRID_VERSION}; this file is version {version}.")
         keys = keys | {"grid"}
-    if isinstance(params, dict) and "offsets" in params:
-        _check_offsets(params["offsets"], params.get("model"), where, version)
-        keys = keys | {"offsets"}
     if isinstance(params, dict) and "columns" in params:
         if not columns or version < COLUMNS_VERSION:
             raise CorruptFileError(
@@ -790,29 +777,6 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
     return params
 
 
-def _check_offsets(offsets: object, model: object, where: str, version: int) -> list[int]:
-    """A quantized tensor's reconstruction offsets (format version OFFSETS_VERSION,
-    `weightdna.codec.trellis.levels_table`): of a trellis-coded tensor, 1 to MAX_OFFSETS
-    integers within ±OFFSET_LIMIT (so the points stay finite and in order), the last one
-    not 0 (no offsets are written as none). Raises CorruptFileError."""
-    if version < OFFSETS_VERSION:
-        raise CorruptFileError(f"{where}: reconstruction offsets are new in version "
-                               f"{OFFSETS_VERSION}; this file is version {version}.")
-    if not (isinstance(model, dict) and model.get("kind") == "trellis"):
-        raise CorruptFileError(f"{where}: reconstruction offsets belong to a trellis-coded "
-                               "tensor.")
-    limit = trellis.OFFSET_LIMIT
-    if not (isinstance(offsets, list) and 1 <= len(offsets) <= trellis.MAX_OFFSETS
-            and all(is_int(o) and -limit <= o <= limit for o in offsets) and offsets[-1] != 0):
-        raise CorruptFileError(f"{where}: offsets must be 1 to {trellis.MAX_OFFSETS} integers "
-                               f"within ±{limit}, the last not 0.")
-    points = trellis.levels_table(offsets)
-    if not (np.all(np.isfinite(points)) and np.all(np.diff(points) > 0)):
-        raise CorruptFileError(f"{where}: the reconstruction points must be finite and "
-                               "increasing.")
-    return offsets
-
-
 def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dict:
     if set(model) != {"kind", "classes", "groups", "streams"}:
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
@@ -830,9 +794,8 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
 
 
 def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
-                    version: int, offsets: list[int]) -> trellis.StreamReader:
-    """The reader of a trellis-coded tensor's context streams, decoded, restoring its
-    levels at the points of ``offsets`` (checked: `_check_offsets`)."""
+                    version: int) -> trellis.StreamReader:
+    """The reader of a trellis-coded tensor's context streams, decoded."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
     if n_classes > 1:
@@ -843,14 +806,13 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
-                                n_classes, model["groups"], trellis.levels_table(offsets))
+                                n_classes, model["groups"])
 
 
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
-                  where: str, version: int, offsets: list[int]) -> Iterator[np.ndarray]:
-    """The restored levels (units of the step) of each row block, decoded from the context
-    streams."""
-    reader = _trellis_reader(model, sections, rows, where, version, offsets)
+                  where: str, version: int) -> Iterator[np.ndarray]:
+    """The levels (units of the step) of each row block, decoded from the context streams."""
+    reader = _trellis_reader(model, sections, rows, where, version)
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:
@@ -861,13 +823,12 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
 
 
 def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
-                             columns: int, where: str, version: int, offsets: list[int],
+                             columns: int, where: str, version: int,
                              steps: float | np.ndarray, base: np.ndarray | None,
                              out: np.ndarray) -> None:
     """A float32 tensor's trellis-coded rows restored into ``out`` (rows × columns), a row
-    block at a time: float32(float64(level) × float64(step) [+ prediction]), the level at
-    its reconstruction point (``offsets``)."""
-    reader = _trellis_reader(model, sections, rows, where, version, offsets)
+    block at a time: float32(float64(level) × float64(step) [+ prediction])."""
+    reader = _trellis_reader(model, sections, rows, where, version)
     per_row = (np.ascontiguousarray(steps, dtype=np.float64) if isinstance(steps, np.ndarray)
                else np.full(rows, float(steps)))
     for start, stop in _row_blocks(rows, columns):
@@ -936,7 +897,6 @@ def decode_tensor(
     expected = {"symbols"} | owned
     model = params["model"]
     kind = model.get("kind") if isinstance(model, dict) else None
-    offsets = params.get("offsets", [])
     if kind == "trellis":
         model = _check_trellis_model(model, shape, where)
         if any(d["histogram"] for d in model["streams"]):
@@ -1005,11 +965,11 @@ def decode_tensor(
     restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
     if kind == "trellis" and dtype == "float32" and transform is None and factors is None:
         # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
-        _restore_trellis_float32(model, sections, rows, columns, where, version, offsets,
-                                 steps, base, restored.numpy())
+        _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
+                                 restored.numpy())
     else:
         if kind == "trellis":
-            units = _trellis_rows(model, sections, rows, columns, where, version, offsets)
+            units = _trellis_rows(model, sections, rows, columns, where, version)
         else:
             symbols = decode_symbols(model, coded, numel, where, version).reshape(rows, columns)
             units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))

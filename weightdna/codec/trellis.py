@@ -21,17 +21,11 @@ quantiser: ``STATE_GROUPS``) times the class of the element's row
 in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
 the segments and takes every symbol from the stream of its context.
 
-From format version 12 a tensor may store reconstruction offsets: its levels of |level|
-1..8 are restored at points nearer their weights' conditional means than the lattice's
-(`fit_offsets`, `levels_table`; the search still measures its errors to the lattice).
-
 The search and the decoder's walk are sequential per segment, so they are compiled with
 numba (``cache=True``: compiled once per machine, then loaded).
 """
 
 from __future__ import annotations
-
-import json
 
 import numba
 import numpy as np
@@ -53,37 +47,12 @@ DEFAULT_LAMBDA = 0.14
 SAMPLE_ELEMENTS = 1 << 18
 FIRST_PASS_ELEMENTS = 1 << 16
 LEARNING_PASSES = 2
-# Reconstruction offsets (format version 12): a level of |level| m in 1..len(offsets) (at
-# most MAX_OFFSETS) is restored at m + offsets[m − 1] / OFFSET_SCALE (units of Δ, its sign
-# kept) instead of its lattice point m; beyond, at m. Each offset is an integer within
-# ±OFFSET_LIMIT, so every point stays within half a step of its lattice point and the
-# points stay in order (0 < point(1) < point(2) < …); the table of points is exact in
-# float64 (`levels_table`).
-OFFSET_SCALE = 64
-OFFSET_LIMIT = OFFSET_SCALE // 2 - 1
-MAX_OFFSETS = 8
-# The encoder fits an offset only to a |level| the sample holds this often, and writes
-# offsets only where the error they take off (estimated on the sample) is worth this many
-# times the bits they take (as per-row steps: `ratecontrol.PER_ROW_MARGIN`): on the small
-# tensors of a small model they are near break-even, and their bytes move the rate
-# control's step (BENCHMARKS.md, "Reconstruction offsets").
-OFFSET_MIN_COUNT = 64
-OFFSET_MARGIN = 2.0
 
 
-@numba.njit(inline="always")
-def _value(k: int, state: int, table: np.ndarray) -> float:
-    """The restored value (units of Δ) of symbol k in ``state``: its level, 2k in the even
-    states (Q0) and 2k − sign(k) in the odd ones (Q1), or where the ``table``
-    (`levels_table`) has an entry for its |level|, that reconstruction point with the
-    level's sign (integer arithmetic up to the lookup: no slower than the level alone)."""
+@numba.njit(cache=True, nogil=True)
+def _level(k: int, state: int) -> float:
     q = state & 1
-    level = 2 * k - (q if k > 0 else (-q if k < 0 else 0))
-    magnitude = level if level >= 0 else -level
-    if magnitude < table.size:
-        point = table[magnitude]
-        return point if level >= 0 else -point
-    return float(level)
+    return 2.0 * k - (q * (1 if k > 0 else (-1 if k < 0 else 0)))
 
 
 @numba.njit(inline="always")
@@ -117,10 +86,7 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
     are visited Q0's first (0, 2, 4, 6), then Q1's: the two states that can reach any one
     next state, s and s + 4 in NNCodec's table, share a quantiser, so each next state
     still sees its arrivals in the order of their states (`tests/test_trellis.py` checks
-    the symbols, ties included, against the plain search). The errors are to the lattice
-    points, also where the decoder restores at reconstruction offsets (`fit_offsets`):
-    searching with the offsets known gained less at equal rate than it cost (BENCHMARKS.md,
-    "Reconstruction offsets")."""
+    the symbols, ties included, against the plain search)."""
     n, length = x.shape
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
@@ -206,24 +172,23 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
 
 @numba.njit(cache=True, nogil=True)
 def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
-          next_state: np.ndarray, table: np.ndarray, levels: np.ndarray,
-          contexts: np.ndarray) -> None:
-    """Follow the state machine along each row of ``symbols``: the restored value (units
-    of Δ, `_value`) and the context of every symbol."""
+          next_state: np.ndarray, levels: np.ndarray, contexts: np.ndarray) -> None:
+    """Follow the state machine along each row of ``symbols``: the level (units of
+    Δ) and the context of every symbol."""
     n, length = symbols.shape
     for b in range(n):
         state = 0
         for t in range(length):
             k = symbols[b, t]
             contexts[b, t] = group[state] * classes + row_class[b]
-            levels[b, t] = _value(k, state, table)
+            levels[b, t] = _level(k, state)
             state = next_state[state, k & 1]
 
 
 @numba.njit(cache=True, nogil=True)
 def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class: np.ndarray,
-           classes: int, group: np.ndarray, next_state: np.ndarray, table: np.ndarray,
-           symbols: np.ndarray, levels: np.ndarray) -> int:
+           classes: int, group: np.ndarray, next_state: np.ndarray, symbols: np.ndarray,
+           levels: np.ndarray) -> int:
     """The decoder: walk each row of ``symbols``, taking each symbol from its
     context's stream (context c's next symbol is ``streams[pointer[c]]``, its stream ends
     at ``ends[c]``; ``pointer`` advances). Returns 0, or 1 when a stream runs short."""
@@ -238,7 +203,7 @@ def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class
             pointer[ctx] = i + 1
             k = streams[i]
             symbols[b, t] = k
-            levels[b, t] = _value(k, state, table)
+            levels[b, t] = _level(k, state)
             state = next_state[state, k & 1]
     return 0
 
@@ -246,13 +211,13 @@ def _merge(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray, row_class
 @numba.njit(cache=True, nogil=True)
 def _merge_float32(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray,
                    row_class: np.ndarray, classes: int, group: np.ndarray,
-                   next_state: np.ndarray, table: np.ndarray, steps: np.ndarray,
-                   base: np.ndarray, out: np.ndarray) -> int:
+                   next_state: np.ndarray, steps: np.ndarray, base: np.ndarray,
+                   out: np.ndarray) -> int:
     """`_merge` and the restoring formula in one pass, for a float32 tensor: each element
-    is float32(float64(value) × steps[row] [+ base]) (value: `_value`) — the float64
-    product (and sum), rounded to nearest even, overflow to ±Inf, as
-    `weightdna.codec.tensor` computes it with NumPy. ``base``: the prediction's rows, or
-    an empty array for none. Returns 0, or 1 when a stream runs short."""
+    is float32(float64(level) × steps[row] [+ base]) — the float64 product (and sum),
+    rounded to nearest even, overflow to ±Inf, as `weightdna.codec.tensor` computes it with
+    NumPy. ``base``: the prediction's rows, or an empty array for none. Returns 0, or 1
+    when a stream runs short."""
     n, length = out.shape
     has_base = base.size > 0
     at = pointer.copy()  # the streams' read positions, written back at the end
@@ -273,7 +238,7 @@ def _merge_float32(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray,
                 return 1
             at[ctx] = i + 1
             k = streams[i]
-            value = _value(k, state, table) * step
+            value = _level(k, state) * step
             if has_base:
                 value += base[b, t]
             out[b, t] = np.float32(value)
@@ -317,16 +282,6 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
                 lam: float = DEFAULT_LAMBDA) -> np.ndarray:
     """The search's rate table (bits per symbol per context), learnt on evenly spaced rows
     of (rows × columns) ``x`` (values / Δ) holding about SAMPLE_ELEMENTS elements."""
-    return learn_model(x, classes, n_classes, groups, lam, offsets=False)[0]
-
-
-def learn_model(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
-                lam: float = DEFAULT_LAMBDA, offsets: bool = True,
-                numel: int | None = None) -> tuple[np.ndarray, list[int]]:
-    """The search's rate table (`learn_rates`) and, with ``offsets``, the reconstruction
-    offsets (`fit_offsets`) of the symbols its last pass chose on the sample, where they
-    pay for their bytes in a tensor of ``numel`` elements (default: x's) at the search's
-    λ (`offsets_pay`); else none ([])."""
     count = groups * n_classes
     rows = x.shape[0]
     stride = max(1, x.size // SAMPLE_ELEMENTS)
@@ -342,64 +297,9 @@ def learn_model(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
         symbols = np.empty(part.shape, dtype=np.int32)
         _search(part, part_classes, n_classes, state_groups(groups), bits, lam, NEXT_STATE,
                 symbols)
-        levels, contexts = reconstruct(symbols, part_classes, n_classes, groups)
+        _, contexts = reconstruct(symbols, part_classes, n_classes, groups)
         bits = _rate_table(symbols, contexts, count)
-    if not offsets or not sample.size:
-        return bits, []
-    found, gain = fit_offsets(sample, levels)
-    total = x.size if numel is None else numel
-    if not offsets_pay(found, gain * total / sample.size, lam):
-        return bits, []
-    return bits, found
-
-
-@numba.njit(cache=True, nogil=True)
-def _level_sums(x: np.ndarray, levels: np.ndarray, counts: np.ndarray,
-                sums: np.ndarray) -> None:
-    """For each |level| m < counts.size: how many elements have it, and Σ of their x on the
-    level's side (sign(level)·x, which may be < 0)."""
-    for i in range(x.size):
-        level = levels[i]
-        m = int(abs(level))
-        if 1 <= m < counts.size:
-            counts[m] += 1
-            sums[m] += x[i] if level > 0 else -x[i]
-
-
-def fit_offsets(x: np.ndarray, levels: np.ndarray) -> tuple[list[int], float]:
-    """The reconstruction offsets (`levels_table`) that move each |level| 1..MAX_OFFSETS
-    of ``levels`` (lattice levels, units of Δ) to the mean |x| of the elements restored
-    at it (the conditional mean: nearer zero than the lattice point for peaked weights),
-    rounded to 1/OFFSET_SCALE and clamped to ±OFFSET_LIMIT, with trailing zeros dropped;
-    and the Σ squared error (units of Δ²) they take off these elements. A |level| held by
-    fewer than OFFSET_MIN_COUNT elements keeps its lattice point."""
-    counts = np.zeros(MAX_OFFSETS + 1, dtype=np.int64)
-    sums = np.zeros(MAX_OFFSETS + 1)
-    _level_sums(np.ascontiguousarray(x, dtype=np.float64).reshape(-1),
-                np.ascontiguousarray(levels, dtype=np.float64).reshape(-1), counts, sums)
-    counts, sums = counts[1:], sums[1:]
-    lattice = np.arange(1, MAX_OFFSETS + 1, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shift = sums / counts - lattice
-    found = np.where(counts >= OFFSET_MIN_COUNT,
-                     np.clip(np.rint(shift * OFFSET_SCALE), -OFFSET_LIMIT, OFFSET_LIMIT), 0)
-    found = found.astype(np.int64)
-    # Σ over a level's n elements of (x − m)² − (x − m − d)² = 2·d·Σ(x − m) − n·d².
-    d = found / OFFSET_SCALE
-    gain = float(np.sum(2.0 * d * (sums - counts * lattice) - counts * d * d))
-    while found.size and found[-1] == 0:
-        found = found[:-1]
-    return [int(v) for v in found], gain
-
-
-def offsets_pay(offsets: list[int], gain: float, lam: float = DEFAULT_LAMBDA) -> bool:
-    """Whether ``offsets`` that take ``gain`` (Σ squared error, units of Δ²) off a tensor
-    pay OFFSET_MARGIN times over for the bytes they take in its header entry, at the
-    search's λ (Δ² per bit)."""
-    if not offsets:
-        return False
-    header_bits = 8.0 * (len(json.dumps(offsets)) + len(', "offsets": '))
-    return gain > OFFSET_MARGIN * lam * header_bits
+    return bits
 
 
 def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
@@ -413,29 +313,16 @@ def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     return out
 
 
-def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
-                table: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(restored values in units of Δ as float64: the levels, at ``table``'s points
-    (`levels_table`) where given; context of every symbol) of (rows × columns)
+def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
+                groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(levels in units of Δ as float64, context of every symbol) of (rows × columns)
     ``symbols``."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
     levels = np.empty(symbols.shape)
     contexts = np.empty(symbols.shape, dtype=np.int16)
     _walk(symbols, np.ascontiguousarray(classes), n_classes, state_groups(groups), NEXT_STATE,
-          _LATTICE if table is None else table, levels, contexts)
+          levels, contexts)
     return levels, contexts
-
-
-def levels_table(offsets: list[int] | tuple[int, ...] | np.ndarray) -> np.ndarray:
-    """The reconstruction points (float64, units of Δ) of |level| 0..len(offsets):
-    [0, 1 + o₁/OFFSET_SCALE, 2 + o₂/OFFSET_SCALE, …], each exact (a small integer over a
-    power of two); [0] (the lattice) for no offsets."""
-    o = np.asarray(offsets, dtype=np.int64).reshape(-1)
-    points = (np.arange(1, o.size + 1, dtype=np.int64) * OFFSET_SCALE + o) / OFFSET_SCALE
-    return np.concatenate([np.zeros(1), points.astype(np.float64)])
-
-
-_LATTICE = levels_table([])
 
 
 def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list[np.ndarray]:
@@ -453,11 +340,10 @@ def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list
 class StreamReader:
     """The decoder's side of the streams: rows are restored block by block, in order, each
     symbol taken from its context's stream; ``joined`` holds the streams back to back
-    (int32), ``lengths`` their sizes; ``table``: the reconstruction points
-    (`levels_table`), default the lattice."""
+    (int32), ``lengths`` their sizes."""
 
     def __init__(self, joined: np.ndarray, lengths: np.ndarray, classes: np.ndarray,
-                 n_classes: int, groups: int, table: np.ndarray | None = None) -> None:
+                 n_classes: int, groups: int) -> None:
         lengths = np.asarray(lengths, dtype=np.int64)
         self.ends = np.cumsum(lengths).astype(np.int64)
         self.pointer = self.ends - lengths
@@ -465,7 +351,6 @@ class StreamReader:
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
         self.group = state_groups(groups)
-        self.table = _LATTICE if table is None else np.ascontiguousarray(table, np.float64)
 
     def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(symbols int32, levels in units of Δ) of rows [start, stop); None when a stream
@@ -473,7 +358,7 @@ class StreamReader:
         symbols = np.empty((stop - start, columns), dtype=np.int32)
         levels = np.empty((stop - start, columns))
         if _merge(self.joined, self.pointer, self.ends, self.classes[start:stop],
-                  self.n_classes, self.group, NEXT_STATE, self.table, symbols, levels):
+                  self.n_classes, self.group, NEXT_STATE, symbols, levels):
             return None
         return symbols, levels
 
@@ -485,8 +370,7 @@ class StreamReader:
         empty = np.zeros((0, 0))
         return not _merge_float32(self.joined, self.pointer, self.ends,
                                   self.classes[start:stop], self.n_classes, self.group,
-                                  NEXT_STATE, self.table, steps,
-                                  empty if base is None else base, out)
+                                  NEXT_STATE, steps, empty if base is None else base, out)
 
     def exhausted(self) -> bool:
         """Every stream read to its end."""
