@@ -177,12 +177,16 @@ def onnx_sensitivity(path: str | Path, samples: int = SAMPLES, snr_db: float = D
     started = time.perf_counter()
     names = list(measured_names(path) if names is None else names)
     model = load_model(Path(path))
+    protos, wanted = weight_protos(model), set(names)
     state = {name: numpy_helper.to_array(proto)
-             for name, proto in weight_protos(model).items() if name in set(names)}
+             for name, proto in protos.items() if name in wanted}
+    # The weights' names, fed by no input made up: `measurable_graph` moves a Constant's
+    # tensor to an initializer of the same name, so they stay the same set.
+    skip = set(protos) | wanted
+    del protos
     try:
         session = _session(serialise(measurable_graph(model, names)))
-        found = onnx_inputs(session, model, samples, np.random.default_rng(seed),
-                            skip=set(weight_protos(model)) | set(names))
+        found = onnx_inputs(session, model, samples, np.random.default_rng(seed), skip=skip)
     except Exception as exc:  # noqa: BLE001 - onnx/onnxruntime raise their own types
         return OnnxSensitivity(None, f"onnxruntime cannot run the graph ({str(exc)[:200]})",
                                seconds=time.perf_counter() - started)
