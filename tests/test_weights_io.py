@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import resource
 import struct
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -569,6 +571,18 @@ def test_bad_files_raise_model_file_error(case: str, tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=message):
         load_weights(path)
     assert (fingerprint(path) if path.exists() else None) == before
+
+
+def test_a_plain_pickle_is_refused_with_its_reason_and_no_torch_warning(tmp_path: Path) -> None:
+    """A pickle written by `pickle` itself (protocol 4, an object of this module): torch
+    warns of the protocol and names the refusal only after blank lines. The error must
+    say why in its parentheses, and torch's warning must not reach the user."""
+    path = tmp_path / "plain.pt"
+    path.write_bytes(pickle.dumps({"w": NotATensor()}, protocol=4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ModelFileError, match=r"refuses \(\S[^)]*\)"):
+            load_weights(path)
 
 
 def test_bad_folders(tmp_path: Path) -> None:

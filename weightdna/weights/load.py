@@ -13,6 +13,7 @@ import functools
 import json
 import pickle
 import re
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -118,7 +119,11 @@ def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:
     # so nothing written to a tensor reaches the file. Legacy (pickle) files cannot be mapped.
     mmap = zipfile.is_zipfile(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        with warnings.catch_warnings():
+            # torch warns of a pickle protocol it "might not support" before refusing or
+            # loading; the refusal, if any, is reported below in one line.
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise ModelFileError(
             f"{path} contains Python objects that torch.load(weights_only=True) refuses "
@@ -143,8 +148,9 @@ def _first_line(exc: BaseException) -> str:
 
 def _unpickler_reason(exc: BaseException) -> str:
     # The useful part of torch's refusal is the line naming the object it would not build.
-    match = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|\n|$)", str(exc))
-    return match.group(1).strip() if match else _first_line(exc)
+    # (the name may follow on the same line, or after blank lines: "Unsupported operand 149").
+    match = re.search(r"WeightsUnpickler error:\s*([^\n]*?)(?: Please use|\n|$)", str(exc))
+    return match.group(1).strip() if match and match.group(1).strip() else _first_line(exc)
 
 
 def find_state_dict(obj: object, path: Path | str = "checkpoint") -> tuple[dict, str]:
