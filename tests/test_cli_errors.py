@@ -129,6 +129,18 @@ def test_zero_byte_model_is_one_line(tmp_path, capsys, command) -> None:
     assert "is empty (0 bytes)" in err and "Traceback" not in err
 
 
+def test_evaluate_of_bare_weights_says_what_it_runs_and_where_errors_are(tmp_path, capsys) -> None:
+    """A state dict alone is no model to run: one line that names what evaluate runs and
+    points to `weightdna info` for the weights' own errors."""
+    model = _model(tmp_path)
+    assert main(["compress", str(model), "--snr", "20", "-o", str(tmp_path / "m.dna")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model), str(tmp_path / "m.dna")]) == 1
+    err = capsys.readouterr().err
+    assert "cannot tell how to run" in err and "weightdna info" in err
+    assert "Traceback" not in err
+
+
 def test_stale_temporaries_of_dead_writers_are_removed(tmp_path) -> None:
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)

@@ -178,7 +178,10 @@ def _task(original: str) -> str:
         # transformers itself.
         plain = model_type == "bert" and heads in (None, [], ["BertModel"])
         return "sentences" if plain else "hf"
-    raise InvalidInputError(f"cannot tell how to run {original}: evaluate takes {SUPPORTED}.")
+    raise InvalidInputError(
+        f"cannot tell how to run {original}: evaluate takes {SUPPORTED}. For weights alone "
+        "(a state dict or safetensors file with no model to run), `weightdna info FILE.dna` "
+        "shows each tensor's error.")
 
 
 def _table(result: dict, original: str, restored: str) -> Table:
