@@ -46,6 +46,29 @@ def test_onnx_outputs(tmp_path: Path) -> None:
     assert check_outputs(path, noisy).diverged
 
 
+def test_a_graph_exported_for_batch_one_is_fed_one_input_at_a_time(tmp_path: Path) -> None:
+    # Every input's first dimension fixed at 1: fed as a batch of `samples` it ran one
+    # input, which the check compared with itself ("the same output for every input").
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = np.random.default_rng(0).standard_normal((64, 64)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
+        [numpy_helper.from_array(weight, "W")])
+    path = tmp_path / "batch1.onnx"
+    onnx.save_model(helper.make_model(graph), str(path))
+    same = check_outputs(path, {"W": torch.from_numpy(weight)}, samples=6)
+    assert same.informative and same.samples == 6 and same.worst_cosine > 0.9999
+    noisy = torch.from_numpy(weight + np.random.default_rng(1).standard_normal((64, 64))
+                             .astype(np.float32))
+    broken = check_outputs(path, {"W": noisy}, samples=6)
+    assert broken.informative and broken.diverged
+
+
 def test_outputs_the_same_for_every_input_tell_nothing(tmp_path: Path) -> None:
     # A network whose output is 0 for every synthetic input, as rapidocr's text detector
     # gives for the 1×1 images the check makes: zeros against zeros is no evidence that the

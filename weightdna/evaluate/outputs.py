@@ -364,9 +364,24 @@ def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator
     if feeds is None:
         return None
     first = _run(session, feeds)
-    if first is not None:
-        return OnnxInputs([feeds], first)
-    return _ladder(session, samples, rng, skip, ids, compared)
+    if first is None:
+        return _ladder(session, samples, rng, skip, ids, compared)
+    if samples > 1 and not _batched(session, skip):
+        # Every input's first dimension is fixed (a graph exported for batch 1): one
+        # sample per run, or the check would compare a single input with itself.
+        more = [onnx_feeds(session, samples, rng, skip=skip, ids=ids)
+                for _ in range(samples - 1)]
+        runs = [first] + [_run(session, f) for f in more]
+        if any(r is None for r in runs):
+            return None
+        return OnnxInputs([feeds, *more], np.stack(runs), "fed one at a time")
+    return OnnxInputs([feeds], first)
+
+
+def _batched(session: Any, skip: set[str]) -> bool:
+    """Whether some fed input of ``session`` has a symbolic first dimension (a batch)."""
+    return any(spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0)
+               for spec in session.get_inputs() if spec.name not in skip)
 
 
 def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
