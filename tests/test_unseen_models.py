@@ -205,6 +205,17 @@ def test_the_recognizer_reads_the_rendered_lines_and_its_judge_fails_a_broken_re
     assert broken["agreement"] < 0.5 and broken["cer"] > 0.3, broken  # measured 0.0, 1.18
 
 
+def test_the_output_check_cannot_tell_on_the_recognizer_and_says_so() -> None:
+    # Fed the check's synthetic images, the recognizer answers "blank" for every input
+    # (rows within 0.001 of each other): it scored a restore that read no line right 1.0000.
+    # Outputs that do not move with the input are now "cannot tell", neither 1 nor 0.
+    from weightdna.evaluate.outputs import check_outputs
+
+    model = _path(unseen.ocr_recognizer_path)
+    check = check_outputs(model, _noisy(model))
+    assert check is not None and not check.informative
+
+
 def test_edit_distance() -> None:
     assert unseen.edit_distance("", "abc") == 3
     assert unseen.edit_distance("kitten", "sitting") == 3

@@ -78,7 +78,15 @@ class OutputCheck:
                 f"the original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
 
 
-def same_for_every_input(outputs: np.ndarray, tolerance: float = 1e-6) -> bool:
+# Outputs that differ across the synthetic inputs by less than this share of their largest
+# |value| show the inputs do not exercise the model. PP-OCR's text recognizer, fed 1×1 noise
+# images, answers "blank" with p ≈ 0.904 for all of them (rows within 0.001 of each other)
+# and its angle classifier within 0.003: the check scored a recognizer that read no line
+# right at 3 bits per weight 1.0000. magika's rows differ by 0.48, Silero's by 0.99.
+SAME_OUTPUTS = 1e-2
+
+
+def same_for_every_input(outputs: np.ndarray, tolerance: float = SAME_OUTPUTS) -> bool:
     """Whether the rows (first axis) of ``outputs`` are all equal, within ``tolerance`` of
     its largest |value| (all zeros included); non-finite outputs are not."""
     rows = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
