@@ -215,8 +215,9 @@ def _both(x: np.ndarray, row_class: np.ndarray, classes: int, groups: int, bits:
 def test_the_search_matches_the_previous_kernel(groups: int, seed: int, kind: str, columns: int,
                                                  lam: float) -> None:
     """The current kernel (candidates sorted by parity by arithmetic, the even/odd arrivals,
-    a rate table per call, symbols worked out again on the way back) against the one before
-    it, on awkward inputs: values on the half-grid with integer rates (ties everywhere), the
+    a rate table per call, symbols worked out again on the way back, the walk's levels and
+    contexts from its own path) against the one before it and `reconstruct`, on awkward
+    inputs: values on the half-grid with integer rates (ties everywhere), the
     edges of the rate table and just past them, and values far beyond ``FAR_SYMBOLS``
     mixed with small ones (the rates worked out element by element)."""
     rng = np.random.default_rng(seed)
@@ -245,6 +246,13 @@ def test_the_search_matches_the_previous_kernel(groups: int, seed: int, kind: st
     row_class = rng.integers(0, classes, rows).astype(np.uint8)
     got, want = _both(x, row_class, classes, groups, bits, lam)
     np.testing.assert_array_equal(got, want)
+    symbols, levels, contexts = trellis.quantize_walked(x, row_class, classes, groups, bits,
+                                                        lam)
+    walked_levels, walked_contexts = trellis.reconstruct(want, row_class, classes, groups)
+    np.testing.assert_array_equal(symbols, want)
+    np.testing.assert_array_equal(levels, walked_levels)  # the same floats, bit for bit
+    np.testing.assert_array_equal(contexts, walked_contexts)
+    assert contexts.dtype == walked_contexts.dtype and levels.dtype == walked_levels.dtype
 
 
 def test_the_search_matches_the_reference_past_the_far_limit() -> None:

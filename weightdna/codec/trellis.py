@@ -158,10 +158,13 @@ def _far_rates(table: np.ndarray, at: int, lam: float, bits: np.ndarray, lam_bit
 
 @numba.njit(cache=True, nogil=True)
 def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
-            bits: np.ndarray, lam: float, out: np.ndarray) -> None:
+            bits: np.ndarray, lam: float, out: np.ndarray, levels: np.ndarray,
+            contexts: np.ndarray) -> None:
     """Viterbi search over each row of ``x`` (values in units of Δ) from state 0; the
     chosen symbols go to the same row of ``out``. The context of row b's symbols in state
-    s: group[s] × classes + row_class[b].
+    s: group[s] × classes + row_class[b]. Unless empty, ``levels`` and ``contexts`` get
+    what `_walk` would give of the symbols, from the search's own path (the states the
+    walk follows).
 
     At each element every state s weighs up to four symbols of its quantiser (q = s & 1):
     0 and the magnitudes base − 1, base, base + 1 around |x| (those > 0), at the cost
@@ -212,6 +215,8 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
     errors = np.empty(4)
     errors[0] = np.inf
     came = np.empty((length, STATES), dtype=np.int8)  # slot × 8 + previous state
+    walk = contexts.size > 0
+    restore = levels.size > 0
     for b in range(n):
         klass = row_class[b]
         table = tables[klass]
@@ -284,7 +289,12 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
                 index = found[5]
             elif slot == 4:
                 index = found[7]
-            out[b, t] = index - reach
+            k = index - reach
+            out[b, t] = k
+            if walk:
+                contexts[b, t] = context[state]
+            if restore:
+                levels[b, t] = _level(k, state)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -412,8 +422,9 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
         part = np.ascontiguousarray(sample[::step])
         part_classes = np.ascontiguousarray(sample_classes[::step])
         symbols = np.empty(part.shape, dtype=np.int32)
-        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, symbols)
-        _, contexts = reconstruct(symbols, part_classes, n_classes, groups)
+        contexts = np.empty(part.shape, dtype=np.int16)
+        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, symbols,
+                np.empty((0, 0)), contexts)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
@@ -424,8 +435,23 @@ def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     under the rate table ``bits`` (`learn_rates`); ``classes``: each row's class."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape, dtype=np.int32)
-    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out)
+    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
+            np.empty((0, 0)), np.empty((0, 0), dtype=np.int16))
     return out
+
+
+def quantize_walked(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
+                    bits: np.ndarray, lam: float = DEFAULT_LAMBDA
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`quantize` and `reconstruct` of its symbols in one: (symbols int32, levels in units of
+    Δ as float64, contexts int16), the levels and contexts from the search's own path."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(x.shape, dtype=np.int32)
+    levels = np.empty(x.shape)
+    contexts = np.empty(x.shape, dtype=np.int16)
+    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
+            levels, contexts)
+    return out, levels, contexts
 
 
 def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
