@@ -53,6 +53,24 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
     np.testing.assert_array_equal(back[1], levels)
 
 
+def test_split_streams_is_a_stable_sort_by_context() -> None:
+    """The streams (counted and placed by a compiled loop) are what a stable sort of the
+    symbols by context gives, for each symbol dtype; a context out of range is refused."""
+    rng = np.random.default_rng(5)
+    for dtype in (np.int32, np.int64, np.int8):
+        symbols = rng.integers(-100, 100, (300, 77)).astype(dtype)
+        contexts = rng.integers(0, 13, (300, 77)).astype(np.int16)
+        contexts[:, :5] = 12  # a long run; context 13 of 14 stays empty
+        streams = trellis.split_streams(symbols, contexts, 14)
+        order = np.argsort(contexts.reshape(-1), kind="stable")
+        np.testing.assert_array_equal(np.concatenate(streams), symbols.reshape(-1)[order])
+        assert [s.size for s in streams] == list(np.bincount(contexts.reshape(-1),
+                                                             minlength=14))
+        assert all(s.dtype == dtype for s in streams) and streams[13].size == 0
+    with pytest.raises(ValueError, match="context"):
+        trellis.split_streams(symbols, contexts, 12)
+
+
 def test_a_short_stream_is_detected() -> None:
     symbols = np.array([[3, -1, 0, 2, 5, 1]], dtype=np.int32)
     _, contexts = trellis.reconstruct(symbols, np.zeros(1, np.uint8), 1, 8)

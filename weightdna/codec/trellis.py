@@ -471,11 +471,38 @@ def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list
     ``symbols``' dtype), ``contexts`` those `reconstruct` gave: the streams the entropy coder
     codes. The encoder splits a block of rows at a time, with the contexts of the walk it
     has just made, and codes each stream's pieces back to back."""
-    flat = contexts.reshape(-1)
-    gathered = symbols.reshape(-1)[np.argsort(flat, kind="stable")]
-    lengths = np.bincount(flat, minlength=count)
-    ends = np.cumsum(lengths)
-    return [gathered[end - size : end] for end, size in zip(ends, lengths, strict=True)]
+    flat = np.ascontiguousarray(contexts).reshape(-1)
+    gathered = np.empty(flat.size, dtype=symbols.dtype)
+    ends = np.zeros(count, dtype=np.int64)
+    if not _gather_streams(np.ascontiguousarray(symbols).reshape(-1), flat, gathered, ends):
+        raise ValueError("a context outside 0..count - 1")
+    starts = np.concatenate([[0], ends[:-1]])
+    return [gathered[start:end] for start, end in zip(starts, ends, strict=True)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_streams(symbols: np.ndarray, contexts: np.ndarray, gathered: np.ndarray,
+                    ends: np.ndarray) -> bool:
+    """``symbols`` gathered by context, each context's in element order (what a stable sort
+    by context gives), ``ends`` (zeros, one per context) ← where each context's run ends, by
+    counting and placing. False when a context is outside ``ends``."""
+    count = ends.size
+    for i in range(contexts.size):
+        c = contexts[i]
+        if c < 0 or c >= count:
+            return False
+        ends[c] += 1
+    at = np.empty(count, dtype=np.int64)
+    total = 0
+    for c in range(count):
+        at[c] = total
+        total += ends[c]
+        ends[c] = total
+    for i in range(contexts.size):
+        c = contexts[i]
+        gathered[at[c]] = symbols[i]
+        at[c] += 1
+    return True
 
 
 class StreamReader:
