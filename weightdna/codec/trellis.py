@@ -190,7 +190,8 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
       call's own width, and an element past it has its rates worked out by `_rate` into
       five spare rows (`_far_rates`).
     - The path is kept as one byte per state and element (the slot and the state it came
-      from); the way back works out the symbol of the slot again (`_candidates`)."""
+      from); the way back works out the symbol of the slot again (`_candidates`), picked
+      from a small array by the slot, not by branches."""
     n, length = x.shape
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
@@ -215,6 +216,8 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
     errors = np.empty(4)
     errors[0] = np.inf
     came = np.empty((length, STATES), dtype=np.int8)  # slot × 8 + previous state
+    indices = np.empty(5, dtype=np.int64)  # of the slots, on the way back
+    indices[0] = reach  # slot 0: symbol 0
     walk = contexts.size > 0
     restore = levels.size > 0
     for b in range(n):
@@ -280,16 +283,11 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
             slot = code >> 3
             v = x[b, t]
             found = _candidates(abs(v), -1 if v < 0 else 1, state & 1, reach, errors)
-            index = reach  # slot 0: symbol 0
-            if slot == 1:
-                index = found[1]
-            elif slot == 2:
-                index = found[3]
-            elif slot == 3:
-                index = found[5]
-            elif slot == 4:
-                index = found[7]
-            k = index - reach
+            indices[1] = found[1]
+            indices[2] = found[3]
+            indices[3] = found[5]
+            indices[4] = found[7]
+            k = indices[slot] - reach
             out[b, t] = k
             if walk:
                 contexts[b, t] = context[state]
