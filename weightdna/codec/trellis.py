@@ -75,12 +75,12 @@ def _rate(lam: float, bits: np.ndarray, lam_bits: np.ndarray, ctx: int, k: int, 
 @numba.njit(inline="always")
 def _candidates(a: float, sign: int, q: int, reach: int, errors: np.ndarray) -> tuple:
     """The nonzero candidates of quantiser q for |x| = a: magnitudes base − 1, base, base + 1
-    (those > 0), sorted by the parity of their symbol. Returns (error, index) of the two
-    even ones after symbol 0 (S1, S2) and of the two odd ones (O1, O2), in the order of
-    their magnitudes, then base + 1; an index is the symbol + ``reach``, a missing
-    candidate has error inf and the index of symbol 0. ``errors``: 4 float64 of scratch,
-    errors[0] = inf. The choices are made by arithmetic on the parity, not branches
-    (which the parity of real weights would mispredict half the time)."""
+    (those > 0), sorted by the parity of their symbol. Returns (error, index) of the even
+    ones, which follow symbol 0 (S1, S2), and of the odd ones (O1, O2), each pair in the
+    order of its magnitudes, and last base + 1 (the largest magnitude); an index is the
+    symbol + ``reach``, a missing candidate has error inf and the index of symbol 0.
+    ``errors``: 4 float64 of scratch, errors[0] = inf. The choices are made by arithmetic
+    on the parity, not branches (the parity of real weights is unpredictable)."""
     base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
     m1 = base - 1
     m2 = base
@@ -110,8 +110,8 @@ def _arrivals(here: float, e0: float, table: np.ndarray, s: int, zero: int, es1:
               is1: int, es2: float, is2: int, eo1: float, io1: int, eo2: float,
               io2: int) -> tuple:
     """State s's cheapest arrival by an even symbol (0, S1, S2: slot 0, 1 or 2) and by an
-    odd one (O1, O2: slot 3 or 4), the first on a tie; rates from row ``index`` of
-    ``table``, column s."""
+    odd one (O1, O2: slot 3 or 4), the first on a tie; λ·rate read from ``table`` (row:
+    the symbol's index, column: s)."""
     even = here + e0 + table[zero, s]
     even_slot = 0
     c = here + es1 + table[is1, s]
@@ -180,13 +180,13 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
       and the other way round — and nothing else does. So each state's candidates are
       reduced to its cheapest even and cheapest odd arrival (`_arrivals`, in symbol order),
       and each next state picks the first of its two (`_pick`, s before s + 4): the order
-      of the plain search. The eight costs stay in registers, not arrays.
+      of the plain search. The eight costs are local variables, not an array.
     - The candidates of a quantiser are worked out once per element for its four states
       (`_candidates`), sorted by parity by arithmetic, not branches.
     - λ·rate is read from a table made once per call: for each row class, the rate of every
       symbol in each state's context, states side by side (one cache line per symbol), out
-      to the largest symbol the call's values can take (the table's own range, extended by
-      the same formula as `_rate`). Values beyond ``FAR_SYMBOLS`` leave the table at the
+      to the largest symbol the call's values can take (the learnt table's range, extended
+      by `_rate`'s own formula). Values beyond ``FAR_SYMBOLS`` leave the table at the
       call's own width, and an element past it has its rates worked out by `_rate` into
       five spare rows (`_far_rates`).
     - The path is kept as one byte per state and element (the slot and the state it came
