@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -50,6 +51,24 @@ def test_walk_follows_the_state_machine(groups: int, rows: list[list[int]]) -> N
     assert back is not None and reader.exhausted()
     np.testing.assert_array_equal(back[0], symbols)
     np.testing.assert_array_equal(back[1], levels)
+
+
+def test_split_streams_is_a_stable_sort_by_context() -> None:
+    """The streams (counted and placed by a compiled loop) are what a stable sort of the
+    symbols by context gives, for each symbol dtype; a context out of range is refused."""
+    rng = np.random.default_rng(5)
+    for dtype in (np.int32, np.int64, np.int8):
+        symbols = rng.integers(-100, 100, (300, 77)).astype(dtype)
+        contexts = rng.integers(0, 13, (300, 77)).astype(np.int16)
+        contexts[:, :5] = 12  # a long run; context 13 of 14 stays empty
+        streams = trellis.split_streams(symbols, contexts, 14)
+        order = np.argsort(contexts.reshape(-1), kind="stable")
+        np.testing.assert_array_equal(np.concatenate(streams), symbols.reshape(-1)[order])
+        assert [s.size for s in streams] == list(np.bincount(contexts.reshape(-1),
+                                                             minlength=14))
+        assert all(s.dtype == dtype for s in streams) and streams[13].size == 0
+    with pytest.raises(ValueError, match="context"):
+        trellis.split_streams(symbols, contexts, 12)
 
 
 def test_a_short_stream_is_detected() -> None:
@@ -141,6 +160,143 @@ def test_the_compiled_search_chooses_what_the_reference_does(groups: int, lam: f
             np.testing.assert_array_equal(got, want)
 
 
+def _previous_search(x, row_class, classes, group, bits, lam, next_state, out):  # noqa: ANN001
+    """The compiled search before the even/odd reduction (commit da3680f), to check the
+    current kernel against on inputs too large for the plain reference."""
+    n, length = x.shape
+    width = (bits.shape[1] - 1) // 2
+    top = 2 * width
+    lam_bits = lam * bits
+    chosen = np.empty((length, 8), dtype=np.int32)
+    came = np.empty((length, 8), dtype=np.int8)
+    cost = np.empty(8)
+    new_cost = np.empty(8)
+    context = np.empty(8, dtype=np.int64)
+    for b in range(n):
+        for s in range(8):
+            context[s] = group[s] * classes + row_class[b]
+            cost[s] = np.inf
+        cost[0] = 0.0
+        for t in range(length):
+            v = x[b, t]
+            a = abs(v)
+            sign = -1 if v < 0 else 1
+            for s in range(8):
+                new_cost[s] = np.inf
+            for q in range(2):
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                for s in range(q, 8, 2):
+                    here = cost[s]
+                    if here == np.inf:
+                        continue
+                    ctx = context[s]
+                    for j in range(4):
+                        m = 0 if j == 0 else base + j - 2
+                        if j and m <= 0:
+                            continue
+                        level = 2.0 * m - q if m > 0 else 0.0
+                        k = sign * m
+                        rate = lam_bits[ctx, width] if j == 0 else trellis._rate(
+                            lam, bits, lam_bits, ctx, k, width, top)
+                        c = here + (a - level) * (a - level) + rate
+                        ns = next_state[s, m & 1]
+                        if c < new_cost[ns]:
+                            new_cost[ns] = c
+                            came[t, ns] = s
+                            chosen[t, ns] = k
+            cost, new_cost = new_cost, cost
+        state = 0
+        for s in range(1, 8):
+            if cost[s] < cost[state]:
+                state = s
+        for t in range(length - 1, -1, -1):
+            out[b, t] = chosen[t, state]
+            state = came[t, state]
+
+
+_previous = numba.njit(_previous_search)
+
+
+def _both(x: np.ndarray, row_class: np.ndarray, classes: int, groups: int, bits: np.ndarray,
+          lam: float) -> tuple[np.ndarray, np.ndarray]:
+    got = trellis.quantize(x, row_class, classes, groups, bits, lam=lam)
+    want = np.empty(x.shape, dtype=np.int32)
+    _previous(np.ascontiguousarray(x, dtype=np.float64), row_class, classes,
+              trellis.state_groups(groups), bits, lam, trellis.NEXT_STATE, want)
+    return got, want
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from(["laplace", "half", "edges", "far"]),
+       st.sampled_from([1, 3, 7, 41]), st.sampled_from([0.0, 0.14, 1.5]))
+@pytest.mark.parametrize("groups", trellis.STATE_GROUPS)
+def test_the_search_matches_the_previous_kernel(groups: int, seed: int, kind: str, columns: int,
+                                                 lam: float) -> None:
+    """The current kernel (candidates sorted by parity by arithmetic, the even/odd arrivals,
+    a rate table per call, symbols worked out again on the way back, the walk's levels and
+    contexts from its own path) against the one before it and `reconstruct`, on awkward
+    inputs: values on the half-grid with integer rates (ties everywhere), the
+    edges of the rate table and just past them, and values far beyond ``FAR_SYMBOLS``
+    mixed with small ones (the rates worked out element by element)."""
+    rng = np.random.default_rng(seed)
+    classes = int(rng.integers(1, 4))
+    rows, length = int(rng.integers(1, 6)), int(rng.integers(1, 60))
+    width = (columns - 1) // 2
+    if kind == "laplace":
+        x = rng.laplace(size=(rows, length)) * rng.uniform(0.3, 20)
+    elif kind == "half":
+        x = np.round(rng.laplace(size=(rows, length)) * 6) / 2
+    elif kind == "edges":
+        x = rng.choice([-1.0, 1.0], (rows, length)) * (
+            2.0 * width + rng.integers(-3, 4, (rows, length))
+            + rng.choice([0.0, 0.5], (rows, length)))
+    else:
+        x = rng.laplace(size=(rows, length)) * 3
+        far = rng.random((rows, length)) < 0.3
+        x[far] = rng.choice([-1.0, 1.0], far.sum()) * rng.uniform(
+            2 * trellis.FAR_SYMBOLS - 4, 5 * trellis.FAR_SYMBOLS, far.sum()).round(1)
+    x[rng.random(x.shape) < 0.1] = 0.0
+    x[rng.random(x.shape) < 0.05] = -0.0
+    if rng.random() < 0.5:
+        bits = rng.integers(1, 4, size=(groups * classes, columns)).astype(np.float64)
+    else:
+        bits = rng.uniform(0.5, 9, size=(groups * classes, columns))
+    row_class = rng.integers(0, classes, rows).astype(np.uint8)
+    got, want = _both(x, row_class, classes, groups, bits, lam)
+    np.testing.assert_array_equal(got, want)
+    symbols, levels, contexts = trellis.quantize_walked(x, row_class, classes, groups, bits,
+                                                        lam)
+    walked_levels, walked_contexts = trellis.reconstruct(want, row_class, classes, groups)
+    np.testing.assert_array_equal(symbols, want)
+    np.testing.assert_array_equal(levels, walked_levels)  # the same floats, bit for bit
+    np.testing.assert_array_equal(contexts, walked_contexts)
+    assert contexts.dtype == walked_contexts.dtype and levels.dtype == walked_levels.dtype
+
+
+def test_the_search_matches_the_reference_past_the_far_limit() -> None:
+    """Elements whose symbols lie beyond the table's reach take their rates from `_rate`
+    one by one: the same symbols as the plain search."""
+    rng = np.random.default_rng(11)
+    x = rng.laplace(size=(4, 30)) * 5
+    x[:, ::4] = rng.uniform(2 * trellis.FAR_SYMBOLS, 3 * trellis.FAR_SYMBOLS, (4, 8)) * \
+        rng.choice([-1, 1], (4, 8))
+    row_class = np.array([0, 1, 1, 0], dtype=np.uint8)
+    for groups in trellis.STATE_GROUPS:
+        bits = rng.integers(1, 4, size=(groups * 2, 9)).astype(np.float64)
+        got = trellis.quantize(x, row_class, 2, groups, bits)
+        want = _reference_search(x, row_class, 2, trellis.state_groups(groups), bits,
+                                 trellis.DEFAULT_LAMBDA)
+        np.testing.assert_array_equal(got, want)
+        assert np.abs(got).max() > trellis.FAR_SYMBOLS
+
+
+def test_empty_searches() -> None:
+    bits = np.ones((8, 5))
+    for shape in ((0, 4), (3, 0)):
+        out = trellis.quantize(np.zeros(shape), np.zeros(shape[0], np.uint8), 1, 8, bits)
+        assert out.shape == shape
+
+
 @pytest.mark.parametrize("shape", [(300, 256), (64, 3, 3, 3), (1000,), (), (0, 5), (7, 1)])
 def test_round_trip_matches_the_reported_error(shape: tuple[int, ...]) -> None:
     g = torch.Generator().manual_seed(0)
@@ -229,9 +385,10 @@ def test_step_factor_spans_half_to_four_fifths() -> None:
 
 
 def test_the_states_reaching_a_state_share_a_quantiser() -> None:
-    """The compiled search visits Q0's states before Q1's; that keeps each next state's
-    arrivals in the order of their states (its tie rule) only because the two states that
-    reach it use the same quantiser."""
+    """The compiled search is written for NNCodec's table: the two states that reach any
+    state share a quantiser (so its arrivals keep the order of their states, its tie rule),
+    they are s and s + 4, s by an even symbol where s + 4 by an odd one, and Q0's states
+    (even) reach 0..3, Q1's 4..7."""
     reaching: dict[int, list[int]] = {}
     for s in range(trellis.STATES):
         for parity in range(2):
@@ -239,3 +396,6 @@ def test_the_states_reaching_a_state_share_a_quantiser() -> None:
     assert sorted(reaching) == list(range(trellis.STATES))
     for sources in reaching.values():
         assert len({s & 1 for s in sources}) == 1
+    for s in range(4):
+        assert list(trellis.NEXT_STATE[s + 4]) == list(trellis.NEXT_STATE[s][::-1])
+        assert set(trellis.NEXT_STATE[s]) <= ({0, 1, 2, 3} if s % 2 == 0 else {4, 5, 6, 7})

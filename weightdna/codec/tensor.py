@@ -500,9 +500,9 @@ def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
     """Rows [start, stop) by the trellis search: their symbols, restored values and
     contexts."""
     classes = search.classes[start:stop]
-    symbols = trellis.quantize(scale(residual, steps), classes, search.n_classes,
-                               search.groups, search.bits)
-    levels, contexts = trellis.reconstruct(symbols, classes, search.n_classes, search.groups)
+    symbols, levels, contexts = trellis.quantize_walked(scale(residual, steps), classes,
+                                                        search.n_classes, search.groups,
+                                                        search.bits)
     return symbols, _reconstruct(levels, steps, dtype, base, transform), contexts
 
 

@@ -47,6 +47,10 @@ DEFAULT_LAMBDA = 0.14
 SAMPLE_ELEMENTS = 1 << 18
 FIRST_PASS_ELEMENTS = 1 << 16
 LEARNING_PASSES = 2
+# The search's rate table reaches symbols of this magnitude at most (beyond the learnt
+# table's own width): a call with larger values keeps the learnt width, and its elements
+# past it have their rates worked out one by one.
+FAR_SYMBOLS = 1 << 12
 
 
 @numba.njit(cache=True, nogil=True)
@@ -68,106 +72,227 @@ def _rate(lam: float, bits: np.ndarray, lam_bits: np.ndarray, ctx: int, k: int, 
     return lam_bits[ctx, index]
 
 
+@numba.njit(inline="always")
+def _candidates(a: float, sign: int, q: int, reach: int, errors: np.ndarray) -> tuple:
+    """The nonzero candidates of quantiser q for |x| = a: magnitudes base − 1, base, base + 1
+    (those > 0), sorted by the parity of their symbol. Returns (error, index) of the even
+    ones, which follow symbol 0 (S1, S2), and of the odd ones (O1, O2), each pair in the
+    order of its magnitudes, and last base + 1 (the largest magnitude); an index is the
+    symbol + ``reach``, a missing candidate has error inf and the index of symbol 0.
+    ``errors``: 4 float64 of scratch, errors[0] = inf. The choices are made by arithmetic
+    on the parity, not branches (the parity of real weights is unpredictable)."""
+    base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+    m1 = base - 1
+    m2 = base
+    m3 = base + 1
+    level1 = 2.0 * m1 - q
+    level2 = 2.0 * m2 - q
+    level3 = 2.0 * m3 - q
+    errors[1] = (a - level1) * (a - level1)
+    errors[2] = (a - level2) * (a - level2)
+    errors[3] = (a - level3) * (a - level3)
+    i1 = sign * m1 + reach
+    i2 = sign * m2 + reach
+    i3 = sign * m3 + reach
+    odd = m1 & 1  # m1 and m3 odd, m2 even; or the other way round
+    even = 1 - odd
+    valid1 = np.int64(m1 > 0)
+    valid2 = np.int64(m2 > 0)
+    # slots of ``errors``: 0 none (inf), 1..3 the magnitudes m1..m3
+    return (errors[even * valid1 + odd * 2 * valid2], even * i1 + odd * i2,
+            errors[even * 3], even * i3 + odd * reach,
+            errors[even * 2 * valid2 + odd * valid1], even * i2 + odd * i1,
+            errors[odd * 3], even * reach + odd * i3, m3)
+
+
+@numba.njit(inline="always")
+def _arrivals(here: float, e0: float, table: np.ndarray, s: int, zero: int, es1: float,
+              is1: int, es2: float, is2: int, eo1: float, io1: int, eo2: float,
+              io2: int) -> tuple:
+    """State s's cheapest arrival by an even symbol (0, S1, S2: slot 0, 1 or 2) and by an
+    odd one (O1, O2: slot 3 or 4), the first on a tie; λ·rate read from ``table`` (row:
+    the symbol's index, column: s)."""
+    even = here + e0 + table[zero, s]
+    even_slot = 0
+    c = here + es1 + table[is1, s]
+    if c < even:
+        even = c
+        even_slot = 1
+    c = here + es2 + table[is2, s]
+    if c < even:
+        even = c
+        even_slot = 2
+    odd = here + eo1 + table[io1, s]
+    odd_slot = 3
+    c = here + eo2 + table[io2, s]
+    if c < odd:
+        odd = c
+        odd_slot = 4
+    return even, even_slot, odd, odd_slot
+
+
+@numba.njit(inline="always")
+def _pick(first: float, first_slot: int, first_state: int, second: float, second_slot: int,
+          second_state: int) -> tuple:
+    """The cheaper of two arrivals at a state, the first on a tie: (cost, slot × 8 +
+    the state it came from)."""
+    if second < first:
+        return second, np.int8(second_slot * 8 + second_state)
+    return first, np.int8(first_slot * 8 + first_state)
+
+
+@numba.njit(inline="always")
+def _far_rates(table: np.ndarray, at: int, lam: float, bits: np.ndarray, lam_bits: np.ndarray,
+               context: np.ndarray, q: int, reach: int, width: int, top: int, is1: int,
+               is2: int, io1: int, io2: int) -> None:
+    """Rows at..at + 4 of ``table``, for quantiser q's states: the rates of symbol 0 and
+    of S1, S2, O1, O2 (indices − ``reach``), for an element beyond the table's reach."""
+    for s in range(q, STATES, 2):
+        ctx = context[s]
+        table[at, s] = lam_bits[ctx, width]
+        table[at + 1, s] = _rate(lam, bits, lam_bits, ctx, is1 - reach, width, top)
+        table[at + 2, s] = _rate(lam, bits, lam_bits, ctx, is2 - reach, width, top)
+        table[at + 3, s] = _rate(lam, bits, lam_bits, ctx, io1 - reach, width, top)
+        table[at + 4, s] = _rate(lam, bits, lam_bits, ctx, io2 - reach, width, top)
+
+
 @numba.njit(cache=True, nogil=True)
 def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
-            bits: np.ndarray, lam: float, next_state: np.ndarray, out: np.ndarray) -> None:
+            bits: np.ndarray, lam: float, out: np.ndarray, levels: np.ndarray,
+            contexts: np.ndarray) -> None:
     """Viterbi search over each row of ``x`` (values in units of Δ) from state 0; the
     chosen symbols go to the same row of ``out``. The context of row b's symbols in state
-    s: group[s] × classes + row_class[b].
+    s: group[s] × classes + row_class[b]. Unless empty, ``levels`` and ``contexts`` get
+    what `_walk` would give of the symbols, from the search's own path (the states the
+    walk follows).
 
     At each element every state s weighs up to four symbols of its quantiser (q = s & 1):
     0 and the magnitudes base − 1, base, base + 1 around |x| (those > 0), at the cost
     ``cost[s] + (|x| − level)² + λ·rate(context of s, symbol)``; the cheapest arrival at
     each next state wins, the first one on a tie (states in order, then the four symbols).
-    The candidates' magnitudes and squared errors depend only on q, so they are worked
-    out once per element for each quantiser (held in scalars, not arrays), and λ·rate is
-    read from a table of λ × ``bits`` made once per call (the same products: the same
-    costs, bit for bit, as evaluating each state's candidates on their own). The states
-    are visited Q0's first (0, 2, 4, 6), then Q1's: the two states that can reach any one
-    next state, s and s + 4 in NNCodec's table, share a quantiser, so each next state
-    still sees its arrivals in the order of their states (`tests/test_trellis.py` checks
-    the symbols, ties included, against the plain search)."""
+
+    The same costs, bit for bit, and the same choices as evaluating the candidates one by
+    one (`tests/test_trellis.py` checks the symbols, ties included, against the plain
+    search and against the previous kernel), arranged for speed:
+
+    - NNCodec's table (`NEXT_STATE`) is written into the code: states s and s + 4 (one
+      quantiser) both reach NEXT_STATE[s] — s by an even symbol where s + 4 by an odd one,
+      and the other way round — and nothing else does. So each state's candidates are
+      reduced to its cheapest even and cheapest odd arrival (`_arrivals`, in symbol order),
+      and each next state picks the first of its two (`_pick`, s before s + 4): the order
+      of the plain search. The eight costs are local variables, not an array.
+    - The candidates of a quantiser are worked out once per element for its four states
+      (`_candidates`), sorted by parity by arithmetic, not branches.
+    - λ·rate is read from a table made once per call: for each row class, the rate of every
+      symbol in each state's context, states side by side (one cache line per symbol), out
+      to the largest symbol the call's values can take (the learnt table's range, extended
+      by `_rate`'s own formula). Values beyond ``FAR_SYMBOLS`` leave the table at the
+      call's own width, and an element past it has its rates worked out by `_rate` into
+      five spare rows (`_far_rates`).
+    - The path is kept as one byte per state and element (the slot and the state it came
+      from); the way back works out the symbol of the slot again (`_candidates`), picked
+      from a small array by the slot, not by branches."""
     n, length = x.shape
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
     lam_bits = lam * bits  # λ·rate of every in-range symbol, each the same product
-    chosen = np.empty((length, STATES), dtype=np.int32)
-    came = np.empty((length, STATES), dtype=np.int8)
-    cost = np.empty(STATES)
-    new_cost = np.empty(STATES)
-    following = np.empty(2 * STATES, dtype=np.int64)  # [2·state + parity]
-    for s in range(STATES):
-        following[2 * s] = next_state[s, 0]
-        following[2 * s + 1] = next_state[s, 1]
+    largest = 0.0
+    for b in range(n):
+        for t in range(length):
+            a = abs(x[b, t])
+            if a > largest:
+                largest = a
+    reach = max(width, 1)  # the table's symbols: -reach..reach
+    if largest < 2.0 * FAR_SYMBOLS:
+        reach = max(reach, int(np.floor((largest + 1.0) / 2.0)) + 1)
+    span = 2 * reach + 1
+    tables = np.empty((classes, span + 5, STATES))  # [class, symbol + reach, state]
+    for klass in range(classes):
+        for s in range(STATES):
+            ctx = group[s] * classes + klass
+            for i in range(span):
+                tables[klass, i, s] = _rate(lam, bits, lam_bits, ctx, i - reach, width, top)
     context = np.empty(STATES, dtype=np.int64)
+    errors = np.empty(4)
+    errors[0] = np.inf
+    came = np.empty((length, STATES), dtype=np.int8)  # slot × 8 + previous state
+    indices = np.empty(5, dtype=np.int64)  # of the slots, on the way back
+    indices[0] = reach  # slot 0: symbol 0
+    walk = contexts.size > 0
+    restore = levels.size > 0
     for b in range(n):
         klass = row_class[b]
+        table = tables[klass]
         for s in range(STATES):
             context[s] = group[s] * classes + klass
-            cost[s] = np.inf
-        cost[0] = 0.0
+        c0 = 0.0
+        c1 = c2 = c3 = c4 = c5 = c6 = c7 = np.inf
         for t in range(length):
             v = x[b, t]
             a = abs(v)
             sign = -1 if v < 0 else 1
             e0 = a * a  # level 0: (a − 0.0)²
-            for s in range(STATES):
-                new_cost[s] = np.inf
-            for q in range(2):
-                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
-                m1 = base - 1
-                m2 = base
-                m3 = base + 1
-                level1 = 2.0 * m1 - q
-                level2 = 2.0 * m2 - q
-                level3 = 2.0 * m3 - q
-                e1 = (a - level1) * (a - level1)
-                e2 = (a - level2) * (a - level2)
-                e3 = (a - level3) * (a - level3)
-                k1 = sign * m1
-                k2 = sign * m2
-                k3 = sign * m3
-                for s in range(q, STATES, 2):
-                    here = cost[s]
-                    if here == np.inf:
-                        continue
-                    ctx = context[s]
-                    even = following[2 * s]
-                    odd = following[2 * s + 1]
-                    c = here + e0 + lam_bits[ctx, width]
-                    if c < new_cost[even]:
-                        new_cost[even] = c
-                        came[t, even] = s
-                        chosen[t, even] = 0
-                    if m1 > 0:
-                        c = here + e1 + _rate(lam, bits, lam_bits, ctx, k1, width, top)
-                        ns = odd if m1 & 1 else even
-                        if c < new_cost[ns]:
-                            new_cost[ns] = c
-                            came[t, ns] = s
-                            chosen[t, ns] = k1
-                    if m2 > 0:
-                        c = here + e2 + _rate(lam, bits, lam_bits, ctx, k2, width, top)
-                        ns = odd if m2 & 1 else even
-                        if c < new_cost[ns]:
-                            new_cost[ns] = c
-                            came[t, ns] = s
-                            chosen[t, ns] = k2
-                    if m3 > 0:
-                        c = here + e3 + _rate(lam, bits, lam_bits, ctx, k3, width, top)
-                        ns = odd if m3 & 1 else even
-                        if c < new_cost[ns]:
-                            new_cost[ns] = c
-                            came[t, ns] = s
-                            chosen[t, ns] = k3
-            cost, new_cost = new_cost, cost
+            # Q0: states 0, 2, 4, 6, reaching 0..3
+            es1, is1, es2, is2, eo1, io1, eo2, io2, m3 = _candidates(a, sign, 0, reach, errors)
+            zero = reach
+            if m3 > reach:
+                _far_rates(table, span, lam, bits, lam_bits, context, 0, reach, width, top, is1,
+                           is2, io1, io2)
+                zero, is1, is2, io1, io2 = span, span + 1, span + 2, span + 3, span + 4
+            even0, j0, odd0, k0 = _arrivals(c0, e0, table, 0, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even4, j4, odd4, k4 = _arrivals(c4, e0, table, 4, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even2, j2, odd2, k2 = _arrivals(c2, e0, table, 2, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even6, j6, odd6, k6 = _arrivals(c6, e0, table, 6, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            # Q1: states 1, 3, 5, 7, reaching 4..7
+            es1, is1, es2, is2, eo1, io1, eo2, io2, m3 = _candidates(a, sign, 1, reach, errors)
+            zero = reach
+            if m3 > reach:
+                _far_rates(table, span, lam, bits, lam_bits, context, 1, reach, width, top, is1,
+                           is2, io1, io2)
+                zero, is1, is2, io1, io2 = span, span + 1, span + 2, span + 3, span + 4
+            even1, j1, odd1, k1 = _arrivals(c1, e0, table, 1, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even5, j5, odd5, k5 = _arrivals(c5, e0, table, 5, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even3, j3, odd3, k3 = _arrivals(c3, e0, table, 3, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            even7, j7, odd7, k7 = _arrivals(c7, e0, table, 7, zero, es1, is1, es2, is2, eo1,
+                                            io1, eo2, io2)
+            # NEXT_STATE[s] = (even target, odd target); NEXT_STATE[s + 4] the reverse
+            c0, came[t, 0] = _pick(even0, j0, 0, odd4, k4, 4)
+            c2, came[t, 2] = _pick(odd0, k0, 0, even4, j4, 4)
+            c1, came[t, 1] = _pick(even2, j2, 2, odd6, k6, 6)
+            c3, came[t, 3] = _pick(odd2, k2, 2, even6, j6, 6)
+            c7, came[t, 7] = _pick(even1, j1, 1, odd5, k5, 5)
+            c5, came[t, 5] = _pick(odd1, k1, 1, even5, j5, 5)
+            c6, came[t, 6] = _pick(even3, j3, 3, odd7, k7, 7)
+            c4, came[t, 4] = _pick(odd3, k3, 3, even7, j7, 7)
         state = 0
-        for s in range(1, STATES):
-            if cost[s] < cost[state]:
+        best = c0
+        for s, c in ((1, c1), (2, c2), (3, c3), (4, c4), (5, c5), (6, c6), (7, c7)):
+            if c < best:
+                best = c
                 state = s
         for t in range(length - 1, -1, -1):
-            out[b, t] = chosen[t, state]
-            state = came[t, state]
+            code = came[t, state]
+            state = code & 7
+            slot = code >> 3
+            v = x[b, t]
+            found = _candidates(abs(v), -1 if v < 0 else 1, state & 1, reach, errors)
+            indices[1] = found[1]
+            indices[2] = found[3]
+            indices[3] = found[5]
+            indices[4] = found[7]
+            k = indices[slot] - reach
+            out[b, t] = k
+            if walk:
+                contexts[b, t] = context[state]
+            if restore:
+                levels[b, t] = _level(k, state)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -295,9 +420,9 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
         part = np.ascontiguousarray(sample[::step])
         part_classes = np.ascontiguousarray(sample_classes[::step])
         symbols = np.empty(part.shape, dtype=np.int32)
-        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, NEXT_STATE,
-                symbols)
-        _, contexts = reconstruct(symbols, part_classes, n_classes, groups)
+        contexts = np.empty(part.shape, dtype=np.int16)
+        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, symbols,
+                np.empty((0, 0)), contexts)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
@@ -308,9 +433,23 @@ def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
     under the rate table ``bits`` (`learn_rates`); ``classes``: each row's class."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape, dtype=np.int32)
-    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam,
-            NEXT_STATE, out)
+    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
+            np.empty((0, 0)), np.empty((0, 0), dtype=np.int16))
     return out
+
+
+def quantize_walked(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
+                    bits: np.ndarray, lam: float = DEFAULT_LAMBDA
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`quantize` and `reconstruct` of its symbols in one: (symbols int32, levels in units of
+    Δ as float64, contexts int16), the levels and contexts from the search's own path."""
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty(x.shape, dtype=np.int32)
+    levels = np.empty(x.shape)
+    contexts = np.empty(x.shape, dtype=np.int16)
+    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
+            levels, contexts)
+    return out, levels, contexts
 
 
 def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
@@ -330,11 +469,38 @@ def split_streams(symbols: np.ndarray, contexts: np.ndarray, count: int) -> list
     ``symbols``' dtype), ``contexts`` those `reconstruct` gave: the streams the entropy coder
     codes. The encoder splits a block of rows at a time, with the contexts of the walk it
     has just made, and codes each stream's pieces back to back."""
-    flat = contexts.reshape(-1)
-    gathered = symbols.reshape(-1)[np.argsort(flat, kind="stable")]
-    lengths = np.bincount(flat, minlength=count)
-    ends = np.cumsum(lengths)
-    return [gathered[end - size : end] for end, size in zip(ends, lengths, strict=True)]
+    flat = np.ascontiguousarray(contexts).reshape(-1)
+    gathered = np.empty(flat.size, dtype=symbols.dtype)
+    ends = np.zeros(count, dtype=np.int64)
+    if not _gather_streams(np.ascontiguousarray(symbols).reshape(-1), flat, gathered, ends):
+        raise ValueError("a context outside 0..count - 1")
+    starts = np.concatenate([[0], ends[:-1]])
+    return [gathered[start:end] for start, end in zip(starts, ends, strict=True)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_streams(symbols: np.ndarray, contexts: np.ndarray, gathered: np.ndarray,
+                    ends: np.ndarray) -> bool:
+    """``symbols`` gathered by context, each context's in element order (what a stable sort
+    by context gives), ``ends`` (zeros, one per context) ← where each context's run ends, by
+    counting and placing. False when a context is outside ``ends``."""
+    count = ends.size
+    for i in range(contexts.size):
+        c = contexts[i]
+        if c < 0 or c >= count:
+            return False
+        ends[c] += 1
+    at = np.empty(count, dtype=np.int64)
+    total = 0
+    for c in range(count):
+        at[c] = total
+        total += ends[c]
+        ends[c] = total
+    for i in range(contexts.size):
+        c = contexts[i]
+        gathered[at[c]] = symbols[i]
+        at[c] += 1
+    return True
 
 
 class StreamReader:
