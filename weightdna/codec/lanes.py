@@ -50,7 +50,7 @@ import sys
 import numba
 import numpy as np
 
-from weightdna.codec.floatfields import LOWER, PREC, TOTAL, _cumulative, _normalise
+from weightdna.codec.floatfields import LOWER, PREC, TOTAL, _normalise
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
 
@@ -491,7 +491,7 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
         _split(v, width, low, heads, data, low // 8, _offsets(n, low),
                np.zeros((4, counts.size), dtype=np.int64))
     freq = _normalise(counts[None])[0]
-    cum = _cumulative(freq[None])[0]
+    cum = np.cumsum(freq) - freq  # cumulative frequencies (`_cumulative`, one row)
     nblocks = -(-n // block)
     words = np.empty(n + 2 * LANES * nblocks, dtype=np.uint16)
     scratch = np.empty(LANES * (min(n, block) // LANES + 4), dtype=np.uint16)
