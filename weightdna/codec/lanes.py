@@ -26,18 +26,19 @@ byte by Huffman per chunk and the rest per byte plane.
 
 Speed (CPU time, BENCHMARKS.md "Lossless vs ZipNN" and its issue-15 subsection of
 2026-12-05): the decoder's four chains run unchecked in groups of four while every state
-has words enough left (a state reads at most one word a step), index without the test
-for a negative index, and look up one 64-bit entry a slot (frequency, offset, head in
-place): 1.7 ns an element on MiniLM's word embeddings in bf16, 2.7 before (a branching
-refill: 6.0). They decode CHUNK heads into a buffer; the low bits are then joined in
-loops LLVM vectorises (a byte table spreads the 4-, 2- and 1-bit planes' bytes). The
-encoder splits each chunk in vectorised loops too, and divides by a float64 reciprocal
-(`_quotient`). 8 states were no faster than 4 (the version-10 coder), nor one shared
-stream with branching refills; 32 states in a numba array, 2.2 ns; LLVM vectorises none
-of these (no gathers), so decoding bf16 or fp16 at ZipNN's rate (1.5 ns an element) is
-out of reach here. zstd's Huffman decoding of a plane of exponent bytes took 1.4 ns an
-element, but a byte plane of heads (the exponent and top 3 mantissa bits, ranked) coded
-so came out no smaller than ZipNN on fp16 (+0.15%) and fp32 (-0.05%).
+has words enough left (a state reads at most one word a step), index without the test for
+a negative index, and look up one 64-bit entry a slot (frequency, offset, head in place),
+refill by a select: 1.5 ns an element on MiniLM's word embeddings in bf16, 2.7 before (a
+branching refill: 6.0). They decode CHUNK heads into a buffer; the low bits are then
+joined in loops LLVM vectorises (a byte table spreads the 4-, 2- and 1-bit planes'
+bytes). The encoder splits each chunk in vectorised loops too, and divides by a float64
+reciprocal (`_quotient`). 8 states were no faster than 4 (the version-10 coder), nor one
+shared stream with branching refills; 32 states in a numba array, 2.2 ns; LLVM vectorises
+none of these (no gathers). The chains alone take as long as ZipNN's whole bf16 or fp16
+decode (1.4-1.6 ns an element), so its rate there is out of reach here. zstd's Huffman
+decoding of a plane of exponent bytes took 1.4 ns an element, but a byte plane of heads
+(the exponent and top 3 mantissa bits, ranked) coded so came out no smaller than ZipNN on
+fp16 (+0.15%) and fp32 (-0.05%).
 
 Each block's streams run from fixed states back to them, so a stream decoded from forged
 words ends in other states or at another word count, which the decoder checks.
