@@ -3,7 +3,8 @@
     .venv/bin/python bench/lossless_profile.py [--dtypes float32,bfloat16,float16] [--profile]
 
 Encodes every float tensor of all-MiniLM-L6-v2 cast to each dtype as `weightdna compress
---lossless` does (`encode_tensor(..., lossless=True)`), then decodes them all
+--lossless` does (`encode_tensor(..., lossless=True, fast=True)`, lanes; with ``--fields``
+the fields coding, ``fast=False``), then decodes them all
 (`decode_tensor`), after a first encode and decode of a small tensor (numba's compiled
 code loaded, not timed). Prints the CPU time (`time.thread_time`) of each half as MB/s of
 the model's bytes in that dtype, the load average, and a sha256 over every tensor's params
@@ -47,6 +48,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--fields", action="store_true",
+                        help="the fields coding (fast=False), not lanes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     from safetensors.torch import load_file
@@ -58,14 +61,16 @@ def main() -> None:
     for name in args.dtypes.split(","):
         dtype = getattr(torch, name)
         tensors = {k: v.to(dtype) for k, v in source.items()}
-        entry, sections = encode_tensor(torch.randn(4096).to(dtype), name="w", lossless=True)
+        entry, sections = encode_tensor(torch.randn(1 << 14).to(dtype), name="w", lossless=True,
+                                        fast=not args.fields)
         decode_tensor(entry, sections)
         nbytes = sum(t.numel() * t.element_size() for t in tensors.values())
         enc_prof = cProfile.Profile() if args.profile else None
         start = time.thread_time()
         if enc_prof:
             enc_prof.enable()
-        coded = {k: encode_tensor(t, name=k, lossless=True) for k, t in tensors.items()}
+        coded = {k: encode_tensor(t, name=k, lossless=True, fast=not args.fields)
+                 for k, t in tensors.items()}
         if enc_prof:
             enc_prof.disable()
         middle = time.thread_time()

@@ -286,3 +286,50 @@ def test_a_stream_cut_at_the_end_is_refused() -> None:
         with pytest.raises(CorruptFileError, match="damaged"):
             decode_fields(params, {**_with_tables(sections, forged),
                                    "words": sections["words"][: -2 * cut]}, "float32", n, "cut")
+
+
+def _normalise_reference(counts: np.ndarray) -> tuple[np.ndarray, int]:
+    """`_normalise` as numpy wrote it before its numba form (issue 15, 2026-12-05), and
+    how many rows took the spreading path."""
+    from weightdna.codec.floatfields import TOTAL
+
+    counts = np.asarray(counts, dtype=np.int64)
+    totals = counts.sum(axis=1, keepdims=True)
+    scaled = np.rint(counts * (TOTAL / np.maximum(totals, 1)))
+    out = np.where(counts > 0, np.maximum(1, scaled), 0).astype(np.int64)
+    diff = np.where(totals[:, 0] > 0, TOTAL - out.sum(axis=1), 0)
+    top = np.argmax(counts, axis=1)
+    rows = np.arange(counts.shape[0])
+    easy = (out[rows, top] + diff >= 1) | (diff == 0)
+    out[rows[easy], top[easy]] += diff[easy]
+    for r in rows[~easy]:
+        order = np.argsort(-counts[r], kind="stable")
+        d = int(diff[r])
+        for k in order:
+            take = min(-d, int(out[r, k]) - 1)
+            out[r, k] -= take
+            d += take
+            if d == 0:
+                break
+    return out, int((~easy).sum())
+
+
+def test_normalise_gives_the_frequencies_it_gave_in_numpy() -> None:
+    from weightdna.codec.floatfields import _normalise
+
+    rng = np.random.default_rng(15)
+    rows = [np.zeros(64, np.int64), np.full(256, 7), np.arange(1024) % 3]
+    for _ in range(400):  # skewed rows, ties, and many rare symbols (the spreading path)
+        n = int(rng.integers(1, 1025))
+        row = (rng.pareto(rng.uniform(0.3, 3.0), n) * rng.uniform(1, 1e6)).astype(np.int64)
+        row[rng.random(n) < rng.uniform(0, 0.9)] = 0
+        rows.append(row)
+    rows.append(np.r_[10**9, np.ones(3000, np.int64)])  # 3,001 symbols: a deep spread
+    hard = 0
+    for row in rows:
+        want, spread = _normalise_reference(row[None])
+        assert np.array_equal(_normalise(row[None]), want)
+        hard += spread
+    block = np.stack([np.bincount(rng.integers(0, 50, 300), minlength=64) for _ in range(9)])
+    assert np.array_equal(_normalise(block), _normalise_reference(block)[0])
+    assert hard >= 3, hard  # the spreading path ran (4 rows with this seed)

@@ -419,6 +419,29 @@ def test_a_section_is_exactly_one_zstd_frame(data: bytes) -> None:
     assert decompress_bytes(FRAME, 140, "t") == b"weights" * 20
 
 
+def test_a_frame_is_read_in_one_call_or_streamed_with_the_same_checks() -> None:
+    import zstandard
+
+    from weightdna.codec.zstdframes import ONE_SHOT_MIN, ONE_SHOT_RATIO
+
+    data = np.random.default_rng(0).integers(0, 4, 1 << 18, dtype=np.uint8).tobytes()
+    one_shot = compress_bytes(data, 1)  # its header states its size; ratio about 3
+    assert len(data) <= ONE_SHOT_RATIO * len(one_shot) + ONE_SHOT_MIN
+    unsized = zstandard.ZstdCompressor(level=1, write_content_size=False).compress(data)
+    packed = compress_bytes(bytes(1 << 22))  # far over the ratio: streamed
+    assert len(packed) * ONE_SHOT_RATIO + ONE_SHOT_MIN < 1 << 22
+    for frame, size in ((one_shot, len(data)), (unsized, len(data)), (packed, 1 << 22)):
+        assert decompress_bytes(frame, size, "t") == (data if size == len(data)
+                                                      else bytes(1 << 22))
+        for wrong in (size - 1, size + 1):
+            with pytest.raises(CorruptFileError, match="bytes; expected"):
+                decompress_bytes(frame, wrong, "t")
+    forged = bytearray(one_shot)  # damaged inside: zstd's own checks still refuse it
+    forged[len(forged) // 2] ^= 0xFF
+    with pytest.raises(CorruptFileError):
+        decompress_bytes(bytes(forged), len(data), "t")
+
+
 @pytest.mark.parametrize("data", [b"", fuzzer.SKIPPABLE, compress_bytes(b"") + b"\0"],
                          ids=["nothing", "skippable-only", "trailing"])
 def test_an_empty_tensor_still_needs_its_frame(data: bytes) -> None:

@@ -334,3 +334,54 @@ def test_damaged_files_raise_weightdna_errors(tmp_path) -> None:  # noqa: ANN001
         except WeightDNAError:
             raised += 1
     assert raised > 0
+
+
+# ---- issue 15, 2026-12-05: the faster coder, same bytes ----------------------------------
+
+
+def test_the_encoders_quotient_is_exact_for_every_frequency() -> None:
+    from weightdna.codec.lanes import PREC, _quotient
+
+    for f in range(1, (1 << PREC) + 1):
+        top = (f << (32 - PREC)) - 1  # a state is under f << 20 when it is divided
+        r = 1.0 / f
+        for q in sorted({0, 1, 2, 4095, (top // f) // 2, top // f - 1, top // f}):
+            for x in (q * f, q * f + 1, q * f + f - 1):
+                if 0 <= x <= top:
+                    assert _quotient(x, r) == x // f, (x, f)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block", [1024, 1027, 1030])
+def test_blocks_that_do_not_start_on_a_whole_plane_byte_come_back(dtype: torch.dtype,
+                                                                   block: int) -> None:
+    # chunks then start inside a byte of the 4-, 2- and 1-bit planes (the decoder's slow
+    # path), and a block's groups of four cross its chunks' ends
+    t = _special(dtype, 9001)
+    for mantissa_bits in range(4 if dtype == torch.float16 else 3):
+        _roundtrip(t, block=block, mantissa_bits=mantissa_bits)
+
+
+DIGEST_V10 = "b5a6017e5c6ab078"
+
+
+def test_the_lanes_bytes_are_those_of_format_version_10() -> None:
+    # a fixed tensor's coded bytes, as the version-10 coder (da3680f) wrote them
+    import hashlib
+
+    t = _special(torch.bfloat16, 20000)
+    params, sections = _roundtrip(t)
+    digest = hashlib.sha256(b"".join(sections[k] for k in sorted(sections))).hexdigest()
+    assert (params["mantissa_bits"], digest[:16]) == (2, DIGEST_V10)
+
+
+def test_the_lossless_path_reads_the_tensor_in_place() -> None:
+    from weightdna.codec.dtypes import tensor_le_array
+
+    t = torch.randn(1000)
+    array = tensor_le_array(t)
+    assert array.tobytes() == tensor_bytes(t)
+    if np.little_endian:
+        assert array.ctypes.data == t.data_ptr()
+    half = torch.randn(10, 10)[:, ::2]  # not contiguous: a copy, the same bytes
+    assert tensor_le_array(half).tobytes() == tensor_bytes(half.contiguous())

@@ -90,11 +90,18 @@ def as_torch(tensor: object) -> torch.Tensor:
     return tensor.detach().cpu().contiguous()
 
 
+def tensor_le_array(tensor: torch.Tensor) -> np.ndarray:
+    """The tensor's elements as little-endian bytes, C order, bit for bit: a flat uint8
+    array, the tensor's own memory where it is contiguous and the machine little-endian
+    (read it, never write it), else a copy."""
+    view = tensor.reshape(-1).view(BITS_DTYPES[tensor.element_size()])
+    array = np.ascontiguousarray(view.numpy())  # a flat view may still be strided
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).view(np.uint8)
+
+
 def tensor_bytes(tensor: torch.Tensor) -> bytes:
     """The tensor's elements as little-endian bytes, C order, bit for bit."""
-    view = tensor.reshape(-1).view(BITS_DTYPES[tensor.element_size()])
-    array = view.numpy()
-    return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    return tensor_le_array(tensor).tobytes()
 
 
 def tensor_from_bytes(data: bytes, dtype: str, shape: tuple[int, ...]) -> torch.Tensor:

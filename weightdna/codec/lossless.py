@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from weightdna.codec.dtypes import DTYPES, itemsize, tensor_bytes, tensor_from_bytes
+from weightdna.codec.dtypes import DTYPES, itemsize, tensor_from_bytes, tensor_le_array
 from weightdna.codec.entries import LANES_VERSION
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
@@ -61,7 +61,7 @@ def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dic
     from weightdna.codec.dtypes import NAMES
     from weightdna.codec.floatfields import LAYOUTS, encode_fields
 
-    raw = tensor_bytes(tensor)
+    raw = tensor_le_array(tensor)  # no copy (bytes-like: zstd and slices take it)
     width = tensor.element_size()
     dtype = NAMES[tensor.dtype]
     if dtype not in LAYOUTS or tensor.numel() < FIELDS_MIN_ELEMENTS:
@@ -69,9 +69,9 @@ def encode_lossless(tensor: torch.Tensor, fast: bool = False) -> tuple[dict, dic
     if fast:
         from weightdna.codec.lanes import encode_lanes
 
-        params, sections = encode_lanes(np.frombuffer(raw, dtype=np.uint8), dtype)
+        params, sections = encode_lanes(raw, dtype)
     else:
-        params, sections = encode_fields(np.frombuffer(raw, dtype=np.uint8), dtype)
+        params, sections = encode_fields(raw, dtype)
     size = sum(map(len, sections.values()))
     # zstd first on a sample (CHECK_SAMPLE bytes spread over the tensor, in whole
     # elements): only when it comes within CHECK_MARGIN of the fields coding there is the

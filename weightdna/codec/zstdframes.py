@@ -12,6 +12,9 @@ from weightdna.errors import CorruptFileError
 ZSTD_LEVEL = 10
 # Bounds the decoder's window (and so its memory) whatever a frame header claims.
 MAX_WINDOW = 1 << 27
+# A frame is decoded in one call (not streamed) only when it is to hold at most this many
+# times its own size, plus ONE_SHOT_MIN bytes.
+ONE_SHOT_RATIO, ONE_SHOT_MIN = 8, 1 << 16
 
 
 def compress_bytes(data: bytes, level: int = ZSTD_LEVEL) -> bytes:
@@ -52,8 +55,12 @@ def decompress_bytes(data: bytes, expected: int, what: str,
     too).
 
     Reads at most ``expected + 1`` bytes through a streaming reader, so a frame that claims
-    (or holds) more cannot make us allocate more. ``dictionary``: the raw-content
-    dictionary the frame was compressed with (a stored file's ``prefix``, version 12).
+    (or holds) more cannot make us allocate more; in one call instead (4 times faster on
+    lanes' low bits, BENCHMARKS.md issue 15, 2026-12-05) when the frame's header states
+    its content size as ``expected`` and ``expected`` is at most ONE_SHOT_RATIO times the
+    frame's size (so a small forged frame cannot make us allocate much). ``dictionary``:
+    the raw-content dictionary the frame was compressed with (a stored file's ``prefix``,
+    version 12).
     """
     if zstd_frame_size(data) != len(data):
         raise CorruptFileError(f"{what}: the section is not exactly one zstd frame.")
@@ -62,6 +69,14 @@ def decompress_bytes(data: bytes, expected: int, what: str,
             max_window_size=MAX_WINDOW,
             dict_data=None if dictionary is None else zstandard.ZstdCompressionDict(
                 dictionary, dict_type=zstandard.DICT_TYPE_RAWCONTENT))
+        if expected <= ONE_SHOT_RATIO * len(data) + ONE_SHOT_MIN and \
+                zstandard.get_frame_parameters(data).content_size == expected:
+            # zstd checks the frame's output against its stated size
+            out = dctx.decompress(data, max_output_size=expected)
+            if len(out) != expected:
+                raise CorruptFileError(f"{what}: the zstd data holds {len(out)} bytes; "
+                                       f"expected {expected}.")
+            return out
         with dctx.stream_reader(io.BytesIO(data), read_across_frames=False) as reader:
             out = bytearray()
             while len(out) <= expected:
