@@ -113,6 +113,23 @@ PER_ROW_MARGIN = 2.0
 # bits/weight, the digits CNN 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the
 # model panel").
 LAYER_EXPONENT = 1.0
+# How "layer" and "relative" weigh a tensor's rows against each other: row r's error
+# relative to ms_r^ROW_EXPONENT · ms_t^(1 − ROW_EXPONENT) (ms_r its mean square, ms_t the
+# tensor's): 1 relative to the row's own, 0 to the tensor's (rows alike: no per-row
+# steps), 0.5 between. 1 is kept: at 0.5 the BatchNorm CNN with outlier channels and the
+# ONNX detector collapsed at 2 bits per weight (16% and 10% accuracy; ms_t is the outlier
+# rows'), and silero lost 1–4 points; at 0 silero lost 7–12 (BENCHMARKS.md, "Per-row steps
+# at 2 bits per weight", 2026-12-05). ROW_FLOOR = 1 (rows under the median weighed as the
+# median row) was measured there too: ocr −2.9 points at 3 bits per weight; not adopted.
+ROW_EXPONENT = 1.0
+# Where the objective grants per-row steps: "high-rate", where the high-rate gain passes
+# PER_ROW_MARGIN × their stored bits (`apply_objective`); "operating", there and only
+# where they also cost less than one step at the step `choose` is asked for (both judged
+# by the objective's row-weighted error). Measured, not adopted: on the unseen models'
+# tensors per-row steps win at every step coding them at 0.6–6 bits per weight, so no
+# file changes at the panel's rates; one step wins only where a tensor codes to almost
+# nothing (same section of BENCHMARKS.md).
+ROW_STEPS_RULE = "high-rate"
 
 
 @dataclass(frozen=True)
@@ -245,6 +262,9 @@ class TensorCandidates:
     sensitivity: float = 1.0
     # Per-row step multipliers of the objective (None: one step), AM(1/row_scale²) = 1.
     row_scale: np.ndarray | None = None
+    # How the objective weighs the rows: row r's squared error counts 1/row_norm_r²
+    # (AM(1/row_norm²) = 1; None: alike). The per-row steps' multipliers where they pay.
+    row_norm: np.ndarray | None = None
     # Its rate–distortion curve (`rate_curve`): rows log2 of the global step, estimated
     # bits, estimated squared error; None until probed.
     curve: np.ndarray | None = None
@@ -505,9 +525,11 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     a word embedding's row is added to the position and type embeddings and normalised
     with them, so its error counts against that sum, not against the row; MiniLM at 3
     bits per weight, no data: 0.9861 (rows by prior^0.65 over their own mean square) →
-    0.9877 (BENCHMARKS.md, "Word-embedding rows by their absolute error")."""
+    0.9877 (BENCHMARKS.md, "Word-embedding rows by their absolute error"). The rows'
+    weights are kept as ``tc.row_norm`` whether or not the tensor gets per-row steps (the
+    objective's rows weighed as ms_r^ROW_EXPONENT · ms_t^(1 − ROW_EXPONENT))."""
     check_objective(objective)
-    tc.row_scale = None
+    tc.row_scale = tc.row_norm = None
     ms_t = tc.signal / max(tc.info.numel, 1)
     if not ms_t > 0 or tc.row_ms is None:
         return
@@ -519,7 +541,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
               / (row_weight / float(np.mean(row_weight))))
     else:
         ms = (np.ones_like(tc.row_ms) if objective == "mse"
-              else floored_row_ms(tc.row_ms, ms_t))
+              else floored_row_ms(tc.row_ms, ms_t) ** ROW_EXPONENT * ms_t ** (1 - ROW_EXPONENT))
     weight = 1.0 / ms
     mean = float(weight.mean())
     if not measured and objective != "mse":
@@ -529,6 +551,7 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
         return
     gain_bits = 0.5 * tc.info.numel * math.log2(mean / math.exp(float(np.log(weight).mean())))
     row_scale = np.sqrt(mean * ms)
+    tc.row_norm = row_scale
     if gain_bits > PER_ROW_MARGIN * stored_bits(row_scale):
         tc.row_scale = row_scale
 
@@ -636,11 +659,12 @@ def _round_and_count(sample: np.ndarray, divisor: np.ndarray, nearest: bool,
 
 
 def candidate_steps(tc: TensorCandidates, candidate: Candidate, step: float,
-                    per_row: bool) -> float | np.ndarray:
+                    per_row: bool, rows: bool = True) -> float | np.ndarray:
     """The step for ``step``: per-row steps proportional to each row's max |residual| with
-    ``per_row``, else the objective's per-row steps (`apply_objective`) if it set them."""
+    ``per_row``, else the objective's per-row steps (`apply_objective`) if it set them and
+    ``rows``."""
     if not per_row or candidate.row_peak.size < 2 or candidate.sample.ndim != 2:
-        return step if tc.row_scale is None else step * tc.row_scale
+        return step if tc.row_scale is None or not rows else step * tc.row_scale
     peak = float(candidate.row_peak.max())
     if peak <= 0:
         return step
@@ -665,10 +689,10 @@ class _AtStep:
 
 
 def _at_step(tc: TensorCandidates, candidate: Candidate, step: float,
-             per_row: bool) -> _AtStep:
+             per_row: bool, rows: bool = True) -> _AtStep:
     if candidate.factored is not None:
         candidate = candidate.factored.at(step)
-    steps = candidate_steps(tc, candidate, step, per_row)
+    steps = candidate_steps(tc, candidate, step, per_row, rows)
     sample = np.asarray(candidate.sample)  # a compress's spilled sample read back
     stride = max(1, math.ceil(tc.info.numel / SAMPLE_ELEMENTS))
     if isinstance(steps, np.ndarray):
@@ -679,8 +703,9 @@ def _at_step(tc: TensorCandidates, candidate: Candidate, step: float,
     peak = float(np.max(candidate.row_peak / (steps if isinstance(steps, np.ndarray)
                                                else step), initial=0.0))
     row_scale = None
-    if tc.row_scale is not None and not per_row:
-        row_scale = tc.row_scale[::stride][: sample.shape[0], None].astype(np.float32)
+    weigh = tc.row_scale if rows else tc.row_norm  # one step: still the rows' weights
+    if weigh is not None and not per_row:
+        row_scale = weigh[::stride][: sample.shape[0], None].astype(np.float32)
     return _AtStep(candidate, steps, sample, divisor, side, peak, row_scale)
 
 
@@ -740,18 +765,23 @@ def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = Tru
     estimated for scalar rounding; then, where it pays (``trellis``, TRELLIS_MIN_*), the
     trellis at the step that codes at about the same rate with less error
     (`trellis_step_factor`; the estimates stay those of scalar rounding, and
-    `weightdna.codec.compress` measures the real figures)."""
+    `weightdna.codec.compress` measures the real figures). With ROW_STEPS_RULE
+    "operating", a tensor given the objective's per-row steps is tried with one step too
+    (its error still weighed by rows, ``tc.row_norm``), and the cheaper kept."""
     lam = 6.0 / (LN2 * step * step)
     best = Choice(None, None, tc.raw_bits(), 0.0)
     best_cost = best.bits
+    modes = ((True, False) if ROW_STEPS_RULE == "operating" and tc.row_scale is not None
+             and not per_row else (True,))
     for candidate in tc.candidates:
-        at = _at_step(tc, candidate, step, per_row)
-        for deadzone in DEADZONES:
-            bits, sse, steps, weighted = _evaluate_at(tc, at, deadzone)
-            cost = bits + lam * weighted
-            if cost < best_cost:
-                best, best_cost = Choice(candidate, steps, bits, sse, deadzone,
-                                         factor_step=_factor_step(candidate, step)), cost
+        for rows in modes:
+            at = _at_step(tc, candidate, step, per_row, rows)
+            for deadzone in DEADZONES:
+                bits, sse, steps, weighted = _evaluate_at(tc, at, deadzone)
+                cost = bits + lam * weighted
+                if cost < best_cost:
+                    best, best_cost = Choice(candidate, steps, bits, sse, deadzone,
+                                             factor_step=_factor_step(candidate, step)), cost
     return trellis_choice(tc, best) if trellis else best
 
 
@@ -984,7 +1014,8 @@ def _peak_over_step(tc: TensorCandidates, target: Target) -> float:
     step = tensor_step(tc, 1.0, target)
     if tc.row_scale is None:
         return tc.peak / step
-    return float(np.max(tc.candidates[0].row_peak / (step * tc.row_scale), initial=0.0))
+    rows = float(np.max(tc.candidates[0].row_peak / (step * tc.row_scale), initial=0.0))
+    return max(rows, tc.peak / step) if ROW_STEPS_RULE == "operating" else rows
 
 
 def single_tensor_choice(tc: TensorCandidates, target: Target, per_row: bool) -> Choice:
