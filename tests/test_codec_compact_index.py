@@ -180,6 +180,26 @@ def test_the_reader_checks_the_compact_index(tmp_path: Path) -> None:
         read_dna_file(_rewrite(path, bad_crc))
 
 
+def test_a_group_of_several_tensors_is_at_most_64_kib(tmp_path: Path, monkeypatch) -> None:
+    # Reading one tensor reads its group: a hostile file cannot make every read of a small
+    # tensor read a large group.
+    g = torch.Generator().manual_seed(6)
+    coded = [encode_tensor(torch.randn(4096, generator=g), name=f"t{i}", lossless=True)
+             for i in range(40)]
+    monkeypatch.setattr(container, "COMPACT_INDEX_MIN_SAVING", -1.0)  # compact at any size
+    monkeypatch.setattr(container, "CHECKSUM_GROUP_BYTES", 1 << 30)  # one group, written
+    _write(tmp_path / "m.dna", coded)
+    assert len(_header(tmp_path / "m.dna")["checksums"]) == 1
+    monkeypatch.setattr(container, "CHECKSUM_GROUP_BYTES", 1 << 16)
+    with pytest.raises(CorruptFileError, match="at most 65536 bytes"):
+        read_dna_file(tmp_path / "m.dna")
+    _write(tmp_path / "ok.dna", coded)  # groups of at most 64 KiB
+    dna = read_dna_file(tmp_path / "ok.dna")
+    assert len(dna.groups) > 1 and all(length <= 1 << 16 for _, length, *_ in dna.groups)
+    assert all(dna.tensor(f"t{i}").equal(container.decode_tensor(*coded[i]))
+               for i in range(40))
+
+
 @pytest.mark.parametrize("tensor", [
     torch.randn(8), torch.rand(200) * 1e-4, torch.tensor(2.0), torch.tensor([1.0, 1.0, 2.0]),
     torch.randn(5).double(), torch.randn(6).half(), torch.randn(6).bfloat16(),

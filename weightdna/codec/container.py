@@ -166,6 +166,9 @@ class DnaFile:
     # tensor, tensor count), and each tensor's group; both empty for the older index.
     groups: list[tuple[int, int, int, int, int]] = field(default_factory=list)
     group_of: list[int] = field(default_factory=list)
+    # The last group read, checked (its index and bytes): tensors decoded in order read
+    # each group once.
+    _last_group: tuple[int, bytes] | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -231,13 +234,18 @@ class DnaFile:
     def read_sections(self, name: str) -> dict[str, bytes]:
         """The tensor's sections, read from the file and checked against their CRC-32 (with
         a compact index, its group's: the group is read whole, at most
-        CHECKSUM_GROUP_BYTES beside the tensor's own)."""
+        CHECKSUM_GROUP_BYTES with other tensors, and kept until another is read)."""
         i = self.index(name)
         entry = self.entries[i]
         if self.groups:
-            offset, length, crc, first, count = self.groups[self.group_of[i]]
-            blob = self._read_range(offset, length, crc, _group_what(
-                self.entries, self.group_of[i], len(self.groups), first, count))
+            g = self.group_of[i]
+            offset, length, crc, first, count = self.groups[g]
+            if self._last_group is not None and self._last_group[0] == g:
+                blob = self._last_group[1]
+            else:
+                blob = self._read_range(offset, length, crc, _group_what(
+                    self.entries, g, len(self.groups), first, count))
+                self._last_group = (g, blob)
             return {role: blob[at - offset: at - offset + size]
                     for role, (at, size, _) in entry["sections"].items()}
         parts = {}
@@ -719,6 +727,10 @@ def _checksum_groups(checksums: object, entries: list[dict], max_memory: int
                    for range_ in entry["sections"].values()]
         offset = members[0][0] if members else _group_start(entries, first)
         length = sum(length for _, length, _ in members)
+        if count > 1 and length > CHECKSUM_GROUP_BYTES:  # a read of one tensor is bounded
+            raise CorruptFileError(
+                f"checksum group {g + 1}: {count} tensors of {length} bytes; a group of more "
+                f"than one tensor holds at most {CHECKSUM_GROUP_BYTES} bytes.")
         if length > max_memory:
             raise CorruptFileError(
                 f"checksum group {g + 1}: its {length} bytes exceed the memory limit of "
