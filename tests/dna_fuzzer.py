@@ -67,14 +67,16 @@ from weightdna.codec import (
     reference,
 )
 from weightdna.codec.bundle import stored_entries
-from weightdna.codec.container import header_block
+from weightdna.codec.container import _packed, header_block
 from weightdna.codec.entries import (
+    COMPACT_INDEX_VERSION,
     FILE_CODING_VERSION,
     GRID_VERSION,
     READABLE_VERSIONS,
     VERSION,
 )
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.roles import round_mantissa
 from weightdna.codec.rowsteps import decode_grid
 from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
@@ -244,21 +246,36 @@ class Seed:
 def lay_out(header: object, blobs: dict[tuple[int, str], bytes],
             order: list[tuple[int, str]]) -> None:
     """Rewrite ``header``'s section offsets, lengths and CRC-32s (where it still has them)
-    to lay out ``blobs`` in ``order``."""
+    to lay out ``blobs`` in ``order``; with a compact index (``checksums``, version 13) a
+    tensor's sections get their lengths and each group the CRC-32 of its tensors' bytes."""
     if not (isinstance(header, dict) and isinstance(header.get("tensors"), list)):
         return
     files = header.get("files")
     files = files if isinstance(files, list) else []
     count = len(header["tensors"])
+    compact = isinstance(header.get("checksums"), list)
     offset = 0
+    held: dict[int, bytes] = {}  # a compact index's tensor → its sections' bytes
     for i, role in order:
         entry = (header["tensors"][i] if i < count
                  else files[i - count] if i - count < len(files) else None)
         blob = blobs[(i, role)]
         if isinstance(entry, dict) and isinstance(entry.get("sections"), dict) \
                 and role in entry["sections"]:
-            entry["sections"][role] = [offset, len(blob), zlib.crc32(blob)]
+            if compact and i < count:
+                entry["sections"][role] = len(blob)
+            else:
+                entry["sections"][role] = [offset, len(blob), zlib.crc32(blob)]
+        if compact and i < count:
+            held[i] = held.get(i, b"") + blob
         offset += len(blob)
+    if compact:
+        first = 0
+        for group in header["checksums"]:
+            if isinstance(group, list) and len(group) == 2 and isinstance(group[0], int):
+                group[1] = zlib.crc32(b"".join(held.get(i, b"") for i in range(
+                    first, first + max(group[0], 0))))
+                first += max(group[0], 0)
 
 
 def build(header: object, blobs: dict[tuple[int, str], bytes], order: list[tuple[int, str]],
@@ -303,11 +320,14 @@ def dumps(value: object) -> bytes:
 
 
 def _seed(name: str, encoded: list[tuple[dict, dict]], version: int,
-          files: list[tuple[dict, bytes]] = ()) -> Seed:
+          files: list[tuple[dict, bytes]] = (), groups: list[int] | None = None) -> Seed:
     """A seed of tensors and, from version 6, stored files (each (entry, its frame): their
-    blobs keyed by their index after the tensors')."""
+    blobs keyed by their index after the tensors'); with ``groups`` (version 13) a compact
+    index of checksum groups of that many tensors each."""
     header = {"metadata": {"producer": "fuzz", "source_metadata": '{"format": "pt"}'},
               "tensors": [copy.deepcopy(e) for e, _ in encoded]}
+    if groups is not None:
+        header["checksums"] = [[count, 0] for count in groups]
     blobs = {}
     order = []
     for i, (_, sections) in enumerate(encoded):
@@ -347,7 +367,8 @@ def seeds() -> tuple[Seed, ...]:
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
     representations, version 9's per-column factors, version 10's lanes-coded floats (all
     with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
-    FILE_CODING_VERSION's stored files drawn on each other."""
+    FILE_CODING_VERSION's stored files drawn on each other, and COMPACT_INDEX_VERSION's
+    compact index (two checksum groups, and stored files after the tensors)."""
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
@@ -372,6 +393,15 @@ def seeds() -> tuple[Seed, ...]:
     def old(coded: list[tuple[dict, dict]]) -> list[tuple[dict, dict]]:
         return [float32_steps(c) for c in coded]
 
+    # Version 13: the small raw tensors packed by their significant bits, as the writer
+    # packs them in a file with the compact index (a float with zero low bits among them).
+    statistic = torch.from_numpy(round_mantissa(
+        torch.rand(24, generator=torch.Generator().manual_seed(5)).numpy() * 1e-3))
+    compact = [_packed(e, s) for e, s in [*small, *encode_all([
+        ("bn.running_var", statistic, {"lossless": True}),
+        ("shape", torch.tensor([1, -1, 48, 192]), {"lossless": True})])]]
+    assert sum(e["params"].get("compression") == "packed" for e, _ in compact) >= 3
+
     return (_seed("v5", old(small), 5), _seed("v5-trellis", old(large), 5),
             _seed("v4", old(legacy), 4), _seed("v7-fields", old(fields), 7),
             _seed("v8", old(encode_all(version8_tensors())), 8),
@@ -379,7 +409,9 @@ def seeds() -> tuple[Seed, ...]:
             _seed("v10-lanes", old(in_lanes), 10),
             _seed("v11-grid", encode_all(grid_tensors()), GRID_VERSION),
             _seed("v12-files", encode_all(sample_tensors()[:2]), FILE_CODING_VERSION,
-                  coded_files()))
+                  coded_files()),
+            _seed("v13-compact", compact, COMPACT_INDEX_VERSION, coded_files()[:1],
+                  groups=[2, len(compact) - 2]))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:
@@ -524,6 +556,11 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
         params["byte_planes"] = not params["byte_planes"]
         return header, "raw byte_planes", False
     coding = params.get("compression")
+    if coding == "packed":  # version 13
+        key = rng.choice(["base", "bits", "shift", "sign"])
+        params[key] = rng.choice([*ABSURD, True, False, -1, 64, 65, 1 << 62,
+                                  _near(params[key], rng)])
+        return header, f"packed {key}", False
     if coding in ("fields", "lanes"):
         key = rng.choice(sorted(params))
         params[key] = rng.choice([*ABSURD, _near(params[key], rng) if key != "compression"
@@ -622,7 +659,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -646,11 +683,21 @@ def make_case(index: int, seed_value: int = 0) -> Case:
         lay_out(header, blobs, order)
         i, role = rng.choice(order)
         count = len(header["tensors"])
-        spec = (header["tensors"][i] if i < count else header["files"][i - count])[
-            "sections"][role]
-        field_ = rng.randrange(3)
-        spec[field_] = _near(spec[field_], rng)
-        kind, detail = "layout", f"{role}[{field_}]"
+        sections = (header["tensors"][i] if i < count else header["files"][i - count])[
+            "sections"]
+        if isinstance(sections[role], int):  # a compact index: a length, or a group's CRC
+            if rng.random() < 0.5:
+                sections[role] = _near(sections[role], rng)
+                kind, detail = "layout", f"{role} length"
+            else:
+                group = rng.choice(header["checksums"])
+                group[rng.randrange(2)] = _near(group[1], rng)
+                kind, detail = "layout", "checksum group"
+        else:
+            spec = sections[role]
+            field_ = rng.randrange(3)
+            spec[field_] = _near(spec[field_], rng)
+            kind, detail = "layout", f"{role}[{field_}]"
         return Case(seed.name, kind, detail, build(header, blobs, order, version, False),
                     False, version)
     else:
@@ -724,7 +771,8 @@ def _invariants(dna: object) -> str:
     and 2 of the module docstring), else what is not."""
     for entry in dna.entries:  # type: ignore[attr-defined]
         sections = dna.read_sections(entry["name"])  # type: ignore[attr-defined]
-        for role in ZSTD_ROLES & set(sections):
+        packed = entry["params"].get("compression") == "packed"  # no zstd frame
+        for role in ZSTD_ROLES & set(sections) if not packed else ():
             blob = sections[role]
             obj = zstandard.ZstdDecompressor().decompressobj()
             try:

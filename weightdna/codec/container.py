@@ -23,9 +23,10 @@ from typing import Any
 import torch
 
 from weightdna.atomic import atomic_output
-from weightdna.codec import filecoding
+from weightdna.codec import filecoding, packed
 from weightdna.codec.dtypes import FLOAT_NAMES
 from weightdna.codec.entries import (  # noqa: F401 - the format's names, read from here too
+    COMPACT_INDEX_VERSION,
     DECODE_BLOCK_BYTES,
     DECODE_BLOCK_ELEMENTS,
     DEFAULT_MAX_MEMORY,
@@ -46,6 +47,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     file_version,
 )
 from weightdna.codec.fields import is_finite_number, is_int, load_json
+from weightdna.codec.lossless import decode_lossless
 from weightdna.codec.spill import Spill, SpilledSections
 from weightdna.codec.tensor import decode_tensor
 from weightdna.errors import (
@@ -76,6 +78,20 @@ MAX_FILES = 4096
 MAX_FILE_BYTES = 1 << 30
 MAX_PATH_CHARS = 1024
 MAX_PATH_PART_BYTES = 255
+# The compact index (COMPACT_INDEX_VERSION): consecutive tensors share one CRC-32 up to
+# this many bytes of sections (a tensor over it has its own), so that reading one tensor
+# reads and checks at most this much beside it. Such a file also packs its small raw
+# tensors by their significant bits (`weightdna.codec.packed`: no zstd frame, no rounded
+# zero bits). Written where the file has at least COMPACT_INDEX_MIN_TENSORS tensors and
+# the two save at least COMPACT_INDEX_MIN_SAVING of the file (a small model of many small
+# tensors: rapidocr's angle classifier's index at 3 bits per weight was 24% of its file),
+# the older index (an offset and CRC-32 per section) elsewhere, byte for byte as before.
+CHECKSUM_GROUP_BYTES = 1 << 16
+# Its informational stats: max_abs_error and snr_db (what `weightdna info` shows; not mse)
+# to this many significant digits (else 4).
+COMPACT_STATS_DIGITS = 3
+COMPACT_INDEX_MIN_TENSORS = 32
+COMPACT_INDEX_MIN_SAVING = 0.005
 # Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
 HEADER_MEMORY_FACTOR = 32
 
@@ -146,6 +162,13 @@ class DnaFile:
     header_bytes: int
     file_bytes: int
     files: list[dict[str, Any]] = field(default_factory=list)  # version 6: stored files
+    # The compact index (version 13): each checksum group's (offset, length, CRC-32, first
+    # tensor, tensor count), and each tensor's group; both empty for the older index.
+    groups: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    group_of: list[int] = field(default_factory=list)
+    # The last group read, checked (its index and bytes): tensors decoded in order read
+    # each group once.
+    _last_group: tuple[int, bytes] | None = field(default=None, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -209,8 +232,22 @@ class DnaFile:
         return sum(length for _, length, _ in self.entries[self.index(name)]["sections"].values())
 
     def read_sections(self, name: str) -> dict[str, bytes]:
-        """The tensor's sections, read from the file and checked against their CRC-32."""
-        entry = self.entries[self.index(name)]
+        """The tensor's sections, read from the file and checked against their CRC-32 (with
+        a compact index, its group's: the group is read whole, at most
+        CHECKSUM_GROUP_BYTES with other tensors, and kept until another is read)."""
+        i = self.index(name)
+        entry = self.entries[i]
+        if self.groups:
+            g = self.group_of[i]
+            offset, length, crc, first, count = self.groups[g]
+            if self._last_group is not None and self._last_group[0] == g:
+                blob = self._last_group[1]
+            else:
+                blob = self._read_range(offset, length, crc, _group_what(
+                    self.entries, g, len(self.groups), first, count))
+                self._last_group = (g, blob)
+            return {role: blob[at - offset: at - offset + size]
+                    for role, (at, size, _) in entry["sections"].items()}
         parts = {}
         try:
             with open(self.path, "rb") as f:
@@ -280,15 +317,27 @@ def _check_prefix(path: str, index: int, earlier: int, own: int, prefixes: int,
                                f"{filecoding.MAX_PREFIX_BYTES} bytes.")
 
 
+def _section_what(name: str, role: str) -> str:
+    return f"tensor {name!r}, section {role!r}"
+
+
 def _checksum_message(path: Path, name: str, role: str) -> str:
-    return (
-        f"{path}: tensor {name!r}, section {role!r}: the checksum does not match; "
-        "the file is damaged."
-    )
+    return f"{path}: {_section_what(name, role)}: the checksum does not match; the file is damaged."
 
 
-def _header_json(entries: list[dict], metadata: Mapping[str, str], files: list[dict]) -> bytes:
+def _group_what(entries: list[dict], group: int, groups: int, first: int, count: int) -> str:
+    """What a checksum group of the compact index holds, for its messages."""
+    names = repr(entries[first]["name"]) if count == 1 else (
+        f"{entries[first]['name']!r} to {entries[first + count - 1]['name']!r}")
+    plural = "s" if count > 1 else ""
+    return f"checksum group {group + 1} of {groups} (the sections of tensor{plural} {names})"
+
+
+def _header_json(entries: list[dict], metadata: Mapping[str, str], files: list[dict],
+                 checksums: list[list[int]] | None = None) -> bytes:
     header: dict[str, Any] = {"metadata": dict(metadata), "tensors": entries}
+    if checksums is not None:
+        header["checksums"] = checksums
     if files:
         header["files"] = files
     try:
@@ -363,6 +412,53 @@ def _layout(
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise InvalidInputError("metadata must map strings to strings.")
 
+    entries, blobs, stored, data_bytes = _place(header_entries, sections, files)
+    header = _header_json(entries, metadata, stored)
+    if len(header) > MAX_HEADER_BYTES:
+        raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
+    block = header_block(header, file_version(entries, stored))
+    if len(entries) < max(COMPACT_INDEX_MIN_TENSORS, 1):
+        return [block, *blobs]
+    # The same file with the compact index and its small raw tensors packed (version 13).
+    repacked = [_packed(entry, parts) for entry, parts in zip(header_entries, sections,
+                                                               strict=True)]
+    entries, packed_blobs, stored, packed_bytes = _place(
+        [e for e, _ in repacked], [p for _, p in repacked], files)
+    compact = _compact_block(entries, metadata, stored)
+    size = len(block) + data_bytes
+    if compact is not None and size - len(compact) - packed_bytes >= (
+            COMPACT_INDEX_MIN_SAVING * size):
+        return [compact, *packed_blobs]
+    return [block, *blobs]
+
+
+def _packed(entry: Mapping[str, Any], parts: Mapping[str, bytes]
+            ) -> tuple[Mapping[str, Any], Mapping[str, bytes]]:
+    """A small ``raw`` tensor (at most packed.MAX_ELEMENTS values) packed by its
+    significant bits (`weightdna.codec.packed`) where that saves more than its params
+    cost (a spilled one read from its spill: it is small); any other as it is."""
+    params = entry.get("params")
+    if (entry.get("representation") != "raw"
+            or not isinstance(params, dict) or params.get("compression") == "packed"
+            or math.prod(entry["shape"]) > packed.MAX_ELEMENTS):
+        return entry, parts
+    try:
+        raw = decode_lossless(params, dict(parts), entry["dtype"], tuple(entry["shape"]),
+                              f"tensor {entry['name']!r}", VERSION)
+    except CorruptFileError as exc:
+        raise InvalidInputError(f"cannot write this entry: {exc}") from exc
+    coded = packed.encode_packed(raw, entry["dtype"])
+    if coded is None or (len(coded[1]["data"]) + packed.PARAMS_BYTES
+                         >= sum(len(blob) for blob in parts.values())):
+        return entry, parts
+    return {**entry, "params": coded[0]}, coded[1]
+
+
+def _place(header_entries: Sequence[Mapping[str, Any]], sections: Sequence[Mapping[str, bytes]],
+           files: Sequence[tuple[Mapping[str, Any], bytes]]
+           ) -> tuple[list[dict], list[_Chunk], list[dict], int]:
+    """(tensor entries with their sections' [offset, length, crc32], the pieces of the
+    data area in order, stored-file entries, the data area's bytes), validated."""
     entries: list[dict] = []
     blobs: list[_Chunk] = []
     names: set[str] = set()
@@ -413,19 +509,84 @@ def _layout(
         stored.append(entry)
         blobs.append(bytes(blob))
         offset += len(blob)
+    return entries, blobs, stored, offset
 
-    header = _header_json(entries, metadata, stored)
+
+def _compact_block(entries: list[dict], metadata: Mapping[str, str],
+                   stored: list[dict]) -> bytes | None:
+    """The prefix and header of the same file with the compact index (version 13), or
+    None where the header would be too long.
+    Each tensor's sections are given by their lengths, in file order; ``checksums`` holds
+    [tensor count, CRC-32] per group of consecutive tensors (CHECKSUM_GROUP_BYTES); its
+    stats are max_abs_error and snr_db, cut to COMPACT_STATS_DIGITS."""
+    checksums: list[list[int]] = []
+    compact, count, size, crc = [], 0, 0, 0
+    for entry in entries:
+        ranges = list(entry["sections"].values())
+        held = sum(length for _, length, _ in ranges)
+        if count and size + held > CHECKSUM_GROUP_BYTES:
+            checksums.append([count, crc])
+            count = size = crc = 0
+        for _, length, part in ranges:
+            crc = crc32_combine(crc, part, length)
+        count, size = count + 1, size + held
+        compact.append({**entry, "sections": {role: spec[1] for role, spec
+                                              in entry["sections"].items()}})
+        if isinstance(entry.get("stats"), dict):
+            compact[-1]["stats"] = {k: _informational(v, COMPACT_STATS_DIGITS)
+                                    for k, v in entry["stats"].items() if k != "mse"}
+    checksums.append([count, crc])
+    header = _header_json(compact, metadata, stored, checksums)
     if len(header) > MAX_HEADER_BYTES:
-        raise InvalidInputError(f"the header ({len(header)} bytes) exceeds {MAX_HEADER_BYTES}.")
-    return [header_block(header, file_version(entries, stored)), *blobs]
+        return None
+    return header_block(header, file_version(compact, stored, compact_index=True))
 
 
-def _informational(value: object) -> object:
-    """A stats figure cut (towards zero) to 4 significant digits: full float precision would
-    be most of a small model's compressed header, and the figures only inform."""
+_CRC_POLY = 0xEDB88320
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a × b modulo the CRC-32 polynomial (reflected bit order, as zlib's crc32.c)."""
+    m, p = 1 << 31, 0
+    while m:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                break
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return p
+
+
+def _x2n_table() -> list[int]:
+    table, p = [], 1 << 30  # x^1
+    for _ in range(32):
+        table.append(p)
+        p = _multmodp(p, p)
+    return table
+
+
+_X2N = _x2n_table()
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of A + B from A's (``crc1``), B's (``crc2``) and B's length (zlib's
+    crc32_combine), without B's bytes: a spilled section is known by its CRC alone."""
+    p, k, n = 1 << 31, 3, length2  # x^(8 n): n bytes
+    while n:
+        if n & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
+
+
+def _informational(value: object, significant: int = 4) -> object:
+    """A stats figure cut (towards zero) to ``significant`` digits: full float precision
+    would be most of a small model's compressed header, and the figures only inform."""
     if not (is_finite_number(value) and 1e-290 < abs(value) < 1e290):
         return value
-    digits = 3 - math.floor(math.log10(abs(value)))
+    digits = significant - 1 - math.floor(math.log10(abs(value)))
     scale = 10.0**digits
     return math.trunc(value * scale) / scale
 
@@ -475,11 +636,10 @@ def _inflate_header(stored: bytes, expected: int, version: int) -> bytes:
     return text
 
 
-def _verify_checksums(
-    f: Any, path: Path, entries: list[dict], layout: list[tuple[int, int, int, str]]
-) -> None:
-    """CRC-32 of every section, read in file order one chunk at a time."""
-    for _, length, i, role in layout:  # sorted and contiguous: f is at each one's start
+def _verify_checksums(f: Any, path: Path, checks: list[tuple[int, int, int, str]]) -> None:
+    """CRC-32 of every checked range (offset, length, CRC-32, what it holds), read in file
+    order one chunk at a time."""
+    for _, length, expected, what in sorted(checks):  # contiguous: f is at each one's start
         crc, left = 0, length
         while left:
             chunk = f.read(min(left, 1 << 20))
@@ -487,11 +647,9 @@ def _verify_checksums(
                 raise CorruptFileError(f"{path}: the file changed while it was read.")
             crc = zlib.crc32(chunk, crc)
             left -= len(chunk)
-        if crc != entries[i]["sections"][role][2]:
-            if "path" in entries[i]:
-                raise CorruptFileError(f"{path}: file {entries[i]['path']!r}: the checksum "
-                                       "does not match; the file is damaged.")
-            raise CorruptFileError(_checksum_message(path, entries[i]["name"], role))
+        if crc != expected:
+            raise CorruptFileError(f"{path}: {what}: the checksum does not match; the file "
+                                   "is damaged.")
 
 
 def _parse_header(raw: bytes, version: int = VERSION) -> dict:
@@ -503,9 +661,17 @@ def _parse_header(raw: bytes, version: int = VERSION) -> dict:
     keys = {"metadata", "tensors"}
     if version >= FILES_VERSION and isinstance(header, dict) and "files" in header:
         keys.add("files")
+    if version >= COMPACT_INDEX_VERSION and isinstance(header, dict) and "checksums" in header:
+        keys.add("checksums")
     if not isinstance(header, dict) or set(header) != keys:
-        raise CorruptFileError("the header must be an object with keys metadata and tensors"
-                               + (" (and files)." if version >= FILES_VERSION else "."))
+        raise CorruptFileError(
+            "the header must be an object with keys metadata and tensors"
+            + (" (and files, checksums)." if version >= COMPACT_INDEX_VERSION
+               else " (and files)." if version >= FILES_VERSION else ".")
+            + (" The compact index (checksums) is new in version "
+               f"{COMPACT_INDEX_VERSION}; this file is version {version}."
+               if isinstance(header, dict) and "checksums" in header
+               and version < COMPACT_INDEX_VERSION else ""))
     files = header.setdefault("files", [])
     if not isinstance(files, list) or len(files) > MAX_FILES:
         raise CorruptFileError(f"header files must be a list of at most {MAX_FILES}.")
@@ -515,6 +681,75 @@ def _parse_header(raw: bytes, version: int = VERSION) -> dict:
     if not isinstance(tensors, list) or len(tensors) > MAX_TENSORS:
         raise CorruptFileError(f"header tensors must be a list of at most {MAX_TENSORS}.")
     return header
+
+
+def _compact_ranges(entry: dict, cursor: int, data_size: int) -> dict[str, list]:
+    """A tensor's sections in the compact index (their lengths, laid out from ``cursor`` in
+    order) as [offset, length, None]: its group's CRC-32 checks them."""
+    where = f"tensor {entry['name']!r}"
+    lengths = entry.get("sections")
+    if not isinstance(lengths, dict) or len(lengths) > MAX_SECTIONS_PER_TENSOR:
+        raise CorruptFileError(
+            f"{where}: sections must be an object of at most {MAX_SECTIONS_PER_TENSOR} entries."
+        )
+    result = {}
+    for role, length in lengths.items():
+        if not is_int(length) or length < 0:
+            raise CorruptFileError(f"{where}: section {role!r} must be its length in bytes, "
+                                   "a non-negative integer, in a file with a compact index.")
+        if cursor + length > data_size:
+            raise CorruptFileError(
+                f"{where}: section {role!r} ends at {cursor + length}, past the end of the "
+                f"data ({data_size} bytes); the file is truncated or damaged."
+            )
+        result[role] = [cursor, length, None]
+        cursor += length
+    return result
+
+
+def _checksum_groups(checksums: object, entries: list[dict], max_memory: int
+                     ) -> tuple[list[tuple[int, int, int, int, int]], list[int]]:
+    """The compact index's groups, checked: [tensor count, CRC-32] each, at least one
+    tensor a group, covering every tensor once in order; each group's bytes within
+    ``max_memory`` (a tensor's read holds its group). Returns the groups as (offset, length,
+    CRC-32, first tensor, count) and each tensor's group."""
+    if not isinstance(checksums, list) or len(checksums) > max(len(entries), 1):
+        raise CorruptFileError("checksums must be a list of at most one group a tensor.")
+    groups, group_of, first = [], [], 0
+    for g, spec in enumerate(checksums):
+        if not (isinstance(spec, list) and len(spec) == 2 and all(map(is_int, spec))
+                and 1 <= spec[0] <= len(entries) - first and 0 <= spec[1] < 1 << 32):
+            raise CorruptFileError(
+                f"checksum group {g + 1} must be [tensor count, crc32], with 1 to "
+                f"{len(entries) - first} tensors (those the groups before it leave).")
+        count, crc = spec
+        members = [range_ for entry in entries[first:first + count]
+                   for range_ in entry["sections"].values()]
+        offset = members[0][0] if members else _group_start(entries, first)
+        length = sum(length for _, length, _ in members)
+        if count > 1 and length > CHECKSUM_GROUP_BYTES:  # a read of one tensor is bounded
+            raise CorruptFileError(
+                f"checksum group {g + 1}: {count} tensors of {length} bytes; a group of more "
+                f"than one tensor holds at most {CHECKSUM_GROUP_BYTES} bytes.")
+        if length > max_memory:
+            raise CorruptFileError(
+                f"checksum group {g + 1}: its {length} bytes exceed the memory limit of "
+                f"{max_memory}; raise max_memory if the file is trusted.")
+        groups.append((offset, length, crc, first, count))
+        group_of += [g] * count
+        first += count
+    if first != len(entries):
+        raise CorruptFileError(f"the checksum groups cover {first} of the {len(entries)} "
+                               "tensors; each must be in one.")
+    return groups, group_of
+
+
+def _group_start(entries: list[dict], first: int) -> int:
+    """Where tensor ``first``'s sections would begin (a group of tensors without sections)."""
+    for entry in reversed(entries[:first]):
+        for offset, length, _ in reversed(list(entry["sections"].values())):
+            return offset + length
+    return 0
 
 
 def _section_ranges(entry: dict, data_size: int) -> dict[str, tuple[int, int, int]]:
@@ -605,15 +840,28 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
         header = _parse_header(_inflate_header(raw, inflated_len, version), version)
         data_size = size - PREFIX.size - header_len
         entries, files = header["tensors"], header["files"]
+        compact = "checksums" in header
         names: set[str] = set()
         layout: list[tuple[int, int, int, str]] = []
+        checks: list[tuple[int, int, int, str]] = []  # (offset, length, crc, what)
+        cursor = 0
         for i, entry in enumerate(entries):
             name, _, _ = check_entry(entry, max_memory)
             if name in names:
                 raise CorruptFileError(f"two tensors are called {name!r}.")
             names.add(name)
-            for role, (offset, length, _) in _section_ranges(entry, data_size).items():
+            if compact:
+                entry["sections"] = _compact_ranges(entry, cursor, data_size)
+                cursor += sum(length for _, length, _ in entry["sections"].values())
+            ranges = entry["sections"] if compact else _section_ranges(entry, data_size)
+            for role, (offset, length, crc) in ranges.items():
                 layout.append((offset, length, i, role))
+                if not compact:
+                    checks.append((offset, length, crc, _section_what(name, role)))
+        groups, group_of = (_checksum_groups(header["checksums"], entries, max_memory)
+                            if compact else ([], []))
+        checks += [(offset, length, crc, _group_what(entries, g, len(groups), first, count))
+                   for g, (offset, length, crc, first, count) in enumerate(groups)]
         paths: set[str] = set()
         earlier = prefixes = 0  # payload bytes of the files so far; of the prefixes
         for j, entry in enumerate(files):
@@ -627,12 +875,13 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
                               prefixes, max_memory)
                 prefixes += earlier
             earlier += payload
-            for role, (offset, length, _) in _section_ranges(entry, data_size).items():
+            for role, (offset, length, crc) in _section_ranges(entry, data_size).items():
                 if length > max_memory:
                     raise CorruptFileError(
                         f"file {path_in_model!r}: its {length} bytes exceed the memory limit "
                         f"of {max_memory}; raise max_memory if the file is trusted.")
                 layout.append((offset, length, len(entries) + j, role))
+                checks.append((offset, length, crc, f"file {path_in_model!r}"))
         owners = entries + files
         layout.sort()
         cursor = 0
@@ -662,7 +911,7 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
         raise CorruptFileError(f"{path}: {exc}") from exc
 
     if verify:
-        _verify_checksums(f, path, owners, layout)
+        _verify_checksums(f, path, checks)
     return DnaFile(
         path=path,
         version=version,
@@ -671,4 +920,6 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
         header_bytes=PREFIX.size + header_len,
         file_bytes=size,
         files=files,
+        groups=groups,
+        group_of=group_of,
     )

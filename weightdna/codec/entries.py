@@ -21,14 +21,20 @@ from weightdna.errors import CorruptFileError
 # coded in lanes (``"compression": "lanes"``, `weightdna.codec.lanes`); 11: per-row steps
 # on a grid (``grid``, `weightdna.codec.rowsteps`); 12: a stored file's frame drawn on the
 # files before it (``prefix``) and a JSON vocabulary stored as lines (``vocab``,
-# `weightdna.codec.filecoding`). A file is written as the lowest version that holds its
-# entries (`file_version`): one without any of them as version 8, byte for byte as before.
+# `weightdna.codec.filecoding`); 13: the compact index (``checksums``: each tensor's
+# sections given by their lengths alone, laid out in order, and a CRC-32 per group of
+# consecutive tensors, `weightdna.codec.container`) and a small ``raw`` tensor packed by
+# its significant bits (``"compression": "packed"``, `weightdna.codec.packed`). A file is
+# written as the lowest version that holds its entries (`file_version`): one without any
+# of them as version 8, byte for byte as before.
 COLUMNS_VERSION = 9
 LANES_VERSION = 10
 GRID_VERSION = 11
 FILE_CODING_VERSION = 12
 FILE_CODING_KEYS = ("prefix", "vocab")
-VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION)
+COMPACT_INDEX_VERSION = 13
+VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
+              COMPACT_INDEX_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -62,12 +68,16 @@ DECODE_BLOCK_ELEMENTS = 1 << 18
 DECODE_BLOCK_BYTES = 32
 
 
-def file_version(entries: Sequence[dict], files: Sequence[dict] = ()) -> int:
+def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
+                 compact_index: bool = False) -> int:
     """The version a file of these tensor entries and stored-file entries is written as:
     the lowest that holds them (COLUMNS_VERSION with a ``quantized`` tensor's per-column
     factors, LANES_VERSION with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row
-    steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``, else
-    8)."""
+    steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
+    COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor, else 8)."""
+    if compact_index or any(isinstance(e.get("params"), dict)
+                            and e["params"].get("compression") == "packed" for e in entries):
+        return COMPACT_INDEX_VERSION
     version = COLUMNS_VERSION - 1
     if any(key in entry for entry in files for key in FILE_CODING_KEYS):
         version = FILE_CODING_VERSION

@@ -1,6 +1,8 @@
 """Bit-exact storage of a tensor: a float one by its bit fields (format version 7,
 `weightdna.codec.floatfields`) or, when asked for speed, in lanes (format version 10,
-`weightdna.codec.lanes`), or its raw bytes, optionally split into byte planes, zstd."""
+`weightdna.codec.lanes`), or its raw bytes, optionally split into byte planes, zstd; read
+also a small one packed by its significant bits (format version 13, `weightdna.codec.packed`:
+the container packs them in a file with the compact index)."""
 
 from __future__ import annotations
 
@@ -117,6 +119,14 @@ def decode_lossless(
     version; the fields coding exists from 7, the lanes coding from 10)."""
     coding = params.get("compression") if isinstance(params, dict) else None
     # (a hostile header's value may be any JSON: compared, never hashed)
+    if coding == "packed":  # version 13, written by the container (`packed`)
+        from weightdna.codec.packed import PACKED_VERSION, decode_packed
+
+        if version < PACKED_VERSION:
+            raise CorruptFileError(f"{where}: the packed coding needs format version "
+                                   f"{PACKED_VERSION}.")
+        return tensor_from_bytes(decode_packed(params, sections, dtype, shape, where), dtype,
+                                 shape)
     since = (FIELDS_VERSION if coding == "fields" else LANES_VERSION if coding == "lanes"
              else None)
     if since is not None:
