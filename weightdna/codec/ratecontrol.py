@@ -111,7 +111,8 @@ PER_ROW_MARGIN = 2.0
 # "layer": a tensor's error weighed by 1/N_t^LAYER_EXPONENT (1: once per tensor). 0.5 was
 # measured worse on the panel at format version 4: MiniLM 0.969 against 0.976 at 3
 # bits/weight, the digits CNN 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the
-# model panel").
+# model panel"); so were 0.75 and 0.5 on the unseen panel at 2–4 (BENCHMARKS.md, "Tensor
+# weights between layer and relative").
 LAYER_EXPONENT = 1.0
 # Objectives for measuring tensor weights between "layer" and "relative", not in OBJECTIVES
 # (BENCHMARKS.md, "Tensor weights between layer and relative"): ``layer:α`` (each tensor's
