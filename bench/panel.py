@@ -6,7 +6,8 @@
         [--calibration none,synthetic] [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
-(no calibration data), decompressed and judged by what it does:
+(no calibration data), decompressed and judged by what it does. ``--objectives`` also takes
+the measuring objectives ``layer:α`` and ``share`` (`weightdna.codec.ratecontrol.SHARE`):
 
 * ``mlp``, ``cnn``: the engine's digits models (the recipes, seed 0), held-out accuracy;
 * ``bncnn``: `weightdna.evaluate.panel.BatchNormCNN` trained in PyTorch, two output

@@ -477,10 +477,11 @@ def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[
 def _probe(tc: TensorCandidates, probe: tuple) -> None:
     """Set ``tc``'s sensitivity and objective and measure its curve (`_analyse`'s
     ``probe``)."""
-    sensitivity, objective, measured, target, per_row, row_weight = probe
+    sensitivity, objective, measured, target, per_row, row_weight, mean_numel = probe
     tc.sensitivity = sensitivity
     if target.kind in ("bits_per_weight", "snr"):
-        apply_objective(tc, objective, measured=measured, row_weight=row_weight)
+        apply_objective(tc, objective, measured=measured, row_weight=row_weight,
+                        mean_numel=mean_numel)
     tc.curve = rate_curve(tc, target, per_row)
 
 
@@ -802,9 +803,12 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
                          key=lambda name: -weights.info(name).numel)
         analysed = {}
 
+        # "share": the mean size of the tensors coded at the rate (`apply_objective`).
+        mean_numel = sum(weights.info(n).numel for n in lossy) / len(lossy)
+
         def probe(name: str) -> tuple:
             return (weight_of(name), objective, sensitivity is not None, target, per_row,
-                    (row_weights or {}).get(name))
+                    (row_weights or {}).get(name), mean_numel)
 
         tasks = [(weights.info(name), candidates_of(name), dna_config, probe(name))
                  for name in by_size]

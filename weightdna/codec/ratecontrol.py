@@ -111,7 +111,8 @@ PER_ROW_MARGIN = 2.0
 # "layer": a tensor's error weighed by 1/N_t^LAYER_EXPONENT (1: once per tensor). 0.5 was
 # measured worse on the panel at format version 4: MiniLM 0.969 against 0.976 at 3
 # bits/weight, the digits CNN 83.6% against 89.7% at 2 (BENCHMARKS.md, "Function on the
-# model panel").
+# model panel"); so were 0.75 and 0.5 on the unseen panel at 2–4 (BENCHMARKS.md, "Tensor
+# weights between layer and relative").
 LAYER_EXPONENT = 1.0
 # How "layer" and "relative" weigh a tensor's rows against each other: row r's error
 # relative to ms_r^ROW_EXPONENT · ms_t^(1 − ROW_EXPONENT) (ms_r its mean square, ms_t the
@@ -130,6 +131,12 @@ ROW_EXPONENT = 1.0
 # file changes at the panel's rates; one step wins only where a tensor codes to almost
 # nothing (same section of BENCHMARKS.md).
 ROW_STEPS_RULE = "high-rate"
+# Objectives for measuring tensor weights between "layer" and "relative", not in OBJECTIVES
+# (BENCHMARKS.md, "Tensor weights between layer and relative"): ``layer:α`` (each tensor's
+# mean relative error counts N_t^α times, `layer_exponent`) and SHARE (it counts
+# max(N_t, N̄) times, N̄ the mean size of the tensors coded at the rate: "relative" for a
+# tensor larger than the mean, no smaller tensor counted less than a mean one).
+SHARE = "share"
 
 
 @dataclass(frozen=True)
@@ -498,10 +505,32 @@ def with_prediction(tc: TensorCandidates, prediction: Prediction,
 
 
 def check_objective(objective: str) -> None:
-    """Refuse an objective not in OBJECTIVES."""
-    if objective not in OBJECTIVES:
+    """Refuse an objective not in OBJECTIVES, nor ``layer:α`` (`layer_exponent`)."""
+    if (objective not in OBJECTIVES and objective != SHARE
+            and layer_exponent(objective) is None):
         raise InvalidInputError(f"unknown objective {objective!r}; use one of "
-                                f"{', '.join(OBJECTIVES)}.")
+                                f"{', '.join(OBJECTIVES)}, layer:α (0 ≤ α ≤ 1: each "
+                                "tensor counts N^α times, N its elements) or share.")
+
+
+def layer_exponent(objective: str) -> float | None:
+    """The exponent e of ``objective``'s weight 1/N_t^e per element of tensor t: LAYER_EXPONENT
+    for "layer", 0 for "relative", 1 − α for ``layer:α`` (0 ≤ α ≤ 1: each tensor's mean
+    relative error counts N_t^α times: α = 0 is "layer", α = 1 "relative"; for measuring
+    weights between the two, BENCHMARKS.md "Tensor weights between layer and relative");
+    None for "mse" or an objective that is none of these."""
+    if objective == "layer":
+        return LAYER_EXPONENT
+    if objective == "relative":
+        return 0.0
+    head, _, tail = objective.partition(":")
+    if head != "layer" or not tail:
+        return None
+    try:
+        alpha = float(tail)
+    except ValueError:
+        return None
+    return 1.0 - alpha if 0.0 <= alpha <= 1.0 else None
 
 
 def floored_row_ms(row_ms: np.ndarray, ms_t: float) -> np.ndarray:
@@ -511,7 +540,8 @@ def floored_row_ms(row_ms: np.ndarray, ms_t: float) -> np.ndarray:
 
 
 def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False,
-                    row_weight: np.ndarray | None = None) -> None:
+                    row_weight: np.ndarray | None = None,
+                    mean_numel: float | None = None) -> None:
     """Set ``tc``'s sensitivity and per-row steps for ``objective`` (module docstring).
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
     objective's weight of the whole tensor (its rows are still weighed against each
@@ -527,7 +557,8 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     bits per weight, no data: 0.9861 (rows by prior^0.65 over their own mean square) →
     0.9877 (BENCHMARKS.md, "Word-embedding rows by their absolute error"). The rows'
     weights are kept as ``tc.row_norm`` whether or not the tensor gets per-row steps (the
-    objective's rows weighed as ms_r^ROW_EXPONENT · ms_t^(1 − ROW_EXPONENT))."""
+    objective's rows weighed as ms_r^ROW_EXPONENT · ms_t^(1 − ROW_EXPONENT)).
+    ``mean_numel``: N̄ for the SHARE objective (the tensor's own size when None)."""
     check_objective(objective)
     tc.row_scale = tc.row_norm = None
     ms_t = tc.signal / max(tc.info.numel, 1)
@@ -546,7 +577,11 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     mean = float(weight.mean())
     if not measured and objective != "mse":
         # "layer": each tensor's mean relative error counts once, whatever its size.
-        tc.sensitivity *= mean / (tc.info.numel ** LAYER_EXPONENT if objective == "layer" else 1)
+        if objective == SHARE:  # counted max(N, N̄) times: max(1, N̄/N) per element
+            tc.sensitivity *= mean * max(1.0, (mean_numel or 0.0) / max(tc.info.numel, 1))
+        else:
+            exponent = layer_exponent(objective)
+            tc.sensitivity *= mean / (tc.info.numel ** exponent if exponent else 1)
     if ms.size < 2:
         return
     gain_bits = 0.5 * tc.info.numel * math.log2(mean / math.exp(float(np.log(weight).mean())))
