@@ -71,8 +71,9 @@ class OutputCheck:
     def describe(self) -> str:
         if not self.informative:
             return (f"outputs on {self.samples} synthetic inputs ({self.kind}): the original "
-                    "model gives the same output for every one, so they cannot tell whether "
-                    "the restored model still works; judge it on real inputs")
+                    f"model gives the same output (within {SAME_OUTPUTS:.0%}) for every one, "
+                    "so they cannot tell whether the restored model still works; judge it "
+                    "on real inputs")
         fed = f"; {self.fed}" if self.fed else ""
         return (f"outputs on {self.samples} synthetic inputs ({self.kind}{fed}): cosine to "
                 f"the original's mean {self.mean_cosine:.4f}, worst {self.worst_cosine:.4f}")
