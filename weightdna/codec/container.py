@@ -687,21 +687,12 @@ def _compact_ranges(entry: dict, cursor: int, data_size: int) -> dict[str, list]
     """A tensor's sections in the compact index (their lengths, laid out from ``cursor`` in
     order) as [offset, length, None]: its group's CRC-32 checks them."""
     where = f"tensor {entry['name']!r}"
-    lengths = entry.get("sections")
-    if not isinstance(lengths, dict) or len(lengths) > MAX_SECTIONS_PER_TENSOR:
-        raise CorruptFileError(
-            f"{where}: sections must be an object of at most {MAX_SECTIONS_PER_TENSOR} entries."
-        )
     result = {}
-    for role, length in lengths.items():
+    for role, length in _sections_object(entry, where).items():
         if not is_int(length) or length < 0:
             raise CorruptFileError(f"{where}: section {role!r} must be its length in bytes, "
                                    "a non-negative integer, in a file with a compact index.")
-        if cursor + length > data_size:
-            raise CorruptFileError(
-                f"{where}: section {role!r} ends at {cursor + length}, past the end of the "
-                f"data ({data_size} bytes); the file is truncated or damaged."
-            )
+        _check_end(where, role, cursor + length, data_size)
         result[role] = [cursor, length, None]
         cursor += length
     return result
@@ -715,7 +706,7 @@ def _checksum_groups(checksums: object, entries: list[dict], max_memory: int
     CRC-32, first tensor, count) and each tensor's group."""
     if not isinstance(checksums, list) or len(checksums) > max(len(entries), 1):
         raise CorruptFileError("checksums must be a list of at most one group a tensor.")
-    groups, group_of, first = [], [], 0
+    groups, group_of, first, offset = [], [], 0, 0
     for g, spec in enumerate(checksums):
         if not (isinstance(spec, list) and len(spec) == 2 and all(map(is_int, spec))
                 and 1 <= spec[0] <= len(entries) - first and 0 <= spec[1] < 1 << 32):
@@ -723,10 +714,10 @@ def _checksum_groups(checksums: object, entries: list[dict], max_memory: int
                 f"checksum group {g + 1} must be [tensor count, crc32], with 1 to "
                 f"{len(entries) - first} tensors (those the groups before it leave).")
         count, crc = spec
-        members = [range_ for entry in entries[first:first + count]
-                   for range_ in entry["sections"].values()]
-        offset = members[0][0] if members else _group_start(entries, first)
-        length = sum(length for _, length, _ in members)
+        # The compact index lays the tensors' sections out in order from 0: a group begins
+        # where the one before it ends.
+        length = sum(length for entry in entries[first:first + count]
+                     for _, length, _ in entry["sections"].values())
         if count > 1 and length > CHECKSUM_GROUP_BYTES:  # a read of one tensor is bounded
             raise CorruptFileError(
                 f"checksum group {g + 1}: {count} tensors of {length} bytes; a group of more "
@@ -738,41 +729,43 @@ def _checksum_groups(checksums: object, entries: list[dict], max_memory: int
         groups.append((offset, length, crc, first, count))
         group_of += [g] * count
         first += count
+        offset += length
     if first != len(entries):
         raise CorruptFileError(f"the checksum groups cover {first} of the {len(entries)} "
                                "tensors; each must be in one.")
     return groups, group_of
 
 
-def _group_start(entries: list[dict], first: int) -> int:
-    """Where tensor ``first``'s sections would begin (a group of tensors without sections)."""
-    for entry in reversed(entries[:first]):
-        for offset, length, _ in reversed(list(entry["sections"].values())):
-            return offset + length
-    return 0
-
-
 def _section_ranges(entry: dict, data_size: int) -> dict[str, tuple[int, int, int]]:
     where = f"tensor {entry['name']!r}" if "name" in entry else f"file {entry['path']!r}"
-    ranges = entry.get("sections")
-    if not isinstance(ranges, dict) or len(ranges) > MAX_SECTIONS_PER_TENSOR:
-        raise CorruptFileError(
-            f"{where}: sections must be an object of at most {MAX_SECTIONS_PER_TENSOR} entries."
-        )
     result = {}
-    for role, spec in ranges.items():
+    for role, spec in _sections_object(entry, where).items():
         if not (isinstance(spec, list) and len(spec) == 3 and all(map(is_int, spec))):
             raise CorruptFileError(f"{where}: section {role!r} must be [offset, length, crc32].")
         offset, length, crc = spec
         if offset < 0 or length < 0 or not 0 <= crc < 1 << 32:
             raise CorruptFileError(f"{where}: section {role!r} has a negative or invalid field.")
-        if offset + length > data_size:
-            raise CorruptFileError(
-                f"{where}: section {role!r} ends at {offset + length}, past the end of the "
-                f"data ({data_size} bytes); the file is truncated or damaged."
-            )
+        _check_end(where, role, offset + length, data_size)
         result[role] = (offset, length, crc)
     return result
+
+
+def _sections_object(entry: dict, where: str) -> dict:
+    """An entry's ``sections``, checked to be an object of at most MAX_SECTIONS_PER_TENSOR."""
+    sections = entry.get("sections")
+    if not isinstance(sections, dict) or len(sections) > MAX_SECTIONS_PER_TENSOR:
+        raise CorruptFileError(
+            f"{where}: sections must be an object of at most {MAX_SECTIONS_PER_TENSOR} entries."
+        )
+    return sections
+
+
+def _check_end(where: str, role: str, end: int, data_size: int) -> None:
+    if end > data_size:
+        raise CorruptFileError(
+            f"{where}: section {role!r} ends at {end}, past the end of the data ({data_size} "
+            "bytes); the file is truncated or damaged."
+        )
 
 
 def read_dna_file(
