@@ -14,8 +14,10 @@ last byte padded with zero bits:
 * an integer tensor (int8 to int64, not bool): the value is ``base + u``, within the
   dtype's range; ``shift`` is 0 and ``sign`` false.
 
-Only tensors of at most MAX_ELEMENTS values are packed (`weightdna.codec.lossless` keeps
-the smaller of this and its other codings), so decoding works on Python integers.
+Only tensors of at most MAX_ELEMENTS values are packed, so decoding works on Python
+integers. The writer packs a ``raw`` tensor where this is smaller than its other coding, in
+a file with the compact index (`weightdna.codec.container`), and `weightdna.codec.lossless`
+reads it.
 """
 
 from __future__ import annotations

@@ -31,9 +31,10 @@ cosine of 1 (zeros against zeros) for a collapsed model or of 0 for a working on
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,7 +225,7 @@ def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
     for spec in session.get_inputs():
         if spec.name in skip:
             continue
-        free = [not (isinstance(d, int) and d > 0) for d in spec.shape]
+        free = [_symbolic(d) for d in spec.shape]
         shape = [1 if f else d for f, d in zip(free, spec.shape, strict=True)]
         if shape and free[0]:
             shape[0] = samples
@@ -378,19 +379,32 @@ def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator
     if samples > 1 and not _batched(session, skip):
         # Every input's first dimension is fixed (a graph exported for batch 1): one
         # sample per run, or the check would compare a single input with itself.
-        more = [onnx_feeds(session, samples, rng, skip=skip, ids=ids)
-                for _ in range(samples - 1)]
-        runs = [first] + [_run(session, f) for f in more]
-        if any(r is None for r in runs):
-            return None
-        return OnnxInputs([feeds, *more], np.stack(runs), "fed one at a time")
+        return _one_at_a_time(session, feeds, first, samples, "fed one at a time",
+                              lambda: onnx_feeds(session, samples, rng, skip=skip, ids=ids))
     return OnnxInputs([feeds], first)
+
+
+def _one_at_a_time(session: Any, feeds: dict[str, np.ndarray], first: np.ndarray,
+                   samples: int, fed: str,
+                   draw: Callable[[], dict[str, np.ndarray] | None]) -> OnnxInputs | None:
+    """``feeds`` (whose run gave ``first``) and ``samples`` − 1 more drawn by ``draw()``,
+    each run alone; None if one of them does not run."""
+    more = [draw() for _ in range(samples - 1)]
+    runs = [first] + [_run(session, f) for f in more]
+    if any(r is None for r in runs):
+        return None
+    return OnnxInputs([feeds, *more], np.stack(runs), fed)
 
 
 def _batched(session: Any, skip: set[str]) -> bool:
     """Whether some fed input of ``session`` has a symbolic first dimension (a batch)."""
-    return any(spec.shape and not (isinstance(spec.shape[0], int) and spec.shape[0] > 0)
+    return any(spec.shape and _symbolic(spec.shape[0])
                for spec in session.get_inputs() if spec.name not in skip)
+
+
+def _symbolic(dimension: Any) -> bool:
+    """Whether an input spec's dimension is left open (a name, None or not positive)."""
+    return not (isinstance(dimension, int) and dimension > 0)
 
 
 def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
@@ -407,22 +421,18 @@ def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str]
         if tries > LADDER or time.perf_counter() - started > LADDER_SECONDS:
             return None
         values = dict(zip(scalars, combo, strict=True))
-        feeds = [onnx_feeds(session, 1, rng, skip, ids, length, values)]
-        if feeds[0] is None:
+        feeds = onnx_feeds(session, 1, rng, skip, ids, length, values)
+        if feeds is None:
             return None
-        first = _run(session, feeds[0])
+        first = _run(session, feeds)
         if first is None:
             continue
-        feeds += [onnx_feeds(session, 1, rng, skip, ids, length, values)
-                  for _ in range(samples - 1)]
-        runs = [first] + [_run(session, f) for f in feeds[1:]]
-        if any(r is None for r in runs):
-            return None
         fed = ", ".join(["fed one at a time"]
                         + ([f"symbolic last dimensions {length}"] if length else [])
                         + [f"{name}={value} (compared with it in the graph)"
                            for name, value in values.items()])
-        return OnnxInputs(feeds, np.stack(runs), fed)
+        return _one_at_a_time(session, feeds, first, samples, fed, functools.partial(
+            onnx_feeds, session, 1, rng, skip, ids, length, values))
     return None
 
 
