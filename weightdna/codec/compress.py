@@ -691,9 +691,7 @@ def _compress_and_write(weights: ModelWeights, output: Path, target: Target, cod
         tensors = coder.reports(local)
         written = read_dna_file(output, verify=False)
         if written.groups:  # the compact index packs small raw tensors: their bytes on disk
-            held = {e["name"]: sum(length for _, length, _ in e["sections"].values())
-                    for e in written.entries}
-            tensors = [replace(t, bytes=held[t.name]) for t in tensors]
+            tensors = [replace(t, bytes=written.section_bytes(t.name)) for t in tensors]
         report("writing", 1, 1)
     return size, snr, psnr, tensors
 
