@@ -329,6 +329,11 @@ def test_every_tensor_gets_a_sensitivity() -> None:
     assert for_every_tensor(measured, ["a", "b", "c", "d", "pooler"]) == {
         "a": 4.0, "b": 1.0, "c": 1.0, "d": 9.0, "pooler": 4.0}
     assert for_every_tensor({"c": 0.0}, ["c", "x"]) == {"c": 1.0, "x": 1.0}
+    # Perturbed, a Pow's exponent made the outputs NaN: the most sensitive measured, not
+    # NaN (which compress refuses: "the sensitivity of ... must be > 0").
+    nan = {**measured, "exponent": float("nan"), "huge": float("inf")}
+    assert for_every_tensor(nan, ["a", "exponent", "huge"]) == {
+        "a": 4.0, "exponent": 9.0, "huge": 9.0}
 
 
 def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(

@@ -264,3 +264,141 @@ def test_evaluate_feeds_a_graph_that_needs_the_ladder(tmp_path: Path) -> None:
     noisy["w"] = state["w"] + torch.randn_like(state["w"]) * 3
     save_file(noisy, str(tmp_path / "noisy.safetensors"))
     assert evaluate_onnx(path, tmp_path / "noisy.safetensors")["worst_cosine"] < 0.9
+
+
+def _normalised_image_net(path: Path, shape: list) -> Path:
+    """A small image network: each image normalised over its sides (InstanceNormalization,
+    as a norm layer does), a 3×3 conv, ReLU, global average pool, a 8×4 matrix. Fed 1×1
+    images, every one normalises to its bias: the same output for every input."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in (
+        ("scale", np.ones(3)), ("bias", rng.standard_normal(3)),
+        ("kernel", rng.standard_normal((8, 3, 3, 3))), ("W", rng.standard_normal((8, 4))))]
+    graph = helper.make_graph(
+        [helper.make_node("InstanceNormalization", ["x", "scale", "bias"], ["normal"]),
+         helper.make_node("Conv", ["normal", "kernel"], ["conv"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["conv"], ["relu"]),
+         helper.make_node("GlobalAveragePool", ["relu"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["flat"]),
+         helper.make_node("MatMul", ["flat", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_open_image_sides_are_fed_as_images_the_check_can_tell(tmp_path: Path) -> None:
+    # PP-OCR's recognizer ([N, 3, H, W], H and W open) was fed 1×1 images, on which it
+    # answers "blank" for every one: the check could not tell a restore that read 1 line of
+    # 300 from the original. Open image sides are now 64×64.
+    pytest.importorskip("onnxruntime")
+    path = _normalised_image_net(tmp_path / "image.onnx", ["n", 3, "h", "w"])
+    state = load_weights(path).state_dict()
+    same = check_outputs(path, state)
+    assert same is not None and same.informative and same.worst_cosine == 1.0, same
+    assert "64×64" in same.describe()
+    noisy = dict(state)
+    noisy["kernel"] = state["kernel"] + torch.randn_like(state["kernel"])
+    broken = check_outputs(path, noisy)
+    assert broken is not None and broken.informative and broken.diverged, broken
+
+
+def test_image_sides(tmp_path: Path) -> None:
+    # Both sides open: 64×64; one open: a strip of the fixed one (rapidocr's 48-high lines:
+    # 192 wide); channels last (NHWC) too; other inputs and fixed sides untouched.
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from weightdna.evaluate.outputs import image_sides, onnx_feeds
+
+    assert image_sides(["n", 3, "h", "w"]) == {2: 64, 3: 64}
+    assert image_sides([None, 3, 48, None]) == {3: 192}
+    assert image_sides([1, 3, None, 320]) == {2: 80}
+    assert image_sides(["n", "h", "w", 3]) == {1: 64, 2: 64}
+    assert image_sides(["n", 1, 64, "t"]) == {3: 256}
+    assert image_sides(["n", 3, 224, "w"]) == {3: 512}
+    for other in (["n", 3, 224, 224], ["n", 7, "h", "w"], ["n", "t", 80], ["n", "c", "h", "w"]):
+        assert image_sides(other) == {}
+    specs = {"nchw": ["n", 3, "h", "w"], "line": ["n", 3, 48, "w"], "nhwc": ["n", "h", "w", 3],
+             "frames": ["n", "t", 16]}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in specs], "g",
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in specs.items()],
+        [helper.make_tensor_value_info(f"{n}_out", TensorProto.FLOAT, None) for n in specs])
+    path = tmp_path / "specs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = onnx_feeds(session, 2, np.random.default_rng(0))
+    assert {n: f.shape for n, f in feeds.items()} == {
+        "nchw": (2, 3, 64, 64), "line": (2, 3, 48, 192), "nhwc": (2, 64, 64, 3),
+        "frames": (2, 1, 16)}
+    plain = onnx_feeds(session, 2, np.random.default_rng(0), images=False)
+    assert plain["nchw"].shape == (2, 3, 1, 1) and plain["line"].shape == (2, 3, 48, 1)
+
+
+def test_a_graph_that_runs_only_on_one_pixel_images_is_fed_those(tmp_path: Path) -> None:
+    # Where the graph does not run on 64×64 (a Reshape to (batch, 3): one pixel per
+    # image), the spec's 1s, as before.
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.array([0, 3], dtype=np.int64), "rows"),
+               numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 4))
+                                       .astype(np.float32), "W")]
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "rows"], ["pixels"]),
+         helper.make_node("MatMul", ["pixels", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    path = tmp_path / "pixels.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    check = check_outputs(path, load_weights(path).state_dict())
+    assert check is not None and check.informative and check.worst_cosine == 1.0, check
+    assert check.fed == ""
+
+
+def test_probabilities_near_zero_for_every_input_tell_nothing(tmp_path: Path) -> None:
+    # rapidocr's text detector, fed noise of any size, gives a probability map below 10⁻⁴
+    # everywhere: its rows differ by all of their largest value, so they looked informative
+    # and a detector that kept 94% of its text pixels scored a worst cosine of 0.0000.
+    # A probability (a Sigmoid's or Softmax's output) is measured against 1.
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from weightdna.evaluate.outputs import output_scale, same_for_every_input
+
+    rng = np.random.default_rng(0)
+
+    def sigmoid_net(path: Path, offset: float) -> Path:
+        weights = [numpy_helper.from_array(rng.standard_normal((16, 4)).astype(np.float32),
+                                           "W"),
+                   numpy_helper.from_array(np.full(4, offset, dtype=np.float32), "b")]
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "W"], ["logits"]),
+             helper.make_node("Add", ["logits", "b"], ["shifted"]),
+             helper.make_node("Sigmoid", ["shifted"], ["p"]),
+             helper.make_node("Identity", ["p"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+             helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], weights)
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+        return path
+
+    dead = sigmoid_net(tmp_path / "dead.onnx", -30.0)
+    assert output_scale(dead) == 1.0
+    state = load_weights(dead).state_dict()
+    noisy = dict(state, W=state["W"] + torch.randn_like(state["W"]))
+    check = check_outputs(dead, noisy)
+    assert check is not None and not check.informative and not check.diverged, check
+    alive = sigmoid_net(tmp_path / "alive.onnx", 0.0)
+    state = load_weights(alive).state_dict()
+    check = check_outputs(alive, dict(state, W=state["W"] + torch.randn_like(state["W"])))
+    assert check is not None and check.informative and check.diverged, check
+    tiny = np.array([[1e-6, 0.0], [0.0, 2e-6]])
+    assert not same_for_every_input(tiny) and same_for_every_input(tiny, scale=1.0)

@@ -6,9 +6,9 @@ override; a `Constant` node's tensor moved to such an initializer, read by subgr
 the outer scope), and one session, with onnxruntime's graph optimisations off so that no
 weight is folded into another, serves every perturbation: the perturbed tensor is fed by
 name. The inputs are the output check's (`weightdna.evaluate.outputs.onnx_inputs`:
-standard normal floats, runs of ids, the ladder of guesses), the outputs the graph's
-first, flattened per sample; `weightdna.evaluate.sensitivity.measure_sensitivity` does the
-rest, as for a BERT model.
+standard normal floats, open image sides 64×64, runs of ids, the ladder of guesses), the
+outputs the graph's first, flattened per sample;
+`weightdna.evaluate.sensitivity.measure_sensitivity` does the rest, as for a BERT model.
 
 Where the graph does not run on synthetic inputs, or the original gives the same output
 for every one of them (rapidocr's text detector on noise: an all-zero map), the inputs
@@ -196,7 +196,7 @@ def onnx_sensitivity(path: str | Path, samples: int = SAMPLES, snr_db: float = D
                                "its input specs, nor on the ladder's guesses",
                                seconds=time.perf_counter() - started)
     if not np.issubdtype(found.outputs.dtype, np.number) \
-            or same_for_every_input(np.atleast_1d(found.outputs)):
+            or same_for_every_input(np.atleast_1d(found.outputs), scale=found.scale):
         return OnnxSensitivity(None, "the original gives the same output for every "
                                "synthetic input, so they cannot tell which weights matter",
                                found.fed, time.perf_counter() - started)

@@ -13,8 +13,12 @@ of the vector of all of them):
   rare tokens' rows were given fewer bits, as the default does);
 * an ONNX graph (with the optional onnxruntime): standard normal inputs for float inputs,
   runs of one small non-negative id for integer ones (below the rows of the table a Gather
-  reads them from); symbolic dimensions 1, the batch SAMPLES. Where the original graph
-  fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
+  reads them from); symbolic dimensions 1, the batch SAMPLES, but for the open sides of an
+  image (`image_sides`: a float input of rank 4 with 1, 3 or 4 channels, NCHW or NHWC):
+  IMAGE_SIDES (64×64) where both are open, a width STRIP times a fixed height (48 → 192)
+  where one is (1×1 images told nothing: PP-OCR's recognizer answers "blank" to
+  every one). Where the graph does not run on those sides, the spec's 1s; where the
+  original graph fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
   sample at a time, each input's symbolic last dimension a length from LENGTHS (512,
   1024, ...), and a scalar integer input the values the graph compares it with
   (`compared_constants`: Silero VAD's sample rate ``sr`` is compared with 16000, its
@@ -23,10 +27,12 @@ of the vector of all of them):
   output is compared.
 
 `check_outputs` returns None for a model it cannot run (no guess runs). Where the original
-model gives the same output for every synthetic input (a text detector shown 1×1 noise
-returns an all-zero map), the inputs cannot tell a working restored model from a broken
-one: the check says so (``informative`` False) and reports no divergence, rather than a
-cosine of 1 (zeros against zeros) for a collapsed model or of 0 for a working one.
+model gives the same output for every synthetic input (a text detector shown noise returns
+a map of zeros, or of probabilities below 10⁻⁴: a probability, the output of a Sigmoid or
+Softmax, is measured against 1, `output_scale`), the inputs cannot tell a working restored
+model from a broken one: the check says so (``informative`` False) and reports no
+divergence, rather than a cosine of 1 (zeros against zeros) for a collapsed model or of 0
+for a working one.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ import functools
 import itertools
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +55,10 @@ OUTPUT_COSINE_WARNING = 0.99
 SAMPLES = 8
 # What a runner gives: the original's output, the restored model's (the graph's first
 # output for ONNX: its state outputs, Silero VAD's LSTM state, swing at 8 bits per weight
-# where its decisions do not), and how the inputs were made where that is more than the
-# input specs say ("" otherwise).
-Outputs = tuple[np.ndarray, np.ndarray, str]
+# where its decisions do not), how the inputs were made where that is more than the
+# input specs say ("" otherwise), and the scale the output is known to have (1 for a
+# probability, `output_scale`; 0 where unknown).
+Outputs = tuple[np.ndarray, np.ndarray, str, float]
 
 
 @dataclass(frozen=True)
@@ -88,14 +95,17 @@ class OutputCheck:
 SAME_OUTPUTS = 1e-2
 
 
-def same_for_every_input(outputs: np.ndarray, tolerance: float = SAME_OUTPUTS) -> bool:
+def same_for_every_input(outputs: np.ndarray, tolerance: float = SAME_OUTPUTS,
+                         scale: float = 0.0) -> bool:
     """Whether the rows (first axis) of ``outputs`` are all equal, within ``tolerance`` of
-    its largest |value| (all zeros included); non-finite outputs are not."""
+    its largest |value| or of ``scale`` if that is larger (1 for probabilities: a text
+    detector's map of noise, every value below 10⁻⁴, differs from input to input by all
+    of its largest value); all zeros included; non-finite outputs are not."""
     rows = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
     if not np.isfinite(rows).all():
         return False
     return bool(np.abs(rows - rows[0]).max(initial=0.0)
-                <= tolerance * np.abs(rows).max(initial=0.0))
+                <= tolerance * max(np.abs(rows).max(initial=0.0), scale))
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -135,7 +145,7 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
         outputs = run(path, restored, samples, rng)
         if outputs is None:
             continue
-        first, second, fed = outputs
+        first, second, fed, scale = outputs
         first, second = np.atleast_1d(first), np.atleast_1d(second)
         if first.dtype.kind not in "biuf" or first.shape != second.shape:
             return None
@@ -144,7 +154,8 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
             fed = "; ".join(filter(None, [fed, "one output value per input: the cosine of "
                                           "all of them"]))
         return OutputCheck(kind, samples, float(cosines.min()), float(cosines.mean()),
-                           informative=not same_for_every_input(first), fed=fed)
+                           informative=not same_for_every_input(first, scale=scale),
+                           fed=fed)
     return None
 
 
@@ -165,7 +176,7 @@ def _engine(path: Path, restored: Mapping[str, Any], samples: int,
     except InvalidInputError:
         return None
     inputs = rng.uniform(0.0, 1.0, size=(samples, *shape))
-    return model.predict(inputs), with_weights(model, restored).predict(inputs), ""
+    return model.predict(inputs), with_weights(model, restored).predict(inputs), "", 0.0
 
 
 def _bert(path: Path, restored: Mapping[str, Any], samples: int,
@@ -192,7 +203,7 @@ def _bert(path: Path, restored: Mapping[str, Any], samples: int,
         with torch.no_grad():
             outputs.append(encoder.encode(ids, mask).numpy())
         del encoder
-    return outputs[0], outputs[1], ""
+    return outputs[0], outputs[1], "", 0.0
 
 
 def onnx_with_initializers(path: str | Path, restored: Mapping[str, Any] | None) -> bytes:
@@ -212,15 +223,63 @@ ID_RUN = 32
 ID_RANGE = 100  # ids in [0, ID_RANGE), or [0, rows) of the table a Gather reads them from
 
 
+# The open sides of an image input (`image_sides`). Both open: 64×64 (4,096 pixels: a
+# forward of PP-OCR's recognizer on 8 of them in about 0.1 s on one core here; it fails
+# from 96 high); one fixed: the other a strip of it (a width STRIP times the height, at
+# most MAX_SIDE: 48 high, as rapidocr feeds its text lines, 192 wide; a height the width
+# over STRIP). Measured on PP-OCR's recognizer and angle classifier (BENCHMARKS.md, "Open
+# image dimensions in the output check"): on a 32×128 strip the classifier answers near
+# p = 0.5 for every noise image, and a restore that called every real line 0° scored
+# 0.9965; on 64×64 its answers spread and that restore scores 0.70-0.77. Smoother or
+# blockier "image-like" noise than standard normal pixels warned more often where the
+# models keep their function (6 bits per weight).
+IMAGE_CHANNELS = (1, 3, 4)
+IMAGE_SIDES = (64, 64)
+STRIP = 4
+MAX_SIDE = 512
+
+
+def image_axes(shape: Any) -> tuple[int, int] | None:
+    """The axes of the height and width of an image input of ``shape`` (an input spec's:
+    rank 4, 1, 3 or 4 channels fixed at axis 1, NCHW, else at axis 3, NHWC); None for any
+    other input."""
+    shape = list(shape or ())
+    if len(shape) != 4:
+        return None
+    for channels, sides in ((1, (2, 3)), (3, (1, 2))):
+        if not _symbolic(shape[channels]) and shape[channels] in IMAGE_CHANNELS:
+            return sides
+    return None
+
+
+def image_sides(shape: Any) -> dict[int, int]:
+    """{axis: size} for the open sides of an image input of ``shape`` (`image_axes`):
+    IMAGE_SIDES where both are open, else the open one a strip of the fixed one; {} for
+    any other input or where neither side is open."""
+    axes = image_axes(shape)
+    if axes is None:
+        return {}
+    height, width = axes
+    open_height, open_width = _symbolic(shape[height]), _symbolic(shape[width])
+    if open_height and open_width:
+        return dict(zip(axes, IMAGE_SIDES, strict=True))
+    if open_width:
+        return {width: min(STRIP * shape[height], MAX_SIDE)}
+    if open_height:
+        return {height: max(1, shape[width] // STRIP)}
+    return {}
+
+
 def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
                skip: set[str] = frozenset(), ids: Mapping[str, int] | None = None,
-               length: int | None = None, values: Mapping[str, int] | None = None
-               ) -> dict[str, np.ndarray] | None:
+               length: int | None = None, values: Mapping[str, int] | None = None,
+               images: bool = True) -> dict[str, np.ndarray] | None:
     """Seeded inputs for an onnxruntime session, from its input specs: standard normal for
     float inputs; for integer ones, runs of one id (1 to ID_RUN positions along the last
     axis) below ``ids[name]`` (`gathered_rows`) or ID_RANGE, or ``values[name]`` for a
     scalar one named there. Symbolic dimensions 1, a symbolic first one ``samples``; with
-    ``length``, a symbolic last one ``length``. None when an input is of another type."""
+    ``images``, the open sides of a float image input `image_sides`; with ``length``, a
+    symbolic last one ``length``. None when an input is of another type."""
     feeds = {}
     for spec in session.get_inputs():
         if spec.name in skip:
@@ -229,6 +288,9 @@ def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
         shape = [1 if f else d for f, d in zip(free, spec.shape, strict=True)]
         if shape and free[0]:
             shape[0] = samples
+        if images and "float" in spec.type:
+            for axis, size in image_sides(spec.shape).items():
+                shape[axis] = size
         if shape and free[-1] and length is not None:
             shape[-1] = length
         if "float" in spec.type:
@@ -359,29 +421,91 @@ class OnnxInputs:
     feeds: list[dict[str, np.ndarray]]
     outputs: np.ndarray
     fed: str = ""
+    scale: float = 0.0  # `output_scale` of the graph's first output
 
 
 def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator,
                 skip: set[str] = frozenset()) -> OnnxInputs | None:
     """Synthetic inputs the graph of ``session`` runs on: `onnx_feeds` from its input specs
-    (a batch of ``samples``), else the first guess of the ladder (`LENGTHS`: one sample at
-    a time, symbolic last dimensions, scalar integers the values `compared_constants`
-    finds) every sample of which it runs on; None if none. ``model``: the graph's path or
-    loaded ModelProto, read for `gathered_rows` and `compared_constants`; ``skip``: inputs
-    not to feed (weights that are also graph inputs)."""
+    (a batch of ``samples``; open image sides sized, else, where the graph does not run on
+    those, 1), else the first guess of the ladder (`LENGTHS`: one sample at a time,
+    symbolic last dimensions, scalar integers the values `compared_constants` finds) every
+    sample of which it runs on; None if none. ``model``: the graph's path or loaded
+    ModelProto, read for `gathered_rows`, `compared_constants` and `output_scale`;
+    ``skip``: inputs not to feed (weights that are also graph inputs)."""
+    model = _model(model)
     ids, compared = gathered_rows(model), compared_constants(model)
-    feeds = onnx_feeds(session, samples, rng, skip=skip, ids=ids)
-    if feeds is None:
+    found = _from_specs(session, samples, rng, skip, ids)
+    if found is None:
+        found = _ladder(session, samples, rng, skip, ids, compared)
+    if found is None:
         return None
-    first = _run(session, feeds)
-    if first is None:
-        return _ladder(session, samples, rng, skip, ids, compared)
-    if samples > 1 and not _batched(session, skip):
-        # Every input's first dimension is fixed (a graph exported for batch 1): one
-        # sample per run, or the check would compare a single input with itself.
-        return _one_at_a_time(session, feeds, first, samples, "fed one at a time",
-                              lambda: onnx_feeds(session, samples, rng, skip=skip, ids=ids))
-    return OnnxInputs([feeds], first)
+    return replace(found, scale=output_scale(model))
+
+
+def _from_specs(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
+                ids: Mapping[str, int]) -> OnnxInputs | None:
+    """`onnx_feeds` from the input specs with their open image sides sized, else (where
+    the graph does not run on those, or none is open) with the spec's 1s; None where it
+    runs on neither, or an input is of a type `onnx_feeds` does not make."""
+    sized = _image_text(session, skip)
+    for images in ((True, False) if sized else (False,)):
+        feeds = onnx_feeds(session, samples, rng, skip=skip, ids=ids, images=images)
+        if feeds is None:
+            return None
+        first = _run(session, feeds)
+        if first is None:
+            continue
+        fed = sized if images else ""
+        if samples > 1 and not _batched(session, skip):
+            # Every input's first dimension is fixed (a graph exported for batch 1): one
+            # sample per run, or the check would compare a single input with itself.
+            return _one_at_a_time(
+                session, feeds, first, samples, ", ".join(filter(None, [
+                    "fed one at a time", fed])),
+                functools.partial(onnx_feeds, session, samples, rng, skip, ids,
+                                  images=images))
+        return OnnxInputs([feeds], first, fed)
+    return None
+
+
+def _image_text(session: Any, skip: set[str]) -> str:
+    """How `image_sides` sizes the fed float inputs of ``session`` ("" where it sizes
+    none), e.g. "image x 64×64 (open sides)"."""
+    parts = []
+    for spec in session.get_inputs():
+        sides = image_sides(spec.shape) if "float" in spec.type else {}
+        if spec.name in skip or not sides:
+            continue
+        height, width = (sides.get(axis, spec.shape[axis]) for axis in image_axes(spec.shape))
+        parts.append(f"image {spec.name} {height}×{width}")
+    return ", ".join(parts) + " (open sides)" if parts else ""
+
+
+# The ops that give a probability (the scale 1 of `output_scale`), and those that move its
+# values without changing them.
+PROBABILITY_OPS = ("Sigmoid", "Softmax")
+VALUE_PRESERVING_OPS = ("Identity", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten",
+                        "Cast")
+
+
+def output_scale(model: Any) -> float:
+    """1.0 where the graph's first output is a probability (made by a Sigmoid or Softmax,
+    through reshapes and the like), else 0.0 (unknown). ``model``: a path or a loaded
+    ModelProto."""
+    model = _model(model)
+    if not model.graph.output:
+        return 0.0
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    name = model.graph.output[0].name
+    while name in made_by:
+        node = made_by[name]
+        if node.op_type in PROBABILITY_OPS:
+            return 1.0
+        if node.op_type not in VALUE_PRESERVING_OPS or not node.input:
+            return 0.0
+        name = node.input[0]
+    return 0.0
 
 
 def _one_at_a_time(session: Any, feeds: dict[str, np.ndarray], first: np.ndarray,
@@ -421,7 +545,7 @@ def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str]
         if tries > LADDER or time.perf_counter() - started > LADDER_SECONDS:
             return None
         values = dict(zip(scalars, combo, strict=True))
-        feeds = onnx_feeds(session, 1, rng, skip, ids, length, values)
+        feeds = onnx_feeds(session, 1, rng, skip, ids, length, values, images=False)
         if feeds is None:
             return None
         first = _run(session, feeds)
@@ -432,7 +556,7 @@ def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str]
                         + [f"{name}={value} (compared with it in the graph)"
                            for name, value in values.items()])
         return _one_at_a_time(session, feeds, first, samples, fed, functools.partial(
-            onnx_feeds, session, 1, rng, skip, ids, length, values))
+            onnx_feeds, session, 1, rng, skip, ids, length, values, images=False))
     return None
 
 
@@ -468,6 +592,6 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
         if any(r is None for r in runs):
             return None
         second = runs[0] if len(runs) == 1 else np.stack(runs)
-        return found.outputs, second, found.fed
+        return found.outputs, second, found.fed, found.scale
     except Exception:  # noqa: BLE001 - onnx/onnxruntime raise their own types: can't run
         return None

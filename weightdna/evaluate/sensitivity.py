@@ -356,13 +356,16 @@ def for_every_tensor(measured: Mapping[str, float], names: Sequence[str]) -> dic
     A tensor measured at 0 (an attention key bias) counts as the least sensitive measured
     one. A tensor the forward never reads (a BERT pooler, which sentence embeddings skip
     but a classifier on top reads) counts as the median measured one, not the least: with
-    the least, MiniLM's pooler was rounded to 0 at 3 bits per weight. 1.0 if none is above
-    0."""
-    positive = sorted(v for v in measured.values() if v > 0)
+    the least, MiniLM's pooler was rounded to 0 at 3 bits per weight. A tensor whose
+    perturbation made the outputs non-finite (PP-OCR's recognizer's exponent 2 of a Pow:
+    a negative base to the power 2.01 is NaN) counts as the most sensitive measured one.
+    1.0 if none is above 0."""
+    positive = sorted(v for v in measured.values() if np.isfinite(v) and v > 0)
     floor = positive[0] if positive else 1.0
+    top = positive[-1] if positive else 1.0
     unread = float(np.median(positive)) if positive else 1.0
-    return {name: max(measured[name], floor) if name in measured else unread
-            for name in names}
+    return {name: (max(measured[name], floor) if np.isfinite(measured[name]) else top)
+            if name in measured else unread for name in names}
 
 
 def _calibration_sentences() -> list[str]:
