@@ -16,9 +16,9 @@ of the vector of all of them):
   reads them from); symbolic dimensions 1, the batch SAMPLES, but for the open sides of an
   image (`image_sides`: a float input of rank 4 with 1, 3 or 4 channels, NCHW or NHWC):
   IMAGE_SIDES (64×64) where both are open, a width STRIP times a fixed height (48 → 192)
-  where one is (1×1 images told nothing: PP-OCR's recognizer answers "blank" to
-  every one). Where the graph does not run on those sides, the spec's 1s; where the
-  original graph fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
+  where one is (1×1 images told nothing: PP-OCR's recognizer answers "blank" to every
+  one). Where the graph does not run on those sides, the spec's 1s; where the original
+  graph fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
   sample at a time, each input's symbolic last dimension a length from LENGTHS (512,
   1024, ...), and a scalar integer input the values the graph compares it with
   (`compared_constants`: Silero VAD's sample rate ``sr`` is compared with 16000, its
@@ -224,8 +224,8 @@ ID_RANGE = 100  # ids in [0, ID_RANGE), or [0, rows) of the table a Gather reads
 
 
 # The open sides of an image input (`image_sides`). Both open: 64×64 (4,096 pixels: a
-# forward of PP-OCR's recognizer on 8 of them in about 0.1 s on one core here; it fails
-# from 96 high); one fixed: the other a strip of it (a width STRIP times the height, at
+# forward of PP-OCR's recognizer on 8 of them in 0.1-0.4 s on one core here, by the load;
+# it fails from 96 high); one fixed: the other a strip of it (a width STRIP times the height, at
 # most MAX_SIDE: 48 high, as rapidocr feeds its text lines, 192 wide; a height the width
 # over STRIP). Measured on PP-OCR's recognizer and angle classifier (BENCHMARKS.md, "Open
 # image dimensions in the output check"): on a 32×128 strip the classifier answers near
