@@ -71,7 +71,7 @@ def test_a_graph_exported_for_batch_one_is_fed_one_input_at_a_time(tmp_path: Pat
 
 def test_outputs_the_same_for_every_input_tell_nothing(tmp_path: Path) -> None:
     # A network whose output is 0 for every synthetic input, as rapidocr's text detector
-    # gives for the 1×1 images the check makes: zeros against zeros is no evidence that the
+    # gave for the 1×1 images the check made: zeros against zeros is no evidence that the
     # restored model works (it said cosine 1.0000 for a detector that found no text at 1
     # bit per weight), and zeros against tiny values none that it is broken (0.0000 for
     # one that kept every line at 3).

@@ -89,9 +89,10 @@ class OutputCheck:
 
 # Outputs that differ across the synthetic inputs by less than this share of their largest
 # |value| show the inputs do not exercise the model. PP-OCR's text recognizer, fed 1×1 noise
-# images, answers "blank" with p ≈ 0.904 for all of them (rows within 0.001 of each other)
-# and its angle classifier within 0.003: the check scored a recognizer that read no line
-# right at 3 bits per weight 1.0000. magika's rows differ by 0.48, Silero's by 0.99.
+# images (as the check fed open image sides before `image_sides`), answers "blank" with
+# p ≈ 0.904 for all of them (rows within 0.001 of each other) and its angle classifier
+# within 0.003: the check scored a recognizer that read no line right at 3 bits per weight
+# 1.0000. magika's rows differ by 0.48, Silero's by 0.99.
 SAME_OUTPUTS = 1e-2
 
 
