@@ -264,7 +264,9 @@ def encode(pieces: Sequence[np.ndarray], bins: int | None = None) -> bytes:
     for piece in pieces:
         at, _ = _forward(np.ascontiguousarray(piece).reshape(-1), counts, RECIPROCAL, probs,
                          bits, at, LOG2)
-    words = np.empty(bins + 2, dtype=np.uint32)
+    # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so at
+    # most one word moves out per 3 bins (numba does not check the index: keep it so).
+    words = np.empty(bins // 3 + 16, dtype=np.uint32)
     state, n = _push(probs, bits, bins, words)
     words[n] = np.uint32(int(state) & 0xFFFFFFFF)
     words[n + 1] = np.uint32(int(state) >> 32)
