@@ -56,6 +56,7 @@ import torch
 import zstandard
 
 from weightdna.codec import (
+    adaptive,
     decode_tensor,
     encode_tensor,
     entropy,
@@ -69,6 +70,7 @@ from weightdna.codec import (
 from weightdna.codec.bundle import stored_entries
 from weightdna.codec.container import _packed, header_block
 from weightdna.codec.entries import (
+    ADAPTIVE_VERSION,
     COMPACT_INDEX_VERSION,
     FILE_CODING_VERSION,
     GRID_VERSION,
@@ -367,8 +369,47 @@ def seeds() -> tuple[Seed, ...]:
     as versions 3 and 4 coded them), a version-7 file of fields-coded floats, version 8's
     representations, version 9's per-column factors, version 10's lanes-coded floats (all
     with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
-    FILE_CODING_VERSION's stored files drawn on each other, and COMPACT_INDEX_VERSION's
-    compact index (two checksum groups, and stored files after the tensors)."""
+    FILE_CODING_VERSION's stored files drawn on each other, COMPACT_INDEX_VERSION's
+    compact index (two checksum groups, and stored files after the tensors), and
+    ADAPTIVE_VERSION's adaptive symbol model (`adaptive_coded`). Every seed before that
+    version is coded with the static models only, as those versions coded."""
+    saved_auto = entropy.AUTO_ADAPTIVE
+    entropy.AUTO_ADAPTIVE = False  # whatever a caller set
+    try:
+        return (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION))
+    finally:
+        entropy.AUTO_ADAPTIVE = saved_auto
+
+
+def adaptive_coded() -> list[tuple[dict, dict]]:
+    """Format version 15: a scalar tensor and the large trellis (each of its streams) under
+    the adaptive symbol model, and a tensor of the static models beside them."""
+    g = torch.Generator().manual_seed(3)
+    scalar = encode_all([("adaptive.scalar", torch.randn(16, 40, generator=g) * 0.05,
+                          {"step": 0.01, "model": "adaptive"})])
+    static = encode_all(sample_tensors()[:1])
+    entry, sections = encode_all([large_trellis()])[0]
+    model = entry["params"]["model"]
+    joined = entropy.decode_streams(model["streams"], sections, "seed")
+    descriptors, coded = entropy.encode_streams([])
+    at, words = 0, []
+    for d in model["streams"]:
+        params, parts = entropy.encode_symbols(joined[at : at + d["count"]], "adaptive")
+        at += d["count"]
+        descriptors.append({"model": params, "count": d["count"],
+                            "bytes": len(parts["symbols"]), "histogram": 0})
+        words.append(parts["symbols"])
+    sections = {k: v for k, v in sections.items() if k != "histogram"}
+    sections["symbols"] = b"".join(words)
+    entry = copy.deepcopy(entry)
+    entry["params"]["model"]["streams"] = descriptors
+    coded = [*scalar, (entry, sections), *static]
+    assert all(d["model"]["kind"] == "adaptive" for d in descriptors)
+    assert scalar[0][0]["params"]["model"]["kind"] == "adaptive"
+    return coded
+
+
+def _static_seeds() -> tuple[Seed, ...]:
     saved_min, saved_block = lossless.FIELDS_MIN_ELEMENTS, floatfields.BLOCK
     saved_lanes_block = lanes.BLOCK
     lossless.FIELDS_MIN_ELEMENTS = 1 << 62  # raw floats as versions 3 to 6 wrote them
@@ -433,7 +474,7 @@ ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 
           1e308, -1e308, True, False, None, "", "x" * 300, "float32", "bfloat16",
           "quantized", "raw", "dna+residual", "lowrank+residual", "factored+residual",
           "reference+residual", "ref.first", "ref.second",
-          "trellis", "categorical",
+          "trellis", "categorical", "adaptive",
           "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
           [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
 NEWER = VERSION + 1  # a version this reader does not know
@@ -659,7 +700,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -810,6 +851,12 @@ def _stream_is_exact(model: dict, words: bytes, histogram: bytes, count: int,
     symbols = entropy.decode_symbols(model, parts, count, "stream", version)
     if count == 0:
         return "" if not words else "an empty stream with words"
+    if model["kind"] == "adaptive":
+        again = adaptive.encode([symbols])
+        if again != words:
+            return (f"an adaptive stream of {len(words)} bytes decoded {count} symbols that "
+                    f"code to {len(again)} other bytes")
+        return ""
     counts = None
     if model["kind"] == "categorical":
         counts = np.frombuffer(zstandard.ZstdDecompressor().decompress(histogram), "<u8")

@@ -33,9 +33,13 @@ GRID_VERSION = 11
 FILE_CODING_VERSION = 12
 FILE_CODING_KEYS = ("prefix", "vocab")
 COMPACT_INDEX_VERSION = 13
+# 15: a symbol stream under the adaptive model (``"kind": "adaptive"``,
+# `weightdna.codec.adaptive`). 14 is left to a header change made beside it (the numbers
+# are settled when both are merged): no file is version 14 yet, and none is read as one.
+ADAPTIVE_VERSION = 15
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
-              COMPACT_INDEX_VERSION)
-READABLE_VERSIONS = tuple(range(3, VERSION + 1))
+              COMPACT_INDEX_VERSION, ADAPTIVE_VERSION)
+READABLE_VERSIONS = tuple(v for v in range(3, VERSION + 1) if v != 14)
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -74,7 +78,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     the lowest that holds them (COLUMNS_VERSION with a ``quantized`` tensor's per-column
     factors, LANES_VERSION with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row
     steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
-    COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor, else 8)."""
+    COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor, ADAPTIVE_VERSION
+    with a symbol stream under the adaptive model, else 8)."""
+    if any(_holds_adaptive(entry.get("params")) for entry in entries):
+        return ADAPTIVE_VERSION
     if compact_index or any(isinstance(e.get("params"), dict)
                             and e["params"].get("compression") == "packed" for e in entries):
         return COMPACT_INDEX_VERSION
@@ -90,6 +97,17 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
         if _holds_grid(params):
             version = max(version, GRID_VERSION)
     return version
+
+
+def _holds_adaptive(params: object) -> bool:
+    """Whether a tensor's params hold, at any depth (a trellis's streams, a prediction's
+    residual, a factored prediction's factors), a symbol model of the adaptive kind."""
+    if isinstance(params, dict):
+        return params.get("kind") == "adaptive" or any(_holds_adaptive(v)
+                                                       for v in params.values())
+    if isinstance(params, list):
+        return any(_holds_adaptive(v) for v in params)
+    return False
 
 
 def _holds_grid(params: object) -> bool:

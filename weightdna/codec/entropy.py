@@ -5,7 +5,9 @@ in the header (``params``) or, for the histogram, in its own section:
 
 - ``laplace``: a quantised Laplace with fitted location and scale;
 - ``gaussian``: a quantised Gaussian with fitted mean and standard deviation;
-- ``categorical``: the empirical histogram itself (zstd-compressed uint64 counts).
+- ``categorical``: the empirical histogram itself (zstd-compressed uint64 counts);
+- ``adaptive`` (format version 15): nothing stored but the range; the symbols binarised
+  and their probabilities learnt along the stream (`weightdna.codec.adaptive`).
 
 The coded bytes are what goes on disk, so the sizes reported are real, not estimates.
 """
@@ -19,13 +21,24 @@ import constriction
 import numpy as np
 from scipy import special
 
-from weightdna.codec import ans
+from weightdna.codec import adaptive, ans
+from weightdna.codec.entries import ADAPTIVE_VERSION
 from weightdna.codec.fields import is_finite_number, is_int
 from weightdna.codec.quantize import MAX_SYMBOL
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 
 MODEL_KINDS = ("laplace", "gaussian", "categorical")
+# The kinds a file may hold: the fitted ones and, from ADAPTIVE_VERSION, the adaptive one
+# (no fitted params: its mean and scale are 0).
+ADAPTIVE = "adaptive"
+STORED_KINDS = (*MODEL_KINDS, ADAPTIVE)
+# Whether "auto" weighs the adaptive model too (chosen where its stream is smaller). Off
+# by default for now: a file holding an adaptive stream is version 15, which readers before
+# it refuse, and it saves 0.05–0.5% of a whole MiniLM file (BENCHMARKS.md, "Adaptive
+# context models"); set it in the process that codes (workers are spawned with the
+# default).
+AUTO_ADAPTIVE = False
 MAX_ALPHABET = 1 << 20
 # constriction panics (rather than raising) on a non-positive scale; a floor this small
 # still codes a constant array in almost no bits.
@@ -165,11 +178,12 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
     """Code integer ``symbols`` (flattened; or a sequence of integer arrays of any width,
     coded as one array of them back to back); returns the model params and the sections.
 
-    ``model`` is one of MODEL_KINDS or ``"auto"``: the one whose estimated size (symbols at
-    their ideal cost under the model, plus its table) is smallest.
+    ``model`` is one of STORED_KINDS or ``"auto"``: the one whose estimated size (symbols
+    at their ideal cost under the model, plus its table) is smallest (the adaptive one
+    weighed too while AUTO_ADAPTIVE).
     """
-    if model != "auto" and model not in MODEL_KINDS:
-        raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {MODEL_KINDS}.")
+    if model != "auto" and model not in STORED_KINDS:
+        raise InvalidInputError(f"unknown entropy model {model!r}; use auto or {STORED_KINDS}.")
     pieces = [piece for piece in _pieces(symbols) if piece.size]
     if not pieces:
         return {"kind": "laplace", "min": 0, "max": 1, "mean": 0.0, "scale": 1.0}, {"symbols": b""}
@@ -181,6 +195,8 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
             f"symbols span {lo}..{hi}, beyond the coder's alphabet of {MAX_ALPHABET}; "
             "use a larger step or lossless storage."
         )
+    if model == ADAPTIVE:
+        return _adaptive(pieces, lo, hi)
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
     for chunk in _chunks(pieces):  # no shifted copy of a large tensor
         counts += np.bincount(chunk - np.int32(lo), minlength=hi - lo + 1)
@@ -195,7 +211,18 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
     # Gaussian (no inverse CDF per symbol), so a parametric model must win by over 1%.
     cost["categorical"] *= 0.99
     best = min(MODEL_KINDS, key=cost.__getitem__)
+    if AUTO_ADAPTIVE:
+        bits, bins = adaptive.ideal_bits(pieces)
+        if bits + 64 < cost[best]:  # + its final state's two words
+            return _adaptive(pieces, lo, hi, bins)
     return fitted[best], _encode_with(fitted[best], pieces, counts, histogram)
+
+
+def _adaptive(pieces: list[np.ndarray], lo: int, hi: int,
+              bins: int | None = None) -> tuple[dict, dict[str, bytes]]:
+    """The adaptive model's params and sections (``bins``: `adaptive.ideal_bits`'s)."""
+    return ({"kind": ADAPTIVE, "min": lo, "max": hi, "mean": 0.0, "scale": 0.0},
+            {"symbols": adaptive.encode(pieces, bins)})
 
 
 def _estimated_bits(model: dict, counts: np.ndarray, symbols: np.ndarray | None = None,
@@ -280,7 +307,7 @@ def check_model_params(model: object, where: str) -> dict:
     if not isinstance(model, dict) or set(model) != keys:
         raise CorruptFileError(f"{where}: the symbol model must have the keys {sorted(keys)}.")
     kind, lo, hi, mean, scale = (model[k] for k in ("kind", "min", "max", "mean", "scale"))
-    if kind not in MODEL_KINDS:
+    if kind not in STORED_KINDS:
         raise CorruptFileError(f"{where}: unknown symbol model {kind!r}.")
     if not all(is_int(v) for v in (lo, hi)):
         raise CorruptFileError(f"{where}: the symbol range must be two integers.")
@@ -288,7 +315,10 @@ def check_model_params(model: object, where: str) -> dict:
         raise CorruptFileError(f"{where}: symbol range {lo}..{hi} is out of bounds.")
     if not (is_finite_number(mean) and is_finite_number(scale)):
         raise CorruptFileError(f"{where}: the model's mean and scale must be finite numbers.")
-    if kind != "categorical" and not (lo <= mean <= hi and MIN_SCALE <= scale <= MAX_SCALE):
+    if kind == ADAPTIVE:
+        if mean != 0 or scale != 0:
+            raise CorruptFileError(f"{where}: an adaptive model's mean and scale are 0.")
+    elif kind != "categorical" and not (lo <= mean <= hi and MIN_SCALE <= scale <= MAX_SCALE):
         raise CorruptFileError(
             f"{where}: model mean {mean} must lie in {lo}..{hi} and scale {scale} in "
             f"[{MIN_SCALE}, {MAX_SCALE}]."
@@ -316,6 +346,8 @@ def decode_symbols(
         if data:
             raise CorruptFileError(f"{where}: an empty tensor has coded symbols.")
         return np.zeros(0, dtype=np.int32)
+    if kind == ADAPTIVE:
+        return _decode_adaptive(model, data, count, where, version, out)
     words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
     terminated = version >= TERMINATED_VERSION
     if terminated and (words.size < len(SENTINEL) or words[-1] == 0):
@@ -367,6 +399,26 @@ def decode_symbols(
         out[:] = symbols
         symbols = out
     return _finished(symbols, finished, count, where)
+
+
+def _decode_adaptive(model: dict, data: bytes, count: int, where: str, version: int,
+                     out: np.ndarray | None) -> np.ndarray:
+    """`decode_symbols` of an adaptive stream (`weightdna.codec.adaptive`)."""
+    if version < ADAPTIVE_VERSION:
+        raise CorruptFileError(f"{where}: the adaptive symbol model is new in version "
+                               f"{ADAPTIVE_VERSION}; this file is version {version}.")
+    if len(data) < 8 or data[-4:] == bytes(4):
+        raise CorruptFileError(f"{where}: the coded symbols are too short to hold a stream.")
+    limit = adaptive.max_symbols(len(data))
+    if count > limit:  # work bounded by the bytes: refused unread
+        raise CorruptFileError(f"{where}: {len(data)} bytes of coded symbols cannot hold "
+                               f"{count} symbols under the adaptive model (at most {limit}).")
+    symbols = np.empty(count, dtype=np.int32) if out is None else out
+    code = adaptive.decode(data, count, model["min"], model["max"], symbols)
+    if code == 1:
+        raise CorruptFileError(f"{where}: a coded symbol lies outside the model's range "
+                               f"{model['min']}..{model['max']}.")
+    return _finished(symbols, code == 0, count, where)
 
 
 def _finished(symbols: np.ndarray, finished: bool, count: int, where: str) -> np.ndarray:

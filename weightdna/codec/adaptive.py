@@ -1,0 +1,290 @@
+"""The ``adaptive`` symbol model (format version 15): each symbol binarised as DeepCABAC
+does and every binary decision coded under a probability learnt along the stream, by
+binary rANS.
+
+The static models of `weightdna.codec.entropy` store their table (params in the header, a
+histogram section); this one stores nothing but the symbol range: encoder and decoder
+start from even odds and count as they go. A symbol k of a stream is the bins
+
+- ``sig`` (k ≠ 0); then for k ≠ 0: ``sign`` (k < 0), then ``gt i`` (|k| > i) for
+  i = 1 … GTX until one is 0; then for |k| > GTX the remainder r = |k| − GTX − 1 in
+  Exp-Golomb(0): n = ⌊log2(r + 1)⌋ as n ``prefix j`` bins of 1 (j = 0 … n − 1) and a 0
+  (none when n = MAX_PREFIX), then the n low bits of r + 1, most significant first, each
+  at probability ½ (``bypass``).
+
+Each context (sig, sign, gt 1 … GTX, prefix 0 … MAX_PREFIX − 1: CONTEXTS in all) keeps two
+integer counts, ones and total, both 0 at the start; a bin's probability of a 1, in units
+of 2^-PRECISION, is ``p = ((2·ones + 1) · RECIPROCAL[total]) >> (32 − PRECISION)`` with
+``RECIPROCAL[t] = ⌊2^32 / (2t + 2)⌋`` (the Krichevsky–Trofimov estimate, in integers),
+clamped to [P_MIN, 2^PRECISION − P_MIN]; after the bin, ones += bit, total += 1, and when
+total reaches 2^HALVING both are halved, rounding up ((x + 1) >> 1). Integer arithmetic
+only: every machine decodes the same bins.
+
+The bins are coded by rANS with a 64-bit state and 32-bit words, the arithmetic of
+`weightdna.codec.ans` with PRECISION bits: a 1 has the interval [0, p), a 0 [p, 2^PRECISION)
+(a bypass bin p = 2^(PRECISION−1)). rANS is last-in first-out, so the encoder works out
+every bin's probability walking forward, then pushes the bins last first onto a coder that
+starts in the state 2^32 (`weightdna.codec.entropy.SENTINEL`); the stream is the words moved
+out, in order, then the final state's low and high words. The decoder starts from the last
+two words, decodes forward (taking a word from the end of the rest while the state is below
+2^32) and must end in the state 2^32 with no word left (docs/FORMAT.md, "The adaptive
+symbol model").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numba
+import numpy as np
+
+PRECISION = 15
+ONE = 1 << PRECISION
+P_MIN = 32
+HALVING = 12
+GTX = 8
+MAX_PREFIX = 20  # MAX_SYMBOL < 2^19: r + 1 ≤ 2^19, n ≤ 19
+SIG, SIGN, GT = 0, 1, 2
+PREFIX = GT + GTX
+CONTEXTS = PREFIX + MAX_PREFIX
+# Each symbol's sig bin has a probability of at most (2^PRECISION − P_MIN)/2^PRECISION, so
+# it moves at least log2(2^15 / (2^15 − 32)) − 2^-16 bits (the rounding) of the decoder's
+# state: a stream of W words holds at most 32·W / MIN_SYMBOL_BITS symbols.
+MIN_SYMBOL_BITS = math.log2(ONE / (ONE - P_MIN)) - 2.0**-16
+_LOW = np.uint64(1) << np.uint64(32)
+
+
+def _reciprocals() -> np.ndarray:
+    t = np.arange(1 << HALVING, dtype=np.int64)
+    return ((1 << 32) // (2 * t + 2)).astype(np.int64)
+
+
+RECIPROCAL = _reciprocals()
+
+
+@numba.njit(inline="always")
+def _p(counts: np.ndarray, ctx: int, reciprocal: np.ndarray) -> int:
+    p = ((2 * counts[ctx, 0] + 1) * reciprocal[counts[ctx, 1]]) >> (32 - PRECISION)
+    return min(max(p, P_MIN), ONE - P_MIN)
+
+
+@numba.njit(inline="always")
+def _update(counts: np.ndarray, ctx: int, bit: int) -> None:
+    counts[ctx, 0] += bit
+    counts[ctx, 1] += 1
+    if counts[ctx, 1] >= 1 << HALVING:
+        counts[ctx, 0] = (counts[ctx, 0] + 1) >> 1
+        counts[ctx, 1] = (counts[ctx, 1] + 1) >> 1
+
+
+@numba.njit(inline="always")
+def _bin(counts: np.ndarray, ctx: int, bit: int, reciprocal: np.ndarray, probs: np.ndarray,
+         bits: np.ndarray, at: int, log2: np.ndarray) -> tuple[int, float]:
+    """One context-coded bin: its probability and bit stored at ``at`` (when ``probs`` is
+    not empty), the context updated; returns (at + 1, its ideal bits)."""
+    p = _p(counts, ctx, reciprocal)
+    if probs.size > 0:
+        probs[at] = p
+        bits[at] = bit
+    _update(counts, ctx, bit)
+    return at + 1, log2[p] if bit else log2[ONE - p]
+
+
+@numba.njit(cache=True, nogil=True)
+def _forward(symbols: np.ndarray, counts: np.ndarray, reciprocal: np.ndarray,
+             probs: np.ndarray, bits: np.ndarray, at: int, log2: np.ndarray
+             ) -> tuple[int, float]:
+    """Walk ``symbols`` (one piece of a stream; ``counts`` carried from the piece before):
+    each bin's probability of a 1 and its bit into ``probs``/``bits`` from index ``at``
+    (both empty: not stored). Returns (the next index, the ideal bits: Σ −log2 of each bin's
+    probability, by the table ``log2`` of −log2(p / 2^PRECISION))."""
+    store = probs.size > 0
+    cost = 0.0
+    for i in range(symbols.size):
+        k = np.int64(symbols[i])
+        a = abs(k)
+        at, c = _bin(counts, SIG, 1 if a != 0 else 0, reciprocal, probs, bits, at, log2)
+        cost += c
+        if a == 0:
+            continue
+        at, c = _bin(counts, SIGN, 1 if k < 0 else 0, reciprocal, probs, bits, at, log2)
+        cost += c
+        for j in range(1, GTX + 1):
+            g = 1 if a > j else 0
+            at, c = _bin(counts, GT + j - 1, g, reciprocal, probs, bits, at, log2)
+            cost += c
+            if g == 0:
+                break
+        if a <= GTX:
+            continue
+        value = a - GTX  # r + 1 ≥ 1
+        n = 0
+        while (value >> (n + 1)) > 0:
+            n += 1
+        for j in range(n):
+            at, c = _bin(counts, PREFIX + j, 1, reciprocal, probs, bits, at, log2)
+            cost += c
+        if n < MAX_PREFIX:
+            at, c = _bin(counts, PREFIX + n, 0, reciprocal, probs, bits, at, log2)
+            cost += c
+        for j in range(n - 1, -1, -1):
+            if store:
+                probs[at] = ONE >> 1
+                bits[at] = (value >> j) & 1
+            at += 1
+            cost += 1.0
+    return at, cost
+
+
+@numba.njit(cache=True, nogil=True)
+def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray
+          ) -> tuple[np.uint64, int]:
+    """Push bins count − 1 … 0 onto a coder in the state 2^32: the words moved out go to
+    ``words`` in order; returns (the final state, their count)."""
+    state = _LOW
+    n = 0
+    mask = np.uint64(0xFFFFFFFF)
+    for i in range(count - 1, -1, -1):
+        p = np.uint64(probs[i])
+        if bits[i]:
+            start = np.uint64(0)
+            freq = p
+        else:
+            start = p
+            freq = np.uint64(ONE) - p
+        if state >= freq << np.uint64(64 - PRECISION):
+            words[n] = np.uint32(state & mask)
+            n += 1
+            state = state >> np.uint64(32)
+        state = ((state // freq) << np.uint64(PRECISION)) | (state % freq + start)
+    return state, n
+
+
+@numba.njit(inline="always")
+def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.uint64,
+                words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
+    p = np.uint64(_p(counts, ctx, reciprocal)) if ctx >= 0 else np.uint64(ONE >> 1)
+    q = state & np.uint64(ONE - 1)
+    if q < p:
+        bit = 1
+        start = np.uint64(0)
+        freq = p
+    else:
+        bit = 0
+        start = p
+        freq = np.uint64(ONE) - p
+    state = freq * (state >> np.uint64(PRECISION)) + q - start
+    if state < _LOW and rest > 0:
+        rest -= 1
+        state = (state << np.uint64(32)) | np.uint64(words[rest])
+    if ctx >= 0:
+        _update(counts, ctx, bit)
+    return bit, state, rest
+
+
+@numba.njit(cache=True, nogil=True)
+def _decode(words: np.ndarray, count: int, lo: int, hi: int, reciprocal: np.ndarray,
+            out: np.ndarray) -> int:
+    """Decode ``count`` symbols of the stream ``words`` (two or more, the caller checks)
+    into ``out``. Returns 0; 1 when a symbol falls outside lo..hi; 2 when the stream does
+    not end in the state 2^32 with no word left."""
+    counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
+    n = words.size
+    state = (np.uint64(words[n - 1]) << np.uint64(32)) | np.uint64(words[n - 2])
+    rest = n - 2
+    for i in range(count):
+        bit, state, rest = _decode_bin(counts, SIG, reciprocal, state, words, rest)
+        if bit == 0:
+            if lo > 0 or hi < 0:
+                return 1
+            out[i] = 0
+            continue
+        negative, state, rest = _decode_bin(counts, SIGN, reciprocal, state, words, rest)
+        a = 1
+        for j in range(1, GTX + 1):
+            g, state, rest = _decode_bin(counts, GT + j - 1, reciprocal, state, words, rest)
+            if g == 0:
+                break
+            a = j + 1
+        if a > GTX:
+            n_prefix = 0
+            while n_prefix < MAX_PREFIX:
+                one, state, rest = _decode_bin(counts, PREFIX + n_prefix, reciprocal, state,
+                                               words, rest)
+                if one == 0:
+                    break
+                n_prefix += 1
+            value = 1
+            for _ in range(n_prefix):
+                b, state, rest = _decode_bin(counts, -1, reciprocal, state, words, rest)
+                value = (value << 1) | b
+            a = GTX + value
+        k = -a if negative else a
+        if k < lo or k > hi:
+            return 1
+        out[i] = k
+    if rest != 0 or state != _LOW:
+        return 2
+    return 0
+
+
+def _log2_table() -> np.ndarray:
+    p = np.arange(ONE + 1, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return -np.log2(p / ONE)
+
+
+LOG2 = _log2_table()
+_NONE = np.zeros(0, dtype=np.uint16)
+_NO_BITS = np.zeros(0, dtype=np.uint8)
+
+
+def ideal_bits(pieces: Sequence[np.ndarray]) -> tuple[float, int]:
+    """(the ideal bits of a stream, the pieces' symbols back to back, under this model;
+    its number of bins). The rANS stream is within a few words of it."""
+    counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
+    at, total = 0, 0.0
+    for piece in pieces:
+        at, cost = _forward(np.ascontiguousarray(piece).reshape(-1), counts, RECIPROCAL,
+                            _NONE, _NO_BITS, at, LOG2)
+        total += cost
+    return total, at
+
+
+def encode(pieces: Sequence[np.ndarray], bins: int | None = None) -> bytes:
+    """The coded stream of the pieces' symbols back to back (``bins``: `ideal_bits`'s count,
+    when the caller has it)."""
+    if bins is None:
+        bins = ideal_bits(pieces)[1]
+    probs = np.empty(bins, dtype=np.uint16)
+    bits = np.empty(bins, dtype=np.uint8)
+    counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
+    at = 0
+    for piece in pieces:
+        at, _ = _forward(np.ascontiguousarray(piece).reshape(-1), counts, RECIPROCAL, probs,
+                         bits, at, LOG2)
+    # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so at
+    # most one word moves out per 3 bins (numba does not check the index: keep it so).
+    words = np.empty(bins // 3 + 16, dtype=np.uint32)
+    state, n = _push(probs, bits, bins, words)
+    words[n] = np.uint32(int(state) & 0xFFFFFFFF)
+    words[n + 1] = np.uint32(int(state) >> 32)
+    return words[: n + 2].astype("<u4", copy=False).tobytes()
+
+
+def max_symbols(nbytes: int) -> int:
+    """The most symbols a stream of ``nbytes`` can hold (each moves at least
+    MIN_SYMBOL_BITS of the decoder's state, which starts below 2^64 and ends at 2^32)."""
+    words = nbytes // 4
+    if words < 2:
+        return 0
+    return int(32.0 * (words - 1) / MIN_SYMBOL_BITS) + 1
+
+
+def decode(data: bytes, count: int, lo: int, hi: int, out: np.ndarray) -> int:
+    """Decode ``count`` symbols of a stream (``data``: whole words, two or more, the last
+    nonzero, and ``count`` ≤ `max_symbols`: the caller checks) into ``out`` (int32). Returns
+    `_decode`'s code: 0 done, 1 a symbol outside lo..hi, 2 a stream not ending there."""
+    words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+    return int(_decode(words, count, lo, hi, RECIPROCAL, out))
