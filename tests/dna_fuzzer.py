@@ -44,6 +44,7 @@ import ctypes
 import functools
 import json
 import math
+import os
 import random
 import tempfile
 import time
@@ -74,6 +75,7 @@ from weightdna.codec.entries import (
     COMPACT_INDEX_VERSION,
     FILE_CODING_VERSION,
     GRID_VERSION,
+    NAME_PREFIXES_VERSION,
     READABLE_VERSIONS,
     VERSION,
 )
@@ -322,12 +324,20 @@ def dumps(value: object) -> bytes:
 
 
 def _seed(name: str, encoded: list[tuple[dict, dict]], version: int,
-          files: list[tuple[dict, bytes]] = (), groups: list[int] | None = None) -> Seed:
+          files: list[tuple[dict, bytes]] = (), groups: list[int] | None = None,
+          front: bool = False) -> Seed:
     """A seed of tensors and, from version 6, stored files (each (entry, its frame): their
     blobs keyed by their index after the tensors'); with ``groups`` (version 13) a compact
-    index of checksum groups of that many tensors each."""
+    index of checksum groups of that many tensors each; with ``front`` (version 14) the
+    names front-coded (``prefixes``)."""
     header = {"metadata": {"producer": "fuzz", "source_metadata": '{"format": "pt"}'},
               "tensors": [copy.deepcopy(e) for e, _ in encoded]}
+    if front:
+        previous, header["prefixes"] = "", []
+        for entry in header["tensors"]:
+            k = len(os.path.commonprefix([previous, entry["name"]]))
+            header["prefixes"].append(k)
+            previous, entry["name"] = entry["name"], entry["name"][k:]
     if groups is not None:
         header["checksums"] = [[count, 0] for count in groups]
     blobs = {}
@@ -371,7 +381,7 @@ def seeds() -> tuple[Seed, ...]:
     with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
     FILE_CODING_VERSION's stored files drawn on each other, COMPACT_INDEX_VERSION's
     compact index (two checksum groups, and stored files after the tensors), and
-    ADAPTIVE_VERSION's adaptive symbol model (`adaptive_coded`). Every seed before that
+    NAME_PREFIXES_VERSION's front-coded names and ADAPTIVE_VERSION's adaptive symbol model (`adaptive_coded`). Every seed before that
     version is coded with the static models only, as those versions coded."""
     saved_auto = entropy.AUTO_ADAPTIVE
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
@@ -442,6 +452,13 @@ def _static_seeds() -> tuple[Seed, ...]:
         ("bn.running_var", statistic, {"lossless": True}),
         ("shape", torch.tensor([1, -1, 48, 192]), {"lossless": True})])]]
     assert sum(e["params"].get("compression") == "packed" for e, _ in compact) >= 3
+    # Version 14: the same tensors under names that share their starts, front-coded
+    # (a name that is the start of the one after it, one that shares nothing).
+    names = ["model/block_0/conv/weight", "model/block_0/conv/weight/scale",
+             "model/block_0/bn/running_var", "model/block_1/bn/running_var",
+             "model/block_1/bn", "other", "model/block_1/bn/running_mean"]
+    front = [({**e, "name": f"{names[i % len(names)]}/{i // len(names)}"
+               if i >= len(names) else names[i]}, s) for i, (e, s) in enumerate(compact)]
 
     return (_seed("v5", old(small), 5), _seed("v5-trellis", old(large), 5),
             _seed("v4", old(legacy), 4), _seed("v7-fields", old(fields), 7),
@@ -452,7 +469,9 @@ def _static_seeds() -> tuple[Seed, ...]:
             _seed("v12-files", encode_all(sample_tensors()[:2]), FILE_CODING_VERSION,
                   coded_files()),
             _seed("v13-compact", compact, COMPACT_INDEX_VERSION, coded_files()[:1],
-                  groups=[2, len(compact) - 2]))
+                  groups=[2, len(compact) - 2]),
+            _seed("v14-prefixes", front, NAME_PREFIXES_VERSION, groups=[3, len(front) - 3],
+                  front=True))
 
 
 def _write(data: bytes, folder: Path, stem: str) -> Path:

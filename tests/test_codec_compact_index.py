@@ -4,6 +4,7 @@ tensors) and small raw tensors packed by their significant bits (docs/FORMAT.md)
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import zlib
@@ -20,9 +21,15 @@ from weightdna.codec.container import (
     header_dictionary,
 )
 from weightdna.codec.dtypes import NAMES, tensor_bytes
-from weightdna.codec.entries import COMPACT_INDEX_VERSION, FILE_CODING_VERSION, file_version
+from weightdna.codec.entries import (
+    COMPACT_INDEX_VERSION,
+    FILE_CODING_VERSION,
+    NAME_PREFIXES_VERSION,
+    VERSION,
+    file_version,
+)
 from weightdna.codec.packed import MAX_ELEMENTS, decode_packed, encode_packed
-from weightdna.codec.roles import encode_relative
+from weightdna.codec.roles import MANTISSA_BITS, encode_relative
 from weightdna.errors import CorruptFileError
 
 
@@ -66,7 +73,14 @@ def test_many_small_tensors_get_the_compact_index(tmp_path: Path, monkeypatch) -
     header = _header(tmp_path / "new.dna")
     assert header["checksums"][0][0] == len(coded)
     assert all(isinstance(v, int) for e in header["tensors"] for v in e["sections"].values())
-    assert all("mse" not in e.get("stats", {}) for e in header["tensors"])
+    # Its stats: a lossy tensor's SNR alone, to 2 significant digits; an exact one's none.
+    stats = {e["name"]: e.get("stats") for e in header["tensors"]}
+    for entry, _ in coded:
+        snr = entry["stats"].get("snr_db")
+        scale = 10.0 ** (1 - math.floor(math.log10(abs(snr)))) if snr else 1.0
+        assert stats[entry["name"]] == (None if snr is None else {
+            "snr_db": math.trunc(snr * scale) / scale}), entry  # cut towards zero
+    assert stats["c3"] is None and stats["bn3.running_var"]["snr_db"] > 60
     for entry, sections in coded:  # the same tensors; raw ones packed, others as coded
         stored = dna.entries[dna.index(entry["name"])]
         if entry["representation"] != "raw":
@@ -215,13 +229,14 @@ def test_packed_round_trips_bit_exactly(tensor: torch.Tensor) -> None:
 
 
 def test_packed_stores_only_the_bits_a_relative_bound_keeps(tmp_path: Path) -> None:
-    # A running variance rounded to 10 mantissa bits: 13 zero bits a value are not stored.
+    # A running variance rounded to 9 mantissa bits: 14 zero bits a value are not stored.
     coded = _batchnorm_like()
     _write(tmp_path / "m.dna", coded)
     dna = read_dna_file(tmp_path / "m.dna")
     entry = dna.entries[dna.index("bn3.running_var")]
-    assert entry["params"]["compression"] == "packed" and entry["params"]["shift"] == 13
-    assert 8 * dna.section_bytes("bn3.running_var") <= 32 * 19  # 32 values, ≤ 19 bits each
+    assert entry["params"]["compression"] == "packed"
+    assert entry["params"]["shift"] == 23 - MANTISSA_BITS
+    assert 8 * dna.section_bytes("bn3.running_var") <= 32 * 18  # 32 values, ≤ 18 bits each
     assert dna.entries[dna.index("c5")]["params"]["bits"] == 0  # a scalar: no data at all
     assert dna.section_bytes("c5") == 0
     assert file_version([entry]) == COMPACT_INDEX_VERSION
@@ -263,7 +278,7 @@ def test_compress_reports_the_bytes_the_compact_file_holds(tmp_path: Path) -> No
     report = compress_model(ModelWeights.from_tensors(tensors), tmp_path / "m.dna",
                             Target("bits_per_weight", 3.0))
     dna = read_dna_file(tmp_path / "m.dna")
-    assert dna.version == COMPACT_INDEX_VERSION and dna.groups
+    assert dna.version == NAME_PREFIXES_VERSION and dna.groups  # its names share starts
     assert dna.entries[dna.index("bn3.running_var")]["params"]["compression"] == "packed"
     assert {t.name: t.bytes for t in report.tensors} == {n: dna.section_bytes(n)
                                                          for n in dna.names}
@@ -271,3 +286,92 @@ def test_compress_reports_the_bytes_the_compact_file_holds(tmp_path: Path) -> No
     for i in range(12):
         var = tensors[f"bn{i}.running_var"]
         assert torch.all((dna.tensor(f"bn{i}.running_var") - var).abs() <= 1e-3 * var.abs())
+
+
+def _many_named(count: int = 40) -> list[tuple[dict, dict]]:
+    """A small model whose names share long starts (an ONNX export's): scalars and
+    statistics in blocks."""
+    g = torch.Generator().manual_seed(3)
+    coded = []
+    for i in range(count):
+        stem = f"If_0_else_branch__Inline_0__/decoder/rnn_{i // 8}/Constant_{i}"
+        coded.append(encode_tensor(torch.tensor(float(i)), name=f"{stem}_output_0",
+                                   lossless=True))
+        coded.append(encode_relative(torch.rand(8, generator=g), f"{stem}/bn.running_var"))
+    return coded
+
+
+def test_names_are_front_coded_where_that_is_shorter(tmp_path: Path, monkeypatch) -> None:
+    # Version 14: each name given by what it adds to the start it shares with the one
+    # before it; the names come back whole, and the file is smaller than version 13's.
+    coded = _many_named()
+    size = _write(tmp_path / "front.dna", coded)
+    dna = read_dna_file(tmp_path / "front.dna")
+    assert dna.version == NAME_PREFIXES_VERSION == VERSION
+    assert dna.names == [e["name"] for e, _ in coded]
+    header = _header(tmp_path / "front.dna")
+    prefixes = header["prefixes"]
+    assert prefixes[0] == 0 and max(prefixes) > 40 and len(prefixes) == len(coded)
+    assert header["tensors"][1]["name"] == "/bn.running_var"
+    for entry, sections in coded:  # the same tensors
+        assert torch.equal(dna.tensor(entry["name"]), container.decode_tensor(entry, sections))
+    # The same file without front-coded names: version 13, larger.
+    monkeypatch.setattr(container, "_header_json", _no_prefixes(container._header_json))
+    assert _write(tmp_path / "v13.dna", coded) > size
+    assert read_dna_file(tmp_path / "v13.dna").version == COMPACT_INDEX_VERSION
+    # Names that share nothing: no prefixes, version 13.
+    monkeypatch.undo()
+    _write(tmp_path / "plain.dna", _batchnorm_like())
+    assert read_dna_file(tmp_path / "plain.dna").version == COMPACT_INDEX_VERSION
+    assert "prefixes" not in _header(tmp_path / "plain.dna")
+
+
+def _no_prefixes(header_json):
+    def without(entries, metadata, files, checksums=None, prefixes=None):
+        if prefixes is not None:  # as long as it can be: never chosen
+            return header_json(entries, {**metadata, "pad": "x" * 100_000}, files,
+                               checksums, prefixes)
+        return header_json(entries, metadata, files, checksums)
+    return without
+
+
+def _whole(header: dict) -> dict:
+    """The header with every name whole (every prefix 0): still a valid file."""
+    previous = ""
+    for i, (k, entry) in enumerate(zip(header["prefixes"], header["tensors"], strict=True)):
+        entry["name"] = previous = previous[:k] + entry["name"]
+        header["prefixes"][i] = 0
+    return header
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda h: h["prefixes"].pop(), "one integer a tensor"),
+    (lambda h: h.__setitem__("prefixes", {}), "one integer a tensor"),
+    (lambda h: h["prefixes"].__setitem__(0, 1), "prefix must be an integer from 0 to"),
+    (lambda h: h["prefixes"].__setitem__(2, 10_000), "prefix must be"),
+    (lambda h: h["prefixes"].__setitem__(2, -1), "prefix must be"),
+    (lambda h: h["prefixes"].__setitem__(2, True), "prefix must be"),
+    (lambda h: h["prefixes"].__setitem__(2, 3.0), "prefix must be"),
+    (lambda h: h["tensors"][2].__setitem__("name", 7), "prefix must be"),
+    (lambda h: h["tensors"][3].__setitem__("name", "x" * 1000), "together at most 1024"),
+    (lambda h: _whole(h)["tensors"][0].__setitem__("name", ""), "tensor name must be"),
+    (lambda h: _whole(h)["tensors"][3].__setitem__("name", h["tensors"][2]["name"]),
+     "two tensors are called"),
+    (lambda h: _whole(h)["prefixes"].__setitem__(3, 5), None),  # valid: another name
+])
+def test_the_reader_checks_front_coded_names(tmp_path: Path, edit, message: str) -> None:
+    path = tmp_path / "m.dna"
+    _write(path, _many_named())
+    if message is None:
+        assert read_dna_file(_rewrite(path, edit)).names[3].startswith("If_0_If_0_else")
+        return
+    with pytest.raises(CorruptFileError, match=message):
+        read_dna_file(_rewrite(path, edit))
+
+
+def test_an_older_file_with_front_coded_names_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.dna"
+    _write(path, _many_named())
+    with pytest.raises(CorruptFileError, match="prefixes.*new in version 14; this file "
+                                               "is version 13"):
+        read_dna_file(_rewrite(path, lambda h: None, COMPACT_INDEX_VERSION))

@@ -62,7 +62,7 @@ from weightdna.codec.ratecontrol import (
     with_prediction,
 )
 from weightdna.codec.resume import ResumableRunner, WorkFolder, settings_of
-from weightdna.codec.roles import coding, encode_bounded, encode_relative
+from weightdna.codec.roles import coding, encode_bounded, encode_relative, short_steps
 from weightdna.codec.spill import Spill, sections_bytes
 from weightdna.codec.tensor import (
     column_factors_fit,
@@ -437,12 +437,14 @@ def _lost(original: torch.Tensor, restored: torch.Tensor) -> float | None:
     return lost / nonzero if nonzero else None
 
 
-def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: bool = False
+def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: bool = False,
+                short_step: bool = False
                 ) -> tuple[tuple[float, float] | None, tuple[dict, dict[str, bytes]] | None,
                            np.ndarray | None]:
     """A tensor's max |w| and Σ w² (floating point, not a buffer: None otherwise), its
     coding when its role fixes it (exact, relative, bounded; None: the target's), and with
-    ``signatures`` a coded tensor's `reference.signature` (None otherwise)."""
+    ``signatures`` a coded tensor's `reference.signature` (None otherwise); ``short_step``:
+    a bounded tensor's short step (`roles.short_steps`)."""
     tensor = weights.tensor(info.name)
     figures = rowblocks.measure(tensor) if info.fittable else None
     how = coding(info)
@@ -453,7 +455,7 @@ def _first_pass(weights: ModelWeights, info: TensorInfo, kind: str, signatures: 
     elif how == "relative" and kind != "max_abs_error":
         coded = encode_relative(tensor, info.name)
     elif how == "bounded" and kind != "max_abs_error":
-        coded = encode_bounded(tensor, info.name)
+        coded = encode_bounded(tensor, info.name, short_step)
     signature = None
     if signatures and coded is None and figures is not None and tensor.dim() >= 2:
         signature = reference.signature(to_float64(tensor))
@@ -567,7 +569,7 @@ def compress_model(
     tensors' symbols are chosen by GPTQ to keep their outputs' error small (scalar
     quantizer; same format). Not with max-abs-error or lossless targets.
     Tensors are stored by role (`weightdna.codec.roles`): integer tensors, buffers,
-    and constants exactly; normalisation statistics each within a relative error of 2⁻¹¹;
+    and constants exactly; normalisation statistics each within a relative error of 2⁻¹⁰;
     biases, normalisation parameters and small tensors other than weights within 2⁻¹⁰ of
     their max |w| (exactly if whole numbers); only weight matrices, kernels and embeddings
     meet the target. Any coded tensor whose exact bytes are fewer is stored exactly.
@@ -711,8 +713,8 @@ def _recode_adjusted(weights: ModelWeights, coder: _Coder,
             raise ValueError(f"adjust may change biases and normalisation parameters coded by "
                              f"role, not {name} ({how})")
         tensor = torch.as_tensor(value).to(getattr(torch, info.dtype)).reshape(info.shape)
-        coder.add(name, (encode_relative if how == "relative" else encode_bounded)(
-            tensor.contiguous(), name))
+        coder.add(name, encode_relative(tensor.contiguous(), name) if how == "relative"
+                  else encode_bounded(tensor.contiguous(), name, short_steps(weights.infos)))
     if fits is None or fits():
         return
 
@@ -743,7 +745,8 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
     signatures = {}
     kept: dict[int, tuple[dict, dict[str, bytes]]] = {}
     for done, (i, (figures, coded, signature)) in enumerate(_largest_first(
-            runner, _first_pass, [(info, target.kind, looking) for info in whole],
+            runner, _first_pass, [(info, target.kind, looking, short_steps(infos))
+                                  for info in whole],
             [info.numel for info in whole])):
         report("reading", done, len(infos))
         info = whole[i]

@@ -37,6 +37,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     MAX_ELEMENTS,
     MAX_NAME_CHARS,
     MAX_SECTIONS_PER_TENSOR,
+    NAME_PREFIXES_VERSION,
     OPTIONAL_ENTRY_KEYS,
     READABLE_VERSIONS,
     REPRESENTATIONS,
@@ -46,7 +47,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     decode_memory,
     file_version,
 )
-from weightdna.codec.fields import is_finite_number, is_int, load_json
+from weightdna.codec.fields import cut_digits, is_int, load_json
 from weightdna.codec.lossless import decode_lossless
 from weightdna.codec.spill import Spill, SpilledSections
 from weightdna.codec.tensor import decode_tensor
@@ -87,9 +88,11 @@ MAX_PATH_PART_BYTES = 255
 # tensors: rapidocr's angle classifier's index at 3 bits per weight was 24% of its file),
 # the older index (an offset and CRC-32 per section) elsewhere, byte for byte as before.
 CHECKSUM_GROUP_BYTES = 1 << 16
-# Its informational stats: max_abs_error and snr_db (what `weightdna info` shows; not mse)
-# to this many significant digits (else 4).
-COMPACT_STATS_DIGITS = 3
+# Its informational stats: a lossy tensor's snr_db alone, to this many significant digits
+# (22 dB, 9.3 dB; an exact tensor's none): with max_abs_error and snr_db to 3 digits they
+# were 1.4 KB of rapidocr's angle classifier's 50 KB file at 3 bits per weight, and
+# `compress`'s report gives every figure (BENCHMARKS.md, "Small models' overhead").
+COMPACT_STATS_DIGITS = 2
 COMPACT_INDEX_MIN_TENSORS = 32
 COMPACT_INDEX_MIN_SAVING = 0.005
 # Parsed JSON takes many times its text: "{}," is 3 bytes of text and a 64-byte dict.
@@ -334,8 +337,11 @@ def _group_what(entries: list[dict], group: int, groups: int, first: int, count:
 
 
 def _header_json(entries: list[dict], metadata: Mapping[str, str], files: list[dict],
-                 checksums: list[list[int]] | None = None) -> bytes:
+                 checksums: list[list[int]] | None = None,
+                 prefixes: list[int] | None = None) -> bytes:
     header: dict[str, Any] = {"metadata": dict(metadata), "tensors": entries}
+    if prefixes is not None:
+        header["prefixes"] = prefixes
     if checksums is not None:
         header["checksums"] = checksums
     if files:
@@ -514,11 +520,12 @@ def _place(header_entries: Sequence[Mapping[str, Any]], sections: Sequence[Mappi
 
 def _compact_block(entries: list[dict], metadata: Mapping[str, str],
                    stored: list[dict]) -> bytes | None:
-    """The prefix and header of the same file with the compact index (version 13), or
-    None where the header would be too long.
+    """The prefix and header of the same file with the compact index (version 13), its
+    names front-coded (``prefixes``, version 14) where that is shorter, or None where the
+    header would be too long.
     Each tensor's sections are given by their lengths, in file order; ``checksums`` holds
     [tensor count, CRC-32] per group of consecutive tensors (CHECKSUM_GROUP_BYTES); its
-    stats are max_abs_error and snr_db, cut to COMPACT_STATS_DIGITS."""
+    stats are a lossy tensor's snr_db alone, cut to COMPACT_STATS_DIGITS."""
     checksums: list[list[int]] = []
     compact, count, size, crc = [], 0, 0, 0
     for entry in entries:
@@ -530,16 +537,28 @@ def _compact_block(entries: list[dict], metadata: Mapping[str, str],
         for _, length, part in ranges:
             crc = crc32_combine(crc, part, length)
         count, size = count + 1, size + held
-        compact.append({**entry, "sections": {role: spec[1] for role, spec
-                                              in entry["sections"].items()}})
-        if isinstance(entry.get("stats"), dict):
-            compact[-1]["stats"] = {k: _informational(v, COMPACT_STATS_DIGITS)
-                                    for k, v in entry["stats"].items() if k != "mse"}
+        compact.append({k: v for k, v in entry.items() if k != "stats"})
+        compact[-1]["sections"] = {role: spec[1] for role, spec in entry["sections"].items()}
+        snr = entry["stats"].get("snr_db") if isinstance(entry.get("stats"), dict) else None
+        if snr is not None:
+            compact[-1]["stats"] = {"snr_db": _informational(snr, COMPACT_STATS_DIGITS)}
     checksums.append([count, crc])
     header = _header_json(compact, metadata, stored, checksums)
     if len(header) > MAX_HEADER_BYTES:
         return None
-    return header_block(header, file_version(compact, stored, compact_index=True))
+    block = header_block(header, file_version(compact, stored, compact_index=True))
+    # Front-coded names (version 14) where they make the header smaller.
+    prefixes, previous, coded = [], "", []
+    for entry in compact:
+        k = len(os.path.commonprefix([previous, entry["name"]]))
+        prefixes.append(k)
+        coded.append({**entry, "name": entry["name"][k:]})
+        previous = entry["name"]
+    text = _header_json(coded, metadata, stored, checksums, prefixes)
+    if len(text) > MAX_HEADER_BYTES:
+        return block
+    front = header_block(text, file_version(coded, stored, name_prefixes=True))
+    return front if len(front) < len(block) else block
 
 
 _CRC_POLY = 0xEDB88320
@@ -584,11 +603,7 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
 def _informational(value: object, significant: int = 4) -> object:
     """A stats figure cut (towards zero) to ``significant`` digits: full float precision
     would be most of a small model's compressed header, and the figures only inform."""
-    if not (is_finite_number(value) and 1e-290 < abs(value) < 1e290):
-        return value
-    digits = significant - 1 - math.floor(math.log10(abs(value)))
-    scale = 10.0**digits
-    return math.trunc(value * scale) / scale
+    return cut_digits(value, significant)
 
 
 @cache
@@ -663,15 +678,19 @@ def _parse_header(raw: bytes, version: int = VERSION) -> dict:
         keys.add("files")
     if version >= COMPACT_INDEX_VERSION and isinstance(header, dict) and "checksums" in header:
         keys.add("checksums")
+    if version >= NAME_PREFIXES_VERSION and isinstance(header, dict) and "prefixes" in header:
+        keys.add("prefixes")
     if not isinstance(header, dict) or set(header) != keys:
         raise CorruptFileError(
             "the header must be an object with keys metadata and tensors"
-            + (" (and files, checksums)." if version >= COMPACT_INDEX_VERSION
+            + (" (and files, checksums, prefixes)." if version >= NAME_PREFIXES_VERSION
+               else " (and files, checksums)." if version >= COMPACT_INDEX_VERSION
                else " (and files)." if version >= FILES_VERSION else ".")
-            + (" The compact index (checksums) is new in version "
-               f"{COMPACT_INDEX_VERSION}; this file is version {version}."
-               if isinstance(header, dict) and "checksums" in header
-               and version < COMPACT_INDEX_VERSION else ""))
+            + "".join(f" {what} is new in version {new}; this file is version {version}."
+                      for key, what, new in (
+                          ("checksums", "The compact index (checksums)", COMPACT_INDEX_VERSION),
+                          ("prefixes", "Front-coded names (prefixes)", NAME_PREFIXES_VERSION))
+                      if isinstance(header, dict) and key in header and version < new))
     files = header.setdefault("files", [])
     if not isinstance(files, list) or len(files) > MAX_FILES:
         raise CorruptFileError(f"header files must be a list of at most {MAX_FILES}.")
@@ -680,7 +699,29 @@ def _parse_header(raw: bytes, version: int = VERSION) -> dict:
         raise CorruptFileError("header metadata must map strings to strings.")
     if not isinstance(tensors, list) or len(tensors) > MAX_TENSORS:
         raise CorruptFileError(f"header tensors must be a list of at most {MAX_TENSORS}.")
+    if "prefixes" in header:
+        _front_decode(header.pop("prefixes"), tensors)
     return header
+
+
+def _front_decode(prefixes: object, entries: list) -> None:
+    """Give each entry its whole name (version 14): ``prefixes[i]`` characters of entry
+    i − 1's whole name, then the characters entry i's ``name`` holds. Checked: one
+    integer a tensor, the first 0, each at most the length of the name before it, and
+    every whole name within MAX_NAME_CHARS before it is built."""
+    if not (isinstance(prefixes, list) and len(prefixes) == len(entries)):
+        raise CorruptFileError(f"prefixes must be a list of one integer a tensor "
+                               f"({len(entries)}).")
+    previous = ""
+    for i, (k, entry) in enumerate(zip(prefixes, entries, strict=True)):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not (is_int(k) and 0 <= k <= len(previous) and isinstance(name, str)
+                and k + len(name) <= MAX_NAME_CHARS):
+            raise CorruptFileError(
+                f"tensor {i + 1}: its name's prefix must be an integer from 0 to the length "
+                f"of the name before it ({len(previous)}), with its name a string, together "
+                f"at most {MAX_NAME_CHARS} characters.")
+        entry["name"] = previous = previous[:k] + name
 
 
 def _compact_ranges(entry: dict, cursor: int, data_size: int) -> dict[str, list]:

@@ -24,7 +24,9 @@ from weightdna.errors import CorruptFileError
 # `weightdna.codec.filecoding`); 13: the compact index (``checksums``: each tensor's
 # sections given by their lengths alone, laid out in order, and a CRC-32 per group of
 # consecutive tensors, `weightdna.codec.container`) and a small ``raw`` tensor packed by
-# its significant bits (``"compression": "packed"``, `weightdna.codec.packed`). A file is
+# its significant bits (``"compression": "packed"``, `weightdna.codec.packed`); 14: the
+# tensors' names front-coded (``prefixes``: each name given as the characters it adds to
+# the start it shares with the name before it, `weightdna.codec.container`). A file is
 # written as the lowest version that holds its entries (`file_version`): one without any
 # of them as version 8, byte for byte as before.
 COLUMNS_VERSION = 9
@@ -33,13 +35,13 @@ GRID_VERSION = 11
 FILE_CODING_VERSION = 12
 FILE_CODING_KEYS = ("prefix", "vocab")
 COMPACT_INDEX_VERSION = 13
+NAME_PREFIXES_VERSION = 14
 # 15: a symbol stream under the adaptive model (``"kind": "adaptive"``,
-# `weightdna.codec.adaptive`). 14 is left to a header change made beside it (the numbers
-# are settled when both are merged): no file is version 14 yet, and none is read as one.
+# `weightdna.codec.adaptive`); a version-15 file may also hold version 14's name prefixes.
 ADAPTIVE_VERSION = 15
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
-              COMPACT_INDEX_VERSION, ADAPTIVE_VERSION)
-READABLE_VERSIONS = tuple(v for v in range(3, VERSION + 1) if v != 14)
+              COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION)
+READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -73,15 +75,18 @@ DECODE_BLOCK_BYTES = 32
 
 
 def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
-                 compact_index: bool = False) -> int:
+                 compact_index: bool = False, name_prefixes: bool = False) -> int:
     """The version a file of these tensor entries and stored-file entries is written as:
     the lowest that holds them (COLUMNS_VERSION with a ``quantized`` tensor's per-column
     factors, LANES_VERSION with a lanes-coded ``raw`` tensor, GRID_VERSION with per-row
     steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
-    COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor, ADAPTIVE_VERSION
-    with a symbol stream under the adaptive model, else 8)."""
+    COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
+    NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
+    under the adaptive model, else 8)."""
     if any(_holds_adaptive(entry.get("params")) for entry in entries):
         return ADAPTIVE_VERSION
+    if name_prefixes:
+        return NAME_PREFIXES_VERSION
     if compact_index or any(isinstance(e.get("params"), dict)
                             and e["params"].get("compression") == "packed" for e in entries):
         return COMPACT_INDEX_VERSION

@@ -25,6 +25,16 @@ def is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def cut_digits(value: object, significant: int) -> object:
+    """A finite number cut towards zero to ``significant`` decimal digits (its JSON is then
+    short: 0.00521, not 0.0052115460857748985); anything else as it is."""
+    if not (is_finite_number(value) and 1e-290 < abs(value) < 1e290):
+        return value
+    digits = significant - 1 - math.floor(math.log10(abs(value)))
+    scale = 10.0**digits
+    return math.trunc(value * scale) / scale
+
+
 def is_finite_number(value: object) -> bool:
     """An int or float (not a bool) whose value as a float is finite."""
     if not isinstance(value, int | float) or isinstance(value, bool):

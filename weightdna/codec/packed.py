@@ -3,8 +3,8 @@
 
 A small model holds many tensors of a few values (BatchNorm statistics of 8–200 channels,
 scalar constants, shape constants): stored as a zstd frame each pays about 9 bytes of frame
-beside its values, and a float32 rounded to 10 mantissa bits (`weightdna.codec.roles`)
-keeps its 13 zero bits. Here each value is ``sign`` (one bit, where the tensor has both
+beside its values, and a float32 rounded to 9 mantissa bits (`weightdna.codec.roles`)
+keeps its 14 zero bits. Here each value is ``sign`` (one bit, where the tensor has both
 signs) then ``bits`` bits of ``u``, written back to back, most significant bit first, the
 last byte padded with zero bits:
 
