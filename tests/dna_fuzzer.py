@@ -719,7 +719,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
