@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
         if name == NAME and not seen:
             tensor = weights.tensor(name)
             rows = tensor.shape[0]
-            found = {"whole": 8.0 * compress._section_bytes(coded) / choice.bits}
+            found = {"whole": 8.0 * compress._section_bytes(coded[0]) / choice.bits}
             for k in (8, 32):
                 step = choice.step
                 if isinstance(step, np.ndarray) and step.shape[:1] == (rows,):

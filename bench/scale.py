@@ -261,8 +261,8 @@ def project_70b(folder: Path, bits: float) -> dict:
             ((entry, sections), _), row["entropy_s"] = _timed(
                 rowblocks.coded, info, steps, search, choice.candidate.transform, [coded])
         else:
-            (entry, sections), row["encode_s"] = _timed(compress._encode, weights, "w",
-                                                        choice, None, True)
+            ((entry, sections), _), row["encode_s"] = _timed(compress._encode, weights, "w",
+                                                             choice, None, True)
         row["bits_per_weight"] = 8.0 * sum(map(len, sections.values())) / info.numel
         print(row, file=sys.stderr)
         shapes.append(row)

@@ -202,3 +202,66 @@ def test_shared_fits_and_histogram_give_the_same_stream(draw: str) -> None:
             == entropy._estimated_bits(fit, counts)
     decoded = decode_symbols(model, sections, symbols.size, "test")
     assert np.array_equal(decoded, symbols)
+
+
+@pytest.mark.parametrize("dtype", sorted(ans.KERNEL_DTYPES, key=str))
+def test_span_and_counts_kernels_are_numpy_s_min_max_and_bincount(dtype: np.dtype) -> None:
+    """`ans.span` and `ans.add_counts` (encode_symbols's histogram without a widened copy)
+    against NumPy on awkward arrays: the dtype's extremes, one element, all equal, strided
+    and reversed views, counts added to counts already there."""
+    info = np.iinfo(dtype)
+    rng = np.random.default_rng(11)
+    cases = [
+        np.array([info.min], dtype=dtype),
+        np.array([info.max, info.max, info.max], dtype=dtype),
+        np.array([info.max, info.min, 0, info.min, info.max], dtype=dtype),
+        np.array([1, 1, 0], dtype=dtype),  # the least last
+        np.array([0, 0, 1], dtype=dtype),  # the largest last
+        rng.integers(max(info.min, -300), min(info.max, 300), 5001, dtype=dtype,
+                     endpoint=True),
+        rng.integers(info.min, info.max, 999, dtype=dtype, endpoint=True)[::-3],
+        rng.integers(0, 4, (40, 9), dtype=dtype)[:, 2],  # a strided column
+    ]
+    for symbols in cases:
+        lo, hi = ans.span(symbols)
+        assert (lo, hi) == (int(symbols.min()), int(symbols.max()))
+        if hi - lo > 1 << 20:
+            continue  # a histogram this wide is refused before counting (MAX_ALPHABET)
+        before = rng.integers(0, 5, hi - lo + 1)
+        counts = before.copy()
+        ans.add_counts(symbols, lo, counts)
+        expected = before + np.bincount(symbols.astype(np.int64) - lo, minlength=hi - lo + 1)
+        assert np.array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("kind", ["auto", *entropy.MODEL_KINDS])
+def test_compiled_histogram_and_narrow_pieces_give_the_same_stream(
+        kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """encode_symbols on narrow pieces through the kernels (`ans.span`, `ans.add_counts`,
+    `ans.encode_reverse` on int8/int16/uint8 pieces as they are) against the NumPy path
+    (no dtype taken by the kernels: min/max, widened chunks and bincount): the same model
+    and bytes, on pieces of mixed dtypes and sizes, the table path and constriction's,
+    one symbol, all equal, the extremes of int8."""
+    rng = np.random.default_rng(5)
+    draws = [
+        [np.array([3], dtype=np.int8)],
+        [np.full(700, -128, dtype=np.int8), np.full(5, -128, dtype=np.int16)],
+        [np.array([127, -128] * 200, dtype=np.int8)],
+        [np.rint(rng.normal(0, 3, 4000)).astype(np.int8),
+         np.rint(rng.normal(0, 3, 1)).astype(np.int16),
+         np.rint(rng.normal(1, 40, 3000)).astype(np.int16),
+         rng.integers(0, 9, 2500).astype(np.uint8),
+         np.rint(rng.laplace(0, 2, 6000)).astype(np.int32)[::2]],
+        [np.rint(rng.laplace(-2, 1.5, 70_000)).astype(np.int8)],
+    ]
+    for pieces in draws:
+        monkeypatch.setattr(entropy, "ENCODE_CHUNK", 1000)
+        monkeypatch.setattr(entropy, "TABLE_ENCODE_CHUNK", 300)
+        compiled = encode_symbols(pieces, kind)
+        monkeypatch.setattr(ans, "KERNEL_DTYPES", frozenset())  # the NumPy path
+        assert encode_symbols(pieces, kind) == compiled
+        monkeypatch.undo()
+        joined = np.concatenate([p.astype(np.int32) for p in pieces])
+        assert encode_symbols(joined, kind) == compiled  # the pieces are one stream
+        model, sections = compiled
+        assert np.array_equal(decode_symbols(model, sections, joined.size), joined)

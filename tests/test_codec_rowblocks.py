@@ -87,7 +87,8 @@ def test_a_row_block_coding_is_the_whole_tensors_coding(model: Path, small_block
                                              True, lambda *_: None, 1)
     assert name == EMBEDDINGS and whole[0]["representation"] == "quantized"
     assert blocked[0] == whole[0] and blocked[1] == whole[1]  # entry (figures too), bytes
-    assert coder.zeroed[name][1] == compress._zeroed(weights, name, *whole) > 0
+    measured, share = coder.measured_zeroed(blocked[0])
+    assert measured and share == compress._zeroed(weights, name, *whole) > 0
 
 
 @requires_minilm

@@ -296,3 +296,71 @@ def test_bad_requests_are_refused(model: Path, tmp_path: Path) -> None:
     with pytest.raises(OutputExistsError):
         compress_model(weights, tmp_path / "b.dna", Target("lossless"))
     assert (tmp_path / "b.dna").read_bytes() == b"keep"
+
+
+def _awkward_tensors() -> dict[str, torch.Tensor]:
+    """Tensors whose restored zeros are hard to count: most weights below half a step,
+    -0.0 and exact zeros, NaN/±Inf among them, float16 and bfloat16 (the cast back may
+    round a small restored value to 0), subnormal float32 values, a single row."""
+    g = torch.Generator().manual_seed(3)
+    tiny = torch.randn(40, 24, generator=g) * 0.001
+    tiny[:, ::3] = torch.randn(40, 8, generator=g)  # a few large columns set the step
+    tiny[0, :5] = torch.tensor([0.0, -0.0, math.nan, math.inf, -math.inf])
+    sub = torch.randn(24, 32, generator=g)
+    sub[::2] *= 1e-39  # subnormal float32
+    low_rank = torch.randn(48, 2, generator=g) @ torch.randn(2, 40, generator=g)
+    return {
+        "tiny": tiny,
+        "tiny16": tiny.half(),
+        "tinybf": tiny.to(torch.bfloat16),
+        "subnormal": sub,
+        "lowrank": low_rank + 0.01 * torch.randn(48, 40, generator=g),
+        "row": torch.randn(1, 300, generator=g) * torch.linspace(0, 1, 300),
+        "zeros": torch.zeros(16, 16),
+    }
+
+
+@pytest.mark.parametrize("how", ["scalar", "deadzone", "trellis", "per_row", "dct", "lowrank",
+                                 "gptq"])
+def test_the_zeroed_share_counted_while_coding_is_what_decoding_shows(how: str) -> None:
+    """`encode_tensor(zeroed=True)`'s share (what the report takes instead of decoding each
+    coded tensor again, `compress._zeroed`) equals the share measured on the decoded
+    tensor, on awkward tensors, for each way of coding one."""
+    from weightdna.codec import compress
+
+    tensors = _awkward_tensors()
+    weights = ModelWeights.from_tensors(tensors)
+    seen = 0
+    for name, tensor in tensors.items():
+        values = tensor.to(torch.float64)
+        values[~torch.isfinite(values)] = 0
+        columns = tensor.shape[1]
+        step = float(values.abs().max()) / 6 or 1.0
+        kwargs: dict = {"step": step}
+        if how == "deadzone":
+            kwargs["deadzone"] = 0.3
+        elif how == "trellis":
+            kwargs["quantizer"] = "trellis"
+        elif how == "per_row":
+            kwargs = {"bits": 2}
+        elif how == "dct":
+            kwargs["transform"] = "dct"
+        elif how == "lowrank":
+            if not values.any():
+                continue  # no rank to predict
+            kwargs["prediction"] = lowrank_prediction(values.numpy(), 1)
+        elif how == "gptq":
+            x = torch.randn(200, columns, generator=torch.Generator().manual_seed(1),
+                            dtype=torch.float64)
+            x[:, 1] = 0  # a dead input: its weights get symbol 0
+            kwargs["hessian"] = (x.T @ x / 200).numpy()
+        try:
+            coded, share = encode_tensor(tensor, name=name, zeroed=True, **kwargs)
+        except InvalidInputError:
+            continue  # the step overflows the coder's alphabet (subnormals, per row)
+        assert coded == encode_tensor(tensor, name=name, **kwargs)  # the same coding
+        assert share == compress._zeroed(weights, name, *coded), (name, share)
+        seen += share is not None and share > 0
+    assert seen >= 1  # some weights were zeroed: the count is tested, not only None
+    # Stored exactly: nothing zeroed, no share.
+    assert encode_tensor(tensors["tiny"], name="tiny", lossless=True, zeroed=True)[1] is None

@@ -109,3 +109,68 @@ def test_huge_values_fall_back_wherever_they_are() -> None:
                 assert _check(sample, divisor, 15.0) == 0
             if abs(huge) < rc.MAX_SYMBOL:  # the compiled path, with a histogram that fits
                 assert _check(sample, np.float32(1.0), abs(huge)) == 3
+
+
+def _correlated_matrices() -> list[np.ndarray]:
+    """Matrices whose neighbours correlate by about the threshold, far from it, not at all,
+    exactly (constant rows or columns, a constant matrix, a ramp), with a large mean, tiny
+    or subnormal values, one row, one column; 2-D and 4-D (a kernel's shape)."""
+    rng = np.random.default_rng(4)
+    out = []
+    for rho in (0.0, 0.3, 0.5, 0.5 + 2e-7, 0.5 - 2e-7, 0.7, 0.99):
+        # an AR(1) row: neighbours along the row correlate by about rho
+        noise = rng.normal(size=(30, 200))
+        x = np.empty_like(noise)
+        x[:, 0] = noise[:, 0]
+        for j in range(1, 200):
+            x[:, j] = rho * x[:, j - 1] + np.sqrt(1 - rho * rho) * noise[:, j]
+        out += [x, x.T.copy()]
+    ramp = np.add.outer(np.arange(40.0), np.arange(30.0))
+    out += [
+        np.ones((20, 30)), np.zeros((8, 8)), np.tile(rng.normal(size=30), (20, 1)),
+        np.tile(rng.normal(size=(20, 1)), (1, 30)), ramp, 1e6 + rng.normal(size=(30, 30)),
+        1e6 + 1e-12 * rng.normal(size=(30, 30)), 1e-300 * rng.normal(size=(30, 30)),
+        5e-324 * rng.integers(-3, 4, (30, 30)).astype(np.float64),
+        rng.normal(size=(1, 500)), rng.normal(size=(500, 1)),
+        rng.normal(size=(16, 8, 3, 3)), np.cumsum(rng.normal(size=(12, 4, 3, 3)), axis=1),
+    ]
+    return out
+
+
+def test_the_compiled_correlation_test_decides_as_corrcoef(monkeypatch) -> None:  # noqa: ANN001
+    """`_correlated` (one compiled pass per pair, `_pair_moments`) gives the decision of
+    `_adjacent_correlation` ≥ DNA_MIN_CORRELATION on every awkward matrix, by its own
+    figure where that is clear of the threshold (most of them here) and by corrcoef's
+    where not; and its moments are NumPy's to rounding."""
+    exact_calls = []
+    original = rc._adjacent_correlation
+
+    def exact(values: np.ndarray) -> float:
+        exact_calls.append(1)
+        return original(values)
+
+    decisions = []
+    for values in _correlated_matrices():
+        monkeypatch.setattr(rc, "_adjacent_correlation", exact)
+        decided = rc._correlated(values)
+        monkeypatch.undo()
+        assert decided == (original(values) >= rc.DNA_MIN_CORRELATION), values.shape
+        decisions.append(decided)
+    assert True in decisions and False in decisions
+    assert 0 < len(exact_calls) < len(decisions) // 2  # mostly the compiled figure decides
+    # At the threshold itself the compiled figure is too close to decide: corrcoef's does.
+    values = _correlated_matrices()[10]
+    r = original(values)
+    for threshold, expected in ((r, True), (np.nextafter(r, 2.0), False)):
+        exact_calls.clear()
+        monkeypatch.setattr(rc, "DNA_MIN_CORRELATION", threshold)
+        monkeypatch.setattr(rc, "_adjacent_correlation", exact)
+        assert rc._correlated(values) is expected and exact_calls
+        monkeypatch.undo()
+    rng = np.random.default_rng(9)
+    a, b = rng.normal(3, 2, (50, 70)), rng.normal(-1, 5, (50, 70))
+    mean_a, mean_b, saa, sbb, sab, flat = rc._pair_moments(a, b)
+    assert not flat and np.allclose([mean_a, mean_b], [a.mean(), b.mean()], rtol=1e-12)
+    assert np.allclose([saa, sbb, sab], [((a - a.mean()) ** 2).sum(), ((b - b.mean()) ** 2).sum(),
+                                         ((a - a.mean()) * (b - b.mean())).sum()], rtol=1e-10)
+    assert rc._pair_moments(np.ones((3, 3)), b[:3, :3])[5]

@@ -191,22 +191,50 @@ def decode(words: np.ndarray, cdf: np.ndarray, count: int, first: int,
     return rest == 0 and state == low
 
 
+# The integer dtypes `span`, `add_counts` and `encode_reverse` take as they are (no int32
+# copy); numba mixes uint64 with int64 into float64, so uint64 is not among them.
+KERNEL_DTYPES = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64,
+                                                 np.uint8, np.uint16, np.uint32))
+
+
+@numba.njit(cache=True, nogil=True)
+def span(symbols: np.ndarray) -> tuple[int, int]:
+    """The least and the largest of ``symbols`` (a non-empty integer array of
+    KERNEL_DTYPES), as int64: ``symbols.min()`` and ``.max()`` in one pass."""
+    lo = hi = np.int64(symbols[0])
+    for i in range(1, symbols.size):
+        s = np.int64(symbols[i])
+        lo = min(lo, s)
+        hi = max(hi, s)
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def add_counts(symbols: np.ndarray, lo: int, counts: np.ndarray) -> None:
+    """``counts[s - lo] += 1`` for each of ``symbols`` (KERNEL_DTYPES; every s − lo within
+    ``counts``: the caller took lo and the size from `span`): ``np.bincount`` of the
+    shifted symbols added to ``counts``, without a widened and shifted copy."""
+    for i in range(symbols.size):
+        counts[np.int64(symbols[i]) - lo] += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def encode_reverse(symbols: np.ndarray, cdf: np.ndarray, first: int, state: np.uint64,
                    words: np.ndarray) -> tuple[np.uint64, int]:
-    """Push ``symbols`` (last first, as constriction's ``encode_reverse``) under the table
-    ``cdf`` (symbol s + ``first`` at index s) onto a coder in ``state``: the inverse of
-    `decode`, constriction's ``AnsCoder`` arithmetic — before a symbol of probability p, a
-    word (the state's low half) moves out while the state is ≥ p · 2^(64 − 24); then state
-    ← (state // p) · 2^24 + state % p + cdf[s]. The words that move out go to ``words``
-    (at least ``symbols.size`` of them), in order; returns (the new state, their count)."""
+    """Push ``symbols`` (KERNEL_DTYPES; last first, as constriction's ``encode_reverse``)
+    under the table ``cdf`` (symbol s + ``first`` at index s) onto a coder in ``state``:
+    the inverse of `decode`, constriction's ``AnsCoder`` arithmetic — before a symbol of
+    probability p, a word (the state's low half) moves out while the state is ≥ p ·
+    2^(64 − 24); then state ← (state // p) · 2^24 + state % p + cdf[s]. The words that
+    move out go to ``words`` (at least ``symbols.size`` of them), in order; returns (the
+    new state, their count)."""
     shift = np.uint64(PRECISION)
     threshold_shift = np.uint64(64 - PRECISION)
     word_mask = np.uint64(0xFFFFFFFF)
     state = np.uint64(state)  # never int64 arithmetic (a caller's Python int)
     n = 0
     for i in range(symbols.size - 1, -1, -1):
-        s = symbols[i] - first
+        s = np.int64(symbols[i]) - first
         start = np.uint64(cdf[s])
         p = np.uint64(cdf[s + 1]) - start
         if state >= p << threshold_shift:

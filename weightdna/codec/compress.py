@@ -225,14 +225,24 @@ def _tensor_report(entry: dict, sections: Mapping[str, bytes], peak: float, role
 
 
 def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
-                   hessian: np.ndarray | None = None, zero_dead: bool = True
-                   ) -> tuple[dict, dict]:
+                   hessian: np.ndarray | None = None, zero_dead: bool = True,
+                   zeroed: bool = False) -> tuple[dict, dict] | tuple[tuple[dict, dict],
+                                                                  float | None]:
     """Code a tensor as chosen; raw when no candidate was chosen or the step overflows.
     With ``hessian`` (its inputs' XᵀX/N) the symbols are chosen by GPTQ, scalar only;
     ``zero_dead``: the weights of inputs it never sees get symbol 0 (a size target), or are
-    rounded (an SNR/PSNR target: zeroing them would cap the weights' SNR)."""
+    rounded (an SNR/PSNR target: zeroing them would cap the weights' SNR). ``zeroed``:
+    return (the coding, its zeroed share as `encode_tensor` counts it)."""
+    coded, share = _encode_measured(tensor, name, choice, hessian, zero_dead)
+    return (coded, share) if zeroed else coded
+
+
+def _encode_measured(tensor: torch.Tensor, name: str, choice: Choice,
+                     hessian: np.ndarray | None, zero_dead: bool
+                     ) -> tuple[tuple[dict, dict], float | None]:
+    """`_encode_choice`'s work: (the coding, its zeroed share; None when stored exactly)."""
     if choice.candidate is None:
-        return encode_tensor(tensor, name=name, lossless=True)
+        return encode_tensor(tensor, name=name, lossless=True), None
     transform = choice.candidate.transform
     if transform is not None:
         hessian = None  # GPTQ rounds weights, not a transform's coefficients
@@ -245,17 +255,17 @@ def _encode_choice(tensor: torch.Tensor, name: str, choice: Choice,
             values[~np.isfinite(values)] = 0.0
             prediction = factored_prediction(values, choice.candidate.factored.factors,
                                              choice.factor_step, name)
-        coded = encode_tensor(tensor, name=name, step=choice.step, deadzone=choice.deadzone,
-                              prediction=prediction,
-                              quantizer=choice.quantizer, hessian=hessian,
-                              zero_dead=zero_dead, transform=transform)
+        coded, share = encode_tensor(tensor, name=name, step=choice.step,
+                                     deadzone=choice.deadzone, prediction=prediction,
+                                     quantizer=choice.quantizer, hessian=hessian,
+                                     zero_dead=zero_dead, transform=transform, zeroed=True)
     except InvalidInputError:  # the step overflows the dtype or the coder's alphabet
-        return encode_tensor(tensor, name=name, lossless=True)
+        return encode_tensor(tensor, name=name, lossless=True), None
     if tensor.numel() < EXACT_CHECK_ELEMENTS:  # a tiny tensor's exact bytes may be fewer
         exact = encode_tensor(tensor, name=name, lossless=True)
         if _section_bytes(exact) <= _section_bytes(coded):
-            return exact
-    return coded
+            return exact, None
+    return coded, share
 
 
 class _Restored(Mapping):
@@ -290,8 +300,9 @@ class _Coder:
         self.peaks: dict[str, float] = {}
         self.signal: dict[str, float] = {}
         self._restored: dict[str, tuple[int, torch.Tensor]] = {}
-        # A row-blocked tensor's zeroed share, measured as it was coded: (its entry, share).
-        self.zeroed: dict[str, tuple[dict, float | None]] = {}
+        # The zeroed shares counted as the tensors were coded (`_encode`, `rowblocks.coded`):
+        # each coding's (entry, share), every round's, so that the round kept is among them.
+        self.zeroed: dict[str, list[tuple[dict, float | None]]] = {}
         self.spill: Spill | None = None
 
     @property
@@ -389,25 +400,36 @@ class _Coder:
         return (decibels(math.fsum(signal), math.fsum(sse)),
                 decibels(count, math.fsum(normalised)))
 
-    def measured_zeroed(self, entry: dict) -> bool:
-        """Whether ``entry``'s zeroed share was measured as it was coded."""
-        found = self.zeroed.get(entry["name"])
-        return found is not None and found[0] is entry
+    def keep_zeroed(self, coded: tuple[dict, dict[str, bytes]],
+                    kept: tuple[dict, dict[str, bytes]], share: float | None) -> None:
+        """Hold ``share``, the zeroed share counted as ``coded`` was coded, for ``kept``
+        (`keep`'s form of it) where that is the same coding (not one stored with column
+        factors or exactly instead: measured by decoding)."""
+        if kept[0] is coded[0]:
+            self.zeroed.setdefault(coded[0]["name"], []).append((coded[0], share))
+
+    def measured_zeroed(self, entry: dict) -> tuple[bool, float | None]:
+        """(Whether ``entry``'s zeroed share was counted as it was coded, that share)."""
+        for found, share in self.zeroed.get(entry["name"], ()):
+            if found is entry:
+                return True, share
+        return False, None
 
     def reports(self, runner: Runner) -> list[TensorReport]:
         entries, sections = self.entries()
+        measured = [self.measured_zeroed(e) for e in entries]
         asked = [(e["name"], e, s) if e.get("stats", {}).get("mse")
                  and e["representation"] != "reference+residual"
-                 and not self.measured_zeroed(e) else (e["name"], None, None)
-                 for e, s in zip(entries, sections, strict=True)]
+                 and not m[0] else (e["name"], None, None)
+                 for e, s, m in zip(entries, sections, measured, strict=True)]
         zeroed = [None] * len(asked)
         for i, share in _largest_first(runner, _zeroed, asked,
                                        [math.prod(e["shape"]) for e in entries]):
             zeroed[i] = share
-        zeroed = [self.zeroed[e["name"]][1] if self.measured_zeroed(e)
+        zeroed = [m[1] if m[0]
                   else _lost(self.weights.tensor(e["name"]), self.restored(e["name"]))
                   if e["representation"] == "reference+residual" and e["stats"].get("mse")
-                  else z for e, z in zip(entries, zeroed, strict=True)]
+                  else z for e, z, m in zip(entries, zeroed, measured, strict=True)]
         return [_tensor_report(e, s, self.peaks.get(e["name"], 0.0),
                                self.weights.info(e["name"]).role, z)
                 for e, s, z in zip(entries, sections, zeroed, strict=True)]
@@ -493,8 +515,11 @@ def _sample(weights: ModelWeights, name: str) -> np.ndarray:
 
 
 def _encode(weights: ModelWeights, name: str, choice: Choice, hessian: np.ndarray | None,
-            zero_dead: bool) -> tuple[dict, dict[str, bytes]]:
-    coded = _encode_choice(weights.tensor(name), name, choice, hessian, zero_dead)
+            zero_dead: bool) -> tuple[tuple[dict, dict[str, bytes]], float | None]:
+    """The tensor coded as chosen, and its zeroed share counted as it was coded (the
+    report's, not measured again by decoding it: `_Coder.keep_zeroed`)."""
+    coded = _encode_choice(weights.tensor(name), name, choice, hessian, zero_dead,
+                           zeroed=True)
     _give_back_free_memory()
     return coded
 
@@ -937,7 +962,10 @@ def _code_round(runner: Runner, coder: _Coder,
     for j, result in runner.run(coding):
         tag = tags[j]
         if len(tag) == 1:
-            done[tag[0]] = coder.keep(result)
+            coded, share = result
+            done[tag[0]] = coder.keep(coded)
+            coder.keep_zeroed(coded, done[tag[0]], share)
+            del coded, result
         else:
             info, choice, k, blocks = tag
             parts.setdefault(info.name, [None] * blocks)[k] = result
@@ -951,15 +979,15 @@ def _code_round(runner: Runner, coder: _Coder,
                 overflowed.add(info.name)
                 continue
             (entry, sections), zeroed = coded
-            coder.zeroed[info.name] = (entry, zeroed)
             rows[info.name] = coder.keep((entry, sections))
+            coder.keep_zeroed((entry, sections), rows[info.name], zeroed)
             del coded, entry, sections
             _give_back_free_memory()
         report("encoding", len(done) + len(rows), total)
     raw = ([info for info, choice in chosen if choice.candidate is None]
            + [info for info, _ in chosen if info.name in overflowed])
     exact = Choice(None, None, 0.0, 0.0)
-    stored = [(info.name, coder.keep(coded)) for info, coded in zip(raw, runner.map(
+    stored = [(info.name, coder.keep(coded)) for info, (coded, _) in zip(raw, runner.map(
         _encode, ((info.name, exact, None, True) for info in raw)), strict=True)]
     return ([(info.name, done[i]) for i, (info, _, _) in enumerate(whole)]
             + [(info.name, rows[info.name]) for info, _ in chosen if info.name in rows]
@@ -1273,12 +1301,15 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                     len(candidates)):
                 coder.coded[name] = kept
         else:  # a sequential calibration: each tensor's H after the ones before are coded
-            for i, (name, coded) in enumerate(zip((tc.info.name for tc in whole), runner.map(
-                    _encode, ((tc.info.name, _without_sample(allocation.choices[tc.info.name]),
-                               coder.hessian(tc.info.name), zero_dead) for tc in whole)),
+            for i, (name, (coded, share)) in enumerate(zip(
+                    (tc.info.name for tc in whole), runner.map(
+                        _encode, ((tc.info.name,
+                                   _without_sample(allocation.choices[tc.info.name]),
+                                   coder.hessian(tc.info.name), zero_dead) for tc in whole)),
                     strict=True)):
                 report("encoding", i, len(candidates))
                 coder.add(name, coded)
+                coder.keep_zeroed(coded, coder.coded[name], share)
         for tc in candidates:
             choice = allocation.choices[tc.info.name]
             if _refers(choice):

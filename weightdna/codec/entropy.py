@@ -158,7 +158,10 @@ def _encode_with(model: dict, pieces: list[np.ndarray], counts: np.ndarray,
         cdf = ans.table(coding_model, model, counts, first)
         state, words = SENTINEL[1] << 32 | SENTINEL[0], []
         scratch = np.empty(min(total, TABLE_ENCODE_CHUNK), dtype=np.uint32)
-        for chunk in _chunks(pieces, reverse=True):
+        # The kernel takes the narrow pieces as they are; any other dtype widened.
+        chunks = (reversed(pieces) if all(p.dtype in ans.KERNEL_DTYPES for p in pieces)
+                  else _chunks(pieces, reverse=True))
+        for chunk in chunks:
             for stop in range(chunk.size, 0, -TABLE_ENCODE_CHUNK):
                 state, n = ans.encode_reverse(chunk[max(0, stop - TABLE_ENCODE_CHUNK) : stop],
                                               cdf, lo, np.uint64(state), scratch)
@@ -187,7 +190,11 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
     pieces = [piece for piece in _pieces(symbols) if piece.size]
     if not pieces:
         return {"kind": "laplace", "min": 0, "max": 1, "mean": 0.0, "scale": 1.0}, {"symbols": b""}
-    lo, hi = min(int(p.min()) for p in pieces), max(int(p.max()) for p in pieces)
+    # Compiled (`ans.span`, `ans.add_counts`: no widened copy) for the usual dtypes.
+    compiled = all(p.dtype in ans.KERNEL_DTYPES for p in pieces)
+    spans = ([tuple(map(int, ans.span(p))) for p in pieces] if compiled
+             else [(int(p.min()), int(p.max())) for p in pieces])
+    lo, hi = min(s[0] for s in spans), max(s[1] for s in spans)
     if lo == hi:  # the quantised models need a support of two or more symbols
         lo, hi = (lo, hi + 1) if hi < MAX_SYMBOL else (lo - 1, hi)
     if hi - lo + 1 > MAX_ALPHABET or max(-lo, hi) > MAX_SYMBOL:
@@ -198,8 +205,12 @@ def encode_symbols(symbols: np.ndarray | Sequence[np.ndarray],
     if model == ADAPTIVE:
         return _adaptive(pieces, lo, hi)
     counts = np.zeros(hi - lo + 1, dtype=np.int64)
-    for chunk in _chunks(pieces):  # no shifted copy of a large tensor
-        counts += np.bincount(chunk - np.int32(lo), minlength=hi - lo + 1)
+    if compiled:
+        for piece in pieces:
+            ans.add_counts(piece, lo, counts)
+    else:
+        for chunk in _chunks(pieces):  # no shifted copy of a large tensor
+            counts += np.bincount(chunk - np.int32(lo), minlength=hi - lo + 1)
     if model != "auto":
         params = _fit(model, counts, lo, hi)
         return params, _encode_with(params, pieces, counts)

@@ -367,6 +367,62 @@ def _adjacent_correlation(values: np.ndarray) -> float:
     return best
 
 
+# `_correlated` decides by its compiled figure only when it is this far from
+# DNA_MIN_CORRELATION: its rounding and NumPy's differ by orders of magnitude less.
+CORRELATION_MARGIN = 1e-6
+
+
+def _correlated(values: np.ndarray) -> bool:
+    """``_adjacent_correlation(values) >= DNA_MIN_CORRELATION``, the same decision: each
+    pair's correlation from one compiled pass over it (`_pair_moments`), not corrcoef's
+    copies; `_adjacent_correlation` itself where a figure lies within CORRELATION_MARGIN
+    of the threshold or a pair is (nearly) constant, or its variance is lost in its mean's
+    rounding (where the two computations may differ by more)."""
+    m, n = matrix_shape(values.shape)
+    rows = values.reshape(m, n)[: max(2, SAMPLE_ELEMENTS // max(n, 1))]
+    decided = False
+    for a, b in ((rows[:-1], rows[1:]), (rows[:, :-1], rows[:, 1:])):
+        if a.size <= 1:
+            continue
+        mean_a, mean_b, saa, sbb, sab, flat = _pair_moments(a, b)
+        size = float(a.size)
+        if flat or not (saa / size > (1e-6 * mean_a) ** 2 + 1e-250
+                        and sbb / size > (1e-6 * mean_b) ** 2 + 1e-250):
+            return bool(_adjacent_correlation(values) >= DNA_MIN_CORRELATION)
+        r = sab / math.sqrt(saa * sbb)
+        if not abs(r - DNA_MIN_CORRELATION) > CORRELATION_MARGIN:
+            return bool(_adjacent_correlation(values) >= DNA_MIN_CORRELATION)
+        decided = decided or r > DNA_MIN_CORRELATION
+    return decided
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_moments(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, float,
+                                                         float, bool]:
+    """(mean of ``a``, mean of ``b``, Σ(a − ā)², Σ(b − b̄)², Σ(a − ā)(b − b̄), whether
+    ``a`` or ``b`` holds one value only) of two 2-D arrays of one shape, two passes."""
+    rows, columns = a.shape
+    sum_a = sum_b = 0.0
+    lo_a = hi_a = a[0, 0]
+    lo_b = hi_b = b[0, 0]
+    for i in range(rows):
+        for j in range(columns):
+            x, y = a[i, j], b[i, j]
+            sum_a += x
+            sum_b += y
+            lo_a, hi_a = min(lo_a, x), max(hi_a, x)
+            lo_b, hi_b = min(lo_b, y), max(hi_b, y)
+    mean_a, mean_b = sum_a / a.size, sum_b / a.size
+    saa = sbb = sab = 0.0
+    for i in range(rows):
+        for j in range(columns):
+            x, y = a[i, j] - mean_a, b[i, j] - mean_b
+            saa += x * x
+            sbb += y * y
+            sab += x * y
+    return mean_a, mean_b, saa, sbb, sab, bool(lo_a == hi_a or lo_b == hi_b)
+
+
 def _rows_per_block(values: np.ndarray) -> int:
     """Rows of `as_rows` in a block of about BLOCK_ELEMENTS elements."""
     return rows_per_block(as_rows(values).shape[1], BLOCK_ELEMENTS)
@@ -480,7 +536,7 @@ def tensor_candidates(
             candidates.append(Candidate("factored+residual", None, None, peaks, 0.0,
                                         factored=Factored.of(values, *ranks)))
     if structured and "dna" in representations:
-        if _adjacent_correlation(values) >= DNA_MIN_CORRELATION:
+        if _correlated(values):  # _adjacent_correlation(values) ≥ DNA_MIN_CORRELATION
             try:
                 prediction = dna_prediction(values, dna_config)
                 candidates.append(_predicted_candidate("dna+residual", prediction, values))

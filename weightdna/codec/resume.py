@@ -40,7 +40,7 @@ MANIFEST = "manifest.json"
 # samples taken again between rounds, nor the zeroed shares of the report.
 KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one", "_measure_rows",
                         "_analyse_rows", "_prepare_rows", "_encode_rows"})
-FORMAT = 1
+FORMAT = 2  # 2: `_encode` returns its zeroed share beside the coding
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
                                         Choice, Target, Factored)}

@@ -53,6 +53,7 @@ from weightdna.codec.tensor import (
     _Symbols,
     _Trellis,
     _trellis_figures,
+    _zeroed_share,
     trellis_stride,
 )
 from weightdna.codec.transform import TRANSFORMS, compacting_transforms, forward
@@ -265,10 +266,11 @@ def coded(info: TensorInfo, steps: float | np.ndarray, search: _Trellis | None,
         return None
     indices = np.concatenate(indices)
     nonfinite = indices.tobytes() + b"".join(exact) if indices.size else b""
+    stats = figures.stats()
     entry = _coded_entry(info.name, info.dtype, tuple(info.shape), steps, search,
-                         symbols.streams(), figures.stats(), "auto", int(indices.size),
-                         nonfinite, transform)
-    return entry, (lost / nonzero if nonzero else None)
+                         symbols.streams(), stats, "auto", int(indices.size), nonfinite,
+                         transform)
+    return entry, _zeroed_share(stats, nonzero, lost)
 
 
 def search_args(search: _Trellis | None, start: int, stop: int) -> tuple | None:

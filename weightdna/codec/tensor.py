@@ -379,9 +379,10 @@ def _code_blocks(
     plan: GPTQPlan | None = None,
     zero_dead: bool = True,
     transform: str | None = None,
-) -> tuple[Iterator[list[np.ndarray]], dict] | None:
-    """The symbols of every element (rows of `as_rows`) and the error figures over the
-    finite ones, quantised and restored block by block. The symbols come as streams, each a
+) -> tuple[Iterator[list[np.ndarray]], dict, float | None] | None:
+    """The symbols of every element (rows of `as_rows`), the error figures over the
+    finite ones and the share of the non-zero weights restored as 0 (`_zeroed_share`),
+    quantised and restored block by block. The symbols come as streams, each a
     list of pieces (`_Symbols`: never a large tensor's symbols in int32 whole): one stream,
     non-finite elements' symbols 0, or with ``search`` the trellis's context streams
     (`weightdna.codec.trellis.split_streams`, with the contexts of the search's own walk).
@@ -392,13 +393,25 @@ def _code_blocks(
     rows, columns = source.shape
     symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
     figures = _Figures()
+    nonzero = lost = 0
     for block in _coded_blocks(source, steps, deadzone, dtype, base, target, search, plan,
                                zero_dead, transform):
         figures.add(block)
         if target is not None and figures.max_error > target:
             return None
+        nonzero, lost = nonzero + block.nonzero, lost + block.lost
         symbols.add(block.pieces)
-    return symbols.streams(), figures.stats()
+    stats = figures.stats()
+    return symbols.streams(), stats, _zeroed_share(stats, nonzero, lost)
+
+
+def _zeroed_share(stats: dict, nonzero: int, lost: int) -> float | None:
+    """The share of a coded tensor's non-zero weights (``nonzero``, non-finite ones
+    included) restored as 0 (``lost``; its blocks' `_Block` counts, summed), as the
+    report gives it: None where it holds none or its figures (``stats``) show no error."""
+    if not stats.get("mse") or not nonzero:
+        return None
+    return lost / nonzero
 
 
 class _Block:
@@ -565,7 +578,8 @@ def encode_tensor(
     zero_dead: bool = True,
     transform: str | None = None,
     fast: bool = False,
-) -> tuple[dict, dict[str, bytes]]:
+    zeroed: bool = False,
+) -> tuple[dict, dict[str, bytes]] | tuple[tuple[dict, dict[str, bytes]], float | None]:
     """Encode one tensor as a header entry and its byte sections (see docs/FORMAT.md).
 
     Exactly one request: ``lossless=True``; ``step`` (one, or one per row); ``bits``
@@ -591,7 +605,22 @@ def encode_tensor(
     ``fast``: a float tensor stored exactly (of 64 elements or more) is coded in lanes
     (`weightdna.codec.lanes`, format version 10), several times faster than by its bit
     fields and a little larger; what ``weightdna compress --lossless`` takes.
+    ``zeroed``: return (entry and sections, the share of the tensor's non-zero weights
+    restored as 0), the share counted as the blocks were coded (what decoding the tensor
+    would show; None where it holds none or is stored exactly).
     """
+    coded, share = _encode_tensor(tensor, name, step, bits, max_abs_error, lossless, model,
+                                  deadzone, prediction, quantizer, hessian, zero_dead,
+                                  transform, fast)
+    return (coded, share) if zeroed else coded
+
+
+def _encode_tensor(tensor: torch.Tensor | np.ndarray, name: str, step: float | np.ndarray | None,
+                   bits: int | None, max_abs_error: float | None, lossless: bool, model: str,
+                   deadzone: float, prediction: Prediction | None, quantizer: str,
+                   hessian: np.ndarray | None, zero_dead: bool, transform: str | None,
+                   fast: bool) -> tuple[tuple[dict, dict[str, bytes]], float | None]:
+    """`encode_tensor`'s work: (entry and sections, zeroed share)."""
     requests = [step is not None, bits is not None, max_abs_error is not None, bool(lossless)]
     if sum(requests) != 1:
         raise InvalidInputError("give exactly one of step, bits, max_abs_error or lossless=True.")
@@ -615,7 +644,7 @@ def encode_tensor(
         raise InvalidInputError("a tensor needs a non-empty name.")
     dtype = NAMES[t.dtype]
     if lossless or dtype not in FLOAT_NAMES:
-        return _raw_entry(name, t, fast)
+        return _raw_entry(name, t, fast), None
 
     shape = tuple(t.shape)
     source = t.reshape(row_shape(shape))
@@ -657,7 +686,7 @@ def encode_tensor(
                                  zero_dead, transform)
         except InvalidInputError:
             if target is not None:
-                return _raw_entry(name, t)  # the target is finer than the coder's alphabet
+                return _raw_entry(name, t), None  # the target is finer than the coder's alphabet
             raise
         except _Overflow:
             if target is None:
@@ -667,17 +696,17 @@ def encode_tensor(
                 ) from None
             continue
         if coded is not None:
-            streams, stats = coded
+            streams, stats, share = coded
             break
     else:
-        return _raw_entry(name, t)  # no step met the target after the cast: store exactly
+        return _raw_entry(name, t), None  # no step met the target after the cast: store exactly
 
     nonfinite = b""
     if nonfinite_idx.size:
         exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
         nonfinite = nonfinite_idx.tobytes() + exact
     return _coded_entry(name, dtype, shape, steps, search, streams, stats, model,
-                        int(nonfinite_idx.size), nonfinite, transform, prediction)
+                        int(nonfinite_idx.size), nonfinite, transform, prediction), share
 
 
 def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | np.ndarray,
