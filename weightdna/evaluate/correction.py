@@ -49,15 +49,25 @@ LAYER_STAGES = (
 Adjust = Callable[[Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
+class _Enough(Exception):
+    """The outputs a stage asked for are in: the rest of the layer is not run."""
+
+
 class _Means(BertEncoder):
     """A BERT encoder that keeps the mean over real tokens of every linear layer's and
-    LayerNorm's output of its last forward."""
+    LayerNorm's output of its last forward; with ``wanted`` set, the forward stops once
+    those outputs are in (`_Enough`): a stage's correction reads them alone, and the
+    layer's later products (most of its work, for its first stages) would be thrown
+    away."""
 
     keep: torch.Tensor
     means: dict[str, torch.Tensor]
+    wanted: frozenset[str] = frozenset()
 
     def _record(self, name: str, y: torch.Tensor) -> torch.Tensor:
         self.means[name] = y[self.keep].to(torch.float64).mean(0)
+        if self.wanted and self.wanted <= self.means.keys():
+            raise _Enough
         return y
 
     def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
@@ -103,8 +113,12 @@ def corrected_biases(original: Mapping[str, Any], restored: Mapping[str, Any],
             source.means = {}
             after = source.layer(i, expected, mask_t)
             for stage in LAYER_STAGES:
-                coded.means = {}
-                coded.layer(i, hidden, mask_t)
+                coded.means, coded.wanted = {}, frozenset(p + name for name in stage)
+                try:
+                    coded.layer(i, hidden, mask_t)
+                except _Enough:
+                    pass
+                coded.wanted = frozenset()
                 shift([p + name for name in stage])
             expected, hidden = after, coded.layer(i, hidden, mask_t)
     return out
