@@ -381,8 +381,9 @@ def seeds() -> tuple[Seed, ...]:
     with float32 per-row steps), GRID_VERSION's per-row steps on a grid and
     FILE_CODING_VERSION's stored files drawn on each other, COMPACT_INDEX_VERSION's
     compact index (two checksum groups, and stored files after the tensors), and
-    NAME_PREFIXES_VERSION's front-coded names and ADAPTIVE_VERSION's adaptive symbol model (`adaptive_coded`). Every seed before that
-    version is coded with the static models only, as those versions coded."""
+    NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
+    (`adaptive_coded`). Every seed before that version is coded with the static models
+    only, as those versions coded."""
     saved_auto = entropy.AUTO_ADAPTIVE
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
     try:
