@@ -38,14 +38,15 @@ from pathlib import Path
 TRACE = "WEIGHTDNA_TRACE_DIR"
 
 
-def traced_call(kind: str, path: str, task, args: tuple):  # noqa: ANN001, ANN201
-    """`weightdna.codec.workers._call`, timed: one JSON line per task in the trace folder."""
+def traced_call(source: tuple, task, args: tuple):  # noqa: ANN001, ANN201
+    """`weightdna.codec.workers._call`, timed: one JSON line per task in the trace folder.
+    ``source``: `workers.open_source`'s arguments."""
     from weightdna.codec import workers
 
     if getattr(traced_call, "first", None) is None:
         traced_call.first = time.process_time()  # the worker's start: imports
         workers._one_thread()
-    return _timed_task(task, workers.open_source(kind, path), args, traced_call.first)
+    return _timed_task(task, workers.open_source(*source), args, traced_call.first)
 
 
 def _timed_task(task, weights, args: tuple, start_cpu: float):  # noqa: ANN001, ANN202
@@ -69,8 +70,8 @@ def in_driver(task, weights, *args):  # noqa: ANN001, ANN201
     return task(weights, *args)
 
 
-def traced_ray_call(kind: str, path: str, task, args: tuple):  # noqa: ANN001, ANN201
-    return traced_call(kind, path, task, args)
+def traced_ray_call(source: tuple, task, args: tuple):  # noqa: ANN001, ANN201
+    return traced_call(source, task, args)
 
 
 def _child(model: str, workers: int, ray: bool, bits: float, out: Path, trace: Path) -> dict:
