@@ -88,7 +88,11 @@ MAX_PATH_PART_BYTES = 255
 # tensors: rapidocr's angle classifier's index at 3 bits per weight was 24% of its file),
 # the older index (an offset and CRC-32 per section) elsewhere, byte for byte as before.
 CHECKSUM_GROUP_BYTES = 1 << 16
-# Its informational stats: a lossy tensor's snr_db alone, to this many significant digits
+# A tensor's informational stats (what `weightdna info` shows), cut towards zero to this
+# many significant digits (`fields.cut_digits`): full float precision would be most of a
+# small model's compressed header, and the figures only inform.
+STATS_DIGITS = 4
+# The compact index's stats: a lossy tensor's snr_db alone, to this many significant digits
 # (22 dB, 9.3 dB; an exact tensor's none): with max_abs_error and snr_db to 3 digits they
 # were 1.4 KB of rapidocr's angle classifier's 50 KB file at 3 bits per weight, and
 # `compress`'s report gives every figure (BENCHMARKS.md, "Small models' overhead").
@@ -496,7 +500,7 @@ def _place(header_entries: Sequence[Mapping[str, Any]], sections: Sequence[Mappi
                 offset += len(blob)
         entry["sections"] = ranges
         if isinstance(entry.get("stats"), dict):
-            entry["stats"] = {k: _informational(v) for k, v in entry["stats"].items()}
+            entry["stats"] = {k: cut_digits(v, STATS_DIGITS) for k, v in entry["stats"].items()}
         entries.append(entry)
 
     if len(files) > MAX_FILES:
@@ -541,7 +545,7 @@ def _compact_block(entries: list[dict], metadata: Mapping[str, str],
         compact[-1]["sections"] = {role: spec[1] for role, spec in entry["sections"].items()}
         snr = entry["stats"].get("snr_db") if isinstance(entry.get("stats"), dict) else None
         if snr is not None:
-            compact[-1]["stats"] = {"snr_db": _informational(snr, COMPACT_STATS_DIGITS)}
+            compact[-1]["stats"] = {"snr_db": cut_digits(snr, COMPACT_STATS_DIGITS)}
     checksums.append([count, crc])
     header = _header_json(compact, metadata, stored, checksums)
     if len(header) > MAX_HEADER_BYTES:
@@ -598,12 +602,6 @@ def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
         n >>= 1
         k += 1
     return _multmodp(p, crc1) ^ crc2
-
-
-def _informational(value: object, significant: int = 4) -> object:
-    """A stats figure cut (towards zero) to ``significant`` digits: full float precision
-    would be most of a small model's compressed header, and the figures only inform."""
-    return cut_digits(value, significant)
 
 
 @cache
