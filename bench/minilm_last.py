@@ -14,6 +14,9 @@ the bias correction), decompresses it and judges it on the 540 bundled sentences
 - ``default``: as the library's default;
 - ``ablate``: no file of its own; the default's restored tensors put back into the
   original model one kind at a time (the rest exact), each judged: where the loss is;
+- ``lngain``: no file of its own; the default's restored model with its LayerNorms' gains
+  corrected per channel on random tokens (`gain_corrected`: a data-free scale
+  correction beside the bias correction), four ways, each judged;
 - ``actual``: the sensitivities measured again with each weight matrix's real coding
   error (the default's file: its matrix and its corrected bias swapped into the original,
   on the same random tokens): s_t = mean ‖Δy‖² / Σ e², the other tensors' as the default;
@@ -240,6 +243,58 @@ def gn_row_weights(weights, gn: dict[str, np.ndarray], power: float,
     return out
 
 
+def layer_norm_outputs(state, folder, tokens) -> dict[str, torch.Tensor]:
+    """{LayerNorm name: its outputs over the real tokens of ``tokens``} of the BERT model
+    ``state``."""
+    config = BertConfig.from_json(folder / "config.json")
+    encoder = BertEncoder(state, config)
+    ids, mask = (torch.as_tensor(t) for t in tokens)
+    keep = mask.bool()
+    outputs: dict[str, torch.Tensor] = {}
+    plain = encoder._layer_norm
+
+    def recording(x: torch.Tensor, name: str) -> torch.Tensor:
+        y = plain(x, name)
+        outputs[name] = y[keep].double()
+        return y
+
+    encoder._layer_norm = recording
+    with torch.no_grad():
+        hidden = encoder.embed(ids)
+        for i in range(config.num_hidden_layers):
+            hidden = encoder.layer(i, hidden, mask)
+    return outputs
+
+
+def gain_corrected(state, restored, folder, last_only: bool, least_squares: bool,
+                   sequences: int = 256, seed: int = 5) -> dict[str, torch.Tensor]:
+    """``restored`` with each LayerNorm's gains (``last_only``: the final one's) scaled per
+    channel so that its outputs on random tokens drawn by the prior match the original's:
+    their standard deviations, or (``least_squares``) by the regression of the original's
+    centred outputs on the coded model's; the bias then matches the means. In the
+    forward's order, each on the outputs after the corrections before it."""
+    config = BertConfig.from_json(folder / "config.json")
+    tokens = random_token_batch(folder, config.vocab_size, sequences,
+                                min(SYNTHETIC_LENGTH, config.max_position_embeddings),
+                                np.random.default_rng(seed), prior=True)
+    reference = layer_norm_outputs(state, folder, tokens)
+    names = list(reference)[-1:] if last_only else list(reference)
+    out = {k: v.clone() for k, v in restored.items()}
+    for name in names:
+        want, got = reference[name], layer_norm_outputs(out, folder, tokens)[name]
+        gain, bias = out[name + ".weight"].double(), out[name + ".bias"].double()
+        normed = (got - bias) / torch.where(gain != 0, gain, torch.ones_like(gain))
+        if least_squares:
+            w, g = want - want.mean(0), got - got.mean(0)
+            scale = (w * g).mean(0) / (g * g).mean(0).clamp(min=1e-12)
+        else:
+            scale = want.std(0) / got.std(0).clamp(min=1e-12)
+        out[name + ".weight"] = (gain * scale).to(restored[name + ".weight"].dtype)
+        out[name + ".bias"] = (want.mean(0) - gain * scale * normed.mean(0)).to(
+            restored[name + ".bias"].dtype)
+    return out
+
+
 def judged(weights, judge, rate, variant, tmp: Path, **options):
     dna, out = tmp / f"{variant}.dna", tmp / f"{variant}.safetensors"
     started = time.perf_counter()
@@ -269,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a folder to keep the default's restored weights in")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
-    known = re.compile(r"(default|ablate|actual|actualall|actualw|opsnr|sentences"
+    known = re.compile(r"(default|ablate|lngain|actual|actualall|actualw|opsnr|sentences"
                        r"|scale-(" + "|".join(SHORT) + r")-[0-9.]+"
                        r"|(gnrows|gnabs|gnlast|colalpha|prior|fill)[0-9.]+)$")
     unknown = [v for v in variants if not known.match(v)]
@@ -297,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.restored is not None:
                 restored = load_weights(args.restored).state_dict()
             for variant in variants:
-                if variant in ("default", "ablate", "actual", "actualall", "actualw", "opsnr") \
+                if variant in ("default", "ablate", "actual", "actualall", "actualw", "opsnr",
+                               "lngain") \
                         and restored is None:
                     row, restored, snr = judged(weights, judge, rate, "default", tmp,
                                                 sensitivity=base, row_weights=rows_prior,
@@ -307,6 +363,21 @@ def main(argv: list[str] | None = None) -> int:
                         shutil.copyfile(tmp / "default.safetensors",
                                         args.keep / f"default-{rate:g}.safetensors")
                 if variant == "default":
+                    continue
+                if variant == "lngain":
+                    for least_squares in (True, False):
+                        for last_only in (True, False):
+                            figures = judge(gain_corrected(state, restored, folder,
+                                                           last_only, least_squares))
+                            how = "regression" if least_squares else "std"
+                            which = "final one" if last_only else "every one"
+                            row = {"rate": rate, "variant": f"LayerNorm gains by {how}, {which}",
+                                   "bits_per_weight": float("nan"),
+                                   "cosine": figures["mean_cosine"],
+                                   "p5_cosine": figures["p5_cosine"],
+                                   "min_cosine": figures["min_cosine"], "seconds": 0.0}
+                            say(json.dumps(row))
+                            results.append(row)
                     continue
                 if variant == "ablate":
                     kinds = sorted({kind_of(n) for n in weights.names})
