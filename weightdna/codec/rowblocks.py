@@ -158,7 +158,16 @@ def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
     elements; None when the step overflows the dtype or the coder's alphabet (the tensor
     is then stored exactly). ``search``: (classes of these rows, classes, groups, rate
     table) for the trellis, None for scalar rounding."""
-    source = _rows(weights, name, start, stop)
+    return encode_rows(_rows(weights, name, start, stop), start, steps, deadzone, transform,
+                       search)
+
+
+def encode_rows(source: torch.Tensor, start: int, steps: float | np.ndarray,
+                deadzone: float, transform: str | None, search: tuple | None
+                ) -> tuple | None:
+    """`_encode_rows` of rows ``start`` … of a tensor, given as ``source`` (rows ×
+    columns): what a task returns, and `coded` takes."""
+    stop = start + source.shape[0]
     trellis = None if search is None else _Trellis(*search)
     symbols = _Symbols(source.numel(), 1 if trellis is None else trellis.groups
                        * trellis.n_classes)

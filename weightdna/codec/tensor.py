@@ -1015,7 +1015,7 @@ def _restore_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
     """The ``rows`` × ``columns`` that one symbol coding (``model``, ``sections``) holds,
     restored into ``out`` (``steps``, ``base`` and ``classes`` theirs), a row block at a
     time."""
-    kind = model.get("kind")
+    kind = model.get("kind") if isinstance(model, dict) else None
     if kind == "trellis" and dtype == "float32" and transform is None and factors is None:
         # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
         _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
