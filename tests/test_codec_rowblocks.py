@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from support import MINILM, requires_minilm
 
 from weightdna.codec import compress, rowblocks
@@ -232,3 +233,34 @@ def test_row_blocked_model_same_file_in_workers_and_resumed(model: Path, small_b
     restored = load_weights(back)
     assert restored.names == load_weights(model).names
     assert restored.info(EMBEDDINGS).dtype == "bfloat16"
+    # Each row block decodes alone to its rows; in 2 workers a block a task, the same file.
+    whole = dna.tensor(EMBEDDINGS)
+    blocks = [dna.tensor(EMBEDDINGS, block=k) for k in range(2)]
+    assert blocks[0].shape[0] + blocks[1].shape[0] == whole.shape[0]
+    assert torch.cat(blocks).equal(whole)
+    with pytest.raises(CorruptFileError, match="no row block"):
+        dna.tensor(EMBEDDINGS, block=2)
+    single, parallel = tmp_path / "single.safetensors", tmp_path / "parallel.safetensors"
+    decompress_model(one, single)
+    decompress_model(one, parallel, workers=2)
+    assert digest(parallel) == digest(single)
+
+
+def test_a_row_block_decodes_alone_with_its_non_finite_values() -> None:
+    """A bfloat16 tensor with NaN and ±inf in several row blocks, coded a block at a time
+    as the tasks code it: each block decodes alone to the whole decoding's rows."""
+    from weightdna.weights import TensorInfo
+
+    g = torch.Generator().manual_seed(6)
+    w = (torch.randn(48, 24, generator=g) * 0.05).to(torch.bfloat16)
+    w[5, 3], w[17, 0], w[47, 23] = float("nan"), float("inf"), -float("inf")
+    bounds = [(0, 16), (16, 20), (20, 48)]
+    parts = [rowblocks.encode_rows(w[a:b], a, 0.01, 0.0, None, None) for a, b in bounds]
+    info = TensorInfo("w", (48, 24), "bfloat16", "other", None, "w")
+    (entry, sections), _ = rowblocks.coded(info, 0.01, None, None, parts)
+    whole = decode_tensor(entry, sections, version=ROW_STREAMS_VERSION)
+    assert entry["params"]["nonfinite"] == 3
+    assert whole.isnan()[5, 3] and whole[17, 0] == float("inf")
+    for k, (a, b) in enumerate(bounds):
+        rows = decode_tensor(entry, sections, version=ROW_STREAMS_VERSION, block=k)
+        assert rows.view(torch.int16).equal(whole[a:b].view(torch.int16))

@@ -1042,11 +1042,15 @@ def _restore_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
 def decode_tensor(
     entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY,
     version: int = VERSION, referenced: torch.Tensor | None = None,
+    block: int | None = None,
 ) -> torch.Tensor:
     """Restore the tensor an entry and its sections describe, in its exact dtype and shape;
     ``version``: the format version of the file they come from (how its streams end).
     ``referenced``: a ``reference+residual`` entry's referenced tensor, decoded (the
     caller resolves and checks the reference: `weightdna.codec.container.DnaFile.tensor`).
+    ``block``: of a tensor whose symbols are coded by row blocks (`row_streams`), only the
+    rows of that block (all of its first dimension's other axes), the same values as
+    those rows of the whole tensor's decoding.
 
     Everything is validated first; a malformed entry or section raises CorruptFileError.
     """
@@ -1166,18 +1170,26 @@ def decode_tensor(
                                 referenced)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
-    restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
+    first, last = 0, rows  # the rows restored
+    if block is not None:
+        bounds = row_blocks_of(entry)
+        if not 0 <= block < len(bounds) or kind != ROW_STREAMS_KIND:
+            raise CorruptFileError(f"{where}: no row block {block} to decode.")
+        first, last = bounds[block]
+    restored = torch.empty((last - first, columns), dtype=DTYPES[dtype])
     if kind == ROW_STREAMS_KIND:  # each row block from its own streams
         for start, stop, block_model, parts, classes in _row_stream_parts(model, sections,
                                                                           rows, where):
+            if start < first or stop > last:
+                continue
             _restore_rows(block_model, parts, stop - start, columns, where, version,
                           steps[start:stop] if isinstance(steps, np.ndarray) else steps,
                           None if base is None else base[start:stop], dtype, transform,
-                          factors, restored[start:stop], classes)
+                          factors, restored[start - first : stop - first], classes)
     else:
         _restore_rows(model, sections, rows, columns, where, version, steps, base, dtype,
                       transform, factors, restored)
-    restored = restored.reshape(shape)
+    restored = restored.reshape((last - first, *shape[1:]) if block is not None else shape)
     if _nonfinite_indices(restored).size:
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 
@@ -1195,8 +1207,32 @@ def decode_tensor(
             raise CorruptFileError(f"{where}: the non-finite section holds finite values.")
         bits = BITS_DTYPES[width]
         flat = restored.reshape(-1).view(bits)
+        if block is not None:  # those within the block's rows
+            inside = (indices >= first * columns) & (indices < last * columns)
+            indices, exact = indices[inside] - first * columns, exact[torch.from_numpy(inside)]
         flat[torch.from_numpy(indices.astype(np.int64))] = exact.view(bits)
     return restored
+
+
+def row_blocks_of(entry: object) -> list[tuple[int, int]]:
+    """[start, stop) rows of each row block of a tensor entry whose symbols are coded by
+    row blocks (``"kind": "blocks"``, as written: not checked here; `decode_tensor`
+    checks them), in order; [] for any other entry."""
+    params = entry.get("params") if isinstance(entry, dict) else None
+    if isinstance(params, dict) and isinstance(params.get("coefficients"), dict):
+        params = params["coefficients"]
+    model = params.get("model") if isinstance(params, dict) else None
+    if not isinstance(model, dict) or model.get("kind") != ROW_STREAMS_KIND or \
+            not isinstance(model.get("blocks"), list):
+        return []
+    bounds, start = [], 0
+    for block in model["blocks"]:
+        rows = block.get("rows") if isinstance(block, dict) else None
+        if not is_int(rows) or rows < 1:
+            return []
+        bounds.append((start, start + rows))
+        start += rows
+    return bounds
 
 
 def _factor_name(name: str, key: str) -> str:
