@@ -201,7 +201,8 @@ def project_70b(folder: Path, bits: float) -> dict:
     thread: for each shape one task's rows (a row-blocked tensor's first task, or a whole
     tensor below the threshold) of a synthetic bfloat16 matrix with MiniLM's statistics
     (`_matrix`), through each stage a compress runs (first pass, analysis, the trellis's
-    preparation, coding, and the entropy coding the driver does), at ``bits`` bits per
+    preparation, coding, and what the driver then does: from format version 16 it lays
+    the tasks' coded streams end to end, the entropy coding being the tasks'), at ``bits`` bits per
     weight; and the driver's λ solve per tensor (its allocation's bisection)."""
     import numpy as np
     import torch

@@ -95,7 +95,8 @@ def _child(model: str, workers: int, ray: bool, bits: float, out: Path, trace: P
         record = {"task": task.__name__, "start": time.time(), "cpu0": time.process_time(),
                   "tasks": 0}
         maps.append(record)
-        for result in original(self, task, tasks):
+        # The tasks the driver runs itself while the workers start timed as tasks too.
+        for result in original(self, functools.partial(scale_trace.in_driver, task), tasks):
             record["tasks"] += 1
             # At each result: a caller may stop taking them once it has all it asked for.
             record["end"], record["cpu1"] = time.time(), time.process_time()

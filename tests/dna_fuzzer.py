@@ -67,6 +67,7 @@ from weightdna.codec import (
     lossless,
     read_dna_file,
     reference,
+    rowblocks,
 )
 from weightdna.codec.bundle import stored_entries
 from weightdna.codec.container import _packed, header_block
@@ -77,16 +78,23 @@ from weightdna.codec.entries import (
     GRID_VERSION,
     NAME_PREFIXES_VERSION,
     READABLE_VERSIONS,
+    ROW_STREAMS_VERSION,
     VERSION,
 )
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
 from weightdna.codec.roles import round_mantissa
 from weightdna.codec.rowsteps import decode_grid
-from weightdna.codec.tensor import factored_prediction, reference_prediction, with_columns
+from weightdna.codec.tensor import (
+    _prepare_trellis,
+    factored_prediction,
+    reference_prediction,
+    with_columns,
+)
 from weightdna.codec.zstdframes import ZSTD_MAGIC, compress_bytes
 from weightdna.dna import FitConfig
 from weightdna.errors import WeightDNAError
 from weightdna.experiments.structured import gabor_bank, tied_pair
+from weightdna.weights import TensorInfo
 
 MEMORY_LIMIT = 48 << 20
 # Peak RSS a case may add beyond the memory limit: the interpreter's own noise (small
@@ -382,12 +390,14 @@ def seeds() -> tuple[Seed, ...]:
     FILE_CODING_VERSION's stored files drawn on each other, COMPACT_INDEX_VERSION's
     compact index (two checksum groups, and stored files after the tensors), and
     NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
-    (`adaptive_coded`). Every seed before that version is coded with the static models
+    (`adaptive_coded`), and ROW_STREAMS_VERSION's symbols coded by row blocks
+    (`row_blocked_coded`). Every seed before that version is coded with the static models
     only, as those versions coded."""
     saved_auto = entropy.AUTO_ADAPTIVE
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
     try:
-        return (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION))
+        return (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
+                _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
     finally:
         entropy.AUTO_ADAPTIVE = saved_auto
 
@@ -417,6 +427,32 @@ def adaptive_coded() -> list[tuple[dict, dict]]:
     coded = [*scalar, (entry, sections), *static]
     assert all(d["model"]["kind"] == "adaptive" for d in descriptors)
     assert scalar[0][0]["params"]["model"]["kind"] == "adaptive"
+    return coded
+
+
+def row_blocked_coded() -> list[tuple[dict, dict]]:
+    """Format version 16: the large trellis tensor (two row classes) in three row blocks
+    and a bfloat16 tensor (a NaN among its values) rounded at one step in three, each
+    block's symbols coded apart as a row-block task codes them (`rowblocks.encode_rows`,
+    the `blocks` model), beside a tensor of the static models."""
+    name, t, request = large_trellis()
+    source, step = t.reshape(t.shape[0], -1), request["step"]
+    search = _prepare_trellis(source, step, None)
+    parts = [rowblocks.encode_rows(source[a:b], a, step, 0.0, None,
+                                   rowblocks.search_args(search, a, b))
+             for a, b in [(0, 40), (40, 96), (96, 128)]]
+    info = TensorInfo("trellis.blocks", tuple(t.shape), "float32", "other", None, name)
+    trellis_coded, _ = rowblocks.coded(info, step, search, None, parts)
+    g = torch.Generator().manual_seed(6)
+    w = (torch.randn(48, 24, generator=g) * 0.05).to(torch.bfloat16)
+    w[5, 3] = math.nan
+    parts = [rowblocks.encode_rows(w[a:b], a, 0.01, 0.0, None, None)
+             for a, b in [(0, 16), (16, 20), (20, 48)]]
+    info = TensorInfo("scalar.blocks", (48, 24), "bfloat16", "other", None, "scalar.blocks")
+    scalar_coded, _ = rowblocks.coded(info, 0.01, None, None, parts)
+    coded = [trellis_coded, scalar_coded, *encode_all(sample_tensors()[:1])]
+    assert all(len(e["params"]["model"]["blocks"]) == 3 for e, _ in coded[:2])
+    assert scalar_coded[0]["params"]["nonfinite"] == 1 and "classes" in trellis_coded[1]
     return coded
 
 
@@ -494,7 +530,7 @@ ABSURD = [-1, 0, 1, 2, 3, 7, 8, 255, 2**19, 2**19 - 1, 2**20, 2**31, 2**32 + 7, 
           1e308, -1e308, True, False, None, "", "x" * 300, "float32", "bfloat16",
           "quantized", "raw", "dna+residual", "lowrank+residual", "factored+residual",
           "reference+residual", "ref.first", "ref.second",
-          "trellis", "categorical", "adaptive",
+          "trellis", "categorical", "adaptive", "blocks",
           "laplace", "gaussian", "siren", "float16", [], [0], [1, 1], [2**36], [2**20, 2**20],
           [50_000_000], [-1], list(range(17)), {}, {"kind": "laplace"}, *HOSTILE_NUMBERS]
 NEWER = VERSION + 1  # a version this reader does not know
@@ -720,7 +756,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3])[0]]
+    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3])[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -847,11 +883,18 @@ def _invariants(dna: object) -> str:
         params = entry["params"]
         params = params.get("residual", params)
         model, numel = params["model"], math.prod(entry["shape"])
-        if model["kind"] == "trellis":
-            streams = model["streams"]
-        else:
-            streams = [{"model": model, "count": numel, "bytes": len(sections["symbols"]),
-                        "histogram": len(sections.get("histogram", b""))}]
+        columns = numel // entry["shape"][0] if entry["shape"] and entry["shape"][0] else 0
+        blocks = [{"rows": None, "model": model, "bytes": len(sections["symbols"]),
+                   "histogram": len(sections.get("histogram", b""))}]
+        if model["kind"] == "blocks":  # version 16: each row block's streams in turn
+            blocks = model["blocks"]
+        streams = []
+        for block in blocks:
+            count = numel if block["rows"] is None else block["rows"] * columns
+            if block["model"]["kind"] == "trellis":
+                streams += block["model"]["streams"]
+            else:
+                streams.append({**block, "count": count})
         at = hat = 0
         for d in streams:
             words = sections["symbols"][at : at + d["bytes"]]

@@ -165,3 +165,29 @@ def test_sharded_bfloat16_folder_in_workers(model: Path, tmp_path: Path) -> None
     back = load_weights(tmp_path / "back.safetensors")
     assert back.names == sharded.names
     assert {back.info(n).dtype for n in back.names} == {"bfloat16"}
+
+
+@requires_minilm
+def test_row_blocks_coded_in_their_tasks_same_file_in_workers(model: Path, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """The embeddings' 256 rows as row blocks of 64 rows, each block's symbols coded in
+    its task (format version 16): the same file in this process and in 2 workers."""
+    from weightdna.codec import rowblocks
+    from weightdna.codec.container import read_dna_file
+    from weightdna.codec.entries import ROW_STREAMS_VERSION
+
+    monkeypatch.setattr(rowblocks, "ROW_BLOCK_WEIGHTS", 1 << 16)
+    monkeypatch.setattr(rowblocks, "TASK_WEIGHTS", 64 * 384)
+    monkeypatch.setattr(rowblocks, "BLOCK_ELEMENTS", 64 * 384)  # the driver's ranges
+    target, options = Target("bits_per_weight", 4.0), {"representations": ["quantized"]}
+    one = tmp_path / "one.dna"
+    compress_model(load_weights(model), one, target, **options)
+    two = tmp_path / "two.dna"
+    compress_model(load_weights(model), two, target, workers=2, **options)
+    assert digest(two) == digest(one)
+    dna = read_dna_file(one)
+    assert dna.version == ROW_STREAMS_VERSION
+    [entry] = [e for e in dna.entries if e["name"] == "embeddings.word_embeddings.weight"]
+    assert [b["rows"] for b in entry["params"]["model"]["blocks"]] == [64] * 4
+    restored = dna.tensor(entry["name"])
+    assert restored.shape == (256, 384) and bool(restored.isfinite().all())

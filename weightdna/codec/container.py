@@ -270,15 +270,17 @@ class DnaFile:
             raise ModelFileError(f"cannot read {self.path}: {exc.strerror or exc}.") from exc
         return parts
 
-    def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY) -> torch.Tensor:
-        """Decode the tensor called ``name`` (a reference's referenced tensor first)."""
+    def tensor(self, name: str, max_memory: int = DEFAULT_MAX_MEMORY,
+               block: int | None = None) -> torch.Tensor:
+        """Decode the tensor called ``name`` (a reference's referenced tensor first);
+        ``block``: only that row block's rows (`weightdna.codec.tensor.decode_tensor`)."""
         i = self.index(name)
         entry = self.entries[i]
         referenced = None
         if entry.get("representation") == "reference+residual":
             referenced = self.tensor(self.referenced(i), max_memory)
         return decode_tensor(entry, self.read_sections(name), max_memory, self.version,
-                             referenced)
+                             referenced, block)
 
     def referenced(self, i: int) -> str:
         """The name of the tensor entry ``i`` (a ``reference+residual``) refers to, checked:

@@ -39,8 +39,15 @@ NAME_PREFIXES_VERSION = 14
 # 15: a symbol stream under the adaptive model (``"kind": "adaptive"``,
 # `weightdna.codec.adaptive`); a version-15 file may also hold version 14's name prefixes.
 ADAPTIVE_VERSION = 15
+# 16: a row-blocked tensor's symbols coded a row block at a time (``"kind": "blocks"``:
+# each block's rows, its own symbol model and the bytes of its streams,
+# `weightdna.codec.tensor`), so that the blocks are coded, and can be decoded, apart; a
+# version-16 file may also hold the adaptive model and the name prefixes.
+ROW_STREAMS_VERSION = 16
+ROW_STREAMS_KIND = "blocks"
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
-              COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION)
+              COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
+              ROW_STREAMS_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -82,8 +89,11 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
     COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
-    under the adaptive model, else 8)."""
-    if any(_holds_adaptive(entry.get("params")) for entry in entries):
+    under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks, else
+    8)."""
+    if any(_holds_kind(entry.get("params"), ROW_STREAMS_KIND) for entry in entries):
+        return ROW_STREAMS_VERSION
+    if any(_holds_kind(entry.get("params"), "adaptive") for entry in entries):
         return ADAPTIVE_VERSION
     if name_prefixes:
         return NAME_PREFIXES_VERSION
@@ -104,14 +114,15 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     return version
 
 
-def _holds_adaptive(params: object) -> bool:
+def _holds_kind(params: object, kind: str) -> bool:
     """Whether a tensor's params hold, at any depth (a trellis's streams, a prediction's
-    residual, a factored prediction's factors), a symbol model of the adaptive kind."""
+    residual, a factored prediction's factors, a row block's model), a symbol model of
+    this kind ("adaptive", ROW_STREAMS_KIND)."""
     if isinstance(params, dict):
-        return params.get("kind") == "adaptive" or any(_holds_adaptive(v)
-                                                       for v in params.values())
+        return params.get("kind") == kind or any(_holds_kind(v, kind)
+                                                 for v in params.values())
     if isinstance(params, list):
-        return any(_holds_adaptive(v) for v in params)
+        return any(_holds_kind(v, kind) for v in params)
     return False
 
 

@@ -40,7 +40,8 @@ MANIFEST = "manifest.json"
 # samples taken again between rounds, nor the zeroed shares of the report.
 KEPT_TASKS = frozenset({"_first_pass", "_analyse", "_encode", "_meet_one", "_measure_rows",
                         "_analyse_rows", "_prepare_rows", "_encode_rows"})
-FORMAT = 2  # 2: `_encode` returns its zeroed share beside the coding
+FORMAT = 3  # 2: `_encode` returns its zeroed share beside the coding; 3: `_encode_rows`
+# returns its rows' symbols entropy-coded (format version 16)
 # The dataclasses a result may hold, rebuilt by name (nothing else is ever constructed).
 _TYPES = {cls.__name__: cls for cls in (TensorCandidates, Candidate, Prediction, TensorInfo,
                                         Choice, Target, Factored)}

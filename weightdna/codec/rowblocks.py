@@ -10,11 +10,13 @@ encoder's blocks (`weightdna.codec.tensor.BLOCK_ELEMENTS`). Each task reads its 
 unchanged, and so are the symbols and figures: the quantiser and the trellis search work
 row by row, the trellis's row classes and rate table come from each row's mean |x| and
 from rows sampled at one stride over the tensor (gathered here from the tasks), and the
-per-block figures are summed in the encoder's order. Only the symbols' entropy coding
-needs the whole tensor: the tasks return their symbols (int8 at usual rates: a quarter of
-float32's bytes) and this process codes them (`coded`). A row-block coding is therefore
-byte-identical to `weightdna.codec.tensor.encode_tensor` of the whole tensor at the same
-step.
+per-block figures are summed in the encoder's order. The symbols are the whole tensor's
+coding's (`weightdna.codec.tensor.encode_tensor` at the same step); their entropy coding
+is each task's own (format version 16, `weightdna.codec.tensor.row_streams`): a task
+codes its rows' symbols under models fitted to them and returns the coded bytes, and this
+process only lays the tasks' streams end to end (`coded`), so that it codes nothing while
+the workers work, and a reader can decode each block apart. A tensor of one task is coded
+as a whole tensor is, byte for byte.
 
 What differs from a whole tensor's analysis: the candidates of a row-blocked tensor are
 plain quantisation and the row transforms (`weightdna.codec.transform`); a low-rank, DNA
@@ -54,6 +56,8 @@ from weightdna.codec.tensor import (
     _Trellis,
     _trellis_figures,
     _zeroed_share,
+    code_symbols,
+    row_streams,
     trellis_stride,
 )
 from weightdna.codec.transform import TRANSFORMS, compacting_transforms, forward
@@ -148,34 +152,40 @@ def _prepare_rows(weights: ModelWeights, name: str, start: int, stop: int,
 def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
                  steps: float | np.ndarray, deadzone: float, transform: str | None,
                  search: tuple | None) -> tuple | None:
-    """Rows [start, stop) coded (`weightdna.codec.tensor._coded_blocks`): per block its
-    streams' pieces and figures, and the flat indices and exact bytes of its non-finite
+    """Rows [start, stop) coded (`weightdna.codec.tensor._coded_blocks`) and their symbols
+    entropy-coded (`weightdna.codec.tensor.code_symbols`): each encoder block's figures,
+    (rows, symbol model, sections), and the flat indices and exact bytes of the non-finite
     elements; None when the step overflows the dtype or the coder's alphabet (the tensor
     is then stored exactly). ``search``: (classes of these rows, classes, groups, rate
     table) for the trellis, None for scalar rounding."""
-    source = _rows(weights, name, start, stop)
+    return encode_rows(_rows(weights, name, start, stop), start, steps, deadzone, transform,
+                       search)
+
+
+def encode_rows(source: torch.Tensor, start: int, steps: float | np.ndarray,
+                deadzone: float, transform: str | None, search: tuple | None
+                ) -> tuple | None:
+    """`_encode_rows` of rows ``start`` … of a tensor, given as ``source`` (rows ×
+    columns): what a task returns, and `coded` takes."""
+    stop = start + source.shape[0]
     trellis = None if search is None else _Trellis(*search)
+    symbols = _Symbols(source.numel(), 1 if trellis is None else trellis.groups
+                       * trellis.n_classes)
     try:
-        blocks = [(_narrowest(b.pieces), b.signal, b.noise, b.max_error, b.count, b.nonzero,
-                   b.lost)
-                  for b in _coded_blocks(source, steps, deadzone, _dtype_name(source), None,
-                                         None, trellis, None, True, transform)]
+        blocks = []
+        for b in _coded_blocks(source, steps, deadzone, _dtype_name(source), None, None,
+                               trellis, None, True, transform):
+            symbols.add(b.pieces)
+            blocks.append((b.signal, b.noise, b.max_error, b.count, b.nonzero, b.lost))
+        model, sections = code_symbols(trellis, symbols.streams())
     except (_Overflow, InvalidInputError):
         return None
+    del symbols
     found = _nonfinite_indices(source)
     exact = (tensor_bytes(source.reshape(-1)[torch.from_numpy(found.astype(np.int64))])
              if found.size else b"")
-    return blocks, (found + start * source.shape[1]).astype("<u8"), exact
-
-
-def _narrowest(pieces: list[np.ndarray]) -> list[np.ndarray]:
-    """A block's symbol pieces in the narrowest integer dtype that holds them (int8 at
-    usual rates: a quarter of the search's int32 to send back)."""
-    lo = min((int(p.min()) for p in pieces if p.size), default=0)
-    hi = max((int(p.max()) for p in pieces if p.size), default=0)
-    dtype = next(d for d in (np.int8, np.int16, np.int32)
-                 if np.iinfo(d).min <= lo and hi <= np.iinfo(d).max)
-    return [p.astype(dtype) for p in pieces]
+    return (blocks, (stop - start, model, sections),
+            (found + start * source.shape[1]).astype("<u8"), exact)
 
 
 def _dtype_name(t: torch.Tensor) -> str:
@@ -238,38 +248,35 @@ def search_of(info: TensorInfo, parts: Iterable[tuple[np.ndarray, np.ndarray]]) 
 def coded(info: TensorInfo, steps: float | np.ndarray, search: _Trellis | None,
           transform: str | None, parts: Iterable[tuple | None]
           ) -> tuple[Coded, float | None] | None:
-    """The tensor's entry and sections from its tasks' codings (`_encode_rows`, in order,
-    each added as it comes and dropped), and the share of its non-zero weights restored as
-    0 (None: none); None when a task found the step overflowing (every part is still
-    taken)."""
-    rows, columns = row_shape(tuple(info.shape))
-    symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
+    """The tensor's entry and sections from its tasks' codings (`_encode_rows`, in order):
+    their figures summed, their streams laid end to end (`row_streams`); and the share of
+    its non-zero weights restored as 0 (None: none); None when a task found the step
+    overflowing (every part is still taken)."""
     figures = _Figures()
     nonzero = lost = 0
-    indices, exact = [np.zeros(0, dtype="<u8")], []
+    indices, exact, coded_blocks = [np.zeros(0, dtype="<u8")], [], []
     overflow = False
     for part in parts:
         if part is None or overflow:
             overflow = True
             continue
-        blocks, found, values = part
+        blocks, block_coding, found, values = part
         indices.append(found)
         exact.append(values)
+        coded_blocks.append(block_coding)
         del part
-        for block in blocks:
-            block = _Block(*block)
+        for figure in blocks:
+            block = _Block([], *figure)
             figures.add(block)
             nonzero, lost = nonzero + block.nonzero, lost + block.lost
-            symbols.add(block.pieces)
-        del blocks
     if overflow:
         return None
     indices = np.concatenate(indices)
     nonfinite = indices.tobytes() + b"".join(exact) if indices.size else b""
     stats = figures.stats()
     entry = _coded_entry(info.name, info.dtype, tuple(info.shape), steps, search,
-                         symbols.streams(), stats, "auto", int(indices.size), nonfinite,
-                         transform)
+                         iter(()), stats, "auto", int(indices.size), nonfinite, transform,
+                         coded=row_streams(coded_blocks, search))
     return entry, _zeroed_share(stats, nonzero, lost)
 
 

@@ -9,7 +9,7 @@ here, ``quantized`` (`factored_prediction`, `decode_factored`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -36,11 +36,14 @@ from weightdna.codec.entries import (
     MAX_NAME_CHARS,
     NEW_IN_7,
     NEW_IN_8,
+    ROW_STREAMS_KIND,
+    ROW_STREAMS_VERSION,
     VERSION,
     check_entry,
     decode_memory,
 )
 from weightdna.codec.entropy import (
+    check_model_params,
     check_stream_descriptors,
     decode_streams,
     decode_symbols,
@@ -712,12 +715,16 @@ def _encode_tensor(tensor: torch.Tensor | np.ndarray, name: str, step: float | n
 def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | np.ndarray,
                  search: _Trellis | None, streams: Iterator[list[np.ndarray]], stats: dict,
                  model: str, nonfinite_count: int, nonfinite: bytes,
-                 transform: str | None = None, prediction: Prediction | None = None
+                 transform: str | None = None, prediction: Prediction | None = None,
+                 coded: tuple[dict, dict[str, bytes]] | None = None
                  ) -> tuple[dict, dict[str, bytes]]:
     """A quantized tensor's entry and sections from its symbols' streams (`_code_blocks`)
     and figures; ``nonfinite``: the indices ("<u8") of its NaN/±Inf elements, then their
-    exact bytes."""
-    if search is not None:
+    exact bytes. ``coded``: the symbols' model and sections, coded already (`row_streams`;
+    ``streams`` is then not read)."""
+    if coded is not None:
+        model_params, sections = coded
+    elif search is not None:
         model_params, sections = _encode_trellis(search, streams)
     else:
         model_params, sections = encode_symbols(next(streams), model)
@@ -759,11 +766,53 @@ def _encode_trellis(search: _Trellis,
                     streams: Iterable[list[np.ndarray]]) -> tuple[dict, dict[str, bytes]]:
     """The trellis's context streams (`_code_blocks`) coded: the model params and the
     sections. Non-finite positions keep the symbol the search chose (the walk needs it)."""
-    descriptors, sections = encode_streams(streams)
+    model, sections = code_symbols(search, iter(streams))
     if search.n_classes > 1:
-        sections["classes"] = compress_bytes(search.classes.astype(np.uint8).tobytes())
+        sections["classes"] = _classes_section(search)
+    return model, sections
+
+
+def _classes_section(search: _Trellis) -> bytes:
+    return compress_bytes(search.classes.astype(np.uint8).tobytes())
+
+
+def code_symbols(search: _Trellis | None, streams: Iterator[list[np.ndarray]],
+                 model: str = "auto") -> tuple[dict, dict[str, bytes]]:
+    """Symbols' streams (`_Symbols.streams`) entropy-coded: the model params and the
+    sections ``symbols`` (and ``histogram``); the trellis's context streams each under its
+    own model (its row classes not among the sections), else the one stream under
+    ``model``."""
+    if search is None:
+        return encode_symbols(next(streams), model)
+    descriptors, sections = encode_streams(streams)
     return {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
             "streams": descriptors}, sections
+
+
+def row_streams(blocks: Sequence[tuple[int, dict, dict[str, bytes]]],
+                search: _Trellis | None) -> tuple[dict, dict[str, bytes]]:
+    """A tensor's symbol model and sections from its row blocks' codings, in order, each
+    (rows, model params, sections) of `code_symbols` (format version 16): one block's as
+    it is; several under the ``blocks`` model, each block's rows, model and byte lengths,
+    their streams back to back in the sections ``symbols`` and ``histogram``. The
+    trellis's row classes (``search``'s, of the whole tensor) beside them."""
+    if len(blocks) == 1:
+        model, sections = blocks[0][1], dict(blocks[0][2])
+    else:
+        described, symbols, histograms = [], [], []
+        for rows, params, coded in blocks:
+            histogram = coded.get("histogram", b"")
+            described.append({"rows": int(rows), "model": params,
+                              "bytes": len(coded["symbols"]), "histogram": len(histogram)})
+            symbols.append(coded["symbols"])
+            histograms.append(histogram)
+        model = {"kind": ROW_STREAMS_KIND, "blocks": described}
+        sections = {"symbols": b"".join(symbols)}
+        if any(histograms):
+            sections["histogram"] = b"".join(histograms)
+    if search is not None and search.n_classes > 1:
+        sections["classes"] = _classes_section(search)
+    return model, sections
 
 
 def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
@@ -822,9 +871,86 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
     return model
 
 
-def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
-                    version: int) -> trellis.StreamReader:
-    """The reader of a trellis-coded tensor's context streams, decoded."""
+def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version: int,
+                       sections: dict[str, bytes]) -> dict:
+    """A ``blocks`` model (format version 16, `row_streams`) checked against the tensor's
+    shape and its sections' lengths before anything is decoded: its row blocks cover the
+    rows in order, each block's model is a trellis one (all alike) or a scalar one (none
+    of them trellis), and their byte lengths add up to the sections."""
+    if version < ROW_STREAMS_VERSION:
+        raise CorruptFileError(f"{where}: symbols coded by row blocks are new in version "
+                               f"{ROW_STREAMS_VERSION}; this file is version {version}.")
+    if set(model) != {"kind", "blocks"} or not isinstance(model["blocks"], list):
+        raise CorruptFileError(f"{where}: a blocks model has the keys blocks (a list) and "
+                               "kind.")
+    rows, columns = row_shape(shape)
+    blocks = model["blocks"]
+    if len(blocks) > max(rows, 1):
+        raise CorruptFileError(f"{where}: {len(blocks)} row blocks for {rows} rows.")
+    keys = {"rows", "model", "bytes", "histogram"}
+    covered = total = histograms = 0
+    kinds = set()
+    for block in blocks:
+        if not isinstance(block, dict) or set(block) != keys:
+            raise CorruptFileError(f"{where}: a row block has the keys {sorted(keys)}.")
+        if not all(is_int(block[k]) and block[k] >= 0 for k in ("rows", "bytes", "histogram")) \
+                or block["rows"] == 0:
+            raise CorruptFileError(f"{where}: a row block's rows must be an integer ≥ 1 and "
+                                   "its lengths integers ≥ 0.")
+        covered += block["rows"]
+        if covered > rows:
+            raise CorruptFileError(f"{where}: the row blocks hold more than {rows} rows.")
+        inner = block["model"]
+        kind = inner.get("kind") if isinstance(inner, dict) else None
+        if kind == "trellis":
+            _check_trellis_model(inner, (block["rows"], columns), where)
+            streams = inner["streams"]
+            if block["bytes"] != sum(d["bytes"] for d in streams) or \
+                    block["histogram"] != sum(d["histogram"] for d in streams):
+                raise CorruptFileError(f"{where}: a row block's lengths are not its "
+                                       "streams'.")
+            kinds.add((kind, inner["classes"], inner["groups"]))
+        else:
+            check_model_params(inner, where)
+            if (kind == "categorical") != (block["histogram"] > 0) and columns:
+                raise CorruptFileError(f"{where}: only a categorical row block has a "
+                                       "histogram.")
+            kinds.add("scalar")
+        total, histograms = total + block["bytes"], histograms + block["histogram"]
+    if covered != rows:
+        raise CorruptFileError(f"{where}: the row blocks hold {covered} rows, not {rows}.")
+    if len(kinds) > 1:
+        raise CorruptFileError(f"{where}: the row blocks' models must be all trellis ones "
+                               "of the same classes and groups, or none.")
+    if total != len(sections.get("symbols", b"")) or \
+            histograms != len(sections.get("histogram", b"")):
+        raise CorruptFileError(f"{where}: the row blocks' lengths do not add up to the "
+                               "sections.")
+    return model
+
+
+def _row_stream_parts(model: dict, sections: dict[str, bytes], rows: int, where: str
+                      ) -> Iterator[tuple[int, int, dict, dict[str, bytes], np.ndarray | None]]:
+    """Each row block of a checked ``blocks`` model: its first row, its last + 1, its
+    model, its sections (slices of the tensor's) and, for a trellis, its rows' classes."""
+    first = model["blocks"][0]["model"] if model["blocks"] else {}
+    classes = _row_classes(first, sections, rows, where) if first.get("kind") == "trellis" \
+        else None
+    data, histograms = sections["symbols"], sections.get("histogram", b"")
+    start = at = hat = 0
+    for block in model["blocks"]:
+        parts = {"symbols": data[at : at + block["bytes"]]}
+        if block["histogram"]:
+            parts["histogram"] = histograms[hat : hat + block["histogram"]]
+        stop = start + block["rows"]
+        yield (start, stop, block["model"], parts,
+               None if classes is None else classes[start:stop])
+        start, at, hat = stop, at + block["bytes"], hat + block["histogram"]
+
+
+def _row_classes(model: dict, sections: dict[str, bytes], rows: int,
+                 where: str) -> np.ndarray:
+    """A trellis-coded tensor's row classes (its ``classes`` section), checked."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
     if n_classes > 1:
@@ -832,6 +958,16 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
         if classes.size != rows or int(classes.max(initial=0)) >= n_classes:
             raise CorruptFileError(f"{where}: the row classes must be {rows} values "
                                    f"below {n_classes}.")
+    return classes
+
+
+def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
+                    version: int, classes: np.ndarray | None = None) -> trellis.StreamReader:
+    """The reader of a trellis-coded tensor's context streams, decoded; ``classes``: its
+    rows' classes (a row block's), else read from its sections."""
+    n_classes = model["classes"]
+    if classes is None:
+        classes = _row_classes(model, sections, rows, where)
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
@@ -839,9 +975,10 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
 
 
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
-                  where: str, version: int) -> Iterator[np.ndarray]:
+                  where: str, version: int, classes: np.ndarray | None = None
+                  ) -> Iterator[np.ndarray]:
     """The levels (units of the step) of each row block, decoded from the context streams."""
-    reader = _trellis_reader(model, sections, rows, where, version)
+    reader = _trellis_reader(model, sections, rows, where, version, classes)
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:
@@ -854,10 +991,10 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
 def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
                              columns: int, where: str, version: int,
                              steps: float | np.ndarray, base: np.ndarray | None,
-                             out: np.ndarray) -> None:
+                             out: np.ndarray, classes: np.ndarray | None = None) -> None:
     """A float32 tensor's trellis-coded rows restored into ``out`` (rows × columns), a row
     block at a time: float32(float64(level) × float64(step) [+ prediction])."""
-    reader = _trellis_reader(model, sections, rows, where, version)
+    reader = _trellis_reader(model, sections, rows, where, version, classes)
     per_row = (np.ascontiguousarray(steps, dtype=np.float64) if isinstance(steps, np.ndarray)
                else np.full(rows, float(steps)))
     for start, stop in _row_blocks(rows, columns):
@@ -870,14 +1007,50 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
         raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
 
 
+def _restore_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
+                  where: str, version: int, steps: float | np.ndarray,
+                  base: np.ndarray | None, dtype: str, transform: str | None,
+                  factors: np.ndarray | None, out: torch.Tensor,
+                  classes: np.ndarray | None = None) -> None:
+    """The ``rows`` × ``columns`` that one symbol coding (``model``, ``sections``) holds,
+    restored into ``out`` (``steps``, ``base`` and ``classes`` theirs), a row block at a
+    time."""
+    kind = model.get("kind") if isinstance(model, dict) else None
+    if kind == "trellis" and dtype == "float32" and transform is None and factors is None:
+        # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
+        _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
+                                 out.numpy(), classes)
+        return
+    if kind == "trellis":
+        units = _trellis_rows(model, sections, rows, columns, where, version, classes)
+    else:
+        coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
+        symbols = decode_symbols(model, coded, rows * columns, where,
+                                 version).reshape(rows, columns)
+        units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
+    for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
+        out[start:stop] = _reconstruct(  # float64 one block at a time
+            block,
+            steps[start:stop] if isinstance(steps, np.ndarray) else steps,
+            dtype,
+            None if base is None else base[start:stop],
+            transform,
+            factors,
+        )
+
+
 def decode_tensor(
     entry: dict, sections: dict[str, bytes], max_memory: int = DEFAULT_MAX_MEMORY,
     version: int = VERSION, referenced: torch.Tensor | None = None,
+    block: int | None = None,
 ) -> torch.Tensor:
     """Restore the tensor an entry and its sections describe, in its exact dtype and shape;
     ``version``: the format version of the file they come from (how its streams end).
     ``referenced``: a ``reference+residual`` entry's referenced tensor, decoded (the
     caller resolves and checks the reference: `weightdna.codec.container.DnaFile.tensor`).
+    ``block``: of a tensor whose symbols are coded by row blocks (`row_streams`), only the
+    rows of that block (all of its first dimension's other axes), the same values as
+    those rows of the whole tensor's decoding.
 
     Everything is validated first; a malformed entry or section raises CorruptFileError.
     """
@@ -926,7 +1099,14 @@ def decode_tensor(
     expected = {"symbols"} | owned
     model = params["model"]
     kind = model.get("kind") if isinstance(model, dict) else None
-    if kind == "trellis":
+    if kind == ROW_STREAMS_KIND:
+        model = _check_row_streams(model, shape, where, version, sections)
+        if any(b["histogram"] for b in model["blocks"]):
+            expected.add("histogram")
+        first = model["blocks"][0]["model"] if model["blocks"] else {}
+        if first.get("kind") == "trellis" and first["classes"] > 1:
+            expected.add("classes")
+    elif kind == "trellis":
         model = _check_trellis_model(model, shape, where)
         if any(d["histogram"] for d in model["streams"]):
             expected.add("histogram")
@@ -974,7 +1154,6 @@ def decode_tensor(
             raise CorruptFileError(f"{where}: every per-column factor must lie within "
                                    "[2^-16, 2^16].")
 
-    coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     base = None
     if representation == "lowrank+residual":
         base = decode_lowrank(predictor, sections, shape, where)
@@ -991,27 +1170,26 @@ def decode_tensor(
                                 referenced)
     base = None if base is None else as_rows(base)
     rows, columns = row_shape(shape)
-    restored = torch.empty((rows, columns), dtype=DTYPES[dtype])
-    if kind == "trellis" and dtype == "float32" and transform is None and factors is None:
-        # Merged, restored and cast in one compiled pass: the same formula as _reconstruct.
-        _restore_trellis_float32(model, sections, rows, columns, where, version, steps, base,
-                                 restored.numpy())
+    first, last = 0, rows  # the rows restored
+    if block is not None:
+        bounds = row_blocks_of(entry)
+        if not 0 <= block < len(bounds) or kind != ROW_STREAMS_KIND:
+            raise CorruptFileError(f"{where}: no row block {block} to decode.")
+        first, last = bounds[block]
+    restored = torch.empty((last - first, columns), dtype=DTYPES[dtype])
+    if kind == ROW_STREAMS_KIND:  # each row block from its own streams
+        for start, stop, block_model, parts, classes in _row_stream_parts(model, sections,
+                                                                          rows, where):
+            if start < first or stop > last:
+                continue
+            _restore_rows(block_model, parts, stop - start, columns, where, version,
+                          steps[start:stop] if isinstance(steps, np.ndarray) else steps,
+                          None if base is None else base[start:stop], dtype, transform,
+                          factors, restored[start - first : stop - first], classes)
     else:
-        if kind == "trellis":
-            units = _trellis_rows(model, sections, rows, columns, where, version)
-        else:
-            symbols = decode_symbols(model, coded, numel, where, version).reshape(rows, columns)
-            units = (symbols[start:stop] for start, stop in _row_blocks(rows, columns))
-        for (start, stop), block in zip(_row_blocks(rows, columns), units, strict=True):
-            restored[start:stop] = _reconstruct(  # float64 one block at a time
-                block,
-                steps[start:stop] if isinstance(steps, np.ndarray) else steps,
-                dtype,
-                None if base is None else base[start:stop],
-                transform,
-                factors,
-            )
-    restored = restored.reshape(shape)
+        _restore_rows(model, sections, rows, columns, where, version, steps, base, dtype,
+                      transform, factors, restored)
+    restored = restored.reshape((last - first, *shape[1:]) if block is not None else shape)
     if _nonfinite_indices(restored).size:
         raise CorruptFileError(f"{where}: steps × symbols overflow {dtype}.")
 
@@ -1029,8 +1207,32 @@ def decode_tensor(
             raise CorruptFileError(f"{where}: the non-finite section holds finite values.")
         bits = BITS_DTYPES[width]
         flat = restored.reshape(-1).view(bits)
+        if block is not None:  # those within the block's rows
+            inside = (indices >= first * columns) & (indices < last * columns)
+            indices, exact = indices[inside] - first * columns, exact[torch.from_numpy(inside)]
         flat[torch.from_numpy(indices.astype(np.int64))] = exact.view(bits)
     return restored
+
+
+def row_blocks_of(entry: object) -> list[tuple[int, int]]:
+    """[start, stop) rows of each row block of a tensor entry whose symbols are coded by
+    row blocks (``"kind": "blocks"``, as written: not checked here; `decode_tensor`
+    checks them), in order; [] for any other entry."""
+    params = entry.get("params") if isinstance(entry, dict) else None
+    if isinstance(params, dict) and isinstance(params.get("coefficients"), dict):
+        params = params["coefficients"]
+    model = params.get("model") if isinstance(params, dict) else None
+    if not isinstance(model, dict) or model.get("kind") != ROW_STREAMS_KIND or \
+            not isinstance(model.get("blocks"), list):
+        return []
+    bounds, start = [], 0
+    for block in model["blocks"]:
+        rows = block.get("rows") if isinstance(block, dict) else None
+        if not is_int(rows) or rows < 1:
+            return []
+        bounds.append((start, start + rows))
+        start += rows
+    return bounds
 
 
 def _factor_name(name: str, key: str) -> str:

@@ -39,12 +39,16 @@ import torch
 from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, read_dna_file
 from weightdna.codec.dtypes import DTYPES
+from weightdna.codec.tensor import row_blocks_of
 from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
 from weightdna.weights import ModelWeights, load_weights
 from weightdna.weights.model import DividedWeights, divided_by_columns
 from weightdna.weights.safetensors_format import header_bytes
 
 Task = Callable[..., Any]  # task(weights, *args)
+# The representations whose row blocks (`weightdna.codec.tensor.row_blocks_of`) a
+# decompress decodes a task each.
+ROW_BLOCKED = ("quantized", "transform")
 # Model formats a worker can read one tensor of without loading the rest.
 PARALLEL_FORMATS = ("safetensors", "npz")
 
@@ -464,10 +468,12 @@ def make_runner(weights: ModelWeights, workers: int | None = None,
     return PoolRunner(weights, workers, warm)
 
 
-def _decode_into(dna: DnaFile, name: str, output: str, offset: int) -> int:
-    """Decode the tensor ``name`` and write its bytes at ``offset`` of ``output`` (a
-    decompress's temporary file, its header written); returns its elements."""
-    tensor = dna.tensor(name)
+def _decode_into(dna: DnaFile, name: str, output: str, offset: int,
+                 block: int | None = None) -> int:
+    """Decode the tensor ``name`` (``block``: only that row block's rows) and write its
+    bytes at ``offset`` of ``output`` (a decompress's temporary file, its header written);
+    returns its elements."""
+    tensor = dna.tensor(name, block=block)
     data = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
     fd = os.open(output, os.O_WRONLY)
     try:
@@ -484,7 +490,9 @@ def decompress_in_parallel(dna: DnaFile, output: Path, metadata: dict[str, str],
                            workers: int) -> None:
     """Write ``dna``'s tensors as safetensors at ``output`` (atomically), each decoded by
     one of ``workers`` processes straight into its place in the file: the header first,
-    then the tensors' bytes at their offsets, the same bytes as one process writes."""
+    then the tensors' bytes at their offsets, the same bytes as one process writes. A
+    tensor whose symbols are coded by row blocks (format version 16) is decoded a block
+    per task, each into its rows' place."""
     specs = {e["name"]: (DTYPES[e["dtype"]], tuple(e["shape"])) for e in dna.entries}
     start, offsets = header_bytes(specs, metadata)
     size = len(start) + sum(math.prod(shape) * dtype.itemsize for dtype, shape in specs.values())
@@ -495,8 +503,17 @@ def decompress_in_parallel(dna: DnaFile, output: Path, metadata: dict[str, str],
         temporary = os.readlink(f"/proc/self/fd/{f.fileno()}")
         if not os.path.isfile(temporary):
             raise ModelFileError(f"cannot reopen the temporary file of {output}.")
-        names = sorted(specs)
+        tasks = []
+        for name in sorted(specs):
+            dtype, shape = specs[name]
+            row_bytes = math.prod(shape[1:]) * dtype.itemsize
+            entry = dna.entries[dna.index(name)]
+            bounds = row_blocks_of(entry) if entry["representation"] in ROW_BLOCKED else []
+            if len(bounds) < 2:
+                tasks.append((name, temporary, offsets[name]))
+            else:  # its blocks' rows (checked as each decodes) in place
+                tasks += [(name, temporary, offsets[name] + start * row_bytes, k)
+                          for k, (start, _) in enumerate(bounds)]
         with PoolRunner(dna, workers) as runner:
-            tasks = ((name, temporary, offsets[name]) for name in names)
             for i, _ in enumerate(runner.map(_decode_into, tasks)):
-                report("decoding", i + 1, len(names))
+                report("decoding", i + 1, len(tasks))
