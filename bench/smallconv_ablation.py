@@ -10,7 +10,8 @@ excitation, last conv, classifier, BatchNorm gains/shifts, BatchNorm statistics,
 restored alone, every other tensor original ("coded alone"), and (c) each group kept
 original, every other tensor restored ("exact alone"). With ``--tensors``, (c) for each
 tensor coded at the rate too, the ``--top`` that win most. The groups follow PaddleOCR's
-MobileNetV3 names (ocrcls, ocrrec's backbone); a tensor matching none is "other".
+MobileNetV3 names (ocrcls); a tensor matching none is grouped by its shape (matrix,
+depthwise, 1×1 conv, k×k conv) or, not coded at the rate, by its coding.
 """
 
 from __future__ import annotations
@@ -43,11 +44,24 @@ GROUPS = (
 )
 
 
-def group_of(name: str) -> str:
+def group_of(name: str, info=None) -> str:
+    """The tensor's group by PaddleOCR's MobileNetV3 names; else, given its TensorInfo, by
+    its shape and coding (opaque names: ocrrec's ``conv2d_182.w_0``)."""
     for group, pattern in GROUPS:
         if re.search(pattern, name):
             return group
-    return "other"
+    if info is None:
+        return "other"
+    if coding(info) != "rate":
+        return f"other ({coding(info)})"
+    shape = info.shape
+    if len(shape) == 2:
+        return "matrix"
+    if len(shape) == 4 and shape[1] == 1:
+        return "depthwise"
+    if len(shape) == 4 and shape[2:] == (1, 1):
+        return "1x1 conv"
+    return "k×k conv"
 
 
 def restored_state(weights, target: float, tmp: Path, **options):
@@ -78,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{figures_text(judge(path, restored))} ({time.perf_counter() - start:.0f} s)")
         groups: dict[str, list[str]] = {}
         for name in lossy:
-            groups.setdefault(group_of(name), []).append(name)
+            groups.setdefault(group_of(name, infos[name]), []).append(name)
         print("| group | tensors | values | coding | bytes | coded alone, the rest original | "
               "original alone, the rest coded |\n|---|---:|---:|---|---:|---:|---:|")
         sizes = {t.name: t.bytes for t in report.tensors}
