@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             print("| tensor (kept original, the rest coded) | group | shape | bits/weight | "
                   "SNR | zeroed | judge |\n|---|---|---|---:|---:|---:|---:|")
             for agreement, t in rows[: args.top]:
-                print(f"| {t.name} | {group_of(t.name)} | {'×'.join(map(str, t.shape))} | "
+                group = group_of(t.name, infos[t.name])
+                print(f"| {t.name} | {group} | {'×'.join(map(str, t.shape))} | "
                       f"{t.bits_per_weight:.2f} | {t.snr_db:.1f} dB | {t.zeroed or 0:.2f} | "
                       f"{100 * agreement:.2f}% |")
     return 0
