@@ -32,7 +32,7 @@ from weightdna.codec.roles import (
 )
 from weightdna.codec.tensor import decode_tensor
 from weightdna.weights import ModelWeights, load_weights
-from weightdna.weights.roles import graph_roles
+from weightdna.weights.roles import graph_batchnorms, graph_roles, name_batchnorms
 
 RATES = (1.0, 2.0, 4.0, 8.0)
 
@@ -333,3 +333,29 @@ def test_an_unknown_objective_is_refused_before_any_work(tmp_path: Path, capsys)
         main(["compress", str(path), "-o", str(tmp_path / "m.dna"), "--bits-per-weight", "3",
               "--objective", "bogus"])
     assert "invalid choice: 'bogus'" in capsys.readouterr().err
+
+
+def test_the_batchnorm_after_a_conv_from_the_graph_and_from_the_names() -> None:
+    nodes = [("Conv", ["x", "k1_alias", "kb"], ["c1"]),
+             ("Identity", ["k1"], ["k1_alias"]),
+             ("BatchNormalization", ["c1", "g1", "b1", "m1", "v1"], ["y1"]),
+             ("Conv", ["y1", "k2"], ["c2"]),  # read by a BatchNorm and by an Add
+             ("BatchNormalization", ["c2", "g2", "b2", "m2", "v2"], ["y2"]),
+             ("Add", ["c2", "y2"], ["s"]),
+             ("Conv", ["s", "k3"], ["c3"]),  # a BatchNorm of other channels
+             ("BatchNormalization", ["c3", "g1", "b1", "m1", "v1"], ["y3"]),
+             ("Conv", ["y3", "k4"], ["c4"])]  # no BatchNorm
+    shapes = {"k1": (4, 2, 3, 3), "kb": (4,), "k2": (4, 4, 1, 1), "k3": (8, 4, 1, 1),
+              "k4": (4, 8, 1, 1)}
+    shapes |= {f"{p}{i}": (4,) for p in "gbmv" for i in (1, 2)}
+    assert graph_batchnorms(nodes, shapes) == {"k1": ("g1", "v1")}
+    weights = ModelWeights.from_tensors(batchnorm_model())
+    assert weights.batchnorms == {"conv.weight": ("bn.weight", "bn.running_var")}
+    by_names = {"features.0.weight": (8, 1, 3, 3), "features.1.weight": (8,),
+                "features.1.running_var": (8,), "layer1.0.conv2.weight": (16, 8, 3, 3),
+                "layer1.0.bn2.weight": (16,), "layer1.0.bn2.running_var": (16,),
+                "head.conv.weight": (4, 16, 1, 1), "head.bn.weight": (5,),
+                "head.bn.running_var": (5,), "fc.weight": (10, 4)}
+    assert name_batchnorms(by_names) == {
+        "features.0.weight": ("features.1.weight", "features.1.running_var"),
+        "layer1.0.conv2.weight": ("layer1.0.bn2.weight", "layer1.0.bn2.running_var")}

@@ -71,3 +71,92 @@ def test_the_operating_rule_drops_per_row_steps_only_where_one_step_costs_less(
     assert operating[fine].bits == high[fine].bits
     assert isinstance(operating[coarse].step, float)
     assert operating[coarse].bits < high[coarse].bits - 8 * 56  # the grid's params at least
+
+
+def test_a_batchnorm_weighs_the_rows_of_the_kernel_before_it() -> None:
+    # Rows alike in size; the BatchNorm's running variances tell that rows 0-3 give 100×
+    # less output (a kernel that cancels on smooth inputs), so their error counts 100×.
+    variance = np.ones(24)
+    variance[:4] = 0.01
+    gain = np.ones(24)
+    gain[-1] = 0.0  # a channel switched off: floored, not 0
+    rows = rc.batchnorm_row_weights(gain, variance, "gain")
+    assert rows is not None and rows[0] == pytest.approx(100 * rows[5], rel=1e-3)
+    assert rows[-1] == 0
+    assert np.allclose(rc.batchnorm_row_weights(gain, variance, "variance")[:-1],
+                       1 / (variance[:-1] + rc.BN_EPSILON))
+    assert rc.batchnorm_row_weights(gain, variance, "off") is None
+    assert rc.batchnorm_row_weights(gain, variance) is None  # BN_ROWS: "off"
+    assert rc.batchnorm_row_weights(gain, -variance, "gain") is None
+    with pytest.raises(rc.InvalidInputError):
+        rc.batchnorm_row_weights(gain, variance, "data")
+    tc, plain = _rows(np.ones(24)), _rows(np.ones(24))
+    rc.apply_objective(plain, "layer")
+    rc.apply_objective(tc, "layer", output_weight=rows)
+    assert tc.row_scale is not None  # per-row steps: 10× finer on rows 0-3
+    assert tc.row_scale[5] / tc.row_scale[0] == pytest.approx(10, rel=1e-2)
+    # rows' weights scaled so that mean(weight · ms_r) = 1: the tensor counts as much
+    assert np.mean(1 / tc.row_norm**2) == pytest.approx(1.0)
+    ms = plain.row_ms
+    q = np.maximum(rows * ms, np.median(rows * ms) * rc.ROW_FLOOR)
+    assert tc.sensitivity / plain.sensitivity == pytest.approx(
+        np.mean(q / ms) / np.mean(q) / np.mean(1 / ms), rel=1e-9)
+    # the channel switched off: floored at ROW_FLOOR × the median row's weight
+    assert tc.row_norm[-1] / tc.row_norm[5] == pytest.approx(
+        (ms[-1] * rows[5] / (rc.ROW_FLOOR * np.median(rows * ms))) ** 0.5, rel=1e-6)
+
+
+def test_outlier_channels_of_a_batchnorm_do_not_set_the_tensors_scale() -> None:
+    # Two channels 300× larger with their statistics (the panel's bncnn): under the
+    # BatchNorm's weights the other rows keep the steps the objective gives them alone.
+    scales = np.ones(24)
+    scales[:2] = 300.0
+    tc, plain = _rows(scales), _rows(scales)
+    rc.apply_objective(plain, "layer")
+    rc.apply_objective(tc, "layer", output_weight=1e-8 / scales**2)  # var of 10⁸
+    assert np.allclose(tc.row_norm, plain.row_norm, rtol=0.35)  # rows alike but for noise
+    assert tc.sensitivity == pytest.approx(plain.sensitivity, rel=0.2)
+    mse = _rows(scales)
+    rc.apply_objective(mse, "mse", output_weight=1 / scales**2)
+    assert mse.row_norm is None  # "mse" weighs no rows
+
+
+def test_the_batchnorm_rule_is_a_switch_off_by_default(tmp_path, monkeypatch) -> None:
+    # A conv whose channels 0-7 give 100× less output than their weights say (their
+    # BatchNorm's running variance): off by default, the file is what it was; "gain"
+    # codes those rows finer and the others coarser.
+    import torch
+
+    from weightdna.codec.compress import compress_model
+    from weightdna.weights import ModelWeights
+
+    g = torch.Generator().manual_seed(0)
+    variance = torch.ones(32)
+    variance[:8] = 0.01
+    tensors = {"conv.weight": torch.randn(32, 16, 3, 3, generator=g) * 0.1,
+               "bn.weight": torch.ones(32), "bn.bias": torch.zeros(32),
+               "bn.running_mean": torch.zeros(32), "bn.running_var": variance,
+               "fc.weight": torch.randn(10, 512, generator=g) * 0.05}
+    weights = ModelWeights.from_tensors(tensors)
+    assert rc.BN_ROWS == "off"
+    target = rc.Target("bits_per_weight", 2.0)
+    compress_model(weights, tmp_path / "a.dna", target)
+    monkeypatch.setattr(rc, "BN_ROWS", "off")
+    compress_model(weights, tmp_path / "b.dna", target)
+    assert (tmp_path / "a.dna").read_bytes() == (tmp_path / "b.dna").read_bytes()
+    monkeypatch.setattr(rc, "BN_ROWS", "gain")
+    compress_model(weights, tmp_path / "c.dna", target)
+    from weightdna.codec.compress import decompress_model
+    from weightdna.weights import load_weights
+
+    def row_snr(name: str) -> tuple[float, float]:
+        decompress_model(tmp_path / name, tmp_path / f"{name}.safetensors")
+        restored = load_weights(tmp_path / f"{name}.safetensors").tensor("conv.weight")
+        err = ((restored - tensors["conv.weight"]) ** 2).flatten(1).sum(1)
+        sig = (tensors["conv.weight"] ** 2).flatten(1).sum(1)
+        return (float(10 * torch.log10(sig[:8].sum() / err[:8].sum())),
+                float(10 * torch.log10(sig[8:].sum() / err[8:].sum())))
+
+    quiet_off, loud_off = row_snr("a.dna")
+    quiet_gain, loud_gain = row_snr("c.dna")
+    assert quiet_gain > quiet_off + 6 and loud_gain < loud_off

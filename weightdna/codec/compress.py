@@ -28,7 +28,7 @@ import torch
 
 from weightdna import __version__
 from weightdna.atomic import FOLDER, check_output, output_form
-from weightdna.codec import reference, rowblocks
+from weightdna.codec import ratecontrol, reference, rowblocks
 from weightdna.codec.bundle import (
     StoredFiles,
     safetensors_metadata,
@@ -50,6 +50,7 @@ from weightdna.codec.ratecontrol import (
     TensorCandidates,
     _sampled_rows,
     apply_objective,
+    batchnorm_row_weights,
     check_objective,
     drop_samples,
     pooled_figures,
@@ -501,11 +502,12 @@ def _analyse(weights: ModelWeights, info: TensorInfo, representations: Sequence[
 def _probe(tc: TensorCandidates, probe: tuple) -> None:
     """Set ``tc``'s sensitivity and objective and measure its curve (`_analyse`'s
     ``probe``)."""
-    sensitivity, objective, measured, target, per_row, row_weight, mean_numel = probe
+    (sensitivity, objective, measured, target, per_row, row_weight, mean_numel,
+     output_weight) = probe
     tc.sensitivity = sensitivity
     if target.kind in ("bits_per_weight", "snr"):
         apply_objective(tc, objective, measured=measured, row_weight=row_weight,
-                        mean_numel=mean_numel)
+                        mean_numel=mean_numel, output_weight=output_weight)
     tc.curve = rate_curve(tc, target, per_row)
 
 
@@ -832,9 +834,12 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
         # "share": the mean size of the tensors coded at the rate (`apply_objective`).
         mean_numel = sum(weights.info(n).numel for n in lossy) / len(lossy)
 
+        # The rows of a kernel a BatchNorm follows, by what it makes of their error.
+        outputs = _batchnorm_rows(weights, objective, target)
+
         def probe(name: str) -> tuple:
             return (weight_of(name), objective, sensitivity is not None, target, per_row,
-                    (row_weights or {}).get(name), mean_numel)
+                    (row_weights or {}).get(name), mean_numel, outputs.get(name))
 
         tasks = [(weights.info(name), candidates_of(name), dna_config, probe(name))
                  for name in by_size]
@@ -1072,6 +1077,24 @@ def _check_row_weights(weights: ModelWeights, row_weights: Mapping[str, np.ndarr
             raise InvalidInputError(f"the row weights of {name} must be finite and > 0.")
         checked[name] = value
     return checked
+
+
+def _batchnorm_rows(weights: ModelWeights, objective: str, target: Target
+                    ) -> dict[str, np.ndarray]:
+    """{kernel: its rows' weights from the BatchNorm that follows it}
+    (`ratecontrol.batchnorm_row_weights`; `apply_objective`'s ``output_weight``), for
+    objectives that weigh rows (not "mse") and whole-model bits-per-weight and SNR
+    targets."""
+    if (ratecontrol.BN_ROWS == "off" or objective == "mse" or not target.whole_model
+            or target.kind == "psnr"):
+        return {}
+    found = {}
+    for kernel, (gain, variance) in weights.batchnorms.items():
+        rows = batchnorm_row_weights(weights.tensor(gain).numpy(),
+                                     weights.tensor(variance).numpy())
+        if rows is not None and rows.shape == (weights.info(kernel).shape[0],):
+            found[kernel] = rows
+    return found
 
 
 def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarray] | None,

@@ -24,7 +24,7 @@ import torch
 from weightdna.errors import ModelFileError
 from weightdna.weights.model import ModelWeights, TensorSource
 from weightdna.weights.onnx_format import all_nodes, load_model, to_tensor, weight_protos
-from weightdna.weights.roles import graph_roles
+from weightdna.weights.roles import graph_batchnorms, graph_roles
 from weightdna.weights.safetensors_format import read_header, read_tensor
 
 # Keys under which training code commonly nests the state dict, most specific first.
@@ -44,16 +44,17 @@ def load_weights(path: str | Path, roles: Mapping[str, str] | None = None) -> Mo
     if not path.exists():
         raise ModelFileError(f"{path} does not exist; give the path of a model file or folder.")
     structural: dict[str, str] = {}
+    batchnorms: dict[str, tuple[str, str]] | None = None
     if path.is_dir():
         fmt, sources, metadata = _read_folder(path)
     elif (fmt := detect_format(path)) == "onnx":
-        sources, metadata, structural = _read_onnx(path)
+        sources, metadata, structural, batchnorms = _read_onnx(path)
     else:
         sources, metadata = _READERS[fmt](path)
     if not sources:
         raise ModelFileError(f"{path} holds no tensors; it is not a model's weights.")
     return ModelWeights(path=path, format=fmt, sources=sources, metadata=metadata, roles=roles,
-                        structural_roles=structural)
+                        structural_roles=structural, graph_batchnorms=batchnorms)
 
 
 def detect_format(path: Path) -> str:
@@ -251,16 +252,18 @@ def _npz_array(npz: Callable[[], np.lib.npyio.NpzFile], name: str) -> torch.Tens
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def _read_onnx(path: Path) -> tuple[Sources, dict[str, str], dict[str, str]]:
+def _read_onnx(path: Path) -> tuple[Sources, dict[str, str], dict[str, str],
+                                    dict[str, tuple[str, str]]]:
     """The weights (initializers and Constant nodes' tensors, `onnx_format.weight_protos`),
-    no metadata, and their roles from the operator inputs they feed."""
+    no metadata, their roles from the operator inputs they feed, and the kernels a
+    BatchNormalization follows (`roles.graph_batchnorms`)."""
     model = load_model(path)
     sources: Sources = {name: TensorSource.held(to_tensor(proto))
                         for name, proto in weight_protos(model).items()}
     nodes = [(node.op_type, list(node.input), list(node.output))
              for node in all_nodes(model.graph)]
-    roles = graph_roles(nodes, {name: src.shape for name, src in sources.items()})
-    return sources, {}, roles
+    shapes = {name: src.shape for name, src in sources.items()}
+    return sources, {}, graph_roles(nodes, shapes), graph_batchnorms(nodes, shapes)
 
 
 _READERS: dict[str, Callable[[Path], tuple[Sources, dict[str, str]]]] = {

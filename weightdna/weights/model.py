@@ -12,7 +12,14 @@ import numpy as np
 import torch
 
 from weightdna.errors import InvalidInputError, ModelFileError
-from weightdna.weights.roles import KEPT_ROLES, infer_role, resolve_roles, split_layer, stack_of
+from weightdna.weights.roles import (
+    KEPT_ROLES,
+    infer_role,
+    name_batchnorms,
+    resolve_roles,
+    split_layer,
+    stack_of,
+)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -90,6 +97,9 @@ class ModelWeights:
     roles: Mapping[str, str] | None = field(default=None, repr=False)
     # Roles the file's structure gives (an ONNX graph's operator inputs); before the names'.
     structural_roles: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # {kernel: (gain, running variance)} of the BatchNorms an ONNX graph puts after its
+    # convs (`roles.graph_batchnorms`); None: found by the names (`batchnorms`).
+    graph_batchnorms: Mapping[str, tuple[str, str]] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         names = sorted(self.sources, key=natural_key)
@@ -117,6 +127,15 @@ class ModelWeights:
     @property
     def infos(self) -> tuple[TensorInfo, ...]:
         return tuple(self._infos.values())
+
+    @property
+    def batchnorms(self) -> Mapping[str, tuple[str, str]]:
+        """{kernel: (gain, running variance)} of the BatchNorm that follows each conv whose
+        output channels it normalises: the graph's (ONNX), else by PyTorch's names
+        (`roles.name_batchnorms`)."""
+        if self.graph_batchnorms is not None:
+            return self.graph_batchnorms
+        return name_batchnorms({n: self.sources[n].shape for n in self._infos})
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -238,5 +257,6 @@ def divided_by_columns(weights: ModelWeights, factors: Mapping[str, np.ndarray]
             read_rows=lambda a, b, n=name, f=divided: f(weights.rows(n, a, b)))
     return DividedWeights(path=weights.path, format="divided", sources=sources,
                           metadata=weights.metadata, roles=weights.roles,
-                          structural_roles=weights.structural_roles, base=weights,
+                          structural_roles=weights.structural_roles,
+                          graph_batchnorms=weights.graph_batchnorms, base=weights,
                           factors=dict(factors))

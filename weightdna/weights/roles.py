@@ -179,3 +179,69 @@ def _matching(pattern: str, names: Iterable[str]) -> list[str]:
     if pattern in names:
         return [pattern]
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+
+
+def graph_batchnorms(nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
+                     shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, str]]:
+    """{kernel: (gain, running variance)} of each Conv whose output only a
+    BatchNormalization reads (its input 0), from a graph's nodes as `graph_roles` takes
+    them: the weights that tell how much each output channel's error counts
+    (`weightdna.codec.ratecontrol.batchnorm_row_weights`). Through Identity nodes, as
+    `graph_roles`; a kernel whose channels are not the BatchNorm's is left out."""
+    nodes = list(nodes)
+    alias = {outputs[0]: inputs[0] for op, inputs, outputs in nodes
+             if op == "Identity" and inputs and outputs}
+
+    def weight(name: str) -> str | None:
+        for _ in range(len(alias) + 1):
+            if name in shapes:
+                return name
+            if name not in alias:
+                return None
+            name = alias[name]
+        return None
+
+    readers: dict[str, list[tuple[str, Sequence[str]]]] = {}
+    for op, inputs, _ in nodes:
+        for name in inputs:
+            readers.setdefault(name, []).append((op, inputs))
+    found: dict[str, tuple[str, str]] = {}
+    for op, inputs, outputs in nodes:
+        if op != "Conv" or len(inputs) < 2 or not outputs:
+            continue
+        read = readers.get(outputs[0], [])
+        if len(read) != 1 or read[0][0] != "BatchNormalization" or len(read[0][1]) < 5 \
+                or read[0][1][0] != outputs[0]:
+            continue
+        kernel, gain, variance = (weight(n) for n in (inputs[1], read[0][1][1], read[0][1][4]))
+        if kernel is None or gain is None or variance is None:
+            continue
+        channels = (shapes[kernel][0],) if shapes[kernel] else ()
+        if shapes[gain] == channels and shapes[variance] == channels:
+            found[kernel] = (gain, variance)
+    return found
+
+
+def name_batchnorms(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, str]]:
+    """`graph_batchnorms` for a state dict, by PyTorch's names: a kernel ``P.weight``
+    (3 to 5 dimensions) and the BatchNorm ``Q.weight``/``Q.running_var`` of as many
+    channels, Q the module registered after P in a Sequential (P's last part an integer
+    k, Q's k + 1: ``features.0.weight`` → ``features.1``) or named for it (``conv`` →
+    ``bn``: ``layer1.0.conv2.weight`` → ``layer1.0.bn2``)."""
+    found: dict[str, tuple[str, str]] = {}
+    for name, shape in shapes.items():
+        if not name.endswith(".weight") or not 3 <= len(shape) <= 5:
+            continue
+        head, _, last = name[: -len(".weight")].rpartition(".")
+        prefix = f"{head}." if head else ""
+        if last.isdigit():
+            candidates = [f"{prefix}{int(last) + 1}"]
+        else:
+            candidates = [prefix + last.replace("conv", bn) for bn in ("bn", "norm")
+                          if "conv" in last]
+        for bn in candidates:
+            gain, variance = f"{bn}.weight", f"{bn}.running_var"
+            if shapes.get(gain) == shape[:1] and shapes.get(variance) == shape[:1]:
+                found[name] = (gain, variance)
+                break
+    return found
