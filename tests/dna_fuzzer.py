@@ -285,8 +285,9 @@ def lay_out(header: object, blobs: dict[tuple[int, str], bytes],
         first = 0
         for group in header["checksums"]:
             if isinstance(group, list) and len(group) == 2 and isinstance(group[0], int):
+                # A mutated count may be huge: only the tensors there are hold bytes.
                 group[1] = zlib.crc32(b"".join(held.get(i, b"") for i in range(
-                    first, first + max(group[0], 0))))
+                    first, min(first + max(group[0], 0), count))))
                 first += max(group[0], 0)
 
 
