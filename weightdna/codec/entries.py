@@ -39,9 +39,15 @@ NAME_PREFIXES_VERSION = 14
 # 15: a symbol stream under the adaptive model (``"kind": "adaptive"``,
 # `weightdna.codec.adaptive`); a version-15 file may also hold version 14's name prefixes.
 ADAPTIVE_VERSION = 15
+# 16 is reserved (streams per row block, another change). 17: a trellis tensor's symbols
+# under one adaptive coder (``"coder": "adaptive"`` in its trellis model,
+# `weightdna.codec.trellis.coder_encode`); a version-17 file may hold everything before it.
+TRELLIS_CODER_VERSION = 17
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
-              COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION)
-READABLE_VERSIONS = tuple(range(3, VERSION + 1))
+              COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
+              TRELLIS_CODER_VERSION)
+# Version 16 is not written by this reader (reserved), so not read either.
+READABLE_VERSIONS = tuple(v for v in range(3, VERSION + 1) if v != 16)
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
 MAX_NAME_CHARS = 1024
@@ -82,7 +88,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
     COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
-    under the adaptive model, else 8)."""
+    under the adaptive model, TRELLIS_CODER_VERSION with a trellis tensor under one coder,
+    else 8)."""
+    if any(_holds_coder(entry.get("params")) for entry in entries):
+        return TRELLIS_CODER_VERSION
     if any(_holds_adaptive(entry.get("params")) for entry in entries):
         return ADAPTIVE_VERSION
     if name_prefixes:
@@ -112,6 +121,16 @@ def _holds_adaptive(params: object) -> bool:
                                                        for v in params.values())
     if isinstance(params, list):
         return any(_holds_adaptive(v) for v in params)
+    return False
+
+
+def _holds_coder(params: object) -> bool:
+    """Whether a tensor's params hold, at any depth, a trellis model under one adaptive
+    coder (``"coder"``)."""
+    if isinstance(params, dict):
+        return "coder" in params or any(_holds_coder(v) for v in params.values())
+    if isinstance(params, list):
+        return any(_holds_coder(v) for v in params)
     return False
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from weightdna.codec import factored, reference, trellis
+from weightdna.codec.adaptive import max_symbols as adaptive_max_symbols
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -36,6 +37,7 @@ from weightdna.codec.entries import (
     MAX_NAME_CHARS,
     NEW_IN_7,
     NEW_IN_8,
+    TRELLIS_CODER_VERSION,
     VERSION,
     check_entry,
     decode_memory,
@@ -755,15 +757,74 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
     return entry, sections
 
 
+# Whether a trellis tensor's symbols are weighed under one adaptive coder too (format
+# version 17, `weightdna.codec.trellis.coder_encode`): kept where its stream is smaller than
+# the context streams' sections by at least CODER_BITS_PER_BIN bits for each of its bins.
+# Its decoder takes 12–23 ns a bin (each waits on the one before), the streams' table
+# decoder about 8 ns a symbol: a saving smaller than that would slow decoding more than it
+# is worth (whole MiniLM at 4 bits per weight: 13M weights per CPU second with every
+# smaller coder kept, against 27M without; BENCHMARKS.md, "One adaptive coder per trellis
+# tensor").
+TRELLIS_CODER = True
+CODER_BITS_PER_BIN = 0.005
+TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
+
+
 def _encode_trellis(search: _Trellis,
                     streams: Iterable[list[np.ndarray]]) -> tuple[dict, dict[str, bytes]]:
     """The trellis's context streams (`_code_blocks`) coded: the model params and the
-    sections. Non-finite positions keep the symbol the search chose (the walk needs it)."""
+    sections. Non-finite positions keep the symbol the search chose (the walk needs it).
+    While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where that
+    is smaller (`_one_coder`)."""
+    streams = list(streams)
     descriptors, sections = encode_streams(streams)
+    model = {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
+             "streams": descriptors}
+    if TRELLIS_CODER:
+        coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
+        one = _one_coder(search, streams, coded)
+        if one is not None:
+            model, sections = one
     if search.n_classes > 1:
         sections["classes"] = compress_bytes(search.classes.astype(np.uint8).tobytes())
-    return {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
-            "streams": descriptors}, sections
+    return model, sections
+
+
+def _one_coder(search: _Trellis, streams: list[list[np.ndarray]],
+               coded: int) -> tuple[dict, dict[str, bytes]] | None:
+    """The trellis tensor's symbols under one adaptive coder (its model params and
+    ``symbols`` section), with or without the neighbours' contexts, whichever is smaller;
+    None unless its stream is smaller than ``coded`` (the context streams' bytes) by
+    CODER_BITS_PER_BIN bits a bin. The
+    symbols are walked back into element order from the streams (`trellis.StreamReader`,
+    the decoder's walk), a row block at a time."""
+    lengths = [sum(piece.size for piece in stream) for stream in streams]
+    total = sum(lengths)
+    rows = search.classes.size
+    if total == 0 or rows == 0:
+        return None
+    columns = total // rows
+    joined = np.concatenate([piece.reshape(-1) for stream in streams for piece in stream])
+    lo, hi = int(joined.min()), int(joined.max())
+
+    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        reader = trellis.StreamReader(joined, lengths, search.classes, search.n_classes,
+                                      search.groups)
+        for start, stop in _row_blocks(rows, columns):
+            block = reader.rows(start, stop, columns)
+            assert block is not None  # the streams the search's own walk split
+            yield block[0], np.ascontiguousarray(search.classes[start:stop])
+
+    weighed = [(*trellis.coder_bits(blocks, search.n_classes, columns, *caps), caps)
+               for caps in trellis.NEIGHBOURS]
+    bits, bins, caps = min(weighed, key=lambda w: w[0])
+    if bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8:
+        return None
+    data = trellis.coder_encode(blocks, search.n_classes, columns, bins, *caps)
+    if len(data) >= coded - CODER_BITS_PER_BIN * bins / 8:
+        return None
+    return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
+             "neighbours": list(caps), "min": lo, "max": hi}, {"symbols": data})
 
 
 def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
@@ -806,7 +867,10 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
     return params
 
 
-def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dict:
+def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str,
+                         version: int) -> dict:
+    if "coder" in model:
+        return _check_coder_model(model, shape, where, version)
     if set(model) != {"kind", "classes", "groups", "streams"}:
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
                                "streams.")
@@ -822,9 +886,34 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dic
     return model
 
 
-def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
-                    version: int) -> trellis.StreamReader:
-    """The reader of a trellis-coded tensor's context streams, decoded."""
+def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version: int) -> dict:
+    """A trellis model under one adaptive coder (format version 17)."""
+    if version < TRELLIS_CODER_VERSION:
+        raise CorruptFileError(f"{where}: one adaptive coder per trellis tensor is new in "
+                               f"version {TRELLIS_CODER_VERSION}; this file is version "
+                               f"{version}.")
+    if set(model) != TRELLIS_CODER_KEYS or model["coder"] != "adaptive":
+        raise CorruptFileError(f"{where}: a trellis model under one coder has the keys "
+                               f"{sorted(TRELLIS_CODER_KEYS)}, coder adaptive.")
+    classes, lo, hi = model["classes"], model["min"], model["max"]
+    if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
+        raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
+    caps = model["neighbours"]
+    if not (isinstance(caps, list) and all(is_int(c) for c in caps)
+            and tuple(caps) in trellis.NEIGHBOURS):
+        raise CorruptFileError(f"{where}: the coder's neighbours must be one of "
+                               f"{[list(c) for c in trellis.NEIGHBOURS]}.")
+    if not (is_int(lo) and is_int(hi) and -MAX_SYMBOL <= lo <= hi <= MAX_SYMBOL):
+        raise CorruptFileError(f"{where}: the coder's range must be integers "
+                               f"{-MAX_SYMBOL} ≤ min ≤ max ≤ {MAX_SYMBOL}.")
+    if math.prod(shape) == 0:
+        raise CorruptFileError(f"{where}: an empty tensor has no coder.")
+    return model
+
+
+def _trellis_classes(model: dict, sections: dict[str, bytes], rows: int,
+                     where: str) -> np.ndarray:
+    """Each row's class (uint8), checked."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
     if n_classes > 1:
@@ -832,6 +921,29 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
         if classes.size != rows or int(classes.max(initial=0)) >= n_classes:
             raise CorruptFileError(f"{where}: the row classes must be {rows} values "
                                    f"below {n_classes}.")
+    return classes
+
+
+def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
+                    version: int, columns: int = 0
+                    ) -> trellis.StreamReader | trellis.CoderReader:
+    """The reader of a trellis-coded tensor's context streams, decoded, or of its one
+    coder (``columns``: the tensor's)."""
+    n_classes = model["classes"]
+    classes = _trellis_classes(model, sections, rows, where)
+    if "coder" in model:
+        data = sections["symbols"]
+        if len(data) % 4 or len(data) < 8 or data[-4:] == bytes(4):
+            raise CorruptFileError(f"{where}: the coded symbols are not whole words ending "
+                                   "in a coder's state.")
+        count = rows * columns
+        limit = adaptive_max_symbols(len(data))
+        if count > limit:  # work bounded by the bytes: refused unread
+            raise CorruptFileError(f"{where}: {len(data)} bytes of coded symbols cannot hold "
+                                   f"{count} symbols under the adaptive coder (at most "
+                                   f"{limit}).")
+        return trellis.CoderReader(data, model["min"], model["max"], classes, n_classes,
+                                   columns, tuple(model["neighbours"]))
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
@@ -841,14 +953,14 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
                   where: str, version: int) -> Iterator[np.ndarray]:
     """The levels (units of the step) of each row block, decoded from the context streams."""
-    reader = _trellis_reader(model, sections, rows, where, version)
+    reader = _trellis_reader(model, sections, rows, where, version, columns)
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:
-            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
+            raise CorruptFileError(_SHORT[type(reader)].format(where=where))
         yield block[1]
     if not reader.exhausted():
-        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
+        raise CorruptFileError(_OVER[type(reader)].format(where=where))
 
 
 def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
@@ -857,7 +969,7 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
                              out: np.ndarray) -> None:
     """A float32 tensor's trellis-coded rows restored into ``out`` (rows × columns), a row
     block at a time: float32(float64(level) × float64(step) [+ prediction])."""
-    reader = _trellis_reader(model, sections, rows, where, version)
+    reader = _trellis_reader(model, sections, rows, where, version, columns)
     per_row = (np.ascontiguousarray(steps, dtype=np.float64) if isinstance(steps, np.ndarray)
                else np.full(rows, float(steps)))
     for start, stop in _row_blocks(rows, columns):
@@ -865,9 +977,19 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
                                                                 dtype=np.float64)
         if not reader.restore_float32(start, stop, per_row[start:stop], block,
                                       out[start:stop]):
-            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
+            raise CorruptFileError(_SHORT[type(reader)].format(where=where))
     if not reader.exhausted():
-        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
+        raise CorruptFileError(_OVER[type(reader)].format(where=where))
+
+
+# A corrupt trellis tensor's messages by its reader: a symbol that cannot be had, and a
+# stream not ended after the last one.
+_SHORT = {trellis.StreamReader: "{where}: a trellis stream ends before its symbols do.",
+          trellis.CoderReader: "{where}: a symbol of the trellis's coder lies outside its "
+                               "range."}
+_OVER = {trellis.StreamReader: "{where}: the trellis streams hold symbols left over.",
+         trellis.CoderReader: "{where}: the trellis's coded symbols do not end after exactly "
+                              "the tensor's symbols."}
 
 
 def decode_tensor(
@@ -927,8 +1049,8 @@ def decode_tensor(
     model = params["model"]
     kind = model.get("kind") if isinstance(model, dict) else None
     if kind == "trellis":
-        model = _check_trellis_model(model, shape, where)
-        if any(d["histogram"] for d in model["streams"]):
+        model = _check_trellis_model(model, shape, where, version)
+        if any(d["histogram"] for d in model.get("streams", ())):
             expected.add("histogram")
         if model["classes"] > 1:
             expected.add("classes")
