@@ -2,13 +2,15 @@
 `compress_model` call with the coder off (today's context streams) and on, at each rate.
 
     PYTHONPATH=. .venv/bin/python bench/trellis_coder.py [--models minilm,query,silero]
-        [--rates 2,3,4] [--out results/trellis-coder.json] [--keep DIR]
+        [--rates 2,3,4] [--out results/trellis-coder.json] [--keep DIR] [--coder both|on|off]
+        [--bits-per-bin B]
 
 ``query``: MiniLM's layer-0 query alone (coded as a one-tensor model). Each file is
 decoded: its size, its bits per weight, the pooled SNR of every floating tensor
 (10·log10 Σw²/Σ(w − ŵ)²), its version, and how many trellis tensors took the one coder
 (with the neighbours' contexts or not). ``--keep``: the files are kept there (for
-`bench/decode_speed.py`).
+`bench/decode_speed.py`). ``--bits-per-bin``: the coder's least saving per bin
+(`weightdna.codec.tensor.CODER_BITS_PER_BIN`; 0 keeps it wherever it is smaller).
 """
 
 from __future__ import annotations
@@ -83,8 +85,11 @@ def main() -> None:
     parser.add_argument("--out", default="")
     parser.add_argument("--keep", default="")
     parser.add_argument("--coder", choices=("both", "on", "off"), default="both")
+    parser.add_argument("--bits-per-bin", type=float, default=tensor.CODER_BITS_PER_BIN,
+                        help="the coder's least saving per bin (0: kept wherever smaller)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
+    tensor.CODER_BITS_PER_BIN = args.bits_per_bin
     folder = Path(args.keep) if args.keep else Path(tempfile.mkdtemp())
     folder.mkdir(parents=True, exist_ok=True)
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.coder]

@@ -901,12 +901,7 @@ def _coder_is_exact(entry: dict, model: dict, sections: dict, version: int) -> s
     reader = tensor._trellis_reader(model, sections, rows, "coder", version, columns)
     symbols = reader.rows(0, rows, columns)[0]
     caps = tuple(model["neighbours"])
-
-    def blocks() -> list:
-        return [(symbols, reader.classes)]
-
-    bins = trellis.coder_bits(blocks, model["classes"], columns, *caps)[1]
-    again = trellis.coder_encode(blocks, model["classes"], columns, bins, *caps)
+    again = trellis.coder_encode([(symbols, reader.classes)], model["classes"], columns, *caps)
     if again != sections["symbols"]:
         return (f"a trellis coder of {len(sections['symbols'])} bytes decoded symbols that "
                 f"code to {len(again)} other bytes")

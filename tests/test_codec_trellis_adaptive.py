@@ -65,6 +65,20 @@ def test_round_trip_equals_the_streams(dtype: torch.dtype) -> None:
     assert on[0]["stats"] == off[0]["stats"]
 
 
+def test_round_trip_over_row_blocks() -> None:
+    """More elements than one row block (`tensor.BLOCK_ELEMENTS`): coded a block at a time,
+    the last first, and decoded a block at a time, carrying the counts and the row above."""
+    w = _matrix(700, 640, seed=3)
+    assert len(tensor._row_blocks(700, 640)) >= 2
+    off, on = _coded(w, False, step=0.6), _coded(w, True, step=0.6)
+    assert "coder" in _model(on) and _size(on) < _size(off)
+    assert torch.equal(decode_tensor(*on, version=TRELLIS_CODER_VERSION),
+                       decode_tensor(*off))
+    as_half = (on[0] | {"dtype": "float16"}, on[1])  # the general path's walk, block by block
+    assert torch.equal(decode_tensor(*as_half, version=TRELLIS_CODER_VERSION),
+                       decode_tensor(off[0] | {"dtype": "float16"}, off[1]))
+
+
 def test_kernel_takes_the_neighbours() -> None:
     w = _kernel()
     off, on = _coded(w, False, step=0.4), _coded(w, True, step=0.4)
@@ -152,21 +166,20 @@ def test_classes_of_the_coder_are_checked() -> None:
 
 def test_bits_match_the_stream() -> None:
     """`coder_bits` is the ideal length of what `coder_encode` writes (within a few
-    words), and a block at a time gives the stream of the whole."""
+    words), and blocks give the stream of the whole (the encoder pushes a block at a
+    time, the last first)."""
     rng = np.random.default_rng(1)
     symbols = np.round(rng.laplace(0, 1.5, (40, 300))).astype(np.int32)
     symbols[3, 4] = 5000  # an Exp-Golomb remainder
     classes = (np.arange(40) % 3).astype(np.uint8)
+    whole = [(symbols, classes)]
+    blocks = [(symbols[i : i + 7], classes[i : i + 7]) for i in range(0, 40, 7)]
     for caps in trellis.NEIGHBOURS:
-        def whole():
-            return [(symbols, classes)]
-
-        def blocks():
-            return [(symbols[i : i + 7], classes[i : i + 7]) for i in range(0, 40, 7)]
-
         bits, bins = trellis.coder_bits(whole, 3, 300, *caps)
-        data = trellis.coder_encode(whole, 3, 300, bins, *caps)
-        assert data == trellis.coder_encode(blocks, 3, 300, bins, *caps)
+        in_blocks = trellis.coder_bits(blocks, 3, 300, *caps)
+        assert in_blocks[1] == bins and in_blocks[0] == pytest.approx(bits, rel=1e-12)
+        data = trellis.coder_encode(whole, 3, 300, *caps)
+        assert data == trellis.coder_encode(blocks, 3, 300, *caps)  # pushed block by block
         assert bits / 8 <= len(data) <= bits / 8 + 12
         reader = trellis.CoderReader(data, -5000, 5000, classes, 3, 300, caps)
         got = [reader.rows(i, min(40, i + 9), 300) for i in range(0, 40, 9)]

@@ -152,11 +152,11 @@ def _forward(symbols: np.ndarray, counts: np.ndarray, reciprocal: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
-def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray
-          ) -> tuple[np.uint64, int]:
-    """Push bins count − 1 … 0 onto a coder in the state 2^32: the words moved out go to
-    ``words`` in order; returns (the final state, their count)."""
-    state = _LOW
+def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray,
+          state: np.uint64) -> tuple[np.uint64, int]:
+    """Push bins count − 1 … 0 onto a coder in ``state`` (2^32 at a stream's end): the
+    words moved out go to ``words`` in order; returns (the final state, their count)."""
+    state = np.uint64(state)  # never int64 arithmetic, whatever the caller passed
     n = 0
     mask = np.uint64(0xFFFFFFFF)
     for i in range(count - 1, -1, -1):
@@ -305,11 +305,33 @@ def stream_bytes(probs: np.ndarray, bits: np.ndarray, bins: int) -> bytes:
     in order): pushed last first, the words moved out, then the final state's two."""
     # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so at
     # most one word moves out per 3 bins (numba does not check the index: keep it so).
-    words = np.empty(bins // 3 + 16, dtype=np.uint32)
-    state, n = _push(probs, bits, bins, words)
-    words[n] = np.uint32(int(state) & 0xFFFFFFFF)
-    words[n + 1] = np.uint32(int(state) >> 32)
-    return words[: n + 2].astype("<u4", copy=False).tobytes()
+    pusher = Pusher()
+    return pusher.push(probs, bits, bins) + pusher.finish()
+
+
+class Pusher:
+    """A coder that takes bins a piece at a time, the last piece first (each piece's bins
+    in order): `push` gives the words each piece moves out, `finish` the final state's
+    two; the stream is all of them in the order given. So a long stream is coded a piece
+    at a time, never holding every bin's probability at once."""
+
+    def __init__(self) -> None:
+        self.state = _LOW
+
+    def push(self, probs: np.ndarray, bits: np.ndarray, bins: int) -> bytes:
+        """The words moved out by the first ``bins`` bins of a piece, pushed last first."""
+        # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so
+        # at most one word moves out per 3 bins (numba does not check the index: keep it so).
+        words = np.empty(bins // 3 + 16, dtype=np.uint32)
+        # numba gives a uint64 back as a Python int: passed on as np.uint64 again (an int
+        # would compile the int64 version).
+        state, n = _push(probs, bits, bins, words, np.uint64(self.state))
+        self.state = np.uint64(state)
+        return words[:n].astype("<u4", copy=False).tobytes()
+
+    def finish(self) -> bytes:
+        state = int(self.state)
+        return np.array([state & 0xFFFFFFFF, state >> 32], dtype="<u4").tobytes()
 
 
 def max_symbols(nbytes: int) -> int:

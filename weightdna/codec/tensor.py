@@ -806,25 +806,45 @@ def _one_coder(search: _Trellis, streams: list[list[np.ndarray]],
     columns = total // rows
     joined = np.concatenate([piece.reshape(-1) for stream in streams for piece in stream])
     lo, hi = int(joined.min()), int(joined.max())
-
-    def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        reader = trellis.StreamReader(joined, lengths, search.classes, search.n_classes,
-                                      search.groups)
-        for start, stop in _row_blocks(rows, columns):
-            block = reader.rows(start, stop, columns)
-            assert block is not None  # the streams the search's own walk split
-            yield block[0], np.ascontiguousarray(search.classes[start:stop])
-
+    blocks = _WalkedBlocks(trellis.StreamReader(joined, lengths, search.classes,
+                                                search.n_classes, search.groups),
+                           search.classes, rows, columns)
     weighed = [(*trellis.coder_bits(blocks, search.n_classes, columns, *caps), caps)
                for caps in trellis.NEIGHBOURS]
     bits, bins, caps = min(weighed, key=lambda w: w[0])
     if bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8:
         return None
-    data = trellis.coder_encode(blocks, search.n_classes, columns, bins, *caps)
+    data = trellis.coder_encode(blocks, search.n_classes, columns, *caps)
     if len(data) >= coded - CODER_BITS_PER_BIN * bins / 8:
         return None
     return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
              "neighbours": list(caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+class _WalkedBlocks:
+    """A trellis tensor's row blocks (`_row_blocks`) as (symbols int32, row classes),
+    walked back into element order from its context streams (``reader``: the decoder's
+    walk) when asked, in any order: each block's place in the streams is noted on a first
+    walk, so that block i is made again from there."""
+
+    def __init__(self, reader: trellis.StreamReader, classes: np.ndarray, rows: int,
+                 columns: int) -> None:
+        self.reader, self.classes, self.columns = reader, classes, columns
+        self.ranges = _row_blocks(rows, columns)
+        self.pointers = []
+        for start, stop in self.ranges:
+            self.pointers.append(reader.pointer.copy())
+            if reader.rows(start, stop, columns) is None:
+                raise ValueError("the streams run short")  # they are the search's own
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = self.ranges[i]
+        self.reader.pointer = self.pointers[i].copy()
+        block = self.reader.rows(start, stop, self.columns)
+        return block[0], np.ascontiguousarray(self.classes[start:stop])
 
 
 def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,

@@ -19,7 +19,11 @@ quantiser: ``STATE_GROUPS``) times the class of the element's row
 (rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
 |w|/Δ, stored per row — tells the coder which scale to expect). Each context's symbols,
 in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
-the segments and takes every symbol from the stream of its context.
+the segments and takes every symbol from the stream of its context. From format version
+17 a tensor's symbols may instead be coded in element order by one adaptive coder
+(`coder_encode`, `CoderReader`: `weightdna.codec.adaptive`'s bins under contexts of the
+state, the row class and the neighbours), chosen per tensor where it is smaller
+(`weightdna.codec.tensor`).
 
 The search and the decoder's walk are sequential per segment, so they are compiled with
 numba (``cache=True``: compiled once per machine, then loaded).
@@ -27,7 +31,7 @@ numba (``cache=True``: compiled once per machine, then loaded).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -666,17 +670,19 @@ _NO_BASE = np.zeros((0, 0))
 _NO_SYMBOLS = np.zeros((0, 0), dtype=np.int32)
 _NO_LEVELS = np.zeros((0, 0))
 _NO_OUT = np.zeros((0, 0), dtype=np.float32)
-Blocks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+Blocks = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
 def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
                above_cap: int = ABOVE_CAP) -> tuple[float, int]:
     """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
-    ``blocks()``: each row block's (symbols, row classes), in order."""
+    ``blocks[i]``: row block i's (symbols, row classes), in order (a sequence that may
+    make each block when asked: `coder_encode` asks for each twice)."""
     counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
     previous = np.zeros(columns, dtype=np.int64)
     at, total = 0, 0.0
-    for symbols, classes in blocks():
+    for i in range(len(blocks)):
+        symbols, classes = blocks[i]
         at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
                                   left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
                                   adaptive.NO_BITS, at, adaptive.LOG2)
@@ -684,20 +690,36 @@ def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEF
     return total, at
 
 
-def coder_encode(blocks: Blocks, n_classes: int, columns: int, bins: int,
-                 left_cap: int = LEFT_CAP, above_cap: int = ABOVE_CAP) -> bytes:
-    """The one coder's stream of a tensor's symbols (``bins``: `coder_bits`'s count for
-    these caps)."""
+def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+                 above_cap: int = ABOVE_CAP) -> bytes:
+    """The one coder's stream of a tensor's symbols (``blocks`` as `coder_bits` takes
+    them), a block at a time: a forward walk keeps each block's starting counts and row
+    above, then the blocks are pushed last first, each one's bins worked out again from
+    those (memory: one block's bins, not the tensor's)."""
     counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
     previous = np.zeros(columns, dtype=np.int64)
-    probs = np.empty(bins, dtype=np.uint16)
-    bits = np.empty(bins, dtype=np.uint8)
+    starts = []
     at = 0
-    for symbols, classes in blocks():
+    for i in range(len(blocks)):
+        symbols, classes = blocks[i]
+        starts.append((counts.copy(), previous.copy(), at))
         at, _ = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
-                               left_cap, above_cap, adaptive.RECIPROCAL, probs, bits, at,
-                               adaptive.LOG2)
-    return adaptive.stream_bytes(probs, bits, at)
+                               left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
+                               adaptive.NO_BITS, at, adaptive.LOG2)
+    ends = [start[2] for start in starts[1:]] + [at]
+    pusher = adaptive.Pusher()
+    pieces = []
+    for i in range(len(blocks) - 1, -1, -1):
+        symbols, classes = blocks[i]
+        counts, previous, start = starts[i]
+        bins = ends[i] - start
+        probs = np.empty(bins, dtype=np.uint16)
+        bits = np.empty(bins, dtype=np.uint8)
+        _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous, left_cap,
+                       above_cap, adaptive.RECIPROCAL, probs, bits, 0, adaptive.LOG2)
+        pieces.append(pusher.push(probs, bits, bins))
+        starts[i] = None  # its counts no longer needed
+    return b"".join(pieces) + pusher.finish()
 
 
 class CoderReader:
