@@ -14,7 +14,8 @@ from weightdna.codec.entries import ADAPTIVE_VERSION, TRELLIS_CODER_VERSION, fil
 from weightdna.errors import CorruptFileError
 
 
-def _matrix(rows: int = 128, columns: int = 600, seed: int = 0) -> torch.Tensor:
+def _matrix(rows: int = 128, columns: int = 512, seed: int = 0) -> torch.Tensor:
+    """At most `tensor.CODER_WHOLE_ELEMENTS` elements by default: weighed whole."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(rows, columns, generator=g) * torch.linspace(0.2, 2, rows)[:, None]
 
@@ -162,6 +163,38 @@ def test_classes_of_the_coder_are_checked() -> None:
     sections = {k: v for k, v in coded[1].items() if k != "classes"}
     with pytest.raises(CorruptFileError):
         decode_tensor(coded[0], sections, version=TRELLIS_CODER_VERSION)
+
+
+def _planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[int, int]]]:
+    """Each `trellis.coder_plan` call's (rows walked, neighbours' caps), as they come."""
+    calls: list[tuple[int, tuple[int, int]]] = []
+    plan = trellis.coder_plan
+
+    def counted(blocks, n_classes, columns, *caps):
+        calls.append((sum(blocks[i][0].shape[0] for i in range(len(blocks))), tuple(caps)))
+        return plan(blocks, n_classes, columns, *caps)
+
+    monkeypatch.setattr(trellis, "coder_plan", counted)
+    return calls
+
+
+def test_large_tensor_weighed_on_a_sample_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over CODER_WHOLE_ELEMENTS, the coder walks evenly spaced rows first and the whole
+    tensor only where they say it wins; a matrix is never weighed with the neighbours."""
+    calls = _planned(monkeypatch)
+    loses = _coded(_matrix(128, 600), True)  # 4.5 bits a symbol: the coder does not pay
+    assert "coder" not in _model(loses)
+    assert loses == _coded(_matrix(128, 600), False)
+    stride = -(-128 * 600 // tensor.CODER_SAMPLE_ELEMENTS)
+    assert calls == [(len(range(0, 128, stride)), trellis.NEIGHBOURS[0])]  # no whole walk
+    calls.clear()
+    wins = _coded(_matrix(700, 640, seed=3), True, step=0.6)
+    assert _model(wins)["neighbours"] == [0, 0]
+    stride = -(-700 * 640 // tensor.CODER_SAMPLE_ELEMENTS)
+    assert calls == [(len(range(0, 700, stride)), (0, 0)), (700, (0, 0))]
+    calls.clear()
+    _coded(_kernel(), True, step=0.3)  # small: weighed whole, with and without
+    assert calls == [(48, caps) for caps in trellis.NEIGHBOURS]
 
 
 def test_bits_match_the_stream() -> None:

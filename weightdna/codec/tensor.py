@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from weightdna.codec import factored, reference, trellis
+from weightdna.codec import ans, factored, reference, trellis
 from weightdna.codec.adaptive import max_symbols as adaptive_max_symbols
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
@@ -720,7 +720,7 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
     and figures; ``nonfinite``: the indices ("<u8") of its NaN/±Inf elements, then their
     exact bytes."""
     if search is not None:
-        model_params, sections = _encode_trellis(search, streams)
+        model_params, sections = _encode_trellis(search, streams, len(shape) >= 3)
     else:
         model_params, sections = encode_symbols(next(streams), model)
     per_row = isinstance(steps, np.ndarray)
@@ -768,21 +768,29 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
 TRELLIS_CODER = True
 CODER_BITS_PER_BIN = 0.005
 TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
+# The coder's encode cost is paid only where it can pay: a tensor of more than
+# CODER_WHOLE_ELEMENTS elements is first weighed on evenly spaced whole rows holding about
+# CODER_SAMPLE_ELEMENTS (`_sample_wins`), and coded in full only where the sample says the
+# coder wins by CODER_BITS_PER_BIN a bin; the neighbours' contexts are weighed on kernels
+# (three or more dimensions) only: on matrices they took 0–2 of MiniLM's 39 tensors
+# (BENCHMARKS.md, "One adaptive coder per trellis tensor", its encode cost).
+CODER_WHOLE_ELEMENTS = 1 << 16
+CODER_SAMPLE_ELEMENTS = 1 << 15
 
 
-def _encode_trellis(search: _Trellis,
-                    streams: Iterable[list[np.ndarray]]) -> tuple[dict, dict[str, bytes]]:
+def _encode_trellis(search: _Trellis, streams: Iterable[list[np.ndarray]],
+                    kernel: bool = False) -> tuple[dict, dict[str, bytes]]:
     """The trellis's context streams (`_code_blocks`) coded: the model params and the
     sections. Non-finite positions keep the symbol the search chose (the walk needs it).
     While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where that
-    is smaller (`_one_coder`)."""
+    is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
     streams = list(streams)
     descriptors, sections = encode_streams(streams)
     model = {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
              "streams": descriptors}
     if TRELLIS_CODER:
         coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
-        one = _one_coder(search, streams, coded)
+        one = _one_coder(search, streams, coded, kernel)
         if one is not None:
             model, sections = one
     if search.n_classes > 1:
@@ -790,14 +798,14 @@ def _encode_trellis(search: _Trellis,
     return model, sections
 
 
-def _one_coder(search: _Trellis, streams: list[list[np.ndarray]],
-               coded: int) -> tuple[dict, dict[str, bytes]] | None:
+def _one_coder(search: _Trellis, streams: list[list[np.ndarray]], coded: int,
+               kernel: bool = False) -> tuple[dict, dict[str, bytes]] | None:
     """The trellis tensor's symbols under one adaptive coder (its model params and
-    ``symbols`` section), with or without the neighbours' contexts, whichever is smaller;
-    None unless its stream is smaller than ``coded`` (the context streams' bytes) by
-    CODER_BITS_PER_BIN bits a bin. The
-    symbols are walked back into element order from the streams (`trellis.StreamReader`,
-    the decoder's walk), a row block at a time."""
+    ``symbols`` section), with (kernels only) or without the neighbours' contexts,
+    whichever is smaller; None unless its stream is smaller than ``coded`` (the context
+    streams' bytes) by CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample
+    says it is not (`_sample_wins`). The symbols are walked back into element order from
+    the streams (`trellis.StreamReader`, the decoder's walk), a row block at a time."""
     lengths = [sum(piece.size for piece in stream) for stream in streams]
     total = sum(lengths)
     rows = search.classes.size
@@ -806,36 +814,82 @@ def _one_coder(search: _Trellis, streams: list[list[np.ndarray]],
     columns = total // rows
     joined = np.concatenate([piece.reshape(-1) for stream in streams for piece in stream])
     lo, hi = int(joined.min()), int(joined.max())
+    stride = 1 if total <= CODER_WHOLE_ELEMENTS else -(-total // CODER_SAMPLE_ELEMENTS)
     blocks = _WalkedBlocks(trellis.StreamReader(joined, lengths, search.classes,
                                                 search.n_classes, search.groups),
-                           search.classes, rows, columns)
-    weighed = [(*trellis.coder_bits(blocks, search.n_classes, columns, *caps), caps)
-               for caps in trellis.NEIGHBOURS]
-    bits, bins, caps = min(weighed, key=lambda w: w[0])
-    if bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8:
+                           search.classes, rows, columns, stride)
+    variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
+    if stride > 1 and not _sample_wins(blocks, search, joined, lengths, lo, hi, coded,
+                                       variants):
         return None
-    data = trellis.coder_encode(blocks, search.n_classes, columns, *caps)
-    if len(data) >= coded - CODER_BITS_PER_BIN * bins / 8:
+    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
+                for caps in variants), key=lambda plan: plan.bits)
+    if plan.bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * plan.bins / 8:
+        return None
+    limit = coded - CODER_BITS_PER_BIN * plan.bins / 8
+    data = trellis.coder_push(blocks, plan, search.n_classes, columns)
+    if len(data) >= limit:
         return None
     return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
-             "neighbours": list(caps), "min": lo, "max": hi}, {"symbols": data})
+             "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+def _sample_wins(blocks: _WalkedBlocks, search: _Trellis, joined: np.ndarray,
+                 lengths: list[int], lo: int, hi: int, coded: int,
+                 variants: tuple[tuple[int, int], ...]) -> bool:
+    """Whether the one coder (its best of ``variants``) is smaller on the sampled rows
+    (``blocks.sample``) than the context streams by CODER_BITS_PER_BIN bits a bin. The
+    streams' side: each sampled symbol's ideal bits under its context's histogram over the
+    whole tensor, scaled so that the whole tensor's ideal bits come to ``coded`` bytes
+    (their tables and the coder's overhead shared out). Deterministic: the tensor's own
+    symbols only."""
+    sample, classes = blocks.sample
+    width = hi - lo + 1
+    costs = np.zeros((len(lengths), width))
+    ideal = 0.0
+    start = 0
+    for c, length in enumerate(lengths):
+        counts = np.zeros(width, dtype=np.int64)
+        piece = joined[start:start + length]
+        if piece.dtype in ans.KERNEL_DTYPES:
+            ans.add_counts(piece, lo, counts)  # no widened copy
+        else:
+            counts += np.bincount(piece.astype(np.int64) - lo, minlength=width)
+        start += length
+        seen = counts > 0
+        costs[c, seen] = -np.log2(counts[seen] / length)
+        ideal += float(counts[seen] @ costs[c, seen])
+    _, contexts = trellis.reconstruct(sample, classes, search.n_classes, search.groups)
+    priced = float(costs[contexts.astype(np.int64), sample.astype(np.int64) - lo].sum())
+    streams = (8 * coded * priced / ideal if ideal > 0
+               else 8 * coded * sample.size / joined.size)
+    best = min(bits + CODER_BITS_PER_BIN * bins for bits, bins in
+               (trellis.coder_bits([(sample, classes)], search.n_classes, sample.shape[1],
+                                   *caps) for caps in variants))
+    return best < streams
 
 
 class _WalkedBlocks:
     """A trellis tensor's row blocks (`_row_blocks`) as (symbols int32, row classes),
     walked back into element order from its context streams (``reader``: the decoder's
     walk) when asked, in any order: each block's place in the streams is noted on a first
-    walk, so that block i is made again from there."""
+    walk, so that block i is made again from there. That walk keeps every ``stride``-th row
+    (from row 0) and their classes: ``sample``."""
 
     def __init__(self, reader: trellis.StreamReader, classes: np.ndarray, rows: int,
-                 columns: int) -> None:
+                 columns: int, stride: int = 1) -> None:
         self.reader, self.classes, self.columns = reader, classes, columns
         self.ranges = _row_blocks(rows, columns)
         self.pointers = []
+        kept = []
         for start, stop in self.ranges:
             self.pointers.append(reader.pointer.copy())
-            if reader.rows(start, stop, columns) is None:
+            block = reader.rows(start, stop, columns)
+            if block is None:
                 raise ValueError("the streams run short")  # they are the search's own
+            kept.append(block[0][-start % stride::stride])
+        self.sample = (np.ascontiguousarray(np.concatenate(kept)),
+                       np.ascontiguousarray(classes[::stride]))
 
     def __len__(self) -> int:
         return len(self.ranges)

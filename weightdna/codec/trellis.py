@@ -673,40 +673,42 @@ _NO_OUT = np.zeros((0, 0), dtype=np.float32)
 Blocks = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
-def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-               above_cap: int = ABOVE_CAP) -> tuple[float, int]:
-    """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
-    ``blocks[i]``: row block i's (symbols, row classes), in order (a sequence that may
-    make each block when asked: `coder_encode` asks for each twice)."""
+class CoderPlan:
+    """A forward walk of the one coder over a tensor's blocks (`coder_plan`): its ideal
+    ``bits`` and ``bins``, its neighbours' ``caps``, and each block's starting counts, row
+    above and first bin, from which `coder_push` codes the blocks last first."""
+
+    def __init__(self, bits: float, bins: int, caps: tuple[int, int],
+                 starts: list[tuple[np.ndarray, np.ndarray, int] | None]) -> None:
+        self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
+
+
+def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+               above_cap: int = ABOVE_CAP) -> CoderPlan:
+    """The one coder walked forward over ``blocks`` (``blocks[i]``: row block i's
+    (symbols, row classes), in order; a sequence that may make each block when asked:
+    `coder_push` asks for each once more), counting the ideal bits and the bins and keeping
+    each block's starting state (memory: a block's counts and one row, not its bins)."""
     counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
     previous = np.zeros(columns, dtype=np.int64)
+    starts: list[tuple[np.ndarray, np.ndarray, int] | None] = []
     at, total = 0, 0.0
     for i in range(len(blocks)):
         symbols, classes = blocks[i]
+        starts.append((counts.copy(), previous.copy(), at))
         at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
                                   left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
                                   adaptive.NO_BITS, at, adaptive.LOG2)
         total += cost
-    return total, at
+    return CoderPlan(total, at, (left_cap, above_cap), starts)
 
 
-def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-                 above_cap: int = ABOVE_CAP) -> bytes:
-    """The one coder's stream of a tensor's symbols (``blocks`` as `coder_bits` takes
-    them), a block at a time: a forward walk keeps each block's starting counts and row
-    above, then the blocks are pushed last first, each one's bins worked out again from
-    those (memory: one block's bins, not the tensor's)."""
-    counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
-    previous = np.zeros(columns, dtype=np.int64)
-    starts = []
-    at = 0
-    for i in range(len(blocks)):
-        symbols, classes = blocks[i]
-        starts.append((counts.copy(), previous.copy(), at))
-        at, _ = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
-                               left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
-                               adaptive.NO_BITS, at, adaptive.LOG2)
-    ends = [start[2] for start in starts[1:]] + [at]
+def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int, columns: int) -> bytes:
+    """The one coder's stream of ``blocks`` (those `coder_plan` walked), a block at a
+    time: the blocks pushed last first, each one's bins worked out again from its starting
+    state (memory: one block's bins, not the tensor's). Spends ``plan``'s states."""
+    starts = plan.starts
+    ends = [start[2] for start in starts[1:]] + [plan.bins]
     pusher = adaptive.Pusher()
     pieces = []
     for i in range(len(blocks) - 1, -1, -1):
@@ -715,11 +717,27 @@ def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = L
         bins = ends[i] - start
         probs = np.empty(bins, dtype=np.uint16)
         bits = np.empty(bins, dtype=np.uint8)
-        _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous, left_cap,
-                       above_cap, adaptive.RECIPROCAL, probs, bits, 0, adaptive.LOG2)
+        _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
+                       *plan.caps, adaptive.RECIPROCAL, probs, bits, 0, adaptive.LOG2)
         pieces.append(pusher.push(probs, bits, bins))
         starts[i] = None  # its counts no longer needed
     return b"".join(pieces) + pusher.finish()
+
+
+def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+               above_cap: int = ABOVE_CAP) -> tuple[float, int]:
+    """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
+    ``blocks`` as `coder_plan` takes them."""
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    return plan.bits, plan.bins
+
+
+def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+                 above_cap: int = ABOVE_CAP) -> bytes:
+    """The one coder's stream of a tensor's symbols (``blocks`` as `coder_plan` takes
+    them): `coder_plan`, then `coder_push`."""
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    return coder_push(blocks, plan, n_classes, columns)
 
 
 class CoderReader:
