@@ -773,9 +773,13 @@ TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
 # CODER_SAMPLE_ELEMENTS (`_sample_wins`), and coded in full only where the sample says the
 # coder wins by CODER_BITS_PER_BIN a bin; the neighbours' contexts are weighed on kernels
 # (three or more dimensions) only: on matrices they took 0–2 of MiniLM's 39 tensors
-# (BENCHMARKS.md, "One adaptive coder per trellis tensor", its encode cost).
+# (BENCHMARKS.md, "The trellis coder's encode cost, gated").
 CODER_WHOLE_ELEMENTS = 1 << 16
 CODER_SAMPLE_ELEMENTS = 1 << 15
+# ... and by this share of the streams' bits besides (the sample's own noise: MiniLM's
+# word embedding at 2 bits per weight, 0.4% smaller under the coder, below its floor,
+# passed a sample without it and cost 3.5 CPU seconds to code in full).
+CODER_SAMPLE_MARGIN = 0.002
 
 
 def _encode_trellis(search: _Trellis, streams: Iterable[list[np.ndarray]],
@@ -859,14 +863,20 @@ def _sample_wins(blocks: _WalkedBlocks, search: _Trellis, joined: np.ndarray,
         seen = counts > 0
         costs[c, seen] = -np.log2(counts[seen] / length)
         ideal += float(counts[seen] @ costs[c, seen])
-    _, contexts = trellis.reconstruct(sample, classes, search.n_classes, search.groups)
-    priced = float(costs[contexts.astype(np.int64), sample.astype(np.int64) - lo].sum())
+    # The coder learns on the even sampled rows and is measured on the odd ones (its
+    # counts from empty would charge the sample a learning cost the whole tensor shares
+    # out over many more symbols).
+    warm, measured = (sample[0::2], classes[0::2]), (sample[1::2], classes[1::2])
+    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups)
+    priced = float(costs[contexts.astype(np.int64), measured[0].astype(np.int64) - lo].sum())
     streams = (8 * coded * priced / ideal if ideal > 0
-               else 8 * coded * sample.size / joined.size)
-    best = min(bits + CODER_BITS_PER_BIN * bins for bits, bins in
-               (trellis.coder_bits([(sample, classes)], search.n_classes, sample.shape[1],
-                                   *caps) for caps in variants))
-    return best < streams
+               else 8 * coded * measured[0].size / joined.size)
+    best = math.inf
+    for caps in variants:
+        first = trellis.coder_bits([warm], search.n_classes, sample.shape[1], *caps)
+        both = trellis.coder_bits([warm, measured], search.n_classes, sample.shape[1], *caps)
+        best = min(best, both[0] - first[0] + CODER_BITS_PER_BIN * (both[1] - first[1]))
+    return best < streams * (1 - CODER_SAMPLE_MARGIN)
 
 
 class _WalkedBlocks:
