@@ -68,6 +68,8 @@ from weightdna.codec import (
     read_dna_file,
     reference,
     rowblocks,
+    tensor,
+    trellis,
 )
 from weightdna.codec.bundle import stored_entries
 from weightdna.codec.container import _packed, header_block
@@ -79,9 +81,11 @@ from weightdna.codec.entries import (
     NAME_PREFIXES_VERSION,
     READABLE_VERSIONS,
     ROW_STREAMS_VERSION,
+    TRELLIS_CODER_VERSION,
     VERSION,
 )
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
+from weightdna.codec.quantize import row_shape
 from weightdna.codec.roles import round_mantissa
 from weightdna.codec.rowsteps import decode_grid
 from weightdna.codec.tensor import (
@@ -392,15 +396,33 @@ def seeds() -> tuple[Seed, ...]:
     compact index (two checksum groups, and stored files after the tensors), and
     NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
     (`adaptive_coded`), and ROW_STREAMS_VERSION's symbols coded by row blocks
-    (`row_blocked_coded`). Every seed before that version is coded with the static models
+    (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`). Every
+    seed before that version is coded with the static models
     only, as those versions coded."""
-    saved_auto = entropy.AUTO_ADAPTIVE
+    saved_auto, saved_coder = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
+    tensor.TRELLIS_CODER = False
     try:
-        return (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
-                _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
+        older = (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
+                 _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
+        tensor.TRELLIS_CODER = True
+        return (*older, _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION))
     finally:
-        entropy.AUTO_ADAPTIVE = saved_auto
+        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER = saved_auto, saved_coder
+
+
+def coder_coded() -> list[tuple[dict, dict]]:
+    """Format version 17: the large trellis (two row classes) and a conv kernel (the
+    neighbours' contexts) each under one adaptive coder, and a tensor of the static models
+    beside them."""
+    g = torch.Generator().manual_seed(5)
+    kernel = torch.randn(1, 8, 3, 5, generator=g).cumsum(-1) \
+        + 0.3 * torch.randn(24, 8, 3, 5, generator=g).cumsum(-1)
+    coded = encode_all([large_trellis(),
+                        ("coder.kernel", kernel, {"step": 0.4, "quantizer": "trellis"}),
+                        *sample_tensors()[:1]])
+    assert [c[0]["params"]["model"].get("neighbours") for c in coded[:2]] == [[0, 0], [2, 1]]
+    return coded
 
 
 def adaptive_coded() -> list[tuple[dict, dict]]:
@@ -665,6 +687,11 @@ def _header_mutation(seed: Seed, header: dict, rng: random.Random) -> tuple[obje
                                   else "zstd"])
         return header, f"{coding} {key}", False
     model = (params.get("residual") or params)["model"]
+    if model.get("kind") == "trellis" and "coder" in model:  # version 17
+        key = rng.choice(["min", "max", "neighbours", "classes"])
+        model[key] = rng.choice([*ABSURD, -1, 0, 1, 9, [1, 1], [2, 1], [0, 0],
+                                 _near(model[key], rng) if key in ("min", "max") else 2])
+        return header, f"trellis coder {key}", False
     if model.get("kind") == "trellis":
         streams = model["streams"]
         a, b = rng.randrange(len(streams)), rng.randrange(len(streams))
@@ -757,7 +784,8 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    seed = pool[rng.choices(range(len(pool)), weights=[6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3])[0]]
+    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
+    seed = pool[rng.choices(range(len(pool)), weights=weights)[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
     order = list(seed.order)
@@ -884,6 +912,11 @@ def _invariants(dna: object) -> str:
         params = entry["params"]
         params = params.get("residual", params)
         model, numel = params["model"], math.prod(entry["shape"])
+        if model["kind"] == "trellis" and "coder" in model:
+            problem = _coder_is_exact(entry, model, sections, dna.version)
+            if problem:
+                return f"{entry['name']}: {problem}"
+            continue
         columns = numel // entry["shape"][0] if entry["shape"] and entry["shape"][0] else 0
         blocks = [{"rows": None, "model": model, "bytes": len(sections["symbols"]),
                    "histogram": len(sections.get("histogram", b""))}]
@@ -904,6 +937,20 @@ def _invariants(dna: object) -> str:
             problem = _stream_is_exact(d["model"], words, hist, d["count"], dna.version)
             if problem:
                 return f"{entry['name']}: {problem}"
+    return ""
+
+
+def _coder_is_exact(entry: dict, model: dict, sections: dict, version: int) -> str:
+    """'' when a trellis tensor's one coder (version 17), decoded, codes to its bytes
+    again."""
+    rows, columns = row_shape(tuple(entry["shape"]))
+    reader = tensor._trellis_reader(model, sections, rows, "coder", version, columns)
+    symbols = reader.rows(0, rows, columns)[0]
+    caps = tuple(model["neighbours"])
+    again = trellis.coder_encode([(symbols, reader.classes)], model["classes"], columns, *caps)
+    if again != sections["symbols"]:
+        return (f"a trellis coder of {len(sections['symbols'])} bytes decoded symbols that "
+                f"code to {len(again)} other bytes")
     return ""
 
 

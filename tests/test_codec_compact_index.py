@@ -22,6 +22,7 @@ from weightdna.codec.container import (
 )
 from weightdna.codec.dtypes import NAMES, tensor_bytes
 from weightdna.codec.entries import (
+    ADAPTIVE_VERSION,
     COMPACT_INDEX_VERSION,
     FILE_CODING_VERSION,
     NAME_PREFIXES_VERSION,
@@ -307,7 +308,7 @@ def test_names_are_front_coded_where_that_is_shorter(tmp_path: Path, monkeypatch
     coded = _many_named()
     size = _write(tmp_path / "front.dna", coded)
     dna = read_dna_file(tmp_path / "front.dna")
-    assert dna.version == NAME_PREFIXES_VERSION == VERSION - 1
+    assert dna.version == NAME_PREFIXES_VERSION == ADAPTIVE_VERSION - 1 < VERSION
     assert dna.names == [e["name"] for e, _ in coded]
     header = _header(tmp_path / "front.dna")
     prefixes = header["prefixes"]

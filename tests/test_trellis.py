@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightdna.codec import trellis
+from weightdna.codec import tensor, trellis
 from weightdna.codec.ratecontrol import trellis_step_factor
 from weightdna.codec.tensor import decode_tensor, encode_tensor, trellis_classes
 from weightdna.errors import CorruptFileError, InvalidInputError
@@ -310,7 +310,9 @@ def test_round_trip_matches_the_reported_error(shape: tuple[int, ...]) -> None:
         assert entry["params"]["model"]["kind"] == "trellis"
 
 
-def test_per_row_steps_and_row_classes_round_trip() -> None:
+def test_per_row_steps_and_row_classes_round_trip(monkeypatch) -> None:
+    monkeypatch.setattr(tensor, "TRELLIS_CODER", False)  # the context streams (version 17's
+    # one coder: tests/test_codec_trellis_adaptive.py)
     g = torch.Generator().manual_seed(2)
     w = torch.randn(512, 256, generator=g) * torch.logspace(-2, 0, 512)[:, None]
     steps = np.linspace(0.001, 0.05, 512)
@@ -356,7 +358,8 @@ def test_trellis_requests_are_checked() -> None:
 
 @pytest.mark.parametrize("damage", ["classes", "groups", "counts", "count_total",
                                     "histogram_flag"])
-def test_corrupt_trellis_params_are_refused(damage: str) -> None:
+def test_corrupt_trellis_params_are_refused(damage: str, monkeypatch) -> None:
+    monkeypatch.setattr(tensor, "TRELLIS_CODER", False)  # the context streams' params
     g = torch.Generator().manual_seed(4)
     w = torch.randn(128, 512, generator=g) * torch.linspace(0.1, 2, 128)[:, None]
     entry, sections = encode_tensor(w, name="t", step=0.2, quantizer="trellis")

@@ -91,6 +91,50 @@ def _bin(counts: np.ndarray, ctx: int, bit: int, reciprocal: np.ndarray, probs: 
     return at + 1, log2[p] if bit else log2[ONE - p]
 
 
+@numba.njit(inline="always")
+def forward_symbol(k: int, counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
+                   reciprocal: np.ndarray, probs: np.ndarray, bits: np.ndarray, at: int,
+                   log2: np.ndarray) -> tuple[int, float]:
+    """One symbol's bins (see the module's docstring) under the contexts ``sig``, ``sign``,
+    ``gt`` + i − 1 (gt i) and ``prefix`` + j (prefix j) of ``counts``: each bin's
+    probability and bit into ``probs``/``bits`` from index ``at`` (both empty: not stored).
+    Returns (the next index, the ideal bits). The one binarisation of the adaptive model:
+    a stream's (`_forward`) and a trellis tensor's one coder's
+    (`weightdna.codec.trellis`)."""
+    store = probs.size > 0
+    a = abs(k)
+    at, cost = _bin(counts, sig, 1 if a != 0 else 0, reciprocal, probs, bits, at, log2)
+    if a == 0:
+        return at, cost
+    at, c = _bin(counts, sign, 1 if k < 0 else 0, reciprocal, probs, bits, at, log2)
+    cost += c
+    for j in range(1, GTX + 1):
+        g = 1 if a > j else 0
+        at, c = _bin(counts, gt + j - 1, g, reciprocal, probs, bits, at, log2)
+        cost += c
+        if g == 0:
+            break
+    if a <= GTX:
+        return at, cost
+    value = a - GTX  # r + 1 ≥ 1
+    n = 0
+    while (value >> (n + 1)) > 0:
+        n += 1
+    for j in range(n):
+        at, c = _bin(counts, prefix + j, 1, reciprocal, probs, bits, at, log2)
+        cost += c
+    if n < MAX_PREFIX:
+        at, c = _bin(counts, prefix + n, 0, reciprocal, probs, bits, at, log2)
+        cost += c
+    for j in range(n - 1, -1, -1):
+        if store:
+            probs[at] = ONE >> 1
+            bits[at] = (value >> j) & 1
+        at += 1
+        cost += 1.0
+    return at, cost
+
+
 @numba.njit(cache=True, nogil=True)
 def _forward(symbols: np.ndarray, counts: np.ndarray, reciprocal: np.ndarray,
              probs: np.ndarray, bits: np.ndarray, at: int, log2: np.ndarray
@@ -99,50 +143,20 @@ def _forward(symbols: np.ndarray, counts: np.ndarray, reciprocal: np.ndarray,
     each bin's probability of a 1 and its bit into ``probs``/``bits`` from index ``at``
     (both empty: not stored). Returns (the next index, the ideal bits: Σ −log2 of each bin's
     probability, by the table ``log2`` of −log2(p / 2^PRECISION))."""
-    store = probs.size > 0
     cost = 0.0
     for i in range(symbols.size):
-        k = np.int64(symbols[i])
-        a = abs(k)
-        at, c = _bin(counts, SIG, 1 if a != 0 else 0, reciprocal, probs, bits, at, log2)
+        at, c = forward_symbol(np.int64(symbols[i]), counts, SIG, SIGN, GT, PREFIX,
+                               reciprocal, probs, bits, at, log2)
         cost += c
-        if a == 0:
-            continue
-        at, c = _bin(counts, SIGN, 1 if k < 0 else 0, reciprocal, probs, bits, at, log2)
-        cost += c
-        for j in range(1, GTX + 1):
-            g = 1 if a > j else 0
-            at, c = _bin(counts, GT + j - 1, g, reciprocal, probs, bits, at, log2)
-            cost += c
-            if g == 0:
-                break
-        if a <= GTX:
-            continue
-        value = a - GTX  # r + 1 ≥ 1
-        n = 0
-        while (value >> (n + 1)) > 0:
-            n += 1
-        for j in range(n):
-            at, c = _bin(counts, PREFIX + j, 1, reciprocal, probs, bits, at, log2)
-            cost += c
-        if n < MAX_PREFIX:
-            at, c = _bin(counts, PREFIX + n, 0, reciprocal, probs, bits, at, log2)
-            cost += c
-        for j in range(n - 1, -1, -1):
-            if store:
-                probs[at] = ONE >> 1
-                bits[at] = (value >> j) & 1
-            at += 1
-            cost += 1.0
     return at, cost
 
 
 @numba.njit(cache=True, nogil=True)
-def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray
-          ) -> tuple[np.uint64, int]:
-    """Push bins count − 1 … 0 onto a coder in the state 2^32: the words moved out go to
-    ``words`` in order; returns (the final state, their count)."""
-    state = _LOW
+def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray,
+          state: np.uint64) -> tuple[np.uint64, int]:
+    """Push bins count − 1 … 0 onto a coder in ``state`` (2^32 at a stream's end): the
+    words moved out go to ``words`` in order; returns (the final state, their count)."""
+    state = np.uint64(state)  # never int64 arithmetic, whatever the caller passed
     n = 0
     mask = np.uint64(0xFFFFFFFF)
     for i in range(count - 1, -1, -1):
@@ -183,6 +197,52 @@ def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.
     return bit, state, rest
 
 
+@numba.njit(inline="always")
+def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
+                  reciprocal: np.ndarray, state: np.uint64, words: np.ndarray, rest: int
+                  ) -> tuple[int, np.uint64, int]:
+    """`forward_symbol`'s inverse: one symbol decoded under those contexts. Returns (the
+    symbol, the coder's state, the words left)."""
+    bit, state, rest = _decode_bin(counts, sig, reciprocal, state, words, rest)
+    if bit == 0:
+        return 0, state, rest
+    negative, state, rest = _decode_bin(counts, sign, reciprocal, state, words, rest)
+    a = 1
+    for j in range(1, GTX + 1):
+        g, state, rest = _decode_bin(counts, gt + j - 1, reciprocal, state, words, rest)
+        if g == 0:
+            break
+        a = j + 1
+    if a > GTX:
+        n_prefix = 0
+        while n_prefix < MAX_PREFIX:
+            one, state, rest = _decode_bin(counts, prefix + n_prefix, reciprocal, state,
+                                           words, rest)
+            if one == 0:
+                break
+            n_prefix += 1
+        value = 1
+        for _ in range(n_prefix):
+            b, state, rest = _decode_bin(counts, -1, reciprocal, state, words, rest)
+            value = (value << 1) | b
+        a = GTX + value
+    return (-a if negative else a), state, rest
+
+
+@numba.njit(inline="always")
+def start_state(words: np.ndarray) -> tuple[np.uint64, int]:
+    """The decoder's first state (the last two words) and the words left before them."""
+    n = words.size
+    return (np.uint64(words[n - 1]) << np.uint64(32)) | np.uint64(words[n - 2]), n - 2
+
+
+@numba.njit(inline="always")
+def at_end(state: np.uint64, rest: int) -> bool:
+    """Whether a decoder that has taken its symbols ends the stream: the state 2^32, no
+    word left."""
+    return rest == 0 and state == _LOW
+
+
 @numba.njit(cache=True, nogil=True)
 def _decode(words: np.ndarray, count: int, lo: int, hi: int, reciprocal: np.ndarray,
             out: np.ndarray) -> int:
@@ -190,41 +250,14 @@ def _decode(words: np.ndarray, count: int, lo: int, hi: int, reciprocal: np.ndar
     into ``out``. Returns 0; 1 when a symbol falls outside lo..hi; 2 when the stream does
     not end in the state 2^32 with no word left."""
     counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
-    n = words.size
-    state = (np.uint64(words[n - 1]) << np.uint64(32)) | np.uint64(words[n - 2])
-    rest = n - 2
+    state, rest = start_state(words)
     for i in range(count):
-        bit, state, rest = _decode_bin(counts, SIG, reciprocal, state, words, rest)
-        if bit == 0:
-            if lo > 0 or hi < 0:
-                return 1
-            out[i] = 0
-            continue
-        negative, state, rest = _decode_bin(counts, SIGN, reciprocal, state, words, rest)
-        a = 1
-        for j in range(1, GTX + 1):
-            g, state, rest = _decode_bin(counts, GT + j - 1, reciprocal, state, words, rest)
-            if g == 0:
-                break
-            a = j + 1
-        if a > GTX:
-            n_prefix = 0
-            while n_prefix < MAX_PREFIX:
-                one, state, rest = _decode_bin(counts, PREFIX + n_prefix, reciprocal, state,
-                                               words, rest)
-                if one == 0:
-                    break
-                n_prefix += 1
-            value = 1
-            for _ in range(n_prefix):
-                b, state, rest = _decode_bin(counts, -1, reciprocal, state, words, rest)
-                value = (value << 1) | b
-            a = GTX + value
-        k = -a if negative else a
+        k, state, rest = decode_symbol(counts, SIG, SIGN, GT, PREFIX, reciprocal, state,
+                                       words, rest)
         if k < lo or k > hi:
             return 1
         out[i] = k
-    if rest != 0 or state != _LOW:
+    if not at_end(state, rest):
         return 2
     return 0
 
@@ -236,8 +269,8 @@ def _log2_table() -> np.ndarray:
 
 
 LOG2 = _log2_table()
-_NONE = np.zeros(0, dtype=np.uint16)
-_NO_BITS = np.zeros(0, dtype=np.uint8)
+NO_PROBS = np.zeros(0, dtype=np.uint16)
+NO_BITS = np.zeros(0, dtype=np.uint8)
 
 
 def ideal_bits(pieces: Sequence[np.ndarray]) -> tuple[float, int]:
@@ -247,7 +280,7 @@ def ideal_bits(pieces: Sequence[np.ndarray]) -> tuple[float, int]:
     at, total = 0, 0.0
     for piece in pieces:
         at, cost = _forward(np.ascontiguousarray(piece).reshape(-1), counts, RECIPROCAL,
-                            _NONE, _NO_BITS, at, LOG2)
+                            NO_PROBS, NO_BITS, at, LOG2)
         total += cost
     return total, at
 
@@ -264,13 +297,41 @@ def encode(pieces: Sequence[np.ndarray], bins: int | None = None) -> bytes:
     for piece in pieces:
         at, _ = _forward(np.ascontiguousarray(piece).reshape(-1), counts, RECIPROCAL, probs,
                          bits, at, LOG2)
+    return stream_bytes(probs, bits, bins)
+
+
+def stream_bytes(probs: np.ndarray, bits: np.ndarray, bins: int) -> bytes:
+    """The coded stream of the first ``bins`` bins (their probabilities of a 1 and bits,
+    in order): pushed last first, the words moved out, then the final state's two."""
     # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so at
     # most one word moves out per 3 bins (numba does not check the index: keep it so).
-    words = np.empty(bins // 3 + 16, dtype=np.uint32)
-    state, n = _push(probs, bits, bins, words)
-    words[n] = np.uint32(int(state) & 0xFFFFFFFF)
-    words[n + 1] = np.uint32(int(state) >> 32)
-    return words[: n + 2].astype("<u4", copy=False).tobytes()
+    pusher = Pusher()
+    return pusher.push(probs, bits, bins) + pusher.finish()
+
+
+class Pusher:
+    """A coder that takes bins a piece at a time, the last piece first (each piece's bins
+    in order): `push` gives the words each piece moves out, `finish` the final state's
+    two; the stream is all of them in the order given. So a long stream is coded a piece
+    at a time, never holding every bin's probability at once."""
+
+    def __init__(self) -> None:
+        self.state = _LOW
+
+    def push(self, probs: np.ndarray, bits: np.ndarray, bins: int) -> bytes:
+        """The words moved out by the first ``bins`` bins of a piece, pushed last first."""
+        # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so
+        # at most one word moves out per 3 bins (numba does not check the index: keep it so).
+        words = np.empty(bins // 3 + 16, dtype=np.uint32)
+        # numba gives a uint64 back as a Python int: passed on as np.uint64 again (an int
+        # would compile the int64 version).
+        state, n = _push(probs, bits, bins, words, np.uint64(self.state))
+        self.state = np.uint64(state)
+        return words[:n].astype("<u4", copy=False).tobytes()
+
+    def finish(self) -> bytes:
+        state = int(self.state)
+        return np.array([state & 0xFFFFFFFF, state >> 32], dtype="<u4").tobytes()
 
 
 def max_symbols(nbytes: int) -> int:

@@ -45,9 +45,13 @@ ADAPTIVE_VERSION = 15
 # version-16 file may also hold the adaptive model and the name prefixes.
 ROW_STREAMS_VERSION = 16
 ROW_STREAMS_KIND = "blocks"
+# 17: a trellis tensor's symbols under one adaptive coder (``"coder": "adaptive"`` in its
+# trellis model, `weightdna.codec.trellis.coder_encode`); a version-17 file may hold
+# everything before it (a row block's own model is never under the coder).
+TRELLIS_CODER_VERSION = 17
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
               COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
-              ROW_STREAMS_VERSION)
+              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -89,8 +93,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     steps on a grid, FILE_CODING_VERSION with a stored file's ``prefix`` or ``vocab``,
     COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
-    under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks, else
-    8)."""
+    under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks,
+    TRELLIS_CODER_VERSION with a trellis tensor under one coder, else 8)."""
+    if any(_holds_coder(entry.get("params")) for entry in entries):
+        return TRELLIS_CODER_VERSION
     if any(_holds_kind(entry.get("params"), ROW_STREAMS_KIND) for entry in entries):
         return ROW_STREAMS_VERSION
     if any(_holds_kind(entry.get("params"), "adaptive") for entry in entries):
@@ -123,6 +129,16 @@ def _holds_kind(params: object, kind: str) -> bool:
                                                  for v in params.values())
     if isinstance(params, list):
         return any(_holds_kind(v, kind) for v in params)
+    return False
+
+
+def _holds_coder(params: object) -> bool:
+    """Whether a tensor's params hold, at any depth, a trellis model under one adaptive
+    coder (``"coder"``)."""
+    if isinstance(params, dict):
+        return "coder" in params or any(_holds_coder(v) for v in params.values())
+    if isinstance(params, list):
+        return any(_holds_coder(v) for v in params)
     return False
 
 

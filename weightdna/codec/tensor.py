@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from weightdna.codec import factored, reference, trellis
+from weightdna.codec import ans, factored, reference, trellis
+from weightdna.codec.adaptive import max_symbols as adaptive_max_symbols
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
     DTYPES,
@@ -38,6 +39,7 @@ from weightdna.codec.entries import (
     NEW_IN_8,
     ROW_STREAMS_KIND,
     ROW_STREAMS_VERSION,
+    TRELLIS_CODER_VERSION,
     VERSION,
     check_entry,
     decode_memory,
@@ -725,7 +727,7 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
     if coded is not None:
         model_params, sections = coded
     elif search is not None:
-        model_params, sections = _encode_trellis(search, streams)
+        model_params, sections = _encode_trellis(search, streams, len(shape) >= 3)
     else:
         model_params, sections = encode_symbols(next(streams), model)
     per_row = isinstance(steps, np.ndarray)
@@ -762,11 +764,44 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
     return entry, sections
 
 
-def _encode_trellis(search: _Trellis,
-                    streams: Iterable[list[np.ndarray]]) -> tuple[dict, dict[str, bytes]]:
+# Whether a trellis tensor's symbols are weighed under one adaptive coder too (format
+# version 17, `weightdna.codec.trellis.coder_encode`): kept where its stream is smaller than
+# the context streams' sections by at least CODER_BITS_PER_BIN bits for each of its bins.
+# Its decoder takes 12–23 ns a bin (each waits on the one before), the streams' table
+# decoder about 8 ns a symbol: a saving smaller than that would slow decoding more than it
+# is worth (whole MiniLM at 4 bits per weight: 13M weights per CPU second with every
+# smaller coder kept, against 27M without; BENCHMARKS.md, "One adaptive coder per trellis
+# tensor").
+TRELLIS_CODER = True
+CODER_BITS_PER_BIN = 0.005
+TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
+# The coder's encode cost is paid only where it can pay: a tensor of more than
+# CODER_WHOLE_ELEMENTS elements is first weighed on evenly spaced whole rows holding about
+# CODER_SAMPLE_ELEMENTS (`_sample_wins`), and coded in full only where the sample says the
+# coder wins by CODER_BITS_PER_BIN a bin; the neighbours' contexts are weighed on kernels
+# (three or more dimensions) only: on matrices they took 0–2 of MiniLM's 39 tensors
+# (BENCHMARKS.md, "The trellis coder's encode cost, gated").
+CODER_WHOLE_ELEMENTS = 1 << 16
+CODER_SAMPLE_ELEMENTS = 1 << 15
+# ... and by this share of the streams' bits besides (the sample's own noise: MiniLM's
+# word embedding at 2 bits per weight, 0.4% smaller under the coder, below its floor,
+# passed a sample without it and cost 3.5 CPU seconds to code in full).
+CODER_SAMPLE_MARGIN = 0.002
+
+
+def _encode_trellis(search: _Trellis, streams: Iterable[list[np.ndarray]],
+                    kernel: bool = False) -> tuple[dict, dict[str, bytes]]:
     """The trellis's context streams (`_code_blocks`) coded: the model params and the
-    sections. Non-finite positions keep the symbol the search chose (the walk needs it)."""
+    sections. Non-finite positions keep the symbol the search chose (the walk needs it).
+    While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where that
+    is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
+    streams = list(streams)
     model, sections = code_symbols(search, iter(streams))
+    if TRELLIS_CODER:
+        coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
+        one = _one_coder(search, streams, coded, kernel)
+        if one is not None:
+            model, sections = one
     if search.n_classes > 1:
         sections["classes"] = _classes_section(search)
     return model, sections
@@ -781,12 +816,122 @@ def code_symbols(search: _Trellis | None, streams: Iterator[list[np.ndarray]],
     """Symbols' streams (`_Symbols.streams`) entropy-coded: the model params and the
     sections ``symbols`` (and ``histogram``); the trellis's context streams each under its
     own model (its row classes not among the sections), else the one stream under
-    ``model``."""
+    ``model``. Never the one adaptive coder (`_one_coder`): a row block's coding
+    (`row_streams`) keeps the context streams."""
     if search is None:
         return encode_symbols(next(streams), model)
     descriptors, sections = encode_streams(streams)
     return {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
             "streams": descriptors}, sections
+
+
+def _one_coder(search: _Trellis, streams: list[list[np.ndarray]], coded: int,
+               kernel: bool = False) -> tuple[dict, dict[str, bytes]] | None:
+    """The trellis tensor's symbols under one adaptive coder (its model params and
+    ``symbols`` section), with (kernels only) or without the neighbours' contexts,
+    whichever is smaller; None unless its stream is smaller than ``coded`` (the context
+    streams' bytes) by CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample
+    says it is not (`_sample_wins`). The symbols are walked back into element order from
+    the streams (`trellis.StreamReader`, the decoder's walk), a row block at a time."""
+    lengths = [sum(piece.size for piece in stream) for stream in streams]
+    total = sum(lengths)
+    rows = search.classes.size
+    if total == 0 or rows == 0:
+        return None
+    columns = total // rows
+    joined = np.concatenate([piece.reshape(-1) for stream in streams for piece in stream])
+    lo, hi = int(joined.min()), int(joined.max())
+    stride = 1 if total <= CODER_WHOLE_ELEMENTS else -(-total // CODER_SAMPLE_ELEMENTS)
+    blocks = _WalkedBlocks(trellis.StreamReader(joined, lengths, search.classes,
+                                                search.n_classes, search.groups),
+                           search.classes, rows, columns, stride)
+    variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
+    if stride > 1 and not _sample_wins(blocks, search, joined, lengths, lo, hi, coded,
+                                       variants):
+        return None
+    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
+                for caps in variants), key=lambda plan: plan.bits)
+    if plan.bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * plan.bins / 8:
+        return None
+    limit = coded - CODER_BITS_PER_BIN * plan.bins / 8
+    data = trellis.coder_push(blocks, plan, search.n_classes, columns)
+    if len(data) >= limit:
+        return None
+    return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
+             "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+def _sample_wins(blocks: _WalkedBlocks, search: _Trellis, joined: np.ndarray,
+                 lengths: list[int], lo: int, hi: int, coded: int,
+                 variants: tuple[tuple[int, int], ...]) -> bool:
+    """Whether the one coder (its best of ``variants``) is smaller on the sampled rows
+    (``blocks.sample``) than the context streams by CODER_BITS_PER_BIN bits a bin. The
+    streams' side: each sampled symbol's ideal bits under its context's histogram over the
+    whole tensor, scaled so that the whole tensor's ideal bits come to ``coded`` bytes
+    (their tables and the coder's overhead shared out). Deterministic: the tensor's own
+    symbols only."""
+    sample, classes = blocks.sample
+    width = hi - lo + 1
+    costs = np.zeros((len(lengths), width))
+    ideal = 0.0
+    start = 0
+    for c, length in enumerate(lengths):
+        counts = np.zeros(width, dtype=np.int64)
+        piece = joined[start:start + length]
+        if piece.dtype in ans.KERNEL_DTYPES:
+            ans.add_counts(piece, lo, counts)  # no widened copy
+        else:
+            counts += np.bincount(piece.astype(np.int64) - lo, minlength=width)
+        start += length
+        seen = counts > 0
+        costs[c, seen] = -np.log2(counts[seen] / length)
+        ideal += float(counts[seen] @ costs[c, seen])
+    # The coder learns on the even sampled rows and is measured on the odd ones (its
+    # counts from empty would charge the sample a learning cost the whole tensor shares
+    # out over many more symbols).
+    warm, measured = (sample[0::2], classes[0::2]), (sample[1::2], classes[1::2])
+    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups)
+    priced = float(costs[contexts.astype(np.int64), measured[0].astype(np.int64) - lo].sum())
+    streams = (8 * coded * priced / ideal if ideal > 0
+               else 8 * coded * measured[0].size / joined.size)
+    best = math.inf
+    for caps in variants:
+        first = trellis.coder_bits([warm], search.n_classes, sample.shape[1], *caps)
+        both = trellis.coder_bits([warm, measured], search.n_classes, sample.shape[1], *caps)
+        best = min(best, both[0] - first[0] + CODER_BITS_PER_BIN * (both[1] - first[1]))
+    return best < streams * (1 - CODER_SAMPLE_MARGIN)
+
+
+class _WalkedBlocks:
+    """A trellis tensor's row blocks (`_row_blocks`) as (symbols int32, row classes),
+    walked back into element order from its context streams (``reader``: the decoder's
+    walk) when asked, in any order: each block's place in the streams is noted on a first
+    walk, so that block i is made again from there. That walk keeps every ``stride``-th row
+    (from row 0) and their classes: ``sample``."""
+
+    def __init__(self, reader: trellis.StreamReader, classes: np.ndarray, rows: int,
+                 columns: int, stride: int = 1) -> None:
+        self.reader, self.classes, self.columns = reader, classes, columns
+        self.ranges = _row_blocks(rows, columns)
+        self.pointers = []
+        kept = []
+        for start, stop in self.ranges:
+            self.pointers.append(reader.pointer.copy())
+            block = reader.rows(start, stop, columns)
+            if block is None:
+                raise ValueError("the streams run short")  # they are the search's own
+            kept.append(block[0][-start % stride::stride])
+        self.sample = (np.ascontiguousarray(np.concatenate(kept)),
+                       np.ascontiguousarray(classes[::stride]))
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        start, stop = self.ranges[i]
+        self.reader.pointer = self.pointers[i].copy()
+        block = self.reader.rows(start, stop, self.columns)
+        return block[0], np.ascontiguousarray(self.classes[start:stop])
 
 
 def row_streams(blocks: Sequence[tuple[int, dict, dict[str, bytes]]],
@@ -855,7 +1000,10 @@ def _check_quantized_params(params: object, shape: tuple[int, ...], where: str,
     return params
 
 
-def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str) -> dict:
+def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str,
+                         version: int) -> dict:
+    if "coder" in model:
+        return _check_coder_model(model, shape, where, version)
     if set(model) != {"kind", "classes", "groups", "streams"}:
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
                                "streams.")
@@ -903,7 +1051,10 @@ def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version:
         inner = block["model"]
         kind = inner.get("kind") if isinstance(inner, dict) else None
         if kind == "trellis":
-            _check_trellis_model(inner, (block["rows"], columns), where)
+            if "coder" in inner:  # a row block's symbols keep the context streams
+                raise CorruptFileError(f"{where}: a row block's model is never under the "
+                                       "one adaptive coder.")
+            _check_trellis_model(inner, (block["rows"], columns), where, version)
             streams = inner["streams"]
             if block["bytes"] != sum(d["bytes"] for d in streams) or \
                     block["histogram"] != sum(d["histogram"] for d in streams):
@@ -948,9 +1099,34 @@ def _row_stream_parts(model: dict, sections: dict[str, bytes], rows: int, where:
         start, at, hat = stop, at + block["bytes"], hat + block["histogram"]
 
 
+def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version: int) -> dict:
+    """A trellis model under one adaptive coder (format version 17)."""
+    if version < TRELLIS_CODER_VERSION:
+        raise CorruptFileError(f"{where}: one adaptive coder per trellis tensor is new in "
+                               f"version {TRELLIS_CODER_VERSION}; this file is version "
+                               f"{version}.")
+    if set(model) != TRELLIS_CODER_KEYS or model["coder"] != "adaptive":
+        raise CorruptFileError(f"{where}: a trellis model under one coder has the keys "
+                               f"{sorted(TRELLIS_CODER_KEYS)}, coder adaptive.")
+    classes, lo, hi = model["classes"], model["min"], model["max"]
+    if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
+        raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
+    caps = model["neighbours"]
+    if not (isinstance(caps, list) and all(is_int(c) for c in caps)
+            and tuple(caps) in trellis.NEIGHBOURS):
+        raise CorruptFileError(f"{where}: the coder's neighbours must be one of "
+                               f"{[list(c) for c in trellis.NEIGHBOURS]}.")
+    if not (is_int(lo) and is_int(hi) and -MAX_SYMBOL <= lo <= hi <= MAX_SYMBOL):
+        raise CorruptFileError(f"{where}: the coder's range must be integers "
+                               f"{-MAX_SYMBOL} ≤ min ≤ max ≤ {MAX_SYMBOL}.")
+    if math.prod(shape) == 0:
+        raise CorruptFileError(f"{where}: an empty tensor has no coder.")
+    return model
+
+
 def _row_classes(model: dict, sections: dict[str, bytes], rows: int,
                  where: str) -> np.ndarray:
-    """A trellis-coded tensor's row classes (its ``classes`` section), checked."""
+    """A trellis-coded tensor's row classes (its ``classes`` section, uint8), checked."""
     n_classes = model["classes"]
     classes = np.zeros(rows, dtype=np.uint8)
     if n_classes > 1:
@@ -962,12 +1138,27 @@ def _row_classes(model: dict, sections: dict[str, bytes], rows: int,
 
 
 def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: str,
-                    version: int, classes: np.ndarray | None = None) -> trellis.StreamReader:
-    """The reader of a trellis-coded tensor's context streams, decoded; ``classes``: its
-    rows' classes (a row block's), else read from its sections."""
+                    version: int, columns: int = 0, classes: np.ndarray | None = None
+                    ) -> trellis.StreamReader | trellis.CoderReader:
+    """The reader of a trellis-coded tensor's context streams, decoded, or of its one
+    coder (``columns``: the tensor's); ``classes``: its rows' classes (a row block's),
+    else read from its sections."""
     n_classes = model["classes"]
     if classes is None:
         classes = _row_classes(model, sections, rows, where)
+    if "coder" in model:
+        data = sections["symbols"]
+        if len(data) % 4 or len(data) < 8 or data[-4:] == bytes(4):
+            raise CorruptFileError(f"{where}: the coded symbols are not whole words ending "
+                                   "in a coder's state.")
+        count = rows * columns
+        limit = adaptive_max_symbols(len(data))
+        if count > limit:  # work bounded by the bytes: refused unread
+            raise CorruptFileError(f"{where}: {len(data)} bytes of coded symbols cannot hold "
+                                   f"{count} symbols under the adaptive coder (at most "
+                                   f"{limit}).")
+        return trellis.CoderReader(data, model["min"], model["max"], classes, n_classes,
+                                   columns, tuple(model["neighbours"]))
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
@@ -978,14 +1169,14 @@ def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: i
                   where: str, version: int, classes: np.ndarray | None = None
                   ) -> Iterator[np.ndarray]:
     """The levels (units of the step) of each row block, decoded from the context streams."""
-    reader = _trellis_reader(model, sections, rows, where, version, classes)
+    reader = _trellis_reader(model, sections, rows, where, version, columns, classes)
     for start, stop in _row_blocks(rows, columns):
         block = reader.rows(start, stop, columns)
         if block is None:
-            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
+            raise CorruptFileError(_SHORT[type(reader)].format(where=where))
         yield block[1]
     if not reader.exhausted():
-        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
+        raise CorruptFileError(_OVER[type(reader)].format(where=where))
 
 
 def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
@@ -994,7 +1185,7 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
                              out: np.ndarray, classes: np.ndarray | None = None) -> None:
     """A float32 tensor's trellis-coded rows restored into ``out`` (rows × columns), a row
     block at a time: float32(float64(level) × float64(step) [+ prediction])."""
-    reader = _trellis_reader(model, sections, rows, where, version, classes)
+    reader = _trellis_reader(model, sections, rows, where, version, columns, classes)
     per_row = (np.ascontiguousarray(steps, dtype=np.float64) if isinstance(steps, np.ndarray)
                else np.full(rows, float(steps)))
     for start, stop in _row_blocks(rows, columns):
@@ -1002,9 +1193,19 @@ def _restore_trellis_float32(model: dict, sections: dict[str, bytes], rows: int,
                                                                 dtype=np.float64)
         if not reader.restore_float32(start, stop, per_row[start:stop], block,
                                       out[start:stop]):
-            raise CorruptFileError(f"{where}: a trellis stream ends before its symbols do.")
+            raise CorruptFileError(_SHORT[type(reader)].format(where=where))
     if not reader.exhausted():
-        raise CorruptFileError(f"{where}: the trellis streams hold symbols left over.")
+        raise CorruptFileError(_OVER[type(reader)].format(where=where))
+
+
+# A corrupt trellis tensor's messages by its reader: a symbol that cannot be had, and a
+# stream not ended after the last one.
+_SHORT = {trellis.StreamReader: "{where}: a trellis stream ends before its symbols do.",
+          trellis.CoderReader: "{where}: a symbol of the trellis's coder lies outside its "
+                               "range."}
+_OVER = {trellis.StreamReader: "{where}: the trellis streams hold symbols left over.",
+         trellis.CoderReader: "{where}: the trellis's coded symbols do not end after exactly "
+                              "the tensor's symbols."}
 
 
 def _restore_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
@@ -1107,8 +1308,8 @@ def decode_tensor(
         if first.get("kind") == "trellis" and first["classes"] > 1:
             expected.add("classes")
     elif kind == "trellis":
-        model = _check_trellis_model(model, shape, where)
-        if any(d["histogram"] for d in model["streams"]):
+        model = _check_trellis_model(model, shape, where, version)
+        if any(d["histogram"] for d in model.get("streams", ())):
             expected.add("histogram")
         if model["classes"] > 1:
             expected.add("classes")

@@ -19,7 +19,11 @@ quantiser: ``STATE_GROUPS``) times the class of the element's row
 (rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
 |w|/Δ, stored per row — tells the coder which scale to expect). Each context's symbols,
 in element order, form one stream, coded by `weightdna.codec.entropy`; the decoder walks
-the segments and takes every symbol from the stream of its context.
+the segments and takes every symbol from the stream of its context. From format version
+17 a tensor's symbols may instead be coded in element order by one adaptive coder
+(`coder_encode`, `CoderReader`: `weightdna.codec.adaptive`'s bins under contexts of the
+state, the row class and the neighbours), chosen per tensor where it is smaller
+(`weightdna.codec.tensor`).
 
 The search and the decoder's walk are sequential per segment, so they are compiled with
 numba (``cache=True``: compiled once per machine, then loaded).
@@ -27,8 +31,12 @@ numba (``cache=True``: compiled once per machine, then loaded).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
+
+from weightdna.codec import adaptive
 
 # NEXT_STATE[state, parity of the symbol]: NNCodec's Trellis8States; odd states use Q1.
 NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]],
@@ -513,7 +521,9 @@ class StreamReader:
         lengths = np.asarray(lengths, dtype=np.int64)
         self.ends = np.cumsum(lengths).astype(np.int64)
         self.pointer = self.ends - lengths
-        self.joined = np.ascontiguousarray(joined, dtype=np.int32)
+        # int32 as decoded; the encoder's own streams (`weightdna.codec.tensor`'s one-coder
+        # weighing) in the narrow dtype they were kept in.
+        self.joined = np.ascontiguousarray(joined)
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
         self.group = state_groups(groups)
@@ -541,3 +551,234 @@ class StreamReader:
     def exhausted(self) -> bool:
         """Every stream read to its end."""
         return bool(np.all(self.pointer == self.ends))
+
+
+# One adaptive coder per tensor (format version 17): the tensor's symbols in element order,
+# each binarised as `weightdna.codec.adaptive` does, under contexts of its trellis state,
+# its row's class and, with the neighbours on, the previous symbol in the row (|k| capped
+# at LEFT_CAP) and the one above it (same column, previous row; |k| capped at ABOVE_CAP),
+# both 0 where there is none. See `coder_contexts` for the layout. The encoder weighs the
+# coder without and with the neighbours (NEIGHBOURS: the caps of each) and keeps the
+# smaller: they pay on kernels, not on matrices (BENCHMARKS.md).
+LEFT_CAP = 2
+ABOVE_CAP = 1
+NEIGHBOURS = ((0, 0), (LEFT_CAP, ABOVE_CAP))
+
+
+def coder_contexts(classes: int, left_cap: int = LEFT_CAP, above_cap: int = ABOVE_CAP) -> int:
+    """How many contexts the one coder of a tensor with ``classes`` row classes keeps:
+    with N = (left_cap + 1)·(above_cap + 1) neighbour buckets, ``sig`` per state × class
+    × bucket (8·C·N), ``sign`` per quantiser × class × the left symbol's sign (2·C·3),
+    ``gt 1 … GTX`` per quantiser × class × bucket (2·C·N·GTX), the Exp-Golomb prefix bins
+    shared (MAX_PREFIX)."""
+    buckets = (left_cap + 1) * (above_cap + 1)
+    return (STATES * buckets + 6 + 2 * buckets * adaptive.GTX) * classes + adaptive.MAX_PREFIX
+
+
+@numba.njit(inline="always")
+def _coder_context(state: int, klass: int, classes: int, left: int, above: int,
+                   left_cap: int, above_cap: int) -> tuple[int, int, int, int]:
+    """The contexts (sig, sign, gt, prefix: `weightdna.codec.adaptive.forward_symbol`'s)
+    of a symbol in ``state`` of a row of class ``klass``, after ``left``, below ``above``."""
+    buckets = (left_cap + 1) * (above_cap + 1)
+    bucket = min(abs(left), left_cap) * (above_cap + 1) + min(abs(above), above_cap)
+    q = state & 1
+    sig = (state * classes + klass) * buckets + bucket
+    sign_base = STATES * classes * buckets
+    left_sign = 0 if left == 0 else (1 if left < 0 else 2)
+    sign = sign_base + (q * classes + klass) * 3 + left_sign
+    gt_base = sign_base + 6 * classes
+    gt = gt_base + ((q * classes + klass) * buckets + bucket) * adaptive.GTX
+    prefix = gt_base + 2 * classes * buckets * adaptive.GTX
+    return sig, sign, gt, prefix
+
+
+@numba.njit(cache=True, nogil=True)
+def _coder_forward(symbols: np.ndarray, row_class: np.ndarray, classes: int,
+                   next_state: np.ndarray, counts: np.ndarray, previous: np.ndarray,
+                   left_cap: int, above_cap: int, reciprocal: np.ndarray, probs: np.ndarray,
+                   bits: np.ndarray, at: int, log2: np.ndarray) -> tuple[int, float]:
+    """The one coder's walk over a block of rows of ``symbols`` (the rows before it walked
+    already: ``counts`` and ``previous``, the last row's symbols, carried): each bin into
+    ``probs``/``bits`` from ``at`` (both empty: not stored). Returns (the next index, the
+    ideal bits)."""
+    n, length = symbols.shape
+    cost = 0.0
+    for b in range(n):
+        klass = row_class[b]
+        state = 0
+        left = 0
+        for t in range(length):
+            k = np.int64(symbols[b, t])
+            sig, sign, gt, prefix = _coder_context(state, klass, classes, left, previous[t],
+                                                   left_cap, above_cap)
+            at, c = adaptive.forward_symbol(k, counts, sig, sign, gt, prefix, reciprocal,
+                                            probs, bits, at, log2)
+            cost += c
+            previous[t] = k
+            left = k
+            state = next_state[state, k & 1]
+    return at, cost
+
+
+@numba.njit(cache=True, nogil=True)
+def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
+                 previous: np.ndarray, row_class: np.ndarray, classes: int,
+                 next_state: np.ndarray, lo: int, hi: int, left_cap: int, above_cap: int,
+                 reciprocal: np.ndarray, steps: np.ndarray, base: np.ndarray,
+                 symbols: np.ndarray, levels: np.ndarray, out: np.ndarray) -> int:
+    """`_merge` (``symbols`` and ``levels``) or `_merge_float32` (``out``; ``base`` empty
+    for none) from the one coder: each row walked, every symbol decoded under its contexts
+    (``coder``: the rANS state and the words left, carried between blocks in a uint64
+    array of 2; ``counts`` and ``previous`` likewise). Returns 0, or 1 when a symbol falls
+    outside lo..hi."""
+    n = row_class.size
+    length = previous.size
+    restore = out.size > 0
+    has_base = base.size > 0
+    state = coder[0]
+    rest = np.int64(coder[1])
+    for b in range(n):
+        klass = row_class[b]
+        walk = 0
+        left = 0
+        for t in range(length):
+            sig, sign, gt, prefix = _coder_context(walk, klass, classes, left, previous[t],
+                                                   left_cap, above_cap)
+            k, state, rest = adaptive.decode_symbol(counts, sig, sign, gt, prefix, reciprocal,
+                                                    state, words, rest)
+            if k < lo or k > hi:
+                return 1
+            if restore:
+                value = _level(k, walk) * steps[b]
+                if has_base:
+                    value += base[b, t]
+                out[b, t] = np.float32(value)
+            else:
+                symbols[b, t] = k
+                levels[b, t] = _level(k, walk)
+            previous[t] = k
+            left = k
+            walk = next_state[walk, k & 1]
+    coder[0] = state
+    coder[1] = np.uint64(rest)
+    return 0
+
+
+_NO_STEPS = np.zeros(0)
+_NO_BASE = np.zeros((0, 0))
+_NO_SYMBOLS = np.zeros((0, 0), dtype=np.int32)
+_NO_LEVELS = np.zeros((0, 0))
+_NO_OUT = np.zeros((0, 0), dtype=np.float32)
+Blocks = Sequence[tuple[np.ndarray, np.ndarray]]
+
+
+class CoderPlan:
+    """A forward walk of the one coder over a tensor's blocks (`coder_plan`): its ideal
+    ``bits`` and ``bins``, its neighbours' ``caps``, and each block's starting counts, row
+    above and first bin, from which `coder_push` codes the blocks last first."""
+
+    def __init__(self, bits: float, bins: int, caps: tuple[int, int],
+                 starts: list[tuple[np.ndarray, np.ndarray, int] | None]) -> None:
+        self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
+
+
+def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+               above_cap: int = ABOVE_CAP) -> CoderPlan:
+    """The one coder walked forward over ``blocks`` (``blocks[i]``: row block i's
+    (symbols, row classes), in order; a sequence that may make each block when asked:
+    `coder_push` asks for each once more), counting the ideal bits and the bins and keeping
+    each block's starting state (memory: a block's counts and one row, not its bins)."""
+    counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
+    previous = np.zeros(columns, dtype=np.int64)
+    starts: list[tuple[np.ndarray, np.ndarray, int] | None] = []
+    at, total = 0, 0.0
+    for i in range(len(blocks)):
+        symbols, classes = blocks[i]
+        starts.append((counts.copy(), previous.copy(), at))
+        at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
+                                  left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
+                                  adaptive.NO_BITS, at, adaptive.LOG2)
+        total += cost
+    return CoderPlan(total, at, (left_cap, above_cap), starts)
+
+
+def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int, columns: int) -> bytes:
+    """The one coder's stream of ``blocks`` (those `coder_plan` walked), a block at a
+    time: the blocks pushed last first, each one's bins worked out again from its starting
+    state (memory: one block's bins, not the tensor's). Spends ``plan``'s states."""
+    starts = plan.starts
+    ends = [start[2] for start in starts[1:]] + [plan.bins]
+    pusher = adaptive.Pusher()
+    pieces = []
+    for i in range(len(blocks) - 1, -1, -1):
+        symbols, classes = blocks[i]
+        counts, previous, start = starts[i]
+        bins = ends[i] - start
+        probs = np.empty(bins, dtype=np.uint16)
+        bits = np.empty(bins, dtype=np.uint8)
+        _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
+                       *plan.caps, adaptive.RECIPROCAL, probs, bits, 0, adaptive.LOG2)
+        pieces.append(pusher.push(probs, bits, bins))
+        starts[i] = None  # its counts no longer needed
+    return b"".join(pieces) + pusher.finish()
+
+
+def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+               above_cap: int = ABOVE_CAP) -> tuple[float, int]:
+    """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
+    ``blocks`` as `coder_plan` takes them."""
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    return plan.bits, plan.bins
+
+
+def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
+                 above_cap: int = ABOVE_CAP) -> bytes:
+    """The one coder's stream of a tensor's symbols (``blocks`` as `coder_plan` takes
+    them): `coder_plan`, then `coder_push`."""
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    return coder_push(blocks, plan, n_classes, columns)
+
+
+class CoderReader:
+    """`StreamReader`'s interface over a tensor's one coder (format version 17): rows are
+    restored block by block, in order, every symbol decoded under its contexts. ``data``:
+    the stream (whole words, two or more; the caller checks), lo..hi its symbols' range."""
+
+    def __init__(self, data: bytes, lo: int, hi: int, classes: np.ndarray, n_classes: int,
+                 columns: int, caps: tuple[int, int]) -> None:
+        self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
+        state, rest = (int(self.words[-1]) << 32) | int(self.words[-2]), self.words.size - 2
+        self.coder = np.array([state, rest], dtype=np.uint64)
+        self.caps = caps
+        self.counts = np.zeros((coder_contexts(n_classes, *caps), 2), dtype=np.int64)
+        self.previous = np.zeros(columns, dtype=np.int64)
+        self.lo, self.hi = lo, hi
+        self.classes = np.ascontiguousarray(classes)
+        self.n_classes = n_classes
+
+    def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(symbols int32, levels in units of Δ) of rows [start, stop); None when a symbol
+        falls outside the range (a corrupt file)."""
+        symbols = np.empty((stop - start, columns), dtype=np.int32)
+        levels = np.empty((stop - start, columns))
+        if _coder_merge(self.words, self.coder, self.counts, self.previous,
+                        self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo, self.hi,
+                        *self.caps, adaptive.RECIPROCAL, _NO_STEPS, _NO_BASE, symbols, levels,
+                        _NO_OUT):
+            return None
+        return symbols, levels
+
+    def restore_float32(self, start: int, stop: int, steps: np.ndarray,
+                        base: np.ndarray | None, out: np.ndarray) -> bool:
+        """`StreamReader.restore_float32` from the one coder; False when a symbol falls
+        outside the range."""
+        return not _coder_merge(self.words, self.coder, self.counts, self.previous,
+                                self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo,
+                                self.hi, *self.caps, adaptive.RECIPROCAL, steps,
+                                _NO_BASE if base is None else base, _NO_SYMBOLS, _NO_LEVELS,
+                                out)
+
+    def exhausted(self) -> bool:
+        """The stream ends here: the state 2^32 with no word left."""
+        return int(self.coder[1]) == 0 and int(self.coder[0]) == 1 << 32

@@ -1,0 +1,221 @@
+"""One adaptive coder per trellis tensor (format version 17, `weightdna.codec.trellis`'s
+coder): exact round trips against the context streams, the choice per tensor, the version
+gate, and damaged or truncated streams refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from weightdna.codec import decode_tensor, encode_tensor, tensor, trellis
+from weightdna.codec.container import read_dna_file, write_dna_file
+from weightdna.codec.entries import ADAPTIVE_VERSION, TRELLIS_CODER_VERSION, file_version
+from weightdna.errors import CorruptFileError
+
+
+def _matrix(rows: int = 128, columns: int = 512, seed: int = 0) -> torch.Tensor:
+    """At most `tensor.CODER_WHOLE_ELEMENTS` elements by default: weighed whole."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, columns, generator=g) * torch.linspace(0.2, 2, rows)[:, None]
+
+
+def _kernel(seed: int = 0) -> torch.Tensor:
+    """A conv kernel whose taps are correlated along a row and between channels."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(1, 16, 5, 5, generator=g).cumsum(-1)
+    return base + 0.3 * torch.randn(48, 16, 5, 5, generator=g).cumsum(-1)
+
+
+def _coded(w: torch.Tensor, on: bool, step: float = 0.1, **kwargs) -> tuple[dict, dict]:
+    saved = tensor.TRELLIS_CODER
+    tensor.TRELLIS_CODER = on
+    try:
+        return encode_tensor(w, name="t", step=step, quantizer="trellis", **kwargs)
+    finally:
+        tensor.TRELLIS_CODER = saved
+
+
+def _model(coded: tuple[dict, dict]) -> dict:
+    return coded[0]["params"]["model"]
+
+
+def _size(coded: tuple[dict, dict]) -> int:
+    return sum(len(v) for v in coded[1].values())
+
+
+def test_default_is_on() -> None:
+    assert tensor.TRELLIS_CODER is True
+    assert "coder" in _model(encode_tensor(_matrix(), name="t", step=0.1,
+                                           quantizer="trellis"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_round_trip_equals_the_streams(dtype: torch.dtype) -> None:
+    """The same symbols as the context streams (the search is the same), decoded bit for
+    bit alike, in fewer bytes; the float32 path and the general one."""
+    w = _matrix().to(dtype)
+    off, on = _coded(w, False), _coded(w, True)
+    assert "streams" in _model(off)
+    model = _model(on)
+    assert model["coder"] == "adaptive" and "streams" not in model
+    assert set(on[1]) == {"symbols", "classes"} and _size(on) < _size(off)
+    version = file_version([on[0]])
+    assert version == TRELLIS_CODER_VERSION
+    assert torch.equal(decode_tensor(*on, version=version), decode_tensor(*off))
+    assert on[0]["stats"] == off[0]["stats"]
+
+
+def test_round_trip_over_row_blocks() -> None:
+    """More elements than one row block (`tensor.BLOCK_ELEMENTS`): coded a block at a time,
+    the last first, and decoded a block at a time, carrying the counts and the row above."""
+    w = _matrix(700, 640, seed=3)
+    assert len(tensor._row_blocks(700, 640)) >= 2
+    off, on = _coded(w, False, step=0.6), _coded(w, True, step=0.6)
+    assert "coder" in _model(on) and _size(on) < _size(off)
+    assert torch.equal(decode_tensor(*on, version=TRELLIS_CODER_VERSION),
+                       decode_tensor(*off))
+    as_half = (on[0] | {"dtype": "float16"}, on[1])  # the general path's walk, block by block
+    assert torch.equal(decode_tensor(*as_half, version=TRELLIS_CODER_VERSION),
+                       decode_tensor(off[0] | {"dtype": "float16"}, off[1]))
+
+
+def test_kernel_takes_the_neighbours() -> None:
+    w = _kernel()
+    off, on = _coded(w, False, step=0.4), _coded(w, True, step=0.4)
+    assert _model(on)["neighbours"] == list(trellis.NEIGHBOURS[1])
+    assert _size(on) < _size(off)
+    assert torch.equal(decode_tensor(*on, version=TRELLIS_CODER_VERSION),
+                       decode_tensor(*off))
+
+
+def test_kept_only_where_smaller() -> None:
+    """Large symbols of a few values: the coder's Exp-Golomb remainders cost a bit each
+    where the streams' tables make them almost free."""
+    w = torch.full((64, 300), 10.0)
+    w[:, ::7] = 10.05
+    coded = _coded(w, True, step=0.1)
+    assert "streams" in _model(coded)
+    assert file_version([coded[0]]) < TRELLIS_CODER_VERSION
+
+
+def test_version_gate(tmp_path) -> None:
+    """A file holding the coder is version 17; one of an earlier version holding it is
+    refused; a file without it keeps its old version."""
+    on, off = _coded(_matrix(), True), _coded(_matrix(), False)
+    with pytest.raises(CorruptFileError, match="new in version 17"):
+        decode_tensor(*on, version=ADAPTIVE_VERSION)
+    path = tmp_path / "a.dna"
+    write_dna_file(path, [on[0]], [on[1]])
+    dna = read_dna_file(path)
+    assert dna.version == TRELLIS_CODER_VERSION
+    assert torch.equal(dna.tensor("t"), decode_tensor(*off))
+    write_dna_file(tmp_path / "b.dna", [off[0]], [off[1]])
+    assert read_dna_file(tmp_path / "b.dna").version < TRELLIS_CODER_VERSION
+
+
+def _damaged(coded: tuple[dict, dict], model: dict | None = None,
+             symbols: bytes | None = None) -> tuple[dict, dict]:
+    entry = {**coded[0], "params": {**coded[0]["params"]}}
+    if model is not None:
+        entry["params"]["model"] = model
+    sections = dict(coded[1])
+    if symbols is not None:
+        sections["symbols"] = symbols
+    return entry, sections
+
+
+def test_damaged_streams_are_refused() -> None:
+    coded = _coded(_matrix(), True)
+    model, data = _model(coded), coded[1]["symbols"]
+    words = len(data) // 4
+    cases = [
+        _damaged(coded, symbols=data[4:]),  # truncated: a word less at the start
+        _damaged(coded, symbols=data[:-4]),  # the final state cut
+        _damaged(coded, symbols=data[: len(data) // 2]),
+        _damaged(coded, symbols=data[:-1]),  # not whole words
+        _damaged(coded, symbols=data[:-4] + bytes(4)),  # the last word 0
+        _damaged(coded, symbols=data[:8]),  # too short for the tensor's symbols: unread
+        _damaged(coded, symbols=data + data[-8:]),  # words left over
+        _damaged(coded, model={**model, "min": 0}),  # symbols outside the range
+        _damaged(coded, model={**model, "max": -1, "min": -3}),
+        _damaged(coded, model={**model, "neighbours": [1, 1]}),
+        _damaged(coded, model={**model, "neighbours": "no"}),
+        _damaged(coded, model={**model, "coder": "static"}),
+        _damaged(coded, model={**model, "min": 3, "max": 2}),
+        _damaged(coded, model={**model, "min": -(1 << 40)}),
+        _damaged(coded, model={**model, "classes": 9}),
+        _damaged(coded, model={**model, "groups": 8}),
+        _damaged(coded, model={k: v for k, v in model.items() if k != "neighbours"}),
+    ]
+    for at in (0, 4 * (words // 3), 4 * (words // 2) + 1, len(data) - 6):
+        flipped = bytearray(data)
+        flipped[at] ^= 0x5A
+        cases.append(_damaged(coded, symbols=bytes(flipped)))
+    for entry, sections in cases:
+        with pytest.raises(CorruptFileError):
+            decode_tensor(entry, sections, version=TRELLIS_CODER_VERSION)
+
+
+def test_classes_of_the_coder_are_checked() -> None:
+    coded = _coded(_matrix(), True)
+    assert _model(coded)["classes"] > 1
+    sections = {k: v for k, v in coded[1].items() if k != "classes"}
+    with pytest.raises(CorruptFileError):
+        decode_tensor(coded[0], sections, version=TRELLIS_CODER_VERSION)
+
+
+def _planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[int, int]]]:
+    """Each `trellis.coder_plan` call's (rows walked, neighbours' caps), as they come."""
+    calls: list[tuple[int, tuple[int, int]]] = []
+    plan = trellis.coder_plan
+
+    def counted(blocks, n_classes, columns, *caps):
+        calls.append((sum(blocks[i][0].shape[0] for i in range(len(blocks))), tuple(caps)))
+        return plan(blocks, n_classes, columns, *caps)
+
+    monkeypatch.setattr(trellis, "coder_plan", counted)
+    return calls
+
+
+def test_large_tensor_weighed_on_a_sample_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over CODER_WHOLE_ELEMENTS, the coder walks evenly spaced rows first and the whole
+    tensor only where they say it wins; a matrix is never weighed with the neighbours."""
+    calls = _planned(monkeypatch)
+    loses = _coded(_matrix(128, 600), True)  # 4.5 bits a symbol: the coder does not pay
+    assert "coder" not in _model(loses)
+    assert loses == _coded(_matrix(128, 600), False)
+    sample = len(range(0, 128, -(-128 * 600 // tensor.CODER_SAMPLE_ELEMENTS)))
+    # learnt on the even sampled rows, then measured on the odd ones; no whole walk
+    assert calls == [((sample + 1) // 2, (0, 0)), (sample, (0, 0))]
+    calls.clear()
+    wins = _coded(_matrix(700, 640, seed=3), True, step=0.6)
+    assert _model(wins)["neighbours"] == [0, 0]
+    sample = len(range(0, 700, -(-700 * 640 // tensor.CODER_SAMPLE_ELEMENTS)))
+    assert calls == [((sample + 1) // 2, (0, 0)), (sample, (0, 0)), (700, (0, 0))]
+    calls.clear()
+    _coded(_kernel(), True, step=0.3)  # small: weighed whole, with and without
+    assert calls == [(48, caps) for caps in trellis.NEIGHBOURS]
+
+
+def test_bits_match_the_stream() -> None:
+    """`coder_bits` is the ideal length of what `coder_encode` writes (within a few
+    words), and blocks give the stream of the whole (the encoder pushes a block at a
+    time, the last first)."""
+    rng = np.random.default_rng(1)
+    symbols = np.round(rng.laplace(0, 1.5, (40, 300))).astype(np.int32)
+    symbols[3, 4] = 5000  # an Exp-Golomb remainder
+    classes = (np.arange(40) % 3).astype(np.uint8)
+    whole = [(symbols, classes)]
+    blocks = [(symbols[i : i + 7], classes[i : i + 7]) for i in range(0, 40, 7)]
+    for caps in trellis.NEIGHBOURS:
+        bits, bins = trellis.coder_bits(whole, 3, 300, *caps)
+        in_blocks = trellis.coder_bits(blocks, 3, 300, *caps)
+        assert in_blocks[1] == bins and in_blocks[0] == pytest.approx(bits, rel=1e-12)
+        data = trellis.coder_encode(whole, 3, 300, *caps)
+        assert data == trellis.coder_encode(blocks, 3, 300, *caps)  # pushed block by block
+        assert bits / 8 <= len(data) <= bits / 8 + 12
+        reader = trellis.CoderReader(data, -5000, 5000, classes, 3, 300, caps)
+        got = [reader.rows(i, min(40, i + 9), 300) for i in range(0, 40, 9)]
+        assert reader.exhausted()
+        assert np.array_equal(np.concatenate([g[0] for g in got]), symbols)
