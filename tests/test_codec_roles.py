@@ -125,7 +125,9 @@ def test_outlier_channels_starve_nothing_by_default(tmp_path: Path) -> None:
         fc = next(t for t in report.tensors if t.name == "fc.weight")
         figures[objective] = {"fc_zeroed": fc.zeroed, "fc_snr": fc.snr_db,
                               "rest_snr": snr(rest, restored)}
-    assert figures["mse"]["fc_zeroed"] > 0.8, figures  # the trap, as a new user met it
+    # The trap, as a new user met it (0.78 since the trellis coder of format 17 made
+    # zeros cheaper; 0.84 before).
+    assert figures["mse"]["fc_zeroed"] > 0.75, figures
     relative = figures["relative"]
     assert relative["fc_zeroed"] < 0.6 and relative["fc_snr"] > 6.0, figures
     assert relative["rest_snr"] > 6.0, figures

@@ -795,7 +795,8 @@ def _encode_trellis(search: _Trellis, streams: Iterable[list[np.ndarray]],
     sections. Non-finite positions keep the symbol the search chose (the walk needs it).
     While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where that
     is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
-    streams = list(streams)
+    if TRELLIS_CODER:  # the coder walks the streams again: they are kept
+        streams = list(streams)
     model, sections = code_symbols(search, iter(streams))
     if TRELLIS_CODER:
         coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
