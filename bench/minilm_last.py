@@ -295,6 +295,15 @@ def gain_corrected(state, restored, folder, last_only: bool, least_squares: bool
     return out
 
 
+def judged_row(rate, variant, figures, bits_per_weight=float("nan"), seconds=0.0) -> dict:
+    """A result row of the judge's ``figures`` (printed as a JSON line)."""
+    row = {"rate": rate, "variant": variant, "bits_per_weight": bits_per_weight,
+           "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
+           "min_cosine": figures["min_cosine"], "seconds": seconds}
+    say(json.dumps(row))
+    return row
+
+
 def judged(weights, judge, rate, variant, tmp: Path, **options):
     dna, out = tmp / f"{variant}.dna", tmp / f"{variant}.safetensors"
     started = time.perf_counter()
@@ -303,11 +312,7 @@ def judged(weights, judge, rate, variant, tmp: Path, **options):
     seconds = time.perf_counter() - started
     decompress_model(dna, out, overwrite=True)
     restored = load_weights(out).state_dict()
-    figures = judge(restored)
-    row = {"rate": rate, "variant": variant, "bits_per_weight": report.bits_per_weight,
-           "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
-           "min_cosine": figures["min_cosine"], "seconds": seconds}
-    say(json.dumps(row))
+    row = judged_row(rate, variant, judge(restored), report.bits_per_weight, seconds)
     snr = {t.name: t.snr_db for t in report.tensors if t.snr_db is not None}
     return row, restored, snr
 
@@ -371,13 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                                                            last_only, least_squares))
                             how = "regression" if least_squares else "std"
                             which = "final one" if last_only else "every one"
-                            row = {"rate": rate, "variant": f"LayerNorm gains by {how}, {which}",
-                                   "bits_per_weight": float("nan"),
-                                   "cosine": figures["mean_cosine"],
-                                   "p5_cosine": figures["p5_cosine"],
-                                   "min_cosine": figures["min_cosine"], "seconds": 0.0}
-                            say(json.dumps(row))
-                            results.append(row)
+                            results.append(judged_row(
+                                rate, f"LayerNorm gains by {how}, {which}", figures))
                     continue
                 if variant == "ablate":
                     kinds = sorted({kind_of(n) for n in weights.names})
@@ -385,13 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                         mixed = {n: (restored[n] if kind_of(n) == kind else state[n])
                                  for n in weights.names}
                         figures = judge(mixed)
-                        row = {"rate": rate, "variant": f"only {kind} coded",
-                               "bits_per_weight": float("nan"),
-                               "cosine": figures["mean_cosine"],
-                               "p5_cosine": figures["p5_cosine"],
-                               "min_cosine": figures["min_cosine"], "seconds": 0.0}
-                        say(json.dumps(row))
-                        results.append(row)
+                        results.append(judged_row(rate, f"only {kind} coded", figures))
                     continue
                 if variant in ("actual", "actualall", "actualw"):
                     sens = actual_sensitivities(
