@@ -5,7 +5,7 @@ decodes each entry; both build on this module)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import is_finite_number, is_int
@@ -120,26 +120,27 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     return version
 
 
-def _holds_kind(params: object, kind: str) -> bool:
+def _holds(params: object, found: Callable[[dict], bool]) -> bool:
     """Whether a tensor's params hold, at any depth (a trellis's streams, a prediction's
-    residual, a factored prediction's factors, a row block's model), a symbol model of
-    this kind ("adaptive", ROW_STREAMS_KIND)."""
+    residual, a factored prediction's factors, a row block's model), a dict ``found``
+    accepts."""
     if isinstance(params, dict):
-        return params.get("kind") == kind or any(_holds_kind(v, kind)
-                                                 for v in params.values())
+        return found(params) or any(_holds(v, found) for v in params.values())
     if isinstance(params, list):
-        return any(_holds_kind(v, kind) for v in params)
+        return any(_holds(v, found) for v in params)
     return False
+
+
+def _holds_kind(params: object, kind: str) -> bool:
+    """Whether a tensor's params hold a symbol model of this kind ("adaptive",
+    ROW_STREAMS_KIND) at any depth."""
+    return _holds(params, lambda d: d.get("kind") == kind)
 
 
 def _holds_coder(params: object) -> bool:
     """Whether a tensor's params hold, at any depth, a trellis model under one adaptive
     coder (``"coder"``)."""
-    if isinstance(params, dict):
-        return "coder" in params or any(_holds_coder(v) for v in params.values())
-    if isinstance(params, list):
-        return any(_holds_coder(v) for v in params)
-    return False
+    return _holds(params, lambda d: "coder" in d)
 
 
 def _holds_grid(params: object) -> bool:
