@@ -1,7 +1,7 @@
 """Faster head coders for lanes, measured (issue 15; not the codec, writes no file).
 
     PYTHONPATH=$PWD .venv/bin/python bench/lossless_heads.py [--dtypes bfloat16,float32,float16]
-                                               [--repeats 5] [--markdown] [--largest]
+                                               [--repeats 5] [--markdown] [--largest] [--x2]
 
 Version 10's lanes (`weightdna.codec.lanes`) code each element's head (exponent and top
 mantissa bits, after a 1-bit rotation putting the sign at the bottom) by rANS on four
@@ -28,7 +28,9 @@ each, as `decode_lanes` is called; ``--largest``: the word embeddings alone, 11.
 weights, where the kernels dominate): bits per weight of the coded sections (no header),
 encode and decode CPU time (`time.process_time`) per element, best of ``--repeats``
 passes, the coders taking turns within each pass, every tensor checked bit for bit; and
-ZipNN 0.5.4 (`threads=1`) on the same tensors in the same passes.
+ZipNN 0.5.4 (`threads=1`) on the same tensors in the same passes. ``--x2``: instead, the
+bf16 word embeddings' heads alone (no raw bits) decoded two a lookup (zstd's X2 tables)
+and one a lookup in the same loop (`x2_heads_only`).
 """
 
 from __future__ import annotations
@@ -631,6 +633,111 @@ def decode_fast(params: dict, sections: dict[str, bytes], dtype: str, count: int
     return out.view(np.uint8)
 
 
+# ---- two heads a lookup (zstd's X2 tables), the heads alone: how fast can they go? ------
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_one_stream(symbols, lengths, codes, out):
+    """``symbols``' canonical codes, first bit highest, in ``out``; the words written."""
+    w, acc, used = 0, np.uint64(0), 0
+    for i in range(symbols.size):
+        s = symbols[i]
+        w, acc, used = _put(out, w, acc, used, codes[s], lengths[s])
+    if used:
+        out[w] = acc
+        w += 1
+    return w
+
+
+def _x2_table(lengths: np.ndarray, codes: np.ndarray, pairs: bool = True) -> np.ndarray:
+    """Per HUFF_LOG-bit index: the bits it takes | heads decoded (1 or 2) << 8 | the
+    first head << 32 | the second << 48: two where both codes fit in the index (and
+    ``pairs``)."""
+    first = np.zeros(1 << HUFF_LOG, dtype=np.int64)
+    length = np.zeros(1 << HUFF_LOG, dtype=np.int64)
+    for s in np.flatnonzero(lengths):
+        span = 1 << (HUFF_LOG - int(lengths[s]))
+        first[int(codes[s]) * span : (int(codes[s]) + 1) * span] = s
+        length[int(codes[s]) * span : (int(codes[s]) + 1) * span] = lengths[s]
+    index = np.arange(1 << HUFF_LOG)
+    rest = (index << length) & ((1 << HUFF_LOG) - 1)
+    two = (length + length[rest] <= HUFF_LOG) & pairs
+    return np.where(two, (length + length[rest]) | (2 << 8) | (first << 32) | (first[rest] << 48),
+                    length | (1 << 8) | (first << 32)).astype(np.uint64)
+
+
+@numba.njit(cache=True, nogil=True)
+def _x2_decode(words, starts, at, ends, table, out):
+    """Four streams, stream j's heads into out[at[j]:ends[j]], 1 or 2 heads a lookup
+    (both written, the pointer moved by the count), four lookups a 64-bit fetch, while
+    every stream has room for 8 more; returns how far each got."""
+    p0, p1, p2, p3 = starts[0], starts[1], starts[2], starts[3]
+    q0, q1, q2, q3 = at[0], at[1], at[2], at[3]
+    peek = np.uint64(64 - HUFF_LOG)
+    last = words.size - 1
+    while q0 + 8 <= ends[0] and q1 + 8 <= ends[1] and q2 + 8 <= ends[2] and q3 + 8 <= ends[3]:
+        v0, v1 = _fetch(words, p0, last), _fetch(words, p1, last)
+        v2, v3 = _fetch(words, p2, last), _fetch(words, p3, last)
+        for _ in range(4):
+            e0, e1 = table[v0 >> peek], table[v1 >> peek]
+            e2, e3 = table[v2 >> peek], table[v3 >> peek]
+            out[np.uint64(q0)] = np.uint16(e0 >> np.uint64(32))
+            out[np.uint64(q0 + 1)] = np.uint16(e0 >> np.uint64(48))
+            out[np.uint64(q1)] = np.uint16(e1 >> np.uint64(32))
+            out[np.uint64(q1 + 1)] = np.uint16(e1 >> np.uint64(48))
+            out[np.uint64(q2)] = np.uint16(e2 >> np.uint64(32))
+            out[np.uint64(q2 + 1)] = np.uint16(e2 >> np.uint64(48))
+            out[np.uint64(q3)] = np.uint16(e3 >> np.uint64(32))
+            out[np.uint64(q3 + 1)] = np.uint16(e3 >> np.uint64(48))
+            c0, c1 = e0 & np.uint64(31), e1 & np.uint64(31)
+            c2, c3 = e2 & np.uint64(31), e3 & np.uint64(31)
+            q0 += np.int64((e0 >> np.uint64(8)) & np.uint64(3))
+            q1 += np.int64((e1 >> np.uint64(8)) & np.uint64(3))
+            q2 += np.int64((e2 >> np.uint64(8)) & np.uint64(3))
+            q3 += np.int64((e3 >> np.uint64(8)) & np.uint64(3))
+            v0, v1, v2, v3 = v0 << c0, v1 << c1, v2 << c2, v3 << c3
+            p0 += np.int64(c0)
+            p1 += np.int64(c1)
+            p2 += np.int64(c2)
+            p3 += np.int64(c3)
+    return np.array([q0, q1, q2, q3])
+
+
+def x2_heads_only(t, repeats: int) -> tuple[float, float]:  # noqa: ANN001
+    """(ns a head two a lookup, ns a head one a lookup) decoding bf16 ``t``'s heads alone
+    (no raw bits) in four contiguous quarters, best of ``repeats``, the same loop."""
+    import time
+
+    import torch
+
+    x = t.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16).ravel()
+    x = x.astype(np.int64)
+    heads = ((((x << 1) | (x >> 15)) & 0xFFFF) >> 6)[: x.size // 4 * 4]
+    lengths = huffman_lengths(np.bincount(heads, minlength=1024).astype(np.int64))
+    codes = canonical_codes(lengths)
+    quarter = heads.size // 4
+    words = np.zeros(heads.size * HUFF_LOG // 64 + 8, dtype=np.uint64)
+    starts, at = np.zeros(4, np.int64), 0
+    for j in range(4):
+        starts[j] = 64 * at
+        at += _encode_one_stream(heads[j * quarter : (j + 1) * quarter], lengths, codes,
+                                 words[at:])
+    bounds = np.arange(5, dtype=np.int64) * quarter
+    out = np.zeros(heads.size + 16, dtype=np.uint16)
+    timings = []
+    for table in (_x2_table(lengths, codes), _x2_table(lengths, codes, pairs=False)):
+        reached = _x2_decode(words, starts, bounds[:4], bounds[1:], table, out)
+        assert all(np.array_equal(out[bounds[j] : reached[j]], heads[bounds[j] : reached[j]])
+                   for j in range(4))
+        best = 9e9
+        for _ in range(repeats):
+            start = time.process_time()
+            reached = _x2_decode(words, starts, bounds[:4], bounds[1:], table, out)
+            best = min(best, time.process_time() - start)
+        timings.append(1e9 * best / int((reached - bounds[:4]).sum()))
+    return timings[0], timings[1]
+
+
 CODERS = {
     "rANS (version 10)": ("weightdna.codec.lanes", "encode_lanes", "decode_lanes"),
     "tANS": (None, "encode_tans", "decode_fast"),
@@ -669,6 +776,8 @@ def main() -> None:
     parser.add_argument("--dtypes", default="bfloat16,float32,float16")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--x2", action="store_true",
+                        help="only: bf16 word embeddings' heads alone, two a lookup vs one")
     parser.add_argument("--largest", action="store_true",
                         help="the largest tensor alone (the word embeddings, 11.7M weights)")
     args = parser.parse_args()
@@ -679,8 +788,14 @@ def main() -> None:
     clock = time.process_time
     source = [t for t in load_file(str(minilm_path() / "model.safetensors")).values()
               if t.is_floating_point()]
-    if args.largest:
+    if args.largest or args.x2:
         source = [max(source, key=torch.Tensor.numel)]
+    if args.x2:
+        for _ in range(2):
+            two, one = x2_heads_only(source[0], args.repeats)
+            print(f"bf16 heads alone, four streams: two a lookup {two:.3f} ns a head, one a "
+                  f"lookup {one:.3f} (load {os.getloadavg()[0]:.1f})")
+        return
     functions = {}
     for label, (module, enc, dec) in CODERS.items():
         where = importlib.import_module(module) if module else sys.modules[__name__]
