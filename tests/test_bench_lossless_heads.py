@@ -34,8 +34,8 @@ def _raw(t: torch.Tensor) -> np.ndarray:
     return np.frombuffer(tensor_bytes(t), np.uint8)
 
 
-@pytest.mark.slow  # a decoder compiled per layout: about a minute in all
-@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.slow  # a decoder compiled per layout: bfloat16's alone (the others share the code)
+@pytest.mark.parametrize("dtype", [torch.bfloat16])
 @pytest.mark.parametrize("coder", ["encode_tans", "encode_huffman"])
 def test_every_bit_pattern_and_size_comes_back(heads, dtype: torch.dtype,  # noqa: ANN001
                                                coder: str) -> None:
