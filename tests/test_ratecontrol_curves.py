@@ -143,7 +143,7 @@ def test_a_jump_in_the_estimates_is_closed_in_on_not_stepped_over(monkeypatch) -
     solve halves between them and ends nearer the jump (the best possible is −1e4)."""
     gs = np.arange(-20.0, 1.0)
     curve = np.array([gs, -1e5 * gs, np.full(gs.size, 1.0)])
-    coded = [SimpleNamespace(curve=curve, info=SimpleNamespace(name="t"))]
+    coded = [SimpleNamespace(curve=curve, cap=None, info=SimpleNamespace(name="t"))]
     budget, tolerance = 1.01e6, 5e3
 
     def estimate(g: float) -> float:

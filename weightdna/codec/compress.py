@@ -54,7 +54,7 @@ from weightdna.codec.ratecontrol import (
     check_objective,
     drop_samples,
     pooled_figures,
-    rate_curve,
+    probe_curve,
     scalar_choice,
     single_tensor_choice,
     solve_on_curves,
@@ -508,7 +508,7 @@ def _probe(tc: TensorCandidates, probe: tuple) -> None:
     if target.kind in ("bits_per_weight", "snr"):
         apply_objective(tc, objective, measured=measured, row_weight=row_weight,
                         mean_numel=mean_numel, output_weight=output_weight)
-    tc.curve = rate_curve(tc, target, per_row)
+    probe_curve(tc, target, per_row)
 
 
 def _sample(weights: ModelWeights, name: str) -> np.ndarray:
@@ -856,7 +856,7 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
             with_prediction(analysed[name], reference_prediction(
                 other, weights.tensor(other), scale, order), weights.tensor(name))
             # Its curve again, with the reference among the candidates.
-            analysed[name].curve = rate_curve(analysed[name], target, per_row)
+            probe_curve(analysed[name], target, per_row)
             coder.spill_samples(analysed[name])
         candidates = [analysed[name] for name in lossy]
         report("analysing", len(lossy), len(lossy))
