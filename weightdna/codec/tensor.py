@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import torch
 
-from weightdna.codec import ans, factored, reference, trellis
+from weightdna.codec import adaptive, ans, factored, reference, trellis
 from weightdna.codec.adaptive import max_symbols as adaptive_max_symbols
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
@@ -815,6 +815,12 @@ CODER_SAMPLE_ELEMENTS = 1 << 15
 # word embedding at 2 bits per weight, 0.4% smaller under the coder, below its floor,
 # passed a sample without it and cost 3.5 CPU seconds to code in full).
 CODER_SAMPLE_MARGIN = 0.002
+# Before any walk, a matrix whose streams' histograms show that the coder cannot win
+# (`_floor_loses`) is not weighed at all: the coder's ideal bits were at least its floor
+# (`_coder_floor`) less 0.21% on every matrix measured (MiniLM at 2, 3 and 4 bits per
+# weight, Silero's; the halving of its counts, and the left neighbour's sign, can take it
+# below), so this slack leaves more than twice that.
+CODER_FLOOR_SLACK = 0.005
 
 
 def _encode_trellis(search: _Trellis, symbols: _Symbols,
@@ -875,13 +881,19 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     lo, hi = (int(v) for v in ans.span(symbols.buffer[:total]))
     stride = _coder_stride(total)
     variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
+    counts = None
+    if not kernel and search.groups == trellis.STATES and _classes_interleaved(search):
+        counts = symbols.counts(lo, hi - lo + 1)
+        if _floor_loses(counts, lo, search.n_classes, coded):
+            return None
     if stride > 1:
         if not symbols.sample:
             return None  # not kept: `_code_blocks` keeps it while TRELLIS_CODER
         sample = (np.ascontiguousarray(np.concatenate(symbols.sample)),
                   np.ascontiguousarray(search.classes[::stride]))
-        if not _sample_wins(sample, search, symbols.counts(lo, hi - lo + 1), lo, coded,
-                            variants):
+        if counts is None:
+            counts = symbols.counts(lo, hi - lo + 1)
+        if not _sample_wins(sample, search, counts, lo, coded, variants):
             return None
     blocks = _WalkedBlocks(symbols, search, rows, columns)
     plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
@@ -894,6 +906,70 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         return None
     return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
              "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+def _coder_floor(counts: np.ndarray, lo: int, n_classes: int) -> tuple[float, int]:
+    """(floor bits, bins) of a trellis tensor's symbols under the one coder without the
+    neighbours (`trellis.NEIGHBOURS[0]`), from its 8 states' context streams' histograms
+    (``counts``: (8 × n_classes) × width, stream state·n_classes + class, symbols lo …).
+    The bins are exactly those the coder codes (`adaptive.forward_symbol`'s binarisation);
+    the floor is the sum over the coder's contexts of each one's bins' empirical entropy
+    (n·h(ones / n)), its bypass bins at 1 bit: what a Krichevsky–Trofimov estimate
+    (the coder's, in integers) costs at least on those bins when it never halves its
+    counts, and what the coder's ideal bits came to within 0.5% on every matrix measured
+    (`CODER_FLOOR_SLACK`). The sign bins are priced without the left neighbour's sign
+    (the coder's sign contexts have it): its gain is within the slack on matrices."""
+    width = counts.shape[1]
+    magnitude = np.abs(np.arange(lo, lo + width))
+    per_state = counts.reshape(trellis.STATES, n_classes, width)
+    # by quantiser (state & 1), class: the sign and gt bins' contexts
+    per_q = per_state.reshape(trellis.STATES // 2, 2, n_classes, width).sum(axis=0)
+    ones, totals = [per_state[..., magnitude > 0].sum(axis=-1)], [per_state.sum(axis=-1)]
+    ones.append(per_q[..., np.arange(lo, lo + width) < 0].sum(axis=-1))
+    totals.append(per_q[..., magnitude > 0].sum(axis=-1))
+    for j in range(1, adaptive.GTX + 1):
+        ones.append(per_q[..., magnitude > j].sum(axis=-1))
+        totals.append(per_q[..., magnitude >= j].sum(axis=-1))
+    # Exp-Golomb: n = ⌊log2(|k| − GTX)⌋ prefix 1s and a 0 (shared contexts), n bypass bins
+    large = magnitude > adaptive.GTX
+    prefix = np.zeros(adaptive.MAX_PREFIX + 1, dtype=np.int64)
+    lengths = np.floor(np.log2(magnitude[large] - adaptive.GTX)).astype(np.int64)
+    np.add.at(prefix, lengths, counts[:, large].sum(axis=0))
+    at_least = np.cumsum(prefix[::-1])[::-1]  # how many have n ≥ j
+    ones.append(at_least[1:adaptive.MAX_PREFIX + 1])
+    totals.append(at_least[:adaptive.MAX_PREFIX])
+    bypass = int(prefix @ np.arange(prefix.size))
+    ones = np.concatenate([o.reshape(-1) for o in ones]).astype(np.float64)
+    totals = np.concatenate([t.reshape(-1) for t in totals]).astype(np.float64)
+    zeros = totals - ones
+    bits = float(bypass)
+    for part in (ones, zeros):
+        seen = part > 0
+        bits -= float(part[seen] @ np.log2(part[seen] / totals[seen]))
+    return bits, int(totals.sum()) + bypass
+
+
+def _classes_interleaved(search: _Trellis) -> bool:
+    """Whether a trellis tensor's row classes change from row to row at least half as
+    often as in rows of random order (1 − 1/classes of them): its rows are not ordered by
+    scale. Where they are (a class's rows in runs, their scale drifting along them), the
+    one coder's halving counts follow the drift and have come to 2–5% under its floor
+    (`_coder_floor`): the floor is trusted only here."""
+    classes = search.classes
+    if search.n_classes < 2 or classes.size < 2:
+        return False
+    changes = int(np.count_nonzero(classes[1:] != classes[:-1]))
+    return changes >= (classes.size - 1) * (1 - 1 / search.n_classes) / 2
+
+
+def _floor_loses(counts: np.ndarray, lo: int, n_classes: int, coded: int) -> bool:
+    """Whether the one coder without the neighbours cannot win on a trellis tensor of 8
+    state contexts (``counts``, ``lo``: its streams' histograms, `_coder_floor`) by
+    CODER_BITS_PER_BIN a bin: `_one_coder`'s final check with the coder's floor, less
+    CODER_FLOOR_SLACK, in place of its ideal bits. Where it holds, the whole coding would
+    be refused too (the same file), and neither the sample nor the whole is walked."""
+    floor, bins = _coder_floor(counts, lo, n_classes)
+    return floor * (1 - CODER_FLOOR_SLACK) / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8
 
 
 def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
@@ -923,9 +999,11 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
                else 8 * coded * measured[0].size / counts.sum())
     best = math.inf
     for caps in variants:
-        first = trellis.coder_bits([warm], search.n_classes, rows.shape[1], *caps)
-        both = trellis.coder_bits([warm, measured], search.n_classes, rows.shape[1], *caps)
-        best = min(best, both[0] - first[0] + CODER_BITS_PER_BIN * (both[1] - first[1]))
+        # one walk over both: the measured rows' bits and bins are the whole's less the
+        # warm rows' (the same sums as a walk over the warm rows alone)
+        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps)
+        bits = plan.bits - (0.0 + plan.costs[0])
+        best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][2]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
 
 
