@@ -805,8 +805,10 @@ CODER_BITS_PER_BIN = 0.005
 TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
 # The coder's encode cost is paid only where it can pay: a tensor of more than
 # CODER_WHOLE_ELEMENTS elements is first weighed on evenly spaced whole rows holding about
-# CODER_SAMPLE_ELEMENTS (`_sample_wins`), and coded in full only where the sample says the
-# coder wins by CODER_BITS_PER_BIN a bin; the neighbours' contexts are weighed on kernels
+# CODER_SAMPLE_ELEMENTS (`_sample_wins`; the rows kept as the tensor is coded), and coded
+# in full only where the sample says the coder wins by CODER_BITS_PER_BIN a bin (before
+# either, a matrix may be ruled out by its streams' histograms alone: `_floor_loses`,
+# CODER_FLOOR_SLACK below); the neighbours' contexts are weighed on kernels
 # (three or more dimensions) only: on matrices they took 0–2 of MiniLM's 39 tensors
 # (BENCHMARKS.md, "The trellis coder's encode cost, gated").
 CODER_WHOLE_ELEMENTS = 1 << 16
@@ -817,9 +819,11 @@ CODER_SAMPLE_ELEMENTS = 1 << 15
 CODER_SAMPLE_MARGIN = 0.002
 # Before any walk, a matrix whose streams' histograms show that the coder cannot win
 # (`_floor_loses`) is not weighed at all: the coder's ideal bits were at least its floor
-# (`_coder_floor`) less 0.21% on every matrix measured (MiniLM at 2, 3 and 4 bits per
-# weight, Silero's; the halving of its counts, and the left neighbour's sign, can take it
-# below), so this slack leaves more than twice that.
+# (`_coder_floor`) less 0.21% on every matrix measured whose rows are not ordered by scale
+# (MiniLM at 2, 3 and 4 bits per weight, Silero's, a slice of the 1.1B synthetic model;
+# the halving of its counts, and the left neighbour's sign, can take it below), so this
+# slack leaves more than twice that (BENCHMARKS.md, "The trellis coder's gate: a floor
+# from the streams' histograms").
 CODER_FLOOR_SLACK = 0.005
 
 
@@ -953,7 +957,7 @@ def _classes_interleaved(search: _Trellis) -> bool:
     """Whether a trellis tensor's row classes change from row to row at least half as
     often as in rows of random order (1 − 1/classes of them): its rows are not ordered by
     scale. Where they are (a class's rows in runs, their scale drifting along them), the
-    one coder's halving counts follow the drift and have come to 2–5% under its floor
+    one coder's halving counts follow the drift and have come up to 5% under its floor
     (`_coder_floor`): the floor is trusted only here."""
     classes = search.classes
     if search.n_classes < 2 or classes.size < 2:
