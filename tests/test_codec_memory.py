@@ -88,10 +88,16 @@ def test_a_large_tensor_is_coded_without_int32_copies(monkeypatch, quantizer: st
     no second copy of them as context streams, no float64 prediction of the whole."""
     monkeypatch.setattr(codec_tensor, "BLOCK_ELEMENTS", 1 << 13)
     monkeypatch.setattr(trellis, "SAMPLE_ELEMENTS", 1 << 13)  # the rates' learning sample
-    # The context streams' coding. The one coder's gate (format 17) walks the streams back
-    # into element order and peaks at about 7 bytes an element here (15.0 MB against this
-    # bound's 4.2 MB): not yet bounded like the streams.
-    monkeypatch.setattr(codec_tensor, "TRELLIS_CODER", False)
+    # The one coder's gate (format 17) on, as by default: its sample rows kept as they are
+    # coded, the streams' histograms and any walk back into element order taken from
+    # their pieces, a block at a time (once 15.0 MB here, from a copy of the streams and
+    # every walked block kept alive by its sampled rows).
+    assert codec_tensor.TRELLIS_CODER is True
+    monkeypatch.setattr(codec_tensor, "CODER_FLOOR_SLACK", 1.0)  # weighed on its sample
+    weighed = []
+    sample_wins = codec_tensor._sample_wins
+    monkeypatch.setattr(codec_tensor, "_sample_wins",
+                        lambda *args: weighed.append(1) or sample_wins(*args))
     rows, columns = 2048, 1024
     g = torch.Generator().manual_seed(0)
     t = 0.02 * torch.randn(rows, columns, generator=g)  # at step 0.1: few coded bytes
@@ -99,6 +105,12 @@ def test_a_large_tensor_is_coded_without_int32_copies(monkeypatch, quantizer: st
     prediction = lowrank_prediction(values, 4)
     del values
     numel = rows * columns
+    # The kernels compiled or loaded first (numba's own allocations are no coding's), on a
+    # tensor that the coder's gate also weighs on a sample: this test alone passes too.
+    small = t[:128]
+    encode_tensor(small, step=0.1, quantizer=quantizer,
+                  prediction=lowrank_prediction(small.double().numpy(), 4))
+    weighed.clear()
     tracemalloc.start()
     try:
         entry, _ = encode_tensor(t, step=0.1, quantizer=quantizer, prediction=prediction)
@@ -107,6 +119,7 @@ def test_a_large_tensor_is_coded_without_int32_copies(monkeypatch, quantizer: st
         tracemalloc.stop()
     assert entry["representation"] == "lowrank+residual"
     assert peak < 2 * numel  # int32 symbols alone would be 4 × numel
+    assert weighed == ([1] if quantizer == "trellis" else [])  # the gate's sample was weighed
 
 
 def test_dropped_samples_are_taken_again_exactly(monkeypatch) -> None:

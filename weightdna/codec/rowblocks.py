@@ -275,7 +275,7 @@ def coded(info: TensorInfo, steps: float | np.ndarray, search: _Trellis | None,
     nonfinite = indices.tobytes() + b"".join(exact) if indices.size else b""
     stats = figures.stats()
     entry = _coded_entry(info.name, info.dtype, tuple(info.shape), steps, search,
-                         iter(()), stats, "auto", int(indices.size), nonfinite, transform,
+                         None, stats, "auto", int(indices.size), nonfinite, transform,
                          coded=row_streams(coded_blocks, search))
     return entry, _zeroed_share(stats, nonzero, lost)
 

@@ -9,12 +9,12 @@ here, ``quantized`` (`factored_prediction`, `decode_factored`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from weightdna.codec import ans, factored, reference, trellis
+from weightdna.codec import adaptive, ans, factored, reference, trellis
 from weightdna.codec.adaptive import max_symbols as adaptive_max_symbols
 from weightdna.codec.dtypes import (
     BITS_DTYPES,
@@ -331,6 +331,7 @@ class _Symbols:
         self.used = 0
         self.count = streams
         self.bounds: list[np.ndarray] = []  # of each block's streams' pieces in the buffer
+        self.sample: list[np.ndarray] = []  # the one coder's sample rows (`_Block.kept`)
 
     def add(self, pieces: list[np.ndarray]) -> None:
         """Append a block: each stream's next piece."""
@@ -350,6 +351,21 @@ class _Symbols:
         """Each stream's pieces, in order (views into the buffer), one stream at a time."""
         for i in range(self.count):
             yield [self.buffer[bounds[i] : bounds[i + 1]] for bounds in self.bounds]
+
+    def block(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Block i's pieces back to back (a view into the buffer) and each one's size."""
+        bounds = self.bounds[i]
+        return self.buffer[bounds[0] : bounds[-1]], np.diff(bounds)
+
+    def counts(self, lo: int, width: int) -> np.ndarray:
+        """(streams × width) int64: how often each stream holds each symbol lo … (every
+        symbol within), counted piece by piece in the buffer (no copy)."""
+        counts = np.zeros((self.count, width), dtype=np.int64)
+        for bounds in self.bounds:
+            for i in range(self.count):
+                if bounds[i + 1] > bounds[i]:
+                    ans.add_counts(self.buffer[bounds[i] : bounds[i + 1]], lo, counts[i])
+        return counts
 
 
 def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -384,11 +400,12 @@ def _code_blocks(
     plan: GPTQPlan | None = None,
     zero_dead: bool = True,
     transform: str | None = None,
-) -> tuple[Iterator[list[np.ndarray]], dict, float | None] | None:
+) -> tuple[_Symbols, dict, float | None] | None:
     """The symbols of every element (rows of `as_rows`), the error figures over the
     finite ones and the share of the non-zero weights restored as 0 (`_zeroed_share`),
     quantised and restored block by block. The symbols come as streams, each a
-    list of pieces (`_Symbols`: never a large tensor's symbols in int32 whole): one stream,
+    list of pieces (`_Symbols`, with the one coder's sample rows where the trellis
+    tensor is weighed on a sample: never a large tensor's symbols in int32 whole): one stream,
     non-finite elements' symbols 0, or with ``search`` the trellis's context streams
     (`weightdna.codec.trellis.split_streams`, with the contexts of the search's own walk).
     None when ``target`` (a max-abs-error) is missed; raises _Overflow when restored values
@@ -399,15 +416,18 @@ def _code_blocks(
     symbols = _Symbols(rows * columns, 1 if search is None else search.groups * search.n_classes)
     figures = _Figures()
     nonzero = lost = 0
+    stride = _coder_stride(rows * columns) if search is not None and TRELLIS_CODER else 0
     for block in _coded_blocks(source, steps, deadzone, dtype, base, target, search, plan,
-                               zero_dead, transform):
+                               zero_dead, transform, stride if stride > 1 else 0):
         figures.add(block)
         if target is not None and figures.max_error > target:
             return None
         nonzero, lost = nonzero + block.nonzero, lost + block.lost
         symbols.add(block.pieces)
+        if block.kept is not None:
+            symbols.sample.append(block.kept)
     stats = figures.stats()
-    return symbols.streams(), stats, _zeroed_share(stats, nonzero, lost)
+    return symbols, stats, _zeroed_share(stats, nonzero, lost)
 
 
 def _zeroed_share(stats: dict, nonzero: int, lost: int) -> float | None:
@@ -422,12 +442,16 @@ def _zeroed_share(stats: dict, nonzero: int, lost: int) -> float | None:
 class _Block:
     """One row block as `_coded_blocks` codes it: its streams' pieces, its figures over
     the finite elements (Σ w², Σ (ŵ − w)², max |ŵ − w|, how many), and its share of
-    zeroed weights (non-zero ones, finite or not; finite ones restored as 0)."""
+    zeroed weights (non-zero ones, finite or not; finite ones restored as 0). ``kept``:
+    its symbols of the tensor's rows whose index is a multiple of the one coder's sample
+    stride (`_coder_stride`), where they are kept, else None."""
 
     def __init__(self, pieces: list[np.ndarray], signal: float, noise: float,
-                 max_error: float, count: int, nonzero: int, lost: int) -> None:
+                 max_error: float, count: int, nonzero: int, lost: int,
+                 kept: np.ndarray | None = None) -> None:
         self.pieces, self.signal, self.noise = pieces, signal, noise
         self.max_error, self.count, self.nonzero, self.lost = max_error, count, nonzero, lost
+        self.kept = kept
 
 
 class _Figures:
@@ -462,9 +486,12 @@ def _coded_blocks(
     plan: GPTQPlan | None = None,
     zero_dead: bool = True,
     transform: str | None = None,
+    stride: int = 0,
 ) -> Iterator[_Block]:
     """Each row block of ``source`` (rows × columns) coded, in order (see `_code_blocks`;
-    ``steps`` and ``search`` are those of these rows)."""
+    ``steps`` and ``search`` are those of these rows). ``stride``: with ``search``, each
+    block keeps its symbols of the rows whose index is a multiple of it (`_Block.kept`:
+    the one coder's sample, taken on this walk); 0 for none."""
     rows, columns = source.shape
     count = 1 if search is None else search.groups * search.n_classes
     for start, stop, block_base in _blocks_with_base(rows, columns, base):
@@ -508,8 +535,9 @@ def _coded_blocks(
             pieces = [q]
         else:
             pieces = trellis.split_streams(q, contexts, count)
+        kept = q[-start % stride::stride].copy() if stride and contexts is not None else None
         yield _Block(pieces, signal, noise, max_error, int(np.count_nonzero(finite)),
-                     nonzero, lost)
+                     nonzero, lost, kept)
 
 
 def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
@@ -701,7 +729,7 @@ def _encode_tensor(tensor: torch.Tensor | np.ndarray, name: str, step: float | n
                 ) from None
             continue
         if coded is not None:
-            streams, stats, share = coded
+            symbols, stats, share = coded
             break
     else:
         return _raw_entry(name, t), None  # no step met the target after the cast: store exactly
@@ -710,26 +738,26 @@ def _encode_tensor(tensor: torch.Tensor | np.ndarray, name: str, step: float | n
     if nonfinite_idx.size:
         exact = tensor_bytes(t.reshape(-1)[torch.from_numpy(nonfinite_idx.astype(np.int64))])
         nonfinite = nonfinite_idx.tobytes() + exact
-    return _coded_entry(name, dtype, shape, steps, search, streams, stats, model,
+    return _coded_entry(name, dtype, shape, steps, search, symbols, stats, model,
                         int(nonfinite_idx.size), nonfinite, transform, prediction), share
 
 
 def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | np.ndarray,
-                 search: _Trellis | None, streams: Iterator[list[np.ndarray]], stats: dict,
+                 search: _Trellis | None, symbols: _Symbols | None, stats: dict,
                  model: str, nonfinite_count: int, nonfinite: bytes,
                  transform: str | None = None, prediction: Prediction | None = None,
                  coded: tuple[dict, dict[str, bytes]] | None = None
                  ) -> tuple[dict, dict[str, bytes]]:
-    """A quantized tensor's entry and sections from its symbols' streams (`_code_blocks`)
-    and figures; ``nonfinite``: the indices ("<u8") of its NaN/±Inf elements, then their
+    """A quantized tensor's entry and sections from its symbols (`_code_blocks`) and
+    figures; ``nonfinite``: the indices ("<u8") of its NaN/±Inf elements, then their
     exact bytes. ``coded``: the symbols' model and sections, coded already (`row_streams`;
-    ``streams`` is then not read)."""
+    ``symbols`` is then None)."""
     if coded is not None:
         model_params, sections = coded
     elif search is not None:
-        model_params, sections = _encode_trellis(search, streams, len(shape) >= 3)
+        model_params, sections = _encode_trellis(search, symbols, len(shape) >= 3)
     else:
-        model_params, sections = encode_symbols(next(streams), model)
+        model_params, sections = encode_symbols(next(symbols.streams()), model)
     per_row = isinstance(steps, np.ndarray)
     params = {
         "step": None if per_row else float(steps),
@@ -777,8 +805,10 @@ CODER_BITS_PER_BIN = 0.005
 TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
 # The coder's encode cost is paid only where it can pay: a tensor of more than
 # CODER_WHOLE_ELEMENTS elements is first weighed on evenly spaced whole rows holding about
-# CODER_SAMPLE_ELEMENTS (`_sample_wins`), and coded in full only where the sample says the
-# coder wins by CODER_BITS_PER_BIN a bin; the neighbours' contexts are weighed on kernels
+# CODER_SAMPLE_ELEMENTS (`_sample_wins`; the rows kept as the tensor is coded), and coded
+# in full only where the sample says the coder wins by CODER_BITS_PER_BIN a bin (before
+# either, a matrix may be ruled out by its streams' histograms alone: `_floor_loses`,
+# CODER_FLOOR_SLACK below); the neighbours' contexts are weighed on kernels
 # (three or more dimensions) only: on matrices they took 0–2 of MiniLM's 39 tensors
 # (BENCHMARKS.md, "The trellis coder's encode cost, gated").
 CODER_WHOLE_ELEMENTS = 1 << 16
@@ -787,20 +817,26 @@ CODER_SAMPLE_ELEMENTS = 1 << 15
 # word embedding at 2 bits per weight, 0.4% smaller under the coder, below its floor,
 # passed a sample without it and cost 3.5 CPU seconds to code in full).
 CODER_SAMPLE_MARGIN = 0.002
+# Before any walk, a matrix whose streams' histograms show that the coder cannot win
+# (`_floor_loses`) is not weighed at all: the coder's ideal bits were at least its floor
+# (`_coder_floor`) less 0.21% on every real matrix measured whose rows are not ordered by
+# scale (MiniLM at 2, 3 and 4 bits per weight, Silero's, a slice of the 1.1B synthetic
+# model), less 0.31% on synthetic ones (the halving of its counts, and the left
+# neighbour's sign, can take it below): this slack leaves 1.6 times that (BENCHMARKS.md,
+# "The trellis coder's gate: a floor from the streams' histograms").
+CODER_FLOOR_SLACK = 0.005
 
 
-def _encode_trellis(search: _Trellis, streams: Iterable[list[np.ndarray]],
+def _encode_trellis(search: _Trellis, symbols: _Symbols,
                     kernel: bool = False) -> tuple[dict, dict[str, bytes]]:
-    """The trellis's context streams (`_code_blocks`) coded: the model params and the
-    sections. Non-finite positions keep the symbol the search chose (the walk needs it).
-    While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where that
-    is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
-    if TRELLIS_CODER:  # the coder walks the streams again: they are kept
-        streams = list(streams)
-    model, sections = code_symbols(search, iter(streams))
+    """The trellis's context streams (`_code_blocks`' symbols) coded: the model params and
+    the sections. Non-finite positions keep the symbol the search chose (the walk needs
+    it). While TRELLIS_CODER, the tensor's symbols under one adaptive coder instead where
+    that is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
+    model, sections = code_symbols(search, symbols.streams())
     if TRELLIS_CODER:
         coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
-        one = _one_coder(search, streams, coded, kernel)
+        one = _one_coder(search, symbols, coded, kernel)
         if one is not None:
             model, sections = one
     if search.n_classes > 1:
@@ -826,30 +862,44 @@ def code_symbols(search: _Trellis | None, streams: Iterator[list[np.ndarray]],
             "streams": descriptors}, sections
 
 
-def _one_coder(search: _Trellis, streams: list[list[np.ndarray]], coded: int,
+def _coder_stride(total: int) -> int:
+    """Every how many rows the one coder's gate weighs a trellis tensor of ``total``
+    elements on one (`_sample_wins`): 1, the whole, up to CODER_WHOLE_ELEMENTS."""
+    return 1 if total <= CODER_WHOLE_ELEMENTS else -(-total // CODER_SAMPLE_ELEMENTS)
+
+
+def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
                kernel: bool = False) -> tuple[dict, dict[str, bytes]] | None:
     """The trellis tensor's symbols under one adaptive coder (its model params and
     ``symbols`` section), with (kernels only) or without the neighbours' contexts,
     whichever is smaller; None unless its stream is smaller than ``coded`` (the context
     streams' bytes) by CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample
-    says it is not (`_sample_wins`). The symbols are walked back into element order from
-    the streams (`trellis.StreamReader`, the decoder's walk), a row block at a time."""
-    lengths = [sum(piece.size for piece in stream) for stream in streams]
-    total = sum(lengths)
+    (``symbols.sample``: its rows at `_coder_stride`, kept as they were coded) says it is
+    not (`_sample_wins`). The symbols are walked back into element order from the streams
+    (`_WalkedBlocks`), a row block at a time, only for the whole tensor's coding."""
+    total = symbols.used
     rows = search.classes.size
     if total == 0 or rows == 0:
         return None
     columns = total // rows
-    joined = np.concatenate([piece.reshape(-1) for stream in streams for piece in stream])
-    lo, hi = int(joined.min()), int(joined.max())
-    stride = 1 if total <= CODER_WHOLE_ELEMENTS else -(-total // CODER_SAMPLE_ELEMENTS)
-    blocks = _WalkedBlocks(trellis.StreamReader(joined, lengths, search.classes,
-                                                search.n_classes, search.groups),
-                           search.classes, rows, columns, stride)
+    lo, hi = (int(v) for v in ans.span(symbols.buffer[:total]))
+    stride = _coder_stride(total)
     variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
-    if stride > 1 and not _sample_wins(blocks, search, joined, lengths, lo, hi, coded,
-                                       variants):
-        return None
+    counts = None
+    if not kernel and search.groups == trellis.STATES and _classes_interleaved(search):
+        counts = symbols.counts(lo, hi - lo + 1)
+        if _floor_loses(counts, lo, search.n_classes, coded):
+            return None
+    if stride > 1:
+        if not symbols.sample:
+            return None  # not kept: `_code_blocks` keeps it while TRELLIS_CODER
+        sample = (np.ascontiguousarray(np.concatenate(symbols.sample)),
+                  np.ascontiguousarray(search.classes[::stride]))
+        if counts is None:
+            counts = symbols.counts(lo, hi - lo + 1)
+        if not _sample_wins(sample, search, counts, lo, coded, variants):
+            return None
+    blocks = _WalkedBlocks(symbols, search, rows, columns)
     plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
                 for caps in variants), key=lambda plan: plan.bits)
     if plan.bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * plan.bins / 8:
@@ -862,77 +912,130 @@ def _one_coder(search: _Trellis, streams: list[list[np.ndarray]], coded: int,
              "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
 
 
-def _sample_wins(blocks: _WalkedBlocks, search: _Trellis, joined: np.ndarray,
-                 lengths: list[int], lo: int, hi: int, coded: int,
+def _coder_floor(counts: np.ndarray, lo: int, n_classes: int) -> tuple[float, int]:
+    """(floor bits, bins) of a trellis tensor's symbols under the one coder without the
+    neighbours (`trellis.NEIGHBOURS[0]`), from its 8 states' context streams' histograms
+    (``counts``: (8 × n_classes) × width, stream state·n_classes + class, symbols lo …).
+    The bins are exactly those the coder codes (`adaptive.forward_symbol`'s binarisation);
+    the floor is the sum over the coder's contexts of each one's bins' empirical entropy
+    (n·h(ones / n)), its bypass bins at 1 bit: what a Krichevsky–Trofimov estimate
+    (the coder's, in integers) costs at least on those bins when it never halves its
+    counts, and what the coder's ideal bits came to within 0.5% on every matrix measured
+    (`CODER_FLOOR_SLACK`). The sign bins are priced without the left neighbour's sign
+    (the coder's sign contexts have it): its gain is within the slack on matrices."""
+    width = counts.shape[1]
+    magnitude = np.abs(np.arange(lo, lo + width))
+    per_state = counts.reshape(trellis.STATES, n_classes, width)
+    # by quantiser (state & 1), class: the sign and gt bins' contexts
+    per_q = per_state.reshape(trellis.STATES // 2, 2, n_classes, width).sum(axis=0)
+    ones, totals = [per_state[..., magnitude > 0].sum(axis=-1)], [per_state.sum(axis=-1)]
+    ones.append(per_q[..., np.arange(lo, lo + width) < 0].sum(axis=-1))
+    totals.append(per_q[..., magnitude > 0].sum(axis=-1))
+    for j in range(1, adaptive.GTX + 1):
+        ones.append(per_q[..., magnitude > j].sum(axis=-1))
+        totals.append(per_q[..., magnitude >= j].sum(axis=-1))
+    # Exp-Golomb: n = ⌊log2(|k| − GTX)⌋ prefix 1s and a 0 (shared contexts), n bypass bins
+    large = magnitude > adaptive.GTX
+    prefix = np.zeros(adaptive.MAX_PREFIX + 1, dtype=np.int64)
+    lengths = np.floor(np.log2(magnitude[large] - adaptive.GTX)).astype(np.int64)
+    np.add.at(prefix, lengths, counts[:, large].sum(axis=0))
+    at_least = np.cumsum(prefix[::-1])[::-1]  # how many have n ≥ j
+    ones.append(at_least[1:adaptive.MAX_PREFIX + 1])
+    totals.append(at_least[:adaptive.MAX_PREFIX])
+    bypass = int(prefix @ np.arange(prefix.size))
+    ones = np.concatenate([o.reshape(-1) for o in ones]).astype(np.float64)
+    totals = np.concatenate([t.reshape(-1) for t in totals]).astype(np.float64)
+    zeros = totals - ones
+    bits = float(bypass)
+    for part in (ones, zeros):
+        seen = part > 0
+        bits -= float(part[seen] @ np.log2(part[seen] / totals[seen]))
+    return bits, int(totals.sum()) + bypass
+
+
+def _classes_interleaved(search: _Trellis) -> bool:
+    """Whether a trellis tensor's row classes change from row to row at least half as
+    often as in rows of random order (1 − 1/classes of them): its rows are not ordered by
+    scale. Where they are (a class's rows in runs, their scale drifting along them), the
+    one coder's halving counts follow the drift and have come up to 5% under its floor
+    (`_coder_floor`): the floor is trusted only here."""
+    classes = search.classes
+    if search.n_classes < 2 or classes.size < 2:
+        return False
+    changes = int(np.count_nonzero(classes[1:] != classes[:-1]))
+    return changes >= (classes.size - 1) * (1 - 1 / search.n_classes) / 2
+
+
+def _floor_loses(counts: np.ndarray, lo: int, n_classes: int, coded: int) -> bool:
+    """Whether the one coder without the neighbours cannot win on a trellis tensor of 8
+    state contexts (``counts``, ``lo``: its streams' histograms, `_coder_floor`) by
+    CODER_BITS_PER_BIN a bin: `_one_coder`'s final check with the coder's floor, less
+    CODER_FLOOR_SLACK, in place of its ideal bits. Where it holds, the whole coding would
+    be refused too (the same file), and neither the sample nor the whole is walked."""
+    floor, bins = _coder_floor(counts, lo, n_classes)
+    return floor * (1 - CODER_FLOOR_SLACK) / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8
+
+
+def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
+                 counts: np.ndarray, lo: int, coded: int,
                  variants: tuple[tuple[int, int], ...]) -> bool:
     """Whether the one coder (its best of ``variants``) is smaller on the sampled rows
-    (``blocks.sample``) than the context streams by CODER_BITS_PER_BIN bits a bin. The
-    streams' side: each sampled symbol's ideal bits under its context's histogram over the
-    whole tensor, scaled so that the whole tensor's ideal bits come to ``coded`` bytes
+    (``sample``: their symbols and classes) than the context streams by
+    CODER_BITS_PER_BIN bits a bin. The streams' side: each sampled symbol's ideal bits
+    under its context's histogram over the whole tensor (``counts``: each stream's, of
+    symbols lo …), scaled so that the whole tensor's ideal bits come to ``coded`` bytes
     (their tables and the coder's overhead shared out). Deterministic: the tensor's own
     symbols only."""
-    sample, classes = blocks.sample
-    width = hi - lo + 1
-    costs = np.zeros((len(lengths), width))
+    rows, classes = sample
+    costs = np.zeros(counts.shape)
     ideal = 0.0
-    start = 0
-    for c, length in enumerate(lengths):
-        counts = np.zeros(width, dtype=np.int64)
-        piece = joined[start:start + length]
-        if piece.dtype in ans.KERNEL_DTYPES:
-            ans.add_counts(piece, lo, counts)  # no widened copy
-        else:
-            counts += np.bincount(piece.astype(np.int64) - lo, minlength=width)
-        start += length
-        seen = counts > 0
-        costs[c, seen] = -np.log2(counts[seen] / length)
-        ideal += float(counts[seen] @ costs[c, seen])
+    for c, stream in enumerate(counts):
+        seen = stream > 0
+        costs[c, seen] = -np.log2(stream[seen] / stream.sum())
+        ideal += float(stream[seen] @ costs[c, seen])
     # The coder learns on the even sampled rows and is measured on the odd ones (its
     # counts from empty would charge the sample a learning cost the whole tensor shares
     # out over many more symbols).
-    warm, measured = (sample[0::2], classes[0::2]), (sample[1::2], classes[1::2])
+    warm, measured = (rows[0::2], classes[0::2]), (rows[1::2], classes[1::2])
     _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups)
     priced = float(costs[contexts.astype(np.int64), measured[0].astype(np.int64) - lo].sum())
     streams = (8 * coded * priced / ideal if ideal > 0
-               else 8 * coded * measured[0].size / joined.size)
+               else 8 * coded * measured[0].size / counts.sum())
     best = math.inf
     for caps in variants:
-        first = trellis.coder_bits([warm], search.n_classes, sample.shape[1], *caps)
-        both = trellis.coder_bits([warm, measured], search.n_classes, sample.shape[1], *caps)
-        best = min(best, both[0] - first[0] + CODER_BITS_PER_BIN * (both[1] - first[1]))
+        # one walk over both: the measured rows' bits and bins are the whole's less the
+        # warm rows' (the same sums as a walk over the warm rows alone)
+        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps)
+        bits = plan.bits - (0.0 + plan.costs[0])
+        best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][2]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
 
 
 class _WalkedBlocks:
     """A trellis tensor's row blocks (`_row_blocks`) as (symbols int32, row classes),
-    walked back into element order from its context streams (``reader``: the decoder's
-    walk) when asked, in any order: each block's place in the streams is noted on a first
-    walk, so that block i is made again from there. That walk keeps every ``stride``-th row
-    (from row 0) and their classes: ``sample``."""
+    walked back into element order from its context streams (``symbols``: one piece of
+    each per row block, `_Symbols.block`) when asked, in any order: block i from its own
+    pieces (`trellis.StreamReader`, the decoder's walk), so that no more than a block is
+    ever held in element order, and the streams are never copied."""
 
-    def __init__(self, reader: trellis.StreamReader, classes: np.ndarray, rows: int,
-                 columns: int, stride: int = 1) -> None:
-        self.reader, self.classes, self.columns = reader, classes, columns
+    def __init__(self, symbols: _Symbols, search: _Trellis, rows: int, columns: int) -> None:
+        self.symbols, self.search, self.columns = symbols, search, columns
         self.ranges = _row_blocks(rows, columns)
-        self.pointers = []
-        kept = []
-        for start, stop in self.ranges:
-            self.pointers.append(reader.pointer.copy())
-            block = reader.rows(start, stop, columns)
-            if block is None:
-                raise ValueError("the streams run short")  # they are the search's own
-            kept.append(block[0][-start % stride::stride])
-        self.sample = (np.ascontiguousarray(np.concatenate(kept)),
-                       np.ascontiguousarray(classes[::stride]))
+        if len(symbols.bounds) != len(self.ranges):
+            raise ValueError("the streams' pieces are not the row blocks'")  # `_code_blocks`'
 
     def __len__(self) -> int:
         return len(self.ranges)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         start, stop = self.ranges[i]
-        self.reader.pointer = self.pointers[i].copy()
-        block = self.reader.rows(start, stop, self.columns)
-        return block[0], np.ascontiguousarray(self.classes[start:stop])
+        search = self.search
+        reader = trellis.StreamReader(*self.symbols.block(i), search.classes,
+                                      search.n_classes, search.groups)
+        block = reader.rows(start, stop, self.columns)
+        if block is None or not reader.exhausted():
+            raise ValueError("the streams' pieces are not the block's")  # the search's own
+        return block[0], np.ascontiguousarray(search.classes[start:stop])
 
 
 def row_streams(blocks: Sequence[tuple[int, dict, dict[str, bytes]]],

@@ -676,11 +676,14 @@ Blocks = Sequence[tuple[np.ndarray, np.ndarray]]
 class CoderPlan:
     """A forward walk of the one coder over a tensor's blocks (`coder_plan`): its ideal
     ``bits`` and ``bins``, its neighbours' ``caps``, and each block's starting counts, row
-    above and first bin, from which `coder_push` codes the blocks last first."""
+    above and first bin, from which `coder_push` codes the blocks last first; ``costs``:
+    each block's ideal bits (``bits`` is their sum, in order, from 0.0)."""
 
     def __init__(self, bits: float, bins: int, caps: tuple[int, int],
-                 starts: list[tuple[np.ndarray, np.ndarray, int] | None]) -> None:
+                 starts: list[tuple[np.ndarray, np.ndarray, int] | None],
+                 costs: list[float] | None = None) -> None:
         self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
+        self.costs = costs if costs is not None else []
 
 
 def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
@@ -692,6 +695,7 @@ def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEF
     counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
     previous = np.zeros(columns, dtype=np.int64)
     starts: list[tuple[np.ndarray, np.ndarray, int] | None] = []
+    costs: list[float] = []
     at, total = 0, 0.0
     for i in range(len(blocks)):
         symbols, classes = blocks[i]
@@ -699,8 +703,9 @@ def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEF
         at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
                                   left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
                                   adaptive.NO_BITS, at, adaptive.LOG2)
+        costs.append(cost)
         total += cost
-    return CoderPlan(total, at, (left_cap, above_cap), starts)
+    return CoderPlan(total, at, (left_cap, above_cap), starts, costs)
 
 
 def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int, columns: int) -> bytes:
