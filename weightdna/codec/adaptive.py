@@ -176,24 +176,28 @@ def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray,
 
 
 @numba.njit(inline="always")
-def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.uint64,
-                words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
-    p = np.uint64(_p(counts, ctx, reciprocal)) if ctx >= 0 else np.uint64(ONE >> 1)
+def _decode_at(p: np.uint64, state: np.uint64, words: np.ndarray, rest: int
+               ) -> tuple[int, np.uint64, int]:
+    """One bin of probability ``p`` (of a 1) decoded: (the bit, the state, the words left).
+    Without a branch on the bit: a branch there is mispredicted on about every other
+    bin (BENCHMARKS.md, "The trellis coder's decoder without a branch per bin")."""
     q = state & np.uint64(ONE - 1)
-    if q < p:
-        bit = 1
-        start = np.uint64(0)
-        freq = p
-    else:
-        bit = 0
-        start = p
-        freq = np.uint64(ONE) - p
-    state = freq * (state >> np.uint64(PRECISION)) + q - start
+    one = np.uint64(q < p)
+    mask = np.uint64(0) - one  # all ones for a 1, else 0
+    freq = (p & mask) | ((np.uint64(ONE) - p) & ~mask)
+    state = freq * (state >> np.uint64(PRECISION)) + q - (p & ~mask)
     if state < _LOW and rest > 0:
         rest -= 1
         state = (state << np.uint64(32)) | np.uint64(words[rest])
-    if ctx >= 0:
-        _update(counts, ctx, bit)
+    return np.int64(one), state, rest
+
+
+@numba.njit(inline="always")
+def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.uint64,
+                words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
+    """One bin decoded under the context ``ctx``, which it updates."""
+    bit, state, rest = _decode_at(np.uint64(_p(counts, ctx, reciprocal)), state, words, rest)
+    _update(counts, ctx, bit)
     return bit, state, rest
 
 
@@ -223,7 +227,7 @@ def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
             n_prefix += 1
         value = 1
         for _ in range(n_prefix):
-            b, state, rest = _decode_bin(counts, -1, reciprocal, state, words, rest)
+            b, state, rest = _decode_at(np.uint64(ONE >> 1), state, words, rest)  # bypass
             value = (value << 1) | b
         a = GTX + value
     return (-a if negative else a), state, rest
