@@ -51,7 +51,7 @@ def main() -> None:
                 t = decode_tensor(entry, sections, version=dna.version)  # noqa: B023
                 if digest is not None:
                     digest.update(f"{entry['name']}|{t.dtype}|{tuple(t.shape)}|".encode())
-                    digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+                    digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
         digest = hashlib.sha256()
         decode_all(digest)  # warm: numba's cache loaded, the digest taken
