@@ -304,10 +304,12 @@ def gain_corrected(state, restored, folder, last_only: bool, least_squares: bool
     return out
 
 
-def judged_row(rate, variant, figures, bits_per_weight=float("nan"), seconds=0.0) -> dict:
-    """A result row of the judge's ``figures`` (printed as a JSON line)."""
+def judged_row(rate, variant, figures, bits_per_weight=float("nan"), seconds=0.0,
+               snr_db=float("nan")) -> dict:
+    """A result row of the judge's ``figures`` (printed as a JSON line); ``snr_db``: the
+    file's pooled SNR (`CompressionReport.snr_db`)."""
     row = {"rate": rate, "variant": variant, "bits_per_weight": bits_per_weight,
-           "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
+           "snr_db": snr_db, "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
            "min_cosine": figures["min_cosine"], "seconds": seconds}
     say(json.dumps(row))
     return row
@@ -326,7 +328,8 @@ def judged(weights, judge, rate, variant, tmp: Path, **options):
         shutil.copyfile(dna, folder / f"{variant}-{rate:g}.dna")
     decompress_model(dna, out, overwrite=True)
     restored = load_weights(out).state_dict()
-    row = judged_row(rate, variant, judge(restored), report.bits_per_weight, seconds)
+    row = judged_row(rate, variant, judge(restored), report.bits_per_weight, seconds,
+                     report.snr_db)
     snr = {t.name: t.snr_db for t in report.tensors if t.snr_db is not None}
     return row, restored, snr
 
@@ -476,12 +479,13 @@ def main(argv: list[str] | None = None) -> int:
                 tensor.TRELLIS_CODER, tensor.CODER_BITS_PER_BIN, tensor._sample_wins = coder
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| bpw target | variant | bpw | mean cosine | 5th percentile | least | seconds |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| bpw target | variant | bpw | pooled SNR dB | mean cosine | 5th percentile | least "
+          "| seconds |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['rate']:g} | {r['variant']} | {r['bits_per_weight']:.4f} | "
-              f"{r['cosine']:.5f} | {r['p5_cosine']:.5f} | {r['min_cosine']:.4f} | "
-              f"{r['seconds']:.0f} |")
+              f"{r['snr_db']:.3f} | {r['cosine']:.5f} | {r['p5_cosine']:.5f} | "
+              f"{r['min_cosine']:.4f} | {r['seconds']:.0f} |")
     return 0
 
 
