@@ -753,7 +753,7 @@ class CoderReader:
         state, rest = (int(self.words[-1]) << 32) | int(self.words[-2]), self.words.size - 2
         self.coder = np.array([state, rest], dtype=np.uint64)
         self.caps = caps
-        self.counts = np.zeros((coder_contexts(n_classes, *caps), 2), dtype=np.int64)
+        self.counts = adaptive.decoder_counts(coder_contexts(n_classes, *caps))
         self.previous = np.zeros(columns, dtype=np.int64)
         self.lo, self.hi = lo, hi
         self.classes = np.ascontiguousarray(classes)
