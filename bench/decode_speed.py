@@ -1,7 +1,7 @@
 """Decoder speed and output digest: decode every tensor of .dna files in this process.
 
     PYTHONPATH=OLD .venv/bin/python bench/decode_speed.py A.dna [B.dna ...] [--repeat 3]
-        [--profile 25]
+        [--profile 25] [--tensors 5]
 
 For each file: the sections are read once (not timed), then every tensor is decoded
 (`decode_tensor`, what `decompress_model` and `load_file` run per tensor) ``--repeat``
@@ -10,7 +10,8 @@ time: on a shared box the less noisy of the two), weights/s, and one sha256 over
 decoded tensors' names, dtypes, shapes and bytes — so that two checkouts (``PYTHONPATH``)
 can be compared on the same files for speed and for bit-identical output. One thread for
 torch and BLAS, as a worker runs. ``--profile N``: a cProfile of one more decode, top N by
-own time.
+own time. ``--tensors N``: each tensor decoded ``--repeat`` times more, the N slowest by
+their least CPU seconds.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("files", nargs="+")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", type=int, default=0)
+    parser.add_argument("--tensors", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="one JSON line per file")
     args = parser.parse_args()
     import torch
@@ -51,7 +53,7 @@ def main() -> None:
                 t = decode_tensor(entry, sections, version=dna.version)  # noqa: B023
                 if digest is not None:
                     digest.update(f"{entry['name']}|{t.dtype}|{tuple(t.shape)}|".encode())
-                    digest.update(t.contiguous().view(torch.uint8).numpy().tobytes())
+                    digest.update(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
         digest = hashlib.sha256()
         decode_all(digest)  # warm: numba's cache loaded, the digest taken
@@ -74,6 +76,18 @@ def main() -> None:
               f"{', '.join(f'{s:.3f}' for s in seconds)}; CPU median {median_cpu:.3f} s "
               f"({weights / median_cpu / 1e6:.2f}M weights per CPU second); "
               f"decoded sha256 {digest.hexdigest()}")
+        if args.tensors:
+            own = []
+            for entry, sections in work:
+                best = math.inf
+                for _ in range(args.repeat):
+                    start_cpu = time.process_time()
+                    decode_tensor(entry, sections, version=dna.version)
+                    best = min(best, time.process_time() - start_cpu)
+                own.append((best, entry["name"], math.prod(entry["shape"])))
+            for best, name, count in sorted(own, reverse=True)[:args.tensors]:
+                print(f"  {name}: {count:,} weights, {best:.3f} CPU s "
+                      f"({count / best / 1e6:.2f}M weights per CPU second)")
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()

@@ -41,9 +41,17 @@ the bias correction), decompresses it and judges it on the 540 bundled sentences
 - ``colalphaA``: the column factors at α = A instead of COLUMN_ALPHA;
 - ``priorE``: the word embedding's rows by prior^E instead of ROW_PRIOR_EXPONENT;
 - ``fillF``: the default with `compress.SIZE_TARGET_FILL` = F (a file accepted once within
-  that share of the budget; 0.99 by default).
+  that share of the budget; 0.99 by default);
+- ``coderoff``: the default without the trellis tensors' one adaptive coder
+  (`tensor.TRELLIS_CODER` off: the context streams only);
+- ``floorB``: the coder kept where it saves B bits a bin (`tensor.CODER_BITS_PER_BIN`;
+  0.005 by default);
+- ``nogate`` / ``nogate-floorB``: the coder weighed in full on every trellis tensor, its
+  sample's verdict (`tensor._sample_wins`, for tensors of more than
+  `tensor.CODER_WHOLE_ELEMENTS`) not asked (a probe of the gate, not a setting).
 
-``--keep DIR`` keeps the default's restored weights (DIR/default-R.safetensors) and
+``--keep DIR`` keeps the default's restored weights (DIR/default-R.safetensors) and every
+coded variant's file (DIR/VARIANT-R.dna), and
 ``--restored`` reads them back, so the second-pass variants need not code the default
 again. BENCHMARKS.md, "MiniLM at 3 bits per weight: the last 0.001".
 """
@@ -64,6 +72,7 @@ import torch
 
 import weightdna.codec.compress as compress_module
 from weightdna.bert import BertConfig, BertEncoder, mean_pool, random_token_batch
+from weightdna.codec import tensor
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target, floored_row_ms
 from weightdna.evaluate.columns import bert_column_factors
@@ -295,13 +304,18 @@ def gain_corrected(state, restored, folder, last_only: bool, least_squares: bool
     return out
 
 
-def judged_row(rate, variant, figures, bits_per_weight=float("nan"), seconds=0.0) -> dict:
-    """A result row of the judge's ``figures`` (printed as a JSON line)."""
+def judged_row(rate, variant, figures, bits_per_weight=float("nan"), seconds=0.0,
+               snr_db=float("nan")) -> dict:
+    """A result row of the judge's ``figures`` (printed as a JSON line); ``snr_db``: the
+    file's pooled SNR (`CompressionReport.snr_db`)."""
     row = {"rate": rate, "variant": variant, "bits_per_weight": bits_per_weight,
-           "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
+           "snr_db": snr_db, "cosine": figures["mean_cosine"], "p5_cosine": figures["p5_cosine"],
            "min_cosine": figures["min_cosine"], "seconds": seconds}
     say(json.dumps(row))
     return row
+
+
+KEEP: list[Path] = []  # --keep's folder, when given
 
 
 def judged(weights, judge, rate, variant, tmp: Path, **options):
@@ -310,9 +324,12 @@ def judged(weights, judge, rate, variant, tmp: Path, **options):
     report = compress_model(weights, dna, Target("bits_per_weight", rate), overwrite=True,
                             **options)
     seconds = time.perf_counter() - started
+    for folder in KEEP:
+        shutil.copyfile(dna, folder / f"{variant}-{rate:g}.dna")
     decompress_model(dna, out, overwrite=True)
     restored = load_weights(out).state_dict()
-    row = judged_row(rate, variant, judge(restored), report.bits_per_weight, seconds)
+    row = judged_row(rate, variant, judge(restored), report.bits_per_weight, seconds,
+                     report.snr_db)
     snr = {t.name: t.snr_db for t in report.tensors if t.snr_db is not None}
     return row, restored, snr
 
@@ -331,11 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     variants = args.variants.split(",")
     known = re.compile(r"(default|ablate|lngain|actual|actualall|actualw|opsnr|sentences"
                        r"|scale-(" + "|".join(SHORT) + r")-[0-9.]+"
-                       r"|(gnrows|gnabs|gnlast|colalpha|prior|fill)[0-9.]+)$")
+                       r"|(gnrows|gnabs|gnlast|colalpha|prior|fill)[0-9.]+"
+                       r"|coderoff|nogate|(nogate-)?floor[0-9.]+)$")
     unknown = [v for v in variants if not known.match(v)]
     if unknown:
         parser.error(f"unknown variants {unknown}; see the docstring")
     torch.set_num_threads(1)
+    if args.keep is not None:
+        KEEP.append(args.keep)
     folder = minilm_path()
     judge = minilm_judge(folder)
     weights = load_weights(folder)
@@ -349,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"column_factors": columns, "adjust": bert_bias_correction(folder)}
     gn = None
     fill = compress_module.SIZE_TARGET_FILL
+    coder = (tensor.TRELLIS_CODER, tensor.CODER_BITS_PER_BIN, tensor._sample_wins)
     results: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -435,6 +456,15 @@ def main(argv: list[str] | None = None) -> int:
                 elif variant.startswith("fill"):
                     sens = base
                     compress_module.SIZE_TARGET_FILL = float(variant[len("fill"):])
+                elif variant == "coderoff":
+                    sens = base
+                    tensor.TRELLIS_CODER = False
+                elif variant.startswith(("nogate", "floor")):
+                    sens = base
+                    if variant.startswith("nogate"):
+                        tensor._sample_wins = lambda *_, **__: True
+                    if "floor" in variant:
+                        tensor.CODER_BITS_PER_BIN = float(variant.split("floor")[1])
                 else:
                     parser.error(f"unknown variant {variant!r}")
                 if not variant.startswith(("gnrows", "gnabs", "gnlast")):
@@ -446,14 +476,16 @@ def main(argv: list[str] | None = None) -> int:
                                    row_weights=row_weights, **common)
                 results.append(row)
                 compress_module.SIZE_TARGET_FILL = fill
+                tensor.TRELLIS_CODER, tensor.CODER_BITS_PER_BIN, tensor._sample_wins = coder
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| bpw target | variant | bpw | mean cosine | 5th percentile | least | seconds |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("| bpw target | variant | bpw | pooled SNR dB | mean cosine | 5th percentile | least "
+          "| seconds |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['rate']:g} | {r['variant']} | {r['bits_per_weight']:.4f} | "
-              f"{r['cosine']:.5f} | {r['p5_cosine']:.5f} | {r['min_cosine']:.4f} | "
-              f"{r['seconds']:.0f} |")
+              f"{r['snr_db']:.3f} | {r['cosine']:.5f} | {r['p5_cosine']:.5f} | "
+              f"{r['min_cosine']:.4f} | {r['seconds']:.0f} |")
     return 0
 
 

@@ -176,33 +176,54 @@ def _push(probs: np.ndarray, bits: np.ndarray, count: int, words: np.ndarray,
 
 
 @numba.njit(inline="always")
-def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.uint64,
-                words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
-    p = np.uint64(_p(counts, ctx, reciprocal)) if ctx >= 0 else np.uint64(ONE >> 1)
+def _decode_at(p: np.uint64, state: np.uint64, words: np.ndarray, rest: int
+               ) -> tuple[int, np.uint64, int]:
+    """One bin of probability ``p`` (of a 1) decoded: (the bit, the state, the words left).
+    Without a branch on the bit: a branch there is mispredicted on about every other
+    bin (BENCHMARKS.md, "The trellis coder's decoder without a branch per bin")."""
     q = state & np.uint64(ONE - 1)
-    if q < p:
-        bit = 1
-        start = np.uint64(0)
-        freq = p
-    else:
-        bit = 0
-        start = p
-        freq = np.uint64(ONE) - p
-    state = freq * (state >> np.uint64(PRECISION)) + q - start
+    one = np.uint64(q < p)
+    mask = np.uint64(0) - one  # all ones for a 1, else 0
+    freq = (p & mask) | ((np.uint64(ONE) - p) & ~mask)
+    state = freq * (state >> np.uint64(PRECISION)) + q - (p & ~mask)
     if state < _LOW and rest > 0:
         rest -= 1
         state = (state << np.uint64(32)) | np.uint64(words[rest])
-    if ctx >= 0:
-        _update(counts, ctx, bit)
+    return np.int64(one), state, rest
+
+
+@numba.njit(inline="always")
+def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.uint64,
+                words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
+    """One bin decoded under the context ``ctx``, which it updates. The decoder's counts
+    are packed, one int64 a context (ones · 2^32 + total, `decoder_counts`): one load and
+    one store a bin; the same integers as `_p` and `_update` on the encoder's pairs."""
+    packed = counts[ctx]
+    ones = packed >> 32
+    total = packed & 0xFFFFFFFF
+    p = ((2 * ones + 1) * reciprocal[total]) >> (32 - PRECISION)
+    p = min(max(p, P_MIN), ONE - P_MIN)
+    bit, state, rest = _decode_at(np.uint64(p), state, words, rest)
+    ones += bit
+    total += 1
+    if total >= 1 << HALVING:
+        ones = (ones + 1) >> 1
+        total = (total + 1) >> 1
+    counts[ctx] = (ones << 32) | total
     return bit, state, rest
+
+
+def decoder_counts(contexts: int) -> np.ndarray:
+    """A decoder's counts of ``contexts`` contexts, all 0 (`_decode_bin`'s packing)."""
+    return np.zeros(contexts, dtype=np.int64)
 
 
 @numba.njit(inline="always")
 def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
                   reciprocal: np.ndarray, state: np.uint64, words: np.ndarray, rest: int
                   ) -> tuple[int, np.uint64, int]:
-    """`forward_symbol`'s inverse: one symbol decoded under those contexts. Returns (the
-    symbol, the coder's state, the words left)."""
+    """`forward_symbol`'s inverse: one symbol decoded under those contexts of ``counts``
+    (`decoder_counts`). Returns (the symbol, the coder's state, the words left)."""
     bit, state, rest = _decode_bin(counts, sig, reciprocal, state, words, rest)
     if bit == 0:
         return 0, state, rest
@@ -223,7 +244,7 @@ def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
             n_prefix += 1
         value = 1
         for _ in range(n_prefix):
-            b, state, rest = _decode_bin(counts, -1, reciprocal, state, words, rest)
+            b, state, rest = _decode_at(np.uint64(ONE >> 1), state, words, rest)  # bypass
             value = (value << 1) | b
         a = GTX + value
     return (-a if negative else a), state, rest
@@ -249,7 +270,7 @@ def _decode(words: np.ndarray, count: int, lo: int, hi: int, reciprocal: np.ndar
     """Decode ``count`` symbols of the stream ``words`` (two or more, the caller checks)
     into ``out``. Returns 0; 1 when a symbol falls outside lo..hi; 2 when the stream does
     not end in the state 2^32 with no word left."""
-    counts = np.zeros((CONTEXTS, 2), dtype=np.int64)
+    counts = np.zeros(CONTEXTS, dtype=np.int64)  # `decoder_counts`
     state, rest = start_state(words)
     for i in range(count):
         k, state, rest = decode_symbol(counts, SIG, SIGN, GT, PREFIX, reciprocal, state,

@@ -640,6 +640,7 @@ def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
     rest = np.int64(coder[1])
     for b in range(n):
         klass = row_class[b]
+        step = steps[b] if restore else 1.0
         walk = 0
         left = 0
         for t in range(length):
@@ -649,14 +650,15 @@ def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
                                                     state, words, rest)
             if k < lo or k > hi:
                 return 1
+            level = _level(k, walk)
             if restore:
-                value = _level(k, walk) * steps[b]
+                value = level * step
                 if has_base:
                     value += base[b, t]
                 out[b, t] = np.float32(value)
             else:
                 symbols[b, t] = k
-                levels[b, t] = _level(k, walk)
+                levels[b, t] = level
             previous[t] = k
             left = k
             walk = next_state[walk, k & 1]
@@ -756,7 +758,7 @@ class CoderReader:
         state, rest = (int(self.words[-1]) << 32) | int(self.words[-2]), self.words.size - 2
         self.coder = np.array([state, rest], dtype=np.uint64)
         self.caps = caps
-        self.counts = np.zeros((coder_contexts(n_classes, *caps), 2), dtype=np.int64)
+        self.counts = adaptive.decoder_counts(coder_contexts(n_classes, *caps))
         self.previous = np.zeros(columns, dtype=np.int64)
         self.lo, self.hi = lo, hi
         self.classes = np.ascontiguousarray(classes)
