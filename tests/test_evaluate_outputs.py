@@ -466,3 +466,26 @@ def test_a_softmax_output_is_checked_by_its_probability_distance(tmp_path: Path)
     broken = check_outputs(path, _broken(state, "W"))
     assert broken is not None and broken.informative and broken.diverged, broken
     assert broken.probability_distance > 0.13 and "total variation" in broken.describe()
+
+
+def test_a_graph_that_runs_only_on_square_images_is_fed_64_by_64(tmp_path: Path) -> None:
+    # Open sides, but a weight of 64×64 multiplies the image: it does not run on the 48×192
+    # strip; it is fed the square sides (SQUARE_SIDES) before falling back to 1×1.
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 64, 64))
+                                       .astype(np.float32), "W")]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    path = tmp_path / "square.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    state = load_weights(path).state_dict()
+    check = check_outputs(path, state)
+    assert check is not None and check.informative and check.worst_cosine == 1.0, check
+    assert "image x 64×64 (open sides)" in check.describe(), check.describe()
+    broken = check_outputs(path, dict(state, W=-state["W"]))
+    assert broken is not None and broken.diverged, broken

@@ -16,7 +16,8 @@ mean total variation distance, `probability_distances`):
   runs of one small non-negative id for integer ones (below the rows of the table a Gather
   reads them from); symbolic dimensions 1, the batch SAMPLES, but for the open sides of an
   image (`image_sides`: a float input of rank 4 with 1, 3 or 4 channels, NCHW or NHWC):
-  IMAGE_SIDES (48×192) where both are open, a width STRIP times a fixed height (48 → 192)
+  IMAGE_SIDES (48×192) where both are open (SQUARE_SIDES, 64×64, where the graph does not
+  run on those), a width STRIP times a fixed height (48 → 192)
   where one is (1×1 images told nothing: PP-OCR's recognizer answers "blank" to every
   one). Where the graph does not run on those sides, the spec's 1s; where the original
   graph fails on those, a short ladder of guesses (`_ladder`, at most LADDER of them): one
@@ -279,9 +280,11 @@ ID_RANGE = 100  # ids in [0, ID_RANGE), or [0, rows) of the table a Gather reads
 # than one that keeps 81.7%); on 48×192 they are in order on both models. On a 32×128
 # strip the classifier answers near p = 0.5 for every noise image. Smoother or blockier
 # "image-like" noise than standard normal pixels warned more often where the models keep
-# their function (6 bits per weight).
+# their function (6 bits per weight). Where the graph does not run on a 48×192 strip (one
+# that needs sides divisible by 32, or square ones), SQUARE_SIDES, the sides before.
 IMAGE_CHANNELS = (1, 3, 4)
 IMAGE_SIDES = (48, 192)
+SQUARE_SIDES = (64, 64)
 STRIP = 4
 MAX_SIDE = 512
 
@@ -299,17 +302,17 @@ def image_axes(shape: Any) -> tuple[int, int] | None:
     return None
 
 
-def image_sides(shape: Any) -> dict[int, int]:
+def image_sides(shape: Any, both: tuple[int, int] | None = None) -> dict[int, int]:
     """{axis: size} for the open sides of an image input of ``shape`` (`image_axes`):
-    IMAGE_SIDES where both are open, else the open one a strip of the fixed one; {} for
-    any other input or where neither side is open."""
+    ``both`` (IMAGE_SIDES by default) where both are open, else the open one a strip of the
+    fixed one; {} for any other input or where neither side is open."""
     axes = image_axes(shape)
     if axes is None:
         return {}
     height, width = axes
     open_height, open_width = _symbolic(shape[height]), _symbolic(shape[width])
     if open_height and open_width:
-        return dict(zip(axes, IMAGE_SIDES, strict=True))
+        return dict(zip(axes, both or IMAGE_SIDES, strict=True))
     if open_width:
         return {width: min(STRIP * shape[height], MAX_SIDE)}
     if open_height:
@@ -320,12 +323,13 @@ def image_sides(shape: Any) -> dict[int, int]:
 def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
                skip: set[str] = frozenset(), ids: Mapping[str, int] | None = None,
                length: int | None = None, values: Mapping[str, int] | None = None,
-               images: bool = True) -> dict[str, np.ndarray] | None:
+               images: bool | tuple[int, int] = True) -> dict[str, np.ndarray] | None:
     """Seeded inputs for an onnxruntime session, from its input specs: standard normal for
     float inputs; for integer ones, runs of one id (1 to ID_RUN positions along the last
     axis) below ``ids[name]`` (`gathered_rows`) or ID_RANGE, or ``values[name]`` for a
     scalar one named there. Symbolic dimensions 1, a symbolic first one ``samples``; with
-    ``images``, the open sides of a float image input `image_sides`; with ``length``, a
+    ``images``, the open sides of a float image input `image_sides` (both open: ``images``
+    where it is a (height, width), else IMAGE_SIDES); with ``length``, a
     symbolic last one ``length``. None when an input is of another type."""
     feeds = {}
     for spec in session.get_inputs():
@@ -336,7 +340,8 @@ def onnx_feeds(session: Any, samples: int, rng: np.random.Generator,
         if shape and free[0]:
             shape[0] = samples
         if images and "float" in spec.type:
-            for axis, size in image_sides(spec.shape).items():
+            both = images if isinstance(images, tuple) else None
+            for axis, size in image_sides(spec.shape, both).items():
                 shape[axis] = size
         if shape and free[-1] and length is not None:
             shape[-1] = length
@@ -492,18 +497,23 @@ def onnx_inputs(session: Any, model: Any, samples: int, rng: np.random.Generator
 
 def _from_specs(session: Any, samples: int, rng: np.random.Generator, skip: set[str],
                 ids: Mapping[str, int]) -> OnnxInputs | None:
-    """`onnx_feeds` from the input specs with their open image sides sized, else (where
-    the graph does not run on those, or none is open) with the spec's 1s; None where it
-    runs on neither, or an input is of a type `onnx_feeds` does not make."""
-    sized = _image_text(session, skip)
-    for images in ((True, False) if sized else (False,)):
+    """`onnx_feeds` from the input specs with their open image sides sized (both open:
+    IMAGE_SIDES, else SQUARE_SIDES), else (where the graph does not run on those, or none
+    is open) with the spec's 1s; None where it runs on none, or an input is of a type
+    `onnx_feeds` does not make."""
+    tries: dict[str, tuple[int, int] | bool] = {}
+    for sides in (IMAGE_SIDES, SQUARE_SIDES):
+        tries.setdefault(_image_text(session, skip, sides), sides)
+    tries.pop("", None)
+    tries[""] = False
+    for sized, images in tries.items():
         feeds = onnx_feeds(session, samples, rng, skip=skip, ids=ids, images=images)
         if feeds is None:
             return None
         first = _run(session, feeds)
         if first is None:
             continue
-        fed = sized if images else ""
+        fed = sized
         if samples > 1 and not _batched(session, skip):
             # Every input's first dimension is fixed (a graph exported for batch 1): one
             # sample per run, or the check would compare a single input with itself.
@@ -516,12 +526,12 @@ def _from_specs(session: Any, samples: int, rng: np.random.Generator, skip: set[
     return None
 
 
-def _image_text(session: Any, skip: set[str]) -> str:
-    """How `image_sides` sizes the fed float inputs of ``session`` ("" where it sizes
-    none), e.g. "image x 48×192 (open sides)"."""
+def _image_text(session: Any, skip: set[str], both: tuple[int, int] | None = None) -> str:
+    """How `image_sides` (``both`` where both sides are open) sizes the fed float inputs of
+    ``session`` ("" where it sizes none), e.g. "image x 48×192 (open sides)"."""
     parts = []
     for spec in session.get_inputs():
-        sides = image_sides(spec.shape) if "float" in spec.type else {}
+        sides = image_sides(spec.shape, both) if "float" in spec.type else {}
         if spec.name in skip or not sides:
             continue
         height, width = (sides.get(axis, spec.shape[axis]) for axis in image_axes(spec.shape))
