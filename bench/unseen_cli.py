@@ -9,7 +9,8 @@ included), ``weightdna decompress m.dna -o restored.onnx``, and the restored ONN
 itself run by onnxruntime and judged against the original. Reports the bits per weight,
 the judge's figures, what the output check said (its worst cosine; "not run" where it
 cannot run the model, "cannot tell" where the original's outputs are the same for every
-synthetic input) and the number of warnings the CLI gave. Writes
+synthetic input; for a probability output also the mean total variation distance, "TV",
+which decides; "diverged" where it warned) and the number of warnings the CLI gave. Writes
 OUT/unseen_cli.json and prints a markdown table.
 """
 
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                              else check["worst_cosine"],
                              "check_informative": None if check is None
                              else check.get("informative", True),
+                             "check_probability_distance": None if check is None
+                             else check.get("probability_distance"),
+                             "check_diverged": None if check is None
+                             else check.get("diverged"),
                              "warnings": len(report["warnings"])})
                 print(f"{name} {rate}: {rows[-1]}", file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         check = ("not run" if r["check_worst_cosine"] is None
                  else "cannot tell" if not r["check_informative"]
-                 else f"{r['check_worst_cosine']:.4f}")
+                 else f"{r['check_worst_cosine']:.4f}"
+                 + (f", TV {r['check_probability_distance']:.4f}"
+                    if r.get("check_probability_distance") is not None else "")
+                 + (", diverged" if r.get("check_diverged") else ""))
         print(f"| {r['model']} | {r['rate']:g} | {r['bits_per_weight']:.3f} | "
               f"{figures_text(r)} | {check} | "
               f"{r['warnings']} |")

@@ -293,13 +293,13 @@ def _normalised_image_net(path: Path, shape: list) -> Path:
 def test_open_image_sides_are_fed_as_images_the_check_can_tell(tmp_path: Path) -> None:
     # PP-OCR's recognizer ([N, 3, H, W], H and W open) was fed 1×1 images, on which it
     # answers "blank" for every one: the check could not tell a restore that read 1 line of
-    # 300 from the original. Open image sides are now 64×64.
+    # 300 from the original. Open image sides are now 48×192 (64×64 before).
     pytest.importorskip("onnxruntime")
     path = _normalised_image_net(tmp_path / "image.onnx", ["n", 3, "h", "w"])
     state = load_weights(path).state_dict()
     same = check_outputs(path, state)
     assert same is not None and same.informative and same.worst_cosine == 1.0, same
-    assert "64×64" in same.describe()
+    assert "48×192" in same.describe()
     noisy = dict(state)
     noisy["kernel"] = state["kernel"] + torch.randn_like(state["kernel"])
     broken = check_outputs(path, noisy)
@@ -307,7 +307,7 @@ def test_open_image_sides_are_fed_as_images_the_check_can_tell(tmp_path: Path) -
 
 
 def test_image_sides(tmp_path: Path) -> None:
-    # Both sides open: 64×64; one open: a strip of the fixed one (rapidocr's 48-high lines:
+    # Both sides open: 48×192; one open: a strip of the fixed one (rapidocr's 48-high lines:
     # 192 wide); channels last (NHWC) too; other inputs and fixed sides untouched.
     ort = pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
@@ -315,10 +315,10 @@ def test_image_sides(tmp_path: Path) -> None:
 
     from weightdna.evaluate.outputs import image_sides, onnx_feeds
 
-    assert image_sides(["n", 3, "h", "w"]) == {2: 64, 3: 64}
+    assert image_sides(["n", 3, "h", "w"]) == {2: 48, 3: 192}
     assert image_sides([None, 3, 48, None]) == {3: 192}
     assert image_sides([1, 3, None, 320]) == {2: 80}
-    assert image_sides(["n", "h", "w", 3]) == {1: 64, 2: 64}
+    assert image_sides(["n", "h", "w", 3]) == {1: 48, 2: 192}
     assert image_sides(["n", 1, 64, "t"]) == {3: 256}
     assert image_sides(["n", 3, 224, "w"]) == {3: 512}
     for other in (["n", 3, 224, 224], ["n", 7, "h", "w"], ["n", "t", 80], ["n", "c", "h", "w"]):
@@ -334,14 +334,14 @@ def test_image_sides(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = onnx_feeds(session, 2, np.random.default_rng(0))
     assert {n: f.shape for n, f in feeds.items()} == {
-        "nchw": (2, 3, 64, 64), "line": (2, 3, 48, 192), "nhwc": (2, 64, 64, 3),
+        "nchw": (2, 3, 48, 192), "line": (2, 3, 48, 192), "nhwc": (2, 48, 192, 3),
         "frames": (2, 1, 16)}
     plain = onnx_feeds(session, 2, np.random.default_rng(0), images=False)
     assert plain["nchw"].shape == (2, 3, 1, 1) and plain["line"].shape == (2, 3, 48, 1)
 
 
 def test_a_graph_that_runs_only_on_one_pixel_images_is_fed_those(tmp_path: Path) -> None:
-    # Where the graph does not run on 64×64 (a Reshape to (batch, 3): one pixel per
+    # Where the graph does not run on 48×192 (a Reshape to (batch, 3): one pixel per
     # image), the spec's 1s, as before.
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")
@@ -402,3 +402,90 @@ def test_probabilities_near_zero_for_every_input_tell_nothing(tmp_path: Path) ->
     assert check is not None and check.informative and check.diverged, check
     tiny = np.array([[1e-6, 0.0], [0.0, 2e-6]])
     assert not same_for_every_input(tiny) and same_for_every_input(tiny, scale=1.0)
+
+
+def test_probabilities_are_judged_by_their_distance_not_their_cosine() -> None:
+    # PP-OCR's angle classifier answers p(0°) ≈ 0.4-0.6 on noise images; a restore that
+    # moves 0.5 to 0.6 (a two-value cosine of 0.98, under the 0.99 line) has moved a tenth
+    # of the probability: it kept 98-99.7% of the real calls where the check warned.
+    from weightdna.evaluate.outputs import (
+        PROBABILITY_DISTANCE_WARNING,
+        OutputCheck,
+        output_cosines,
+        probability_distances,
+    )
+
+    original = np.array([[0.5, 0.5], [0.4, 0.6], [0.7, 0.3]])
+    near = np.array([[0.6, 0.4], [0.45, 0.55], [0.65, 0.35]])
+    far = np.array([[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]])
+    assert output_cosines(original, near).min() < 0.99
+    assert probability_distances(original, near) == pytest.approx([0.1, 0.05, 0.05])
+    assert probability_distances(original, far) == pytest.approx([0.4, 0.4, 0.5])
+    # Values that do not sum to 1 over the last axis (a Sigmoid's map): each its own.
+    maps = np.array([[[0.2, 0.3, 0.9]], [[0.1, 0.1, 0.1]]])
+    assert probability_distances(maps, maps + 0.05).shape == (2, 1, 3)
+    assert probability_distances(maps, maps + 0.05) == pytest.approx(np.full((2, 1, 3), 0.05))
+
+    def check(restored: np.ndarray, probability: bool) -> OutputCheck:
+        cosines = output_cosines(original, restored)
+        distance = float(probability_distances(original, restored).mean())
+        return OutputCheck("onnx", 3, float(cosines.min()), float(cosines.mean()),
+                           probability_distance=distance if probability else None)
+
+    kept = check(near, probability=True)
+    assert kept.probability_distance < PROBABILITY_DISTANCE_WARNING and not kept.diverged
+    assert "total variation distance to the original's 0.0667" in kept.describe()
+    broken = check(far, probability=True)
+    assert broken.diverged and "0.4333 > 0.13" in broken.warning()
+    # An output not known to be a probability keeps the cosine's line.
+    assert check(near, probability=False).diverged
+    assert "worst cosine" in check(near, probability=False).warning()
+    nan = OutputCheck("onnx", 3, float("nan"), float("nan"), probability_distance=float("nan"))
+    assert nan.diverged
+
+
+def test_a_softmax_output_is_checked_by_its_probability_distance(tmp_path: Path) -> None:
+    # Through check_outputs: a Softmax graph gets the distance, and a restore that zeroes
+    # its weights (every answer 0.5) is reported as diverged.
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((16, 2))
+                                       .astype(np.float32), "W")]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["p"], axis=-1)], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, None)], weights)
+    path = tmp_path / "softmax.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    state = load_weights(path).state_dict()
+    same = check_outputs(path, state)
+    assert same is not None and same.probability_distance == 0.0 and not same.diverged
+    broken = check_outputs(path, _broken(state, "W"))
+    assert broken is not None and broken.informative and broken.diverged, broken
+    assert broken.probability_distance > 0.13 and "total variation" in broken.describe()
+
+
+def test_a_graph_that_runs_only_on_square_images_is_fed_64_by_64(tmp_path: Path) -> None:
+    # Open sides, but a weight of 64×64 multiplies the image: it does not run on the 48×192
+    # strip; it is fed the square sides (SQUARE_SIDES) before falling back to 1×1.
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = [numpy_helper.from_array(np.random.default_rng(0).standard_normal((3, 64, 64))
+                                       .astype(np.float32), "W")]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], weights)
+    path = tmp_path / "square.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    state = load_weights(path).state_dict()
+    check = check_outputs(path, state)
+    assert check is not None and check.informative and check.worst_cosine == 1.0, check
+    assert "image x 64×64 (open sides)" in check.describe(), check.describe()
+    broken = check_outputs(path, dict(state, W=-state["W"]))
+    assert broken is not None and broken.diverged, broken

@@ -343,7 +343,8 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
         "warnings": warnings(report.quality(), number(report.snr_db)),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
-            "mean_cosine": check.mean_cosine, "diverged": check.diverged,
+            "mean_cosine": check.mean_cosine,
+            "probability_distance": check.probability_distance, "diverged": check.diverged,
             "informative": check.informative},
         "tensors": [
             {"name": t.name, "dtype": t.dtype, "shape": list(t.shape), "role": t.role,
@@ -360,7 +361,6 @@ def run_compress(args: argparse.Namespace) -> int:
     from weightdna.codec.compress import compress_model
     from weightdna.codec.quality import summary, warnings
     from weightdna.codec.ratecontrol import CANDIDATES
-    from weightdna.evaluate.outputs import OUTPUT_COSINE_WARNING
     from weightdna.weights import load_weights
 
     target = _target(args)
@@ -472,9 +472,8 @@ def run_compress(args: argparse.Namespace) -> int:
     if check is not None:
         console.print(check.describe(), highlight=False, markup=False)
         if check.diverged:
-            warn(f"the restored model's outputs diverge from the original's (worst cosine "
-                 f"{check.worst_cosine:.4f} < {OUTPUT_COSINE_WARNING}); give more bits per "
-                 "weight.")
+            warn(f"the restored model's outputs diverge from the original's "
+                 f"({check.warning()}); give more bits per weight.")
     return 0
 
 

@@ -6,7 +6,7 @@ override; a `Constant` node's tensor moved to such an initializer, read by subgr
 the outer scope), and one session, with onnxruntime's graph optimisations off so that no
 weight is folded into another, serves every perturbation: the perturbed tensor is fed by
 name. The inputs are the output check's (`weightdna.evaluate.outputs.onnx_inputs`:
-standard normal floats, open image sides 64×64, runs of ids, the ladder of guesses), the
+standard normal floats, open image sides 48×192, runs of ids, the ladder of guesses), the
 outputs the graph's first, flattened per sample;
 `weightdna.evaluate.sensitivity.measure_sensitivity` does the rest, as for a BERT model.
 
