@@ -3,6 +3,7 @@ and it tells unchanged weights from broken ones."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,12 @@ def test_compress_reports_the_check(tmp_path: Path, capsys) -> None:
     assert main(["compress", str(path), "-o", str(tmp_path / "n.dna"), "--lossless",
                  "--check", "none"]) == 0
     assert "synthetic" not in capsys.readouterr().out
+    # --json lists the check's warning with the others, not only its "diverged" flag.
+    assert main(["compress", str(path), "-o", str(tmp_path / "j.dna"),
+                 "--bits-per-weight", "0.8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_check"]["diverged"]
+    assert any("outputs diverge" in w for w in report["warnings"]), report["warnings"]
 
 
 def test_synthetic_ids_come_in_runs_and_stay_within_the_table_they_index(tmp_path) -> None:

@@ -340,7 +340,8 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
         "files": list(report.files),
         "files_bytes": report.files_bytes,
         "left_out": [{"path": p, "why": why} for p, why in report.left_out],
-        "warnings": warnings(report.quality(), number(report.snr_db)),
+        "warnings": warnings(report.quality(), number(report.snr_db))
+        + ([diverged] if (diverged := _diverged(check)) else []),
         "output_check": None if check is None else {
             "kind": check.kind, "samples": check.samples, "worst_cosine": check.worst_cosine,
             "mean_cosine": check.mean_cosine,
@@ -471,10 +472,17 @@ def run_compress(args: argparse.Namespace) -> int:
                       "X.npz", highlight=False, markup=False)
     if check is not None:
         console.print(check.describe(), highlight=False, markup=False)
-        if check.diverged:
-            warn(f"the restored model's outputs diverge from the original's "
-                 f"({check.warning()}); give more bits per weight.")
+        if diverged := _diverged(check):
+            warn(diverged)
     return 0
+
+
+def _diverged(check: OutputCheck | None) -> str | None:
+    """The warning for an output check that found the outputs diverged, else None."""
+    if check is None or not check.diverged:
+        return None
+    return (f"the restored model's outputs diverge from the original's ({check.warning()}); "
+            "give more bits per weight.")
 
 
 def _check_outputs(model: str, report: CompressionReport) -> OutputCheck | None:
