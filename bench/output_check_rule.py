@@ -9,7 +9,7 @@ For each model (`weightdna.evaluate.unseen`): `compress_model` files with the de
 each of ``--rates`` bits per weight, the CLI's own files (``weightdna compress`` then
 ``decompress``, the graph stored too) at ``--cli-rates``, and the original weights with
 Gaussian noise at ``--noise`` dB (every float tensor of 1,000 values or more, as
-tests/test_unseen_models.py's ``_noisy``). Each is judged (`unseen.judge_for`) and given
+`unseen.noisy_weights`). Each is judged (`unseen.judge_for`) and given
 to the output check's ONNX runner (``--sides``: other sides for an image whose both are
 open) with each of ``--seeds``; the original's and the restored model's outputs are
 kept. Writes OUT/MODEL.npz (the outputs, keyed
@@ -29,25 +29,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
 from weightdna.evaluate import outputs, unseen
 from weightdna.weights import load_weights
-
-
-def noisy(model: Path, snr_db: float, seed: int = 0) -> dict:
-    """The original tensors with Gaussian noise at ``snr_db`` on every float tensor of
-    1,000 values or more (tests/test_unseen_models.py's ``_noisy``)."""
-    generator = torch.Generator().manual_seed(seed)
-    state = load_weights(model).state_dict()
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and tensor.numel() >= 1000:
-            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-            scale = tensor.double().pow(2).mean().sqrt() * 10 ** (-snr_db / 20)
-            state[name] = (tensor.double() + noise * scale).to(tensor.dtype)
-    return state
 
 
 def candidate_figures(original: np.ndarray, restored: np.ndarray, scale: float) -> dict:
@@ -130,7 +116,7 @@ def cases(model: Path, args: argparse.Namespace, tmp: Path):
         yield f"cli {rate} ({bpw:.3f})", load_weights(tmp / "r.onnx").state_dict(), \
             tmp / "r.onnx"
     for db in filter(None, args.noise.split(",")):
-        yield f"noise {db} dB", noisy(model, float(db)), None
+        yield f"noise {db} dB", unseen.noisy_weights(model, float(db)), None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
@@ -43,17 +42,8 @@ def _default_restore(model: Path, tmp_path: Path, rate: float = 3.0) -> dict:
     return load_weights(tmp_path / "restored.safetensors").state_dict()
 
 
-def _noisy(model: Path, snr_db: float = 10.0, seed: int = 0) -> dict:
-    """The original tensors with Gaussian noise at ``snr_db`` added to every float tensor
-    of 1000 values or more: what a codec that lost its way would restore."""
-    generator = torch.Generator().manual_seed(seed)
-    state = load_weights(model).state_dict()
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and tensor.numel() >= 1000:
-            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-            scale = tensor.double().pow(2).mean().sqrt() * 10 ** (-snr_db / 20)
-            state[name] = (tensor.double() + noise * scale).to(tensor.dtype)
-    return state
+# The original weights with Gaussian noise: what a codec that lost its way would restore.
+_noisy = unseen.noisy_weights
 
 
 def test_a_missing_package_is_a_clear_error(monkeypatch) -> None:
