@@ -64,18 +64,33 @@ RECIPROCAL = _reciprocals()
 
 
 @numba.njit(inline="always")
-def _p(counts: np.ndarray, ctx: int, reciprocal: np.ndarray) -> int:
-    p = ((2 * counts[ctx, 0] + 1) * reciprocal[counts[ctx, 1]]) >> (32 - PRECISION)
+def _probability(ones: int, total: int, reciprocal: np.ndarray) -> int:
+    """The model: a context's probability of a 1 (of 2^PRECISION) after ``ones`` 1s in
+    ``total`` bins, (2·ones + 1) / (2·total + 2), clamped to [P_MIN, ONE − P_MIN]."""
+    p = ((2 * ones + 1) * reciprocal[total]) >> (32 - PRECISION)
     return min(max(p, P_MIN), ONE - P_MIN)
 
 
 @numba.njit(inline="always")
+def _counted(ones: int, total: int, bit: int) -> tuple[int, int]:
+    """A context's counts after one more bin, both halved when the total reaches
+    2^HALVING."""
+    ones += bit
+    total += 1
+    if total >= 1 << HALVING:
+        ones = (ones + 1) >> 1
+        total = (total + 1) >> 1
+    return ones, total
+
+
+@numba.njit(inline="always")
+def _p(counts: np.ndarray, ctx: int, reciprocal: np.ndarray) -> int:
+    return _probability(counts[ctx, 0], counts[ctx, 1], reciprocal)
+
+
+@numba.njit(inline="always")
 def _update(counts: np.ndarray, ctx: int, bit: int) -> None:
-    counts[ctx, 0] += bit
-    counts[ctx, 1] += 1
-    if counts[ctx, 1] >= 1 << HALVING:
-        counts[ctx, 0] = (counts[ctx, 0] + 1) >> 1
-        counts[ctx, 1] = (counts[ctx, 1] + 1) >> 1
+    counts[ctx, 0], counts[ctx, 1] = _counted(counts[ctx, 0], counts[ctx, 1], bit)
 
 
 @numba.njit(inline="always")
@@ -197,18 +212,12 @@ def _decode_bin(counts: np.ndarray, ctx: int, reciprocal: np.ndarray, state: np.
                 words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
     """One bin decoded under the context ``ctx``, which it updates. The decoder's counts
     are packed, one int64 a context (ones · 2^32 + total, `decoder_counts`): one load and
-    one store a bin; the same integers as `_p` and `_update` on the encoder's pairs."""
+    one store a bin; the same model (`_probability`, `_counted`) as the encoder's pairs."""
     packed = counts[ctx]
-    ones = packed >> 32
-    total = packed & 0xFFFFFFFF
-    p = ((2 * ones + 1) * reciprocal[total]) >> (32 - PRECISION)
-    p = min(max(p, P_MIN), ONE - P_MIN)
+    ones, total = packed >> 32, packed & 0xFFFFFFFF
+    p = _probability(ones, total, reciprocal)
     bit, state, rest = _decode_at(np.uint64(p), state, words, rest)
-    ones += bit
-    total += 1
-    if total >= 1 << HALVING:
-        ones = (ones + 1) >> 1
-        total = (total + 1) >> 1
+    ones, total = _counted(ones, total, bit)
     counts[ctx] = (ones << 32) | total
     return bit, state, rest
 
@@ -324,8 +333,6 @@ def encode(pieces: Sequence[np.ndarray], bins: int | None = None) -> bytes:
 def stream_bytes(probs: np.ndarray, bits: np.ndarray, bins: int) -> bytes:
     """The coded stream of the first ``bins`` bins (their probabilities of a 1 and bits,
     in order): pushed last first, the words moved out, then the final state's two."""
-    # A bin grows the state by at most 10 bits (p ≥ P_MIN = 2^-10 of 2^PRECISION), so at
-    # most one word moves out per 3 bins (numba does not check the index: keep it so).
     pusher = Pusher()
     return pusher.push(probs, bits, bins) + pusher.finish()
 
