@@ -902,14 +902,20 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     blocks = _WalkedBlocks(symbols, search, rows, columns)
     plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
                 for caps in variants), key=lambda plan: plan.bits)
-    if plan.bits / 8 + 8 >= coded - CODER_BITS_PER_BIN * plan.bins / 8:
+    limit = _coder_limit(coded, plan.bins)
+    if plan.bits / 8 + 8 >= limit:
         return None
-    limit = coded - CODER_BITS_PER_BIN * plan.bins / 8
-    data = trellis.coder_push(blocks, plan, search.n_classes, columns)
+    data = trellis.coder_push(blocks, plan, search.n_classes)
     if len(data) >= limit:
         return None
     return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
              "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+def _coder_limit(coded: int, bins: int) -> float:
+    """The bytes a trellis tensor's one coder must come under to be kept: the context
+    streams' ``coded`` bytes less CODER_BITS_PER_BIN bits for each of its ``bins``."""
+    return coded - CODER_BITS_PER_BIN * bins / 8
 
 
 def _coder_floor(counts: np.ndarray, lo: int, n_classes: int) -> tuple[float, int]:
@@ -973,7 +979,7 @@ def _floor_loses(counts: np.ndarray, lo: int, n_classes: int, coded: int) -> boo
     CODER_FLOOR_SLACK, in place of its ideal bits. Where it holds, the whole coding would
     be refused too (the same file), and neither the sample nor the whole is walked."""
     floor, bins = _coder_floor(counts, lo, n_classes)
-    return floor * (1 - CODER_FLOOR_SLACK) / 8 + 8 >= coded - CODER_BITS_PER_BIN * bins / 8
+    return floor * (1 - CODER_FLOOR_SLACK) / 8 + 8 >= _coder_limit(coded, bins)
 
 
 def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
@@ -1006,7 +1012,7 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
         # one walk over both: the measured rows' bits and bins are the whole's less the
         # warm rows' (the same sums as a walk over the warm rows alone)
         plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps)
-        bits = plan.bits - (0.0 + plan.costs[0])
+        bits = plan.bits - plan.costs[0]
         best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][2]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
 

@@ -683,9 +683,9 @@ class CoderPlan:
 
     def __init__(self, bits: float, bins: int, caps: tuple[int, int],
                  starts: list[tuple[np.ndarray, np.ndarray, int] | None],
-                 costs: list[float] | None = None) -> None:
+                 costs: list[float]) -> None:
         self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
-        self.costs = costs if costs is not None else []
+        self.costs = costs
 
 
 def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
@@ -710,7 +710,7 @@ def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEF
     return CoderPlan(total, at, (left_cap, above_cap), starts, costs)
 
 
-def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int, columns: int) -> bytes:
+def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
     """The one coder's stream of ``blocks`` (those `coder_plan` walked), a block at a
     time: the blocks pushed last first, each one's bins worked out again from its starting
     state (memory: one block's bins, not the tensor's). Spends ``plan``'s states."""
@@ -744,7 +744,7 @@ def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = L
     """The one coder's stream of a tensor's symbols (``blocks`` as `coder_plan` takes
     them): `coder_plan`, then `coder_push`."""
     plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
-    return coder_push(blocks, plan, n_classes, columns)
+    return coder_push(blocks, plan, n_classes)
 
 
 class CoderReader:
