@@ -46,11 +46,10 @@ from weightdna.codec.lanes import (
     CHUNK,
     LANES,
     LAYOUTS,
-    LOW_LEVEL,
-    LOW_SAMPLE,
     MAX_RANKS,
     SMALL,
     TABLES_LEVEL,
+    low_planes,
 )
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
@@ -201,6 +200,31 @@ def _low_bytes(n: int, planes: int) -> int:
     return n * planes
 
 
+def _heads(raw: np.ndarray, dtype: str, mantissa_bits: int | None
+           ) -> tuple[int, int, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Both encoders' split of ``raw`` (the tensor's bytes) with ``mantissa_bits`` of the
+    mantissa in the head (default: the dtype's; fewer where the heads would take more
+    than MAX_RANKS values): (that number, the element count, the raw bits kept beside
+    each head in the stream, the heads, those raw bits, the planes' bytes, the heads'
+    counts)."""
+    width, eb, default = LAYOUTS[dtype]
+    k = default if mantissa_bits is None else mantissa_bits
+    v = raw.view(np.uint32 if width == 32 else np.uint16).reshape(-1)
+    n = v.size
+    heads = np.empty(n, dtype=np.uint16)
+    raws = np.empty(n, dtype=np.uint16)
+    while True:
+        low = width - eb - k
+        planes, rbits = _raw_layout(low)
+        counts = np.zeros((4, 1 << (eb + k)), dtype=np.int64)
+        data = np.empty(_low_bytes(n, planes), dtype=np.uint8)
+        _split(v, width, low, planes, heads, raws, data, counts)
+        counts = counts.sum(axis=0)
+        if np.count_nonzero(counts) <= MAX_RANKS:
+            return k, n, rbits, heads, raws, data, counts
+        k -= 1  # fewer mantissa bits in the head
+
+
 def encode_tans(raw: np.ndarray, dtype: str, block: int | None = None,
                 mantissa_bits: int | None = None) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of the tANS lanes coding of ``raw`` (the tensor's bytes, a flat
@@ -212,22 +236,8 @@ def encode_tans(raw: np.ndarray, dtype: str, block: int | None = None,
     if mantissa_bits is None and raw.size // (width // 8) < SMALL:
         return min((encode_tans(raw, dtype, block, k) for k in range(default + 1)),
                    key=lambda coded: sum(map(len, coded[1].values())))
-    k = default if mantissa_bits is None else mantissa_bits
-    v = raw.view(np.uint32 if width == 32 else np.uint16).reshape(-1)
-    n = v.size
+    k, n, rbits, heads, raws, data, counts = _heads(raw, dtype, mantissa_bits)
     block = BLOCK if block is None else block
-    heads = np.empty(n, dtype=np.uint16)
-    raws = np.empty(n, dtype=np.uint16)
-    while True:
-        low = width - eb - k
-        planes, rbits = _raw_layout(low)
-        counts = np.zeros((4, 1 << (eb + k)), dtype=np.int64)
-        data = np.empty(_low_bytes(n, planes), dtype=np.uint8)
-        _split(v, width, low, planes, heads, raws, data, counts)
-        counts = counts.sum(axis=0)
-        if np.count_nonzero(counts) <= MAX_RANKS:
-            break
-        k -= 1  # fewer mantissa bits in the head
     freq = _normalise(counts[None])[0] if n else np.zeros(counts.size, dtype=np.int64)
     if not n:
         freq[0] = TOTAL
@@ -243,15 +253,7 @@ def encode_tans(raw: np.ndarray, dtype: str, block: int | None = None,
     w = _encode_blocks(heads, raws, rbits, block, freq, following, nbits, threshold, cum,
                        words, lane_bits, np.empty(per_stream, dtype=np.int64),
                        np.empty(per_stream, dtype=np.int64))
-    planes_bytes = None
-    if data.size >= 1 << 12 and len(compress_bytes(data[:LOW_SAMPLE], LOW_LEVEL)) < \
-            0.98 * min(data.size, LOW_SAMPLE):
-        coded = compress_bytes(data, LOW_LEVEL)
-        if len(coded) < data.size:
-            planes_bytes = coded
-    low_zstd = planes_bytes is not None
-    if planes_bytes is None:
-        planes_bytes = data.tobytes()
+    planes_bytes, low_zstd = low_planes(data)
     params = {"compression": "lanes", "heads": HEADS, "mantissa_bits": k, "block": block,
               "low_zstd": low_zstd}
     tables = freq.astype("<u2").tobytes() + lane_bits.astype("<u4").tobytes()
@@ -361,37 +363,15 @@ def encode_huffman(raw: np.ndarray, dtype: str, block: int | None = None,
     if mantissa_bits is None and raw.size // (width // 8) < SMALL:
         return min((encode_huffman(raw, dtype, block, k) for k in range(default + 1)),
                    key=lambda coded: sum(map(len, coded[1].values())))
-    k = default if mantissa_bits is None else mantissa_bits
-    v = raw.view(np.uint32 if width == 32 else np.uint16).reshape(-1)
-    n = v.size
+    k, n, rbits, heads, raws, data, counts = _heads(raw, dtype, mantissa_bits)
     block = BLOCK if block is None else block
-    heads = np.empty(n, dtype=np.uint16)
-    raws = np.empty(n, dtype=np.uint16)
-    while True:
-        low = width - eb - k
-        planes, rbits = _raw_layout(low)
-        counts = np.zeros((4, 1 << (eb + k)), dtype=np.int64)
-        data = np.empty(_low_bytes(n, planes), dtype=np.uint8)
-        _split(v, width, low, planes, heads, raws, data, counts)
-        counts = counts.sum(axis=0)
-        if np.count_nonzero(counts) <= MAX_RANKS:
-            break
-        k -= 1
     lengths = huffman_lengths(counts)
     codes = canonical_codes(lengths)
     nblocks = -(-n // block)
     words = np.zeros(n * (HUFF_LOG + rbits) // 64 + 2, dtype=np.uint64)
     lane_bits = np.zeros((nblocks, LANES), dtype=np.int64)
     w = _huffman_encode(heads, raws, rbits, block, lengths, codes, words, lane_bits)
-    planes_bytes = None
-    if data.size >= 1 << 12 and len(compress_bytes(data[:LOW_SAMPLE], LOW_LEVEL)) < \
-            0.98 * min(data.size, LOW_SAMPLE):
-        coded = compress_bytes(data, LOW_LEVEL)
-        if len(coded) < data.size:
-            planes_bytes = coded
-    low_zstd = planes_bytes is not None
-    if planes_bytes is None:
-        planes_bytes = data.tobytes()
+    planes_bytes, low_zstd = low_planes(data)
     params = {"compression": "lanes", "heads": "huffman", "mantissa_bits": k,
               "block": block, "low_zstd": low_zstd}
     tables = lengths.astype(np.uint8).tobytes() + lane_bits.astype("<u4").tobytes()

@@ -461,6 +461,18 @@ def _decode_blocks(words, out, starts, table, block, codes, data, bytes8, offset
             return
 
 
+def low_planes(data: np.ndarray) -> tuple[bytes, bool]:
+    """The ``low`` section of the raw low bits' planes ``data`` (uint8), and whether it is
+    zstd'd: only where a sample of the planes (their first bytes: float32's lowest byte)
+    shrinks, and the whole then does; most tensors' low bits are noise."""
+    if data.size >= 1 << 12 and len(compress_bytes(data[:LOW_SAMPLE], LOW_LEVEL)) < \
+            0.98 * min(data.size, LOW_SAMPLE):
+        coded = compress_bytes(data, LOW_LEVEL)
+        if len(coded) < data.size:
+            return coded, True
+    return data.tobytes(), False
+
+
 def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
                  mantissa_bits: int | None = None) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of the lanes coding of ``raw`` (the tensor's bytes, a flat
@@ -498,17 +510,7 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
     scratch = np.empty(LANES * (min(n, block) // LANES + 4), dtype=np.uint16)
     lane_words = np.zeros((nblocks, LANES), dtype=np.int64)
     w = _encode_blocks(heads, block, freq, cum, scratch, words, lane_words)
-    planes = None
-    # zstd only where a sample of the planes (their first bytes: float32's lowest byte)
-    # shrinks: most tensors' low bits are noise
-    if data.size >= 1 << 12 and len(compress_bytes(data[:LOW_SAMPLE], LOW_LEVEL)) < \
-            0.98 * min(data.size, LOW_SAMPLE):
-        coded = compress_bytes(data, LOW_LEVEL)
-        if len(coded) < data.size:
-            planes = coded
-    low_zstd = planes is not None
-    if planes is None:
-        planes = data.tobytes()
+    planes, low_zstd = low_planes(data)
     params = {"compression": "lanes", "mantissa_bits": k, "block": block,
               "low_zstd": low_zstd}
     tables = freq.astype("<u2").tobytes() + lane_words.astype("<u4").tobytes()
