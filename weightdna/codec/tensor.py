@@ -1043,10 +1043,11 @@ def _gate_floor(symbols: _Symbols, search: _Trellis, lo: int, hi: int
     columns = symbols.used // rows
     groups = min(CODER_DRIFT_GROUPS, -(-symbols.used // CODER_DRIFT_ELEMENTS),
                  CODER_DRIFT_COUNTS // (symbols.count * width))
-    if groups < 2:
+    ranges = _row_blocks(rows, columns)
+    if groups < 2 or len(ranges) != len(symbols.bounds):  # one piece a block (`_code_blocks`)
         counts = symbols.counts(lo, width)
         return (counts, *_coder_floor(counts, lo, search.n_classes), False)
-    group_of = [start * groups // rows for start, _ in _row_blocks(rows, columns)]
+    group_of = [start * groups // rows for start, _ in ranges]
     counts = symbols.counts(lo, width, group_of)
     floor, runs, learning, bins = _drift_floor(counts, lo, search.n_classes)
     drifts = runs + learning < floor * (1 - CODER_DRIFT)
