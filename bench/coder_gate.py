@@ -7,7 +7,8 @@ and what it costs, at each rate.
 `compress_model` on the model (default: all-MiniLM-L6-v2) at each bits-per-weight target,
 torch and BLAS on one thread. For every trellis coding the rate control makes: whether the
 coder's floor judged it (a matrix of 8 state contexts whose rows are not ordered by scale,
-`_classes_interleaved`), whether the floor skipped it (`_floor_loses`), and whether the
+`_classes_interleaved`), whether the floor skipped it (`_floor_loses`), whether its
+statistics drift along the rows (`_gate_floor`), and whether the
 coder was kept. Per rate: those counts, the CPU seconds spent in `_one_coder` (the gate
 and the coder's real coding where it is kept) and in the whole `compress_model`, the
 file's sha256. ``--audit`` (slow: every judged matrix coded in full by the coder too):
@@ -44,7 +45,8 @@ def run(model: str | None, rates: list[float], audit: bool,
     one_coder = tensor._one_coder
     rows_out = []
     for rate in rates:
-        seen = {"codings": 0, "judged": 0, "skipped": 0, "kept": 0, "wrong_skips": 0,
+        seen = {"codings": 0, "judged": 0, "skipped": 0, "drifting": 0, "kept": 0,
+                "wrong_skips": 0,
                 "least_bits_over_floor": None, "gate_cpu_s": 0.0}
 
         def weighed(search, symbols, coded, kernel=False, seen=seen):  # noqa: ANN001, ANN202
@@ -58,9 +60,10 @@ def run(model: str | None, rates: list[float], audit: bool,
                 return result
             seen["judged"] += 1
             lo, hi = (int(v) for v in tensor.ans.span(symbols.buffer[:symbols.used]))
-            counts = symbols.counts(lo, hi - lo + 1)
-            skipped = tensor._floor_loses(counts, lo, search.n_classes, coded)
+            counts, gate, bins, drifts = tensor._gate_floor(symbols, search, lo, hi)
+            skipped = tensor._floor_loses(gate, bins, coded)
             seen["skipped"] += skipped
+            seen["drifting"] += drifts
             if audit:
                 rows = search.classes.size
                 columns = symbols.used // rows

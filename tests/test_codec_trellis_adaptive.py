@@ -245,13 +245,13 @@ def test_the_floor_skips_only_what_the_whole_coder_refuses(
         assert search.groups == trellis.STATES and not kernel
         assert tensor._classes_interleaved(search)
         lo, hi = (int(v) for v in tensor.ans.span(symbols.buffer[:symbols.used]))
-        counts = symbols.counts(lo, hi - lo + 1)
+        counts, gate, _, _ = tensor._gate_floor(symbols, search, lo, hi)
         floor, bins = tensor._coder_floor(counts, lo, search.n_classes)
         blocks = tensor._WalkedBlocks(symbols, search, rows, columns)
         plan = trellis.coder_plan(blocks, search.n_classes, columns, *trellis.NEIGHBOURS[0])
         assert bins == plan.bins
         assert plan.bits >= floor * (1 - tensor.CODER_FLOOR_SLACK)
-        if tensor._floor_loses(counts, lo, search.n_classes, coded):
+        if tensor._floor_loses(gate, bins, coded):
             skipped += 1
             assert plan.bits / 8 + 8 >= coded - tensor.CODER_BITS_PER_BIN * plan.bins / 8
     assert len(seen) == len(kept)
@@ -285,3 +285,55 @@ def test_bits_match_the_stream() -> None:
         got = [reader.rows(i, min(40, i + 9), 300) for i in range(0, 40, 9)]
         assert reader.exhausted()
         assert np.array_equal(np.concatenate([g[0] for g in got]), symbols)
+
+
+def _drifting(mix: float, rows: int = 4096, columns: int = 256) -> torch.Tensor:
+    """Rows whose statistics drift along the tensor, not with their scale: the first half
+    Gaussian, the second Laplacian with a share ``1 − mix`` of exact zeros; row scales over
+    a decade in random order (so the row classes interleave)."""
+    g = torch.Generator().manual_seed(11)
+    scale = torch.logspace(-0.5, 0.5, rows)[torch.randperm(rows, generator=g)][:, None]
+    gaussian = torch.randn(rows, columns, generator=g)
+    sign = torch.randint(0, 2, (rows, columns), generator=g) * 2 - 1
+    laplace = torch.empty(rows, columns).exponential_(generator=g) * sign
+    sparse = laplace * (torch.rand(rows, columns, generator=g) < mix) / mix ** 0.7
+    return torch.where(torch.arange(rows)[:, None] < rows // 2, gaussian, sparse) * scale
+
+
+def test_the_gate_takes_a_gain_along_the_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tensor whose coder gain is adaptation along its rows (`_drifting`): the whole
+    tensor's floor says the coder cannot win, the runs' floor (`_gate_floor`) sees the
+    drift, and the coder is taken, coded whole without a sample (smaller than the
+    streams); without the drift, the spaced rows' sample would be asked. Where the coder
+    loses (more zeros: the drift gains less than the streams' tables cost), the gate
+    rejects it without a walk and the bytes are the streams'."""
+    seen = _weighed(monkeypatch)
+    verdicts: list[bool] = []
+    sample_wins = tensor._sample_wins
+
+    def spy(*args):
+        verdicts.append(sample_wins(*args))
+        return verdicts[-1]
+
+    monkeypatch.setattr(tensor, "_sample_wins", spy)
+    drifting = _drifting(0.8)
+    on, off = _coded(drifting, True, step=0.03), _coded(drifting, False, step=0.03)
+    assert "coder" in _model(on) and _size(on) < _size(off)
+    search, symbols, coded, _ = seen[0]
+    lo, hi = (int(v) for v in tensor.ans.span(symbols.buffer[:symbols.used]))
+    counts, floor, bins, drifts = tensor._gate_floor(symbols, search, lo, hi)
+    whole_floor, whole_bins = tensor._coder_floor(counts, lo, search.n_classes)
+    assert drifts and whole_bins == bins and floor < whole_floor
+    assert tensor._floor_loses(whole_floor, bins, coded)  # the whole's floor: turned down
+    assert not tensor._floor_loses(floor, bins, coded)
+    assert verdicts == []  # coded whole, no sample
+    monkeypatch.setattr(tensor, "CODER_DRIFT", 1.0)  # no drift seen: the floor's margin
+    monkeypatch.setattr(tensor, "CODER_FLOOR_CLEAR", 1.0)  # ... never clear: the sample
+    monkeypatch.setattr(tensor, "CODER_FLOOR_SLACK", 1.0)  # ... never skipped
+    _coded(drifting, True, step=0.03)
+    assert len(verdicts) == 1
+    monkeypatch.undo()
+    calls = _planned(monkeypatch)
+    loses = _drifting(0.9)
+    assert _coded(loses, True, step=0.03) == _coded(loses, False, step=0.03)
+    assert calls == []  # its runs' floor already says so: not walked

@@ -228,17 +228,68 @@ def decoder_counts(contexts: int) -> np.ndarray:
 
 
 @numba.njit(inline="always")
-def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
-                  reciprocal: np.ndarray, state: np.uint64, words: np.ndarray, rest: int
-                  ) -> tuple[int, np.uint64, int]:
-    """`forward_symbol`'s inverse: one symbol decoded under those contexts of ``counts``
-    (`decoder_counts`). Returns (the symbol, the coder's state, the words left)."""
-    bit, state, rest = _decode_bin(counts, sig, reciprocal, state, words, rest)
-    if bit == 0:
-        return 0, state, rest
-    negative, state, rest = _decode_bin(counts, sign, reciprocal, state, words, rest)
-    a = 1
-    for j in range(1, GTX + 1):
+def probability(counts: np.ndarray, ctx: int, reciprocal: np.ndarray) -> np.uint64:
+    """The probability of a 1 of the context ``ctx`` of a decoder's packed counts
+    (`decoder_counts`), `_probability`'s."""
+    packed = counts[ctx]
+    return np.uint64(_probability(packed >> 32, packed & 0xFFFFFFFF, reciprocal))
+
+
+@numba.njit(inline="always")
+def masked_bin(p: np.uint64, counts: np.ndarray, ctx: int, state: np.uint64,
+                words: np.ndarray, rest: int, active: np.uint64
+                ) -> tuple[np.uint64, np.uint64, int]:
+    """`_decode_bin` of probability ``p`` (the context ``ctx``'s) where ``active`` (1),
+    else nothing (0: the state, the words and the context's counts as they were, the bit
+    0), without a branch on ``active``. The state's renormalisation needs no test of
+    ``active``: an inactive bin leaves a state that is at least 2^32, or no word left."""
+    q = state & np.uint64(ONE - 1)
+    one = np.uint64(q < p) & active
+    mask = np.uint64(0) - one  # all ones for a 1, else 0
+    freq = (p & mask) | ((np.uint64(ONE) - p) & ~mask)
+    moved = freq * (state >> np.uint64(PRECISION)) + q - (p & ~mask)
+    keep = np.uint64(0) - active  # all ones where active
+    state = (moved & keep) | (state & ~keep)
+    if state < _LOW and rest > 0:
+        rest -= 1
+        state = (state << np.uint64(32)) | np.uint64(words[rest])
+    packed = counts[ctx]
+    ones, total = _counted(packed >> 32, packed & 0xFFFFFFFF, np.int64(one))
+    counts[ctx] = np.int64(active) * ((ones << 32) | total) + (1 - np.int64(active)) * packed
+    return one, state, rest
+
+
+@numba.njit(inline="always")
+def decode_symbol_at(p_sig: np.uint64, counts: np.ndarray, sig: int, sign: int, gt: int,
+                     prefix: int, reciprocal: np.ndarray, state: np.uint64,
+                     words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
+    """`decode_symbol` with the ``sig`` bin's probability given (``p_sig``, `probability`
+    of that context now): a decoder that works it out before the symbol before it is
+    known (`weightdna.codec.trellis._coder_merge_plain`) takes it off the wait of each
+    symbol on the one before.
+
+    The bins ``sig``, ``sign`` and ``gt 1`` are decoded without a branch on their bits
+    (`masked_bin`: the last two do nothing after a 0): symbols of magnitude 0 or 1, most
+    of them at low rates, take no branch on an unpredictable bit."""
+    nonzero, state, rest = masked_bin(p_sig, counts, sig, state, words, rest, np.uint64(1))
+    negative, state, rest = masked_bin(probability(counts, sign, reciprocal), counts, sign,
+                                        state, words, rest, nonzero)
+    more, state, rest = masked_bin(probability(counts, gt, reciprocal), counts, gt, state,
+                                    words, rest, nonzero)
+    a = np.int64(nonzero) + np.int64(more)
+    if more:
+        a, state, rest = decode_large(counts, gt, prefix, reciprocal, state, words, rest)
+    return a - 2 * a * np.int64(negative), state, rest
+
+
+@numba.njit(inline="always")
+def decode_large(counts: np.ndarray, gt: int, prefix: int, reciprocal: np.ndarray,
+                 state: np.uint64, words: np.ndarray, rest: int) -> tuple[int, np.uint64, int]:
+    """The magnitude of a symbol whose ``gt 1`` bin was a 1 (it is 2 or more): its bins
+    ``gt 2`` … and Exp-Golomb remainder decoded. Returns (the magnitude, the state, the
+    words left)."""
+    a = 2
+    for j in range(2, GTX + 1):
         g, state, rest = _decode_bin(counts, gt + j - 1, reciprocal, state, words, rest)
         if g == 0:
             break
@@ -256,7 +307,17 @@ def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
             b, state, rest = _decode_at(np.uint64(ONE >> 1), state, words, rest)  # bypass
             value = (value << 1) | b
         a = GTX + value
-    return (-a if negative else a), state, rest
+    return a, state, rest
+
+
+@numba.njit(inline="always")
+def decode_symbol(counts: np.ndarray, sig: int, sign: int, gt: int, prefix: int,
+                  reciprocal: np.ndarray, state: np.uint64, words: np.ndarray, rest: int
+                  ) -> tuple[int, np.uint64, int]:
+    """`forward_symbol`'s inverse: one symbol decoded under those contexts of ``counts``
+    (`decoder_counts`). Returns (the symbol, the coder's state, the words left)."""
+    return decode_symbol_at(probability(counts, sig, reciprocal), counts, sig, sign, gt,
+                            prefix, reciprocal, state, words, rest)
 
 
 @numba.njit(inline="always")

@@ -357,15 +357,19 @@ class _Symbols:
         bounds = self.bounds[i]
         return self.buffer[bounds[0] : bounds[-1]], np.diff(bounds)
 
-    def counts(self, lo: int, width: int) -> np.ndarray:
+    def counts(self, lo: int, width: int, group_of: Sequence[int] | None = None
+               ) -> np.ndarray:
         """(streams × width) int64: how often each stream holds each symbol lo … (every
-        symbol within), counted piece by piece in the buffer (no copy)."""
-        counts = np.zeros((self.count, width), dtype=np.int64)
-        for bounds in self.bounds:
+        symbol within), counted piece by piece in the buffer (no copy). ``group_of``: each
+        block's group (0 …): (groups × streams × width), each group's own."""
+        groups = 1 if group_of is None else max(group_of) + 1
+        counts = np.zeros((groups, self.count, width), dtype=np.int64)
+        for b, bounds in enumerate(self.bounds):
+            group = counts[0 if group_of is None else group_of[b]]
             for i in range(self.count):
                 if bounds[i + 1] > bounds[i]:
-                    ans.add_counts(self.buffer[bounds[i] : bounds[i + 1]], lo, counts[i])
-        return counts
+                    ans.add_counts(self.buffer[bounds[i] : bounds[i + 1]], lo, group[i])
+        return counts if group_of is not None else counts[0]
 
 
 def _block_values(source: torch.Tensor, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -825,6 +829,25 @@ CODER_SAMPLE_MARGIN = 0.002
 # neighbour's sign, can take it below): this slack leaves 1.6 times that (BENCHMARKS.md,
 # "The trellis coder's gate: a floor from the streams' histograms").
 CODER_FLOOR_SLACK = 0.005
+# The floor is also taken over runs of consecutive rows (one per CODER_DRIFT_ELEMENTS, at
+# most CODER_DRIFT_GROUPS: `_gate_floor`), each run's contexts learnt from its own symbols,
+# plus what learning them costs an adaptive estimate. Where a tensor's statistics drift
+# along its rows (the runs' floor under the whole's by CODER_DRIFT: the word embedding of
+# a BERT model as the default codes it, its first thousand rows the unused tokens), the
+# one coder follows the drift and comes under the whole tensor's floor (MiniLM at 3 bits
+# per weight: 0.9888 of it), so that floor alone turned it down; such a tensor is coded
+# whole wherever the runs' floor is under the coder's limit (the coder follows the drift
+# within a run too: 0.9949 of the limit where the runs' floor said 0.9996). Any other
+# matrix whose floor is under the limit by CODER_FLOOR_CLEAR of it is coded whole without
+# its sample: spaced rows learn its 260 contexts on a few dozen rows and miss what the
+# coder gains (MiniLM at 3 bits per weight: five matrices 0.6-0.95% smaller in full, all
+# turned down by their samples; BENCHMARKS.md, "The trellis coder's gate judged on the
+# whole tensor, and its decoder").
+CODER_DRIFT_ELEMENTS = 1 << 18
+CODER_DRIFT_GROUPS = 64
+CODER_DRIFT_COUNTS = 1 << 18  # the runs' histograms: 2 MB of int64 at most
+CODER_DRIFT = 0.002
+CODER_FLOOR_CLEAR = 0.003
 
 
 def _encode_trellis(search: _Trellis, symbols: _Symbols,
@@ -886,11 +909,18 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     stride = _coder_stride(total)
     variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
     counts = None
+    clear = False
     if not kernel and search.groups == trellis.STATES and _classes_interleaved(search):
-        counts = symbols.counts(lo, hi - lo + 1)
-        if _floor_loses(counts, lo, search.n_classes, coded):
+        counts, floor, bins, drifts = _gate_floor(symbols, search, lo, hi)
+        if _floor_loses(floor, bins, coded):
             return None
-    if stride > 1:
+        # coded whole where the floor clears the limit by a margin, or where the
+        # statistics drift along the rows and the runs' floor is under it at all: the
+        # coder follows the drift within a run too, which no run's floor sees, and spaced
+        # rows would not see it either (`CODER_FLOOR_CLEAR`)
+        limit = _coder_limit(coded, bins)
+        clear = floor / 8 + 8 <= limit * (1 - (0 if drifts else CODER_FLOOR_CLEAR))
+    if stride > 1 and not clear:
         if not symbols.sample:
             return None  # not kept: `_code_blocks` keeps it while TRELLIS_CODER
         sample = (np.ascontiguousarray(np.concatenate(symbols.sample)),
@@ -929,11 +959,19 @@ def _coder_floor(counts: np.ndarray, lo: int, n_classes: int) -> tuple[float, in
     counts, and what the coder's ideal bits came to within 0.5% on every matrix measured
     (`CODER_FLOOR_SLACK`). The sign bins are priced without the left neighbour's sign
     (the coder's sign contexts have it): its gain is within the slack on matrices."""
-    width = counts.shape[1]
+    bits, bins, _ = _floor_parts(counts[np.newaxis], lo, n_classes)
+    return float(bits[0]), int(bins[0])
+
+
+def _floor_parts(counts: np.ndarray, lo: int, n_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_coder_floor` of each of G sets of histograms at once (``counts``: G × (8 ×
+    n_classes) × width): (floor bits, bins, and each context's bins: G × contexts)."""
+    groups, _, width = counts.shape
     magnitude = np.abs(np.arange(lo, lo + width))
-    per_state = counts.reshape(trellis.STATES, n_classes, width)
+    per_state = counts.reshape(groups, trellis.STATES, n_classes, width)
     # by quantiser (state & 1), class: the sign and gt bins' contexts
-    per_q = per_state.reshape(trellis.STATES // 2, 2, n_classes, width).sum(axis=0)
+    per_q = per_state.reshape(groups, trellis.STATES // 2, 2, n_classes, width).sum(axis=1)
     ones, totals = [per_state[..., magnitude > 0].sum(axis=-1)], [per_state.sum(axis=-1)]
     ones.append(per_q[..., np.arange(lo, lo + width) < 0].sum(axis=-1))
     totals.append(per_q[..., magnitude > 0].sum(axis=-1))
@@ -942,21 +980,41 @@ def _coder_floor(counts: np.ndarray, lo: int, n_classes: int) -> tuple[float, in
         totals.append(per_q[..., magnitude >= j].sum(axis=-1))
     # Exp-Golomb: n = ⌊log2(|k| − GTX)⌋ prefix 1s and a 0 (shared contexts), n bypass bins
     large = magnitude > adaptive.GTX
-    prefix = np.zeros(adaptive.MAX_PREFIX + 1, dtype=np.int64)
     lengths = np.floor(np.log2(magnitude[large] - adaptive.GTX)).astype(np.int64)
-    np.add.at(prefix, lengths, counts[:, large].sum(axis=0))
-    at_least = np.cumsum(prefix[::-1])[::-1]  # how many have n ≥ j
-    ones.append(at_least[1:adaptive.MAX_PREFIX + 1])
-    totals.append(at_least[:adaptive.MAX_PREFIX])
-    bypass = int(prefix @ np.arange(prefix.size))
-    ones = np.concatenate([o.reshape(-1) for o in ones]).astype(np.float64)
-    totals = np.concatenate([t.reshape(-1) for t in totals]).astype(np.float64)
+    spread = np.zeros((lengths.size, adaptive.MAX_PREFIX + 1), dtype=np.int64)
+    spread[np.arange(lengths.size), lengths] = 1
+    prefix = counts[..., large].sum(axis=1) @ spread  # G × (MAX_PREFIX + 1)
+    at_least = np.cumsum(prefix[:, ::-1], axis=1)[:, ::-1]  # how many have n ≥ j
+    ones.append(at_least[:, 1:adaptive.MAX_PREFIX + 1])
+    totals.append(at_least[:, :adaptive.MAX_PREFIX])
+    bypass = prefix @ np.arange(prefix.shape[1])
+    ones = np.concatenate([o.reshape(groups, -1) for o in ones], axis=1).astype(np.float64)
+    totals = np.concatenate([t.reshape(groups, -1) for t in totals], axis=1).astype(np.float64)
     zeros = totals - ones
-    bits = float(bypass)
-    for part in (ones, zeros):
-        seen = part > 0
-        bits -= float(part[seen] @ np.log2(part[seen] / totals[seen]))
-    return bits, int(totals.sum()) + bypass
+    bits = bypass.astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for part in (ones, zeros):
+            terms = part * np.log2(part / totals)
+            bits -= np.where(part > 0, terms, 0.0).sum(axis=1)
+    return bits, totals.sum(axis=1).astype(np.int64) + bypass, totals
+
+
+def _drift_floor(counts: np.ndarray, lo: int, n_classes: int
+                 ) -> tuple[float, float, float, int]:
+    """(floor bits, the runs' floor bits, their learning bits, bins) of the one coder on a
+    trellis tensor from its streams' histograms: G × those `_coder_floor` takes, one per
+    run of consecutive rows (`_gate_floor`). The floor is `_coder_floor` of their sum;
+    the runs' floor, the runs' floors summed; the learning bits, what a
+    Krichevsky–Trofimov estimate pays at most to learn each context of each run,
+    ½·log2(n) + 1 bits on its n bins. The runs' floor with its learning stays above the
+    floor on a tensor whose statistics do not drift along its rows (the same decisions
+    as the floor alone); where they drift it is what an estimate that followed them
+    would pay (`CODER_DRIFT_GROUPS`)."""
+    floor, bins = _coder_floor(counts.sum(axis=0), lo, n_classes)
+    bits, _, totals = _floor_parts(counts, lo, n_classes)
+    seen = totals > 0
+    learning = float((0.5 * np.log2(totals[seen]) + 1.0).sum())
+    return floor, float(bits.sum()), learning, bins
 
 
 def _classes_interleaved(search: _Trellis) -> bool:
@@ -972,13 +1030,36 @@ def _classes_interleaved(search: _Trellis) -> bool:
     return changes >= (classes.size - 1) * (1 - 1 / search.n_classes) / 2
 
 
-def _floor_loses(counts: np.ndarray, lo: int, n_classes: int, coded: int) -> bool:
+def _gate_floor(symbols: _Symbols, search: _Trellis, lo: int, hi: int
+                ) -> tuple[np.ndarray, float, int, bool]:
+    """(the streams' histograms, `_Symbols.counts`; the one coder's floor bits and bins,
+    `_drift_floor`; whether its statistics drift along the rows: the runs' floor, learning
+    included, under the whole's by CODER_DRIFT of it) of a trellis tensor of 8 state
+    contexts, symbols lo … hi, in one counting pass: its rows in G runs, one per
+    CODER_DRIFT_ELEMENTS elements, at most CODER_DRIFT_GROUPS and as many as keep the
+    runs' histograms within CODER_DRIFT_COUNTS counts (each row block counted in the run
+    where it starts)."""
+    rows, width = search.classes.size, hi - lo + 1
+    columns = symbols.used // rows
+    groups = min(CODER_DRIFT_GROUPS, -(-symbols.used // CODER_DRIFT_ELEMENTS),
+                 CODER_DRIFT_COUNTS // (symbols.count * width))
+    ranges = _row_blocks(rows, columns)
+    if groups < 2 or len(ranges) != len(symbols.bounds):  # one piece a block (`_code_blocks`)
+        counts = symbols.counts(lo, width)
+        return (counts, *_coder_floor(counts, lo, search.n_classes), False)
+    group_of = [start * groups // rows for start, _ in ranges]
+    counts = symbols.counts(lo, width, group_of)
+    floor, runs, learning, bins = _drift_floor(counts, lo, search.n_classes)
+    drifts = runs + learning < floor * (1 - CODER_DRIFT)
+    return counts.sum(axis=0), min(floor, runs + learning), bins, drifts
+
+
+def _floor_loses(floor: float, bins: int, coded: int) -> bool:
     """Whether the one coder without the neighbours cannot win on a trellis tensor of 8
-    state contexts (``counts``, ``lo``: its streams' histograms, `_coder_floor`) by
+    state contexts (``floor``, ``bins``: `_drift_floor` of its streams' histograms) by
     CODER_BITS_PER_BIN a bin: `_one_coder`'s final check with the coder's floor, less
     CODER_FLOOR_SLACK, in place of its ideal bits. Where it holds, the whole coding would
     be refused too (the same file), and neither the sample nor the whole is walked."""
-    floor, bins = _coder_floor(counts, lo, n_classes)
     return floor * (1 - CODER_FLOOR_SLACK) / 8 + 8 >= _coder_limit(coded, bins)
 
 
