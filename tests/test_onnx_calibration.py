@@ -230,6 +230,12 @@ def test_synthetic_calibration_reaches_the_codec(tmp_path: Path) -> None:
 
         files[mode] = read_dna_file(tmp_path / f"{mode}.dna").tensor("w")
     assert not torch.equal(files["none"], files["synthetic"])
+    # An option: ONNX files get no calibration by default (it lost on the panel's unseen
+    # models, BENCHMARKS.md "Data-free GPTQ for ONNX graphs").
+    from weightdna.evaluate.calibration import calibration_mode
+
+    assert calibration_mode(path, target) == "none"
+    assert calibration_for(path, None, target) is None
 
 
 def test_a_graph_with_nothing_to_calibrate_is_refused(tmp_path: Path) -> None:

@@ -450,7 +450,9 @@ def onnx_calibration_for(path: str | Path, warn: Callable[[str], None] | None = 
                          ) -> dict[str, np.ndarray]:
     """The data-free GPTQ Hessians of the ONNX graph at ``path``
     (`weightdna.evaluate.onnx_calibration.onnx_hessians`): what was measured and what is
-    left to plain rounding said through ``warn``; refused where none could be measured."""
+    left to plain rounding said through ``warn``; refused where none could be measured.
+    An option, not `calibration_mode`'s default for ONNX files: it kept fewer of the
+    panel's decisions than none (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:

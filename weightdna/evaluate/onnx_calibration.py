@@ -24,6 +24,13 @@ rows, since all of its rows share one H in the codec. The moments are those of
 The inputs are `weightdna.evaluate.outputs.onnx_inputs`' (the output check's and the
 synthetic sensitivities': standard normal floats, 48×192 strips for open image sides, runs
 of ids, the ladder of guesses), ``samples`` of them.
+
+An option (``--calibration synthetic``), not the default for ONNX files: on the panel's
+unseen models it kept no more decisions than no calibration anywhere, and fewer on the
+angle classifier at 3 bits per weight (0.73 against 0.877) and Silero VAD at 3 (0.907
+against 0.941); inputs at a speech level for Silero or random bytes for magika did no
+better (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs"). Noise is not the data: GPTQ
+moves the error into the directions the noise does not reach, and the data does.
 """
 
 from __future__ import annotations
@@ -42,8 +49,11 @@ from weightdna.evaluate.outputs import onnx_inputs
 SAMPLES = 32  # synthetic inputs the Hessians are measured on
 # Added to each H's diagonal, times its mean diagonal, before the codec's own damping: a
 # column the synthetic inputs never reach (a ReLU channel dead on noise) is then rounded
-# on its own rather than zeroed as an input the data never shows.
-LOADING = 0.01
+# on its own rather than zeroed as an input the data never shows, and GPTQ cannot push the
+# error into directions noise does not reach but data does. Measured (BENCHMARKS.md,
+# "Data-free GPTQ for ONNX graphs"): 1.0 kept more than 0.01 (GPTQ's usual damping) on
+# Silero VAD and magika at 2 bits per weight and on the angle classifier at 3.
+LOADING = 1.0
 ROWS = 8192  # im2col rows per moment update (bounds the float64 copy)
 
 # What `onnx_hessians` leaves to the coding without calibration, and why.
