@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="1.95,2,2.05")
     parser.add_argument("--loading", type=float, default=onnx_calibration.LOADING)
     parser.add_argument("--samples", type=int, default=onnx_calibration.SAMPLES)
+    parser.add_argument("--min-rows", type=float, default=onnx_calibration.MIN_ROWS_PER_COLUMN,
+                        help="onnx_calibration.MIN_ROWS_PER_COLUMN")
     parser.add_argument("--out", type=Path, default=Path("results/onnx_gptq"))
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     result = onnx_calibration.onnx_hessians(
                         subject.path, samples=args.samples,
                         loading=float(loading) if loading else args.loading,
-                        feeds=feeds_for(inputs))
+                        feeds=feeds_for(inputs), min_rows=args.min_rows)
                     say(f"  {name} {variant}: {result.describe()} {result.why_not}")
                     seconds = time.perf_counter() - started
                     calibration = lambda h=result.hessians: h  # noqa: E731

@@ -168,6 +168,16 @@ def test_loading_adds_to_the_diagonal_only(tmp_path: Path) -> None:
     assert np.allclose(extra, np.eye(len(extra)) * 0.5 * np.mean(np.diag(plain)))
 
 
+def test_weights_with_too_few_rows_per_column_are_left_to_rounding(tmp_path: Path) -> None:
+    from weightdna.evaluate.onnx_calibration import onnx_hessians
+
+    path = _graph(tmp_path / "g.onnx")
+    # gemm: 3 batches × 4 rows for 5 columns (2.4 each); conv1d: 3 × 2 × 6 rows for 9 (4).
+    result = onnx_hessians(path, feeds=_fixed(_feeds()), min_rows=3)
+    assert "gemm" in result.left["few"] and "gemm" not in result.hessians
+    assert "conv1d" in result.hessians and "gemm" not in result.left["unreached"]
+
+
 @pytest.mark.parametrize(("x_shape", "w_shape", "attributes"), [
     # 3-D, depthwise, dilated, asymmetric pads: a rank the graph above does not hold.
     ((2, 3, 5, 6, 4), (3, 1, 2, 3, 2), {"group": 3, "strides": [2, 1, 2],

@@ -54,6 +54,10 @@ SAMPLES = 32  # synthetic inputs the Hessians are measured on
 # "Data-free GPTQ for ONNX graphs"): 1.0 kept more than 0.01 (GPTQ's usual damping) on
 # Silero VAD and magika at 2 bits per weight and on the angle classifier at 3.
 LOADING = 1.0
+# A weight whose inputs gave fewer rows than this many per column of H is left to rounding
+# (a squeeze-excite conv reads one pooled row per sample: H of rank at most the samples).
+# 0: none is (measured on ocrcls only; BENCHMARKS.md, "Data-free GPTQ for ONNX graphs").
+MIN_ROWS_PER_COLUMN = 0.0
 ROWS = 8192  # im2col rows per moment update (bounds the float64 copy)
 
 # What `onnx_hessians` leaves to the coding without calibration, and why.
@@ -63,6 +67,7 @@ LEFT_ALONE = {
     "other": "weights read by other ops (LSTM, ConvTranspose, Slice, Transpose, ...) or "
              "inside a Loop/Scan body",
     "unreached": "weights the synthetic run never reaches (e.g. an If branch not taken)",
+    "few": "weights whose inputs gave too few rows for their columns",
 }
 
 
@@ -332,13 +337,14 @@ Feeds = Callable[[Any, Any, int, np.random.Generator, set[str]], Any]
 
 
 def onnx_hessians(path: str | Path, samples: int = SAMPLES, seed: int = 0,
-                  loading: float = LOADING, feeds: Feeds | None = None) -> OnnxCalibration:
+                  loading: float = LOADING, feeds: Feeds | None = None,
+                  min_rows: float = MIN_ROWS_PER_COLUMN) -> OnnxCalibration:
     """{weight: H = XᵀX/N} of every weight of the ONNX file at ``path`` that GPTQ can serve
     (`served`; of `weightdna.evaluate.onnx_sensitivity.measured_names`), recorded on
     ``samples`` synthetic inputs, with ``loading`` on the diagonal (`loaded`). ``feeds``
     (session, model, samples, rng, skip) → an `weightdna.evaluate.outputs.OnnxInputs`:
-    the inputs (default `onnx_inputs`). No Hessians, with the reason, where the graph
-    does not run on them or no weight is served."""
+    the inputs (default `onnx_inputs`); ``min_rows``: `MIN_ROWS_PER_COLUMN`. No Hessians,
+    with the reason, where the graph does not run on them or no weight is served."""
     from weightdna.evaluate.calibration import _Moments
     from weightdna.evaluate.onnx_sensitivity import _session, measured_names
     from weightdna.weights.onnx_format import load_model, serialise, weight_protos
@@ -382,8 +388,14 @@ def onnx_hessians(path: str | Path, samples: int = SAMPLES, seed: int = 0,
                 rows = input_rows(use, value, shapes[name])
                 for start in range(0, rows.shape[0], ROWS):
                     moments.add(name, rows[start:start + ROWS])
-    hessians = {name: loaded(h, loading) for name, h in moments.hessians().items()}
-    left["unreached"] += [name for name in uses if name not in hessians]
+    hessians = {}
+    for name, h in moments.hessians().items():
+        if moments.counts[name] < min_rows * h.shape[0]:
+            left["few"].append(name)
+        else:
+            hessians[name] = loaded(h, loading)
+    left["unreached"] += [name for name in uses
+                          if name not in hessians and name not in left["few"]]
     return OnnxCalibration(hessians, left, found.fed, "" if hessians else
                            "the synthetic run reaches no weight GPTQ can serve",
                            time.perf_counter() - started)
