@@ -240,8 +240,9 @@ def test_synthetic_calibration_reaches_the_codec(tmp_path: Path) -> None:
 
         files[mode] = read_dna_file(tmp_path / f"{mode}.dna").tensor("w")
     assert not torch.equal(files["none"], files["synthetic"])
-    # An option: ONNX files get no calibration by default (it lost on the panel's unseen
-    # models, BENCHMARKS.md "Data-free GPTQ for ONNX graphs").
+    # An option: ONNX files get no calibration by default (it cost rapidocr's angle
+    # classifier 15 points at 3 bits per weight, BENCHMARKS.md "Data-free GPTQ for ONNX
+    # graphs").
     from weightdna.evaluate.calibration import calibration_mode
 
     assert calibration_mode(path, target) == "none"

@@ -451,8 +451,9 @@ def onnx_calibration_for(path: str | Path, warn: Callable[[str], None] | None = 
     """The data-free GPTQ Hessians of the ONNX graph at ``path``
     (`weightdna.evaluate.onnx_calibration.onnx_hessians`): what was measured and what is
     left to plain rounding said through ``warn``; refused where none could be measured.
-    An option, not `calibration_mode`'s default for ONNX files: it kept fewer of the
-    panel's decisions than none (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
+    An option, not `calibration_mode`'s default for ONNX files: it helped rapidocr's
+    recognizer and detector but cost its angle classifier and, at 3 bits per weight,
+    Silero VAD and magika (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
