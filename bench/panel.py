@@ -35,9 +35,10 @@ the measuring objectives ``layer:α`` and ``share`` (`weightdna.codec.ratecontro
 sensitivities and GPTQ calibration (random token sequences for MiniLM, sensitivities
 only, with its word embedding's rows weighed by the token prior,
 `weightdna.evaluate.sensitivity.row_weights_for`; inputs distilled from the model itself
-for the digits models, both; for the ONNX models, sensitivities only, on the output
-check's synthetic inputs, `weightdna.evaluate.onnx_sensitivity`, none where they cannot
-tell: no point is added then): what
+for the digits models, both; for the ONNX models, on the output check's synthetic inputs,
+sensitivities by `weightdna.evaluate.onnx_sensitivity` (none where they cannot tell: no
+point is added then) and GPTQ Hessians by `weightdna.evaluate.onnx_calibration`, measured
+once per model): what
 `weightdna compress --bits-per-weight B` does by default for those models is
 ``--sensitivity synthetic`` (MiniLM) and both (digits).
 
@@ -303,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                              "inputs for the digits models)")
     parser.add_argument("--calibration", default="none",
                         help="none, synthetic or none,synthetic: also with GPTQ on inputs "
-                             "distilled from the model (digits models only)")
+                             "distilled from the model (digits models) or on synthetic "
+                             "inputs (ONNX models)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -343,8 +345,17 @@ def main(argv: list[str] | None = None) -> int:
                     say(f"  synthetic sensitivities in {time.perf_counter() - started:.1f} s")
             calibrations: dict[str, Callable[[], object] | None] = {"none": None}
             if "synthetic" in args.calibration.split(","):
-                if name not in ("mlp", "cnn"):
-                    say(f"  {name}: synthetic calibration is for engine models; skipped")
+                if subject.path.suffix == ".onnx":
+                    from weightdna.evaluate.calibration import onnx_calibration_for
+
+                    started = time.perf_counter()
+                    hessians = onnx_calibration_for(subject.path,
+                                                    lambda line, n=name: say(f"  {n}: {line}"))
+                    say(f"  synthetic Hessians in {time.perf_counter() - started:.1f} s")
+                    calibrations["synthetic"] = lambda h=hessians: h
+                elif name not in ("mlp", "cnn"):
+                    say(f"  {name}: synthetic calibration is for engine and ONNX models; "
+                        "skipped")
                 else:
                     from weightdna.evaluate.calibration import calibration_for
 

@@ -60,7 +60,8 @@ def compress(
     (`weightdna.evaluate.correction`).
     calibration: GPTQ on calibration data, as ``--calibration``: "auto" (the data of the
     model's kind: digits images, or the bundled sentences for a Hugging Face folder),
-    "synthetic" (inputs distilled from an engine model, no data), the path of a text file
+    "synthetic" (inputs distilled from an engine model, or an ONNX graph's synthetic
+    inputs, `weightdna.evaluate.onnx_calibration`; no data), the path of a text file
     of one text per line, or the texts themselves, or "none"; None, the default, is
     "synthetic" for an engine model under a bits-per-weight target and "none" otherwise,
     as on the command line.

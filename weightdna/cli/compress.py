@@ -130,7 +130,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "weight SNR stops rising while the outputs stay; synthetic: "
                              "the same on inputs distilled from an engine model itself (no "
                              "data; the digits CNN at 2 bits/weight: 7 of 10 seeds lost "
-                             "over 10%% of their accuracy without it, none with it); same "
+                             "over 10%% of their accuracy without it, none with it), or for "
+                             "an ONNX file on the output check's synthetic inputs run by "
+                             "onnxruntime (Conv, Gemm and MatMul weights stored (out, in); "
+                             "the rest left to rounding, and named); same "
                              "file format (default: synthetic for an engine model under "
                              "--bits-per-weight, else none)")
     parser.add_argument("--sensitivity", choices=SENSITIVITY_MODES,

@@ -435,13 +435,42 @@ def calibration_for(path: str | Path, calibration: str | Path | Sequence[str] | 
     if isinstance(calibration, str) and calibration == "synthetic":
         from weightdna.evaluate.distill import distilled_for_file
 
+        if is_onnx_file(path):
+            return onnx_calibration_for(path, warn)
         if not is_engine_file(path):
             raise InvalidInputError(
                 f"--calibration synthetic distils inputs from an engine model (a file of "
-                f"`weightdna train mlp|cnn`); {path} is not one: use --calibration auto, a "
-                "text file, or none.")
+                f"`weightdna train mlp|cnn`) or runs an ONNX graph on synthetic inputs; "
+                f"{path} is neither: use --calibration auto, a text file, or none.")
         return SequentialHessians(load_model(path), distilled_for_file(path))
     return hessians_for_file(path, calibration, warn)
+
+
+def onnx_calibration_for(path: str | Path, warn: Callable[[str], None] | None = None
+                         ) -> dict[str, np.ndarray]:
+    """The data-free GPTQ Hessians of the ONNX graph at ``path``
+    (`weightdna.evaluate.onnx_calibration.onnx_hessians`): what was measured and what is
+    left to plain rounding said through ``warn``; refused where none could be measured.
+    An option, not `calibration_mode`'s default for ONNX files: it helped rapidocr's
+    recognizer and detector but cost its angle classifier and, at 3 bits per weight,
+    Silero VAD and magika (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            "--calibration synthetic runs an ONNX graph with the optional package "
+            "onnxruntime: pip install onnxruntime, or compress with --calibration none."
+        ) from None
+    from weightdna.evaluate.onnx_calibration import onnx_hessians
+
+    result = onnx_hessians(path)
+    if not result.hessians:
+        raise InvalidInputError(
+            f"--calibration synthetic measures no Hessian for {path}: {result.why_not}; "
+            "compress it with --calibration none.")
+    if warn is not None:
+        warn(result.describe() + ".")
+    return result.hessians
 
 
 def sensitivity_for_file(path: str | Path, synthetic: bool = False,
