@@ -8,15 +8,23 @@ folder beside the output) in a fresh process. Every task a worker runs is timed 
 (wall start and end, and the worker's CPU seconds for the task); the driver's CPU
 seconds are split into the time inside the runner's maps (overlapping the workers) and
 outside them (serial: the λ solve, building tasks, writing); each worker's CPU before its
-first task (its start: the interpreter, torch and the codec imported) is counted apart.
-From those CPU seconds, which the box's load does not change much, the script gives:
+first task (its start: the interpreter, torch and the codec imported) is counted apart,
+with the fork server's (`weightdna.codec.workers._pool_context`: the imports, once, of
+workers forked from it, whose own CPU then starts at 0). From those CPU seconds, which the
+box's load does not change much, the script gives:
 
 - the Amdahl bound for N workers: (S + P) / (S + P / N), S the driver's serial CPU and P
   the tasks' CPU;
 - a list-scheduling simulation of each map on N workers from the tasks' CPU seconds, in
   the order they were submitted, and largest first, with the driver's serial parts
   between: the makespan and its idle tail;
-- the wall figures of the run itself (busy workers over time).
+- the wall figures of the run itself (busy workers over time), and the wall seconds from
+  the last task's end to the run's (the output's write, the workers' exit, the work
+  folder's removal: ``idle_after_last_task``; the report's `_zeroed` tasks, after the
+  write, not counted as the last);
+- with 1 and 2 workers, the bound 2 × (tasks + one worker's start) / (tasks + driver in
+  maps + workers' start + driver serial + idle after the last task), all but the one
+  worker's start (the 1-worker run's) from the 2-worker run.
 
 The box these numbers come from has 2 cores shared with other jobs: the CPU figures are
 the firmer ones.
@@ -131,7 +139,20 @@ def _child(model: str, workers: int, ray: bool, bits: float, out: Path, trace: P
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"start": start, "end": end, "driver_cpu": time.process_time() - cpu,
             "children_cpu": children.ru_utime + children.ru_stime, "maps": maps,
-            "stages": stages, "file_bytes": report.file_bytes}
+            "stages": stages, "file_bytes": report.file_bytes,
+            "forkserver_cpu": _forkserver_cpu()}
+
+
+def _forkserver_cpu() -> float:
+    """The CPU seconds of multiprocessing's fork server, if this process started one (its
+    imports: the start of the workers forked from it); 0 without."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _tasks(trace: Path) -> list[dict]:
@@ -164,9 +185,14 @@ def analyse(run: dict, tasks: list[dict], n_sim: int = 2) -> dict:
     for t in tasks:
         per_task[t["task"]] = per_task.get(t["task"], 0.0) + t["cpu"]
     starts = {t["pid"]: t["start_cpu"] for t in tasks if t["start_cpu"]}
+    forkserver = run.get("forkserver_cpu", 0.0)
     out.update(wall=run["end"] - run["start"], driver_cpu=run["driver_cpu"],
                driver_in_maps_cpu=inside, driver_serial_cpu=serial, tasks_cpu=parallel,
-               tasks_cpu_by_kind=per_task, worker_start_cpu=sum(starts.values()),
+               tasks_cpu_by_kind=per_task,
+               worker_start_cpu=sum(starts.values()) + forkserver, forkserver_cpu=forkserver,
+               # (the report's zeroed shares, after the write, are not counted as tasks)
+               idle_after_last_task=run["end"] - max(
+                   (t["end"] for t in tasks if t["task"] != "_zeroed"), default=run["start"]),
                workers_seen=len(starts), driver_tasks_cpu=driver_tasks,
                children_cpu=run["children_cpu"],
                amdahl=(serial + parallel) / (serial + parallel / n_sim) if parallel else 1.0)
@@ -256,15 +282,29 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
     print("| run | load | wall s | driver serial CPU s | driver CPU in maps s | tasks CPU s "
-          "| worker start CPU s | Amdahl 2 | sim 2 in order | sim 2 LPT | sha256 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| worker start CPU s | idle after last task s | Amdahl 2 | sim 2 in order "
+          "| sim 2 LPT | sha256 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
         one = r["sim1"]
         print(f"| {'ray' if r['ray'] else 'pool'} {r['workers']} | {r['load_before']:.1f}–"
               f"{r['load_after']:.1f} | {r['wall']:.1f} | {r['driver_serial_cpu']:.1f} | "
               f"{r['driver_in_maps_cpu']:.1f} | {r['tasks_cpu']:.1f} | "
-              f"{r['worker_start_cpu']:.1f} | {r['amdahl']:.2f} | "
-              f"{one / r['sim2_in_order']:.2f} | {one / r['sim2_lpt']:.2f} | {r['sha256']} |")
+              f"{r['worker_start_cpu']:.1f} | {r['idle_after_last_task']:.1f} | "
+              f"{r['amdahl']:.2f} | {one / r['sim2_in_order']:.2f} | "
+              f"{one / r['sim2_lpt']:.2f} | {r['sha256']} |")
+    pools = {r["workers"]: r for r in results if not r["ray"]}
+    if 1 in pools and 2 in pools:
+        print(f"\nbound for 2 workers: {bound(pools[1], pools[2]):.3f}")
+
+
+def bound(one: dict, two: dict) -> float:
+    """2 × (tasks + one worker's start) / (tasks + driver in maps + workers' start +
+    driver serial + idle after the last task): the one worker's start from the 1-worker
+    run ``one``, the rest from the 2-worker run ``two`` (`analyse`'s figures)."""
+    return 2 * (two["tasks_cpu"] + one["worker_start_cpu"]) / (
+        two["tasks_cpu"] + two["driver_in_maps_cpu"] + two["worker_start_cpu"]
+        + two["driver_serial_cpu"] + two["idle_after_last_task"])
 
 
 if __name__ == "__main__":

@@ -97,6 +97,34 @@ def test_results_as_they_complete_are_kept_and_read_back(tmp_path: Path) -> None
     assert calls == [3.0, 2.0]
 
 
+def test_entries_are_not_synced_and_a_damaged_one_is_done_again(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """The work folder's entries are moved into place without an fsync (the driver does not
+    wait on the disk); an entry a crash of the machine cut, emptied or garbled is read as
+    missing (done again), not as a result."""
+    import torch
+
+    from weightdna.atomic import write_text_atomic
+
+    weights = load_weights(save_weights({"w": torch.ones(2, 2)}, tmp_path / "m.safetensors"))
+    folder = WorkFolder(tmp_path / "m.dna", weights, {}, resume=False)
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    folder.store("k", (b"coded", np.arange(1000, dtype=np.int64)))
+    assert synced == []
+    write_text_atomic(tmp_path / "other.txt", "x")  # any other output is synced
+    assert len(synced) == 1
+    found, (coded, values) = folder.load("k")
+    assert found and coded == b"coded" and np.array_equal(values, np.arange(1000))
+    file = folder.path / "k.npz"
+    whole = file.read_bytes()
+    at = whole.index(np.arange(1000, dtype=np.int64).tobytes()[8:16])
+    for damaged in (b"", whole[: len(whole) // 2], whole[:at] + b"\xff" + whole[at + 1 :],
+                    bytes(len(whole))):
+        file.write_bytes(damaged)
+        assert folder.load("k") == (False, None)
+
+
 @requires_minilm
 def test_interrupted_run_resumes_doing_only_what_is_missing(model: Path, reference: Path,
                                                             tmp_path: Path, monkeypatch) -> None:

@@ -129,6 +129,60 @@ def test_run_hands_back_results_as_they_complete(tmp_path: Path) -> None:
         assert list(runner.map(pid_after, [(0.0,)] * 3)) != []  # the ordered map still works
 
 
+def whoami(weights) -> tuple[int, int, int, bool]:  # noqa: ANN001
+    """A task: its process, that process's parent and threads, and whether the codec's
+    compress module (the fork server's import) is there."""
+    import sys
+
+    return (os.getpid(), os.getppid(), len(os.listdir("/proc/self/task")),
+            "weightdna.codec.compress" in sys.modules)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_pool_workers_are_forked_from_a_one_thread_server(tmp_path: Path) -> None:
+    """Each worker is forked from multiprocessing's fork server, which imported torch and
+    the codec once on one thread (its BLAS pools not started), not spawned to import
+    them itself; this process's environment is as it was."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    import torch
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork server on this platform")
+    weights = load_weights(save_weights({"w": torch.ones(4, 4)}, tmp_path / "m.safetensors"))
+    environment = dict(os.environ)
+    with PoolRunner(weights, 2, warm="weightdna.codec.compress") as runner:
+        while not runner._ready():
+            time.sleep(0.05)
+        server = forkserver._forkserver._forkserver_pid
+        assert len(os.listdir(f"/proc/{server}/task")) == 1
+        workers = set(runner.pool._processes)
+        seen = list(runner.map(whoami, [()] * 4))
+    assert {pid for pid, *_ in seen} <= workers
+    assert all(parent == server and threads == 1 and imported
+               for _, parent, threads, imported in seen)
+    assert dict(os.environ) == environment
+
+
+def test_spawned_pool_where_there_is_no_fork_server(tmp_path: Path, monkeypatch) -> None:
+    """Without a fork server the workers are spawned (each imports what it needs) and give
+    the same results; they exit when the pool closes."""
+    import multiprocessing
+
+    import torch
+
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
+    weights = load_weights(save_weights({"w": torch.ones(4, 4)}, tmp_path / "m.safetensors"))
+    with PoolRunner(weights, 2) as runner:
+        while not runner._ready():
+            time.sleep(0.05)
+        processes = list(runner.pool._processes.values())
+        seen = list(runner.map(whoami, [()] * 4))
+    assert all(parent == os.getpid() for _, parent, _, _ in seen)
+    assert [p.exitcode for p in processes] == [0, 0]
+
+
 @requires_minilm
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_local_ray_cluster_writes_the_same_file(model: Path, reference: Path,

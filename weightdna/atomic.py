@@ -36,11 +36,16 @@ _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator[BinaryIO]:
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = True,
+                  durable: bool = True) -> Iterator[BinaryIO]:
     """Yield a binary file beside ``path``; on success fsync it and move it into place.
 
     overwrite: when False an existing ``path`` raises OutputExistsError, checked again at
     the moment of the move (a hard link fails if the name exists), so nothing is clobbered.
+    durable: False moves it into place without the fsync: a killed process leaves it whole
+    (the page cache outlives the process), a machine that crashes may leave it empty or
+    cut, so only for a file whose reader detects that and makes it again (a compress's
+    work folder: `weightdna.codec.resume`).
     On any error the temporary file is removed and ``path`` is left as it was. A folder that
     cannot be written, a full disk or a missing permission raise OutputError (one line).
     """
@@ -62,7 +67,8 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = True) -> Itera
             with os.fdopen(fd, "wb") as handle:
                 yield handle
                 handle.flush()
-                os.fsync(handle.fileno())
+                if durable:
+                    os.fsync(handle.fileno())
         except OSError as exc:
             if exc.errno in _DISK_ERRNOS and exc.filename is None:
                 raise output_error(path, exc) from exc

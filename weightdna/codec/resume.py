@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import shutil
+import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -175,16 +175,20 @@ class WorkFolder:
                 arrays = {k: data[k] for k in data.files if k != "tree"}
                 tree = json.loads(data["tree"].tobytes().decode())
             return True, _unpack(tree, arrays)
-        except (OSError, ValueError, KeyError, TypeError):
-            return False, None  # a damaged entry is done again
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            # A damaged entry (cut or empty after a crash: `store`; every array's CRC-32
+            # is checked as it is read) is done again.
+            return False, None
 
     def store(self, key: str, result: Any) -> None:
+        """``result`` kept under ``key``: whole or not at all under its name, not synced
+        to the disk (a crash of the machine, not of the process, may leave it damaged:
+        `load` does it again), so that the driver does not wait on the disk between its
+        workers' results, and a folder removed at the end may never reach the disk."""
         arrays: dict[str, np.ndarray] = {}
         tree = json.dumps(_pack(result, arrays)).encode()
-        buffer = io.BytesIO()
-        np.savez(buffer, tree=np.frombuffer(tree, dtype=np.uint8), **arrays)
-        with atomic_output(self.path / f"{key}.npz") as f:
-            f.write(buffer.getbuffer())
+        with atomic_output(self.path / f"{key}.npz", durable=False) as f:
+            np.savez(f, tree=np.frombuffer(tree, dtype=np.uint8), **arrays)
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

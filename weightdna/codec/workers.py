@@ -20,10 +20,12 @@ not N × cores.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import math
 import multiprocessing
+import multiprocessing.context
 import os
 import shutil
 import tempfile
@@ -103,6 +105,57 @@ def _one_thread() -> None:
         threadpool_limits(1)
     except ImportError:  # pragma: no cover - scikit-learn brings it
         pass
+
+
+def _pool_worker() -> None:
+    """A pool worker's start (`PoolRunner`): one thread (`_one_thread`), and its exit once
+    the pool is shut down without tearing the interpreter down (torch's and numba's
+    modules freed one by one: the pool's shutdown waited 1.6-3.0 s for two workers on the
+    2-core box). A worker forked from the fork server exits so already."""
+    _one_thread()
+    # Handlers registered later run before it; by then multiprocessing has run its
+    # finalizers and flushed the standard streams (`BaseProcess._bootstrap`).
+    atexit.register(os._exit, 0)
+
+
+# The fork server's environment (`_pool_context`): its BLAS libraries start no thread
+# pools as they load (numpy's and scipy's OpenBLAS each start one otherwise), so that
+# every worker is forked from a process of one thread. Workers run on one thread anyway.
+_FORKSERVER_ENVIRONMENT = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+                           "MKL_NUM_THREADS": "1"}
+_forkserver_lock = threading.Lock()
+
+
+def _pool_context(preload: str | None) -> multiprocessing.context.BaseContext:
+    """How a pool's workers start: forked from multiprocessing's fork server, which imports
+    this module, torch and ``preload`` (the tasks' module) once, where the platform has
+    one; else spawned, each importing them itself (about 2.3 CPU s a worker on the 2-core
+    box). The server is started here, on one thread (`_FORKSERVER_ENVIRONMENT`), and
+    imports the same weightdna as this process; it lives as long as this process, and
+    each later pool forks from it (a server already running keeps its imports). A forked
+    worker is prepared as a spawned one (this process's path, folder and main module),
+    and its CPU times start at 0: the server's are its start."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    package = str(Path(__file__).resolve().parents[2])  # the folder holding weightdna/
+    environment = {**_FORKSERVER_ENVIRONMENT, "PYTHONPATH": os.pathsep.join(
+        p for p in (package, os.environ.get("PYTHONPATH")) if p)}
+    with _forkserver_lock:
+        context.set_forkserver_preload([__name__, *([preload] if preload else [])])
+        saved = {key: os.environ.get(key) for key in environment}
+        os.environ.update(environment)
+        try:
+            forkserver.ensure_running()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    return context
 
 
 def _call(source: tuple[str, str, str | None], task: Task, args: tuple) -> Any:
@@ -284,21 +337,39 @@ class _Distributed(Runner):
 
 
 class PoolRunner(_Distributed):
-    """A pool of ``workers`` processes on this machine (concurrent.futures, spawned). Each
-    process starts (an interpreter, torch and the codec imported: about 2.5 s on the
-    2-core box) while this one runs the first tasks itself (`_warm`)."""
+    """A pool of ``workers`` processes on this machine (concurrent.futures), forked from a
+    fork server that has imported torch and the codec (`_pool_context`; spawned where
+    there is none). The server's start (an interpreter, torch and the codec imported:
+    about 2.5 s on the 2-core box) and the workers' run while this process runs the first
+    tasks itself (`_warm`). The workers are asked for on a thread of their own: a forked
+    worker's start waits for the server's imports, which this process does not."""
 
     def __init__(self, weights: ModelWeights | DnaFile, workers: int,
                  warm: str | None = None) -> None:
         super().__init__(weights, workers, warm)
-        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_one_thread)
-        self._warming: list[Future] | None = [self.pool.submit(_warm, self.source, warm)
-                                              for _ in range(workers)]
+        self.pool = ProcessPoolExecutor(workers, mp_context=_pool_context(warm),
+                                        initializer=_pool_worker)
+        self._warming: list[Future] | None = []
+        self._start_error: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, daemon=True,
+                                          name="weightdna-pool")
+        self._starting.start()
+
+    def _start(self) -> None:
+        """Each worker started and given its `_warm` task (on `_starting`)."""
+        try:
+            for _ in range(self.workers):
+                self._warming.append(self.pool.submit(_warm, self.source, self.warm))
+        except BaseException as exc:  # raised in the driver's thread (`_ready`)
+            self._start_error = exc
 
     def _ready(self) -> bool:
         if self._warming is None:
             return True
+        if self._starting.is_alive():
+            return False
+        if self._start_error is not None:
+            raise self._start_error
         if not all(f.done() for f in self._warming):
             return False
         for f in self._warming:
@@ -320,6 +391,7 @@ class PoolRunner(_Distributed):
             handle.cancel()
 
     def close(self) -> None:
+        self._starting.join()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self._forget_columns()
 
