@@ -143,7 +143,8 @@ def test_a_jump_in_the_estimates_is_closed_in_on_not_stepped_over(monkeypatch) -
     solve halves between them and ends nearer the jump (the best possible is −1e4)."""
     gs = np.arange(-20.0, 1.0)
     curve = np.array([gs, -1e5 * gs, np.full(gs.size, 1.0)])
-    coded = [SimpleNamespace(curve=curve, cap=None, info=SimpleNamespace(name="t"))]
+    coded = [SimpleNamespace(curve=curve, cap=None, info=SimpleNamespace(name="t"),
+                             sensitivity=1.0, peak=1.0)]
     budget, tolerance = 1.01e6, 5e3
 
     def estimate(g: float) -> float:
@@ -161,3 +162,66 @@ def test_a_jump_in_the_estimates_is_closed_in_on_not_stepped_over(monkeypatch) -
                                     Target("bits_per_weight", 3.0), True, tolerance)
     assert len(checked) == rc.SOLVE_CHECKS
     assert -2e4 <= allocation.bits - budget <= 0
+
+
+def _jumping(monkeypatch, slopes: dict[str, float], jump: dict[str, float],
+             at: float) -> tuple[list, list[rc.Allocation]]:
+    """Tensors whose curves fall by ``slopes[name]`` bits an octave of the global step
+    (their squared errors by 4× an octave: 1 at log2 Δ = 0), and whose estimates also jump
+    up by ``jump[name]`` bits for log2 Δ < ``at`` (a choice changing there, e.g. a
+    deadzone, which the curves' octave probes do not see). Returns the tensors and the
+    list the checked allocations are put in."""
+    gs = np.arange(-20.0, 1.0)
+    coded = [SimpleNamespace(curve=np.array([gs, -s * gs, 4.0**gs]), cap=None,
+                             info=SimpleNamespace(name=name), sensitivity=1.0, peak=1.0)
+             for name, s in slopes.items()]
+    checked = []
+
+    def allocate(coded, step, target, per_row):  # noqa: ANN001, ANN202
+        g = math.log2(step)
+        allocation = rc.Allocation(step, {
+            name: rc.Choice(None, None, -s * g + (jump.get(name, 0.0) if g < at else 0.0),
+                            4.0**g) for name, s in slopes.items()})
+        checked.append(allocation)
+        return allocation
+
+    monkeypatch.setattr(rc, "allocate", allocate)
+    monkeypatch.setattr(rc, "_peak_over_step", lambda tc, target: 1.0)
+    return coded, checked
+
+
+def test_the_budget_below_a_jump_is_filled_tensor_by_tensor(monkeypatch) -> None:
+    """Three tensors, one of which (``b``) jumps by 3e4 bits where its choice changes at
+    log2 Δ = −10, six times the window: the checks end on both sides of the jump, 1.6e4
+    under and 3.2e4 over. The fill takes ``a``'s and ``c``'s finer choices (they fit),
+    not ``b``'s (it does not): closer to the budget than the allocation that held, never
+    over it, and each tensor's choice one of the two checked steps'."""
+    slopes = {"a": 4e4, "b": 4e4, "c": 2e4}
+    coded, checked = _jumping(monkeypatch, slopes, {"b": 3e4}, -10.0)
+    budget, tolerance = 1.01e6, 5e3
+    allocation = rc.solve_on_curves(coded, lambda a: a.bits - budget, False,
+                                    Target("bits_per_weight", 3.0), True, tolerance)
+    held = max((a for a in checked if a.bits <= budget), key=lambda a: a.bits)
+    missed = min((a for a in checked if a.bits > budget), key=lambda a: a.bits)
+    assert held.bits - budget < -tolerance  # the jump: no check landed inside
+    assert held.bits < allocation.bits <= budget
+    assert allocation.bits - budget > -1.2e4  # a and c: 4.9e3 bits of the 1.6e4
+    assert allocation.choices["b"] is held.choices["b"]
+    assert allocation.choices["a"] is missed.choices["a"]
+    assert allocation.choices["c"] is missed.choices["c"]
+    assert allocation.sse < held.sse
+
+
+@pytest.mark.parametrize("jump", [5e3, 3e4, 2e5])
+def test_the_fill_never_exceeds_the_budget_and_never_lands_further(monkeypatch,
+                                                                    jump: float) -> None:
+    """Budgets across two octaves, jumps of one to forty windows on one of five tensors:
+    the solve never ends over the budget, and never further under it than the best
+    check that held (what it kept before the fill)."""
+    slopes = {"a": 5e4, "b": 3e4, "c": 1e4, "d": 7e3, "e": 2e3}
+    for budget in np.linspace(8e5, 1.6e6, 17):
+        coded, checked = _jumping(monkeypatch, slopes, {"b": jump}, -10.0)
+        allocation = rc.solve_on_curves(coded, lambda a, b=budget: a.bits - b, False,
+                                        Target("bits_per_weight", 3.0), True, 5e3)
+        held = max(a.bits for a in checked if a.bits <= budget)
+        assert held <= allocation.bits <= budget, budget

@@ -20,7 +20,9 @@ on at most 2^20 sampled elements per tensor. Each tensor's estimates are probed 
 every octave of the global Δ (`rate_curve`, in the tensor's analysis task, beside the
 other tensors'); one global Δ is then solved on these curves until the whole-model
 target holds and checked on the estimates themselves (`solve_on_curves`: a few
-allocations). The choice is coded for real (`weightdna.codec.compress`), and the step
+allocations); where the estimates jump across a size target (a tensor's choice changing
+with the step), the budget below the jump is filled tensor by tensor from the step above
+it (`fill_budget`). The choice is coded for real (`weightdna.codec.compress`), and the step
 corrected with each tensor's measured-over-estimated ratio until the measured figures
 meet the target (one correction, usually).
 
@@ -87,7 +89,8 @@ LN2 = math.log(2.0)
 # The tensors' rate–distortion curves (`rate_curve`): estimates every CURVE_OCTAVES of the
 # global step, down to CURVE_MAX_BITS bits per weight (or a bits-per-weight target plus
 # CURVE_HEADROOM_BITS); the global step is bisected CURVE_BISECTIONS times on them, then
-# checked on the estimates at most SOLVE_CHECKS times (`solve_on_curves`).
+# checked on the estimates at most SOLVE_CHECKS times (`solve_on_curves`), and a size
+# target's budget left below a jump filled from the finer check (`fill_budget`).
 CURVE_OCTAVES = 1.0
 CURVE_MAX_BITS = 24.0
 CURVE_HEADROOM_BITS = 10.0
@@ -324,6 +327,9 @@ class Choice:
     deadzone: float = 0.0
     quantizer: str = "scalar"  # or "trellis" (weightdna.codec.trellis)
     factor_step: float | None = None  # a factored candidate's: the step its factors follow
+    # The objective's squared error (rows weighed, `evaluate`), which `choose` trades
+    # against bits; None: the raw ``sse`` (raw storage, the curves' estimates).
+    weighted: float | None = None
 
 
 def _sampled_rows(values: torch.Tensor | np.ndarray) -> tuple[np.ndarray, float]:
@@ -939,7 +945,8 @@ def choose(tc: TensorCandidates, step: float, per_row: bool, trellis: bool = Tru
                 cost = bits + lam * weighted
                 if cost < best_cost:
                     best, best_cost = Choice(candidate, steps, bits, sse, deadzone,
-                                             factor_step=_factor_step(candidate, step)), cost
+                                             factor_step=_factor_step(candidate, step),
+                                             weighted=weighted), cost
     return trellis_choice(tc, best) if trellis else best
 
 
@@ -966,8 +973,7 @@ def trellis_choice(tc: TensorCandidates, choice: Choice) -> Choice:
             or choice.bits < TRELLIS_MIN_BITS * tc.info.numel):
         return choice
     factor = trellis_step_factor(choice.bits / tc.info.numel)
-    return Choice(choice.candidate, choice.step * factor, choice.bits, choice.sse, 0.0,
-                  "trellis")
+    return replace(choice, step=choice.step * factor, deadzone=0.0, quantizer="trellis")
 
 
 def scalar_choice(choice: Choice, numel: int) -> Choice:
@@ -1173,8 +1179,11 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
     The crossing is bisected on the tensors' curves (`rate_curve`: no tensor evaluated),
     then checked on the estimates themselves (`allocate`) and moved along the curves'
     slope until the estimate holds within ``tolerance`` of the crossing (at most
-    SOLVE_CHECKS allocations; the best that holds is kept). Where the curves mislead, it
-    falls back to `bisect_step` on the estimates."""
+    SOLVE_CHECKS allocations). Once checks lie on both sides, the next is the middle of
+    the two nearest the crossing (by ``excess``). If none lands inside, the best that
+    holds is kept; for a size budget (``coarse_is_ok``) with it filled from the nearest
+    check that missed (`fill_budget`), as the estimates jump there by more than the
+    window. Where the curves mislead, it falls back to `bisect_step` on the estimates."""
     if any(tc.curve is None for tc in coded):
         return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
     top = max((_peak_over_step(tc, target) for tc in coded), default=1.0)
@@ -1196,24 +1205,21 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
         else:
             bad = mid
     g = ok
-    best = best_excess = None
-    held = missed = None  # the checked g nearest the crossing on each side
+    held = missed = None  # the checks nearest the crossing on each side: (g, allocation, e)
     for _ in range(SOLVE_CHECKS):
         allocation = allocate(coded, 2.0**g, target, per_row)
         e = excess(allocation)
-        if e <= 0 and (best is None or e > best_excess):
-            best, best_excess = allocation, e
         if -tolerance <= e <= 0:
             return allocation
         if e <= 0:
-            held = g if held is None or abs(g - bad) < abs(held - bad) else held
+            held = (g, allocation, e) if held is None or e > held[2] else held
         else:
-            missed = g if missed is None or abs(g - ok) < abs(missed - ok) else missed
+            missed = (g, allocation, e) if missed is None or e < missed[2] else missed
         if held is not None and missed is not None:
             # Checked on both sides and neither inside: the estimates jump there by more
             # than the window (a tensor's choice changing, e.g. its deadzone), so the
             # slope's steps would cross the jump back and forth. Halve the bracket.
-            g = 0.5 * (held + missed)
+            g = 0.5 * (held[0] + missed[0])
             continue
         # Move along the curves' slope by the estimate's miss (aiming inside the window).
         h = 1.0 / 64
@@ -1221,9 +1227,50 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
         if not (math.isfinite(slope) and slope != 0):
             break
         g -= (e + 0.5 * tolerance) / slope
-    if best is not None:
-        return best
-    return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
+    if held is None:
+        return bisect_step(coded, lambda a: excess(a) <= 0, per_row, target, coarse_is_ok)
+    if missed is None or not coarse_is_ok:
+        return held[1]
+    return fill_budget(coded, held[1], missed[1], excess, target)
+
+
+def fill_budget(coded: Sequence[TensorCandidates], held: Allocation, missed: Allocation,
+                excess: Callable[[Allocation], float], target: Target) -> Allocation:
+    """The budget below a jump in the estimates filled: ``held`` (a global step whose
+    allocation keeps the size target, ``excess`` ≤ 0) with tensors' choices taken from
+    ``missed`` (a finer step's, over the target), the most of the objective's error saved
+    per bit first, each where the target still holds (a greedy knapsack over the
+    tensors). At one global step every tensor trades bits for error at one slope, so
+    between two close steps the moves cost about alike; the greedy then takes them until
+    what is left is smaller than any move not taken. Never over the target: each move is
+    checked on ``excess`` itself. A move that costs no bits and saves error comes first;
+    one that adds error is never taken."""
+    moves = []
+    for tc in coded:
+        name = tc.info.name
+        a, b = held.choices[name], missed.choices[name]
+        d_bits = b.bits - a.bits
+        saved = _objective_error(tc, a, target) - _objective_error(tc, b, target)
+        if saved < 0 or (saved == 0 and d_bits >= 0):
+            continue  # more error, or nothing gained
+        value = math.inf if d_bits <= 0 else saved / d_bits
+        moves.append((-value, d_bits, name))
+    if not moves:
+        return held
+    filled = Allocation(held.step, dict(held.choices))
+    for _, _, name in sorted(moves):
+        kept = filled.choices[name]
+        filled.choices[name] = missed.choices[name]
+        if not excess(filled) <= 0:
+            filled.choices[name] = kept
+    return filled
+
+
+def _objective_error(tc: TensorCandidates, choice: Choice, target: Target) -> float:
+    """The squared error of ``choice`` as the global step weighs it: the objective's
+    (rows weighed) times the tensor's sensitivity (Δ_t = Δ/√s_t: `tensor_step`)."""
+    error = choice.sse if choice.weighted is None else choice.weighted
+    return error / tensor_step(tc, 1.0, target) ** 2
 
 
 def _peak_over_step(tc: TensorCandidates, target: Target) -> float:
