@@ -17,7 +17,7 @@ import pytest
 import torch
 from support import MINILM, requires_minilm
 
-from weightdna.codec import compress, rowblocks
+from weightdna.codec import compress, rowblocks, tensor
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.container import read_dna_file
 from weightdna.codec.entries import ROW_STREAMS_VERSION
@@ -79,7 +79,13 @@ def test_rows_read_alone_are_the_tensors_rows(model: Path) -> None:
 @requires_minilm
 @pytest.mark.parametrize("quantizer", ["trellis", "scalar"])
 def test_a_row_block_coding_holds_the_whole_tensors_coding(model: Path, small_blocks: None,
-                                                           quantizer: str) -> None:
+                                                           quantizer: str,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    # A row block's symbols keep the context streams (`tensor.code_symbols`), never the
+    # one adaptive coder, so the whole tensor is coded without it here too: the coder's
+    # gate now takes this word embedding (coded whole, it comes under the streams).
+    monkeypatch.setattr(tensor, "TRELLIS_CODER", False)
     weights = load_weights(model)
     info = weights.info(EMBEDDINGS)
     assert len(rowblocks.row_ranges(info)) == 2
