@@ -26,6 +26,7 @@ from weightdna.bert import BertConfig, BertEncoder, load_tokenizer
 from weightdna.data import load_digits
 from weightdna.errors import InvalidInputError, MissingDependencyError, ModelFileError
 from weightdna.evaluate.accuracy import as_array, takes_images
+from weightdna.evaluate.moments import Moments
 from weightdna.evaluate.sensitivity import (
     _bert_prefix,
     _calibration_sentences,
@@ -46,39 +47,6 @@ TEXT_BATCH = 16  # texts per forward batch of a Hugging Face model
 MAX_TOKENS = 512  # a text's tokens beyond this (or the model's own limit) are cut
 
 
-class _Moments:
-    """Running Σ xxᵀ and count of input vectors, per weight name; ``diagonal``: only its
-    diagonal Σ x_j², and Σ x_j (for the variances)."""
-
-    def __init__(self, diagonal: bool = False) -> None:
-        self.diagonal = diagonal
-        self.sums: dict[str, np.ndarray] = {}
-        self.firsts: dict[str, np.ndarray] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, name: str, inputs: np.ndarray) -> None:
-        x = np.asarray(inputs, dtype=np.float64).reshape(-1, inputs.shape[-1])
-        if name not in self.sums:
-            self.sums[name] = np.zeros(x.shape[1] if self.diagonal else (x.shape[1],) * 2)
-            self.firsts[name] = np.zeros(x.shape[1])
-            self.counts[name] = 0
-        if self.diagonal:
-            self.sums[name] += (x * x).sum(0)
-            self.firsts[name] += x.sum(0)
-        else:
-            self.sums[name] += x.T @ x
-        self.counts[name] += x.shape[0]
-
-    def hessians(self) -> dict[str, np.ndarray]:
-        """{name: H = XᵀX / N} (``diagonal``: its diagonal, E[x_j²])."""
-        return {n: s / max(self.counts[n], 1) for n, s in self.sums.items()}
-
-    def variances(self) -> dict[str, np.ndarray]:
-        """{name: the unbiased variance of each input column} (``diagonal`` moments)."""
-        return {n: (s - self.firsts[n] ** 2 / max(self.counts[n], 1))
-                / max(self.counts[n] - 1, 1) for n, s in self.sums.items()}
-
-
 def _conv_columns(layer: Conv2D) -> np.ndarray:
     """The last forward's im2col patches with columns in the torch weight's (c, u, v) order
     (the engine gathers them as (u, v, c)), so that a row of weight.reshape(out, -1) meets
@@ -93,7 +61,7 @@ def engine_hessians(model: Model, inputs: np.ndarray,
                     last: int | None = None) -> dict[str, np.ndarray]:
     """{``layers.{i}.weight``: H} of every Dense and Conv2D layer over ``inputs``; with
     ``last``, of that layer only (the forward stops there)."""
-    moments = _Moments()
+    moments = Moments()
     inputs = np.asarray(inputs)
     layers = model.layers if last is None else model.layers[: last + 1]
     with single_blas_thread():
@@ -150,8 +118,8 @@ def bert_hessians(state_dict: Mapping[str, Any], sentences: Sequence[str],
 
 
 def bert_moments(state_dict: Mapping[str, Any], folder: str | Path,
-                 tokens: tuple[np.ndarray, np.ndarray], diagonal: bool = False) -> _Moments:
-    """The input moments (`_Moments`, ``diagonal`` or the full XᵀX) of every Linear weight
+                 tokens: tuple[np.ndarray, np.ndarray], diagonal: bool = False) -> Moments:
+    """The input moments (`Moments`, ``diagonal`` or the full XᵀX) of every Linear weight
     of a BERT state dict over the real tokens of ``tokens`` (token ids, attention mask),
     run by our BERT forward (`bert_hessians`; the per-column second moments of
     `weightdna.evaluate.columns.input_second_moments`)."""
@@ -161,7 +129,7 @@ def bert_moments(state_dict: Mapping[str, Any], folder: str | Path,
     token_ids, mask = tokens
     ids = torch.as_tensor(token_ids, dtype=torch.long)
     mask_t = torch.as_tensor(mask, dtype=torch.long)
-    moments = _Moments(diagonal)
+    moments = Moments(diagonal)
     linear = encoder._linear
     keep = mask_t.bool()
 
@@ -326,7 +294,7 @@ def hf_hessians(model: HuggingFaceModel, texts: Sequence[str] | None = None,
             skipped["unstored"].append(f"{module_name}.weight")
         else:
             targets[module_name] = (module, key)
-    moments = _Moments()
+    moments = Moments()
     keep = torch.ones(0, dtype=torch.bool)
 
     def recorder(key: str) -> Callable[[torch.nn.Module, tuple, dict], None]:

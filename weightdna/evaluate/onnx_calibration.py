@@ -18,7 +18,7 @@ branch gives an empty tensor), and onnxruntime runs it with its graph optimisati
 ``Conv`` input is turned into its im2col rows with the columns in the weight's own
 flattened order (c, k₁, k₂, …) (`conv_columns`); a grouped conv's groups are pooled as
 rows, since all of its rows share one H in the codec. The moments are those of
-`weightdna.evaluate.calibration` (`_Moments`), and the Hessians reach the codec as any
+`weightdna.evaluate.moments` (`Moments`), and the Hessians reach the codec as any
 {name: H} calibration does (`compress_model`'s ``calibration``).
 
 The inputs are `weightdna.evaluate.outputs.onnx_inputs`' (the output check's and the
@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from weightdna.evaluate.moments import Moments
 from weightdna.evaluate.outputs import onnx_inputs
 
 SAMPLES = 32  # synthetic inputs the Hessians are measured on
@@ -347,7 +348,6 @@ def onnx_hessians(path: str | Path, samples: int = SAMPLES, seed: int = 0,
     (session, model, samples, rng, skip) → an `weightdna.evaluate.outputs.OnnxInputs`:
     the inputs (default `onnx_inputs`); ``min_rows``: `MIN_ROWS_PER_COLUMN`. No Hessians,
     with the reason, where the graph does not run on them or no weight is served."""
-    from weightdna.evaluate.calibration import _Moments
     from weightdna.evaluate.onnx_sensitivity import _session, measured_names
     from weightdna.weights.onnx_format import load_model, serialise, weight_protos
 
@@ -379,7 +379,7 @@ def onnx_hessians(path: str | Path, samples: int = SAMPLES, seed: int = 0,
         return OnnxCalibration({}, left, why_not="the graph did not run on synthetic inputs",
                                seconds=time.perf_counter() - started)
     outputs = sorted({carried[d] for d in data if d in carried})
-    moments = _Moments()
+    moments = Moments()
     for batch in found.feeds:
         values = dict(zip(outputs, session.run(outputs, batch), strict=True))
         for name, each in uses.items():
