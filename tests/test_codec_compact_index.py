@@ -215,9 +215,17 @@ def test_a_group_of_several_tensors_is_at_most_64_kib(tmp_path: Path, monkeypatc
                for i in range(40))
 
 
+# Seeded: unseeded, one of the draws of 5 or 6 values comes out all negative in about one
+# run of the suite in 16 (it failed once this stop), and a tensor whose values are all
+# negative is not packed (`encode_packed`: None).
+_PACKED = torch.Generator().manual_seed(29)
+
+
 @pytest.mark.parametrize("tensor", [
-    torch.randn(8), torch.rand(200) * 1e-4, torch.tensor(2.0), torch.tensor([1.0, 1.0, 2.0]),
-    torch.randn(5).double(), torch.randn(6).half(), torch.randn(6).bfloat16(),
+    torch.randn(8, generator=_PACKED), torch.rand(200, generator=_PACKED) * 1e-4,
+    torch.tensor(2.0), torch.tensor([1.0, 1.0, 2.0]),
+    torch.randn(5, generator=_PACKED).double(), torch.randn(6, generator=_PACKED).half(),
+    torch.randn(6, generator=_PACKED).bfloat16(),
     torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-45]),
     torch.zeros(7), torch.tensor([-1, 3, 2**40]), torch.tensor([-(2**63), 2**63 - 1]),
     torch.tensor([0, 255], dtype=torch.uint8), torch.tensor([-128, 127], dtype=torch.int8),
