@@ -47,9 +47,9 @@ from weightdna.codec.lanes import (
     LANES,
     LAYOUTS,
     MAX_RANKS,
-    SMALL,
     TABLES_LEVEL,
     low_planes,
+    smallest_head,
 )
 from weightdna.codec.zstdframes import compress_bytes, decompress_bytes
 from weightdna.errors import CorruptFileError
@@ -232,10 +232,10 @@ def encode_tans(raw: np.ndarray, dtype: str, block: int | None = None,
     of the mantissa in the head (default: the dtype's, LAYOUTS; fewer where the heads
     would take more than MAX_RANKS values). A tensor of fewer than SMALL elements is coded
     with each number of head mantissa bits up to the default, and the smallest kept."""
+    smallest = smallest_head(encode_tans, raw, dtype, block, mantissa_bits)
+    if smallest is not None:
+        return smallest
     width, eb, default = LAYOUTS[dtype]
-    if mantissa_bits is None and raw.size // (width // 8) < SMALL:
-        return min((encode_tans(raw, dtype, block, k) for k in range(default + 1)),
-                   key=lambda coded: sum(map(len, coded[1].values())))
     k, n, rbits, heads, raws, data, counts = _heads(raw, dtype, mantissa_bits)
     block = BLOCK if block is None else block
     freq = _normalise(counts[None])[0] if n else np.zeros(counts.size, dtype=np.int64)
@@ -359,10 +359,10 @@ def encode_huffman(raw: np.ndarray, dtype: str, block: int | None = None,
                    mantissa_bits: int | None = None) -> tuple[dict, dict[str, bytes]]:
     """`encode_tans` with canonical Huffman codes of at most HUFF_LOG bits for the heads
     (the tables section: a code length a head, then the streams' bit counts)."""
+    smallest = smallest_head(encode_huffman, raw, dtype, block, mantissa_bits)
+    if smallest is not None:
+        return smallest
     width, eb, default = LAYOUTS[dtype]
-    if mantissa_bits is None and raw.size // (width // 8) < SMALL:
-        return min((encode_huffman(raw, dtype, block, k) for k in range(default + 1)),
-                   key=lambda coded: sum(map(len, coded[1].values())))
     k, n, rbits, heads, raws, data, counts = _heads(raw, dtype, mantissa_bits)
     block = BLOCK if block is None else block
     lengths = huffman_lengths(counts)

@@ -47,6 +47,7 @@ words ends in other states or at another word count, which the decoder checks.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numba
 import numpy as np
@@ -473,6 +474,20 @@ def low_planes(data: np.ndarray) -> tuple[bytes, bool]:
     return data.tobytes(), False
 
 
+def smallest_head(encode: Callable[..., tuple[dict, dict[str, bytes]]], raw: np.ndarray,
+                  dtype: str, block: int | None, mantissa_bits: int | None
+                  ) -> tuple[dict, dict[str, bytes]] | None:
+    """For a tensor of fewer than SMALL elements and no ``mantissa_bits`` asked: ``encode``
+    (`encode_lanes`, or a bench's coder of the same heads) at each number of head mantissa
+    bits up to the dtype's default (LAYOUTS), the smallest (its table is a large part of
+    it); else None."""
+    width, _, default = LAYOUTS[dtype]
+    if mantissa_bits is not None or raw.size // (width // 8) >= SMALL:
+        return None
+    return min((encode(raw, dtype, block, k) for k in range(default + 1)),
+               key=lambda coded: sum(map(len, coded[1].values())))
+
+
 def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
                  mantissa_bits: int | None = None) -> tuple[dict, dict[str, bytes]]:
     """Params and sections of the lanes coding of ``raw`` (the tensor's bytes, a flat
@@ -481,10 +496,10 @@ def encode_lanes(raw: np.ndarray, dtype: str, block: int | None = None,
     would take more than MAX_RANKS values). A tensor of fewer than SMALL elements is coded
     with each number of head mantissa bits up to the default, and the smallest kept: its
     table is a large part of it."""
+    smallest = smallest_head(encode_lanes, raw, dtype, block, mantissa_bits)
+    if smallest is not None:
+        return smallest
     width, eb, default = LAYOUTS[dtype]
-    if mantissa_bits is None and raw.size // (width // 8) < SMALL:
-        return min((encode_lanes(raw, dtype, block, k) for k in range(default + 1)),
-                   key=lambda coded: sum(map(len, coded[1].values())))
     k = default if mantissa_bits is None else mantissa_bits
     v = raw.view(np.uint32 if width == 32 else np.uint16).reshape(-1)
     n = v.size
