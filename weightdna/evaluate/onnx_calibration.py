@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,26 +109,16 @@ def _use(node: Any, index: int, shape: Sequence[int]) -> Use | str:
     return "other"
 
 
-def _scopes(graph: Any, inside_loop: bool = False) -> Iterator[tuple[Any, bool]]:
-    """(graph, whether it is a Loop/Scan body or inside one) for a graph and its subgraphs."""
-    yield graph, inside_loop
-    for node in graph.node:
-        loop = inside_loop or node.op_type != "If"
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from _scopes(attribute.g, loop)
-            for sub in attribute.graphs:
-                yield from _scopes(sub, loop)
-
-
 def served(model: Any, names: Sequence[str], shapes: Mapping[str, Sequence[int]]
            ) -> tuple[dict[str, list[Use]], dict[str, list[str]]]:
     """({weight: its `Use`s}, {`LEFT_ALONE` kind: weights}) over ``names``: a weight is
     served where every node that reads it reads it as a `Use`, none inside a Loop/Scan."""
+    from weightdna.weights.onnx_format import scopes
+
     wanted = set(names)
     uses: dict[str, list[Use]] = {}
     refused: dict[str, str] = {}
-    for graph, inside_loop in _scopes(model.graph):
+    for graph, inside_loop in scopes(model.graph):
         for node in graph.node:
             for index, name in enumerate(node.input):
                 if name not in wanted:
@@ -155,9 +145,11 @@ def localised(model: Any, names: Sequence[str]) -> Any:
     when that branch runs (the taken branch's, not every branch's)."""
     from onnx import helper
 
+    from weightdna.weights.onnx_format import scopes
+
     wanted = set(names)
     count = 0
-    for graph, _ in list(_scopes(model.graph))[1:]:
+    for graph, _ in list(scopes(model.graph))[1:]:
         nodes = []
         for node in graph.node:
             if wanted & set(node.input):

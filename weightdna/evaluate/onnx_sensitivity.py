@@ -25,7 +25,7 @@ sensitivities for ONNX graphs"). Weights the synthetic run never reads (the bran
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,17 +51,6 @@ class OnnxSensitivity:
     seconds: float = 0.0
 
 
-def _graphs(graph: Any) -> Iterator[Any]:
-    """An ONNX graph and its subgraphs (If/Loop/Scan bodies), outermost first."""
-    yield graph
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from _graphs(attribute.g)
-            for sub in attribute.graphs:
-                yield from _graphs(sub)
-
-
 def measurable_graph(model: Any, names: Sequence[str]) -> Any:
     """``model`` (a ModelProto, changed in place and returned) with each weight of
     ``names`` an overridable input of the main graph: a main-graph initializer is listed
@@ -70,11 +59,13 @@ def measurable_graph(model: Any, names: Sequence[str]) -> Any:
     outer scope)."""
     from onnx import helper
 
+    from weightdna.weights.onnx_format import scopes
+
     wanted = set(names)
     graph = model.graph
     inputs = {i.name for i in graph.input}
     moved = []
-    for sub in _graphs(graph):
+    for sub, _ in scopes(graph):
         keep = []
         for node in sub.node:
             value = next((a.t for a in node.attribute

@@ -58,6 +58,19 @@ def all_nodes(graph: Any) -> Iterator[Any]:
                 yield from all_nodes(sub)
 
 
+def scopes(graph: Any, inside_loop: bool = False) -> Iterator[tuple[Any, bool]]:
+    """(graph, whether it is a Loop/Scan body or inside one) for an ONNX graph and its
+    subgraphs (If/Loop/Scan bodies), outermost first."""
+    yield graph, inside_loop
+    for node in graph.node:
+        loop = inside_loop or node.op_type != "If"
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield from scopes(attribute.g, loop)
+            for sub in attribute.graphs:
+                yield from scopes(sub, loop)
+
+
 def weight_protos(model: Any) -> dict[str, Any]:
     """{name: the TensorProto holding that weight}: the main graph's initializers, then every
     `Constant` node's ``value`` (named by its output). Two weights of one name: an error."""
