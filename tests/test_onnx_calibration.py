@@ -249,9 +249,9 @@ def test_synthetic_calibration_reaches_the_codec(tmp_path: Path) -> None:
     assert calibration_for(path, None, target) is None
 
 
-def test_a_graph_with_nothing_to_calibrate_is_refused(tmp_path: Path) -> None:
-    from weightdna.evaluate.calibration import calibration_for
-
+def _nothing_to_calibrate(tmp_path: Path) -> Path:
+    """An ONNX file whose one weight is a MatMul's right operand (stored (in, out)), which
+    GPTQ leaves to rounding: no Hessian to record."""
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
@@ -259,5 +259,26 @@ def test_a_graph_with_nothing_to_calibrate_is_refused(tmp_path: Path) -> None:
         [numpy_helper.from_array(np.ones((64, 64), np.float32), "w")])
     path = tmp_path / "t.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_graph_with_nothing_to_calibrate_is_refused(tmp_path: Path) -> None:
+    from weightdna.evaluate.calibration import calibration_for
+
+    path = _nothing_to_calibrate(tmp_path)
     with pytest.raises(InvalidInputError, match="no Hessian"):
         calibration_for(path, "synthetic", Target("bits_per_weight", 2.0))
+
+
+def test_the_cli_refuses_a_graph_with_nothing_to_calibrate(tmp_path: Path, capsys) -> None:
+    from weightdna.cli import main
+
+    path = _nothing_to_calibrate(tmp_path)
+    source = path.read_bytes()
+    out = tmp_path / "t.dna"
+    assert main(["compress", str(path), "-o", str(out), "--bits-per-weight", "2",
+                 "--calibration", "synthetic"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "no Hessian" in err and "Traceback" not in err
+    assert not out.exists() and path.read_bytes() == source
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]
