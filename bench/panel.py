@@ -204,7 +204,7 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
               sensitivity: dict[str, float] | None = None,
               calibration: Callable[[], object] | None = None,
-              row_weights: dict | None = None) -> dict:
+              row_weights: dict | None = None, correct: bool = False) -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     plain = objective
@@ -212,13 +212,19 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
         objective += "+synthetic"
     if calibration is not None:
         objective += "+gptq-synthetic"
+    adjust = None
+    if correct:
+        from weightdna.evaluate.onnx_correction import onnx_bias_correction
+
+        objective += "+bias"
+        adjust = onnx_bias_correction(subject.path, note=lambda line: say(f"  {line}"))
     started = time.perf_counter()
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
                                 objective=plain, sensitivity=sensitivity,
                                 row_weights=row_weights or None,
                                 calibration=calibration() if calibration else None,
-                                overwrite=True)
+                                adjust=adjust, overwrite=True)
     except WeightDNAError as exc:
         say(f"  {subject.name} {objective} {rate}: {exc}")
         return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
@@ -306,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="none, synthetic or none,synthetic: also with GPTQ on inputs "
                              "distilled from the model (digits models) or on synthetic "
                              "inputs (ONNX models)")
+    parser.add_argument("--bias-correction", default="none",
+                        help="none, synthetic or none,synthetic: also with the biases of an "
+                             "ONNX graph corrected for the coded weights' error on synthetic "
+                             "inputs (`weightdna.evaluate.onnx_correction`)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -368,10 +378,14 @@ def main(argv: list[str] | None = None) -> int:
                     for cmode, calibration in calibrations.items():
                         if cmode not in args.calibration.split(","):
                             continue
-                        for rate in rates:
-                            rows.append(run_point(subject, rate, objective, workdir,
-                                                  sensitivity, calibration,
-                                                  rows_by_mode.get(mode)))
+                        for bmode in args.bias_correction.split(","):
+                            if bmode == "synthetic" and subject.path.suffix != ".onnx":
+                                continue
+                            for rate in rates:
+                                rows.append(run_point(subject, rate, objective, workdir,
+                                                      sensitivity, calibration,
+                                                      rows_by_mode.get(mode),
+                                                      bmode == "synthetic"))
     write_rows(args.out, "panel", rows)
     return 0
 
