@@ -1,11 +1,13 @@
 """Data-free bias correction of an ONNX graph (`weightdna.evaluate.onnx_correction`): after
 it, each corrected layer's mean output on the synthetic inputs is the original's (a grouped,
-strided, padded conv, a BatchNormalization, a Gemm, a MatMul + Add, float16); shared biases, Loop bodies and
-graphs without biases are left alone; the codec and the CLI take it as an option."""
+strided, padded conv, a BatchNormalization, a Gemm, a MatMul + Add, float16); a shift too
+large for its bias is not made; shared biases, Loop bodies and graphs without biases are
+left alone; the codec and the CLI take it as an option."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +109,7 @@ def test_the_corrected_layers_keep_their_mean_outputs(tmp_path: Path, dtype: typ
     assert {s.bias: s.level for s in found} == {"conv_b": 1, "bn_b": 2, "point_b": 3,
                                                 "gemm_b": 1, "mm_b": 2}
     coded = _coded(dtype)
-    result = onnx_corrected_biases(path, coded, correctable_biases(path))
+    result = onnx_corrected_biases(path, coded, correctable_biases(path), max_shift=math.inf)
     assert set(result.biases) == {"conv_b", "bn_b", "point_b", "gemm_b", "mm_b"}
     assert result.stages == 3 and not result.why_not
     assert all(v.dtype == torch.from_numpy(np.zeros(1, dtype)).dtype
@@ -120,6 +122,25 @@ def test_the_corrected_layers_keep_their_mean_outputs(tmp_path: Path, dtype: typ
         scale = np.abs(o).max()
         assert np.abs(b - o).max() > 20 * tolerance * scale  # there was a shift to correct
         assert np.abs(a - o).max() < tolerance * scale
+
+
+def test_a_shift_too_large_for_its_bias_is_not_made(tmp_path: Path) -> None:
+    path = _graph(tmp_path / "g.onnx")
+    coded = _coded()
+    every = onnx_corrected_biases(path, coded, correctable_biases(path), max_shift=math.inf)
+    size = {k: float(np.sqrt(np.mean(W[k] ** 2))) for k in every.biases}
+    ratio = {k: float(np.sqrt(np.mean((v.double().numpy() - W[k]) ** 2))) / size[k]
+             for k, v in every.biases.items()}
+    # conv_b and gemm_b come first (nothing upstream): their shifts are those measured alone.
+    cut = (ratio["conv_b"] + ratio["gemm_b"]) / 2
+    assume = sorted((ratio["conv_b"], ratio["gemm_b"]))
+    assert assume[0] < cut < assume[1]
+    some = onnx_corrected_biases(path, coded, correctable_biases(path), max_shift=cut)
+    first = min(("conv_b", "gemm_b"), key=ratio.get)
+    assert first in some.biases and max(("conv_b", "gemm_b"), key=ratio.get) not in some.biases
+    assert torch.equal(some.biases[first], every.biases[first]) and some.refused >= 1
+    none = onnx_corrected_biases(path, coded, correctable_biases(path), max_shift=0.0)
+    assert none.biases == {} and none.refused == 5 and "over 0 of its bias" in none.why_not
 
 
 def _shared_and_looped(path: Path) -> Path:
@@ -219,7 +240,8 @@ def test_the_panel_net_s_output_mean_shift_falls_and_its_file_is_untouched(
     seen: list[str] = []
     restored = {}
     for name, adjust in (("plain", None),
-                         ("corrected", onnx_bias_correction(path, note=seen.append))):
+                         ("corrected", onnx_bias_correction(path, note=seen.append,
+                                                            max_shift=math.inf))):
         compress_model(weights, tmp_path / f"{name}.dna", target, adjust=adjust)
         decompress_model(tmp_path / f"{name}.dna", tmp_path / f"{name}.safetensors")
         restored[name] = load_weights(tmp_path / f"{name}.safetensors").state_dict()
@@ -255,7 +277,7 @@ def test_the_option_reaches_the_cli_and_is_refused_where_it_cannot_run(
     # Its tensors are all small (coded by role): an SNR target reaches what is left.
     assert main(["compress", str(path), "-o", str(out), "--snr", "20",
                  "--bias-correction", "synthetic", "--check", "none"]) == 0
-    assert "5 of 5 biases corrected in 3 stages" in capsys.readouterr().out
+    assert "of 5 biases corrected in 3 stages" in capsys.readouterr().out
     assert path.read_bytes() == source
     assert main(["compress", str(path), "-o", str(out), "--snr", "20",
                  "--force", "--check", "none"]) == 0

@@ -42,6 +42,13 @@ import torch
 SAMPLES = 32  # synthetic inputs the means are measured on (as onnx_calibration's Hessians)
 # Values requested from one run of the original graph (bounds the outputs held at once).
 VALUES_PER_RUN = 16
+# A correction whose root mean square is over this share of the source bias's is not made
+# (nor seen by the stages after it): on synthetic inputs far from the data's scale (Silero
+# VAD's standard-normal audio, tens of times louder than speech) the measured shifts came
+# out 0.3–75× each bias's size and every one applied broke the model; on rapidocr's
+# detector at 2 bits per weight a quarter of them did and kept 0.863 of its text pixels,
+# those up to 0.5 0.882 (BENCHMARKS.md, "Data-free bias correction for ONNX graphs").
+MAX_SHIFT = 0.5
 # Ops whose output an ``Add`` of a bias initializer follows (a layer's bias kept apart).
 LAYER_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -195,22 +202,25 @@ class _Means:
 @dataclass(frozen=True)
 class OnnxCorrection:
     """`onnx_corrected_biases`' answer: {bias: corrected value} (its own dtype), the sites
-    found, the stages run, why there is none, and the seconds taken."""
+    found, the stages run, why there is none, the seconds taken and how many corrections
+    were too large to make."""
 
     biases: dict[str, torch.Tensor]
     sites: int = 0
     stages: int = 0
     why_not: str = ""
     seconds: float = 0.0
+    refused: int = 0  # corrections over `MAX_SHIFT` of their bias, not made
 
 
 def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
-                          biases: Sequence[str], samples: int = SAMPLES, seed: int = 0
-                          ) -> OnnxCorrection:
+                          biases: Sequence[str], samples: int = SAMPLES, seed: int = 0,
+                          max_shift: float = MAX_SHIFT) -> OnnxCorrection:
     """The `Site` biases among ``biases`` of the ONNX file at ``path`` corrected for the coded
     weights ``restored`` ({name: tensor}: those it names replace the source's), stage after
-    stage on ``samples`` synthetic inputs (the module's docstring). None where the graph
-    does not run on them."""
+    stage on ``samples`` synthetic inputs (the module's docstring), each correction made
+    only where its root mean square is at most ``max_shift`` times the source bias's
+    (`MAX_SHIFT`). None where the graph does not run on them."""
     from onnx import numpy_helper
 
     from weightdna.evaluate.onnx_calibration import exposing_graph
@@ -232,6 +242,8 @@ def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
                            if b in restored else numpy_helper.to_array(protos[b]),
                            dtype=np.float64) for b in names}
     dtypes = {b: numpy_helper.to_array(protos[b]).dtype for b in names}
+    sizes = {b: float(np.sqrt(np.mean(np.square(numpy_helper.to_array(protos[b]),
+                                                dtype=np.float64)))) for b in names}
     skip = set(protos)
     del protos
     try:
@@ -255,20 +267,26 @@ def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
     del original, source
     after = _Means(coded_session, carried, inputs.feeds)
     moved: dict[str, np.ndarray] = {}
+    refused = 0
     levels = sorted({s.level for s in found if s.bias in expected})
     for level in levels:
         stage = [s for s in found if s.level == level and s.bias in expected]
         fed = {b: coded[b].astype(dtypes[b]) for b in names}
         got = after.of(stage, shapes, fed)
         for s in stage:
-            if s.bias in got:
-                coded[s.bias] = coded[s.bias] + expected[s.bias] - got[s.bias]
-                moved[s.bias] = coded[s.bias]
+            if s.bias not in got:
+                continue
+            shift = expected[s.bias] - got[s.bias]
+            if float(np.sqrt(np.mean(shift * shift))) > max_shift * sizes[s.bias]:
+                refused += 1
+                continue
+            coded[s.bias] = coded[s.bias] + shift
+            moved[s.bias] = coded[s.bias]
     out = {b: torch.from_numpy(np.ascontiguousarray(v.astype(dtypes[b])))
            for b, v in moved.items()}
-    return OnnxCorrection(out, len(found), len(levels),
-                          "" if out else "the synthetic run reaches no bias",
-                          time.perf_counter() - started)
+    return OnnxCorrection(out, len(found), len(levels), "" if out else (
+        f"every shift measured was over {max_shift:g} of its bias" if refused
+        else "the synthetic run reaches no bias"), time.perf_counter() - started, refused)
 
 
 def correctable_biases(path: str | Path) -> list[str]:
@@ -283,17 +301,19 @@ def correctable_biases(path: str | Path) -> list[str]:
 
 
 def onnx_bias_correction(path: str | Path, samples: int = SAMPLES, seed: int = 0,
-                         note: Any = None) -> Any:
+                         note: Any = None, max_shift: float = MAX_SHIFT) -> Any:
     """`weightdna.codec.compress.compress_model`'s ``adjust`` for the ONNX file at ``path``:
     given the coded tensors, `onnx_corrected_biases`' biases ({} where none could be
     measured; ``note`` hears one line on what was done)."""
     biases = correctable_biases(path)
 
     def adjust(restored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        result = onnx_corrected_biases(path, restored, biases, samples, seed)
+        result = onnx_corrected_biases(path, restored, biases, samples, seed, max_shift)
         if note is not None:
             note(f"{len(result.biases)} of {result.sites} biases corrected in "
                  f"{result.stages} stages on synthetic inputs in {result.seconds:.1f} s"
+                 + (f", {result.refused} shifts over {max_shift:g} of their bias not made"
+                    if result.refused else "")
                  + (f" ({result.why_not})" if result.why_not else ""))
         return result.biases
 
