@@ -2,7 +2,7 @@
 it, each corrected layer's mean output on the synthetic inputs is the original's (a grouped,
 strided, padded conv, a BatchNormalization, a Gemm, a MatMul + Add, float16); a shift too
 large for its bias is not made; shared biases, Loop bodies and graphs without biases are
-left alone; the codec and the CLI take it as an option."""
+left alone; the CLI and the API do it by default under a whole-model target."""
 
 from __future__ import annotations
 
@@ -281,7 +281,11 @@ def test_the_option_reaches_the_cli_and_is_refused_where_it_cannot_run(
     assert path.read_bytes() == source
     assert main(["compress", str(path), "-o", str(out), "--snr", "20",
                  "--force", "--check", "none"]) == 0
-    assert "biases corrected" not in capsys.readouterr().out  # not the default for ONNX
+    assert "of 5 biases corrected" in capsys.readouterr().out  # the default for ONNX
+    for off in (["--bias-correction", "none"], ["--per-tensor"]):
+        assert main(["compress", str(path), "-o", str(out), "--snr", "20", "--force",
+                     "--check", "none", *off]) == 0
+        assert "biases corrected" not in capsys.readouterr().out
     flat = tmp_path / "w.safetensors"
     save_file({"w": torch.randn(64, 64), "b": torch.randn(64)}, str(flat))
     assert main(["compress", str(flat), "-o", str(tmp_path / "w.dna"), "--bits-per-weight",

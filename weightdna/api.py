@@ -74,8 +74,9 @@ def compress(
     bias_correction: "synthetic" moves each bias by its layer's mean output shift once the
     weights are coded, with no data (a BERT model's on random tokens, an ONNX graph's on
     synthetic inputs: `weightdna.evaluate.onnx_correction`), as ``--bias-correction``;
-    "none": none; None, the default, is a BERT model's with sensitivity "synthetic" and
-    none otherwise, as on the command line.
+    "none": none; None, the default, is a BERT model's with sensitivity "synthetic" and an
+    ONNX graph's under a whole-model target (with onnxruntime), none otherwise, as on the
+    command line.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
