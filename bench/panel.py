@@ -3,7 +3,7 @@
     .venv/bin/python bench/panel.py
         [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr,ocrrec,ocrcls]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
-        [--calibration none,synthetic] [--out results/panel]
+        [--calibration none,synthetic] [--bias-correction none,synthetic] [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
 (no calibration data), decompressed and judged by what it does. ``--objectives`` also takes
@@ -41,6 +41,11 @@ point is added then) and GPTQ Hessians by `weightdna.evaluate.onnx_calibration`,
 once per model): what
 `weightdna compress --bits-per-weight B` does by default for those models is
 ``--sensitivity synthetic`` (MiniLM) and both (digits).
+
+``--bias-correction synthetic`` adds points with an ONNX graph's biases corrected for the
+coded weights' error on synthetic inputs (`weightdna.evaluate.onnx_correction`, objective
+"+bias"): what `weightdna compress` does by default for an ONNX file under a whole-model
+target; `compress_model`, which the panel calls, does it only when asked.
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
 tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.
