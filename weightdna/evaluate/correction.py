@@ -164,8 +164,8 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     None, the default: a BERT model's `bert_bias_correction` with "synthetic"
     sensitivities; an ONNX graph's on the output check's synthetic inputs
     (`weightdna.evaluate.onnx_correction`) under a whole-model target where onnxruntime is
-    installed (on the panel it kept more of rapidocr's detector's text pixels at 2 and 3
-    bits per weight, 0.825 → 0.856 and 0.905 → 0.946, and tied on the rest: BENCHMARKS.md,
+    installed (on the panel it took rapidocr's recognizer at 3 bits per weight from 3% to
+    64% of lines read as the original reads them, and tied on the rest: BENCHMARKS.md,
     "Data-free bias correction for ONNX graphs"); none for anything else. "none": none;
     "synthetic": a BERT model's or an ONNX graph's, refused for any other model and under
     a target that is not lossy. ``note`` hears what an ONNX graph's correction did."""
