@@ -3,7 +3,7 @@
     .venv/bin/python bench/panel.py
         [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr,ocrrec,ocrcls]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
-        [--calibration none,synthetic] [--out results/panel]
+        [--calibration none,synthetic] [--bias-correction none,synthetic] [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
 (no calibration data), decompressed and judged by what it does. ``--objectives`` also takes
@@ -41,6 +41,11 @@ point is added then) and GPTQ Hessians by `weightdna.evaluate.onnx_calibration`,
 once per model): what
 `weightdna compress --bits-per-weight B` does by default for those models is
 ``--sensitivity synthetic`` (MiniLM) and both (digits).
+
+``--bias-correction synthetic`` adds points with an ONNX graph's biases corrected for the
+coded weights' error on synthetic inputs (`weightdna.evaluate.onnx_correction`, objective
+"+bias"): what `weightdna compress` does by default for an ONNX file under a whole-model
+target; `compress_model`, which the panel calls, does it only when asked.
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
 tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.
@@ -204,7 +209,7 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
               sensitivity: dict[str, float] | None = None,
               calibration: Callable[[], object] | None = None,
-              row_weights: dict | None = None) -> dict:
+              row_weights: dict | None = None, correct: bool = False) -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     plain = objective
@@ -212,13 +217,19 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
         objective += "+synthetic"
     if calibration is not None:
         objective += "+gptq-synthetic"
+    adjust = None
+    if correct:
+        from weightdna.evaluate.onnx_correction import onnx_bias_correction
+
+        objective += "+bias"
+        adjust = onnx_bias_correction(subject.path, note=lambda line: say(f"  {line}"))
     started = time.perf_counter()
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
                                 objective=plain, sensitivity=sensitivity,
                                 row_weights=row_weights or None,
                                 calibration=calibration() if calibration else None,
-                                overwrite=True)
+                                adjust=adjust, overwrite=True)
     except WeightDNAError as exc:
         say(f"  {subject.name} {objective} {rate}: {exc}")
         return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
@@ -306,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="none, synthetic or none,synthetic: also with GPTQ on inputs "
                              "distilled from the model (digits models) or on synthetic "
                              "inputs (ONNX models)")
+    parser.add_argument("--bias-correction", default="none",
+                        help="none, synthetic or none,synthetic: also with the biases of an "
+                             "ONNX graph corrected for the coded weights' error on synthetic "
+                             "inputs (`weightdna.evaluate.onnx_correction`)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -368,10 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                     for cmode, calibration in calibrations.items():
                         if cmode not in args.calibration.split(","):
                             continue
-                        for rate in rates:
-                            rows.append(run_point(subject, rate, objective, workdir,
-                                                  sensitivity, calibration,
-                                                  rows_by_mode.get(mode)))
+                        for bmode in args.bias_correction.split(","):
+                            if bmode == "synthetic" and subject.path.suffix != ".onnx":
+                                continue
+                            for rate in rates:
+                                rows.append(run_point(subject, rate, objective, workdir,
+                                                      sensitivity, calibration,
+                                                      rows_by_mode.get(mode),
+                                                      bmode == "synthetic"))
     write_rows(args.out, "panel", rows)
     return 0
 

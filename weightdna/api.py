@@ -43,6 +43,7 @@ def compress(
     sensitivity: str | None = None,
     calibration: PathLike | Sequence[str] | None = None,
     columns: str | None = None,
+    bias_correction: str | None = None,
     include: Sequence[str] = (),
     overwrite: bool = False,
 ) -> CompressionReport:
@@ -70,6 +71,12 @@ def compress(
     as ``--columns synthetic``; "none" codes none; None, the default, is "synthetic" where
     the data-free default runs (a BERT model under a whole-model target, sensitivity
     "synthetic", no calibration) and "none" otherwise, as on the command line.
+    bias_correction: "synthetic" moves each bias by its layer's mean output shift once the
+    weights are coded, with no data (a BERT model's on random tokens, an ONNX graph's on
+    synthetic inputs: `weightdna.evaluate.onnx_correction`), as ``--bias-correction``;
+    "none": none; None, the default, is a BERT model's with sensitivity "synthetic" and an
+    ONNX graph's under a whole-model target (with onnxruntime), none otherwise, as on the
+    command line.
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
@@ -110,7 +117,8 @@ def compress(
                           per_row=per_row, objective=objective, overwrite=overwrite,
                           calibration=hessians, sensitivity=measured,
                           row_weights=row_weights or None, column_factors=factors,
-                          adjust=bias_correction_for(mode, source, weights.names),
+                          adjust=bias_correction_for(mode, source, weights.names,
+                                                     bias_correction, target),
                           files=collect_files(weights, include))
 
 

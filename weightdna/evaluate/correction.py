@@ -19,6 +19,7 @@ as the source's would be: the same bound, the same bytes.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from weightdna.bert import BertConfig, BertEncoder, random_token_batch
+from weightdna.errors import InvalidInputError, MissingDependencyError
 
 # Random token sequences (`weightdna.bert.random_token_batch`, drawn by the prior) whose
 # outputs' means are matched. MiniLM at 3 bits per weight: 256 gave 0.98616, 1024 0.98623.
@@ -149,12 +151,53 @@ def bert_bias_correction(path: str | Path, sequences: int = CORRECTION_SEQUENCES
     return adjust
 
 
-def bias_correction_for(mode: str, path: str | Path, names: Sequence[str]) -> Adjust | None:
-    """The bias correction that goes with sensitivity ``mode``
-    (`weightdna.evaluate.sensitivity.sensitivity_mode`) for the model at ``path`` (tensor
-    ``names``): with "synthetic" a BERT model's `bert_bias_correction`; else None."""
+BIAS_CORRECTIONS = ("none", "synthetic")
+
+
+def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
+                        requested: str | None = None, target: Any = None,
+                        note: Callable[[str], None] | None = None) -> Adjust | None:
+    """The bias correction for the model at ``path`` (tensor ``names``) under sensitivity
+    ``mode`` (`weightdna.evaluate.sensitivity.sensitivity_mode`), ``requested``
+    (``--bias-correction``) and ``target`` (`weightdna.codec.ratecontrol.Target`).
+
+    None, the default: a BERT model's `bert_bias_correction` with "synthetic"
+    sensitivities; an ONNX graph's on the output check's synthetic inputs
+    (`weightdna.evaluate.onnx_correction`) under a whole-model target where onnxruntime is
+    installed (on the panel it took rapidocr's recognizer at 3 bits per weight from 3% to
+    64% of lines read as the original reads them, and tied on the rest: BENCHMARKS.md,
+    "Data-free bias correction for ONNX graphs"); none for anything else. "none": none;
+    "synthetic": a BERT model's or an ONNX graph's, refused for any other model and under
+    a target that is not lossy. ``note`` hears what an ONNX graph's correction did."""
+    from weightdna.evaluate.calibration import is_onnx_file
     from weightdna.evaluate.sensitivity import runs_as_bert
 
-    if mode != "synthetic" or not runs_as_bert(path, names):
+    if requested is not None and requested not in BIAS_CORRECTIONS:
+        raise InvalidInputError(f"unknown bias correction {requested!r}; use one of "
+                                f"{', '.join(BIAS_CORRECTIONS)}.")
+    if requested == "none":
         return None
-    return bert_bias_correction(path)
+    if requested is None:
+        if mode == "synthetic" and runs_as_bert(path, names):
+            return bert_bias_correction(path)
+        if (target is not None and target.whole_model and is_onnx_file(path)
+                and importlib.util.find_spec("onnxruntime") is not None):
+            from weightdna.evaluate.onnx_correction import onnx_bias_correction
+
+            return onnx_bias_correction(path, note=note)
+        return None
+    if target is not None and not target.rate_distortion:
+        raise InvalidInputError("--bias-correction synthetic applies to bits-per-weight, SNR "
+                                "and PSNR targets.")
+    if runs_as_bert(path, names):
+        return bert_bias_correction(path)
+    if not is_onnx_file(path):
+        raise InvalidInputError(f"--bias-correction synthetic corrects a BERT model's or an "
+                                f"ONNX graph's biases; {path} is neither: use none.")
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise MissingDependencyError(
+            "--bias-correction synthetic runs an ONNX graph with the optional package "
+            "onnxruntime: pip install onnxruntime, or compress with --bias-correction none.")
+    from weightdna.evaluate.onnx_correction import onnx_bias_correction
+
+    return onnx_bias_correction(path, note=note)
