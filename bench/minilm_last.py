@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if args.keep is not None:
         KEEP.append(args.keep)
+        args.keep.mkdir(parents=True, exist_ok=True)
     folder = minilm_path()
     judge = minilm_judge(folder)
     weights = load_weights(folder)

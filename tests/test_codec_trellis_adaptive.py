@@ -4,6 +4,8 @@ gate, and damaged or truncated streams refused."""
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import torch
@@ -184,6 +186,9 @@ def test_large_tensor_weighed_on_a_sample_first(monkeypatch: pytest.MonkeyPatch)
     weighed with the neighbours. Before any walk, the streams' histograms may show that
     it cannot win (`_floor_loses`)."""
     calls = _planned(monkeypatch)
+    # the gate's steps alone: the streams' header descriptors (which tip this small matrix
+    # to the coder) are not counted here; `test_the_streams_header_counts_against_them`
+    monkeypatch.setattr(tensor, "_descriptor_bytes", lambda model: 0)
     # 4.5 bits a symbol: the coder does not pay (rows in random order of scale)
     matrix = _matrix(128, 600)[torch.randperm(128, generator=torch.Generator().manual_seed(0))]
     loses = _coded(matrix, True)
@@ -218,6 +223,22 @@ def _weighed(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 
     monkeypatch.setattr(tensor, "_one_coder", kept)
     return seen
+
+
+def test_the_streams_header_counts_against_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one coder is weighed against the context streams' sections and what their
+    descriptors (a model, count and bytes for each stream) add to the header, which its
+    own few params do not; a tensor left on the streams writes those descriptors."""
+    seen = _weighed(monkeypatch)
+    w = _matrix(128, 600)[torch.randperm(128, generator=torch.Generator().manual_seed(0))]
+    off = _coded(w, False)
+    streams = _model(off)
+    header = tensor._descriptor_bytes(streams)
+    assert header > 0
+    assert tensor._descriptor_bytes({"kind": "trellis"}) == len(zlib.compress(b"[]", 9))
+    _coded(w, True)
+    coded = sum(len(off[1][k]) for k in ("symbols", "histogram") if k in off[1])
+    assert seen[0][2] == coded + header
 
 
 @pytest.mark.parametrize("shape", [(256, 256), (384, 384)])

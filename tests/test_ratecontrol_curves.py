@@ -225,3 +225,45 @@ def test_the_fill_never_exceeds_the_budget_and_never_lands_further(monkeypatch,
                                         Target("bits_per_weight", 3.0), True, 5e3)
         held = max(a.bits for a in checked if a.bits <= budget)
         assert held <= allocation.bits <= budget, budget
+
+
+def test_the_budget_between_two_codings_is_filled_from_their_bytes() -> None:
+    """`compress._fill_between`: the coding under the budget takes tensors' codings from the
+    one over it by their real bytes, the most error saved per byte first, while the file
+    holds the budget; a tensor coded against another (``reference+residual``) and the one
+    it refers to keep the held coding; a file measured over the budget keeps it all."""
+    def coded(n: int) -> tuple[dict, dict[str, bytes]]:
+        return ({"name": str(n)}, {"symbols": bytes(n)})
+
+    def choice(sse: float, refers: str | None = None) -> rc.Choice:
+        candidate = None if refers is None else SimpleNamespace(
+            name="reference+residual", prediction=SimpleNamespace(params={"name": refers}))
+        return rc.Choice(candidate, 1.0, 0.0, sse)
+
+    names = ("a", "b", "c", "r")
+    candidates = [SimpleNamespace(info=SimpleNamespace(name=n), sensitivity=1.0, peak=1.0)
+                  for n in names]
+    held_coded = {"a": coded(100), "b": coded(200), "c": coded(100), "r": coded(50),
+                  "exact": coded(30)}
+    missed_coded = {"a": coded(160), "b": coded(400), "c": coded(150), "r": coded(60),
+                    "exact": held_coded["exact"]}
+    held = rc.Allocation(1.0, {"a": choice(4.0), "b": choice(4.0), "c": choice(4.0),
+                               "r": choice(4.0, refers="b")})
+    # a saves 3 per 60 bytes, c 3.5 per 50: c first; then a no longer fits
+    missed = rc.Allocation(0.9, {"a": choice(1.0), "b": choice(1.0), "c": choice(0.5),
+                                 "r": choice(1.0, refers="b")})
+    header = 40
+    size = sum(len(s["symbols"]) for _, s in held_coded.values()) + header  # 520
+
+    for budget, moved in ((580.0, {"c"}), (640.0, {"a", "c"}), (560.0, set())):
+        coder = SimpleNamespace(coded=dict(held_coded))
+        compress._fill_between(coder, candidates, held, size, missed_coded, missed,
+                               Target("bits_per_weight", 3.0), budget, lambda c=coder: sum(
+                                   len(s["symbols"]) for _, s in c.coded.values()) + header)
+        assert {n for n in names if coder.coded[n] is missed_coded[n]} == moved, budget
+        assert sum(len(s["symbols"]) for _, s in coder.coded.values()) + header <= budget
+    # measured over the budget after the fill (a header that grew): the held coding kept
+    coder = SimpleNamespace(coded=dict(held_coded))
+    compress._fill_between(coder, candidates, held, size, missed_coded, missed,
+                           Target("bits_per_weight", 3.0), 640.0, lambda: 641)
+    assert coder.coded == held_coded

@@ -1235,7 +1235,8 @@ def solve_on_curves(coded: Sequence[TensorCandidates], excess: Callable[[Allocat
 
 
 def fill_budget(coded: Sequence[TensorCandidates], held: Allocation, missed: Allocation,
-                excess: Callable[[Allocation], float], target: Target) -> Allocation:
+                excess: Callable[[Allocation], float], target: Target,
+                bits: Callable[[str, Choice], float] | None = None) -> Allocation:
     """The budget below a jump in the estimates filled: ``held`` (a global step whose
     allocation keeps the size target, ``excess`` ≤ 0) with tensors' choices taken from
     ``missed`` (a finer step's, over the target), the most of the objective's error saved
@@ -1244,13 +1245,14 @@ def fill_budget(coded: Sequence[TensorCandidates], held: Allocation, missed: All
     between two close steps the moves cost about alike; the greedy then takes them until
     what is left is smaller than any move not taken. Never over the target: each move is
     checked on ``excess`` itself. A move that costs no bits and saves error comes first;
-    one that adds error is never taken."""
+    one that adds error is never taken. ``bits``: a choice's bits (name, choice), if not
+    its estimate (`compress`'s fill between two measured codings gives their real bytes)."""
     moves = []
     for tc in coded:
         name = tc.info.name
         a, b = held.choices[name], missed.choices[name]
-        d_bits = b.bits - a.bits
-        saved = _objective_error(tc, a, target) - _objective_error(tc, b, target)
+        d_bits = b.bits - a.bits if bits is None else bits(name, b) - bits(name, a)
+        saved = objective_error(tc, a, target) - objective_error(tc, b, target)
         if saved < 0 or (saved == 0 and d_bits >= 0):
             continue  # more error, or nothing gained
         value = math.inf if d_bits <= 0 else saved / d_bits
@@ -1266,7 +1268,7 @@ def fill_budget(coded: Sequence[TensorCandidates], held: Allocation, missed: All
     return filled
 
 
-def _objective_error(tc: TensorCandidates, choice: Choice, target: Target) -> float:
+def objective_error(tc: TensorCandidates, choice: Choice, target: Target) -> float:
     """The squared error of ``choice`` as the global step weighs it: the objective's
     (rows weighed) times the tensor's sensitivity (Δ_t = Δ/√s_t: `tensor_step`)."""
     error = choice.sse if choice.weighted is None else choice.weighted

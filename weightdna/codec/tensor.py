@@ -8,7 +8,9 @@ here, ``quantized`` (`factored_prediction`, `decode_factored`)."""
 
 from __future__ import annotations
 
+import json
 import math
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -858,7 +860,8 @@ def _encode_trellis(search: _Trellis, symbols: _Symbols,
     that is smaller (`_one_coder`; ``kernel``: the tensor has three or more dimensions)."""
     model, sections = code_symbols(search, symbols.streams())
     if TRELLIS_CODER:
-        coded = len(sections["symbols"]) + len(sections.get("histogram", b""))
+        coded = (len(sections["symbols"]) + len(sections.get("histogram", b""))
+                 + _descriptor_bytes(model))
         one = _one_coder(search, symbols, coded, kernel)
         if one is not None:
             model, sections = one
@@ -940,6 +943,18 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         return None
     return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
              "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+
+
+def _descriptor_bytes(model: dict) -> int:
+    """What a trellis tensor's context streams' descriptors (`code_symbols`' model: a
+    model, count and bytes for each of up to 64 streams) add to the file's header, which
+    the one coder's few params do not: their compact JSON deflated on its own. MiniLM at 3
+    bits per weight: 590–1,211 bytes a tensor, 0.2–1.1% of its symbols; the header's one
+    deflate of every entry, with its preset dictionary, took 755 a tensor on average
+    (BENCHMARKS.md, "The one coder weighed against the context streams with their
+    header")."""
+    text = json.dumps(model.get("streams", []), separators=(",", ":"))
+    return len(zlib.compress(text.encode(), 9))
 
 
 def _coder_limit(coded: int, bins: int) -> float:
