@@ -969,39 +969,42 @@ def _column_gain(rows: np.ndarray, classes: np.ndarray, n_classes: int,
     scaled to the whole tensor, less what learning the extra contexts costs an adaptive
     estimate on the whole (½·log2(n) + 1 bits a context of n bins). Negative where the
     split does not pay. Cheap: numpy over the sample, no coder walked."""
-    magnitude = np.abs(rows.astype(np.int64))
-    _, contexts = trellis.reconstruct(rows, classes, n_classes, trellis.STATES)
-    contexts = contexts.astype(np.int64)
-    buckets = trellis.column_buckets(rows)
-    quantiser = ((contexts // n_classes) & 1) * n_classes + contexts % n_classes
-    keys, bits, split = [contexts.ravel()], [(magnitude > 0).ravel()], [buckets.ravel()]
+    magnitude = np.abs(rows.astype(np.int32))
+    contexts = trellis.reconstruct(rows, classes, n_classes, trellis.STATES)[1].astype(np.int32)
+    buckets = trellis.column_buckets(rows)  # int8
+    size = (trellis.STATES + 2 * adaptive.GTX) * n_classes
+    split = trellis.COLUMN_BUCKETS
+    n = np.zeros(size * split)
+    ones = np.zeros(size * split)
+
+    def count(key: np.ndarray, bit: np.ndarray, bucket: np.ndarray) -> None:
+        at = key * split + bucket
+        n[:] += np.bincount(at, minlength=n.size)
+        ones[:] += np.bincount(at[bit], minlength=n.size)
+
+    count(contexts.ravel(), (magnitude > 0).ravel(), buckets.ravel())  # sig
+    # gt j, by quantiser and class
+    contexts = ((contexts // n_classes) & 1) * n_classes + contexts % n_classes
     base = trellis.STATES * n_classes
     for j in range(1, adaptive.GTX + 1):
         reached = magnitude >= j
         if not reached.any():
             break
-        keys.append(base + quantiser[reached])
-        bits.append(magnitude[reached] > j)
-        split.append(buckets[reached])
+        count(base + contexts[reached], magnitude[reached] > j, buckets[reached])
         base += 2 * n_classes
-    key = np.concatenate(keys)
-    bit = np.concatenate(bits).astype(np.float64)
-    bucket = np.concatenate(split)
     scale = total / rows.size
     cost = []
-    for k, size in ((key, base), (key * trellis.COLUMN_BUCKETS + bucket,
-                                  base * trellis.COLUMN_BUCKETS)):
-        n = np.bincount(k, minlength=size).astype(np.float64)
-        ones = np.bincount(k, weights=bit, minlength=size)
-        seen = n > 0
-        n, ones = n[seen], ones[seen]
-        zeros = n - ones
+    for n_key, ones_key in ((n.reshape(size, split).sum(axis=1),
+                             ones.reshape(size, split).sum(axis=1)), (n, ones)):
+        seen = n_key > 0
+        n_key, ones_key = n_key[seen], ones_key[seen]
+        zeros = n_key - ones_key
         with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(ones > 0, ones * np.log2(ones / n), 0.0) \
-                - np.where(zeros > 0, zeros * np.log2(zeros / n), 0.0)
-        both = float(np.count_nonzero((ones > 0) & (zeros > 0)))
+            entropy = -np.where(ones_key > 0, ones_key * np.log2(ones_key / n_key), 0.0) \
+                - np.where(zeros > 0, zeros * np.log2(zeros / n_key), 0.0)
+        both = float(np.count_nonzero((ones_key > 0) & (zeros > 0)))
         static = float(entropy.sum()) + both * 0.5 * math.log2(math.e)
-        learning = float((0.5 * np.log2(n * scale) + 1.0).sum())
+        learning = float((0.5 * np.log2(n_key * scale) + 1.0).sum())
         cost.append(static * scale + learning)
     return cost[0] - cost[1]
 

@@ -628,9 +628,9 @@ def _column_walk(symbols: np.ndarray, out: np.ndarray) -> None:
 
 
 def column_buckets(symbols: np.ndarray) -> np.ndarray:
-    """Each symbol's column bucket (int64, 0 … COLUMN_BUCKETS − 1) of (rows × columns)
+    """Each symbol's column bucket (int8, 0 … COLUMN_BUCKETS − 1) of (rows × columns)
     ``symbols`` walked from their first row, as the coder's column context gives it."""
-    out = np.empty(symbols.shape, dtype=np.int64)
+    out = np.empty(symbols.shape, dtype=np.int8)
     _column_walk(np.ascontiguousarray(symbols), out)
     return out
 
