@@ -900,12 +900,16 @@ def _coder_stride(total: int) -> int:
 def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
                kernel: bool = False) -> tuple[dict, dict[str, bytes]] | None:
     """The trellis tensor's symbols under one adaptive coder (its model params and
-    ``symbols`` section), with (kernels only) or without the neighbours' contexts,
-    whichever is smaller; None unless its stream is smaller than ``coded`` (the context
-    streams' bytes) by CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample
-    (``symbols.sample``: its rows at `_coder_stride`, kept as they were coded) says it is
-    not (`_sample_wins`). The symbols are walked back into element order from the streams
-    (`_WalkedBlocks`), a row block at a time, only for the whole tensor's coding."""
+    ``symbols`` section), with (kernels only) or without the neighbours' contexts, and
+    with or without the column context (while TRELLIS_COLUMN), whichever is smallest;
+    None unless its stream is smaller than ``coded`` (the context streams' bytes) by
+    CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample (``symbols.sample``:
+    its rows at `_coder_stride`, kept as they were coded) says it is not
+    (`_sample_wins`). A matrix's floor (`_gate_floor`) is lowered by what the column
+    context would take off, estimated on the sample (`_column_gain`), so that a tensor
+    that wins only with it is weighed. The symbols are walked back into element order
+    from the streams (`_WalkedBlocks`), a row block at a time, only for the whole
+    tensor's coding."""
     total = symbols.used
     rows = search.classes.size
     if total == 0 or rows == 0:
