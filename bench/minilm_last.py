@@ -44,6 +44,8 @@ the bias correction), decompresses it and judges it on the 540 bundled sentences
   that share of the budget; 0.99 by default);
 - ``coderoff``: the default without the trellis tensors' one adaptive coder
   (`tensor.TRELLIS_CODER` off: the context streams only);
+- ``columnoff``: the default without the coder's column context (`tensor.TRELLIS_COLUMN`
+  off: format version 17's coder);
 - ``floorB``: the coder kept where it saves B bits a bin (`tensor.CODER_BITS_PER_BIN`;
   0.005 by default);
 - ``nogate`` / ``nogate-floorB``: the coder weighed in full on every trellis tensor, its
@@ -349,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     known = re.compile(r"(default|ablate|lngain|actual|actualall|actualw|opsnr|sentences"
                        r"|scale-(" + "|".join(SHORT) + r")-[0-9.]+"
                        r"|(gnrows|gnabs|gnlast|colalpha|prior|fill)[0-9.]+"
-                       r"|coderoff|nogate|(nogate-)?floor[0-9.]+)$")
+                       r"|coderoff|columnoff|nogate|(nogate-)?floor[0-9.]+)$")
     unknown = [v for v in variants if not known.match(v)]
     if unknown:
         parser.error(f"unknown variants {unknown}; see the docstring")
@@ -460,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
                 elif variant == "coderoff":
                     sens = base
                     tensor.TRELLIS_CODER = False
+                elif variant == "columnoff":
+                    sens = base
+                    tensor.TRELLIS_COLUMN = False
                 elif variant.startswith(("nogate", "floor")):
                     sens = base
                     if variant.startswith("nogate"):
@@ -478,6 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(row)
                 compress_module.SIZE_TARGET_FILL = fill
                 tensor.TRELLIS_CODER, tensor.CODER_BITS_PER_BIN, tensor._sample_wins = coder
+                tensor.TRELLIS_COLUMN = True
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print("| bpw target | variant | bpw | pooled SNR dB | mean cosine | 5th percentile | least "

@@ -82,6 +82,7 @@ from weightdna.codec.entries import (
     READABLE_VERSIONS,
     ROW_STREAMS_VERSION,
     TRELLIS_CODER_VERSION,
+    TRELLIS_COLUMN_VERSION,
     VERSION,
 )
 from weightdna.codec.prediction import dna_prediction, lowrank_prediction
@@ -396,19 +397,22 @@ def seeds() -> tuple[Seed, ...]:
     compact index (two checksum groups, and stored files after the tensors), and
     NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
     (`adaptive_coded`), and ROW_STREAMS_VERSION's symbols coded by row blocks
-    (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`). Every
-    seed before that version is coded with the static models
-    only, as those versions coded."""
-    saved_auto, saved_coder = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER
+    (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`), and
+    TRELLIS_COLUMN_VERSION's column context (`column_coded`). Every seed before that
+    version is coded with the static models only, as those versions coded."""
+    saved = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
-    tensor.TRELLIS_CODER = False
+    tensor.TRELLIS_CODER = tensor.TRELLIS_COLUMN = False
     try:
         older = (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
                  _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
         tensor.TRELLIS_CODER = True
-        return (*older, _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION))
+        v17 = _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION)
+        tensor.TRELLIS_COLUMN = True
+        return (*older, v17, _seed("v18-trellis-column", column_coded(),
+                                   TRELLIS_COLUMN_VERSION))
     finally:
-        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER = saved_auto, saved_coder
+        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN = saved
 
 
 def coder_coded() -> list[tuple[dict, dict]]:
@@ -422,6 +426,23 @@ def coder_coded() -> list[tuple[dict, dict]]:
                         ("coder.kernel", kernel, {"step": 0.4, "quantizer": "trellis"}),
                         *sample_tensors()[:1]])
     assert [c[0]["params"]["model"].get("neighbours") for c in coded[:2]] == [[0, 0], [2, 1]]
+    return coded
+
+
+def column_coded() -> list[tuple[dict, dict]]:
+    """Format version 18: a matrix whose columns differ in scale under the coder's column
+    context, a conv kernel (the neighbours', column or not) and a version-17 coder beside
+    them."""
+    g = torch.Generator().manual_seed(7)
+    column = torch.logspace(-0.4, 0.4, 256)[torch.randperm(256, generator=g)]
+    matrix = torch.randn(96, 256, generator=g) * column * torch.linspace(0.3, 2, 96)[:, None]
+    kernel = torch.randn(1, 8, 3, 5, generator=g).cumsum(-1) \
+        + 0.3 * torch.randn(24, 8, 3, 5, generator=g).cumsum(-1)
+    coded = encode_all([("column.matrix", matrix, {"step": 0.3, "quantizer": "trellis"}),
+                        ("column.kernel", kernel, {"step": 0.4, "quantizer": "trellis"}),
+                        large_trellis()])
+    models = [c[0]["params"]["model"] for c in coded]
+    assert models[0].get("column") == trellis.COLUMN_BUCKETS and "coder" in models[2]
     return coded
 
 
@@ -784,7 +805,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
+    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
     seed = pool[rng.choices(range(len(pool)), weights=weights)[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
@@ -941,13 +962,14 @@ def _invariants(dna: object) -> str:
 
 
 def _coder_is_exact(entry: dict, model: dict, sections: dict, version: int) -> str:
-    """'' when a trellis tensor's one coder (version 17), decoded, codes to its bytes
-    again."""
+    """'' when a trellis tensor's one coder (version 17; its column context, 18),
+    decoded, codes to its bytes again."""
     rows, columns = row_shape(tuple(entry["shape"]))
     reader = tensor._trellis_reader(model, sections, rows, "coder", version, columns)
     symbols = reader.rows(0, rows, columns)[0]
     caps = tuple(model["neighbours"])
-    again = trellis.coder_encode([(symbols, reader.classes)], model["classes"], columns, *caps)
+    again = trellis.coder_encode([(symbols, reader.classes)], model["classes"], columns, *caps,
+                                 model.get("column", 1))
     if again != sections["symbols"]:
         return (f"a trellis coder of {len(sections['symbols'])} bytes decoded symbols that "
                 f"code to {len(again)} other bytes")

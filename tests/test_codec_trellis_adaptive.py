@@ -29,13 +29,17 @@ def _kernel(seed: int = 0) -> torch.Tensor:
     return base + 0.3 * torch.randn(48, 16, 5, 5, generator=g).cumsum(-1)
 
 
-def _coded(w: torch.Tensor, on: bool, step: float = 0.1, **kwargs) -> tuple[dict, dict]:
-    saved = tensor.TRELLIS_CODER
-    tensor.TRELLIS_CODER = on
+def _coded(w: torch.Tensor, on: bool, step: float = 0.1, column: bool = False,
+           **kwargs) -> tuple[dict, dict]:
+    """Coded with the coder ``on`` or off; ``column``: with version 18's column context
+    weighed too (off here: these are version 17's coder's tests;
+    tests/test_codec_trellis_column.py has the column context's)."""
+    saved = tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN
+    tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN = on, column
     try:
         return encode_tensor(w, name="t", step=step, quantizer="trellis", **kwargs)
     finally:
-        tensor.TRELLIS_CODER = saved
+        tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN = saved
 
 
 def _model(coded: tuple[dict, dict]) -> dict:
@@ -173,7 +177,9 @@ def _planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[int, int]
     plan = trellis.coder_plan
 
     def counted(blocks, n_classes, columns, *caps):
-        calls.append((sum(blocks[i][0].shape[0] for i in range(len(blocks))), tuple(caps)))
+        assert caps[2:] in ((), (1,))  # version 17's contexts (`_coded`: no column)
+        calls.append((sum(blocks[i][0].shape[0] for i in range(len(blocks))),
+                      tuple(caps[:2])))
         return plan(blocks, n_classes, columns, *caps)
 
     monkeypatch.setattr(trellis, "coder_plan", counted)

@@ -49,9 +49,13 @@ ROW_STREAMS_KIND = "blocks"
 # trellis model, `weightdna.codec.trellis.coder_encode`); a version-17 file may hold
 # everything before it (a row block's own model is never under the coder).
 TRELLIS_CODER_VERSION = 17
+# 18: that coder's ``sig`` and ``gt`` contexts also split by the symbol's column
+# (``"column"`` in its model, `weightdna.codec.trellis.COLUMN_BUCKETS`); a version-18 file
+# may hold everything before it.
+TRELLIS_COLUMN_VERSION = 18
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
               COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
-              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION)
+              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION, TRELLIS_COLUMN_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -94,7 +98,11 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
     under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks,
-    TRELLIS_CODER_VERSION with a trellis tensor under one coder, else 8)."""
+    TRELLIS_CODER_VERSION with a trellis tensor under one coder, TRELLIS_COLUMN_VERSION
+    with that coder's column context, else 8)."""
+    if any(_holds(entry.get("params"), lambda d: "coder" in d and "column" in d)
+           for entry in entries):
+        return TRELLIS_COLUMN_VERSION
     if any(_holds_coder(entry.get("params")) for entry in entries):
         return TRELLIS_CODER_VERSION
     if any(_holds_kind(entry.get("params"), ROW_STREAMS_KIND) for entry in entries):

@@ -42,6 +42,7 @@ from weightdna.codec.entries import (
     ROW_STREAMS_KIND,
     ROW_STREAMS_VERSION,
     TRELLIS_CODER_VERSION,
+    TRELLIS_COLUMN_VERSION,
     VERSION,
     check_entry,
     decode_memory,
@@ -809,6 +810,11 @@ def _coded_entry(name: str, dtype: str, shape: tuple[int, ...], steps: float | n
 TRELLIS_CODER = True
 CODER_BITS_PER_BIN = 0.005
 TRELLIS_CODER_KEYS = {"kind", "classes", "coder", "neighbours", "min", "max"}
+# Format version 18: the coder's column context (``"column"``: `trellis.COLUMN_BUCKETS`),
+# weighed while TRELLIS_COLUMN beside each variant without it, the smaller kept; absent,
+# version 17's contexts (TRELLIS_COLUMN off: version 17's files, byte for byte).
+TRELLIS_COLUMN = True
+TRELLIS_COLUMN_KEY = "column"
 # The coder's encode cost is paid only where it can pay: a tensor of more than
 # CODER_WHOLE_ELEMENTS elements is first weighed on evenly spaced whole rows holding about
 # CODER_SAMPLE_ELEMENTS (`_sample_wins`; the rows kept as the tensor is coded), and coded
@@ -897,12 +903,16 @@ def _coder_stride(total: int) -> int:
 def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
                kernel: bool = False) -> tuple[dict, dict[str, bytes]] | None:
     """The trellis tensor's symbols under one adaptive coder (its model params and
-    ``symbols`` section), with (kernels only) or without the neighbours' contexts,
-    whichever is smaller; None unless its stream is smaller than ``coded`` (the context
-    streams' bytes) by CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample
-    (``symbols.sample``: its rows at `_coder_stride`, kept as they were coded) says it is
-    not (`_sample_wins`). The symbols are walked back into element order from the streams
-    (`_WalkedBlocks`), a row block at a time, only for the whole tensor's coding."""
+    ``symbols`` section), with (kernels only) or without the neighbours' contexts, and
+    with or without the column context (while TRELLIS_COLUMN), whichever is smallest;
+    None unless its stream is smaller than ``coded`` (the context streams' bytes) by
+    CODER_BITS_PER_BIN bits a bin, or where a large tensor's sample (``symbols.sample``:
+    its rows at `_coder_stride`, kept as they were coded) says it is not
+    (`_sample_wins`). A matrix's floor (`_gate_floor`) is lowered by what the column
+    context would take off, estimated on the sample (`_column_gain`), so that a tensor
+    that wins only with it is weighed. The symbols are walked back into element order
+    from the streams (`_WalkedBlocks`), a row block at a time, only for the whole
+    tensor's coding."""
     total = symbols.used
     rows = search.classes.size
     if total == 0 or rows == 0:
@@ -910,11 +920,20 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     columns = total // rows
     lo, hi = (int(v) for v in ans.span(symbols.buffer[:total]))
     stride = _coder_stride(total)
-    variants = trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1]
+    variants = tuple((caps, column)
+                     for caps in (trellis.NEIGHBOURS if kernel else trellis.NEIGHBOURS[:1])
+                     for column in (trellis.COLUMNS if TRELLIS_COLUMN else (1,)))
     counts = None
     clear = False
+    sample = None
+    if stride > 1 and symbols.sample:
+        sample = (np.ascontiguousarray(np.concatenate(symbols.sample)),
+                  np.ascontiguousarray(search.classes[::stride]))
     if not kernel and search.groups == trellis.STATES and _classes_interleaved(search):
         counts, floor, bins, drifts = _gate_floor(symbols, search, lo, hi)
+        if TRELLIS_COLUMN and sample is not None:
+            # what the column context would take off, from the sample
+            floor -= max(0.0, _column_gain(*sample, search.n_classes, total))
         if _floor_loses(floor, bins, coded):
             return None
         # coded whole where the floor clears the limit by a margin, or where the
@@ -924,25 +943,77 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         limit = _coder_limit(coded, bins)
         clear = floor / 8 + 8 <= limit * (1 - (0 if drifts else CODER_FLOOR_CLEAR))
     if stride > 1 and not clear:
-        if not symbols.sample:
+        if sample is None:
             return None  # not kept: `_code_blocks` keeps it while TRELLIS_CODER
-        sample = (np.ascontiguousarray(np.concatenate(symbols.sample)),
-                  np.ascontiguousarray(search.classes[::stride]))
         if counts is None:
             counts = symbols.counts(lo, hi - lo + 1)
         if not _sample_wins(sample, search, counts, lo, coded, variants):
             return None
     blocks = _WalkedBlocks(symbols, search, rows, columns)
-    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
-                for caps in variants), key=lambda plan: plan.bits)
+    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps, column)
+                for caps, column in variants), key=lambda plan: plan.bits)
     limit = _coder_limit(coded, plan.bins)
     if plan.bits / 8 + 8 >= limit:
         return None
     data = trellis.coder_push(blocks, plan, search.n_classes)
     if len(data) >= limit:
         return None
-    return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
-             "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+    model = {"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
+             "neighbours": list(plan.caps), "min": lo, "max": hi}
+    if plan.column > 1:
+        model[TRELLIS_COLUMN_KEY] = plan.column
+    return model, {"symbols": data}
+
+
+def _column_gain(rows: np.ndarray, classes: np.ndarray, n_classes: int,
+                 total: int) -> float:
+    """The bits the one coder's column context (`trellis.COLUMN_BUCKETS`) would take off
+    a trellis tensor of 8 state contexts and ``total`` symbols, estimated on its sampled
+    rows (``rows``, their ``classes``; the column sums taken over them): the empirical
+    entropy of the ``sig`` and ``gt`` bins under the coder's contexts without and with the
+    column's bucket (each with the Miller–Madow correction, ½·log2(e) bits a context with
+    both outcomes seen: a split on few rows looks better than it is), the difference
+    scaled to the whole tensor, less what learning the extra contexts costs an adaptive
+    estimate on the whole (½·log2(n) + 1 bits a context of n bins). Negative where the
+    split does not pay. Cheap: numpy over the sample, no coder walked."""
+    magnitude = np.abs(rows.astype(np.int32))
+    contexts = trellis.reconstruct(rows, classes, n_classes, trellis.STATES)[1].astype(np.int32)
+    buckets = trellis.column_buckets(rows)  # int8
+    size = (trellis.STATES + 2 * adaptive.GTX) * n_classes
+    split = trellis.COLUMN_BUCKETS
+    n = np.zeros(size * split)
+    ones = np.zeros(size * split)
+
+    def count(key: np.ndarray, bit: np.ndarray, bucket: np.ndarray) -> None:
+        at = key * split + bucket
+        n[:] += np.bincount(at, minlength=n.size)
+        ones[:] += np.bincount(at[bit], minlength=n.size)
+
+    count(contexts.ravel(), (magnitude > 0).ravel(), buckets.ravel())  # sig
+    # gt j, by quantiser and class
+    contexts = ((contexts // n_classes) & 1) * n_classes + contexts % n_classes
+    base = trellis.STATES * n_classes
+    for j in range(1, adaptive.GTX + 1):
+        reached = magnitude >= j
+        if not reached.any():
+            break
+        count(base + contexts[reached], magnitude[reached] > j, buckets[reached])
+        base += 2 * n_classes
+    scale = total / rows.size
+    cost = []
+    for n_key, ones_key in ((n.reshape(size, split).sum(axis=1),
+                             ones.reshape(size, split).sum(axis=1)), (n, ones)):
+        seen = n_key > 0
+        n_key, ones_key = n_key[seen], ones_key[seen]
+        zeros = n_key - ones_key
+        with np.errstate(divide="ignore", invalid="ignore"):
+            entropy = -np.where(ones_key > 0, ones_key * np.log2(ones_key / n_key), 0.0) \
+                - np.where(zeros > 0, zeros * np.log2(zeros / n_key), 0.0)
+        both = float(np.count_nonzero((ones_key > 0) & (zeros > 0)))
+        static = float(entropy.sum()) + both * 0.5 * math.log2(math.e)
+        learning = float((0.5 * np.log2(n_key * scale) + 1.0).sum())
+        cost.append(static * scale + learning)
+    return cost[0] - cost[1]
 
 
 def _descriptor_bytes(model: dict) -> int:
@@ -1080,7 +1151,7 @@ def _floor_loses(floor: float, bins: int, coded: int) -> bool:
 
 def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
                  counts: np.ndarray, lo: int, coded: int,
-                 variants: tuple[tuple[int, int], ...]) -> bool:
+                 variants: tuple[tuple[tuple[int, int], int], ...]) -> bool:
     """Whether the one coder (its best of ``variants``) is smaller on the sampled rows
     (``sample``: their symbols and classes) than the context streams by
     CODER_BITS_PER_BIN bits a bin. The streams' side: each sampled symbol's ideal bits
@@ -1104,12 +1175,13 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
     streams = (8 * coded * priced / ideal if ideal > 0
                else 8 * coded * measured[0].size / counts.sum())
     best = math.inf
-    for caps in variants:
+    for caps, column in variants:
         # one walk over both: the measured rows' bits and bins are the whole's less the
         # warm rows' (the same sums as a walk over the warm rows alone)
-        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps)
+        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps,
+                                  column)
         bits = plan.bits - plan.costs[0]
-        best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][2]))
+        best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][3]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
 
 
@@ -1306,14 +1378,26 @@ def _row_stream_parts(model: dict, sections: dict[str, bytes], rows: int, where:
 
 
 def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version: int) -> dict:
-    """A trellis model under one adaptive coder (format version 17)."""
+    """A trellis model under one adaptive coder (format version 17; its column context,
+    version 18)."""
     if version < TRELLIS_CODER_VERSION:
         raise CorruptFileError(f"{where}: one adaptive coder per trellis tensor is new in "
                                f"version {TRELLIS_CODER_VERSION}; this file is version "
                                f"{version}.")
-    if set(model) != TRELLIS_CODER_KEYS or model["coder"] != "adaptive":
+    if (set(model) - {TRELLIS_COLUMN_KEY} != TRELLIS_CODER_KEYS
+            or model["coder"] != "adaptive"):
         raise CorruptFileError(f"{where}: a trellis model under one coder has the keys "
-                               f"{sorted(TRELLIS_CODER_KEYS)}, coder adaptive.")
+                               f"{sorted(TRELLIS_CODER_KEYS)} (and optionally "
+                               f"{TRELLIS_COLUMN_KEY!r}), coder adaptive.")
+    if TRELLIS_COLUMN_KEY in model:
+        if version < TRELLIS_COLUMN_VERSION:
+            raise CorruptFileError(f"{where}: the trellis coder's column context is new in "
+                                   f"version {TRELLIS_COLUMN_VERSION}; this file is version "
+                                   f"{version}.")
+        column = model[TRELLIS_COLUMN_KEY]
+        if not (is_int(column) and column in trellis.COLUMNS[1:]):
+            raise CorruptFileError(f"{where}: the coder's column context must be one of "
+                                   f"{list(trellis.COLUMNS[1:])} buckets.")
     classes, lo, hi = model["classes"], model["min"], model["max"]
     if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
         raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
@@ -1364,7 +1448,8 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
                                    f"{count} symbols under the adaptive coder (at most "
                                    f"{limit}).")
         return trellis.CoderReader(data, model["min"], model["max"], classes, n_classes,
-                                   columns, tuple(model["neighbours"]))
+                                   columns, tuple(model["neighbours"]),
+                                   model.get(TRELLIS_COLUMN_KEY, 1))
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,

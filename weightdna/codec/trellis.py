@@ -563,25 +563,88 @@ class StreamReader:
 LEFT_CAP = 2
 ABOVE_CAP = 1
 NEIGHBOURS = ((0, 0), (LEFT_CAP, ABOVE_CAP))
+# Format version 18: the ``sig`` and ``gt`` contexts may also be split by the symbol's
+# column (``"column": COLUMN_BUCKETS`` in the coder's model; 1, absent, is version 17's
+# contexts): the column's sum of |k| over the rows above, s, against the sum over all
+# those rows, T, as the ratio of their means r = s·columns / T, in COLUMN_BUCKETS buckets
+# at the edges COLUMN_EDGES / 10 (bucket = how many edges r reaches; the middle one,
+# COLUMN_MIDDLE, while T is 0: the first row). Integers only: s·columns·10 and T·14 stay
+# below 2^59 for |k| ≤ 2^19 and 2^36 elements. A weight matrix's columns (its inputs)
+# differ in scale along all its rows, which no row class sees (MiniLM at 3 bits per
+# weight: the coder's file 1.0% smaller with it than without, on every trellis tensor;
+# BENCHMARKS.md, "The trellis coder's column context").
+COLUMN_BUCKETS = 4
+COLUMN_EDGES = (7, 10, 14)
+COLUMN_MIDDLE = 2
+COLUMNS = (1, COLUMN_BUCKETS)
 
 
-def coder_contexts(classes: int, left_cap: int = LEFT_CAP, above_cap: int = ABOVE_CAP) -> int:
+def coder_contexts(classes: int, left_cap: int = LEFT_CAP, above_cap: int = ABOVE_CAP,
+                   column: int = 1) -> int:
     """How many contexts the one coder of a tensor with ``classes`` row classes keeps:
-    with N = (left_cap + 1)·(above_cap + 1) neighbour buckets, ``sig`` per state × class
-    × bucket (8·C·N), ``sign`` per quantiser × class × the left symbol's sign (2·C·3),
-    ``gt 1 … GTX`` per quantiser × class × bucket (2·C·N·GTX), the Exp-Golomb prefix bins
+    with N = (left_cap + 1)·(above_cap + 1) neighbour buckets and ``column`` column
+    buckets (1: none), ``sig`` per state × class × bucket × column bucket (8·C·N·K),
+    ``sign`` per quantiser × class × the left symbol's sign (2·C·3), ``gt 1 … GTX`` per
+    quantiser × class × bucket × column bucket (2·C·N·K·GTX), the Exp-Golomb prefix bins
     shared (MAX_PREFIX)."""
-    buckets = (left_cap + 1) * (above_cap + 1)
+    buckets = (left_cap + 1) * (above_cap + 1) * column
     return (STATES * buckets + 6 + 2 * buckets * adaptive.GTX) * classes + adaptive.MAX_PREFIX
+
+
+def column_sums(columns: int) -> np.ndarray:
+    """The column context's running sums, all 0: each column's sum of |k| over the rows
+    walked, then (index ``columns``) the sum over all of them (`_column_buckets`)."""
+    return np.zeros(columns + 1, dtype=np.int64)
+
+
+@numba.njit(inline="always")
+def _column_buckets(sums: np.ndarray, column: int, out: np.ndarray) -> None:
+    """Each column's bucket for the next row (``out``; see COLUMN_BUCKETS) from ``sums``
+    (`column_sums`); all 0 where ``column`` is 1 (no column context)."""
+    length = out.size
+    total = sums[length]
+    if column == 1:
+        out[:] = 0
+    elif total == 0:
+        out[:] = COLUMN_MIDDLE
+    else:
+        low, mid, high = (COLUMN_EDGES[0] * total, COLUMN_EDGES[1] * total,
+                          COLUMN_EDGES[2] * total)
+        for t in range(length):
+            v = sums[t] * (10 * length)
+            out[t] = np.int64(v >= low) + np.int64(v >= mid) + np.int64(v >= high)
+
+
+@numba.njit(cache=True, nogil=True)
+def _column_walk(symbols: np.ndarray, out: np.ndarray) -> None:
+    n, length = symbols.shape
+    sums = np.zeros(length + 1, dtype=np.int64)
+    for b in range(n):
+        _column_buckets(sums, COLUMN_BUCKETS, out[b])
+        for t in range(length):
+            a = abs(np.int64(symbols[b, t]))
+            sums[t] += a
+            sums[length] += a
+
+
+def column_buckets(symbols: np.ndarray) -> np.ndarray:
+    """Each symbol's column bucket (int8, 0 … COLUMN_BUCKETS − 1) of (rows × columns)
+    ``symbols`` walked from their first row, as the coder's column context gives it."""
+    out = np.empty(symbols.shape, dtype=np.int8)
+    _column_walk(np.ascontiguousarray(symbols), out)
+    return out
 
 
 @numba.njit(inline="always")
 def _coder_context(state: int, klass: int, classes: int, left: int, above: int,
-                   left_cap: int, above_cap: int) -> tuple[int, int, int, int]:
+                   left_cap: int, above_cap: int, column: int, bucket_column: int
+                   ) -> tuple[int, int, int, int]:
     """The contexts (sig, sign, gt, prefix: `weightdna.codec.adaptive.forward_symbol`'s)
-    of a symbol in ``state`` of a row of class ``klass``, after ``left``, below ``above``."""
-    buckets = (left_cap + 1) * (above_cap + 1)
-    bucket = min(abs(left), left_cap) * (above_cap + 1) + min(abs(above), above_cap)
+    of a symbol in ``state`` of a row of class ``klass``, after ``left``, below ``above``,
+    in a column of bucket ``bucket_column`` of ``column``."""
+    buckets = (left_cap + 1) * (above_cap + 1) * column
+    bucket = ((min(abs(left), left_cap) * (above_cap + 1) + min(abs(above), above_cap))
+              * column + bucket_column)
     q = state & 1
     sig = (state * classes + klass) * buckets + bucket
     sign_base = STATES * classes * buckets
@@ -596,28 +659,36 @@ def _coder_context(state: int, klass: int, classes: int, left: int, above: int,
 @numba.njit(cache=True, nogil=True)
 def _coder_forward(symbols: np.ndarray, row_class: np.ndarray, classes: int,
                    next_state: np.ndarray, counts: np.ndarray, previous: np.ndarray,
-                   left_cap: int, above_cap: int, reciprocal: np.ndarray, probs: np.ndarray,
-                   bits: np.ndarray, at: int, log2: np.ndarray) -> tuple[int, float]:
+                   left_cap: int, above_cap: int, column: int, sums: np.ndarray,
+                   reciprocal: np.ndarray, probs: np.ndarray, bits: np.ndarray, at: int,
+                   log2: np.ndarray) -> tuple[int, float]:
     """The one coder's walk over a block of rows of ``symbols`` (the rows before it walked
-    already: ``counts`` and ``previous``, the last row's symbols, carried): each bin into
-    ``probs``/``bits`` from ``at`` (both empty: not stored). Returns (the next index, the
-    ideal bits)."""
+    already: ``counts``, ``previous``, the last row's symbols, and ``sums``, the column
+    context's, carried): each bin into ``probs``/``bits`` from ``at`` (both empty: not
+    stored). Returns (the next index, the ideal bits)."""
     n, length = symbols.shape
     cost = 0.0
+    buckets = np.zeros(length, dtype=np.int64)
     for b in range(n):
         klass = row_class[b]
         state = 0
         left = 0
+        if column > 1:
+            _column_buckets(sums, column, buckets)
+        row_sum = 0
         for t in range(length):
             k = np.int64(symbols[b, t])
             sig, sign, gt, prefix = _coder_context(state, klass, classes, left, previous[t],
-                                                   left_cap, above_cap)
+                                                   left_cap, above_cap, column, buckets[t])
             at, c = adaptive.forward_symbol(k, counts, sig, sign, gt, prefix, reciprocal,
                                             probs, bits, at, log2)
             cost += c
             previous[t] = k
+            sums[t] += abs(k)
+            row_sum += abs(k)
             left = k
             state = next_state[state, k & 1]
+        sums[length] += row_sum
     return at, cost
 
 
@@ -625,31 +696,36 @@ def _coder_forward(symbols: np.ndarray, row_class: np.ndarray, classes: int,
 def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
                  previous: np.ndarray, row_class: np.ndarray, classes: int,
                  next_state: np.ndarray, lo: int, hi: int, left_cap: int, above_cap: int,
-                 reciprocal: np.ndarray, steps: np.ndarray, base: np.ndarray,
-                 symbols: np.ndarray, levels: np.ndarray, out: np.ndarray) -> int:
+                 column: int, sums: np.ndarray, reciprocal: np.ndarray, steps: np.ndarray,
+                 base: np.ndarray, symbols: np.ndarray, levels: np.ndarray,
+                 out: np.ndarray) -> int:
     """`_merge` (``symbols`` and ``levels``) or `_merge_float32` (``out``; ``base`` empty
     for none) from the one coder: each row walked, every symbol decoded under its contexts
     (``coder``: the rANS state and the words left, carried between blocks in a uint64
-    array of 2; ``counts`` and ``previous`` likewise). Returns 0, or 1 when a symbol falls
-    outside lo..hi."""
+    array of 2; ``counts``, ``previous`` and ``sums`` likewise). Returns 0, or 1 when a
+    symbol falls outside lo..hi."""
     if left_cap == 0 and above_cap == 0:
         return _coder_merge_plain(words, coder, counts, row_class, classes, next_state, lo,
-                                  hi, reciprocal, steps, base, symbols, levels, previous.size,
-                                  out)
+                                  hi, column, sums, reciprocal, steps, base, symbols, levels,
+                                  previous.size, out)
     n = row_class.size
     length = previous.size
     restore = out.size > 0
     has_base = base.size > 0
     state = coder[0]
     rest = np.int64(coder[1])
+    buckets = np.zeros(length, dtype=np.int64)
     for b in range(n):
         klass = row_class[b]
         step = steps[b] if restore else 1.0
         walk = 0
         left = 0
+        if column > 1:
+            _column_buckets(sums, column, buckets)
+        row_sum = 0
         for t in range(length):
             sig, sign, gt, prefix = _coder_context(walk, klass, classes, left, previous[t],
-                                                   left_cap, above_cap)
+                                                   left_cap, above_cap, column, buckets[t])
             k, state, rest = adaptive.decode_symbol(counts, sig, sign, gt, prefix, reciprocal,
                                                     state, words, rest)
             if k < lo or k > hi:
@@ -664,8 +740,11 @@ def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
                 symbols[b, t] = k
                 levels[b, t] = level
             previous[t] = k
+            sums[t] += abs(k)
+            row_sum += abs(k)
             left = k
             walk = next_state[walk, k & 1]
+        sums[length] += row_sum
     coder[0] = state
     coder[1] = np.uint64(rest)
     return 0
@@ -674,44 +753,57 @@ def _coder_merge(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
 @numba.njit(inline="always")
 def _coder_merge_plain(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
                        row_class: np.ndarray, classes: int, next_state: np.ndarray, lo: int,
-                       hi: int, reciprocal: np.ndarray, steps: np.ndarray, base: np.ndarray,
-                       symbols: np.ndarray, levels: np.ndarray, length: int,
-                       out: np.ndarray) -> int:
+                       hi: int, column: int, sums: np.ndarray, reciprocal: np.ndarray,
+                       steps: np.ndarray, base: np.ndarray, symbols: np.ndarray,
+                       levels: np.ndarray, length: int, out: np.ndarray) -> int:
     """`_coder_merge` without the neighbours (caps (0, 0): every matrix's coder), the same
     bins in the same order, scheduled for speed: once a symbol's ``sig`` bin is decoded,
-    the ``sig`` probabilities of both states the walk can go to next are worked out
-    (`adaptive.probability`; no later bin of the symbol touches a ``sig`` context), and
-    the next symbol takes the one its parity picks, without waiting on a load and the
-    model's arithmetic (BENCHMARKS.md, "The trellis coder's gate judged on the whole
-    tensor, and its decoder": the word embedding of MiniLM at 3 bits per weight decoded
-    28% faster). The previous row is not kept (no neighbour reads it)."""
+    the ``sig`` probabilities of both states the walk can go to next (in the next
+    column's bucket) are worked out (`adaptive.probability`; no later bin of the symbol
+    touches a ``sig`` context), and the next symbol takes the one its parity picks,
+    without waiting on a load and the model's arithmetic (BENCHMARKS.md, "The trellis
+    coder's gate judged on the whole tensor, and its decoder": the word embedding of
+    MiniLM at 3 bits per weight decoded 28% faster). The previous row is not kept (no
+    neighbour reads it); without the column context (``column`` 1) neither are the
+    column sums."""
     n = row_class.size
     restore = out.size > 0
     has_base = base.size > 0
     state = coder[0]
     rest = np.int64(coder[1])
-    sign_base = STATES * classes
+    sign_base = STATES * classes * column
     gt_base = sign_base + 6 * classes
-    prefix = gt_base + 2 * classes * adaptive.GTX
+    prefix = gt_base + 2 * classes * column * adaptive.GTX
+    with_column = column > 1
+    # each column's bucket, one past the last (0) so that the next column's read needs
+    # no test
+    buckets = np.zeros(length + 1, dtype=np.int64)
     for b in range(n):
         klass = row_class[b]
         step = steps[b] if restore else 1.0
         walk = 0
         left_sign = 0
-        p_sig = adaptive.probability(counts, klass, reciprocal)  # state 0
+        row_sum = 0
+        if with_column:
+            _column_buckets(sums, column, buckets[:length])
+        p_sig = adaptive.probability(counts, klass * column + buckets[0], reciprocal)
         for t in range(length):
             q = walk & 1
-            sig = walk * classes + klass
+            e = buckets[t]
+            sig = (walk * classes + klass) * column + e
             sign = sign_base + (q * classes + klass) * 3 + left_sign
-            gt = gt_base + (q * classes + klass) * adaptive.GTX
+            gt = gt_base + ((q * classes + klass) * column + e) * adaptive.GTX
             even, odd = next_state[walk, 0], next_state[walk, 1]
             p_sign = adaptive.probability(counts, sign, reciprocal)
             p_gt = adaptive.probability(counts, gt, reciprocal)
             # `adaptive.decode_symbol_at`'s bins, the next sig probabilities between them
             nonzero, state, rest = adaptive.masked_bin(p_sig, counts, sig, state, words,
                                                        rest, np.uint64(1))
-            p_even = adaptive.probability(counts, even * classes + klass, reciprocal)
-            p_odd = adaptive.probability(counts, odd * classes + klass, reciprocal)
+            following = buckets[t + 1]
+            p_even = adaptive.probability(counts, (even * classes + klass) * column
+                                          + following, reciprocal)
+            p_odd = adaptive.probability(counts, (odd * classes + klass) * column
+                                         + following, reciprocal)
             negative, state, rest = adaptive.masked_bin(p_sign, counts, sign, state, words,
                                                         rest, nonzero)
             more, state, rest = adaptive.masked_bin(p_gt, counts, gt, state, words, rest,
@@ -735,8 +827,13 @@ def _coder_merge_plain(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
             else:
                 symbols[b, t] = k
                 levels[b, t] = level
+            if with_column:
+                sums[t] += a
+                row_sum += a
             left_sign = np.int64(nonzero) * (2 - np.int64(negative))
             walk = even + (odd - even) * parity
+        if with_column:
+            sums[length] += row_sum
     coder[0] = state
     coder[1] = np.uint64(rest)
     return 0
@@ -752,37 +849,41 @@ Blocks = Sequence[tuple[np.ndarray, np.ndarray]]
 
 class CoderPlan:
     """A forward walk of the one coder over a tensor's blocks (`coder_plan`): its ideal
-    ``bits`` and ``bins``, its neighbours' ``caps``, and each block's starting counts, row
-    above and first bin, from which `coder_push` codes the blocks last first; ``costs``:
-    each block's ideal bits (``bits`` is their sum, in order, from 0.0)."""
+    ``bits`` and ``bins``, its neighbours' ``caps`` and ``column`` buckets, and each
+    block's starting counts, row above, column sums and first bin, from which `coder_push`
+    codes the blocks last first; ``costs``: each block's ideal bits (``bits`` is their
+    sum, in order, from 0.0)."""
 
-    def __init__(self, bits: float, bins: int, caps: tuple[int, int],
-                 starts: list[tuple[np.ndarray, np.ndarray, int] | None],
+    def __init__(self, bits: float, bins: int, caps: tuple[int, int], column: int,
+                 starts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None],
                  costs: list[float]) -> None:
         self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
-        self.costs = costs
+        self.column, self.costs = column, costs
 
 
 def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-               above_cap: int = ABOVE_CAP) -> CoderPlan:
+               above_cap: int = ABOVE_CAP, column: int = 1) -> CoderPlan:
     """The one coder walked forward over ``blocks`` (``blocks[i]``: row block i's
     (symbols, row classes), in order; a sequence that may make each block when asked:
     `coder_push` asks for each once more), counting the ideal bits and the bins and keeping
-    each block's starting state (memory: a block's counts and one row, not its bins)."""
-    counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap), 2), dtype=np.int64)
+    each block's starting state (memory: a block's counts and one row, not its bins);
+    ``column``: the column context's buckets (1: none, format version 17's contexts)."""
+    counts = np.zeros((coder_contexts(n_classes, left_cap, above_cap, column), 2),
+                      dtype=np.int64)
     previous = np.zeros(columns, dtype=np.int64)
-    starts: list[tuple[np.ndarray, np.ndarray, int] | None] = []
+    sums = column_sums(columns)
+    starts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None] = []
     costs: list[float] = []
     at, total = 0, 0.0
     for i in range(len(blocks)):
         symbols, classes = blocks[i]
-        starts.append((counts.copy(), previous.copy(), at))
+        starts.append((counts.copy(), previous.copy(), sums.copy(), at))
         at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
-                                  left_cap, above_cap, adaptive.RECIPROCAL, adaptive.NO_PROBS,
-                                  adaptive.NO_BITS, at, adaptive.LOG2)
+                                  left_cap, above_cap, column, sums, adaptive.RECIPROCAL,
+                                  adaptive.NO_PROBS, adaptive.NO_BITS, at, adaptive.LOG2)
         costs.append(cost)
         total += cost
-    return CoderPlan(total, at, (left_cap, above_cap), starts, costs)
+    return CoderPlan(total, at, (left_cap, above_cap), column, starts, costs)
 
 
 def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
@@ -790,51 +891,55 @@ def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
     time: the blocks pushed last first, each one's bins worked out again from its starting
     state (memory: one block's bins, not the tensor's). Spends ``plan``'s states."""
     starts = plan.starts
-    ends = [start[2] for start in starts[1:]] + [plan.bins]
+    ends = [start[3] for start in starts[1:]] + [plan.bins]
     pusher = adaptive.Pusher()
     pieces = []
     for i in range(len(blocks) - 1, -1, -1):
         symbols, classes = blocks[i]
-        counts, previous, start = starts[i]
+        counts, previous, sums, start = starts[i]
         bins = ends[i] - start
         probs = np.empty(bins, dtype=np.uint16)
         bits = np.empty(bins, dtype=np.uint8)
         _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
-                       *plan.caps, adaptive.RECIPROCAL, probs, bits, 0, adaptive.LOG2)
+                       *plan.caps, plan.column, sums, adaptive.RECIPROCAL, probs, bits, 0,
+                       adaptive.LOG2)
         pieces.append(pusher.push(probs, bits, bins))
         starts[i] = None  # its counts no longer needed
     return b"".join(pieces) + pusher.finish()
 
 
 def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-               above_cap: int = ABOVE_CAP) -> tuple[float, int]:
+               above_cap: int = ABOVE_CAP, column: int = 1) -> tuple[float, int]:
     """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
     ``blocks`` as `coder_plan` takes them."""
-    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column)
     return plan.bits, plan.bins
 
 
 def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-                 above_cap: int = ABOVE_CAP) -> bytes:
+                 above_cap: int = ABOVE_CAP, column: int = 1) -> bytes:
     """The one coder's stream of a tensor's symbols (``blocks`` as `coder_plan` takes
     them): `coder_plan`, then `coder_push`."""
-    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap)
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column)
     return coder_push(blocks, plan, n_classes)
 
 
 class CoderReader:
-    """`StreamReader`'s interface over a tensor's one coder (format version 17): rows are
-    restored block by block, in order, every symbol decoded under its contexts. ``data``:
-    the stream (whole words, two or more; the caller checks), lo..hi its symbols' range."""
+    """`StreamReader`'s interface over a tensor's one coder (format version 17; its column
+    context, ``column`` buckets, version 18): rows are restored block by block, in order,
+    every symbol decoded under its contexts. ``data``: the stream (whole words, two or
+    more; the caller checks), lo..hi its symbols' range."""
 
     def __init__(self, data: bytes, lo: int, hi: int, classes: np.ndarray, n_classes: int,
-                 columns: int, caps: tuple[int, int]) -> None:
+                 columns: int, caps: tuple[int, int], column: int = 1) -> None:
         self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         state, rest = (int(self.words[-1]) << 32) | int(self.words[-2]), self.words.size - 2
         self.coder = np.array([state, rest], dtype=np.uint64)
         self.caps = caps
-        self.counts = adaptive.decoder_counts(coder_contexts(n_classes, *caps))
+        self.column = column
+        self.counts = adaptive.decoder_counts(coder_contexts(n_classes, *caps, column))
         self.previous = np.zeros(columns, dtype=np.int64)
+        self.sums = column_sums(columns)
         self.lo, self.hi = lo, hi
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
@@ -846,8 +951,8 @@ class CoderReader:
         levels = np.empty((stop - start, columns))
         if _coder_merge(self.words, self.coder, self.counts, self.previous,
                         self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo, self.hi,
-                        *self.caps, adaptive.RECIPROCAL, _NO_STEPS, _NO_BASE, symbols, levels,
-                        _NO_OUT):
+                        *self.caps, self.column, self.sums, adaptive.RECIPROCAL, _NO_STEPS,
+                        _NO_BASE, symbols, levels, _NO_OUT):
             return None
         return symbols, levels
 
@@ -857,9 +962,9 @@ class CoderReader:
         outside the range."""
         return not _coder_merge(self.words, self.coder, self.counts, self.previous,
                                 self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo,
-                                self.hi, *self.caps, adaptive.RECIPROCAL, steps,
-                                _NO_BASE if base is None else base, _NO_SYMBOLS, _NO_LEVELS,
-                                out)
+                                self.hi, *self.caps, self.column, self.sums,
+                                adaptive.RECIPROCAL, steps, _NO_BASE if base is None else base,
+                                _NO_SYMBOLS, _NO_LEVELS, out)
 
     def exhausted(self) -> bool:
         """The stream ends here: the state 2^32 with no word left."""
