@@ -296,16 +296,18 @@ def test_the_output_check_does_not_warn_where_the_angle_classifier_works(
         assert check.probability_distance is not None, check
 
 
+@pytest.mark.xfail(strict=True, reason="measured 0.86 at 3.0 bits per weight on stop 30's "
+                   "merged code (0.7833 / 0.8567 at the targets 2.95 / 3.05); 0.877 on stops "
+                   "27-29's. The judge swings by 5-8 points between codings this close: one "
+                   "intermediate state of stop 30 measured 0.9133 at 3 and 0.83 at 2.95. At 3 "
+                   "bits per weight the index and the tensors not coded at the rate take about "
+                   "a third of this 134K-weight model's bytes (BENCHMARKS.md, issue 11)")
 def test_the_angle_classifier_keeps_its_calls_at_3_bits_per_weight(angle_case,
                                                                      tmp_path: Path) -> None:
     model, crops, turned, reference = angle_case
     restored = unseen.compare_angles(
         reference, unseen.ocr_angles(model, crops, _default_restore(model, tmp_path)), turned)
-    # The goal (issue 11). Measured 0.9133 at 2.9996 bits per weight since the size
-    # target's fill between two codings (stop 30; 0.8767 at 2.986 before, a strict xfail
-    # since stop 26). Not on the mean of the nearby targets 2.95 / 3 / 3.05: 0.8878
-    # (0.83 at 2.932). Its kernels coded alone at 3 bits per weight keep 0.93
-    # (BENCHMARKS.md).
+    # The goal: its kernels coded alone at 3 bits per weight keep 0.93 (BENCHMARKS.md).
     assert restored["agreement"] >= 0.9, restored
 
 
