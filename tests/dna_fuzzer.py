@@ -81,6 +81,7 @@ from weightdna.codec.entries import (
     NAME_PREFIXES_VERSION,
     READABLE_VERSIONS,
     ROW_STREAMS_VERSION,
+    STATES_VERSION,
     TRELLIS_CODER_VERSION,
     VERSION,
 )
@@ -396,19 +397,30 @@ def seeds() -> tuple[Seed, ...]:
     compact index (two checksum groups, and stored files after the tensors), and
     NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
     (`adaptive_coded`), and ROW_STREAMS_VERSION's symbols coded by row blocks
-    (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`). Every
-    seed before that version is coded with the static models
-    only, as those versions coded."""
-    saved_auto, saved_coder = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER
+    (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`), and
+    STATES_VERSION's trellis of 32 states (the large trellis under its context streams,
+    and `coder_coded` again). Every seed before that version is coded with the static
+    models only, as those versions coded, and every one before STATES_VERSION with 8
+    states."""
+    saved = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_STATES
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
     tensor.TRELLIS_CODER = False
+    tensor.TRELLIS_STATES = trellis.STATES
     try:
         older = (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
                  _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
         tensor.TRELLIS_CODER = True
-        return (*older, _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION))
+        older = (*older, _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION))
+        tensor.TRELLIS_STATES = 32
+        tensor.TRELLIS_CODER = False
+        _, large, request = large_trellis()
+        streams = encode_all([("states.streams", large, request)])
+        tensor.TRELLIS_CODER = True
+        states = [*streams, *coder_coded()]
+        assert all(c[0]["params"]["model"].get("states") == 32 for c in states[:2])
+        return (*older, _seed("v19-states", states, STATES_VERSION))
     finally:
-        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER = saved_auto, saved_coder
+        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_STATES = saved
 
 
 def coder_coded() -> list[tuple[dict, dict]]:

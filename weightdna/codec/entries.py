@@ -49,9 +49,13 @@ ROW_STREAMS_KIND = "blocks"
 # trellis model, `weightdna.codec.trellis.coder_encode`); a version-17 file may hold
 # everything before it (a row block's own model is never under the coder).
 TRELLIS_CODER_VERSION = 17
+# 19: a trellis of more states than NNCodec's 8 (``"states"`` in its trellis model:
+# `weightdna.codec.trellis.TABLES`); a version-19 file may hold everything before it.
+# (18 is another change's.)
+STATES_VERSION = 19
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
               COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
-              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION)
+              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION, STATES_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -94,7 +98,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     COMPACT_INDEX_VERSION with a compact index or a packed ``raw`` tensor,
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
     under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks,
-    TRELLIS_CODER_VERSION with a trellis tensor under one coder, else 8)."""
+    TRELLIS_CODER_VERSION with a trellis tensor under one coder, STATES_VERSION with a
+    trellis of more states, else 8)."""
+    if any(_holds(entry.get("params"), _more_states) for entry in entries):
+        return STATES_VERSION
     if any(_holds_coder(entry.get("params")) for entry in entries):
         return TRELLIS_CODER_VERSION
     if any(_holds_kind(entry.get("params"), ROW_STREAMS_KIND) for entry in entries):
@@ -141,6 +148,11 @@ def _holds_coder(params: object) -> bool:
     """Whether a tensor's params hold, at any depth, a trellis model under one adaptive
     coder (``"coder"``)."""
     return _holds(params, lambda d: "coder" in d)
+
+
+def _more_states(model: dict) -> bool:
+    """Whether a dict is a trellis model of more states than 8 (``"states"``)."""
+    return model.get("kind") == "trellis" and "states" in model
 
 
 def _holds_grid(params: object) -> bool:

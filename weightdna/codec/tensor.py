@@ -39,6 +39,7 @@ from weightdna.codec.entries import (
     NEW_IN_8,
     ROW_STREAMS_KIND,
     ROW_STREAMS_VERSION,
+    STATES_VERSION,
     TRELLIS_CODER_VERSION,
     VERSION,
     check_entry,
@@ -114,6 +115,19 @@ TRELLIS_CLASS_ELEMENTS = 1 << 15
 TRELLIS_STATE_ELEMENTS = 1 << 16
 
 
+# From this many elements the trellis searches with 32 states (format version 19: the
+# trellis model's "states"), below it with NNCodec's 8: about 0.15 dB at equal size on
+# MiniLM's matrices (BENCHMARKS.md, "More trellis states"), which a small tensor's
+# "states" key in the header would cost it back.
+TRELLIS_STATES = 32
+TRELLIS_STATES_ELEMENTS = 1 << 14
+
+
+def trellis_states(numel: int) -> int:
+    """The trellis's number of states (`weightdna.codec.trellis.TABLES`) for this size."""
+    return TRELLIS_STATES if numel >= TRELLIS_STATES_ELEMENTS else trellis.STATES
+
+
 def trellis_groups(numel: int) -> int:
     """The trellis's state groups (`weightdna.codec.trellis.STATE_GROUPS`) for this size."""
     return trellis.STATES if numel >= TRELLIS_STATE_ELEMENTS else 2
@@ -129,12 +143,17 @@ def trellis_classes(numel: int, rows: int) -> int:
 
 
 class _Trellis:
-    """What the trellis search of one tensor needs beside the values: each row's class
-    and the learnt rate table (see `weightdna.codec.trellis`)."""
+    """What the trellis search of one tensor needs beside the values: each row's class,
+    the learnt rate table and the number of states (see `weightdna.codec.trellis`)."""
 
     def __init__(self, classes: np.ndarray, n_classes: int, groups: int,
-                 bits: np.ndarray) -> None:
+                 bits: np.ndarray, states: int = trellis.STATES) -> None:
         self.classes, self.n_classes, self.groups, self.bits = classes, n_classes, groups, bits
+        self.states = states
+
+    def model(self) -> dict:
+        """The model params' "states" (format version 19), none for NNCodec's 8."""
+        return {} if self.states == trellis.STATES else {"states": self.states}
 
 
 def _reconstruct(
@@ -552,7 +571,7 @@ def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
     classes = search.classes[start:stop]
     symbols, levels, contexts = trellis.quantize_walked(scale(residual, steps), classes,
                                                         search.n_classes, search.groups,
-                                                        search.bits)
+                                                        search.bits, states=search.states)
     return symbols, _reconstruct(levels, steps, dtype, base, transform), contexts
 
 
@@ -593,10 +612,12 @@ def _learnt_trellis(means: np.ndarray, picked: np.ndarray, rows: int,
     (`_trellis_figures`) of a tensor of this shape."""
     n_classes = trellis_classes(rows * columns, rows)
     groups = trellis_groups(rows * columns)
+    states = trellis_states(rows * columns)
     stride = trellis_stride(rows, columns)
     classes = trellis.class_of(means, n_classes)
-    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups)
-    return _Trellis(classes, n_classes, groups, bits)
+    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups,
+                               states=states)
+    return _Trellis(classes, n_classes, groups, bits, states)
 
 
 def encode_tensor(
@@ -882,7 +903,7 @@ def code_symbols(search: _Trellis | None, streams: Iterator[list[np.ndarray]],
         return encode_symbols(next(streams), model)
     descriptors, sections = encode_streams(streams)
     return {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
-            "streams": descriptors}, sections
+            **search.model(), "streams": descriptors}, sections
 
 
 def _coder_stride(total: int) -> int:
@@ -930,7 +951,8 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         if not _sample_wins(sample, search, counts, lo, coded, variants):
             return None
     blocks = _WalkedBlocks(symbols, search, rows, columns)
-    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps)
+    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps,
+                                   states=search.states)
                 for caps in variants), key=lambda plan: plan.bits)
     limit = _coder_limit(coded, plan.bins)
     if plan.bits / 8 + 8 >= limit:
@@ -938,8 +960,9 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     data = trellis.coder_push(blocks, plan, search.n_classes)
     if len(data) >= limit:
         return None
-    return ({"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
-             "neighbours": list(plan.caps), "min": lo, "max": hi}, {"symbols": data})
+    return ({"kind": "trellis", "classes": search.n_classes, **search.model(),
+             "coder": "adaptive", "neighbours": list(plan.caps), "min": lo, "max": hi},
+            {"symbols": data})
 
 
 def _coder_limit(coded: int, bins: int) -> float:
@@ -1084,7 +1107,8 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
     # counts from empty would charge the sample a learning cost the whole tensor shares
     # out over many more symbols).
     warm, measured = (rows[0::2], classes[0::2]), (rows[1::2], classes[1::2])
-    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups)
+    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups,
+                                      search.states)
     priced = float(costs[contexts.astype(np.int64), measured[0].astype(np.int64) - lo].sum())
     streams = (8 * coded * priced / ideal if ideal > 0
                else 8 * coded * measured[0].size / counts.sum())
@@ -1092,7 +1116,8 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
     for caps in variants:
         # one walk over both: the measured rows' bits and bins are the whole's less the
         # warm rows' (the same sums as a walk over the warm rows alone)
-        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps)
+        plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps,
+                                  states=search.states)
         bits = plan.bits - plan.costs[0]
         best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][2]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
@@ -1118,7 +1143,7 @@ class _WalkedBlocks:
         start, stop = self.ranges[i]
         search = self.search
         reader = trellis.StreamReader(*self.symbols.block(i), search.classes,
-                                      search.n_classes, search.groups)
+                                      search.n_classes, search.groups, search.states)
         block = reader.rows(start, stop, self.columns)
         if block is None or not reader.exhausted():
             raise ValueError("the streams' pieces are not the block's")  # the search's own
@@ -1195,9 +1220,10 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str,
                          version: int) -> dict:
     if "coder" in model:
         return _check_coder_model(model, shape, where, version)
-    if set(model) != {"kind", "classes", "groups", "streams"}:
+    _check_states(model, where, version)
+    if set(model) - {"states"} != {"kind", "classes", "groups", "streams"}:
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
-                               "streams.")
+                               "streams (and from version 19 states).")
     classes, groups = model["classes"], model["groups"]
     if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
         raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
@@ -1251,7 +1277,8 @@ def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version:
                     block["histogram"] != sum(d["histogram"] for d in streams):
                 raise CorruptFileError(f"{where}: a row block's lengths are not its "
                                        "streams'.")
-            kinds.add((kind, inner["classes"], inner["groups"]))
+            kinds.add((kind, inner["classes"], inner["groups"],
+                       inner.get("states", trellis.STATES)))
         else:
             check_model_params(inner, where)
             if (kind == "categorical") != (block["histogram"] > 0) and columns:
@@ -1263,7 +1290,7 @@ def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version:
         raise CorruptFileError(f"{where}: the row blocks hold {covered} rows, not {rows}.")
     if len(kinds) > 1:
         raise CorruptFileError(f"{where}: the row blocks' models must be all trellis ones "
-                               "of the same classes and groups, or none.")
+                               "of the same classes, groups and states, or none.")
     if total != len(sections.get("symbols", b"")) or \
             histograms != len(sections.get("histogram", b"")):
         raise CorruptFileError(f"{where}: the row blocks' lengths do not add up to the "
@@ -1290,13 +1317,28 @@ def _row_stream_parts(model: dict, sections: dict[str, bytes], rows: int, where:
         start, at, hat = stop, at + block["bytes"], hat + block["histogram"]
 
 
+def _check_states(model: dict, where: str, version: int) -> None:
+    """A trellis model's "states" (format version 19), if it has one: a table's number of
+    states other than NNCodec's 8 (absent for it)."""
+    if "states" not in model:
+        return
+    if version < STATES_VERSION:
+        raise CorruptFileError(f"{where}: a trellis of more states is new in version "
+                               f"{STATES_VERSION}; this file is version {version}.")
+    allowed = [c for c in trellis.STATE_COUNTS if c != trellis.STATES]
+    if not (is_int(model["states"]) and model["states"] in allowed):
+        raise CorruptFileError(f"{where}: a trellis model's states must be one of {allowed} "
+                               f"(absent for {trellis.STATES}).")
+
+
 def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version: int) -> dict:
     """A trellis model under one adaptive coder (format version 17)."""
     if version < TRELLIS_CODER_VERSION:
         raise CorruptFileError(f"{where}: one adaptive coder per trellis tensor is new in "
                                f"version {TRELLIS_CODER_VERSION}; this file is version "
                                f"{version}.")
-    if set(model) != TRELLIS_CODER_KEYS or model["coder"] != "adaptive":
+    _check_states(model, where, version)
+    if set(model) - {"states"} != TRELLIS_CODER_KEYS or model["coder"] != "adaptive":
         raise CorruptFileError(f"{where}: a trellis model under one coder has the keys "
                                f"{sorted(TRELLIS_CODER_KEYS)}, coder adaptive.")
     classes, lo, hi = model["classes"], model["min"], model["max"]
@@ -1349,11 +1391,12 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
                                    f"{count} symbols under the adaptive coder (at most "
                                    f"{limit}).")
         return trellis.CoderReader(data, model["min"], model["max"], classes, n_classes,
-                                   columns, tuple(model["neighbours"]))
+                                   columns, tuple(model["neighbours"]),
+                                   model.get("states", trellis.STATES))
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
-                                n_classes, model["groups"])
+                                n_classes, model["groups"], model.get("states", trellis.STATES))
 
 
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,
