@@ -14,6 +14,12 @@ trellis-coded quantisation gain (at most 1.53 dB at high rate).
 The trellis runs along each row of the tensor (its first axis against the rest, as the
 per-row steps of `weightdna.codec.quantize`), from state 0 at the start of every row.
 
+From format version 19 the machine may have 16 or 32 states (``TABLES``, `dq_table`:
+Ungerboeck's rate-1/2 codes, NNCodec's table among them; a state's quantiser is its low
+bit): more states pack the points more densely (BENCHMARKS.md, "More trellis states").
+Their contexts are those of the state mod 8, so the models' layout stays that of 8 states;
+the search over any table is `_search_any`, NNCodec's keeps its own kernel (`_search`).
+
 Symbols are entropy-coded per context: the state (or, for a small tensor, only its
 quantiser: ``STATE_GROUPS``) times the class of the element's row
 (rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
