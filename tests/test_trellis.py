@@ -163,7 +163,7 @@ def test_the_compiled_search_chooses_what_the_reference_does(groups: int, lam: f
             np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("states", [16, 32])
+@pytest.mark.parametrize("states", [16, 32, 64])
 @pytest.mark.parametrize("lam", [0.0, 0.14, 1.5])
 def test_the_search_of_more_states_chooses_what_the_reference_does(states: int,
                                                                    lam: float) -> None:

@@ -115,11 +115,11 @@ TRELLIS_CLASS_ELEMENTS = 1 << 15
 TRELLIS_STATE_ELEMENTS = 1 << 16
 
 
-# From this many elements the trellis searches with 32 states (format version 19: the
-# trellis model's "states"), below it with NNCodec's 8: about 0.15 dB at equal size on
-# MiniLM's matrices (BENCHMARKS.md, "More trellis states"), which a small tensor's
+# From this many elements the trellis searches with 64 states (format version 19: the
+# trellis model's "states"), below it with NNCodec's 8: about 0.2 dB at equal size on
+# MiniLM's tensors (BENCHMARKS.md, "More trellis states"), which a small tensor's
 # "states" key in the header would cost it back.
-TRELLIS_STATES = 32
+TRELLIS_STATES = 64
 TRELLIS_STATES_ELEMENTS = 1 << 14
 
 

@@ -14,7 +14,7 @@ trellis-coded quantisation gain (at most 1.53 dB at high rate).
 The trellis runs along each row of the tensor (its first axis against the rest, as the
 per-row steps of `weightdna.codec.quantize`), from state 0 at the start of every row.
 
-From format version 19 the machine may have 16 or 32 states (``TABLES``, `dq_table`:
+From format version 19 the machine may have 16, 32 or 64 states (``TABLES``, `dq_table`:
 Ungerboeck's rate-1/2 codes, NNCodec's table among them; a state's quantiser is its low
 bit): more states pack the points more densely (BENCHMARKS.md, "More trellis states").
 Their contexts are those of the state mod 8, so the models' layout stays that of 8 states;
@@ -72,11 +72,12 @@ def dq_table(nu: int, h1: int, h0: int, swap: bool = False) -> np.ndarray:
 
 
 # The tables by their number of states (format version 19: the trellis model's "states",
-# absent = 8): NNCodec's, and the codes (h1, h0) of 16 and 32 states whose granular gain at
-# high rate is the largest of the codes with h1_1 = 0 (a state's two successors use one
-# quantiser, as NNCodec's; bench/trellis_states.py --tables: 1.16 and 1.22 dB against
-# NNCodec's 1.09).
-TABLES = {8: NEXT_STATE, 16: dq_table(4, 0o10, 0o23), 32: dq_table(5, 0o24, 0o43, True)}
+# absent = 8): NNCodec's, and the codes (h1, h0) of 16, 32 and 64 states whose granular
+# gain at high rate is the largest of the codes with h1_1 = 0 (a state's two successors use
+# one quantiser, as NNCodec's; bench/trellis_states.py --tables: 1.16, 1.22 and 1.27 dB
+# against NNCodec's 1.09).
+TABLES = {8: NEXT_STATE, 16: dq_table(4, 0o10, 0o23), 32: dq_table(5, 0o24, 0o43, True),
+          64: dq_table(6, 0o54, 0o135, True)}
 STATE_COUNTS = tuple(TABLES)
 MAX_CLASSES = 8
 # The states' share of the contexts: each state its own (8), or only its quantiser (2: the
