@@ -81,6 +81,7 @@ from weightdna.codec.entries import (
     NAME_PREFIXES_VERSION,
     READABLE_VERSIONS,
     ROW_STREAMS_VERSION,
+    STATES_VERSION,
     TRELLIS_CODER_VERSION,
     TRELLIS_COLUMN_VERSION,
     VERSION,
@@ -398,21 +399,35 @@ def seeds() -> tuple[Seed, ...]:
     NAME_PREFIXES_VERSION's front-coded names, and ADAPTIVE_VERSION's adaptive symbol model
     (`adaptive_coded`), and ROW_STREAMS_VERSION's symbols coded by row blocks
     (`row_blocked_coded`), and TRELLIS_CODER_VERSION's one coder (`coder_coded`), and
-    TRELLIS_COLUMN_VERSION's column context (`column_coded`). Every seed before that
-    version is coded with the static models only, as those versions coded."""
-    saved = entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN
+    TRELLIS_COLUMN_VERSION's column context (`column_coded`), and STATES_VERSION's trellis
+    of 32 states (the large trellis under its context streams, and `coder_coded` again).
+    Every seed before that version is coded with the static models only, as those
+    versions coded, every one before TRELLIS_COLUMN_VERSION without the column context,
+    and every one before STATES_VERSION with 8 states."""
+    saved = (entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN,
+             tensor.TRELLIS_STATES)
     entropy.AUTO_ADAPTIVE = False  # whatever a caller set
     tensor.TRELLIS_CODER = tensor.TRELLIS_COLUMN = False
+    tensor.TRELLIS_STATES = trellis.STATES
     try:
         older = (*_static_seeds(), _seed("v15-adaptive", adaptive_coded(), ADAPTIVE_VERSION),
                  _seed("v16-rowblocks", row_blocked_coded(), ROW_STREAMS_VERSION))
         tensor.TRELLIS_CODER = True
         v17 = _seed("v17-trellis-coder", coder_coded(), TRELLIS_CODER_VERSION)
         tensor.TRELLIS_COLUMN = True
-        return (*older, v17, _seed("v18-trellis-column", column_coded(),
-                                   TRELLIS_COLUMN_VERSION))
+        older = (*older, v17, _seed("v18-trellis-column", column_coded(),
+                                    TRELLIS_COLUMN_VERSION))
+        tensor.TRELLIS_STATES = 32
+        tensor.TRELLIS_CODER = False
+        _, large, request = large_trellis()
+        streams = encode_all([("states.streams", large, request)])
+        tensor.TRELLIS_CODER = True
+        states = [*streams, *coder_coded()]
+        assert all(c[0]["params"]["model"].get("states") == 32 for c in states[:2])
+        return (*older, _seed("v19-states", states, STATES_VERSION))
     finally:
-        entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN = saved
+        (entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN,
+         tensor.TRELLIS_STATES) = saved
 
 
 def coder_coded() -> list[tuple[dict, dict]]:
@@ -962,14 +977,15 @@ def _invariants(dna: object) -> str:
 
 
 def _coder_is_exact(entry: dict, model: dict, sections: dict, version: int) -> str:
-    """'' when a trellis tensor's one coder (version 17; its column context, 18),
-    decoded, codes to its bytes again."""
+    """'' when a trellis tensor's one coder (version 17; its column context, 18; its
+    states, 19), decoded, codes to its bytes again."""
     rows, columns = row_shape(tuple(entry["shape"]))
     reader = tensor._trellis_reader(model, sections, rows, "coder", version, columns)
     symbols = reader.rows(0, rows, columns)[0]
     caps = tuple(model["neighbours"])
     again = trellis.coder_encode([(symbols, reader.classes)], model["classes"], columns, *caps,
-                                 model.get("column", 1))
+                                 model.get("column", 1),
+                                 states=model.get("states", trellis.STATES))
     if again != sections["symbols"]:
         return (f"a trellis coder of {len(sections['symbols'])} bytes decoded symbols that "
                 f"code to {len(again)} other bytes")

@@ -20,7 +20,7 @@ from support import MINILM, requires_minilm
 from weightdna.codec import compress, rowblocks, tensor
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.container import read_dna_file
-from weightdna.codec.entries import ROW_STREAMS_VERSION
+from weightdna.codec.entries import STATES_VERSION, VERSION
 from weightdna.codec.ratecontrol import Candidate, Choice, Target
 from weightdna.codec.resume import work_folder
 from weightdna.codec.tensor import decode_tensor
@@ -111,9 +111,9 @@ def test_a_row_block_coding_holds_the_whole_tensors_coding(model: Path, small_bl
                                                           rowblocks.row_ranges(info)]
     inner = {b["model"]["kind"] for b in model_params["blocks"]}
     assert inner == ({"trellis"} if quantizer == "trellis" else inner - {"trellis"})
-    decoded = decode_tensor(entry, sections, version=ROW_STREAMS_VERSION)
+    decoded = decode_tensor(entry, sections, version=VERSION)
     assert decoded.equal(
-        decode_tensor(*whole, version=ROW_STREAMS_VERSION))
+        decode_tensor(*whole, version=VERSION))
     # The size cost of coding the two blocks apart: under 1% of the tensor's bytes here
     # (0.39M weights; a real row-blocked tensor's blocks hold 2^23 weights each).
     size, whole_size = sum(map(len, sections.values())), sum(map(len, whole[1].values()))
@@ -141,7 +141,7 @@ def test_a_damaged_row_block_stream_is_refused(model: Path, small_blocks: None) 
     import copy
 
     entry, sections = _blocked_entry(model)
-    decode_tensor(entry, sections, version=ROW_STREAMS_VERSION)  # the intact one decodes
+    decode_tensor(entry, sections, version=VERSION)  # the intact one decodes
     blocks = entry["params"]["model"]["blocks"]
     first = blocks[0]["bytes"]
 
@@ -152,7 +152,7 @@ def test_a_damaged_row_block_stream_is_refused(model: Path, small_blocks: None) 
         if change_sections:
             change_sections(parts)
         with pytest.raises(CorruptFileError, match=match):
-            decode_tensor(damaged, parts, version=ROW_STREAMS_VERSION)
+            decode_tensor(damaged, parts, version=VERSION)
 
     # Cut: the symbols section shorter than the blocks' lengths.
     refused(change_sections=lambda p: p.update(symbols=p["symbols"][:-4]), match="add up")
@@ -211,7 +211,7 @@ def test_row_blocked_model_same_file_in_workers_and_resumed(model: Path, small_b
     compress_model(load_weights(model), two, TARGET, workers=2, **options)
     assert digest(two) == digest(one)
     dna = read_dna_file(one)  # each row block's symbols coded in its task
-    assert dna.version >= ROW_STREAMS_VERSION  # 17 where another tensor takes the one coder
+    assert dna.version == STATES_VERSION  # the blocks model, a trellis of more states
     assert len(dna.entries[dna.index(EMBEDDINGS)]["params"]["model"]["blocks"]) == 2
     if importlib.util.find_spec("ray") is not None:
         on_ray = tmp_path / "ray.dna"
@@ -264,9 +264,9 @@ def test_a_row_block_decodes_alone_with_its_non_finite_values() -> None:
     parts = [rowblocks.encode_rows(w[a:b], a, 0.01, 0.0, None, None) for a, b in bounds]
     info = TensorInfo("w", (48, 24), "bfloat16", "other", None, "w")
     (entry, sections), _ = rowblocks.coded(info, 0.01, None, None, parts)
-    whole = decode_tensor(entry, sections, version=ROW_STREAMS_VERSION)
+    whole = decode_tensor(entry, sections, version=VERSION)
     assert entry["params"]["nonfinite"] == 3
     assert whole.isnan()[5, 3] and whole[17, 0] == float("inf")
     for k, (a, b) in enumerate(bounds):
-        rows = decode_tensor(entry, sections, version=ROW_STREAMS_VERSION, block=k)
+        rows = decode_tensor(entry, sections, version=VERSION, block=k)
         assert rows.view(torch.int16).equal(whole[a:b].view(torch.int16))

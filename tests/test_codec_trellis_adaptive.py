@@ -16,6 +16,13 @@ from weightdna.codec.entries import ADAPTIVE_VERSION, TRELLIS_CODER_VERSION, fil
 from weightdna.errors import CorruptFileError
 
 
+@pytest.fixture(autouse=True)
+def _eight_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coder as version 17 has it: NNCodec's 8 states (more states, version 19:
+    tests/test_trellis_states.py)."""
+    monkeypatch.setattr(tensor, "TRELLIS_STATES", trellis.STATES)
+
+
 def _matrix(rows: int = 128, columns: int = 512, seed: int = 0) -> torch.Tensor:
     """At most `tensor.CODER_WHOLE_ELEMENTS` elements by default: weighed whole."""
     g = torch.Generator().manual_seed(seed)
@@ -176,11 +183,11 @@ def _planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[int, int]
     calls: list[tuple[int, tuple[int, int]]] = []
     plan = trellis.coder_plan
 
-    def counted(blocks, n_classes, columns, *caps):
+    def counted(blocks, n_classes, columns, *caps, **states):
         assert caps[2:] in ((), (1,))  # version 17's contexts (`_coded`: no column)
         calls.append((sum(blocks[i][0].shape[0] for i in range(len(blocks))),
                       tuple(caps[:2])))
-        return plan(blocks, n_classes, columns, *caps)
+        return plan(blocks, n_classes, columns, *caps, **states)
 
     monkeypatch.setattr(trellis, "coder_plan", counted)
     return calls

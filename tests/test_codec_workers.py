@@ -228,7 +228,7 @@ def test_row_blocks_coded_in_their_tasks_same_file_in_workers(model: Path, tmp_p
     its task (format version 16): the same file in this process and in 2 workers."""
     from weightdna.codec import rowblocks
     from weightdna.codec.container import read_dna_file
-    from weightdna.codec.entries import ROW_STREAMS_VERSION
+    from weightdna.codec.entries import STATES_VERSION
 
     monkeypatch.setattr(rowblocks, "ROW_BLOCK_WEIGHTS", 1 << 16)
     monkeypatch.setattr(rowblocks, "TASK_WEIGHTS", 64 * 384)
@@ -240,7 +240,7 @@ def test_row_blocks_coded_in_their_tasks_same_file_in_workers(model: Path, tmp_p
     compress_model(load_weights(model), two, target, workers=2, **options)
     assert digest(two) == digest(one)
     dna = read_dna_file(one)
-    assert dna.version == ROW_STREAMS_VERSION
+    assert dna.version == STATES_VERSION  # the blocks model, a trellis of more states
     [entry] = [e for e in dna.entries if e["name"] == "embeddings.word_embeddings.weight"]
     assert [b["rows"] for b in entry["params"]["model"]["blocks"]] == [64] * 4
     restored = dna.tensor(entry["name"])

@@ -95,9 +95,12 @@ def test_the_search_minimises_error_plus_rate() -> None:
 
 
 def _reference_search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
-                      bits: np.ndarray, lam: float) -> np.ndarray:
+                      bits: np.ndarray, lam: float,
+                      next_state: np.ndarray = trellis.NEXT_STATE) -> np.ndarray:
     """The search as first written (format version 6), in plain Python: each state's four
-    candidates evaluated on their own, λ·rate multiplied per candidate."""
+    candidates evaluated on their own, λ·rate multiplied per candidate; ``next_state``:
+    the table (a state's quantiser its low bit)."""
+    count = next_state.shape[0]
     width = (bits.shape[1] - 1) // 2
 
     def rate(ctx: int, k: int) -> float:
@@ -110,15 +113,15 @@ def _reference_search(x: np.ndarray, row_class: np.ndarray, classes: int, group:
 
     out = np.empty(x.shape, dtype=np.int32)
     for b in range(x.shape[0]):
-        cost = [math.inf] * 8
+        cost = [math.inf] * count
         cost[0] = 0.0
         came, chosen = [], []
         for v in x[b].tolist():
             a, sign = abs(v), (-1 if v < 0 else 1)
-            new = [math.inf] * 8
-            came.append([0] * 8)
-            chosen.append([0] * 8)
-            for s in range(8):
+            new = [math.inf] * count
+            came.append([0] * count)
+            chosen.append([0] * count)
+            for s in range(count):
                 if cost[s] == math.inf:
                     continue
                 q = s & 1
@@ -130,11 +133,11 @@ def _reference_search(x: np.ndarray, row_class: np.ndarray, classes: int, group:
                         continue
                     level = 2.0 * m - (q if m > 0 else 0)
                     c = cost[s] + (a - level) * (a - level) + lam * float(rate(ctx, sign * m))
-                    ns = int(trellis.NEXT_STATE[s, m & 1])
+                    ns = int(next_state[s, m & 1])
                     if c < new[ns]:
                         new[ns], came[-1][ns], chosen[-1][ns] = c, s, sign * m
             cost = new
-        state = min(range(8), key=lambda s: (cost[s], s))
+        state = min(range(count), key=lambda s: (cost[s], s))
         for t in range(x.shape[1] - 1, -1, -1):
             out[b, t] = chosen[t][state]
             state = came[t][state]
@@ -158,6 +161,45 @@ def test_the_compiled_search_chooses_what_the_reference_does(groups: int, lam: f
             want = _reference_search(x, row_class, classes, trellis.state_groups(groups), bits,
                                      lam)
             np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("states", [16, 32, 64])
+@pytest.mark.parametrize("lam", [0.0, 0.14, 1.5])
+def test_the_search_of_more_states_chooses_what_the_reference_does(states: int,
+                                                                   lam: float) -> None:
+    """Format version 19's tables (`trellis._search_any`): the plain search's symbols,
+    ties included (the inputs of the test above), and its levels and contexts from the
+    search's own path those of the walk."""
+    rng = np.random.default_rng(8)
+    classes = 3
+    row_class = rng.integers(0, classes, 12).astype(np.uint8)
+    for groups in trellis.STATE_GROUPS:
+        group = trellis.state_groups(groups, states)
+        for x in (rng.laplace(size=(12, 40)) * 6, np.round(rng.laplace(size=(12, 40)) * 8) / 2):
+            for bits in (rng.uniform(0.5, 9, size=(groups * classes, 41)),
+                         rng.integers(1, 4, size=(groups * classes, 7)).astype(np.float64)):
+                got, levels, contexts = trellis.quantize_walked(x, row_class, classes, groups,
+                                                                bits, lam=lam, states=states)
+                want = _reference_search(x, row_class, classes, group, bits, lam,
+                                         trellis.TABLES[states])
+                np.testing.assert_array_equal(got, want)
+                walked = trellis.reconstruct(want, row_class, classes, groups, states)
+                np.testing.assert_array_equal(levels, walked[0])
+                np.testing.assert_array_equal(contexts, walked[1])
+
+
+def test_the_general_search_on_nncodecs_table_is_the_specialised_one() -> None:
+    """`trellis._search_any` given NNCodec's table chooses what `trellis._search` does."""
+    rng = np.random.default_rng(9)
+    x = rng.laplace(size=(40, 300)) * 3
+    row_class = rng.integers(0, 4, 40).astype(np.uint8)
+    bits = trellis.learn_rates(x, row_class, 4, 8)
+    want = trellis.quantize(x, row_class, 4, 8, bits)
+    got = np.empty(x.shape, dtype=np.int32)
+    trellis._search_any(x, row_class, 4, trellis.state_groups(8), trellis.NEXT_STATE, bits,
+                        trellis.DEFAULT_LAMBDA, got, np.empty((0, 0)),
+                        np.empty((0, 0), dtype=np.int16))
+    np.testing.assert_array_equal(got, want)
 
 
 def _previous_search(x, row_class, classes, group, bits, lam, next_state, out):  # noqa: ANN001

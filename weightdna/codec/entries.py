@@ -53,9 +53,13 @@ TRELLIS_CODER_VERSION = 17
 # (``"column"`` in its model, `weightdna.codec.trellis.COLUMN_BUCKETS`); a version-18 file
 # may hold everything before it.
 TRELLIS_COLUMN_VERSION = 18
+# 19: a trellis of more states than NNCodec's 8 (``"states"`` in its trellis model:
+# `weightdna.codec.trellis.TABLES`); a version-19 file may hold everything before it.
+STATES_VERSION = 19
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
               COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
-              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION, TRELLIS_COLUMN_VERSION)
+              ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION, TRELLIS_COLUMN_VERSION,
+              STATES_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -99,7 +103,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
     under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks,
     TRELLIS_CODER_VERSION with a trellis tensor under one coder, TRELLIS_COLUMN_VERSION
-    with that coder's column context, else 8)."""
+    with that coder's column context, STATES_VERSION with a trellis of more states, else
+    8)."""
+    if any(_holds(entry.get("params"), _more_states) for entry in entries):
+        return STATES_VERSION
     if any(_holds(entry.get("params"), lambda d: "coder" in d and "column" in d)
            for entry in entries):
         return TRELLIS_COLUMN_VERSION
@@ -149,6 +156,11 @@ def _holds_coder(params: object) -> bool:
     """Whether a tensor's params hold, at any depth, a trellis model under one adaptive
     coder (``"coder"``)."""
     return _holds(params, lambda d: "coder" in d)
+
+
+def _more_states(model: dict) -> bool:
+    """Whether a dict is a trellis model of more states than 8 (``"states"``)."""
+    return model.get("kind") == "trellis" and "states" in model
 
 
 def _holds_grid(params: object) -> bool:

@@ -157,7 +157,7 @@ def _encode_rows(weights: ModelWeights, name: str, start: int, stop: int,
     (rows, symbol model, sections), and the flat indices and exact bytes of the non-finite
     elements; None when the step overflows the dtype or the coder's alphabet (the tensor
     is then stored exactly). ``search``: (classes of these rows, classes, groups, rate
-    table) for the trellis, None for scalar rounding."""
+    table, states) for the trellis, None for scalar rounding."""
     return encode_rows(_rows(weights, name, start, stop), start, steps, deadzone, transform,
                        search)
 
@@ -285,7 +285,7 @@ def search_args(search: _Trellis | None, start: int, stop: int) -> tuple | None:
     if search is None:
         return None
     return (np.ascontiguousarray(search.classes[start:stop]), search.n_classes, search.groups,
-            search.bits)
+            search.bits, search.states)
 
 
 def sample_stride(info: TensorInfo) -> int:

@@ -41,6 +41,7 @@ from weightdna.codec.entries import (
     NEW_IN_8,
     ROW_STREAMS_KIND,
     ROW_STREAMS_VERSION,
+    STATES_VERSION,
     TRELLIS_CODER_VERSION,
     TRELLIS_COLUMN_VERSION,
     VERSION,
@@ -117,6 +118,19 @@ TRELLIS_CLASS_ELEMENTS = 1 << 15
 TRELLIS_STATE_ELEMENTS = 1 << 16
 
 
+# From this many elements the trellis searches with 64 states (format version 19: the
+# trellis model's "states"), below it with NNCodec's 8: about 0.2 dB at equal size on
+# MiniLM's tensors (BENCHMARKS.md, "More trellis states"), which a small tensor's
+# "states" key in the header would cost it back.
+TRELLIS_STATES = 64
+TRELLIS_STATES_ELEMENTS = 1 << 14
+
+
+def trellis_states(numel: int) -> int:
+    """The trellis's number of states (`weightdna.codec.trellis.TABLES`) for this size."""
+    return TRELLIS_STATES if numel >= TRELLIS_STATES_ELEMENTS else trellis.STATES
+
+
 def trellis_groups(numel: int) -> int:
     """The trellis's state groups (`weightdna.codec.trellis.STATE_GROUPS`) for this size."""
     return trellis.STATES if numel >= TRELLIS_STATE_ELEMENTS else 2
@@ -132,12 +146,17 @@ def trellis_classes(numel: int, rows: int) -> int:
 
 
 class _Trellis:
-    """What the trellis search of one tensor needs beside the values: each row's class
-    and the learnt rate table (see `weightdna.codec.trellis`)."""
+    """What the trellis search of one tensor needs beside the values: each row's class,
+    the learnt rate table and the number of states (see `weightdna.codec.trellis`)."""
 
     def __init__(self, classes: np.ndarray, n_classes: int, groups: int,
-                 bits: np.ndarray) -> None:
+                 bits: np.ndarray, states: int = trellis.STATES) -> None:
         self.classes, self.n_classes, self.groups, self.bits = classes, n_classes, groups, bits
+        self.states = states
+
+    def model(self) -> dict:
+        """The model params' "states" (format version 19), none for NNCodec's 8."""
+        return {} if self.states == trellis.STATES else {"states": self.states}
 
 
 def _reconstruct(
@@ -555,7 +574,7 @@ def _trellis_block(residual: np.ndarray, steps: float | np.ndarray, dtype: str,
     classes = search.classes[start:stop]
     symbols, levels, contexts = trellis.quantize_walked(scale(residual, steps), classes,
                                                         search.n_classes, search.groups,
-                                                        search.bits)
+                                                        search.bits, states=search.states)
     return symbols, _reconstruct(levels, steps, dtype, base, transform), contexts
 
 
@@ -596,10 +615,12 @@ def _learnt_trellis(means: np.ndarray, picked: np.ndarray, rows: int,
     (`_trellis_figures`) of a tensor of this shape."""
     n_classes = trellis_classes(rows * columns, rows)
     groups = trellis_groups(rows * columns)
+    states = trellis_states(rows * columns)
     stride = trellis_stride(rows, columns)
     classes = trellis.class_of(means, n_classes)
-    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups)
-    return _Trellis(classes, n_classes, groups, bits)
+    bits = trellis.learn_rates(picked, classes[::stride][: picked.shape[0]], n_classes, groups,
+                               states=states)
+    return _Trellis(classes, n_classes, groups, bits, states)
 
 
 def encode_tensor(
@@ -891,7 +912,7 @@ def code_symbols(search: _Trellis | None, streams: Iterator[list[np.ndarray]],
         return encode_symbols(next(streams), model)
     descriptors, sections = encode_streams(streams)
     return {"kind": "trellis", "classes": search.n_classes, "groups": search.groups,
-            "streams": descriptors}, sections
+            **search.model(), "streams": descriptors}, sections
 
 
 def _coder_stride(total: int) -> int:
@@ -933,7 +954,7 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         counts, floor, bins, drifts = _gate_floor(symbols, search, lo, hi)
         if TRELLIS_COLUMN and sample is not None:
             # what the column context would take off, from the sample
-            floor -= max(0.0, _column_gain(*sample, search.n_classes, total))
+            floor -= max(0.0, _column_gain(*sample, search.n_classes, total, search.states))
         if _floor_loses(floor, bins, coded):
             return None
         # coded whole where the floor clears the limit by a margin, or where the
@@ -950,7 +971,8 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
         if not _sample_wins(sample, search, counts, lo, coded, variants):
             return None
     blocks = _WalkedBlocks(symbols, search, rows, columns)
-    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps, column)
+    plan = min((trellis.coder_plan(blocks, search.n_classes, columns, *caps, column,
+                                   states=search.states)
                 for caps, column in variants), key=lambda plan: plan.bits)
     limit = _coder_limit(coded, plan.bins)
     if plan.bits / 8 + 8 >= limit:
@@ -958,15 +980,15 @@ def _one_coder(search: _Trellis, symbols: _Symbols, coded: int,
     data = trellis.coder_push(blocks, plan, search.n_classes)
     if len(data) >= limit:
         return None
-    model = {"kind": "trellis", "classes": search.n_classes, "coder": "adaptive",
-             "neighbours": list(plan.caps), "min": lo, "max": hi}
+    model = {"kind": "trellis", "classes": search.n_classes, **search.model(),
+             "coder": "adaptive", "neighbours": list(plan.caps), "min": lo, "max": hi}
     if plan.column > 1:
         model[TRELLIS_COLUMN_KEY] = plan.column
     return model, {"symbols": data}
 
 
 def _column_gain(rows: np.ndarray, classes: np.ndarray, n_classes: int,
-                 total: int) -> float:
+                 total: int, states: int = trellis.STATES) -> float:
     """The bits the one coder's column context (`trellis.COLUMN_BUCKETS`) would take off
     a trellis tensor of 8 state contexts and ``total`` symbols, estimated on its sampled
     rows (``rows``, their ``classes``; the column sums taken over them): the empirical
@@ -977,7 +999,8 @@ def _column_gain(rows: np.ndarray, classes: np.ndarray, n_classes: int,
     estimate on the whole (½·log2(n) + 1 bits a context of n bins). Negative where the
     split does not pay. Cheap: numpy over the sample, no coder walked."""
     magnitude = np.abs(rows.astype(np.int32))
-    contexts = trellis.reconstruct(rows, classes, n_classes, trellis.STATES)[1].astype(np.int32)
+    contexts = trellis.reconstruct(rows, classes, n_classes, trellis.STATES,
+                                   states)[1].astype(np.int32)
     buckets = trellis.column_buckets(rows)  # int8
     size = (trellis.STATES + 2 * adaptive.GTX) * n_classes
     split = trellis.COLUMN_BUCKETS
@@ -1170,7 +1193,8 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
     # counts from empty would charge the sample a learning cost the whole tensor shares
     # out over many more symbols).
     warm, measured = (rows[0::2], classes[0::2]), (rows[1::2], classes[1::2])
-    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups)
+    _, contexts = trellis.reconstruct(*measured, search.n_classes, search.groups,
+                                      search.states)
     priced = float(costs[contexts.astype(np.int64), measured[0].astype(np.int64) - lo].sum())
     streams = (8 * coded * priced / ideal if ideal > 0
                else 8 * coded * measured[0].size / counts.sum())
@@ -1179,7 +1203,7 @@ def _sample_wins(sample: tuple[np.ndarray, np.ndarray], search: _Trellis,
         # one walk over both: the measured rows' bits and bins are the whole's less the
         # warm rows' (the same sums as a walk over the warm rows alone)
         plan = trellis.coder_plan([warm, measured], search.n_classes, rows.shape[1], *caps,
-                                  column)
+                                  column, states=search.states)
         bits = plan.bits - plan.costs[0]
         best = min(best, bits + CODER_BITS_PER_BIN * (plan.bins - plan.starts[1][3]))
     return best < streams * (1 - CODER_SAMPLE_MARGIN)
@@ -1205,7 +1229,7 @@ class _WalkedBlocks:
         start, stop = self.ranges[i]
         search = self.search
         reader = trellis.StreamReader(*self.symbols.block(i), search.classes,
-                                      search.n_classes, search.groups)
+                                      search.n_classes, search.groups, search.states)
         block = reader.rows(start, stop, self.columns)
         if block is None or not reader.exhausted():
             raise ValueError("the streams' pieces are not the block's")  # the search's own
@@ -1282,9 +1306,10 @@ def _check_trellis_model(model: dict, shape: tuple[int, ...], where: str,
                          version: int) -> dict:
     if "coder" in model:
         return _check_coder_model(model, shape, where, version)
-    if set(model) != {"kind", "classes", "groups", "streams"}:
+    _check_states(model, where, version)
+    if set(model) - {"states"} != {"kind", "classes", "groups", "streams"}:
         raise CorruptFileError(f"{where}: a trellis model has the keys classes, groups, kind, "
-                               "streams.")
+                               "streams (and from version 19 states).")
     classes, groups = model["classes"], model["groups"]
     if not (is_int(classes) and 1 <= classes <= trellis.MAX_CLASSES):
         raise CorruptFileError(f"{where}: trellis classes must be 1..{trellis.MAX_CLASSES}.")
@@ -1338,7 +1363,8 @@ def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version:
                     block["histogram"] != sum(d["histogram"] for d in streams):
                 raise CorruptFileError(f"{where}: a row block's lengths are not its "
                                        "streams'.")
-            kinds.add((kind, inner["classes"], inner["groups"]))
+            kinds.add((kind, inner["classes"], inner["groups"],
+                       inner.get("states", trellis.STATES)))
         else:
             check_model_params(inner, where)
             if (kind == "categorical") != (block["histogram"] > 0) and columns:
@@ -1350,7 +1376,7 @@ def _check_row_streams(model: dict, shape: tuple[int, ...], where: str, version:
         raise CorruptFileError(f"{where}: the row blocks hold {covered} rows, not {rows}.")
     if len(kinds) > 1:
         raise CorruptFileError(f"{where}: the row blocks' models must be all trellis ones "
-                               "of the same classes and groups, or none.")
+                               "of the same classes, groups and states, or none.")
     if total != len(sections.get("symbols", b"")) or \
             histograms != len(sections.get("histogram", b"")):
         raise CorruptFileError(f"{where}: the row blocks' lengths do not add up to the "
@@ -1377,6 +1403,20 @@ def _row_stream_parts(model: dict, sections: dict[str, bytes], rows: int, where:
         start, at, hat = stop, at + block["bytes"], hat + block["histogram"]
 
 
+def _check_states(model: dict, where: str, version: int) -> None:
+    """A trellis model's "states" (format version 19), if it has one: a table's number of
+    states other than NNCodec's 8 (absent for it)."""
+    if "states" not in model:
+        return
+    if version < STATES_VERSION:
+        raise CorruptFileError(f"{where}: a trellis of more states is new in version "
+                               f"{STATES_VERSION}; this file is version {version}.")
+    allowed = [c for c in trellis.STATE_COUNTS if c != trellis.STATES]
+    if not (is_int(model["states"]) and model["states"] in allowed):
+        raise CorruptFileError(f"{where}: a trellis model's states must be one of {allowed} "
+                               f"(absent for {trellis.STATES}).")
+
+
 def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version: int) -> dict:
     """A trellis model under one adaptive coder (format version 17; its column context,
     version 18)."""
@@ -1384,7 +1424,8 @@ def _check_coder_model(model: dict, shape: tuple[int, ...], where: str, version:
         raise CorruptFileError(f"{where}: one adaptive coder per trellis tensor is new in "
                                f"version {TRELLIS_CODER_VERSION}; this file is version "
                                f"{version}.")
-    if (set(model) - {TRELLIS_COLUMN_KEY} != TRELLIS_CODER_KEYS
+    _check_states(model, where, version)
+    if (set(model) - {TRELLIS_COLUMN_KEY, "states"} != TRELLIS_CODER_KEYS
             or model["coder"] != "adaptive"):
         raise CorruptFileError(f"{where}: a trellis model under one coder has the keys "
                                f"{sorted(TRELLIS_CODER_KEYS)} (and optionally "
@@ -1449,11 +1490,12 @@ def _trellis_reader(model: dict, sections: dict[str, bytes], rows: int, where: s
                                    f"{limit}).")
         return trellis.CoderReader(data, model["min"], model["max"], classes, n_classes,
                                    columns, tuple(model["neighbours"]),
-                                   model.get(TRELLIS_COLUMN_KEY, 1))
+                                   model.get(TRELLIS_COLUMN_KEY, 1),
+                                   model.get("states", trellis.STATES))
     coded = {k: sections[k] for k in ("symbols", "histogram") if k in sections}
     joined = decode_streams(model["streams"], coded, where, version)
     return trellis.StreamReader(joined, [d["count"] for d in model["streams"]], classes,
-                                n_classes, model["groups"])
+                                n_classes, model["groups"], model.get("states", trellis.STATES))
 
 
 def _trellis_rows(model: dict, sections: dict[str, bytes], rows: int, columns: int,

@@ -14,6 +14,12 @@ trellis-coded quantisation gain (at most 1.53 dB at high rate).
 The trellis runs along each row of the tensor (its first axis against the rest, as the
 per-row steps of `weightdna.codec.quantize`), from state 0 at the start of every row.
 
+From format version 19 the machine may have 16, 32 or 64 states (``TABLES``, `dq_table`:
+Ungerboeck's rate-1/2 codes, NNCodec's table among them; a state's quantiser is its low
+bit): more states pack the points more densely (BENCHMARKS.md, "More trellis states").
+Their contexts are those of the state mod 8, so the models' layout stays that of 8 states;
+the search over any table is `_search_any`, NNCodec's keeps its own kernel (`_search`).
+
 Symbols are entropy-coded per context: the state (or, for a small tensor, only its
 quantiser: ``STATE_GROUPS``) times the class of the element's row
 (rows of a weight matrix differ in scale, and the class — a quantile of the row's mean
@@ -41,7 +47,38 @@ from weightdna.codec import adaptive
 # NEXT_STATE[state, parity of the symbol]: NNCodec's Trellis8States; odd states use Q1.
 NEXT_STATE = np.array([[0, 2], [7, 5], [1, 3], [6, 4], [2, 0], [5, 7], [3, 1], [4, 6]],
                       dtype=np.int64)
+# The states of NNCodec's table, and the states the contexts tell apart with any table (a
+# state s of a larger one has the contexts of s mod 8: the same quantiser).
 STATES = 8
+
+
+def dq_table(nu: int, h1: int, h0: int, swap: bool = False) -> np.ndarray:
+    """NEXT_STATE[2^ν, 2] of Ungerboeck's rate-1/2 code with parity-check polynomials
+    (h1, h0) in the observer form of its systematic feedback encoder: a state is ν bits
+    s_1 … s_ν (s_1 its bit 0), its quantiser is s_1 (z0), the parity of the symbol is z1
+    (``swap``: z1 = 1 − parity in Q1's states), and the next state is
+    s'_j = s_{j+1} ⊕ h0_j·z0 ⊕ h1_j·z1 (s_{ν+1} = 0), h_j the coefficient of D^j.
+    ``dq_table(3, 0o4, 0o13, True)`` is NNCodec's table, NEXT_STATE."""
+    table = np.empty((1 << nu, 2), dtype=np.int64)
+    for state in range(1 << nu):
+        bits = [(state >> j) & 1 for j in range(nu)] + [0]
+        z0 = bits[0]
+        for parity in (0, 1):
+            z1 = parity ^ (z0 & int(swap))
+            table[state, parity] = sum(
+                (bits[j] ^ (((h0 >> j) & 1) & z0) ^ (((h1 >> j) & 1) & z1)) << (j - 1)
+                for j in range(1, nu + 1))
+    return table
+
+
+# The tables by their number of states (format version 19: the trellis model's "states",
+# absent = 8): NNCodec's, and the codes (h1, h0) of 16, 32 and 64 states whose granular
+# gain at high rate is the largest of the codes with h1_1 = 0 (a state's two successors use
+# one quantiser, as NNCodec's; bench/trellis_states.py --tables: 1.16, 1.22 and 1.27 dB
+# against NNCodec's 1.09).
+TABLES = {8: NEXT_STATE, 16: dq_table(4, 0o10, 0o23), 32: dq_table(5, 0o24, 0o43, True),
+          64: dq_table(6, 0o54, 0o135, True)}
+STATE_COUNTS = tuple(TABLES)
 MAX_CLASSES = 8
 # The states' share of the contexts: each state its own (8), or only its quantiser (2: the
 # even states and the odd ones) — four times fewer models to store for a small tensor.
@@ -304,6 +341,144 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
 
 
 @numba.njit(cache=True, nogil=True)
+def _search_any(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
+                next_state: np.ndarray, bits: np.ndarray, lam: float, out: np.ndarray,
+                levels: np.ndarray, contexts: np.ndarray) -> None:
+    """`_search` over any table ``next_state`` (up to 64 states; a state's quantiser: its
+    low bit; a state's two successors distinct, each state reached from two), ``group``
+    each state's group of contexts: the same costs and the same choices as the plain
+    search (every state weighs 0 and the magnitudes base − 1, base, base + 1 (> 0) of its
+    quantiser; the cheapest arrival at each next state wins, the first on a tie: states in
+    order, then the four symbols), arranged as `_search` is for NNCodec's table, from the
+    table rather than written into the code:
+
+    - each quantiser's candidates are worked out once per element, only the valid ones,
+      split by the parity of their symbol (symbol 0 first among the even ones);
+    - each state's candidates are reduced to its cheapest even and its cheapest odd
+      arrival (the first on a tie, in symbol order), and each next state takes the
+      cheaper of its two arrivals, the one from the lower state on a tie;
+    - λ·rate is read from a table made once per call out to the largest symbol the values
+      can take below FAR_SYMBOLS, and worked out by `_rate` beyond it;
+    - the path is one byte per state and element: the slot (0: symbol 0, 1..3: the
+      magnitudes base − 1 … base + 1) × 64 + the state it came from."""
+    n, length = x.shape
+    count = next_state.shape[0]
+    width = (bits.shape[1] - 1) // 2
+    top = 2 * width
+    lam_bits = lam * bits
+    largest = 0.0
+    for b in range(n):
+        for t in range(length):
+            a = abs(x[b, t])
+            if a > largest:
+                largest = a
+    reach = max(width, 1)
+    if largest < 2.0 * FAR_SYMBOLS:
+        reach = max(reach, int(np.floor((largest + 1.0) / 2.0)) + 1)
+    span = 2 * reach + 1
+    tables = np.empty((classes, count, span))  # [class, state, symbol + reach]
+    for klass in range(classes):
+        for s in range(count):
+            ctx = group[s] * classes + klass
+            for i in range(span):
+                tables[klass, s, i] = _rate(lam, bits, lam_bits, ctx, i - reach, width, top)
+    # the two arrivals at each state, the lower state first: index 2·state + parity
+    into = np.empty((count, 2), dtype=np.int64)
+    seen = np.zeros(count, dtype=np.int64)
+    for s in range(count):
+        for parity in range(2):
+            target = next_state[s, parity]
+            into[target, seen[target]] = 2 * s + parity
+            seen[target] += 1
+    context = np.empty(count, dtype=np.int64)
+    cost = np.empty(count)
+    arrival = np.empty(2 * count)  # [2·state + parity]: the state's cheapest of that parity
+    slot_of = np.empty(2 * count, dtype=np.int64)
+    came = np.empty((length, count), dtype=np.uint8)
+    # [quantiser, parity, i]: the valid candidates' errors, symbols and slots
+    errors = np.empty((2, 2, 3))
+    symbol = np.empty((2, 2, 3), dtype=np.int64)
+    slots = np.empty((2, 2, 3), dtype=np.int64)
+    found = np.empty((2, 2), dtype=np.int64)
+    walk = contexts.size > 0
+    restore = levels.size > 0
+    for b in range(n):
+        klass = row_class[b]
+        table = tables[klass]
+        for s in range(count):
+            context[s] = group[s] * classes + klass
+            cost[s] = np.inf
+        cost[0] = 0.0
+        for t in range(length):
+            v = x[b, t]
+            a = abs(v)
+            sign = -1 if v < 0 else 1
+            for q in range(2):
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                errors[q, 0, 0] = a * a
+                symbol[q, 0, 0] = 0
+                slots[q, 0, 0] = 0
+                found[q, 0] = 1
+                found[q, 1] = 0
+                for j in range(1, 4):
+                    m = base - 2 + j
+                    if m > 0:
+                        level = 2.0 * m - q
+                        parity = m & 1
+                        i = found[q, parity]
+                        errors[q, parity, i] = (a - level) * (a - level)
+                        symbol[q, parity, i] = sign * m
+                        slots[q, parity, i] = j
+                        found[q, parity] = i + 1
+            for s in range(count):
+                here = cost[s]
+                q = s & 1
+                rates = table[s]
+                for parity in range(2):
+                    best = np.inf
+                    best_slot = 0
+                    for i in range(found[q, parity]):
+                        k = symbol[q, parity, i]
+                        index = k + reach
+                        if 0 <= index < span:
+                            r = rates[index]
+                        else:
+                            r = _rate(lam, bits, lam_bits, context[s], k, width, top)
+                        c = here + errors[q, parity, i] + r
+                        if c < best:
+                            best = c
+                            best_slot = slots[q, parity, i]
+                    arrival[2 * s + parity] = best
+                    slot_of[2 * s + parity] = best_slot
+            for s in range(count):
+                first, second = into[s, 0], into[s, 1]
+                pick = second if arrival[second] < arrival[first] else first
+                cost[s] = arrival[pick]
+                came[t, s] = np.uint8(slot_of[pick] * 64 + (pick >> 1))
+        state = 0
+        best = cost[0]
+        for s in range(1, count):
+            if cost[s] < best:
+                best = cost[s]
+                state = s
+        for t in range(length - 1, -1, -1):
+            code = came[t, state]
+            state = code & 63
+            slot = code >> 6
+            k = 0
+            if slot > 0:
+                q = state & 1
+                a = abs(x[b, t])
+                base = int(np.floor(a / 2.0)) if q == 0 else int(np.floor((a + 1.0) / 2.0))
+                k = (-1 if x[b, t] < 0 else 1) * (base - 2 + slot)
+            out[b, t] = k
+            if walk:
+                contexts[b, t] = context[state]
+            if restore:
+                levels[b, t] = _level(k, state)
+
+
+@numba.njit(cache=True, nogil=True)
 def _walk(symbols: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
           next_state: np.ndarray, levels: np.ndarray, contexts: np.ndarray) -> None:
     """Follow the state machine along each row of ``symbols``: the level (units of
@@ -354,13 +529,14 @@ def _merge_float32(streams: np.ndarray, pointer: np.ndarray, ends: np.ndarray,
     n, length = out.shape
     has_base = base.size > 0
     at = pointer.copy()  # the streams' read positions, written back at the end
-    following = np.empty(2 * STATES, dtype=np.int64)  # [2·state + parity]
-    for s in range(STATES):
+    count = next_state.shape[0]
+    following = np.empty(2 * count, dtype=np.int64)  # [2·state + parity]
+    for s in range(count):
         following[2 * s] = next_state[s, 0]
         following[2 * s + 1] = next_state[s, 1]
-    context = np.empty(STATES, dtype=np.int64)  # of each state in this row
+    context = np.empty(count, dtype=np.int64)  # of each state in this row
     for b in range(n):
-        for s in range(STATES):
+        for s in range(count):
             context[s] = group[s] * classes + row_class[b]
         step = steps[b]
         state = 0
@@ -406,13 +582,26 @@ def _laplace_table(scale: float, count: int, width: int = 64) -> np.ndarray:
     return np.tile(-log_p / np.log(2.0), (count, 1))
 
 
-def state_groups(groups: int) -> np.ndarray:
-    """Each state's group of contexts: itself (8 groups) or its quantiser (2)."""
-    return np.arange(STATES, dtype=np.int64) % groups
+def state_groups(groups: int, states: int = STATES) -> np.ndarray:
+    """Each state's group of contexts: itself, or with more than 8 states itself mod 8 (8
+    groups), or its quantiser (2)."""
+    return np.arange(states, dtype=np.int64) % groups
+
+
+def _searched(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
+              bits: np.ndarray, lam: float, out: np.ndarray, levels: np.ndarray,
+              contexts: np.ndarray, states: int) -> None:
+    """`_search` (8 states) or `_search_any` (the table of ``states``)."""
+    group = state_groups(groups, states)
+    if states == STATES:
+        _search(x, classes, n_classes, group, bits, lam, out, levels, contexts)
+    else:
+        _search_any(x, classes, n_classes, group, TABLES[states], bits, lam, out, levels,
+                    contexts)
 
 
 def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
-                lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+                lam: float = DEFAULT_LAMBDA, states: int = STATES) -> np.ndarray:
     """The search's rate table (bits per symbol per context), learnt on evenly spaced rows
     of (rows × columns) ``x`` (values / Δ) holding about SAMPLE_ELEMENTS elements."""
     count = groups * n_classes
@@ -429,25 +618,25 @@ def learn_rates(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
         part_classes = np.ascontiguousarray(sample_classes[::step])
         symbols = np.empty(part.shape, dtype=np.int32)
         contexts = np.empty(part.shape, dtype=np.int16)
-        _search(part, part_classes, n_classes, state_groups(groups), bits, lam, symbols,
-                np.empty((0, 0)), contexts)
+        _searched(part, part_classes, n_classes, groups, bits, lam, symbols,
+                  np.empty((0, 0)), contexts, states)
         bits = _rate_table(symbols, contexts, count)
     return bits
 
 
 def quantize(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
-             bits: np.ndarray, lam: float = DEFAULT_LAMBDA) -> np.ndarray:
+             bits: np.ndarray, lam: float = DEFAULT_LAMBDA, states: int = STATES) -> np.ndarray:
     """Symbols (int32) of (rows × columns) ``x`` (values / Δ) chosen by the trellis search
     under the rate table ``bits`` (`learn_rates`); ``classes``: each row's class."""
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty(x.shape, dtype=np.int32)
-    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
-            np.empty((0, 0)), np.empty((0, 0), dtype=np.int16))
+    _searched(x, np.ascontiguousarray(classes), n_classes, groups, bits, lam, out,
+              np.empty((0, 0)), np.empty((0, 0), dtype=np.int16), states)
     return out
 
 
 def quantize_walked(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: int,
-                    bits: np.ndarray, lam: float = DEFAULT_LAMBDA
+                    bits: np.ndarray, lam: float = DEFAULT_LAMBDA, states: int = STATES
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`quantize` and `reconstruct` of its symbols in one: (symbols int32, levels in units of
     Δ as float64, contexts int16), the levels and contexts from the search's own path."""
@@ -455,20 +644,20 @@ def quantize_walked(x: np.ndarray, classes: np.ndarray, n_classes: int, groups: 
     out = np.empty(x.shape, dtype=np.int32)
     levels = np.empty(x.shape)
     contexts = np.empty(x.shape, dtype=np.int16)
-    _search(x, np.ascontiguousarray(classes), n_classes, state_groups(groups), bits, lam, out,
-            levels, contexts)
+    _searched(x, np.ascontiguousarray(classes), n_classes, groups, bits, lam, out, levels,
+              contexts, states)
     return out, levels, contexts
 
 
 def reconstruct(symbols: np.ndarray, classes: np.ndarray, n_classes: int,
-                groups: int) -> tuple[np.ndarray, np.ndarray]:
+                groups: int, states: int = STATES) -> tuple[np.ndarray, np.ndarray]:
     """(levels in units of Δ as float64, context of every symbol) of (rows × columns)
     ``symbols``."""
     symbols = np.ascontiguousarray(symbols, dtype=np.int32)
     levels = np.empty(symbols.shape)
     contexts = np.empty(symbols.shape, dtype=np.int16)
-    _walk(symbols, np.ascontiguousarray(classes), n_classes, state_groups(groups), NEXT_STATE,
-          levels, contexts)
+    _walk(symbols, np.ascontiguousarray(classes), n_classes, state_groups(groups, states),
+          TABLES[states], levels, contexts)
     return levels, contexts
 
 
@@ -517,7 +706,7 @@ class StreamReader:
     (int32), ``lengths`` their sizes."""
 
     def __init__(self, joined: np.ndarray, lengths: np.ndarray, classes: np.ndarray,
-                 n_classes: int, groups: int) -> None:
+                 n_classes: int, groups: int, states: int = STATES) -> None:
         lengths = np.asarray(lengths, dtype=np.int64)
         self.ends = np.cumsum(lengths).astype(np.int64)
         self.pointer = self.ends - lengths
@@ -526,7 +715,8 @@ class StreamReader:
         self.joined = np.ascontiguousarray(joined)
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
-        self.group = state_groups(groups)
+        self.group = state_groups(groups, states)
+        self.next_state = TABLES[states]
 
     def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(symbols int32, levels in units of Δ) of rows [start, stop); None when a stream
@@ -534,7 +724,7 @@ class StreamReader:
         symbols = np.empty((stop - start, columns), dtype=np.int32)
         levels = np.empty((stop - start, columns))
         if _merge(self.joined, self.pointer, self.ends, self.classes[start:stop],
-                  self.n_classes, self.group, NEXT_STATE, symbols, levels):
+                  self.n_classes, self.group, self.next_state, symbols, levels):
             return None
         return symbols, levels
 
@@ -546,7 +736,8 @@ class StreamReader:
         empty = np.zeros((0, 0))
         return not _merge_float32(self.joined, self.pointer, self.ends,
                                   self.classes[start:stop], self.n_classes, self.group,
-                                  NEXT_STATE, steps, empty if base is None else base, out)
+                                  self.next_state, steps, empty if base is None else base,
+                                  out)
 
     def exhausted(self) -> bool:
         """Every stream read to its end."""
@@ -641,12 +832,13 @@ def _coder_context(state: int, klass: int, classes: int, left: int, above: int,
                    ) -> tuple[int, int, int, int]:
     """The contexts (sig, sign, gt, prefix: `weightdna.codec.adaptive.forward_symbol`'s)
     of a symbol in ``state`` of a row of class ``klass``, after ``left``, below ``above``,
-    in a column of bucket ``bucket_column`` of ``column``."""
+    in a column of bucket ``bucket_column`` of ``column``; a state of a table of more than
+    8 states has the contexts of the state mod 8."""
     buckets = (left_cap + 1) * (above_cap + 1) * column
     bucket = ((min(abs(left), left_cap) * (above_cap + 1) + min(abs(above), above_cap))
               * column + bucket_column)
     q = state & 1
-    sig = (state * classes + klass) * buckets + bucket
+    sig = ((state & (STATES - 1)) * classes + klass) * buckets + bucket
     sign_base = STATES * classes * buckets
     left_sign = 0 if left == 0 else (1 if left < 0 else 2)
     sign = sign_base + (q * classes + klass) * 3 + left_sign
@@ -790,7 +982,7 @@ def _coder_merge_plain(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
         for t in range(length):
             q = walk & 1
             e = buckets[t]
-            sig = (walk * classes + klass) * column + e
+            sig = ((walk & (STATES - 1)) * classes + klass) * column + e
             sign = sign_base + (q * classes + klass) * 3 + left_sign
             gt = gt_base + ((q * classes + klass) * column + e) * adaptive.GTX
             even, odd = next_state[walk, 0], next_state[walk, 1]
@@ -800,10 +992,10 @@ def _coder_merge_plain(words: np.ndarray, coder: np.ndarray, counts: np.ndarray,
             nonzero, state, rest = adaptive.masked_bin(p_sig, counts, sig, state, words,
                                                        rest, np.uint64(1))
             following = buckets[t + 1]
-            p_even = adaptive.probability(counts, (even * classes + klass) * column
-                                          + following, reciprocal)
-            p_odd = adaptive.probability(counts, (odd * classes + klass) * column
-                                         + following, reciprocal)
+            p_even = adaptive.probability(counts, ((even & (STATES - 1)) * classes + klass)
+                                          * column + following, reciprocal)
+            p_odd = adaptive.probability(counts, ((odd & (STATES - 1)) * classes + klass)
+                                         * column + following, reciprocal)
             negative, state, rest = adaptive.masked_bin(p_sign, counts, sign, state, words,
                                                         rest, nonzero)
             more, state, rest = adaptive.masked_bin(p_gt, counts, gt, state, words, rest,
@@ -856,13 +1048,14 @@ class CoderPlan:
 
     def __init__(self, bits: float, bins: int, caps: tuple[int, int], column: int,
                  starts: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None],
-                 costs: list[float]) -> None:
+                 costs: list[float], states: int = STATES) -> None:
         self.bits, self.bins, self.caps, self.starts = bits, bins, caps, starts
-        self.column, self.costs = column, costs
+        self.column, self.costs, self.states = column, costs, states
 
 
 def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-               above_cap: int = ABOVE_CAP, column: int = 1) -> CoderPlan:
+               above_cap: int = ABOVE_CAP, column: int = 1, states: int = STATES
+               ) -> CoderPlan:
     """The one coder walked forward over ``blocks`` (``blocks[i]``: row block i's
     (symbols, row classes), in order; a sequence that may make each block when asked:
     `coder_push` asks for each once more), counting the ideal bits and the bins and keeping
@@ -878,12 +1071,13 @@ def coder_plan(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEF
     for i in range(len(blocks)):
         symbols, classes = blocks[i]
         starts.append((counts.copy(), previous.copy(), sums.copy(), at))
-        at, cost = _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
-                                  left_cap, above_cap, column, sums, adaptive.RECIPROCAL,
-                                  adaptive.NO_PROBS, adaptive.NO_BITS, at, adaptive.LOG2)
+        at, cost = _coder_forward(symbols, classes, n_classes, TABLES[states], counts,
+                                  previous, left_cap, above_cap, column, sums,
+                                  adaptive.RECIPROCAL, adaptive.NO_PROBS, adaptive.NO_BITS, at,
+                                  adaptive.LOG2)
         costs.append(cost)
         total += cost
-    return CoderPlan(total, at, (left_cap, above_cap), column, starts, costs)
+    return CoderPlan(total, at, (left_cap, above_cap), column, starts, costs, states)
 
 
 def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
@@ -900,7 +1094,7 @@ def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
         bins = ends[i] - start
         probs = np.empty(bins, dtype=np.uint16)
         bits = np.empty(bins, dtype=np.uint8)
-        _coder_forward(symbols, classes, n_classes, NEXT_STATE, counts, previous,
+        _coder_forward(symbols, classes, n_classes, TABLES[plan.states], counts, previous,
                        *plan.caps, plan.column, sums, adaptive.RECIPROCAL, probs, bits, 0,
                        adaptive.LOG2)
         pieces.append(pusher.push(probs, bits, bins))
@@ -909,18 +1103,19 @@ def coder_push(blocks: Blocks, plan: CoderPlan, n_classes: int) -> bytes:
 
 
 def coder_bits(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-               above_cap: int = ABOVE_CAP, column: int = 1) -> tuple[float, int]:
+               above_cap: int = ABOVE_CAP, column: int = 1, states: int = STATES
+               ) -> tuple[float, int]:
     """(the ideal bits of a tensor's symbols under its one coder, its number of bins);
     ``blocks`` as `coder_plan` takes them."""
-    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column)
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column, states)
     return plan.bits, plan.bins
 
 
 def coder_encode(blocks: Blocks, n_classes: int, columns: int, left_cap: int = LEFT_CAP,
-                 above_cap: int = ABOVE_CAP, column: int = 1) -> bytes:
+                 above_cap: int = ABOVE_CAP, column: int = 1, states: int = STATES) -> bytes:
     """The one coder's stream of a tensor's symbols (``blocks`` as `coder_plan` takes
     them): `coder_plan`, then `coder_push`."""
-    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column)
+    plan = coder_plan(blocks, n_classes, columns, left_cap, above_cap, column, states)
     return coder_push(blocks, plan, n_classes)
 
 
@@ -931,7 +1126,8 @@ class CoderReader:
     more; the caller checks), lo..hi its symbols' range."""
 
     def __init__(self, data: bytes, lo: int, hi: int, classes: np.ndarray, n_classes: int,
-                 columns: int, caps: tuple[int, int], column: int = 1) -> None:
+                 columns: int, caps: tuple[int, int], column: int = 1,
+                 states: int = STATES) -> None:
         self.words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         state, rest = (int(self.words[-1]) << 32) | int(self.words[-2]), self.words.size - 2
         self.coder = np.array([state, rest], dtype=np.uint64)
@@ -943,6 +1139,7 @@ class CoderReader:
         self.lo, self.hi = lo, hi
         self.classes = np.ascontiguousarray(classes)
         self.n_classes = n_classes
+        self.next_state = TABLES[states]
 
     def rows(self, start: int, stop: int, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
         """(symbols int32, levels in units of Δ) of rows [start, stop); None when a symbol
@@ -950,9 +1147,9 @@ class CoderReader:
         symbols = np.empty((stop - start, columns), dtype=np.int32)
         levels = np.empty((stop - start, columns))
         if _coder_merge(self.words, self.coder, self.counts, self.previous,
-                        self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo, self.hi,
-                        *self.caps, self.column, self.sums, adaptive.RECIPROCAL, _NO_STEPS,
-                        _NO_BASE, symbols, levels, _NO_OUT):
+                        self.classes[start:stop], self.n_classes, self.next_state, self.lo,
+                        self.hi, *self.caps, self.column, self.sums, adaptive.RECIPROCAL,
+                        _NO_STEPS, _NO_BASE, symbols, levels, _NO_OUT):
             return None
         return symbols, levels
 
@@ -961,8 +1158,8 @@ class CoderReader:
         """`StreamReader.restore_float32` from the one coder; False when a symbol falls
         outside the range."""
         return not _coder_merge(self.words, self.coder, self.counts, self.previous,
-                                self.classes[start:stop], self.n_classes, NEXT_STATE, self.lo,
-                                self.hi, *self.caps, self.column, self.sums,
+                                self.classes[start:stop], self.n_classes, self.next_state,
+                                self.lo, self.hi, *self.caps, self.column, self.sums,
                                 adaptive.RECIPROCAL, steps, _NO_BASE if base is None else base,
                                 _NO_SYMBOLS, _NO_LEVELS, out)
 
