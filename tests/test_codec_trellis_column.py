@@ -14,6 +14,7 @@ import torch
 from weightdna.codec import decode_tensor, encode_tensor, tensor, trellis
 from weightdna.codec.container import read_dna_file, write_dna_file
 from weightdna.codec.entries import (
+    STATES_VERSION,
     TRELLIS_CODER_VERSION,
     TRELLIS_COLUMN_VERSION,
     file_version,
@@ -42,6 +43,13 @@ def _coded(w: torch.Tensor, column: bool, step: float = 0.1,
         return encode_tensor(w, name="t", step=step, quantizer="trellis")
     finally:
         tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN = saved
+
+
+@pytest.fixture(autouse=True)
+def _eight_states(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The column context as version 18 has it, on NNCodec's 8 states (with more states,
+    version 19: `test_round_trip_with_the_column_context_and_more_states`)."""
+    monkeypatch.setattr(tensor, "TRELLIS_STATES", trellis.STATES)
 
 
 def _model(coded: tuple[dict, dict]) -> dict:
@@ -103,6 +111,22 @@ def test_round_trip_with_the_column_context(dtype: torch.dtype) -> None:
     assert version == TRELLIS_COLUMN_VERSION
     assert torch.equal(decode_tensor(*on, version=version), decode_tensor(*off))
     assert on[0]["stats"] == off[0]["stats"]
+
+
+@pytest.mark.parametrize("states", [32, 64])
+def test_round_trip_with_the_column_context_and_more_states(
+        monkeypatch: pytest.MonkeyPatch, states: int) -> None:
+    """A trellis of more states (version 19) under the coder with its column context: each
+    state has the contexts of the state mod 8, the same values as its context streams
+    give, in fewer bytes, written as version 19."""
+    monkeypatch.setattr(tensor, "TRELLIS_STATES", states)
+    w = _columns(700, 640, seed=3)
+    off, on = _coded(w, False, coder=False), _coded(w, True)
+    assert _model(on)["states"] == _model(off)["states"] == states
+    assert _model(on)["column"] == trellis.COLUMN_BUCKETS and _size(on) < _size(off)
+    version = file_version([on[0]])
+    assert version == STATES_VERSION
+    assert torch.equal(decode_tensor(*on, version=version), decode_tensor(*off))
 
 
 def test_coder_with_neighbours_and_column() -> None:
