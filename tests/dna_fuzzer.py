@@ -418,7 +418,7 @@ def seeds() -> tuple[Seed, ...]:
         older = (*older, v17, _seed("v18-trellis-column", column_coded(),
                                     TRELLIS_COLUMN_VERSION))
         tensor.TRELLIS_STATES = 32
-        tensor.TRELLIS_CODER = False
+        tensor.TRELLIS_CODER = tensor.TRELLIS_COLUMN = False
         _, large, request = large_trellis()
         streams = encode_all([("states.streams", large, request)])
         tensor.TRELLIS_CODER = True
@@ -820,7 +820,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
+    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
     seed = pool[rng.choices(range(len(pool)), weights=weights)[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
