@@ -252,6 +252,7 @@ def test_workers_read_the_divided_tensors_and_write_the_same_bytes(tmp_path: Pat
     """With factors a model is still coded by the worker processes (each reads its tensors
     from the source file and divides them by the factors the driver wrote beside), into the
     bytes of one process; the factors' file is gone afterwards."""
+    import multiprocessing
     import tempfile
 
     from safetensors.torch import save_file
@@ -265,9 +266,15 @@ def test_workers_read_the_divided_tensors_and_write_the_same_bytes(tmp_path: Pat
     target = Target("bits_per_weight", 3.0)
     one, two = tmp_path / "one.dna", tmp_path / "two.dna"
     compress_model(load_weights(source), one, target, column_factors=factors)
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
+    # A short folder: the fork server's socket may be made in it (multiprocessing's own
+    # temp folder, made in the temp folder of the moment), and under pytest-xdist's tmp_path
+    # (…/popen-gw1/test_workers_read_the_divided_0/scratch/pymp-…/listener-…) its path
+    # passed AF_UNIX's 107 bytes where no fork server ran yet in that process. The process's
+    # multiprocessing folder is put back as it was afterwards; this one is left in place
+    # (a fork server started here keeps its socket in it for the rest of the process).
+    scratch = Path(tempfile.mkdtemp(prefix="wdna-"))
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", None)
     runners = []
     made = workers_module.make_runner
 
