@@ -202,6 +202,23 @@ def _far_rates(table: np.ndarray, at: int, lam: float, bits: np.ndarray, lam_bit
 
 
 @numba.njit(cache=True, nogil=True)
+def _reach(x: np.ndarray, width: int) -> int:
+    """The largest |symbol| a search's λ·rate table holds for values ``x`` (values / Δ)
+    under a learnt table of ``width``: the largest magnitude either quantiser can give
+    them (base + 1), below FAR_SYMBOLS; at least ``width`` and 1."""
+    largest = 0.0
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            a = abs(x[b, t])
+            if a > largest:
+                largest = a
+    reach = max(width, 1)
+    if largest < 2.0 * FAR_SYMBOLS:
+        reach = max(reach, int(np.floor((largest + 1.0) / 2.0)) + 1)
+    return reach
+
+
+@numba.njit(cache=True, nogil=True)
 def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarray,
             bits: np.ndarray, lam: float, out: np.ndarray, levels: np.ndarray,
             contexts: np.ndarray) -> None:
@@ -241,15 +258,7 @@ def _search(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.ndarra
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
     lam_bits = lam * bits  # λ·rate of every in-range symbol, each the same product
-    largest = 0.0
-    for b in range(n):
-        for t in range(length):
-            a = abs(x[b, t])
-            if a > largest:
-                largest = a
-    reach = max(width, 1)  # the table's symbols: -reach..reach
-    if largest < 2.0 * FAR_SYMBOLS:
-        reach = max(reach, int(np.floor((largest + 1.0) / 2.0)) + 1)
+    reach = _reach(x, width)  # the table's symbols: -reach..reach
     span = 2 * reach + 1
     tables = np.empty((classes, span + 5, STATES))  # [class, symbol + reach, state]
     for klass in range(classes):
@@ -366,15 +375,7 @@ def _search_any(x: np.ndarray, row_class: np.ndarray, classes: int, group: np.nd
     width = (bits.shape[1] - 1) // 2
     top = 2 * width
     lam_bits = lam * bits
-    largest = 0.0
-    for b in range(n):
-        for t in range(length):
-            a = abs(x[b, t])
-            if a > largest:
-                largest = a
-    reach = max(width, 1)
-    if largest < 2.0 * FAR_SYMBOLS:
-        reach = max(reach, int(np.floor((largest + 1.0) / 2.0)) + 1)
+    reach = _reach(x, width)
     span = 2 * reach + 1
     tables = np.empty((classes, count, span))  # [class, state, symbol + reach]
     for klass in range(classes):
