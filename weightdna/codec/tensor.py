@@ -1028,15 +1028,27 @@ def _column_gain(rows: np.ndarray, classes: np.ndarray, n_classes: int,
                              ones.reshape(size, split).sum(axis=1)), (n, ones)):
         seen = n_key > 0
         n_key, ones_key = n_key[seen], ones_key[seen]
-        zeros = n_key - ones_key
-        with np.errstate(divide="ignore", invalid="ignore"):
-            entropy = -np.where(ones_key > 0, ones_key * np.log2(ones_key / n_key), 0.0) \
-                - np.where(zeros > 0, zeros * np.log2(zeros / n_key), 0.0)
-        both = float(np.count_nonzero((ones_key > 0) & (zeros > 0)))
-        static = float(entropy.sum()) + both * 0.5 * math.log2(math.e)
-        learning = float((0.5 * np.log2(n_key * scale) + 1.0).sum())
-        cost.append(static * scale + learning)
+        both = float(np.count_nonzero((ones_key > 0) & (ones_key < n_key)))
+        static = float(_bin_bits(ones_key, n_key).sum()) + both * 0.5 * math.log2(math.e)
+        cost.append(static * scale + _learning_bits(n_key * scale))
     return cost[0] - cost[1]
+
+
+def _bin_bits(ones: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Each context's empirical entropy of its bins, n·h(ones / n) bits (``ones`` 1s among
+    its ``totals`` bins; 0 where it has none): what an adaptive estimate of its bins costs
+    at least, as the gate's floors count it."""
+    bits = np.zeros(np.shape(totals))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for part in (ones, totals - ones):
+            bits -= np.where(part > 0, part * np.log2(part / totals), 0.0)
+    return bits
+
+
+def _learning_bits(totals: np.ndarray) -> float:
+    """What a Krichevsky–Trofimov estimate pays at most to learn contexts of ``totals``
+    bins each (all > 0): ½·log2(n) + 1 bits a context of n bins."""
+    return float((0.5 * np.log2(totals) + 1.0).sum())
 
 
 def _descriptor_bytes(model: dict) -> int:
@@ -1099,12 +1111,7 @@ def _floor_parts(counts: np.ndarray, lo: int, n_classes: int
     bypass = prefix @ np.arange(prefix.shape[1])
     ones = np.concatenate([o.reshape(groups, -1) for o in ones], axis=1).astype(np.float64)
     totals = np.concatenate([t.reshape(groups, -1) for t in totals], axis=1).astype(np.float64)
-    zeros = totals - ones
-    bits = bypass.astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for part in (ones, zeros):
-            terms = part * np.log2(part / totals)
-            bits -= np.where(part > 0, terms, 0.0).sum(axis=1)
+    bits = bypass.astype(np.float64) + _bin_bits(ones, totals).sum(axis=1)
     return bits, totals.sum(axis=1).astype(np.int64) + bypass, totals
 
 
@@ -1121,9 +1128,7 @@ def _drift_floor(counts: np.ndarray, lo: int, n_classes: int
     would pay (`CODER_DRIFT_GROUPS`)."""
     floor, bins = _coder_floor(counts.sum(axis=0), lo, n_classes)
     bits, _, totals = _floor_parts(counts, lo, n_classes)
-    seen = totals > 0
-    learning = float((0.5 * np.log2(totals[seen]) + 1.0).sum())
-    return floor, float(bits.sum()), learning, bins
+    return floor, float(bits.sum()), _learning_bits(totals[totals > 0]), bins
 
 
 def _classes_interleaved(search: _Trellis) -> bool:
