@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from weightdna.weights.onnx_format import all_nodes, subgraphs
+
 SAMPLES = 32  # synthetic inputs the means are measured on (as onnx_calibration's Hessians)
 # Values requested from one run of the original graph (bounds the outputs held at once).
 VALUES_PER_RUN = 16
@@ -76,33 +78,17 @@ class Site:
     level: int
 
 
-def _subgraphs(node: Any) -> list[Any]:
-    found = []
-    for attribute in node.attribute:
-        if attribute.HasField("g"):
-            found.append(attribute.g)
-        found.extend(attribute.graphs)
-    return found
-
-
-def _readers(graph: Any, counts: dict[str, int], makers: dict[str, str]) -> None:
-    for node in graph.node:
-        for name in node.input:
-            counts[name] = counts.get(name, 0) + 1
-        for name in node.output:
-            makers[name] = node.op_type
-        for sub in _subgraphs(node):
-            _readers(sub, counts, makers)
-        # A subgraph reading an outer value reads it again where it runs.
-
-
 def sites(model: Any, biases: Iterable[str]) -> list[Site]:
     """The `Site`s of ``model`` (a ModelProto) among the weights ``biases``, in the graph's
     order (subgraphs where their node is)."""
     wanted = set(biases)
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = {}  # a subgraph reading an outer value reads it again
     makers: dict[str, str] = {}
-    _readers(model.graph, counts, makers)
+    for node in all_nodes(model.graph):
+        for name in node.input:
+            counts[name] = counts.get(name, 0) + 1
+        for name in node.output:
+            makers[name] = node.op_type
     outputs = {o.name for o in model.graph.output}
     found: list[Site] = []
 
@@ -127,7 +113,7 @@ def sites(model: Any, biases: Iterable[str]) -> list[Site]:
 
     def walk(graph: Any, depth: dict[str, int], in_loop: bool) -> None:
         for node in graph.node:
-            subs = _subgraphs(node)
+            subs = list(subgraphs(node))
             if subs:
                 inner = dict(depth)
                 for sub in subs:

@@ -47,15 +47,20 @@ def load_model(path: Path) -> Any:
         raise ModelFileError(f"{path} could not be read as ONNX ({exc}).") from None
 
 
+def subgraphs(node: Any) -> Iterator[Any]:
+    """The graphs a node's attributes hold (an If's branches, a Loop's or Scan's body)."""
+    for attribute in node.attribute:
+        if attribute.HasField("g"):
+            yield attribute.g
+        yield from attribute.graphs
+
+
 def all_nodes(graph: Any) -> Iterator[Any]:
     """The nodes of an ONNX graph and of its subgraphs (If/Loop/Scan bodies)."""
     for node in graph.node:
         yield node
-        for attribute in node.attribute:
-            if attribute.g.node:
-                yield from all_nodes(attribute.g)
-            for sub in attribute.graphs:
-                yield from all_nodes(sub)
+        for sub in subgraphs(node):
+            yield from all_nodes(sub)
 
 
 def scopes(graph: Any, inside_loop: bool = False) -> Iterator[tuple[Any, bool]]:
@@ -64,11 +69,8 @@ def scopes(graph: Any, inside_loop: bool = False) -> Iterator[tuple[Any, bool]]:
     yield graph, inside_loop
     for node in graph.node:
         loop = inside_loop or node.op_type != "If"
-        for attribute in node.attribute:
-            if attribute.HasField("g"):
-                yield from scopes(attribute.g, loop)
-            for sub in attribute.graphs:
-                yield from scopes(sub, loop)
+        for sub in subgraphs(node):
+            yield from scopes(sub, loop)
 
 
 def weight_protos(model: Any) -> dict[str, Any]:
