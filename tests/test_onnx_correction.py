@@ -302,3 +302,24 @@ def test_an_unknown_bias_correction_is_refused() -> None:
 
     with pytest.raises(InvalidInputError, match="unknown bias correction"):
         bias_correction_for("none", "x.onnx", [], "always")
+
+
+def test_without_onnxruntime_the_option_says_how_to_go_on(tmp_path: Path, capsys,
+                                                          monkeypatch) -> None:
+    """``--bias-correction synthetic`` on an ONNX file where onnxruntime cannot be imported:
+    exit 1, one error line naming the package and ``--bias-correction none``, no
+    traceback, no output left, the input unchanged."""
+    import sys
+
+    from weightdna.cli import main
+
+    path = _graph(tmp_path / "g.onnx")
+    source = path.read_bytes()
+    out = tmp_path / "g.dna"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # its import fails
+    assert main(["compress", str(path), "-o", str(out), "--snr", "20",
+                 "--bias-correction", "synthetic", "--check", "none"]) == 1
+    err = capsys.readouterr().err
+    assert "pip install onnxruntime" in err and "--bias-correction none" in err
+    assert "Traceback" not in err
+    assert not out.exists() and path.read_bytes() == source

@@ -422,13 +422,7 @@ def onnx_calibration_for(path: str | Path, warn: Callable[[str], None] | None = 
     An option, not `calibration_mode`'s default for ONNX files: it helped rapidocr's
     recognizer and detector but cost its angle classifier and, at 3 bits per weight,
     Silero VAD and magika (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "--calibration synthetic runs an ONNX graph with the optional package "
-            "onnxruntime: pip install onnxruntime, or compress with --calibration none."
-        ) from None
+    require_onnxruntime("calibration")
     from weightdna.evaluate.onnx_calibration import onnx_hessians
 
     result = onnx_hessians(path)
@@ -482,6 +476,19 @@ def is_onnx_file(path: str | Path) -> bool:
     return path.suffix == ".onnx" and path.is_file()
 
 
+def require_onnxruntime(option: str) -> None:
+    """Raise MissingDependencyError, naming ``--OPTION synthetic`` and its way out, where
+    the optional package onnxruntime (which runs an ONNX graph on synthetic inputs) cannot
+    be imported."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(
+            f"--{option} synthetic runs an ONNX graph with the optional package "
+            f"onnxruntime: pip install onnxruntime, or compress with --{option} none."
+        ) from None
+
+
 def _onnx_sensitivity_for_file(path: str | Path, synthetic: bool, progress: Progress | None,
                                note: Callable[[str], None] | None) -> dict[str, float] | None:
     if not synthetic:
@@ -489,13 +496,7 @@ def _onnx_sensitivity_for_file(path: str | Path, synthetic: bool, progress: Prog
             f"--sensitivity auto measures on the calibration data of the model's kind; there "
             f"is none for an ONNX graph ({path}): use --sensitivity synthetic (the output "
             "check's synthetic inputs, no data) or none.")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        raise MissingDependencyError(
-            "--sensitivity synthetic runs an ONNX graph with the optional package "
-            "onnxruntime: pip install onnxruntime, or compress with --sensitivity none."
-        ) from None
+    require_onnxruntime("sensitivity")
     from weightdna.evaluate.onnx_sensitivity import onnx_sensitivity
 
     result = onnx_sensitivity(path, progress=progress)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from weightdna.bert import BertConfig, BertEncoder, random_token_batch
-from weightdna.errors import InvalidInputError, MissingDependencyError
+from weightdna.errors import InvalidInputError
 
 # Random token sequences (`weightdna.bert.random_token_batch`, drawn by the prior) whose
 # outputs' means are matched. MiniLM at 3 bits per weight: 256 gave 0.98616, 1024 0.98623.
@@ -169,7 +169,7 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     "Data-free bias correction for ONNX graphs"); none for anything else. "none": none;
     "synthetic": a BERT model's or an ONNX graph's, refused for any other model and under
     a target that is not lossy. ``note`` hears what an ONNX graph's correction did."""
-    from weightdna.evaluate.calibration import is_onnx_file
+    from weightdna.evaluate.calibration import is_onnx_file, require_onnxruntime
     from weightdna.evaluate.sensitivity import runs_as_bert
 
     if requested is not None and requested not in BIAS_CORRECTIONS:
@@ -194,10 +194,7 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     if not is_onnx_file(path):
         raise InvalidInputError(f"--bias-correction synthetic corrects a BERT model's or an "
                                 f"ONNX graph's biases; {path} is neither: use none.")
-    if importlib.util.find_spec("onnxruntime") is None:
-        raise MissingDependencyError(
-            "--bias-correction synthetic runs an ONNX graph with the optional package "
-            "onnxruntime: pip install onnxruntime, or compress with --bias-correction none.")
+    require_onnxruntime("bias-correction")
     from weightdna.evaluate.onnx_correction import onnx_bias_correction
 
     return onnx_bias_correction(path, note=note)
