@@ -11,6 +11,11 @@ targets 0.01 bits per weight apart: one point decides nothing). A variant is ``m
 
 * ``snr:F``: `weightdna.codec.ratecontrol.SNR_FLOOR_DB` = F (each tensor's SNR ≥ F dB);
 * ``bn:RULE``: `ratecontrol.BN_ROWS` = RULE;
+* ``t:TEXT:K``: each tensor whose name holds TEXT counts K times as much in the objective
+  (its sensitivity × K after the objective's own weight; both sample-rate branches of an
+  ONNX If alike); nothing in the library;
+* ``lstm:I/F/G/O``: `ratecontrol.LSTM_GATE_WEIGHTS` = (I, F, G, O) (``lstm:1/1/1/1``: an
+  LSTM's rows as any matrix's);
 * ``cols:gain[:α]`` / ``cols:moment[:α]`` (ONNX models): each 1×1 conv whose input 0 a
   BatchNormalization makes (through its activation: Relu, Clip, the HardSwish of Mul and
   Div, an SE block's Mul) gets per-column factors (format version 9) from that BatchNorm,
@@ -36,19 +41,32 @@ from pathlib import Path
 import numpy as np
 from bn_rows import short, subject_for
 
-from weightdna.codec import ratecontrol
+from weightdna.codec import compress, ratecontrol
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
 from weightdna.weights import load_weights
 
 DEFAULTS = {"SNR_FLOOR_DB": ratecontrol.SNR_FLOOR_DB,
-            "BN_ROWS": ratecontrol.BN_ROWS}
+            "BN_ROWS": ratecontrol.BN_ROWS,
+            "LSTM_GATE_WEIGHTS": ratecontrol.LSTM_GATE_WEIGHTS}
+APPLY_OBJECTIVE = compress.apply_objective
+SCALED: list[tuple[str, float]] = []  # ``t:TEXT:K``
+
+
+def _apply_objective(tc, objective, **options):
+    """`ratecontrol.apply_objective`, then the ``t:`` rules of the variant."""
+    APPLY_OBJECTIVE(tc, objective, **options)
+    for text, factor in SCALED:
+        if text in tc.info.name:
+            tc.sensitivity *= factor
 
 
 def set_variant(variant: str) -> None:
     """Every rule back to the code's, then ``variant``'s rules set."""
     for name, value in DEFAULTS.items():
         setattr(ratecontrol, name, value)
+    SCALED.clear()
+    compress.apply_objective = _apply_objective
     if variant == "main":
         return
     for rule in variant.split("+"):
@@ -57,6 +75,11 @@ def set_variant(variant: str) -> None:
             ratecontrol.SNR_FLOOR_DB = float(value)
         elif kind == "bn":
             ratecontrol.BN_ROWS = value
+        elif kind == "t":
+            text, _, factor = value.rpartition(":")
+            SCALED.append((text, float(factor)))
+        elif kind == "lstm":
+            ratecontrol.LSTM_GATE_WEIGHTS = tuple(float(f) for f in value.split("/"))
         elif kind != "cols":
             raise SystemExit(f"unknown rule {rule!r}")
 

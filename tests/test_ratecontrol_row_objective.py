@@ -160,3 +160,83 @@ def test_the_batchnorm_rule_is_a_switch_off_by_default(tmp_path, monkeypatch) ->
     quiet_off, loud_off = row_snr("a.dna")
     quiet_gain, loud_gain = row_snr("c.dna")
     assert quiet_gain > quiet_off + 6 and loud_gain < loud_off
+
+
+def test_an_lstms_gate_matrices_are_found_by_pytorchs_names_and_shapes() -> None:
+    from weightdna.weights.roles import lstm_gates
+
+    shapes = {"rnn.weight_ih": (512, 64), "rnn.weight_hh": (512, 128),
+              "lstm.weight_ih_l1_reverse": (32, 16), "lstm.weight_hh_l1_reverse": (32, 8),
+              "gru.weight_ih_l0": (24, 5), "gru.weight_hh_l0": (24, 8),  # 3 gates of 8
+              "alone.weight_hh": (16, 4),  # no input matrix beside it
+              "odd.weight_ih": (40, 10), "odd.weight_hh": (40, 9)}
+    assert lstm_gates(shapes) == {"rnn.weight_ih": 128, "rnn.weight_hh": 128,
+                                  "lstm.weight_ih_l1_reverse": 8,
+                                  "lstm.weight_hh_l1_reverse": 8}
+
+
+def test_an_lstms_cell_gate_rows_get_finer_steps() -> None:
+    factors = rc.lstm_row_factors(6)
+    assert rc.LSTM_GATE_WEIGHTS == (1.0, 1.0, 4.0, 1.0)
+    assert factors.tolist() == [1.0] * 12 + [4.0] * 6 + [1.0] * 6
+    tc, plain = _rows(SPREAD), _rows(SPREAD)
+    rc.apply_objective(plain, "layer")
+    rc.apply_objective(tc, "layer", row_factor=factors)
+    # the same as the output weights factor_r / ms_r: the cell gate's rows 2× finer
+    # relative to their own RMS than the other gates'
+    ratio = tc.row_scale / np.sqrt(tc.row_ms)
+    assert np.allclose(ratio[12:18] * 2, ratio[0])
+    assert np.allclose(ratio[:12], ratio[0]) and np.allclose(ratio[18:], ratio[0])
+    same = _rows(SPREAD)
+    ms_t = same.signal / same.info.numel
+    rc.apply_objective(same, "layer",
+                       output_weight=factors / rc.floored_row_ms(same.row_ms, ms_t))
+    assert np.allclose(same.row_scale, tc.row_scale)
+    assert same.sensitivity == pytest.approx(tc.sensitivity)
+    # a factor of the wrong length is not applied; "mse" weighs no rows
+    other = _rows(SPREAD)
+    rc.apply_objective(other, "layer", row_factor=np.ones(5))
+    assert np.allclose(other.row_scale, plain.row_scale)
+    mse = _rows(SPREAD)
+    rc.apply_objective(mse, "mse", row_factor=factors)
+    assert mse.row_norm is None
+
+
+def test_an_lstm_is_coded_with_its_gates_and_other_models_as_before(tmp_path,
+                                                                    monkeypatch) -> None:
+    # torch.nn.LSTM's state dict at 2 bits per weight: with the gates' weights its cell
+    # gate's rows are coded finer than with rows alike, the other gates' coarser; a model
+    # without an LSTM writes the same file either way.
+    import torch
+
+    from weightdna.codec.compress import compress_model, decompress_model
+    from weightdna.weights import ModelWeights, load_weights
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(96, 128)  # 65,536 weights a matrix: per-row steps pay
+    tensors = {f"rnn.{k}": v.detach().clone() for k, v in lstm.state_dict().items()}
+    tensors["head.weight"] = torch.randn(8, 128) * 0.1
+    target = rc.Target("bits_per_weight", 2.0)
+
+    def cell_and_other_snr(gates: tuple) -> tuple[float, float]:
+        monkeypatch.setattr(rc, "LSTM_GATE_WEIGHTS", gates)
+        name = f"{gates[2]:g}"
+        compress_model(ModelWeights.from_tensors(tensors), tmp_path / f"{name}.dna", target)
+        decompress_model(tmp_path / f"{name}.dna", tmp_path / f"{name}.safetensors")
+        restored = load_weights(tmp_path / f"{name}.safetensors").tensor("rnn.weight_hh_l0")
+        original = tensors["rnn.weight_hh_l0"]
+        err, sig = ((restored - original) ** 2).sum(1), (original ** 2).sum(1)
+        cell = slice(256, 384)
+        other = torch.ones(512, dtype=torch.bool)
+        other[cell] = False
+        return (float(10 * torch.log10(sig[cell].sum() / err[cell].sum())),
+                float(10 * torch.log10(sig[other].sum() / err[other].sum())))
+
+    cell_alike, other_alike = cell_and_other_snr((1.0, 1.0, 1.0, 1.0))
+    cell_gates, other_gates = cell_and_other_snr((1.0, 1.0, 4.0, 1.0))
+    assert cell_gates > cell_alike + 2 and other_gates < other_alike
+    plain = {"fc.weight": torch.randn(64, 96), "fc.bias": torch.randn(64)}
+    for gates in ((1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 4.0, 1.0)):
+        monkeypatch.setattr(rc, "LSTM_GATE_WEIGHTS", gates)
+        compress_model(ModelWeights.from_tensors(plain), tmp_path / f"p{gates[2]:g}.dna", target)
+    assert (tmp_path / "p1.dna").read_bytes() == (tmp_path / "p4.dna").read_bytes()

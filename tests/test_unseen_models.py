@@ -117,6 +117,17 @@ def test_silero_keeps_its_decisions_at_3_bits_per_weight(silero_case, tmp_path: 
     assert abs(restored["restored_speech_share"] - restored["speech_share"]) < 0.1, restored
 
 
+def test_the_silero_judge_counts_the_speech_chunks_the_restored_model_still_hears() -> None:
+    reference = np.array([[0.9, 0.8, 0.1, 0.7], [0.2, 0.6, 0.0, 0.3]])
+    restored = np.array([[0.9, 0.3, 0.6, 0.7], [np.nan, 0.1, 0.0, 0.3]])
+    figures = unseen.compare_decisions(reference, restored)
+    # the original hears 4 chunks; the restored model 2 of them, and 1 it should not
+    assert figures["speech_recall"] == pytest.approx(0.5)
+    assert figures["agreement"] == pytest.approx(5 / 8)
+    assert figures["restored_speech_share"] == pytest.approx(3 / 8)
+    assert unseen.compare_decisions(np.zeros((1, 3)), np.ones((1, 3)))["speech_recall"] == 1.0
+
+
 def test_the_silero_judge_fails_a_broken_restore(silero_case) -> None:
     model, audio, reference = silero_case
     broken = unseen.compare_decisions(

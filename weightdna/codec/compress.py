@@ -54,6 +54,7 @@ from weightdna.codec.ratecontrol import (
     check_objective,
     drop_samples,
     fill_budget,
+    lstm_row_factors,
     pooled_figures,
     probe_curve,
     scalar_choice,
@@ -85,6 +86,7 @@ from weightdna.dna.metrics import decibels
 from weightdna.errors import InvalidInputError, OutputExistsError, WeightDNAError
 from weightdna.weights import ModelWeights, TensorInfo
 from weightdna.weights.model import DividedWeights, divided_by_columns
+from weightdna.weights.roles import lstm_gates
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".npz", ".onnx")
@@ -507,11 +509,12 @@ def _probe(tc: TensorCandidates, probe: tuple) -> None:
     """Set ``tc``'s sensitivity and objective and measure its curve (`_analyse`'s
     ``probe``)."""
     (sensitivity, objective, measured, target, per_row, row_weight, mean_numel,
-     output_weight) = probe
+     output_weight, row_factor) = probe
     tc.sensitivity = sensitivity
     if target.kind in ("bits_per_weight", "snr"):
         apply_objective(tc, objective, measured=measured, row_weight=row_weight,
-                        mean_numel=mean_numel, output_weight=output_weight)
+                        mean_numel=mean_numel, output_weight=output_weight,
+                        row_factor=row_factor)
     probe_curve(tc, target, per_row)
 
 
@@ -840,10 +843,13 @@ def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Targ
 
         # The rows of a kernel a BatchNorm follows, by what it makes of their error.
         outputs = _batchnorm_rows(weights, objective, target)
+        # The rows of an LSTM's gate matrices, by how their gate passes on their error.
+        gates = _gate_rows(weights, objective, target)
 
         def probe(name: str) -> tuple:
             return (weight_of(name), objective, sensitivity is not None, target, per_row,
-                    (row_weights or {}).get(name), mean_numel, outputs.get(name))
+                    (row_weights or {}).get(name), mean_numel, outputs.get(name),
+                    gates.get(name))
 
         tasks = [(weights.info(name), candidates_of(name), dna_config, probe(name))
                  for name in by_size]
@@ -1099,6 +1105,20 @@ def _batchnorm_rows(weights: ModelWeights, objective: str, target: Target
         if rows is not None and rows.shape == (weights.info(kernel).shape[0],):
             found[kernel] = rows
     return found
+
+
+def _gate_rows(weights: ModelWeights, objective: str, target: Target
+               ) -> dict[str, np.ndarray]:
+    """{LSTM gate matrix: its rows' factors} (`roles.lstm_gates`,
+    `ratecontrol.lstm_row_factors`; `apply_objective`'s ``row_factor``), for the
+    objectives and targets `_batchnorm_rows` serves; none where the gates weigh alike
+    (every row as any matrix's)."""
+    if (objective == "mse" or not target.whole_model or target.kind == "psnr"
+            or len(set(ratecontrol.LSTM_GATE_WEIGHTS)) == 1):
+        return {}
+    shapes = {name: weights.info(name).shape for name in weights.names}
+    return {name: lstm_row_factors(hidden)
+            for name, hidden in lstm_gates(shapes).items()}
 
 
 def _check_column_factors(weights: ModelWeights, factors: Mapping[str, np.ndarray] | None,

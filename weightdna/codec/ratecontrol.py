@@ -149,6 +149,19 @@ ROW_STEPS_RULE = "high-rate"
 # fewer (BENCHMARKS.md, "Small conv models at 3 bits per weight", 2026-12-05).
 BN_ROWS = "off"
 BN_ROW_RULES = ("off", "gain", "variance")
+# How the rows of an LSTM's gate matrices (`weightdna.weights.roles.lstm_gates`: input,
+# forget, cell and output gates of H rows each) weigh their relative error against each
+# other under "layer" and "relative" (`apply_objective`'s ``row_factor``). A gate
+# pre-activation's error reaches the cell state through the gate's nonlinearity: the
+# cell gate's through tanh (slope 1 at 0), the others' through a sigmoid (slope ¼ at 0),
+# times a gate value or the old cell state; so the cell gate's rows count more. Measured
+# on Silero VAD at 2 bits per weight (the mean of targets 1.95/2/2.05, share of the
+# original's speech decisions kept): (1, 1, 4, 1) 85.47% against 82.24% with rows alike;
+# (1, 1, 8, 1) 84.98%, (1, 1, 16, 1) 83.04%, (1, 2, 8, 1) 84.39%; every tensor of the LSTM
+# 2× 82.47%, 4× 76.67%, its recurrent matrix 4× 82.11% (BENCHMARKS.md, "Silero VAD at 2
+# bits per weight: the LSTM's gates", 2026-12-06). A model without an LSTM is coded as
+# before.
+LSTM_GATE_WEIGHTS = (1.0, 1.0, 4.0, 1.0)
 BN_EPSILON = 1e-5  # ONNX's and PyTorch's default BatchNorm epsilon
 # Objectives for measuring tensor weights between "layer" and "relative", not in OBJECTIVES
 # (BENCHMARKS.md, "Tensor weights between layer and relative"): ``layer:α`` (each tensor's
@@ -652,10 +665,19 @@ def batchnorm_row_weights(gain: np.ndarray, variance: np.ndarray,
     return (gain ** 2 if rule == "gain" else np.ones_like(gain)) / (variance + BN_EPSILON)
 
 
+def lstm_row_factors(hidden: int, gates: Sequence[float] | None = None) -> np.ndarray:
+    """The row factors (`apply_objective`'s ``row_factor``) of an LSTM gate matrix of
+    4 × ``hidden`` rows: ``gates`` (LSTM_GATE_WEIGHTS when None) repeated over each gate's
+    rows."""
+    gates = LSTM_GATE_WEIGHTS if gates is None else gates
+    return np.repeat(np.asarray(gates, dtype=np.float64), hidden)
+
+
 def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False,
                     row_weight: np.ndarray | None = None,
                     mean_numel: float | None = None,
-                    output_weight: np.ndarray | None = None) -> None:
+                    output_weight: np.ndarray | None = None,
+                    row_factor: np.ndarray | None = None) -> None:
     """Set ``tc``'s sensitivity and per-row steps for ``objective`` (module docstring).
     ``measured``: ``tc.sensitivity`` is a measured output sensitivity, which replaces the
     objective's weight of the whole tensor (its rows are still weighed against each
@@ -681,12 +703,19 @@ def apply_objective(tc: TensorCandidates, objective: str, measured: bool = False
     were the same, and its rows are weighed by what the BatchNorm makes of their error.
     Not relative to the tensor's mean square: a few outlier channels (their statistics
     scaled with them) would set it, and the other rows would be coded to nothing. Not
-    under "mse", nor beside ``row_weight`` (which wins)."""
+    under "mse", nor beside ``row_weight`` (which wins). ``row_factor``: how much each
+    row's relative error counts against the others' (> 0, one per row; an LSTM's gates,
+    `lstm_row_factors`): the ``output_weight`` of row_factor_r / ms_r; not beside
+    ``output_weight`` (which wins)."""
     check_objective(objective)
     tc.row_scale = tc.row_norm = None
     ms_t = tc.signal / max(tc.info.numel, 1)
     if not ms_t > 0 or tc.row_ms is None:
         return
+    if (row_factor is not None and output_weight is None
+            and np.shape(row_factor) == tc.row_ms.shape):
+        output_weight = np.asarray(row_factor, dtype=np.float64) / floored_row_ms(tc.row_ms,
+                                                                                  ms_t)
     if objective == "mse" and row_weight is None:
         return
     if row_weight is not None:  # a row's absolute error counts row_weight times

@@ -383,12 +383,15 @@ def silero_probabilities(model: Path, audio: np.ndarray,
 def compare_decisions(reference: np.ndarray, restored: np.ndarray,
                       threshold: float = THRESHOLD) -> dict[str, float]:
     """Share of chunk decisions (probability ≥ ``threshold``) kept, the share of chunks the
-    original calls speech and the restored model's, mean and largest |Δ probability|."""
+    original calls speech and the restored model's, the share of the original's speech
+    chunks the restored model also calls speech (``speech_recall``; 1 where the original
+    calls none), mean and largest |Δ probability|."""
     restored = np.nan_to_num(restored, nan=-1.0)
     a, b = reference >= threshold, restored >= threshold
     delta = np.abs(reference - restored)
     return {"agreement": float((a == b).mean()), "speech_share": float(a.mean()),
             "restored_speech_share": float(b.mean()),
+            "speech_recall": float((a & b).sum() / a.sum()) if a.any() else 1.0,
             "mean_delta": float(delta.mean()), "max_delta": float(delta.max()),
             "samples": int(a.size)}
 

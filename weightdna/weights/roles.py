@@ -245,3 +245,27 @@ def name_batchnorms(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[st
                 found[name] = (gain, variance)
                 break
     return found
+
+
+_LSTM_WEIGHT = re.compile(r"weight_(ih|hh)((_l\d+)?(_reverse)?)$")
+
+
+def lstm_gates(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, int]:
+    """{gate matrix: H} of each LSTM's input and recurrent weights by PyTorch's names
+    (``P.weight_ih``/``P.weight_hh``, ``_lK`` and ``_reverse`` suffixes as `torch.nn.LSTM`
+    writes them): rows in four gates of H, input, forget, cell and output, the recurrent
+    matrix (4H, H) and the input one (4H, any), both present. A GRU's (3H, H) is not
+    matched; nor an ONNX LSTM operator's own W and R (its gates in another order)."""
+    found: dict[str, int] = {}
+    for name, shape in shapes.items():
+        match = _LSTM_WEIGHT.search(name)
+        if match is None or match.group(1) != "hh" or len(shape) != 2:
+            continue
+        hidden = shape[1]
+        head = name[: match.start()]
+        ih = f"{head}weight_ih{match.group(2)}"
+        ih_shape = shapes.get(ih)
+        if (hidden > 0 and shape[0] == 4 * hidden and ih_shape is not None
+                and len(ih_shape) == 2 and ih_shape[0] == 4 * hidden):
+            found[name] = found[ih] = hidden
+    return found
