@@ -240,3 +240,35 @@ def test_an_lstm_is_coded_with_its_gates_and_other_models_as_before(tmp_path,
         monkeypatch.setattr(rc, "LSTM_GATE_WEIGHTS", gates)
         compress_model(ModelWeights.from_tensors(plain), tmp_path / f"p{gates[2]:g}.dna", target)
     assert (tmp_path / "p1.dna").read_bytes() == (tmp_path / "p4.dna").read_bytes()
+
+def test_the_depthwise_batchnorm_rule_weighs_only_kernels_of_one_input_channel(
+        monkeypatch) -> None:
+    # "depthwise": the BatchNorm's gain rule for a depthwise kernel (one input channel an
+    # output channel, a k×k window), none for a full conv or a 1×1 one a BatchNorm follows.
+    import torch
+
+    from weightdna.codec.compress import _batchnorm_rows
+    from weightdna.weights import ModelWeights
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, shape in (("dw", (8, 1, 3, 3)), ("full", (8, 4, 3, 3)), ("pw", (8, 4, 1, 1))):
+        tensors[f"{name}.conv.weight"] = torch.randn(*shape, generator=g)
+        tensors[f"{name}.bn.weight"] = torch.full((8,), 2.0)
+        tensors[f"{name}.bn.bias"] = torch.zeros(8)
+        tensors[f"{name}.bn.running_mean"] = torch.zeros(8)
+        tensors[f"{name}.bn.running_var"] = torch.linspace(0.01, 1.0, 8)
+    weights = ModelWeights.from_tensors(tensors)
+    assert set(weights.batchnorms) == {"dw.conv.weight", "full.conv.weight", "pw.conv.weight"}
+    target = rc.Target("bits_per_weight", 3.0)
+    assert _batchnorm_rows(weights, "layer", target) == {}  # BN_ROWS "off"
+    monkeypatch.setattr(rc, "BN_ROWS", "depthwise")
+    rows = _batchnorm_rows(weights, "layer", target)
+    assert set(rows) == {"dw.conv.weight"}
+    assert np.allclose(rows["dw.conv.weight"], 4.0 / (np.linspace(0.01, 1.0, 8) + rc.BN_EPSILON),
+                       rtol=1e-5)
+    monkeypatch.setattr(rc, "BN_ROWS", "gain")
+    assert set(_batchnorm_rows(weights, "layer", target)) == set(weights.batchnorms)
+    assert [rc.depthwise_kernel(s) for s in ((8, 1, 3, 3), (8, 1, 1, 1), (8, 4, 3, 3),
+                                             (8, 1), (8, 1, 5))] == [True, False, False,
+                                                                     False, True]

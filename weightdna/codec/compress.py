@@ -1100,6 +1100,9 @@ def _batchnorm_rows(weights: ModelWeights, objective: str, target: Target
         return {}
     found = {}
     for kernel, (gain, variance) in weights.batchnorms.items():
+        if ratecontrol.BN_ROWS == "depthwise" \
+                and not ratecontrol.depthwise_kernel(tuple(weights.info(kernel).shape)):
+            continue
         rows = batchnorm_row_weights(weights.tensor(gain).numpy(),
                                      weights.tensor(variance).numpy())
         if rows is not None and rows.shape == (weights.info(kernel).shape[0],):
