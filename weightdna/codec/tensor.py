@@ -871,7 +871,12 @@ CODER_FLOOR_SLACK = 0.005
 # its sample: spaced rows learn its 260 contexts on a few dozen rows and miss what the
 # coder gains (MiniLM at 3 bits per weight: five matrices 0.6-0.95% smaller in full, all
 # turned down by their samples; BENCHMARKS.md, "The trellis coder's gate judged on the
-# whole tensor, and its decoder").
+# whole tensor, and its decoder"). With 64 states six of MiniLM's FFN matrices are still
+# turned down by their samples (0.7–1.2% smaller in full, their floors 0.1% under the
+# limit to 0.04% over it); coding them whole (CODER_FLOOR_CLEAR −0.002) made the file
+# 16 KB smaller and its judged cosine lower twice (the rate control spent the bytes
+# elsewhere), and decoding 17% slower: not adopted (BENCHMARKS.md, "Per-state contexts
+# in the trellis coder", branch s31-ctx).
 CODER_DRIFT_ELEMENTS = 1 << 18
 CODER_DRIFT_GROUPS = 64
 CODER_DRIFT_COUNTS = 1 << 18  # the runs' histograms: 2 MB of int64 at most
