@@ -42,7 +42,7 @@ def _analysed(model: Path, target: Target) -> list[rc.TensorCandidates]:
     objective applied and the curve measured."""
     weights = load_weights(model)
     return [compress._analyse(weights, weights.info(name), ("quantized",), None,
-                              (1.0, "layer", False, target, False, None, None, None))
+                              (1.0, "layer", False, target, False, None, None, None, None))
             for name in NAMES]
 
 
