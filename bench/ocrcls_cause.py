@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> int:
           "right", flush=True)
     adjusts: dict[str, object] = {"": None}
     if args.bias == "synthetic":
-        from weightdna.evaluate.onnx_correction import onnx_bias_correction
-
-        from weightdna.evaluate.onnx_correction import MAX_SHIFT
+        from weightdna.evaluate.onnx_correction import MAX_SHIFT, onnx_bias_correction
 
         shift = MAX_SHIFT if args.max_shift is None else args.max_shift
         adjusts = {kind: onnx_bias_correction(path, inputs=kind, note=print, max_shift=shift)
