@@ -118,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                 figures = judge(load_weights(out).state_dict())
                 kept.append(100 * figures["agreement"])
                 truth.append(100 * figures.get("truth_accuracy", float("nan")))
+                extra = f" cer {100 * figures['cer']:.2f}% |" if "cer" in figures else ""
                 print(f"| {variant} | {target:g} | {report.bits_per_weight:.4f} | "
-                      f"{kept[-1]:.2f} | {truth[-1]:.2f} | {time.process_time() - start:.0f} s |",
-                      flush=True)
+                      f"{kept[-1]:.2f} | {truth[-1]:.2f} | {time.process_time() - start:.0f} s |"
+                      + extra, flush=True)
             error = statistics.stdev(kept) / len(kept) ** 0.5 if len(kept) > 1 else 0.0
             print(f"| {variant} | mean | | **{statistics.mean(kept):.2f}** ± {error:.2f} "
                   f"({min(kept):.2f}–{max(kept):.2f}, sd {statistics.pstdev(kept):.2f}) | "
