@@ -37,7 +37,8 @@ class _Net(torch.nn.Module):
 
 
 def _real_like(rng: np.random.Generator) -> np.ndarray:
-    """Grey, smooth, offset images: one map (low-passed at 4 px, a scale the fit tries) for every channel."""
+    """Grey, smooth, offset images: one map for every channel, low-passed at 4 px (a scale
+    the fit tries)."""
     noise = bn_inputs.smooth_noise(SHAPE, 4.0, "shared", rng)
     return (0.4 * noise + np.array([0.6, 0.5, 0.7]).reshape(1, 3, 1, 1)).astype(np.float32)
 
