@@ -69,7 +69,7 @@ MAX_SHIFT = 0.5
 # drawn so that its batch statistics match its running ones: `weightdna.evaluate.bn_inputs`;
 # other graphs keep the output check's). "batchnorm" took rapidocr's angle classifier at
 # 2.9-3.1 bits per weight from 80.4% to 84.1% of its calls kept (paired +3.7 ± 0.9 over 14
-# targets, better at 13), its recognizer's lines read 65.3% → 68.4% and its detector
+# targets, better at 13), its recognizer's lines read 66.1% → 69.1% and its detector
 # 92.5% → 93.1% (BENCHMARKS.md, "BatchNorm-matched inputs for the ONNX bias correction").
 INPUTS = "batchnorm"
 INPUT_KINDS = ("normal", "batchnorm")
