@@ -3,7 +3,7 @@ toggled in one process, each judged over many nearby targets.
 
     PYTHONPATH=$PWD .venv/bin/python bench/ocrcls_cause.py --model ocrcls \
         --variants main,nocol,nodesc,nofill,none --targets 2.9,2.925,2.95,2.975,3,3.025,3.05 \
-        [--bias none|synthetic] [--crops 300]
+        [--bias none|synthetic] [--inputs normal,batchnorm] [--crops 300]
 
 A variant is ``main`` (the code as it is) or changes joined by ``+``:
 
@@ -19,12 +19,17 @@ Each point: `compress_model` (objective ``layer``; ``--bias synthetic``: with th
 ONNX bias correction, the CLI's default for an ONNX file), decompressed and judged by
 `weightdna.evaluate.unseen`'s judge (ocrcls: the share of 0°/180° calls kept and the
 accuracy against the true turn; ``--crops N`` renders N text lines instead of the judge's
-300). One line per point; per variant the mean, min and max over the targets.
+300). ``--max-shift X``: the correction's `MAX_SHIFT`. ``--inputs``: the bias correction's
+synthetic inputs, each a variant of its own
+("normal": the output check's; "batchnorm": matched to the graph's first BatchNorm,
+`weightdna.evaluate.bn_inputs`). One line per point; per variant the mean, min and max over
+the targets (and its standard error).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="main,nocol,nodesc,nofill,none")
     parser.add_argument("--targets", default="2.95,3,3.05")
     parser.add_argument("--bias", default="synthetic", choices=("none", "synthetic"))
+    parser.add_argument("--inputs", default="normal")
+    parser.add_argument("--max-shift", type=float, default=None,
+                        help="the bias correction's max_shift (default: its MAX_SHIFT)")
     parser.add_argument("--crops", type=int, default=300)
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
@@ -88,14 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     own = judge(weights.state_dict())
     print(f"{args.model}: original {100 * own.get('truth_accuracy', own['agreement']):.2f}% "
           "right", flush=True)
-    adjust = None
+    adjusts: dict[str, object] = {"": None}
     if args.bias == "synthetic":
-        from weightdna.evaluate.onnx_correction import onnx_bias_correction
+        from weightdna.evaluate.onnx_correction import MAX_SHIFT, onnx_bias_correction
 
-        adjust = onnx_bias_correction(path)
+        shift = MAX_SHIFT if args.max_shift is None else args.max_shift
+        adjusts = {kind: onnx_bias_correction(path, inputs=kind, note=print, max_shift=shift)
+                   for kind in args.inputs.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in args.variants.split(","):
+        for variant, kind in itertools.product(args.variants.split(","), adjusts):
+            adjust = adjusts[kind]
             set_variant(variant)
+            variant = f"{variant} {kind}".strip()
             kept, truth = [], []
             for target in targets:
                 start = time.process_time()
@@ -106,10 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                 figures = judge(load_weights(out).state_dict())
                 kept.append(100 * figures["agreement"])
                 truth.append(100 * figures.get("truth_accuracy", float("nan")))
+                extra = f" cer {100 * figures['cer']:.2f}% |" if "cer" in figures else ""
                 print(f"| {variant} | {target:g} | {report.bits_per_weight:.4f} | "
-                      f"{kept[-1]:.2f} | {truth[-1]:.2f} | {time.process_time() - start:.0f} s |",
-                      flush=True)
-            print(f"| {variant} | mean | | **{statistics.mean(kept):.2f}** "
+                      f"{kept[-1]:.2f} | {truth[-1]:.2f} | {time.process_time() - start:.0f} s |"
+                      + extra, flush=True)
+            error = statistics.stdev(kept) / len(kept) ** 0.5 if len(kept) > 1 else 0.0
+            print(f"| {variant} | mean | | **{statistics.mean(kept):.2f}** ± {error:.2f} "
                   f"({min(kept):.2f}–{max(kept):.2f}, sd {statistics.pstdev(kept):.2f}) | "
                   f"**{statistics.mean(truth):.2f}** ({min(truth):.2f}–{max(truth):.2f}) | |",
                   flush=True)

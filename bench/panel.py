@@ -3,7 +3,8 @@
     .venv/bin/python bench/panel.py
         [--models mlp,cnn,bncnn,onnx,detector,minilm,magika,silero,ocr,ocrrec,ocrcls]
         [--rates 1,2,3,4,6,8] [--objectives relative,mse] [--sensitivity none,synthetic]
-        [--calibration none,synthetic] [--bias-correction none,synthetic] [--out results/panel]
+        [--calibration none,synthetic] [--bias-correction none,synthetic,batchnorm]
+        [--out results/panel]
 
 Each model is compressed with `compress_model` at a whole-model bits-per-weight target
 (no calibration data), decompressed and judged by what it does. ``--objectives`` also takes
@@ -46,6 +47,9 @@ once per model): what
 coded weights' error on synthetic inputs (`weightdna.evaluate.onnx_correction`, objective
 "+bias"): what `weightdna compress` does by default for an ONNX file under a whole-model
 target; `compress_model`, which the panel calls, does it only when asked.
+``--bias-correction batchnorm``: the same on inputs drawn so that the graph's first
+BatchNorm sees its running statistics (`weightdna.evaluate.bn_inputs`; objective "+bias-bn";
+a graph without one gets the same inputs as "synthetic").
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
 tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.
@@ -209,7 +213,7 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
               sensitivity: dict[str, float] | None = None,
               calibration: Callable[[], object] | None = None,
-              row_weights: dict | None = None, correct: bool = False) -> dict:
+              row_weights: dict | None = None, correct: str = "") -> dict:
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     plain = objective
@@ -221,8 +225,10 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     if correct:
         from weightdna.evaluate.onnx_correction import onnx_bias_correction
 
-        objective += "+bias"
-        adjust = onnx_bias_correction(subject.path, note=lambda line: say(f"  {line}"))
+        objective += "+bias" if correct == "synthetic" else "+bias-bn"
+        adjust = onnx_bias_correction(subject.path, note=lambda line: say(f"  {line}"),
+                                      inputs="normal" if correct == "synthetic"
+                                      else "batchnorm")
     started = time.perf_counter()
     try:
         report = compress_model(weights, dna, Target("bits_per_weight", rate),
@@ -318,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
                              "distilled from the model (digits models) or on synthetic "
                              "inputs (ONNX models)")
     parser.add_argument("--bias-correction", default="none",
-                        help="none, synthetic or none,synthetic: also with the biases of an "
-                             "ONNX graph corrected for the coded weights' error on synthetic "
-                             "inputs (`weightdna.evaluate.onnx_correction`)")
+                        help="none, synthetic, batchnorm, joined by commas: also with the "
+                             "biases of an ONNX graph corrected for the coded weights' error "
+                             "on synthetic inputs (`weightdna.evaluate.onnx_correction`; "
+                             "batchnorm: inputs matched to its first BatchNorm)")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -384,13 +391,13 @@ def main(argv: list[str] | None = None) -> int:
                         if cmode not in args.calibration.split(","):
                             continue
                         for bmode in args.bias_correction.split(","):
-                            if bmode == "synthetic" and subject.path.suffix != ".onnx":
+                            if bmode != "none" and subject.path.suffix != ".onnx":
                                 continue
                             for rate in rates:
                                 rows.append(run_point(subject, rate, objective, workdir,
                                                       sensitivity, calibration,
                                                       rows_by_mode.get(mode),
-                                                      bmode == "synthetic"))
+                                                      "" if bmode == "none" else bmode))
     write_rows(args.out, "panel", rows)
     return 0
 

@@ -162,7 +162,8 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     (``--bias-correction``) and ``target`` (`weightdna.codec.ratecontrol.Target`).
 
     None, the default: a BERT model's `bert_bias_correction` with "synthetic"
-    sensitivities; an ONNX graph's on the output check's synthetic inputs
+    sensitivities; an ONNX graph's on the output check's synthetic inputs (an image input
+    that goes through a Conv into a BatchNorm drawn to match its running statistics)
     (`weightdna.evaluate.onnx_correction`) under a whole-model target where onnxruntime is
     installed (on the panel it took rapidocr's recognizer at 3 bits per weight from 3% to
     64% of lines read as the original reads them, and tied on the rest: BENCHMARKS.md,

@@ -1,0 +1,121 @@
+"""Synthetic inputs matched to an ONNX graph's first BatchNorm (`weightdna.evaluate.bn_inputs`):
+on a torch-exported Conv + BatchNorm whose running statistics are those of smooth,
+offset images, the drawn inputs give that BatchNorm its running mean and deviation (white
+noise does not); a graph whose input does not go through a Conv into a BatchNorm gets the
+output check's inputs, and the bias correction on it is the same under either switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("scipy")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from weightdna.evaluate import bn_inputs  # noqa: E402
+from weightdna.evaluate.onnx_correction import onnx_corrected_biases  # noqa: E402
+from weightdna.weights.onnx_format import load_model  # noqa: E402
+
+SHAPE = (16, 3, 24, 32)
+
+
+class _Net(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1, bias=False)
+        self.norm = torch.nn.BatchNorm2d(8)
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.norm(self.conv(x))))
+
+
+def _real_like(rng: np.random.Generator) -> np.ndarray:
+    """Grey, smooth, offset images: one map for every channel, low-passed at 4 px (a scale
+    the fit tries)."""
+    noise = bn_inputs.smooth_noise(SHAPE, 4.0, "shared", rng)
+    return (0.4 * noise + np.array([0.6, 0.5, 0.7]).reshape(1, 3, 1, 1)).astype(np.float32)
+
+
+def _exported(path: Path) -> Path:
+    torch.manual_seed(0)
+    net = _Net().eval()
+    with torch.no_grad():
+        y = net.conv(torch.from_numpy(_real_like(np.random.default_rng(1))))
+        net.norm.running_mean.copy_(y.mean(dim=(0, 2, 3)))
+        net.norm.running_var.copy_(y.var(dim=(0, 2, 3), unbiased=False))
+    torch.onnx.export(net, (torch.zeros(1, 3, 24, 32),), str(path), input_names=["image"],
+                      output_names=["out"], opset_version=17, dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE,  # EVAL folds the BatchNorm
+                      dynamic_axes={"image": {0: "batch"}, "out": {0: "batch"}})
+    return path
+
+
+def test_the_drawn_inputs_give_the_first_batchnorm_its_running_statistics(
+        tmp_path: Path) -> None:
+    norm = bn_inputs.first_norm(load_model(_exported(tmp_path / "net.onnx")))
+    assert norm is not None and norm.name == "image" and norm.weight.shape == (8, 3, 3, 3)
+    x, fit = bn_inputs.matched_inputs(norm, SHAPE, np.random.default_rng(0))
+    assert x.shape == SHAPE and x.dtype == np.float32
+    mean, var = bn_inputs.batch_statistics(norm, x)
+    deviation = np.sqrt(norm.var + norm.epsilon)
+    assert np.max(np.abs(mean - norm.mean) / deviation) < 0.05
+    assert np.max(np.abs(np.log(np.sqrt(var + norm.epsilon) / deviation))) < 0.1
+    assert fit.mean_miss < 0.05 and fit.deviation_miss < 0.1
+    assert fit.scale > 0  # smooth images are not fitted best by white noise
+    white = np.random.default_rng(0).standard_normal(SHAPE)
+    misses = bn_inputs._misses(norm, *bn_inputs.batch_statistics(norm, white))
+    assert misses[0] > 5 * fit.mean_miss + 0.1 or misses[1] > 5 * fit.deviation_miss + 0.1
+
+
+def test_the_bias_correction_runs_on_them_and_says_so(tmp_path: Path) -> None:
+    path = _exported(tmp_path / "net.onnx")
+    model = load_model(path)
+    protos = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    head = next(n for n in protos if protos[n].ndim == 4 and protos[n].shape[0] == 4)
+    restored = {head: torch.from_numpy(protos[head] * 1.3)}  # a coding error
+    biases = [n for n in protos if protos[n].ndim == 1]
+    plain = onnx_corrected_biases(path, restored, biases, max_shift=1e9, inputs="normal")
+    matched = onnx_corrected_biases(path, restored, biases, max_shift=1e9,
+                                    inputs="batchnorm")
+    assert plain.fed == "" and matched.fed.startswith("BatchNorm-matched inputs")
+    assert matched.biases and set(matched.biases) == set(plain.biases)
+    assert any(not torch.equal(matched.biases[b], plain.biases[b]) for b in plain.biases)
+    with pytest.raises(ValueError):
+        onnx_corrected_biases(path, restored, biases, inputs="imagenet")
+
+
+def _no_first_norm(path: Path) -> Path:
+    rng = np.random.default_rng(2)
+    weights = {"w": rng.standard_normal((4, 3, 3, 3)), "b": rng.standard_normal(4),
+               "s": np.ones(4), "o": rng.standard_normal(4), "m": rng.standard_normal(4),
+               "v": np.ones(4)}
+    nodes = [helper.make_node("Relu", ["x"], ["r"]),  # the input is not read by the Conv
+             helper.make_node("Conv", ["r", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_a_graph_without_a_first_batchnorm_keeps_the_output_check_s_inputs(
+        tmp_path: Path) -> None:
+    path = _no_first_norm(tmp_path / "g.onnx")
+    assert bn_inputs.first_norm(load_model(path)) is None
+    restored = {"w": torch.from_numpy(
+        numpy_helper.to_array(load_model(path).graph.initializer[0]) * 1.2)}
+    plain = onnx_corrected_biases(path, restored, ["b", "o"], inputs="normal")
+    matched = onnx_corrected_biases(path, restored, ["b", "o"], inputs="batchnorm")
+    assert plain.biases and matched.fed == ""
+    assert set(plain.biases) == set(matched.biases)
+    for name in plain.biases:
+        assert torch.equal(plain.biases[name], matched.biases[name])
