@@ -119,3 +119,27 @@ def test_a_graph_without_a_first_batchnorm_keeps_the_output_check_s_inputs(
     assert set(plain.biases) == set(matched.biases)
     for name in plain.biases:
         assert torch.equal(plain.biases[name], matched.biases[name])
+
+
+@pytest.mark.parametrize("damage", ["negative variance", "nan mean", "short pads", "group"])
+def test_a_first_batchnorm_that_does_not_add_up_is_not_used(damage: str,
+                                                            tmp_path: Path) -> None:
+    """A file's first Conv + BatchNorm whose statistics or attributes are not a layer the fit
+    can use (a negative or NaN statistic, pads of the wrong length, a group that does not
+    divide the channels) leaves the output check's inputs: `first_norm` gives None."""
+    model = load_model(_exported(tmp_path / "m.onnx"))
+    assert bn_inputs.first_norm(model) is not None
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    norm = next(n for n in model.graph.node if n.op_type == "BatchNormalization")
+    inits = {i.name: i for i in model.graph.initializer}
+    if damage in ("negative variance", "nan mean"):
+        name = norm.input[4] if damage == "negative variance" else norm.input[3]
+        values = numpy_helper.to_array(inits[name]).copy()
+        values[0] = -1.0 if damage == "negative variance" else np.nan
+        inits[name].CopyFrom(numpy_helper.from_array(values, name))
+    else:
+        key, value = ("pads", [1, 1]) if damage == "short pads" else ("group", 3)
+        kept = [a for a in conv.attribute if a.name != key]
+        del conv.attribute[:]
+        conv.attribute.extend(kept + [helper.make_attribute(key, value)])
+    assert bn_inputs.first_norm(model) is None

@@ -50,8 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=COMMANDS["compress"],
         description=(
             "Code every tensor of a model in the representation that meets the target at "
-            "the fewest bits: quantised (trellis-coded, NNCodec's 8-state dependent "
-            "quantisation, on tensors of 4096+ weights at 0.5+ bits each) and entropy-coded "
+            "the fewest bits: quantised (trellis-coded: dependent quantisation on "
+            "NNCodec's 8-state trellis, 64 states from 16384 weights; on tensors of 4096+ "
+            "weights at 0.5+ bits each) and entropy-coded "
             "per context, a low-rank prediction plus coded "
             "residual, or a DNA (a SIREN) plus coded residual where cheap tests suggest "
             "structure. Only weight matrices, kernels and embeddings are quantised at the "
@@ -169,7 +170,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="synthetic: after the weights are coded, move each bias by the "
                              "shift of its layer's mean output, stage by stage, with no data: "
                              "on random tokens for a BERT model, or for an ONNX file (with "
-                             "onnxruntime) on the output check's synthetic inputs (Conv, "
+                             "onnxruntime) on the output check's synthetic inputs, drawn "
+                             "to give a first Conv's BatchNorm its running statistics where "
+                             "the image input has one (Conv, "
                              "BatchNormalization, Gemm and MatMul+Add biases; a shift over "
                              "half its bias's size is not made: noise far from the data's "
                              "scale measures those); rapidocr's recognizer at 3 bits/weight "

@@ -34,6 +34,8 @@ import numpy as np
 # Low-pass scales (pixels, a Gaussian's deviation) tried; 0 is white noise.
 SCALES = (0.0, 1.0, 2.0, 4.0, 8.0, 16.0)
 SHARINGS = ("shared", "per-channel")
+# The most input channels fitted (one conv of the noise each): an image has 1, 3 or 4.
+MAX_CHANNELS = 16
 
 
 @dataclass(frozen=True)
@@ -119,14 +121,37 @@ def first_norm(model: Any) -> FirstNorm | None:
         pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
         epsilon = next((helper.get_attribute_value(a) for a in norm.attribute
                         if a.name == "epsilon"), 1e-5)
-        return FirstNorm(
-            spec.name, weight, bias, tuple(int(s) for s in attrs.get("strides", [1, 1])),
-            (pads[0], pads[1], pads[2], pads[3]),
-            tuple(int(d) for d in attrs.get("dilations", [1, 1])), int(attrs.get("group", 1)),
+        strides = [int(s) for s in attrs.get("strides", [1, 1])]
+        dilations = [int(d) for d in attrs.get("dilations", [1, 1])]
+        if len(pads) != 4 or len(strides) != 2 or len(dilations) != 2:
+            return None
+        found = FirstNorm(
+            spec.name, weight, bias, (strides[0], strides[1]),
+            (pads[0], pads[1], pads[2], pads[3]), (dilations[0], dilations[1]),
+            int(attrs.get("group", 1)),
             numpy_helper.to_array(protos[norm.input[3]]).astype(np.float64).ravel(),
             numpy_helper.to_array(protos[norm.input[4]]).astype(np.float64).ravel(),
             float(epsilon))
+        return found if _consistent(found) else None
     return None
+
+
+def _consistent(norm: FirstNorm) -> bool:
+    """Whether ``norm``'s conv and statistics describe a layer this module can fit (a file
+    read from anywhere: anything else leaves the output check's inputs): pads ≥ 0, strides
+    and dilations ≥ 1, a group dividing the output channels, at most MAX_CHANNELS input
+    channels, a bias, mean and variance of one value an output channel, all finite, the
+    variances and epsilon ≥ 0."""
+    k = norm.weight.shape[0]
+    return (min(norm.padding) >= 0 and min(norm.stride + norm.dilation) >= 1
+            and norm.group >= 1 and k % norm.group == 0 and k > 0
+            and 0 < norm.weight.shape[1] * norm.group <= MAX_CHANNELS
+            and (norm.bias is None or norm.bias.shape == (k,))
+            and norm.mean.shape == (k,) and norm.var.shape == (k,)
+            and all(np.all(np.isfinite(v)) for v in (norm.weight, norm.mean, norm.var))
+            and (norm.bias is None or bool(np.all(np.isfinite(norm.bias))))
+            and bool(np.all(norm.var >= 0)) and np.isfinite(norm.epsilon)
+            and norm.epsilon >= 0)
 
 
 def _conv(norm: FirstNorm, x: np.ndarray) -> np.ndarray:
@@ -243,7 +268,10 @@ def matched_feeds(norm: FirstNorm, feeds: Sequence[dict[str, np.ndarray]],
             norm.group):
         return None
     total = sum(x.shape[0] for x in held)
-    drawn, found = matched_inputs(norm, (total,) + held[0].shape[1:], rng)
+    try:
+        drawn, found = matched_inputs(norm, (total,) + held[0].shape[1:], rng)
+    except RuntimeError:  # torch's conv refuses the layer on these sides: the feeds stay
+        return None
     out, start = [], 0
     for feed, x in zip(feeds, held, strict=True):
         out.append({**feed, norm.name: drawn[start:start + x.shape[0]]})
