@@ -1089,14 +1089,20 @@ def _check_row_weights(weights: ModelWeights, row_weights: Mapping[str, np.ndarr
     return checked
 
 
+def _weighs_rows(objective: str, target: Target) -> bool:
+    """Whether ``objective`` weighs a tensor's rows against each other (not "mse") under
+    ``target``: a whole-model bits-per-weight or SNR target (`_batchnorm_rows`,
+    `_gate_rows`)."""
+    return objective != "mse" and target.whole_model and target.kind != "psnr"
+
+
 def _batchnorm_rows(weights: ModelWeights, objective: str, target: Target
                     ) -> dict[str, np.ndarray]:
     """{kernel: its rows' weights from the BatchNorm that follows it}
     (`ratecontrol.batchnorm_row_weights`; `apply_objective`'s ``output_weight``), for
     objectives that weigh rows (not "mse") and whole-model bits-per-weight and SNR
     targets."""
-    if (ratecontrol.BN_ROWS == "off" or objective == "mse" or not target.whole_model
-            or target.kind == "psnr"):
+    if ratecontrol.BN_ROWS == "off" or not _weighs_rows(objective, target):
         return {}
     found = {}
     for kernel, (gain, variance) in weights.batchnorms.items():
@@ -1113,11 +1119,10 @@ def _batchnorm_rows(weights: ModelWeights, objective: str, target: Target
 def _gate_rows(weights: ModelWeights, objective: str, target: Target
                ) -> dict[str, np.ndarray]:
     """{LSTM gate matrix: its rows' factors} (`roles.lstm_gates`,
-    `ratecontrol.lstm_row_factors`; `apply_objective`'s ``row_factor``), for the
-    objectives and targets `_batchnorm_rows` serves; none where the gates weigh alike
+    `ratecontrol.lstm_row_factors`; `apply_objective`'s ``row_factor``) where
+    `_weighs_rows`; none where the gates weigh alike
     (every row as any matrix's)."""
-    if (objective == "mse" or not target.whole_model or target.kind == "psnr"
-            or len(set(ratecontrol.LSTM_GATE_WEIGHTS)) == 1):
+    if not _weighs_rows(objective, target) or len(set(ratecontrol.LSTM_GATE_WEIGHTS)) == 1:
         return {}
     shapes = {name: weights.info(name).shape for name in weights.names}
     return {name: lstm_row_factors(hidden)
