@@ -241,17 +241,18 @@ def matched_inputs(norm: FirstNorm, shape: Sequence[int], rng: np.random.Generat
                    ) -> tuple[np.ndarray, Fit]:
     """Inputs of ``shape`` (N, C, H, W; float32) drawn by the best fit over ``scales`` and
     ``sharings`` (the module's docstring), and that `Fit` measured on them."""
-    best: tuple[float, np.ndarray, Fit] | None = None
+    best: tuple[float, np.ndarray, float, str, np.ndarray, np.ndarray] | None = None
     for scale in scales:
         for sharing in sharings:
             noise = smooth_noise(shape, scale, sharing, rng)
             a, b, cost = fit(norm, noise)
-            x = a.reshape(1, -1, 1, 1) * noise + b.reshape(1, -1, 1, 1)
-            misses = _misses(norm, *batch_statistics(norm, x))
             if best is None or cost < best[0]:
-                best = (cost, x, Fit(scale, sharing, a, b, *misses))
+                best = (cost, noise, scale, sharing, a, b)
     assert best is not None
-    return best[1].astype(np.float32), best[2]
+    _, noise, scale, sharing, a, b = best
+    x = a.reshape(1, -1, 1, 1) * noise + b.reshape(1, -1, 1, 1)
+    misses = _misses(norm, *batch_statistics(norm, x))  # the kept fit's, measured on x
+    return x.astype(np.float32), Fit(scale, sharing, a, b, *misses)
 
 
 def matched_feeds(norm: FirstNorm, feeds: Sequence[dict[str, np.ndarray]],
