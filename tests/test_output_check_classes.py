@@ -18,10 +18,12 @@ pytest.importorskip("scipy")
 from weightdna.evaluate import bn_inputs  # noqa: E402
 from weightdna.evaluate.outputs import (  # noqa: E402
     MATCHED_SAMPLES,
+    MOVING_SHARE,
     SAMPLES,
     check_outputs,
     class_scores,
     lead_changes,
+    moving_share,
     top_changes,
 )
 from weightdna.weights import load_weights  # noqa: E402
@@ -111,3 +113,15 @@ def test_top_changes_and_the_lead_change() -> None:
     logits = np.array([[3.0, 1.0, 0.0]])
     assert lead_changes(logits, logits + 5.0, probability=False) == 0.0  # an offset alone
     assert lead_changes(logits, np.array([[1.0, 3.0, 0.0]]), False) == pytest.approx(4.0)
+
+
+def test_a_probability_map_that_moves_at_one_blob_tells_nothing() -> None:
+    # A detector's map on 32 inputs: all near 0 but one blob of 4 pixels on one input.
+    maps = np.full((32, 1, 64, 64), 1e-6)
+    maps[5, 0, 10:12, 20:22] = 0.98
+    assert 0 < moving_share(maps) < MOVING_SHARE
+    maps[:, 0, :, :8] = np.random.default_rng(0).uniform(size=(32, 64, 8))  # an eighth moves
+    assert moving_share(maps) >= 0.125
+    # A Softmax's last axis is one position: two classes that move on every input.
+    assert moving_share(np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])) == 1.0
+    assert moving_share(np.array([[0.2, 0.8], [0.2, 0.8]])) == 0.0

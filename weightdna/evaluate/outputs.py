@@ -104,8 +104,8 @@ class OutputCheck:
         if not self.informative:
             return (f"outputs on {self.samples} synthetic inputs ({self.kind}): the original "
                     f"model gives the same output (within {SAME_OUTPUTS:.0%}) for every one, "
-                    "so they cannot tell whether the restored model still works; judge it "
-                    "on real inputs")
+                    f"or at all but {MOVING_SHARE:.0%} of its positions, so they cannot tell "
+                    "whether the restored model still works; judge it on real inputs")
         fed = f"; {self.fed}" if self.fed else ""
         cosine = (f"cosine to the original's mean {self.mean_cosine:.4f}, worst "
                   f"{self.worst_cosine:.4f}")
@@ -148,6 +148,25 @@ def same_for_every_input(outputs: np.ndarray, tolerance: float = SAME_OUTPUTS,
         return False
     return bool(np.abs(rows - rows[0]).max(initial=0.0)
                 <= tolerance * max(np.abs(rows).max(initial=0.0), scale))
+
+
+# A probability output (`output_scale` 1) whose values move by more than SAME_OUTPUTS from
+# one synthetic input to the next at fewer than this share of its positions tells nothing
+# either: PP-OCR's text detector, shown BatchNorm-matched inputs, answers one blob of text
+# on one input of 32 (0.03% of its 64×64×32 pixels) and none on another draw, where its
+# files that keep 78% and 99% of its text pixels differ by 0.0002 and 0.0001.
+MOVING_SHARE = 0.01
+
+
+def moving_share(outputs: np.ndarray, tolerance: float = SAME_OUTPUTS) -> float:
+    """The share of the positions of a probability output (rows, the first axis, its samples;
+    a Softmax's last axis one position) at which some row's `probability_distances` from the
+    first row's exceeds ``tolerance``."""
+    rows = outputs.astype(np.float64)
+    if rows.ndim == 0 or rows.shape[0] < 2:
+        return 0.0
+    first = np.broadcast_to(rows[:1], rows.shape)
+    return float((probability_distances(first, rows) > tolerance).any(axis=0).mean())
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -251,7 +270,8 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
             top = top_changes(first, second)
             lead = lead_changes(first, second, scale == 1.0)
         return OutputCheck(kind, len(first), float(cosines.min()), float(cosines.mean()),
-                           informative=not same_for_every_input(first, scale=scale),
+                           informative=not same_for_every_input(first, scale=scale)
+                           and (scale != 1.0 or moving_share(first) >= MOVING_SHARE),
                            fed=fed, probability_distance=distance, top_changed=top,
                            lead_change=lead)
     return None
