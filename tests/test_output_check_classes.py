@@ -125,3 +125,12 @@ def test_a_probability_map_that_moves_at_one_blob_tells_nothing() -> None:
     # A Softmax's last axis is one position: two classes that move on every input.
     assert moving_share(np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])) == 1.0
     assert moving_share(np.array([[0.2, 0.8], [0.2, 0.8]])) == 0.0
+
+
+def test_rows_that_are_distributions_are_probabilities() -> None:
+    from weightdna.evaluate.outputs import sums_to_one
+
+    assert sums_to_one(np.array([[0.2, 0.8], [1.0, 0.0]]))
+    assert not sums_to_one(np.array([[0.2, 0.7], [1.0, 0.0]]))  # a row sums to 0.9
+    assert not sums_to_one(np.array([[1.2, -0.2], [0.5, 0.5]]))  # a negative value
+    assert not sums_to_one(np.array([[1.0], [1.0]]))  # one value a row: not a distribution

@@ -243,12 +243,29 @@ def lead_changes(original: np.ndarray, restored: np.ndarray, probability: bool) 
     return float(np.abs(moved - lead).mean())
 
 
+def sums_to_one(output: np.ndarray) -> bool:
+    """Whether every row of ``output`` is a distribution over its last axis (two values or
+    more, none negative, summing to 1): a Softmax's, however the graph spells it."""
+    values = output.astype(np.float64)
+    return bool(values.ndim >= 2 and values.shape[-1] >= 2 and np.isfinite(values).all()
+                and values.min() >= 0.0 and np.allclose(values.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    values = logits.astype(np.float64)
+    values = np.exp(values - values.max(axis=-1, keepdims=True))
+    return values / values.sum(axis=-1, keepdims=True)
+
+
 def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = SAMPLES,
                   seed: int = 0) -> OutputCheck | None:
     """Compare the outputs of the model at ``path`` with its weights replaced by
     ``restored`` ({name: tensor}), on ``samples`` synthetic inputs; None when the model is
     of no kind this module can run. The outputs are compared by `output_cosines`, and a
-    probability (`output_scale` 1) by `probability_distances` too, which decides then."""
+    probability (`output_scale` 1, or rows that are distributions, `sums_to_one`) or an
+    engine model's logits (through a Softmax) by `probability_distances` too, which decides
+    then; class scores (`class_scores`) are also told by `top_changes` and
+    `lead_changes`."""
     path = Path(path)
     rng = np.random.default_rng(seed)
     for kind, run in (("engine", _engine), ("bert", _bert), ("onnx", _onnx)):
@@ -263,8 +280,17 @@ def check_outputs(path: str | Path, restored: Mapping[str, Any], samples: int = 
         if one_value_each(first):
             fed = "; ".join(filter(None, [fed, "one output value per input: the cosine of "
                                           "all of them"]))
-        distance = (float(probability_distances(first, second).mean()) if scale == 1.0
-                    else None)
+        if scale != 1.0 and kind != "bert" and sums_to_one(first):
+            scale = 1.0  # a Softmax spelled out (magika's Exp and Div): probabilities
+        logits = scale != 1.0 and kind == "engine" and class_scores(first, 0.0)
+        if logits:
+            # The engine's models are classifiers (`weightdna train`'s digits models) whose
+            # last Dense gives logits: their Softmax's probabilities are compared.
+            fed = "; ".join(filter(None, [fed, "logits: their Softmax's probabilities "
+                                          "compared"]))
+        distance = (float(probability_distances(*(
+            (_softmax(first), _softmax(second)) if logits else (first, second))).mean())
+            if scale == 1.0 or logits else None)
         top = lead = None
         if kind != "bert" and class_scores(first, scale) and np.isfinite(second).all():
             top = top_changes(first, second)
