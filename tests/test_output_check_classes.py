@@ -147,3 +147,23 @@ def test_sentence_embeddings_are_judged_by_their_mean_cosine() -> None:
     assert broken.diverged and f"< {EMBEDDING_COSINE_WARNING}" in broken.warning()
     # Other kinds keep the worst cosine's rule.
     assert OutputCheck("onnx", 8, worst_cosine=0.9827, mean_cosine=0.9864).diverged
+
+
+def test_the_warning_says_what_to_do() -> None:
+    import argparse
+
+    from weightdna.cli.compress import _diverged
+    from weightdna.evaluate.outputs import OutputCheck
+
+    args = argparse.Namespace(model="m.onnx", output="m.dna", bits_per_weight=3.0, snr=None,
+                              psnr=None, max_abs_error=None)
+    broken = OutputCheck("onnx", 8, worst_cosine=0.5, mean_cosine=0.6)
+    assert _diverged(OutputCheck("onnx", 8, 0.999, 0.9995), args) is None
+    said = _diverged(broken, args, corrected=True)
+    assert "--bits-per-weight 4" in said and "--bias-correction none" in said
+    assert "weightdna evaluate m.onnx m.dna --inputs X.npz" in said
+    assert "--bias-correction" not in _diverged(broken, args)
+    args = argparse.Namespace(model="m.safetensors", output="m.dna", bits_per_weight=None,
+                              snr=20.0, psnr=None, max_abs_error=None)
+    said = _diverged(broken, args)
+    assert "--snr 26" in said and "--inputs" not in said
