@@ -4,12 +4,13 @@
     PYTHONPATH=$PWD/bench:$PWD .venv/bin/python bench/outliers.py --models silero \
         --variants main,out:8:0.01,out:12:0.02:f32 --targets 1.95,2,2.05 [--bias synthetic]
 
-A variant is ``main`` (the codec as it is) or ``out:K:CAP[:f16|f32][:keep]``: in every weight
+A variant is ``main`` (the codec as it is) or ``out:K:CAP[:f16|f32][:rF][:keep]``: in every weight
 matrix and kernel (role matrix or conv) of at least MIN_ELEMENTS elements, the elements
 with |w| > K · s_r, s_r a robust scale of their row (median |w| of the row / 0.6745; of the
 tensor where a row's median is 0), at most CAP of the tensor's elements (the largest
-|w| / s_r first), are taken out: set to 0 in the tensor the codec codes (so its steps and
-per-row steps are chosen on the rest) and written back exactly (float16, default, or
+|w| / s_r first; ``rF``: s_r at least F × the tensor's median |w| / 0.6745, so that rows
+of near-zero values give none), are taken out: set to 0 in the tensor the codec codes (so
+its steps and per-row steps are chosen on the rest) and written back exactly (float16, default, or
 float32) into the decoded model before it is judged. Their cost is priced: the positions
 as gaps (LEB128 varints) and the values, each section the smaller of zstd-19 and raw,
 plus HEADER_BYTES a tensor; the codec is given target − cost / (the model's weights), and
@@ -18,6 +19,10 @@ each such tensor's sensitivity × (its mean square without the outliers / with t
 that the objective (``layer``: error over the tensor's mean square) weighs its error as
 the whole tensor's, not as the bulk's (without it the bulk, of smaller mean square, is
 given more bits).
+
+``--tensors``: for the first target, each weight matrix and kernel's SNR against the original
+(the outliers written back), the share of its non-zero weights restored as 0, and its
+outliers' count.
 
 ``--bias synthetic`` (ONNX): the data-free bias correction the CLI does by default,
 handed the coded tensors with the outliers written back.
@@ -47,13 +52,15 @@ HEADER_BYTES = 8
 ROLES = ("matrix", "conv")
 
 
-def pick(values: np.ndarray, k: float, cap: float) -> np.ndarray:
-    """Flat positions (sorted) of ``values``' outliers under the variant's rule."""
+def pick(values: np.ndarray, k: float, cap: float, floor: float = 0.0) -> np.ndarray:
+    """Flat positions (sorted) of ``values``' outliers under the variant's rule; ``floor``:
+    no row's scale under that share of the tensor's."""
     rows = values.reshape(values.shape[0], -1)
     mags = np.abs(rows)
     scale = np.median(mags, axis=1, keepdims=True) / 0.6745
     whole = np.median(mags) / 0.6745 or mags.mean() or 1.0
     scale = np.where(scale > 0, scale, whole)
+    scale = np.maximum(scale, floor * whole)
     ratio = (mags / scale).reshape(-1)
     over = np.flatnonzero(ratio > k)
     most = int(cap * ratio.size)
@@ -81,7 +88,7 @@ def side_cost(positions: np.ndarray, exact: np.ndarray) -> int:
     return HEADER_BYTES + smaller(varints(gaps)) + smaller(exact.tobytes())
 
 
-def take_outliers(weights: ModelWeights, k: float, cap: float, dtype: str
+def take_outliers(weights: ModelWeights, k: float, cap: float, dtype: str, floor: float = 0.0
                   ) -> tuple[ModelWeights, dict[str, tuple[np.ndarray, np.ndarray]], int,
                              dict[str, float]]:
     """(weights with the outliers at 0, {name: (positions, exact values)}, side bytes,
@@ -93,7 +100,7 @@ def take_outliers(weights: ModelWeights, k: float, cap: float, dtype: str
             continue
         t = weights.tensor(info.name)
         values = t.double().numpy()
-        positions = pick(values, k, cap)
+        positions = pick(values, k, cap, floor)
         if not positions.size:
             continue
         exact = values.reshape(-1)[positions].astype(dtype)
@@ -134,12 +141,30 @@ class _WrittenBack(Mapping):
         return len(self.restored)
 
 
+def tensor_lines(weights: ModelWeights, state: Mapping[str, torch.Tensor],
+                 taken: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> list[str]:
+    lines = []
+    for info in weights:
+        if info.role not in ROLES or info.numel < MIN_ELEMENTS:
+            continue
+        a, b = weights.tensor(info.name).double(), state[info.name].double()
+        error = max(float(((a - b) ** 2).sum()), 1e-300)
+        snr = 10 * np.log10(max(float((a * a).sum()), 1e-300) / error)
+        nonzero = a != 0
+        zeroed = float((nonzero & (b == 0)).sum()) / max(int(nonzero.sum()), 1)
+        count = taken[info.name][0].size if info.name in taken else 0
+        lines.append(f"    {info.name[-48:]:48s} {snr:5.1f} dB zeroed {zeroed:.2f} "
+                     f"outliers {count}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default="silero")
     parser.add_argument("--variants", default="main,out:8:0.01")
     parser.add_argument("--targets", default="1.95,2,2.05")
     parser.add_argument("--bias", default="none", choices=("none", "synthetic"))
+    parser.add_argument("--tensors", action="store_true")
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,11 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                 coded, taken, cost, sensitivity = weights, {}, 0, None
                 if variant != "main":
                     kind, k, cap, *more = variant.split(":")
-                    if kind != "out" or not set(more) <= {"f16", "f32", "keep"}:
+                    floors = [float(m[1:]) for m in more if m.startswith("r")]
+                    if kind != "out" or not set(more) - {f"r{f:g}" for f in floors} <= {
+                            "f16", "f32", "keep"}:
                         raise SystemExit(f"unknown variant {variant!r}")
                     dtype = "float32" if "f32" in more else "float16"
-                    coded, taken, cost, shares = take_outliers(weights, float(k), float(cap),
-                                                               dtype)
+                    coded, taken, cost, shares = take_outliers(
+                        weights, float(k), float(cap), dtype, floors[0] if floors else 0.0)
                     if "keep" in more:
                         sensitivity = shares
                     count = sum(p.size for p, _ in taken.values())
@@ -171,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     def adjust(restored, taken=taken, correction=correction):
                         return correction(_WrittenBack(restored, taken))
                 kept = []
-                for target in targets:
+                for i, target in enumerate(targets):
                     start = time.process_time()
                     point = Path(tempfile.mkdtemp(dir=tmp))
                     dna, out = point / "m.dna", point / "r.safetensors"
@@ -186,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"| {name} | {variant} | {target:g} | {report.bits_per_weight:.3f} | "
                           f"{total:.3f} | {100 * value:.2f} | {short(extra)} | "
                           f"{time.process_time() - start:.0f} s |", flush=True)
+                    if i == 0 and args.tensors:
+                        print("\n".join(tensor_lines(weights, state, taken)), flush=True)
                     for path in (dna, out):
                         path.unlink()
                 print(f"| {name} | {variant} | mean | | | **{100 * sum(kept) / len(kept):.2f}**"
