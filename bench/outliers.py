@@ -4,24 +4,28 @@
     PYTHONPATH=$PWD/bench:$PWD .venv/bin/python bench/outliers.py --models silero \
         --variants main,out:8:0.01,out:12:0.02:f32 --targets 1.95,2,2.05 [--bias synthetic]
 
-A variant is ``main`` (the codec as it is) or ``out:K:CAP[:f16|f32][:rF][:keep]``: in every weight
-matrix and kernel (role matrix or conv) of at least MIN_ELEMENTS elements, the elements
-with |w| > K · s_r, s_r a robust scale of their row (median |w| of the row / 0.6745; of the
-tensor where a row's median is 0), at most CAP of the tensor's elements (the largest
-|w| / s_r first; ``rF``: s_r at least F × the tensor's median |w| / 0.6745, so that rows
-of near-zero values give none), are taken out: set to 0 in the tensor the codec codes (so
-its steps and per-row steps are chosen on the rest) and written back exactly (float16, default, or
-float32) into the decoded model before it is judged. Their cost is priced: the positions
-as gaps (LEB128 varints) and the values, each section the smaller of zstd-19 and raw,
-plus HEADER_BYTES a tensor; the codec is given target − cost / (the model's weights), and
-each line shows the file's bits per weight and the total with the side stream. ``keep``:
-each such tensor's sensitivity × (its mean square without the outliers / with them), so
-that the objective (``layer``: error over the tensor's mean square) weighs its error as
-the whole tensor's, not as the bulk's (without it the bulk, of smaller mean square, is
-given more bits).
+A variant is ``main`` (the codec as it is) or ``out:K:CAP[:f16|f32][:rF][:keep]``: in
+every weight matrix and kernel (role matrix or conv) of at least MIN_ELEMENTS elements,
+the elements with |w| > K · s_r, s_r a robust scale of their row (median |w| of the row /
+0.6745; of the tensor where a row's median is 0), at most CAP of the tensor's elements
+(the largest |w| / s_r first; ``rF``: s_r at least F × the tensor's median |w| / 0.6745,
+so that a row of mostly zeros gives none), are taken out: set to 0 in the tensor the
+codec codes (so its steps and per-row steps are chosen on the rest) and written back
+exactly (float16, default, or float32) into the decoded model before it is judged. Their
+cost is priced: the positions as gaps (LEB128 varints) and the values, each section the
+smaller of zstd-19 and raw, plus HEADER_BYTES a tensor; the codec is given target − cost
+/ (the model's weights), and each line shows the file's bits per weight and the total
+with the side stream. ``keep``: each such tensor's sensitivity × (its mean square without
+the outliers / with them), so that the objective (``layer``: error over the tensor's mean
+square) weighs its error as the whole tensor's, not as the bulk's (without it the bulk,
+of smaller mean square, is given more bits; with it Silero's encoder convs are coded to
+nothing: BENCHMARKS.md, "Outliers kept exactly as a sparse side stream").
 
-``--tensors``: for the first target, each weight matrix and kernel's SNR against the original
-(the outliers written back), the share of its non-zero weights restored as 0, and its
+A variant may end in ``+RULES``: `bench/lowrate.py`'s rules (``t:TEXT:K``, ``lstm:…``,
+``snr:F``, ``bn:RULE``) set for it, e.g. ``out:16:0.002+t:rnn.weight:2``.
+
+``--tensors``: for the first target, each weight matrix and kernel's SNR against the
+original (the outliers written back), the share of its non-zero weights restored as 0, and its
 outliers' count.
 
 ``--bias synthetic`` (ONNX): the data-free bias correction the CLI does by default,
@@ -41,6 +45,7 @@ import numpy as np
 import torch
 import zstandard
 from bn_rows import short, subject_for
+from lowrate import set_variant
 
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
@@ -178,9 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 correction = onnx_bias_correction(subject.path, note=lambda line: None)
             n = weights.total_numel
             for variant in args.variants.split(","):
+                outlier_rule, _, rules = variant.partition("+")
+                set_variant(rules or "main")
                 coded, taken, cost, sensitivity = weights, {}, 0, None
-                if variant != "main":
-                    kind, k, cap, *more = variant.split(":")
+                if outlier_rule != "main":
+                    kind, k, cap, *more = outlier_rule.split(":")
                     floors = [float(m[1:]) for m in more if m.startswith("r")]
                     if kind != "out" or not set(more) - {f"r{f:g}" for f in floors} <= {
                             "f16", "f32", "keep"}:
@@ -219,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                         path.unlink()
                 print(f"| {name} | {variant} | mean | | | **{100 * sum(kept) / len(kept):.2f}**"
                       " | | |", flush=True)
+    set_variant("main")
     return 0
 
 
