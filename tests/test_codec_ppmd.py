@@ -12,11 +12,12 @@ import zlib
 from pathlib import Path
 
 import pytest
+import torch
 from support import MINILM, requires_minilm
 from test_codec_filecoding import _folder_files, _write
 from test_codec_files import _rewrite
 
-from weightdna.codec import read_dna_file
+from weightdna.codec import encode_tensor, read_dna_file, write_dna_file
 from weightdna.codec import filecoding as fc
 from weightdna.codec.bundle import stored_entries, write_folder
 from weightdna.codec.entries import FILE_CODING_VERSION, PPMD_VERSION, STATES_VERSION
@@ -206,3 +207,17 @@ def test_more_memory_than_the_model_filled_reads_the_same(tmp_path: Path) -> Non
 
     dna = read_dna_file(_rewrite(_coded(tmp_path), change))
     assert dna.stored_file("README.md") == _files()[1][1]
+
+
+def test_a_file_written_before_ppmd_reads_and_is_written_the_same(tmp_path: Path) -> None:
+    """tests/data/files_v12.dna: `_files()` beside one tensor, written by main at b094997
+    (no PPMd): read back byte for byte, and written again byte for byte without PPMd."""
+    old = Path(__file__).parent / "data" / "files_v12.dna"
+    dna = read_dna_file(old)
+    assert dna.version == FILE_CODING_VERSION
+    assert [c for _, c in dna.stored_files()] == [d for _, d in _files()]
+    coded = [encode_tensor(torch.arange(12.0).reshape(3, 4), name="w", lossless=True)]
+    again = tmp_path / "again.dna"
+    write_dna_file(again, [c[0] for c in coded], [c[1] for c in coded],
+                   files=stored_entries(_files(), ppmd=False))
+    assert again.read_bytes() == old.read_bytes()

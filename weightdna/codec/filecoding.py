@@ -253,8 +253,9 @@ def ppmd_decode(stream: bytes, params: dict, size: int, where: str) -> bytes:
 
 
 def _ppmd_code(payload: bytes) -> tuple[dict, bytes] | None:
-    """The payload's smallest PPMd coding over PPMD_WRITER_ORDERS, as (params, stream);
-    None without pyppmd or for a payload PPMd may not code."""
+    """The payload's smallest PPMd coding over PPMD_WRITER_ORDERS, as (params, stream),
+    decoded back as the reader does; None without pyppmd or for a payload PPMd may not
+    code."""
     if not 1 <= len(payload) <= PPMD_MAX_BYTES:
         return None
     try:
@@ -269,7 +270,12 @@ def _ppmd_code(payload: bytes) -> tuple[dict, bytes] | None:
         stream = encoder.encode(payload) + encoder.flush()
         if best is None or len(stream) < len(best[1]):
             best = ({"order": order, "memory": memory, "crc": zlib.crc32(payload)}, stream)
-    return best
+    try:  # as the reader will read it (cannot fail: then zstd is used)
+        if ppmd_decode(best[1], best[0], len(payload), "the writer's PPMd") == payload:
+            return best
+    except CorruptFileError:
+        pass
+    return None
 
 
 def decode(frame: bytes, entry: dict, dictionary: bytes | None, where: str) -> tuple[bytes, bytes]:
