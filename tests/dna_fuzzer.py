@@ -1029,7 +1029,9 @@ def _stream_is_exact(model: dict, words: bytes, histogram: bytes, count: int,
         return ""
     counts = None
     if model["kind"] == "categorical":
-        counts = np.frombuffer(zstandard.ZstdDecompressor().decompress(histogram), "<u8")
+        # streamed: the reader also takes a frame whose header does not state its size
+        counts = np.frombuffer(zstandard.ZstdDecompressor().decompressobj().decompress(
+            histogram), "<u8")
     saved = entropy.SENTINEL
     if version < entropy.TERMINATED_VERSION:
         entropy.SENTINEL = ()
