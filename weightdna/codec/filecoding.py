@@ -213,6 +213,7 @@ def check_ppmd(params: object, size: int, where: str) -> dict:
 
 
 def _pyppmd(where: str):
+    """The pyppmd module, or a MissingDependencyError that says how to install it."""
     try:
         import pyppmd
     except ImportError:
@@ -240,9 +241,9 @@ def ppmd_decode(stream: bytes, params: dict, size: int, where: str) -> bytes:
         payload = decoder.decode(padded, size)
         unread = len(decoder.unused_data)
         finished = decoder.eof
-    except (ValueError, SystemError) as exc:  # pyppmd's word for a corrupt stream
+    except (ValueError, SystemError, pyppmd.PpmdError) as exc:  # pyppmd's words for it
         raise CorruptFileError(f"{where}: the PPMd stream is corrupt ({exc}).") from None
-    del padded, decoder
+    del padded, decoder  # the padding, before the payload is checked
     if len(payload) != size or unread != pad or not finished:
         raise CorruptFileError(f"{where}: the PPMd stream does not hold exactly the "
                                f"{size} bytes of its payload.")
@@ -270,7 +271,7 @@ def _ppmd_code(payload: bytes) -> tuple[dict, bytes] | None:
         stream = encoder.encode(payload) + encoder.flush()
         if best is None or len(stream) < len(best[1]):
             best = ({"order": order, "memory": memory, "crc": zlib.crc32(payload)}, stream)
-    try:  # as the reader will read it (cannot fail: then zstd is used)
+    try:  # as the reader will read it (never seen to fail; if it did, zstd is used)
         if ppmd_decode(best[1], best[0], len(payload), "the writer's PPMd") == payload:
             return best
     except CorruptFileError:
