@@ -22,7 +22,8 @@ accuracy against the true turn; ``--crops N`` renders N text lines instead of th
 300). ``--max-shift X``: the correction's `MAX_SHIFT`. ``--inputs``: the bias correction's
 synthetic inputs, each a variant of its own
 ("normal": the output check's; "batchnorm": matched to the graph's first BatchNorm,
-`weightdna.evaluate.bn_inputs`). One line per point; per variant the mean, min and max over
+`weightdna.evaluate.bn_inputs`; default: the correction's `INPUTS`, what the CLI uses;
+it was "normal" before stop 32). One line per point; per variant the mean, min and max over
 the targets (and its standard error).
 """
 
@@ -85,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="main,nocol,nodesc,nofill,none")
     parser.add_argument("--targets", default="2.95,3,3.05")
     parser.add_argument("--bias", default="synthetic", choices=("none", "synthetic"))
-    parser.add_argument("--inputs", default="normal")
+    parser.add_argument("--inputs", default=None,
+                        help="the bias correction's inputs, comma-separated (default: its "
+                             "INPUTS, what the CLI uses)")
     parser.add_argument("--max-shift", type=float, default=None,
                         help="the bias correction's max_shift (default: its MAX_SHIFT)")
     parser.add_argument("--crops", type=int, default=300)
@@ -98,11 +101,12 @@ def main(argv: list[str] | None = None) -> int:
           "right", flush=True)
     adjusts: dict[str, object] = {"": None}
     if args.bias == "synthetic":
-        from weightdna.evaluate.onnx_correction import MAX_SHIFT, onnx_bias_correction
+        from weightdna.evaluate.onnx_correction import INPUTS, MAX_SHIFT, onnx_bias_correction
 
         shift = MAX_SHIFT if args.max_shift is None else args.max_shift
+        kinds = INPUTS if args.inputs is None else args.inputs
         adjusts = {kind: onnx_bias_correction(path, inputs=kind, note=print, max_shift=shift)
-                   for kind in args.inputs.split(",")}
+                   for kind in kinds.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
         for variant, kind in itertools.product(args.variants.split(","), adjusts):
             adjust = adjusts[kind]

@@ -79,6 +79,7 @@ from weightdna.codec.entries import (
     FILE_CODING_VERSION,
     GRID_VERSION,
     NAME_PREFIXES_VERSION,
+    PPMD_VERSION,
     READABLE_VERSIONS,
     ROW_STREAMS_VERSION,
     STATES_VERSION,
@@ -383,8 +384,26 @@ def coded_files() -> list[tuple[dict, bytes]]:
     vocab = json.dumps({"model": {"vocab": {t: i for i, t in enumerate(tokens)}}},
                        ensure_ascii=False, separators=(",", ":")).encode()
     coded = stored_entries([("config.json", b'{"hidden_size": 8}'), ("tokenizer.json", vocab),
-                            ("vocab.txt", "\n".join(tokens).encode())])
+                            ("vocab.txt", "\n".join(tokens).encode())], ppmd=False)
     assert {"vocab", "prefix"} <= {key for e, _ in coded for key in e}
+    return coded
+
+
+def ppmd_files() -> list[tuple[dict, bytes]]:
+    """Format version 20's stored files: a README (the bundled sentences' start) and a
+    tokenizer.json of their words (its vocabulary as lines) coded by PPMd, a vocab.txt
+    drawn on them (``prefix``)."""
+    from weightdna.evaluate import load_sentences
+
+    text = "\n".join(load_sentences())
+    words = list(dict.fromkeys(w for w in text.lower().split() if w.isalpha()))
+    vocab = json.dumps({"model": {"vocab": {t: i for i, t in enumerate(["[PAD]", *words])}}},
+                       separators=(",", ":")).encode()
+    coded = stored_entries([("config.json", b'{"hidden_size": 8}'),
+                            ("README.md", text.encode()[:3000]), ("tokenizer.json", vocab),
+                            ("vocab.txt", "\n".join(["[PAD]", *words]).encode())])
+    assert [e["compression"] for e, _ in coded] == ["zstd", "ppmd", "ppmd", "zstd"]
+    assert "vocab" in coded[2][0] and coded[3][0].get("prefix") is True
     return coded
 
 
@@ -424,7 +443,9 @@ def seeds() -> tuple[Seed, ...]:
         tensor.TRELLIS_CODER = True
         states = [*streams, *coder_coded()]
         assert all(c[0]["params"]["model"].get("states") == 32 for c in states[:2])
-        return (*older, _seed("v19-states", states, STATES_VERSION))
+        return (*older, _seed("v19-states", states, STATES_VERSION),
+                _seed("v20-ppmd", encode_all(sample_tensors()[:2]), PPMD_VERSION,
+                      ppmd_files()))
     finally:
         (entropy.AUTO_ADAPTIVE, tensor.TRELLIS_CODER, tensor.TRELLIS_COLUMN,
          tensor.TRELLIS_STATES) = saved
@@ -820,7 +841,7 @@ def make_case(index: int, seed_value: int = 0) -> Case:
     """Case ``index`` of the run ``seed_value``: the same case every time."""
     rng = random.Random(seed_value * 1_000_003 + index)
     pool = seeds()
-    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3]  # one per seed, in `seeds`' order
+    weights = [6, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 4]  # one per seed, in `seeds`' order
     seed = pool[rng.choices(range(len(pool)), weights=weights)[0]]
     header = json.loads(seed.header_text)  # a deep copy, faster than copy.deepcopy
     blobs = dict(seed.blobs)
@@ -1008,7 +1029,9 @@ def _stream_is_exact(model: dict, words: bytes, histogram: bytes, count: int,
         return ""
     counts = None
     if model["kind"] == "categorical":
-        counts = np.frombuffer(zstandard.ZstdDecompressor().decompress(histogram), "<u8")
+        # streamed: the reader also takes a frame whose header does not state its size
+        counts = np.frombuffer(zstandard.ZstdDecompressor().decompressobj().decompress(
+            histogram), "<u8")
     saved = entropy.SENTINEL
     if version < entropy.TERMINATED_VERSION:
         entropy.SENTINEL = ()

@@ -132,7 +132,7 @@ def test_version_10_only_with_a_lanes_coded_tensor(tmp_path) -> None:  # noqa: A
     fast = [encode_tensor(t, name=n, lossless=True, fast=True)
             for n, t in (("big", big), ("small", small), ("ids", torch.arange(7)))]
     slow = [encode_tensor(t, name=n, lossless=True) for n, t in (("big", big), ("small", small))]
-    assert LANES_VERSION == 10 and VERSION == 19
+    assert LANES_VERSION == 10 and VERSION == 20
     assert file_version([e for e, _ in fast]) == 10
     assert file_version([e for e, _ in slow]) == 8
     assert [e["params"]["compression"] for e, _ in fast] == ["lanes", "lanes", "zstd"]

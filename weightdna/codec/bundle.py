@@ -9,7 +9,7 @@ a known tokenizer model) and not hidden; any other file only when asked for
 folder back: the weights as safetensors, sharded under the source's shard names when its
 index was stored, and every stored file. From format version 12 the files may be coded
 against each other (`stored_entries`, `weightdna.codec.filecoding`): a tokenizer.json's
-vocabulary as lines, and vocab.txt drawn on them.
+vocabulary as lines, and vocab.txt drawn on them; from version 20 a file by PPMd.
 """
 
 from __future__ import annotations
@@ -75,13 +75,14 @@ def _entry(path: str, data: bytes, kind: str = "file") -> dict:
     return entry
 
 
-def stored_entries(files: Sequence[tuple[str, bytes]]) -> list[tuple[dict, bytes]]:
-    """Files (path, content) as the container stores them, in order: coded as version 12
-    codes them (`weightdna.codec.filecoding.code_files`: a vocabulary as lines, frames
-    drawn on the files before) where that is smaller, else each alone (`stored_entry`),
-    byte for byte as before."""
+def stored_entries(files: Sequence[tuple[str, bytes]],
+                   ppmd: bool = True) -> list[tuple[dict, bytes]]:
+    """Files (path, content) as the container stores them, in order: coded as versions 12
+    and 20 code them (`weightdna.codec.filecoding.code_files`: a vocabulary as lines,
+    frames drawn on the files before, with ``ppmd`` a payload by PPMd) where that is
+    smaller, else each alone (`stored_entry`), byte for byte as before."""
     plain = [stored_entry(path, data) for path, data in files]
-    coded = code_files([(_entry(path, data), data) for path, data in files])
+    coded = code_files([(_entry(path, data), data) for path, data in files], ppmd)
     if coded is None or sum(len(f) for _, f in coded) >= sum(len(f) for _, f in plain):
         return plain
     return coded

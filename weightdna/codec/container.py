@@ -39,6 +39,7 @@ from weightdna.codec.entries import (  # noqa: F401 - the format's names, read f
     MAX_SECTIONS_PER_TENSOR,
     NAME_PREFIXES_VERSION,
     OPTIONAL_ENTRY_KEYS,
+    PPMD_VERSION,
     READABLE_VERSIONS,
     REPRESENTATIONS,
     STATS_KEYS,
@@ -106,8 +107,9 @@ HEADER_MEMORY_FACTOR = 32
 def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY,
                      version: int = VERSION) -> str:
     """Validate one stored file's entry (version 6; ``prefix`` and ``vocab`` from
-    FILE_CODING_VERSION); returns its path. Raises CorruptFileError. Where its prefix
-    lies (earlier files) is checked by the reader, which knows them.
+    FILE_CODING_VERSION, ``"compression": "ppmd"`` and its ``ppmd`` params from
+    PPMD_VERSION); returns its path. Raises CorruptFileError. Where its prefix lies
+    (earlier files) is checked by the reader, which knows them.
 
     The path must be relative and stay inside the folder it is written to: parts separated
     by "/", none empty, ".", ".." or longer than 255 bytes, no backslash, no control
@@ -115,7 +117,8 @@ def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY,
     if not isinstance(entry, dict):
         raise CorruptFileError("a file entry must be a JSON object.")
     keys = set(entry)
-    optional = {"kind", *(FILE_CODING_KEYS if version >= FILE_CODING_VERSION else ())}
+    optional = {"kind", *(FILE_CODING_KEYS if version >= FILE_CODING_VERSION else ()),
+                *(("ppmd",) if version >= PPMD_VERSION else ())}
     if not FILE_KEYS <= keys or not keys <= FILE_KEYS | optional:
         raise CorruptFileError(f"a file entry must have the keys {sorted(FILE_KEYS)} (and "
                                f"optionally {', '.join(map(repr, sorted(optional)))}), found "
@@ -132,14 +135,28 @@ def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY,
     if size > max_memory:
         raise CorruptFileError(f"{where}: its {size} bytes exceed the memory limit of "
                                f"{max_memory}; raise max_memory if the file is trusted.")
-    if entry["compression"] != "zstd":
-        raise CorruptFileError(f"{where}: compression must be 'zstd'.")
+    compressions = ("zstd", "ppmd") if version >= PPMD_VERSION else ("zstd",)
+    if entry["compression"] not in compressions:
+        raise CorruptFileError(f"{where}: compression must be "
+                               f"{' or '.join(map(repr, compressions))}.")
     if not isinstance(entry["sections"], dict) or set(entry["sections"]) != {"data"}:
         raise CorruptFileError(f"{where}: sections must hold exactly 'data'.")
     if "prefix" in entry and entry["prefix"] is not True:
         raise CorruptFileError(f"{where}: prefix must be true where it is given.")
     if "vocab" in entry:
         filecoding.check_vocab(entry["vocab"], size, where)
+    if (entry["compression"] == "ppmd") != ("ppmd" in entry):
+        raise CorruptFileError(f"{where}: ppmd params go with compression 'ppmd', and only "
+                               "with it.")
+    if "ppmd" in entry:
+        if "prefix" in entry:
+            raise CorruptFileError(f"{where}: a PPMd payload has no prefix.")
+        payload = filecoding.payload_bytes(entry)
+        filecoding.check_ppmd(entry["ppmd"], payload, where)
+        if filecoding.ppmd_memory(entry["ppmd"], payload) + 2 * size > max_memory:
+            raise CorruptFileError(f"{where}: decoding its PPMd payload needs more than the "
+                                   f"memory limit of {max_memory}; raise max_memory if the "
+                                   "file is trusted.")
     return path
 
 

@@ -56,10 +56,13 @@ TRELLIS_COLUMN_VERSION = 18
 # 19: a trellis of more states than NNCodec's 8 (``"states"`` in its trellis model:
 # `weightdna.codec.trellis.TABLES`); a version-19 file may hold everything before it.
 STATES_VERSION = 19
+# 20: a stored file's payload coded by PPMd (``"compression": "ppmd"`` and its ``ppmd``
+# params, `weightdna.codec.filecoding`); a version-20 file may hold everything before it.
+PPMD_VERSION = 20
 VERSION = max(COLUMNS_VERSION, LANES_VERSION, GRID_VERSION, FILE_CODING_VERSION,
               COMPACT_INDEX_VERSION, NAME_PREFIXES_VERSION, ADAPTIVE_VERSION,
               ROW_STREAMS_VERSION, TRELLIS_CODER_VERSION, TRELLIS_COLUMN_VERSION,
-              STATES_VERSION)
+              STATES_VERSION, PPMD_VERSION)
 READABLE_VERSIONS = tuple(range(3, VERSION + 1))
 MAX_DIMS = 16
 MAX_ELEMENTS = 1 << 36
@@ -103,8 +106,10 @@ def file_version(entries: Sequence[dict], files: Sequence[dict] = (),
     NAME_PREFIXES_VERSION with front-coded names, ADAPTIVE_VERSION with a symbol stream
     under the adaptive model, ROW_STREAMS_VERSION with symbols coded by row blocks,
     TRELLIS_CODER_VERSION with a trellis tensor under one coder, TRELLIS_COLUMN_VERSION
-    with that coder's column context, STATES_VERSION with a trellis of more states, else
-    8)."""
+    with that coder's column context, STATES_VERSION with a trellis of more states,
+    PPMD_VERSION with a stored file coded by PPMd, else 8)."""
+    if any(entry.get("compression") == "ppmd" for entry in files):
+        return PPMD_VERSION
     if any(_holds(entry.get("params"), _more_states) for entry in entries):
         return STATES_VERSION
     if any(_holds(entry.get("params"), lambda d: "coder" in d and "column" in d)

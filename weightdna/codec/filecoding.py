@@ -1,6 +1,7 @@
 """How a stored file's bytes are coded from format version 12 (docs/FORMAT.md, "Stored
 files"): a file's zstd frame may draw on the files before it (``prefix``), and a JSON
-vocabulary in it may be written as lines (``vocab``).
+vocabulary in it may be written as lines (``vocab``); from version 20 a payload may be
+coded by PPMd instead of zstd (``"compression": "ppmd"``).
 
 A tokenizer.json holds its vocabulary as ``"token":0,"token2":1,…``; vocab.txt holds the
 same tokens one a line. Coded alone, each costs its own bytes (MiniLM: 161,921 and 99,639 at
@@ -15,23 +16,30 @@ dictionary (``prefix``), the second copy costs almost nothing.
 * **prefix**: the frame was compressed with the payloads of every earlier stored file,
   concatenated in order, as a raw-content dictionary.
 
+* **ppmd** (version 20): the payload coded by PPMd variant H as 7-Zip writes it
+  (`pyppmd.Ppmd7Encoder`, a model order and memory from a small allowed set), with the
+  payload's CRC-32 in the entry. On MiniLM's tokenizer.json (its vocabulary as lines) 85,428
+  bytes against zstd 19's 100,343 (BENCHMARKS.md). A PPMd payload draws on no other file;
+  later files' ``prefix`` still draws on it.
+
 Every frame of this coding carries zstd's content checksum, so that a payload rebuilt
 from other files than it was written against is refused, not given back changed.
 
-The writer uses either only where it makes the file smaller, and checks that every file
+The writer uses each only where it makes the file smaller, and checks that every file
 comes back byte for byte before it uses them (`code_files`).
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 
 import zstandard
 
 from weightdna.codec.fields import is_int
 from weightdna.codec.zstdframes import decompress_bytes
-from weightdna.errors import CorruptFileError
+from weightdna.errors import CorruptFileError, MissingDependencyError
 
 # The stored files' zstd level where the version-12 coding is used (level 10 otherwise, as
 # before): on MiniLM's 11 files 269,095 bytes against 299,033, 0.3 s (BENCHMARKS.md).
@@ -53,6 +61,19 @@ _STRING = re.compile(rb'"((?:[^"\\\n]|\\[^\n])*)"')
 _FIRST = re.compile(rb'\{[ \t\r\n]*(")(?:[^"\\\n]|\\[^\n])*"([ \t\r\n]*:[ \t\r\n]*)0')
 _SEPARATOR = re.compile(rb"[ \t\r\n]*,[ \t\r\n]*")
 _NUMBER_GOES_ON = b"0123456789.eE"
+# PPMd (version 20): the entry's ``ppmd`` params, the model orders and memory sizes a reader
+# accepts (pyppmd allocates the memory whole), and the most payload bytes it decodes.
+PPMD_KEYS = {"order", "memory", "crc"}
+PPMD_ORDERS = range(2, 17)
+PPMD_MEMORIES = tuple(1 << k for k in range(20, 29))  # 1 MiB to 256 MiB
+PPMD_MAX_BYTES = 1 << 24
+# The orders the writer tries (MiniLM's tokenizer.json: 85,732 / 85,428 / 85,563 / 85,667
+# bytes at 4 / 5 / 6 / 8), and its memory: this many bytes per payload byte, as a power of
+# two (the model needs about 18 on it: 4 MiB codes it as 256 MiB does, 2 MiB 1.5% larger).
+PPMD_WRITER_ORDERS = (4, 5, 6, 8)
+PPMD_MEMORY_PER_BYTE = 32
+# A PPMd coding is used only where it saves more than its entry's extra header bytes.
+PPMD_ENTRY_BYTES = 48
 
 
 def find_vocab(data: bytes) -> tuple[dict, bytes] | None:
@@ -153,10 +174,118 @@ def payload_bytes(entry: dict) -> int:
     return vocab["bytes"] if isinstance(vocab, dict) else entry["bytes"]
 
 
+def _ppmd_pad(order: int, size: int) -> int:
+    """Zero bytes put after a PPMd stream of ``size`` payload bytes before it is decoded, so
+    that the decoder never runs out of input whatever the stream holds: each symbol visits
+    at most order + 1 contexts, each taking at most 2 bytes (the range decoder's
+    normalisation), and its start 5. (pyppmd crashes the process when a decode needs more
+    input than it was given: BENCHMARKS.md.)"""
+    return 2 * (order + 2) * size + 8
+
+
+def ppmd_memory(params: dict, size: int) -> int:
+    """What decoding ``size`` payload bytes under checked ``ppmd`` params holds at most: the
+    model's memory, the stream with its zero padding, pyppmd's copy of the unread padding and
+    the copy it gives back, and the payload."""
+    pad = _ppmd_pad(params["order"], size)
+    return params["memory"] + 3 * pad + 2 * size
+
+
+def check_ppmd(params: object, size: int, where: str) -> dict:
+    """A file entry's ``ppmd`` params, checked against its payload's ``size``: the keys
+    PPMD_KEYS, an order in PPMD_ORDERS, a memory in PPMD_MEMORIES, a crc from 0 to
+    2^32 − 1, a payload of 1 to PPMD_MAX_BYTES bytes. Raises CorruptFileError."""
+    if not (isinstance(params, dict) and set(params) == PPMD_KEYS):
+        raise CorruptFileError(f"{where}: ppmd must have the keys {sorted(PPMD_KEYS)}.")
+    order, memory, crc = params["order"], params["memory"], params["crc"]
+    if not (is_int(order) and order in PPMD_ORDERS):
+        raise CorruptFileError(f"{where}: ppmd's order must be an integer from "
+                               f"{PPMD_ORDERS.start} to {PPMD_ORDERS.stop - 1}.")
+    if not (is_int(memory) and memory in PPMD_MEMORIES):
+        raise CorruptFileError(f"{where}: ppmd's memory must be a power of two from "
+                               f"{PPMD_MEMORIES[0]} to {PPMD_MEMORIES[-1]} bytes.")
+    if not (is_int(crc) and 0 <= crc < 1 << 32):
+        raise CorruptFileError(f"{where}: ppmd's crc must be an integer from 0 to 2^32 − 1.")
+    if not 1 <= size <= PPMD_MAX_BYTES:
+        raise CorruptFileError(f"{where}: a PPMd payload must be 1 to {PPMD_MAX_BYTES} "
+                               "bytes.")
+    return params
+
+
+def _pyppmd(where: str):
+    """The pyppmd module, or a MissingDependencyError that says how to install it."""
+    try:
+        import pyppmd
+    except ImportError:
+        raise MissingDependencyError(
+            f"{where} is coded by PPMd (.dna format version 20), which needs the package "
+            "pyppmd: pip install pyppmd") from None
+    return pyppmd
+
+
+def ppmd_decode(stream: bytes, params: dict, size: int, where: str) -> bytes:
+    """The ``size`` payload bytes of a PPMd stream under checked ``ppmd`` params: all of
+    the stream read, nothing after it, the range decoder finished clean, the payload's
+    CRC-32 as stated. Raises CorruptFileError."""
+    pyppmd = _pyppmd(where)
+    order = params["order"]
+    # The range decoder starts on a zero byte and a code below 2^32 − 1 (pyppmd fails
+    # without an exception otherwise).
+    if len(stream) < 5 or stream[0] != 0 or stream[1:5] == b"\xff" * 4:
+        raise CorruptFileError(f"{where}: the PPMd stream does not start as one does.")
+    pad = _ppmd_pad(order, size)
+    padded = bytearray(len(stream) + pad)
+    padded[:len(stream)] = stream
+    decoder = pyppmd.Ppmd7Decoder(order, params["memory"])
+    try:
+        payload = decoder.decode(padded, size)
+        unread = len(decoder.unused_data)
+        finished = decoder.eof
+    except (ValueError, SystemError, pyppmd.PpmdError) as exc:  # pyppmd's words for it
+        raise CorruptFileError(f"{where}: the PPMd stream is corrupt ({exc}).") from None
+    del padded, decoder  # the padding, before the payload is checked
+    if len(payload) != size or unread != pad or not finished:
+        raise CorruptFileError(f"{where}: the PPMd stream does not hold exactly the "
+                               f"{size} bytes of its payload.")
+    if zlib.crc32(payload) != params["crc"]:
+        raise CorruptFileError(f"{where}: the PPMd payload's CRC-32 does not match; the "
+                               "file is damaged.")
+    return payload
+
+
+def _ppmd_code(payload: bytes) -> tuple[dict, bytes] | None:
+    """The payload's smallest PPMd coding over PPMD_WRITER_ORDERS, as (params, stream),
+    decoded back as the reader does; None without pyppmd or for a payload PPMd may not
+    code."""
+    if not 1 <= len(payload) <= PPMD_MAX_BYTES:
+        return None
+    try:
+        import pyppmd
+    except ImportError:
+        return None
+    memory = max(PPMD_MEMORIES[0], min(PPMD_MEMORIES[-1], 1 << max(
+        0, PPMD_MEMORY_PER_BYTE * len(payload) - 1).bit_length()))
+    best = None
+    for order in PPMD_WRITER_ORDERS:
+        encoder = pyppmd.Ppmd7Encoder(order, memory)
+        stream = encoder.encode(payload) + encoder.flush()
+        if best is None or len(stream) < len(best[1]):
+            best = ({"order": order, "memory": memory, "crc": zlib.crc32(payload)}, stream)
+    try:  # as the reader will read it (never seen to fail; if it did, zstd is used)
+        if ppmd_decode(best[1], best[0], len(payload), "the writer's PPMd") == payload:
+            return best
+    except CorruptFileError:
+        pass
+    return None
+
+
 def decode(frame: bytes, entry: dict, dictionary: bytes | None, where: str) -> tuple[bytes, bytes]:
     """(payload, file) of a checked entry's frame; ``dictionary``: the earlier files'
     payloads where the entry has ``prefix``."""
-    payload = decompress_bytes(frame, payload_bytes(entry), where, dictionary)
+    if entry["compression"] == "ppmd":
+        payload = ppmd_decode(frame, entry["ppmd"], payload_bytes(entry), where)
+    else:
+        payload = decompress_bytes(frame, payload_bytes(entry), where, dictionary)
     vocab = entry.get("vocab")
     if vocab is None:
         return payload, payload
@@ -177,12 +306,15 @@ def _frame(data: bytes, dictionary: bytes | None = None) -> bytes:
         compression_params=params).compress(data)
 
 
-def code_files(files: Sequence[tuple[dict, bytes]]) -> list[tuple[dict, bytes]] | None:
-    """The files (each its entry without sections, and its content) coded as version 12
-    codes them: at LEVEL, a vocabulary as lines where one is found, each file against the
-    earlier files' payloads where that is smaller (within MAX_PREFIX_BYTES). None where
-    neither ``vocab`` nor ``prefix`` is used (the caller keeps the plain coding). Each
-    file is decoded back and compared before it is used."""
+def code_files(files: Sequence[tuple[dict, bytes]],
+               ppmd: bool = True) -> list[tuple[dict, bytes]] | None:
+    """The files (each its entry without sections, and its content) coded as versions 12
+    and 20 code them: at LEVEL, a vocabulary as lines where one is found, each file against
+    the earlier files' payloads where that is smaller (within MAX_PREFIX_BYTES), or, with
+    ``ppmd``, its payload by PPMd where that is smaller still by more than
+    PPMD_ENTRY_BYTES. None where none of ``vocab``, ``prefix`` and PPMd is used (the
+    caller keeps the plain coding). Each file is decoded back and compared before it is
+    used."""
     coded: list[tuple[dict, bytes]] = []
     joined = bytearray()
     work = 0
@@ -198,14 +330,19 @@ def code_files(files: Sequence[tuple[dict, bytes]]) -> list[tuple[dict, bytes]] 
             drawn = _frame(payload, bytes(joined[-DICTIONARY_TAIL:]))
             if len(drawn) < len(frame):
                 frame, entry["prefix"] = drawn, True
-                work += len(joined)
+        by_ppmd = _ppmd_code(payload) if ppmd else None
+        if by_ppmd is not None and len(by_ppmd[1]) + PPMD_ENTRY_BYTES < len(frame):
+            entry.pop("prefix", None)
+            entry["compression"], (entry["ppmd"], frame) = "ppmd", by_ppmd
+        if entry.get("prefix"):
+            work += len(joined)
         where = f"file {entry['path']!r}"
         if "vocab" in entry:
             check_vocab(entry["vocab"], len(data), where)
         back = decode(frame, entry, bytes(joined) if entry.get("prefix") else None, where)
         if back != (payload, data):  # cannot happen; the plain coding is safe
             return None
-        used = used or "vocab" in entry or "prefix" in entry
+        used = used or any(key in entry for key in ("vocab", "prefix", "ppmd"))
         coded.append((entry, frame))
         joined += payload
     return coded if used else None
