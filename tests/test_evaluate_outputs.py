@@ -145,7 +145,7 @@ def test_compress_reports_the_check(tmp_path: Path, capsys) -> None:
     assert main(["compress", str(path), "-o", str(tmp_path / "m.dna"),
                  "--bits-per-weight", "0.8"]) == 0
     captured = capsys.readouterr()
-    assert "synthetic inputs (engine)" in captured.out
+    assert "synthetic inputs (engine; logits" in captured.out.replace("\n", " ")
     assert "outputs diverge" in captured.err
     assert main(["compress", str(path), "-o", str(tmp_path / "n.dna"), "--lossless",
                  "--check", "none"]) == 0
@@ -156,6 +156,11 @@ def test_compress_reports_the_check(tmp_path: Path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["output_check"]["diverged"]
     assert any("outputs diverge" in w for w in report["warnings"]), report["warnings"]
+    # It says what to do: about a bit per weight more, and how to judge the file on real
+    # inputs; a classifier's logits: the share of inputs whose top class changed.
+    assert any("--bits-per-weight 1.8" in w and "weightdna evaluate" in w
+               for w in report["warnings"]), report["warnings"]
+    assert 0.0 <= report["output_check"]["top_changed"] <= 1.0
 
 
 def test_synthetic_ids_come_in_runs_and_stay_within_the_table_they_index(tmp_path) -> None:

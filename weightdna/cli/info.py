@@ -145,4 +145,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(printable(line), highlight=False)
     for note in notes:
         warn(note)
+    if line:
+        # `weightdna compress`'s output check and its zeroed shares are printed, not stored
+        console.print("the outputs' check that compress ran is not stored in the file; "
+                      "compare the restored model's outputs with the original's: weightdna "
+                      f"evaluate ORIGINAL {printable(str(dna.path))}", highlight=False,
+                      markup=False)
     return 0
