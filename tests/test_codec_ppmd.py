@@ -243,3 +243,15 @@ def test_a_ppmd_stream_longer_than_can_be_read_is_refused_on_opening(tmp_path: P
         read_dna_file(long, max_memory=need - 1)
     with pytest.raises(CorruptFileError, match="exactly"):
         read_dna_file(long).stored_file(entry["path"])
+
+
+def test_a_folder_without_pyppmd_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch) -> None:
+    """`weightdna decompress X.dna -o DIR/` without pyppmd: the error names it before the
+    weights are written (review s32: DIR/model.safetensors was left behind, and the rerun
+    after `pip install pyppmd` then needed --force)."""
+    dna = read_dna_file(_coded(tmp_path))
+    monkeypatch.setitem(sys.modules, "pyppmd", None)
+    with pytest.raises(MissingDependencyError, match="pip install pyppmd"):
+        write_folder(dna, tmp_path / "out", overwrite=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

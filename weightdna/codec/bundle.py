@@ -27,7 +27,7 @@ from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
-from weightdna.codec.filecoding import code_files
+from weightdna.codec.filecoding import code_files, require_ppmd
 from weightdna.codec.zstdframes import compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import ModelWeights, save_weights
@@ -239,6 +239,7 @@ def write_folder(dna: DnaFile, folder: Path, overwrite: bool,
     if clash:
         raise CorruptFileError(f"{dna.path}: a stored file is called {sorted(clash)[0]!r}, "
                                "like the weights.")
+    require_ppmd(stored, str(dna.path))  # before anything is written
     sources = tensor_sources(dna, progress)
     metadata = safetensors_metadata(dna)
     written = []
