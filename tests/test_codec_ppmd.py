@@ -255,3 +255,14 @@ def test_a_folder_without_pyppmd_is_refused_before_anything_is_written(
     with pytest.raises(MissingDependencyError, match="pip install pyppmd"):
         write_folder(dna, tmp_path / "out", overwrite=False)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_folder_with_a_damaged_file_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """A stored file that cannot be read back (here a PPMd stream cut by a byte, every
+    CRC-32 correct) is found before the weights are written: `decompress -o DIR/` leaves
+    nothing behind (it left DIR/model.safetensors before)."""
+    dna = read_dna_file(_with_stream(_coded(tmp_path), 2, lambda s: s[:-1]))
+    with pytest.raises(CorruptFileError, match="tokenizer.json"):
+        write_folder(dna, tmp_path / "out", overwrite=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -234,16 +234,6 @@ def _pyppmd(where: str):
     return pyppmd
 
 
-def require_ppmd(entries: Sequence[dict], where: str) -> None:
-    """Raise the MissingDependencyError of a missing pyppmd now where one of the checked
-    file ``entries`` is coded by PPMd (for a caller that writes several files: before the
-    first of them)."""
-    for entry in entries:
-        if entry["compression"] == "ppmd":
-            _pyppmd(f"{where}: file {entry['path']!r}")
-            return
-
-
 def ppmd_decode(stream: bytes, params: dict, size: int, where: str) -> bytes:
     """The ``size`` payload bytes of a PPMd stream under checked ``ppmd`` params: all of
     the stream read, nothing after it, the range decoder finished clean, the payload's
