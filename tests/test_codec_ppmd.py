@@ -133,7 +133,8 @@ def test_an_older_version_holds_no_ppmd(tmp_path: Path) -> None:
 def test_a_ppmd_payload_is_bounded_by_memory(tmp_path: Path, monkeypatch) -> None:
     path = _coded(tmp_path)
     entry = read_dna_file(path).files[2]
-    need = fc.ppmd_memory(entry["ppmd"], fc.payload_bytes(entry)) + 2 * entry["bytes"]
+    need = (fc.ppmd_memory(entry["ppmd"], fc.payload_bytes(entry),
+                          entry["sections"]["data"][1]) + 2 * entry["bytes"])
     assert need >= entry["ppmd"]["memory"]
     with pytest.raises(CorruptFileError, match="memory limit"):
         read_dna_file(path, max_memory=need - 1)
@@ -221,3 +222,47 @@ def test_a_file_written_before_ppmd_reads_and_is_written_the_same(tmp_path: Path
     write_dna_file(again, [c[0] for c in coded], [c[1] for c in coded],
                    files=stored_entries(_files(), ppmd=False))
     assert again.read_bytes() == old.read_bytes()
+
+
+def test_a_ppmd_stream_longer_than_can_be_read_is_refused_on_opening(tmp_path: Path) -> None:
+    """A stream must be read whole and the decoder reads less than its padding, so a longer
+    one is refused before anything is read; and the stream's own bytes, held four times
+    while it decodes (read, padded, pyppmd's copy of what it did not read and the copy it
+    hands back), count against max_memory (review s32: a 16 MiB stream under a 20 MiB limit
+    held 65 MiB before it was refused)."""
+    path = _coded(tmp_path)
+    entry = read_dna_file(path).files[1]
+    payload = fc.payload_bytes(entry)
+    pad = fc._ppmd_pad(entry["ppmd"]["order"], payload)
+    with pytest.raises(CorruptFileError, match="longer than"):
+        read_dna_file(_with_stream(path, 1, lambda s: s + bytes(pad + 1 - len(s))))
+    long = _with_stream(path, 1, lambda s: s + bytes(pad - len(s)))
+    need = fc.ppmd_memory(entry["ppmd"], payload, pad) + 2 * entry["bytes"]
+    assert need >= entry["ppmd"]["memory"] + 4 * pad
+    with pytest.raises(CorruptFileError, match="memory limit"):
+        read_dna_file(long, max_memory=need - 1)
+    with pytest.raises(CorruptFileError, match="exactly"):
+        read_dna_file(long).stored_file(entry["path"])
+
+
+def test_a_folder_without_pyppmd_is_refused_before_anything_is_written(
+        tmp_path: Path, monkeypatch) -> None:
+    """`weightdna decompress X.dna -o DIR/` without pyppmd: the error names it before the
+    weights are written (review s32: DIR/model.safetensors was left behind, and the rerun
+    after `pip install pyppmd` then needed --force)."""
+    dna = read_dna_file(_coded(tmp_path))
+    monkeypatch.setitem(sys.modules, "pyppmd", None)
+    with pytest.raises(MissingDependencyError, match="pip install pyppmd"):
+        write_folder(dna, tmp_path / "out", overwrite=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_folder_with_a_damaged_file_is_refused_before_anything_is_written(
+        tmp_path: Path) -> None:
+    """A stored file that cannot be read back (here a PPMd stream cut by a byte, every
+    CRC-32 correct) is found before the weights are written: `decompress -o DIR/` leaves
+    nothing behind (it left DIR/model.safetensors before)."""
+    dna = read_dna_file(_with_stream(_coded(tmp_path), 2, lambda s: s[:-1]))
+    with pytest.raises(CorruptFileError, match="tokenizer.json"):
+        write_folder(dna, tmp_path / "out", overwrite=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -232,13 +232,16 @@ def write_folder(dna: DnaFile, folder: Path, overwrite: bool,
                  progress: Progress | None = None) -> tuple[list[Path], int]:
     """The model's folder: its weights as safetensors (under the shard names of a stored
     index, else ``model.safetensors``) and every stored file; returns (the files written,
-    their bytes). Each file appears whole or not at all."""
+    their bytes). Each file appears whole or not at all, and none where a stored file cannot be
+    read back (damaged, or coded by PPMd without pyppmd): they are all read once first."""
     layout = shard_layout(dna)
     stored = [entry for entry in dna.files if entry.get("kind", "file") == "file"]
     clash = set(layout) & {entry["path"] for entry in stored}
     if clash:
         raise CorruptFileError(f"{dna.path}: a stored file is called {sorted(clash)[0]!r}, "
                                "like the weights.")
+    for _ in dna.stored_files():  # each read and checked before anything is written
+        pass
     sources = tensor_sources(dna, progress)
     metadata = safetensors_metadata(dna)
     written = []

@@ -153,11 +153,20 @@ def check_file_entry(entry: object, max_memory: int = DEFAULT_MAX_MEMORY,
             raise CorruptFileError(f"{where}: a PPMd payload has no prefix.")
         payload = filecoding.payload_bytes(entry)
         filecoding.check_ppmd(entry["ppmd"], payload, where)
-        if filecoding.ppmd_memory(entry["ppmd"], payload) + 2 * size > max_memory:
-            raise CorruptFileError(f"{where}: decoding its PPMd payload needs more than the "
-                                   f"memory limit of {max_memory}; raise max_memory if the "
-                                   "file is trusted.")
     return path
+
+
+def _check_ppmd_section(entry: dict, length: int, max_memory: int) -> None:
+    """A checked PPMd file entry's stream of ``length`` bytes: no longer than its decoder
+    can read, and what its decoding holds (`filecoding.ppmd_memory`) with twice the file's
+    size within ``max_memory``. Raises CorruptFileError."""
+    where = f"file {entry['path']!r}"
+    payload = filecoding.payload_bytes(entry)
+    filecoding.check_ppmd_stream(entry["ppmd"], payload, length, where)
+    if filecoding.ppmd_memory(entry["ppmd"], payload, length) + 2 * entry["bytes"] > max_memory:
+        raise CorruptFileError(f"{where}: decoding its PPMd payload needs more than the "
+                               f"memory limit of {max_memory}; raise max_memory if the "
+                               "file is trusted.")
 
 
 def check_relative_path(path: object) -> None:
@@ -931,6 +940,8 @@ def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFi
                     raise CorruptFileError(
                         f"file {path_in_model!r}: its {length} bytes exceed the memory limit "
                         f"of {max_memory}; raise max_memory if the file is trusted.")
+                if "ppmd" in entry:
+                    _check_ppmd_section(entry, length, max_memory)
                 layout.append((offset, length, len(entries) + j, role))
                 checks.append((offset, length, crc, f"file {path_in_model!r}"))
         owners = entries + files

@@ -183,12 +183,23 @@ def _ppmd_pad(order: int, size: int) -> int:
     return 2 * (order + 2) * size + 8
 
 
-def ppmd_memory(params: dict, size: int) -> int:
-    """What decoding ``size`` payload bytes under checked ``ppmd`` params holds at most: the
-    model's memory, the stream with its zero padding, pyppmd's copy of the unread padding and
-    the copy it gives back, and the payload."""
+def ppmd_memory(params: dict, size: int, stream: int) -> int:
+    """What decoding ``size`` payload bytes from a ``stream``-byte PPMd stream under checked
+    ``ppmd`` params holds at most: the model's memory, the stream as read, the stream with
+    its zero padding, pyppmd's copy of what it did not read and the copy it gives back, and
+    the payload."""
     pad = _ppmd_pad(params["order"], size)
-    return params["memory"] + 3 * pad + 2 * size
+    return params["memory"] + 4 * stream + 3 * pad + 2 * size
+
+
+def check_ppmd_stream(params: dict, size: int, stream: int, where: str) -> None:
+    """Refuse a PPMd stream of ``stream`` bytes longer than its zero padding (checked
+    ``ppmd`` params, ``size`` payload bytes): the decoder reads less than the padding and
+    the reader requires the whole stream read, so it could only be refused after it was
+    read and copied. Raises CorruptFileError."""
+    if stream > _ppmd_pad(params["order"], size):
+        raise CorruptFileError(f"{where}: its PPMd stream of {stream} bytes is longer than "
+                               f"any stream of {size} payload bytes; the file is damaged.")
 
 
 def check_ppmd(params: object, size: int, where: str) -> dict:
