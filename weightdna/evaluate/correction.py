@@ -168,8 +168,8 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     running statistics (rapidocr's three nets: its recognizer at 3 bits per weight went
     from 3% to 64% of lines read as the original reads them, BENCHMARKS.md, "Data-free
     bias correction for ONNX graphs"); none for any other graph, whose standard-normal
-    inputs are of no known scale (Silero VAD at 4 and 6 bits per weight kept 72% and 80%
-    of its speech decisions with that correction, 96% and 99% without; BENCHMARKS.md, "No
+    inputs are of no known scale (Silero VAD at 4 and 6 bits per weight kept 82% and 80%
+    of its speech decisions with that correction, 95% and 99% without; BENCHMARKS.md, "No
     default bias correction on unmatched inputs"), nor for anything else. "none": none;
     "synthetic": a BERT model's or an ONNX graph's (on whatever inputs it has), refused for
     any other model and under a target that is not lossy. ``note`` hears what an ONNX
