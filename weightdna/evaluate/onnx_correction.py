@@ -86,8 +86,8 @@ INPUT_KINDS = ("normal", "batchnorm")
 # 82.4% at 6 (the panel, mean of 3 targets; the CLI's defaults: 95.1% → 82.0%, 99.1% →
 # 79.8%; BENCHMARKS.md, "No default bias correction on unmatched inputs").
 UNMATCHED = ("no bias corrected by default: the graph's input does not go through a Conv "
-             "into a BatchNormalization, so synthetic inputs cannot be matched to the data's "
-             "scale; --bias-correction synthetic corrects on them anyway")
+             "into a BatchNormalization that synthetic inputs can be matched to, so they "
+             "are of no known scale; --bias-correction synthetic corrects on them anyway")
 # Ops whose output an ``Add`` of a bias initializer follows (a layer's bias kept apart).
 LAYER_OPS = ("MatMul", "Gemm", "Conv")
 
