@@ -45,11 +45,13 @@ once per model): what
 
 ``--bias-correction synthetic`` adds points with an ONNX graph's biases corrected for the
 coded weights' error on synthetic inputs (`weightdna.evaluate.onnx_correction`, objective
-"+bias"): what `weightdna compress` does by default for an ONNX file under a whole-model
-target; `compress_model`, which the panel calls, does it only when asked.
+"+bias"): what `weightdna compress --bias-correction synthetic` does for a graph without a
+first BatchNorm; `compress_model`, which the panel calls, does it only when asked.
 ``--bias-correction batchnorm``: the same on inputs drawn so that the graph's first
 BatchNorm sees its running statistics (`weightdna.evaluate.bn_inputs`; objective "+bias-bn";
-a graph without one gets the same inputs as "synthetic").
+a graph without one gets the same inputs as "synthetic"): what `weightdna compress` does
+by default for an ONNX file under a whole-model target where the graph has that
+BatchNorm; for a graph without one the default is no correction (the "none" points).
 
 Besides the judge, each point reports the worst tensor's SNR and the largest share of a
 tensor's non-zero weights restored as 0. Writes OUT/panel.json and OUT/panel.md.

@@ -121,6 +121,39 @@ def test_a_graph_without_a_first_batchnorm_keeps_the_output_check_s_inputs(
         assert torch.equal(plain.biases[name], matched.biases[name])
 
 
+def test_the_default_corrects_only_on_inputs_matched_to_a_first_batchnorm(
+        tmp_path: Path) -> None:
+    """`bias_correction_for`'s default for an ONNX graph: none where no first BatchNorm
+    matches the inputs to the data's scale (the note says why), the matched correction
+    where one does; ``synthetic`` corrects either."""
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.correction import bias_correction_for
+    from weightdna.evaluate.onnx_correction import UNMATCHED
+
+    target = Target("bits_per_weight", 3.0)
+    unmatched = _no_first_norm(tmp_path / "g.onnx")
+    heard: list[str] = []
+    assert bias_correction_for("none", unmatched, ["w", "b"], None, target,
+                               note=heard.append) is None
+    assert heard == [UNMATCHED]
+    restored = {"w": torch.from_numpy(
+        numpy_helper.to_array(load_model(unmatched).graph.initializer[0]) * 1.2)}
+    asked = bias_correction_for("none", unmatched, ["w", "b"], "synthetic", target)
+    assert asked is not None and asked(restored)
+    assert not onnx_corrected_biases(unmatched, restored, ["b", "o"],
+                                     matched_only=True).biases
+    matched = _exported(tmp_path / "net.onnx")
+    model = load_model(matched)
+    protos = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    head = next(n for n in protos if protos[n].ndim == 4 and protos[n].shape[0] == 4)
+    heard = []
+    default = bias_correction_for("none", matched, list(protos), None, target,
+                                  note=heard.append)
+    assert default is not None
+    assert default({head: torch.from_numpy(protos[head] * 1.3)})
+    assert heard and "BatchNorm-matched inputs" in heard[0]
+
+
 @pytest.mark.parametrize("damage", ["negative variance", "nan mean", "short pads", "group"])
 def test_a_first_batchnorm_that_does_not_add_up_is_not_used(damage: str,
                                                             tmp_path: Path) -> None:

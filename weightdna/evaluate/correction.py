@@ -162,14 +162,18 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
     (``--bias-correction``) and ``target`` (`weightdna.codec.ratecontrol.Target`).
 
     None, the default: a BERT model's `bert_bias_correction` with "synthetic"
-    sensitivities; an ONNX graph's on the output check's synthetic inputs (an image input
-    that goes through a Conv into a BatchNorm drawn to match its running statistics)
-    (`weightdna.evaluate.onnx_correction`) under a whole-model target where onnxruntime is
-    installed (on the panel it took rapidocr's recognizer at 3 bits per weight from 3% to
-    64% of lines read as the original reads them, and tied on the rest: BENCHMARKS.md,
-    "Data-free bias correction for ONNX graphs"); none for anything else. "none": none;
-    "synthetic": a BERT model's or an ONNX graph's, refused for any other model and under
-    a target that is not lossy. ``note`` hears what an ONNX graph's correction did."""
+    sensitivities; an ONNX graph's (`weightdna.evaluate.onnx_correction`) under a
+    whole-model target where onnxruntime is installed, only where its image input goes
+    through a Conv into a BatchNorm and the inputs are drawn to match that BatchNorm's
+    running statistics (rapidocr's three nets: its recognizer at 3 bits per weight went
+    from 3% to 64% of lines read as the original reads them, BENCHMARKS.md, "Data-free
+    bias correction for ONNX graphs"); none for any other graph, whose standard-normal
+    inputs are of no known scale (Silero VAD at 4 and 6 bits per weight kept 82% and 80%
+    of its speech decisions with that correction, 95% and 99% without; BENCHMARKS.md, "No
+    default bias correction on unmatched inputs"), nor for anything else. "none": none;
+    "synthetic": a BERT model's or an ONNX graph's (on whatever inputs it has), refused for
+    any other model and under a target that is not lossy. ``note`` hears what an ONNX
+    graph's correction did, or why the default made none."""
     from weightdna.evaluate.calibration import is_onnx_file, require_onnxruntime
     from weightdna.evaluate.sensitivity import runs_as_bert
 
@@ -183,9 +187,17 @@ def bias_correction_for(mode: str, path: str | Path, names: Sequence[str],
             return bert_bias_correction(path)
         if (target is not None and target.whole_model and is_onnx_file(path)
                 and importlib.util.find_spec("onnxruntime") is not None):
-            from weightdna.evaluate.onnx_correction import onnx_bias_correction
+            from weightdna.evaluate.onnx_correction import (
+                UNMATCHED,
+                matched_inputs_possible,
+                onnx_bias_correction,
+            )
 
-            return onnx_bias_correction(path, note=note)
+            if not matched_inputs_possible(path):
+                if note is not None:
+                    note(UNMATCHED)
+                return None
+            return onnx_bias_correction(path, note=note, matched_only=True)
         return None
     if target is not None and not target.rate_distortion:
         raise InvalidInputError("--bias-correction synthetic applies to bits-per-weight, SNR "

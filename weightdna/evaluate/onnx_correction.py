@@ -32,11 +32,16 @@ their role (`weightdna.codec.compress.compress_model`'s ``adjust``). A shift lar
 half its bias (`MAX_SHIFT`) is not made: noise far from the data's scale measures those.
 
 The default for an ONNX graph under a whole-model target
-(`weightdna.evaluate.correction.bias_correction_for`): on the panel's unseen models it took
-rapidocr's recognizer at 3 bits per weight from 3% to 64% of lines read as the original
-reads them (character error rate 29% → 2.7%; at 2.95: 2% → 49%), and tied within their
-judges' swing on its detector and angle classifier, Silero VAD, magika and the panel's CNNs
-(BENCHMARKS.md, "Data-free bias correction for ONNX graphs").
+(`weightdna.evaluate.correction.bias_correction_for`) where its inputs are matched to a
+first BatchNorm (``matched_only``): it took rapidocr's recognizer at 3 bits per weight
+from 3% to 64% of lines read as the original reads them (character error rate 29% → 2.7%;
+at 2.95: 2% → 49%; BENCHMARKS.md, "Data-free bias correction for ONNX graphs"). A graph
+whose inputs cannot be matched gets no correction by default (`UNMATCHED`): the output
+check's standard-normal inputs are of no known scale, and on Silero VAD the shifts
+measured on them that passed `MAX_SHIFT` (its first encoder conv's, above all) took its
+speech decisions kept from 95% to 82% at 4 bits per weight; magika and the panel's ONNX
+CNN tied without it (BENCHMARKS.md, "No default bias correction on unmatched inputs").
+``--bias-correction synthetic`` still corrects any graph on whatever inputs it has.
 """
 
 from __future__ import annotations
@@ -73,6 +78,16 @@ MAX_SHIFT = 0.5
 # 92.5% → 93.1% (BENCHMARKS.md, "BatchNorm-matched inputs for the ONNX bias correction").
 INPUTS = "batchnorm"
 INPUT_KINDS = ("normal", "batchnorm")
+# Why the default (`weightdna.evaluate.correction.bias_correction_for`) corrects no bias of
+# a graph whose inputs cannot be matched to it: the output check's standard-normal inputs
+# are of no known scale, and the shifts measured on them are not the data's. On Silero
+# VAD (audio, tens of times louder than speech) the corrections that passed `MAX_SHIFT`
+# took its speech decisions kept from 96.2% to 72.5% at 4 bits per weight and 98.9% to
+# 82.4% at 6 (the panel, mean of 3 targets; the CLI's defaults: 95.1% → 82.0%, 99.1% →
+# 79.8%; BENCHMARKS.md, "No default bias correction on unmatched inputs").
+UNMATCHED = ("no bias corrected by default: the graph's input does not go through a Conv "
+             "into a BatchNormalization that synthetic inputs can be matched to, so they "
+             "are of no known scale; --bias-correction synthetic corrects on them anyway")
 # Ops whose output an ``Add`` of a bias initializer follows (a layer's bias kept apart).
 LAYER_OPS = ("MatMul", "Gemm", "Conv")
 
@@ -224,14 +239,15 @@ class OnnxCorrection:
 
 def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
                           biases: Sequence[str], samples: int = SAMPLES, seed: int = 0,
-                          max_shift: float = MAX_SHIFT, inputs: str | None = None
-                          ) -> OnnxCorrection:
+                          max_shift: float = MAX_SHIFT, inputs: str | None = None,
+                          matched_only: bool = False) -> OnnxCorrection:
     """The `Site` biases among ``biases`` of the ONNX file at ``path`` corrected for the coded
     weights ``restored`` ({name: tensor}: those it names replace the source's), stage after
     stage on ``samples`` synthetic inputs (the module's docstring), each correction made
     only where its root mean square is at most ``max_shift`` times the source bias's
     (`MAX_SHIFT`); ``inputs``: `INPUTS` (its default) says how they are drawn. None where
-    the graph does not run on them."""
+    the graph does not run on them; with ``matched_only``, none either where the inputs
+    could not be matched to a first BatchNorm (`UNMATCHED`)."""
     from onnx import numpy_helper
 
     from weightdna.evaluate.onnx_calibration import exposing_graph
@@ -249,6 +265,8 @@ def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
         from weightdna.evaluate.bn_inputs import first_norm
 
         norm = first_norm(model)
+    if matched_only and norm is None:
+        return OnnxCorrection({}, why_not=UNMATCHED, seconds=time.perf_counter() - started)
     protos = weight_protos(model)
     found = sites(model, [b for b in biases if b in protos])
     if not found:
@@ -288,6 +306,9 @@ def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
     if inputs is None:
         return OnnxCorrection({}, len(found), why_not="the graph did not run on synthetic "
                               "inputs", seconds=time.perf_counter() - started)
+    if matched_only and not drawn:
+        return OnnxCorrection({}, len(found), why_not=UNMATCHED,
+                              seconds=time.perf_counter() - started)
     source = _Means(original, carried, inputs.feeds)
     expected: dict[str, np.ndarray] = {}
     for start in range(0, len(found), VALUES_PER_RUN):
@@ -318,6 +339,15 @@ def onnx_corrected_biases(path: str | Path, restored: Mapping[str, Any],
         drawn)
 
 
+def matched_inputs_possible(path: str | Path) -> bool:
+    """Whether the ONNX file at ``path`` has the first BatchNorm its synthetic inputs can be
+    matched to (`weightdna.evaluate.bn_inputs.first_norm`)."""
+    from weightdna.evaluate.bn_inputs import first_norm
+    from weightdna.weights.onnx_format import load_model
+
+    return first_norm(load_model(Path(path))) is not None
+
+
 def correctable_biases(path: str | Path) -> list[str]:
     """The weights of the ONNX file at ``path`` a correction may move: floating point, of a
     type onnxruntime takes, and coded by their role ("bounded" or "relative")."""
@@ -331,15 +361,16 @@ def correctable_biases(path: str | Path) -> list[str]:
 
 def onnx_bias_correction(path: str | Path, samples: int = SAMPLES, seed: int = 0,
                          note: Any = None, max_shift: float = MAX_SHIFT,
-                         inputs: str | None = None) -> Any:
+                         inputs: str | None = None, matched_only: bool = False) -> Any:
     """`weightdna.codec.compress.compress_model`'s ``adjust`` for the ONNX file at ``path``:
     given the coded tensors, `onnx_corrected_biases`' biases ({} where none could be
-    measured; ``note`` hears one line on what was done)."""
+    measured, or with ``matched_only`` where the inputs are not matched to a first
+    BatchNorm; ``note`` hears one line on what was done)."""
     biases = correctable_biases(path)
 
     def adjust(restored: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result = onnx_corrected_biases(path, restored, biases, samples, seed, max_shift,
-                                       inputs)
+                                       inputs, matched_only)
         if note is not None:
             note(f"{len(result.biases)} of {result.sites} biases corrected in "
                  f"{result.stages} stages on "
