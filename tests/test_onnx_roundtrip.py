@@ -5,6 +5,7 @@ at 8 bits per weight."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,38 @@ def test_a_graph_missing_a_weight_is_refused(conv_net: Path, tmp_path: Path,
     restored = restore_graph(graph, tensors, "m.dna")  # lossless: the same weights
     assert _worst_cosine(conv_net, _write(tmp_path / "l.onnx", restored), IMAGES) == \
         pytest.approx(1.0, abs=1e-7)
+
+
+def test_a_graph_coded_by_ppmd_restores_as_one_coded_by_zstd(conv_net: Path, tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """The graph is coded as the other stored files are (issue 11): by PPMd where that is
+    smaller (this one: format version 20), else by zstd at the version the tensors need;
+    `decompress -o X.onnx` gives the same model from either, and a PPMd graph in a file
+    that claims a version below 20 is refused."""
+    pytest.importorskip("pyppmd")
+    from test_codec_files import _rewrite
+
+    from weightdna.codec.entries import PPMD_VERSION
+
+    by_ppmd = weightdna.compress(conv_net, tmp_path / "p.dna", lossless=True).output
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "pyppmd", None)  # the writer keeps to zstd without it
+        by_zstd = weightdna.compress(conv_net, tmp_path / "z.dna", lossless=True).output
+    ppmd_dna, zstd_dna = read_dna_file(by_ppmd), read_dna_file(by_zstd)
+    assert [e["compression"] for e in ppmd_dna.files] == ["ppmd"]
+    assert [e["compression"] for e in zstd_dna.files] == ["zstd"]
+    assert ppmd_dna.files[0]["kind"] == zstd_dna.files[0]["kind"] == "onnx-graph"
+    assert ppmd_dna.version == PPMD_VERSION > zstd_dna.version
+    assert ppmd_dna.stored_file("model.onnx") == zstd_dna.stored_file("model.onnx")
+    outputs = []
+    for name, dna in (("p", by_ppmd), ("z", by_zstd)):
+        assert main(["decompress", str(dna), "-o", str(tmp_path / f"{name}.onnx")]) == 0
+        outputs.append((tmp_path / f"{name}.onnx").read_bytes())
+    assert outputs[0] == outputs[1]
+    ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    refused = r"optionally 'kind', 'prefix', 'vocab'\), found .*'ppmd'"
+    with pytest.raises(CorruptFileError, match=refused):
+        read_dna_file(_rewrite(by_ppmd, lambda h, d: None, version=PPMD_VERSION - 1))
 
 
 def _write(path: Path, data: bytes) -> Path:

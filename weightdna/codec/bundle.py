@@ -2,14 +2,15 @@
 
 Compressing a Hugging Face folder stores, beside the tensors, the files a framework needs
 to use them: config, generation config, tokenizer, sentence-transformers modules and their
-subfolders; compressing an ONNX model stores its graph without the weights, which
-`write_onnx_file` puts back. A folder's file goes in by default when it is small text (or
-a known tokenizer model) and not hidden; any other file only when asked for
-(``include``), and every file left out is named, with why. `write_folder` writes the
-folder back: the weights as safetensors, sharded under the source's shard names when its
-index was stored, and every stored file. From format version 12 the files may be coded
-against each other (`stored_entries`, `weightdna.codec.filecoding`): a tokenizer.json's
-vocabulary as lines, and vocab.txt drawn on them; from version 20 a file by PPMd.
+subfolders; compressing an ONNX model stores its graph without the weights (coded as the
+other files are, `stored_entries`), which `write_onnx_file` puts back. A folder's file goes
+in by default when it is small text (or a known tokenizer model) and not hidden; any other
+file only when asked for (``include``), and every file left out is named, with why.
+`write_folder` writes the folder back: the weights as safetensors, sharded under the
+source's shard names when its index was stored, and every stored file. From format
+version 12 the files may be coded against each other (`stored_entries`,
+`weightdna.codec.filecoding`): a tokenizer.json's vocabulary as lines, and vocab.txt drawn
+on them; from version 20 a file by PPMd.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from weightdna.atomic import atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
+from weightdna.codec.filecoding import LEVEL as FILES_LEVEL
 from weightdna.codec.filecoding import code_files
-from weightdna.codec.zstdframes import compress_bytes
+from weightdna.codec.zstdframes import ZSTD_LEVEL, compress_bytes
 from weightdna.errors import CorruptFileError, InvalidInputError
 from weightdna.weights import ModelWeights, save_weights
 from weightdna.weights.load import folder_weight_files
@@ -49,7 +51,7 @@ Progress = Callable[[str, int, int], None]
 class StoredFiles:
     """The files a .dna file will hold beside the tensors, and those left out."""
 
-    files: list[tuple[dict, bytes]] = field(default_factory=list)  # (entry, zstd frame)
+    files: list[tuple[dict, bytes]] = field(default_factory=list)  # (entry, its coding)
     left_out: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
 
     @property
@@ -59,13 +61,14 @@ class StoredFiles:
 
     @property
     def stored_bytes(self) -> int:
-        """Their bytes in the .dna file (zstd)."""
+        """Their bytes in the .dna file (zstd frames or PPMd streams)."""
         return sum(len(blob) for _, blob in self.files)
 
 
-def stored_entry(path: str, data: bytes, kind: str = "file") -> tuple[dict, bytes]:
-    """One file as the container stores it: its entry and its zstd frame."""
-    return _entry(path, data, kind), compress_bytes(data)
+def stored_entry(path: str, data: bytes, kind: str = "file",
+                 level: int = ZSTD_LEVEL) -> tuple[dict, bytes]:
+    """One file as the container stores it: its entry and its zstd frame at ``level``."""
+    return _entry(path, data, kind), compress_bytes(data, level)
 
 
 def _entry(path: str, data: bytes, kind: str = "file") -> dict:
@@ -75,14 +78,15 @@ def _entry(path: str, data: bytes, kind: str = "file") -> dict:
     return entry
 
 
-def stored_entries(files: Sequence[tuple[str, bytes]],
-                   ppmd: bool = True) -> list[tuple[dict, bytes]]:
-    """Files (path, content) as the container stores them, in order: coded as versions 12
-    and 20 code them (`weightdna.codec.filecoding.code_files`: a vocabulary as lines,
-    frames drawn on the files before, with ``ppmd`` a payload by PPMd) where that is
-    smaller, else each alone (`stored_entry`), byte for byte as before."""
-    plain = [stored_entry(path, data) for path, data in files]
-    coded = code_files([(_entry(path, data), data) for path, data in files], ppmd)
+def stored_entries(files: Sequence[tuple[str, bytes]], ppmd: bool = True,
+                   kind: str = "file", level: int = ZSTD_LEVEL) -> list[tuple[dict, bytes]]:
+    """Files (path, content) of ``kind`` as the container stores them, in order: coded as
+    versions 12 and 20 code them (`weightdna.codec.filecoding.code_files`: a vocabulary as
+    lines, frames drawn on the files before, with ``ppmd`` a payload by PPMd) where that is
+    smaller, else each alone at zstd ``level`` (`stored_entry`; at the default, byte for
+    byte as before)."""
+    plain = [stored_entry(path, data, kind, level) for path, data in files]
+    coded = code_files([(_entry(path, data, kind), data) for path, data in files], ppmd)
     if coded is None or sum(len(f) for _, f in coded) >= sum(len(f) for _, f in plain):
         return plain
     return coded
@@ -97,8 +101,12 @@ def collect_files(weights: ModelWeights, include: Sequence[str] = ()) -> StoredF
     if weights.format == "onnx" and not include:
         from weightdna.weights.onnx_format import graph_without_weights, load_model
 
+        # The graph by the smallest of PPMd (version 20) and zstd at filecoding's level
+        # (no new version: the level is not in the format); BENCHMARKS.md, "The ONNX graph
+        # coded like the other stored files".
         graph = graph_without_weights(load_model(folder))
-        return StoredFiles([stored_entry(ONNX_GRAPH, graph, kind="onnx-graph")])
+        return StoredFiles(stored_entries([(ONNX_GRAPH, graph)], kind="onnx-graph",
+                                          level=FILES_LEVEL))
     if not folder.is_dir():
         if include:
             raise InvalidInputError("--include applies to a model folder; "
