@@ -320,9 +320,9 @@ def test_the_output_check_does_not_warn_where_the_angle_classifier_works(
                    "bench/ocrcls_cause.py): 0.887 at 3.0, the mean of 14 targets 2.9-3.1 "
                    "0.84 (0.66-0.93). That is the library path (compress_model: no stored "
                    "file in the budget); through the CLI, whose budget also holds the stored "
-                   "graph (5,795 bytes, 11.6% of the 49,935-byte file at 3; 5,179 once coded by PPMd), 0.72 at 3.0 and "
-                   "0.70 over six targets 2.925-3.05, 0.96 at 4 (stop 32; the output check "
-                   "warns on each of those six)")
+                   "graph (5,795 bytes, 11.6% of the 49,935-byte file at 3; 5,179 once "
+                   "coded by PPMd), 0.72 at 3.0 and 0.70 over six targets 2.925-3.05, 0.96 "
+                   "at 4 (stop 32; the output check warns on each of those six)")
 def test_the_angle_classifier_keeps_its_calls_at_3_bits_per_weight(angle_case,
                                                                      tmp_path: Path) -> None:
     model, crops, turned, reference = angle_case
