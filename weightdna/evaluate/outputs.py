@@ -229,11 +229,9 @@ def class_scores(output: np.ndarray, scale: float) -> bool:
     """Whether the last axis of ``output`` (rows, the first axis, its samples) holds class
     scores: probabilities (``scale`` 1) that sum to 1 over it (a Softmax's), or 2 to
     MAX_CLASSES values of unknown scale (a classifier's logits)."""
-    if output.ndim < 2 or output.shape[-1] < 2:
-        return False
     if scale == 1.0:
-        return bool(np.allclose(output.astype(np.float64).sum(axis=-1), 1.0, atol=1e-3))
-    return output.shape[-1] <= MAX_CLASSES
+        return sums_to_one(output)
+    return output.ndim >= 2 and 2 <= output.shape[-1] <= MAX_CLASSES
 
 
 def top_changes(original: np.ndarray, restored: np.ndarray) -> float:
@@ -735,20 +733,19 @@ def _ladder(session: Any, samples: int, rng: np.random.Generator, skip: set[str]
 MATCHED_SAMPLES = 32
 
 
-def batchnorm_matched(session: Any, model: Any, found: OnnxInputs,
+def batchnorm_matched(session: Any, norm: Any, found: OnnxInputs,
                       rng: np.random.Generator) -> OnnxInputs:
     """``found`` with the image input that a Conv reads into a BatchNormalization first
-    (`weightdna.evaluate.bn_inputs.first_norm`) drawn so that the BatchNorm sees its running
-    statistics (`matched_feeds`, as the ONNX bias correction draws them), and the original's
-    outputs (``session``'s) on those; ``found`` as it is where the graph has no such input or
-    does not run on the drawn one. Standard normal pixels leave PP-OCR's angle classifier
-    near its decision boundary, where a file that keeps 50% of its calls moved its
-    probabilities as little as one that keeps 96% (BENCHMARKS.md, "The output check on
-    BatchNorm-matched inputs")."""
-    from weightdna.evaluate.bn_inputs import first_norm, matched_feeds
+    (``norm``, the graph's `weightdna.evaluate.bn_inputs.first_norm`) drawn so that the
+    BatchNorm sees its running statistics (`matched_feeds`, as the ONNX bias correction
+    draws them), and the original's outputs (``session``'s) on those; ``found`` as it is
+    where the feeds do not hold that input or the graph does not run on the drawn one.
+    Standard normal pixels leave PP-OCR's angle classifier near its decision boundary,
+    where a file that keeps 50% of its calls moved its probabilities as little as one that
+    keeps 96% (BENCHMARKS.md, "The output check on BatchNorm-matched inputs")."""
+    from weightdna.evaluate.bn_inputs import matched_feeds
 
-    norm = first_norm(model)
-    matched = None if norm is None else matched_feeds(norm, found.feeds, rng)
+    matched = matched_feeds(norm, found.feeds, rng)
     if matched is None:
         return found
     feeds, fit = matched
@@ -781,13 +778,13 @@ def _onnx(path: Path, restored: Mapping[str, Any], samples: int,
         original = onnxruntime.InferenceSession(serialise(model), sess_options=options,
                                                 providers=["CPUExecutionProvider"])
         skip = set(restored)
-        matched = first_norm(model) is not None
-        found = onnx_inputs(original, model, max(samples, MATCHED_SAMPLES) if matched
-                            else samples, rng, skip)
+        norm = first_norm(model)
+        found = onnx_inputs(original, model, samples if norm is None
+                            else max(samples, MATCHED_SAMPLES), rng, skip)
         if found is None:
             return None
-        if matched:
-            found = batchnorm_matched(original, model, found, rng)
+        if norm is not None:
+            found = batchnorm_matched(original, norm, found, rng)
         del original
         fill_weights(model, restored)
         session = onnxruntime.InferenceSession(serialise(model), sess_options=options,
