@@ -149,12 +149,14 @@ def test_sentence_embeddings_are_judged_by_their_mean_cosine() -> None:
     assert OutputCheck("onnx", 8, worst_cosine=0.9827, mean_cosine=0.9864).diverged
 
 
-def test_the_warning_says_what_to_do() -> None:
+def test_the_warning_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
     import argparse
 
     from weightdna.cli.compress import _diverged
     from weightdna.evaluate.outputs import OutputCheck
 
+    monkeypatch.chdir(tmp_path)  # the model is an ONNX file (`is_onnx_file`: by its name,
+    Path("m.onnx").write_bytes(b"")  # and there)
     args = argparse.Namespace(model="m.onnx", output="m.dna", bits_per_weight=3.0, snr=None,
                               psnr=None, max_abs_error=None)
     broken = OutputCheck("onnx", 8, worst_cosine=0.5, mean_cosine=0.6)

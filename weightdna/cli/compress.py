@@ -402,7 +402,7 @@ def run_compress(args: argparse.Namespace) -> int:
     files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
-    from weightdna.evaluate.calibration import calibration_for
+    from weightdna.evaluate.calibration import calibration_for, is_onnx_file
     from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
 
     calibration = calibration_for(args.model, args.calibration, target, warn)
@@ -444,7 +444,7 @@ def run_compress(args: argparse.Namespace) -> int:
                                 workers=_workers(args, weights.total_numel), ray=args.ray,
                                 resumable=True, resume=args.resume)
     check = _check_outputs(args.model, report) if args.check == "auto" else None
-    onnx_corrected = adjust is not None and str(args.model).endswith(".onnx")
+    onnx_corrected = adjust is not None and is_onnx_file(args.model)
     if args.json:
         console.print(_as_json(report, check, "none" if sensitivity is None else mode, args,
                                onnx_corrected),
@@ -467,7 +467,7 @@ def run_compress(args: argparse.Namespace) -> int:
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
                          "says their tokens occur" if row_weights else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
-                         if adjust is not None and not str(args.model).endswith(".onnx") else ""),
+                         if adjust is not None and not is_onnx_file(args.model) else ""),
                       highlight=False)
     if columns:
         console.print(f"{len(columns)} linear weights coded with a factor per input column, "
@@ -516,7 +516,9 @@ def _diverged(check: OutputCheck | None, args: argparse.Namespace,
     BatchNorm-matched inputs"), and how to judge the file on real inputs."""
     if check is None or not check.diverged:
         return None
-    real = " --inputs X.npz (real inputs)" if str(args.model).endswith(".onnx") else ""
+    from weightdna.evaluate.calibration import is_onnx_file
+
+    real = " --inputs X.npz (real inputs)" if is_onnx_file(args.model) else ""
     without = (", and once with --bias-correction none (the correction fits synthetic "
                "inputs, which can mislead it)" if corrected else "")
     return (f"the restored model's outputs diverge from the original's ({check.warning()}): "
