@@ -84,6 +84,7 @@ def first_norm(model: Any) -> FirstNorm | None:
     from onnx import helper, numpy_helper
 
     from weightdna.weights.onnx_format import weight_protos
+    from weightdna.weights.roles import sole_batchnorm
 
     protos = weight_protos(model)
     graph = model.graph
@@ -102,8 +103,7 @@ def first_norm(model: Any) -> FirstNorm | None:
             return None
         conv = users[0]
         after = readers.get(conv.output[0], [])
-        if (len(after) != 1 or after[0].op_type != "BatchNormalization"
-                or after[0].input[0] != conv.output[0] or len(after[0].input) < 5):
+        if not sole_batchnorm([(n.op_type, n.input) for n in after], conv.output[0]):
             return None
         norm = after[0]
         attrs = {a.name: helper.get_attribute_value(a) for a in conv.attribute}

@@ -181,6 +181,13 @@ def _matching(pattern: str, names: Iterable[str]) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
+def sole_batchnorm(readers: Sequence[tuple[str, Sequence[str]]], value: str) -> bool:
+    """Whether ``readers`` (each node that reads ``value``, as (op, inputs)) are one
+    BatchNormalization alone, reading ``value`` as its input 0 with its 5 inputs."""
+    return (len(readers) == 1 and readers[0][0] == "BatchNormalization"
+            and len(readers[0][1]) >= 5 and readers[0][1][0] == value)
+
+
 def graph_batchnorms(nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
                      shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[str, str]]:
     """{kernel: (gain, running variance)} of each Conv whose output only a
@@ -210,8 +217,7 @@ def graph_batchnorms(nodes: Iterable[tuple[str, Sequence[str], Sequence[str]]],
         if op != "Conv" or len(inputs) < 2 or not outputs:
             continue
         read = readers.get(outputs[0], [])
-        if len(read) != 1 or read[0][0] != "BatchNormalization" or len(read[0][1]) < 5 \
-                or read[0][1][0] != outputs[0]:
+        if not sole_batchnorm(read, outputs[0]):
             continue
         kernel, gain, variance = (weight(n) for n in (inputs[1], read[0][1][1], read[0][1][4]))
         if kernel is None or gain is None or variance is None:
