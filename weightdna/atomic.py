@@ -261,7 +261,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool,
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise OutputExistsError(f"the folder {path} is not empty; pass --force "
                                     "(overwrite=True) to write into it.")
-        check_writable(path / ".probe")
+        check_writable(path / ".probe", shown=path)
         return path
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --force (overwrite=True) to overwrite it.")
@@ -269,9 +269,11 @@ def check_output(path: str | os.PathLike[str], overwrite: bool,
     return path
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
+def check_writable(path: str | os.PathLike[str],
+                   shown: str | os.PathLike[str] | None = None) -> None:
     """Raise OutputError unless a file can be created at ``path`` now: its folder (or the
-    nearest one that exists, for folders still to be made) accepts a new file.
+    nearest one that exists, for folders still to be made) accepts a new file. ``shown``:
+    the output the error names (default ``path``; a folder output's, not its probe's).
 
     Creating one is the only reliable test (os.access ignores read-only mounts for some
     file systems and says yes to root everywhere); the probe is removed at once.
@@ -287,7 +289,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise output_error(path, exc) from exc
+        raise output_error(Path(shown) if shown is not None else path, exc) from exc
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:

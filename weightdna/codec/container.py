@@ -863,7 +863,9 @@ def read_dna_file(
 def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFile:
     start = f.read(12)
     if len(start) < 12 or start[:8] != MAGIC:
-        raise ModelFileError(f"{path} is not a .dna file (its first bytes are not the magic).")
+        what = "is empty (0 bytes)" if size == 0 else (
+            "is not a .dna file (its first bytes are not the magic)")
+        raise ModelFileError(f"{path} {what}; give a file written by `weightdna compress`.")
     (version,) = struct.unpack("<I", start[8:])
     if version not in READABLE_VERSIONS:
         newer = " by a newer weightdna" if version > VERSION else ""
