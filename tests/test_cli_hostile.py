@@ -160,3 +160,49 @@ def test_an_unwritable_folder_output_is_named_not_its_probe(tmp_path: Path, caps
     assert main(["decompress", str(_dna(tmp_path)), "-o", f"{out}/"]) == 1
     error = _error(capsys)
     assert f"cannot write {out}:" in error and "probe" not in error
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:  # noqa: ANN001
+    folder = tmp_path_factory.mktemp("fit")
+    model = save_weights({"a.weight": torch.randn(8, 4), "a.bias": torch.randn(8)},
+                         folder / "m.safetensors")
+    assert main(["fit", str(model), "-o", str(folder / "m.dna.pt"), "--steps", "2",
+                 "--width", "8", "--depth", "2"]) == 0
+    return folder / "m.dna.pt"
+
+
+def _change(state: dict, change: str) -> None:
+    if change == "width":  # refused before too, but after building 10^5 × 10^5 weights
+        state["config"]["width"] = 100_000
+    elif change == "shape":  # a traceback (ValueError from a reshape) at reconstruct
+        next(iter(state["tensors"].values()))["shape"] = [1000, 1000]
+    else:  # a kept "tensor" that is a number was written out
+        state["kept"] = {"x": 5}
+
+
+@pytest.mark.parametrize("change", ["width", "shape", "kept"])
+def test_a_fitted_dna_that_contradicts_itself_is_refused(fitted: Path, tmp_path: Path, capsys,
+                                                         change: str) -> None:
+    state = torch.load(fitted, weights_only=True)
+    _change(state, change)
+    hostile = tmp_path / "hostile.dna.pt"
+    torch.save(state, hostile)
+    out = tmp_path / "out.safetensors"
+    assert main(["reconstruct", str(hostile), "-o", str(out)]) == 1
+    assert "is not a valid .dna.pt file" in _error(capsys) and not out.exists()
+    assert main(["reconstruct", str(fitted), "-o", str(out)]) == 0
+
+
+@pytest.mark.parametrize("architecture", ["siren", "fourier", "relu"])
+def test_every_architecture_is_checked_without_memory_then_built(architecture: str) -> None:
+    from weightdna.dna import FitConfig
+    from weightdna.dna.fit import build_network
+    from weightdna.dna.model import COORDINATE_COUNT, _stored_network
+
+    config = FitConfig(architecture=architecture, width=8, depth=2)
+    stored = build_network(config, COORDINATE_COUNT).state_dict()
+    net = _stored_network(config, stored)
+    assert all(torch.equal(v, stored[k]) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="do not match its settings"):
+        _stored_network(FitConfig(architecture=architecture, width=9, depth=2), stored)
