@@ -87,7 +87,7 @@ def test_a_damaged_later_tensor_leaves_no_new_folder(tmp_path: Path, capsys) -> 
     out = tmp_path / "new" / "out"
     before = _tree(tmp_path)
     assert main(["decompress", str(bad), "-o", f"{out}/"]) == 1
-    error = capsys.readouterr().err
+    error = " ".join(capsys.readouterr().err.split())
     assert "Traceback" not in error and "'c'" in error and "The file is damaged" in error
     assert _tree(tmp_path) == before  # no DIR, no parent made for it, no staging folder
 
