@@ -206,3 +206,20 @@ def test_gptq_hessians_on_them_where_a_first_batchnorm_matches(tmp_path: Path) -
 def _correlation(h: np.ndarray) -> float:
     """The correlation of the first channel's first two taps under H (columns c, kh, kw)."""
     return float(h[0, 1] / np.sqrt(h[0, 0] * h[1, 1]))
+
+
+def test_calibration_synthetic_measures_a_matched_graph_on_the_matched_inputs(
+        tmp_path: Path) -> None:
+    """``--calibration synthetic`` on an ONNX graph whose image input goes Conv → BatchNorm:
+    the Hessians of the matched inputs (`onnx_calibration.INPUTS`), not the output check's."""
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.calibration import calibration_for
+    from weightdna.evaluate.onnx_calibration import onnx_hessians
+
+    path = _exported(tmp_path / "net.onnx")
+    got = calibration_for(path, "synthetic", Target("bits_per_weight", 3.0))
+    matched = onnx_hessians(path, inputs="batchnorm").hessians
+    plain = onnx_hessians(path, inputs="normal").hessians
+    assert set(got) == set(matched) == set(plain)
+    assert all(np.array_equal(got[n], matched[n]) for n in got)
+    assert not all(np.array_equal(got[n], plain[n]) for n in got)
