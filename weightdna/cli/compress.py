@@ -133,7 +133,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "data; the digits CNN at 2 bits/weight: 7 of 10 seeds lost "
                              "over 10%% of their accuracy without it, none with it), or for "
                              "an ONNX file on the output check's synthetic inputs run by "
-                             "onnxruntime (Conv, Gemm and MatMul weights stored (out, in); "
+                             "onnxruntime, its image input matched to the first BatchNorm's "
+                             "statistics where it goes through a Conv into one (Conv, Gemm "
+                             "and MatMul weights stored (out, in); "
                              "the rest left to rounding, and named); same "
                              "file format (default: synthetic for an engine model under "
                              "--bits-per-weight, else none)")

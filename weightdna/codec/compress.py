@@ -759,6 +759,8 @@ def _recode_adjusted(weights: ModelWeights, coder: _Coder,
         if growth(name) <= 0 or fits():
             break
         coder.coded[name] = before[name]
+    if not fits():  # the header grew, not the sections (a step written in more digits)
+        coder.coded.update(before)
 
 
 def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
