@@ -1,5 +1,6 @@
 """Real networks from pip packages we never tuned on (`weightdna.evaluate.unseen`), judged by
-what they do after the default compression at 3 bits per weight: magika's file-type labels
+what they do after `weightdna compress`'s default file at 3 bits per weight (its stored graph
+in the budget, `weightdna.evaluate.defaults.compress_inputs`): magika's file-type labels
 of real files, Silero VAD's speech decisions (and rapidocr's text detector and text
 recognizer, their judges and the output check only). rapidocr's angle classifier is
 compressed at 6 bits per weight, where it keeps its calls; at 3 it does not (measured: a
@@ -21,6 +22,7 @@ from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
 from weightdna.errors import MissingDependencyError
 from weightdna.evaluate import unseen
+from weightdna.evaluate.defaults import compress_inputs
 from weightdna.weights import load_weights
 
 pytest.importorskip("onnx")
@@ -35,9 +37,13 @@ def _path(find) -> Path:
 
 
 def _default_restore(model: Path, tmp_path: Path, rate: float = 3.0) -> dict:
-    """The tensors of ``model`` after `compress_model` at ``rate`` bits per weight with its
-    defaults (no calibration, no sensitivities) and `decompress_model`."""
-    compress_model(load_weights(model), tmp_path / "m.dna", Target("bits_per_weight", rate))
+    """The tensors of ``model`` after `weightdna compress MODEL --bits-per-weight RATE`'s
+    file (`compress_model` given what the command gives it,
+    `weightdna.evaluate.defaults.compress_inputs`: the stored graph in the budget, the
+    default bias correction) and `decompress_model`."""
+    weights, target = load_weights(model), Target("bits_per_weight", rate)
+    compress_model(weights, tmp_path / "m.dna", target,
+                   **compress_inputs(model, weights, target).options())
     decompress_model(tmp_path / "m.dna", tmp_path / "restored.safetensors")
     return load_weights(tmp_path / "restored.safetensors").state_dict()
 
