@@ -324,11 +324,11 @@ def test_the_output_check_does_not_warn_where_the_angle_classifier_works(
                    "134K-weight model's bytes (BENCHMARKS.md, issue 11). With the "
                    "correction on BatchNorm-matched inputs (stop 31, "
                    "bench/ocrcls_cause.py): 0.887 at 3.0, the mean of 14 targets 2.9-3.1 "
-                   "0.84 (0.66-0.93). That is the library path (compress_model: no stored "
-                   "file in the budget); through the CLI, whose budget also holds the stored "
-                   "graph (5,795 bytes, 11.6% of the 49,935-byte file at 3; 5,179 once "
-                   "coded by PPMd), 0.72 at 3.0 and 0.70 over six targets 2.925-3.05, 0.96 "
-                   "at 4 (stop 32; the output check warns on each of those six)")
+                   "0.84 (0.66-0.93). That was the library path (no stored graph in the "
+                   "budget). This test writes the CLI's file since stop 33 (its budget also "
+                   "holds the 5,179-byte graph): 0.543 at 3.0, the mean of 2.95/3/3.05 0.704 "
+                   "(0.837/0.543/0.733); the same without the graph in the budget 0.887 "
+                   "(0.847/0.887/0.927; bench/lowrate.py [--no-files], BENCHMARKS.md)")
 def test_the_angle_classifier_keeps_its_calls_at_3_bits_per_weight(angle_case,
                                                                      tmp_path: Path) -> None:
     model, crops, turned, reference = angle_case
