@@ -1310,22 +1310,20 @@ def _fill_between(coder: _Coder, candidates: Sequence[TensorCandidates], held: A
 
 
 def _beyond_lossy(coder: _Coder, candidates: Sequence[TensorCandidates], target: Target,
-                  fixed_bits: float, budget_bits: float, exact_rest: bool) -> bool:
+                  fixed_bits: float, budget_bits: float) -> bool:
     """Whether a whole-model ``target`` lies beyond the finest codings the rate control
     knows, those its role fixed (in ``coder``) as coded: a bits-per-weight budget
     (``budget_bits``) that holds, beside ``fixed_bits`` (the fixed tensors' and the
     header's), every tensor at the finest point of its `rate_curve` or raw, whichever is
-    smaller, and so would leave bits unspent; an SNR/PSNR above the figure of the other
-    tensors stored exactly (``exact_rest``: no coding meets it), or at the finest points
-    of their curves (the lossy codings cannot reach it). False where a curve is
-    missing."""
-    if not candidates or any(tc.curve is None for tc in candidates):
-        return False
+    smaller, and so would leave bits unspent; an SNR/PSNR above the figure with every
+    other tensor stored exactly (no coding that keeps the fixed ones meets it). A budget:
+    False where a curve is missing."""
     if target.kind == "bits_per_weight":
+        if not candidates or any(tc.curve is None for tc in candidates):
+            return False
         return fixed_bits + sum(min(float(tc.curve[1][0]), tc.raw_bits())
                                 for tc in candidates) <= budget_bits
-    figures = coder.figures([(tc.signal, 0.0 if exact_rest else float(tc.curve[2][0]),
-                              tc.peak, tc.info.numel) for tc in candidates])
+    figures = coder.figures([(tc.signal, 0.0, tc.peak, tc.info.numel) for tc in candidates])
     return figures[0 if target.kind == "snr" else 1] < target.value
 
 
@@ -1371,7 +1369,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     header_bytes = PREFIX.size + HEADER_BYTES_PER_TENSOR * len(weights)
     budget_bits = target.value * weights.total_numel if target.kind == "bits_per_weight" else 0
     if _beyond_lossy(coder, candidates, target, 8.0 * (exact_bytes + header_bytes),
-                     budget_bits, exact_rest=True):
+                     budget_bits):
         # A target no coding but exact storage can meet or use: every tensor exact, where
         # that holds it (an exact file meets any SNR or PSNR; a size budget is measured).
         before = dict(coder.coded)
@@ -1501,11 +1499,6 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
             _fill_between(coder, candidates, best_allocation, best_bytes, *over, target,
                           budget_bits / 8, lambda: dna_file_size(
                               *coder.entries(), metadata=metadata, files=files))
-        return
-    if target.kind != "bits_per_weight" and _beyond_lossy(coder, candidates, target, 0.0,
-                                                           0.0, exact_rest=False):
-        # Beyond the lossy codings: an exact file meets any SNR or PSNR.
-        _store_exactly(weights, coder, candidates, runner, report)
         return
     raise InvalidInputError(
         f"could not meet {target.describe()}: the closest coding measured {measured:.4g}. "
