@@ -35,3 +35,18 @@ def test_target_warnings(model: Path, tmp_path: Path, capsys, target, says) -> N
         assert "warning" not in err
     else:
         assert "warning:" in err and says in err
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    (["--max-abs-error", "1e9"], "not below the largest |weight|"),
+    (["--max-abs-error", "0.01"], None),
+])
+def test_max_abs_error_warning(model: Path, tmp_path: Path, capsys, target, says) -> None:
+    """A bound at or above every |weight| is said, as an SNR of 0 dB or less is: every
+    weight may become 0 (and the file stays within the bound)."""
+    main(["compress", str(model), "-o", str(tmp_path / "m.dna"), *target])
+    err = capsys.readouterr().err
+    if says is None:
+        assert "warning: --max-abs-error" not in err
+    else:
+        assert "warning:" in err and says in err and "every weight may become 0" in err

@@ -286,6 +286,13 @@ def _target_warnings(target: Target, weights: ModelWeights) -> list[str]:
         return [f"{flag} {target.value:g} allows an error as large as the weights themselves "
                 "(0 dB: every weight may become 0); SNR targets that keep a model working "
                 "are usually 20-40 dB."]
+    if target.kind == "max_abs_error" and floats:
+        peak, name = max((float(weights.tensor(i.name).abs().max()), i.name) for i in floats)
+        if target.value >= peak:
+            return [f"--max-abs-error {target.value:g} is not below the largest |weight| "
+                    f"({peak:.3g}, {name}): every weight may become 0. Ask for an error well "
+                    f"below the weights' size (e.g. --max-abs-error {peak / 100:.2g}), or "
+                    "for an SNR: targets that keep a model working are usually 20-40 dB."]
     if target.kind in ("snr", "psnr") and floats:
         # Rounding to a float format of m mantissa bits alone gives about 6.02·m dB.
         widest = max(floats, key=lambda i: torch.finfo(getattr(torch, i.dtype)).bits)
@@ -442,6 +449,10 @@ def run_compress(args: argparse.Namespace) -> int:
         f"(MAX = max|w| per tensor); {report.seconds:.1f} s.",
         highlight=False,
     )
+    if target.kind != "lossless" and report.snr_db is not None and math.isinf(report.snr_db):
+        console.print(f"every tensor is stored exactly: {TARGET_FLAGS[target.kind]} "
+                      f"{target.value:g} asks for no less, or leaves room for it here; "
+                      "--lossless says so directly.", highlight=False, markup=False)
     for line in notes:
         console.print(line, highlight=False, markup=False)
     if sensitivity is not None:

@@ -387,25 +387,22 @@ class _Coder:
         names = [n for n in self.weights.names if n in self.coded]
         return [self.coded[n][0] for n in names], [self.coded[n][1] for n in names]
 
-    def figures(self) -> tuple[float, float]:
+    def figures(self, more: Sequence[tuple[float, float, float, int]] = ()
+                ) -> tuple[float, float]:
         """Measured whole-model (SNR, PSNR) over the floating-point tensors. Summed exactly
         (`math.fsum`), so the figures do not depend on the order the codings came in (a
         pool's completion order): the rate control steers by them, and its file must be
-        the same bytes in one process and in workers."""
-        signal, sse, normalised = [], [], []
-        count = 0
-        for name, (entry, _) in self.coded.items():
-            if name not in self.signal:
-                continue  # integers and buffers
-            n = math.prod(entry["shape"])
-            error = entry.get("stats", {}).get("mse", 0.0) * n
-            signal.append(self.signal[name])
-            sse.append(error)
-            peak = self.peaks[name]
-            normalised.append(error / (peak * peak) if peak > 0 else 0.0)
-            count += n
-        return (decibels(math.fsum(signal), math.fsum(sse)),
-                decibels(count, math.fsum(normalised)))
+        the same bytes in one process and in workers. ``more``: tensors not coded here
+        counted with them, each (Σ w², squared error, max |w|, elements)."""
+        terms = [(self.signal[name], entry.get("stats", {}).get("mse", 0.0)
+                  * math.prod(entry["shape"]), self.peaks[name], math.prod(entry["shape"]))
+                 for name, (entry, _) in self.coded.items()
+                 if name in self.signal]  # not integers and buffers
+        terms += more
+        normalised = [error / (peak * peak) if peak > 0 else 0.0
+                      for _, error, peak, _ in terms]
+        return (decibels(math.fsum(t[0] for t in terms), math.fsum(t[1] for t in terms)),
+                decibels(sum(t[3] for t in terms), math.fsum(normalised)))
 
     def keep_zeroed(self, coded: tuple[dict, dict[str, bytes]],
                     kept: tuple[dict, dict[str, bytes]], share: float | None) -> None:
@@ -1312,6 +1309,40 @@ def _fill_between(coder: _Coder, candidates: Sequence[TensorCandidates], held: A
         coder.coded = kept
 
 
+def _beyond_lossy(coder: _Coder, candidates: Sequence[TensorCandidates], target: Target,
+                  fixed_bits: float, budget_bits: float) -> bool:
+    """Whether a whole-model ``target`` lies beyond the finest codings the rate control
+    knows, those its role fixed (in ``coder``) as coded: a bits-per-weight budget
+    (``budget_bits``) that holds, beside ``fixed_bits`` (the fixed tensors' and the
+    header's), every tensor at the finest point of its `rate_curve` or raw, whichever is
+    smaller, and so would leave bits unspent; an SNR/PSNR above the figure with every
+    other tensor stored exactly (no coding that keeps the fixed ones meets it). A budget:
+    False where a curve is missing."""
+    if target.kind == "bits_per_weight":
+        if not candidates or any(tc.curve is None for tc in candidates):
+            return False
+        return fixed_bits + sum(min(float(tc.curve[1][0]), tc.raw_bits())
+                                for tc in candidates) <= budget_bits
+    figures = coder.figures([(tc.signal, 0.0, tc.peak, tc.info.numel) for tc in candidates])
+    return figures[0 if target.kind == "snr" else 1] < target.value
+
+
+def _store_exactly(weights: ModelWeights, coder: _Coder,
+                   candidates: Sequence[TensorCandidates], runner: Runner,
+                   report: Progress) -> None:
+    """Every tensor of ``candidates``, and every one its role fixed a lossy coding for
+    (relative, bounded), coded exactly into ``coder``."""
+    exact = Choice(None, None, 0.0, 0.0)
+    names = [tc.info.name for tc in candidates] + [
+        name for name in coder.coded
+        if coding(weights.info(name)) in ("relative", "bounded")]
+    report("encoding", 0, len(names))
+    for name, (coded, _) in zip(names, runner.map(_encode, (
+            (name, exact, None, False) for name in names)), strict=True):
+        coder.add(name, coded)
+    report("encoding", len(names), len(names))
+
+
 def _meet_whole_model(weights: ModelWeights, coder: _Coder,
                       candidates: list[TensorCandidates], target: Target, per_row: bool,
                       metadata: Mapping[str, str], report: Progress,
@@ -1336,8 +1367,18 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     exact_count = sum(math.prod(coder.coded[n][0]["shape"]) for n in exact_names
                       if n in coder.signal)
     header_bytes = PREFIX.size + HEADER_BYTES_PER_TENSOR * len(weights)
-    goal = target.value  # what the estimates aim at; corrected after each measurement
     budget_bits = target.value * weights.total_numel if target.kind == "bits_per_weight" else 0
+    if _beyond_lossy(coder, candidates, target, 8.0 * (exact_bytes + header_bytes),
+                     budget_bits):
+        # A target no coding but exact storage can meet or use: every tensor exact, where
+        # that holds it (an exact file meets any SNR or PSNR; a size budget is measured).
+        before = dict(coder.coded)
+        _store_exactly(weights, coder, candidates, runner, report)
+        if target.kind != "bits_per_weight" or 8.0 * dna_file_size(
+                *coder.entries(), metadata=metadata, files=files) <= budget_bits:
+            return
+        coder.coded = before
+    goal = target.value  # what the estimates aim at; corrected after each measurement
     # Measured bits of each coded tensor over its estimate (1 until it is coded).
     ratios = {tc.info.name: 1.0 for tc in candidates}
     # The best coding so far and its bytes: for a size target the largest file within it,
@@ -1462,7 +1503,7 @@ def _meet_whole_model(weights: ModelWeights, coder: _Coder,
     raise InvalidInputError(
         f"could not meet {target.describe()}: the closest coding measured {measured:.4g}. "
         + ("Ask for more bits per weight." if target.kind == "bits_per_weight"
-           else "Ask for a lower target.")
+           else "Ask for a lower target, or a lossless one (every tensor exact).")
     )
 
 
