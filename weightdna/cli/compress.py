@@ -402,6 +402,7 @@ def run_compress(args: argparse.Namespace) -> int:
     files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
+    from weightdna.bert import EMBEDDING_TENSORS
     from weightdna.evaluate.calibration import calibration_for, is_onnx_file
     from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
 
@@ -462,10 +463,13 @@ def run_compress(args: argparse.Namespace) -> int:
     for line in notes:
         console.print(line, highlight=False, markup=False)
     if sensitivity is not None:
+        linear = sum(1 for name in (row_weights or {}) if not name.endswith(EMBEDDING_TENSORS[0]))
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
                          "says their tokens occur" if row_weights else "")
+                      + (f"; the rows of {linear} linear weights by how much their outputs "
+                         "move the embedding on random tokens" if linear else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
                          if adjust is not None and not is_onnx_file(args.model) else ""),
                       highlight=False)
