@@ -1,10 +1,15 @@
 """Rules for low rates without data, each judged as the mean over nearby targets.
 
     PYTHONPATH=$PWD .venv/bin/python bench/lowrate.py --models silero,magika \
-        --variants main,snr:12 --targets 1.95,2,2.05 [--tensors 8]
+        --variants main,snr:12 --targets 1.95,2,2.05 [--tensors 8] [--no-files]
 
-For each model (`bench/panel.py`'s subjects) and each variant, `compress_model` with its
-defaults at each bits-per-weight target, decompressed and judged; one line per point and
+For each model (`bench/panel.py`'s subjects) and each variant, `compress_model` with what
+`weightdna compress MODEL --bits-per-weight R` gives it by default
+(`weightdna.evaluate.defaults.compress_inputs`: the stored files, an ONNX graph, in the
+size budget, and the default bias correction, calibration and sensitivities) at each
+target, decompressed and judged (``main`` writes the command's file byte for byte);
+``--no-files``: without the stored files (the weights get the bytes the graph takes in
+the command's file: the library path's figure, measured before stop 33); one line per point and
 the mean of the targets per variant (the judges scatter by several points between
 targets 0.01 bits per weight apart: one point decides nothing). A variant is ``main``
 (every rule as the code has it) or rules joined by ``+``:
@@ -42,8 +47,10 @@ import numpy as np
 from bn_rows import short, subject_for
 
 from weightdna.codec import compress, ratecontrol
+from weightdna.codec.bundle import StoredFiles
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
+from weightdna.evaluate.defaults import compress_inputs
 from weightdna.weights import load_weights
 
 DEFAULTS = {"SNR_FLOOR_DB": ratecontrol.SNR_FLOOR_DB,
@@ -148,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="main,snr:12")
     parser.add_argument("--targets", default="1.95,2,2.05")
     parser.add_argument("--tensors", type=int, default=0)
+    parser.add_argument("--no-files", action="store_true",
+                        help="leave the stored files (an ONNX graph) out of the budget")
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,8 +176,13 @@ def main(argv: list[str] | None = None) -> int:
                     start = time.perf_counter()
                     point = Path(tempfile.mkdtemp(dir=tmp))
                     dna, out = point / "m.dna", point / "r.safetensors"
-                    report = compress_model(weights, dna, Target("bits_per_weight", target),
-                                            column_factors=columns)
+                    goal = Target("bits_per_weight", target)
+                    options = compress_inputs(subject.path, weights, goal).options()
+                    if args.no_files:
+                        options["files"] = StoredFiles()
+                    if columns is not None:
+                        options["column_factors"] = columns
+                    report = compress_model(weights, dna, goal, **options)
                     decompress_model(dna, out)
                     value, extra = subject.judge(load_weights(out).state_dict())
                     kept.append(value)

@@ -3,7 +3,7 @@ toggled in one process, each judged over many nearby targets.
 
     PYTHONPATH=$PWD .venv/bin/python bench/ocrcls_cause.py --model ocrcls \
         --variants main,nocol,nodesc,nofill,none --targets 2.9,2.925,2.95,2.975,3,3.025,3.05 \
-        [--bias none|synthetic] [--inputs normal,batchnorm] [--crops 300]
+        [--bias none|synthetic] [--inputs normal,batchnorm] [--crops 300] [--no-files]
 
 A variant is ``main`` (the code as it is) or changes joined by ``+``:
 
@@ -16,7 +16,11 @@ A variant is ``main`` (the code as it is) or changes joined by ``+``:
 * ``bn:RULE``: `ratecontrol.BN_ROWS` = RULE.
 
 Each point: `compress_model` (objective ``layer``; ``--bias synthetic``: with the data-free
-ONNX bias correction, the CLI's default for an ONNX file), decompressed and judged by
+ONNX bias correction, the CLI's default for an ONNX file; the stored graph in the size
+budget, as `weightdna compress` stores it, `weightdna.codec.bundle.collect_files`: ``main``
+with the default ``--bias`` writes the command's file byte for byte; ``--no-files``: the
+graph left out of the budget, the library path's figure before stop 33), decompressed and
+judged by
 `weightdna.evaluate.unseen`'s judge (ocrcls: the share of 0°/180° calls kept and the
 accuracy against the true turn; ``--crops N`` renders N text lines instead of the judge's
 300). ``--max-shift X``: the correction's `MAX_SHIFT`. ``--inputs``: the bias correction's
@@ -37,6 +41,7 @@ import time
 from pathlib import Path
 
 from weightdna.codec import compress, ratecontrol, tensor
+from weightdna.codec.bundle import StoredFiles, collect_files
 from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
 from weightdna.weights import load_weights
@@ -92,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shift", type=float, default=None,
                         help="the bias correction's max_shift (default: its MAX_SHIFT)")
     parser.add_argument("--crops", type=int, default=300)
+    parser.add_argument("--no-files", action="store_true",
+                        help="leave the stored graph out of the budget")
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
     path, judge = judge_for(args.model, args.crops)
     weights = load_weights(path)
+    files = StoredFiles() if args.no_files else collect_files(weights)
     own = judge(weights.state_dict())
     print(f"{args.model}: original {100 * own.get('truth_accuracy', own['agreement']):.2f}% "
           "right", flush=True)
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
                 start = time.process_time()
                 dna, out = Path(tmp) / "m.dna", Path(tmp) / "r.safetensors"
                 report = compress_model(weights, dna, Target("bits_per_weight", target),
-                                        objective="layer", adjust=adjust, overwrite=True)
+                                        objective="layer", adjust=adjust, files=files,
+                                        overwrite=True)
                 decompress_model(dna, out, overwrite=True)
                 figures = judge(load_weights(out).state_dict())
                 kept.append(100 * figures["agreement"])

@@ -1,10 +1,12 @@
 """Data-free GPTQ for ONNX graphs: which synthetic inputs, judged over nearby targets.
 
     PYTHONPATH=$PWD .venv/bin/python bench/onnx_gptq.py --models silero,magika \
-        --variants none,noise,level:0.1,bytes --targets 1.95,2,2.05 [--loading 0.01]
+        --variants none,noise,level:0.1,bytes --targets 1.95,2,2.05 [--loading 0.01] \
+        [--no-files]
 
 For each of `bench/panel.py`'s models (an ONNX file) and each variant, `compress_model` at
-each bits-per-weight target with the ``layer`` objective (as the panel's runs) and the
+each bits-per-weight target with the ``layer`` objective (as the panel's runs, the stored
+graph in the budget as `weightdna compress` stores it; ``--no-files``: not) and the
 variant's calibration, decompressed and judged; one line per point and the mean of the
 targets per variant (the judges scatter by several points between targets 0.01 bits per
 weight apart). A variant is ``none`` (no calibration) or the inputs the Hessians
@@ -73,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=onnx_calibration.SAMPLES)
     parser.add_argument("--min-rows", type=float, default=onnx_calibration.MIN_ROWS_PER_COLUMN,
                         help="onnx_calibration.MIN_ROWS_PER_COLUMN")
+    parser.add_argument("--no-files", action="store_true",
+                        help="leave the stored graph out of the budget")
     parser.add_argument("--out", type=Path, default=Path("results/onnx_gptq"))
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                     calibration = lambda h=result.hessians: h  # noqa: E731
                 figures = []
                 for target in targets:
-                    row = run_point(subject, target, "layer", Path(tmp), None, calibration)
+                    row = run_point(subject, target, "layer", Path(tmp), None, calibration,
+                                    files=not args.no_files)
                     row["variant"] = variant
                     if variant != "none":
                         row["hessian_seconds"] = seconds

@@ -215,7 +215,10 @@ def alone_snr(subject: Subject, rate: float, objective: str, workdir: Path) -> f
 def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
               sensitivity: dict[str, float] | None = None,
               calibration: Callable[[], object] | None = None,
-              row_weights: dict | None = None, correct: str = "") -> dict:
+              row_weights: dict | None = None, correct: str = "", files: bool = True) -> dict:
+    """One point; ``files``: the model's stored files in the budget (`collect_files`)."""
+    from weightdna.codec.bundle import StoredFiles, collect_files
+
     weights = load_weights(subject.path)
     dna, out = workdir / "model.dna", workdir / "restored.safetensors"
     plain = objective
@@ -237,7 +240,8 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
                                 objective=plain, sensitivity=sensitivity,
                                 row_weights=row_weights or None,
                                 calibration=calibration() if calibration else None,
-                                adjust=adjust, overwrite=True)
+                                adjust=adjust, overwrite=True,
+                                files=collect_files(weights) if files else StoredFiles())
     except WeightDNAError as exc:
         say(f"  {subject.name} {objective} {rate}: {exc}")
         return {"model": subject.name, "objective": objective, "rate": rate, "error": str(exc)}
@@ -252,6 +256,7 @@ def run_point(subject: Subject, rate: float, objective: str, workdir: Path,
     worst, worst_name, zeroed, zeroed_name = tensor_figures(report)
     row = {"model": subject.name, "objective": objective, "rate": rate,
            "bits_per_weight": report.bits_per_weight, subject.unit: figure,
+           "files_bytes": report.files_bytes,
            "reference": subject.reference, "pooled_snr_db": report.snr_db,
            "worst_snr_db": worst, "worst_tensor": worst_name, "max_zeroed": zeroed,
            "max_zeroed_tensor": zeroed_name, "seconds": seconds, **extras}
@@ -330,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                              "biases of an ONNX graph corrected for the coded weights' error "
                              "on synthetic inputs (`weightdna.evaluate.onnx_correction`; "
                              "batchnorm: inputs matched to its first BatchNorm)")
+    parser.add_argument("--no-files", action="store_true",
+                        help="leave the model's stored files (an ONNX graph) out of the budget")
     parser.add_argument("--out", type=Path, default=Path("results/panel"))
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
@@ -399,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
                                 rows.append(run_point(subject, rate, objective, workdir,
                                                       sensitivity, calibration,
                                                       rows_by_mode.get(mode),
-                                                      "" if bmode == "none" else bmode))
+                                                      "" if bmode == "none" else bmode,
+                                                      files=not args.no_files))
     write_rows(args.out, "panel", rows)
     return 0
 

@@ -68,6 +68,27 @@ def test_an_adjustment_that_breaks_the_size_target_goes_back(tmp_path: Path) -> 
     assert moved.file_bytes == plain.file_bytes
 
 
+def test_an_adjustment_whose_sections_shrink_but_misses_the_target_goes_back() -> None:
+    """`_recode_adjusted`: where the file misses its size target though no adjusted
+    tensor's sections grew (the header grew: a step written in more digits), every
+    adjusted tensor goes back to its first coding (a GPTQ-coded angle classifier at 3.05
+    bits per weight was refused at 3.051 before)."""
+    from weightdna.codec.compress import _Coder, _recode_adjusted
+    from weightdna.codec.roles import encode_bounded
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {"lin.weight": torch.randn(32, 64, generator=generator),
+               "lin.bias": torch.randn(32, generator=generator)}
+    weights = ModelWeights.from_tensors(tensors)
+    coder = _Coder(weights)
+    coder.add("lin.bias", encode_bounded(tensors["lin.bias"], "lin.bias"))
+    first = coder.coded["lin.bias"]
+    # zeros cost fewer bytes than the first coding: no tensor grew
+    _recode_adjusted(weights, coder, {"lin.bias": torch.zeros(32)},
+                     lambda: coder.coded["lin.bias"] is first)
+    assert coder.coded["lin.bias"] is first
+
+
 @requires_minilm
 def test_bias_correction_brings_minilm_back() -> None:
     """MiniLM with every weight matrix rounded to a coarse step: the corrected biases

@@ -176,3 +176,50 @@ def test_a_first_batchnorm_that_does_not_add_up_is_not_used(damage: str,
         del conv.attribute[:]
         conv.attribute.extend(kept + [helper.make_attribute(key, value)])
     assert bn_inputs.first_norm(model) is None
+
+
+def test_gptq_hessians_on_them_where_a_first_batchnorm_matches(tmp_path: Path) -> None:
+    """`onnx_hessians` with ``inputs="batchnorm"`` measures H on the matched inputs (and says
+    so) where the graph has a first BatchNorm, and on the output check's inputs, the same
+    H to the bit, where it has none."""
+    from weightdna.evaluate.onnx_calibration import onnx_hessians
+
+    path = _exported(tmp_path / "net.onnx")
+    plain = onnx_hessians(path, samples=8, inputs="normal")
+    matched = onnx_hessians(path, samples=8, inputs="batchnorm")
+    assert plain.fed == "" and matched.fed.startswith("BatchNorm-matched inputs")
+    assert plain.hessians and set(plain.hessians) == set(matched.hessians)
+    first = next(n for n, h in plain.hessians.items() if h.shape == (27, 27))
+    # smooth, offset inputs: neighbouring taps of a channel move together, white noise not
+    assert abs(_correlation(matched.hessians[first])) > 2 * abs(
+        _correlation(plain.hessians[first])) + 0.2
+    with pytest.raises(ValueError):
+        onnx_hessians(path, inputs="imagenet")
+    unmatched = _no_first_norm(tmp_path / "g.onnx")
+    a = onnx_hessians(unmatched, samples=8, inputs="normal")
+    b = onnx_hessians(unmatched, samples=8, inputs="batchnorm")
+    assert a.hessians and b.fed == "" and set(a.hessians) == set(b.hessians)
+    for name in a.hessians:
+        assert np.array_equal(a.hessians[name], b.hessians[name])
+
+
+def _correlation(h: np.ndarray) -> float:
+    """The correlation of the first channel's first two taps under H (columns c, kh, kw)."""
+    return float(h[0, 1] / np.sqrt(h[0, 0] * h[1, 1]))
+
+
+def test_calibration_synthetic_measures_a_matched_graph_on_the_matched_inputs(
+        tmp_path: Path) -> None:
+    """``--calibration synthetic`` on an ONNX graph whose image input goes Conv → BatchNorm:
+    the Hessians of the matched inputs (`onnx_calibration.INPUTS`), not the output check's."""
+    from weightdna.codec.ratecontrol import Target
+    from weightdna.evaluate.calibration import calibration_for
+    from weightdna.evaluate.onnx_calibration import onnx_hessians
+
+    path = _exported(tmp_path / "net.onnx")
+    got = calibration_for(path, "synthetic", Target("bits_per_weight", 3.0))
+    matched = onnx_hessians(path, inputs="batchnorm").hessians
+    plain = onnx_hessians(path, inputs="normal").hessians
+    assert set(got) == set(matched) == set(plain)
+    assert all(np.array_equal(got[n], matched[n]) for n in got)
+    assert not all(np.array_equal(got[n], plain[n]) for n in got)

@@ -1,5 +1,6 @@
 """Real networks from pip packages we never tuned on (`weightdna.evaluate.unseen`), judged by
-what they do after the default compression at 3 bits per weight: magika's file-type labels
+what they do after `weightdna compress`'s default file at 3 bits per weight (its stored graph
+in the budget, `weightdna.evaluate.defaults.compress_inputs`): magika's file-type labels
 of real files, Silero VAD's speech decisions (and rapidocr's text detector and text
 recognizer, their judges and the output check only). rapidocr's angle classifier is
 compressed at 6 bits per weight, where it keeps its calls; at 3 it does not (measured: a
@@ -21,6 +22,7 @@ from weightdna.codec.compress import compress_model, decompress_model
 from weightdna.codec.ratecontrol import Target
 from weightdna.errors import MissingDependencyError
 from weightdna.evaluate import unseen
+from weightdna.evaluate.defaults import compress_inputs
 from weightdna.weights import load_weights
 
 pytest.importorskip("onnx")
@@ -35,9 +37,13 @@ def _path(find) -> Path:
 
 
 def _default_restore(model: Path, tmp_path: Path, rate: float = 3.0) -> dict:
-    """The tensors of ``model`` after `compress_model` at ``rate`` bits per weight with its
-    defaults (no calibration, no sensitivities) and `decompress_model`."""
-    compress_model(load_weights(model), tmp_path / "m.dna", Target("bits_per_weight", rate))
+    """The tensors of ``model`` after `weightdna compress MODEL --bits-per-weight RATE`'s
+    file (`compress_model` given what the command gives it,
+    `weightdna.evaluate.defaults.compress_inputs`: the stored graph in the budget, the
+    default bias correction) and `decompress_model`."""
+    weights, target = load_weights(model), Target("bits_per_weight", rate)
+    compress_model(weights, tmp_path / "m.dna", target,
+                   **compress_inputs(model, weights, target).options())
     decompress_model(tmp_path / "m.dna", tmp_path / "restored.safetensors")
     return load_weights(tmp_path / "restored.safetensors").state_dict()
 
@@ -300,7 +306,9 @@ def test_the_output_check_does_not_warn_where_the_angle_classifier_works(
     model, crops, turned, reference = angle_case
     state = _default_restore(model, tmp_path, 4.0)
     kept = unseen.compare_angles(reference, unseen.ocr_angles(model, crops, state), turned)
-    assert kept["agreement"] >= 0.97, kept  # measured 0.9833
+    # measured 0.9633 on the command's file; 0.9833 on compress_model's defaults before
+    # stop 33 (no graph in the budget, no bias correction)
+    assert kept["agreement"] >= 0.95, kept
     for restored in (state, _noisy(model, snr_db=20.0)):
         check = check_outputs(model, restored)
         assert check is not None and check.informative and not check.diverged, check
@@ -318,11 +326,11 @@ def test_the_output_check_does_not_warn_where_the_angle_classifier_works(
                    "134K-weight model's bytes (BENCHMARKS.md, issue 11). With the "
                    "correction on BatchNorm-matched inputs (stop 31, "
                    "bench/ocrcls_cause.py): 0.887 at 3.0, the mean of 14 targets 2.9-3.1 "
-                   "0.84 (0.66-0.93). That is the library path (compress_model: no stored "
-                   "file in the budget); through the CLI, whose budget also holds the stored "
-                   "graph (5,795 bytes, 11.6% of the 49,935-byte file at 3; 5,179 once "
-                   "coded by PPMd), 0.72 at 3.0 and 0.70 over six targets 2.925-3.05, 0.96 "
-                   "at 4 (stop 32; the output check warns on each of those six)")
+                   "0.84 (0.66-0.93). That was the library path (no stored graph in the "
+                   "budget). This test writes the CLI's file since stop 33 (its budget also "
+                   "holds the 5,179-byte graph): 0.543 at 3.0, the mean of 2.95/3/3.05 0.704 "
+                   "(0.837/0.543/0.733); the same without the graph in the budget 0.887 "
+                   "(0.847/0.887/0.927; bench/lowrate.py [--no-files], BENCHMARKS.md)")
 def test_the_angle_classifier_keeps_its_calls_at_3_bits_per_weight(angle_case,
                                                                      tmp_path: Path) -> None:
     model, crops, turned, reference = angle_case

@@ -80,11 +80,9 @@ def compress(
     include: glob patterns of a folder's files stored whatever they are (its config and
     tokenizer files are stored anyway).
     """
-    from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.ratecontrol import Target
-    from weightdna.evaluate.calibration import calibration_for
-    from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
+    from weightdna.evaluate.defaults import compress_inputs
     from weightdna.weights import load_weights
 
     values = {"bits_per_weight": bits_per_weight, "snr": snr, "psnr": psnr,
@@ -97,29 +95,12 @@ def compress(
               else Target(given[0], float(values[given[0]]), per_tensor=per_tensor))
     check_output(output, overwrite, COMPRESS_FORMS)
     weights = load_weights(source)
-    hessians = calibration_for(source, calibration, target)
-    mode = sensitivity_mode(sensitivity, source, weights.names, target)
-    measured = None
-    if mode != "none":
-        from weightdna.evaluate.calibration import sensitivity_for_file
-
-        measured = sensitivity_for_file(source, mode == "synthetic")
-    row_weights = row_weights_for(mode, source, weights.names)
-    from weightdna.evaluate.columns import column_factors_for, columns_mode
-
-    factors = column_factors_for(
-        columns_mode(columns, mode, source, weights.names, target,
-                     calibration="none" if hessians is None else calibration),
-        source, weights.names, target, calibration=calibration)
-    from weightdna.evaluate.correction import bias_correction_for
-
+    inputs = compress_inputs(source, weights, target, include=include, calibration=calibration,
+                             sensitivity=sensitivity, columns=columns,
+                             bias_correction=bias_correction)
     return compress_model(weights, Path(output), target, representations=representations,
                           per_row=per_row, objective=objective, overwrite=overwrite,
-                          calibration=hessians, sensitivity=measured,
-                          row_weights=row_weights or None, column_factors=factors,
-                          adjust=bias_correction_for(mode, source, weights.names,
-                                                     bias_correction, target),
-                          files=collect_files(weights, include))
+                          **inputs.options())
 
 
 def decompress(path: PathLike, output: PathLike, *, overwrite: bool = False) -> Path:

@@ -1,14 +1,17 @@
 """Atomic output: a file appears whole at its final path or not at all.
 
 Every writer in the package (engine models, safetensors, .dna files, checkpoints, reports)
-goes through :func:`atomic_output`. Standard library only, so the NumPy engine may use it,
-and the CLI may check an output (:func:`check_writable`) before loading anything heavy.
+goes through :func:`atomic_output`; a command that writes several files into a folder (a
+model folder from `weightdna decompress X.dna -o DIR/`) writes them through
+:func:`atomic_folder`, so that they appear together or not at all. Standard library only,
+so the NumPy engine may use it, and the CLI may check an output (:func:`check_writable`)
+before loading anything heavy.
 
 The temporary file is ``.NAME.wdna<PID>.XXXXXXXX.tmp`` beside the output. A writer killed
 outright (SIGKILL, power loss) cannot remove its own; the next write into the same folder
 removes every such file whose writer process no longer exists and that nobody has touched
 for an hour (``STALE_SECONDS``), so a file another machine is still writing over a shared
-folder is left alone.
+folder is left alone. :func:`atomic_folder`'s staging folders are named and removed alike.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -86,6 +90,130 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = True,
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_folder(folder: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
+    """Yield an empty staging folder; every file written beneath it appears in ``folder``
+    under the same relative path when the block ends: all of them, or none.
+
+    ``folder`` missing: the staging folder is made beside it and renamed to it (one step).
+    ``folder`` existing: the staging folder is made in it (hidden, `remove_stale_temporaries`
+    clears one a killed writer left) and each file is moved into place; an error meanwhile
+    (a file that appeared, a full disk) moves every file already placed back out and puts
+    back the files they replaced, so ``folder`` is left as it was. A file is replaced by a
+    rename, never written over, so a file linked to another name (an input) is not changed.
+    overwrite: when False a file that exists in ``folder`` raises OutputExistsError and
+    nothing is moved. An error in the block, or while moving, removes the staging folder and
+    the folders it made; OSErrors come out as OutputError (one line).
+    Disk: the files of the block, and the files they replace until the last is moved.
+    """
+    folder = Path(folder)
+    made = []  # folders made on the way to ``folder``, removed again on failure
+    staging: Path | None = None
+    try:
+        made = _make_folders(folder.parent)
+        fresh = not folder.exists()
+        place = folder.parent if fresh else folder
+        remove_stale_temporaries(place)
+        staging = Path(tempfile.mkdtemp(prefix=_temp_prefix(folder), suffix=".tmp", dir=place))
+    except OSError as exc:
+        _remove_folders(made)
+        raise output_error(folder, exc) from exc
+    try:
+        yield staging
+        try:
+            os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp's is private (0700)
+            if fresh and _rename_folder(staging, folder):
+                return
+            _merge_folder(staging, folder, overwrite)
+        except OSError as exc:
+            if isinstance(exc, OutputError):
+                raise
+            raise output_error(folder, exc) from exc
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_folders(made)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rename_folder(staging: Path, folder: Path) -> bool:
+    """Rename ``staging`` to ``folder`` if it is still missing (or an empty folder: made
+    meanwhile); False where another file or folder took the name."""
+    try:
+        os.rename(staging, folder)
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            return False
+        raise
+    return True
+
+
+def _merge_folder(staging: Path, folder: Path, overwrite: bool) -> None:
+    """Move every file under ``staging`` to its place in ``folder``, all or none (see
+    :func:`atomic_folder`); the replaced files wait in a second staging folder meanwhile."""
+    files = sorted(p for p in staging.rglob("*") if p.is_symlink() or not p.is_dir())
+    targets = [folder / p.relative_to(staging) for p in files]
+    if not overwrite:
+        for target in targets:
+            if target.exists() or target.is_symlink():
+                raise OutputExistsError(f"{target} exists; use --force (overwrite=True) to "
+                                        "replace it.")
+    replaced = Path(tempfile.mkdtemp(prefix=_temp_prefix(folder), suffix=".tmp", dir=folder))
+    placed: list[tuple[Path, Path | None, bool]] = []  # (target, its old file, moved in)
+    made: list[Path] = []
+    try:
+        for number, (source, target) in enumerate(zip(files, targets, strict=True)):
+            made += _make_folders(target.parent)
+            old = None
+            if target.exists() or target.is_symlink():
+                if target.is_dir() and not target.is_symlink():
+                    raise OutputError(f"cannot write {target}: a folder stands there; remove "
+                                      "it or choose another output folder.")
+                old = replaced / str(number)
+                os.rename(target, old)
+            placed.append((target, old, False))
+            if overwrite:
+                os.rename(source, target)
+            else:
+                _move_without_clobbering(source, target)
+            placed[-1] = (target, old, True)
+    except BaseException:
+        for target, old, moved_in in reversed(placed):
+            try:
+                if moved_in:
+                    os.unlink(target)
+                if old is not None:
+                    os.rename(old, target)
+            except OSError:
+                continue  # best effort: the error that stopped the move is what is raised
+        _remove_folders(made)
+        raise
+    finally:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Make ``folder`` and the folders missing on its way; return those made, outermost
+    first. A file where a folder should be raises the OSError of mkdir."""
+    missing = []
+    while not folder.is_dir() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return missing[::-1]
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (made by :func:`_make_folders`), innermost first, each if empty."""
+    for path in reversed(folders):
+        try:
+            path.rmdir()
+        except OSError:
+            continue
+
+
 # The form of an output that is a folder: a name ending in a slash, or an existing folder.
 FOLDER = "/"
 
@@ -133,7 +261,7 @@ def check_output(path: str | os.PathLike[str], overwrite: bool,
         if path.is_dir() and any(path.iterdir()) and not overwrite:
             raise OutputExistsError(f"the folder {path} is not empty; pass --force "
                                     "(overwrite=True) to write into it.")
-        check_writable(path / ".probe")
+        check_writable(path / ".probe", shown=path)
         return path
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass --force (overwrite=True) to overwrite it.")
@@ -141,9 +269,11 @@ def check_output(path: str | os.PathLike[str], overwrite: bool,
     return path
 
 
-def check_writable(path: str | os.PathLike[str]) -> None:
+def check_writable(path: str | os.PathLike[str],
+                   shown: str | os.PathLike[str] | None = None) -> None:
     """Raise OutputError unless a file can be created at ``path`` now: its folder (or the
-    nearest one that exists, for folders still to be made) accepts a new file.
+    nearest one that exists, for folders still to be made) accepts a new file. ``shown``:
+    the output the error names (default ``path``; a folder output's, not its probe's).
 
     Creating one is the only reliable test (os.access ignores read-only mounts for some
     file systems and says yes to root everywhere); the probe is removed at once.
@@ -159,7 +289,7 @@ def check_writable(path: str | os.PathLike[str]) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise output_error(path, exc) from exc
+        raise output_error(Path(shown) if shown is not None else path, exc) from exc
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:
@@ -195,13 +325,30 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         if match is None or _running(int(match.group(1))):
             continue
         try:
-            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_SECONDS:
-                continue
-            os.unlink(entry.path)
+            if entry.is_dir(follow_symlinks=False):  # an atomic_folder's staging folder
+                if now - _newest_change(Path(entry.path)) < STALE_SECONDS:
+                    continue
+                shutil.rmtree(entry.path)
+            else:
+                if now - entry.stat(follow_symlinks=False).st_mtime < STALE_SECONDS:
+                    continue
+                os.unlink(entry.path)
         except OSError:
             continue
         removed.append(Path(entry.path))
     return removed
+
+
+def _newest_change(folder: Path) -> float:
+    """The latest modification time of ``folder`` and of anything beneath it."""
+    newest = folder.lstat().st_mtime
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                continue
+    return newest
 
 
 def _temp_prefix(path: Path) -> str:

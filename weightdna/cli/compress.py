@@ -133,7 +133,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "data; the digits CNN at 2 bits/weight: 7 of 10 seeds lost "
                              "over 10%% of their accuracy without it, none with it), or for "
                              "an ONNX file on the output check's synthetic inputs run by "
-                             "onnxruntime (Conv, Gemm and MatMul weights stored (out, in); "
+                             "onnxruntime, its image input matched to the first BatchNorm's "
+                             "statistics where it goes through a Conv into one (Conv, Gemm "
+                             "and MatMul weights stored (out, in); "
                              "the rest left to rounding, and named); same "
                              "file format (default: synthetic for an engine model under "
                              "--bits-per-weight, else none)")
@@ -383,10 +385,10 @@ def _as_json(report: CompressionReport, check: OutputCheck | None, sensitivity: 
 
 
 def run_compress(args: argparse.Namespace) -> int:
-    from weightdna.codec.bundle import collect_files
     from weightdna.codec.compress import compress_model
     from weightdna.codec.quality import summary, warnings
     from weightdna.codec.ratecontrol import CANDIDATES
+    from weightdna.evaluate.defaults import CORRECTING_STAGE, compress_inputs
     from weightdna.weights import load_weights
 
     target = _target(args)
@@ -399,51 +401,32 @@ def run_compress(args: argparse.Namespace) -> int:
         representations.append("quantized")
     check_output(args.output, args.force, COMPRESS_FORMS)
     weights = load_weights(args.model)
-    files = collect_files(weights, args.include)
     for warning in _target_warnings(target, weights):
         warn(warning)
     from weightdna.bert import EMBEDDING_TENSORS
-    from weightdna.evaluate.calibration import calibration_for, is_onnx_file
-    from weightdna.evaluate.sensitivity import row_weights_for, sensitivity_mode
+    from weightdna.evaluate.calibration import is_onnx_file
 
-    calibration = calibration_for(args.model, args.calibration, target, warn)
-
-    mode = sensitivity_mode(args.sensitivity, args.model, weights.names, target)
-    sensitivity = None
     notes: list[str] = []  # what measuring the sensitivities said (an ONNX graph's)
     with job_progress() as bar:
-        plan = _plan(target)
-        if mode != "none":
-            plan = {"sensitivity": 1, **plan}
-        from weightdna.evaluate.correction import bias_correction_for
+        def progress_for(stages: list[str]) -> JobBar:
+            plan = dict.fromkeys((s for s in stages if s != CORRECTING_STAGE), 1)
+            plan.update(_plan(target))
+            if CORRECTING_STAGE in stages:  # after encoding, before writing
+                plan = {**plan, CORRECTING_STAGE: 1}
+                plan["writing"] = plan.pop("writing")
+            return JobBar(bar, "compress", plan)
 
-        adjust = bias_correction_for(mode, args.model, weights.names, args.bias_correction,
-                                     target, note=notes.append)
-        if adjust is not None:
-            plan = {**plan, "correcting": 1}
-            plan["writing"] = plan.pop("writing")
-        progress = JobBar(bar, "compress", plan)
-        if mode != "none":
-            from weightdna.evaluate.calibration import sensitivity_for_file
-
-            sensitivity = sensitivity_for_file(args.model, mode == "synthetic", progress,
-                                               note=notes.append)
-        row_weights = row_weights_for(mode, args.model, weights.names)
-        from weightdna.evaluate.columns import column_factors_for, columns_mode
-
-        columns = column_factors_for(
-            columns_mode(args.columns, mode, args.model, weights.names, target, args.ray,
-                         "none" if calibration is None else args.calibration),
-            args.model, weights.names, target, args.ray, args.calibration)
+        inputs = compress_inputs(args.model, weights, target, include=args.include,
+                                 calibration=args.calibration, sensitivity=args.sensitivity,
+                                 columns=args.columns, bias_correction=args.bias_correction,
+                                 ray=args.ray, warn=warn, note=notes.append,
+                                 progress_for=progress_for)
         report = compress_model(weights, Path(args.output), target,
                                 representations=representations, per_row=args.per_row,
-                                objective=args.objective,
-                                overwrite=args.force, calibration=calibration,
-                                sensitivity=sensitivity, row_weights=row_weights or None,
-                                column_factors=columns,
-                                adjust=adjust, files=files, progress=progress,
+                                objective=args.objective, overwrite=args.force,
                                 workers=_workers(args, weights.total_numel), ray=args.ray,
-                                resumable=True, resume=args.resume)
+                                resumable=True, resume=args.resume, **inputs.options())
+    sensitivity, mode, adjust = inputs.sensitivity, inputs.mode, inputs.adjust
     check = _check_outputs(args.model, report) if args.check == "auto" else None
     onnx_corrected = adjust is not None and is_onnx_file(args.model)
     if args.json:
@@ -463,22 +446,24 @@ def run_compress(args: argparse.Namespace) -> int:
     for line in notes:
         console.print(line, highlight=False, markup=False)
     if sensitivity is not None:
-        linear = sum(1 for name in (row_weights or {}) if not name.endswith(EMBEDDING_TENSORS[0]))
+        linear = sum(1 for name in (inputs.row_weights or {})
+                     if not name.endswith(EMBEDDING_TENSORS[0]))
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
-                         "says their tokens occur" if row_weights else "")
+                         "says their tokens occur" if inputs.row_weights else "")
                       + (f"; the rows of {linear} linear weights by how much their outputs "
                          "move the embedding on random tokens" if linear else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
                          if adjust is not None and not is_onnx_file(args.model) else ""),
                       highlight=False)
-    if columns:
-        console.print(f"{len(columns)} linear weights coded with a factor per input column, "
-                      "from their inputs on random tokens (--columns synthetic, format "
-                      "version 9" + ("; --columns none codes none)" if args.columns is None
-                                    else ")"), highlight=False)
-    if calibration is not None and args.calibration is None:
+    if inputs.column_factors:
+        console.print(f"{len(inputs.column_factors)} linear weights coded with a factor per "
+                      "input column, from their inputs on random tokens (--columns "
+                      "synthetic, format version 9"
+                      + ("; --columns none codes none)" if args.columns is None else ")"),
+                      highlight=False)
+    if inputs.calibration is not None and args.calibration is None:
         console.print("weight matrices' symbols chosen by GPTQ on inputs distilled from the "
                       "model, no data (--calibration synthetic, the default for an engine "
                       "model): their weight SNR falls while the outputs stay closer; "

@@ -162,6 +162,9 @@ def _task(original: str) -> str:
     path = Path(original)
     if original == "minilm":
         return "sentences"
+    if not path.exists():
+        raise InvalidInputError(f"{original} does not exist; give the original model: "
+                                f"{SUPPORTED}.")
     if path.suffix == ".onnx" and path.is_file():
         return "onnx"
     if path.is_file() and _engine_model(original) is not None:

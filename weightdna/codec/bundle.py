@@ -7,7 +7,7 @@ other files are, `stored_entries`), which `write_onnx_file` puts back. A folder'
 in by default when it is small text (or a known tokenizer model) and not hidden; any other
 file only when asked for (``include``), and every file left out is named, with why.
 `write_folder` writes the folder back: the weights as safetensors, sharded under the
-source's shard names when its index was stored, and every stored file. From format
+source's shard names when its index was stored, and every stored file, all or none. From format
 version 12 the files may be coded against each other (`stored_entries`,
 `weightdna.codec.filecoding`): a tokenizer.json's vocabulary as lines, and vocab.txt drawn
 on them; from version 20 a file by PPMd.
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from weightdna.atomic import atomic_output
+from weightdna.atomic import atomic_folder, atomic_output
 from weightdna.codec.container import DnaFile, check_relative_path
 from weightdna.codec.dtypes import DTYPES
 from weightdna.codec.fields import load_json
@@ -240,33 +240,34 @@ def write_folder(dna: DnaFile, folder: Path, overwrite: bool,
                  progress: Progress | None = None) -> tuple[list[Path], int]:
     """The model's folder: its weights as safetensors (under the shard names of a stored
     index, else ``model.safetensors``) and every stored file; returns (the files written,
-    their bytes). Each file appears whole or not at all, and none where a stored file cannot be
-    read back (damaged, or coded by PPMd without pyppmd): they are all read once first."""
+    their bytes). The files appear together once every one is written whole, else none
+    (`atomic_folder`: a tensor or a stored file that cannot be read back, damaged or coded
+    by PPMd without pyppmd, leaves ``folder`` as it was). The stored files go first, each
+    read once, so that one of them stops the command before any tensor is decoded; the
+    tensors stream, one at a time."""
     layout = shard_layout(dna)
     stored = [entry for entry in dna.files if entry.get("kind", "file") == "file"]
     clash = set(layout) & {entry["path"] for entry in stored}
     if clash:
         raise CorruptFileError(f"{dna.path}: a stored file is called {sorted(clash)[0]!r}, "
                                "like the weights.")
-    for _ in dna.stored_files():  # each read and checked before anything is written
-        pass
+    names = [*layout, *(entry["path"] for entry in stored)]  # the files, relative, "/"
+    for name in names:
+        target = folder.joinpath(*name.split("/"))
+        if target.is_file() and os.path.samefile(target, dna.path):
+            raise InvalidInputError(f"{target} is the input; write the folder somewhere else.")
     sources = tensor_sources(dna, progress)
     metadata = safetensors_metadata(dna)
-    written = []
-    for shard, names in layout.items():
-        path = folder / shard
-        save_weights({n: sources[n] for n in names}, path, metadata=metadata,
-                     overwrite=overwrite)
-        written.append(path)
-    for entry, data in dna.stored_files():
-        if entry.get("kind", "file") != "file":
-            continue
-        path = folder.joinpath(*entry["path"].split("/"))
-        with atomic_output(path, overwrite=overwrite) as handle:
-            handle.write(data)
-        written.append(path)
-    return written, sum(p.stat().st_size for p in written)
-
+    with atomic_folder(folder, overwrite) as staging:
+        for entry, data in dna.stored_files():
+            if entry.get("kind", "file") == "file":
+                with atomic_output(staging.joinpath(*entry["path"].split("/")),
+                                   overwrite=False) as handle:
+                    handle.write(data)
+        for shard, tensors in layout.items():
+            save_weights({n: sources[n] for n in tensors}, staging / shard, metadata=metadata)
+        size = sum(staging.joinpath(*name.split("/")).stat().st_size for name in names)
+    return [folder.joinpath(*name.split("/")) for name in names], size
 
 
 def write_onnx_file(dna: DnaFile, output: Path, overwrite: bool,

@@ -759,6 +759,8 @@ def _recode_adjusted(weights: ModelWeights, coder: _Coder,
         if growth(name) <= 0 or fits():
             break
         coder.coded[name] = before[name]
+    if not fits():  # the header grew, not the sections (a step written in more digits)
+        coder.coded.update(before)
 
 
 def _compress(weights: ModelWeights, coder: _Coder, runner: Runner, target: Target,
@@ -1475,9 +1477,10 @@ def decompress_model(path: str | Path, output: str | Path, *, overwrite: bool = 
 
     Safetensors and folders stream: each tensor is decoded just before its bytes are
     written and dropped after, so memory follows the largest tensor, not the model. Every
-    file appears whole or not at all. ``workers`` (2 or more; one safetensors file only):
-    that many processes decode tensors side by side, each writing its bytes into their
-    place in the file (`weightdna.codec.workers`): the same file. None: every core for a
+    file appears whole or not at all, and a folder's files all or none (`atomic_folder`).
+    ``workers`` (2 or more; one safetensors file only): that many processes decode tensors
+    side by side, each writing its bytes into their place in the file
+    (`weightdna.codec.workers`): the same file. None: every core for a
     file of PARALLEL_DECODE_WEIGHTS or more, else this process."""
     form = output_form(output, DECOMPRESS_FORMS)  # before Path() drops a trailing slash
     path, output = Path(path), Path(output)

@@ -305,8 +305,15 @@ class DnaFile:
         referenced = None
         if entry.get("representation") == "reference+residual":
             referenced = self.tensor(self.referenced(i), max_memory)
-        return decode_tensor(entry, self.read_sections(name), max_memory, self.version,
-                             referenced, block)
+        try:
+            return decode_tensor(entry, self.read_sections(name), max_memory, self.version,
+                                 referenced, block)
+        except CorruptFileError as exc:  # the decoder names the tensor; the file, and what to do
+            said = str(exc).rstrip()
+            text = said if said.startswith(str(self.path)) else f"{self.path}: {said}"
+            if "damaged" not in said.removeprefix(str(self.path)):
+                text += " The file is damaged: copy it again, or compress the model again."
+            raise CorruptFileError(text) from None
 
     def referenced(self, i: int) -> str:
         """The name of the tensor entry ``i`` (a ``reference+residual``) refers to, checked:
@@ -863,7 +870,9 @@ def read_dna_file(
 def _read(f: Any, path: Path, size: int, max_memory: int, verify: bool) -> DnaFile:
     start = f.read(12)
     if len(start) < 12 or start[:8] != MAGIC:
-        raise ModelFileError(f"{path} is not a .dna file (its first bytes are not the magic).")
+        what = "is empty (0 bytes)" if size == 0 else (
+            "is not a .dna file (its first bytes are not the magic)")
+        raise ModelFileError(f"{path} {what}; give a file written by `weightdna compress`.")
     (version,) = struct.unpack("<I", start[8:])
     if version not in READABLE_VERSIONS:
         newer = " by a newer weightdna" if version > VERSION else ""

@@ -204,12 +204,24 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a fit state; only plain tensors and containers are accepted (weights_only)."""
+    from weightdna.weights.load import torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path} does not exist or is not a file; give a file written "
+                             "by `weightdna fit`.")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as exc:
-        raise ModelFileError(f"checkpoint {path} does not exist") from exc
-    except Exception as exc:  # torch raises several types for a corrupt or foreign file
-        raise ModelFileError(f"cannot read checkpoint {path}: {exc}") from exc
+        return torch_load(path, "a file written by `weightdna fit`",
+                          "give a .dna.pt or checkpoint file written by `weightdna fit`")
+    except ModelFileError:
+        from weightdna.codec.container import MAGIC
+
+        with open(path, "rb") as f:
+            if f.read(len(MAGIC)) == MAGIC:
+                raise ModelFileError(
+                    f"{path} is a .dna file (written by `weightdna compress`), not a fitted "
+                    "DNA: `weightdna decompress` decodes it.") from None
+        raise
 
 
 def _check_resumable(state: dict[str, Any], config: FitConfig, n_train: int) -> None:

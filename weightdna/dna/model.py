@@ -204,7 +204,8 @@ class ModelDNA:
         try:
             return cls.from_state(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise ModelFileError(f"{path} is not a valid .dna.pt file: {exc}") from exc
+            raise ModelFileError(f"{path} is not a valid .dna.pt file: {exc}; fit the "
+                                 "model again (`weightdna fit`).") from exc
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ModelDNA:
@@ -217,8 +218,7 @@ class ModelDNA:
         config = FitConfig.from_dict(state["config"])
         networks = []
         for entry in state["networks"]:
-            net = build_network(config, COORDINATE_COUNT)
-            net.load_state_dict(entry["state_dict"])
+            net = _stored_network(config, entry["state_dict"])
             networks.append(DNANetwork(
                 str(entry["key"]), [str(n) for n in entry["tensors"]], net.eval(),
                 int(entry["steps_run"]), float(entry["seconds"]), bool(entry["stopped_early"]),
@@ -231,16 +231,43 @@ class ModelDNA:
                 name, tuple(int(s) for s in t["shape"]), str(t["dtype"]), int(t["network"]),
                 float(t["offset"]), float(t["scale"]), _metrics_from(t["metrics"]),
                 _metrics_from(t["train_metrics"]), _metrics_from(t["holdout_metrics"]))
+        space = [_info_from(i) for i in state["space"]]
+        shapes = {i.name: i.shape for i in space}
+        for name, t in tensors.items():  # the network predicts one value per coordinate
+            if shapes.get(name) != t.shape:
+                raise ValueError(f"{name} is {list(t.shape)}, but its coordinates are of "
+                                 f"{list(shapes.get(name, []))}")
         kept = dict(state["kept"])
+        if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in kept.items()):
+            raise ValueError("the tensors kept exactly are not all tensors by name")
         order = [str(n) for n in state["order"]]
         missing = [n for n in order if n not in tensors and n not in kept]
         if missing:
             raise ValueError(f"tensors without a value or a network: {', '.join(missing[:5])}")
         return cls(config, str(state["granularity"]), str(state["target_normalisation"]),
                    str(state["psnr_normalisation"]),
-                   [_info_from(i) for i in state["space"]], networks, tensors, kept, order,
+                   space, networks, tensors, kept, order,
                    str(state["source"]), _metrics_from(state["metrics"]),
                    _metrics_from(state["holdout_metrics"]))
+
+
+def _stored_network(config: FitConfig, stored: object) -> nn.Module:
+    """The network ``config`` describes with the stored state dict ``stored`` in it. The two
+    are compared first on a network without memory (the meta device), so that settings
+    that do not match the file (a width of 10^6) allocate nothing. Raises ValueError."""
+    with torch.device("meta"):
+        wanted = {k: tuple(v.shape) for k, v in
+                  build_network(config, COORDINATE_COUNT).state_dict().items()}
+    if not isinstance(stored, Mapping) or not all(
+            isinstance(v, torch.Tensor) for v in stored.values()):
+        raise ValueError("a network's state_dict is not a dict of tensors")
+    given = {k: tuple(v.shape) for k, v in stored.items()}
+    if given != wanted:
+        raise ValueError("a network's stored tensors do not match its settings (architecture, "
+                         "width, depth)")
+    net = build_network(config, COORDINATE_COUNT)
+    net.load_state_dict(stored)
+    return net
 
 
 def select_tensors(weights: ModelWeights,

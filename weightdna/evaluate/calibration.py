@@ -421,7 +421,10 @@ def onnx_calibration_for(path: str | Path, warn: Callable[[str], None] | None = 
     left to plain rounding said through ``warn``; refused where none could be measured.
     An option, not `calibration_mode`'s default for ONNX files: it helped rapidocr's
     recognizer and detector but cost its angle classifier and, at 3 bits per weight,
-    Silero VAD and magika (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs")."""
+    Silero VAD and magika (BENCHMARKS.md, "Data-free GPTQ for ONNX graphs"); on inputs
+    matched to a first BatchNorm (`onnx_calibration.INPUTS`) it helps the detector and
+    the angle classifier but costs the recognizer against no calibration (BENCHMARKS.md,
+    "GPTQ on BatchNorm-matched inputs")."""
     require_onnxruntime("calibration")
     from weightdna.evaluate.onnx_calibration import onnx_hessians
 

@@ -134,11 +134,17 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
 
     original = Path(original)
     first = _session(original)
+    weights = {info.name for info in load_weights(original).infos}
     restored = Path(restored)
     if restored.suffix == ".onnx" and restored.is_file():
         second = _session(restored)
     else:
         state = restored_state(restored)
+        missing = weights - set(state)
+        if missing:  # the graph would keep its own: the comparison would be of nothing
+            raise InvalidInputError(f"{restored} lacks weights of {original}'s graph (e.g. "
+                                    f"{sorted(missing)[0]!r}); give the weights restored "
+                                    "from that model.")
         second = _session(onnx_with_initializers(original, state))
     if inputs is not None:
         try:
@@ -154,7 +160,7 @@ def evaluate_onnx(original: str | Path, restored: str | Path, inputs: str | Path
         batches, fed = [feeds], ""
     else:
         found = onnx_inputs(first, original, samples, np.random.default_rng(seed),
-                            skip={i.name for i in load_weights(original).infos})
+                            skip=weights)
         if found is None:
             raise InvalidInputError(
                 f"{original} did not run on synthetic inputs made from its input specs, nor "

@@ -13,6 +13,7 @@ import functools
 import json
 import pickle
 import re
+import stat
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -59,6 +60,8 @@ def load_weights(path: str | Path, roles: Mapping[str, str] | None = None) -> Mo
 
 def detect_format(path: Path) -> str:
     """``"safetensors"``, ``"pytorch"``, ``"npz"`` or ``"onnx"``, from the file's content."""
+    if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block or never end
+        raise ModelFileError(f"{path} is not a regular file; give a model file or folder.")
     with path.open("rb") as f:
         head = f.read(9)
     if not head:
@@ -71,6 +74,11 @@ def detect_format(path: Path) -> str:
         return "onnx"  # protobuf has no magic number; trust the name
     if (len(head) == 9 and head[8:9] == b"{") or path.suffix == ".safetensors":
         return "safetensors"
+    from weightdna.codec.container import MAGIC
+
+    if head[:len(MAGIC)] == MAGIC:
+        raise ModelFileError(f"{path} is a .dna file, already compressed: `weightdna "
+                             "decompress` gives its weights back (`weightdna info` lists them).")
     raise ModelFileError(
         f"{path} is not a model file weightdna can read: expected safetensors, a PyTorch "
         "checkpoint (.pt/.pth/.bin), NumPy .npz, ONNX, or a Hugging Face model folder."
@@ -116,6 +124,18 @@ def _rows_reader(read: Callable[..., torch.Tensor]) -> Callable[[int, int], torc
 
 
 def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:
+    obj = torch_load(path, "a PyTorch checkpoint", "convert the checkpoint to safetensors "
+                     "where you trust its origin, or save only model.state_dict()")
+    state, _ = find_state_dict(obj, path)
+    return {name: TensorSource.held(t) for name, t in state.items()}, {}
+
+
+def torch_load(path: Path, what: str, advice: str) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU: the only way weightdna reads a
+    pickle. Its refusals and failures come out as one-line ModelFileErrors (torch's own run
+    to many lines, and suggest ``weights_only=False``, meant for trusted files): ``what``
+    the file should be ("a PyTorch checkpoint"), ``advice`` what to do about objects it
+    refuses."""
     # mmap keeps a zip checkpoint on disk until a tensor is used; it is a private mapping,
     # so nothing written to a tensor reaches the file. Legacy (pickle) files cannot be mapped.
     mmap = zipfile.is_zipfile(path)
@@ -124,21 +144,18 @@ def _read_pytorch(path: Path) -> tuple[Sources, dict[str, str]]:
             # torch warns of a pickle protocol it "might not support" before refusing or
             # loading; the refusal, if any, is reported below in one line.
             warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise ModelFileError(
             f"{path} contains Python objects that torch.load(weights_only=True) refuses "
-            f"({_unpickler_reason(exc)}). weightdna never unpickles arbitrary objects: convert "
-            "the checkpoint to safetensors where you trust its origin, or save only "
-            "model.state_dict()."
+            f"({_unpickler_reason(exc)}), or is not {what}. weightdna never unpickles "
+            f"arbitrary objects: {advice}."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelFileError(
-            f"{path} could not be read as a PyTorch checkpoint ({_first_line(exc)}); it may "
-            "be truncated or not a checkpoint."
+            f"{path} could not be read as {what} ({_first_line(exc)}); it may "
+            f"be truncated or not {what}."
         ) from None
-    state, _ = find_state_dict(obj, path)
-    return {name: TensorSource.held(t) for name, t in state.items()}, {}
 
 
 def _first_line(exc: BaseException) -> str:
@@ -160,7 +177,7 @@ def find_state_dict(obj: object, path: Path | str = "checkpoint") -> tuple[dict,
     if found is None:
         if isinstance(obj, Mapping):
             keys = ", ".join(repr(k) for k in list(obj)[:12])
-            what = f"a dict with keys {keys}"
+            what = f"a dict with keys {keys}" if keys else "an empty dict"
         else:
             what = f"a {type(obj).__name__}"
         raise ModelFileError(

@@ -44,7 +44,23 @@ def load_model(path: Path) -> Any:
     try:
         return onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # protobuf raises its own DecodeError; any failure: a bad file
-        raise ModelFileError(f"{path} could not be read as ONNX ({exc}).") from None
+        reason = " ".join(str(exc).split())
+        raise ModelFileError(f"{path} could not be read as ONNX ({reason}); "
+                             f"{_onnx_advice(reason)}.") from None
+
+
+def _onnx_advice(reason: str) -> str:
+    """What to do about onnx.load's failure ``reason`` (its message, on one line)."""
+    if "symbolic link" in reason:
+        return ("onnx does not follow a link to external data (a Hugging Face cache holds "
+                "links): copy the model with its data files (cp -L) and give the copy")
+    if "outside the directory" in reason or "absolute path" in reason:
+        return ("onnx reads external data only from the model's own folder: keep the data "
+                "files beside the model, named as the model says")
+    if "external" in reason.lower() or "should be stored in" in reason:
+        return ("its external data is missing or cut short: keep the data files it was "
+                "exported with (such as model.onnx_data) beside it, whole")
+    return "the file is truncated or not an ONNX model: download or export it again"
 
 
 def subgraphs(node: Any) -> Iterator[Any]:
