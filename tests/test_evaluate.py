@@ -362,9 +362,14 @@ def test_compress_measures_synthetic_sensitivities_of_a_bert_by_default(
     from weightdna.evaluate.sensitivity import ROW_PRIOR_EXPONENT, row_weights_for
 
     rows = row_weights_for("synthetic", folder, list(state))
-    assert list(rows) == ["embeddings.word_embeddings.weight"]
-    np.testing.assert_allclose(rows["embeddings.word_embeddings.weight"],
+    np.testing.assert_allclose(rows.pop("embeddings.word_embeddings.weight"),
                                token_prior(read_vocabulary(folder)) ** ROW_PRIOR_EXPONENT)
+    # ... and every linear weight's rows by how much their outputs move the embedding
+    linear = sorted(n for n in state if n.startswith("encoder.layer.") and n.endswith(
+        ("query.weight", "key.weight", "value.weight", "dense.weight")))
+    assert sorted(rows) == linear and linear
+    for name, weight in rows.items():
+        assert weight.shape == (state[name].shape[0],) and np.all(weight > 0), name
     assert row_weights_for("none", folder, list(state)) == {}
     assert row_weights_for("auto", folder, list(state)) == {}
     code, report = compress(folder, "--sensitivity", "none")

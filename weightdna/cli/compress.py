@@ -410,6 +410,7 @@ def run_compress(args: argparse.Namespace) -> int:
     weights = load_weights(args.model)
     for warning in _target_warnings(target, weights):
         warn(warning)
+    from weightdna.bert import EMBEDDING_TENSORS
     from weightdna.evaluate.calibration import is_onnx_file
 
     notes: list[str] = []  # what measuring the sensitivities said (an ONNX graph's)
@@ -456,10 +457,14 @@ def run_compress(args: argparse.Namespace) -> int:
     for line in notes:
         console.print(line, highlight=False, markup=False)
     if sensitivity is not None:
+        linear = sum(1 for name in (inputs.row_weights or {})
+                     if not name.endswith(EMBEDDING_TENSORS[0]))
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
                          "says their tokens occur" if inputs.row_weights else "")
+                      + (f"; the rows of {linear} linear weights by how much their outputs "
+                         "move the embedding on random tokens" if linear else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
                          if adjust is not None and not is_onnx_file(args.model) else ""),
                       highlight=False)

@@ -65,6 +65,19 @@ SYNTHETIC_LENGTH = 24
 # with the bias correction (`bench/minilm_rows.py`).
 SYNTHETIC_PRIOR = True
 ROW_PRIOR_EXPONENT = 0.65
+# Data-free, each row of a BERT model's linear weights is weighed by how much an error in
+# its output moves the sentence embedding (`output_row_weights`): Σ over the real tokens of
+# OUTPUT_ROW_SEQUENCES random sequences (drawn by the prior) of g_r² ‖x‖², g_r = ∂(v·e)/∂y_r
+# for OUTPUT_ROW_DRAWS random directions v of the unit embedding e, y = Wx + b the layer's
+# output; to the power OUTPUT_ROW_EXPONENT. Noise of the same energy on the quarter of a
+# matrix's rows with the largest weights moved MiniLM's embeddings of the 540 bundled
+# sentences 3.3-7.4x as much as on the quarter with the least (the weights' ratio: 4.4-18x,
+# hence a power under 1). MiniLM at 3 bits per weight through the CLI: BENCHMARKS.md,
+# "Output-side row weights".
+OUTPUT_ROW_SEQUENCES = 64
+OUTPUT_ROW_DRAWS = 4
+OUTPUT_ROW_EXPONENT = 0.5
+OUTPUT_ROW_SEED = 3
 
 # forward(name, value): the outputs (samples, features) with tensor ``name`` set to value;
 # an empty name gives the unperturbed outputs.
@@ -318,13 +331,78 @@ def token_row_weights(path: str | Path, names: Sequence[str],
     return {embedding: token_prior(words) ** float(exponent)}
 
 
+class _RecordingEncoder(BertEncoder):
+    """A BERT encoder that keeps each linear layer's output (its gradient retained) and its
+    inputs' squared norms per token, by weight name, for `output_row_weights`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.recorded: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _linear(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        y = super()._linear(x, name)
+        if y.requires_grad:
+            y.retain_grad()
+            self.recorded[f"{name}.weight"] = (y, x.detach().square().sum(-1))
+        return y
+
+
+def output_row_weights(path: str | Path, names: Sequence[str],
+                       exponent: float = OUTPUT_ROW_EXPONENT,
+                       sequences: int = OUTPUT_ROW_SEQUENCES, draws: int = OUTPUT_ROW_DRAWS,
+                       seed: int = OUTPUT_ROW_SEED) -> dict[str, np.ndarray]:
+    """{each linear weight of the BERT model at ``path`` (tensor ``names``): one weight per
+    row (output feature) r}, Σ over the real tokens of ``sequences`` random sequences
+    (`weightdna.bert.random_token_batch`, drawn by the prior) and ``draws`` random
+    directions v of g_r² ‖x‖², g_r = ∂(v·e)/∂y_r (e: the unit sentence embedding, y = Wx + b:
+    the layer's output for the token, x its input), to the power ``exponent``, floored at
+    10⁻³ of its mean: how much an error in row r moves the embedding, as a Gauss-Newton
+    diagonal (`compress_model`'s ``row_weights``: a row's absolute error counts that many
+    times; no data). A weight the forward never reads (a pooler) gets none."""
+    from weightdna.weights import load_weights
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config = BertConfig.from_json(folder / "config.json")
+    state = load_weights(path).state_dict()
+    prefix = _bert_prefix(state)
+    encoder = _RecordingEncoder(state, config)
+    ids, mask = random_token_batch(folder, config.vocab_size, sequences,
+                                   min(SYNTHETIC_LENGTH, config.max_position_embeddings),
+                                   np.random.default_rng(seed), prior=True)
+    ids, mask = torch.as_tensor(ids), torch.as_tensor(mask)
+    real = mask.to(encoder.dtype)
+    generator = torch.Generator().manual_seed(seed)
+    sums: dict[str, np.ndarray] = {}
+    for _ in range(draws):
+        encoder.recorded.clear()
+        hidden = encoder.embed(ids).detach().requires_grad_(True)
+        for i in range(config.num_hidden_layers):
+            hidden = encoder.layer(i, hidden, mask)
+        embedding = torch.nn.functional.normalize(mean_pool(hidden, mask), p=2, dim=1)
+        direction = torch.randn(embedding.shape, generator=generator, dtype=embedding.dtype)
+        (direction * embedding).sum().backward()
+        for name, (output, inputs) in encoder.recorded.items():
+            moved = (output.grad.square() * (inputs * real)[..., None]).sum(dim=(0, 1))
+            sums[name] = sums.get(name, 0.0) + moved.double().numpy()
+    present = set(names)
+    weights = {}
+    for name, total in sums.items():
+        if prefix + name in present:
+            total = np.maximum(total, 1e-3 * float(total.mean())) if total.mean() > 0 else total
+            if np.all(total > 0) and np.all(np.isfinite(total)):
+                weights[prefix + name] = total ** float(exponent)
+    return weights
+
+
 def row_weights_for(mode: str, path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The row weights that go with sensitivity ``mode`` (`sensitivity_mode`) for the model at
-    ``path``: with "synthetic" a BERT model's word embedding by `token_row_weights`
-    (measured to help: BENCHMARKS.md); else none."""
+    ``path``: with "synthetic" a BERT model's word embedding by `token_row_weights` and its
+    linear weights by `output_row_weights` (each measured to help: BENCHMARKS.md); else
+    none."""
     if mode != "synthetic" or not runs_as_bert(path, names):
         return {}
-    return token_row_weights(path, names)
+    return {**token_row_weights(path, names), **output_row_weights(path, names)}
 
 
 def is_engine_file(path: str | Path) -> bool:
