@@ -159,7 +159,8 @@ def test_an_unwritable_folder_output_is_named_not_its_probe(tmp_path: Path, caps
     out = tmp_path / "plain" / "sub"
     assert main(["decompress", str(_dna(tmp_path)), "-o", f"{out}/"]) == 1
     error = _error(capsys)
-    assert f"cannot write {out}:" in error and "probe" not in error
+    # rich breaks a path longer than the terminal inside it: compare without whitespace
+    assert f"cannotwrite{out}:" in "".join(error.split()) and "probe" not in error
 
 
 @pytest.fixture(scope="module")
