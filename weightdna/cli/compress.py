@@ -457,12 +457,12 @@ def run_compress(args: argparse.Namespace) -> int:
     for line in notes:
         console.print(line, highlight=False, markup=False)
     if sensitivity is not None:
-        linear = sum(1 for name in (inputs.row_weights or {})
-                     if not name.endswith(EMBEDDING_TENSORS[0]))
+        tokens = sum(1 for name in inputs.row_weights if name.endswith(EMBEDDING_TENSORS[0]))
+        linear = len(inputs.row_weights) - tokens
         console.print(f"bits spent by output sensitivities measured on {SENSITIVITY_DATA[mode]} "
                       f"(--sensitivity {mode})"
                       + ("; the word embedding's rows weighed by how often vocab.txt's order "
-                         "says their tokens occur" if inputs.row_weights else "")
+                         "says their tokens occur" if tokens else "")
                       + (f"; the rows of {linear} linear weights by how much their outputs "
                          "move the embedding on random tokens" if linear else "")
                       + ("; biases corrected for the coded weights' error on random tokens"
